@@ -1,0 +1,71 @@
+"""Clearance: runtime governance for AI agents' tool calls.
+
+Policy on every tool call an agent makes, human approvals, a tamper-evident audit log and
+LLM cost — self-hosted.
+
+```python
+import clearance
+
+clearance.configure(policy="policy.yaml", agent="support-bot")
+
+@clearance.guard
+def issue_refund(order_id: str, amount: float) -> str: ...
+```
+"""
+
+from __future__ import annotations
+
+from ._context import get_session, reset_session, session, set_session
+from ._guard._governor import UsageRecord
+from ._guard._runtime import NOT_GIVEN, configure, shutdown
+from ._guard._wrap import guard, guard_tool
+from ._settings import Settings
+from ._usage import record_usage
+from .errors import (
+    ApprovalAlreadyDecided,
+    ApprovalDenied,
+    ApprovalError,
+    ApprovalNotFound,
+    ApprovalTimeout,
+    ChainBroken,
+    ClearanceError,
+    ConfigurationError,
+    PolicyError,
+    StoreError,
+    ToolCallBlocked,
+)
+from .policy import Decision, Effect, Policy, load_policy, parse_policy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NOT_GIVEN",
+    "ApprovalAlreadyDecided",
+    "ApprovalDenied",
+    "ApprovalError",
+    "ApprovalNotFound",
+    "ApprovalTimeout",
+    "ChainBroken",
+    "ClearanceError",
+    "ConfigurationError",
+    "Decision",
+    "Effect",
+    "Policy",
+    "PolicyError",
+    "Settings",
+    "StoreError",
+    "ToolCallBlocked",
+    "UsageRecord",
+    "__version__",
+    "configure",
+    "get_session",
+    "guard",
+    "guard_tool",
+    "load_policy",
+    "parse_policy",
+    "record_usage",
+    "reset_session",
+    "session",
+    "set_session",
+    "shutdown",
+]

@@ -1,0 +1,176 @@
+"""Arguments as plain JSON values: what policy sees, what is hashed, what is recorded.
+
+`to_plain` turns anything a tool can be called with into JSON values deterministically, so the
+same call always has the same hash, in any process; objects JSON cannot hold become a
+`{"$type", "$repr"}` form with memory addresses removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+
+REDACTED = "[REDACTED]"
+MAX_STRING = 4096
+MAX_RECORD_ARGS = 256 * 1024
+_MAX_DEPTH = 64
+_ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
+_PLAIN_SCALARS = (str, int, bool, type(None))
+
+
+def to_plain(value: Any) -> Any:
+    """`value` as JSON-compatible data (dict with str keys, list, str, int, float, bool, None)."""
+    return _plain(value, 0, set())
+
+
+def _plain(value: Any, depth: int, seen: set[int]) -> Any:
+    if isinstance(value, _PLAIN_SCALARS):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if depth >= _MAX_DEPTH:
+        return {"$truncated": "nested too deeply"}
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        if id(value) in seen:
+            return {"$cycle": type(value).__name__}
+        seen.add(id(value))
+        try:
+            if isinstance(value, Mapping):
+                return {_key(k): _plain(v, depth + 1, seen) for k, v in value.items()}
+            items = [_plain(v, depth + 1, seen) for v in value]
+            if isinstance(value, set | frozenset):
+                items.sort(key=canonical_json)
+            return items
+        finally:
+            seen.discard(id(value))
+    return _special(value, depth, seen)
+
+
+def _key(key: Any) -> str:
+    return key if isinstance(key, str) else canonical_json(to_plain(key))
+
+
+def _special(value: Any, depth: int, seen: set[int]) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return {"$decimal": str(value)}
+        as_float = float(value)
+        exact = Decimal(repr(as_float)) == value
+        if value == value.to_integral_value() and abs(value) < 2**63:
+            return int(value)
+        return as_float if exact else {"$decimal": str(value)}
+    if isinstance(value, enum.Enum):
+        return _plain(value.value, depth + 1, seen)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return {"$seconds": value.total_seconds()}
+    if isinstance(value, uuid.UUID | PurePath):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        return {"$bytes": base64.b64encode(raw[:MAX_STRING]).decode(), "$length": len(raw)}
+    dump = getattr(value, "model_dump", None)  # pydantic models
+    if callable(dump):
+        try:
+            return _plain(dump(mode="json"), depth + 1, seen)
+        except Exception:  # a model that cannot dump falls through to the safe form
+            pass
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _plain(fields, depth + 1, seen)
+    return safe_repr(value)
+
+
+def safe_repr(value: Any) -> dict[str, str]:
+    """A deterministic stand-in for an object JSON cannot hold: its type and repr, no addresses."""
+    cls = type(value)
+    try:
+        text = repr(value)
+    except Exception as exc:  # a hostile __repr__ must not break the call
+        text = f"<repr failed: {type(exc).__name__}>"
+    return {
+        "$type": f"{cls.__module__}.{cls.__qualname__}",
+        "$repr": _ADDRESS.sub("", text)[:MAX_STRING],
+    }
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON text of a plain value: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_hex(text: str) -> str:
+    """SHA-256 of UTF-8 text, as hex."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _parts(pointer: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]]
+
+
+def redact(args: dict[str, Any], pointers: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """A copy of `args` with the values at the JSON pointers replaced, and the pointers that hit.
+
+    Only the containers on a redacted path are copied; the input is not changed.
+    """
+    if not pointers:
+        return args, []
+    out: Any = args
+    hit: list[str] = []
+    for pointer in pointers:
+        parts = _parts(pointer)
+        copied = _redact_path(out, parts)
+        if copied is not None:
+            out = copied
+            hit.append(pointer)
+    return out, hit
+
+
+def _redact_path(node: Any, parts: list[str]) -> Any:
+    head, rest = parts[0], parts[1:]
+    if isinstance(node, dict) and head in node:
+        child = REDACTED if not rest else _redact_path(node[head], rest)
+        return None if child is None else {**node, head: child}
+    if isinstance(node, list) and head.isdigit() and int(head) < len(node):
+        i = int(head)
+        child = REDACTED if not rest else _redact_path(node[i], rest)
+        if child is None:
+            return None
+        return [*node[:i], child, *node[i + 1 :]]
+    return None
+
+
+def for_record(args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Arguments sized for the audit record: long strings cut and marked; True when anything was.
+
+    The hash of the full arguments is taken before this, so it still covers every byte.
+    """
+    text = canonical_json(args)
+    if len(text) <= MAX_RECORD_ARGS:
+        return args, False
+    cut = _cut(args)
+    if len(canonical_json(cut)) <= MAX_RECORD_ARGS:
+        return cut, True
+    return {"$truncated": f"{len(text)} characters", "$preview": text[:MAX_STRING]}, True
+
+
+def _cut(node: Any) -> Any:
+    if isinstance(node, str) and len(node) > MAX_STRING:
+        return f"{node[:MAX_STRING]}…[truncated, {len(node)} characters]"
+    if isinstance(node, dict):
+        return {k: _cut(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_cut(v) for v in node]
+    return node

@@ -1,0 +1,44 @@
+"""The current session, on contextvars: safe under asyncio tasks and threads."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+
+_SESSION: ContextVar[str | None] = ContextVar("clearance_session", default=None)
+
+
+def get_session() -> str | None:
+    """The session id calls are recorded under here, or None (the process's default session)."""
+    return _SESSION.get()
+
+
+def set_session(session_id: str | None) -> Token[str | None]:
+    """Record calls in this context under `session_id`; returns a token for `reset_session`."""
+    if session_id is not None and (not isinstance(session_id, str) or not session_id or len(session_id) > 200):
+        raise ValueError("a session id must be a non-empty string of at most 200 characters")
+    return _SESSION.set(session_id)
+
+
+def reset_session(token: Token[str | None]) -> None:
+    """Undo a `set_session`."""
+    _SESSION.reset(token)
+
+
+@contextmanager
+def session(session_id: str | None = None) -> Iterator[str]:
+    """Group the calls made inside the block into one session (a new id when none is given).
+
+    Works in sync and async code; each asyncio task and thread sees its own session.
+
+    Yields:
+        The session id.
+    """
+    sid = session_id or f"ses_{uuid.uuid4().hex}"
+    token = set_session(sid)
+    try:
+        yield sid
+    finally:
+        _SESSION.reset(token)

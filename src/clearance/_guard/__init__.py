@@ -1,0 +1,1 @@
+"""Binding, deciding, recording and waiting for each governed call."""

@@ -1,0 +1,84 @@
+"""Binding a call's arguments to the tool's parameter names, so `args.amount` means the same
+whether the caller passed it by position or by keyword.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from .._canonical import to_plain
+from ..policy._model import ParamType
+
+_SKIP_FIRST = ("self", "cls")
+
+
+class Binder:
+    """Binds calls of one function; built once per guarded tool."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.signature = inspect.signature(fn)
+        params = list(self.signature.parameters.values())
+        self._skip = params[0].name if params and params[0].name in _SKIP_FIRST else None
+        self._var_kw = next((p.name for p in params if p.kind is p.VAR_KEYWORD), None)
+        self._simple = self._var_kw is None and all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+        self.params = _param_types(fn, self.signature) if self._var_kw is None else None
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name, defaults filled in, as plain JSON values.
+
+        Raises:
+            TypeError: When the call does not fit the signature (as calling the tool would).
+        """
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values: dict[str, Any] = bound.arguments
+        if not self._simple:
+            values = dict(values)
+            extra = values.pop(self._var_kw, None) if self._var_kw else None
+            if extra:
+                values.update(extra)
+        if self._skip:
+            values = {k: v for k, v in values.items() if k != self._skip}
+        plain = to_plain(values)
+        assert isinstance(plain, dict)
+        return plain
+
+
+def _param_types(fn: Callable[..., Any], signature: inspect.Signature) -> dict[str, ParamType]:
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: check names only
+        hints = {}
+    out: dict[str, ParamType] = {}
+    for name, p in signature.parameters.items():
+        if name in _SKIP_FIRST and p is next(iter(signature.parameters.values())):
+            continue
+        out[name] = "list" if p.kind is p.VAR_POSITIONAL else _param_type(hints.get(name, Any))
+    return out
+
+
+def _param_type(hint: Any) -> ParamType:
+    origin = typing.get_origin(hint) or hint
+    if origin is typing.Annotated:
+        return _param_type(typing.get_args(hint)[0])
+    if origin in (typing.Union, types.UnionType):
+        return "any"  # Optional[X] may be null; CEL's checker would reject the null case
+    if hint is bool:
+        return "boolean"
+    if hint is int:
+        return "integer"
+    if hint in (float, Decimal):
+        return "number"
+    if hint is str:
+        return "string"
+    if isinstance(origin, type):
+        if issubclass(origin, list | tuple | set | frozenset):
+            return "list"
+        if issubclass(origin, Mapping) or hasattr(origin, "model_fields") or typing.is_typeddict(origin):
+            return "map"
+    return "any"

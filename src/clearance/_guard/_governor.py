@@ -1,0 +1,364 @@
+"""The governor: one configured policy + store; decides, records, waits for approvals.
+
+Hot path of an allowed call: bind → hash → decide (CEL, in-process) → one write transaction
+that appends the decision record → the tool runs → one write that appends its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from .. import _decisions as decisions
+from .._canonical import canonical_json, for_record, redact, sha256_hex
+from .._clock import now_us
+from .._notify import FALLBACK_SECONDS, Waiter
+from .._pricing import Price, price
+from .._settings import Settings
+from ..errors import ApprovalAlreadyDecided, ApprovalDenied, ApprovalError, ApprovalTimeout
+from ..policy import Decision, Effect, Policy
+from ..store import Approval, Database
+from ..store import _approvals as approvals
+from ..store import _events as events
+from ..store import _facts as facts
+from ..store._events import make_event
+
+_MAX_ERROR = 2000
+
+
+@dataclass
+class Ticket:
+    """One governed call in flight.
+
+    Attributes:
+        call_id: The call's id in the audit log.
+        tool: The tool.
+        session: The session it is recorded under.
+        decision: What policy decided.
+        args_hash: Hash of the full arguments.
+        approval_id: The approval created for it, if any.
+        waiter: Where its wake-up arrives while it waits.
+    """
+
+    call_id: str
+    tool: str
+    session: str
+    decision: Decision
+    args_hash: str
+    approval_id: str | None = None
+    waiter: Waiter | None = None
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """What `record_usage` recorded.
+
+    Attributes:
+        event_id: The audit event.
+        cost_usd: The cost, or None when the model is unpriced.
+        price_source: `genai-prices X.Y.Z`, `override`, or why it is unpriced.
+    """
+
+    event_id: str
+    cost_usd: Decimal | None
+    price_source: str
+
+
+class Governor:
+    """Everything one `configure()` set up. Safe to share between threads."""
+
+    def __init__(self, settings: Settings, policy: Policy) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.db = Database(settings.database_url, busy_timeout=settings.busy_timeout)
+        self.default_session = f"ses_{uuid.uuid4().hex}"
+        self._base = {"agent": settings.agent, "environment": settings.environment}
+        self._activate()
+
+    def _activate(self) -> None:
+        """Store this policy revision and record its activation for this agent, if new."""
+        p = self.policy
+        with self.db.write() as cur:
+            cur.execute(
+                self.db.sql("SELECT id FROM policy_revisions WHERE content_hash = :h"),
+                {"h": p.content_hash},
+            )
+            if cur.fetchone() is None:
+                cur.execute(
+                    self.db.sql(
+                        "INSERT INTO policy_revisions (id, content_hash, source, text, author, parent, created_at_us)"
+                        " VALUES (:id, :h, :source, :text, :author, NULL, :at)"
+                    ),
+                    {
+                        "id": p.revision,
+                        "h": p.content_hash,
+                        "source": p.source,
+                        "text": p.source_text,
+                        "author": self.settings.agent,
+                        "at": now_us(),
+                    },
+                )
+            cur.execute(
+                self.db.sql(
+                    "SELECT body FROM events WHERE agent = :agent AND tool IS NULL"
+                    " AND kind = 'policy.activated' ORDER BY seq DESC LIMIT 1"
+                ),
+                {"agent": self.settings.agent},
+            )
+            last = cur.fetchone()
+            if last is None or json.loads(last[0]).get("policy_revision") != p.revision:
+                fields = {
+                    **self._base,
+                    "session": None,
+                    "policy_revision": p.revision,
+                    "source": p.source,
+                }
+                events.append(self.db, cur, [make_event("policy.activated", now_us(), fields)])
+
+    def close(self) -> None:
+        """Close the store."""
+        self.db.close()
+
+    # -- deciding and recording -------------------------------------------------------------
+
+    def begin(self, tool: str, args: dict[str, Any], session: str | None) -> Ticket:
+        """Decide a call and commit its record (and its approval, if one is needed)."""
+        policy, db = self.policy, self.db
+        plan = policy.plan(tool)
+        session = session or self.default_session
+        at = now_us()
+        full = canonical_json(args)
+        args_hash = sha256_hex(full)
+        shown, hit = redact(args, plan.redact)
+        recorded, truncated = for_record(shown) if hit or len(full) > 1024 else (shown, False)
+        call_id = events.new_id("call")
+        fact_values: dict[str, Any] = {}
+        with db.write() as cur:
+            if plan.facts:
+                fact_values, fact_errors = facts.compute(
+                    db,
+                    cur,
+                    plan.facts,
+                    agent=self.settings.agent,
+                    session=session,
+                    tool=tool,
+                    now_us=at,
+                )
+            decision = policy.decide(tool, args, fact_values)
+            if plan.facts and fact_errors:
+                decision = _explain_fact_errors(decision, fact_errors)
+            fields: dict[str, Any] = {
+                **self._base,
+                "session": session,
+                "tool": tool,
+                "call_id": call_id,
+                "decision": decision.effect.value,
+                "args": recorded,
+                "args_hash": args_hash,
+                "rule_ids": list(decision.rule_ids),
+                "reason": decision.reason,
+                "policy_revision": decision.revision,
+            }
+            if decision.errors:
+                fields["errors"] = list(decision.errors)
+            if hit:
+                fields["args_redacted"] = hit
+            if truncated:
+                fields["args_truncated"] = True
+            if fact_values:
+                fields["facts"] = fact_values
+            ticket = Ticket(call_id, tool, session, decision, args_hash)
+            batch = []
+            if decision.effect is Effect.REQUIRE_APPROVAL:
+                ticket.approval_id = fields["approval_id"] = events.new_id("apr")
+                ticket.waiter = Waiter()
+            batch.append(make_event("tool_call.decided", at, fields))
+            if ticket.approval_id is not None:
+                spec = decision.approval
+                assert spec is not None and ticket.waiter is not None
+                expires = at + spec.timeout * 1_000_000
+                approvals.insert(
+                    db,
+                    cur,
+                    {
+                        "id": ticket.approval_id,
+                        "call_id": call_id,
+                        "status": "pending",
+                        "tool": tool,
+                        "agent": self.settings.agent,
+                        "environment": self.settings.environment,
+                        "session": session,
+                        "args_json": full,
+                        "args_hash": args_hash,
+                        "shown_args_json": canonical_json(recorded),
+                        "rule_ids": json.dumps(list(decision.rule_ids)),
+                        "reason": decision.reason,
+                        "policy_revision": decision.revision,
+                        "approvers": json.dumps(list(spec.approvers)),
+                        "on_timeout": spec.on_timeout,
+                        "created_at_us": at,
+                        "expires_at_us": expires,
+                        "waiter": ticket.waiter.address,
+                    },
+                )
+                batch.append(
+                    make_event(
+                        "approval.requested",
+                        at,
+                        {
+                            **self._base,
+                            "session": session,
+                            "tool": tool,
+                            "call_id": call_id,
+                            "approval_id": ticket.approval_id,
+                            "expires_at": events.iso(expires),
+                            "approvers": list(spec.approvers),
+                            "on_timeout": spec.on_timeout,
+                        },
+                    )
+                )
+            events.append(db, cur, batch)
+        return ticket
+
+    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float) -> None:
+        """Commit the outcome of a call that ran."""
+        fields: dict[str, Any] = {
+            **self._base,
+            "session": ticket.session,
+            "tool": ticket.tool,
+            "call_id": ticket.call_id,
+            "decision": "error" if error else "ok",
+            "duration_ms": round(duration_s * 1000, 3),
+        }
+        if error is not None:
+            fields["error"] = f"{type(error).__name__}: {error}"[:_MAX_ERROR]
+        if ticket.approval_id:
+            fields["approval_id"] = ticket.approval_id
+        with self.db.write() as cur:
+            events.append(self.db, cur, [make_event("tool_call.finished", now_us(), fields)])
+            if ticket.approval_id:
+                approvals.finish(self.db, cur, ticket.approval_id, "failed" if error else "executed")
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    def _settle(self, ticket: Ticket) -> Approval:
+        """The approval once it is no longer pending (expiring it when its time is up)."""
+        assert ticket.approval_id is not None
+        approval = approvals.get(self.db, ticket.approval_id)
+        if approval.status == "pending" and approval.expires_at_us <= now_us():
+            try:
+                approval = decisions.expire(self.db, approval.id)
+            except ApprovalAlreadyDecided:
+                approval = approvals.get(self.db, ticket.approval_id)
+        return approval
+
+    def wait(self, ticket: Ticket) -> None:
+        """Block until a human decides (or the approval expires); return when the call may run.
+
+        Raises:
+            ApprovalDenied: A human denied it.
+            ApprovalTimeout: It expired and `on_timeout` denies.
+        """
+        assert ticket.approval_id is not None and ticket.waiter is not None
+        try:
+            while True:
+                approval = self._settle(ticket)
+                if approval.status != "pending":
+                    return self._outcome(ticket, approval)
+                remaining = (approval.expires_at_us - now_us()) / 1e6
+                ticket.waiter.wait(min(max(remaining, 0.0), FALLBACK_SECONDS))
+        finally:
+            ticket.waiter.close()
+
+    async def wait_async(self, ticket: Ticket) -> None:
+        """`wait`, awaiting without blocking the event loop."""
+        assert ticket.approval_id is not None and ticket.waiter is not None
+        try:
+            while True:
+                approval = self._settle(ticket)
+                if approval.status != "pending":
+                    return self._outcome(ticket, approval)
+                remaining = (approval.expires_at_us - now_us()) / 1e6
+                await ticket.waiter.wait_async(min(max(remaining, 0.0), FALLBACK_SECONDS))
+        finally:
+            ticket.waiter.close()
+
+    def _outcome(self, ticket: Ticket, approval: Approval) -> None:
+        if approval.args_hash != ticket.args_hash:
+            raise ApprovalError(
+                approval.id,
+                approval.tool,
+                f"approval {approval.id} holds other arguments than this call",
+            )
+        if approval.status == "approved":
+            return
+        if approval.status == "denied":
+            raise ApprovalDenied(approval.id, approval.tool, approval.decided_by or "unknown", approval.note)
+        if approval.status == "expired":
+            if approval.on_timeout == "allow":
+                return
+            raise ApprovalTimeout(
+                approval.id,
+                approval.tool,
+                f"{approval.tool}: approval {approval.id} expired undecided",
+            )
+        raise ApprovalError(approval.id, approval.tool, f"approval {approval.id} is {approval.status}")
+
+    # -- usage -------------------------------------------------------------------------------
+
+    def record_usage(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        reasoning_tokens: int,
+        *,
+        provider: str | None,
+        session: str | None,
+        latency_ms: float | None,
+    ) -> UsageRecord:
+        """Price and record one LLM call."""
+        cost: Price = price(
+            model,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            provider=provider,
+            overrides=self.settings.price_overrides,
+        )
+        fields: dict[str, Any] = {
+            **self._base,
+            "session": session or self.default_session,
+            "tool": None,
+            "model": model,
+            "provider": cost.provider or provider,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cached_input_tokens": cached_input_tokens,
+            "reasoning_tokens": reasoning_tokens,
+            "tokens": input_tokens + output_tokens,
+            "priced": cost.cost_usd is not None,
+            "cost_usd": str(cost.cost_usd) if cost.cost_usd is not None else None,
+            "cost_nusd": cost.nano_usd,
+            "price_source": cost.source,
+            "latency_ms": latency_ms,
+        }
+        event = make_event("llm.call", now_us(), fields)
+        with self.db.write() as cur:
+            events.append(self.db, cur, [event])
+        return UsageRecord(event.id, cost.cost_usd, cost.source)
+
+
+def _explain_fact_errors(decision: Decision, fact_errors: dict[str, str]) -> Decision:
+    """Say why a fact could not be computed where CEL only says the key was missing."""
+
+    def better(text: str) -> str:
+        for name, why in fact_errors.items():
+            text = text.replace(f'Key not found in map : "{name}"', why)
+        return text
+
+    return replace(decision, reason=better(decision.reason), errors=tuple(better(e) for e in decision.errors))

@@ -1,0 +1,155 @@
+"""The process's current configuration, swapped atomically by `configure()`."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .._settings import Settings
+from ..errors import ConfigurationError, PolicyError
+from ..policy import Policy, load_policy
+from ._binding import Binder
+from ._governor import Governor
+
+_lock = threading.RLock()
+_current: Governor | None = None
+_tools: dict[str, tuple[Callable[..., Any], Binder]] = {}
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Any = _Missing()
+
+
+def configure(
+    *,
+    policy: str | os.PathLike[str] | Policy | None = NOT_GIVEN,
+    database_url: str = NOT_GIVEN,
+    agent: str = NOT_GIVEN,
+    environment: str = NOT_GIVEN,
+    busy_timeout: float = NOT_GIVEN,
+    price_overrides: dict[str, Any] = NOT_GIVEN,
+) -> None:
+    """Set up Clearance for this process: the policy, the audit store and who this agent is.
+
+    Every argument not given comes from its `CLEARANCE_*` environment variable, else its
+    default (see `Settings`). Calling it again swaps in the new configuration atomically;
+    tools guarded before or after are governed by whichever is current when they are called.
+
+    Args:
+        policy: A policy file path, or a `Policy` from `clearance.policy.parse_policy`.
+        database_url: The audit store: SQLite file path or SQLAlchemy URL.
+        agent: This agent's name.
+        environment: Its environment (`test`, `live`, …).
+        busy_timeout: Seconds to wait for another process's lock on the store.
+        price_overrides: Prices per model in USD per million tokens
+            (`{"my-model": {"input_per_mtok": 1, "output_per_mtok": 2}}`).
+
+    Raises:
+        ConfigurationError: Invalid settings, no policy, or a policy that does not fit a
+            registered tool.
+        PolicyError: The policy file does not validate.
+        StoreError: The audit store cannot be opened.
+    """
+    given: dict[str, Any] = {
+        "database_url": database_url,
+        "agent": agent,
+        "environment": environment,
+        "busy_timeout": busy_timeout,
+        "price_overrides": price_overrides,
+    }
+    compiled = policy if isinstance(policy, Policy) else None
+    if policy is not NOT_GIVEN and not isinstance(policy, Policy):
+        given["policy"] = Path(os.fspath(policy)) if policy is not None else None
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not NOT_GIVEN})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"invalid Clearance settings: {problems}") from None
+    if compiled is None:
+        if settings.policy is None:
+            raise ConfigurationError("no policy: pass configure(policy='policy.yaml') or set CLEARANCE_POLICY")
+        compiled = load_policy(settings.policy)
+    _check_tools(compiled, _tools)
+    governor = Governor(settings, compiled)
+    global _current
+    with _lock:
+        old, _current = _current, governor
+    if old is not None:
+        old.close()
+
+
+def current() -> Governor:
+    """The current governor, configuring from the environment on first use.
+
+    Raises:
+        ConfigurationError: Nothing is configured and `CLEARANCE_POLICY` is not set, so the
+            call cannot be decided (it fails closed).
+    """
+    governor = _current
+    if governor is not None:
+        return governor
+    with _lock:
+        if _current is None:
+            if not os.environ.get("CLEARANCE_POLICY"):
+                raise ConfigurationError(
+                    "Clearance is not configured: call clearance.configure(policy=...) or set "
+                    "CLEARANCE_POLICY before calling a guarded tool"
+                )
+            configure()
+        assert _current is not None
+        return _current
+
+
+def shutdown() -> None:
+    """Close the current configuration; the next guarded call configures from the environment."""
+    global _current
+    with _lock:
+        old, _current = _current, None
+    if old is not None:
+        old.close()
+
+
+def register(name: str, fn: Callable[..., Any], binder: Binder) -> None:
+    """Remember a guarded tool by name, and check the current policy against its parameters.
+
+    Raises:
+        ConfigurationError: The name is taken by another function, or the policy's conditions
+            for it name parameters it does not have.
+    """
+    with _lock:
+        known = _tools.get(name)
+        if known is not None and known[0] is not fn and _qualname(known[0]) != _qualname(fn):
+            raise ConfigurationError(
+                f"two different functions are guarded as tool {name!r}: {_qualname(known[0])} and {_qualname(fn)}"
+            )
+        if _current is not None:
+            _check_tools(_current.policy, {name: (fn, binder)})
+        _tools[name] = (fn, binder)
+
+
+def registered(name: str) -> Callable[..., Any] | None:
+    """The function guarded under `name`, if any."""
+    found = _tools.get(name)
+    return found[0] if found else None
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _check_tools(policy: Policy, tools: dict[str, tuple[Callable[..., Any], Binder]]) -> None:
+    problems = []
+    for name, (_, binder) in tools.items():
+        if binder.params is not None:
+            problems.extend(policy.check_params(name, binder.params))
+    if problems:
+        raise PolicyError(problems)

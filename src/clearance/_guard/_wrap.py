@@ -1,0 +1,107 @@
+"""`guard_tool` and `@guard`: wrapping a function so every call goes through the governor."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from .._context import get_session
+from ..errors import ConfigurationError, ToolCallBlocked
+from ..policy import Effect
+from . import _runtime
+from ._binding import Binder
+from ._governor import Ticket
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check(ticket: Ticket) -> None:
+    decision = ticket.decision
+    if decision.effect is Effect.BLOCK:
+        raise ToolCallBlocked(ticket.tool, decision.reason, decision.rule_ids, ticket.call_id)
+
+
+def guard_tool(name: str, fn: F) -> F:
+    """Govern `fn` as the tool `name`: every call is decided by policy and recorded first.
+
+    The returned function has `fn`'s signature, docstring and type hints, so frameworks still
+    derive the same tool schema. Sync functions stay sync; async functions are awaited and
+    wait for approvals without blocking the event loop.
+
+    Args:
+        name: The tool name policies refer to.
+        fn: The function that does the work.
+
+    Returns:
+        The governed function.
+
+    Raises:
+        ConfigurationError: `name` is empty or taken by another function, or `fn` is not callable.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError("a guarded tool needs a non-empty name")
+    if not callable(fn):
+        raise ConfigurationError(f"cannot guard {fn!r} as {name!r}: it is not callable")
+    binder = Binder(fn)
+    _runtime.register(name, fn, binder)
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def governed_async(*args: Any, **kwargs: Any) -> Any:
+            governor = _runtime.current()
+            ticket = governor.begin(name, binder.bind(args, kwargs), get_session())
+            _check(ticket)
+            if ticket.approval_id is not None:
+                await governor.wait_async(ticket)
+            started = time.perf_counter()
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
+                raise
+            governor.finish(ticket, error=None, duration_s=time.perf_counter() - started)
+            return result
+
+        governed_async.__clearance_tool__ = name  # type: ignore[attr-defined]
+        return governed_async  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def governed(*args: Any, **kwargs: Any) -> Any:
+        governor = _runtime.current()
+        ticket = governor.begin(name, binder.bind(args, kwargs), get_session())
+        _check(ticket)
+        if ticket.approval_id is not None:
+            governor.wait(ticket)
+        started = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
+            raise
+        governor.finish(ticket, error=None, duration_s=time.perf_counter() - started)
+        return result
+
+    governed.__clearance_tool__ = name  # type: ignore[attr-defined]
+    return governed  # type: ignore[return-value]
+
+
+@overload
+def guard(fn: F, /) -> F: ...
+@overload
+def guard(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def guard(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Decorator form of `guard_tool`; bare (`@guard`) or with a name (`@guard(name="refund")`).
+
+    The tool name defaults to the function's `__name__`.
+    """
+
+    def decorate(f: F) -> F:
+        return guard_tool(name or str(getattr(f, "__name__", "")), f)
+
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,87 @@
+"""Waking a waiting agent the moment a human decides, across processes, without polling.
+
+The waiter binds a UDP socket on 127.0.0.1 and writes its address on the approval row; whoever
+decides sends it one datagram after committing. The datagram is only a hint — the waiter then
+reads the approval from the store — so a forged or lost datagram cannot change an outcome, and
+a slow re-check (every `FALLBACK_SECONDS`) covers a lost one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+
+FALLBACK_SECONDS = 5.0
+
+
+class Waiter:
+    """A wake-up address for one waiting call."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.setblocking(False)
+        host, port = self._sock.getsockname()
+        self.address = f"udp:{host}:{port}"
+        self.wakeups = 0
+
+    def wait(self, timeout: float) -> bool:
+        """Block until woken or `timeout` seconds pass; True when woken."""
+        self._sock.settimeout(max(timeout, 0.0))
+        try:
+            self._sock.recv(256)
+        except (TimeoutError, BlockingIOError):
+            return False
+        finally:
+            self._sock.setblocking(False)
+        self._drain()
+        self.wakeups += 1
+        return True
+
+    async def wait_async(self, timeout: float) -> bool:
+        """Await a wake-up without blocking the event loop; True when woken."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.sock_recv(self._sock, 256), max(timeout, 0.0))
+        except TimeoutError:
+            return False
+        self._drain()
+        self.wakeups += 1
+        return True
+
+    def _drain(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while True:
+                self._sock.recv(256)
+
+    def close(self) -> None:
+        """Release the socket."""
+        self._sock.close()
+
+    def __enter__(self) -> Waiter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def wake(address: str | None, message: str = "decided") -> bool:
+    """Send a wake-up to a waiter's address; False when there is none or it is not reachable."""
+    if not address or not address.startswith("udp:"):
+        return False
+    _, host, port = address.split(":", 2)
+    if host != "127.0.0.1":  # only ever loopback, whatever the row says
+        return False
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(message.encode()[:200], (host, int(port)))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def monotonic_deadline(seconds: float) -> float:
+    """A `time.monotonic()` deadline `seconds` from now."""
+    return time.monotonic() + seconds

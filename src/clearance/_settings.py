@@ -1,0 +1,40 @@
+"""Settings of the SDK. Precedence: `configure()` argument > `CLEARANCE_*` environment > default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ._pricing import ModelPrice
+
+DEFAULT_DATABASE = ".clearance/clearance.db"
+
+
+class Settings(BaseSettings):
+    """How the guard decides and where it records. Every field reads `CLEARANCE_<NAME>`.
+
+    Attributes:
+        policy: Path of the policy file (YAML or JSON). `CLEARANCE_POLICY`.
+        database_url: The audit store: a SQLite file path or a SQLAlchemy URL.
+            `CLEARANCE_DATABASE_URL`; default `.clearance/clearance.db` in the working directory.
+        agent: This agent's name, recorded on every event. `CLEARANCE_AGENT`.
+        environment: The environment, e.g. `test` or `live`. `CLEARANCE_ENVIRONMENT`.
+        busy_timeout: Seconds to wait for another process's write lock on the store before
+            failing the call (closed). `CLEARANCE_BUSY_TIMEOUT`.
+        price_overrides: Prices per model name, in USD per million tokens, used before
+            genai-prices; JSON in `CLEARANCE_PRICE_OVERRIDES`.
+        user: Who decides approvals from this machine's CLI (default: the OS user).
+            `CLEARANCE_USER`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="forbid", frozen=True)
+
+    policy: Path | None = None
+    database_url: str = DEFAULT_DATABASE
+    agent: str = Field(default="default", min_length=1, max_length=200)
+    environment: str = Field(default="test", min_length=1, max_length=40)
+    busy_timeout: float = Field(default=30.0, gt=0)
+    price_overrides: dict[str, ModelPrice] = Field(default_factory=dict)
+    user: str | None = None

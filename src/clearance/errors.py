@@ -1,0 +1,165 @@
+"""Every exception Clearance raises.
+
+```
+ClearanceError
+├── ConfigurationError          a developer mistake: bad settings, bad tool registration
+│   └── PolicyError             a policy file that does not validate or compile
+├── StoreError                  the audit store cannot be opened, written or read
+│   └── ChainBroken             `audit verify` found a record that does not match its hash
+├── ToolCallBlocked             policy blocked this call (an outcome the agent handles)
+├── ApprovalError               outcomes of a call that needed a human
+│   ├── ApprovalDenied          a human denied it
+│   ├── ApprovalTimeout         nobody decided in time and the rule's `on_timeout` denies
+│   └── ApprovalAlreadyDecided  someone else decided first (who, and what)
+└── ApprovalNotFound            no approval has that id
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ApprovalAlreadyDecided",
+    "ApprovalDenied",
+    "ApprovalError",
+    "ApprovalNotFound",
+    "ApprovalTimeout",
+    "ChainBroken",
+    "ClearanceError",
+    "ConfigurationError",
+    "PolicyError",
+    "PolicyProblem",
+    "StoreError",
+    "ToolCallBlocked",
+]
+
+
+class ClearanceError(Exception):
+    """Root of every exception Clearance raises."""
+
+
+class ConfigurationError(ClearanceError):
+    """A developer mistake: invalid settings, a tool that cannot be governed, and the like."""
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One thing wrong with a policy, located in its source file.
+
+    Attributes:
+        message: One sentence saying what is wrong.
+        source: The file name (or ``<string>``).
+        line: 1-based line, or None when the position is unknown.
+        column: 1-based column, or None when the position is unknown.
+        rule_id: The id of the rule the problem is in, when it is in one.
+    """
+
+    message: str
+    source: str = "<string>"
+    line: int | None = None
+    column: int | None = None
+    rule_id: str | None = None
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        rule = f"rule '{self.rule_id}': " if self.rule_id else ""
+        return f"{where}: {rule}{self.message}"
+
+
+class PolicyError(ConfigurationError):
+    """A policy that does not validate or compile; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[PolicyProblem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class StoreError(ClearanceError):
+    """The audit store cannot be opened, written or read."""
+
+
+class ChainBroken(StoreError):
+    """A record of the audit log does not match the hash chain.
+
+    Attributes:
+        seq: Chain position of the first record that does not verify.
+    """
+
+    def __init__(self, seq: int, message: str) -> None:
+        self.seq = seq
+        super().__init__(message)
+
+
+class ToolCallBlocked(ClearanceError):
+    """Policy blocked the tool call; it did not run.
+
+    Attributes:
+        tool: The tool's name.
+        reason: Why, as the policy says it.
+        rule_ids: The rules that decided.
+        call_id: The recorded call's id.
+    """
+
+    def __init__(self, tool: str, reason: str, rule_ids: tuple[str, ...], call_id: str) -> None:
+        self.tool = tool
+        self.reason = reason
+        self.rule_ids = rule_ids
+        self.call_id = call_id
+        super().__init__(f"{tool} blocked: {reason}")
+
+
+class ApprovalError(ClearanceError):
+    """A call that needed human approval did not get it.
+
+    Attributes:
+        approval_id: The approval's id.
+        tool: The tool's name.
+    """
+
+    def __init__(self, approval_id: str, tool: str, message: str) -> None:
+        self.approval_id = approval_id
+        self.tool = tool
+        super().__init__(message)
+
+
+class ApprovalDenied(ApprovalError):
+    """A human denied the call; it did not run.
+
+    Attributes:
+        decided_by: Who denied it.
+        note: The note they left for the agent, if any.
+    """
+
+    def __init__(self, approval_id: str, tool: str, decided_by: str, note: str | None) -> None:
+        self.decided_by = decided_by
+        self.note = note
+        suffix = f": {note}" if note else ""
+        super().__init__(approval_id, tool, f"{tool} denied by {decided_by}{suffix}")
+
+
+class ApprovalTimeout(ApprovalError):
+    """Nobody decided before the approval expired, and its `on_timeout` denies the call."""
+
+
+class ApprovalAlreadyDecided(ApprovalError):
+    """The approval was already decided (or expired) by someone else.
+
+    Attributes:
+        status: Its status now.
+        decided_by: Who decided it.
+    """
+
+    def __init__(self, approval_id: str, tool: str, status: str, decided_by: str | None) -> None:
+        self.status = status
+        self.decided_by = decided_by
+        by = f" by {decided_by}" if decided_by else ""
+        super().__init__(approval_id, tool, f"approval {approval_id} is already {status}{by}")
+
+
+class ApprovalNotFound(ClearanceError):
+    """No approval has that id."""

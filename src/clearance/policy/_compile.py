@@ -1,0 +1,322 @@
+"""A validated document → an immutable, compiled `Policy` that decides calls."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from ..errors import PolicyError, PolicyProblem
+from ._cel import CelEngine, ConditionSet, fact_names
+from ._facts import FACT_NAMES_HELP, FactSpec, parse_fact
+from ._load import Locator, read_document
+from ._model import ApprovalSpec, Effect, ParamType, PolicyDocument, Rule
+
+_ENGINE: CelEngine | None = None
+_ENGINE_LOCK = threading.Lock()
+_UNDECLARED = re.compile(r"undeclared reference to '(args|facts)\.([^']+)'")
+_GLOB_CHARS = frozenset("*?[")
+
+
+def engine() -> CelEngine:
+    """The process's condition engine (built once; it is immutable)."""
+    global _ENGINE
+    with _ENGINE_LOCK:
+        if _ENGINE is None:
+            _ENGINE = CelEngine()
+        return _ENGINE
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What policy says about one call.
+
+    Attributes:
+        effect: allow, require_approval or block.
+        reason: Why, in words for the agent and the audit log.
+        rule_ids: The matching rules whose effect decided (all of them, most restrictive first).
+        errors: `rule-id: error` for each condition that could not be evaluated.
+        approval: The approval settings, when the effect is require_approval.
+        revision: The policy revision that decided.
+    """
+
+    effect: Effect
+    reason: str
+    rule_ids: tuple[str, ...]
+    errors: tuple[str, ...]
+    approval: ApprovalSpec | None
+    revision: str
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """Everything policy needs to decide calls to one tool name, resolved once."""
+
+    tool: str
+    rules: tuple[Rule, ...]
+    conditional: tuple[Rule, ...]
+    default: Effect
+    default_source: str
+    conditions: ConditionSet
+    facts: tuple[FactSpec, ...]
+    redact: tuple[str, ...]
+
+
+def _is_glob(name: str) -> bool:
+    return not _GLOB_CHARS.isdisjoint(name)
+
+
+class Policy:
+    """A compiled policy revision. Immutable and safe to share between threads."""
+
+    def __init__(self, document: PolicyDocument, source_text: str, source: str) -> None:
+        self.document = document
+        self.source_text = source_text
+        self.source = source
+        self.content_hash = hashlib.sha256(source_text.encode()).hexdigest()
+        self.revision = f"rev_{self.content_hash[:12]}"
+        self._plans: dict[str, ToolPlan] = {}
+        self._budget_facts = _budget_facts(document)
+
+    def plan(self, tool: str) -> ToolPlan:
+        """The resolved rules, default, facts and redactions for a tool name (cached)."""
+        plan = self._plans.get(tool)
+        if plan is None:
+            plan = self._plans.setdefault(tool, self._resolve(tool))
+        return plan
+
+    def _resolve(self, tool: str) -> ToolPlan:
+        doc = self.document
+        exact = doc.tools.get(tool)
+        globs = [(p, t) for p, t in doc.tools.items() if _is_glob(p) and fnmatch.fnmatchcase(tool, p)]
+        rules = (exact.rules if exact else ()) + tuple(r for _, t in globs for r in t.rules)
+        if exact is not None and exact.default is not None:
+            default, source = exact.default, f"default of tool '{tool}'"
+        else:
+            with_default = [(p, t.default) for p, t in globs if t.default is not None]
+            if with_default:
+                pattern, default = max(with_default, key=lambda pd: pd[1].severity if pd[1] else 0)
+                source = f"default of '{pattern}'"
+                assert default is not None
+            else:
+                default, source = doc.default, "global default"
+        conditional = tuple(r for r in rules if r.when is not None)
+        names = {n for r in conditional for n in fact_names(r.when or "")} | self._budget_facts
+        facts = tuple(sorted((s for n in names if (s := parse_fact(n))), key=lambda s: s.name))
+        redact = tuple(p for pattern, ptrs in doc.redact.items() if fnmatch.fnmatchcase(tool, pattern) for p in ptrs)
+        return ToolPlan(
+            tool=tool,
+            rules=rules,
+            conditional=conditional,
+            default=default,
+            default_source=source,
+            conditions=engine().compile_set(r.when or "" for r in conditional),
+            facts=facts,
+            redact=redact,
+        )
+
+    def decide(self, tool: str, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
+        """Decide one call from its plain arguments and the facts its plan asked for."""
+        plan = self.plan(tool)
+        matched: list[Rule] = [r for r in plan.rules if r.when is None]
+        errors: list[str] = []
+        effects: list[tuple[Effect, Rule]] = []
+        if plan.conditional:
+            for rule, value in zip(plan.conditional, plan.conditions.evaluate(args, facts), strict=True):
+                if value is True:
+                    matched.append(rule)
+                elif value is not False:
+                    errors.append(f"{rule.id}: {value}")
+                    effects.append((rule.on_error, rule))
+        effects.extend((r.effect, r) for r in matched)
+        budget = self._over_budget(facts)
+        if budget is not None:
+            return Decision(Effect.BLOCK, budget[1], (budget[0],), tuple(errors), None, self.revision)
+        if not effects:
+            return Decision(
+                plan.default,
+                f"no rule matched; {plan.default_source} is {plan.default.value}",
+                (),
+                tuple(errors),
+                None,
+                self.revision,
+            )
+        top = max(e.severity for e, _ in effects)
+        deciding = [(e, r) for e, r in effects if e.severity == top]
+        effect, first = deciding[0]
+        if any(first is r for r in matched):
+            reason = first.reason or f"rule '{first.id}' matched"
+        else:
+            error = next(e for e in errors if e.startswith(f"{first.id}: ")).split(": ", 1)[1]
+            reason = f"rule '{first.id}' could not be evaluated ({error}); its on_error is {effect.value}"
+        approval = None
+        if effect is Effect.REQUIRE_APPROVAL:
+            approval = next((r.approval for _, r in deciding if r.approval), None) or ApprovalSpec()
+        return Decision(
+            effect,
+            reason,
+            tuple(dict.fromkeys(r.id for _, r in deciding)),
+            tuple(errors),
+            approval,
+            self.revision,
+        )
+
+    def _over_budget(self, facts: Mapping[str, Any]) -> tuple[str, str] | None:
+        budgets = self.document.budgets
+        if budgets is None:
+            return None
+        for scope, budget, cost_key, token_key in (
+            ("session", budgets.session, "session_cost_usd", "session_tokens"),
+            (
+                "agent",
+                budgets.agent,
+                _agent_fact("cost_usd", budgets),
+                _agent_fact("tokens", budgets),
+            ),
+        ):
+            if budget is None:
+                continue
+            window = "" if scope == "session" else f" in the last {_human(budgets.agent.window)}"  # type: ignore[union-attr]
+            spent = Decimal(str(facts.get(cost_key, 0)))
+            if budget.max_cost_usd is not None and spent >= budget.max_cost_usd:
+                return (
+                    f"budget:{scope}",
+                    f"{scope} budget exhausted: ${spent:.4f} spent{window}, limit ${budget.max_cost_usd}",
+                )
+            tokens = int(facts.get(token_key, 0))
+            if budget.max_tokens is not None and tokens >= budget.max_tokens:
+                return (
+                    f"budget:{scope}",
+                    f"{scope} budget exhausted: {tokens} tokens used{window}, limit {budget.max_tokens}",
+                )
+        return None
+
+    def check_params(self, tool: str, params: Mapping[str, ParamType]) -> list[PolicyProblem]:
+        """Type-check the conditions that apply to `tool` against its real parameters."""
+        problems = []
+        for rule in self.plan(tool).conditional:
+            for issue in engine().check(rule.when or "", params):
+                problems.append(PolicyProblem(_explain(issue.message, params), self.source, None, None, rule.id))
+        return problems
+
+
+def _agent_fact(what: str, doc_budgets: Any) -> str:
+    window = doc_budgets.agent.window if doc_budgets.agent else 86400
+    return f"agent_{what}_{window}s"
+
+
+def _budget_facts(doc: PolicyDocument) -> set[str]:
+    names: set[str] = set()
+    if doc.budgets and doc.budgets.session:
+        names |= {"session_cost_usd", "session_tokens"}
+    if doc.budgets and doc.budgets.agent:
+        names |= {_agent_fact("cost_usd", doc.budgets), _agent_fact("tokens", doc.budgets)}
+    return names
+
+
+def _human(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _explain(message: str, params: Mapping[str, ParamType] | None) -> str:
+    m = _UNDECLARED.search(message)
+    if m and m.group(1) == "facts":
+        return f"unknown fact 'facts.{m.group(2)}'; facts are {FACT_NAMES_HELP}"
+    if m and params is not None:
+        known = ", ".join(sorted(params)) or "none"
+        return f"the tool has no parameter '{m.group(2)}' (its parameters: {known})"
+    if m:
+        return f"unknown name '{m.group(1)}.{m.group(2)}'"
+    if message.startswith("Syntax error"):
+        if "mismatched input '<EOF>'" in message:
+            return "syntax error: the condition ends too early"
+        return "syntax error: " + message.split(": ", 1)[1].split(" expecting ", 1)[0]
+    if "undeclared reference to" in message:
+        name = message.split("'")[1] if "'" in message else "?"
+        return f"unknown name '{name}'; conditions read args.NAME and facts.NAME"
+    return message
+
+
+def compile_document(document: PolicyDocument, locator: Locator, text: str) -> Policy:
+    """Check every condition and build the `Policy`.
+
+    Raises:
+        PolicyError: With every problem found, located in the source.
+    """
+    problems: list[PolicyProblem] = []
+    seen: dict[str, tuple[str, int]] = {}
+    for name, tool in document.tools.items():
+        if tool.params is not None and _is_glob(name):
+            problems.append(
+                locator.problem(
+                    "'params' can only be declared for one tool name, not a glob",
+                    ["tools", name, "params"],
+                    key=True,
+                )
+            )
+        for i, rule in enumerate(tool.rules):
+            path: list[str | int] = ["tools", name, "rules", i]
+            if rule.id in seen:
+                other = seen[rule.id]
+                line, _ = locator.position(["tools", other[0], "rules", other[1]])
+                problems.append(
+                    locator.problem(f"duplicate rule id '{rule.id}' (first used at line {line})", [*path, "id"])
+                )
+            seen.setdefault(rule.id, (name, i))
+            if rule.when is None:
+                continue
+            for issue in engine().check(rule.when, tool.params):
+                problems.append(
+                    _locate_issue(
+                        locator,
+                        [*path, "when"],
+                        issue.line,
+                        issue.column,
+                        _explain(issue.message, tool.params),
+                    )
+                )
+            for fact in fact_names(rule.when):
+                spec = parse_fact(fact)
+                if spec is not None and spec.kind == "sum" and tool.params is not None and spec.arg not in tool.params:
+                    problems.append(
+                        locator.problem(
+                            f"facts.{fact} sums '{spec.arg}', which is not a parameter of this tool",
+                            [*path, "when"],
+                        )
+                    )
+    if problems:
+        raise PolicyError(problems)
+    return Policy(document, text, locator.source)
+
+
+def _locate_issue(locator: Locator, path: list[str | int], line: int, column: int, message: str) -> PolicyProblem:
+    start_line, start_col, block = locator.text_start(path)
+    if start_line is None:
+        return locator.problem(message, path)
+    file_line = start_line + line - 1
+    if block or line > 1:
+        # The expression's later lines are the file's lines less their indentation.
+        source_line = locator.line_text(file_line)
+        lines = str(locator.node(path)).splitlines() or [""]
+        expr_line = lines[min(line, len(lines)) - 1]
+        indent = (len(source_line) - len(source_line.lstrip())) - (len(expr_line) - len(expr_line.lstrip()))
+        start_col = indent + 1
+    return PolicyProblem(message, locator.source, file_line, (start_col or 1) + column - 1, locator.rule_id(path))
+
+
+def parse_policy(text: str, source: str = "<string>") -> Policy:
+    """Validate and compile a policy from YAML or JSON text.
+
+    Raises:
+        PolicyError: With every problem found, each located in the source.
+    """
+    document, locator = read_document(text, source)
+    return compile_document(document, locator, text)

@@ -1,0 +1,204 @@
+"""Reading a policy file: YAML or JSON text → validated `PolicyDocument`, with positions.
+
+Every problem is reported as `file:line:column: rule 'id': what is wrong.`
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
+from ruamel.yaml.scalarstring import (
+    DoubleQuotedScalarString,
+    FoldedScalarString,
+    LiteralScalarString,
+    SingleQuotedScalarString,
+)
+
+from ..errors import PolicyError, PolicyProblem
+from ._model import PolicyDocument
+
+Path = Sequence[str | int]
+
+
+class Locator:
+    """Finds where a path of keys and indexes stands in the parsed source."""
+
+    def __init__(self, tree: Any, source: str, text: str) -> None:
+        self.tree = tree
+        self.source = source
+        self._lines = text.splitlines()
+
+    def line_text(self, line: int) -> str:
+        """The text of a 1-based source line ('' past the end)."""
+        return self._lines[line - 1] if 0 < line <= len(self._lines) else ""
+
+    def node(self, path: Path) -> Any:
+        """The node at `path`, or None."""
+        node = self.tree
+        for part in path:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return node
+
+    def position(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
+        """1-based (line, column) of the value at `path` (of its key with `key=True`).
+
+        Falls back to the deepest ancestor that exists.
+        """
+        node, best = self.tree, (1, 1)
+        for part in path:
+            try:
+                if isinstance(node, CommentedMap) and part in node:
+                    ln, col = node.lc.key(part) if key and part == path[-1] else node.lc.value(part)
+                elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+                    ln, col = node.lc.item(part)
+                else:
+                    break
+            except (KeyError, TypeError, AttributeError):
+                break
+            best = (ln + 1, col + 1)
+            node = node[part]
+        return best
+
+    def text_start(self, path: Path) -> tuple[int | None, int | None, bool]:
+        """Where the text of a string scalar begins: (line, column, is_block_scalar)."""
+        line, col = self.position(path)
+        value = self.node(path)
+        if line is None or col is None:
+            return line, col, False
+        if isinstance(value, LiteralScalarString | FoldedScalarString):
+            return line + 1, None, True
+        if isinstance(value, DoubleQuotedScalarString | SingleQuotedScalarString):
+            return line, col + 1, False
+        return line, col, False
+
+    def rule_id(self, path: Path) -> str | None:
+        """The id of the rule that `path` points into, when it does."""
+        if len(path) >= 4 and path[0] == "tools" and path[2] == "rules":
+            rule = self.node(path[:4])
+            if isinstance(rule, dict) and isinstance(rule.get("id"), str):
+                return str(rule["id"])
+        return None
+
+    def problem(self, message: str, path: Path, *, key: bool = False) -> PolicyProblem:
+        """A problem located at `path`."""
+        line, col = self.position(path, key=key)
+        return PolicyProblem(message, self.source, line, col, self.rule_id(path))
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def parse_tree(text: str, source: str) -> Any:
+    """The YAML/JSON tree of `text`, with positions.
+
+    Raises:
+        PolicyError: When the text is not well-formed YAML or JSON.
+    """
+    try:
+        return _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = (exc.problem or exc.context or "malformed YAML").strip()
+        line = mark.line + 1 if mark else None
+        col = mark.column + 1 if mark else None
+        raise PolicyError([PolicyProblem(f"malformed YAML: {what}", source, line, col)]) from None
+    except YAMLError as exc:
+        raise PolicyError([PolicyProblem(f"malformed YAML: {exc}", source)]) from None
+
+
+def _field_names(model: Any) -> list[str]:
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_at(path: Path) -> Any:
+    """The pydantic model class that validates the mapping at `path` (for key suggestions)."""
+    from . import _model as m
+
+    shapes: dict[tuple[str, ...], Any] = {
+        (): m.PolicyDocument,
+        ("tools", "*"): m.ToolPolicy,
+        ("tools", "*", "rules", "#"): m.Rule,
+        ("tools", "*", "rules", "#", "approval"): m.ApprovalSpec,
+        ("budgets",): m.Budgets,
+        ("budgets", "session"): m.SessionBudget,
+        ("budgets", "agent"): m.AgentBudget,
+    }
+    shape = tuple(
+        "#" if isinstance(p, int) else ("*" if i == 1 and path[0] == "tools" else p) for i, p in enumerate(path)
+    )
+    return shapes.get(shape)
+
+
+def _describe(error: Any, locator: Locator) -> PolicyProblem:
+    loc: tuple[str | int, ...] = tuple(p for p in error["loc"] if isinstance(p, str | int))
+    # pydantic adds union/validator tags to loc; keep the part that exists in the source.
+    path: list[str | int] = []
+    for part in loc:
+        if locator.node([*path, part]) is None and error["type"] != "missing":
+            if error["type"] == "extra_forbidden" and part == loc[-1]:
+                path.append(part)
+            break
+        path.append(part)
+    kind, field = error["type"], str(loc[-1]) if loc else "policy"
+    if kind == "extra_forbidden":
+        allowed = _field_names(_model_at(path[:-1]))
+        close = difflib.get_close_matches(field, allowed, n=1)
+        hint = (
+            f"; did you mean '{close[0]}'?" if close else (f"; expected one of {', '.join(allowed)}" if allowed else "")
+        )
+        return locator.problem(f"unknown key '{field}'{hint}", path, key=True)
+    if kind == "missing":
+        return locator.problem(f"'{field}' is required", path[:-1] if path[-1:] == [field] else path)
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    got = error.get("input")
+    shown = f" (got {got!r})" if isinstance(got, str | int | float) and kind != "value_error" else ""
+    label = f"'{field}': " if isinstance(loc[-1:] and loc[-1], str) else ""
+    return locator.problem(f"{label}{msg}{shown}", path)
+
+
+def read_document(text: str, source: str = "<string>") -> tuple[PolicyDocument, Locator]:
+    """Parse and validate a policy's text.
+
+    Raises:
+        PolicyError: With every problem found, each located in the source.
+    """
+    tree = parse_tree(text, source)
+    locator = Locator(tree, source, text)
+    if not isinstance(tree, dict):
+        raise PolicyError([PolicyProblem("a policy must be a mapping with 'version: 1' at the top", source, 1, 1)])
+    try:
+        document = PolicyDocument.model_validate(_plain(tree))
+    except ValidationError as exc:
+        raise PolicyError([_describe(e, locator) for e in exc.errors()]) from None
+    return document, locator
+
+
+def _plain(node: Any) -> Any:
+    """Ruamel's round-trip containers and scalar strings as plain Python values."""
+    if isinstance(node, dict):
+        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, ScalarBoolean):
+        return bool(node)
+    if isinstance(node, bool | int):
+        return node if type(node) in (bool, int) else int(node)
+    if isinstance(node, float):
+        return float(node)
+    return node

@@ -1,0 +1,230 @@
+"""Opening the store: SQLite (the embedded default) or PostgreSQL, migrated to the head revision.
+
+The hot path (one record per tool call) uses the driver's connection directly with prepared,
+parameterised SQL: SQLAlchemy Core costs tens of microseconds a statement, more than the whole
+budget of a governed call. Schema and migrations are SQLAlchemy and Alembic.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from ..errors import StoreError
+
+HEAD = "0001"  # the newest migration; a test checks it against the chain
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+_BUSY = ("database is locked", "database is busy", "database table is locked")
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and any(b in str(exc) for b in _BUSY)
+
+
+def normalise_url(url_or_path: str) -> str:
+    """A SQLAlchemy URL from a URL or a plain file path (which means SQLite)."""
+    if "://" in url_or_path:
+        return url_or_path
+    return f"sqlite:///{Path(url_or_path).expanduser().absolute()}"
+
+
+class Database:
+    """One connection to the store, shared by the threads of a process under a lock.
+
+    Args:
+        url: A SQLAlchemy URL (`sqlite:///path`, `postgresql+psycopg://…`) or a file path.
+        busy_timeout: Seconds to wait for another process's write lock before failing.
+    """
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self.url = normalise_url(url)
+        self.busy_timeout = busy_timeout
+        self.lock = threading.RLock()
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError as exc:
+            raise StoreError(f"invalid database URL {url!r}: {exc}") from None
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StoreError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
+        self.path = parsed.database if self.dialect == "sqlite" else None
+        self._sql: dict[str, str] = {}
+        self._conn: Any = None
+        self._engine: Engine | None = None
+        try:
+            self._open()
+        except StoreError:
+            self.close()
+            raise
+        except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
+            self.close()
+            raise StoreError(f"cannot open the audit database {self.display}: {_why(exc)}") from None
+
+    @property
+    def display(self) -> str:
+        """Where the store is, for messages (no password)."""
+        return self.path or make_url(self.url).render_as_string(hide_password=True)
+
+    def _open(self) -> None:
+        if self.dialect == "sqlite":
+            self._open_sqlite()
+        else:
+            self._engine = create_engine(self.url, pool_pre_ping=True)
+            self._migrate()
+            self._conn = self._engine.raw_connection()
+
+    def _open_sqlite(self) -> None:
+        assert self.path
+        path = Path(self.path)
+        if not path.parent.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the directory for the audit database {path}: {_why(exc)}") from None
+        if path.exists() and not os.access(path, os.W_OK):
+            raise StoreError(f"the audit database {path} is read-only; the guard must be able to record calls")
+        conn = sqlite3.connect(path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        self._conn = conn
+        self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        if self._version() != HEAD:
+            self._engine = create_engine(self.url, connect_args={"timeout": self.busy_timeout})
+            _begin_immediate(self._engine)
+            self._migrate()
+            self._engine.dispose()
+            self._engine = None
+
+    def _version(self) -> str | None:
+        try:
+            row = self._conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise
+        return row[0] if row else None
+
+    def _migrate(self) -> None:
+        assert self._engine is not None
+        config = Config()
+        config.set_main_option("script_location", str(resources.files("clearance.store") / "migrations"))
+        with self._engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def _retry_busy(self, fn: Any) -> Any:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def sql(self, text: str) -> str:
+        """`text` written with `:name` parameters, in this driver's parameter style."""
+        out = self._sql.get(text)
+        if out is None:
+            out = text if self.dialect == "sqlite" else _NAMED.sub(r"%(\1)s", text.replace("%", "%%"))
+            self._sql[text] = out
+        return out
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        """A write transaction holding the store's write lock; commits on success.
+
+        Raises:
+            StoreError: When another process holds the lock past the busy timeout, or the
+                write fails.
+        """
+        with self.lock:
+            cur = self._conn.cursor()
+            try:
+                if self.dialect == "sqlite":
+                    self._retry_busy(lambda: cur.execute("BEGIN IMMEDIATE"))
+                else:
+                    cur.execute("SELECT pg_advisory_xact_lock(7226062)")
+                yield cur
+                self._conn.commit() if self.dialect != "sqlite" else cur.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if _is_busy(exc):
+                    raise StoreError(
+                        f"the audit database {self.display} stayed locked by another process for {self.busy_timeout:g}s"
+                    ) from None
+                if isinstance(exc, sqlite3.Error | SQLAlchemyError) or type(exc).__module__.startswith("psycopg"):
+                    raise StoreError(f"cannot write the audit database {self.display}: {_why(exc)}") from exc
+                raise
+            finally:
+                cur.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        """A cursor for reading (a consistent snapshot on PostgreSQL until it closes)."""
+        with self.lock:
+            cur = self._conn.cursor()
+            try:
+                yield cur
+            except (sqlite3.Error, SQLAlchemyError) as exc:
+                raise StoreError(f"cannot read the audit database {self.display}: {_why(exc)}") from None
+            finally:
+                cur.close()
+                if self.dialect != "sqlite":
+                    self._conn.rollback()
+
+    def _rollback(self) -> None:
+        try:
+            if self.dialect == "sqlite":
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            else:
+                self._conn.rollback()
+        except Exception:  # the original error matters more than a failed rollback
+            pass
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self.lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+
+def _begin_immediate(engine: Engine) -> None:
+    # SQLAlchemy's recipe for SQLite: let it emit BEGIN, and make that BEGIN take the write
+    # lock, so two processes migrating a new file at once run one after the other.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _why(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,271 @@
+"""The audit log: versioned event records, the hash chain, verification and queries.
+
+`hash_n = SHA-256(hash_{n-1} || body_n)`, where `body_n` is the canonical JSON of the event.
+The indexed columns are copies of body fields; `verify` checks them against the body too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .._canonical import canonical_json
+from ._db import Database
+
+GENESIS = "0" * 64
+EVENT_VERSION = 1
+_COLUMNS = (
+    "kind",
+    "agent",
+    "environment",
+    "session",
+    "tool",
+    "call_id",
+    "decision",
+    "cost_nusd",
+    "tokens",
+)
+_INSERT = (
+    "INSERT INTO events (id, kind, at_us, agent, environment, session, tool, call_id, decision,"
+    " cost_nusd, tokens, body, prev_hash, hash) VALUES (:id, :kind, :at_us, :agent, :environment,"
+    " :session, :tool, :call_id, :decision, :cost_nusd, :tokens, :body, :prev_hash, :hash)"
+)
+_HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+
+
+def new_id(prefix: str) -> str:
+    """A new random id with a readable prefix (`evt_…`, `call_…`, `apr_…`)."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def iso(at_us: int) -> str:
+    """ISO 8601 UTC text of a microsecond timestamp."""
+    return datetime.fromtimestamp(at_us / 1e6, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One audit record ready to append: its canonical body and the columns copied from it."""
+
+    id: str
+    at_us: int
+    body: str
+    columns: Mapping[str, Any]
+
+
+def make_event(kind: str, at_us: int, fields: Mapping[str, Any]) -> Event:
+    """Build a version-1 event. `fields` must hold agent and environment; None values are kept.
+
+    The body is the whole record; the columns are derived from it.
+    """
+    event_id = new_id("evt")
+    body = {
+        "v": EVENT_VERSION,
+        "id": event_id,
+        "kind": kind,
+        "at": iso(at_us),
+        "at_us": at_us,
+        **fields,
+    }
+    return Event(event_id, at_us, canonical_json(body), columns_of(body))
+
+
+def columns_of(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The indexed columns of an event, derived from its body."""
+    return {name: body.get(name) for name in _COLUMNS}
+
+
+def chain_hash(prev_hash: str, body: str) -> str:
+    """The chain hash of a record after `prev_hash`."""
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+def append(db: Database, cur: Any, events: Sequence[Event]) -> None:
+    """Append events to the chain inside a write transaction of `db` (cursor `cur`)."""
+    cur.execute(_HEAD)
+    row = cur.fetchone()
+    prev = row[1] if row else GENESIS
+    sql = db.sql(_INSERT)
+    for e in events:
+        h = chain_hash(prev, e.body)
+        cur.execute(
+            sql,
+            {
+                **e.columns,
+                "id": e.id,
+                "at_us": e.at_us,
+                "body": e.body,
+                "prev_hash": prev,
+                "hash": h,
+            },
+        )
+        prev = h
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of recomputing the chain.
+
+    Attributes:
+        ok: True when every record verifies.
+        checked: Records checked.
+        head_seq: Chain position of the last record (0 when empty).
+        head_hash: Its hash: keep it elsewhere to detect truncation later.
+        broken_seq: The first record that does not verify, when one does not.
+        problem: What is wrong with it.
+    """
+
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None = None
+    problem: str | None = None
+
+
+def verify(db: Database, *, batch: int = 5000) -> VerifyReport:
+    """Recompute the whole chain and report the first record that does not match."""
+    prev_seq, prev_hash, checked = 0, GENESIS, 0
+    sql = db.sql(
+        "SELECT seq, id, kind, at_us, agent, environment, session, tool, call_id, decision,"
+        " cost_nusd, tokens, body, prev_hash, hash FROM events WHERE seq > :after ORDER BY seq LIMIT :n"
+    )
+    while True:
+        with db.read() as cur:
+            cur.execute(sql, {"after": prev_seq, "n": batch})
+            rows = cur.fetchall()
+        if not rows:
+            return VerifyReport(True, checked, prev_seq, prev_hash)
+        for row in rows:
+            seq = row[0]
+            problem = _check_row(row, prev_seq, prev_hash)
+            if problem:
+                return VerifyReport(False, checked, prev_seq, prev_hash, seq, problem)
+            prev_seq, prev_hash = seq, row[14]
+            checked += 1
+
+
+def _check_row(row: Sequence[Any], prev_seq: int, prev_hash: str) -> str | None:
+    seq, event_id, at_us, body, stored_prev, stored_hash = (
+        row[0],
+        row[1],
+        row[3],
+        row[12],
+        row[13],
+        row[14],
+    )
+    if stored_prev != prev_hash:
+        if seq != prev_seq + 1:
+            return f"records {prev_seq + 1} to {seq - 1} before it are missing (deleted?)"
+        return f"does not follow record {prev_seq}: a record before it was deleted or changed"
+    if chain_hash(prev_hash, body) != stored_hash:
+        return "its content does not match its hash (the record was changed)"
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "its body is not valid JSON"
+    cols = dict(
+        zip(
+            _COLUMNS,
+            (row[2], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11]),
+            strict=True,
+        )
+    )
+    if data.get("id") != event_id or data.get("at_us") != at_us or columns_of(data) != cols:
+        return "its indexed columns disagree with its recorded body (a column was changed)"
+    return None
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a query returns. Every field is optional."""
+
+    agent: str | None = None
+    session: str | None = None
+    tool: str | None = None
+    kind: str | None = None
+    decision: str | None = None
+    call_id: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+
+
+def _where(f: EventFilter) -> tuple[str, dict[str, Any]]:
+    clauses, params = [], {}
+    for name in ("agent", "session", "tool", "kind", "decision", "call_id"):
+        value = getattr(f, name)
+        if value is not None:
+            clauses.append(f"{name} = :{name}")
+            params[name] = value
+    if f.since_us is not None:
+        clauses.append("at_us >= :since_us")
+        params["since_us"] = f.since_us
+    if f.until_us is not None:
+        clauses.append("at_us < :until_us")
+        params["until_us"] = f.until_us
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event as stored: its chain position, hash and decoded body."""
+
+    seq: int
+    hash: str
+    body: dict[str, Any]
+
+
+def query(db: Database, f: EventFilter, *, limit: int | None = None, newest_first: bool = False) -> list[StoredEvent]:
+    """Events matching `f`, oldest first (or the newest `limit`, still returned oldest first)."""
+    where, params = _where(f)
+    order = "DESC" if newest_first else "ASC"
+    sql = f"SELECT seq, hash, body FROM events{where} ORDER BY seq {order}"
+    if limit is not None:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    with db.read() as cur:
+        cur.execute(db.sql(sql), params)
+        rows = cur.fetchall()
+    events = [StoredEvent(r[0], r[1], json.loads(r[2])) for r in rows]
+    return events[::-1] if newest_first else events
+
+
+def iterate(db: Database, f: EventFilter, *, batch: int = 2000) -> Iterator[StoredEvent]:
+    """Every event matching `f`, oldest first, read in batches."""
+    after = 0
+    where, params = _where(f)
+    joiner = " AND " if where else " WHERE "
+    sql = db.sql(f"SELECT seq, hash, body FROM events{where}{joiner}seq > :after ORDER BY seq LIMIT :n")
+    while True:
+        with db.read() as cur:
+            cur.execute(sql, {**params, "after": after, "n": batch})
+            rows = cur.fetchall()
+        if not rows:
+            return
+        for r in rows:
+            yield StoredEvent(r[0], r[1], json.loads(r[2]))
+        after = rows[-1][0]
+
+
+def find(db: Database, id_: str) -> list[StoredEvent]:
+    """The event with this id, or every event of the call or approval with this id."""
+    with db.read() as cur:
+        cur.execute(db.sql("SELECT seq, hash, body FROM events WHERE id = :id"), {"id": id_})
+        rows = cur.fetchall()
+        if not rows:
+            column = "call_id"
+            if id_.startswith("apr_"):
+                cur.execute(db.sql("SELECT call_id FROM approvals WHERE id = :id"), {"id": id_})
+                hit = cur.fetchone()
+                id_ = hit[0] if hit else id_
+            cur.execute(
+                db.sql(f"SELECT seq, hash, body FROM events WHERE {column} = :id ORDER BY seq"),
+                {"id": id_},
+            )
+            rows = cur.fetchall()
+    return [StoredEvent(r[0], r[1], json.loads(r[2])) for r in rows]
