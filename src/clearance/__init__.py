@@ -16,7 +16,7 @@ def issue_refund(order_id: str, amount: float) -> str: ...
 from __future__ import annotations
 
 from ._context import get_session, reset_session, session, set_session
-from ._guard._governor import UsageRecord
+from ._guard._governor import PendingApproval, UsageRecord
 from ._guard._runtime import NOT_GIVEN, configure, shutdown
 from ._guard._wrap import guard, guard_tool
 from ._settings import Settings
@@ -40,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NOT_GIVEN",
+    "PendingApproval",
     "ApprovalAlreadyDecided",
     "ApprovalDenied",
     "ApprovalError",

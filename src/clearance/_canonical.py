@@ -141,6 +141,8 @@ def redact(args: dict[str, Any], pointers: Sequence[str]) -> tuple[dict[str, Any
 def _redact_path(node: Any, parts: list[str]) -> Any:
     head, rest = parts[0], parts[1:]
     if isinstance(node, dict) and head in node:
+        if not rest and node[head] is None:
+            return None  # nothing to hide; "[REDACTED]" would misstate a null
         child = REDACTED if not rest else _redact_path(node[head], rest)
         return None if child is None else {**node, head: child}
     if isinstance(node, list) and head.isdigit() and int(head) < len(node):

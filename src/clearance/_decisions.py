@@ -80,6 +80,36 @@ def expire(db: Database, approval_id: str) -> Approval:
     return expired
 
 
+def cancel(db: Database, approval_id: str, *, why: str) -> Approval:
+    """Cancel a pending approval whose caller stopped waiting.
+
+    Raises:
+        ApprovalAlreadyDecided: It was decided first.
+    """
+    at = now_us()
+
+    def record(a: Approval) -> list[Event]:
+        return [
+            make_event(
+                "approval.decided",
+                at,
+                {
+                    "agent": a.agent,
+                    "environment": a.environment,
+                    "session": a.session,
+                    "tool": a.tool,
+                    "call_id": a.call_id,
+                    "approval_id": a.id,
+                    "decision": "cancelled",
+                    "by": a.agent,
+                    "note": why,
+                },
+            )
+        ]
+
+    return approvals.transition(db, approval_id, to="cancelled", by=None, note=why, now_us=at, events=record)
+
+
 def sweep(db: Database) -> list[Approval]:
     """Expire every pending approval whose time is up; returns those this call expired."""
     from .errors import ApprovalAlreadyDecided

@@ -1,5 +1,6 @@
-"""Binding a call's arguments to the tool's parameter names, so `args.amount` means the same
-whether the caller passed it by position or by keyword.
+"""Binding a call's arguments to the tool's parameter names.
+
+So `args.amount` means the same whether the caller passed it by position or by keyword.
 """
 
 from __future__ import annotations

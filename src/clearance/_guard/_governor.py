@@ -6,6 +6,7 @@ that appends the decision record → the tool runs → one write that appends it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from .._clock import now_us
 from .._notify import FALLBACK_SECONDS, Waiter
 from .._pricing import Price, price
 from .._settings import Settings
-from ..errors import ApprovalAlreadyDecided, ApprovalDenied, ApprovalError, ApprovalTimeout
+from ..errors import ApprovalAlreadyDecided, ApprovalDenied, ApprovalError, ApprovalTimeout, ClearanceError
 from ..policy import Decision, Effect, Policy
 from ..store import Approval, Database
 from ..store import _approvals as approvals
@@ -27,6 +28,29 @@ from ..store import _facts as facts
 from ..store._events import make_event
 
 _MAX_ERROR = 2000
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """A call waiting for a human, as handed to an `on_pending` callback.
+
+    Attributes:
+        approval_id: Decide it with `clearance approve ID` / `clearance deny ID`.
+        call_id: The call's id in the audit log.
+        tool: The tool.
+        args: The arguments as shown to approvers (redacted).
+        reason: Why it needs approval.
+        rule_ids: The rules that asked for it.
+        expires_at_us: When it expires (microseconds since the epoch).
+    """
+
+    approval_id: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    reason: str
+    rule_ids: tuple[str, ...]
+    expires_at_us: int
 
 
 @dataclass
@@ -50,6 +74,7 @@ class Ticket:
     args_hash: str
     approval_id: str | None = None
     waiter: Waiter | None = None
+    pending: PendingApproval | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +229,9 @@ class Governor:
                         "waiter": ticket.waiter.address,
                     },
                 )
+                ticket.pending = PendingApproval(
+                    ticket.approval_id, call_id, tool, recorded, decision.reason, decision.rule_ids, expires
+                )
                 batch.append(
                     make_event(
                         "approval.requested",
@@ -270,6 +298,9 @@ class Governor:
                     return self._outcome(ticket, approval)
                 remaining = (approval.expires_at_us - now_us()) / 1e6
                 ticket.waiter.wait(min(max(remaining, 0.0), FALLBACK_SECONDS))
+        except BaseException as exc:
+            self._cancel_if_pending(ticket, exc)
+            raise
         finally:
             ticket.waiter.close()
 
@@ -283,8 +314,18 @@ class Governor:
                     return self._outcome(ticket, approval)
                 remaining = (approval.expires_at_us - now_us()) / 1e6
                 await ticket.waiter.wait_async(min(max(remaining, 0.0), FALLBACK_SECONDS))
+        except BaseException as exc:
+            self._cancel_if_pending(ticket, exc)
+            raise
         finally:
             ticket.waiter.close()
+
+    def _cancel_if_pending(self, ticket: Ticket, exc: BaseException) -> None:
+        """Cancel the approval of a waiter that stopped waiting, so nobody approves a dead call."""
+        if isinstance(exc, ClearanceError) or ticket.approval_id is None:
+            return
+        with contextlib.suppress(ClearanceError):
+            decisions.cancel(self.db, ticket.approval_id, why=f"the waiting agent stopped ({type(exc).__name__})")
 
     def _outcome(self, ticket: Ticket, approval: Approval) -> None:
         if approval.args_hash != ticket.args_hash:

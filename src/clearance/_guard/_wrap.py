@@ -13,7 +13,7 @@ from ..errors import ConfigurationError, ToolCallBlocked
 from ..policy import Effect
 from . import _runtime
 from ._binding import Binder
-from ._governor import Ticket
+from ._governor import PendingApproval, Ticket
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,7 +24,15 @@ def _check(ticket: Ticket) -> None:
         raise ToolCallBlocked(ticket.tool, decision.reason, decision.rule_ids, ticket.call_id)
 
 
-def guard_tool(name: str, fn: F) -> F:
+OnPending = Callable[[PendingApproval], None]
+
+
+def _announce(ticket: Ticket, on_pending: OnPending | None) -> None:
+    if on_pending is not None and ticket.pending is not None:
+        on_pending(ticket.pending)
+
+
+def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
     """Govern `fn` as the tool `name`: every call is decided by policy and recorded first.
 
     The returned function has `fn`'s signature, docstring and type hints, so frameworks still
@@ -34,6 +42,8 @@ def guard_tool(name: str, fn: F) -> F:
     Args:
         name: The tool name policies refer to.
         fn: The function that does the work.
+        on_pending: Called with a `PendingApproval` when a call needs a human, after the
+            approval is recorded and before the call waits (to tell someone where to decide).
 
     Returns:
         The governed function.
@@ -56,6 +66,7 @@ def guard_tool(name: str, fn: F) -> F:
             ticket = governor.begin(name, binder.bind(args, kwargs), get_session())
             _check(ticket)
             if ticket.approval_id is not None:
+                _announce(ticket, on_pending)
                 await governor.wait_async(ticket)
             started = time.perf_counter()
             try:
@@ -75,6 +86,7 @@ def guard_tool(name: str, fn: F) -> F:
         ticket = governor.begin(name, binder.bind(args, kwargs), get_session())
         _check(ticket)
         if ticket.approval_id is not None:
+            _announce(ticket, on_pending)
             governor.wait(ticket)
         started = time.perf_counter()
         try:
@@ -92,16 +104,18 @@ def guard_tool(name: str, fn: F) -> F:
 @overload
 def guard(fn: F, /) -> F: ...
 @overload
-def guard(*, name: str | None = None) -> Callable[[F], F]: ...
+def guard(*, name: str | None = None, on_pending: OnPending | None = None) -> Callable[[F], F]: ...
 
 
-def guard(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
-    """Decorator form of `guard_tool`; bare (`@guard`) or with a name (`@guard(name="refund")`).
+def guard(
+    fn: F | None = None, /, *, name: str | None = None, on_pending: OnPending | None = None
+) -> F | Callable[[F], F]:
+    """Decorator form of `guard_tool`; bare (`@guard`) or with options (`@guard(name="refund")`).
 
     The tool name defaults to the function's `__name__`.
     """
 
     def decorate(f: F) -> F:
-        return guard_tool(name or str(getattr(f, "__name__", "")), f)
+        return guard_tool(name or str(getattr(f, "__name__", "")), f, on_pending=on_pending)
 
     return decorate(fn) if fn is not None else decorate

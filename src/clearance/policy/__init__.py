@@ -1,5 +1,6 @@
-"""Policies: load a YAML/JSON policy, validate and compile it, decide calls. Pure: no I/O on the
-decision path; `load_policy` only reads the file it is given.
+"""Policies: load a YAML/JSON policy, validate and compile it, decide calls.
+
+Pure: no I/O on the decision path; `load_policy` only reads the file it is given.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The store: SQLAlchemy schema, one Alembic chain, and the repository functions Clearance uses
-on SQLite (the embedded default) and PostgreSQL alike.
+"""The store: SQLAlchemy schema, one Alembic chain, and repository functions.
+
+The same code runs on SQLite (the embedded default) and PostgreSQL.
 """
 
 from __future__ import annotations

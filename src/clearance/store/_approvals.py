@@ -179,14 +179,15 @@ def transition(
     approval_id: str,
     *,
     to: str,
-    by: str,
+    by: str | None,
     note: str | None,
     now_us: int,
     events: Callable[[Approval], Sequence[Event]],
 ) -> Approval:
     """Move a pending approval to `to` (approved, denied, expired, cancelled), once.
 
-    A pending approval past its expiry can only be expired. `events` builds the audit records
+    A pending approval past its expiry can only be expired. `by` None means the requesting
+    agent itself (a cancellation). `events` builds the audit records
     from the approval as it was, appended in the same transaction.
 
     Raises:
@@ -204,7 +205,7 @@ def transition(
                 "UPDATE approvals SET status = :to, decided_by = :by, decided_at_us = :now, note = :note"
                 " WHERE id = :id AND status = 'pending'"
             ),
-            {"to": to, "by": by, "now": now_us, "note": note, "id": approval_id},
+            {"to": to, "by": by or current.agent, "now": now_us, "note": note, "id": approval_id},
         )
         if cur.rowcount != 1:
             raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)

@@ -48,9 +48,10 @@ class Database:
     Args:
         url: A SQLAlchemy URL (`sqlite:///path`, `postgresql+psycopg://…`) or a file path.
         busy_timeout: Seconds to wait for another process's write lock before failing.
+        create: Create a missing SQLite file and its directory (else fail with StoreError).
     """
 
-    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, busy_timeout: float = 30.0, create: bool = True) -> None:
         self.url = normalise_url(url)
         self.busy_timeout = busy_timeout
         self.lock = threading.RLock()
@@ -63,6 +64,7 @@ class Database:
             raise StoreError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
         self.path = parsed.database if self.dialect == "sqlite" else None
         self._sql: dict[str, str] = {}
+        self._create = create
         self._conn: Any = None
         self._engine: Engine | None = None
         try:
@@ -90,6 +92,8 @@ class Database:
     def _open_sqlite(self) -> None:
         assert self.path
         path = Path(self.path)
+        if not self._create and not path.exists():
+            raise StoreError(f"no audit database at {path} (set CLEARANCE_DATABASE_URL or pass --database)")
         if not path.parent.exists():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

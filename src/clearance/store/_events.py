@@ -235,9 +235,8 @@ def query(db: Database, f: EventFilter, *, limit: int | None = None, newest_firs
     return events[::-1] if newest_first else events
 
 
-def iterate(db: Database, f: EventFilter, *, batch: int = 2000) -> Iterator[StoredEvent]:
-    """Every event matching `f`, oldest first, read in batches."""
-    after = 0
+def iterate(db: Database, f: EventFilter, *, after: int = 0, batch: int = 2000) -> Iterator[StoredEvent]:
+    """Every event matching `f` after chain position `after`, oldest first, read in batches."""
     where, params = _where(f)
     joiner = " AND " if where else " WHERE "
     sql = db.sql(f"SELECT seq, hash, body FROM events{where}{joiner}seq > :after ORDER BY seq LIMIT :n")

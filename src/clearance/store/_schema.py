@@ -47,6 +47,7 @@ class EventRow(Base):
         Index("ix_events_session_kind", "session", "kind"),
         Index("ix_events_call_id", "call_id"),
         Index("ix_events_at", "at_us"),
+        Index("ix_events_kind_at", "kind", "at_us"),
     )
 
 

@@ -41,6 +41,7 @@ def upgrade() -> None:
     op.create_index("ix_events_session_kind", "events", ["session", "kind"])
     op.create_index("ix_events_call_id", "events", ["call_id"])
     op.create_index("ix_events_at", "events", ["at_us"])
+    op.create_index("ix_events_kind_at", "events", ["kind", "at_us"])
     op.create_table(
         "approvals",
         sa.Column("id", sa.String(40), primary_key=True),
@@ -83,6 +84,7 @@ def downgrade() -> None:
     op.drop_index("ix_approvals_status_expires", "approvals")
     op.drop_table("approvals")
     for name in (
+        "ix_events_kind_at",
         "ix_events_at",
         "ix_events_call_id",
         "ix_events_session_kind",

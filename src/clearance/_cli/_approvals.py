@@ -1,0 +1,117 @@
+"""`clearance approvals list|approve|deny` (and `clearance approve|deny` for short)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from .. import _decisions
+from ..store import Approval
+from ..store import _approvals as approvals
+from ._common import compact_json, database_option, decider, friendly, open_db, safe, table, when
+
+
+@click.group("approvals")
+def approvals_group() -> None:
+    """List and decide calls waiting for a human."""
+
+
+def _expires_in(a: Approval) -> str:
+    left = a.expires_at_us / 1e6 - time.time()
+    if a.status != "pending":
+        return "-"
+    if left <= 0:
+        return "expired"
+    minutes, seconds = divmod(int(left), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+@approvals_group.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Every approval, not just pending ones.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@database_option
+@friendly
+def list_(show_all: bool, as_json: bool, database: str) -> None:
+    """Pending approvals, nearest expiry first (expiring overdue ones first)."""
+    db = open_db(database)
+    try:
+        _decisions.sweep(db)
+        rows = approvals.listing(db, status=None if show_all else "pending")
+    finally:
+        db.close()
+    if as_json:
+        for a in rows:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": a.id,
+                        "status": a.status,
+                        "tool": a.tool,
+                        "agent": a.agent,
+                        "session": a.session,
+                        "args": a.shown_args,
+                        "rule_ids": list(a.rule_ids),
+                        "reason": a.reason,
+                        "created_at_us": a.created_at_us,
+                        "expires_at_us": a.expires_at_us,
+                        "decided_by": a.decided_by,
+                        "note": a.note,
+                    },
+                    ensure_ascii=True,
+                )
+            )
+        return
+    if not rows:
+        click.echo("no pending approvals" if not show_all else "no approvals")
+        return
+    click.echo(
+        table(
+            ["id", "status", "tool", "agent", "arguments", "reason", "expires in", "decided by"],
+            [
+                [a.id, a.status, a.tool, a.agent, compact_json(a.shown_args), a.reason, _expires_in(a), a.decided_by]
+                for a in rows
+            ],
+        )
+    )
+
+
+def _decide(approval_id: str, approve: bool, note: str | None, by: str | None, database: str) -> None:
+    who = decider(by)
+    db = open_db(database)
+    try:
+        decided = _decisions.decide(db, approval_id.strip(), approve=approve, by=who, note=note)
+    finally:
+        db.close()
+    verb = "approved" if approve else "denied"
+    click.echo(
+        f"{verb} {decided.id}: {safe(decided.tool)}({compact_json(decided.shown_args)}) by {safe(who)}"
+        f" at {when(decided.decided_at_us)} UTC"
+    )
+
+
+_note = click.option("--note", default=None, help="A note returned to the agent and kept in the audit log.")
+_by = click.option("--by", default=None, help="Who is deciding (default: CLEARANCE_USER, else the OS user).")
+
+
+@approvals_group.command("approve")
+@click.argument("approval_id")
+@_note
+@_by
+@database_option
+@friendly
+def approve(approval_id: str, note: str | None, by: str | None, database: str) -> None:
+    """Approve APPROVAL_ID: the waiting call runs with the arguments shown."""
+    _decide(approval_id, True, note, by, database)
+
+
+@approvals_group.command("deny")
+@click.argument("approval_id")
+@_note
+@_by
+@database_option
+@friendly
+def deny(approval_id: str, note: str | None, by: str | None, database: str) -> None:
+    """Deny APPROVAL_ID: the call does not run and the agent gets your note."""
+    _decide(approval_id, False, note, by, database)

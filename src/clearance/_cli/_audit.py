@@ -1,0 +1,238 @@
+"""`clearance audit tail|show|export|verify`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import click
+
+from ..store import EventFilter, StoredEvent
+from ..store import _events as events
+from ._common import compact_json, database_option, friendly, open_db, safe, when
+
+_KINDS = [
+    "tool_call.decided",
+    "tool_call.finished",
+    "approval.requested",
+    "approval.decided",
+    "approval.expired",
+    "llm.call",
+    "policy.activated",
+]
+_CSV_COLUMNS = [
+    "seq",
+    "id",
+    "at",
+    "kind",
+    "agent",
+    "environment",
+    "session",
+    "tool",
+    "call_id",
+    "decision",
+    "reason",
+    "rule_ids",
+    "args",
+    "args_hash",
+    "by",
+    "note",
+    "model",
+    "cost_usd",
+    "hash",
+]
+
+
+def _time(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO date or time (e.g. 2026-11-24 or 2026-11-24T09:30)", param_hint=name
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1_000_000)
+
+
+def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option("--agent", help="Only this agent."),
+            click.option("--session", help="Only this session."),
+            click.option("--tool", help="Only this tool."),
+            click.option("--kind", type=click.Choice(_KINDS), help="Only this kind of event."),
+            click.option("--decision", help="Only this decision (allow, block, require_approval, approved, ok, …)."),
+            click.option("--since", help="From this time (ISO, UTC unless an offset is given)."),
+            click.option("--until", help="Before this time (ISO)."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _make_filter(kw: dict[str, Any]) -> EventFilter:
+    return EventFilter(
+        agent=kw.get("agent"),
+        session=kw.get("session"),
+        tool=kw.get("tool"),
+        kind=kw.get("kind"),
+        decision=kw.get("decision"),
+        since_us=_time(kw.get("since"), "--since"),
+        until_us=_time(kw.get("until"), "--until"),
+    )
+
+
+def _line(e: StoredEvent) -> str:
+    b = e.body
+    kind = b.get("kind", "?")
+    what = b.get("tool") or b.get("model") or b.get("policy_revision") or ""
+    detail = ""
+    if kind == "tool_call.decided":
+        detail = f"{compact_json(b.get('args'))}  {safe(b.get('reason', ''))}"
+    elif kind == "tool_call.finished":
+        detail = f"{b.get('duration_ms')} ms" + (f"  {safe(b['error'])}" if b.get("error") else "")
+    elif kind in ("approval.decided", "approval.expired"):
+        detail = f"{b.get('approval_id')} by {safe(b.get('by'))}" + (
+            f"  note: {safe(b['note'])}" if b.get("note") else ""
+        )
+    elif kind == "approval.requested":
+        detail = f"{b.get('approval_id')} expires {b.get('expires_at')}"
+    elif kind == "llm.call":
+        cost = f"${b['cost_usd']}" if b.get("cost_usd") is not None else "unpriced"
+        detail = (
+            f"in {b.get('input_tokens')} out {b.get('output_tokens')} cached {b.get('cached_input_tokens')}  {cost}"
+        )
+    decision = b.get("decision") or ""
+    return (
+        f"{e.seq:>6}  {when(b.get('at_us'))}  {kind:<18}  {safe(b.get('agent')):<12}  "
+        f"{safe(what):<16}  {safe(decision):<16}  {detail}"
+    ).rstrip()
+
+
+@click.group("audit")
+def audit_group() -> None:
+    """Read, export and verify the audit log."""
+
+
+@audit_group.command("tail")
+@click.option(
+    "-n", "--lines", "count", default=20, show_default=True, type=click.IntRange(1, 100_000), help="How many events."
+)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events as they are recorded.")
+@_filters
+@database_option
+@friendly
+def tail(count: int, follow: bool, database: str, **kw: Any) -> None:
+    """The latest events, oldest first."""
+    db = open_db(database)
+    f = _make_filter(kw)
+    try:
+        last = 0
+        for e in events.query(db, f, limit=count, newest_first=True):
+            click.echo(_line(e))
+            last = e.seq
+        while follow:
+            time.sleep(0.5)
+            for e in events.iterate(db, f, after=last):
+                click.echo(_line(e))
+                last = e.seq
+    except KeyboardInterrupt:
+        pass
+    finally:
+        db.close()
+
+
+@audit_group.command("show")
+@click.argument("ident", metavar="ID")
+@database_option
+@friendly
+def show(ident: str, database: str) -> None:
+    """Every record of an event, call or approval ID, in full, with its chain position and hash."""
+    db = open_db(database)
+    try:
+        found = events.find(db, ident.strip())
+    finally:
+        db.close()
+    if not found:
+        raise click.ClickException(f"no event, call or approval has the id {safe(ident)!r}")
+    for e in found:
+        click.echo(f"# record {e.seq}  hash {e.hash}")
+        click.echo(safe(json.dumps(e.body, indent=2, ensure_ascii=False, sort_keys=True), newlines=True))
+
+
+def _csv_cell(value: Any) -> str:
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False, sort_keys=True)
+        if value is not None
+        else ""
+    )
+    # A cell starting with = + - @ (or a tab/CR) is a formula in spreadsheets: neutralise it.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _write(out: TextIO, fmt: str, stream: Any) -> int:
+    n = 0
+    if fmt == "jsonl":
+        for e in stream:
+            out.write(json.dumps({"seq": e.seq, "hash": e.hash, **e.body}, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+        return n
+    writer = csv.writer(out)
+    writer.writerow(_CSV_COLUMNS)
+    for e in stream:
+        row = {"seq": e.seq, "hash": e.hash, **e.body}
+        writer.writerow([_csv_cell(row.get(c)) for c in _CSV_COLUMNS])
+        n += 1
+    return n
+
+
+@audit_group.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of standard output."
+)
+@_filters
+@database_option
+@friendly
+def export(fmt: str, output: str | None, database: str, **kw: Any) -> None:
+    """Every matching event, oldest first, as JSON lines or CSV (spreadsheet-safe)."""
+    db = open_db(database)
+    try:
+        stream = events.iterate(db, _make_filter(kw))
+        if output is None:
+            _write(sys.stdout, fmt, stream)
+            return
+        with open(output, "w", encoding="utf-8", newline="") as out:
+            n = _write(out, fmt, stream)
+        click.echo(f"wrote {n} events to {safe(output)}", err=True)
+    finally:
+        db.close()
+
+
+@audit_group.command("verify")
+@database_option
+@friendly
+def verify(database: str) -> None:
+    """Recompute the hash chain; report the first record that was changed or removed (exit 1)."""
+    db = open_db(database)
+    try:
+        report = events.verify(db)
+    finally:
+        db.close()
+    if report.ok:
+        click.echo(f"ok: {report.checked} records verified; head is record {report.head_seq}, hash {report.head_hash}")
+        click.echo("keep the head hash elsewhere to detect later truncation of the log")
+        return
+    click.echo(f"BROKEN: record {report.broken_seq}: {report.problem}", err=True)
+    click.echo(f"the {report.checked} records before it verify (up to record {report.head_seq})", err=True)
+    raise SystemExit(1)
