@@ -104,7 +104,7 @@ def run(database: str, out: Callable[[str], None] = click.echo) -> int:
         out(f"           {prog} deny {p.approval_id} --database {db} --note 'why not'")
         out("         Waiting for the decision (Ctrl-C gives up and cancels it)...")
 
-    tools = {
+    tools: dict[str, Callable[..., str]] = {
         "issue_refund": clearance.guard_tool("issue_refund", issue_refund, on_pending=announce),
         "send_email": clearance.guard_tool("send_email", send_email, on_pending=announce),
         "db.drop_table": clearance.guard_tool("db.drop_table", drop_table, on_pending=announce),
