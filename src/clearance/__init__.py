@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ._context import get_session, reset_session, session, set_session
 from ._guard._governor import PendingApproval, UsageRecord
-from ._guard._runtime import NOT_GIVEN, configure, shutdown
+from ._guard._runtime import NOT_GIVEN, configure, flush, shutdown
 from ._guard._wrap import guard, guard_tool
 from ._settings import Settings
 from ._usage import record_usage
@@ -59,6 +59,7 @@ __all__ = [
     "UsageRecord",
     "__version__",
     "configure",
+    "flush",
     "get_session",
     "guard",
     "guard_tool",

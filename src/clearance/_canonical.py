@@ -27,6 +27,7 @@ MAX_RECORD_ARGS = 256 * 1024
 _MAX_DEPTH = 64
 _ADDRESS = re.compile(r" at 0x[0-9A-Fa-f]+")
 _PLAIN_SCALARS = (str, int, bool, type(None))
+_FAST = frozenset(_PLAIN_SCALARS)
 
 
 def to_plain(value: Any) -> Any:
@@ -39,6 +40,17 @@ def _plain(value: Any, depth: int, seen: set[int]) -> Any:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {"$float": repr(value)}
+    if type(value) is dict and depth < _MAX_DEPTH and id(value) not in seen:
+        seen.add(id(value))
+        try:
+            return {
+                (k if type(k) is str else _key(k)): (
+                    v if type(v) in _FAST or (type(v) is float and math.isfinite(v)) else _plain(v, depth + 1, seen)
+                )
+                for k, v in value.items()
+            }
+        finally:
+            seen.discard(id(value))
     if depth >= _MAX_DEPTH:
         return {"$truncated": "nested too deeply"}
     if isinstance(value, Mapping | list | tuple | set | frozenset):

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
             failing the call (closed). `CLEARANCE_BUSY_TIMEOUT`.
         price_overrides: Prices per model name, in USD per million tokens, used before
             genai-prices; JSON in `CLEARANCE_PRICE_OVERRIDES`.
+        outcome_delay: Seconds a call's outcome record may wait to share the next commit
+            (its decision is always committed before the tool runs); 0 commits it before the
+            call returns. `CLEARANCE_OUTCOME_DELAY`.
         user: Who decides approvals from this machine's CLI (default: the OS user).
             `CLEARANCE_USER`.
     """
@@ -37,4 +40,5 @@ class Settings(BaseSettings):
     environment: str = Field(default="test", min_length=1, max_length=40)
     busy_timeout: float = Field(default=30.0, gt=0)
     price_overrides: dict[str, ModelPrice] = Field(default_factory=dict)
+    outcome_delay: float = Field(default=0.05, ge=0, le=60)
     user: str | None = None

@@ -100,6 +100,7 @@ def test_outcome_records_errors_and_reraises(configure: Callable[..., Governor])
 
     with pytest.raises(TimeoutError):
         send_email("bob@acme.com")
+    clearance.flush()
     [finished] = events(gov, kind="tool_call.finished")
     assert finished["decision"] == "error" and finished["error"] == "TimeoutError: smtp timed out"
     assert finished["duration_ms"] >= 0
@@ -294,5 +295,6 @@ def test_chain_verifies_after_a_mixed_run(configure: Callable[..., Governor]) ->
             send_email("a@acme.com" if i % 2 else "x@evil.com")
         except ToolCallBlocked:
             pass
+    clearance.flush()
     report = verify(gov.db)
     assert report.ok and report.checked == 1 + 20 + 10  # activation, decisions, outcomes

@@ -184,13 +184,14 @@ def _write(out: TextIO, fmt: str, stream: Any) -> int:
     n = 0
     if fmt == "jsonl":
         for e in stream:
-            out.write(json.dumps({"seq": e.seq, "hash": e.hash, **e.body}, ensure_ascii=False, sort_keys=True) + "\n")
+            row = {"seq": e.seq, "hash": e.hash, "at": events.iso(e.body["at_us"]), **e.body}
+            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
             n += 1
         return n
     writer = csv.writer(out)
     writer.writerow(_CSV_COLUMNS)
     for e in stream:
-        row = {"seq": e.seq, "hash": e.hash, **e.body}
+        row = {"seq": e.seq, "hash": e.hash, "at": events.iso(e.body["at_us"]), **e.body}
         writer.writerow([_csv_cell(row.get(c)) for c in _CSV_COLUMNS])
         n += 1
     return n

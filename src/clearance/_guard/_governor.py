@@ -6,6 +6,7 @@ that appends the decision record → the tool runs → one write that appends it
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import uuid
@@ -26,6 +27,7 @@ from ..store import _approvals as approvals
 from ..store import _events as events
 from ..store import _facts as facts
 from ..store._events import make_event
+from ._outcomes import OutcomeBuffer
 
 _MAX_ERROR = 2000
 
@@ -101,7 +103,9 @@ class Governor:
         self.db = Database(settings.database_url, busy_timeout=settings.busy_timeout)
         self.default_session = f"ses_{uuid.uuid4().hex}"
         self._base = {"agent": settings.agent, "environment": settings.environment}
+        self._outcomes = OutcomeBuffer(self.db, settings.outcome_delay)
         self._activate()
+        atexit.register(self.close)
 
     def _activate(self) -> None:
         """Store this policy revision and record its activation for this agent, if new."""
@@ -143,9 +147,17 @@ class Governor:
                 }
                 events.append(self.db, cur, [make_event("policy.activated", now_us(), fields)])
 
+    def flush(self) -> None:
+        """Commit every queued outcome record now."""
+        self._outcomes.flush()
+
     def close(self) -> None:
-        """Close the store."""
-        self.db.close()
+        """Commit queued outcomes and close the store (idempotent)."""
+        atexit.unregister(self.close)
+        try:
+            self._outcomes.close()
+        finally:
+            self.db.close()
 
     # -- deciding and recording -------------------------------------------------------------
 
@@ -161,7 +173,7 @@ class Governor:
         recorded, truncated = for_record(shown) if hit or len(full) > 1024 else (shown, False)
         call_id = events.new_id("call")
         fact_values: dict[str, Any] = {}
-        with db.write() as cur:
+        with self._outcomes.draining() as queued, db.write() as cur:
             if plan.facts:
                 fact_values, fact_errors = facts.compute(
                     db,
@@ -196,11 +208,13 @@ class Governor:
             if fact_values:
                 fields["facts"] = fact_values
             ticket = Ticket(call_id, tool, session, decision, args_hash)
-            batch = []
+            batch = queued
             if decision.effect is Effect.REQUIRE_APPROVAL:
                 ticket.approval_id = fields["approval_id"] = events.new_id("apr")
                 ticket.waiter = Waiter()
-            batch.append(make_event("tool_call.decided", at, fields))
+            # The arguments were serialised once for their hash; the record reuses that text.
+            raw = {"args": full} if recorded is args else None
+            batch.append(make_event("tool_call.decided", at, fields, raw=raw))
             if ticket.approval_id is not None:
                 spec = decision.approval
                 assert spec is not None and ticket.waiter is not None
@@ -252,7 +266,11 @@ class Governor:
         return ticket
 
     def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float) -> None:
-        """Commit the outcome of a call that ran."""
+        """Record the outcome of a call that ran (see `_outcomes`).
+
+        Never raises for a plain call; an approved call's outcome is committed at once, with
+        its approval's status.
+        """
         fields: dict[str, Any] = {
             **self._base,
             "session": ticket.session,
@@ -263,12 +281,14 @@ class Governor:
         }
         if error is not None:
             fields["error"] = f"{type(error).__name__}: {error}"[:_MAX_ERROR]
-        if ticket.approval_id:
-            fields["approval_id"] = ticket.approval_id
-        with self.db.write() as cur:
-            events.append(self.db, cur, [make_event("tool_call.finished", now_us(), fields)])
-            if ticket.approval_id:
-                approvals.finish(self.db, cur, ticket.approval_id, "failed" if error else "executed")
+        if ticket.approval_id is None:
+            self._outcomes.add(make_event("tool_call.finished", now_us(), fields))
+            return
+        fields["approval_id"] = ticket.approval_id
+        event = make_event("tool_call.finished", now_us(), fields)
+        with self._outcomes.draining() as queued, self.db.write() as cur:
+            events.append(self.db, cur, [*queued, event])
+            approvals.finish(self.db, cur, ticket.approval_id, "failed" if error else "executed")
 
     # -- approvals ---------------------------------------------------------------------------
 
@@ -389,8 +409,8 @@ class Governor:
             "latency_ms": latency_ms,
         }
         event = make_event("llm.call", now_us(), fields)
-        with self.db.write() as cur:
-            events.append(self.db, cur, [event])
+        with self._outcomes.draining() as queued, self.db.write() as cur:
+            events.append(self.db, cur, [*queued, event])
         return UsageRecord(event.id, cost.cost_usd, cost.source)
 
 

@@ -37,6 +37,7 @@ def configure(
     environment: str = NOT_GIVEN,
     busy_timeout: float = NOT_GIVEN,
     price_overrides: dict[str, Any] = NOT_GIVEN,
+    outcome_delay: float = NOT_GIVEN,
 ) -> None:
     """Set up Clearance for this process: the policy, the audit store and who this agent is.
 
@@ -52,6 +53,8 @@ def configure(
         busy_timeout: Seconds to wait for another process's lock on the store.
         price_overrides: Prices per model in USD per million tokens
             (`{"my-model": {"input_per_mtok": 1, "output_per_mtok": 2}}`).
+        outcome_delay: Seconds an outcome record may wait to share the next commit
+            (default 0.05; 0 commits it before the call returns).
 
     Raises:
         ConfigurationError: Invalid settings, no policy, or a policy that does not fit a
@@ -65,6 +68,7 @@ def configure(
         "environment": environment,
         "busy_timeout": busy_timeout,
         "price_overrides": price_overrides,
+        "outcome_delay": outcome_delay,
     }
     compiled = policy if isinstance(policy, Policy) else None
     if policy is not NOT_GIVEN and not isinstance(policy, Policy):
@@ -107,6 +111,17 @@ def current() -> Governor:
             configure()
         assert _current is not None
         return _current
+
+
+def flush() -> None:
+    """Commit every queued outcome record now.
+
+    Outcomes are otherwise committed with the next record, within `outcome_delay` seconds, and
+    at exit. Does nothing when Clearance is not configured.
+    """
+    governor = _current
+    if governor is not None:
+        governor.flush()
 
 
 def shutdown() -> None:

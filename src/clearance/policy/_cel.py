@@ -97,19 +97,28 @@ def as_cel(value: Any) -> Any:
     """Plain values as CEL sees them: every number a double.
 
     CEL compares int and double but will not add them, so `facts.sum_24h_amount + args.amount`
-    works only if both are doubles. Integers beyond 2**53 (ids) stay integers, exactly.
+    works only if both are doubles. Integers beyond 2**53 (ids) stay integers, exactly. Returns
+    `value` itself when nothing needs converting.
     """
-    if value is None or value is True or value is False or isinstance(value, str | float):
-        return value
-    if isinstance(value, int):
-        return (
-            float(value) if -_EXACT <= value <= _EXACT else value if _INT64[0] <= value <= _INT64[1] else float(value)
-        )
-    if isinstance(value, dict):
-        return {k: as_cel(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_cel(v) for v in value]
+    t = type(value)
+    if t is int:
+        return float(value) if -_EXACT <= value <= _EXACT or not _INT64[0] <= value <= _INT64[1] else value
+    if t is dict:
+        out = None
+        for k, v in value.items():
+            c = as_cel(v) if type(v) in _CONVERTIBLE else v
+            if c is not v:
+                if out is None:
+                    out = dict(value)
+                out[k] = c
+        return value if out is None else out
+    if t is list:
+        converted = [as_cel(v) if type(v) in _CONVERTIBLE else v for v in value]
+        return value if all(a is b for a, b in zip(converted, value, strict=True)) else converted
     return value
+
+
+_CONVERTIBLE = frozenset((int, dict, list))
 
 
 class ConditionSet:
@@ -134,10 +143,9 @@ class ConditionSet:
             result = self._all.eval(data=data)
         except Exception as exc:  # a value CEL cannot hold
             return [f"arguments cannot be evaluated: {exc}"] * len(self._expressions)
-        if result.type() != _T.ERROR:
-            values = result.plain_value()
-            if all(v is True or v is False for v in values):
-                return values  # type: ignore[no-any-return]
+        values = result.plain_value()  # an error comes back as its message, not a list
+        if type(values) is list and all(type(v) is bool for v in values):
+            return values
         return self._one_by_one(data)
 
     def _one_by_one(self, data: Mapping[str, Any]) -> list[bool | str]:

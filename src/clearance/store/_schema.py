@@ -43,11 +43,10 @@ class EventRow(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (
-        Index("ix_events_agent_tool_kind_at", "agent", "tool", "kind", "at_us"),
+        # Every fact query, activation lookup and usage summary filters on kind first.
+        Index("ix_events_kind_agent_tool_at", "kind", "agent", "tool", "at_us"),
         Index("ix_events_session_kind", "session", "kind"),
         Index("ix_events_call_id", "call_id"),
-        Index("ix_events_at", "at_us"),
-        Index("ix_events_kind_at", "kind", "at_us"),
     )
 
 

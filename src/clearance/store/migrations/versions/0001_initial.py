@@ -37,11 +37,9 @@ def upgrade() -> None:
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
     )
-    op.create_index("ix_events_agent_tool_kind_at", "events", ["agent", "tool", "kind", "at_us"])
+    op.create_index("ix_events_kind_agent_tool_at", "events", ["kind", "agent", "tool", "at_us"])
     op.create_index("ix_events_session_kind", "events", ["session", "kind"])
     op.create_index("ix_events_call_id", "events", ["call_id"])
-    op.create_index("ix_events_at", "events", ["at_us"])
-    op.create_index("ix_events_kind_at", "events", ["kind", "at_us"])
     op.create_table(
         "approvals",
         sa.Column("id", sa.String(40), primary_key=True),
@@ -83,12 +81,6 @@ def downgrade() -> None:
     op.drop_table("policy_revisions")
     op.drop_index("ix_approvals_status_expires", "approvals")
     op.drop_table("approvals")
-    for name in (
-        "ix_events_kind_at",
-        "ix_events_at",
-        "ix_events_call_id",
-        "ix_events_session_kind",
-        "ix_events_agent_tool_kind_at",
-    ):
+    for name in ("ix_events_call_id", "ix_events_session_kind", "ix_events_kind_agent_tool_at"):
         op.drop_index(name, "events")
     op.drop_table("events")

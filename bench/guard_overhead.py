@@ -1,0 +1,110 @@
+"""Overhead of a governed, allowed call: 10 rules on its tool, the record committed to SQLite
+before the tool runs (and its outcome after). Prints figures; asserts nothing.
+
+    .venv/bin/python bench/guard_overhead.py [--calls 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import clearance
+from clearance._guard import _runtime
+from clearance.policy import parse_policy
+
+RULES = [
+    "args.amount > 10000.0",
+    "args.amount < 0",
+    "args.currency != 'USD' && args.amount > 100",
+    "args.order_id.startsWith('TEST-') && args.amount > 1",
+    "size(args.order_id) > 64",
+    "args.reason.contains('urgent') && args.amount > 500",
+    "dec_gt(args.amount, '9999.99')",
+    "args.customer_tier == 'new' && args.amount > 5000",
+    "args.amount > 2000 && args.reason == ''",
+    "args.order_id in ['BLOCKED-1', 'BLOCKED-2', 'BLOCKED-3']",
+]
+POLICY = "version: 1\ndefault: allow\ntools:\n  issue_refund:\n    rules:\n" + "".join(
+    f"      - {{id: r{i}, when: \"{cond}\", effect: {'block' if i % 2 else 'require_approval'}}}\n"
+    for i, cond in enumerate(RULES)
+)
+ARGS = {"order_id": "A-10042", "amount": 125.5, "currency": "USD", "reason": "damaged", "customer_tier": "gold"}
+
+
+def issue_refund(order_id: str, amount: float, currency: str, reason: str, customer_tier: str) -> str:
+    return order_id
+
+
+def timings(fn: Callable[[], Any], n: int) -> list[int]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        fn()
+        out.append(time.perf_counter_ns() - t)
+    return out
+
+
+def pct(values: list[int], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] / 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=20000)
+    n = parser.parse_args().calls
+    with tempfile.TemporaryDirectory() as tmp:
+        policy_path = Path(tmp) / "p.yaml"
+        policy_path.write_text(POLICY)
+        clearance.configure(policy=str(policy_path), database_url=str(Path(tmp) / "bench.db"), agent="bench")
+        guarded = clearance.guard(issue_refund)
+        policy = _runtime.current().policy
+        assert policy.decide("issue_refund", ARGS, {}).effect.value == "allow"
+        assert len(policy.plan("issue_refund").conditional) == 10
+
+        bare = timings(lambda: issue_refund(**ARGS), n)
+        timings(lambda: guarded(**ARGS), 2000)  # warm up
+        governed = timings(lambda: guarded(**ARGS), n)
+        decide = timings(lambda: policy.decide("issue_refund", ARGS, {}), n)
+        compiled = parse_policy(POLICY)
+        compiled.plan("issue_refund")
+
+        base = statistics.median(bare) / 1000
+        print(f"guarded allowed call, 10 rules, record committed (SQLite WAL), {n} calls, 1 thread")
+        print(f"  bare call          median {base:8.2f} us")
+        print(f"  guarded call       median {pct(governed, .5):8.2f} us   p99 {pct(governed, .99):8.2f} us")
+        print(f"  overhead           median {pct(governed, .5) - base:8.2f} us   p99 {pct(governed, .99) - base:8.2f} us")
+        print(f"  throughput         {1e9 / statistics.mean(governed):8.0f} calls/s")
+        print(f"  decision only      median {pct(decide, .5):8.2f} us   p99 {pct(decide, .99):8.2f} us  (CEL, 10 rules, no store)")
+
+        per_thread = n // 4
+        results: list[list[int]] = [[] for _ in range(4)]
+
+        def work(i: int) -> None:
+            results[i] = timings(lambda: guarded(**ARGS), per_thread)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        merged = [x for r in results for x in r]
+        print(f"4 threads, {per_thread * 4} calls")
+        print(f"  per call           median {pct(merged, .5):8.2f} us   p99 {pct(merged, .99):8.2f} us")
+        print(f"  throughput         {per_thread * 4 / elapsed:8.0f} calls/s")
+        report = __import__("clearance.store._events", fromlist=["verify"]).verify(_runtime.current().db)
+        print(f"chain verified: {report.ok}, {report.checked} records")
+        clearance.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import clearance
+from clearance import StoreError
+from clearance._guard._governor import Governor
+
+from ..conftest import REPO
+
+
+def kinds(db_path: Path) -> list[str]:
+    with sqlite3.connect(db_path) as conn:
+        return [k for (k,) in conn.execute("SELECT kind FROM events WHERE tool IS NOT NULL ORDER BY seq")]
+
+
+def tool() -> Callable[[str], str]:
+    @clearance.guard
+    def send_email(to: str) -> str:
+        return "sent"
+
+    return send_email
+
+
+def test_outcome_joins_the_next_decision_commit(configure: Callable[..., Governor], db_path: Path) -> None:
+    configure(outcome_delay=30)
+    send = tool()
+    send("a@acme.com")
+    assert kinds(db_path) == ["tool_call.decided"]  # outcome still queued
+    send("a@acme.com")
+    assert kinds(db_path) == ["tool_call.decided", "tool_call.finished", "tool_call.decided"]
+
+
+def test_outcome_is_flushed_after_the_delay(configure: Callable[..., Governor], db_path: Path) -> None:
+    gov = configure(outcome_delay=0.1)
+    tool()("a@acme.com")
+    deadline = time.monotonic() + 5
+    while kinds(db_path) != ["tool_call.decided", "tool_call.finished"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert kinds(db_path) == ["tool_call.decided", "tool_call.finished"]
+    assert gov._outcomes.flushes == 1
+
+
+def test_zero_delay_commits_before_the_call_returns(configure: Callable[..., Governor], db_path: Path) -> None:
+    configure(outcome_delay=0)
+    tool()("a@acme.com")
+    assert kinds(db_path) == ["tool_call.decided", "tool_call.finished"]
+
+
+def test_shutdown_and_reconfigure_commit_queued_outcomes(configure: Callable[..., Governor], db_path: Path) -> None:
+    configure(outcome_delay=30)
+    tool()("a@acme.com")
+    clearance.shutdown()
+    assert kinds(db_path)[-1] == "tool_call.finished"
+
+
+def test_process_exit_commits_queued_outcomes(tmp_path: Path, db_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\n")
+    script = textwrap.dedent(f"""
+        import clearance
+        clearance.configure(policy={str(policy)!r}, database_url={str(db_path)!r}, outcome_delay=60)
+
+        @clearance.guard
+        def ping() -> str:
+            return "pong"
+
+        ping()
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert kinds(db_path) == ["tool_call.decided", "tool_call.finished"]
+
+
+def test_a_failed_transaction_keeps_queued_outcomes(configure: Callable[..., Governor], db_path: Path) -> None:
+    configure(outcome_delay=30, busy_timeout=0.2)
+    send = tool()
+    send("a@acme.com")
+    locker = sqlite3.connect(db_path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(StoreError):
+        send("a@acme.com")  # its decision cannot be recorded, so it does not run
+    locker.execute("ROLLBACK")
+    locker.close()
+    send("a@acme.com")
+    assert kinds(db_path) == ["tool_call.decided", "tool_call.finished", "tool_call.decided"]
+
+
+def test_an_unwritable_outcome_does_not_hide_the_tools_result(
+    configure: Callable[..., Governor], db_path: Path
+) -> None:
+    configure(outcome_delay=0, busy_timeout=0.2)
+    locker = sqlite3.connect(db_path, isolation_level=None)
+
+    @clearance.guard
+    def send_email(to: str) -> str:
+        locker.execute("BEGIN EXCLUSIVE")  # the store locks up while the tool runs
+        return "sent"
+
+    assert send_email("a@acme.com") == "sent"
+    locker.execute("ROLLBACK")
+    locker.close()
+    clearance.flush()
+    assert kinds(db_path) == ["tool_call.decided", "tool_call.finished"]
