@@ -21,6 +21,8 @@ from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 
+import orjson
+
 REDACTED = "[REDACTED]"
 MAX_STRING = 4096
 MAX_RECORD_ARGS = 256 * 1024
@@ -119,8 +121,15 @@ def safe_repr(value: Any) -> dict[str, str]:
 
 
 def canonical_json(value: Any) -> str:
-    """The one JSON text of a plain value: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """The one JSON text of a plain value: orjson with sorted keys (no spaces, UTF-8 kept).
+
+    Integers beyond 64 bits, which orjson refuses, fall back to the standard library; a given
+    value always takes the same path, so its text and hash never change.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def sha256_hex(text: str) -> str:

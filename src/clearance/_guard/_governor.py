@@ -132,8 +132,8 @@ class Governor:
                 )
             cur.execute(
                 self.db.sql(
-                    "SELECT body FROM events WHERE agent = :agent AND tool IS NULL"
-                    " AND kind = 'policy.activated' ORDER BY seq DESC LIMIT 1"
+                    "SELECT body FROM events WHERE agent = :agent AND kind = 'policy.activated'"
+                    " ORDER BY seq DESC LIMIT 1"
                 ),
                 {"agent": self.settings.agent},
             )

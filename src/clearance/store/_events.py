@@ -105,21 +105,12 @@ def append(db: Database, cur: Any, events: Sequence[Event]) -> None:
     cur.execute(_HEAD)
     row = cur.fetchone()
     prev = row[1] if row else GENESIS
-    sql = db.sql(_INSERT)
+    rows = []
     for e in events:
         h = chain_hash(prev, e.body)
-        cur.execute(
-            sql,
-            {
-                **e.columns,
-                "id": e.id,
-                "at_us": e.at_us,
-                "body": e.body,
-                "prev_hash": prev,
-                "hash": h,
-            },
-        )
+        rows.append({**e.columns, "id": e.id, "at_us": e.at_us, "body": e.body, "prev_hash": prev, "hash": h})
         prev = h
+    cur.executemany(db.sql(_INSERT), rows)
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,7 @@ def _one(db: Database, cur: Any, spec: FactSpec, agent: str, session: str | None
         total = _scalar(
             db,
             cur,
-            f"SELECT SUM({col}) FROM events WHERE agent = :agent AND tool IS NULL"
-            " AND kind = 'llm.call' AND at_us >= :since",
+            f"SELECT SUM({col}) FROM events WHERE agent = :agent AND kind = 'llm.call' AND at_us >= :since",
             p,
         )
         return float(Decimal(total) / _NANO) if kind == "agent_cost_usd" else total

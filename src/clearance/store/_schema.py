@@ -6,10 +6,13 @@ the same tables for queries and are checked against the migrations by a test.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 _ID = String(40)
+_CALLS = text("kind = 'tool_call.decided'")
+_LLM = text("kind = 'llm.call'")
+_ACTIVATIONS = text("kind = 'policy.activated'")
 _NAME = String(200)
 
 
@@ -43,9 +46,12 @@ class EventRow(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (
-        # Every fact query, activation lookup and usage summary filters on kind first.
-        Index("ix_events_kind_agent_tool_at", "kind", "agent", "tool", "at_us"),
-        Index("ix_events_session_kind", "session", "kind"),
+        # Partial indexes for the kinds that facts look up: an outcome record touches none of
+        # them, so a commit writes fewer pages (the hot path's largest cost).
+        Index("ix_events_calls", "agent", "tool", "at_us", sqlite_where=_CALLS, postgresql_where=_CALLS),
+        Index("ix_events_llm", "agent", "at_us", sqlite_where=_LLM, postgresql_where=_LLM),
+        Index("ix_events_activations", "agent", "seq", sqlite_where=_ACTIVATIONS, postgresql_where=_ACTIVATIONS),
+        Index("ix_events_session", "session"),
         Index("ix_events_call_id", "call_id"),
     )
 

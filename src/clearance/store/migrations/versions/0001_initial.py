@@ -37,8 +37,14 @@ def upgrade() -> None:
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
     )
-    op.create_index("ix_events_kind_agent_tool_at", "events", ["kind", "agent", "tool", "at_us"])
-    op.create_index("ix_events_session_kind", "events", ["session", "kind"])
+    # Partial indexes for the kinds facts look up; an outcome record touches none of them.
+    for name, columns, where in (
+        ("ix_events_calls", ["agent", "tool", "at_us"], "kind = 'tool_call.decided'"),
+        ("ix_events_llm", ["agent", "at_us"], "kind = 'llm.call'"),
+        ("ix_events_activations", ["agent", "seq"], "kind = 'policy.activated'"),
+    ):
+        op.create_index(name, "events", columns, sqlite_where=sa.text(where), postgresql_where=sa.text(where))
+    op.create_index("ix_events_session", "events", ["session"])
     op.create_index("ix_events_call_id", "events", ["call_id"])
     op.create_table(
         "approvals",
@@ -81,6 +87,6 @@ def downgrade() -> None:
     op.drop_table("policy_revisions")
     op.drop_index("ix_approvals_status_expires", "approvals")
     op.drop_table("approvals")
-    for name in ("ix_events_call_id", "ix_events_session_kind", "ix_events_kind_agent_tool_at"):
+    for name in ("ix_events_call_id", "ix_events_session", "ix_events_activations", "ix_events_llm", "ix_events_calls"):
         op.drop_index(name, "events")
     op.drop_table("events")
