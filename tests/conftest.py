@@ -24,6 +24,7 @@ CLI = [sys.executable, "-m", "clearance.cli"]
 
 # -- no network beyond loopback ------------------------------------------------------------------
 
+
 def _is_local(address: Any) -> bool:
     if isinstance(address, str | bytes):  # AF_UNIX
         return True
@@ -111,8 +112,13 @@ def configure(tmp_path: Path, db_path: Path) -> Callable[..., Governor]:
     return setup
 
 
-def run_cli(*args: str, db: Path | str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    db: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
     """Run the real `clearance` command in a subprocess."""
     argv = [*CLI, *args]
     if db is not None:
@@ -125,6 +131,7 @@ def run_cli(*args: str, db: Path | str | None = None, env: dict[str, str] | None
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:

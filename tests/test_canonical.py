@@ -35,9 +35,17 @@ class Opaque:
 
 def test_plain_values_cover_what_tools_receive() -> None:
     value = {
-        "t": (1, 2), "s": {3, 1, 2}, "d": Decimal("850.10"), "exact": Decimal("0.1234567890123456789"),
-        "when": dt.datetime(2026, 1, 2, 3, 4, 5), "enum": Colour.RED, "pt": Point(1, 2),
-        "u": uuid.UUID(int=1), "b": b"\x00\xff", "nan": float("nan"), 7: "int key",
+        "t": (1, 2),
+        "s": {3, 1, 2},
+        "d": Decimal("850.10"),
+        "exact": Decimal("0.1234567890123456789"),
+        "when": dt.datetime(2026, 1, 2, 3, 4, 5),
+        "enum": Colour.RED,
+        "pt": Point(1, 2),
+        "u": uuid.UUID(int=1),
+        "b": b"\x00\xff",
+        "nan": float("nan"),
+        7: "int key",
     }
     plain = to_plain(value)
     assert plain["t"] == [1, 2] and plain["s"] == [1, 2, 3] and plain["d"] == 850.1
@@ -77,7 +85,10 @@ def test_hash_is_the_same_in_another_process() -> None:
         "class Opaque: pass\n"
         "print(sha256_hex(canonical_json(to_plain({'b': {3, 1}, 'a': decimal.Decimal('1.5'), 'o': Opaque()}))))"
     )
-    out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    out = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
     assert out[0] == out[1] and len(out[0].strip()) == 64
 
 

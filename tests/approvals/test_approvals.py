@@ -60,6 +60,7 @@ def test_approved_from_another_process_runs_once(configure: Callable[..., Govern
     def approve(p: clearance.PendingApproval) -> None:
         def go() -> None:
             results["cli"] = run_cli("approve", p.approval_id, "--by", "alice", "--note", "verified", db=db_path)
+
         threads.append(threading.Thread(target=go))
         threads[0].start()
 
@@ -72,17 +73,22 @@ def test_approved_from_another_process_runs_once(configure: Callable[..., Govern
     assert (a.status, a.decided_by, a.note) == ("executed", "alice", "verified")
     kinds = [(e.body["kind"], e.body.get("decision")) for e in query(gov.db, EventFilter(call_id=a.call_id))]
     assert kinds == [
-        ("tool_call.decided", "require_approval"), ("approval.requested", None),
-        ("approval.decided", "approved"), ("tool_call.finished", "ok"),
+        ("tool_call.decided", "require_approval"),
+        ("approval.requested", None),
+        ("approval.decided", "approved"),
+        ("tool_call.finished", "ok"),
     ]
 
 
 def test_denied_with_a_note_raises_and_never_runs(configure: Callable[..., Governor], db_path: Path) -> None:
     gov = configure(SHORT % ("10m", "deny"))
-    tool = refund_tool(lambda p: threading.Thread(
-        target=run_cli, args=("deny", p.approval_id, "--by", "bob", "--note", "order was never paid"),
-        kwargs={"db": db_path},
-    ).start())
+    tool = refund_tool(
+        lambda p: threading.Thread(
+            target=run_cli,
+            args=("deny", p.approval_id, "--by", "bob", "--note", "order was never paid"),
+            kwargs={"db": db_path},
+        ).start()
+    )
     with pytest.raises(ApprovalDenied) as info:
         tool("A1", 900)
     assert info.value.note == "order was never paid" and info.value.decided_by == "bob"
@@ -135,12 +141,19 @@ def test_two_processes_deciding_at_once_get_one_decision(configure: Callable[...
         def go() -> None:
             env = {"PYTHONPATH": str(REPO / "src")}
             import os
+
             procs = [
-                subprocess.Popen([*CLI, verb, p.approval_id, "--by", who, "--database", str(db_path)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+                subprocess.Popen(
+                    [*CLI, verb, p.approval_id, "--by", who, "--database", str(db_path)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env={**os.environ, **env},
+                )
                 for verb, who in (("approve", "alice"), ("deny", "bob"))
             ]
             outcome["procs"] = [(p.wait(60), *p.communicate()) for p in procs]
+
         threading.Thread(target=go).start()
 
     try:
@@ -162,7 +175,9 @@ def test_two_processes_deciding_at_once_get_one_decision(configure: Callable[...
     assert len(decided) == 1 and decided[0]["by"] == winner
 
 
-def test_waiter_is_woken_by_push_not_polling(configure: Callable[..., Governor], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_waiter_is_woken_by_push_not_polling(
+    configure: Callable[..., Governor], monkeypatch: pytest.MonkeyPatch
+) -> None:
     gov = configure(SHORT % ("10m", "deny"))
     reads = []
     real = approvals.get
@@ -178,6 +193,7 @@ def test_waiter_is_woken_by_push_not_polling(configure: Callable[..., Governor],
         def go() -> None:
             woke["decided"] = time.monotonic()
             _decisions.decide(gov.db, p.approval_id, approve=True, by="alice")
+
         threading.Timer(1.5, go).start()
 
     tool = refund_tool(approve_later)
@@ -190,8 +206,11 @@ def test_waiter_is_woken_by_push_not_polling(configure: Callable[..., Governor],
 def test_async_waiting_does_not_block_the_event_loop(configure: Callable[..., Governor]) -> None:
     gov = configure(SHORT % ("10m", "deny"))
 
-    @clearance.guard(on_pending=in_background(lambda: _decisions.decide(
-        gov.db, approvals.listing(gov.db)[0].id, approve=True, by="alice"), delay=0.5))
+    @clearance.guard(
+        on_pending=in_background(
+            lambda: _decisions.decide(gov.db, approvals.listing(gov.db)[0].id, approve=True, by="alice"), delay=0.5
+        )
+    )
     async def issue_refund(order_id: str, amount: float) -> str:
         return "refunded"
 

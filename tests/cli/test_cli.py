@@ -47,7 +47,9 @@ def test_policy_check_ok_and_bad(policy_file: Path, tmp_path: Path) -> None:
     bad.write_text("version: 1\ntools:\n  t:\n    rules:\n      - {id: r, when: 'args.x >', effect: nope}\n")
     code, out, err = cli("policy", "check", str(bad))
     assert code == 1 and out == ""
-    assert err.splitlines() == [f"error: {bad}:5:43: rule 'r': 'effect': input should be 'allow', 'require_approval' or 'block' (got 'nope')"]
+    assert err.splitlines() == [
+        f"error: {bad}:5:43: rule 'r': 'effect': input should be 'allow', 'require_approval' or 'block' (got 'nope')"
+    ]
     code, _, err = cli("policy", "check", str(tmp_path / "missing.yaml"))
     assert code == 1 and "cannot read the policy file" in err
     no_traceback(out, err)
@@ -58,7 +60,11 @@ def test_policy_test_reports_each_case_and_fails_on_a_mismatch(policy_file: Path
     cases.write_text("""
 cases:
   - {name: small refund, tool: issue_refund, args: {order_id: A, amount: 50}, expect: allow}
-  - {name: big refund, tool: issue_refund, args: {order_id: A, amount: 500}, expect: require_approval, rules: [refund-needs-approval]}
+  - name: big refund
+    tool: issue_refund
+    args: {order_id: A, amount: 500}
+    expect: require_approval
+    rules: [refund-needs-approval]
   - {name: over the cap, tool: issue_refund, args: {amount: 100}, facts: {sum_24h_amount: 950}, expect: block}
   - {name: outside mail, tool: send_email, args: {to: "Eve <eve@evil.com>"}, expect: block}
 """)
@@ -106,7 +112,9 @@ def test_approve_deny_and_decide_once(pending: tuple[Governor, str], db_path: Pa
     assert "approved" in out and "alice" in out
 
 
-def test_decider_defaults_to_clearance_user(pending: tuple[Governor, str], db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decider_defaults_to_clearance_user(
+    pending: tuple[Governor, str], db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, approval_id = pending
     monkeypatch.setenv("CLEARANCE_USER", "carol")
     monkeypatch.setenv("CLEARANCE_DATABASE_URL", str(db_path))
@@ -161,7 +169,7 @@ def test_audit_tail_show_export_and_verify(pending: tuple[Governor, str], db_pat
 
 def test_csv_export_neutralises_formulas(configure: Callable[..., Governor], db_path: Path, tmp_path: Path) -> None:
     gov = configure()
-    gov.begin("send_email", {"to": "a@acme.com", "subject": "=HYPERLINK(\"http://evil\")"}, "=cmd|' /C calc'!A0")
+    gov.begin("send_email", {"to": "a@acme.com", "subject": '=HYPERLINK("http://evil")'}, "=cmd|' /C calc'!A0")
     code, out, _ = cli("audit", "export", "--format", "csv", "--kind", "tool_call.decided", "--database", str(db_path))
     [row] = list(csv.DictReader(io.StringIO(out)))
     assert row["session"] == "'=cmd|' /C calc'!A0"
@@ -205,8 +213,14 @@ def test_the_real_command_reports_errors_in_one_line(tmp_path: Path) -> None:
 def test_demo_waits_for_a_human_and_finishes(tmp_path: Path) -> None:
     db = tmp_path / "demo.db"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    demo = subprocess.Popen([*CLI, "demo", "--database", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path)
+    demo = subprocess.Popen(
+        [*CLI, "demo", "--database", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert demo.stdout is not None
     seen = []
     approval_id = None

@@ -100,7 +100,10 @@ def test_a_sum_over_a_non_number_blocks_with_the_reason(configure: Callable[...,
 
 
 def test_concurrent_threads_cannot_both_pass_a_cap(configure: Callable[..., Governor]) -> None:
-    gov = configure("version: 1\ntools:\n  pay: {rules: [{id: cap, when: 'facts.sum_1h_amount + args.amount > 100', effect: block}]}\n")
+    configure(
+        "version: 1\ntools:\n  pay:\n"
+        "    rules: [{id: cap, when: 'facts.sum_1h_amount + args.amount > 100', effect: block}]\n"
+    )
 
     @clearance.guard
     def pay(amount: float) -> None:

@@ -271,13 +271,18 @@ def test_record_usage_prices_and_flags_unknown_models(configure: Callable[..., G
     assert calls[0]["cost_nusd"] == 7_250_000 and calls[0]["session"] == "s1"
 
 
-@pytest.mark.parametrize("args, message", [
-    (("gpt-4o", -1, 0), "input_tokens must be a whole number"),
-    (("gpt-4o", 1.5, 0), "input_tokens must be a whole number"),
-    (("gpt-4o", 10, 0, 11), "cannot exceed"),
-    (("", 1, 1), "model must be"),
-])
-def test_record_usage_rejects_bad_counts(configure: Callable[..., Governor], args: tuple[Any, ...], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("gpt-4o", -1, 0), "input_tokens must be a whole number"),
+        (("gpt-4o", 1.5, 0), "input_tokens must be a whole number"),
+        (("gpt-4o", 10, 0, 11), "cannot exceed"),
+        (("", 1, 1), "model must be"),
+    ],
+)
+def test_record_usage_rejects_bad_counts(
+    configure: Callable[..., Governor], args: tuple[Any, ...], message: str
+) -> None:
     configure()
     with pytest.raises(ConfigurationError, match=message):
         clearance.record_usage(*args)

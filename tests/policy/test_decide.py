@@ -93,7 +93,10 @@ def test_non_boolean_result_is_an_error() -> None:
 
 
 def test_numbers_add_and_compare_across_int_and_float() -> None:
-    p = policy("version: 1\ntools:\n  t: {rules: [{id: cap, when: 'facts.sum_24h_amount + args.amount > 1000', effect: block}]}\n")
+    p = policy(
+        "version: 1\ntools:\n  t:\n"
+        "    rules: [{id: cap, when: 'facts.sum_24h_amount + args.amount > 1000', effect: block}]\n"
+    )
     assert p.decide("t", {"amount": 500}, {"sum_24h_amount": 600.5}).effect is Effect.BLOCK
     assert p.decide("t", {"amount": 399.5}, {"sum_24h_amount": 600}).effect is Effect.ALLOW
     # Integers beyond 2**53 (ids) stay exact integers.
@@ -129,7 +132,8 @@ tools:
   other: {rules: [{id: r, when: 'args.x > 1', effect: block}]}
 """)
     assert [(s.kind, s.window_seconds, s.arg) for s in p.plan("refund").facts] == [
-        ("calls", 600, ""), ("sum", 86400, "amount")
+        ("calls", 600, ""),
+        ("sum", 86400, "amount"),
     ]
     assert p.plan("other").facts == ()
 

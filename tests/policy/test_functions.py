@@ -6,28 +6,34 @@ from clearance import Effect, parse_policy
 from clearance.policy import _functions as fn
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("bob@acme.com", ["acme.com"]),
-    ("  Bob@ACME.Com  ", ["acme.com"]),
-    ("Bob Smith <bob@Acme.com>", ["acme.com"]),
-    ('"Smith, Bob" <bob@acme.com>', ["acme.com"]),
-    ("a@acme.com, b@evil.com", ["acme.com", "evil.com"]),
-    (["a@acme.com", "Eve <e@Evil.com.>"], ["acme.com", "evil.com"]),
-    # An unterminated display form yields both addresses, so an allow-list check still fails.
-    ("attacker@evil.com <victim@acme.com", ["evil.com", "acme.com"]),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("bob@acme.com", ["acme.com"]),
+        ("  Bob@ACME.Com  ", ["acme.com"]),
+        ("Bob Smith <bob@Acme.com>", ["acme.com"]),
+        ('"Smith, Bob" <bob@acme.com>', ["acme.com"]),
+        ("a@acme.com, b@evil.com", ["acme.com", "evil.com"]),
+        (["a@acme.com", "Eve <e@Evil.com.>"], ["acme.com", "evil.com"]),
+        # An unterminated display form yields both addresses, so an allow-list check still fails.
+        ("attacker@evil.com <victim@acme.com", ["evil.com", "acme.com"]),
+    ],
+)
 def test_domains_normalise(value: object, expected: list[str]) -> None:
     assert fn.domains(value) == expected  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("value", [
-    "not-an-address",
-    '"bob@acme.com"@evil.com',
-    "bob@acme.com@evil.com",
-    "bob@",
-    "@acme.com",
-    [1],
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not-an-address",
+        '"bob@acme.com"@evil.com',
+        "bob@acme.com@evil.com",
+        "bob@",
+        "@acme.com",
+        [1],
+    ],
+)
 def test_domains_refuse_what_they_cannot_read(value: object) -> None:
     with pytest.raises(ValueError):
         fn.domains(value)  # type: ignore[arg-type]
@@ -46,9 +52,16 @@ def test_membership_ignores_case_and_spaces() -> None:
     assert fn.all_in([1, 2.0], [1, 2])
 
 
-@pytest.mark.parametrize("a, b, expected", [
-    ("200.00", 200, 0), ("200.01", "200", 1), ("0.1", 0.1, 0), ("-5", "3", -1), ("1e3", 999, 1),
-])
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        ("200.00", 200, 0),
+        ("200.01", "200", 1),
+        ("0.1", 0.1, 0),
+        ("-5", "3", -1),
+        ("1e3", 999, 1),
+    ],
+)
 def test_decimal_comparison_is_exact(a: object, b: object, expected: int) -> None:
     assert fn.dec_cmp(a, b) == expected
 
@@ -71,6 +84,7 @@ tools:
       - {id: big, when: 'dec_gt(args.amount, "200.00")', effect: block}
       - {id: num, when: 'num(args.amount) > 1000.0', effect: block}
 """)
+
     def decide(tool: str, **args: object) -> Effect:
         return p.decide(tool, args, {}).effect
 

@@ -71,11 +71,11 @@ def test_cel_syntax_error_points_into_the_condition() -> None:
 
 
 def test_quoted_condition_positions_skip_the_quote() -> None:
-    text = "version: 1\ntools:\n  t:\n    params: {amount: number}\n    rules:\n" \
-           "      - id: r2\n        when: \"args.amont > 3\"\n        effect: block\n"
-    assert problems(text) == [
-        "p.yaml:7:19: rule 'r2': the tool has no parameter 'amont' (its parameters: amount)"
-    ]
+    text = (
+        "version: 1\ntools:\n  t:\n    params: {amount: number}\n    rules:\n"
+        '      - id: r2\n        when: "args.amont > 3"\n        effect: block\n'
+    )
+    assert problems(text) == ["p.yaml:7:19: rule 'r2': the tool has no parameter 'amont' (its parameters: amount)"]
 
 
 def test_block_scalar_condition_positions_use_the_source_line() -> None:
@@ -98,8 +98,10 @@ def test_declared_params_type_check_conditions_at_load_time() -> None:
 
 
 def test_sum_fact_must_name_a_declared_parameter() -> None:
-    text = "version: 1\ntools:\n  t:\n    params: {amount: number}\n    rules:\n" \
-           "      - {id: r, when: 'facts.sum_1h_total > 5', effect: block}\n"
+    text = (
+        "version: 1\ntools:\n  t:\n    params: {amount: number}\n    rules:\n"
+        "      - {id: r, when: 'facts.sum_1h_total > 5', effect: block}\n"
+    )
     [p] = problems(text)
     assert "facts.sum_1h_total sums 'total', which is not a parameter of this tool" in p
 
@@ -126,8 +128,9 @@ def test_params_on_a_glob_and_approval_on_a_block_rule() -> None:
 
 
 def test_bad_duration_and_pointer() -> None:
-    [p] = problems("version: 1\ntools:\n  t:\n    rules:\n"
-                   "      - {id: r, effect: require_approval, approval: {timeout: soon}}\n")
+    [p] = problems(
+        "version: 1\ntools:\n  t:\n    rules:\n      - {id: r, effect: require_approval, approval: {timeout: soon}}\n"
+    )
     assert "'soon' is not a duration" in p
     [p] = problems("version: 1\nredact:\n  t: [card_number]\n")
     assert p.startswith("p.yaml:3:7:")

@@ -93,12 +93,19 @@ def _seeded(configure: Callable[..., Governor]) -> Governor:
     return gov
 
 
-@pytest.mark.parametrize("sql, seq, problem", [
-    ("UPDATE events SET body = replace(body, 'a@acme.com', 'b@acme.com') WHERE seq = 4", 4, "content does not match"),
-    ("UPDATE events SET decision = 'block' WHERE seq = 4", 4, "indexed columns disagree"),
-    ("DELETE FROM events WHERE seq = 4", 5, "records 4 to 4 before it are missing"),
-    ("DELETE FROM events WHERE seq = 1", 2, "records 1 to 1 before it are missing"),
-])
+@pytest.mark.parametrize(
+    "sql, seq, problem",
+    [
+        (
+            "UPDATE events SET body = replace(body, 'a@acme.com', 'b@acme.com') WHERE seq = 4",
+            4,
+            "content does not match",
+        ),
+        ("UPDATE events SET decision = 'block' WHERE seq = 4", 4, "indexed columns disagree"),
+        ("DELETE FROM events WHERE seq = 4", 5, "records 4 to 4 before it are missing"),
+        ("DELETE FROM events WHERE seq = 1", 2, "records 1 to 1 before it are missing"),
+    ],
+)
 def test_verify_finds_the_first_edited_or_deleted_record(
     configure: Callable[..., Governor], db_path: Path, sql: str, seq: int, problem: str
 ) -> None:

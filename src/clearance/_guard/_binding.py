@@ -77,8 +77,15 @@ class Binder:
 def _param_types(fn: Callable[..., Any], signature: inspect.Signature) -> dict[str, ParamType]:
     try:
         hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: check names only
+    except Exception:  # one unresolvable annotation: resolve the others one by one
         hints = {}
+        for name, annotation in getattr(fn, "__annotations__", {}).items():
+            try:
+                hints[name] = (
+                    eval(annotation, getattr(fn, "__globals__", {})) if isinstance(annotation, str) else annotation
+                )
+            except Exception:  # this one stays unknown ("any"); its name is still checked
+                continue
     out: dict[str, ParamType] = {}
     for name, p in signature.parameters.items():
         if name in _SKIP_FIRST and p is next(iter(signature.parameters.values())):

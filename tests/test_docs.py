@@ -1,0 +1,87 @@
+"""The README is tested: its examples run, and every setting and command is documented."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from clearance import Settings
+from clearance.cli import main
+
+from .conftest import REPO, run_cli
+
+README = (REPO / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_python_examples_run(tmp_path: Path) -> None:
+    [example] = blocks("python")
+    result = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    audit = run_cli("audit", "export", db=tmp_path / ".clearance/readme.db", check=True).stdout
+    decided = [e for e in map(json.loads, audit.splitlines()) if e["kind"] == "tool_call.decided"]
+    assert [e["decision"] for e in decided] == ["allow", "block"]
+    assert decided[0]["args"]["card_number"] == "[REDACTED]"
+    assert [e["kind"] for e in map(json.loads, audit.splitlines())].count("llm.call") == 1
+
+
+def test_policy_examples_validate_and_the_cases_pass(tmp_path: Path) -> None:
+    [policy_block] = [b for b in blocks("yaml") if b.startswith("version: 1")]
+    (tmp_path / "p.yaml").write_text(policy_block)
+    assert run_cli("policy", "check", str(tmp_path / "p.yaml")).returncode == 0
+    [example] = blocks("python")
+    subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        timeout=60,
+    )
+    [cases] = [b for b in blocks("yaml") if b.startswith("cases:")]
+    (tmp_path / "cases.yaml").write_text(cases)
+    result = run_cli("policy", "test", str(tmp_path / "policy.yaml"), str(tmp_path / "cases.yaml"))
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("field", sorted(Settings.model_fields))
+def test_every_setting_is_documented(field: str) -> None:
+    assert f"`CLEARANCE_{field.upper()}`" in README
+
+
+def _commands(group: click.Group, prefix: str) -> list[str]:
+    found = []
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}"
+        if isinstance(command, click.Group):
+            found += _commands(command, path)
+        else:
+            found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("command", _commands(main, "clearance"))
+def test_every_command_is_documented(command: str) -> None:
+    assert f"`{command}" in README
+
+
+def test_the_readme_set_up_commands_are_the_ci_command() -> None:
+    assert "make demo" in README and "make test" in README
+    assert "exec make test" in (REPO / ".ci/run").read_text()

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import clearance
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(clearance.__all__) == sorted(
+        [
+            "NOT_GIVEN",
+            "ApprovalAlreadyDecided",
+            "ApprovalDenied",
+            "ApprovalError",
+            "ApprovalNotFound",
+            "ApprovalTimeout",
+            "ChainBroken",
+            "ClearanceError",
+            "ConfigurationError",
+            "Decision",
+            "Effect",
+            "PendingApproval",
+            "Policy",
+            "PolicyError",
+            "Settings",
+            "StoreError",
+            "ToolCallBlocked",
+            "UsageRecord",
+            "__version__",
+            "configure",
+            "flush",
+            "get_session",
+            "guard",
+            "guard_tool",
+            "load_policy",
+            "parse_policy",
+            "record_usage",
+            "reset_session",
+            "session",
+            "set_session",
+            "shutdown",
+        ]
+    )
+    for name in clearance.__all__:
+        assert getattr(clearance, name) is not None
+
+
+def test_errors_form_one_tree() -> None:
+    for name in clearance.__all__:
+        obj = getattr(clearance, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, clearance.ClearanceError)
+    assert issubclass(clearance.PolicyError, clearance.ConfigurationError)
+
+
+def test_importing_opens_nothing_and_reads_no_environment() -> None:
+    code = "import os, clearance, sys; print(sorted(m for m in sys.modules if m.startswith('clearance')))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"CLEARANCE_POLICY": "/nonexistent.yaml", "PATH": ""},
+        cwd="/",
+    ).stdout
+    assert "clearance" in out  # and no error from the nonexistent policy: nothing was configured
