@@ -60,6 +60,7 @@ class ToolPlan:
     tool: str
     rules: tuple[Rule, ...]
     conditional: tuple[Rule, ...]
+    unconditional: tuple[Rule, ...]
     default: Effect
     default_source: str
     conditions: ConditionSet
@@ -81,7 +82,8 @@ class Policy:
         self.content_hash = hashlib.sha256(source_text.encode()).hexdigest()
         self.revision = f"rev_{self.content_hash[:12]}"
         self._plans: dict[str, ToolPlan] = {}
-        self._budget_facts = _budget_facts(document)
+        self._limits = _limits(document)
+        self._budget_facts = {name for limit in self._limits for name in (limit.cost_fact, limit.token_fact)}
 
     def plan(self, tool: str) -> ToolPlan:
         """The resolved rules, default, facts and redactions for a tool name (cached)."""
@@ -113,6 +115,7 @@ class Policy:
             tool=tool,
             rules=rules,
             conditional=conditional,
+            unconditional=tuple(r for r in rules if r.when is None),
             default=default,
             default_source=source,
             conditions=engine().compile_set(r.when or "" for r in conditional),
@@ -123,7 +126,7 @@ class Policy:
     def decide(self, tool: str, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
         """Decide one call from its plain arguments and the facts its plan asked for."""
         plan = self.plan(tool)
-        matched: list[Rule] = [r for r in plan.rules if r.when is None]
+        matched = list(plan.unconditional)
         errors: list[str] = []
         effects: list[tuple[Effect, Rule]] = []
         if plan.conditional:
@@ -167,32 +170,16 @@ class Policy:
         )
 
     def _over_budget(self, facts: Mapping[str, Any]) -> tuple[str, str] | None:
-        budgets = self.document.budgets
-        if budgets is None:
-            return None
-        for scope, budget, cost_key, token_key in (
-            ("session", budgets.session, "session_cost_usd", "session_tokens"),
-            (
-                "agent",
-                budgets.agent,
-                _agent_fact("cost_usd", budgets),
-                _agent_fact("tokens", budgets),
-            ),
-        ):
-            if budget is None:
-                continue
-            window = "" if scope == "session" else f" in the last {_human(budgets.agent.window)}"  # type: ignore[union-attr]
-            spent = Decimal(str(facts.get(cost_key, 0)))
-            if budget.max_cost_usd is not None and spent >= budget.max_cost_usd:
-                return (
-                    f"budget:{scope}",
-                    f"{scope} budget exhausted: ${spent:.4f} spent{window}, limit ${budget.max_cost_usd}",
+        for limit in self._limits:
+            spent = Decimal(str(facts.get(limit.cost_fact, 0)))
+            if limit.max_cost_usd is not None and spent >= limit.max_cost_usd:
+                return limit.rule_id, (
+                    f"{limit.scope} budget exhausted: ${spent:.4f} spent{limit.window}, limit ${limit.max_cost_usd}"
                 )
-            tokens = int(facts.get(token_key, 0))
-            if budget.max_tokens is not None and tokens >= budget.max_tokens:
-                return (
-                    f"budget:{scope}",
-                    f"{scope} budget exhausted: {tokens} tokens used{window}, limit {budget.max_tokens}",
+            tokens = int(facts.get(limit.token_fact, 0))
+            if limit.max_tokens is not None and tokens >= limit.max_tokens:
+                return limit.rule_id, (
+                    f"{limit.scope} budget exhausted: {tokens} tokens used{limit.window}, limit {limit.max_tokens}"
                 )
         return None
 
@@ -205,18 +192,40 @@ class Policy:
         return problems
 
 
-def _agent_fact(what: str, doc_budgets: Any) -> str:
-    window = doc_budgets.agent.window if doc_budgets.agent else 86400
-    return f"agent_{what}_{window}s"
+@dataclass(frozen=True)
+class _Limit:
+    scope: str
+    max_cost_usd: Decimal | None
+    max_tokens: int | None
+    cost_fact: str
+    token_fact: str
+    window: str
+
+    @property
+    def rule_id(self) -> str:
+        return f"budget:{self.scope}"
 
 
-def _budget_facts(doc: PolicyDocument) -> set[str]:
-    names: set[str] = set()
-    if doc.budgets and doc.budgets.session:
-        names |= {"session_cost_usd", "session_tokens"}
-    if doc.budgets and doc.budgets.agent:
-        names |= {_agent_fact("cost_usd", doc.budgets), _agent_fact("tokens", doc.budgets)}
-    return names
+def _limits(doc: PolicyDocument) -> tuple[_Limit, ...]:
+    """The policy's budgets, with the facts that measure them."""
+    limits = []
+    budgets = doc.budgets
+    if budgets is not None and budgets.session is not None:
+        s = budgets.session
+        limits.append(_Limit("session", s.max_cost_usd, s.max_tokens, "session_cost_usd", "session_tokens", ""))
+    if budgets is not None and budgets.agent is not None:
+        a, w = budgets.agent, budgets.agent.window
+        limits.append(
+            _Limit(
+                "agent",
+                a.max_cost_usd,
+                a.max_tokens,
+                f"agent_cost_usd_{w}s",
+                f"agent_tokens_{w}s",
+                f" in the last {_human(w)}",
+            )
+        )
+    return tuple(limits)
 
 
 def _human(seconds: int) -> str:
