@@ -110,3 +110,59 @@ def test_an_unwritable_outcome_does_not_hide_the_tools_result(
     locker.close()
     clearance.flush()
     assert kinds(db_path) == ["tool_call.decided", "tool_call.finished"]
+
+
+def test_a_commit_that_fails_records_nothing_of_the_call(
+    configure: Callable[..., Governor], db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(outcome_delay=30)
+    ran: list[str] = []
+
+    @clearance.guard
+    def send_email(to: str) -> None:
+        ran.append(to)
+
+    send_email("first@acme.com")  # its outcome is queued
+    from clearance.store import _events
+
+    real_append = _events.append
+
+    def failing_append(*args: object) -> None:
+        real_append(*args)  # type: ignore[arg-type]
+        raise StoreError("disk full")  # fails after the rows were written, before COMMIT
+
+    monkeypatch.setattr(_events, "append", failing_append)
+    with pytest.raises(StoreError, match="disk full"):
+        send_email("second@acme.com")
+    monkeypatch.setattr(_events, "append", real_append)
+    clearance.flush()
+    assert ran == ["first@acme.com"]
+    assert kinds(db_path) == ["tool_call.decided", "tool_call.finished"]  # the outcome survived; no ghost
+
+
+def test_a_failed_approval_request_releases_its_waiter(
+    configure: Callable[..., Governor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure()
+    from clearance import _notify
+    from clearance.store import _approvals
+
+    opened: list[_notify.Waiter] = []
+    real_waiter = _notify.Waiter
+
+    class Tracked(real_waiter):  # type: ignore[valid-type, misc]
+        def __init__(self) -> None:
+            super().__init__()
+            opened.append(self)
+
+    import clearance._guard._governor as governor_module
+
+    monkeypatch.setattr(governor_module, "Waiter", Tracked)
+    monkeypatch.setattr(_approvals, "insert", lambda *a: (_ for _ in ()).throw(StoreError("no space")))
+
+    @clearance.guard
+    def issue_refund(order_id: str, amount: float) -> None: ...
+
+    with pytest.raises(StoreError):
+        issue_refund("A", 900)
+    assert len(opened) == 1 and opened[0]._sock.fileno() == -1  # closed

@@ -173,97 +173,109 @@ class Governor:
         recorded, truncated = for_record(shown) if hit or len(full) > 1024 else (shown, False)
         call_id = events.new_id("call")
         fact_values: dict[str, Any] = {}
-        with self._outcomes.draining() as queued, db.write() as cur:
-            if plan.facts:
-                fact_values, fact_errors = facts.compute(
-                    db,
-                    cur,
-                    plan.facts,
-                    agent=self.settings.agent,
-                    session=session,
-                    tool=tool,
-                    now_us=at,
-                )
-            decision = policy.decide(tool, args, fact_values)
-            if plan.facts and fact_errors:
-                decision = _explain_fact_errors(decision, fact_errors)
-            fields: dict[str, Any] = {
-                **self._base,
-                "session": session,
-                "tool": tool,
-                "call_id": call_id,
-                "decision": decision.effect.value,
-                "args": recorded,
-                "args_hash": args_hash,
-                "rule_ids": list(decision.rule_ids),
+        ticket: Ticket | None = None
+        try:
+            with self._outcomes.draining() as queued, db.write() as cur:
+                if plan.facts:
+                    fact_values, fact_errors = facts.compute(
+                        db,
+                        cur,
+                        plan.facts,
+                        agent=self.settings.agent,
+                        session=session,
+                        tool=tool,
+                        now_us=at,
+                    )
+                decision = policy.decide(tool, args, fact_values)
+                if plan.facts and fact_errors:
+                    decision = _explain_fact_errors(decision, fact_errors)
+                fields: dict[str, Any] = {
+                    **self._base,
+                    "session": session,
+                    "tool": tool,
+                    "call_id": call_id,
+                    "decision": decision.effect.value,
+                    "args": recorded,
+                    "args_hash": args_hash,
+                    "rule_ids": list(decision.rule_ids),
+                    "reason": decision.reason,
+                    "policy_revision": decision.revision,
+                }
+                if decision.errors:
+                    fields["errors"] = list(decision.errors)
+                if hit:
+                    fields["args_redacted"] = hit
+                if truncated:
+                    fields["args_truncated"] = True
+                if fact_values:
+                    fields["facts"] = fact_values
+                ticket = Ticket(call_id, tool, session, decision, args_hash)
+                batch = [*queued]  # a copy: on failure `draining` re-queues only what it handed out
+                # The arguments were serialised once for their hash; the record reuses that text.
+                raw = {"args": full} if recorded is args else None
+                approval_id = events.new_id("apr") if decision.effect is Effect.REQUIRE_APPROVAL else None
+                if approval_id is not None:
+                    fields["approval_id"] = approval_id
+                batch.append(make_event("tool_call.decided", at, fields, raw=raw))
+                if approval_id is not None:
+                    batch.append(self._request_approval(cur, ticket, approval_id, full, recorded, at))
+                events.append(db, cur, batch)
+        except BaseException:
+            if ticket is not None and ticket.waiter is not None:
+                ticket.waiter.close()
+            raise
+        return ticket
+
+    def _request_approval(
+        self, cur: Any, ticket: Ticket, approval_id: str, full: str, shown: dict[str, Any], at: int
+    ) -> events.Event:
+        """Insert the pending approval, start listening for its wake-up, and build its record."""
+        decision, spec = ticket.decision, ticket.decision.approval
+        assert spec is not None
+        expires = at + spec.timeout * 1_000_000
+        ticket.approval_id = approval_id
+        ticket.waiter = Waiter()
+        approvals.insert(
+            self.db,
+            cur,
+            {
+                "id": approval_id,
+                "call_id": ticket.call_id,
+                "status": "pending",
+                "tool": ticket.tool,
+                "agent": self.settings.agent,
+                "environment": self.settings.environment,
+                "session": ticket.session,
+                "args_json": full,
+                "args_hash": ticket.args_hash,
+                "shown_args_json": canonical_json(shown),
+                "rule_ids": json.dumps(list(decision.rule_ids)),
                 "reason": decision.reason,
                 "policy_revision": decision.revision,
-            }
-            if decision.errors:
-                fields["errors"] = list(decision.errors)
-            if hit:
-                fields["args_redacted"] = hit
-            if truncated:
-                fields["args_truncated"] = True
-            if fact_values:
-                fields["facts"] = fact_values
-            ticket = Ticket(call_id, tool, session, decision, args_hash)
-            batch = queued
-            if decision.effect is Effect.REQUIRE_APPROVAL:
-                ticket.approval_id = fields["approval_id"] = events.new_id("apr")
-                ticket.waiter = Waiter()
-            # The arguments were serialised once for their hash; the record reuses that text.
-            raw = {"args": full} if recorded is args else None
-            batch.append(make_event("tool_call.decided", at, fields, raw=raw))
-            if ticket.approval_id is not None:
-                spec = decision.approval
-                assert spec is not None and ticket.waiter is not None
-                expires = at + spec.timeout * 1_000_000
-                approvals.insert(
-                    db,
-                    cur,
-                    {
-                        "id": ticket.approval_id,
-                        "call_id": call_id,
-                        "status": "pending",
-                        "tool": tool,
-                        "agent": self.settings.agent,
-                        "environment": self.settings.environment,
-                        "session": session,
-                        "args_json": full,
-                        "args_hash": args_hash,
-                        "shown_args_json": canonical_json(recorded),
-                        "rule_ids": json.dumps(list(decision.rule_ids)),
-                        "reason": decision.reason,
-                        "policy_revision": decision.revision,
-                        "approvers": json.dumps(list(spec.approvers)),
-                        "on_timeout": spec.on_timeout,
-                        "created_at_us": at,
-                        "expires_at_us": expires,
-                        "waiter": ticket.waiter.address,
-                    },
-                )
-                ticket.pending = PendingApproval(
-                    ticket.approval_id, call_id, tool, recorded, decision.reason, decision.rule_ids, expires
-                )
-                batch.append(
-                    make_event(
-                        "approval.requested",
-                        at,
-                        {
-                            **self._base,
-                            "session": session,
-                            "tool": tool,
-                            "call_id": call_id,
-                            "approval_id": ticket.approval_id,
-                            "expires_at": events.iso(expires),
-                            "approvers": list(spec.approvers),
-                            "on_timeout": spec.on_timeout,
-                        },
-                    )
-                )
-            events.append(db, cur, batch)
-        return ticket
+                "approvers": json.dumps(list(spec.approvers)),
+                "on_timeout": spec.on_timeout,
+                "created_at_us": at,
+                "expires_at_us": expires,
+                "waiter": ticket.waiter.address,
+            },
+        )
+        ticket.pending = PendingApproval(
+            approval_id, ticket.call_id, ticket.tool, shown, decision.reason, decision.rule_ids, expires
+        )
+        return make_event(
+            "approval.requested",
+            at,
+            {
+                **self._base,
+                "session": ticket.session,
+                "tool": ticket.tool,
+                "call_id": ticket.call_id,
+                "approval_id": approval_id,
+                "expires_at": events.iso(expires),
+                "approvers": list(spec.approvers),
+                "on_timeout": spec.on_timeout,
+            },
+        )
 
     def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float) -> None:
         """Record the outcome of a call that ran (see `_outcomes`).
