@@ -303,3 +303,21 @@ def test_chain_verifies_after_a_mixed_run(configure: Callable[..., Governor]) ->
     clearance.flush()
     report = verify(gov.db)
     assert report.ok and report.checked == 1 + 20 + 10  # activation, decisions, outcomes
+
+
+def test_condition_errors_are_recorded_with_their_text(configure: Callable[..., Governor]) -> None:
+    gov = configure()
+
+    @clearance.guard(name="issue_refund")
+    def refund(order_id: str, **extra: Any) -> None:  # no `amount`: the rules cannot read it
+        pass
+
+    with pytest.raises(ToolCallBlocked) as info:
+        refund("A1")
+    assert "could not be evaluated" in info.value.reason and "its on_error is block" in info.value.reason
+    [decided] = events(gov, kind="tool_call.decided")
+    assert decided["decision"] == "block"
+    assert decided["errors"] == [
+        'refund-needs-approval: Key not found in map : "amount"',
+        'refund-daily-cap: Key not found in map : "amount"',
+    ]
