@@ -315,6 +315,20 @@ class Governor:
                 approval = approvals.get(self.db, ticket.approval_id)
         return approval
 
+    def _remaining(self, ticket: Ticket) -> float | None:
+        """Seconds to wait for a wake-up, or None once decided (having raised if it may not run).
+
+        Raises:
+            ApprovalDenied: A human denied it.
+            ApprovalTimeout: It expired and `on_timeout` denies.
+        """
+        approval = self._settle(ticket)
+        if approval.status != "pending":
+            self._outcome(ticket, approval)
+            return None
+        # Woken by push; the re-check every FALLBACK_SECONDS only covers a lost wake-up.
+        return min(max((approval.expires_at_us - now_us()) / 1e6, 0.0), FALLBACK_SECONDS)
+
     def wait(self, ticket: Ticket) -> None:
         """Block until a human decides (or the approval expires); return when the call may run.
 
@@ -322,14 +336,10 @@ class Governor:
             ApprovalDenied: A human denied it.
             ApprovalTimeout: It expired and `on_timeout` denies.
         """
-        assert ticket.approval_id is not None and ticket.waiter is not None
+        assert ticket.waiter is not None
         try:
-            while True:
-                approval = self._settle(ticket)
-                if approval.status != "pending":
-                    return self._outcome(ticket, approval)
-                remaining = (approval.expires_at_us - now_us()) / 1e6
-                ticket.waiter.wait(min(max(remaining, 0.0), FALLBACK_SECONDS))
+            while (timeout := self._remaining(ticket)) is not None:
+                ticket.waiter.wait(timeout)
         except BaseException as exc:
             self._cancel_if_pending(ticket, exc)
             raise
@@ -338,14 +348,10 @@ class Governor:
 
     async def wait_async(self, ticket: Ticket) -> None:
         """`wait`, awaiting without blocking the event loop."""
-        assert ticket.approval_id is not None and ticket.waiter is not None
+        assert ticket.waiter is not None
         try:
-            while True:
-                approval = self._settle(ticket)
-                if approval.status != "pending":
-                    return self._outcome(ticket, approval)
-                remaining = (approval.expires_at_us - now_us()) / 1e6
-                await ticket.waiter.wait_async(min(max(remaining, 0.0), FALLBACK_SECONDS))
+            while (timeout := self._remaining(ticket)) is not None:
+                await ticket.waiter.wait_async(timeout)
         except BaseException as exc:
             self._cancel_if_pending(ticket, exc)
             raise

@@ -13,23 +13,26 @@ from ..errors import ConfigurationError, ToolCallBlocked
 from ..policy import Effect
 from . import _runtime
 from ._binding import Binder
-from ._governor import PendingApproval, Ticket
+from ._governor import Governor, PendingApproval, Ticket
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _check(ticket: Ticket) -> None:
-    decision = ticket.decision
-    if decision.effect is Effect.BLOCK:
-        raise ToolCallBlocked(ticket.tool, decision.reason, decision.rule_ids, ticket.call_id)
 
 
 OnPending = Callable[[PendingApproval], None]
 
 
-def _announce(ticket: Ticket, on_pending: OnPending | None) -> None:
+def _begin(
+    name: str, binder: Binder, args: tuple[Any, ...], kwargs: dict[str, Any], on_pending: OnPending | None
+) -> tuple[Governor, Ticket]:
+    """Decide and record the call; raise if blocked; announce an approval it must wait for."""
+    governor = _runtime.current()
+    ticket = governor.begin(name, binder.bind(args, kwargs), get_session())
+    decision = ticket.decision
+    if decision.effect is Effect.BLOCK:
+        raise ToolCallBlocked(ticket.tool, decision.reason, decision.rule_ids, ticket.call_id)
     if on_pending is not None and ticket.pending is not None:
         on_pending(ticket.pending)
+    return governor, ticket
 
 
 def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
@@ -62,11 +65,8 @@ def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
 
         @functools.wraps(fn)
         async def governed_async(*args: Any, **kwargs: Any) -> Any:
-            governor = _runtime.current()
-            ticket = governor.begin(name, binder.bind(args, kwargs), get_session())
-            _check(ticket)
+            governor, ticket = _begin(name, binder, args, kwargs, on_pending)
             if ticket.approval_id is not None:
-                _announce(ticket, on_pending)
                 await governor.wait_async(ticket)
             started = time.perf_counter()
             try:
@@ -82,11 +82,8 @@ def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
 
     @functools.wraps(fn)
     def governed(*args: Any, **kwargs: Any) -> Any:
-        governor = _runtime.current()
-        ticket = governor.begin(name, binder.bind(args, kwargs), get_session())
-        _check(ticket)
+        governor, ticket = _begin(name, binder, args, kwargs, on_pending)
         if ticket.approval_id is not None:
-            _announce(ticket, on_pending)
             governor.wait(ticket)
         started = time.perf_counter()
         try:
