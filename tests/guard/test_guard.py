@@ -321,3 +321,14 @@ def test_condition_errors_are_recorded_with_their_text(configure: Callable[..., 
         'refund-needs-approval: Key not found in map : "amount"',
         'refund-daily-cap: Key not found in map : "amount"',
     ]
+
+
+def test_configure_accepts_a_compiled_policy(db_path: Path) -> None:
+    policy = clearance.parse_policy("version: 1\ndefault: block\n", "inline")
+    clearance.configure(policy=policy, database_url=str(db_path))
+
+    @clearance.guard
+    def anything() -> None: ...
+
+    with pytest.raises(ToolCallBlocked, match="global default is block"):
+        anything()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from .._settings import DEFAULT_DATABASE
 from ._approvals import approvals_group, approve, deny
 from ._audit import audit_group
 from ._common import friendly
 from ._policy import policy_group
 from ._usage import usage
+
+DEMO_DATABASE = ".clearance/demo.db"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -19,12 +22,21 @@ def main() -> None:
 
 
 @main.command("demo")
-@click.option("--database", default=DEFAULT_DATABASE, show_default=True, help="Where the demo records (SQLite file).")
+@click.option(
+    "--database",
+    default=None,
+    help=f"Record here instead (appended to, never reset); default: a fresh {DEMO_DATABASE} each run.",
+)
 @friendly
-def demo(database: str) -> None:
+def demo(database: str | None) -> None:
     """Run a scripted support agent under an example policy; one refund waits for you to approve it."""
     from .._demo import run
 
+    if database is None:
+        database = DEMO_DATABASE
+        # The demo's daily refund cap would block its big refund on a second run: start afresh.
+        for suffix in ("", "-wal", "-shm"):
+            Path(database + suffix).unlink(missing_ok=True)
     raise SystemExit(run(database))
 
 
