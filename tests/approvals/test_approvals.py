@@ -287,3 +287,14 @@ def test_unknown_approval(configure: Callable[..., Governor]) -> None:
     gov = configure()
     with pytest.raises(clearance.ApprovalNotFound):
         _decisions.decide(gov.db, "apr_nope", approve=True, by="alice")
+
+
+def test_wake_ups_only_go_to_loopback() -> None:
+    from clearance._notify import Waiter, wake
+
+    assert not wake("udp:10.1.2.3:9999") and not wake("udp:example.com:80") and not wake(None)
+    assert not wake("tcp:127.0.0.1:1") and not wake("udp:127.0.0.1:notaport")
+    with Waiter() as waiter:
+        assert wake(waiter.address)
+        assert waiter.wait(1.0) and waiter.wakeups == 1
+        assert not waiter.wait(0.05)  # drained: one decision, one wake-up

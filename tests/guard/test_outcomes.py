@@ -166,3 +166,12 @@ def test_a_failed_approval_request_releases_its_waiter(
     with pytest.raises(StoreError):
         issue_refund("A", 900)
     assert len(opened) == 1 and opened[0]._sock.fileno() == -1  # closed
+
+
+def test_configuring_again_commits_the_old_configurations_outcomes(
+    configure: Callable[..., Governor], db_path: Path
+) -> None:
+    configure(outcome_delay=30)
+    tool()("a@acme.com")
+    configure(outcome_delay=30)  # swaps in a new governor; the old one flushes as it closes
+    assert kinds(db_path) == ["tool_call.decided", "tool_call.finished"]
