@@ -57,6 +57,12 @@ def test_unknown_key_suggests_the_close_one() -> None:
     ]
 
 
+def test_a_null_value_is_located_at_itself() -> None:
+    text = "version: 1\ntools:\n  t:\n    rules:\n      - id: r\n        effect:\n"
+    [p] = problems(text)
+    assert p.startswith("p.yaml:6:") and "rule 'r': 'effect'" in p
+
+
 def test_every_problem_is_reported_at_once() -> None:
     text = (
         "version: 1\ntools:\n  a:\n    rules:\n      - {id: x, effect: nope}\n"

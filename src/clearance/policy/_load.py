@@ -25,6 +25,7 @@ from ..errors import PolicyError, PolicyProblem
 from ._model import PolicyDocument
 
 Path = Sequence[str | int]
+_ABSENT = object()
 
 
 class Locator:
@@ -39,14 +40,14 @@ class Locator:
         """The text of a 1-based source line ('' past the end)."""
         return self._lines[line - 1] if 0 < line <= len(self._lines) else ""
 
-    def node(self, path: Path) -> Any:
-        """The node at `path`, or None."""
+    def node(self, path: Path, default: Any = None) -> Any:
+        """The node at `path`, or `default` when the source has none there."""
         node = self.tree
         for part in path:
             try:
                 node = node[part]
             except (KeyError, IndexError, TypeError):
-                return None
+                return default
         return node
 
     def position(self, path: Path, *, key: bool = False) -> tuple[int | None, int | None]:
@@ -58,7 +59,9 @@ class Locator:
         for part in path:
             try:
                 if isinstance(node, CommentedMap) and part in node:
-                    ln, col = node.lc.key(part) if key and part == path[-1] else node.lc.value(part)
+                    # An empty value's position is the next token's: point at its key instead.
+                    at_key = (key and part == path[-1]) or node[part] is None
+                    ln, col = node.lc.key(part) if at_key else node.lc.value(part)
                 elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
                     ln, col = node.lc.item(part)
                 else:
@@ -147,7 +150,7 @@ def _describe(error: Any, locator: Locator) -> PolicyProblem:
     # pydantic adds union/validator tags to loc; keep the part that exists in the source.
     path: list[str | int] = []
     for part in loc:
-        if locator.node([*path, part]) is None and error["type"] != "missing":
+        if locator.node([*path, part], _ABSENT) is _ABSENT and error["type"] != "missing":
             if error["type"] == "extra_forbidden" and part == loc[-1]:
                 path.append(part)
             break
@@ -166,7 +169,7 @@ def _describe(error: Any, locator: Locator) -> PolicyProblem:
     msg = msg[0].lower() + msg[1:] if msg else msg
     got = error.get("input")
     shown = f" (got {got!r})" if isinstance(got, str | int | float) and kind != "value_error" else ""
-    label = f"'{field}': " if isinstance(loc[-1:] and loc[-1], str) else ""
+    label = f"'{field}': " if loc and isinstance(loc[-1], str) else ""
     return locator.problem(f"{label}{msg}{shown}", path)
 
 
