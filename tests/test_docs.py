@@ -24,7 +24,9 @@ def blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
-def test_python_examples_run(tmp_path: Path) -> None:
+@pytest.fixture
+def ran_example(tmp_path: Path) -> Path:
+    """A directory in which the README's Python example has run."""
     [example] = blocks("python")
     result = subprocess.run(
         [sys.executable, "-c", example],
@@ -35,29 +37,25 @@ def test_python_examples_run(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    audit = run_cli("audit", "export", db=tmp_path / ".clearance/readme.db", check=True).stdout
-    decided = [e for e in map(json.loads, audit.splitlines()) if e["kind"] == "tool_call.decided"]
+    return tmp_path
+
+
+def test_python_examples_run(ran_example: Path) -> None:
+    audit = run_cli("audit", "export", db=ran_example / ".clearance/readme.db", check=True).stdout
+    records = [json.loads(line) for line in audit.splitlines()]
+    decided = [e for e in records if e["kind"] == "tool_call.decided"]
     assert [e["decision"] for e in decided] == ["allow", "block"]
     assert decided[0]["args"]["card_number"] == "[REDACTED]"
-    assert [e["kind"] for e in map(json.loads, audit.splitlines())].count("llm.call") == 1
+    assert [e["kind"] for e in records].count("llm.call") == 1
 
 
-def test_policy_examples_validate_and_the_cases_pass(tmp_path: Path) -> None:
+def test_policy_examples_validate_and_the_cases_pass(ran_example: Path) -> None:
     [policy_block] = [b for b in blocks("yaml") if b.startswith("version: 1")]
-    (tmp_path / "p.yaml").write_text(policy_block)
-    assert run_cli("policy", "check", str(tmp_path / "p.yaml")).returncode == 0
-    [example] = blocks("python")
-    subprocess.run(
-        [sys.executable, "-c", example],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-        timeout=60,
-    )
+    (ran_example / "p.yaml").write_text(policy_block)
+    assert run_cli("policy", "check", str(ran_example / "p.yaml")).returncode == 0
     [cases] = [b for b in blocks("yaml") if b.startswith("cases:")]
-    (tmp_path / "cases.yaml").write_text(cases)
-    result = run_cli("policy", "test", str(tmp_path / "policy.yaml"), str(tmp_path / "cases.yaml"))
+    (ran_example / "cases.yaml").write_text(cases)
+    result = run_cli("policy", "test", str(ran_example / "policy.yaml"), str(ran_example / "cases.yaml"))
     assert result.returncode == 0, result.stdout
 
 
