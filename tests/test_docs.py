@@ -14,6 +14,7 @@ import pytest
 
 from clearance import Settings
 from clearance.cli import main
+from clearance.server import ServerSettings
 
 from .conftest import REPO, run_cli
 
@@ -59,7 +60,7 @@ def test_policy_examples_validate_and_the_cases_pass(ran_example: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.parametrize("field", sorted(Settings.model_fields))
+@pytest.mark.parametrize("field", sorted(set(Settings.model_fields) | set(ServerSettings.model_fields)))
 def test_every_setting_is_documented(field: str) -> None:
     assert f"`CLEARANCE_{field.upper()}`" in README
 

@@ -55,7 +55,10 @@ def test_errors_form_one_tree() -> None:
 
 
 def test_importing_opens_nothing_and_reads_no_environment() -> None:
-    code = "import os, clearance, sys; print(sorted(m for m in sys.modules if m.startswith('clearance')))"
+    code = (
+        "import os, clearance, sys; assert 'fastapi' not in sys.modules and 'uvicorn' not in sys.modules;"
+        " print(sorted(m for m in sys.modules if m.startswith('clearance')))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

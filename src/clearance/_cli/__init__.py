@@ -10,6 +10,7 @@ from ._approvals import approvals_group, approve, deny
 from ._audit import audit_group
 from ._common import friendly
 from ._policy import policy_group
+from ._server import db_group, keys_group, serve
 from ._usage import usage
 
 DEMO_DATABASE = ".clearance/demo.db"
@@ -46,5 +47,8 @@ main.add_command(approve)
 main.add_command(deny)
 main.add_command(audit_group)
 main.add_command(usage)
+main.add_command(serve)
+main.add_command(db_group)
+main.add_command(keys_group)
 
 __all__ = ["main"]

@@ -62,6 +62,7 @@ def database_option(fn: F) -> F:
     """The `--database` option every store command takes."""
     return click.option(
         "--database",
+        "--database-url",
         "database",
         envvar="CLEARANCE_DATABASE_URL",
         default=DEFAULT_DATABASE,

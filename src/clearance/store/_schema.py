@@ -98,3 +98,20 @@ class PolicyRevisionRow(Base):
     author: Mapped[str | None] = mapped_column(_NAME)
     parent: Mapped[str | None] = mapped_column(_ID)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiKeyRow(Base):
+    """An API key: only the hash of its secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(_NAME)
+    scopes: Mapped[str] = mapped_column(String(100))
+    agent: Mapped[str | None] = mapped_column(_NAME)
+    environment: Mapped[str] = mapped_column(String(40))
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(_NAME)
+    revoked_at_us: Mapped[int | None] = mapped_column(BigInteger)
+    last_used_at_us: Mapped[int | None] = mapped_column(BigInteger)

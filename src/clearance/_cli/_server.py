@@ -1,0 +1,119 @@
+"""`clearance serve`, `clearance db upgrade`, `clearance keys create|list|revoke`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..store import HEAD
+from ..store import _keys as keys
+from ._common import database_option, friendly, open_db, safe, table, when
+
+
+@click.command("serve")
+@click.option("--host", envvar="CLEARANCE_HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", envvar="CLEARANCE_PORT", default=8321, show_default=True, type=click.IntRange(1, 65535))
+@database_option
+@friendly
+def serve(host: str, port: int, database: str) -> None:
+    """Run the REST API (OpenAPI at /docs) on the store; the same SQLite file the SDK writes, or PostgreSQL."""
+    try:
+        import uvicorn
+
+        from ..server import ServerSettings, create_app
+    except ImportError:
+        raise click.ClickException('the server needs its extra: pip install "clearance[server]"') from None
+    settings = ServerSettings(database_url=database, host=host, port=port)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
+
+
+@click.group("db")
+def db_group() -> None:
+    """Manage the store's schema."""
+
+
+@db_group.command("upgrade")
+@database_option
+@friendly
+def upgrade(database: str) -> None:
+    """Apply the Alembic migrations to the store (SQLite or PostgreSQL); creates a missing SQLite file."""
+    open_db(database, create=True).close()
+    click.echo(f"ok: {safe(database)} is at schema revision {HEAD}")
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Create, list and revoke API keys (the store's admin, on this machine)."""
+
+
+@keys_group.command("create")
+@click.option("--name", required=True, help="What the key is for.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(keys.SCOPES),
+    help="agent (decide, record, its own approvals), approver (decide approvals), admin (policies, keys).",
+)
+@click.option("--agent", default=None, help="The agent an agent-scoped key acts as.")
+@click.option("--environment", default="test", show_default=True, help="test, live, …")
+@database_option
+@friendly
+def create(name: str, scopes: tuple[str, ...], agent: str | None, environment: str, database: str) -> None:
+    """Create a key and print it once: it is stored only as a hash and cannot be shown again."""
+    db = open_db(database, create=True)
+    try:
+        key, secret = keys.create(db, name=name, scopes=scopes, agent=agent, environment=environment, created_by="cli")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        db.close()
+    click.echo(f"created key {key.id} ({', '.join(key.scopes)}); it is shown once, store it now:")
+    click.echo(secret)
+
+
+@keys_group.command("list")
+@database_option
+@friendly
+def list_(database: str) -> None:
+    """Every key, newest first; never a secret."""
+    db = open_db(database)
+    try:
+        rows: list[list[Any]] = [
+            [
+                k.id,
+                k.name,
+                ",".join(k.scopes),
+                k.agent,
+                k.environment,
+                when(k.created_at_us),
+                when(k.last_used_at_us),
+                "revoked" if k.revoked_at_us else "active",
+            ]
+            for k in keys.listing(db)
+        ]
+    finally:
+        db.close()
+    click.echo(
+        table(["id", "name", "scopes", "agent", "environment", "created", "last used", "status"], rows)
+        if rows
+        else "no keys"
+    )
+
+
+@keys_group.command("revoke")
+@click.argument("key_id")
+@database_option
+@friendly
+def revoke(key_id: str, database: str) -> None:
+    """Revoke KEY_ID at once; requests with it get 401."""
+    db = open_db(database)
+    try:
+        key = keys.revoke(db, key_id.strip())
+    finally:
+        db.close()
+    if key is None:
+        raise click.ClickException(f"no key has the id {safe(key_id)!r}")
+    click.echo(f"revoked {key.id} ({safe(key.name)})")

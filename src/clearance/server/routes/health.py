@@ -1,0 +1,29 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from ...store import Database
+from .._auth import database
+from .._errors import APIError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process is serving")
+def healthz() -> dict[str, str]:
+    """Always `ok` while the process serves requests."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the store answers")
+def readyz(db: Database = Depends(database)) -> dict[str, str]:  # noqa: B008
+    """`ok` when the store answers a query; 503 in the error shape otherwise."""
+    try:
+        with db.read() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+    except Exception as exc:
+        raise APIError(503, f"the store does not answer: {type(exc).__name__}", headers={"Retry-After": "1"}) from exc
+    return {"status": "ok", "database": db.dialect}
