@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from ..conftest import CLI, REPO, run_cli
@@ -109,3 +110,19 @@ def test_clearance_serve_end_to_end(tmp_path: Path) -> None:
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
+
+
+@pytest.mark.postgres
+def test_server_and_keys_on_postgresql(pg_url: str) -> None:
+    from clearance.server import ServerSettings, create_app
+    from clearance.store import Database
+    from clearance.store import _keys as keys
+
+    run_cli("db", "upgrade", db=pg_url, check=True)
+    db = Database(pg_url)
+    _, secret = keys.create(db, name="ops", scopes=["admin"], agent=None, environment="live", created_by="t")
+    db.close()
+    with TestClient(create_app(ServerSettings(database_url=pg_url))) as client:
+        assert client.get("/readyz").json() == {"status": "ok", "database": "postgresql"}
+        assert client.get("/v1/me", headers={"X-API-Key": secret}).json()["environment"] == "live"
+        assert client.get("/v1/me", headers={"X-API-Key": secret[:-1] + "x"}).status_code == 401
