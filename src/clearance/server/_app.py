@@ -15,7 +15,7 @@ from ..store import Database
 from . import _errors
 from ._limits import BodyLimit
 from ._settings import ServerSettings
-from .routes import health, keys
+from .routes import health, keys, policies
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -43,4 +43,5 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(keys.router)
+    app.include_router(policies.router)
     return app

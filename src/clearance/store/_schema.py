@@ -98,6 +98,19 @@ class PolicyRevisionRow(Base):
     author: Mapped[str | None] = mapped_column(_NAME)
     parent: Mapped[str | None] = mapped_column(_ID)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), server_default="valid")
+    problems: Mapped[str | None] = mapped_column(Text)
+
+
+class PolicyAssignmentRow(Base):
+    """Which revision is active for a scope: `default`, `environment:<name>` or `agent:<name>`."""
+
+    __tablename__ = "policy_assignments"
+
+    scope: Mapped[str] = mapped_column(String(260), primary_key=True)
+    revision_id: Mapped[str] = mapped_column(_ID)
+    activated_at_us: Mapped[int] = mapped_column(BigInteger)
+    activated_by: Mapped[str | None] = mapped_column(_NAME)
 
 
 class ApiKeyRow(Base):

@@ -1,0 +1,243 @@
+"""Policies: revisions (valid, or rejected drafts), diff, activation per scope, rollback.
+
+And the snapshot agents decide from, with an ETag and a long poll that returns as soon as it
+changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ...store import Database
+from ...store import _policies as policies
+from ...store._keys import ApiKey
+from ...store._policies import Revision
+from .._auth import current_key, database, require
+from .._errors import APIError
+
+router = APIRouter(prefix="/v1", tags=["policies"])
+Admin = Annotated[ApiKey, Depends(require("admin"))]
+Db = Annotated[Database, Depends(database)]
+_RECHECK_SECONDS = 1.0  # a long poll re-reads the store this often (activations by other processes)
+
+
+class Problem(BaseModel):
+    """One problem of a rejected draft."""
+
+    message: str
+    line: int | None
+    column: int | None
+    rule_id: str | None
+
+
+class RevisionOut(BaseModel):
+    """A policy revision."""
+
+    id: str
+    content_hash: str
+    source: str
+    author: str | None
+    parent: str | None
+    created_at_us: int
+    status: str
+    problems: list[Problem]
+    text: str | None = None
+
+    @classmethod
+    def of(cls, rev: Revision, *, with_text: bool = False) -> RevisionOut:
+        """The view of a stored revision."""
+        return cls(
+            id=rev.id,
+            content_hash=rev.content_hash,
+            source=rev.source,
+            author=rev.author,
+            parent=rev.parent,
+            created_at_us=rev.created_at_us,
+            status=rev.status,
+            problems=[
+                Problem(message=p.message, line=p.line, column=p.column, rule_id=p.rule_id) for p in rev.problems
+            ],
+            text=rev.text if with_text else None,
+        )
+
+
+class PolicyCreate(BaseModel):
+    """A policy to store as a new revision."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+    source: str = Field(default="policy.yaml", min_length=1, max_length=200)
+
+
+class Target(BaseModel):
+    """Whom an activation is for: an agent, an environment, or (neither) everyone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str | None = Field(default=None, min_length=1, max_length=200)
+    environment: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,40}$")
+
+    @model_validator(mode="after")
+    def _one(self) -> Target:
+        if self.agent and self.environment:
+            raise ValueError("give an agent or an environment, not both")
+        return self
+
+    @property
+    def scope(self) -> str:
+        """The assignment scope."""
+        return policies.scope_of(self.agent, self.environment)
+
+
+class Activation(BaseModel):
+    """An activation that happened."""
+
+    scope: str
+    revision: RevisionOut
+
+
+class Snapshot(BaseModel):
+    """The policy an agent decides from."""
+
+    revision: str
+    content_hash: str
+    source: str
+    text: str
+
+
+def _changed(request: Request) -> asyncio.Event:
+    event: asyncio.Event | None = getattr(request.app.state, "policy_changed", None)
+    if event is None:
+        event = request.app.state.policy_changed = asyncio.Event()
+    return event
+
+
+def _announce(request: Request) -> None:
+    _changed(request).set()
+    request.app.state.policy_changed = asyncio.Event()  # the next waiters wait for the next change
+
+
+@router.post("/policies", status_code=status.HTTP_201_CREATED, summary="Store a policy revision (admin)")
+async def create_policy(body: PolicyCreate, admin: Admin, db: Db) -> RevisionOut:
+    """Validate and store a revision.
+
+    One that does not validate is stored as a rejected draft, which can never be activated, and
+    answered 422 with every problem located in `details`.
+    """
+    rev = await run_in_threadpool(policies.create, db, body.text, source=body.source, author=f"key:{admin.id}")
+    if rev.status != "valid":
+        details = [
+            {
+                "location": f"{body.source}:{p.line}:{p.column}",
+                "message": p.message,
+                **({"rule_id": p.rule_id} if p.rule_id else {}),
+            }
+            for p in rev.problems
+        ]
+        raise APIError(422, f"the policy does not validate; stored as rejected draft {rev.id}", details=details)
+    return RevisionOut.of(rev)
+
+
+@router.get("/policies", summary="List revisions (admin)")
+async def list_policies(_: Admin, db: Db) -> list[RevisionOut]:
+    """Every revision, newest first, rejected drafts included (without their text)."""
+    return [RevisionOut.of(r) for r in await run_in_threadpool(policies.listing, db)]
+
+
+async def _revision(db: Database, rev_id: str) -> Revision:
+    rev = await run_in_threadpool(policies.get, db, rev_id)
+    if rev is None:
+        raise APIError(404, f"no policy revision has the id {rev_id!r}")
+    return rev
+
+
+@router.get("/policies/{rev_id}", summary="One revision, with its text (admin)")
+async def get_policy(rev_id: str, _: Admin, db: Db) -> RevisionOut:
+    """A revision with its text and, for a rejected draft, its problems."""
+    return RevisionOut.of(await _revision(db, rev_id), with_text=True)
+
+
+@router.get("/policies/{rev_id}/diff", summary="Diff two revisions (admin)")
+async def diff_policy(
+    rev_id: str, _: Admin, db: Db, against: Annotated[str | None, Query(description="default: its parent")] = None
+) -> dict[str, str]:
+    """A unified diff from `against` (default: the revision's parent) to `rev_id`."""
+    new = await _revision(db, rev_id)
+    base = against or new.parent
+    if base is None:
+        raise APIError(404, f"revision {rev_id} has no parent to diff against; pass ?against=")
+    old = await _revision(db, base)
+    return {"from": old.id, "to": new.id, "diff": policies.diff(old, new)}
+
+
+async def _activate(request: Request, db: Database, rev_id: str, scope: str, admin: ApiKey) -> Activation:
+    try:
+        rev = await run_in_threadpool(policies.activate, db, rev_id, scope=scope, by=f"key:{admin.id}")
+    except LookupError as exc:
+        raise APIError(404, str(exc)) from None
+    except ValueError as exc:
+        raise APIError(409, str(exc)) from None
+    _announce(request)
+    return Activation(scope=scope, revision=RevisionOut.of(rev))
+
+
+@router.post("/policies/{rev_id}/activate", summary="Activate a revision for a scope (admin)")
+async def activate_policy(rev_id: str, target: Target, request: Request, admin: Admin, db: Db) -> Activation:
+    """Make the revision active for an agent, an environment, or everyone, at once."""
+    return await _activate(request, db, rev_id, target.scope, admin)
+
+
+@router.post("/policies/rollback", summary="Re-activate the previous revision of a scope (admin)")
+async def rollback_policy(target: Target, request: Request, admin: Admin, db: Db) -> Activation:
+    """Activate the revision that was active for the scope before the current one."""
+    previous = await run_in_threadpool(policies.previous, db, target.scope)
+    if previous is None:
+        raise APIError(409, f"scope {target.scope} has no earlier revision to roll back to")
+    return await _activate(request, db, previous, target.scope, admin)
+
+
+@router.get(
+    "/policy/snapshot",
+    summary="The policy this key's agent decides from",
+    response_model=Snapshot,
+    responses={304: {"description": "Not modified: the revision in If-None-Match is still active"}},
+)
+async def snapshot(
+    request: Request,
+    response: Response,
+    key: Annotated[ApiKey, Depends(current_key)],
+    db: Db,
+    if_none_match: Annotated[str | None, Header()] = None,
+    wait: Annotated[float, Query(ge=0, le=60, description="long poll: seconds to wait for a change")] = 0,
+) -> Snapshot | Response:
+    """The active revision for the key's agent and environment, with its ETag.
+
+    With `If-None-Match` and `wait`, the request is held until another revision becomes active
+    (answered at once) or `wait` seconds pass (304).
+    """
+    deadline = time.monotonic() + wait
+    etag = (if_none_match or "").strip('"')
+    while True:
+        changed = _changed(request)
+        rev = await run_in_threadpool(policies.resolve, db, agent=key.agent, environment=key.environment)
+        if rev is None:
+            raise APIError(404, f"no policy is active for agent {key.agent!r} in {key.environment!r}")
+        left = deadline - time.monotonic()
+        if rev.id != etag or left <= 0:
+            break
+        try:
+            await asyncio.wait_for(changed.wait(), min(left, _RECHECK_SECONDS))
+        except TimeoutError:
+            pass
+    if rev.id == etag:
+        return Response(status_code=304, headers={"ETag": f'"{rev.id}"'})
+    response.headers["ETag"] = f'"{rev.id}"'
+    response.headers["Cache-Control"] = "no-cache"
+    return Snapshot(revision=rev.id, content_hash=rev.content_hash, source=rev.source, text=rev.text)
