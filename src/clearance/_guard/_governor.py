@@ -10,24 +10,23 @@ import atexit
 import contextlib
 import json
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from .. import _decisions as decisions
-from .._canonical import canonical_json, for_record, redact, sha256_hex
 from .._clock import now_us
 from .._notify import FALLBACK_SECONDS, Waiter
 from .._pricing import Price, price
 from .._settings import Settings
 from ..errors import ApprovalAlreadyDecided, ApprovalDenied, ApprovalError, ApprovalTimeout, ClearanceError
-from ..policy import Decision, Effect, Policy
+from ..policy import Decision, Policy
 from ..store import Approval, Database
 from ..store import _approvals as approvals
 from ..store import _events as events
-from ..store import _facts as facts
 from ..store._events import make_event
 from ._outcomes import OutcomeBuffer
+from ._record import record_call
 
 _MAX_ERROR = 2000
 
@@ -163,118 +162,43 @@ class Governor:
 
     def begin(self, tool: str, args: dict[str, Any], session: str | None) -> Ticket:
         """Decide a call and commit its record (and its approval, if one is needed)."""
-        policy, db = self.policy, self.db
-        plan = policy.plan(tool)
-        session = session or self.default_session
-        at = now_us()
-        full = canonical_json(args)
-        args_hash = sha256_hex(full)
-        shown, hit = redact(args, plan.redact)
-        recorded, truncated = for_record(shown) if hit or len(full) > 1024 else (shown, False)
-        call_id = events.new_id("call")
-        fact_values: dict[str, Any] = {}
-        ticket: Ticket | None = None
-        try:
-            with self._outcomes.draining() as queued, db.write() as cur:
-                if plan.facts:
-                    fact_values, fact_errors = facts.compute(
-                        db,
-                        cur,
-                        plan.facts,
-                        agent=self.settings.agent,
-                        session=session,
-                        tool=tool,
-                        now_us=at,
-                    )
-                decision = policy.decide(tool, args, fact_values)
-                if plan.facts and fact_errors:
-                    decision = _explain_fact_errors(decision, fact_errors)
-                fields: dict[str, Any] = {
-                    **self._base,
-                    "session": session,
-                    "tool": tool,
-                    "call_id": call_id,
-                    "decision": decision.effect.value,
-                    "args": recorded,
-                    "args_hash": args_hash,
-                    "rule_ids": list(decision.rule_ids),
-                    "reason": decision.reason,
-                    "policy_revision": decision.revision,
-                }
-                if decision.errors:
-                    fields["errors"] = list(decision.errors)
-                if hit:
-                    fields["args_redacted"] = hit
-                if truncated:
-                    fields["args_truncated"] = True
-                if fact_values:
-                    fields["facts"] = fact_values
-                ticket = Ticket(call_id, tool, session, decision, args_hash)
-                batch = [*queued]  # a copy: on failure `draining` re-queues only what it handed out
-                # The arguments were serialised once for their hash; the record reuses that text.
-                raw = {"args": full} if recorded is args else None
-                approval_id = events.new_id("apr") if decision.effect is Effect.REQUIRE_APPROVAL else None
-                if approval_id is not None:
-                    fields["approval_id"] = approval_id
-                batch.append(make_event("tool_call.decided", at, fields, raw=raw))
-                if approval_id is not None:
-                    batch.append(self._request_approval(cur, ticket, approval_id, full, recorded, at))
-                events.append(db, cur, batch)
-        except BaseException:
-            if ticket is not None and ticket.waiter is not None:
-                ticket.waiter.close()
-            raise
-        return ticket
+        waiter: Waiter | None = None
 
-    def _request_approval(
-        self, cur: Any, ticket: Ticket, approval_id: str, full: str, shown: dict[str, Any], at: int
-    ) -> events.Event:
-        """Insert the pending approval, start listening for its wake-up, and build its record."""
-        decision, spec = ticket.decision, ticket.decision.approval
-        assert spec is not None
-        expires = at + spec.timeout * 1_000_000
-        ticket.approval_id = approval_id
-        ticket.waiter = Waiter()
-        approvals.insert(
-            self.db,
-            cur,
-            {
-                "id": approval_id,
-                "call_id": ticket.call_id,
-                "status": "pending",
-                "tool": ticket.tool,
-                "agent": self.settings.agent,
-                "environment": self.settings.environment,
-                "session": ticket.session,
-                "args_json": full,
-                "args_hash": ticket.args_hash,
-                "shown_args_json": canonical_json(shown),
-                "rule_ids": json.dumps(list(decision.rule_ids)),
-                "reason": decision.reason,
-                "policy_revision": decision.revision,
-                "approvers": json.dumps(list(spec.approvers)),
-                "on_timeout": spec.on_timeout,
-                "created_at_us": at,
-                "expires_at_us": expires,
-                "waiter": ticket.waiter.address,
-            },
-        )
-        ticket.pending = PendingApproval(
-            approval_id, ticket.call_id, ticket.tool, shown, decision.reason, decision.rule_ids, expires
-        )
-        return make_event(
-            "approval.requested",
-            at,
-            {
-                **self._base,
-                "session": ticket.session,
-                "tool": ticket.tool,
-                "call_id": ticket.call_id,
-                "approval_id": approval_id,
-                "expires_at": events.iso(expires),
-                "approvers": list(spec.approvers),
-                "on_timeout": spec.on_timeout,
-            },
+        def listen() -> str:
+            nonlocal waiter
+            waiter = Waiter()
+            return waiter.address
+
+        try:
+            with self._outcomes.draining() as queued:
+                call = record_call(
+                    self.db,
+                    self.policy,
+                    agent=self.settings.agent,
+                    environment=self.settings.environment,
+                    tool=tool,
+                    args=args,
+                    session=session or self.default_session,
+                    prepend=queued,
+                    waiter=listen,
+                )
+        except BaseException:
+            if waiter is not None:
+                waiter.close()
+            raise
+        pending = None
+        if call.approval_id is not None and call.expires_at_us is not None:
+            pending = PendingApproval(
+                call.approval_id,
+                call.call_id,
+                tool,
+                call.shown_args,
+                call.decision.reason,
+                call.decision.rule_ids,
+                call.expires_at_us,
+            )
+        return Ticket(
+            call.call_id, tool, call.session, call.decision, call.args_hash, call.approval_id, waiter, pending
         )
 
     def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float) -> None:
@@ -430,14 +354,3 @@ class Governor:
         with self._outcomes.draining() as queued, self.db.write() as cur:
             events.append(self.db, cur, [*queued, event])
         return UsageRecord(event.id, cost.cost_usd, cost.source)
-
-
-def _explain_fact_errors(decision: Decision, fact_errors: dict[str, str]) -> Decision:
-    """Say why a fact could not be computed where CEL only says the key was missing."""
-
-    def better(text: str) -> str:
-        for name, why in fact_errors.items():
-            text = text.replace(f'Key not found in map : "{name}"', why)
-        return text
-
-    return replace(decision, reason=better(decision.reason), errors=tuple(better(e) for e in decision.errors))
