@@ -15,7 +15,7 @@ from ..store import Database
 from . import _errors
 from ._limits import BodyLimit
 from ._settings import ServerSettings
-from .routes import health, keys, policies
+from .routes import check, health, keys, policies
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -44,4 +44,5 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(policies.router)
+    app.include_router(check.router)
     return app

@@ -1,0 +1,153 @@
+"""Deciding calls on the server, and recording their outcomes.
+
+For `evaluation="server"` agents and other clients. The agent and environment always come from
+the API key, never from the body.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..._clock import now_us
+from ..._guard._record import record_call
+from ...policy import Policy, parse_policy
+from ...store import Database
+from ...store import _events as events
+from ...store import _policies as policies
+from ...store._keys import ApiKey
+from .._auth import database, require
+from .._errors import APIError
+
+router = APIRouter(prefix="/v1", tags=["decisions"])
+Agent = Annotated[ApiKey, Depends(require("agent"))]
+Db = Annotated[Database, Depends(database)]
+_COMPILED_KEEP = 64  # compiled revisions kept per process
+
+
+class CheckRequest(BaseModel):
+    """A call to decide."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tool: str = Field(min_length=1, max_length=200)
+    args: dict[str, Any] = Field(default_factory=dict)
+    session_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class CheckResponse(BaseModel):
+    """What policy decided; the decision is recorded before this is sent."""
+
+    decision: Literal["allow", "block", "require_approval"]
+    reason: str
+    rule_ids: list[str]
+    errors: list[str]
+    policy_revision: str
+    call_id: str
+    session_id: str
+    approval_id: str | None = None
+    expires_at_us: int | None = None
+
+
+class Outcome(BaseModel):
+    """What happened when a decided call ran."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "error"]
+    duration_ms: float = Field(ge=0)
+    error: str | None = Field(default=None, max_length=2000)
+
+
+class _Compiled:
+    """Compiled policies by revision id: compiling is milliseconds, deciding microseconds."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Policy] = {}
+        self._lock = threading.Lock()
+
+    def get(self, rev: policies.Revision) -> Policy:
+        with self._lock:
+            found = self._by_id.get(rev.id)
+        if found is None:
+            found = parse_policy(rev.text, rev.source)
+            with self._lock:
+                if len(self._by_id) >= _COMPILED_KEEP:
+                    self._by_id.pop(next(iter(self._by_id)))
+                self._by_id[rev.id] = found
+        return found
+
+
+def _compiled(request: Request) -> _Compiled:
+    cache: _Compiled | None = getattr(request.app.state, "compiled", None)
+    if cache is None:
+        cache = request.app.state.compiled = _Compiled()
+    return cache
+
+
+@router.post("/check", summary="Decide a call and record the decision (agent)")
+def check(body: CheckRequest, request: Request, key: Agent, db: Db) -> CheckResponse:
+    """Decide the call with the policy active for the key's agent and environment.
+
+    The decision — and a pending approval, when one is required — is committed before the
+    answer. Report what happened with `POST /v1/calls/{call_id}/outcome`.
+    """
+    rev = policies.resolve(db, agent=key.agent, environment=key.environment)
+    if rev is None:
+        raise APIError(
+            409, f"no policy is active for agent {key.agent!r} in {key.environment!r}; nothing can be decided"
+        )
+    assert key.agent is not None  # agent-scoped keys always name their agent
+    call = record_call(
+        db,
+        _compiled(request).get(rev),
+        agent=key.agent,
+        environment=key.environment,
+        tool=body.tool,
+        args=body.args,
+        session=body.session_id or f"ses_key_{key.id}",
+    )
+    d = call.decision
+    return CheckResponse(
+        decision=d.effect.value,
+        reason=d.reason,
+        rule_ids=list(d.rule_ids),
+        errors=list(d.errors),
+        policy_revision=d.revision,
+        call_id=call.call_id,
+        session_id=call.session,
+        approval_id=call.approval_id,
+        expires_at_us=call.expires_at_us,
+    )
+
+
+@router.post("/calls/{call_id}/outcome", summary="Record what happened when a decided call ran (agent)")
+def outcome(call_id: str, body: Outcome, key: Agent, db: Db) -> dict[str, str]:
+    """Record the outcome of one of this agent's calls. Idempotent: a repeat changes nothing."""
+    with db.write() as cur:
+        cur.execute(
+            db.sql("SELECT kind, agent, tool, session, body FROM events WHERE call_id = :c ORDER BY seq"),
+            {"c": call_id},
+        )
+        rows = cur.fetchall()
+        decided = next((r for r in rows if r[0] == "tool_call.decided"), None)
+        if decided is None or decided[1] != key.agent:
+            raise APIError(404, f"this agent has no call with the id {call_id!r}")
+        if any(r[0] == "tool_call.finished" for r in rows):
+            return {"call_id": call_id, "status": "already recorded"}
+        fields: dict[str, Any] = {
+            "agent": key.agent,
+            "environment": key.environment,
+            "session": decided[3],
+            "tool": decided[2],
+            "call_id": call_id,
+            "decision": body.status,
+            "duration_ms": body.duration_ms,
+        }
+        if body.error is not None:
+            fields["error"] = body.error
+        events.append(db, cur, [events.make_event("tool_call.finished", now_us(), fields)])
+    return {"call_id": call_id, "status": "recorded"}

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clearance.store import Database
+from clearance.store import _approvals as approvals
+from clearance.store._events import EventFilter, query, verify
+
+POLICY = """\
+version: 1
+default: allow
+tools:
+  issue_refund:
+    rules:
+      - id: big
+        when: args.amount > 200
+        effect: require_approval
+        reason: Refunds over $200 need a support lead
+      - id: cap
+        when: facts.sum_24h_amount + args.amount > 1000
+        effect: block
+        reason: daily cap
+  "db.*": {default: block}
+redact:
+  issue_refund: [/card]
+"""
+
+
+@pytest.fixture
+def keys_and_policy(client: TestClient, make_key: Any) -> dict[str, dict[str, str]]:
+    admin = {"X-API-Key": make_key("admin", agent=None)}
+    rev = client.post("/v1/policies", headers=admin, json={"text": POLICY}).json()["id"]
+    client.post(f"/v1/policies/{rev}/activate", headers=admin, json={})
+    return {
+        "admin": admin,
+        "agent": {"X-API-Key": make_key("agent", agent="refunds", environment="live")},
+        "other": {"X-API-Key": make_key("agent", agent="mailer")},
+        "approver": {"X-API-Key": make_key("approver", agent=None)},
+    }
+
+
+def test_check_decides_records_and_requests_approval(
+    client: TestClient, keys_and_policy: dict[str, dict[str, str]], server_db: str
+) -> None:
+    agent = keys_and_policy["agent"]
+    ok = client.post(
+        "/v1/check",
+        headers=agent,
+        json={"tool": "issue_refund", "args": {"amount": 50, "card": "4111"}, "session_id": "s1"},
+    ).json()
+    assert ok["decision"] == "allow" and ok["session_id"] == "s1" and ok["call_id"].startswith("call_")
+    blocked = client.post("/v1/check", headers=agent, json={"tool": "db.drop", "args": {}}).json()
+    assert blocked["decision"] == "block" and blocked["reason"] == "no rule matched; default of 'db.*' is block"
+    held = client.post("/v1/check", headers=agent, json={"tool": "issue_refund", "args": {"amount": 500}}).json()
+    assert held["decision"] == "require_approval" and held["approval_id"].startswith("apr_")
+    assert held["reason"] == "Refunds over $200 need a support lead" and held["expires_at_us"] > 0
+    capped = client.post("/v1/check", headers=agent, json={"tool": "issue_refund", "args": {"amount": 460}}).json()
+    assert capped["decision"] == "block" and capped["rule_ids"] == ["cap"]  # 50 + 500 pending + 460 > 1000
+    db = Database(server_db)
+    decided = [e.body for e in query(db, EventFilter(kind="tool_call.decided"))]
+    assert {d["agent"] for d in decided} == {"refunds"} and {d["environment"] for d in decided} == {"live"}
+    assert decided[0]["args"]["card"] == "[REDACTED]"
+    [a] = approvals.listing(db)
+    assert a.agent == "refunds" and a.waiter is None and a.args == {"amount": 500}
+    assert verify(db).ok
+    db.close()
+
+
+def test_only_agent_keys_decide_and_the_body_cannot_claim_an_agent(
+    client: TestClient, keys_and_policy: dict[str, dict[str, str]]
+) -> None:
+    for name in ("admin", "approver"):
+        r = client.post("/v1/check", headers=keys_and_policy[name], json={"tool": "t"})
+        assert r.status_code == 403, name
+    r = client.post("/v1/check", headers=keys_and_policy["agent"], json={"tool": "t", "agent": "mailer"})
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["location"] == "body.agent"
+    assert client.post("/v1/check", headers=keys_and_policy["agent"], json={"tool": ""}).status_code == 422
+
+
+def test_no_active_policy_is_a_conflict(client: TestClient, make_key: Any) -> None:
+    r = client.post("/v1/check", headers={"X-API-Key": make_key("agent", agent="x")}, json={"tool": "t"})
+    assert r.status_code == 409 and "no policy is active" in r.json()["error"]["message"]
+
+
+def test_outcomes_are_recorded_once_and_only_by_the_calls_agent(
+    client: TestClient, keys_and_policy: dict[str, dict[str, str]], server_db: str
+) -> None:
+    agent, other = keys_and_policy["agent"], keys_and_policy["other"]
+    call = client.post("/v1/check", headers=agent, json={"tool": "issue_refund", "args": {"amount": 5}}).json()
+    url = f"/v1/calls/{call['call_id']}/outcome"
+    assert client.post(url, headers=other, json={"status": "ok", "duration_ms": 1}).status_code == 404
+    assert (
+        client.post(url, headers=agent, json={"status": "error", "duration_ms": 12.5, "error": "gateway down"}).json()[
+            "status"
+        ]
+        == "recorded"
+    )
+    assert (
+        client.post(url, headers=agent, json={"status": "ok", "duration_ms": 1}).json()["status"] == "already recorded"
+    )
+    assert (
+        client.post("/v1/calls/call_nope/outcome", headers=agent, json={"status": "ok", "duration_ms": 1}).status_code
+        == 404
+    )
+    assert client.post(url, headers=agent, json={"status": "maybe", "duration_ms": 1}).status_code == 422
+    db = Database(server_db)
+    [finished] = [e.body for e in query(db, EventFilter(kind="tool_call.finished"))]
+    assert (
+        finished["decision"] == "error" and finished["error"] == "gateway down" and finished["tool"] == "issue_refund"
+    )
+    db.close()
+
+
+def test_decisions_follow_activation_immediately(
+    client: TestClient, keys_and_policy: dict[str, dict[str, str]]
+) -> None:
+    admin, agent = keys_and_policy["admin"], keys_and_policy["agent"]
+    rev = client.post("/v1/policies", headers=admin, json={"text": "version: 1\ndefault: block\n"}).json()["id"]
+    assert client.post("/v1/check", headers=agent, json={"tool": "anything"}).json()["decision"] == "allow"
+    client.post(f"/v1/policies/{rev}/activate", headers=admin, json={"environment": "live"})
+    after = client.post("/v1/check", headers=agent, json={"tool": "anything"}).json()
+    assert after["decision"] == "block" and after["policy_revision"] == rev
