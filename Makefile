@@ -23,9 +23,10 @@ lint: install-dev
 test: lint
 	$(BIN)/pytest
 
-bench: install
+bench: install-dev
 	$(BIN)/python bench/guard_overhead.py
 	$(BIN)/python bench/approval_wake.py
+	$(BIN)/python bench/ingest.py
 
 demo: install
 	$(BIN)/clearance demo

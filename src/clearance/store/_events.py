@@ -274,3 +274,29 @@ def find(db: Database, id_: str) -> list[StoredEvent]:
             )
             rows = cur.fetchall()
     return [StoredEvent(r[0], r[1], json.loads(r[2])) for r in rows]
+
+
+def ingest(db: Database, bodies: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """Append events that arrived from elsewhere, skipping ids already stored (idempotent).
+
+    Each body must already be a complete, validated event. Returns (appended, duplicates).
+    """
+    ids = [b["id"] for b in bodies]
+    with db.write() as cur:
+        seen: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ", ".join(f":i{n}" for n in range(len(chunk)))
+            cur.execute(
+                db.sql(f"SELECT id FROM events WHERE id IN ({marks})"), {f"i{n}": v for n, v in enumerate(chunk)}
+            )
+            seen.update(r[0] for r in cur.fetchall())
+        fresh: list[Event] = []
+        for body in bodies:
+            if body["id"] in seen:
+                continue
+            seen.add(body["id"])  # a duplicate inside one batch counts once
+            fresh.append(Event(body["id"], body["at_us"], canonical_json(body), columns_of(body)))
+        if fresh:
+            append(db, cur, fresh)
+    return len(fresh), len(bodies) - len(fresh)
