@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+POLICY = """\
+version: 1
+tools:
+  issue_refund:
+    rules:
+      - {id: big, when: 'args.amount > 200', effect: require_approval, reason: big refund, approval: {timeout: %s}}
+"""
+
+
+@pytest.fixture
+def setup(client: TestClient, make_key: Any) -> dict[str, dict[str, str]]:
+    return {
+        "admin": {"X-API-Key": make_key("admin", agent=None)},
+        "agent": {"X-API-Key": make_key("agent", agent="refunds")},
+        "other": {"X-API-Key": make_key("agent", agent="mailer")},
+        "approver": {"X-API-Key": make_key("approver", agent=None)},
+        "self": {"X-API-Key": make_key("agent", "approver", agent="refunds")},
+    }
+
+
+def pending(client: TestClient, keys: dict[str, dict[str, str]], timeout: str = "30m") -> str:
+    rev = client.post("/v1/policies", headers=keys["admin"], json={"text": POLICY % timeout}).json()["id"]
+    client.post(f"/v1/policies/{rev}/activate", headers=keys["admin"], json={})
+    r = client.post("/v1/check", headers=keys["agent"], json={"tool": "issue_refund", "args": {"amount": 900}})
+    return str(r.json()["approval_id"])
+
+
+def test_only_approvers_decide_never_for_their_own_agent(client: TestClient, setup: dict[str, Any]) -> None:
+    apr = pending(client, setup)
+    for name in ("agent", "other", "admin"):
+        r = client.post(f"/v1/approvals/{apr}/approve", headers=setup[name])
+        assert r.status_code == 403, name
+    r = client.post(f"/v1/approvals/{apr}/approve", headers=setup["self"])
+    assert r.status_code == 403 and "requesting agent" in r.json()["error"]["message"]
+    ok = client.post(f"/v1/approvals/{apr}/approve", headers=setup["approver"], json={"note": "verified"})
+    assert ok.status_code == 200 and ok.json()["status"] == "approved" and ok.json()["note"] == "verified"
+    late = client.post(f"/v1/approvals/{apr}/deny", headers=setup["approver"])
+    assert late.status_code == 409
+    assert late.json()["error"]["message"].endswith(f"is already approved by {ok.json()['decided_by']}")
+
+
+def test_agents_see_only_their_own_approvals(client: TestClient, setup: dict[str, Any]) -> None:
+    apr = pending(client, setup)
+    assert [a["id"] for a in client.get("/v1/approvals", headers=setup["agent"]).json()] == [apr]
+    assert client.get("/v1/approvals", headers=setup["other"]).json() == []
+    assert client.get(f"/v1/approvals/{apr}", headers=setup["other"]).status_code == 404
+    assert client.get(f"/v1/approvals/{apr}", headers=setup["approver"]).json()["args"] == {"amount": 900}
+    assert client.get("/v1/approvals/apr_nope", headers=setup["approver"]).status_code == 404
+
+
+def test_long_poll_answers_on_the_decision(client: TestClient, setup: dict[str, Any]) -> None:
+    apr = pending(client, setup)
+    result: dict[str, Any] = {}
+
+    def wait() -> None:
+        started = time.monotonic()
+        r = client.get(f"/v1/approvals/{apr}?wait=20", headers=setup["agent"])
+        result.update(r.json(), took=time.monotonic() - started)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.3)
+    client.post(f"/v1/approvals/{apr}/deny", headers=setup["approver"], json={"note": "not paid"})
+    thread.join(20)
+    assert result["status"] == "denied" and result["note"] == "not paid" and result["took"] < 10
+
+
+def test_expiry_is_enforced_by_whoever_looks(client: TestClient, setup: dict[str, Any]) -> None:
+    apr = pending(client, setup, timeout="1s")
+    time.sleep(1.1)
+    assert client.get(f"/v1/approvals/{apr}", headers=setup["agent"]).json()["status"] == "expired"
+    r = client.post(f"/v1/approvals/{apr}/approve", headers=setup["approver"])
+    assert r.status_code == 409 and "already expired" in r.json()["error"]["message"]
