@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from clearance.server import ServerSettings, create_app
 from clearance.store import Database
 from clearance.store import _keys as keys
+
+from ..conftest import CLI, REPO
 
 
 @pytest.fixture
@@ -33,3 +41,40 @@ def make_key(server_db: str) -> Iterator[object]:
 
     yield make
     db.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real `clearance serve` process on a fresh SQLite store: (base URL, store path)."""
+    db = tmp_path / "live.db"
+    Database(str(db)).close()
+    port = _free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [*CLI, "serve", "--port", str(port), "--database-url", str(db)],
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and server.poll() is None, log_path.read_text()
+                time.sleep(0.1)
+            yield base, db
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=30)

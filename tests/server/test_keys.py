@@ -1,10 +1,5 @@
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +7,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ..conftest import CLI, REPO, run_cli
+from ..conftest import run_cli
 
 
 def test_health_and_readiness(client: TestClient) -> None:
@@ -75,41 +70,11 @@ def test_keys_cli(tmp_path: Path) -> None:
     assert run_cli("keys", "revoke", "nope", db=db).returncode == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_clearance_serve_end_to_end(tmp_path: Path) -> None:
-    db = tmp_path / "e2e.db"
-    run_cli("db", "upgrade", db=db, check=True)
+def test_clearance_serve_end_to_end(live_server: tuple[str, Path]) -> None:
+    base, db = live_server
     secret = run_cli("keys", "create", "--name", "ops", "--scope", "admin", db=db, check=True).stdout.split()[-1]
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port), "--database-url", str(db)],
-            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-            stdout=log,
-            stderr=log,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and server.poll() is None, log_path.read_text()
-                time.sleep(0.1)
-            assert httpx.get(f"{base}/v1/me", headers={"X-API-Key": secret}).json()["scopes"] == ["admin"]
-            assert httpx.get(f"{base}/v1/me").status_code == 401
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=30)
+    assert httpx.get(f"{base}/v1/me", headers={"X-API-Key": secret}).json()["scopes"] == ["admin"]
+    assert httpx.get(f"{base}/v1/me").status_code == 401
 
 
 @pytest.mark.postgres

@@ -220,16 +220,44 @@ def export(fmt: str, output: str | None, database: str, **kw: Any) -> None:
         db.close()
 
 
+def _verify_remote(server: str, api_key: str | None) -> events.VerifyReport:
+    import httpx
+
+    if not api_key:
+        raise click.UsageError("--server needs an admin key: --api-key or CLEARANCE_API_KEY")
+    try:
+        r = httpx.get(f"{server.rstrip('/')}/v1/audit/verify", headers={"X-API-Key": api_key}, timeout=600)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {server}: {exc}") from None
+    if r.status_code != 200:
+        try:
+            message = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = r.text[:200]
+        raise click.ClickException(f"{server} answered {r.status_code}: {message}")
+    return events.VerifyReport(**r.json())
+
+
 @audit_group.command("verify")
+@click.option(
+    "--server",
+    envvar="CLEARANCE_SERVER_URL",
+    default=None,
+    help="Verify the chain of this Clearance server instead (env CLEARANCE_SERVER_URL).",
+)
+@click.option("--api-key", envvar="CLEARANCE_API_KEY", default=None, help="An admin key for --server.")
 @database_option
 @friendly
-def verify(database: str) -> None:
+def verify(server: str | None, api_key: str | None, database: str) -> None:
     """Recompute the hash chain; report the first record that was changed or removed (exit 1)."""
-    db = open_db(database)
-    try:
-        report = events.verify(db)
-    finally:
-        db.close()
+    if server:
+        report = _verify_remote(server, api_key)
+    else:
+        db = open_db(database)
+        try:
+            report = events.verify(db)
+        finally:
+            db.close()
     if report.ok:
         click.echo(f"ok: {report.checked} records verified; head is record {report.head_seq}, hash {report.head_hash}")
         click.echo("keep the head hash elsewhere to detect later truncation of the log")

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
 
 import click
 
 from ..store import EventFilter
-from ..store import _events as events
+from ..store import _queries as queries
 from ._audit import _time
-from ._common import database_option, friendly, open_db, table, when
-
-_KEYS: dict[str, Callable[[dict[str, Any]], object]] = {
-    "model": lambda b: b.get("model"),
-    "session": lambda b: b.get("session"),
-    "agent": lambda b: b.get("agent"),
-    "day": lambda b: when(b.get("at_us"))[:10],
-}
+from ._common import database_option, friendly, open_db, table
 
 
 @click.command("usage")
-@click.option("--by", "group_by", type=click.Choice(list(_KEYS)), default="model", show_default=True)
+@click.option(
+    "--by", "group_by", type=click.Choice(["model", "session", "agent", "day"]), default="model", show_default=True
+)
 @click.option("--agent", help="Only this agent.")
 @click.option("--session", help="Only this session.")
 @click.option("--since", help="From this time (ISO).")
@@ -35,41 +27,21 @@ def usage(
 ) -> None:
     """Recorded LLM calls, tokens and cost, grouped. Unpriced calls are counted, never shown as $0."""
     db = open_db(database)
-    f = EventFilter(
-        agent=agent,
-        session=session,
-        kind="llm.call",
-        since_us=_time(since, "--since"),
-        until_us=_time(until, "--until"),
-    )
-    totals: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"calls": 0, "input": 0, "cached": 0, "output": 0, "reasoning": 0, "cost": Decimal(0), "unpriced": 0}
-    )
+    f = EventFilter(agent=agent, session=session, since_us=_time(since, "--since"), until_us=_time(until, "--until"))
     try:
-        for e in events.iterate(db, f):
-            b = e.body
-            t = totals[str(_KEYS[group_by](b))]
-            t["calls"] += 1
-            t["input"] += b.get("input_tokens", 0)
-            t["cached"] += b.get("cached_input_tokens", 0)
-            t["output"] += b.get("output_tokens", 0)
-            t["reasoning"] += b.get("reasoning_tokens", 0)
-            if b.get("cost_usd") is None:
-                t["unpriced"] += 1
-            else:
-                t["cost"] += Decimal(b["cost_usd"])
+        found = queries.usage(db, f, group_by)  # type: ignore[arg-type]
     finally:
         db.close()
-    if not totals:
+    if not found:
         click.echo("no LLM usage recorded")
         return
     rows = []
-    for key, t in sorted(totals.items()):
-        cost = f"${t['cost']:.6f}" if t["unpriced"] < t["calls"] else "unpriced"
-        if 0 < t["unpriced"] < t["calls"]:
-            cost += f" + {t['unpriced']} unpriced"
-        rows.append([key, t["calls"], t["input"], t["cached"], t["output"], t["reasoning"], cost])
+    for r in found:
+        cost = f"${r.cost_usd:.6f}" if r.unpriced_calls < r.calls else "unpriced"
+        if 0 < r.unpriced_calls < r.calls:
+            cost += f" + {r.unpriced_calls} unpriced"
+        rows.append([r.key, r.calls, r.input_tokens, r.cached_input_tokens, r.output_tokens, r.reasoning_tokens, cost])
     click.echo(table([group_by, "calls", "input", "cached", "output", "reasoning", "cost (USD)"], rows))
-    priced = sum((t["cost"] for t in totals.values()), Decimal(0))
-    unpriced = sum(t["unpriced"] for t in totals.values())
+    priced = sum((r.cost_usd for r in found), Decimal(0))
+    unpriced = sum(r.unpriced_calls for r in found)
     click.echo(f"\ntotal ${priced:.6f}" + (f" (+ {unpriced} unpriced calls, cost unknown)" if unpriced else ""))

@@ -1,0 +1,156 @@
+"""Reading the audit log: search with cursor paging, sessions, usage, chain verification.
+
+An agent key reads only its own agent's records; approver and admin keys read all.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from ...store import Database, EventFilter
+from ...store import _events as events
+from ...store import _queries as queries
+from ...store._keys import ApiKey
+from .._auth import current_key, database, require
+from .._errors import APIError
+
+router = APIRouter(prefix="/v1", tags=["audit"])
+Db = Annotated[Database, Depends(database)]
+Caller = Annotated[ApiKey, Depends(current_key)]
+
+
+def _agent_for(key: ApiKey, asked: str | None) -> str | None:
+    """The agent a query may cover: an agent key's own, whatever it asked for."""
+    if {"approver", "admin"} & set(key.scopes):
+        return asked
+    if asked is not None and asked != key.agent:
+        raise APIError(403, "an agent key reads only its own agent's records")
+    return key.agent
+
+
+class Page(BaseModel):
+    """A page of events, newest first."""
+
+    events: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@router.get("/events", summary="Search the audit log")
+async def search(
+    key: Caller,
+    db: Db,
+    agent: str | None = None,
+    session: str | None = None,
+    tool: str | None = None,
+    kind: str | None = None,
+    decision: Annotated[str | None, Query(description="allow, block, require_approval, ok, error, approved, …")] = None,
+    call_id: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="text anywhere in the record, literally")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Page:
+    """Events matching every filter given, newest first; pass `next_cursor` back for the next page."""
+    f = EventFilter(
+        agent=_agent_for(key, agent),
+        session=session,
+        tool=tool,
+        kind=kind,
+        decision=decision,
+        call_id=call_id,
+        since_us=since_us,
+        until_us=until_us,
+    )
+    found, nxt = await run_in_threadpool(
+        lambda: queries.search(db, f, text=q, before=int(cursor) if cursor else None, limit=limit)
+    )
+    return Page(
+        events=[{"seq": e.seq, "hash": e.hash, **e.body} for e in found],
+        next_cursor=str(nxt) if nxt is not None else None,
+    )
+
+
+class SessionOut(BaseModel):
+    """A session at a glance."""
+
+    session: str
+    agent: str
+    first_at_us: int
+    last_at_us: int
+    events: int
+    tool_calls: int
+    blocked: int
+    llm_calls: int
+    cost_usd: Decimal
+    unpriced_llm_calls: int
+
+
+@router.get("/sessions", summary="Recent sessions")
+async def list_sessions(
+    key: Caller, db: Db, agent: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[SessionOut]:
+    """The most recently active sessions, newest first."""
+    found = await run_in_threadpool(lambda: queries.sessions(db, agent=_agent_for(key, agent), limit=limit))
+    return [SessionOut(**s.__dict__) for s in found]
+
+
+@router.get("/sessions/{session_id}", summary="Every event of a session, in order")
+async def session_detail(session_id: str, key: Caller, db: Db) -> list[dict[str, Any]]:
+    """The session's events, oldest first: its replay."""
+    f = EventFilter(session=session_id, agent=_agent_for(key, None))
+    found = await run_in_threadpool(lambda: list(events.iterate(db, f)))
+    if not found:
+        raise APIError(404, f"no session {session_id!r} is visible to this key")
+    return [{"seq": e.seq, "hash": e.hash, **e.body} for e in found]
+
+
+class UsageOut(BaseModel):
+    """LLM usage of one group; unpriced calls are counted apart, never as $0."""
+
+    key: str
+    calls: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal
+    unpriced_calls: int
+
+
+@router.get("/usage", summary="LLM usage and cost, grouped")
+async def usage(
+    key: Caller,
+    db: Db,
+    by: Literal["model", "session", "agent", "day"] = "model",
+    agent: str | None = None,
+    session: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+) -> list[UsageOut]:
+    """Calls, tokens and cost by model, session, agent or day."""
+    f = EventFilter(agent=_agent_for(key, agent), session=session, since_us=since_us, until_us=until_us)
+    return [UsageOut(**r.__dict__) for r in await run_in_threadpool(queries.usage, db, f, by)]
+
+
+class VerifyOut(BaseModel):
+    """The result of recomputing the hash chain."""
+
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None
+    problem: str | None
+
+
+@router.get("/audit/verify", summary="Recompute the hash chain (admin)")
+async def verify(_: Annotated[ApiKey, Depends(require("admin"))], db: Db) -> VerifyOut:
+    """Recompute every record's hash; report the first one that was changed or removed."""
+    report = await run_in_threadpool(events.verify, db)
+    return VerifyOut(**report.__dict__)

@@ -1,0 +1,143 @@
+"""Read-side queries: audit search with cursor paging, sessions, usage summaries."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from ._db import Database
+from ._events import EventFilter, StoredEvent, iterate
+
+GroupBy = Literal["model", "session", "agent", "day"]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def search(
+    db: Database, f: EventFilter, *, text: str | None = None, before: int | None = None, limit: int = 100
+) -> tuple[list[StoredEvent], int | None]:
+    """Matching events, newest first, and the cursor for the next page (None at the end).
+
+    `text` matches anywhere in the recorded event (its arguments, reason, error), literally.
+    `before` is the cursor a previous page returned.
+    """
+    clauses: list[str] = []
+    params: dict[str, Any] = {"limit": limit + 1}
+    for name in ("agent", "session", "tool", "kind", "decision", "call_id"):
+        value = getattr(f, name)
+        if value is not None:
+            clauses.append(f"{name} = :{name}")
+            params[name] = value
+    if f.since_us is not None:
+        clauses.append("at_us >= :since_us")
+        params["since_us"] = f.since_us
+    if f.until_us is not None:
+        clauses.append("at_us < :until_us")
+        params["until_us"] = f.until_us
+    if text:
+        clauses.append("body LIKE :text ESCAPE '\\'")
+        params["text"] = f"%{_escape_like(text)}%"
+    if before is not None:
+        clauses.append("seq < :before")
+        params["before"] = before
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    with db.read() as cur:
+        cur.execute(db.sql(f"SELECT seq, hash, body FROM events{where} ORDER BY seq DESC LIMIT :limit"), params)
+        rows = cur.fetchall()
+    page = [StoredEvent(r[0], r[1], json.loads(r[2])) for r in rows[:limit]]
+    return page, (page[-1].seq if len(rows) > limit else None)
+
+
+@dataclass
+class SessionSummary:
+    """One session at a glance."""
+
+    session: str
+    agent: str
+    first_at_us: int
+    last_at_us: int
+    events: int
+    tool_calls: int
+    blocked: int
+    llm_calls: int
+    cost_usd: Decimal = field(default_factory=Decimal)
+    unpriced_llm_calls: int = 0
+
+
+def sessions(db: Database, *, agent: str | None = None, limit: int = 100) -> list[SessionSummary]:
+    """The most recently active sessions, newest first."""
+    where, params = (
+        ("WHERE agent = :agent AND session IS NOT NULL", {"agent": agent})
+        if agent
+        else ("WHERE session IS NOT NULL", {})
+    )
+    sql = (
+        "SELECT session, MIN(agent), MIN(at_us), MAX(at_us), COUNT(*),"
+        " SUM(CASE WHEN kind = 'tool_call.decided' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN kind = 'tool_call.decided' AND decision = 'block' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN kind = 'llm.call' THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN kind = 'llm.call' THEN cost_nusd ELSE 0 END),"
+        " SUM(CASE WHEN kind = 'llm.call' AND cost_nusd IS NULL THEN 1 ELSE 0 END)"
+        f" FROM events {where} GROUP BY session ORDER BY MAX(seq) DESC LIMIT :limit"
+    )
+    with db.read() as cur:
+        cur.execute(db.sql(sql), {**params, "limit": limit})
+        rows = cur.fetchall()
+    return [
+        SessionSummary(
+            r[0], r[1], r[2], r[3], r[4], r[5] or 0, r[6] or 0, r[7] or 0, Decimal(r[8] or 0) / 10**9, r[9] or 0
+        )
+        for r in rows
+    ]
+
+
+@dataclass
+class UsageRow:
+    """LLM usage of one group."""
+
+    key: str
+    calls: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = field(default_factory=Decimal)
+    unpriced_calls: int = 0
+
+
+def _day(at_us: int) -> str:
+    return datetime.fromtimestamp(at_us / 1e6, UTC).strftime("%Y-%m-%d")
+
+
+_KEYS: dict[str, Any] = {
+    "model": lambda b: b.get("model"),
+    "session": lambda b: b.get("session"),
+    "agent": lambda b: b.get("agent"),
+    "day": lambda b: _day(b["at_us"]),
+}
+
+
+def usage(db: Database, f: EventFilter, by: GroupBy) -> list[UsageRow]:
+    """LLM calls, tokens and cost grouped `by`; unpriced calls are counted apart, never as $0."""
+    rows: dict[str, UsageRow] = defaultdict(lambda: UsageRow(""))
+    for e in iterate(db, EventFilter(**{**f.__dict__, "kind": "llm.call"})):
+        b = e.body
+        key = str(_KEYS[by](b))
+        row = rows[key]
+        row.key = key
+        row.calls += 1
+        row.input_tokens += b.get("input_tokens", 0)
+        row.cached_input_tokens += b.get("cached_input_tokens", 0)
+        row.output_tokens += b.get("output_tokens", 0)
+        row.reasoning_tokens += b.get("reasoning_tokens", 0)
+        if b.get("cost_usd") is None:
+            row.unpriced_calls += 1
+        else:
+            row.cost_usd += Decimal(b["cost_usd"])
+    return [rows[k] for k in sorted(rows)]
