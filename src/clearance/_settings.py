@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._pricing import ModelPrice
@@ -28,6 +29,13 @@ class Settings(BaseSettings):
         outcome_delay: Seconds a call's outcome record may wait to share the next commit
             (its decision is always committed before the tool runs); 0 commits it before the
             call returns. `CLEARANCE_OUTCOME_DELAY`.
+        server_url: A Clearance server: remote mode (policy from the server, records shipped to
+            it). `CLEARANCE_SERVER_URL`.
+        api_key: The agent key for the server. `CLEARANCE_API_KEY`.
+        evaluation: `local` (decide in-process from the synced policy) or `server` (every call
+            decided by `POST /v1/check`). `CLEARANCE_EVALUATION`.
+        spool_path: Remote mode's durable local queue of records not yet shipped, and its last
+            good policy snapshot (`<spool_path>.snapshot.json`). `CLEARANCE_SPOOL_PATH`.
         user: Who decides approvals from this machine's CLI (default: the OS user).
             `CLEARANCE_USER`.
     """
@@ -41,4 +49,8 @@ class Settings(BaseSettings):
     busy_timeout: float = Field(default=30.0, gt=0)
     price_overrides: dict[str, ModelPrice] = Field(default_factory=dict)
     outcome_delay: float = Field(default=0.05, ge=0, le=60)
+    server_url: str | None = Field(default=None, pattern=r"^https?://")
+    api_key: SecretStr | None = None
+    evaluation: Literal["local", "server"] = "local"
+    spool_path: Path = Path(".clearance/spool.db")
     user: str | None = None

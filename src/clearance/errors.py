@@ -6,6 +6,7 @@ ClearanceError
 │   └── PolicyError             a policy file that does not validate or compile
 ├── StoreError                  the audit store cannot be opened, written or read
 │   └── ChainBroken             `audit verify` found a record that does not match its hash
+├── ServerError                 remote mode: the Clearance server is unreachable or refused
 ├── ToolCallBlocked             policy blocked this call (an outcome the agent handles)
 ├── ApprovalError               outcomes of a call that needed a human
 │   ├── ApprovalDenied          a human denied it
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigurationError",
     "PolicyError",
     "PolicyProblem",
+    "ServerError",
     "StoreError",
     "ToolCallBlocked",
 ]
@@ -92,6 +94,20 @@ class ChainBroken(StoreError):
 
     def __init__(self, seq: int, message: str) -> None:
         self.seq = seq
+        super().__init__(message)
+
+
+class ServerError(ClearanceError):
+    """Remote mode: the Clearance server could not be reached, or answered with an error.
+
+    Attributes:
+        status: The HTTP status, or None when the server was not reached.
+        code: The API's error code, when it answered with one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        self.status = status
+        self.code = code
         super().__init__(message)
 
 

@@ -25,7 +25,17 @@ def serve(host: str, port: int, database: str) -> None:
     except ImportError:
         raise click.ClickException('the server needs its extra: pip install "clearance[server]"') from None
     settings = ServerSettings(database_url=database, host=host, port=port)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=False)
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app.state.stopping = True  # long polls answer within a second instead of holding the shutdown
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", proxy_headers=False, timeout_graceful_shutdown=5
+    )
+    Server(config).run()
 
 
 @click.group("db")

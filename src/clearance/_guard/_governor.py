@@ -17,7 +17,6 @@ from typing import Any
 from .. import _decisions as decisions
 from .._clock import now_us
 from .._notify import FALLBACK_SECONDS, Waiter
-from .._pricing import Price, price
 from .._settings import Settings
 from ..errors import ApprovalAlreadyDecided, ApprovalDenied, ApprovalError, ApprovalTimeout, ClearanceError
 from ..policy import Decision, Policy
@@ -26,7 +25,7 @@ from ..store import _approvals as approvals
 from ..store import _events as events
 from ..store._events import make_event
 from ._outcomes import OutcomeBuffer
-from ._record import record_call
+from ._record import llm_event, record_call
 
 _MAX_ERROR = 2000
 
@@ -290,27 +289,15 @@ class Governor:
             decisions.cancel(self.db, ticket.approval_id, why=f"the waiting agent stopped ({type(exc).__name__})")
 
     def _outcome(self, ticket: Ticket, approval: Approval) -> None:
-        if approval.args_hash != ticket.args_hash:
-            raise ApprovalError(
-                approval.id,
-                approval.tool,
-                f"approval {approval.id} holds other arguments than this call",
-            )
-        if approval.status == "approved":
-            return
-        if approval.status == "denied":
-            raise ApprovalDenied(approval.id, approval.tool, approval.decided_by or "unknown", approval.note)
-        if approval.status == "expired":
-            if approval.on_timeout == "allow":
-                return
-            raise ApprovalTimeout(
-                approval.id,
-                approval.tool,
-                f"{approval.tool}: approval {approval.id} expired undecided",
-            )
-        raise ApprovalError(approval.id, approval.tool, f"approval {approval.id} is {approval.status}")
-
-    # -- usage -------------------------------------------------------------------------------
+        settle(
+            ticket,
+            approval_id=approval.id,
+            status=approval.status,
+            args_hash=approval.args_hash,
+            decided_by=approval.decided_by,
+            note=approval.note,
+            on_timeout=approval.on_timeout,
+        )
 
     def record_usage(
         self,
@@ -324,33 +311,50 @@ class Governor:
         session: str | None,
         latency_ms: float | None,
     ) -> UsageRecord:
-        """Price and record one LLM call."""
-        cost: Price = price(
-            model,
-            input_tokens,
-            output_tokens,
-            cached_input_tokens,
+        """Price one LLM call and record it in the session."""
+        event, cost = llm_event(
+            agent=self.settings.agent,
+            environment=self.settings.environment,
+            session=session or self.default_session,
+            model=model,
             provider=provider,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=cached_input_tokens,
+            reasoning_tokens=reasoning_tokens,
+            latency_ms=latency_ms,
             overrides=self.settings.price_overrides,
         )
-        fields: dict[str, Any] = {
-            **self._base,
-            "session": session or self.default_session,
-            "tool": None,
-            "model": model,
-            "provider": cost.provider or provider,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cached_input_tokens": cached_input_tokens,
-            "reasoning_tokens": reasoning_tokens,
-            "tokens": input_tokens + output_tokens,
-            "priced": cost.cost_usd is not None,
-            "cost_usd": str(cost.cost_usd) if cost.cost_usd is not None else None,
-            "cost_nusd": cost.nano_usd,
-            "price_source": cost.source,
-            "latency_ms": latency_ms,
-        }
-        event = make_event("llm.call", now_us(), fields)
         with self._outcomes.draining() as queued, self.db.write() as cur:
             events.append(self.db, cur, [*queued, event])
         return UsageRecord(event.id, cost.cost_usd, cost.source)
+
+
+def settle(
+    ticket: Ticket,
+    *,
+    approval_id: str,
+    status: str,
+    args_hash: str,
+    decided_by: str | None,
+    note: str | None,
+    on_timeout: str,
+) -> None:
+    """Return when a decided approval lets the call run; raise what the agent must handle otherwise.
+
+    Raises:
+        ApprovalError: The approval holds other arguments than this call, or was cancelled.
+        ApprovalDenied: A human denied it.
+        ApprovalTimeout: It expired and `on_timeout` denies.
+    """
+    if args_hash != ticket.args_hash:
+        raise ApprovalError(approval_id, ticket.tool, f"approval {approval_id} holds other arguments than this call")
+    if status in ("approved", "executed", "failed"):
+        return
+    if status == "denied":
+        raise ApprovalDenied(approval_id, ticket.tool, decided_by or "unknown", note)
+    if status == "expired":
+        if on_timeout == "allow":
+            return
+        raise ApprovalTimeout(approval_id, ticket.tool, f"{ticket.tool}: approval {approval_id} expired undecided")
+    raise ApprovalError(approval_id, ticket.tool, f"approval {approval_id} is {status}")

@@ -7,12 +7,13 @@ same way wherever it is decided.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .._canonical import canonical_json, for_record, redact, sha256_hex
 from .._clock import now_us
+from .._pricing import ModelPrice, Price, price
 from ..policy import Decision, Effect, Policy
 from ..store import Database
 from ..store import _approvals as approvals
@@ -44,6 +45,68 @@ class RecordedCall:
     expires_at_us: int | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A call's arguments, ready to record: full JSON, its hash, and the recorded form."""
+
+    args: dict[str, Any]
+    full: str
+    args_hash: str
+    recorded: dict[str, Any]
+    redacted: list[str]
+    truncated: bool
+
+
+def prepare(policy: Policy, tool: str, args: dict[str, Any]) -> Prepared:
+    """Serialise and hash the full arguments; redact and size them for the record."""
+    full = canonical_json(args)
+    shown, hit = redact(args, policy.plan(tool).redact)
+    recorded, truncated = for_record(shown) if hit or len(full) > 1024 else (shown, False)
+    return Prepared(args, full, sha256_hex(full), recorded, hit, truncated)
+
+
+def decided_event(
+    at: int,
+    *,
+    agent: str,
+    environment: str,
+    session: str,
+    tool: str,
+    call_id: str,
+    decision: Decision,
+    prepared: Prepared,
+    facts: dict[str, Any],
+    approval_id: str | None,
+) -> Event:
+    """The `tool_call.decided` record of a call."""
+    fields: dict[str, Any] = {
+        "agent": agent,
+        "environment": environment,
+        "session": session,
+        "tool": tool,
+        "call_id": call_id,
+        "decision": decision.effect.value,
+        "args": prepared.recorded,
+        "args_hash": prepared.args_hash,
+        "rule_ids": list(decision.rule_ids),
+        "reason": decision.reason,
+        "policy_revision": decision.revision,
+    }
+    if decision.errors:
+        fields["errors"] = list(decision.errors)
+    if prepared.redacted:
+        fields["args_redacted"] = prepared.redacted
+    if prepared.truncated:
+        fields["args_truncated"] = True
+    if facts:
+        fields["facts"] = facts
+    if approval_id is not None:
+        fields["approval_id"] = approval_id
+    # The arguments were serialised once for their hash; the record reuses that text.
+    raw = {"args": prepared.full} if prepared.recorded is prepared.args else None
+    return make_event("tool_call.decided", at, fields, raw=raw)
+
+
 def record_call(
     db: Database,
     policy: Policy,
@@ -64,10 +127,7 @@ def record_call(
     """
     plan = policy.plan(tool)
     at = now_us()
-    full = canonical_json(args)
-    args_hash = sha256_hex(full)
-    shown, hit = redact(args, plan.redact)
-    recorded, truncated = for_record(shown) if hit or len(full) > 1024 else (shown, False)
+    prepared = prepare(policy, tool, args)
     call_id = events.new_id("call")
     fact_values: dict[str, Any] = {}
     with db.write() as cur:
@@ -78,33 +138,22 @@ def record_call(
         decision = policy.decide(tool, args, fact_values)
         if plan.facts and fact_errors:
             decision = _explain_fact_errors(decision, fact_errors)
-        fields: dict[str, Any] = {
-            "agent": agent,
-            "environment": environment,
-            "session": session,
-            "tool": tool,
-            "call_id": call_id,
-            "decision": decision.effect.value,
-            "args": recorded,
-            "args_hash": args_hash,
-            "rule_ids": list(decision.rule_ids),
-            "reason": decision.reason,
-            "policy_revision": decision.revision,
-        }
-        if decision.errors:
-            fields["errors"] = list(decision.errors)
-        if hit:
-            fields["args_redacted"] = hit
-        if truncated:
-            fields["args_truncated"] = True
-        if fact_values:
-            fields["facts"] = fact_values
         approval_id = events.new_id("apr") if decision.effect is Effect.REQUIRE_APPROVAL else None
-        if approval_id is not None:
-            fields["approval_id"] = approval_id
         batch = [*prepend]
-        # The arguments were serialised once for their hash; the record reuses that text.
-        batch.append(make_event("tool_call.decided", at, fields, raw={"args": full} if recorded is args else None))
+        batch.append(
+            decided_event(
+                at,
+                agent=agent,
+                environment=environment,
+                session=session,
+                tool=tool,
+                call_id=call_id,
+                decision=decision,
+                prepared=prepared,
+                facts=fact_values,
+                approval_id=approval_id,
+            )
+        )
         expires = None
         if approval_id is not None:
             spec = decision.approval
@@ -121,9 +170,9 @@ def record_call(
                     "agent": agent,
                     "environment": environment,
                     "session": session,
-                    "args_json": full,
-                    "args_hash": args_hash,
-                    "shown_args_json": canonical_json(recorded),
+                    "args_json": prepared.full,
+                    "args_hash": prepared.args_hash,
+                    "shown_args_json": canonical_json(prepared.recorded),
                     "rule_ids": json.dumps(list(decision.rule_ids)),
                     "reason": decision.reason,
                     "policy_revision": decision.revision,
@@ -152,7 +201,7 @@ def record_call(
                 )
             )
         events.append(db, cur, batch)
-    return RecordedCall(call_id, session, decision, args_hash, recorded, approval_id, expires)
+    return RecordedCall(call_id, session, decision, prepared.args_hash, prepared.recorded, approval_id, expires)
 
 
 def _explain_fact_errors(decision: Decision, fact_errors: dict[str, str]) -> Decision:
@@ -164,3 +213,44 @@ def _explain_fact_errors(decision: Decision, fact_errors: dict[str, str]) -> Dec
         return text
 
     return replace(decision, reason=better(decision.reason), errors=tuple(better(e) for e in decision.errors))
+
+
+def llm_event(
+    *,
+    agent: str,
+    environment: str,
+    session: str,
+    model: str,
+    provider: str | None,
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int,
+    reasoning_tokens: int,
+    latency_ms: float | None,
+    overrides: Mapping[str, ModelPrice],
+) -> tuple[Event, Price]:
+    """Price one LLM call and build its `llm.call` record (unpriced: cost null, never $0)."""
+    cost = price(model, input_tokens, output_tokens, cached_input_tokens, provider=provider, overrides=overrides)
+    event = make_event(
+        "llm.call",
+        now_us(),
+        {
+            "agent": agent,
+            "environment": environment,
+            "session": session,
+            "tool": None,
+            "model": model,
+            "provider": cost.provider or provider,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cached_input_tokens": cached_input_tokens,
+            "reasoning_tokens": reasoning_tokens,
+            "tokens": input_tokens + output_tokens,
+            "priced": cost.cost_usd is not None,
+            "cost_usd": str(cost.cost_usd) if cost.cost_usd is not None else None,
+            "cost_nusd": cost.nano_usd,
+            "price_source": cost.source,
+            "latency_ms": latency_ms,
+        },
+    )
+    return event, cost

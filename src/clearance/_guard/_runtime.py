@@ -13,11 +13,12 @@ from pydantic import ValidationError
 from .._settings import Settings
 from ..errors import ConfigurationError, PolicyError
 from ..policy import Policy, load_policy
+from ._backend import Backend
 from ._binding import Binder
 from ._governor import Governor
 
 _lock = threading.RLock()
-_current: Governor | None = None
+_current: Backend | None = None
 _tools: dict[str, tuple[Callable[..., Any], Binder]] = {}
 
 
@@ -38,6 +39,10 @@ def configure(
     busy_timeout: float = NOT_GIVEN,
     price_overrides: dict[str, Any] = NOT_GIVEN,
     outcome_delay: float = NOT_GIVEN,
+    server_url: str = NOT_GIVEN,
+    api_key: str = NOT_GIVEN,
+    evaluation: str = NOT_GIVEN,
+    spool_path: str | os.PathLike[str] = NOT_GIVEN,
 ) -> None:
     """Set up Clearance for this process: the policy, the audit store and who this agent is.
 
@@ -55,6 +60,12 @@ def configure(
             (`{"my-model": {"input_per_mtok": 1, "output_per_mtok": 2}}`).
         outcome_delay: Seconds an outcome record may wait to share the next commit
             (default 0.05; 0 commits it before the call returns).
+        server_url: A Clearance server: remote mode. The policy comes from the server and
+            records are spooled locally and shipped to it; `policy` and `database_url` are
+            not used.
+        api_key: The agent key for the server.
+        evaluation: `local` (decide in-process; default) or `server` (`POST /v1/check` each call).
+        spool_path: Remote mode's local spool file (default `.clearance/spool.db`).
 
     Raises:
         ConfigurationError: Invalid settings, no policy, or a policy that does not fit a
@@ -69,6 +80,10 @@ def configure(
         "busy_timeout": busy_timeout,
         "price_overrides": price_overrides,
         "outcome_delay": outcome_delay,
+        "server_url": server_url,
+        "api_key": api_key,
+        "evaluation": evaluation,
+        "spool_path": spool_path,
     }
     compiled = policy if isinstance(policy, Policy) else None
     if policy is not NOT_GIVEN and not isinstance(policy, Policy):
@@ -78,12 +93,23 @@ def configure(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigurationError(f"invalid Clearance settings: {problems}") from None
-    if compiled is None:
-        if settings.policy is None:
-            raise ConfigurationError("no policy: pass configure(policy='policy.yaml') or set CLEARANCE_POLICY")
-        compiled = load_policy(settings.policy)
-    _check_tools(compiled, _tools)
-    governor = Governor(settings, compiled)
+    governor: Backend
+    if settings.server_url is not None:
+        from .._remote._governor import RemoteGovernor  # remote mode: the policy is the server's
+
+        governor = RemoteGovernor(settings)
+        try:
+            _check_tools(governor.policy, _tools)
+        except BaseException:
+            governor.close()
+            raise
+    else:
+        if compiled is None:
+            if settings.policy is None:
+                raise ConfigurationError("no policy: pass configure(policy='policy.yaml') or set CLEARANCE_POLICY")
+            compiled = load_policy(settings.policy)
+        _check_tools(compiled, _tools)
+        governor = Governor(settings, compiled)
     global _current
     with _lock:
         old, _current = _current, governor
@@ -91,7 +117,7 @@ def configure(
         old.close()
 
 
-def current() -> Governor:
+def current() -> Backend:
     """The current governor, configuring from the environment on first use.
 
     Raises:

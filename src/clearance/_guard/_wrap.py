@@ -12,8 +12,9 @@ from .._context import get_session
 from ..errors import ConfigurationError, ToolCallBlocked
 from ..policy import Effect
 from . import _runtime
+from ._backend import Backend
 from ._binding import Binder
-from ._governor import Governor, PendingApproval, Ticket
+from ._governor import PendingApproval, Ticket
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,7 +24,7 @@ OnPending = Callable[[PendingApproval], None]
 
 def _begin(
     name: str, binder: Binder, args: tuple[Any, ...], kwargs: dict[str, Any], on_pending: OnPending | None
-) -> tuple[Governor, Ticket]:
+) -> tuple[Backend, Ticket]:
     """Decide and record the call; raise if blocked; announce an approval it must wait for."""
     governor = _runtime.current()
     ticket = governor.begin(name, binder.bind(args, kwargs), get_session())

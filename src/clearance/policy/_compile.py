@@ -66,6 +66,7 @@ class ToolPlan:
     conditions: ConditionSet
     facts: tuple[FactSpec, ...]
     redact: tuple[str, ...]
+    when_server_unreachable: str = "block"
 
 
 def _is_glob(name: str) -> bool:
@@ -121,6 +122,13 @@ class Policy:
             conditions=engine().compile_set(r.when or "" for r in conditional),
             facts=facts,
             redact=redact,
+            when_server_unreachable=(
+                exact.when_server_unreachable
+                if exact is not None
+                else "allow"
+                if globs and all(t.when_server_unreachable == "allow" for _, t in globs)
+                else "block"
+            ),
         )
 
     def decide(self, tool: str, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:

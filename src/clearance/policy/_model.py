@@ -97,6 +97,9 @@ class ToolPolicy(_Strict):
     default: Effect | None = None
     params: dict[str, ParamType] | None = None
     rules: tuple[Rule, ...] = ()
+    # Remote mode: what a call that needs the server (facts, approval) does when it cannot be
+    # reached. Fail closed unless the policy says otherwise.
+    when_server_unreachable: Literal["block", "allow"] = "block"
 
 
 class SessionBudget(_Strict):

@@ -6,8 +6,6 @@ agent's approvals.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,6 +18,7 @@ from ...errors import ApprovalAlreadyDecided, ApprovalNotFound
 from ...store import Approval, Database
 from ...store import _approvals as approvals
 from ...store._keys import ApiKey
+from .. import _longpoll as longpoll
 from .._auth import current_key, database, require
 from .._errors import APIError
 
@@ -27,7 +26,7 @@ router = APIRouter(prefix="/v1", tags=["approvals"])
 Db = Annotated[Database, Depends(database)]
 Caller = Annotated[ApiKey, Depends(current_key)]
 Approver = Annotated[ApiKey, Depends(require("approver"))]
-_RECHECK_SECONDS = 1.0  # decisions made by another process reach a long poll this fast
+_RECHECK_SECONDS = 1.0
 
 
 class ApprovalOut(BaseModel):
@@ -91,18 +90,6 @@ def _may_read(key: ApiKey, approval: Approval) -> bool:
     return bool({"approver", "admin"} & set(key.scopes)) or approval.agent == key.agent
 
 
-def _decided(request: Request) -> asyncio.Event:
-    event: asyncio.Event | None = getattr(request.app.state, "approval_decided", None)
-    if event is None:
-        event = request.app.state.approval_decided = asyncio.Event()
-    return event
-
-
-def _announce(request: Request) -> None:
-    _decided(request).set()
-    request.app.state.approval_decided = asyncio.Event()
-
-
 def _current(db: Database, approval_id: str) -> Approval:
     """The approval, expired first if its time is up (whoever looks enforces expiry)."""
     approval = approvals.get(db, approval_id)
@@ -140,22 +127,17 @@ async def get_approval(
     Held while it is pending; answered the moment it is decided (or expires), or when `wait`
     seconds pass.
     """
-    deadline = time.monotonic() + wait
-    while True:
-        changed = _decided(request)
+
+    async def read() -> Approval:
         try:
             approval = await run_in_threadpool(_current, db, approval_id)
         except ApprovalNotFound:
             raise APIError(404, f"no approval has the id {approval_id!r}") from None
         if not _may_read(key, approval):
             raise APIError(404, f"no approval has the id {approval_id!r}")  # do not reveal others' ids
-        left = deadline - time.monotonic()
-        if approval.status != "pending" or left <= 0:
-            return ApprovalOut.of(approval)
-        try:
-            await asyncio.wait_for(changed.wait(), min(left, _RECHECK_SECONDS))
-        except TimeoutError:
-            pass
+        return approval
+
+    return ApprovalOut.of(await longpoll.hold(request, "approvals", wait, read, lambda a: a.status != "pending"))
 
 
 async def _decide(
@@ -180,7 +162,7 @@ async def _decide(
                 {"location": "decided_by", "message": exc.decided_by or ""},
             ],
         ) from None
-    _announce(request)
+    longpoll.announce(request, "approvals")
     return ApprovalOut.of(decided)
 
 

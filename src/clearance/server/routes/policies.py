@@ -6,8 +6,6 @@ changes.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -18,13 +16,14 @@ from ...store import Database
 from ...store import _policies as policies
 from ...store._keys import ApiKey
 from ...store._policies import Revision
+from .. import _longpoll as longpoll
 from .._auth import current_key, database, require
 from .._errors import APIError
 
 router = APIRouter(prefix="/v1", tags=["policies"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 Db = Annotated[Database, Depends(database)]
-_RECHECK_SECONDS = 1.0  # a long poll re-reads the store this often (activations by other processes)
+_RECHECK_SECONDS = 1.0
 
 
 class Problem(BaseModel):
@@ -112,18 +111,6 @@ class Snapshot(BaseModel):
     text: str
 
 
-def _changed(request: Request) -> asyncio.Event:
-    event: asyncio.Event | None = getattr(request.app.state, "policy_changed", None)
-    if event is None:
-        event = request.app.state.policy_changed = asyncio.Event()
-    return event
-
-
-def _announce(request: Request) -> None:
-    _changed(request).set()
-    request.app.state.policy_changed = asyncio.Event()  # the next waiters wait for the next change
-
-
 @router.post("/policies", status_code=status.HTTP_201_CREATED, summary="Store a policy revision (admin)")
 async def create_policy(body: PolicyCreate, admin: Admin, db: Db) -> RevisionOut:
     """Validate and store a revision.
@@ -184,7 +171,7 @@ async def _activate(request: Request, db: Database, rev_id: str, scope: str, adm
         raise APIError(404, str(exc)) from None
     except ValueError as exc:
         raise APIError(409, str(exc)) from None
-    _announce(request)
+    longpoll.announce(request, "policy")
     return Activation(scope=scope, revision=RevisionOut.of(rev))
 
 
@@ -222,20 +209,15 @@ async def snapshot(
     With `If-None-Match` and `wait`, the request is held until another revision becomes active
     (answered at once) or `wait` seconds pass (304).
     """
-    deadline = time.monotonic() + wait
     etag = (if_none_match or "").strip('"')
-    while True:
-        changed = _changed(request)
+
+    async def read() -> Revision:
         rev = await run_in_threadpool(policies.resolve, db, agent=key.agent, environment=key.environment)
         if rev is None:
             raise APIError(404, f"no policy is active for agent {key.agent!r} in {key.environment!r}")
-        left = deadline - time.monotonic()
-        if rev.id != etag or left <= 0:
-            break
-        try:
-            await asyncio.wait_for(changed.wait(), min(left, _RECHECK_SECONDS))
-        except TimeoutError:
-            pass
+        return rev
+
+    rev = await longpoll.hold(request, "policy", wait, read, lambda r: r.id != etag)
     if rev.id == etag:
         return Response(status_code=304, headers={"ETag": f'"{rev.id}"'})
     response.headers["ETag"] = f'"{rev.id}"'

@@ -1,0 +1,46 @@
+"""What the guard needs from a governor, embedded (`Governor`) or remote (`RemoteGovernor`)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .._settings import Settings
+from ..policy import Policy
+from ._governor import Ticket, UsageRecord
+
+
+class Backend(Protocol):
+    """Decides, records, waits for approvals, records usage."""
+
+    settings: Settings
+    default_session: str
+
+    @property
+    def policy(self) -> Policy:
+        """The policy calls are decided from now."""
+        ...
+
+    def begin(self, tool: str, args: dict[str, Any], session: str | None) -> Ticket: ...
+
+    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float) -> None: ...
+
+    def wait(self, ticket: Ticket) -> None: ...
+
+    async def wait_async(self, ticket: Ticket) -> None: ...
+
+    def record_usage(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        reasoning_tokens: int,
+        *,
+        provider: str | None,
+        session: str | None,
+        latency_ms: float | None,
+    ) -> UsageRecord: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Remote mode: policy synced from a Clearance server, records spooled locally and shipped."""

@@ -1,0 +1,67 @@
+"""The SDK's HTTP client for a Clearance server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from .. import __version__
+from ..errors import ServerError
+
+
+class Client:
+    """Calls the server's API with the agent's key; thread-safe."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"X-API-Key": api_key, "User-Agent": f"clearance-python/{__version__}"},
+            timeout=httpx.Timeout(timeout, connect=3.0),
+        )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        ok: tuple[int, ...] = (200, 201),
+    ) -> httpx.Response:
+        """Make a request; a status outside `ok` raises.
+
+        Raises:
+            ServerError: The server was not reached, or answered with another status.
+        """
+        try:
+            response = self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise ServerError(f"cannot reach the Clearance server at {self.base_url}: {exc}") from None
+        if response.status_code not in ok:
+            code, message = None, response.text[:300]
+            try:
+                error = response.json()["error"]
+                code, message = error["code"], error["message"]
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise ServerError(
+                f"the Clearance server answered {response.status_code}: {message}",
+                status=response.status_code,
+                code=code,
+            )
+        return response
+
+    def close(self) -> None:
+        """Close connections."""
+        self._http.close()

@@ -1,0 +1,248 @@
+"""The remote governor: decides from the server's policy, in-process when it can.
+
+- A call whose rules need nothing from the server (no facts, no approval) is decided locally
+  from the synced policy; its record is committed to the local spool before the tool runs. No
+  network on an allowed call.
+- A call that needs facts (rolling sums, session cost: the server's), an approval (created on
+  the server), or every call with `evaluation="server"`, is decided by `POST /v1/check`.
+- If the server cannot be reached for such a call it fails closed — recorded as blocked — unless
+  the tool's policy says `when_server_unreachable: allow`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from .._clock import now_us
+from .._guard._governor import PendingApproval, Ticket, UsageRecord, settle
+from .._guard._record import decided_event, llm_event, prepare
+from .._settings import Settings
+from ..errors import ApprovalTimeout, ConfigurationError, ServerError, StoreError
+from ..policy import Decision, Effect, Policy
+from ..store._events import make_event, new_id
+from ._client import Client
+from ._snapshot import PolicySync
+from ._spool import Shipper, Spool
+
+log = logging.getLogger("clearance.remote")
+_UNREACHABLE = ("server_unreachable",)
+
+
+class RemoteGovernor:
+    """Everything one remote-mode `configure()` set up. Safe to share between threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.api_key is None:
+            raise ConfigurationError("remote mode needs an agent key: configure(api_key=...) or CLEARANCE_API_KEY")
+        assert settings.server_url is not None
+        self.settings = settings
+        key = settings.api_key.get_secret_value()
+        self.client = Client(settings.server_url, key)
+        try:
+            self._connect(settings, key)
+        except BaseException:
+            self.client.close()
+            raise
+        self.default_session = f"ses_{uuid.uuid4().hex}"
+
+    def _connect(self, settings: Settings, key: str) -> None:
+        """Learn who the key is, load the policy, open the spool; clean up what opened if one fails."""
+        assert settings.server_url is not None
+        self.agent, self.environment = settings.agent, settings.environment
+        try:
+            me = self.client.call("GET", "/v1/me").json()
+            if "agent" not in me["scopes"]:
+                raise ConfigurationError(f"the key {me['id']} is not an agent key (scopes: {', '.join(me['scopes'])})")
+            self.agent, self.environment = me["agent"], me["environment"]
+        except ServerError as exc:
+            if exc.status in (401, 403):
+                raise ConfigurationError(f"the server refused the API key: {exc}") from None
+            log.warning("cannot reach %s yet (%s); recording as %s", settings.server_url, exc, self.agent)
+        # The sync long-polls on a client of its own, which it can abort on close.
+        self.sync = PolicySync(Client(settings.server_url, key), settings.spool_path.with_suffix(".snapshot.json"))
+        try:
+            self.sync.start()
+        except BaseException:
+            self.sync.client.close()
+            raise
+        try:
+            self.spool = Spool(settings.spool_path, busy_timeout=settings.busy_timeout)
+        except BaseException:
+            self.sync.close()
+            raise
+        self.shipper = Shipper(self.spool, self.client)
+
+    @property
+    def policy(self) -> Policy:
+        """The policy decisions are made from now."""
+        return self.sync.policy
+
+    # -- deciding and recording -------------------------------------------------------------
+
+    def begin(self, tool: str, args: dict[str, Any], session: str | None) -> Ticket:
+        """Decide a call (locally or on the server) and commit its record before it runs."""
+        policy = self.sync.policy
+        plan = policy.plan(tool)
+        session = session or self.default_session
+        if self.settings.evaluation == "local" and not plan.facts:
+            decision = policy.decide(tool, args, {})
+            if decision.effect is not Effect.REQUIRE_APPROVAL:
+                return self._record_locally(policy, tool, args, session, decision)
+        try:
+            answer = self.client.call("POST", "/v1/check", json={"tool": tool, "args": args, "session_id": session})
+        except ServerError as exc:
+            allow = plan.when_server_unreachable == "allow" and (exc.status is None or exc.status >= 500)
+            effect = Effect.ALLOW if allow else Effect.BLOCK
+            why = "this tool's policy allows calls then" if allow else "the call fails closed"
+            decision = Decision(effect, f"{exc}; {why}", _UNREACHABLE, (), None, policy.revision)
+            return self._record_locally(policy, tool, args, session, decision)
+        return self._ticket(tool, args, policy, answer.json())
+
+    def _record_locally(
+        self, policy: Policy, tool: str, args: dict[str, Any], session: str, decision: Decision
+    ) -> Ticket:
+        prepared = prepare(policy, tool, args)
+        call_id = new_id("call")
+        self.spool.put(
+            [
+                decided_event(
+                    now_us(),
+                    agent=self.agent,
+                    environment=self.environment,
+                    session=session,
+                    tool=tool,
+                    call_id=call_id,
+                    decision=decision,
+                    prepared=prepared,
+                    facts={},
+                    approval_id=None,
+                )
+            ]
+        )
+        return Ticket(call_id, tool, session, decision, prepared.args_hash)
+
+    def _ticket(self, tool: str, args: dict[str, Any], policy: Policy, r: dict[str, Any]) -> Ticket:
+        decision = Decision(
+            Effect(r["decision"]), r["reason"], tuple(r["rule_ids"]), tuple(r["errors"]), None, r["policy_revision"]
+        )
+        prepared = prepare(policy, tool, args)
+        ticket = Ticket(r["call_id"], tool, r["session_id"], decision, prepared.args_hash, r.get("approval_id"))
+        if ticket.approval_id is not None:
+            ticket.pending = PendingApproval(
+                ticket.approval_id,
+                ticket.call_id,
+                tool,
+                prepared.recorded,
+                decision.reason,
+                decision.rule_ids,
+                int(r["expires_at_us"]),
+            )
+        return ticket
+
+    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float) -> None:
+        """Spool the outcome of a call that ran. Never raises: the tool has run."""
+        fields: dict[str, Any] = {
+            "agent": self.agent,
+            "environment": self.environment,
+            "session": ticket.session,
+            "tool": ticket.tool,
+            "call_id": ticket.call_id,
+            "decision": "error" if error else "ok",
+            "duration_ms": round(duration_s * 1000, 3),
+        }
+        if error is not None:
+            fields["error"] = f"{type(error).__name__}: {error}"[:2000]
+        if ticket.approval_id is not None:
+            fields["approval_id"] = ticket.approval_id
+        try:
+            self.spool.put([make_event("tool_call.finished", now_us(), fields)])
+        except StoreError as exc:
+            log.error("the outcome of %s could not be spooled: %s", ticket.call_id, exc)
+
+    # -- approvals ---------------------------------------------------------------------------
+
+    def wait(self, ticket: Ticket) -> None:
+        """Wait on the server (long poll) until a human decides or the approval expires.
+
+        Raises:
+            ApprovalDenied: A human denied it.
+            ApprovalTimeout: It expired and `on_timeout` denies — or the server stayed
+                unreachable past its expiry.
+        """
+        assert ticket.approval_id is not None and ticket.pending is not None
+        give_up = ticket.pending.expires_at_us / 1e6 + 30
+        backoff = 0.5
+        while True:
+            try:
+                a = self.client.call(
+                    "GET", f"/v1/approvals/{ticket.approval_id}", params={"wait": 30}, timeout=45
+                ).json()
+            except ServerError as exc:
+                if time.time() > give_up:
+                    raise ApprovalTimeout(ticket.approval_id, ticket.tool, f"{ticket.tool}: {exc}") from None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+                continue
+            if a["status"] != "pending":
+                return settle(
+                    ticket,
+                    approval_id=a["id"],
+                    status=a["status"],
+                    args_hash=a["args_hash"],
+                    decided_by=a["decided_by"],
+                    note=a["note"],
+                    on_timeout=a["on_timeout"],
+                )
+
+    async def wait_async(self, ticket: Ticket) -> None:
+        """`wait` on a worker thread, so the event loop keeps running."""
+        await asyncio.to_thread(self.wait, ticket)
+
+    # -- usage, shutdown ---------------------------------------------------------------------
+
+    def record_usage(
+        self,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        reasoning_tokens: int,
+        *,
+        provider: str | None,
+        session: str | None,
+        latency_ms: float | None,
+    ) -> UsageRecord:
+        """Price one LLM call and record it in the session."""
+        event, cost = llm_event(
+            agent=self.agent,
+            environment=self.environment,
+            session=session or self.default_session,
+            model=model,
+            provider=provider,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=cached_input_tokens,
+            reasoning_tokens=reasoning_tokens,
+            latency_ms=latency_ms,
+            overrides=self.settings.price_overrides,
+        )
+        self.spool.put([event])
+        return UsageRecord(event.id, cost.cost_usd, cost.source)
+
+    def flush(self) -> None:
+        """Ship the spool now (as much as the server takes within 10 s)."""
+        self.shipper.flush()
+
+    def close(self) -> None:
+        """Stop syncing, ship what the server takes within a few seconds, keep the rest on disk."""
+        self.sync.close()
+        self.shipper.close()
+        try:
+            self.shipper.flush(timeout=5)
+        finally:
+            self.spool.close()
+            self.client.close()

@@ -1,0 +1,170 @@
+"""The remote SDK's durable spool, and the thread that ships it.
+
+Records are committed here before the tool runs, and shipped to the server in batches, with
+retry and backoff. A batch is deleted only after the server acknowledged it; ingest is
+idempotent by event id, so a batch sent twice (the answer lost, the process killed before
+deleting) is recorded once. A batch the server rejects as invalid is moved aside (`rejected`
+table), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from ..errors import ServerError, StoreError
+from ..store._events import Event
+from ._client import Client
+
+log = logging.getLogger("clearance.remote")
+BATCH = 500
+_MAX_BACKOFF = 30.0
+
+
+class Spool:
+    """Records waiting to be shipped, in a local SQLite file (WAL). Thread-safe."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS spool"
+                " (seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, body TEXT NOT NULL)"
+            )
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS rejected (id TEXT PRIMARY KEY, body TEXT NOT NULL, error TEXT NOT NULL)"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the spool {path}: {exc}") from None
+        self.path = path
+        self.lock = threading.Lock()
+        self.added = threading.Condition(self.lock)
+
+    def put(self, events: list[Event]) -> None:
+        """Commit records (before the tool runs). Raises StoreError when they cannot be written."""
+        with self.lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO spool (id, body) VALUES (?, ?)", [(e.id, e.body) for e in events]
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StoreError(f"cannot write the spool {self.path}: {exc}") from None
+            self.added.notify()
+
+    def peek(self, n: int = BATCH) -> list[tuple[int, str]]:
+        """The oldest `n` records."""
+        with self.lock:
+            return self._conn.execute("SELECT seq, body FROM spool ORDER BY seq LIMIT ?", (n,)).fetchall()
+
+    def drop(self, up_to: int) -> None:
+        """Forget records up to `up_to` (shipped)."""
+        with self.lock:
+            self._conn.execute("DELETE FROM spool WHERE seq <= ?", (up_to,))
+
+    def reject(self, rows: list[tuple[int, str]], error: str) -> None:
+        """Move records the server refused aside, with why."""
+        with self.lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO rejected (id, body, error) VALUES (?, ?, ?)",
+                [(json.loads(body)["id"], body, error) for _, body in rows],
+            )
+            self._conn.execute("DELETE FROM spool WHERE seq <= ?", (rows[-1][0],))
+            self._conn.execute("COMMIT")
+
+    def size(self) -> int:
+        """Records waiting."""
+        with self.lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the file."""
+        with self.lock:
+            self._conn.close()
+
+
+class Shipper:
+    """Ships the spool to `POST /v1/events`, oldest first, in batches."""
+
+    def __init__(self, spool: Spool, client: Client) -> None:
+        self.spool = spool
+        self.client = client
+        self._stop = threading.Event()
+        self.shipped = 0
+        self.failures = 0
+        self._shipping = threading.Lock()  # one batch in flight at a time (flush vs the thread)
+        self._thread = threading.Thread(target=self._run, name="clearance-shipper", daemon=True)
+        self._thread.start()
+
+    def ship_once(self) -> int:
+        """Send one batch; returns how many records it held (0 when the spool is empty).
+
+        Raises:
+            ServerError: The server could not take it (try again later).
+        """
+        with self._shipping:
+            return self._ship_batch()
+
+    def _ship_batch(self) -> int:
+        rows = self.spool.peek()
+        if not rows:
+            return 0
+        batch = [json.loads(body) for _, body in rows]
+        try:
+            self.client.call("POST", "/v1/events", json={"events": batch})
+        except ServerError as exc:
+            if exc.status == 422:  # invalid records: retrying cannot help; keep them aside
+                log.error("the server rejected %d records (kept in %s): %s", len(rows), self.spool.path, exc)
+                self.spool.reject(rows, str(exc))
+                return len(rows)
+            raise
+        self.spool.drop(rows[-1][0])
+        self.shipped += len(rows)
+        return len(rows)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                sent = self.ship_once()
+                backoff = 0.5
+            except ServerError as exc:
+                self.failures += 1
+                log.warning("shipping records failed (retrying in %.1fs): %s", backoff, exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            except Exception:  # the spool is closing or broken: stop quietly; records stay on disk
+                return
+            if sent == 0:
+                with self.spool.added:
+                    self.spool.added.wait(0.5)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Ship everything now; True when the spool is empty."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.ship_once() == 0:
+                    return True
+            except ServerError:
+                time.sleep(0.2)
+        return self.spool.size() == 0
+
+    def close(self) -> None:
+        """Stop shipping (what is left stays in the spool for the next run)."""
+        self._stop.set()
+        with self.spool.added:
+            self.spool.added.notify_all()
+        self._thread.join(timeout=15)

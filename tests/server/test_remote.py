@@ -1,0 +1,298 @@
+"""Remote SDK mode against a real `clearance serve` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import clearance
+from clearance import ConfigurationError, ToolCallBlocked
+from clearance._guard import _runtime
+from clearance._remote._client import Client
+from clearance.store import Database
+from clearance.store import _keys as keys
+
+from ..conftest import CLI, REPO
+
+POLICY = """\
+version: 1
+tools:
+  issue_refund:
+    rules:
+      - {id: big, when: 'args.amount > 200', effect: require_approval, reason: big refund, approval: {timeout: 5m}}
+      - {id: cap, when: 'facts.sum_24h_amount + args.amount > 1000', effect: block, reason: daily cap}
+  send_email:
+    rules:
+      - {id: ext, when: '!all_in(domains(args.to), ["acme.com"])', effect: block, reason: outside mail}
+  lookup:
+    when_server_unreachable: allow
+    rules:
+      - {id: many, when: 'facts.calls_1h > 100', effect: block}
+"""
+
+
+class Server:
+    def __init__(self, db: Path, port: int, log: Path) -> None:
+        self.db, self.port, self.log = db, port, log
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        store = Database(str(db))
+        _, self.admin = keys.create(store, name="a", scopes=["admin"], agent=None, environment="test", created_by="t")
+        _, self.approver = keys.create(
+            store, name="p", scopes=["approver"], agent=None, environment="test", created_by="t"
+        )
+        _, self.agent = keys.create(
+            store, name="g", scopes=["agent"], agent="refunds", environment="test", created_by="t"
+        )
+        store.close()
+
+    def start(self) -> None:
+        with self.log.open("a") as log:
+            self.proc = subprocess.Popen(
+                [*CLI, "serve", "--port", str(self.port), "--database-url", str(self.db)],
+                env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.base}/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and self.proc.poll() is None, self.log.read_text()
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+
+    def publish(self, text: str, **target: str) -> str:
+        a = {"X-API-Key": self.admin}
+        rev = str(httpx.post(f"{self.base}/v1/policies", headers=a, json={"text": text}).json()["id"])
+        assert httpx.post(f"{self.base}/v1/policies/{rev}/activate", headers=a, json=target).status_code == 200
+        return rev
+
+    def events(self, **params: Any) -> list[dict[str, Any]]:
+        r = httpx.get(f"{self.base}/v1/events", headers={"X-API-Key": self.admin}, params={"limit": 1000, **params})
+        return list(reversed(r.json()["events"]))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = Server(tmp_path / "server.db", port, tmp_path / "server.log")
+    srv.start()
+    srv.publish(POLICY)
+    yield srv
+    clearance.shutdown()
+    srv.stop()
+
+
+def remote(server: Server, tmp_path: Path, **kw: Any) -> None:
+    clearance.configure(server_url=server.base, api_key=server.agent, spool_path=str(tmp_path / "spool" / "s.db"), **kw)
+
+
+def tools(on_pending: Callable[[clearance.PendingApproval], None] | None = None) -> tuple[Any, Any, Any]:
+    @clearance.guard
+    def send_email(to: str) -> str:
+        return "sent"
+
+    @clearance.guard(on_pending=on_pending)
+    def issue_refund(order_id: str, amount: float) -> str:
+        return f"refunded {amount}"
+
+    @clearance.guard
+    def lookup(q: str) -> str:
+        return "found"
+
+    return send_email, issue_refund, lookup
+
+
+def test_local_decisions_need_no_network_and_are_shipped(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote(server, tmp_path)
+    send_email, _, _ = tools()
+    checks: list[str] = []
+    real = Client.call
+
+    def counting(self: Client, method: str, path: str, **kw: Any) -> httpx.Response:
+        if path == "/v1/check":
+            checks.append(path)
+        return real(self, method, path, **kw)
+
+    monkeypatch.setattr(Client, "call", counting)
+    assert send_email("a@acme.com") == "sent"
+    with pytest.raises(ToolCallBlocked, match="outside mail"):
+        send_email("eve@evil.com")
+    assert checks == []  # decided in-process
+    clearance.flush()
+    got = [(e["kind"], e.get("decision")) for e in server.events(tool="send_email")]
+    assert got == [("tool_call.decided", "allow"), ("tool_call.finished", "ok"), ("tool_call.decided", "block")]
+    assert {e["agent"] for e in server.events()} == {"refunds", "*"}
+
+
+def test_facts_and_approvals_are_the_servers(server: Server, tmp_path: Path) -> None:
+    def approve(p: clearance.PendingApproval) -> None:
+        threading.Timer(
+            0.2,
+            lambda: httpx.post(
+                f"{server.base}/v1/approvals/{p.approval_id}/approve", headers={"X-API-Key": server.approver}
+            ),
+        ).start()
+
+    remote(server, tmp_path)
+    _, issue_refund, _ = tools(approve)
+    assert issue_refund("A", 150) == "refunded 150"  # facts rule: decided on the server
+    assert issue_refund("B", 500) == "refunded 500"  # approved on the server
+    with pytest.raises(ToolCallBlocked, match="daily cap"):
+        issue_refund("C", 400)  # 150 + 500 + 400 > 1000, summed by the server
+    clearance.flush()
+    kinds = [e["kind"] for e in server.events(tool="issue_refund")]
+    assert kinds.count("tool_call.decided") == 3 and kinds.count("tool_call.finished") == 2
+    assert kinds.count("approval.decided") == 1
+
+
+def test_denial_carries_the_note(server: Server, tmp_path: Path) -> None:
+    def deny(p: clearance.PendingApproval) -> None:
+        threading.Timer(
+            0.2,
+            lambda: httpx.post(
+                f"{server.base}/v1/approvals/{p.approval_id}/deny",
+                headers={"X-API-Key": server.approver},
+                json={"note": "customer not verified"},
+            ),
+        ).start()
+
+    remote(server, tmp_path)
+    _, issue_refund, _ = tools(deny)
+    with pytest.raises(clearance.ApprovalDenied) as info:
+        issue_refund("B", 500)
+    assert info.value.note == "customer not verified"
+
+
+def test_an_activated_revision_reaches_the_sdk_promptly(server: Server, tmp_path: Path) -> None:
+    remote(server, tmp_path)
+    send_email, _, _ = tools()
+    assert send_email("a@acme.com") == "sent"
+    rev = server.publish("version: 1\ndefault: block\n")
+    started = time.monotonic()
+    while _runtime.current().policy.revision != rev:
+        assert time.monotonic() - started < 10, "the new revision did not arrive"
+        time.sleep(0.01)
+    with pytest.raises(ToolCallBlocked):
+        send_email("a@acme.com")
+
+
+def test_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing(server: Server, tmp_path: Path) -> None:
+    remote(server, tmp_path)
+    send_email, _, lookup = tools()
+    for _ in range(20):
+        send_email("a@acme.com")
+    server.kill()
+    for _ in range(30):
+        send_email("a@acme.com")  # decided locally from the synced policy, spooled
+    with pytest.raises(ToolCallBlocked, match="cannot reach the Clearance server.*fails closed"):
+        tools()[1]("X", 50)  # needs the server's facts: fails closed
+    assert lookup("q") == "found"  # its policy allows calls while the server is unreachable
+    server.start()
+    clearance.flush()
+    decided = server.events(tool="send_email", kind="tool_call.decided")
+    finished = server.events(tool="send_email", kind="tool_call.finished")
+    assert len(decided) == 50 and len(finished) == 50
+    assert len({e["id"] for e in server.events()}) == len(server.events())
+    unreachable = [e for e in server.events(kind="tool_call.decided") if e["rule_ids"] == ["server_unreachable"]]
+    assert [(e["tool"], e["decision"]) for e in unreachable] == [("issue_refund", "block"), ("lookup", "allow")]
+    r = httpx.get(f"{server.base}/v1/audit/verify", headers={"X-API-Key": server.admin}).json()
+    assert r["ok"]
+
+
+def test_a_lost_acknowledgement_is_not_a_duplicate(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote(server, tmp_path)
+    send_email, _, _ = tools()
+    governor = _runtime.current()
+    governor.shipper.close()  # ship by hand
+    for _ in range(5):
+        send_email("a@acme.com")
+    real_drop = governor.spool.drop
+    monkeypatch.setattr(governor.spool, "drop", lambda up_to: None)  # the server took it; we forgot
+    governor.shipper.ship_once()
+    monkeypatch.setattr(governor.spool, "drop", real_drop)
+    governor.shipper.ship_once()  # sent again
+    assert governor.spool.size() == 0
+    assert len(server.events(tool="send_email")) == 10
+
+
+def test_last_good_snapshot_keeps_deciding_when_the_server_is_down(server: Server, tmp_path: Path) -> None:
+    remote(server, tmp_path)
+    send_email, _, _ = tools()
+    send_email("a@acme.com")
+    clearance.shutdown()
+    server.kill()
+    remote(server, tmp_path)  # a fresh start while the server is down: the snapshot on disk
+    assert send_email("a@acme.com") == "sent"
+    with pytest.raises(ToolCallBlocked, match="outside mail"):
+        send_email("eve@evil.com")
+    clearance.shutdown()
+    server.start()
+
+
+def test_no_server_and_no_snapshot_fails_at_configure(server: Server, tmp_path: Path) -> None:
+    server.kill()
+    with pytest.raises(ConfigurationError, match="no last good snapshot"):
+        remote(server, tmp_path)
+    server.start()
+
+
+def test_keys_that_are_not_agent_keys_are_refused(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="not an agent key"):
+        clearance.configure(server_url=server.base, api_key=server.admin, spool_path=str(tmp_path / "s.db"))
+    with pytest.raises(ConfigurationError, match="refused the API key"):
+        clearance.configure(
+            server_url=server.base, api_key="clr_test_0123456789abcdef_" + "x" * 43, spool_path=str(tmp_path / "s.db")
+        )
+    with pytest.raises(ConfigurationError, match="needs an agent key"):
+        clearance.configure(server_url=server.base, spool_path=str(tmp_path / "s.db"))
+
+
+def test_server_evaluation_decides_every_call_on_the_server(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote(server, tmp_path, evaluation="server")
+    send_email, _, _ = tools()
+    checks: list[str] = []
+    real = Client.call
+
+    def counting(self: Client, method: str, path: str, **kw: Any) -> httpx.Response:
+        if path == "/v1/check":
+            checks.append(path)
+        return real(self, method, path, **kw)
+
+    monkeypatch.setattr(Client, "call", counting)
+    send_email("a@acme.com")
+    with pytest.raises(ToolCallBlocked):
+        send_email("eve@evil.com")
+    assert len(checks) == 2
