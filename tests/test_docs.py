@@ -28,7 +28,8 @@ def blocks(language: str) -> list[str]:
 @pytest.fixture
 def ran_example(tmp_path: Path) -> Path:
     """A directory in which the README's Python example has run."""
-    [example] = blocks("python")
+    # The self-contained example; the remote-mode one needs a server (tests/server/test_remote.py).
+    [example] = [b for b in blocks("python") if "configure(policy=" in b]
     result = subprocess.run(
         [sys.executable, "-c", example],
         cwd=tmp_path,
