@@ -15,7 +15,7 @@ from ..store import Database
 from . import _errors
 from ._limits import BodyLimit
 from ._settings import ServerSettings
-from .routes import approvals, check, health, ingest, keys, policies, queries
+from .routes import approvals, arden, check, health, ingest, keys, policies, queries
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -48,4 +48,5 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(approvals.router)
     app.include_router(queries.router)
+    app.include_router(arden.router)
     return app

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..._clock import now_us
-from ..._guard._record import record_call
+from ..._guard._record import RecordedCall, record_call
 from ...policy import Policy, parse_policy
 from ...store import Database
 from ...store import _events as events
@@ -88,12 +88,13 @@ def _compiled(request: Request) -> _Compiled:
     return cache
 
 
-@router.post("/check", summary="Decide a call and record the decision (agent)")
-def check(body: CheckRequest, request: Request, key: Agent, db: Db) -> CheckResponse:
-    """Decide the call with the policy active for the key's agent and environment.
+def decide_for(
+    request: Request, db: Database, key: ApiKey, tool: str, args: dict[str, Any], session: str | None
+) -> RecordedCall:
+    """Decide and record a call for an agent key, with the policy active for its agent.
 
-    The decision — and a pending approval, when one is required — is committed before the
-    answer. Report what happened with `POST /v1/calls/{call_id}/outcome`.
+    Raises:
+        APIError: 409 when no policy is active for the key's agent (nothing can be decided).
     """
     rev = policies.resolve(db, agent=key.agent, environment=key.environment)
     if rev is None:
@@ -101,15 +102,25 @@ def check(body: CheckRequest, request: Request, key: Agent, db: Db) -> CheckResp
             409, f"no policy is active for agent {key.agent!r} in {key.environment!r}; nothing can be decided"
         )
     assert key.agent is not None  # agent-scoped keys always name their agent
-    call = record_call(
+    return record_call(
         db,
         _compiled(request).get(rev),
         agent=key.agent,
         environment=key.environment,
-        tool=body.tool,
-        args=body.args,
-        session=body.session_id or f"ses_key_{key.id}",
+        tool=tool,
+        args=args,
+        session=session or f"ses_key_{key.id}",
     )
+
+
+@router.post("/check", summary="Decide a call and record the decision (agent)")
+def check(body: CheckRequest, request: Request, key: Agent, db: Db) -> CheckResponse:
+    """Decide the call with the policy active for the key's agent and environment.
+
+    The decision — and a pending approval, when one is required — is committed before the
+    answer. Report what happened with `POST /v1/calls/{call_id}/outcome`.
+    """
+    call = decide_for(request, db, key, body.tool, body.args, body.session_id)
     d = call.decision
     return CheckResponse(
         decision=d.effect.value,

@@ -1,0 +1,174 @@
+"""ardenpy 0.5 wire compatibility: point ardenpy's `api_url` at Clearance and keep your code.
+
+Decisions come from the same policies and land in the same audit log; approving and denying
+still need an approver key. Shapes as ardenpy sends and reads them (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from ... import _decisions as decisions
+from ..._guard._record import llm_event
+from ...errors import ApprovalAlreadyDecided, ApprovalNotFound
+from ...store import Database
+from ...store import _approvals as approvals
+from ...store import _events as events
+from ...store._keys import ApiKey
+from .._auth import current_key, database, require
+from .._errors import APIError
+from .check import decide_for
+
+router = APIRouter(tags=["ardenpy compatibility"])
+Db = Annotated[Database, Depends(database)]
+Agent = Annotated[ApiKey, Depends(require("agent"))]
+Approver = Annotated[ApiKey, Depends(require("approver"))]
+_DECISIONS = {"allow": "allow", "require_approval": "requires_approval", "block": "block"}
+_STATUS = {"allow": "approved", "require_approval": "pending", "block": "denied"}
+_APPROVAL_STATUS = {"pending": "pending", "approved": "approved", "executed": "approved", "failed": "approved"}
+
+
+class ArdenCheck(BaseModel):
+    """ardenpy's ToolCallRequest."""
+
+    tool_name: str = Field(min_length=1, max_length=200)
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] | None = None
+
+
+class ArdenDecision(BaseModel):
+    """ardenpy's ToolCallResponse."""
+
+    decision: Literal["allow", "requires_approval", "block"]
+    action_id: str
+    message: str
+    reason: str
+    status: Literal["approved", "pending", "denied"]
+    environment: str
+    user_id: str | None
+
+
+class ArdenStatus(BaseModel):
+    """ardenpy's ActionStatusResponse."""
+
+    action_id: str
+    status: Literal["pending", "approved", "denied"]
+    message: str | None
+    created_at: str
+
+
+class ArdenApproval(BaseModel):
+    """ardenpy's ApprovalRequest."""
+
+    message: str | None = Field(default=None, max_length=2000)
+
+
+class ArdenTokens(BaseModel):
+    """ardenpy's token usage report."""
+
+    model: str = Field(min_length=1, max_length=200)
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+    session_id: str | None = Field(default=None, max_length=200)
+
+
+@router.post("/policy/check", summary="ardenpy: decide a call (agent)")
+def policy_check(body: ArdenCheck, request: Request, key: Agent, db: Db) -> ArdenDecision:
+    """Decide and record a call; positional arguments, if any, are recorded as `_args`."""
+    args = dict(body.kwargs)
+    if body.args:
+        args["_args"] = body.args
+    session = (body.metadata or {}).get("session_id")
+    call = decide_for(request, db, key, body.tool_name, args, session if isinstance(session, str) else None)
+    effect = call.decision.effect.value
+    return ArdenDecision(
+        decision=_DECISIONS[effect],  # type: ignore[arg-type]
+        action_id=call.approval_id or call.call_id,
+        message=call.decision.reason,
+        reason=call.decision.reason if call.decision.rule_ids else "no_policy_configured",
+        status=_STATUS[effect],  # type: ignore[arg-type]
+        environment=key.environment,
+        user_id=key.agent,
+    )
+
+
+@router.get("/status/{action_id}", summary="ardenpy: the status of an action")
+def status(action_id: str, key: Annotated[ApiKey, Depends(current_key)], db: Db) -> ArdenStatus:
+    """An approval's status (pending, approved or denied), or a decided call's."""
+    privileged = bool({"approver", "admin"} & set(key.scopes))
+    if action_id.startswith("apr_"):
+        try:
+            a = approvals.get(db, action_id)
+        except ApprovalNotFound:
+            raise APIError(404, f"no action has the id {action_id!r}") from None
+        if not privileged and a.agent != key.agent:
+            raise APIError(404, f"no action has the id {action_id!r}")
+        return ArdenStatus(
+            action_id=a.id,
+            status=_APPROVAL_STATUS.get(a.status, "denied"),  # type: ignore[arg-type]
+            message=a.note or a.reason,
+            created_at=events.iso(a.created_at_us),
+        )
+    found = [e.body for e in events.find(db, action_id) if e.body.get("kind") == "tool_call.decided"]
+    if not found or (not privileged and found[0]["agent"] != key.agent):
+        raise APIError(404, f"no action has the id {action_id!r}")
+    decided = found[0]
+    return ArdenStatus(
+        action_id=action_id,
+        status=_STATUS[decided["decision"]],  # type: ignore[arg-type]
+        message=decided["reason"],
+        created_at=events.iso(decided["at_us"]),
+    )
+
+
+def _decide(action_id: str, key: ApiKey, db: Database, approve: bool, body: ArdenApproval) -> dict[str, str]:
+    try:
+        a = approvals.get(db, action_id)
+    except ApprovalNotFound:
+        raise APIError(404, f"no action has the id {action_id!r}") from None
+    if key.agent is not None and key.agent == a.agent:
+        raise APIError(403, "a key bound to the requesting agent cannot decide that agent's approvals")
+    try:
+        decisions.decide(db, action_id, approve=approve, by=f"key:{key.name}:{key.id}", note=body.message)
+    except ApprovalAlreadyDecided as exc:
+        raise APIError(409, str(exc)) from None
+    return {"action_id": action_id, "status": "approved" if approve else "denied"}
+
+
+@router.post("/approve/{action_id}", summary="ardenpy: approve (approver)")
+def approve(action_id: str, key: Approver, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
+    """Approve a pending action."""
+    return _decide(action_id, key, db, True, body or ArdenApproval())
+
+
+@router.post("/deny/{action_id}", summary="ardenpy: deny (approver)")
+def deny(action_id: str, key: Approver, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
+    """Deny a pending action; the message is returned to the agent."""
+    return _decide(action_id, key, db, False, body or ArdenApproval())
+
+
+@router.post("/token-usage", summary="ardenpy: record token usage (agent)")
+def token_usage(body: ArdenTokens, key: Agent, db: Db) -> dict[str, Any]:
+    """Record an LLM call's tokens, priced like any other (unpriced models stay unpriced)."""
+    assert key.agent is not None
+    event, cost = llm_event(
+        agent=key.agent,
+        environment=key.environment,
+        session=body.session_id or f"ses_key_{key.id}",
+        model=body.model,
+        provider=None,
+        input_tokens=body.prompt_tokens,
+        output_tokens=body.completion_tokens,
+        cached_input_tokens=0,
+        reasoning_tokens=0,
+        latency_ms=None,
+        overrides={},
+    )
+    with db.write() as cur:
+        events.append(db, cur, [event])
+    return {"recorded": True, "event_id": event.id, "cost_usd": json.loads(event.body)["cost_usd"]}
