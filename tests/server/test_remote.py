@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,10 +15,8 @@ import clearance
 from clearance import ConfigurationError, ToolCallBlocked
 from clearance._guard import _runtime
 from clearance._remote._client import Client
-from clearance.store import Database
-from clearance.store import _keys as keys
 
-from ..conftest import CLI, REPO
+from .conftest import Server
 
 POLICY = """\
 version: 1
@@ -38,60 +33,6 @@ tools:
     rules:
       - {id: many, when: 'facts.calls_1h > 100', effect: block}
 """
-
-
-class Server:
-    def __init__(self, db: Path, port: int, log: Path) -> None:
-        self.db, self.port, self.log = db, port, log
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        store = Database(str(db))
-        _, self.admin = keys.create(store, name="a", scopes=["admin"], agent=None, environment="test", created_by="t")
-        _, self.approver = keys.create(
-            store, name="p", scopes=["approver"], agent=None, environment="test", created_by="t"
-        )
-        _, self.agent = keys.create(
-            store, name="g", scopes=["agent"], agent="refunds", environment="test", created_by="t"
-        )
-        store.close()
-
-    def start(self) -> None:
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(
-                [*CLI, "serve", "--port", str(self.port), "--database-url", str(self.db)],
-                env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.base}/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            self.proc.wait(30)
-
-    def publish(self, text: str, **target: str) -> str:
-        a = {"X-API-Key": self.admin}
-        rev = str(httpx.post(f"{self.base}/v1/policies", headers=a, json={"text": text}).json()["id"])
-        assert httpx.post(f"{self.base}/v1/policies/{rev}/activate", headers=a, json=target).status_code == 200
-        return rev
-
-    def events(self, **params: Any) -> list[dict[str, Any]]:
-        r = httpx.get(f"{self.base}/v1/events", headers={"X-API-Key": self.admin}, params={"limit": 1000, **params})
-        return list(reversed(r.json()["events"]))
 
 
 @pytest.fixture

@@ -5,14 +5,18 @@ Nothing happens at import time; the store is opened when the app starts and clos
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
 from .. import __version__
 from ..store import Database
 from . import _errors
+from . import _longpoll as longpoll
 from ._limits import BodyLimit
 from ._settings import ServerSettings
 from .routes import approvals, arden, check, health, ingest, keys, policies, queries
@@ -25,9 +29,19 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.database_url, busy_timeout=settings.busy_timeout)
+        feed = None
+        if app.state.db.dialect == "postgresql":  # replicas hear each other's changes at once
+            conninfo = (
+                make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+            )
+            feed = asyncio.create_task(longpoll.listen(app.state, conninfo))
         try:
             yield
         finally:
+            if feed is not None:
+                feed.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed
             app.state.db.close()
 
     app = FastAPI(

@@ -210,6 +210,7 @@ def transition(
         if cur.rowcount != 1:
             raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)
         append(db, cur, events(current))
+        db.notify(cur, "approvals")
     return get(db, approval_id)
 
 

@@ -142,6 +142,11 @@ class Database:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
 
+    def notify(self, cur: Any, topic: str) -> None:
+        """Tell every server replica on this PostgreSQL that `topic` changed (delivered at commit)."""
+        if self.dialect == "postgresql":
+            cur.execute("SELECT pg_notify('clearance', %(topic)s)", {"topic": topic})
+
     def sql(self, text: str) -> str:
         """`text` written with `:name` parameters, in this driver's parameter style."""
         out = self._sql.get(text)

@@ -173,6 +173,7 @@ def activate(db: Database, rev_id: str, *, scope: str, by: str | None) -> Revisi
             "by": by,
         }
         append(db, cur, [make_event("policy.activated", at, fields)])
+        db.notify(cur, "policy")
     return revision
 
 

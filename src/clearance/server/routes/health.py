@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from ...store import Database
 from .._auth import database
@@ -18,12 +18,19 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: the store answers")
-def readyz(db: Database = Depends(database)) -> dict[str, str]:  # noqa: B008
-    """`ok` when the store answers a query; 503 in the error shape otherwise."""
+def readyz(request: Request, db: Database = Depends(database)) -> dict[str, str]:  # noqa: B008
+    """`ok` when the store answers a query; 503 in the error shape otherwise.
+
+    On PostgreSQL, `change_feed` says whether this replica hears other replicas' changes
+    (LISTEN/NOTIFY) at once (`listening`) or only by re-checking every second (`lost`).
+    """
     try:
         with db.read() as cur:
             cur.execute("SELECT 1")
             cur.fetchone()
     except Exception as exc:
         raise APIError(503, f"the store does not answer: {type(exc).__name__}", headers={"Retry-After": "1"}) from exc
-    return {"status": "ok", "database": db.dialect}
+    ready = {"status": "ok", "database": db.dialect}
+    if db.dialect == "postgresql":
+        ready["change_feed"] = "listening" if getattr(request.app.state, "feed", False) else "lost"
+    return ready
