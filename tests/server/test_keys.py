@@ -88,6 +88,10 @@ def test_server_and_keys_on_postgresql(pg_url: str) -> None:
     _, secret = keys.create(db, name="ops", scopes=["admin"], agent=None, environment="live", created_by="t")
     db.close()
     with TestClient(create_app(ServerSettings(database_url=pg_url))) as client:
-        assert client.get("/readyz").json() == {"status": "ok", "database": "postgresql"}
+        ready = client.get("/readyz").json()
+        assert (ready["status"], ready["database"]) == ("ok", "postgresql") and ready["change_feed"] in (
+            "listening",
+            "lost",
+        )
         assert client.get("/v1/me", headers={"X-API-Key": secret}).json()["environment"] == "live"
         assert client.get("/v1/me", headers={"X-API-Key": secret[:-1] + "x"}).status_code == 401
