@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from ..store import Database
 from ..store import _keys as keys
 from ..store._keys import ApiKey, Scope
+from ._caches import TTLCache, fingerprint
 from ._errors import APIError
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="clearance"'}
@@ -37,7 +38,8 @@ def current_key(request: Request, db: Database = Depends(database)) -> ApiKey:  
     presented = _presented(request)
     if presented is None:
         raise APIError(401, "an API key is required (X-API-Key or Authorization: Bearer)", headers=_CHALLENGE)
-    key = keys.authenticate(db, presented)
+    cache: TTLCache[str, ApiKey | None] = request.app.state.__dict__.setdefault("key_cache", TTLCache())
+    key = cache.get(fingerprint(presented), lambda: keys.authenticate(db, presented))
     if key is None:
         raise APIError(401, "the API key is not valid (unknown, revoked or malformed)", headers=_CHALLENGE)
     return key

@@ -29,6 +29,8 @@ def _event(state: State, topic: str) -> asyncio.Event:
 
 def announce_to(state: State, topic: str) -> None:
     """Wake every long poll of this process waiting on `topic`."""
+    if topic == "policy" and "policy_cache" in state.__dict__:
+        state.policy_cache.clear()  # decisions follow an activation at once
     events: dict[str, asyncio.Event] = state.__dict__.setdefault("topics", {})
     old = events.get(topic)
     events[topic] = asyncio.Event()  # the next waiters wait for the next change

@@ -20,6 +20,7 @@ from ...store import _events as events
 from ...store import _policies as policies
 from ...store._keys import ApiKey
 from .._auth import database, require
+from .._caches import TTLCache
 from .._errors import APIError
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
@@ -96,7 +97,12 @@ def decide_for(
     Raises:
         APIError: 409 when no policy is active for the key's agent (nothing can be decided).
     """
-    rev = policies.resolve(db, agent=key.agent, environment=key.environment)
+    cache: TTLCache[tuple[str | None, str], policies.Revision | None] = request.app.state.__dict__.setdefault(
+        "policy_cache", TTLCache()
+    )
+    rev = cache.get(
+        (key.agent, key.environment), lambda: policies.resolve(db, agent=key.agent, environment=key.environment)
+    )
     if rev is None:
         raise APIError(
             409, f"no policy is active for agent {key.agent!r} in {key.environment!r}; nothing can be decided"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...store import Database
@@ -97,9 +97,12 @@ def list_keys(_: Admin, db: Db) -> list[KeyOut]:
 
 
 @router.delete("/keys/{key_id}", summary="Revoke a key (admin)")
-def revoke_key(key_id: str, _: Admin, db: Db) -> KeyOut:
+def revoke_key(key_id: str, request: Request, _: Admin, db: Db) -> KeyOut:
     """Revoke a key at once (idempotent)."""
     key = keys.revoke(db, key_id)
+    cache = getattr(request.app.state, "key_cache", None)
+    if cache is not None:
+        cache.clear()  # revoked here: refused here at once (other replicas within a second)
     if key is None:
         raise APIError(404, f"no key has the id {key_id!r}")
     return KeyOut.of(key)

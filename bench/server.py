@@ -1,0 +1,176 @@
+"""The server under load, and the remote SDK against it. Prints figures; asserts nothing.
+
+- `/v1/check` throughput and latency with 1, 8 and 32 concurrent clients, on SQLite and on
+  PostgreSQL (one `clearance serve` process; the clients share its 2 cores).
+- The remote SDK's overhead on an allowed call (decided in-process, record spooled), next to
+  the embedded mode's, and ardenpy 0.5 (one HTTP round trip a call) against Clearance's
+  compatible endpoints on the same policy.
+
+    .venv/bin/python bench/server.py [--seconds 5] [--pg postgresql+psycopg://…]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+import clearance
+from clearance.store import Database
+from clearance.store import _keys as keys
+
+PG = os.environ.get("CLEARANCE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POLICY = "version: 1\ntools:\n  issue_refund:\n    rules:\n" + "".join(
+    f"      - {{id: r{i}, when: 'args.amount > {10000 + i}.0', effect: block}}\n" for i in range(10)
+)
+ARGS = {"order_id": "A-10042", "amount": 125.5}
+
+
+class Server:
+    def __init__(self, url: str) -> None:
+        db = Database(url)
+        self.keys = {
+            name: keys.create(db, name=name, scopes=scopes, agent=agent, environment="test", created_by="bench")[1]
+            for name, scopes, agent in (("admin", ["admin"], None), ("agent", ["agent"], "bench"))
+        }
+        db.close()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clearance.cli", "serve", "--port", str(self.port), "--database-url", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(300):
+            try:
+                if httpx.get(f"{self.base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        a = {"X-API-Key": self.keys["admin"]}
+        rev = httpx.post(f"{self.base}/v1/policies", headers=a, json={"text": POLICY}).json()["id"]
+        httpx.post(f"{self.base}/v1/policies/{rev}/activate", headers=a, json={})
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+async def load(base: str, key: str, clients: int, seconds: float) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+
+    async def one(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            r = await client.post("/v1/check", json={"tool": "issue_refund", "args": ARGS, "session_id": "bench"})
+            latencies.append(time.perf_counter() - t)
+            r.raise_for_status()
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": key}, limits=limits, timeout=30) as client:
+        started = time.monotonic()
+        await asyncio.gather(*(one(client) for _ in range(clients)))
+        elapsed = time.monotonic() - started
+    latencies.sort()
+    return len(latencies) / elapsed, latencies[len(latencies) // 2] * 1000, latencies[int(len(latencies) * 0.99)] * 1000
+
+
+def per_call_us(fn: Any, n: int) -> float:
+    for _ in range(min(200, n)):
+        fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t)
+    return statistics.median(times) / 1000
+
+
+def sdk_overheads(server: Server, tmp: Path, n: int) -> None:
+    def issue_refund(order_id: str, amount: float) -> str:
+        return order_id
+
+    bare = per_call_us(lambda: issue_refund(**ARGS), n)
+    (tmp / "p.yaml").write_text(POLICY)
+    clearance.configure(policy=str(tmp / "p.yaml"), database_url=str(tmp / "embedded.db"))
+    governed = clearance.guard_tool("issue_refund", issue_refund)
+    embedded = per_call_us(lambda: governed(**ARGS), n)
+    clearance.shutdown()
+    clearance.configure(server_url=server.base, api_key=server.keys["agent"], spool_path=str(tmp / "spool.db"))
+    remote = per_call_us(lambda: governed(**ARGS), n)
+    clearance.shutdown()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import ardenpy
+
+        ardenpy.configure(api_key=server.keys["agent"], api_url=server.base, environment="test")
+        arden_guarded = ardenpy.guard_tool("issue_refund", issue_refund)
+        arden = per_call_us(lambda: arden_guarded(**ARGS), max(200, n // 10))
+    print(f"guarded allowed call, median overhead over the bare call ({bare:.2f} us):")
+    print(f"  embedded SDK (SQLite commit)        {embedded - bare:9.1f} us")
+    print(
+        f"  remote SDK (local decision, spool)  {remote - bare:9.1f} us   ({(remote - bare) / (embedded - bare):.2f}x "
+        "embedded; target <= 2x)"
+    )
+    print(
+        f"  ardenpy 0.5 -> Clearance endpoints  {arden - bare:9.1f} us   (an HTTP round trip a call; "
+        f"{(arden - bare) / (remote - bare):.0f}x the remote SDK)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--pg", default=PG)
+    o = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        plain = o.pg.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            stores = (
+                ("SQLite", str(Path(tmp) / "server.db")),
+                ("PostgreSQL", f"{o.pg}?options=-csearch_path%3D{schema}"),
+            )
+            print(
+                f"POST /v1/check, 10 rules, decision recorded; {o.seconds:g} s per row"
+                " (target >= 2,000/s, p99 <= 25 ms)"
+            )
+            for label, url in stores:
+                server = Server(url)
+                try:
+                    for clients in (1, 8, 32):
+                        rate, p50, p99 = asyncio.run(load(server.base, server.keys["agent"], clients, o.seconds))
+                        print(
+                            f"  {label:<10} {clients:>2} clients  {rate:7.0f} checks/s"
+                            f"   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+                        )
+                    if label == "SQLite":
+                        sdk_overheads(server, Path(tmp), o.calls)
+                finally:
+                    server.stop()
+        finally:
+            with psycopg.connect(plain, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+if __name__ == "__main__":
+    main()
