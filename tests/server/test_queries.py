@@ -145,3 +145,13 @@ def test_audit_verify_server_command(live_server: tuple[str, Path]) -> None:
     gone = run_cli("audit", "verify", "--server", "http://127.0.0.1:9", "--api-key", admin)
     assert gone.returncode == 1 and "cannot reach" in gone.stderr
     assert httpx.get(f"{base}/v1/events", headers={"X-API-Key": admin}).status_code == 200
+
+
+def test_numbers_beyond_64_bits_are_invalid_input_not_errors(client: TestClient, seeded: dict[str, Any]) -> None:
+    admin = seeded["admin"]
+    for params in ({"since_us": 2**70}, {"until_us": 2**63}, {"cursor": "9" * 19}):
+        r = client.get("/v1/events", headers=admin, params=params)
+        assert r.status_code == 422, params
+    assert client.get("/v1/usage", headers=admin, params={"since_us": 2**64}).status_code == 422
+    late = {"id": new_id("evt"), "kind": "tool_call.finished", "at_us": 2**64, "decision": "ok"}
+    assert client.post("/v1/events", headers=seeded["refunds"], json={"events": [late]}).status_code == 422

@@ -35,6 +35,9 @@ CODES: dict[int, str] = {
 }
 
 
+INT64_MAX = 2**63 - 1  # what SQLite and PostgreSQL BIGINT hold; larger numbers are invalid input
+
+
 class APIError(Exception):
     """An error the API returns in its error shape."""
 

@@ -72,8 +72,8 @@ class ArdenTokens(BaseModel):
     """ardenpy's token usage report."""
 
     model: str = Field(min_length=1, max_length=200)
-    prompt_tokens: int = Field(ge=0)
-    completion_tokens: int = Field(ge=0)
+    prompt_tokens: int = Field(ge=0, le=2**40)
+    completion_tokens: int = Field(ge=0, le=2**40)
     session_id: str | None = Field(default=None, max_length=200)
 
 

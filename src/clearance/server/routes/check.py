@@ -59,7 +59,7 @@ class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["ok", "error"]
-    duration_ms: float = Field(ge=0)
+    duration_ms: float = Field(ge=0, le=1e12, allow_inf_nan=False)
     error: str | None = Field(default=None, max_length=2000)
 
 

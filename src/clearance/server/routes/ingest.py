@@ -11,7 +11,7 @@ from ...store import Database
 from ...store import _events as events
 from ...store._keys import ApiKey
 from .._auth import database, require
-from .._errors import APIError
+from .._errors import INT64_MAX, APIError
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 Agent = Annotated[ApiKey, Depends(require("agent"))]
@@ -65,13 +65,13 @@ class IncomingEvent(BaseModel):
     v: Literal[1] = 1
     id: str = Field(pattern=r"^evt_[0-9a-f]{32}$")
     kind: Literal["tool_call.decided", "tool_call.finished", "llm.call"]
-    at_us: int = Field(gt=0)
+    at_us: int = Field(gt=0, le=INT64_MAX)
     session: str | None = Field(default=None, max_length=200)
     tool: str | None = Field(default=None, max_length=200)
     call_id: str | None = Field(default=None, max_length=40)
     decision: str | None = Field(default=None, max_length=40)
-    cost_nusd: int | None = Field(default=None, ge=0)
-    tokens: int | None = Field(default=None, ge=0)
+    cost_nusd: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
 
     @model_validator(mode="after")
     def _known_fields(self) -> IncomingEvent:

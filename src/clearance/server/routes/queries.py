@@ -17,7 +17,7 @@ from ...store import _events as events
 from ...store import _queries as queries
 from ...store._keys import ApiKey
 from .._auth import current_key, database, require
-from .._errors import APIError
+from .._errors import INT64_MAX, APIError
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 Db = Annotated[Database, Depends(database)]
@@ -50,10 +50,10 @@ async def search(
     kind: str | None = None,
     decision: Annotated[str | None, Query(description="allow, block, require_approval, ok, error, approved, …")] = None,
     call_id: str | None = None,
-    since_us: int | None = None,
-    until_us: int | None = None,
+    since_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+    until_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     q: Annotated[str | None, Query(max_length=200, description="text anywhere in the record, literally")] = None,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Page:
     """Events matching every filter given, newest first; pass `next_cursor` back for the next page."""
@@ -130,8 +130,8 @@ async def usage(
     by: Literal["model", "session", "agent", "day"] = "model",
     agent: str | None = None,
     session: str | None = None,
-    since_us: int | None = None,
-    until_us: int | None = None,
+    since_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+    until_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
 ) -> list[UsageOut]:
     """Calls, tokens and cost by model, session, agent or day."""
     f = EventFilter(agent=_agent_for(key, agent), session=session, since_us=since_us, until_us=until_us)
