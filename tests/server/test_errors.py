@@ -28,6 +28,7 @@ def test_codes_are_stable() -> None:
         413: "payload_too_large",
         415: "unsupported_media_type",
         422: "invalid_parameter",
+        429: "too_many_requests",
         500: "internal_error",
         503: "unavailable",
     }

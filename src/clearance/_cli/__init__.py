@@ -10,7 +10,7 @@ from ._approvals import approvals_group, approve, deny
 from ._audit import audit_group
 from ._common import friendly
 from ._policy import policy_group
-from ._server import db_group, keys_group, serve
+from ._server import db_group, keys_group, serve, users_group
 from ._usage import usage
 
 DEMO_DATABASE = ".clearance/demo.db"
@@ -50,5 +50,6 @@ main.add_command(usage)
 main.add_command(serve)
 main.add_command(db_group)
 main.add_command(keys_group)
+main.add_command(users_group)
 
 __all__ = ["main"]

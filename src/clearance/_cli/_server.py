@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from ..store import HEAD
 from ..store import _keys as keys
+from ..store import _users as users
 from ._common import database_option, friendly, open_db, safe, table, when
 
 
@@ -127,3 +129,53 @@ def revoke(key_id: str, database: str) -> None:
     if key is None:
         raise click.ClickException(f"no key has the id {safe(key_id)!r}")
     click.echo(f"revoked {key.id} ({safe(key.name)})")
+
+
+@click.group("users")
+def users_group() -> None:
+    """Create and list the people who sign in to the dashboard (approvers, admins)."""
+
+
+@users_group.command("create")
+@click.argument("username")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(users.ROLES),
+    help="approver (decides approvals), admin (policies, keys, users).",
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of asking.")
+@database_option
+@friendly
+def create_user(username: str, roles: tuple[str, ...], password_stdin: bool, database: str) -> None:
+    """Create USERNAME; the password is asked for (twice) or read from standard input."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = str(click.prompt("password", hide_input=True, confirmation_prompt=True))
+    db = open_db(database, create=True)
+    try:
+        user = users.create(db, username, password, roles)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        db.close()
+    click.echo(f"created user {safe(user.username)} ({', '.join(user.roles)})")
+
+
+@users_group.command("list")
+@database_option
+@friendly
+def list_users(database: str) -> None:
+    """Every user and their roles; never a password hash."""
+    db = open_db(database)
+    try:
+        rows = [
+            [u.username, ",".join(u.roles), when(u.created_at_us), "disabled" if u.disabled_at_us else "active"]
+            for u in users.listing(db)
+        ]
+    finally:
+        db.close()
+    click.echo(table(["username", "roles", "created", "status"], rows) if rows else "no users")

@@ -19,7 +19,7 @@ from . import _errors
 from . import _longpoll as longpoll
 from ._limits import BodyLimit
 from ._settings import ServerSettings
-from .routes import approvals, arden, check, health, ingest, keys, policies, queries
+from .routes import approvals, arden, check, health, ingest, keys, policies, queries, session
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -63,4 +63,5 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(approvals.router)
     app.include_router(queries.router)
     app.include_router(arden.router)
+    app.include_router(session.router)
     return app

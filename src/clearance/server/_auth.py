@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 
 from fastapi import Depends, Request
 
 from ..store import Database
 from ..store import _keys as keys
+from ..store import _users as users
 from ..store._keys import ApiKey, Scope
 from ._caches import TTLCache, fingerprint
 from ._errors import APIError
@@ -29,14 +31,50 @@ def _presented(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+SESSION_COOKIE = "clearance_session"
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _from_session(request: Request, db: Database, token: str) -> ApiKey:
+    """A signed-in person, as a principal with their roles for scopes (never an agent)."""
+    found = users.session_user(db, token)
+    if found is None:
+        raise APIError(401, "the session has ended; sign in again", headers=_CHALLENGE)
+    user, csrf = found
+    if request.method not in _SAFE_METHODS:
+        sent = request.headers.get("x-csrf-token", "")
+        if not hmac.compare_digest(sent.encode(), csrf.encode()):
+            raise APIError(403, "a signed-in request that changes something needs its X-CSRF-Token header")
+    return ApiKey(
+        id=user.id,
+        name=f"user:{user.username}",
+        scopes=user.roles,  # type: ignore[arg-type]
+        agent=None,
+        environment="*",
+        created_at_us=user.created_at_us,
+        created_by=None,
+        revoked_at_us=None,
+        last_used_at_us=None,
+    )
+
+
+def actor(key: ApiKey) -> str:
+    """Who acted, for the audit log: `user:alice` or `key:<name>:<id>`."""
+    return key.name if key.id.startswith("usr_") else f"key:{key.name}:{key.id}"
+
+
 def current_key(request: Request, db: Database = Depends(database)) -> ApiKey:  # noqa: B008
-    """The calling key.
+    """The caller: an API key, or a signed-in person (session cookie, CSRF-checked).
 
     Raises:
-        APIError: 401 when no key is given, or it is unknown, malformed or revoked.
+        APIError: 401 when no key or session is given, or it is unknown, malformed, revoked or
+            ended; 403 for a signed-in change without its CSRF token.
     """
     presented = _presented(request)
     if presented is None:
+        token = request.cookies.get(SESSION_COOKIE)
+        if token:
+            return _from_session(request, db, token)
         raise APIError(401, "an API key is required (X-API-Key or Authorization: Bearer)", headers=_CHALLENGE)
     cache: TTLCache[str, ApiKey | None] = request.app.state.__dict__.setdefault("key_cache", TTLCache())
     key = cache.get(fingerprint(presented), lambda: keys.authenticate(db, presented))

@@ -128,3 +128,30 @@ class ApiKeyRow(Base):
     created_by: Mapped[str | None] = mapped_column(_NAME)
     revoked_at_us: Mapped[int | None] = mapped_column(BigInteger)
     last_used_at_us: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class UserRow(Base):
+    """A person who signs in to the dashboard; only an argon2 hash of the password is stored."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    username: Mapped[str] = mapped_column(_NAME, unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    roles: Mapped[str] = mapped_column(String(100))
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    disabled_at_us: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class UserSessionRow(Base):
+    """A signed-in session: the hash of its cookie token, and its CSRF token."""
+
+    __tablename__ = "user_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(_ID)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    expires_at_us: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_user_sessions_user", "user_id"),)

@@ -19,7 +19,7 @@ from ...store import Approval, Database
 from ...store import _approvals as approvals
 from ...store._keys import ApiKey
 from .. import _longpoll as longpoll
-from .._auth import current_key, database, require
+from .._auth import actor, current_key, database, require
 from .._errors import APIError
 
 router = APIRouter(prefix="/v1", tags=["approvals"])
@@ -151,7 +151,7 @@ async def _decide(
         raise APIError(403, "a key bound to the requesting agent cannot decide that agent's approvals")
     try:
         decided = await run_in_threadpool(
-            lambda: decisions.decide(db, approval_id, approve=approve, by=f"key:{key.name}:{key.id}", note=body.note)
+            lambda: decisions.decide(db, approval_id, approve=approve, by=actor(key), note=body.note)
         )
     except ApprovalAlreadyDecided as exc:
         raise APIError(

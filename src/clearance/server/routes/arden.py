@@ -19,7 +19,7 @@ from ...store import Database
 from ...store import _approvals as approvals
 from ...store import _events as events
 from ...store._keys import ApiKey
-from .._auth import current_key, database, require
+from .._auth import actor, current_key, database, require
 from .._errors import APIError
 from .check import decide_for
 
@@ -134,7 +134,7 @@ def _decide(action_id: str, key: ApiKey, db: Database, approve: bool, body: Arde
     if key.agent is not None and key.agent == a.agent:
         raise APIError(403, "a key bound to the requesting agent cannot decide that agent's approvals")
     try:
-        decisions.decide(db, action_id, approve=approve, by=f"key:{key.name}:{key.id}", note=body.message)
+        decisions.decide(db, action_id, approve=approve, by=actor(key), note=body.message)
     except ApprovalAlreadyDecided as exc:
         raise APIError(409, str(exc)) from None
     return {"action_id": action_id, "status": "approved" if approve else "denied"}

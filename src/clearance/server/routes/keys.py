@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...store import Database
 from ...store import _keys as keys
 from ...store._keys import ApiKey, Scope
-from .._auth import current_key, database, require
+from .._auth import actor, current_key, database, require
 from .._errors import APIError
 
 router = APIRouter(prefix="/v1", tags=["keys"])
@@ -83,7 +83,7 @@ def create_key(body: KeyCreate, admin: Admin, db: Db) -> KeyCreated:
             scopes=body.scopes,
             agent=body.agent,
             environment=body.environment,
-            created_by=f"key:{admin.id}",
+            created_by=actor(admin),
         )
     except ValueError as exc:
         raise APIError(422, str(exc)) from None

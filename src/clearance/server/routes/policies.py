@@ -17,7 +17,7 @@ from ...store import _policies as policies
 from ...store._keys import ApiKey
 from ...store._policies import Revision
 from .. import _longpoll as longpoll
-from .._auth import current_key, database, require
+from .._auth import actor, current_key, database, require
 from .._errors import APIError
 
 router = APIRouter(prefix="/v1", tags=["policies"])
@@ -118,7 +118,7 @@ async def create_policy(body: PolicyCreate, admin: Admin, db: Db) -> RevisionOut
     One that does not validate is stored as a rejected draft, which can never be activated, and
     answered 422 with every problem located in `details`.
     """
-    rev = await run_in_threadpool(policies.create, db, body.text, source=body.source, author=f"key:{admin.id}")
+    rev = await run_in_threadpool(policies.create, db, body.text, source=body.source, author=actor(admin))
     if rev.status != "valid":
         details = [
             {
@@ -166,7 +166,7 @@ async def diff_policy(
 
 async def _activate(request: Request, db: Database, rev_id: str, scope: str, admin: ApiKey) -> Activation:
     try:
-        rev = await run_in_threadpool(policies.activate, db, rev_id, scope=scope, by=f"key:{admin.id}")
+        rev = await run_in_threadpool(policies.activate, db, rev_id, scope=scope, by=actor(admin))
     except LookupError as exc:
         raise APIError(404, str(exc)) from None
     except ValueError as exc:
