@@ -50,6 +50,20 @@ def server(tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
+def count_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every `POST /v1/check` the SDK makes."""
+    checks: list[str] = []
+    real = Client.call
+
+    def counting(self: Client, method: str, path: str, **kw: Any) -> httpx.Response:
+        if path == "/v1/check":
+            checks.append(path)
+        return real(self, method, path, **kw)
+
+    monkeypatch.setattr(Client, "call", counting)
+    return checks
+
+
 def remote(server: Server, tmp_path: Path, **kw: Any) -> None:
     clearance.configure(server_url=server.base, api_key=server.agent, spool_path=str(tmp_path / "spool" / "s.db"), **kw)
 
@@ -75,15 +89,7 @@ def test_local_decisions_need_no_network_and_are_shipped(
 ) -> None:
     remote(server, tmp_path)
     send_email, _, _ = tools()
-    checks: list[str] = []
-    real = Client.call
-
-    def counting(self: Client, method: str, path: str, **kw: Any) -> httpx.Response:
-        if path == "/v1/check":
-            checks.append(path)
-        return real(self, method, path, **kw)
-
-    monkeypatch.setattr(Client, "call", counting)
+    checks = count_checks(monkeypatch)
     assert send_email("a@acme.com") == "sent"
     with pytest.raises(ToolCallBlocked, match="outside mail"):
         send_email("eve@evil.com")
@@ -224,15 +230,7 @@ def test_server_evaluation_decides_every_call_on_the_server(
 ) -> None:
     remote(server, tmp_path, evaluation="server")
     send_email, _, _ = tools()
-    checks: list[str] = []
-    real = Client.call
-
-    def counting(self: Client, method: str, path: str, **kw: Any) -> httpx.Response:
-        if path == "/v1/check":
-            checks.append(path)
-        return real(self, method, path, **kw)
-
-    monkeypatch.setattr(Client, "call", counting)
+    checks = count_checks(monkeypatch)
     send_email("a@acme.com")
     with pytest.raises(ToolCallBlocked):
         send_email("eve@evil.com")

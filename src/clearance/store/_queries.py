@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from ._db import Database
-from ._events import EventFilter, StoredEvent, iterate
+from ._events import EventFilter, StoredEvent, _where, iterate
 
 GroupBy = Literal["model", "session", "agent", "day"]
 
@@ -27,19 +27,9 @@ def search(
     `text` matches anywhere in the recorded event (its arguments, reason, error), literally.
     `before` is the cursor a previous page returned.
     """
-    clauses: list[str] = []
-    params: dict[str, Any] = {"limit": limit + 1}
-    for name in ("agent", "session", "tool", "kind", "decision", "call_id"):
-        value = getattr(f, name)
-        if value is not None:
-            clauses.append(f"{name} = :{name}")
-            params[name] = value
-    if f.since_us is not None:
-        clauses.append("at_us >= :since_us")
-        params["since_us"] = f.since_us
-    if f.until_us is not None:
-        clauses.append("at_us < :until_us")
-        params["until_us"] = f.until_us
+    where, params = _where(f)
+    clauses = [where.removeprefix(" WHERE ")] if where else []
+    params["limit"] = limit + 1
     if text:
         clauses.append("body LIKE :text ESCAPE '\\'")
         params["text"] = f"%{_escape_like(text)}%"
