@@ -31,6 +31,7 @@ from .errors import (
     ClearanceError,
     ConfigurationError,
     PolicyError,
+    ServerError,
     StoreError,
     ToolCallBlocked,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Effect",
     "Policy",
     "PolicyError",
+    "ServerError",
     "Settings",
     "StoreError",
     "ToolCallBlocked",

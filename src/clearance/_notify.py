@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 
 FALLBACK_SECONDS = 5.0
 
@@ -80,8 +79,3 @@ def wake(address: str | None, message: str = "decided") -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def monotonic_deadline(seconds: float) -> float:
-    """A `time.monotonic()` deadline `seconds` from now."""
-    return time.monotonic() + seconds

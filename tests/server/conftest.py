@@ -113,27 +113,9 @@ def live_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real `clearance serve` process on a fresh SQLite store: (base URL, store path)."""
     db = tmp_path / "live.db"
     Database(str(db)).close()
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port), "--database-url", str(db)],
-            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-            stdout=log,
-            stderr=log,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline and server.poll() is None, log_path.read_text()
-                time.sleep(0.1)
-            yield base, db
-        finally:
-            server.send_signal(signal.SIGINT)
-            server.wait(timeout=30)
+    server = Server(db, _free_port(), tmp_path / "server.log", make_keys=False)
+    server.start()
+    try:
+        yield server.base, db
+    finally:
+        server.stop()

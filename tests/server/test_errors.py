@@ -108,5 +108,26 @@ def test_store_unavailable_is_503(client: TestClient, make_key: Any) -> None:
     assert r.status_code == 503
     assert_shape(r.json(), "unavailable")
     r = client.get("/v1/keys", headers={"X-API-Key": key})
-    assert r.status_code in (500, 503)
-    assert r.json()["error"]["code"] in ("unavailable", "internal_error")
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert_shape(r.json(), "unavailable")
+
+
+@pytest.mark.postgres
+def test_a_lost_database_connection_is_503_then_recovers(pg_url: str) -> None:
+    import psycopg
+
+    from clearance.server import ServerSettings, create_app
+
+    url = f"{pg_url}&application_name=clearance_victim"
+    with TestClient(create_app(ServerSettings(database_url=url)), raise_server_exceptions=False) as client:
+        assert client.get("/readyz").status_code == 200
+        with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'clearance_victim'"
+            ).fetchone()
+        assert killed is not None and killed[0] >= 1
+        lost = client.get("/readyz")
+        assert lost.status_code == 503
+        assert_shape(lost.json(), "unavailable")
+        assert client.get("/readyz").status_code == 200  # a new connection, no restart

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import clearance
-from clearance import ConfigurationError, ToolCallBlocked
+from clearance import ConfigurationError, ServerError, ToolCallBlocked
 from clearance._guard import _runtime
 from clearance._remote._client import Client
 
@@ -235,3 +235,23 @@ def test_server_evaluation_decides_every_call_on_the_server(
     with pytest.raises(ToolCallBlocked):
         send_email("eve@evil.com")
     assert len(checks) == 2
+
+
+def test_a_503_from_the_server_takes_the_unreachable_path(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote(server, tmp_path)
+    _, issue_refund, lookup = tools()
+    real = Client.call
+
+    def unavailable(self: Client, method: str, path: str, **kw: Any) -> httpx.Response:
+        if path == "/v1/check":
+            raise ServerError(
+                "the Clearance server answered 503: the store is unavailable", status=503, code="unavailable"
+            )
+        return real(self, method, path, **kw)
+
+    monkeypatch.setattr(Client, "call", unavailable)
+    with pytest.raises(ToolCallBlocked, match="answered 503.*fails closed"):
+        issue_refund("A", 50)
+    assert lookup("q") == "found"  # when_server_unreachable: allow

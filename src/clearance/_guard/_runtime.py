@@ -177,12 +177,6 @@ def register(name: str, fn: Callable[..., Any], binder: Binder) -> None:
         _tools[name] = (fn, binder)
 
 
-def registered(name: str) -> Callable[..., Any] | None:
-    """The function guarded under `name`, if any."""
-    found = _tools.get(name)
-    return found[0] if found else None
-
-
 def _qualname(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 

@@ -65,11 +65,6 @@ class FactSpec:
     window_seconds: int = 0
     arg: str = ""
 
-    @property
-    def is_count(self) -> bool:
-        """Whether the value is a whole number (a count of calls or tokens)."""
-        return self.kind in ("session_tokens", "session_calls", "calls", "agent_tokens")
-
 
 def parse_fact(name: str) -> FactSpec | None:
     """The spec of a fact name, or None when no fact has that name."""

@@ -38,8 +38,6 @@ _FIELDS = (
     "waiter",
 )
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM approvals"
-DECISIONS = ("approved", "denied")
-FINAL = ("approved", "denied", "expired", "cancelled", "executed", "failed")
 
 
 @dataclass(frozen=True)
@@ -144,14 +142,6 @@ def _get(db: Database, cur: Any, approval_id: str) -> Approval | None:
     cur.execute(db.sql(f"{_SELECT} WHERE id = :id"), {"id": approval_id})
     row = cur.fetchone()
     return _from_row(row) if row else None
-
-
-def status_of(db: Database, approval_id: str) -> str | None:
-    """Only the status (the waiter's cheap re-check)."""
-    with db.read() as cur:
-        cur.execute(db.sql("SELECT status FROM approvals WHERE id = :id"), {"id": approval_id})
-        row = cur.fetchone()
-    return row[0] if row else None
 
 
 def listing(db: Database, *, status: str | None = "pending", limit: int = 200) -> list[Approval]:

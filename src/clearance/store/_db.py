@@ -7,6 +7,7 @@ budget of a governed call. Schema and migrations are SQLAlchemy and Alembic.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -155,16 +156,42 @@ class Database:
             self._sql[text] = out
         return out
 
+    def _cursor(self) -> Any:
+        """A cursor on a live connection: a PostgreSQL connection lost earlier is replaced."""
+        if self._conn is None:
+            if self._engine is None:
+                raise StoreError(f"the audit database {self.display} is closed")
+            self._conn = self._engine.raw_connection()  # pool_pre_ping: a working one
+        try:
+            return self._conn.cursor()
+        except Exception as exc:  # a connection lost while idle fails here first
+            error = self._failed(exc, "use")
+            if error is None:
+                raise
+            raise error from None
+
+    def _failed(self, exc: BaseException, doing: str) -> StoreError | None:
+        """The StoreError for a driver error (None for anything else); drops a lost connection."""
+        if not (isinstance(exc, sqlite3.Error | SQLAlchemyError) or type(exc).__module__.startswith("psycopg")):
+            return None
+        if self.dialect != "sqlite" and _connection_lost(exc):
+            # The server went away (restart, network): forget this connection; the next use
+            # gets a new one, so the service recovers by itself when the database is back.
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+            self._conn = None
+        return StoreError(f"cannot {doing} the audit database {self.display}: {_why(exc)}")
+
     @contextmanager
     def write(self) -> Iterator[Any]:
         """A write transaction holding the store's write lock; commits on success.
 
         Raises:
-            StoreError: When another process holds the lock past the busy timeout, or the
-                write fails.
+            StoreError: When another process holds the lock past the busy timeout, the store is
+                unreachable, or the write fails.
         """
         with self.lock:
-            cur = self._conn.cursor()
+            cur = self._cursor()
             try:
                 if self.dialect == "sqlite":
                     self._retry_busy(lambda: cur.execute("BEGIN IMMEDIATE"))
@@ -178,27 +205,39 @@ class Database:
                     raise StoreError(
                         f"the audit database {self.display} stayed locked by another process for {self.busy_timeout:g}s"
                     ) from None
-                if isinstance(exc, sqlite3.Error | SQLAlchemyError) or type(exc).__module__.startswith("psycopg"):
-                    raise StoreError(f"cannot write the audit database {self.display}: {_why(exc)}") from exc
+                error = self._failed(exc, "write")
+                if error is not None:
+                    raise error from exc
                 raise
             finally:
-                cur.close()
+                with contextlib.suppress(Exception):
+                    cur.close()
 
     @contextmanager
     def read(self) -> Iterator[Any]:
-        """A cursor for reading (a consistent snapshot on PostgreSQL until it closes)."""
+        """A cursor for reading (a consistent snapshot on PostgreSQL until it closes).
+
+        Raises:
+            StoreError: When the store is unreachable or the read fails.
+        """
         with self.lock:
-            cur = self._conn.cursor()
+            cur = self._cursor()
             try:
                 yield cur
-            except (sqlite3.Error, SQLAlchemyError) as exc:
-                raise StoreError(f"cannot read the audit database {self.display}: {_why(exc)}") from None
+            except BaseException as exc:
+                error = self._failed(exc, "read")
+                if error is not None:
+                    raise error from None
+                raise
             finally:
-                cur.close()
-                if self.dialect != "sqlite":
-                    self._conn.rollback()
+                with contextlib.suppress(Exception):
+                    cur.close()
+                    if self.dialect != "sqlite" and self._conn is not None:
+                        self._conn.rollback()
 
     def _rollback(self) -> None:
+        if self._conn is None:
+            return
         try:
             if self.dialect == "sqlite":
                 if self._conn.in_transaction:
@@ -231,6 +270,13 @@ def _begin_immediate(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a PostgreSQL error means the connection is gone (restart, shutdown, network)."""
+    import psycopg  # only reached on PostgreSQL
+
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 def _why(exc: BaseException) -> str:

@@ -263,13 +263,12 @@ def find(db: Database, id_: str) -> list[StoredEvent]:
         cur.execute(db.sql("SELECT seq, hash, body FROM events WHERE id = :id"), {"id": id_})
         rows = cur.fetchall()
         if not rows:
-            column = "call_id"
             if id_.startswith("apr_"):
                 cur.execute(db.sql("SELECT call_id FROM approvals WHERE id = :id"), {"id": id_})
                 hit = cur.fetchone()
                 id_ = hit[0] if hit else id_
             cur.execute(
-                db.sql(f"SELECT seq, hash, body FROM events WHERE {column} = :id ORDER BY seq"),
+                db.sql("SELECT seq, hash, body FROM events WHERE call_id = :id ORDER BY seq"),
                 {"id": id_},
             )
             rows = cur.fetchall()
