@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from clearance.store import Database
 from clearance.store import _approvals as approvals
 from clearance.store._events import EventFilter, query, verify
+
+from .conftest import Server, _free_port
 
 POLICY = """\
 version: 1
@@ -123,3 +128,36 @@ def test_decisions_follow_activation_immediately(
     client.post(f"/v1/policies/{rev}/activate", headers=admin, json={"environment": "live"})
     after = client.post("/v1/check", headers=agent, json={"tool": "anything"}).json()
     assert after["decision"] == "block" and after["policy_revision"] == rev
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_concurrent_checks_committed_together_still_respect_a_cap(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Checks that arrive together share a transaction; each still sees the ones before it."""
+    url = str(tmp_path / "s.db") if store == "sqlite" else str(request.getfixturevalue("pg_url"))
+    Database(url).close()
+    server = Server(url, _free_port(), tmp_path / "server.log")
+    server.start()
+    try:
+        server.publish(POLICY)
+
+        async def fire() -> list[dict[str, Any]]:
+            async with httpx.AsyncClient(base_url=server.base, headers={"X-API-Key": server.agent}) as http:
+                answers = await asyncio.gather(
+                    *(http.post("/v1/check", json={"tool": "issue_refund", "args": {"amount": 100}}) for _ in range(30))
+                )
+            return [a.json() for a in answers]
+
+        answers = asyncio.run(fire())
+    finally:
+        server.stop()
+    decisions = [a["decision"] for a in answers]
+    assert decisions.count("allow") == 10 and decisions.count("block") == 20  # 10 x 100 reach the 1000 cap
+    assert {a["rule_ids"][0] for a in answers if a["decision"] == "block"} == {"cap"}
+    db = Database(url)
+    try:
+        assert len(query(db, EventFilter(kind="tool_call.decided"), limit=100)) == 30
+        assert verify(db).ok
+    finally:
+        db.close()

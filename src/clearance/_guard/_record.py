@@ -125,12 +125,45 @@ def record_call(
     Facts are read inside that transaction, so two writers cannot both pass a cap. `waiter`
     gives the address the approval's waiter listens on (SDK only).
     """
+    step = call_recorder(
+        db,
+        policy,
+        agent=agent,
+        environment=environment,
+        tool=tool,
+        args=args,
+        session=session,
+        prepend=prepend,
+        waiter=waiter,
+    )
+    with db.write() as cur:
+        return step(cur)
+
+
+def call_recorder(
+    db: Database,
+    policy: Policy,
+    *,
+    agent: str,
+    environment: str,
+    tool: str,
+    args: dict[str, Any],
+    session: str,
+    prepend: Sequence[Event] = (),
+    waiter: Callable[[], str | None] | None = None,
+) -> Callable[[Any], RecordedCall]:
+    """`record_call` in two steps, so a server can commit many calls at once.
+
+    The arguments are prepared now, outside any transaction; the returned function decides and
+    records the call inside the caller's write transaction (given its cursor).
+    """
     plan = policy.plan(tool)
     at = now_us()
     prepared = prepare(policy, tool, args)
     call_id = events.new_id("call")
-    fact_values: dict[str, Any] = {}
-    with db.write() as cur:
+
+    def record(cur: Any) -> RecordedCall:
+        fact_values: dict[str, Any] = {}
         if plan.facts:
             fact_values, fact_errors = facts.compute(
                 db, cur, plan.facts, agent=agent, session=session, tool=tool, now_us=at
@@ -201,7 +234,9 @@ def record_call(
                 )
             )
         events.append(db, cur, batch)
-    return RecordedCall(call_id, session, decision, prepared.args_hash, prepared.recorded, approval_id, expires)
+        return RecordedCall(call_id, session, decision, prepared.args_hash, prepared.recorded, approval_id, expires)
+
+    return record
 
 
 def _explain_fact_errors(decision: Decision, fact_errors: dict[str, str]) -> Decision:

@@ -17,6 +17,7 @@ from .. import __version__
 from ..store import Database
 from . import _errors
 from . import _longpoll as longpoll
+from ._commits import GroupCommit
 from ._limits import BodyLimit
 from ._settings import ServerSettings
 from .routes import approvals, arden, check, health, ingest, keys, policies, queries, session
@@ -29,6 +30,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.database_url, busy_timeout=settings.busy_timeout)
+        try:  # decisions are committed by a writer thread on a second connection, many at once
+            app.state.commits = GroupCommit(Database(settings.database_url, busy_timeout=settings.busy_timeout))
+        except BaseException:
+            app.state.db.close()
+            raise
         feed = None
         if app.state.db.dialect == "postgresql":  # replicas hear each other's changes at once
             conninfo = (
@@ -42,6 +48,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 feed.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await feed
+            app.state.commits.close()
             app.state.db.close()
 
     app = FastAPI(
@@ -55,11 +62,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.settings = settings
     _errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # The hot paths first: each request is matched against the routers in this order.
+    app.include_router(check.router)
+    app.include_router(ingest.router)
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(policies.router)
-    app.include_router(check.router)
-    app.include_router(ingest.router)
     app.include_router(approvals.router)
     app.include_router(queries.router)
     app.include_router(arden.router)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from ..store import Database
 from ..store import _keys as keys
@@ -17,8 +18,8 @@ from ._errors import APIError
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="clearance"'}
 
 
-def database(request: Request) -> Database:
-    """The store the app opened at startup."""
+async def database(request: Request) -> Database:
+    """The store the app opened at startup (async: no worker thread just to read app state)."""
     db: Database = request.app.state.db
     return db
 
@@ -63,8 +64,10 @@ def actor(key: ApiKey) -> str:
     return key.name if key.id.startswith("usr_") else f"key:{key.name}:{key.id}"
 
 
-def current_key(request: Request, db: Database = Depends(database)) -> ApiKey:  # noqa: B008
+async def current_key(request: Request, db: Database = Depends(database)) -> ApiKey:  # noqa: B008
     """The caller: an API key, or a signed-in person (session cookie, CSRF-checked).
+
+    A key seen in the last second is answered from memory; the store is read on a worker thread.
 
     Raises:
         APIError: 401 when no key or session is given, or it is unknown, malformed, revoked or
@@ -74,19 +77,19 @@ def current_key(request: Request, db: Database = Depends(database)) -> ApiKey:  
     if presented is None:
         token = request.cookies.get(SESSION_COOKIE)
         if token:
-            return _from_session(request, db, token)
+            return await run_in_threadpool(_from_session, request, db, token)
         raise APIError(401, "an API key is required (X-API-Key or Authorization: Bearer)", headers=_CHALLENGE)
     cache: TTLCache[str, ApiKey | None] = request.app.state.__dict__.setdefault("key_cache", TTLCache())
-    key = cache.get(fingerprint(presented), lambda: keys.authenticate(db, presented))
+    key = await cache.aget(fingerprint(presented), lambda: keys.authenticate(db, presented))
     if key is None:
         raise APIError(401, "the API key is not valid (unknown, revoked or malformed)", headers=_CHALLENGE)
     return key
 
 
-def require(scope: Scope) -> Callable[..., ApiKey]:
+def require(scope: Scope) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that admits only keys with `scope`."""
 
-    def check(key: ApiKey = Depends(current_key)) -> ApiKey:  # noqa: B008
+    async def check(key: ApiKey = Depends(current_key)) -> ApiKey:  # noqa: B008
         if scope not in key.scopes:
             raise APIError(403, f"this key lacks the '{scope}' scope")
         return key

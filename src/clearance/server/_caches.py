@@ -7,11 +7,14 @@ seconds anyway, which bounds how late a change made elsewhere can be seen.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -26,25 +29,65 @@ class TTLCache(Generic[K, V]):
         self.ttl = ttl
         self._items: dict[K, tuple[float, V]] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by clear(): a load that started before it is not kept
+        self._loading: dict[K, asyncio.Task[V]] = {}  # touched only on the event loop
+
+    def peek(self, key: K) -> tuple[bool, V | None]:
+        """`(True, value)` for a live entry, else `(False, None)`; never loads."""
+        with self._lock:
+            hit = self._items.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
 
     def get(self, key: K, load: Callable[[], V]) -> V:
         """The cached value, or `load()`ed and kept."""
-        now = time.monotonic()
+        found, value = self.peek(key)
+        if found:
+            return value  # type: ignore[return-value]
         with self._lock:
-            hit = self._items.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+            generation = self._generation
         value = load()
-        with self._lock:
-            if len(self._items) >= _MAX:
-                self._items.clear()
-            self._items[key] = (now + self.ttl, value)
+        self._keep(key, value, generation)
         return value
 
+    async def aget(self, key: K, load: Callable[[], V]) -> V:
+        """`get` for the event loop: `load` runs on a worker thread.
+
+        It runs once for all the requests that miss the same entry at the same moment, as they
+        all do when it expires.
+        """
+        found, value = self.peek(key)
+        if found:
+            return value  # type: ignore[return-value]
+        task = self._loading.get(key)
+        if task is None:
+            task = self._loading[key] = asyncio.ensure_future(self._load(key, load))
+        return await asyncio.shield(task)
+
+    async def _load(self, key: K, load: Callable[[], V]) -> V:
+        try:
+            with self._lock:
+                generation = self._generation
+            value = await run_in_threadpool(load)
+            self._keep(key, value, generation)
+            return value
+        finally:
+            self._loading.pop(key, None)
+
+    def _keep(self, key: K, value: V, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return  # cleared while loading: what was loaded may already be stale
+            if len(self._items) >= _MAX:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + self.ttl, value)
+
     def clear(self) -> None:
-        """Forget everything."""
+        """Forget everything, including what is being loaded right now."""
         with self._lock:
             self._items.clear()
+            self._generation += 1
 
 
 def fingerprint(secret: str) -> str:

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ class Database:
         self._create = create
         self._conn: Any = None
         self._engine: Engine | None = None
+        # The hash of the newest record, known only inside a write transaction that appended
+        # (it holds the chain's lock), so later appends in it skip reading the head again.
+        self.chain_tip: str | None = None
         try:
             self._open()
         except StoreError:
@@ -183,8 +186,13 @@ class Database:
         return StoreError(f"cannot {doing} the audit database {self.display}: {_why(exc)}")
 
     @contextmanager
-    def write(self) -> Iterator[Any]:
+    def write(self, *, pipelined: bool = False) -> Iterator[Any]:
         """A write transaction holding the store's write lock; commits on success.
+
+        `pipelined` (PostgreSQL): statements are sent without waiting for each one's answer
+        until a result is read or the transaction commits, so a transaction of many inserts
+        costs a few round trips instead of one per statement. An error may then surface at the
+        next read or at commit rather than at its statement; the transaction fails all the same.
 
         Raises:
             StoreError: When another process holds the lock past the busy timeout, the store is
@@ -192,13 +200,17 @@ class Database:
         """
         with self.lock:
             cur = self._cursor()
+            self.chain_tip = None
             try:
-                if self.dialect == "sqlite":
-                    self._retry_busy(lambda: cur.execute("BEGIN IMMEDIATE"))
-                else:
-                    cur.execute("SELECT pg_advisory_xact_lock(7226062)")
-                yield cur
-                self._conn.commit() if self.dialect != "sqlite" else cur.execute("COMMIT")
+                with (
+                    self._conn.driver_connection.pipeline() if pipelined and self.dialect != "sqlite" else nullcontext()
+                ):
+                    if self.dialect == "sqlite":
+                        self._retry_busy(lambda: cur.execute("BEGIN IMMEDIATE"))
+                    else:
+                        cur.execute("SELECT pg_advisory_xact_lock(7226062)")
+                    yield cur
+                    self._conn.commit() if self.dialect != "sqlite" else cur.execute("COMMIT")
             except BaseException as exc:
                 self._rollback()
                 if _is_busy(exc):
@@ -210,6 +222,7 @@ class Database:
                     raise error from exc
                 raise
             finally:
+                self.chain_tip = None
                 with contextlib.suppress(Exception):
                     cur.close()
 

@@ -102,15 +102,18 @@ def chain_hash(prev_hash: str, body: str) -> str:
 
 def append(db: Database, cur: Any, events: Sequence[Event]) -> None:
     """Append events to the chain inside a write transaction of `db` (cursor `cur`)."""
-    cur.execute(_HEAD)
-    row = cur.fetchone()
-    prev = row[1] if row else GENESIS
+    prev = db.chain_tip
+    if prev is None:  # the first append of this transaction
+        cur.execute(_HEAD)
+        row = cur.fetchone()
+        prev = row[1] if row else GENESIS
     rows = []
     for e in events:
         h = chain_hash(prev, e.body)
         rows.append({**e.columns, "id": e.id, "at_us": e.at_us, "body": e.body, "prev_hash": prev, "hash": h})
         prev = h
     cur.executemany(db.sql(_INSERT), rows)
+    db.chain_tip = prev
 
 
 @dataclass(frozen=True)

@@ -78,13 +78,13 @@ class ArdenTokens(BaseModel):
 
 
 @router.post("/policy/check", summary="ardenpy: decide a call (agent)")
-def policy_check(body: ArdenCheck, request: Request, key: Agent, db: Db) -> ArdenDecision:
+async def policy_check(body: ArdenCheck, request: Request, key: Agent) -> ArdenDecision:
     """Decide and record a call; positional arguments, if any, are recorded as `_args`."""
     args = dict(body.kwargs)
     if body.args:
         args["_args"] = body.args
     session = (body.metadata or {}).get("session_id")
-    call = decide_for(request, db, key, body.tool_name, args, session if isinstance(session, str) else None)
+    call = await decide_for(request, key, body.tool_name, args, session if isinstance(session, str) else None)
     effect = call.decision.effect.value
     return ArdenDecision(
         decision=_DECISIONS[effect],  # type: ignore[arg-type]

@@ -10,22 +10,23 @@ import threading
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..._clock import now_us
-from ..._guard._record import RecordedCall, record_call
+from ..._guard._record import RecordedCall, call_recorder
 from ...policy import Policy, parse_policy
 from ...store import Database
 from ...store import _events as events
 from ...store import _policies as policies
 from ...store._keys import ApiKey
-from .._auth import database, require
+from .._auth import require
 from .._caches import TTLCache
+from .._commits import GroupCommit
 from .._errors import APIError
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 Agent = Annotated[ApiKey, Depends(require("agent"))]
-Db = Annotated[Database, Depends(database)]
 _COMPILED_KEEP = 64  # compiled revisions kept per process
 
 
@@ -70,9 +71,12 @@ class _Compiled:
         self._by_id: dict[str, Policy] = {}
         self._lock = threading.Lock()
 
-    def get(self, rev: policies.Revision) -> Policy:
+    def peek(self, rev: policies.Revision) -> Policy | None:
         with self._lock:
-            found = self._by_id.get(rev.id)
+            return self._by_id.get(rev.id)
+
+    def get(self, rev: policies.Revision) -> Policy:
+        found = self.peek(rev)
         if found is None:
             found = parse_policy(rev.text, rev.source)
             with self._lock:
@@ -82,51 +86,59 @@ class _Compiled:
         return found
 
 
-def _compiled(request: Request) -> _Compiled:
-    cache: _Compiled | None = getattr(request.app.state, "compiled", None)
-    if cache is None:
-        cache = request.app.state.compiled = _Compiled()
-    return cache
-
-
-def decide_for(
-    request: Request, db: Database, key: ApiKey, tool: str, args: dict[str, Any], session: str | None
-) -> RecordedCall:
-    """Decide and record a call for an agent key, with the policy active for its agent.
-
-    Raises:
-        APIError: 409 when no policy is active for the key's agent (nothing can be decided).
-    """
-    cache: TTLCache[tuple[str | None, str], policies.Revision | None] = request.app.state.__dict__.setdefault(
+async def _active_policy(request: Request, key: ApiKey) -> Policy:
+    """The compiled policy active for the key's agent; from memory unless it changed."""
+    state = request.app.state
+    cache: TTLCache[tuple[str | None, str], policies.Revision | None] = state.__dict__.setdefault(
         "policy_cache", TTLCache()
     )
-    rev = cache.get(
-        (key.agent, key.environment), lambda: policies.resolve(db, agent=key.agent, environment=key.environment)
-    )
+    compiled: _Compiled = state.__dict__.setdefault("compiled", _Compiled())
+    scope = (key.agent, key.environment)
+    db: Database = state.db
+    rev = await cache.aget(scope, lambda: policies.resolve(db, agent=key.agent, environment=key.environment))
     if rev is None:
         raise APIError(
             409, f"no policy is active for agent {key.agent!r} in {key.environment!r}; nothing can be decided"
         )
+    policy = compiled.peek(rev)
+    return policy if policy is not None else await run_in_threadpool(compiled.get, rev)
+
+
+async def decide_for(
+    request: Request, key: ApiKey, tool: str, args: dict[str, Any], session: str | None
+) -> RecordedCall:
+    """Decide and record a call for an agent key, with the policy active for its agent.
+
+    The record is committed with other requests' in one transaction (group commit) before this
+    returns.
+
+    Raises:
+        APIError: 409 when no policy is active for the key's agent (nothing can be decided).
+        StoreError: The decision could not be recorded (so it is not given).
+    """
+    policy = await _active_policy(request, key)
     assert key.agent is not None  # agent-scoped keys always name their agent
-    return record_call(
-        db,
-        _compiled(request).get(rev),
+    commits: GroupCommit = request.app.state.commits
+    step = call_recorder(
+        commits.db,
+        policy,
         agent=key.agent,
         environment=key.environment,
         tool=tool,
         args=args,
         session=session or f"ses_key_{key.id}",
     )
+    return await commits.run(step)
 
 
 @router.post("/check", summary="Decide a call and record the decision (agent)")
-def check(body: CheckRequest, request: Request, key: Agent, db: Db) -> CheckResponse:
+async def check(body: CheckRequest, request: Request, key: Agent) -> CheckResponse:
     """Decide the call with the policy active for the key's agent and environment.
 
     The decision — and a pending approval, when one is required — is committed before the
     answer. Report what happened with `POST /v1/calls/{call_id}/outcome`.
     """
-    call = decide_for(request, db, key, body.tool, body.args, body.session_id)
+    call = await decide_for(request, key, body.tool, body.args, body.session_id)
     d = call.decision
     return CheckResponse(
         decision=d.effect.value,
@@ -142,19 +154,22 @@ def check(body: CheckRequest, request: Request, key: Agent, db: Db) -> CheckResp
 
 
 @router.post("/calls/{call_id}/outcome", summary="Record what happened when a decided call ran (agent)")
-def outcome(call_id: str, body: Outcome, key: Agent, db: Db) -> dict[str, str]:
+async def outcome(call_id: str, body: Outcome, request: Request, key: Agent) -> dict[str, str]:
     """Record the outcome of one of this agent's calls. Idempotent: a repeat changes nothing."""
-    with db.write() as cur:
+    commits: GroupCommit = request.app.state.commits
+    db = commits.db
+
+    def record(cur: Any) -> str | None:
         cur.execute(
-            db.sql("SELECT kind, agent, tool, session, body FROM events WHERE call_id = :c ORDER BY seq"),
+            db.sql("SELECT kind, agent, tool, session FROM events WHERE call_id = :c ORDER BY seq"),
             {"c": call_id},
         )
         rows = cur.fetchall()
         decided = next((r for r in rows if r[0] == "tool_call.decided"), None)
         if decided is None or decided[1] != key.agent:
-            raise APIError(404, f"this agent has no call with the id {call_id!r}")
+            return None
         if any(r[0] == "tool_call.finished" for r in rows):
-            return {"call_id": call_id, "status": "already recorded"}
+            return "already recorded"
         fields: dict[str, Any] = {
             "agent": key.agent,
             "environment": key.environment,
@@ -167,4 +182,9 @@ def outcome(call_id: str, body: Outcome, key: Agent, db: Db) -> dict[str, str]:
         if body.error is not None:
             fields["error"] = body.error
         events.append(db, cur, [events.make_event("tool_call.finished", now_us(), fields)])
-    return {"call_id": call_id, "status": "recorded"}
+        return "recorded"
+
+    status = await commits.run(record)
+    if status is None:
+        raise APIError(404, f"this agent has no call with the id {call_id!r}")
+    return {"call_id": call_id, "status": status}

@@ -1,0 +1,169 @@
+"""Group commit: many requests' records in one transaction, each request failing alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clearance.errors import StoreError
+from clearance.server._commits import GroupCommit
+from clearance.store import Database
+from clearance.store import _events as events
+
+FIELDS = {"agent": "a", "environment": "test", "session": "s", "tool": "t"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "commits.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
+def _append(db: Database, n: int) -> Any:
+    def step(cur: Any) -> str:
+        e = events.make_event("test.step", n, {**FIELDS, "n": n})
+        events.append(db, cur, [e])
+        return e.id
+
+    return step
+
+
+def _count(url: str) -> int:
+    db = Database(url)
+    try:
+        with db.read() as cur:
+            cur.execute("SELECT count(*) FROM events WHERE kind = 'test.step'")
+            return int(cur.fetchone()[0])
+    finally:
+        db.close()
+
+
+def _verify(url: str) -> None:
+    db = Database(url)
+    try:
+        report = events.verify(db)
+        assert report.ok, report
+    finally:
+        db.close()
+
+
+def test_waiting_steps_share_one_transaction_and_the_chain_stays_whole(store_url: str) -> None:
+    commits = GroupCommit(Database(store_url))
+    gate = threading.Event()
+
+    async def main() -> list[Any]:
+        blocker = asyncio.ensure_future(commits.run(lambda cur: gate.wait(10)))
+        await asyncio.sleep(0.05)  # the writer is inside the blocker's transaction
+        steps = [asyncio.ensure_future(commits.run(_append(commits.db, n))) for n in range(40)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        return await asyncio.gather(*steps)
+
+    try:
+        ids = asyncio.run(main())
+    finally:
+        commits.close()
+    assert len(set(ids)) == 40
+    assert _count(store_url) == 40
+    _verify(store_url)
+    if commits.db.dialect == "postgresql":  # the 40 waited together, so they committed together
+        db = Database(store_url)
+        with db.read() as cur:
+            cur.execute("SELECT count(DISTINCT xmin::text) FROM events WHERE kind = 'test.step'")
+            assert cur.fetchone()[0] == 1
+        db.close()
+
+
+def test_a_failing_step_fails_alone_and_leaves_nothing(store_url: str) -> None:
+    commits = GroupCommit(Database(store_url))
+    gate = threading.Event()
+
+    def bad_python(cur: Any) -> None:
+        events.append(commits.db, cur, [events.make_event("test.step", 1, {**FIELDS, "bad": True})])
+        raise ValueError("this step is broken")
+
+    def bad_sql(cur: Any) -> None:
+        cur.execute("INSERT INTO no_such_table VALUES (1)")
+
+    async def main() -> list[Any]:
+        blocker = asyncio.ensure_future(commits.run(lambda cur: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        steps = [asyncio.ensure_future(commits.run(_append(commits.db, n))) for n in range(5)]
+        steps.append(asyncio.ensure_future(commits.run(bad_python)))
+        steps.append(asyncio.ensure_future(commits.run(bad_sql)))
+        steps += [asyncio.ensure_future(commits.run(_append(commits.db, n))) for n in range(5, 10)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        return await asyncio.gather(*steps, return_exceptions=True)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        commits.close()
+    assert isinstance(results[5], ValueError) and "broken" in str(results[5])
+    assert isinstance(results[6], StoreError) and "no_such_table" in str(results[6])
+    assert all(isinstance(r, str) for r in results[:5] + results[7:])
+    assert _count(store_url) == 10  # the ten good ones, not the broken step's record
+    _verify(store_url)
+
+
+def test_a_cancelled_request_still_commits_what_was_decided(store_url: str) -> None:
+    commits = GroupCommit(Database(store_url))
+    gate = threading.Event()
+
+    async def main() -> None:
+        blocker = asyncio.ensure_future(commits.run(lambda cur: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        step = asyncio.ensure_future(commits.run(_append(commits.db, 1)))
+        await asyncio.sleep(0.01)
+        step.cancel()  # the client went away while its decision waited to be committed
+        gate.set()
+        await blocker
+
+    try:
+        asyncio.run(main())
+    finally:
+        commits.close()  # drains what is queued
+    assert _count(store_url) == 1
+
+
+def test_close_commits_everything_queued(tmp_path: Path) -> None:
+    url = str(tmp_path / "drain.db")
+    commits = GroupCommit(Database(url))
+
+    async def main() -> None:
+        for n in range(100):
+            commits._queue.put((_append(commits.db, n), asyncio.get_running_loop(), asyncio.Future()))
+
+    asyncio.run(main())
+    commits.close()
+    assert _count(url) == 100
+    _verify(url)
+
+
+def test_a_locked_store_fails_the_waiting_requests_and_the_writer_recovers(tmp_path: Path) -> None:
+    url = str(tmp_path / "locked.db")
+    commits = GroupCommit(Database(url, busy_timeout=0.2))
+    other = sqlite3.connect(url, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+    async def attempt(n: int) -> Any:
+        return await asyncio.gather(*(commits.run(_append(commits.db, i)) for i in range(n)), return_exceptions=True)
+
+    try:
+        failed = asyncio.run(attempt(3))
+        assert all(isinstance(r, StoreError) and "locked" in str(r) for r in failed)
+        other.execute("ROLLBACK")
+        assert all(isinstance(r, str) for r in asyncio.run(attempt(3)))
+    finally:
+        other.close()
+        commits.close()
+    assert _count(url) == 3
