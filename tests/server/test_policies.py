@@ -64,6 +64,14 @@ def test_activation_resolution_snapshot_and_etag(client: TestClient, make_key: A
         == 422
     )
     assert client.post("/v1/policies/rev_nope/activate", headers=admin, json={}).status_code == 404
+    listed = client.get("/v1/policies/assignments", headers=admin).json()
+    assert [(a["scope"], a["revision_id"]) for a in listed] == [
+        ("default", ids[0]),
+        ("environment:live", ids[1]),
+        ("agent:refunds", ids[2]),
+    ]
+    assert all(a["activated_by"].startswith("key:") and a["activated_at_us"] > 0 for a in listed)
+    assert client.get("/v1/policies/assignments", headers=agent).status_code == 403
 
 
 def test_diff_and_rollback(client: TestClient, make_key: Any, server_db: str) -> None:

@@ -98,3 +98,138 @@ def test_failed_sign_ins_are_throttled(client: TestClient, people: dict[str, Any
     for _ in range(5):
         client.post("/v1/login", json={"username": "ghost", "password": "x"})
     assert client.post("/v1/login", json={"username": "ghost", "password": "x"}).status_code == 429
+
+
+def _admin_events(db: str, kind: str) -> list[dict[str, Any]]:
+    from clearance.store import Database
+    from clearance.store._events import EventFilter, query
+
+    store = Database(db)
+    try:
+        return [e.body for e in query(store, EventFilter(kind=kind))]
+    finally:
+        store.close()
+
+
+def test_admins_manage_people_over_the_api(client: TestClient, server_db: str, make_key: Any) -> None:
+    admin = {"X-API-Key": make_key("admin", agent=None)}
+    agent = {"X-API-Key": make_key("agent", agent="bot")}
+    approver = {"X-API-Key": make_key("approver", agent=None)}
+    new = {"username": "carol", "password": PASSWORD, "roles": ["approver"]}
+    for who in (agent, approver):
+        assert client.post("/v1/users", headers=who, json=new).status_code == 403
+        assert client.get("/v1/users", headers=who).status_code == 403
+        assert client.patch("/v1/users/carol", headers=who, json={"disabled": True}).status_code == 403
+    created = client.post("/v1/users", headers=admin, json=new)
+    assert created.status_code == 201 and created.json()["roles"] == ["approver"]
+    assert "password" not in created.text and "argon2" not in created.text
+    assert client.post("/v1/users", headers=admin, json=new).status_code == 409
+    short = client.post("/v1/users", headers=admin, json={**new, "username": "dan", "password": "short"})
+    assert short.status_code == 422
+    role = client.post("/v1/users", headers=admin, json={**new, "username": "dan", "roles": ["agent"]})
+    assert role.status_code == 422
+    bad_name = client.post("/v1/users", headers=admin, json={**new, "username": "<script>"})
+    assert bad_name.status_code == 422 and "username" in bad_name.json()["error"]["message"]
+    assert [u["username"] for u in client.get("/v1/users", headers=admin).json()] == ["carol"]
+
+    # Carol signs in; disabling her ends that session at once.
+    assert client.post("/v1/login", json={"username": "carol", "password": PASSWORD}).status_code == 200
+    assert client.get("/v1/me").status_code == 200
+    changed = client.patch("/v1/users/carol", headers=admin, json={"roles": ["approver", "admin"], "disabled": True})
+    assert (
+        changed.status_code == 200
+        and changed.json()["disabled_at_us"]
+        and changed.json()["roles"]
+        == [
+            "approver",
+            "admin",
+        ]
+    )
+    assert client.get("/v1/me").status_code == 401
+    assert client.post("/v1/login", json={"username": "carol", "password": PASSWORD}).status_code == 401
+    enabled = client.patch("/v1/users/carol", headers=admin, json={"disabled": False})
+    assert enabled.status_code == 200 and enabled.json()["disabled_at_us"] is None
+    assert client.post("/v1/login", json={"username": "carol", "password": PASSWORD}).status_code == 200
+    assert client.patch("/v1/users/nobody", headers=admin, json={"disabled": True}).status_code == 404
+    assert client.patch("/v1/users/carol", headers=admin, json={"roles": []}).status_code == 422
+    assert client.patch("/v1/users/carol", headers=admin, json={"superuser": True}).status_code == 422
+
+    # The last enabled admin stays an admin.
+    assert client.patch("/v1/users/carol", headers=admin, json={"roles": ["approver"]}).status_code == 409
+    assert client.patch("/v1/users/carol", headers=admin, json={"disabled": True}).status_code == 409
+
+    created_events = _admin_events(server_db, "user.created")
+    updated_events = _admin_events(server_db, "user.updated")
+    assert [e["username"] for e in created_events] == ["carol"] and created_events[0]["by"].startswith("key:")
+    assert [e.get("disabled") for e in updated_events] == [True, False]
+    assert updated_events[0]["roles"] == ["approver", "admin"]
+    assert all("hash" not in str(e) and PASSWORD not in str(e) for e in created_events + updated_events)
+
+
+def test_people_change_their_own_password(client: TestClient, server_db: str, make_key: Any) -> None:
+    make_user(server_db, "erin", "approver")
+    signed = client.post("/v1/login", json={"username": "erin", "password": PASSWORD}).json()
+    csrf = {"X-CSRF-Token": signed["csrf_token"]}
+    new = "a much better passphrase"
+    wrong = client.post("/v1/me/password", headers=csrf, json={"current_password": "nope", "new_password": new})
+    assert wrong.status_code == 403
+    no_csrf = client.post("/v1/me/password", json={"current_password": PASSWORD, "new_password": new})
+    assert no_csrf.status_code == 403
+    short = client.post("/v1/me/password", headers=csrf, json={"current_password": PASSWORD, "new_password": "x"})
+    assert short.status_code == 422
+    ok = client.post("/v1/me/password", headers=csrf, json={"current_password": PASSWORD, "new_password": new})
+    assert ok.status_code == 200
+    client.cookies.clear()
+    assert client.post("/v1/login", json={"username": "erin", "password": PASSWORD}).status_code == 401
+    assert client.post("/v1/login", json={"username": "erin", "password": new}).status_code == 200
+    key = {"X-API-Key": make_key("approver", agent=None)}
+    client.cookies.clear()
+    as_key = client.post("/v1/me/password", headers=key, json={"current_password": PASSWORD, "new_password": new})
+    assert as_key.status_code == 403
+
+
+def test_users_update_cli(tmp_path: Path) -> None:
+    db = str(tmp_path / "u.db")
+    make_user(db, "root", "admin")
+    make_user(db, "frank", "approver")
+    assert run_cli("users", "update", "frank", "--role", "admin", db=db, check=True).stdout.strip() == (
+        "updated user frank (admin; active)"
+    )
+    assert "updated user frank (admin; disabled)" in run_cli("users", "update", "frank", "--disable", db=db).stdout
+    last = run_cli("users", "update", "root", "--disable", db=db)
+    assert last.returncode == 2 and "last enabled admin" in last.stderr
+    nothing = run_cli("users", "update", "root", db=db)
+    assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+    missing = run_cli("users", "update", "ghost", "--enable", db=db)
+    assert missing.returncode == 2 and "no user is called 'ghost'" in missing.stderr
+    assert "frank" in run_cli("users", "list", db=db).stdout and "disabled" in run_cli("users", "list", db=db).stdout
+
+
+def test_key_changes_are_audited(client: TestClient, server_db: str, make_key: Any) -> None:
+    admin = {"X-API-Key": make_key("admin", agent=None)}
+    made = client.post("/v1/keys", headers=admin, json={"name": "ci", "scopes": ["agent"], "agent": "bot"}).json()
+    assert client.delete(f"/v1/keys/{made['key']['id']}", headers=admin).status_code == 200
+    assert client.delete(f"/v1/keys/{made['key']['id']}", headers=admin).status_code == 200  # idempotent
+    created = [e for e in _admin_events(server_db, "key.created") if e["key_name"] == "ci"]
+    revoked = _admin_events(server_db, "key.revoked")
+    assert len(created) == 1 and created[0]["agent"] == "bot" and created[0]["by"].startswith("key:")
+    assert len(revoked) == 1 and revoked[0]["key_id"] == made["key"]["id"]
+    assert made["secret"] not in str(created + revoked)
+
+
+def test_user_changes_on_postgresql(pg_url: str) -> None:
+    from clearance.store import Database
+    from clearance.store import _users as users
+
+    db = Database(pg_url)
+    try:
+        users.create(db, "root", PASSWORD, ["admin"], by="t")
+        users.create(db, "gina", PASSWORD, ["approver"], by="t")
+        assert users.update(db, "gina", roles=["approver", "admin"], by="t").roles == ("approver", "admin")
+        users.update(db, "gina", password="another long password", by="t")  # roles and access unchanged
+        assert users.verify(db, "gina", "another long password") is not None
+        assert users.update(db, "root", disabled=True, by="t").disabled_at_us is not None
+        with pytest.raises(ValueError, match="last enabled admin"):
+            users.update(db, "gina", disabled=True, by="t")
+    finally:
+        db.close()

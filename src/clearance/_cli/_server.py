@@ -145,7 +145,7 @@ def revoke(key_id: str, database: str) -> None:
     """Revoke KEY_ID at once; requests with it get 401."""
     db = open_db(database)
     try:
-        key = keys.revoke(db, key_id.strip())
+        key = keys.revoke(db, key_id.strip(), by="cli")
     finally:
         db.close()
     if key is None:
@@ -179,7 +179,7 @@ def create_user(username: str, roles: tuple[str, ...], password_stdin: bool, dat
         password = str(click.prompt("password", hide_input=True, confirmation_prompt=True))
     db = open_db(database, create=True)
     try:
-        user = users.create(db, username, password, roles)
+        user = users.create(db, username, password, roles, by="cli")
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     finally:
@@ -201,3 +201,49 @@ def list_users(database: str) -> None:
     finally:
         db.close()
     click.echo(table(["username", "roles", "created", "status"], rows) if rows else "no users")
+
+
+@users_group.command("update")
+@click.argument("username")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(users.ROLES),
+    help="Replace their roles with these (repeat the option for several).",
+)
+@click.option("--password", "new_password", is_flag=True, help="Set a new password (asked for, or --password-stdin).")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@click.option(
+    "--disable/--enable",
+    "disabled",
+    default=None,
+    help="Stop them signing in (ends their sessions), or allow it again.",
+)
+@database_option
+@friendly
+def update_user(
+    username: str,
+    roles: tuple[str, ...],
+    new_password: bool,
+    password_stdin: bool,
+    disabled: bool | None,
+    database: str,
+) -> None:
+    """Change USERNAME's roles, password or access; a new password or --disable signs them out everywhere."""
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif new_password:
+        password = str(click.prompt("new password", hide_input=True, confirmation_prompt=True))
+    if not roles and password is None and disabled is None:
+        raise click.UsageError("nothing to change: give --role, --password, --password-stdin, --disable or --enable")
+    db = open_db(database)
+    try:
+        user = users.update(db, username, roles=roles or None, password=password, disabled=disabled, by="cli")
+    except (LookupError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        db.close()
+    status = "disabled" if user.disabled_at_us else "active"
+    click.echo(f"updated user {safe(user.username)} ({', '.join(user.roles)}; {status})")

@@ -20,7 +20,7 @@ from . import _longpoll as longpoll
 from ._commits import GroupCommit
 from ._limits import BodyLimit
 from ._settings import ServerSettings
-from .routes import approvals, arden, check, health, ingest, keys, policies, queries, session
+from .routes import approvals, arden, check, health, ingest, keys, policies, queries, session, users
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -72,4 +72,5 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(queries.router)
     app.include_router(arden.router)
     app.include_router(session.router)
+    app.include_router(users.router)
     return app

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from .._clock import now_us
 from ._db import Database
+from ._events import Event, append, make_event
 
 Scope = Literal["agent", "approver", "admin"]
 SCOPES: tuple[Scope, ...] = ("agent", "approver", "admin")
@@ -114,11 +115,13 @@ def create(
         "revoked_at_us": None,
         "last_used_at_us": None,
     }
+    key = _from_row([row[f] for f in _FIELDS])
     with db.write() as cur:
         cur.execute(
             db.sql(f"INSERT INTO api_keys ({', '.join(_FIELDS)}) VALUES ({', '.join(':' + f for f in _FIELDS)})"), row
         )
-    return _from_row([row[f] for f in _FIELDS]), f"clr_{environment}_{key_id}_{secret}"
+        append(db, cur, [_event("key.created", key, created_by)])
+    return key, f"clr_{environment}_{key_id}_{secret}"
 
 
 def listing(db: Database) -> list[ApiKey]:
@@ -128,16 +131,34 @@ def listing(db: Database) -> list[ApiKey]:
         return [_from_row(r) for r in cur.fetchall()]
 
 
-def revoke(db: Database, key_id: str) -> ApiKey | None:
+def revoke(db: Database, key_id: str, *, by: str | None = None) -> ApiKey | None:
     """Revoke a key (idempotent); None when there is no such key."""
     with db.write() as cur:
         cur.execute(
             db.sql("UPDATE api_keys SET revoked_at_us = :now WHERE id = :id AND revoked_at_us IS NULL"),
             {"now": now_us(), "id": key_id},
         )
+        changed = cur.rowcount == 1
         cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM api_keys WHERE id = :id"), {"id": key_id})
         row = cur.fetchone()
-    return _from_row(row) if row else None
+        key = _from_row(row) if row else None
+        if key is not None and changed:
+            append(db, cur, [_event("key.revoked", key, by)])
+    return key
+
+
+def _event(kind: str, key: ApiKey, by: str | None) -> Event:
+    """An audit record of an admin action on a key (never its secret or hash)."""
+    fields = {
+        "agent": key.agent or "*",
+        "environment": key.environment,
+        "session": None,
+        "key_id": key.id,
+        "key_name": key.name,
+        "scopes": list(key.scopes),
+        "by": by,
+    }
+    return make_event(kind, now_us(), fields)
 
 
 def authenticate(db: Database, presented: str) -> ApiKey | None:

@@ -206,3 +206,22 @@ def resolve(db: Database, *, agent: str | None, environment: str) -> Revision | 
             if scope in active:
                 return _get(db, cur, active[scope])
     return None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Which revision is active for a scope, since when and by whom."""
+
+    scope: str
+    revision_id: str
+    activated_at_us: int
+    activated_by: str | None
+
+
+def assignments(db: Database) -> list[Assignment]:
+    """Every active assignment: the default first, then environments, then agents."""
+    with db.read() as cur:
+        cur.execute(db.sql("SELECT scope, revision_id, activated_at_us, activated_by FROM policy_assignments"))
+        found = [Assignment(*row) for row in cur.fetchall()]
+    rank = {"default": 0, "environment": 1, "agent": 2}
+    return sorted(found, key=lambda a: (rank.get(a.scope.partition(":")[0], 3), a.scope))

@@ -7,12 +7,14 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .._clock import now_us
 from ._db import Database
+from ._events import Event, append, make_event
 
 ROLES = ("approver", "admin")
+Role = Literal["approver", "admin"]
 SESSION_SECONDS = 12 * 3600
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")
 _FIELDS = ("id", "username", "password_hash", "roles", "created_at_us", "disabled_at_us")
@@ -40,20 +42,30 @@ def _user(row: Sequence[Any]) -> User:
     return User(r["id"], r["username"], tuple(r["roles"].split(",")), r["created_at_us"], r["disabled_at_us"])
 
 
-def create(db: Database, username: str, password: str, roles: Iterable[str]) -> User:
+def _checked_roles(roles: Iterable[str]) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(roles))
+    if not chosen or any(r not in ROLES for r in chosen):
+        raise ValueError(f"roles must be some of {', '.join(ROLES)}")
+    return chosen
+
+
+def _checked_password(password: str) -> str:
+    if len(password) < 12:
+        raise ValueError("a password needs at least 12 characters")
+    return password
+
+
+def create(db: Database, username: str, password: str, roles: Iterable[str], *, by: str | None = None) -> User:
     """Create a user.
 
     Raises:
         ValueError: A bad username, a password under 12 characters, an unknown role, or a
             username that is taken.
     """
-    chosen = tuple(dict.fromkeys(roles))
     if not _USERNAME.match(username):
         raise ValueError("a username is 1-200 letters, digits or . _ @ -, starting with a letter or digit")
-    if len(password) < 12:
-        raise ValueError("a password needs at least 12 characters")
-    if not chosen or any(r not in ROLES for r in chosen):
-        raise ValueError(f"roles must be some of {', '.join(ROLES)}")
+    _checked_password(password)
+    chosen = _checked_roles(roles)
     row = {
         "id": f"usr_{secrets.token_hex(8)}",
         "username": username,
@@ -69,7 +81,85 @@ def create(db: Database, username: str, password: str, roles: Iterable[str]) -> 
         cur.execute(
             db.sql(f"INSERT INTO users ({', '.join(_FIELDS)}) VALUES ({', '.join(':' + f for f in _FIELDS)})"), row
         )
-    return _user([row[f] for f in _FIELDS])
+        user = _user([row[f] for f in _FIELDS])
+        append(db, cur, [_event("user.created", user, by, {"roles": list(user.roles)})])
+    return user
+
+
+def get(db: Database, username: str) -> User | None:
+    """One user by username."""
+    with db.read() as cur:
+        cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users WHERE username = :u"), {"u": username})
+        row = cur.fetchone()
+    return _user(row) if row else None
+
+
+def update(
+    db: Database,
+    username: str,
+    *,
+    roles: Iterable[str] | None = None,
+    password: str | None = None,
+    disabled: bool | None = None,
+    by: str | None = None,
+) -> User:
+    """Change a user's roles, password or whether they may sign in.
+
+    A new password or disabling ends every session of theirs. The last enabled admin cannot be
+    disabled or lose the admin role (nobody could sign in to undo it).
+
+    Raises:
+        LookupError: No such user.
+        ValueError: An unknown role, a short password, or the last enabled admin.
+    """
+    new_roles = _checked_roles(roles) if roles is not None else None
+    new_hash = _hasher().hash(_checked_password(password)) if password is not None else None
+    with db.write() as cur:
+        cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users WHERE username = :u"), {"u": username})
+        row = cur.fetchone()
+        if row is None:
+            raise LookupError(f"no user is called {username!r}")
+        user = _user(row)
+        after_roles = new_roles if new_roles is not None else user.roles
+        after_disabled = disabled if disabled is not None else user.disabled_at_us is not None
+        if "admin" in user.roles and user.disabled_at_us is None and ("admin" not in after_roles or after_disabled):
+            cur.execute(db.sql("SELECT roles FROM users WHERE disabled_at_us IS NULL AND id != :id"), {"id": user.id})
+            if not any("admin" in r[0].split(",") for r in cur.fetchall()):
+                raise ValueError(f"{username} is the last enabled admin; make another admin first")
+        changes: dict[str, Any] = {}
+        if new_roles is not None and new_roles != user.roles:
+            changes["roles"] = list(new_roles)
+        if new_hash is not None:
+            changes["password"] = "changed"  # that it changed; never the hash
+        if after_disabled != (user.disabled_at_us is not None):
+            changes["disabled"] = after_disabled
+        if not changes:
+            return user
+        now = now_us()
+        cur.execute(
+            db.sql(
+                "UPDATE users SET roles = :roles, password_hash = COALESCE(:hash, password_hash),"
+                " disabled_at_us = :disabled WHERE id = :id"
+            ),
+            {
+                "roles": ",".join(after_roles),
+                "hash": new_hash,
+                "disabled": (user.disabled_at_us or now) if after_disabled else None,
+                "id": user.id,
+            },
+        )
+        if new_hash is not None or after_disabled:
+            cur.execute(db.sql("DELETE FROM user_sessions WHERE user_id = :id"), {"id": user.id})
+        cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users WHERE id = :id"), {"id": user.id})
+        updated = _user(cur.fetchone())
+        append(db, cur, [_event("user.updated", updated, by, changes)])
+    return updated
+
+
+def _event(kind: str, user: User, by: str | None, changes: dict[str, Any]) -> Event:
+    """An audit record of an admin action on a person (never a password or its hash)."""
+    fields = {"agent": "*", "environment": "*", "session": None, "username": user.username, "by": by, **changes}
+    return make_event(kind, now_us(), fields)
 
 
 def listing(db: Database) -> list[User]:

@@ -97,9 +97,9 @@ def list_keys(_: Admin, db: Db) -> list[KeyOut]:
 
 
 @router.delete("/keys/{key_id}", summary="Revoke a key (admin)")
-def revoke_key(key_id: str, request: Request, _: Admin, db: Db) -> KeyOut:
+def revoke_key(key_id: str, request: Request, admin: Admin, db: Db) -> KeyOut:
     """Revoke a key at once (idempotent)."""
-    key = keys.revoke(db, key_id)
+    key = keys.revoke(db, key_id, by=actor(admin))
     cache = getattr(request.app.state, "key_cache", None)
     if cache is not None:
         cache.clear()  # revoked here: refused here at once (other replicas within a second)

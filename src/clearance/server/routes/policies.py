@@ -6,6 +6,7 @@ changes.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -136,6 +137,22 @@ async def create_policy(body: PolicyCreate, admin: Admin, db: Db) -> RevisionOut
 async def list_policies(_: Admin, db: Db) -> list[RevisionOut]:
     """Every revision, newest first, rejected drafts included (without their text)."""
     return [RevisionOut.of(r) for r in await run_in_threadpool(policies.listing, db)]
+
+
+class AssignmentOut(BaseModel):
+    """A scope and the revision active for it."""
+
+    scope: str
+    revision_id: str
+    activated_at_us: int
+    activated_by: str | None
+
+
+@router.get("/policies/assignments", summary="Which revision is active for each scope (admin)")
+async def list_assignments(_: Admin, db: Db) -> list[AssignmentOut]:
+    """Every active assignment: `default`, then `environment:…`, then `agent:…` (agent wins)."""
+    found = await run_in_threadpool(policies.assignments, db)
+    return [AssignmentOut(**dataclasses.asdict(a)) for a in found]
 
 
 async def _revision(db: Database, rev_id: str) -> Revision:

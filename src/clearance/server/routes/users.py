@@ -1,0 +1,130 @@
+"""People who sign in to the dashboard.
+
+Admins list, create, change roles, reset passwords and disable; a signed-in person changes their
+own password. Every change is an audit record.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...store import Database
+from ...store import _users as users
+from ...store._keys import ApiKey
+from ...store._users import User
+from .._auth import SESSION_COOKIE, actor, current_key, database, require
+from .._errors import APIError
+
+router = APIRouter(prefix="/v1", tags=["users"])
+Admin = Annotated[ApiKey, Depends(require("admin"))]
+Db = Annotated[Database, Depends(database)]
+Role = users.Role
+
+
+class UserOut(BaseModel):
+    """A person as the API shows them: never a password hash."""
+
+    username: str
+    roles: list[str]
+    created_at_us: int
+    disabled_at_us: int | None
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        """The view of a stored user."""
+        return cls(
+            username=user.username,
+            roles=list(user.roles),
+            created_at_us=user.created_at_us,
+            disabled_at_us=user.disabled_at_us,
+        )
+
+
+class UserCreate(BaseModel):
+    """A new person."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=200)
+    password: str = Field(min_length=12, max_length=1024)
+    roles: list[Role] = Field(min_length=1)
+
+
+class UserChange(BaseModel):
+    """What to change; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roles: list[Role] | None = Field(default=None, min_length=1)
+    password: str | None = Field(default=None, min_length=12, max_length=1024)
+    disabled: bool | None = None
+
+
+class PasswordChange(BaseModel):
+    """A signed-in person's new password, with their current one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=12, max_length=1024)
+
+
+@router.get("/users", summary="List people (admin)")
+async def list_users(_: Admin, db: Db) -> list[UserOut]:
+    """Everyone who can sign in, or could before being disabled."""
+    return [UserOut.of(u) for u in await run_in_threadpool(users.listing, db)]
+
+
+@router.post("/users", status_code=status.HTTP_201_CREATED, summary="Create a person (admin)")
+async def create_user(body: UserCreate, admin: Admin, db: Db) -> UserOut:
+    """Create someone who signs in with a password (at least 12 characters)."""
+    try:
+        user = await run_in_threadpool(
+            lambda: users.create(db, body.username, body.password, body.roles, by=actor(admin))
+        )
+    except ValueError as exc:
+        raise APIError(409 if "taken" in str(exc) else 422, str(exc)) from None
+    return UserOut.of(user)
+
+
+@router.patch("/users/{username}", summary="Change a person's roles, password or access (admin)")
+async def change_user(username: str, body: UserChange, admin: Admin, db: Db) -> UserOut:
+    """Change roles, set a new password, or disable / re-enable.
+
+    A new password or disabling signs them out everywhere at once. The last enabled admin
+    cannot be disabled or lose the admin role (409).
+    """
+    try:
+        user = await run_in_threadpool(
+            lambda: users.update(
+                db, username, roles=body.roles, password=body.password, disabled=body.disabled, by=actor(admin)
+            )
+        )
+    except LookupError as exc:
+        raise APIError(404, str(exc)) from None
+    except ValueError as exc:
+        raise APIError(409 if "last enabled admin" in str(exc) else 422, str(exc)) from None
+    return UserOut.of(user)
+
+
+@router.post("/me/password", summary="Change my own password (people)")
+async def change_password(
+    body: PasswordChange, request: Request, response: Response, me: Annotated[ApiKey, Depends(current_key)], db: Db
+) -> dict[str, str]:
+    """Check the current password and set a new one; every session ends, so sign in again."""
+    if not me.id.startswith("usr_"):
+        raise APIError(403, "only a signed-in person has a password to change; API keys are revoked and recreated")
+    username = me.name.removeprefix("user:")
+    if await run_in_threadpool(users.verify, db, username, body.current_password) is None:
+        raise APIError(403, "the current password is wrong")
+    try:
+        await run_in_threadpool(lambda: users.update(db, username, password=body.new_password, by=me.name))
+    except ValueError as exc:
+        raise APIError(422, str(exc)) from None
+    if request.cookies.get(SESSION_COOKIE):
+        response.delete_cookie(SESSION_COOKIE, path="/")
+    return {"status": "password changed; sign in again"}
