@@ -11,8 +11,11 @@ def test_public_api_is_pinned() -> None:
         [
             "NOT_GIVEN",
             "ApprovalAlreadyDecided",
+            "ApprovalAlreadyExecuted",
             "ApprovalDenied",
+            "ApprovalEditRejected",
             "ApprovalError",
+            "ApprovalForbidden",
             "ApprovalNotFound",
             "ApprovalTimeout",
             "ChainBroken",

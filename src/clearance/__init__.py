@@ -23,8 +23,11 @@ from ._settings import Settings
 from ._usage import record_usage
 from .errors import (
     ApprovalAlreadyDecided,
+    ApprovalAlreadyExecuted,
     ApprovalDenied,
+    ApprovalEditRejected,
     ApprovalError,
+    ApprovalForbidden,
     ApprovalNotFound,
     ApprovalTimeout,
     ChainBroken,
@@ -43,8 +46,11 @@ __all__ = [
     "NOT_GIVEN",
     "PendingApproval",
     "ApprovalAlreadyDecided",
+    "ApprovalAlreadyExecuted",
     "ApprovalDenied",
+    "ApprovalEditRejected",
     "ApprovalError",
+    "ApprovalForbidden",
     "ApprovalNotFound",
     "ApprovalTimeout",
     "ChainBroken",

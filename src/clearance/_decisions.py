@@ -1,67 +1,279 @@
-"""Deciding approvals on a store: approve, deny, expire — once — and wake the waiter.
+"""Deciding approvals on a store, once, and waking the waiter.
 
-Needs only the store, not a policy, so the CLI in another terminal can decide.
+Approve (maybe with edits), deny, vote towards a quorum, expire, escalate.
+
+Needs only the store (the policy for an edit is read from it), so the CLI in another terminal,
+the server and Slack all decide the same way.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _edits
+from ._canonical import canonical_json, redact, sha256_hex
 from ._clock import now_us
 from ._notify import wake
+from .errors import ApprovalAlreadyDecided, ApprovalEditRejected, ApprovalForbidden, ClearanceError
+from .policy import Decision, Effect, Policy, parse_policy
 from .store import Approval, Database
 from .store import _approvals as approvals
+from .store import _facts as facts
+from .store import _policies as policies
 from .store._events import Event, make_event
 
 
-def _transition(
-    db: Database, approval_id: str, *, to: str, by: str | None, note: str | None, kind: str, **extra: object
+@dataclass(frozen=True)
+class Decider:
+    """Who decides an approval.
+
+    Attributes:
+        name: As recorded: `user:alice`, `key:ops:ab12…`, or the local user's name (CLI).
+        roles: Their roles, matched against the rule's `approvers` (`role:NAME`).
+        agent: The agent an API key is bound to (it may never decide that agent's calls).
+        trusted: The embedded store's own CLI: whoever can write the file decides, so
+            approver groups are not checked (the requester still cannot approve their own).
+    """
+
+    name: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    agent: str | None = None
+    trusted: bool = False
+
+    @property
+    def person(self) -> str:
+        """The person's username, without the `user:` prefix."""
+        return self.name.removeprefix("user:")
+
+
+PolicyFor = Callable[[Approval], Policy | None]
+
+
+def refusal(a: Approval, who: Decider) -> str | None:
+    """Why `who` may not decide `a`, or None when they may."""
+    if who.agent is not None and who.agent == a.agent:
+        return f"a key bound to the requesting agent ({a.agent!r}) cannot decide its approvals"
+    if a.requested_by is not None and who.person == a.requested_by:
+        return f"{a.requested_by} requested this call and cannot decide it"
+    groups = a.deciders
+    if groups and not who.trusted:
+        allowed = {g.removeprefix("role:") for g in groups if g.startswith("role:")}
+        people = {g.removeprefix("user:") for g in groups if g.startswith("user:")}
+        if not (allowed & who.roles or who.person in people):
+            return f"only {', '.join(groups)} may decide this approval"
+    return None
+
+
+def decide(
+    db: Database,
+    approval_id: str,
+    *,
+    approve: bool,
+    by: Decider,
+    note: str | None = None,
+    args: dict[str, Any] | None = None,
+    policy_for: PolicyFor | None = None,
 ) -> Approval:
-    """Move the approval to `to` once, record it as `kind` (with `extra` fields), wake its waiter."""
-    at = now_us()
-
-    def record(a: Approval) -> list[Event]:
-        outcome = to
-        if to == "expired" and a.on_timeout == "allow":
-            outcome = "allowed_on_timeout"
-        fields: dict[str, object] = {
-            "agent": a.agent,
-            "environment": a.environment,
-            "session": a.session,
-            "tool": a.tool,
-            "call_id": a.call_id,
-            "approval_id": a.id,
-            "decision": outcome,
-            "by": by or a.agent,
-            "note": note,
-            "waited_ms": round((at - a.created_at_us) / 1000, 3),
-            **extra,
-        }
-        if to == "expired":
-            fields["on_timeout"] = a.on_timeout
-        return [make_event(kind, at, fields)]
-
-    moved = approvals.transition(db, approval_id, to=to, by=by, note=note, now_us=at, events=record)
-    wake(moved.waiter)
-    return moved
-
-
-def decide(db: Database, approval_id: str, *, approve: bool, by: str, note: str | None = None) -> Approval:
     """Approve or deny a pending approval, once, record who did, and wake its waiter.
+
+    With `args`, the approver runs the call with these arguments instead (see `_edits`): they
+    are checked against the tool's parameters and the edited call is decided again by the
+    active policy (`policy_for`, default: the policy active for the agent in this store). An
+    edit policy blocks is refused; one that would itself need approval counts as approved by
+    this approver. With a quorum, an approval is a vote until enough different approvers voted;
+    any denial denies.
 
     Raises:
         ApprovalNotFound: No such approval.
         ApprovalAlreadyDecided: It was decided or expired already (says by whom).
+        ApprovalForbidden: `by` may not decide it (the requester, the agent, not in its group).
+        ApprovalEditRejected: The edited arguments do not fit or policy blocks them.
     """
-    status = "approved" if approve else "denied"
-    return _transition(db, approval_id, to=status, by=by, note=note, kind="approval.decided")
+    who = by
+    at = now_us()
+    current = approvals.get(db, approval_id)
+    why = refusal(current, who)
+    if why is not None:  # before looking at an edit; checked again in the transaction
+        raise ApprovalForbidden(current.id, current.tool, why)
+    edit: dict[str, Any] = {}
+    if args is not None:
+        if not approve:
+            raise ApprovalEditRejected(approval_id, current.tool, ["only an approval can change the arguments"])
+        edit = _edit(db, current, args, policy_for or (lambda a: active_policy(db, a.agent, a.environment)))
+
+    def check(a: Approval) -> None:
+        why = refusal(a, who)
+        if why is not None:
+            raise ApprovalForbidden(a.id, a.tool, why)
+        if approve and any(v["by"] == who.name for v in a.votes):
+            raise ApprovalAlreadyDecided(a.id, a.tool, "pending: this approver already approved", who.name)
+        if edit and a.quorum > 1:
+            raise ApprovalEditRejected(a.id, a.tool, [f"edits need one approver; this call needs {a.quorum}"])
+
+    votes = len(current.votes) + 1
+    voted = approve and votes < current.quorum
+    to = "voted" if voted else ("approved" if approve else "denied")
+
+    def changes(a: Approval) -> dict[str, Any]:
+        out: dict[str, Any] = dict(edit)
+        if approve and a.quorum > 1:
+            out["votes_json"] = json.dumps([*a.votes, {"by": who.name, "at_us": at, "note": note}])
+        return out
+
+    def record(a: Approval) -> list[Event]:
+        fields = _fields(a, at, decision=to if to != "voted" else "approved", by=who.name, note=note)
+        if a.quorum > 1:
+            fields["votes"] = votes
+            fields["quorum"] = a.quorum
+        if edit:
+            fields["edited_args"] = json.loads(edit["edited_shown_json"])
+            fields["edited_args_hash"] = edit["edited_args_hash"]
+            fields["changes"] = _edits.changes(a.args, json.loads(edit["edited_args_json"]), _redactions(db, a))
+        return [make_event("approval.voted" if voted else "approval.decided", at, fields)]
+
+    moved = approvals.transition(
+        db, approval_id, to=to, by=who.name, note=note, now_us=at, events=record, check=check, changes=changes
+    )
+    if not voted:
+        wake(moved.waiter)
+    return moved
+
+
+def _edit(db: Database, a: Approval, args: dict[str, Any], policy_for: PolicyFor) -> dict[str, Any]:
+    """The columns of an accepted edit, or ApprovalEditRejected."""
+    policy = policy_for(a)
+    if policy is None:
+        raise ApprovalEditRejected(a.id, a.tool, ["no active policy to check the edited call against"])
+    plan = policy.plan(a.tool)
+    full, problems = _edits.merge(a.args, args, redacted=plan.redact, params=plan.params)
+    if problems:
+        raise ApprovalEditRejected(a.id, a.tool, problems)
+    decision = _decide_again(db, policy, a, full)
+    if decision.effect is Effect.BLOCK:
+        raise ApprovalEditRejected(a.id, a.tool, [f"policy blocks the edited call: {decision.reason}"])
+    text = canonical_json(full)
+    shown, _ = redact(full, plan.redact)
+    return {
+        "edited_args_json": text,
+        "edited_args_hash": sha256_hex(text),
+        "edited_shown_json": canonical_json(shown),
+    }
+
+
+def _decide_again(db: Database, policy: Policy, a: Approval, args: dict[str, Any]) -> Decision:
+    """The decision policy makes now on the edited call, with facts that leave out the call itself."""
+    plan = policy.plan(a.tool)
+    values: dict[str, Any] = {}
+    if plan.facts:
+        with db.read() as cur:
+            values, _ = facts.compute(
+                db, cur, plan.facts, agent=a.agent, session=a.session, tool=a.tool, now_us=now_us(), exclude=a.call_id
+            )
+    return policy.decide(a.tool, args, values)
+
+
+def _redactions(db: Database, a: Approval) -> tuple[str, ...]:
+    policy = active_policy(db, a.agent, a.environment)
+    return tuple(policy.plan(a.tool).redact) if policy is not None else ()
+
+
+def active_policy(db: Database, agent: str, environment: str) -> Policy | None:
+    """The policy an agent decides by now.
+
+    The server's assignment, else the last one the agent itself activated on this store
+    (embedded mode).
+    """
+    rev = policies.resolve(db, agent=agent, environment=environment)
+    if rev is None:
+        with db.read() as cur:
+            cur.execute(
+                db.sql(
+                    "SELECT body FROM events WHERE kind = 'policy.activated' AND agent = :agent"
+                    " ORDER BY seq DESC LIMIT 1"
+                ),
+                {"agent": agent},
+            )
+            row = cur.fetchone()
+        if row is not None:
+            rev = policies.get(db, json.loads(row[0])["policy_revision"])
+    if rev is None:
+        return None
+    try:
+        return parse_policy(rev.text, rev.source)
+    except ClearanceError:
+        return None
+
+
+def _fields(a: Approval, at: int, *, decision: str, by: str | None, note: str | None) -> dict[str, Any]:
+    return {
+        "agent": a.agent,
+        "environment": a.environment,
+        "session": a.session,
+        "tool": a.tool,
+        "call_id": a.call_id,
+        "approval_id": a.id,
+        "decision": decision,
+        "by": by or a.agent,
+        "note": note,
+        "waited_ms": round((at - a.created_at_us) / 1000, 3),
+    }
 
 
 def expire(db: Database, approval_id: str) -> Approval:
     """Expire a pending approval whose time is up (once, across processes) and wake its waiter.
 
+    With `on_timeout: escalate` and not yet escalated, it stays pending for the rule's
+    `escalate_to` approvers, with a new expiry, instead.
+
     Raises:
         ApprovalAlreadyDecided: It was decided first.
     """
-    return _transition(db, approval_id, to="expired", by="system", note=None, kind="approval.expired")
+    at = now_us()
+    current = approvals.get(db, approval_id)
+    if current.on_timeout == "escalate" and current.escalated_at_us is None:
+        return _escalate(db, current, at)
+
+    def record(a: Approval) -> list[Event]:
+        outcome = "allowed_on_timeout" if a.on_timeout == "allow" else "expired"
+        fields = _fields(a, at, decision=outcome, by="system", note=None)
+        fields["on_timeout"] = a.on_timeout
+        return [make_event("approval.expired", at, fields)]
+
+    moved = approvals.transition(db, approval_id, to="expired", by="system", note=None, now_us=at, events=record)
+    wake(moved.waiter)
+    return moved
+
+
+def _escalate(db: Database, current: Approval, at: int) -> Approval:
+    seconds = current.escalation_timeout_s or max(1, (current.expires_at_us - current.created_at_us) // 1_000_000)
+    expires = at + seconds * 1_000_000
+
+    def check(a: Approval) -> None:
+        if a.escalated_at_us is not None:
+            raise ApprovalAlreadyDecided(a.id, a.tool, "pending (already escalated)", "system")
+
+    def record(a: Approval) -> list[Event]:
+        fields = _fields(a, at, decision="escalated", by="system", note=None)
+        fields["escalate_to"] = list(a.escalate_to)
+        fields["expires_at_us"] = expires
+        return [make_event("approval.escalated", at, fields)]
+
+    moved = approvals.transition(
+        db,
+        current.id,
+        to="escalated",
+        by="system",
+        note=None,
+        now_us=at,
+        events=record,
+        check=check,
+        changes=lambda a: {"escalated_at_us": at, "expires_at_us": expires},
+    )
+    wake(moved.waiter)  # a waiting agent learns the new expiry
+    return moved
 
 
 def cancel(db: Database, approval_id: str, *, why: str) -> Approval:
@@ -70,13 +282,18 @@ def cancel(db: Database, approval_id: str, *, why: str) -> Approval:
     Raises:
         ApprovalAlreadyDecided: It was decided first.
     """
-    return _transition(db, approval_id, to="cancelled", by=None, note=why, kind="approval.decided")
+    at = now_us()
+
+    def record(a: Approval) -> list[Event]:
+        return [make_event("approval.decided", at, _fields(a, at, decision="cancelled", by=None, note=why))]
+
+    moved = approvals.transition(db, approval_id, to="cancelled", by=None, note=why, now_us=at, events=record)
+    wake(moved.waiter)
+    return moved
 
 
 def sweep(db: Database) -> list[Approval]:
-    """Expire every pending approval whose time is up; returns those this call expired."""
-    from .errors import ApprovalAlreadyDecided
-
+    """Expire (or escalate) every pending approval whose time is up; returns those it moved."""
     done = []
     for approval_id in approvals.expired_ids(db, now_us()):
         try:

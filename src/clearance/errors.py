@@ -11,7 +11,10 @@ ClearanceError
 ├── ApprovalError               outcomes of a call that needed a human
 │   ├── ApprovalDenied          a human denied it
 │   ├── ApprovalTimeout         nobody decided in time and the rule's `on_timeout` denies
-│   └── ApprovalAlreadyDecided  someone else decided first (who, and what)
+│   ├── ApprovalAlreadyDecided  someone else decided first (who, and what)
+│   ├── ApprovalForbidden       this decider may not decide it (the requester, the agent, no role)
+│   ├── ApprovalEditRejected    edited arguments that do not fit the tool or that policy blocks
+│   └── ApprovalAlreadyExecuted its call already ran (exactly once), or is running elsewhere
 └── ApprovalNotFound            no approval has that id
 ```
 """
@@ -22,8 +25,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "ApprovalAlreadyDecided",
+    "ApprovalAlreadyExecuted",
     "ApprovalDenied",
+    "ApprovalEditRejected",
     "ApprovalError",
+    "ApprovalForbidden",
     "ApprovalNotFound",
     "ApprovalTimeout",
     "ChainBroken",
@@ -175,6 +181,40 @@ class ApprovalAlreadyDecided(ApprovalError):
         self.decided_by = decided_by
         by = f" by {decided_by}" if decided_by else ""
         super().__init__(approval_id, tool, f"approval {approval_id} is already {status}{by}")
+
+
+class ApprovalForbidden(ApprovalError):
+    """This decider may not decide this approval.
+
+    They are the requesting agent or person, or lack the approver group the rule names.
+    """
+
+
+class ApprovalEditRejected(ApprovalError):
+    """Edited arguments were refused: unknown names, wrong types, or a call policy blocks.
+
+    Attributes:
+        problems: What is wrong, one line each (`amount: expected a number, got "ten"`).
+    """
+
+    def __init__(self, approval_id: str, tool: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(approval_id, tool, f"the edited {tool} call was refused: " + "; ".join(problems))
+
+
+class ApprovalAlreadyExecuted(ApprovalError):
+    """The approved call already ran, or another process is running it: it runs exactly once.
+
+    Attributes:
+        status: executed, failed, or approved (claimed by another executor).
+        claimed_by: Who ran (or is running) it.
+    """
+
+    def __init__(self, approval_id: str, tool: str, status: str, claimed_by: str | None) -> None:
+        self.status = status
+        self.claimed_by = claimed_by
+        state = "is running" if status == "approved" else f"already ran ({status})"
+        super().__init__(approval_id, tool, f"approval {approval_id}: its {tool} call {state} in {claimed_by}")
 
 
 class ApprovalNotFound(ClearanceError):

@@ -53,7 +53,9 @@ def test_denied_approvals_do_not_count(configure: Callable[..., Governor]) -> No
     gov = configure(CAPS)
     from clearance import _decisions
 
-    @clearance.guard(on_pending=lambda p: _decisions.decide(gov.db, p.approval_id, approve=False, by="lead"))
+    @clearance.guard(
+        on_pending=lambda p: _decisions.decide(gov.db, p.approval_id, approve=False, by=_decisions.Decider("lead"))
+    )
     def issue_refund(order_id: str, amount: float) -> None:
         pass
 

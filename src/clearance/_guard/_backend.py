@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 from .._settings import Settings
 from ..policy import Policy
-from ._governor import Ticket, UsageRecord
+from ._governor import Approved, Ticket, UsageRecord
 
 
 class Backend(Protocol):
@@ -22,11 +22,11 @@ class Backend(Protocol):
 
     def begin(self, tool: str, args: dict[str, Any], session: str | None) -> Ticket: ...
 
-    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float) -> None: ...
+    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float, result: Any = None) -> None: ...
 
-    def wait(self, ticket: Ticket) -> None: ...
+    def wait(self, ticket: Ticket) -> Approved: ...
 
-    async def wait_async(self, ticket: Ticket) -> None: ...
+    async def wait_async(self, ticket: Ticket) -> Approved: ...
 
     def record_usage(
         self,

@@ -22,6 +22,7 @@ class Binder:
     """Binds calls of one function; built once per guarded tool."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
         self.signature = inspect.signature(fn)
         params = list(self.signature.parameters.values())
         self._skip = params[0].name if params and params[0].name in _SKIP_FIRST else None
@@ -72,6 +73,60 @@ class Binder:
         plain = to_plain(values)
         assert isinstance(plain, dict)
         return plain
+
+    def rebuild(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], proposed: Mapping[str, Any], run: Mapping[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call's arguments with an approver's edits applied.
+
+        Only the arguments whose value changed are replaced (with plain JSON values, turned into
+        the parameter's number type where it has one); the others stay the objects the agent
+        passed. `proposed` is the bound form of the original call, `run` the approved one.
+
+        Raises:
+            TypeError: An edited value does not fit the parameter's type, or names nothing.
+        """
+        changed = {k: v for k, v in run.items() if k not in proposed or to_plain(proposed[k]) != v}
+        if not changed:
+            return args, dict(kwargs)
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        hints = _hints(self.fn)
+        for name, value in changed.items():
+            if name in self.signature.parameters and name != self._var_kw:
+                bound.arguments[name] = _coerce(name, value, hints.get(name), (self.params or {}).get(name))
+            elif self._var_kw is not None:
+                bound.arguments.setdefault(self._var_kw, {})[name] = value
+            else:
+                raise TypeError(f"the edited call names {name!r}, which is not a parameter")
+        return bound.args, bound.kwargs
+
+
+def _coerce(name: str, value: Any, hint: Any, kind: ParamType | None) -> Any:
+    if hint is Decimal and isinstance(value, int | float) and not isinstance(value, bool):
+        return Decimal(str(value))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    ok = {
+        None: True,
+        "any": True,
+        "string": isinstance(value, str),
+        "boolean": isinstance(value, bool),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, int | float | Decimal) and not isinstance(value, bool),
+        "list": isinstance(value, list | tuple),
+        "map": isinstance(value, dict),
+    }[kind]
+    if not ok:
+        raise TypeError(f"the edited value of {name!r} is not a {kind}: {value!r}")
+    return value
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: no coercion, the type check still applies
+        return {}
 
 
 def _param_types(fn: Callable[..., Any], signature: inspect.Signature) -> dict[str, ParamType]:

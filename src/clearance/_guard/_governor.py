@@ -9,25 +9,35 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from .. import _decisions as decisions
+from .._canonical import canonical_json, to_plain
 from .._clock import now_us
 from .._notify import FALLBACK_SECONDS, Waiter
 from .._settings import Settings
-from ..errors import ApprovalAlreadyDecided, ApprovalDenied, ApprovalError, ApprovalTimeout, ClearanceError
+from ..errors import (
+    ApprovalAlreadyDecided,
+    ApprovalAlreadyExecuted,
+    ApprovalDenied,
+    ApprovalError,
+    ApprovalTimeout,
+    ClearanceError,
+)
 from ..policy import Decision, Policy
 from ..store import Approval, Database
 from ..store import _approvals as approvals
 from ..store import _events as events
-from ..store._events import make_event
+from ..store._events import Event, make_event
 from ._outcomes import OutcomeBuffer
 from ._record import llm_event, record_call
 
 _MAX_ERROR = 2000
+_MAX_RESULT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,23 @@ class PendingApproval:
     expires_at_us: int
 
 
+@dataclass(frozen=True)
+class Approved:
+    """An approval that lets a call run, as the code running it sees it.
+
+    Attributes:
+        approval_id: The approval.
+        decided_by: Who approved it (`system` when it ran on an `on_timeout: allow` expiry).
+        note: The approver's note for the agent, if any.
+        args: The approver's edited arguments (all of them), or None when they are unchanged.
+    """
+
+    approval_id: str
+    decided_by: str | None
+    note: str | None
+    args: dict[str, Any] | None = None
+
+
 @dataclass
 class Ticket:
     """One governed call in flight.
@@ -75,6 +102,7 @@ class Ticket:
     approval_id: str | None = None
     waiter: Waiter | None = None
     pending: PendingApproval | None = None
+    executed_args_hash: str | None = None  # set when an approver's edit runs instead
 
 
 @dataclass(frozen=True)
@@ -102,6 +130,7 @@ class Governor:
         self.default_session = f"ses_{uuid.uuid4().hex}"
         self._base = {"agent": settings.agent, "environment": settings.environment}
         self._outcomes = OutcomeBuffer(self.db, settings.outcome_delay)
+        self.executor = f"agent:{settings.agent} (pid {os.getpid()})"
         self._activate()
         atexit.register(self.close)
 
@@ -200,32 +229,36 @@ class Governor:
             call.call_id, tool, call.session, call.decision, call.args_hash, call.approval_id, waiter, pending
         )
 
-    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float) -> None:
+    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float, result: Any = None) -> None:
         """Record the outcome of a call that ran (see `_outcomes`).
 
         Never raises for a plain call; an approved call's outcome is committed at once, with
-        its approval's status.
+        its approval's status, result or error, and an `approval.executed` / `.failed` record.
         """
-        fields: dict[str, Any] = {
-            **self._base,
-            "session": ticket.session,
-            "tool": ticket.tool,
-            "call_id": ticket.call_id,
-            "decision": "error" if error else "ok",
-            "duration_ms": round(duration_s * 1000, 3),
-        }
-        if error is not None:
-            fields["error"] = f"{type(error).__name__}: {error}"[:_MAX_ERROR]
+        fields = outcome_fields(ticket, self._base, error=error, duration_s=duration_s)
         if ticket.approval_id is None:
             self._outcomes.add(make_event("tool_call.finished", now_us(), fields))
             return
-        fields["approval_id"] = ticket.approval_id
-        event = make_event("tool_call.finished", now_us(), fields)
+        fields["result"] = result_value(result) if error is None else None
+        at = now_us()
+        finished = make_event("tool_call.finished", at, fields)
         with self._outcomes.draining() as queued, self.db.write() as cur:
-            events.append(self.db, cur, [*queued, event])
-            approvals.finish(self.db, cur, ticket.approval_id, "failed" if error else "executed")
+            status = "failed" if error else "executed"
+            changed = approvals.finish(
+                self.db,
+                cur,
+                ticket.approval_id,
+                status,
+                now_us=at,
+                result_json=canonical_json(fields["result"]) if error is None else None,
+                error=fields.get("error"),
+            )
+            batch = [*queued, finished]
+            if changed:
+                batch.append(executed_event(fields, status, self.executor, at))
+            events.append(self.db, cur, batch)
 
-    # -- approvals ---------------------------------------------------------------------------
+    # -- approvals ---    # -- approvals ---------------------------------------------------------------------------
 
     def _settle(self, ticket: Ticket) -> Approval:
         """The approval once it is no longer pending (expiring it when its time is up)."""
@@ -238,30 +271,35 @@ class Governor:
                 approval = approvals.get(self.db, ticket.approval_id)
         return approval
 
-    def _remaining(self, ticket: Ticket) -> float | None:
-        """Seconds to wait for a wake-up, or None once decided (having raised if it may not run).
-
-        Raises:
-            ApprovalDenied: A human denied it.
-            ApprovalTimeout: It expired and `on_timeout` denies.
-        """
+    def _remaining(self, ticket: Ticket) -> tuple[float | None, Approval]:
+        """Seconds to wait for a wake-up (None once decided), and the approval as read."""
         approval = self._settle(ticket)
         if approval.status != "pending":
-            self._outcome(ticket, approval)
-            return None
+            return None, approval
         # Woken by push; the re-check every FALLBACK_SECONDS only covers a lost wake-up.
-        return min(max((approval.expires_at_us - now_us()) / 1e6, 0.0), FALLBACK_SECONDS)
+        return min(max((approval.expires_at_us - now_us()) / 1e6, 0.0), FALLBACK_SECONDS), approval
 
-    def wait(self, ticket: Ticket) -> None:
+    def _run_or_raise(self, ticket: Ticket, approval: Approval) -> Approved:
+        approved = settle(ticket, _view(approval))
+        ticket.executed_args_hash = approval.edited_args_hash
+        if approval.status == "approved":
+            approvals.claim(self.db, approval.id, by=self.executor, now_us=now_us())  # exactly once
+        return approved
+
+    def wait(self, ticket: Ticket) -> Approved:
         """Block until a human decides (or the approval expires); return when the call may run.
 
         Raises:
             ApprovalDenied: A human denied it.
             ApprovalTimeout: It expired and `on_timeout` denies.
+            ApprovalAlreadyExecuted: Another process (a resume, a worker) ran it already.
         """
         assert ticket.waiter is not None
         try:
-            while (timeout := self._remaining(ticket)) is not None:
+            while True:
+                timeout, approval = self._remaining(ticket)
+                if timeout is None:
+                    return self._run_or_raise(ticket, approval)
                 ticket.waiter.wait(timeout)
         except BaseException as exc:
             self._cancel_if_pending(ticket, exc)
@@ -269,11 +307,14 @@ class Governor:
         finally:
             ticket.waiter.close()
 
-    async def wait_async(self, ticket: Ticket) -> None:
+    async def wait_async(self, ticket: Ticket) -> Approved:
         """`wait`, awaiting without blocking the event loop."""
         assert ticket.waiter is not None
         try:
-            while (timeout := self._remaining(ticket)) is not None:
+            while True:
+                timeout, approval = self._remaining(ticket)
+                if timeout is None:
+                    return self._run_or_raise(ticket, approval)
                 await ticket.waiter.wait_async(timeout)
         except BaseException as exc:
             self._cancel_if_pending(ticket, exc)
@@ -287,17 +328,6 @@ class Governor:
             return
         with contextlib.suppress(ClearanceError):
             decisions.cancel(self.db, ticket.approval_id, why=f"the waiting agent stopped ({type(exc).__name__})")
-
-    def _outcome(self, ticket: Ticket, approval: Approval) -> None:
-        settle(
-            ticket,
-            approval_id=approval.id,
-            status=approval.status,
-            args_hash=approval.args_hash,
-            decided_by=approval.decided_by,
-            note=approval.note,
-            on_timeout=approval.on_timeout,
-        )
 
     def record_usage(
         self,
@@ -330,31 +360,92 @@ class Governor:
         return UsageRecord(event.id, cost.cost_usd, cost.source)
 
 
-def settle(
-    ticket: Ticket,
-    *,
-    approval_id: str,
-    status: str,
-    args_hash: str,
-    decided_by: str | None,
-    note: str | None,
-    on_timeout: str,
-) -> None:
-    """Return when a decided approval lets the call run; raise what the agent must handle otherwise.
+@dataclass(frozen=True)
+class ApprovalView:
+    """What a waiter learns of a decided approval, from the store or the server."""
+
+    approval_id: str
+    status: str
+    args_hash: str
+    decided_by: str | None
+    note: str | None
+    on_timeout: str
+    edited_args: dict[str, Any] | None = None
+    claimed_by: str | None = None
+
+
+def _view(a: Approval) -> ApprovalView:
+    return ApprovalView(a.id, a.status, a.args_hash, a.decided_by, a.note, a.on_timeout, a.edited_args, a.claimed_by)
+
+
+def settle(ticket: Ticket, a: ApprovalView) -> Approved:
+    """What a decided approval lets the call do: run (as approved, maybe edited), or raise.
 
     Raises:
         ApprovalError: The approval holds other arguments than this call, or was cancelled.
         ApprovalDenied: A human denied it.
         ApprovalTimeout: It expired and `on_timeout` denies.
+        ApprovalAlreadyExecuted: The approved call already ran, or is running elsewhere.
     """
-    if args_hash != ticket.args_hash:
-        raise ApprovalError(approval_id, ticket.tool, f"approval {approval_id} holds other arguments than this call")
-    if status in ("approved", "executed", "failed"):
-        return
-    if status == "denied":
-        raise ApprovalDenied(approval_id, ticket.tool, decided_by or "unknown", note)
-    if status == "expired":
-        if on_timeout == "allow":
-            return
-        raise ApprovalTimeout(approval_id, ticket.tool, f"{ticket.tool}: approval {approval_id} expired undecided")
-    raise ApprovalError(approval_id, ticket.tool, f"approval {approval_id} is {status}")
+    if a.args_hash != ticket.args_hash:
+        raise ApprovalError(
+            a.approval_id, ticket.tool, f"approval {a.approval_id} holds other arguments than this call"
+        )
+    if a.status == "approved" and a.claimed_by is None:
+        return Approved(a.approval_id, a.decided_by, a.note, a.edited_args)
+    if a.status in ("approved", "executed", "failed"):
+        raise ApprovalAlreadyExecuted(a.approval_id, ticket.tool, a.status, a.claimed_by)
+    if a.status == "denied":
+        raise ApprovalDenied(a.approval_id, ticket.tool, a.decided_by or "unknown", a.note)
+    if a.status == "expired":
+        if a.on_timeout == "allow":
+            return Approved(a.approval_id, "system", None)
+        raise ApprovalTimeout(a.approval_id, ticket.tool, f"{ticket.tool}: approval {a.approval_id} expired undecided")
+    raise ApprovalError(a.approval_id, ticket.tool, f"approval {a.approval_id} is {a.status}")
+
+
+def outcome_fields(
+    ticket: Ticket, base: dict[str, Any], *, error: BaseException | None, duration_s: float
+) -> dict[str, Any]:
+    """The fields of a call's `tool_call.finished` record."""
+    fields: dict[str, Any] = {
+        **base,
+        "session": ticket.session,
+        "tool": ticket.tool,
+        "call_id": ticket.call_id,
+        "decision": "error" if error else "ok",
+        "duration_ms": round(duration_s * 1000, 3),
+    }
+    if error is not None:
+        fields["error"] = f"{type(error).__name__}: {error}"[:_MAX_ERROR]
+    if ticket.approval_id is not None:
+        fields["approval_id"] = ticket.approval_id
+        if ticket.executed_args_hash is not None:
+            fields["executed_args_hash"] = ticket.executed_args_hash
+    return fields
+
+
+def executed_event(finished: dict[str, Any], status: str, by: str | None, at: int) -> Event:
+    """The `approval.executed` / `approval.failed` record: the lifecycle's last step, and who ran it.
+
+    `finished` is the fields of the call's `tool_call.finished` record.
+    """
+    keep = ("agent", "environment", "session", "tool", "call_id", "approval_id", "duration_ms", "error")
+    fields: dict[str, Any] = {k: finished[k] for k in keep if k in finished}
+    fields.update(decision=status, by=by)
+    return make_event(f"approval.{status}", at, fields)
+
+
+def result_value(result: Any) -> Any:
+    """A call's result as recorded for an approved call.
+
+    Plain JSON, or its repr when it is not JSON-like or too large.
+    """
+    try:
+        plain = to_plain(result)
+        text = canonical_json(plain)
+    except (TypeError, ValueError):
+        return {"repr": repr(result)[:_MAX_RESULT]}
+    if len(text) > _MAX_RESULT:
+        return {"repr": text[:_MAX_RESULT], "truncated": True}
+    return plain

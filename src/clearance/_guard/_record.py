@@ -118,6 +118,7 @@ def record_call(
     session: str,
     prepend: Sequence[Event] = (),
     waiter: Callable[[], str | None] | None = None,
+    requested_by: str | None = None,
 ) -> RecordedCall:
     """Decide a call from `policy` and commit its record, after the `prepend` records.
 
@@ -135,6 +136,7 @@ def record_call(
         session=session,
         prepend=prepend,
         waiter=waiter,
+        requested_by=requested_by,
     )
     with db.write() as cur:
         return step(cur)
@@ -151,6 +153,7 @@ def call_recorder(
     session: str,
     prepend: Sequence[Event] = (),
     waiter: Callable[[], str | None] | None = None,
+    requested_by: str | None = None,
 ) -> Callable[[Any], RecordedCall]:
     """`record_call` in two steps, so a server can commit many calls at once.
 
@@ -211,6 +214,10 @@ def call_recorder(
                     "policy_revision": decision.revision,
                     "approvers": json.dumps(list(spec.approvers)),
                     "on_timeout": spec.on_timeout,
+                    "quorum": spec.quorum,
+                    "escalate_to": json.dumps(list(spec.escalate_to)) if spec.escalate_to else None,
+                    "escalation_timeout_s": spec.escalation_timeout,
+                    "requested_by": requested_by,
                     "created_at_us": at,
                     "expires_at_us": expires,
                     "waiter": waiter() if waiter else None,
@@ -230,6 +237,9 @@ def call_recorder(
                         "expires_at": events.iso(expires),
                         "approvers": list(spec.approvers),
                         "on_timeout": spec.on_timeout,
+                        **({"quorum": spec.quorum} if spec.quorum > 1 else {}),
+                        **({"escalate_to": list(spec.escalate_to)} if spec.escalate_to else {}),
+                        **({"requested_by": requested_by} if requested_by else {}),
                     },
                 )
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import time
@@ -14,7 +15,7 @@ from ..policy import Effect
 from . import _runtime
 from ._backend import Backend
 from ._binding import Binder
-from ._governor import PendingApproval, Ticket
+from ._governor import Approved, PendingApproval, Ticket
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,6 +35,26 @@ def _begin(
     if on_pending is not None and ticket.pending is not None:
         on_pending(ticket.pending)
     return governor, ticket
+
+
+_current_approval: contextvars.ContextVar[Approved | None] = contextvars.ContextVar("clearance_approval", default=None)
+
+
+def current_approval() -> Approved | None:
+    """The approval the running tool call was approved under: who, their note, edited arguments.
+
+    None outside a guarded tool's body, and in calls that needed no approval.
+    """
+    return _current_approval.get()
+
+
+def _as_approved(
+    binder: Binder, ticket: Ticket, args: tuple[Any, ...], kwargs: dict[str, Any], approved: Approved | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments to run with: the call's own, or the approver's edit of them."""
+    if approved is None or approved.args is None:
+        return args, kwargs
+    return binder.rebuild(args, kwargs, binder.bind(args, kwargs), approved.args)
 
 
 def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
@@ -67,15 +88,18 @@ def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
         @functools.wraps(fn)
         async def governed_async(*args: Any, **kwargs: Any) -> Any:
             governor, ticket = _begin(name, binder, args, kwargs, on_pending)
-            if ticket.approval_id is not None:
-                await governor.wait_async(ticket)
+            approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
             started = time.perf_counter()
+            token = _current_approval.set(approved)
             try:
-                result = await fn(*args, **kwargs)
+                call_args, call_kwargs = _as_approved(binder, ticket, args, kwargs, approved)
+                result = await fn(*call_args, **call_kwargs)
             except BaseException as exc:
                 governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
                 raise
-            governor.finish(ticket, error=None, duration_s=time.perf_counter() - started)
+            finally:
+                _current_approval.reset(token)
+            governor.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
             return result
 
         governed_async.__clearance_tool__ = name  # type: ignore[attr-defined]
@@ -84,15 +108,27 @@ def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
     @functools.wraps(fn)
     def governed(*args: Any, **kwargs: Any) -> Any:
         governor, ticket = _begin(name, binder, args, kwargs, on_pending)
-        if ticket.approval_id is not None:
-            governor.wait(ticket)
+        if ticket.approval_id is None:  # the hot path: no approval, nothing to set up
+            started = time.perf_counter()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
+                raise
+            governor.finish(ticket, error=None, duration_s=time.perf_counter() - started)
+            return result
+        approved = governor.wait(ticket)
         started = time.perf_counter()
+        token = _current_approval.set(approved)
         try:
-            result = fn(*args, **kwargs)
+            call_args, call_kwargs = _as_approved(binder, ticket, args, kwargs, approved)
+            result = fn(*call_args, **call_kwargs)
         except BaseException as exc:
             governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
             raise
-        governor.finish(ticket, error=None, duration_s=time.perf_counter() - started)
+        finally:
+            _current_approval.reset(token)
+        governor.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
         return result
 
     governed.__clearance_tool__ = name  # type: ignore[attr-defined]

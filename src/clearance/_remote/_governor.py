@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from typing import Any
 
 from .._clock import now_us
-from .._guard._governor import PendingApproval, Ticket, UsageRecord, settle
+from .._guard._governor import (
+    ApprovalView,
+    Approved,
+    PendingApproval,
+    Ticket,
+    UsageRecord,
+    outcome_fields,
+    result_value,
+    settle,
+)
 from .._guard._record import decided_event, llm_event, prepare
 from .._settings import Settings
-from ..errors import ApprovalTimeout, ConfigurationError, ServerError, StoreError
+from ..errors import ApprovalAlreadyExecuted, ApprovalTimeout, ConfigurationError, ServerError, StoreError
 from ..policy import Decision, Effect, Policy
 from ..store._events import make_event, new_id
 from ._client import Client
@@ -48,6 +58,7 @@ class RemoteGovernor:
             self.client.close()
             raise
         self.default_session = f"ses_{uuid.uuid4().hex}"
+        self.executor = f"agent:{self.agent} (pid {os.getpid()})"
 
     def _connect(self, settings: Settings, key: str) -> None:
         """Learn who the key is, load the policy, open the spool; clean up what opened if one fails."""
@@ -143,21 +154,16 @@ class RemoteGovernor:
             )
         return ticket
 
-    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float) -> None:
-        """Spool the outcome of a call that ran. Never raises: the tool has run."""
-        fields: dict[str, Any] = {
-            "agent": self.agent,
-            "environment": self.environment,
-            "session": ticket.session,
-            "tool": ticket.tool,
-            "call_id": ticket.call_id,
-            "decision": "error" if error else "ok",
-            "duration_ms": round(duration_s * 1000, 3),
-        }
-        if error is not None:
-            fields["error"] = f"{type(error).__name__}: {error}"[:2000]
+    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float, result: Any = None) -> None:
+        """Spool the outcome of a call that ran. Never raises: the tool has run.
+
+        For an approved call the server marks its approval executed or failed when the record
+        arrives.
+        """
+        base = {"agent": self.agent, "environment": self.environment}
+        fields = outcome_fields(ticket, base, error=error, duration_s=duration_s)
         if ticket.approval_id is not None:
-            fields["approval_id"] = ticket.approval_id
+            fields["result"] = result_value(result) if error is None else None
         try:
             self.spool.put([make_event("tool_call.finished", now_us(), fields)])
         except StoreError as exc:
@@ -165,13 +171,14 @@ class RemoteGovernor:
 
     # -- approvals ---------------------------------------------------------------------------
 
-    def wait(self, ticket: Ticket) -> None:
+    def wait(self, ticket: Ticket) -> Approved:
         """Wait on the server (long poll) until a human decides or the approval expires.
 
         Raises:
             ApprovalDenied: A human denied it.
             ApprovalTimeout: It expired and `on_timeout` denies — or the server stayed
                 unreachable past its expiry.
+            ApprovalAlreadyExecuted: Another process (a resume, a worker) ran it already.
         """
         assert ticket.approval_id is not None and ticket.pending is not None
         give_up = ticket.pending.expires_at_us / 1e6 + 30
@@ -181,26 +188,41 @@ class RemoteGovernor:
                 a = self.client.call(
                     "GET", f"/v1/approvals/{ticket.approval_id}", params={"wait": 30}, timeout=45
                 ).json()
+                if a["status"] != "pending":
+                    return self._run_or_raise(ticket, a)
             except ServerError as exc:
+                if exc.status is not None and exc.status < 500:
+                    raise
                 if time.time() > give_up:
                     raise ApprovalTimeout(ticket.approval_id, ticket.tool, f"{ticket.tool}: {exc}") from None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10)
-                continue
-            if a["status"] != "pending":
-                return settle(
-                    ticket,
-                    approval_id=a["id"],
-                    status=a["status"],
-                    args_hash=a["args_hash"],
-                    decided_by=a["decided_by"],
-                    note=a["note"],
-                    on_timeout=a["on_timeout"],
-                )
 
-    async def wait_async(self, ticket: Ticket) -> None:
+    def _run_or_raise(self, ticket: Ticket, a: dict[str, Any]) -> Approved:
+        view = ApprovalView(
+            a["id"],
+            a["status"],
+            a["args_hash"],
+            a["decided_by"],
+            a["note"],
+            a["on_timeout"],
+            a.get("executed_args") if a.get("edited_args_hash") else None,
+            a.get("claimed_by"),
+        )
+        approved = settle(ticket, view)
+        ticket.executed_args_hash = a.get("edited_args_hash")
+        if a["status"] == "approved":
+            try:  # exactly once: the server lets one executor claim it
+                self.client.call("POST", f"/v1/approvals/{ticket.approval_id}/claim", json={"by": self.executor})
+            except ServerError as exc:
+                if exc.status == 409:
+                    raise ApprovalAlreadyExecuted(a["id"], ticket.tool, "approved", str(exc)) from None
+                raise
+        return approved
+
+    async def wait_async(self, ticket: Ticket) -> Approved:
         """`wait` on a worker thread, so the event loop keeps running."""
-        await asyncio.to_thread(self.wait, ticket)
+        return await asyncio.to_thread(self.wait, ticket)
 
     # -- usage, shutdown ---------------------------------------------------------------------
 

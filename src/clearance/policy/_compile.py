@@ -67,6 +67,7 @@ class ToolPlan:
     facts: tuple[FactSpec, ...]
     redact: tuple[str, ...]
     when_server_unreachable: str = "block"
+    params: Mapping[str, ParamType] | None = None  # as the tool's own entry declares them
 
 
 def _is_glob(name: str) -> bool:
@@ -122,6 +123,7 @@ class Policy:
             conditions=engine().compile_set(r.when or "" for r in conditional),
             facts=facts,
             redact=redact,
+            params=exact.params if exact is not None else None,
             when_server_unreachable=(
                 exact.when_server_unreachable
                 if exact is not None

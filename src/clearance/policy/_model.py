@@ -59,12 +59,43 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_GROUP = re.compile(r"^(role|user):[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")
+
+
+def _groups(value: object) -> object:
+    if isinstance(value, list | tuple):
+        for item in value:
+            if not isinstance(item, str) or not _GROUP.match(item):
+                raise ValueError(f"{item!r} is not an approver: write role:NAME (a role people have) or user:NAME")
+    return value
+
+
+Approvers = Annotated[tuple[str, ...], BeforeValidator(_groups)]
+
+
 class ApprovalSpec(_Strict):
-    """How a `require_approval` rule's approval behaves."""
+    """How a `require_approval` rule's approval behaves.
+
+    `approvers` names who may decide (`role:support-lead`, `user:alice`; empty: any approver);
+    `quorum` how many different approvers must approve (any one denial denies); on timeout the
+    call is denied, allowed, or escalated to `escalate_to` for `escalation_timeout` more
+    (then denied).
+    """
 
     timeout: Duration = 3600
-    on_timeout: Literal["deny", "allow"] = "deny"
-    approvers: tuple[str, ...] = ()
+    on_timeout: Literal["deny", "allow", "escalate"] = "deny"
+    approvers: Approvers = ()
+    quorum: int = Field(default=1, ge=1, le=20)
+    escalate_to: Approvers = ()
+    escalation_timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _escalation_needs_a_target(self) -> ApprovalSpec:
+        if self.on_timeout == "escalate" and not self.escalate_to:
+            raise ValueError("on_timeout: escalate needs escalate_to (who decides after the timeout)")
+        if self.escalate_to and self.on_timeout != "escalate":
+            raise ValueError("escalate_to only applies with on_timeout: escalate")
+        return self
 
 
 class Rule(_Strict):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ApprovalAlreadyDecided, ApprovalNotFound
+from ..errors import ApprovalAlreadyDecided, ApprovalAlreadyExecuted, ApprovalError, ApprovalNotFound
 from ._db import Database
 from ._events import Event, append
 
@@ -36,6 +36,22 @@ _FIELDS = (
     "decided_at_us",
     "note",
     "waiter",
+    "requested_by",
+    "edited_args_json",
+    "edited_args_hash",
+    "edited_shown_json",
+    "votes_json",
+    "escalate_to",
+    "escalation_timeout_s",
+    "escalated_at_us",
+    "webhook_url",
+    "claimed_by",
+    "claimed_at_us",
+    "result_json",
+    "error",
+    "finished_at_us",
+    "quorum",
+    "mode",
 )
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM approvals"
 
@@ -66,6 +82,22 @@ class Approval:
         decided_at_us: When.
         note: The decider's note.
         waiter: Where the waiting process listens for a wake-up.
+        requested_by: The person the agent acted for, who may not approve it.
+        edited_args: The arguments an approver set instead (full), when edited.
+        edited_args_hash: Their hash.
+        edited_shown: The edited arguments as shown to people (redacted).
+        votes: Approvals so far, for a quorum: `{"by", "at_us", "note"}` each.
+        escalate_to: Who decides after an escalation.
+        escalation_timeout_s: How long they have.
+        escalated_at_us: When it was escalated (None: not escalated).
+        webhook_url: Where its events are POSTed (webhook mode).
+        claimed_by: The executor that claimed the approved call (exactly once).
+        claimed_at_us: When.
+        result: The call's result (JSON), once it ran.
+        error: Its error, if it failed.
+        finished_at_us: When it finished.
+        quorum: How many approvers must approve.
+        mode: wait, async or webhook.
     """
 
     id: str
@@ -89,6 +121,36 @@ class Approval:
     decided_at_us: int | None
     note: str | None
     waiter: str | None
+    requested_by: str | None = None
+    edited_args: dict[str, Any] | None = None
+    edited_args_hash: str | None = None
+    edited_shown: dict[str, Any] | None = None
+    votes: tuple[dict[str, Any], ...] = ()
+    escalate_to: tuple[str, ...] = ()
+    escalation_timeout_s: int | None = None
+    escalated_at_us: int | None = None
+    webhook_url: str | None = None
+    claimed_by: str | None = None
+    claimed_at_us: int | None = None
+    result: Any = None
+    error: str | None = None
+    finished_at_us: int | None = None
+    quorum: int = 1
+    mode: str = "wait"
+
+    @property
+    def executed_args(self) -> dict[str, Any]:
+        """The arguments the call runs with: the approver's edit, else as proposed."""
+        return self.edited_args if self.edited_args is not None else self.args
+
+    @property
+    def deciders(self) -> tuple[str, ...]:
+        """Who may decide it now: the escalation's approvers once escalated."""
+        return self.escalate_to if self.escalated_at_us is not None else self.approvers
+
+
+def _json(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
 
 
 def _from_row(row: Sequence[Any]) -> Approval:
@@ -115,6 +177,22 @@ def _from_row(row: Sequence[Any]) -> Approval:
         decided_at_us=r["decided_at_us"],
         note=r["note"],
         waiter=r["waiter"],
+        requested_by=r["requested_by"],
+        edited_args=_json(r["edited_args_json"]),
+        edited_args_hash=r["edited_args_hash"],
+        edited_shown=_json(r["edited_shown_json"]),
+        votes=tuple(_json(r["votes_json"]) or ()),
+        escalate_to=tuple(_json(r["escalate_to"]) or ()),
+        escalation_timeout_s=r["escalation_timeout_s"],
+        escalated_at_us=r["escalated_at_us"],
+        webhook_url=r["webhook_url"],
+        claimed_by=r["claimed_by"],
+        claimed_at_us=r["claimed_at_us"],
+        result=_json(r["result_json"]),
+        error=r["error"],
+        finished_at_us=r["finished_at_us"],
+        quorum=r["quorum"],
+        mode=r["mode"],
     )
 
 
@@ -173,12 +251,18 @@ def transition(
     note: str | None,
     now_us: int,
     events: Callable[[Approval], Sequence[Event]],
+    check: Callable[[Approval], None] | None = None,
+    changes: Callable[[Approval], dict[str, Any]] | None = None,
 ) -> Approval:
-    """Move a pending approval to `to` (approved, denied, expired, cancelled), once.
+    """Move a pending approval to `to`, once.
 
-    A pending approval past its expiry can only be expired. `by` None means the requesting
-    agent itself (a cancellation). `events` builds the audit records
-    from the approval as it was, appended in the same transaction.
+    `to` is approved, denied, expired or cancelled, or `voted` / `escalated`, which keep it
+    pending (a quorum vote that is not the last; an escalation to other approvers). A pending
+    approval past its expiry can only be expired (or escalated). `by` None means the
+    requesting agent itself (a cancellation). `check` may refuse the move after the current
+    state is read inside the transaction; `changes` gives more columns to set (JSON columns
+    as text); `events` builds the audit records from the approval as it was. All in one
+    transaction, so concurrent deciders see exactly one win.
 
     Raises:
         ApprovalNotFound: When there is no such approval.
@@ -188,20 +272,31 @@ def transition(
         current = _get(db, cur, approval_id)
         if current is None:
             raise ApprovalNotFound(f"no approval has the id {approval_id!r}")
-        if current.status == "pending" and to != "expired" and current.expires_at_us <= now_us:
+        if current.status != "pending":
+            raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)
+        if to not in ("expired", "escalated") and current.expires_at_us <= now_us:
             raise ApprovalAlreadyDecided(approval_id, current.tool, "expired", None)
+        if check is not None:
+            check(current)
+        extra = changes(current) if changes else {}
+        assert set(extra) <= set(_FIELDS), f"not approval columns: {set(extra) - set(_FIELDS)}"
+        status = "pending" if to in ("voted", "escalated") else to
+        decided = (
+            {} if status == "pending" else {"decided_by": by or current.agent, "decided_at_us": now_us, "note": note}
+        )
+        values = {"status": status, **decided, **extra}
+        assignments = ", ".join(f"{k} = :{k}" for k in values)
         cur.execute(
-            db.sql(
-                "UPDATE approvals SET status = :to, decided_by = :by, decided_at_us = :now, note = :note"
-                " WHERE id = :id AND status = 'pending'"
-            ),
-            {"to": to, "by": by or current.agent, "now": now_us, "note": note, "id": approval_id},
+            db.sql(f"UPDATE approvals SET {assignments} WHERE id = :id AND status = 'pending'"),
+            {**values, "id": approval_id},
         )
         if cur.rowcount != 1:
             raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)
         append(db, cur, events(current))
         db.notify(cur, "approvals")
-    return get(db, approval_id)
+        after = _get(db, cur, approval_id)
+    assert after is not None
+    return after
 
 
 def expired_ids(db: Database, now_us: int) -> list[str]:
@@ -214,9 +309,68 @@ def expired_ids(db: Database, now_us: int) -> list[str]:
         return [r[0] for r in cur.fetchall()]
 
 
-def finish(db: Database, cur: Any, approval_id: str, status: str) -> None:
-    """Mark an approved call executed or failed, inside a write transaction."""
+def next_expiry(db: Database) -> int | None:
+    """When the next pending approval expires (None: nothing pending)."""
+    with db.read() as cur:
+        cur.execute(db.sql("SELECT MIN(expires_at_us) FROM approvals WHERE status = 'pending'"))
+        row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
+    """Claim an approved call for execution: exactly one claimant ever wins.
+
+    The approval id is the idempotency key.
+
+    Raises:
+        ApprovalNotFound: No such approval.
+        ApprovalAlreadyExecuted: Someone claimed it first (it ran, or is running).
+        ApprovalError: It is not approved (pending, denied, expired, cancelled).
+    """
+    with db.write() as cur:
+        cur.execute(
+            db.sql(
+                "UPDATE approvals SET claimed_by = :by, claimed_at_us = :now"
+                " WHERE id = :id AND status = 'approved' AND claimed_by IS NULL"
+            ),
+            {"by": by, "now": now_us, "id": approval_id},
+        )
+        won = cur.rowcount == 1
+        current = _get(db, cur, approval_id)
+    if current is None:
+        raise ApprovalNotFound(f"no approval has the id {approval_id!r}")
+    if won:
+        return current
+    if current.claimed_by is not None or current.status in ("executed", "failed"):
+        raise ApprovalAlreadyExecuted(approval_id, current.tool, current.status, current.claimed_by)
+    raise ApprovalError(approval_id, current.tool, f"approval {approval_id} is {current.status}, not approved")
+
+
+def finish(
+    db: Database,
+    cur: Any,
+    approval_id: str,
+    status: str,
+    *,
+    now_us: int,
+    result_json: str | None = None,
+    error: str | None = None,
+    agent: str | None = None,
+) -> bool:
+    """Mark an approved call executed or failed, with its result or error.
+
+    Inside a write transaction; with `agent`, only that agent's approval. Returns whether it
+    changed (False: it was already finished, or is not this agent's).
+    """
+    mine = " AND agent = :agent" if agent is not None else ""
     cur.execute(
-        db.sql("UPDATE approvals SET status = :s WHERE id = :id AND status = 'approved'"),
-        {"s": status, "id": approval_id},
+        db.sql(
+            "UPDATE approvals SET status = :s, result_json = :r, error = :e, finished_at_us = :now"
+            f" WHERE id = :id AND status = 'approved'{mine}"
+        ),
+        {"s": status, "r": result_json, "e": error, "now": now_us, "id": approval_id, "agent": agent},
     )
+    changed = cur.rowcount == 1
+    if changed:
+        db.notify(cur, "approvals")
+    return bool(changed)

@@ -11,7 +11,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -278,10 +278,17 @@ def find(db: Database, id_: str) -> list[StoredEvent]:
     return [StoredEvent(r[0], r[1], json.loads(r[2])) for r in rows]
 
 
-def ingest(db: Database, bodies: Sequence[dict[str, Any]]) -> tuple[int, int]:
+def ingest(
+    db: Database,
+    bodies: Sequence[dict[str, Any]],
+    *,
+    then: Callable[[Any, list[dict[str, Any]]], Sequence[Event]] | None = None,
+) -> tuple[int, int]:
     """Append events that arrived from elsewhere, skipping ids already stored (idempotent).
 
-    Each body must already be a complete, validated event. Returns (appended, duplicates).
+    Each body must already be a complete, validated event. `then` is given the cursor and the
+    bodies that were new, in the same transaction, and returns more records to append (what
+    they caused). Returns (appended, duplicates).
     """
     ids = [b["id"] for b in bodies]
     with db.write() as cur:
@@ -301,4 +308,8 @@ def ingest(db: Database, bodies: Sequence[dict[str, Any]]) -> tuple[int, int]:
             fresh.append(Event(body["id"], body["at_us"], canonical_json(body), columns_of(body)))
         if fresh:
             append(db, cur, fresh)
+            if then is not None:
+                caused = then(cur, [json.loads(e.body) for e in fresh])
+                if caused:
+                    append(db, cur, caused)
     return len(fresh), len(bodies) - len(fresh)

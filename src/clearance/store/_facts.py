@@ -22,6 +22,7 @@ _COUNTED = (
     " AND d.kind IN ('approval.decided', 'approval.expired')"
     " AND d.decision IN ('denied', 'expired', 'cancelled'))"
 )
+_NOT_EXCLUDED = "call_id != :exclude"
 _NANO = Decimal(10) ** 9
 
 
@@ -38,13 +39,17 @@ def compute(
     session: str | None,
     tool: str,
     now_us: int,
+    exclude: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The values of `specs`, and the reason for each one that could not be computed."""
+    """The values of `specs`, and the reason for each one that could not be computed.
+
+    `exclude` leaves one call out of the counts and sums (deciding an edit of that call again).
+    """
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for spec in specs:
         try:
-            values[spec.name] = _one(db, cur, spec, agent, session, tool, now_us)
+            values[spec.name] = _one(db, cur, spec, agent, session, tool, now_us, exclude)
         except FactError as exc:
             errors[spec.name] = str(exc)
     return values, errors
@@ -56,9 +61,11 @@ def _scalar(db: Database, cur: Any, sql: str, params: dict[str, Any]) -> int:
     return int(row[0] or 0) if row else 0
 
 
-def _one(db: Database, cur: Any, spec: FactSpec, agent: str, session: str | None, tool: str, now_us: int) -> Any:
+def _one(
+    db: Database, cur: Any, spec: FactSpec, agent: str, session: str | None, tool: str, now_us: int, exclude: str | None
+) -> Any:
     since = now_us - spec.window_seconds * 1_000_000
-    p: dict[str, Any] = {"agent": agent, "session": session, "tool": tool, "since": since}
+    p: dict[str, Any] = {"agent": agent, "session": session, "tool": tool, "since": since, "exclude": exclude or ""}
     kind = spec.kind
     if kind in ("session_cost_usd", "session_tokens"):
         col = "cost_nusd" if kind == "session_cost_usd" else "tokens"
@@ -82,10 +89,10 @@ def _one(db: Database, cur: Any, spec: FactSpec, agent: str, session: str | None
         return _scalar(
             db,
             cur,
-            f"SELECT COUNT(*) FROM events WHERE session = :session AND tool = :tool AND {_COUNTED}",
+            f"SELECT COUNT(*) FROM events WHERE session = :session AND tool = :tool AND {_COUNTED} AND {_NOT_EXCLUDED}",
             p,
         )
-    where = f"agent = :agent AND tool = :tool AND at_us >= :since AND {_COUNTED}"
+    where = f"agent = :agent AND tool = :tool AND at_us >= :since AND {_COUNTED} AND {_NOT_EXCLUDED}"
     if kind == "calls":
         return _scalar(db, cur, f"SELECT COUNT(*) FROM events WHERE {where}", p)
     cur.execute(db.sql(f"SELECT body FROM events WHERE {where}"), p)

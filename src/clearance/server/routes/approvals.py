@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ... import _decisions as decisions
 from ..._clock import now_us
-from ...errors import ApprovalAlreadyDecided, ApprovalNotFound
+from ...errors import (
+    ApprovalAlreadyDecided,
+    ApprovalEditRejected,
+    ApprovalError,
+    ApprovalForbidden,
+    ApprovalNotFound,
+)
 from ...store import Approval, Database
 from ...store import _approvals as approvals
 from ...store._keys import ApiKey
@@ -26,6 +32,7 @@ router = APIRouter(prefix="/v1", tags=["approvals"])
 Db = Annotated[Database, Depends(database)]
 Caller = Annotated[ApiKey, Depends(current_key)]
 Approver = Annotated[ApiKey, Depends(require("approver"))]
+Agent = Annotated[ApiKey, Depends(require("agent"))]
 _RECHECK_SECONDS = 1.0
 
 
@@ -51,10 +58,26 @@ class ApprovalOut(BaseModel):
     decided_by: str | None
     decided_at_us: int | None
     note: str | None
+    requested_by: str | None = None
+    edited_args: dict[str, Any] | None = None
+    edited_args_hash: str | None = None
+    quorum: int = 1
+    votes: list[dict[str, Any]] = Field(default_factory=list)
+    escalate_to: list[str] = Field(default_factory=list)
+    escalated_at_us: int | None = None
+    mode: str = "wait"
+    claimed_by: str | None = None
+    finished_at_us: int | None = None
+    result: Any = None
+    error: str | None = None
+    executed_args: dict[str, Any] | None = Field(
+        default=None, description="The full arguments to run (only to the requesting agent's key, once edited)"
+    )
 
     @classmethod
-    def of(cls, a: Approval) -> ApprovalOut:
-        """The view of a stored approval."""
+    def of(cls, a: Approval, key: ApiKey | None = None) -> ApprovalOut:
+        """The view of a stored approval; the requesting agent also gets the full edited arguments."""
+        own = key is not None and key.agent == a.agent
         return cls(
             id=a.id,
             call_id=a.call_id,
@@ -75,15 +98,41 @@ class ApprovalOut(BaseModel):
             decided_by=a.decided_by,
             decided_at_us=a.decided_at_us,
             note=a.note,
+            requested_by=a.requested_by,
+            edited_args=a.edited_shown,
+            edited_args_hash=a.edited_args_hash,
+            quorum=a.quorum,
+            votes=list(a.votes),
+            escalate_to=list(a.escalate_to),
+            escalated_at_us=a.escalated_at_us,
+            mode=a.mode,
+            claimed_by=a.claimed_by,
+            finished_at_us=a.finished_at_us,
+            result=a.result if own else None,
+            error=a.error,
+            executed_args=a.edited_args if own and a.edited_args is not None else None,
         )
 
 
 class DecisionIn(BaseModel):
-    """An approver's decision."""
+    """An approver's decision: a note for the agent, and (approving) arguments to run instead."""
 
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = Field(default=None, max_length=2000)
+    args: dict[str, Any] | None = Field(
+        default=None,
+        description="Approve with these arguments instead (all, or only those that change); "
+        "`[REDACTED]` keeps a hidden original",
+    )
+
+
+class ClaimIn(BaseModel):
+    """Who is about to run an approved call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(min_length=1, max_length=200)
 
 
 def _may_read(key: ApiKey, approval: Approval) -> bool:
@@ -111,7 +160,7 @@ async def list_approvals(
     """
     await run_in_threadpool(decisions.sweep, db)
     found = await run_in_threadpool(approvals.listing, db, status=status or None)
-    return [ApprovalOut.of(a) for a in found if _may_read(key, a)]
+    return [ApprovalOut.of(a, key) for a in found if _may_read(key, a)]
 
 
 @router.get("/approvals/{approval_id}", summary="One approval, or wait for its decision")
@@ -137,22 +186,30 @@ async def get_approval(
             raise APIError(404, f"no approval has the id {approval_id!r}")  # do not reveal others' ids
         return approval
 
-    return ApprovalOut.of(await longpoll.hold(request, "approvals", wait, read, lambda a: a.status != "pending"))
+    found = await longpoll.hold(request, "approvals", wait, read, lambda a: a.status != "pending")
+    return ApprovalOut.of(found, key)
+
+
+def decider(key: ApiKey) -> decisions.Decider:
+    """Who a key or signed-in person is, as a decider: their name, roles and agent."""
+    return decisions.Decider(actor(key), frozenset(key.scopes), key.agent)
 
 
 async def _decide(
     request: Request, db: Database, approval_id: str, key: ApiKey, approve: bool, body: DecisionIn
 ) -> ApprovalOut:
     try:
-        approval = await run_in_threadpool(approvals.get, db, approval_id)
+        decided = await run_in_threadpool(
+            lambda: decisions.decide(db, approval_id, approve=approve, by=decider(key), note=body.note, args=body.args)
+        )
     except ApprovalNotFound:
         raise APIError(404, f"no approval has the id {approval_id!r}") from None
-    if key.agent is not None and key.agent == approval.agent:
-        raise APIError(403, "a key bound to the requesting agent cannot decide that agent's approvals")
-    try:
-        decided = await run_in_threadpool(
-            lambda: decisions.decide(db, approval_id, approve=approve, by=actor(key), note=body.note)
-        )
+    except ApprovalForbidden as exc:
+        raise APIError(403, str(exc)) from None
+    except ApprovalEditRejected as exc:
+        raise APIError(
+            422, str(exc), details=[{"location": "body.args", "message": problem} for problem in exc.problems]
+        ) from None
     except ApprovalAlreadyDecided as exc:
         raise APIError(
             409,
@@ -170,7 +227,12 @@ async def _decide(
 async def approve(
     approval_id: str, request: Request, key: Approver, db: Db, body: DecisionIn | None = None
 ) -> ApprovalOut:
-    """Approve a pending approval: the waiting call runs with the arguments it holds."""
+    """Approve a pending approval: the waiting call runs with the arguments it holds.
+
+    With `args`, it runs with those instead: checked against the tool's parameters and decided
+    again by the active policy (422 when they do not fit or policy blocks them). With a quorum,
+    each approver's approval is a vote until enough have voted.
+    """
     return await _decide(request, db, approval_id, key, True, body or DecisionIn())
 
 
@@ -179,4 +241,27 @@ async def deny(
     approval_id: str, request: Request, key: Approver, db: Db, body: DecisionIn | None = None
 ) -> ApprovalOut:
     """Deny a pending approval; the note is returned to the agent."""
+    if body is not None and body.args is not None:
+        raise APIError(422, "only an approval can change the arguments", details=[{"location": "body.args"}])
     return await _decide(request, db, approval_id, key, False, body or DecisionIn())
+
+
+@router.post("/approvals/{approval_id}/claim", summary="Claim an approved call to run it, once (agent)")
+async def claim(approval_id: str, body: ClaimIn, request: Request, key: Agent, db: Db) -> ApprovalOut:
+    """Claim the approved call of this key's agent for execution: exactly one claim ever wins.
+
+    409 when it ran or another executor claimed it; 409 too when it is not approved.
+    """
+    try:
+        current = await run_in_threadpool(approvals.get, db, approval_id)
+        if current.agent != key.agent:
+            raise ApprovalNotFound(approval_id)
+        claimed = await run_in_threadpool(
+            lambda: approvals.claim(db, approval_id, by=f"{actor(key)}: {body.by}", now_us=now_us())
+        )
+    except ApprovalNotFound:
+        raise APIError(404, f"no approval has the id {approval_id!r}") from None
+    except ApprovalError as exc:
+        raise APIError(409, str(exc)) from None
+    longpoll.announce(request, "approvals")
+    return ApprovalOut.of(claimed, key)

@@ -14,13 +14,14 @@ from pydantic import BaseModel, Field
 
 from ... import _decisions as decisions
 from ..._guard._record import llm_event
-from ...errors import ApprovalAlreadyDecided, ApprovalNotFound
+from ...errors import ApprovalAlreadyDecided, ApprovalForbidden, ApprovalNotFound
 from ...store import Database
 from ...store import _approvals as approvals
 from ...store import _events as events
 from ...store._keys import ApiKey
-from .._auth import actor, current_key, database, require
+from .._auth import current_key, database, require
 from .._errors import APIError
+from .approvals import decider
 from .check import decide_for
 
 router = APIRouter(tags=["ardenpy compatibility"])
@@ -131,10 +132,11 @@ def _decide(action_id: str, key: ApiKey, db: Database, approve: bool, body: Arde
         a = approvals.get(db, action_id)
     except ApprovalNotFound:
         raise APIError(404, f"no action has the id {action_id!r}") from None
-    if key.agent is not None and key.agent == a.agent:
-        raise APIError(403, "a key bound to the requesting agent cannot decide that agent's approvals")
+    del a  # it exists; who may decide it is checked with the decision
     try:
-        decisions.decide(db, action_id, approve=approve, by=actor(key), note=body.message)
+        decisions.decide(db, action_id, approve=approve, by=decider(key), note=body.message)
+    except ApprovalForbidden as exc:
+        raise APIError(403, str(exc)) from None
     except ApprovalAlreadyDecided as exc:
         raise APIError(409, str(exc)) from None
     return {"action_id": action_id, "status": "approved" if approve else "denied"}

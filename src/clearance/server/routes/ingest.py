@@ -7,8 +7,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..._canonical import canonical_json
+from ..._clock import now_us
+from ..._guard._governor import executed_event
 from ...store import Database
+from ...store import _approvals as approvals
 from ...store import _events as events
+from ...store._events import Event
 from ...store._keys import ApiKey
 from .._auth import database, require
 from .._errors import INT64_MAX, APIError
@@ -37,7 +42,8 @@ ALLOWED: dict[str, set[str]] = {
         "facts",
         "approval_id",
     },
-    "tool_call.finished": _COMMON | {"tool", "call_id", "decision", "duration_ms", "error", "approval_id"},
+    "tool_call.finished": _COMMON
+    | {"tool", "call_id", "decision", "duration_ms", "error", "approval_id", "executed_args_hash", "result"},
     "llm.call": _COMMON
     | {
         "tool",
@@ -103,5 +109,33 @@ def ingest(batch: Batch, key: Agent, db: Db) -> dict[str, int]:
         body = event.model_dump(exclude_unset=True)  # what was sent, as validated
         body.update(v=1, agent=key.agent, environment=key.environment)
         bodies.append(body)
-    appended, duplicates = events.ingest(db, bodies)
+    appended, duplicates = events.ingest(db, bodies, then=lambda cur, fresh: finish_approvals(db, cur, fresh))
     return {"appended": appended, "duplicates": duplicates}
+
+
+def finish_approvals(db: Database, cur: Any, fresh: list[dict[str, Any]]) -> list[Event]:
+    """Mark the approvals of approved calls that ran executed or failed, with their outcome.
+
+    Only the sending agent's own approvals, and only once (a duplicate delivery changes nothing).
+    """
+    caused = []
+    for body in fresh:
+        if body["kind"] != "tool_call.finished" or not body.get("approval_id"):
+            continue
+        status = "failed" if body.get("decision") == "error" else "executed"
+        result = canonical_json(body.get("result")) if status == "executed" else None
+        approval_id = body["approval_id"]
+        if approvals.finish(
+            db,
+            cur,
+            approval_id,
+            status,
+            now_us=body["at_us"],
+            result_json=result,
+            error=body.get("error"),
+            agent=body["agent"],
+        ):
+            cur.execute(db.sql("SELECT claimed_by FROM approvals WHERE id = :id"), {"id": approval_id})
+            row = cur.fetchone()
+            caused.append(executed_event(body, status, row[0] if row else None, now_us()))
+    return caused
