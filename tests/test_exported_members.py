@@ -10,6 +10,7 @@ def test_public_api_is_pinned() -> None:
     assert sorted(clearance.__all__) == sorted(
         [
             "NOT_GIVEN",
+            "Approved",
             "ApprovalAlreadyDecided",
             "ApprovalAlreadyExecuted",
             "ApprovalDenied",
@@ -33,6 +34,7 @@ def test_public_api_is_pinned() -> None:
             "UsageRecord",
             "__version__",
             "configure",
+            "current_approval",
             "flush",
             "get_session",
             "guard",

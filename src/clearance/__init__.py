@@ -16,9 +16,9 @@ def issue_refund(order_id: str, amount: float) -> str: ...
 from __future__ import annotations
 
 from ._context import get_session, reset_session, session, set_session
-from ._guard._governor import PendingApproval, UsageRecord
+from ._guard._governor import Approved, PendingApproval, UsageRecord
 from ._guard._runtime import NOT_GIVEN, configure, flush, shutdown
-from ._guard._wrap import guard, guard_tool
+from ._guard._wrap import current_approval, guard, guard_tool
 from ._settings import Settings
 from ._usage import record_usage
 from .errors import (
@@ -45,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "NOT_GIVEN",
     "PendingApproval",
+    "Approved",
     "ApprovalAlreadyDecided",
     "ApprovalAlreadyExecuted",
     "ApprovalDenied",
@@ -67,6 +68,7 @@ __all__ = [
     "UsageRecord",
     "__version__",
     "configure",
+    "current_approval",
     "flush",
     "get_session",
     "guard",

@@ -8,6 +8,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 
 _SESSION: ContextVar[str | None] = ContextVar("clearance_session", default=None)
+_USER: ContextVar[str | None] = ContextVar("clearance_user", default=None)
+
+
+def get_user() -> str | None:
+    """The person the agent acts for here (set by `session(user=...)`), or None."""
+    return _USER.get()
 
 
 def get_session() -> str | None:
@@ -28,17 +34,24 @@ def reset_session(token: Token[str | None]) -> None:
 
 
 @contextmanager
-def session(session_id: str | None = None) -> Iterator[str]:
+def session(session_id: str | None = None, *, user: str | None = None) -> Iterator[str]:
     """Group the calls made inside the block into one session (a new id when none is given).
 
-    Works in sync and async code; each asyncio task and thread sees its own session.
+    `user` names the person the agent acts for: recorded with every approval it requests, and
+    never allowed to approve them. Works in sync and async code; each asyncio task and thread
+    sees its own session.
 
     Yields:
         The session id.
     """
+    if user is not None and (not isinstance(user, str) or not user or len(user) > 200):
+        raise ValueError("a user must be a non-empty string of at most 200 characters")
     sid = session_id or f"ses_{uuid.uuid4().hex}"
     token = set_session(sid)
+    user_token = _USER.set(user) if user is not None else None
     try:
         yield sid
     finally:
+        if user_token is not None:
+            _USER.reset(user_token)
         _SESSION.reset(token)

@@ -17,13 +17,19 @@ from . import _edits
 from ._canonical import canonical_json, redact, sha256_hex
 from ._clock import now_us
 from ._notify import wake
-from .errors import ApprovalAlreadyDecided, ApprovalEditRejected, ApprovalForbidden, ClearanceError
+from .errors import (
+    ApprovalAlreadyDecided,
+    ApprovalEditRejected,
+    ApprovalForbidden,
+    ApprovalNotFound,
+    ClearanceError,
+)
 from .policy import Decision, Effect, Policy, parse_policy
 from .store import Approval, Database
 from .store import _approvals as approvals
 from .store import _facts as facts
 from .store import _policies as policies
-from .store._events import Event, make_event
+from .store._events import Event, append, make_event
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ PolicyFor = Callable[[Approval], Policy | None]
 
 def refusal(a: Approval, who: Decider) -> str | None:
     """Why `who` may not decide `a`, or None when they may."""
+    if not who.trusted and "approver" not in who.roles:
+        return "only approvers decide approvals (this key or person lacks the approver role)"
     if who.agent is not None and who.agent == a.agent:
         return f"a key bound to the requesting agent ({a.agent!r}) cannot decide its approvals"
     if a.requested_by is not None and who.person == a.requested_by:
@@ -92,7 +100,46 @@ def decide(
         ApprovalForbidden: `by` may not decide it (the requester, the agent, not in its group).
         ApprovalEditRejected: The edited arguments do not fit or policy blocks them.
     """
-    who = by
+    try:
+        return _decide(db, approval_id, approve=approve, who=by, note=note, args=args, policy_for=policy_for)
+    except (ApprovalNotFound, ApprovalForbidden, ApprovalEditRejected, ApprovalAlreadyDecided) as exc:
+        _refused(db, approval_id, by, approve, exc)
+        raise
+
+
+def _refused(db: Database, approval_id: str, who: Decider, approve: bool, exc: ClearanceError) -> None:
+    """Audit a refused decision: who tried what, and why it was refused (nothing else changes)."""
+    try:
+        a: Approval | None = approvals.get(db, approval_id)
+    except ApprovalNotFound:
+        a = None
+    at = now_us()
+    fields: dict[str, Any] = {
+        "agent": a.agent if a else "*",
+        "environment": a.environment if a else "*",
+        "session": a.session if a else None,
+        "tool": a.tool if a else None,
+        "call_id": a.call_id if a else None,
+        "approval_id": approval_id[:100],
+        "decision": "refused",
+        "by": who.name,
+        "attempted": "approve" if approve else "deny",
+        "reason": str(exc)[:2000],
+    }
+    with db.write() as cur:
+        append(db, cur, [make_event("approval.refused", at, fields)])
+
+
+def _decide(
+    db: Database,
+    approval_id: str,
+    *,
+    approve: bool,
+    who: Decider,
+    note: str | None,
+    args: dict[str, Any] | None,
+    policy_for: PolicyFor | None,
+) -> Approval:
     at = now_us()
     current = approvals.get(db, approval_id)
     why = refusal(current, who)

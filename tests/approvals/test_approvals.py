@@ -123,9 +123,9 @@ def test_an_approval_is_decided_once_and_says_by_whom(configure: Callable[..., G
     late: list[BaseException] = []
 
     def decide_twice(p: clearance.PendingApproval) -> None:
-        _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice"))
+        _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice", trusted=True))
         try:
-            _decisions.decide(gov.db, p.approval_id, approve=False, by=_decisions.Decider("mallory"))
+            _decisions.decide(gov.db, p.approval_id, approve=False, by=_decisions.Decider("mallory", trusted=True))
         except ApprovalAlreadyDecided as exc:
             late.append(exc)
 
@@ -193,7 +193,7 @@ def test_waiter_is_woken_by_push_not_polling(
     def approve_later(p: clearance.PendingApproval) -> None:
         def go() -> None:
             woke["decided"] = time.monotonic()
-            _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice"))
+            _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice", trusted=True))
 
         threading.Timer(1.5, go).start()
 
@@ -210,7 +210,7 @@ def test_async_waiting_does_not_block_the_event_loop(configure: Callable[..., Go
     @clearance.guard(
         on_pending=in_background(
             lambda: _decisions.decide(
-                gov.db, approvals.listing(gov.db)[0].id, approve=True, by=_decisions.Decider("alice")
+                gov.db, approvals.listing(gov.db)[0].id, approve=True, by=_decisions.Decider("alice", trusted=True)
             ),
             delay=0.5,
         )
@@ -254,7 +254,7 @@ def test_a_waiter_that_stops_cancels_its_approval(configure: Callable[..., Gover
     [a] = approvals.listing(gov.db, status=None)
     assert a.status == "cancelled" and a.decided_by == "test-agent" and "CancelledError" in (a.note or "")
     with pytest.raises(ApprovalAlreadyDecided, match="already cancelled"):
-        _decisions.decide(gov.db, a.id, approve=True, by=_decisions.Decider("alice"))
+        _decisions.decide(gov.db, a.id, approve=True, by=_decisions.Decider("alice", trusted=True))
 
 
 def test_approval_holding_other_arguments_is_refused(configure: Callable[..., Governor], db_path: Path) -> None:
@@ -263,7 +263,7 @@ def test_approval_holding_other_arguments_is_refused(configure: Callable[..., Go
     def tamper_then_approve(p: clearance.PendingApproval) -> None:
         with sqlite3.connect(db_path) as conn:
             conn.execute("UPDATE approvals SET args_hash = 'f00d' WHERE id = ?", (p.approval_id,))
-        _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice"))
+        _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice", trusted=True))
 
     tool = refund_tool(tamper_then_approve)
     with pytest.raises(ApprovalError, match="holds other arguments"):
@@ -278,7 +278,7 @@ def test_an_expired_approval_cannot_be_approved(configure: Callable[..., Governo
     def approve_too_late(p: clearance.PendingApproval) -> None:
         time.sleep(1.1)
         try:
-            _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice"))
+            _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice", trusted=True))
         except ApprovalAlreadyDecided as exc:
             errors.append(exc)
 
@@ -290,7 +290,7 @@ def test_an_expired_approval_cannot_be_approved(configure: Callable[..., Governo
 def test_unknown_approval(configure: Callable[..., Governor]) -> None:
     gov = configure()
     with pytest.raises(clearance.ApprovalNotFound):
-        _decisions.decide(gov.db, "apr_nope", approve=True, by=_decisions.Decider("alice"))
+        _decisions.decide(gov.db, "apr_nope", approve=True, by=_decisions.Decider("alice", trusted=True))
 
 
 def test_wake_ups_only_go_to_loopback() -> None:

@@ -54,7 +54,9 @@ def test_denied_approvals_do_not_count(configure: Callable[..., Governor]) -> No
     from clearance import _decisions
 
     @clearance.guard(
-        on_pending=lambda p: _decisions.decide(gov.db, p.approval_id, approve=False, by=_decisions.Decider("lead"))
+        on_pending=lambda p: _decisions.decide(
+            gov.db, p.approval_id, approve=False, by=_decisions.Decider("lead", trusted=True)
+        )
     )
     def issue_refund(order_id: str, amount: float) -> None:
         pass

@@ -65,7 +65,9 @@ def test_guard_and_approvals_run_on_postgresql(pg_url: str, configure: Callable[
     from clearance import _decisions
 
     @clearance.guard(
-        on_pending=lambda p: _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("lead"))
+        on_pending=lambda p: _decisions.decide(
+            gov.db, p.approval_id, approve=True, by=_decisions.Decider("lead", trusted=True)
+        )
     )
     def issue_refund(order_id: str, amount: float) -> str:
         return "done"

@@ -18,6 +18,7 @@ from typing import Any
 from .. import _decisions as decisions
 from .._canonical import canonical_json, to_plain
 from .._clock import now_us
+from .._context import get_user
 from .._notify import FALLBACK_SECONDS, Waiter
 from .._settings import Settings
 from ..errors import (
@@ -209,6 +210,7 @@ class Governor:
                     session=session or self.default_session,
                     prepend=queued,
                     waiter=listen,
+                    requested_by=get_user(),
                 )
         except BaseException:
             if waiter is not None:

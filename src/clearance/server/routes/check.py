@@ -38,6 +38,9 @@ class CheckRequest(BaseModel):
     tool: str = Field(min_length=1, max_length=200)
     args: dict[str, Any] = Field(default_factory=dict)
     session_id: str | None = Field(default=None, min_length=1, max_length=200)
+    requested_by: str | None = Field(
+        default=None, min_length=1, max_length=200, description="the person the agent acts for (may not approve)"
+    )
 
 
 class CheckResponse(BaseModel):
@@ -105,7 +108,12 @@ async def _active_policy(request: Request, key: ApiKey) -> Policy:
 
 
 async def decide_for(
-    request: Request, key: ApiKey, tool: str, args: dict[str, Any], session: str | None
+    request: Request,
+    key: ApiKey,
+    tool: str,
+    args: dict[str, Any],
+    session: str | None,
+    requested_by: str | None = None,
 ) -> RecordedCall:
     """Decide and record a call for an agent key, with the policy active for its agent.
 
@@ -127,6 +135,7 @@ async def decide_for(
         tool=tool,
         args=args,
         session=session or f"ses_key_{key.id}",
+        requested_by=requested_by,
     )
     return await commits.run(step)
 
@@ -138,7 +147,7 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
     The decision — and a pending approval, when one is required — is committed before the
     answer. Report what happened with `POST /v1/calls/{call_id}/outcome`.
     """
-    call = await decide_for(request, key, body.tool, body.args, body.session_id)
+    call = await decide_for(request, key, body.tool, body.args, body.session_id, body.requested_by)
     d = call.decision
     return CheckResponse(
         decision=d.effect.value,
