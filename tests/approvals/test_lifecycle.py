@@ -264,7 +264,8 @@ def test_a_timeout_escalates_then_denies(configure: Callable[..., Governor]) -> 
     gov = setup(
         configure,
         timeout="1s",
-        extra="approvers: [role:support-lead], on_timeout: escalate, escalate_to: [role:finance], escalation_timeout: 1s",
+        extra="approvers: [role:support-lead], on_timeout: escalate, escalate_to: [role:finance],"
+        " escalation_timeout: 1s",
     )
     issue_refund = refund([])
     thread, out = run_in_thread(lambda: issue_refund("F-1", 900))
@@ -362,3 +363,22 @@ def test_typed_edits_reach_decimal_parameters(configure: Callable[..., Governor]
     _decisions.decide(gov.db, a.id, approve=True, by=LEAD, args={"amount": 250.25})
     thread.join(10)
     assert seen == [Decimal("250.25")]
+
+
+def test_the_cli_approves_with_edits(configure: Callable[..., Governor], db_path: Any) -> None:
+    from ..conftest import run_cli
+
+    gov = setup(configure)
+    ran: list[Any] = []
+    issue_refund = refund(ran)
+    thread, _ = run_in_thread(lambda: issue_refund("K-1", 900, card="4111"))
+    a = pending(gov)
+    refused = run_cli("approve", a.id, "--set", "amount=lots", "--set", "nope", db=db_path)
+    assert refused.returncode == 2 and "NAME=VALUE" in refused.stderr
+    refused = run_cli("approve", a.id, "--set", "amount=lots", db=db_path)
+    assert refused.returncode == 2 and 'amount: expected a number, got "lots"' in refused.stderr
+    ok = run_cli("approve", a.id, "--set", "amount=120", "--note", "partial", "--by", "carla", db=db_path, check=True)
+    assert "approved" in ok.stdout and '"amount": 120' in ok.stdout and "(edited)" in ok.stdout
+    assert "4111" not in ok.stdout
+    thread.join(10)
+    assert ran == [("K-1", 120.0, "4111", "partial")]

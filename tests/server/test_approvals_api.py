@@ -80,3 +80,70 @@ def test_expiry_is_enforced_by_whoever_looks(client: TestClient, setup: dict[str
     assert client.get(f"/v1/approvals/{apr}", headers=setup["agent"]).json()["status"] == "expired"
     r = client.post(f"/v1/approvals/{apr}/approve", headers=setup["approver"])
     assert r.status_code == 409 and "already expired" in r.json()["error"]["message"]
+
+
+def test_decisions_over_http_refuse_bad_input_and_leave_it_pending(
+    client: TestClient, setup: dict[str, Any], server_db: str
+) -> None:
+    from clearance.store import Database
+    from clearance.store._events import EventFilter, query
+
+    apr = pending(client, setup)
+    approve = f"/v1/approvals/{apr}/approve"
+    bad = [
+        (client.post(approve, headers=setup["approver"], json={"args": {"amount": "x"}}), 422),
+        (client.post(approve, headers=setup["approver"], json={"args": {"colour": "red"}}), 422),
+        (client.post(approve, headers=setup["approver"], json={"args": []}), 422),
+        (client.post(f"/v1/approvals/{apr}/deny", headers=setup["approver"], json={"args": {"amount": 1}}), 422),
+        (client.post(approve, headers=setup["agent"]), 403),
+        (client.post(approve, headers=setup["admin"]), 403),
+        (client.post("/v1/approvals/apr_nope/approve", headers=setup["approver"]), 404),
+    ]
+    assert [r.status_code for r, _ in bad] == [code for _, code in bad]
+    assert client.get(f"/v1/approvals/{apr}", headers=setup["agent"]).json()["status"] == "pending"
+    db = Database(server_db)
+    refused = [e.body for e in query(db, EventFilter(kind="approval.refused"))]
+    db.close()
+    assert len(refused) == 5  # the edits, the agent, the admin, the unknown id (the malformed body never got there)
+    ok = client.post(approve, headers=setup["approver"], json={"args": {"amount": 300}, "note": "fine"}).json()
+    assert ok["status"] == "approved" and ok["edited_args"] == {"amount": 300} and ok["note"] == "fine"
+    again = client.post(approve, headers=setup["approver"])
+    assert again.status_code == 409 and again.json()["error"]["details"][1]["message"].startswith("key:")
+
+
+def test_people_decide_by_their_groups(client: TestClient, setup: dict[str, Any], server_db: str) -> None:
+    from .test_users import PASSWORD, make_user
+
+    policy = POLICY.replace("approval: {timeout: %s}", "approval: {timeout: %s, approvers: [role:support-lead]}")
+    rev = client.post("/v1/policies", headers=setup["admin"], json={"text": policy % "30m"}).json()["id"]
+    client.post(f"/v1/policies/{rev}/activate", headers=setup["admin"], json={})
+    apr = client.post(
+        "/v1/check",
+        headers=setup["agent"],
+        json={"tool": "issue_refund", "args": {"amount": 900}, "requested_by": "lena"},
+    ).json()["approval_id"]
+    for name, roles in (
+        ("pia", ["approver"]),
+        ("lena", ["approver", "support-lead"]),
+        ("omar", ["approver", "support-lead"]),
+    ):
+        assert (
+            client.post(
+                "/v1/users", headers=setup["admin"], json={"username": name, "password": PASSWORD, "roles": roles}
+            ).status_code
+            == 201
+        )
+    del make_user
+
+    def as_person(name: str) -> dict[str, str]:
+        client.cookies.clear()
+        signed = client.post("/v1/login", json={"username": name, "password": PASSWORD}).json()
+        return {"X-CSRF-Token": signed["csrf_token"]}
+
+    r = client.post(f"/v1/approvals/{apr}/approve", headers=as_person("pia"))
+    assert r.status_code == 403 and "only role:support-lead" in r.json()["error"]["message"]
+    r = client.post(f"/v1/approvals/{apr}/approve", headers=as_person("lena"))
+    assert r.status_code == 403 and "lena requested this call" in r.json()["error"]["message"]
+    assert client.post(f"/v1/approvals/{apr}/approve", headers=setup["approver"]).status_code == 403  # no group
+    r = client.post(f"/v1/approvals/{apr}/approve", headers=as_person("omar"))
+    assert r.status_code == 200 and r.json()["decided_by"] == "user:omar"

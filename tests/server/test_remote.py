@@ -255,3 +255,51 @@ def test_a_503_from_the_server_takes_the_unreachable_path(
     with pytest.raises(ToolCallBlocked, match="answered 503.*fails closed"):
         issue_refund("A", 50)
     assert lookup("q") == "found"  # when_server_unreachable: allow
+
+
+def test_an_edit_approved_on_the_server_runs_in_the_remote_agent_once(server: Server, tmp_path: Path) -> None:
+    answers: list[httpx.Response] = []
+
+    def approve_with_edit(p: clearance.PendingApproval) -> None:
+        def go() -> None:
+            h = {"X-API-Key": server.approver}
+            url = f"{server.base}/v1/approvals/{p.approval_id}/approve"
+            answers.append(httpx.post(url, headers=h, json={"args": {"amount": "lots"}}))
+            answers.append(httpx.post(url, headers=h, json={"args": {"amount": 250}, "note": "partial refund"}))
+
+        threading.Timer(0.2, go).start()
+
+    remote(server, tmp_path)
+    ran: list[Any] = []
+
+    @clearance.guard(on_pending=approve_with_edit)
+    def issue_refund(order_id: str, amount: float) -> str:
+        approval = clearance.current_approval()
+        ran.append((amount, approval.note if approval else None))
+        return f"refunded {amount}"
+
+    assert issue_refund("E", 900) == "refunded 250.0"
+    assert ran == [(250.0, "partial refund")]
+    assert answers[0].status_code == 422
+    assert answers[0].json()["error"]["details"] == [
+        {"location": "body.args", "message": 'amount: expected a number, got "lots"'}
+    ]
+    assert answers[1].status_code == 200 and answers[1].json()["edited_args"] == {"order_id": "E", "amount": 250}
+    clearance.flush()
+    approval_id = answers[1].json()["id"]
+    deadline = time.monotonic() + 10
+    while True:  # the outcome reaches the server with the next shipment
+        a = httpx.get(f"{server.base}/v1/approvals/{approval_id}", headers={"X-API-Key": server.agent}).json()
+        if a["status"] == "executed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert a["status"] == "executed" and a["result"] == "refunded 250.0" and a["claimed_by"].startswith("key:")
+    assert a["executed_args"] == {"order_id": "E", "amount": 250}
+    other = httpx.get(f"{server.base}/v1/approvals/{approval_id}", headers={"X-API-Key": server.approver}).json()
+    assert other["executed_args"] is None and other["result"] is None  # the full arguments only to the agent
+    kinds = [e["kind"] for e in server.events(tool="issue_refund")]
+    assert kinds[-2:] == ["tool_call.finished", "approval.executed"]
+    claim = httpx.post(
+        f"{server.base}/v1/approvals/{approval_id}/claim", headers={"X-API-Key": server.agent}, json={"by": "again"}
+    )
+    assert claim.status_code == 409  # it ran: nobody runs it twice

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import click
 
 from .. import _decisions
+from .._clock import now_us
+from ..errors import ApprovalEditRejected
 from ..store import Approval
 from ..store import _approvals as approvals
 from ._common import compact_json, database_option, decider, friendly, open_db, safe, table, when
@@ -77,20 +80,50 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
     )
 
 
-def _decide(approval_id: str, approve: bool, note: str | None, by: str | None, database: str) -> None:
+def _edits(pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    """`--set name=value` pairs; a value is JSON when it parses (150, true, "x", [1]), else text."""
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{pair!r}: write NAME=VALUE, e.g. amount=150", param_hint="--set")
+        try:
+            out[name.strip()] = json.loads(raw)
+        except ValueError:
+            out[name.strip()] = raw
+    return out
+
+
+def _decide(
+    approval_id: str, approve: bool, note: str | None, by: str | None, database: str, edits: tuple[str, ...] = ()
+) -> None:
     who = decider(by)
+    args = _edits(edits)
     db = open_db(database)
     try:
         # The embedded store's own CLI: whoever can write the file decides (see the README).
         decided = _decisions.decide(
-            db, approval_id.strip(), approve=approve, by=_decisions.Decider(who, trusted=True), note=note
+            db,
+            approval_id.strip(),
+            approve=approve,
+            by=_decisions.Decider(who, trusted=True),
+            note=note,
+            args=args,
         )
+    except ApprovalEditRejected as exc:
+        raise click.UsageError("the edit was refused:\n  " + "\n  ".join(safe(p) for p in exc.problems)) from None
     finally:
         db.close()
     verb = "approved" if approve else "denied"
+    if decided.status == "pending":
+        verb = f"voted to approve ({len(decided.votes)} of {decided.quorum})"
+    shown = decided.edited_shown if decided.edited_shown is not None else decided.shown_args
+    edited = " (edited)" if decided.edited_shown is not None else ""
     click.echo(
-        f"{verb} {decided.id}: {safe(decided.tool)}({compact_json(decided.shown_args)}) by {safe(who)}"
-        f" at {when(decided.decided_at_us)} UTC"
+        f"{verb} {decided.id}: {safe(decided.tool)}({compact_json(shown)}){edited} by {safe(who)}"
+        f" at {when(decided.decided_at_us or now_us())} UTC"
     )
 
 
@@ -102,11 +135,18 @@ _by = click.option("--by", default=None, help="Who is deciding (default: CLEARAN
 @click.argument("approval_id")
 @_note
 @_by
+@click.option(
+    "--set",
+    "edits",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Run the call with this argument changed (repeatable; VALUE is JSON, or text).",
+)
 @database_option
 @friendly
-def approve(approval_id: str, note: str | None, by: str | None, database: str) -> None:
-    """Approve APPROVAL_ID: the waiting call runs with the arguments shown."""
-    _decide(approval_id, True, note, by, database)
+def approve(approval_id: str, note: str | None, by: str | None, edits: tuple[str, ...], database: str) -> None:
+    """Approve APPROVAL_ID: the waiting call runs with the arguments shown, or as edited with --set."""
+    _decide(approval_id, True, note, by, database, edits)
 
 
 @approvals_group.command("deny")

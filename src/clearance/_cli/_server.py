@@ -165,8 +165,7 @@ def users_group() -> None:
     "roles",
     multiple=True,
     required=True,
-    type=click.Choice(users.ROLES),
-    help="approver (decides approvals), admin (policies, keys, users).",
+    help="approver (decides approvals), admin (policies, keys, users), or an approver group (support-lead).",
 )
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input instead of asking.")
 @database_option
@@ -209,8 +208,7 @@ def list_users(database: str) -> None:
     "--role",
     "roles",
     multiple=True,
-    type=click.Choice(users.ROLES),
-    help="Replace their roles with these (repeat the option for several).",
+    help="Replace their roles with these: approver, admin, or groups (repeat the option for several).",
 )
 @click.option("--password", "new_password", is_flag=True, help="Set a new password (asked for, or --password-stdin).")
 @click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")

@@ -7,14 +7,14 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from .._clock import now_us
 from ._db import Database
 from ._events import Event, append, make_event
 
-ROLES = ("approver", "admin")
-Role = Literal["approver", "admin"]
+ROLES = ("approver", "admin")  # what the server grants; any other role is an approver group
+_ROLE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 SESSION_SECONDS = 12 * 3600
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")
 _FIELDS = ("id", "username", "password_hash", "roles", "created_at_us", "disabled_at_us")
@@ -44,8 +44,16 @@ def _user(row: Sequence[Any]) -> User:
 
 def _checked_roles(roles: Iterable[str]) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(roles))
-    if not chosen or any(r not in ROLES for r in chosen):
-        raise ValueError(f"roles must be some of {', '.join(ROLES)}")
+    if not chosen:
+        raise ValueError(f"give at least one role: {', '.join(ROLES)}, or an approver group")
+    if "agent" in chosen:
+        raise ValueError("'agent' is a scope of API keys, never a person's role")
+    bad = [r for r in chosen if not _ROLE.match(r)]
+    if bad:
+        raise ValueError(
+            f"{bad[0]!r} is not a role: use {', '.join(ROLES)} or a group name"
+            " (lower-case letters, digits, '.', '_' or '-', like support-lead)"
+        )
     return chosen
 
 

@@ -22,7 +22,7 @@ from .._errors import APIError
 router = APIRouter(prefix="/v1", tags=["users"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 Db = Annotated[Database, Depends(database)]
-Role = users.Role
+Role = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="approver, admin, or a group")]
 
 
 class UserOut(BaseModel):
