@@ -147,3 +147,45 @@ def test_people_decide_by_their_groups(client: TestClient, setup: dict[str, Any]
     assert client.post(f"/v1/approvals/{apr}/approve", headers=setup["approver"]).status_code == 403  # no group
     r = client.post(f"/v1/approvals/{apr}/approve", headers=as_person("omar"))
     assert r.status_code == 200 and r.json()["decided_by"] == "user:omar"
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_the_server_expires_and_escalates_with_nobody_waiting(
+    store: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    import httpx
+
+    from clearance.store import Database
+    from clearance.store import _approvals as approvals
+
+    from .conftest import Server, _free_port
+
+    url = str(tmp_path / "s.db") if store == "sqlite" else str(request.getfixturevalue("pg_url"))
+    Database(url).close()
+    server = Server(url, _free_port(), tmp_path / "server.log")
+    server.start()
+    try:
+        server.publish(
+            "version: 1\ntools:\n"
+            "  issue_refund:\n    rules:\n"
+            "      - {id: big, when: 'args.amount > 200', effect: require_approval,"
+            " approval: {timeout: 1s, on_timeout: escalate, escalate_to: [role:finance], escalation_timeout: 1s}}\n"
+            "  send_email:\n    rules: [{id: mail, effect: require_approval, approval: {timeout: 1s}}]\n"
+        )
+        agent = {"X-API-Key": server.agent}
+        refund = httpx.post(
+            f"{server.base}/v1/check", headers=agent, json={"tool": "issue_refund", "args": {"amount": 900}}
+        )
+        mail = httpx.post(f"{server.base}/v1/check", headers=agent, json={"tool": "send_email", "args": {"to": "x"}})
+        db = Database(url)
+        try:
+            time.sleep(1.6)  # nobody reads the approvals over the API: the server's sweeper acts alone
+            escalated = approvals.get(db, refund.json()["approval_id"])
+            assert escalated.status == "pending" and escalated.escalated_at_us is not None
+            assert approvals.get(db, mail.json()["approval_id"]).status == "expired"
+            time.sleep(1.2)
+            assert approvals.get(db, refund.json()["approval_id"]).status == "expired"
+        finally:
+            db.close()
+    finally:
+        server.stop()

@@ -20,6 +20,7 @@ from . import _longpoll as longpoll
 from ._commits import GroupCommit
 from ._limits import BodyLimit
 from ._settings import ServerSettings
+from ._sweeper import sweep_forever
 from .routes import approvals, arden, check, health, ingest, keys, policies, queries, session, users
 
 
@@ -41,13 +42,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
             )
             feed = asyncio.create_task(longpoll.listen(app.state, conninfo))
+        sweeper = asyncio.create_task(sweep_forever(app.state))
         try:
             yield
         finally:
-            if feed is not None:
-                feed.cancel()
+            for task in (t for t in (feed, sweeper) if t is not None):
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await feed
+                    await task
             app.state.commits.close()
             app.state.db.close()
 

@@ -20,6 +20,7 @@ from ...store import Database
 from ...store import _events as events
 from ...store import _policies as policies
 from ...store._keys import ApiKey
+from .. import _longpoll as longpoll
 from .._auth import require
 from .._caches import TTLCache
 from .._commits import GroupCommit
@@ -148,6 +149,8 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
     answer. Report what happened with `POST /v1/calls/{call_id}/outcome`.
     """
     call = await decide_for(request, key, body.tool, body.args, body.session_id, body.requested_by)
+    if call.approval_id is not None:
+        longpoll.announce(request, "approvals")  # inboxes and the expiry sweeper see it at once
     d = call.decision
     return CheckResponse(
         decision=d.effect.value,
