@@ -15,10 +15,12 @@ def issue_refund(order_id: str, amount: float) -> str: ...
 
 from __future__ import annotations
 
-from ._context import get_session, reset_session, session, set_session
+from ._context import current_approval, get_session, reset_session, session, set_session
 from ._guard._governor import Approved, PendingApproval, UsageRecord
+from ._guard._modes import approval_mode, run_due
+from ._guard._resume import resume, resume_async
 from ._guard._runtime import NOT_GIVEN, configure, flush, shutdown
-from ._guard._wrap import current_approval, guard, guard_tool
+from ._guard._wrap import guard, guard_tool
 from ._settings import Settings
 from ._usage import record_usage
 from .errors import (
@@ -67,6 +69,7 @@ __all__ = [
     "ToolCallBlocked",
     "UsageRecord",
     "__version__",
+    "approval_mode",
     "configure",
     "current_approval",
     "flush",
@@ -77,6 +80,9 @@ __all__ = [
     "parse_policy",
     "record_usage",
     "reset_session",
+    "resume",
+    "resume_async",
+    "run_due",
     "session",
     "set_session",
     "shutdown",

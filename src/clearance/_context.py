@@ -6,9 +6,22 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._guard._governor import Approved
 
 _SESSION: ContextVar[str | None] = ContextVar("clearance_session", default=None)
 _USER: ContextVar[str | None] = ContextVar("clearance_user", default=None)
+APPROVAL: ContextVar[Approved | None] = ContextVar("clearance_approval", default=None)
+
+
+def current_approval() -> Approved | None:
+    """The approval the running tool call was approved under: who, their note, edited arguments.
+
+    None outside a guarded tool's body, and in calls that needed no approval.
+    """
+    return APPROVAL.get()
 
 
 def get_user() -> str | None:

@@ -303,3 +303,67 @@ def test_an_edit_approved_on_the_server_runs_in_the_remote_agent_once(server: Se
         f"{server.base}/v1/approvals/{approval_id}/claim", headers={"X-API-Key": server.agent}, json={"by": "again"}
     )
     assert claim.status_code == 409  # it ran: nobody runs it twice
+
+
+def test_a_remote_agent_killed_while_waiting_is_resumed_once_from_another_process(
+    server: Server, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ..conftest import REPO
+
+    (tmp_path / "remote_tools.py").write_text(
+        "import clearance, os\n"
+        "@clearance.guard\n"
+        "def issue_refund(order_id: str, amount: float) -> str:\n"
+        "    with open(os.environ['LEDGER'], 'a') as f:\n"
+        "        f.write(f'{order_id} {amount}\\n')\n"
+        "    return f'refunded {amount}'\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{tmp_path}",
+        "LEDGER": str(tmp_path / "ledger"),
+        "CLEARANCE_SERVER_URL": server.base,
+        "CLEARANCE_API_KEY": server.agent,
+    }
+
+    def python(code: str, spool: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", code],
+            env={**env, "CLEARANCE_SPOOL_PATH": str(tmp_path / spool)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    agent = python("import remote_tools; remote_tools.issue_refund('R-1', 900)", "agent.db")
+    headers = {"X-API-Key": server.approver}
+    deadline = time.monotonic() + 20
+    while not (found := httpx.get(f"{server.base}/v1/approvals", headers=headers).json()):
+        assert time.monotonic() < deadline and agent.poll() is None, agent.stderr.read() if agent.stderr else ""
+        time.sleep(0.05)
+    agent.send_signal(signal.SIGKILL)
+    agent.communicate(timeout=10)
+    approval_id = found[0]["id"]
+    httpx.post(f"{server.base}/v1/approvals/{approval_id}/approve", headers=headers, json={"args": {"amount": 120}})
+    code = (
+        "import clearance, remote_tools\n"
+        "try:\n"
+        f"    print('RESULT', clearance.resume({approval_id!r}))\n"
+        "except clearance.ApprovalAlreadyExecuted:\n"
+        "    print('ALREADY')\n"
+        "clearance.shutdown()\n"
+    )
+    resumes = [python(code, f"resume{i}.db") for i in range(2)]
+    outputs = [p.communicate(timeout=60) for p in resumes]
+    assert sorted(out.strip() for out, _ in outputs) == ["ALREADY", "RESULT refunded 120.0"], outputs
+    assert (tmp_path / "ledger").read_text().splitlines() == ["R-1 120.0"]
+    deadline = time.monotonic() + 10
+    while (a := httpx.get(f"{server.base}/v1/approvals/{approval_id}", headers=headers).json())["status"] != "executed":
+        assert time.monotonic() < deadline, a
+        time.sleep(0.05)
+    assert a["claimed_by"].startswith("key:")

@@ -12,6 +12,7 @@ from ._common import friendly
 from ._policy import policy_group
 from ._server import db_group, keys_group, serve, users_group
 from ._usage import usage
+from ._worker import worker
 
 DEMO_DATABASE = ".clearance/demo.db"
 
@@ -51,5 +52,6 @@ main.add_command(serve)
 main.add_command(db_group)
 main.add_command(keys_group)
 main.add_command(users_group)
+main.add_command(worker)
 
 __all__ = ["main"]

@@ -74,6 +74,41 @@ class Binder:
         assert isinstance(plain, dict)
         return plain
 
+    @property
+    def takes_self(self) -> bool:
+        """Whether the tool is a method (its first parameter is `self` or `cls`)."""
+        return self._skip is not None
+
+    def call_from(self, values: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Positional and keyword arguments that call the tool with `values` (by parameter name).
+
+        Number values are turned into the parameter's `float` or `Decimal`; names that are not
+        parameters go to its `**kwargs`, if it has one.
+
+        Raises:
+            TypeError: A value does not fit its parameter's type, or a name is unknown.
+        """
+        hints = _hints(self.fn)
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        rest = dict(values)
+        for p in self.signature.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                continue
+            if p.name not in rest:
+                continue
+            value = _coerce(p.name, rest.pop(p.name), hints.get(p.name), (self.params or {}).get(p.name))
+            if p.kind is p.POSITIONAL_ONLY:
+                args.append(value)
+            elif p.kind is p.VAR_POSITIONAL:
+                args.extend(value)
+            else:
+                kwargs[p.name] = value
+        if rest and self._var_kw is None:
+            raise TypeError(f"the approved call names {', '.join(map(repr, rest))}, which are not parameters")
+        kwargs.update(rest)
+        return tuple(args), kwargs
+
     def rebuild(
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any], proposed: Mapping[str, Any], run: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -29,7 +30,7 @@ from ..errors import (
     ApprovalTimeout,
     ClearanceError,
 )
-from ..policy import Decision, Policy
+from ..policy import Decision, Effect, Policy
 from ..store import Approval, Database
 from ..store import _approvals as approvals
 from ..store import _events as events
@@ -189,8 +190,8 @@ class Governor:
 
     # -- deciding and recording -------------------------------------------------------------
 
-    def begin(self, tool: str, args: dict[str, Any], session: str | None) -> Ticket:
-        """Decide a call and commit its record (and its approval, if one is needed)."""
+    def begin(self, tool: str, args: dict[str, Any], session: str | None, mode: str = "wait") -> Ticket:
+        """Decide a call and commit its record (and its approval, if one is needed, in `mode`)."""
         waiter: Waiter | None = None
 
         def listen() -> str:
@@ -211,6 +212,7 @@ class Governor:
                     prepend=queued,
                     waiter=listen,
                     requested_by=get_user(),
+                    mode=mode,
                 )
         except BaseException:
             if waiter is not None:
@@ -284,9 +286,43 @@ class Governor:
     def _run_or_raise(self, ticket: Ticket, approval: Approval) -> Approved:
         approved = settle(ticket, _view(approval))
         ticket.executed_args_hash = approval.edited_args_hash
-        if approval.status == "approved":
-            approvals.claim(self.db, approval.id, by=self.executor, now_us=now_us())  # exactly once
+        self.claim(ticket)
         return approved
+
+    def claim(self, ticket: Ticket) -> None:
+        """Claim the approved call for this process: exactly one claimant ever runs it.
+
+        Raises:
+            ApprovalAlreadyExecuted: Another process claimed it first.
+        """
+        assert ticket.approval_id is not None
+        approvals.claim(self.db, ticket.approval_id, by=self.executor, now_us=now_us())
+
+    def claim_denial(self, approval_id: str) -> bool:
+        """Claim the delivery of a denial to the tool's `on_denial`, once across processes."""
+        return approvals.claim_denial(self.db, approval_id, by=self.executor, now_us=now_us())
+
+    def due(self, tools: Sequence[str]) -> list[tuple[str, str]]:
+        """This agent's async-mode approvals of `tools` that are decided and not yet handled: (id, tool)."""
+        return [(a.id, a.tool) for a in approvals.due_for(self.db, self.settings.agent, tools)]
+
+    def approved_call(self, approval_id: str) -> tuple[Ticket, Approved, dict[str, Any]]:
+        """The ticket, approval and arguments of an approved call, to run it here (not claimed).
+
+        Raises:
+            ApprovalNotFound: No such approval.
+            ApprovalError: Still pending, or may not run (denied, timed out, ran already).
+        """
+        a = approvals.get(self.db, approval_id)
+        if a.status == "pending" and a.expires_at_us <= now_us():
+            with contextlib.suppress(ApprovalAlreadyDecided):
+                decisions.expire(self.db, a.id)
+            a = approvals.get(self.db, approval_id)
+        ticket = ticket_for(a.id, a.call_id, a.tool, a.session or self.default_session, a.args_hash, a.reason)
+        ticket.executed_args_hash = a.edited_args_hash
+        if a.status == "pending":
+            raise ApprovalError(a.id, a.tool, f"approval {a.id} is still pending: nobody has decided yet")
+        return ticket, settle(ticket, _view(a)), a.executed_args
 
     def wait(self, ticket: Ticket) -> Approved:
         """Block until a human decides (or the approval expires); return when the call may run.
@@ -374,6 +410,12 @@ class ApprovalView:
     on_timeout: str
     edited_args: dict[str, Any] | None = None
     claimed_by: str | None = None
+
+
+def ticket_for(approval_id: str, call_id: str, tool: str, session: str, args_hash: str, reason: str) -> Ticket:
+    """A ticket for running an approved call outside the call that asked for it (a resume)."""
+    decision = Decision(Effect.REQUIRE_APPROVAL, reason, (), (), None, "")
+    return Ticket(call_id, tool, session, decision, args_hash, approval_id)
 
 
 def _view(a: Approval) -> ApprovalView:

@@ -119,6 +119,7 @@ def record_call(
     prepend: Sequence[Event] = (),
     waiter: Callable[[], str | None] | None = None,
     requested_by: str | None = None,
+    mode: str = "wait",
 ) -> RecordedCall:
     """Decide a call from `policy` and commit its record, after the `prepend` records.
 
@@ -137,6 +138,7 @@ def record_call(
         prepend=prepend,
         waiter=waiter,
         requested_by=requested_by,
+        mode=mode,
     )
     with db.write() as cur:
         return step(cur)
@@ -154,6 +156,7 @@ def call_recorder(
     prepend: Sequence[Event] = (),
     waiter: Callable[[], str | None] | None = None,
     requested_by: str | None = None,
+    mode: str = "wait",
 ) -> Callable[[Any], RecordedCall]:
     """`record_call` in two steps, so a server can commit many calls at once.
 
@@ -218,6 +221,7 @@ def call_recorder(
                     "escalate_to": json.dumps(list(spec.escalate_to)) if spec.escalate_to else None,
                     "escalation_timeout_s": spec.escalation_timeout,
                     "requested_by": requested_by,
+                    "mode": mode,
                     "created_at_us": at,
                     "expires_at_us": expires,
                     "waiter": waiter() if waiter else None,
@@ -240,6 +244,7 @@ def call_recorder(
                         **({"quorum": spec.quorum} if spec.quorum > 1 else {}),
                         **({"escalate_to": list(spec.escalate_to)} if spec.escalate_to else {}),
                         **({"requested_by": requested_by} if requested_by else {}),
+                        **({"mode": mode} if mode != "wait" else {}),
                     },
                 )
             )

@@ -121,18 +121,18 @@ def current() -> Backend:
     """The current governor, configuring from the environment on first use.
 
     Raises:
-        ConfigurationError: Nothing is configured and `CLEARANCE_POLICY` is not set, so the
-            call cannot be decided (it fails closed).
+        ConfigurationError: Nothing is configured and neither `CLEARANCE_POLICY` nor
+            `CLEARANCE_SERVER_URL` is set, so the call cannot be decided (it fails closed).
     """
     governor = _current
     if governor is not None:
         return governor
     with _lock:
         if _current is None:
-            if not os.environ.get("CLEARANCE_POLICY"):
+            if not (os.environ.get("CLEARANCE_POLICY") or os.environ.get("CLEARANCE_SERVER_URL")):
                 raise ConfigurationError(
                     "Clearance is not configured: call clearance.configure(policy=...) or set "
-                    "CLEARANCE_POLICY before calling a guarded tool"
+                    "CLEARANCE_POLICY (or CLEARANCE_SERVER_URL) before calling a guarded tool"
                 )
             configure()
         assert _current is not None

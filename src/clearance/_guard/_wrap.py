@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from .._context import get_session
+from .._context import APPROVAL, get_session
 from ..errors import ConfigurationError, ToolCallBlocked
 from ..policy import Effect
-from . import _runtime
+from . import _modes, _runtime
 from ._backend import Backend
 from ._binding import Binder
 from ._governor import Approved, PendingApproval, Ticket
+from ._modes import Mode
+from ._resume import Callbacks, OnApproval, OnDenial, set_callbacks
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,11 +25,16 @@ OnPending = Callable[[PendingApproval], None]
 
 
 def _begin(
-    name: str, binder: Binder, args: tuple[Any, ...], kwargs: dict[str, Any], on_pending: OnPending | None
+    name: str,
+    binder: Binder,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    on_pending: OnPending | None,
+    mode: Mode,
 ) -> tuple[Backend, Ticket]:
     """Decide and record the call; raise if blocked; announce an approval it must wait for."""
     governor = _runtime.current()
-    ticket = governor.begin(name, binder.bind(args, kwargs), get_session())
+    ticket = governor.begin(name, binder.bind(args, kwargs), get_session(), mode)
     decision = ticket.decision
     if decision.effect is Effect.BLOCK:
         raise ToolCallBlocked(ticket.tool, decision.reason, decision.rule_ids, ticket.call_id)
@@ -37,19 +43,8 @@ def _begin(
     return governor, ticket
 
 
-_current_approval: contextvars.ContextVar[Approved | None] = contextvars.ContextVar("clearance_approval", default=None)
-
-
-def current_approval() -> Approved | None:
-    """The approval the running tool call was approved under: who, their note, edited arguments.
-
-    None outside a guarded tool's body, and in calls that needed no approval.
-    """
-    return _current_approval.get()
-
-
 def _as_approved(
-    binder: Binder, ticket: Ticket, args: tuple[Any, ...], kwargs: dict[str, Any], approved: Approved | None
+    binder: Binder, args: tuple[Any, ...], kwargs: dict[str, Any], approved: Approved | None
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The arguments to run with: the call's own, or the approver's edit of them."""
     if approved is None or approved.args is None:
@@ -57,7 +52,15 @@ def _as_approved(
     return binder.rebuild(args, kwargs, binder.bind(args, kwargs), approved.args)
 
 
-def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
+def guard_tool(
+    name: str,
+    fn: F,
+    *,
+    on_pending: OnPending | None = None,
+    approval_mode: Mode = "wait",
+    on_approval: OnApproval | None = None,
+    on_denial: OnDenial | None = None,
+) -> F:
     """Govern `fn` as the tool `name`: every call is decided by policy and recorded first.
 
     The returned function has `fn`'s signature, docstring and type hints, so frameworks still
@@ -69,45 +72,53 @@ def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
         fn: The function that does the work.
         on_pending: Called with a `PendingApproval` when a call needs a human, after the
             approval is recorded and before the call waits (to tell someone where to decide).
+        approval_mode: `wait` (the call waits for the decision) or `async` (the call returns
+            its `PendingApproval` at once; once decided, the tool runs and `on_approval` gets
+            its result, or `on_denial` gets the denial, the timeout or the tool's error). A
+            `with clearance.approval_mode(...)` block overrides it per call.
+        on_approval: Async mode: called with the result of an approved call, once.
+        on_denial: Async mode: called with why an approved call did not complete, once.
 
     Returns:
         The governed function.
 
     Raises:
-        ConfigurationError: `name` is empty or taken by another function, or `fn` is not callable.
+        ConfigurationError: `name` is empty or taken by another function, `fn` is not callable,
+            or the mode is unknown.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigurationError("a guarded tool needs a non-empty name")
     if not callable(fn):
         raise ConfigurationError(f"cannot guard {fn!r} as {name!r}: it is not callable")
+    default_mode = _modes.checked(approval_mode)
     binder = Binder(fn)
     _runtime.register(name, fn, binder)
+    if on_approval is not None or on_denial is not None:
+        set_callbacks(name, Callbacks(on_approval, on_denial))
 
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def governed_async(*args: Any, **kwargs: Any) -> Any:
-            governor, ticket = _begin(name, binder, args, kwargs, on_pending)
-            approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
-            started = time.perf_counter()
-            token = _current_approval.set(approved)
-            try:
-                call_args, call_kwargs = _as_approved(binder, ticket, args, kwargs, approved)
-                result = await fn(*call_args, **call_kwargs)
-            except BaseException as exc:
-                governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
-                raise
-            finally:
-                _current_approval.reset(token)
-            governor.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
-            return result
+            mode = _modes.mode_for(default_mode)
+            governor, ticket = _begin(name, binder, args, kwargs, on_pending, mode)
+            if ticket.approval_id is None:
+                return await _run_async(governor, ticket, fn, binder, args, kwargs, None)
+            if mode == "async":
+                _modes.finish_later_async(
+                    governor, ticket, lambda ok: _run_async(governor, ticket, fn, binder, args, kwargs, ok)
+                )
+                return ticket.pending
+            approved = await governor.wait_async(ticket)
+            return await _run_async(governor, ticket, fn, binder, args, kwargs, approved)
 
         governed_async.__clearance_tool__ = name  # type: ignore[attr-defined]
         return governed_async  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def governed(*args: Any, **kwargs: Any) -> Any:
-        governor, ticket = _begin(name, binder, args, kwargs, on_pending)
+        mode = _modes.mode_for(default_mode)
+        governor, ticket = _begin(name, binder, args, kwargs, on_pending, mode)
         if ticket.approval_id is None:  # the hot path: no approval, nothing to set up
             started = time.perf_counter()
             try:
@@ -117,32 +128,88 @@ def guard_tool(name: str, fn: F, *, on_pending: OnPending | None = None) -> F:
                 raise
             governor.finish(ticket, error=None, duration_s=time.perf_counter() - started)
             return result
+        if mode == "async":
+            _modes.finish_later(governor, ticket, lambda ok: _run(governor, ticket, fn, binder, args, kwargs, ok))
+            return ticket.pending
         approved = governor.wait(ticket)
-        started = time.perf_counter()
-        token = _current_approval.set(approved)
-        try:
-            call_args, call_kwargs = _as_approved(binder, ticket, args, kwargs, approved)
-            result = fn(*call_args, **call_kwargs)
-        except BaseException as exc:
-            governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
-            raise
-        finally:
-            _current_approval.reset(token)
-        governor.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
-        return result
+        return _run(governor, ticket, fn, binder, args, kwargs, approved)
 
     governed.__clearance_tool__ = name  # type: ignore[attr-defined]
     return governed  # type: ignore[return-value]
 
 
+def _run(
+    governor: Backend,
+    ticket: Ticket,
+    fn: Callable[..., Any],
+    binder: Binder,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    approved: Approved | None,
+) -> Any:
+    """Run an approved call (as edited) with `current_approval()` set, and record its outcome.
+
+    An edit that does not fit the function fails the call, recorded like any other failure.
+    """
+    started = time.perf_counter()
+    token = APPROVAL.set(approved)
+    try:
+        call_args, call_kwargs = _as_approved(binder, args, kwargs, approved)
+        result = fn(*call_args, **call_kwargs)
+    except BaseException as exc:
+        governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
+        raise
+    finally:
+        APPROVAL.reset(token)
+    governor.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
+    return result
+
+
+async def _run_async(
+    governor: Backend,
+    ticket: Ticket,
+    fn: Callable[..., Any],
+    binder: Binder,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    approved: Approved | None,
+) -> Any:
+    started = time.perf_counter()
+    token = APPROVAL.set(approved)
+    try:
+        call_args, call_kwargs = _as_approved(binder, args, kwargs, approved)
+        result = await fn(*call_args, **call_kwargs)
+    except BaseException as exc:
+        governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
+        raise
+    finally:
+        APPROVAL.reset(token)
+    governor.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
+    return result
+
+
 @overload
 def guard(fn: F, /) -> F: ...
 @overload
-def guard(*, name: str | None = None, on_pending: OnPending | None = None) -> Callable[[F], F]: ...
+def guard(
+    *,
+    name: str | None = None,
+    on_pending: OnPending | None = None,
+    approval_mode: Mode = "wait",
+    on_approval: OnApproval | None = None,
+    on_denial: OnDenial | None = None,
+) -> Callable[[F], F]: ...
 
 
 def guard(
-    fn: F | None = None, /, *, name: str | None = None, on_pending: OnPending | None = None
+    fn: F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    on_pending: OnPending | None = None,
+    approval_mode: Mode = "wait",
+    on_approval: OnApproval | None = None,
+    on_denial: OnDenial | None = None,
 ) -> F | Callable[[F], F]:
     """Decorator form of `guard_tool`; bare (`@guard`) or with options (`@guard(name="refund")`).
 
@@ -150,6 +217,13 @@ def guard(
     """
 
     def decorate(f: F) -> F:
-        return guard_tool(name or str(getattr(f, "__name__", "")), f, on_pending=on_pending)
+        return guard_tool(
+            name or str(getattr(f, "__name__", "")),
+            f,
+            on_pending=on_pending,
+            approval_mode=approval_mode,
+            on_approval=on_approval,
+            on_denial=on_denial,
+        )
 
     return decorate(fn) if fn is not None else decorate

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from .._clock import now_us
@@ -29,10 +30,19 @@ from .._guard._governor import (
     outcome_fields,
     result_value,
     settle,
+    ticket_for,
 )
 from .._guard._record import decided_event, llm_event, prepare
 from .._settings import Settings
-from ..errors import ApprovalAlreadyExecuted, ApprovalTimeout, ConfigurationError, ServerError, StoreError
+from ..errors import (
+    ApprovalAlreadyExecuted,
+    ApprovalError,
+    ApprovalNotFound,
+    ApprovalTimeout,
+    ConfigurationError,
+    ServerError,
+    StoreError,
+)
 from ..policy import Decision, Effect, Policy
 from ..store._events import make_event, new_id
 from ._client import Client
@@ -95,7 +105,7 @@ class RemoteGovernor:
 
     # -- deciding and recording -------------------------------------------------------------
 
-    def begin(self, tool: str, args: dict[str, Any], session: str | None) -> Ticket:
+    def begin(self, tool: str, args: dict[str, Any], session: str | None, mode: str = "wait") -> Ticket:
         """Decide a call (locally or on the server) and commit its record before it runs."""
         policy = self.sync.policy
         plan = policy.plan(tool)
@@ -108,6 +118,8 @@ class RemoteGovernor:
             body = {"tool": tool, "args": args, "session_id": session}
             if (user := get_user()) is not None:
                 body["requested_by"] = user
+            if mode != "wait":
+                body["approval_mode"] = mode
             answer = self.client.call("POST", "/v1/check", json=body)
         except ServerError as exc:
             allow = plan.when_server_unreachable == "allow" and (exc.status is None or exc.status >= 500)
@@ -203,26 +215,62 @@ class RemoteGovernor:
                 backoff = min(backoff * 2, 10)
 
     def _run_or_raise(self, ticket: Ticket, a: dict[str, Any]) -> Approved:
-        view = ApprovalView(
-            a["id"],
-            a["status"],
-            a["args_hash"],
-            a["decided_by"],
-            a["note"],
-            a["on_timeout"],
-            a.get("executed_args") if a.get("edited_args_hash") else None,
-            a.get("claimed_by"),
-        )
-        approved = settle(ticket, view)
+        approved = settle(ticket, _view(a))
         ticket.executed_args_hash = a.get("edited_args_hash")
-        if a["status"] == "approved":
-            try:  # exactly once: the server lets one executor claim it
-                self.client.call("POST", f"/v1/approvals/{ticket.approval_id}/claim", json={"by": self.executor})
-            except ServerError as exc:
-                if exc.status == 409:
-                    raise ApprovalAlreadyExecuted(a["id"], ticket.tool, "approved", str(exc)) from None
-                raise
+        self.claim(ticket)
         return approved
+
+    def claim(self, ticket: Ticket) -> None:
+        """Claim the approved call on the server: exactly one claimant ever runs it.
+
+        Raises:
+            ApprovalAlreadyExecuted: Another process claimed it first.
+        """
+        assert ticket.approval_id is not None
+        try:
+            self.client.call("POST", f"/v1/approvals/{ticket.approval_id}/claim", json={"by": self.executor})
+        except ServerError as exc:
+            if exc.status == 409:
+                raise ApprovalAlreadyExecuted(ticket.approval_id, ticket.tool, "approved", str(exc)) from None
+            raise
+
+    def claim_denial(self, approval_id: str) -> bool:
+        """Claim the delivery of a denial to the tool's `on_denial` on the server, once."""
+        try:
+            self.client.call(
+                "POST", f"/v1/approvals/{approval_id}/claim", json={"by": self.executor, "for_denial": True}
+            )
+        except ServerError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    def due(self, tools: Sequence[str]) -> list[tuple[str, str]]:
+        """This agent's async-mode approvals of `tools` that are decided and not yet handled: (id, tool)."""
+        found = self.client.call("GET", "/v1/approvals", params={"status": "", "mode": "async", "unhandled": "true"})
+        return [(a["id"], a["tool"]) for a in found.json() if a["tool"] in tools and a["status"] != "pending"]
+
+    def approved_call(self, approval_id: str) -> tuple[Ticket, Approved, dict[str, Any]]:
+        """The ticket, approval and arguments of an approved call, to run it here (not claimed).
+
+        Raises:
+            ApprovalNotFound: No such approval (for this agent).
+            ApprovalError: Still pending, or may not run (denied, timed out, ran already).
+        """
+        try:
+            a = self.client.call("GET", f"/v1/approvals/{approval_id}").json()
+        except ServerError as exc:
+            if exc.status == 404:
+                raise ApprovalNotFound(f"no approval has the id {approval_id!r}") from None
+            raise
+        ticket = ticket_for(
+            a["id"], a["call_id"], a["tool"], a["session"] or self.default_session, a["args_hash"], a["reason"]
+        )
+        ticket.executed_args_hash = a.get("edited_args_hash")
+        if a["status"] == "pending":
+            raise ApprovalError(a["id"], a["tool"], f"approval {a['id']} is still pending: nobody has decided yet")
+        return ticket, settle(ticket, _view(a)), a["executed_args"]
 
     async def wait_async(self, ticket: Ticket) -> Approved:
         """`wait` on a worker thread, so the event loop keeps running."""
@@ -272,3 +320,10 @@ class RemoteGovernor:
         finally:
             self.spool.close()
             self.client.close()
+
+
+def _view(a: dict[str, Any]) -> ApprovalView:
+    edited = a.get("executed_args") if a.get("edited_args_hash") else None
+    return ApprovalView(
+        a["id"], a["status"], a["args_hash"], a["decided_by"], a["note"], a["on_timeout"], edited, a.get("claimed_by")
+    )

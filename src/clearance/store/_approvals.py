@@ -331,7 +331,8 @@ def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
         cur.execute(
             db.sql(
                 "UPDATE approvals SET claimed_by = :by, claimed_at_us = :now"
-                " WHERE id = :id AND status = 'approved' AND claimed_by IS NULL"
+                " WHERE id = :id AND claimed_by IS NULL"
+                " AND (status = 'approved' OR (status = 'expired' AND on_timeout = 'allow'))"
             ),
             {"by": by, "now": now_us, "id": approval_id},
         )
@@ -344,6 +345,39 @@ def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
     if current.claimed_by is not None or current.status in ("executed", "failed"):
         raise ApprovalAlreadyExecuted(approval_id, current.tool, current.status, current.claimed_by)
     raise ApprovalError(approval_id, current.tool, f"approval {approval_id} is {current.status}, not approved")
+
+
+def claim_denial(db: Database, approval_id: str, *, by: str, now_us: int) -> bool:
+    """Claim the delivery of a denial (or a timeout that denies) to the agent's callback, once.
+
+    Returns whether this claimant won.
+    """
+    with db.write() as cur:
+        cur.execute(
+            db.sql(
+                "UPDATE approvals SET claimed_by = :by, claimed_at_us = :now WHERE id = :id AND claimed_by IS NULL"
+                " AND (status IN ('denied', 'cancelled') OR (status = 'expired' AND on_timeout != 'allow'))"
+            ),
+            {"by": by, "now": now_us, "id": approval_id},
+        )
+        return bool(cur.rowcount == 1)
+
+
+def due_for(db: Database, agent: str, tools: Sequence[str], *, limit: int = 100) -> list[Approval]:
+    """An agent's async-mode approvals of these tools that are decided and not yet handled."""
+    if not tools:
+        return []
+    marks = ", ".join(f":t{i}" for i in range(len(tools)))
+    with db.read() as cur:
+        cur.execute(
+            db.sql(
+                f"{_SELECT} WHERE agent = :agent AND mode = 'async' AND claimed_by IS NULL"
+                f" AND status IN ('approved', 'denied', 'expired', 'cancelled') AND tool IN ({marks})"
+                " ORDER BY decided_at_us LIMIT :n"
+            ),
+            {"agent": agent, "n": limit, **{f"t{i}": t for i, t in enumerate(tools)}},
+        )
+        return [_from_row(r) for r in cur.fetchall()]
 
 
 def finish(

@@ -6,7 +6,7 @@ agent's approvals.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -70,7 +70,7 @@ class ApprovalOut(BaseModel):
     result: Any = None
     error: str | None = None
     executed_args: dict[str, Any] | None = Field(
-        default=None, description="The full arguments to run (only to the requesting agent's key, once edited)"
+        default=None, description="The full arguments to run, as approved (only to the requesting agent's key)"
     )
 
     @classmethod
@@ -109,7 +109,7 @@ class ApprovalOut(BaseModel):
             finished_at_us=a.finished_at_us,
             result=a.result if own else None,
             error=a.error,
-            executed_args=a.edited_args if own and a.edited_args is not None else None,
+            executed_args=a.executed_args if own else None,
         )
 
 
@@ -127,11 +127,12 @@ class DecisionIn(BaseModel):
 
 
 class ClaimIn(BaseModel):
-    """Who is about to run an approved call."""
+    """Who is about to run an approved call (or hand its denial to the agent's callback)."""
 
     model_config = ConfigDict(extra="forbid")
 
     by: str = Field(min_length=1, max_length=200)
+    for_denial: bool = False
 
 
 def _may_read(key: ApiKey, approval: Approval) -> bool:
@@ -151,7 +152,11 @@ def _current(db: Database, approval_id: str) -> Approval:
 
 @router.get("/approvals", summary="List approvals")
 async def list_approvals(
-    key: Caller, db: Db, status: Annotated[str | None, Query(pattern=r"^[a-z]+$")] = "pending"
+    key: Caller,
+    db: Db,
+    status: Annotated[str | None, Query(pattern=r"^[a-z]*$")] = "pending",
+    mode: Annotated[Literal["wait", "async"] | None, Query()] = None,
+    unhandled: Annotated[bool, Query(description="only those no executor has claimed")] = False,
 ) -> list[ApprovalOut]:
     """Approvals: pending by default (`status=` another status, or empty for all).
 
@@ -159,7 +164,11 @@ async def list_approvals(
     """
     await run_in_threadpool(decisions.sweep, db)
     found = await run_in_threadpool(approvals.listing, db, status=status or None)
-    return [ApprovalOut.of(a, key) for a in found if _may_read(key, a)]
+    return [
+        ApprovalOut.of(a, key)
+        for a in found
+        if _may_read(key, a) and (mode is None or a.mode == mode) and not (unhandled and a.claimed_by)
+    ]
 
 
 @router.get("/approvals/{approval_id}", summary="One approval, or wait for its decision")
@@ -253,9 +262,13 @@ async def claim(approval_id: str, body: ClaimIn, request: Request, key: Agent, d
         current = await run_in_threadpool(approvals.get, db, approval_id)
         if current.agent != key.agent:
             raise ApprovalNotFound(approval_id)
-        claimed = await run_in_threadpool(
-            lambda: approvals.claim(db, approval_id, by=f"{actor(key)}: {body.by}", now_us=now_us())
-        )
+        by = f"{actor(key)}: {body.by}"
+        if body.for_denial:
+            if not await run_in_threadpool(lambda: approvals.claim_denial(db, approval_id, by=by, now_us=now_us())):
+                raise ApprovalError(approval_id, current.tool, f"approval {approval_id} was handled, or is not denied")
+            claimed = await run_in_threadpool(approvals.get, db, approval_id)
+        else:
+            claimed = await run_in_threadpool(lambda: approvals.claim(db, approval_id, by=by, now_us=now_us()))
     except ApprovalNotFound:
         raise APIError(404, f"no approval has the id {approval_id!r}") from None
     except ApprovalError as exc:

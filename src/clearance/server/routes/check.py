@@ -42,6 +42,9 @@ class CheckRequest(BaseModel):
     requested_by: str | None = Field(
         default=None, min_length=1, max_length=200, description="the person the agent acts for (may not approve)"
     )
+    approval_mode: Literal["wait", "async"] = Field(
+        default="wait", description="how the agent waits for an approval this call needs"
+    )
 
 
 class CheckResponse(BaseModel):
@@ -115,6 +118,7 @@ async def decide_for(
     args: dict[str, Any],
     session: str | None,
     requested_by: str | None = None,
+    mode: str = "wait",
 ) -> RecordedCall:
     """Decide and record a call for an agent key, with the policy active for its agent.
 
@@ -137,6 +141,7 @@ async def decide_for(
         args=args,
         session=session or f"ses_key_{key.id}",
         requested_by=requested_by,
+        mode=mode,
     )
     return await commits.run(step)
 
@@ -148,7 +153,7 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
     The decision — and a pending approval, when one is required — is committed before the
     answer. Report what happened with `POST /v1/calls/{call_id}/outcome`.
     """
-    call = await decide_for(request, key, body.tool, body.args, body.session_id, body.requested_by)
+    call = await decide_for(request, key, body.tool, body.args, body.session_id, body.requested_by, body.approval_mode)
     if call.approval_id is not None:
         longpoll.announce(request, "approvals")  # inboxes and the expiry sweeper see it at once
     d = call.decision

@@ -1,0 +1,162 @@
+"""Approval modes: `wait` and `async`.
+
+In `wait` mode the call blocks (or awaits) until the decision. In `async` mode it returns a
+`PendingApproval` at once; the decision finishes it later and reports to callbacks.
+
+An async-mode call is finished by whichever process gets there first: the agent's own background
+waiter (woken by push, like `wait`), or — if that process died — `clearance worker` /
+`run_due()` in any process that guards the same tool. Claims make each outcome happen once: the
+tool runs once, `on_approval` or `on_denial` is called once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any, Literal
+
+from ..errors import ApprovalAlreadyExecuted, ApprovalError, ClearanceError, ConfigurationError
+from . import _runtime
+from ._backend import Backend
+from ._governor import Ticket
+from ._resume import callbacks_of, resume
+
+Mode = Literal["wait", "async"]
+MODES = ("wait", "async")
+log = logging.getLogger("clearance")
+_MODE: ContextVar[Mode | None] = ContextVar("clearance_approval_mode", default=None)
+_tasks: set[asyncio.Task[Any]] = set()  # async-mode completions in flight (kept from the collector)
+
+
+@contextlib.contextmanager
+def approval_mode(mode: Mode) -> Iterator[None]:
+    """Use `mode` for the approvals of the calls made inside the block (overrides the tool's).
+
+    Raises:
+        ConfigurationError: An unknown mode.
+    """
+    token = _MODE.set(checked(mode))
+    try:
+        yield
+    finally:
+        _MODE.reset(token)
+
+
+def checked(mode: str) -> Mode:
+    """`mode`, if it is one.
+
+    Raises:
+        ConfigurationError: An unknown mode.
+    """
+    if mode not in MODES:
+        raise ConfigurationError(f"unknown approval mode {mode!r}: use {' or '.join(MODES)}")
+    return mode  # type: ignore[return-value]
+
+
+def mode_for(default: Mode) -> Mode:
+    """The mode of a call now: the enclosing `approval_mode`, else the tool's."""
+    return _MODE.get() or default
+
+
+def _report(tool: str, result: Any = None, error: BaseException | None = None) -> None:
+    callbacks = callbacks_of(tool)
+    target = callbacks.on_denial if error is not None else callbacks.on_approval
+    if target is None:
+        if error is not None:
+            log.warning("async-mode %s call did not complete: %s", tool, error)
+        return
+    try:
+        target(error if error is not None else result)
+    except Exception:
+        log.exception("the %s callback of %s raised", "on_denial" if error is not None else "on_approval", tool)
+
+
+def finish_later(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None:
+    """Wait for the decision on a background thread, then run the call (`run(approved)`) and report."""
+    threading.Thread(
+        target=_finish, args=(backend, ticket, run), name=f"clearance-approval-{ticket.approval_id}", daemon=True
+    ).start()
+
+
+def _finish(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None:
+    assert ticket.approval_id is not None
+    try:
+        approved = backend.wait(ticket)  # claims the run
+    except ApprovalAlreadyExecuted:
+        return
+    except ApprovalError as exc:  # denied, timed out, cancelled
+        if backend.claim_denial(ticket.approval_id):
+            _report(ticket.tool, error=exc)
+        return
+    except ClearanceError as exc:  # the store or server: left for a worker to finish
+        log.warning("async-mode %s call left for a worker: %s", ticket.tool, exc)
+        return
+    try:
+        result = run(approved)
+    except Exception as exc:
+        _report(ticket.tool, error=exc)
+        return
+    _report(ticket.tool, result=result)
+
+
+def finish_later_async(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None:
+    """`finish_later` as a task on the running event loop (for async tools)."""
+    task = asyncio.get_running_loop().create_task(_finish_async(backend, ticket, run))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _finish_async(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None:
+    assert ticket.approval_id is not None
+    try:
+        approved = await backend.wait_async(ticket)
+    except ApprovalAlreadyExecuted:
+        return
+    except ApprovalError as exc:
+        if await asyncio.to_thread(backend.claim_denial, ticket.approval_id):
+            _report(ticket.tool, error=exc)
+        return
+    except ClearanceError as exc:
+        log.warning("async-mode %s call left for a worker: %s", ticket.tool, exc)
+        return
+    try:
+        result = await run(approved)
+    except Exception as exc:
+        _report(ticket.tool, error=exc)
+        return
+    _report(ticket.tool, result=result)
+
+
+def run_due() -> int:
+    """Finish every decided async-mode call of the tools guarded in this process; returns how many.
+
+    Approved calls run (once, across processes) and go to `on_approval`; denied or timed-out
+    ones go to `on_denial`. For `clearance worker`, or to call from your own scheduler.
+    """
+    backend = _runtime.current()
+    tools = sorted(_runtime._tools)
+    handled = 0
+    for approval_id, tool in backend.due(tools):
+        try:
+            result = resume(approval_id)
+        except ApprovalAlreadyExecuted:
+            continue
+        except ApprovalError as exc:
+            if backend.claim_denial(approval_id):
+                _report(tool, error=exc)
+                handled += 1
+            continue
+        except ClearanceError as exc:
+            log.warning("cannot finish %s now: %s", approval_id, exc)
+            continue
+        except Exception as exc:  # the tool raised: recorded as failed
+            _report(tool, error=exc)
+            handled += 1
+            continue
+        _report(tool, result=result)
+        handled += 1
+    return handled

@@ -1,0 +1,137 @@
+"""Running an approved call after the fact, in any process, exactly once.
+
+The call's tool must be registered here (guarded under the same name, so importing the module
+that guards it is enough). The approval id is the idempotency key: whoever claims it first runs
+it; every other attempt — a second `resume`, a worker, the original agent waking late — gets
+`ApprovalAlreadyExecuted`. The tool runs with the approved arguments as recorded (JSON values,
+turned into the parameter's number type), and its result or error is recorded on the approval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._context import APPROVAL as _current_approval
+from ..errors import ConfigurationError
+from . import _runtime
+from ._binding import Binder
+from ._governor import Approved, Ticket
+
+OnApproval = Callable[[Any], Any]
+OnDenial = Callable[[BaseException], Any]
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """What a tool's async-mode calls report to, in whichever process finishes them."""
+
+    on_approval: OnApproval | None = None
+    on_denial: OnDenial | None = None
+
+
+_callbacks: dict[str, Callbacks] = {}
+
+
+def set_callbacks(tool: str, callbacks: Callbacks) -> None:
+    """Remember a tool's callbacks by name (registered with the tool, at import)."""
+    _callbacks[tool] = callbacks
+
+
+def callbacks_of(tool: str) -> Callbacks:
+    """A tool's callbacks (none registered: both None)."""
+    return _callbacks.get(tool, Callbacks())
+
+
+def _tool(name: str) -> tuple[Callable[..., Any], Binder]:
+    found = _runtime._tools.get(name)
+    if found is None:
+        raise ConfigurationError(
+            f"the tool {name!r} is not guarded in this process: import the module that guards it, then resume"
+        )
+    fn, binder = found
+    if binder.takes_self:
+        raise ConfigurationError(f"the tool {name!r} is a method: an approved call of it cannot be resumed here")
+    return fn, binder
+
+
+def prepare(approval_id: str) -> tuple[Ticket, Approved, dict[str, Any], Callable[..., Any], Binder]:
+    """Check the approval lets its call run here, then claim it (exactly once).
+
+    Raises:
+        ApprovalNotFound: No such approval.
+        ApprovalError: Still pending, cancelled, or for other arguments; `ApprovalDenied` and
+            `ApprovalTimeout` when it may not run.
+        ApprovalAlreadyExecuted: It ran, or another process is running it.
+        ConfigurationError: Its tool is not guarded in this process.
+    """
+    backend = _runtime.current()
+    ticket, approved, args = backend.approved_call(approval_id)
+    fn, binder = _tool(ticket.tool)  # before claiming: a claim nobody can run would strand the call
+    backend.claim(ticket)
+    return ticket, approved, args, fn, binder
+
+
+def resume(approval_id: str) -> Any:
+    """Run the approved call of `approval_id` now, in this process, and return its result.
+
+    Works after the requesting process died; concurrent resumes run it once. For an async
+    tool from synchronous code, the coroutine is run to completion here.
+
+    Raises:
+        ApprovalNotFound: No such approval.
+        ApprovalDenied: It was denied (the note says why).
+        ApprovalTimeout: It expired undecided and its rule denies on timeout.
+        ApprovalAlreadyExecuted: It ran, or another process is running it.
+        ApprovalError: It is still pending or was cancelled.
+        ConfigurationError: Its tool is not guarded in this process.
+        Exception: Whatever the tool raised (recorded as the call's error).
+    """
+    ticket, approved, args, fn, binder = prepare(approval_id)
+    backend = _runtime.current()
+    started = time.perf_counter()
+    token = _current_approval.set(approved)
+    try:
+        call_args, call_kwargs = binder.call_from(args)
+        result = fn(*call_args, **call_kwargs)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_awaited(result))
+    except BaseException as exc:
+        backend.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
+        raise
+    finally:
+        _current_approval.reset(token)
+    backend.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
+    backend.flush()
+    return result
+
+
+async def resume_async(approval_id: str) -> Any:
+    """`resume` for async code: the claim and the records happen on a worker thread."""
+    ticket, approved, args, fn, binder = await asyncio.to_thread(prepare, approval_id)
+    backend = _runtime.current()
+    started = time.perf_counter()
+    token = _current_approval.set(approved)
+    try:
+        call_args, call_kwargs = binder.call_from(args)
+        result = fn(*call_args, **call_kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+    except BaseException as exc:
+        await asyncio.to_thread(backend.finish, ticket, error=exc, duration_s=time.perf_counter() - started)
+        raise
+    finally:
+        _current_approval.reset(token)
+    await asyncio.to_thread(
+        lambda: backend.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
+    )
+    await asyncio.to_thread(backend.flush)
+    return result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
