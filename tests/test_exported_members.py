@@ -32,6 +32,8 @@ def test_public_api_is_pinned() -> None:
             "StoreError",
             "ToolCallBlocked",
             "UsageRecord",
+            "WebhookError",
+            "WebhookOutcome",
             "__version__",
             "approval_mode",
             "configure",
@@ -40,6 +42,7 @@ def test_public_api_is_pinned() -> None:
             "get_session",
             "guard",
             "guard_tool",
+            "handle_webhook",
             "load_policy",
             "parse_policy",
             "record_usage",
@@ -50,6 +53,7 @@ def test_public_api_is_pinned() -> None:
             "session",
             "set_session",
             "shutdown",
+            "verify_webhook",
         ]
     )
     for name in clearance.__all__:

@@ -23,6 +23,7 @@ from ._guard._runtime import NOT_GIVEN, configure, flush, shutdown
 from ._guard._wrap import guard, guard_tool
 from ._settings import Settings
 from ._usage import record_usage
+from ._webhooks import WebhookOutcome, handle_webhook, verify_webhook
 from .errors import (
     ApprovalAlreadyDecided,
     ApprovalAlreadyExecuted,
@@ -39,6 +40,7 @@ from .errors import (
     ServerError,
     StoreError,
     ToolCallBlocked,
+    WebhookError,
 )
 from .policy import Decision, Effect, Policy, load_policy, parse_policy
 
@@ -68,6 +70,8 @@ __all__ = [
     "StoreError",
     "ToolCallBlocked",
     "UsageRecord",
+    "WebhookError",
+    "WebhookOutcome",
     "__version__",
     "approval_mode",
     "configure",
@@ -76,6 +80,7 @@ __all__ = [
     "get_session",
     "guard",
     "guard_tool",
+    "handle_webhook",
     "load_policy",
     "parse_policy",
     "record_usage",
@@ -86,4 +91,5 @@ __all__ = [
     "session",
     "set_session",
     "shutdown",
+    "verify_webhook",
 ]

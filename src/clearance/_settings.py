@@ -38,6 +38,11 @@ class Settings(BaseSettings):
             good policy snapshot (`<spool_path>.snapshot.json`). `CLEARANCE_SPOOL_PATH`.
         user: Who decides approvals from this machine's CLI (default: the OS user).
             `CLEARANCE_USER`.
+        webhook_url: Where webhook-mode approvals are announced (a tool's own `webhook_url`
+            wins). `CLEARANCE_WEBHOOK_URL`.
+        webhook_secret: The shared secret webhooks are signed with (HMAC-SHA256): to deliver
+            them from this process (`clearance worker`, the CLI) and to verify them in your
+            app. `CLEARANCE_WEBHOOK_SECRET`.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="forbid", frozen=True)
@@ -54,3 +59,5 @@ class Settings(BaseSettings):
     evaluation: Literal["local", "server"] = "local"
     spool_path: Path = Path(".clearance/spool.db")
     user: str | None = None
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    webhook_secret: SecretStr | None = None

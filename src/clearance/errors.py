@@ -15,7 +15,8 @@ ClearanceError
 │   ├── ApprovalForbidden       this decider may not decide it (the requester, the agent, no role)
 │   ├── ApprovalEditRejected    edited arguments that do not fit the tool or that policy blocks
 │   └── ApprovalAlreadyExecuted its call already ran (exactly once), or is running elsewhere
-└── ApprovalNotFound            no approval has that id
+├── ApprovalNotFound            no approval has that id
+└── WebhookError                a webhook that is not valid, fresh and signed with the secret
 ```
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "ServerError",
     "StoreError",
     "ToolCallBlocked",
+    "WebhookError",
 ]
 
 
@@ -219,3 +221,7 @@ class ApprovalAlreadyExecuted(ApprovalError):
 
 class ApprovalNotFound(ClearanceError):
     """No approval has that id."""
+
+
+class WebhookError(ClearanceError):
+    """A webhook request that is not a valid, fresh Clearance event signed with the secret."""

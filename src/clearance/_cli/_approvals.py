@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -10,9 +11,11 @@ import click
 
 from .. import _decisions
 from .._clock import now_us
+from .._webhooks import deliver_due
 from ..errors import ApprovalEditRejected
-from ..store import Approval
+from ..store import Approval, Database
 from ..store import _approvals as approvals
+from ..store import _outbox as outbox
 from ._common import compact_json, database_option, decider, friendly, open_db, safe, table, when
 
 
@@ -113,7 +116,13 @@ def _decide(
             args=args,
         )
     except ApprovalEditRejected as exc:
+        db.close()
         raise click.UsageError("the edit was refused:\n  " + "\n  ".join(safe(p) for p in exc.problems)) from None
+    except BaseException:
+        db.close()
+        raise
+    try:
+        _deliver_now(db, decided.id)
     finally:
         db.close()
     verb = "approved" if approve else "denied"
@@ -158,3 +167,16 @@ def approve(approval_id: str, note: str | None, by: str | None, edits: tuple[str
 def deny(approval_id: str, note: str | None, by: str | None, database: str) -> None:
     """Deny APPROVAL_ID: the call does not run and the agent gets your note."""
     _decide(approval_id, False, note, by, database)
+
+
+def _deliver_now(db: Database, approval_id: str) -> None:
+    """Send a webhook-mode approval's decision at once (retries are the worker's or server's)."""
+    pending = tuple(m.id for m, _ in outbox.for_approval(db, approval_id) if m.status == "pending")
+    if not pending:
+        return
+    secret = os.environ.get("CLEARANCE_WEBHOOK_SECRET")
+    sent = deliver_due(db, secret, only=pending)
+    if sent:
+        click.echo(f"webhook sent ({sent})")
+    else:
+        click.echo("webhook not delivered yet: `clearance worker` (or the server) retries it", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+from collections.abc import Callable
 
 import click
 
@@ -33,7 +34,8 @@ def worker(modules: tuple[str, ...], once: bool, interval: float) -> None:
     """Finish decided async-mode calls of the tools the modules guard, once each.
 
     Approved calls run and their results go to the tools' on_approval; denials go to on_denial —
-    also after the process that asked has died.
+    also after the process that asked has died. On the embedded store it also delivers
+    webhook-mode decisions (signed with CLEARANCE_WEBHOOK_SECRET) and their retries.
 
     Configured like the agent (CLEARANCE_POLICY and CLEARANCE_DATABASE_URL, or CLEARANCE_SERVER_URL
     and CLEARANCE_API_KEY); the current directory is importable.
@@ -47,12 +49,14 @@ def worker(modules: tuple[str, ...], once: bool, interval: float) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise click.UsageError(f"cannot import {name!r}: {exc}") from None
-    _runtime.current()  # configure now: a bad configuration fails here, not in the loop
+    backend = _runtime.current()  # configure now: a bad configuration fails here, not in the loop
+    deliver = _webhook_deliverer(backend)
     tools = ", ".join(sorted(_runtime._tools)) or "none"
     click.echo(f"clearance worker: tools {safe(tools)}", err=True)
     try:
         while True:
             done = clearance.run_due()
+            deliver()
             if done:
                 click.echo(f"finished {done} call(s)", err=True)
             if once:
@@ -62,3 +66,14 @@ def worker(modules: tuple[str, ...], once: bool, interval: float) -> None:
         return
     finally:
         clearance.shutdown()
+
+
+def _webhook_deliverer(backend: object) -> Callable[[], int]:
+    """Deliver the embedded store's due webhooks (a server delivers its own)."""
+    from .._guard._governor import Governor
+    from .._webhooks import deliver_due
+
+    if not isinstance(backend, Governor):
+        return lambda: 0
+    secret = backend.settings.webhook_secret
+    return lambda: deliver_due(backend.db, secret.get_secret_value() if secret is not None else None)

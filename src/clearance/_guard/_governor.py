@@ -190,7 +190,9 @@ class Governor:
 
     # -- deciding and recording -------------------------------------------------------------
 
-    def begin(self, tool: str, args: dict[str, Any], session: str | None, mode: str = "wait") -> Ticket:
+    def begin(
+        self, tool: str, args: dict[str, Any], session: str | None, mode: str = "wait", webhook_url: str | None = None
+    ) -> Ticket:
         """Decide a call and commit its record (and its approval, if one is needed, in `mode`)."""
         waiter: Waiter | None = None
 
@@ -210,9 +212,10 @@ class Governor:
                     args=args,
                     session=session or self.default_session,
                     prepend=queued,
-                    waiter=listen,
+                    waiter=listen if mode != "webhook" else None,  # nobody here waits for a webhook
                     requested_by=get_user(),
                     mode=mode,
+                    webhook_url=webhook_url,
                 )
         except BaseException:
             if waiter is not None:

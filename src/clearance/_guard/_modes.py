@@ -25,8 +25,8 @@ from ._backend import Backend
 from ._governor import Ticket
 from ._resume import callbacks_of, resume
 
-Mode = Literal["wait", "async"]
-MODES = ("wait", "async")
+Mode = Literal["wait", "async", "webhook"]
+MODES = ("wait", "async", "webhook")
 log = logging.getLogger("clearance")
 _MODE: ContextVar[Mode | None] = ContextVar("clearance_approval_mode", default=None)
 _tasks: set[asyncio.Task[Any]] = set()  # async-mode completions in flight (kept from the collector)
@@ -62,7 +62,7 @@ def mode_for(default: Mode) -> Mode:
     return _MODE.get() or default
 
 
-def _report(tool: str, result: Any = None, error: BaseException | None = None) -> None:
+def report(tool: str, result: Any = None, error: BaseException | None = None) -> None:
     callbacks = callbacks_of(tool)
     target = callbacks.on_denial if error is not None else callbacks.on_approval
     if target is None:
@@ -90,7 +90,7 @@ def _finish(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None
         return
     except ApprovalError as exc:  # denied, timed out, cancelled
         if backend.claim_denial(ticket.approval_id):
-            _report(ticket.tool, error=exc)
+            report(ticket.tool, error=exc)
         return
     except ClearanceError as exc:  # the store or server: left for a worker to finish
         log.warning("async-mode %s call left for a worker: %s", ticket.tool, exc)
@@ -98,9 +98,9 @@ def _finish(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None
     try:
         result = run(approved)
     except Exception as exc:
-        _report(ticket.tool, error=exc)
+        report(ticket.tool, error=exc)
         return
-    _report(ticket.tool, result=result)
+    report(ticket.tool, result=result)
 
 
 def finish_later_async(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None:
@@ -118,7 +118,7 @@ async def _finish_async(backend: Backend, ticket: Ticket, run: Callable[[Any], A
         return
     except ApprovalError as exc:
         if await asyncio.to_thread(backend.claim_denial, ticket.approval_id):
-            _report(ticket.tool, error=exc)
+            report(ticket.tool, error=exc)
         return
     except ClearanceError as exc:
         log.warning("async-mode %s call left for a worker: %s", ticket.tool, exc)
@@ -126,9 +126,9 @@ async def _finish_async(backend: Backend, ticket: Ticket, run: Callable[[Any], A
     try:
         result = await run(approved)
     except Exception as exc:
-        _report(ticket.tool, error=exc)
+        report(ticket.tool, error=exc)
         return
-    _report(ticket.tool, result=result)
+    report(ticket.tool, result=result)
 
 
 def run_due() -> int:
@@ -147,16 +147,16 @@ def run_due() -> int:
             continue
         except ApprovalError as exc:
             if backend.claim_denial(approval_id):
-                _report(tool, error=exc)
+                report(tool, error=exc)
                 handled += 1
             continue
         except ClearanceError as exc:
             log.warning("cannot finish %s now: %s", approval_id, exc)
             continue
         except Exception as exc:  # the tool raised: recorded as failed
-            _report(tool, error=exc)
+            report(tool, error=exc)
             handled += 1
             continue
-        _report(tool, result=result)
+        report(tool, result=result)
         handled += 1
     return handled

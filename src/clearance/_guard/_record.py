@@ -120,6 +120,7 @@ def record_call(
     waiter: Callable[[], str | None] | None = None,
     requested_by: str | None = None,
     mode: str = "wait",
+    webhook_url: str | None = None,
 ) -> RecordedCall:
     """Decide a call from `policy` and commit its record, after the `prepend` records.
 
@@ -139,6 +140,7 @@ def record_call(
         waiter=waiter,
         requested_by=requested_by,
         mode=mode,
+        webhook_url=webhook_url,
     )
     with db.write() as cur:
         return step(cur)
@@ -157,6 +159,7 @@ def call_recorder(
     waiter: Callable[[], str | None] | None = None,
     requested_by: str | None = None,
     mode: str = "wait",
+    webhook_url: str | None = None,
 ) -> Callable[[Any], RecordedCall]:
     """`record_call` in two steps, so a server can commit many calls at once.
 
@@ -222,6 +225,7 @@ def call_recorder(
                     "escalation_timeout_s": spec.escalation_timeout,
                     "requested_by": requested_by,
                     "mode": mode,
+                    "webhook_url": webhook_url if mode == "webhook" else None,
                     "created_at_us": at,
                     "expires_at_us": expires,
                     "waiter": waiter() if waiter else None,

@@ -43,6 +43,8 @@ def configure(
     api_key: str = NOT_GIVEN,
     evaluation: str = NOT_GIVEN,
     spool_path: str | os.PathLike[str] = NOT_GIVEN,
+    webhook_url: str = NOT_GIVEN,
+    webhook_secret: str = NOT_GIVEN,
 ) -> None:
     """Set up Clearance for this process: the policy, the audit store and who this agent is.
 
@@ -66,6 +68,9 @@ def configure(
         api_key: The agent key for the server.
         evaluation: `local` (decide in-process; default) or `server` (`POST /v1/check` each call).
         spool_path: Remote mode's local spool file (default `.clearance/spool.db`).
+        webhook_url: Where webhook-mode approvals are announced (a tool's own wins).
+        webhook_secret: The secret webhooks are signed with: to verify them here
+            (`handle_webhook`) and, on the embedded store, to deliver them.
 
     Raises:
         ConfigurationError: Invalid settings, no policy, or a policy that does not fit a
@@ -84,6 +89,8 @@ def configure(
         "api_key": api_key,
         "evaluation": evaluation,
         "spool_path": spool_path,
+        "webhook_url": webhook_url,
+        "webhook_secret": webhook_secret,
     }
     compiled = policy if isinstance(policy, Policy) else None
     if policy is not NOT_GIVEN and not isinstance(policy, Policy):

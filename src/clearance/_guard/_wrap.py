@@ -31,10 +31,22 @@ def _begin(
     kwargs: dict[str, Any],
     on_pending: OnPending | None,
     mode: Mode,
+    webhook_url: str | None,
 ) -> tuple[Backend, Ticket]:
-    """Decide and record the call; raise if blocked; announce an approval it must wait for."""
+    """Decide and record the call; raise if blocked; announce an approval it must wait for.
+
+    Raises:
+        ConfigurationError: Webhook mode with no webhook URL (nothing would hear the decision).
+    """
     governor = _runtime.current()
-    ticket = governor.begin(name, binder.bind(args, kwargs), get_session(), mode)
+    url = None
+    if mode == "webhook":
+        url = webhook_url or governor.settings.webhook_url
+        if url is None:
+            raise ConfigurationError(
+                f"{name}: webhook mode needs a URL: guard(..., webhook_url=...) or CLEARANCE_WEBHOOK_URL"
+            )
+    ticket = governor.begin(name, binder.bind(args, kwargs), get_session(), mode, url)
     decision = ticket.decision
     if decision.effect is Effect.BLOCK:
         raise ToolCallBlocked(ticket.tool, decision.reason, decision.rule_ids, ticket.call_id)
@@ -60,6 +72,7 @@ def guard_tool(
     approval_mode: Mode = "wait",
     on_approval: OnApproval | None = None,
     on_denial: OnDenial | None = None,
+    webhook_url: str | None = None,
 ) -> F:
     """Govern `fn` as the tool `name`: every call is decided by policy and recorded first.
 
@@ -76,8 +89,12 @@ def guard_tool(
             its `PendingApproval` at once; once decided, the tool runs and `on_approval` gets
             its result, or `on_denial` gets the denial, the timeout or the tool's error). A
             `with clearance.approval_mode(...)` block overrides it per call.
-        on_approval: Async mode: called with the result of an approved call, once.
-        on_denial: Async mode: called with why an approved call did not complete, once.
+            `webhook` returns the `PendingApproval` too, and the decision is POSTed, signed, to
+            `webhook_url`, whose handler (`clearance.handle_webhook`) finishes the call.
+        on_approval: Async and webhook modes: called with the result of an approved call, once.
+        on_denial: Async and webhook modes: called with why a call did not complete, once.
+        webhook_url: Webhook mode: where the decision is POSTed (default: the configured
+            `webhook_url`).
 
     Returns:
         The governed function.
@@ -101,9 +118,11 @@ def guard_tool(
         @functools.wraps(fn)
         async def governed_async(*args: Any, **kwargs: Any) -> Any:
             mode = _modes.mode_for(default_mode)
-            governor, ticket = _begin(name, binder, args, kwargs, on_pending, mode)
+            governor, ticket = _begin(name, binder, args, kwargs, on_pending, mode, webhook_url)
             if ticket.approval_id is None:
                 return await _run_async(governor, ticket, fn, binder, args, kwargs, None)
+            if mode == "webhook":
+                return ticket.pending  # the webhook's handler finishes it
             if mode == "async":
                 _modes.finish_later_async(
                     governor, ticket, lambda ok: _run_async(governor, ticket, fn, binder, args, kwargs, ok)
@@ -118,7 +137,7 @@ def guard_tool(
     @functools.wraps(fn)
     def governed(*args: Any, **kwargs: Any) -> Any:
         mode = _modes.mode_for(default_mode)
-        governor, ticket = _begin(name, binder, args, kwargs, on_pending, mode)
+        governor, ticket = _begin(name, binder, args, kwargs, on_pending, mode, webhook_url)
         if ticket.approval_id is None:  # the hot path: no approval, nothing to set up
             started = time.perf_counter()
             try:
@@ -128,6 +147,8 @@ def guard_tool(
                 raise
             governor.finish(ticket, error=None, duration_s=time.perf_counter() - started)
             return result
+        if mode == "webhook":
+            return ticket.pending  # the webhook's handler finishes it
         if mode == "async":
             _modes.finish_later(governor, ticket, lambda ok: _run(governor, ticket, fn, binder, args, kwargs, ok))
             return ticket.pending
@@ -198,6 +219,7 @@ def guard(
     approval_mode: Mode = "wait",
     on_approval: OnApproval | None = None,
     on_denial: OnDenial | None = None,
+    webhook_url: str | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -210,6 +232,7 @@ def guard(
     approval_mode: Mode = "wait",
     on_approval: OnApproval | None = None,
     on_denial: OnDenial | None = None,
+    webhook_url: str | None = None,
 ) -> F | Callable[[F], F]:
     """Decorator form of `guard_tool`; bare (`@guard`) or with options (`@guard(name="refund")`).
 
@@ -224,6 +247,7 @@ def guard(
             approval_mode=approval_mode,
             on_approval=on_approval,
             on_denial=on_denial,
+            webhook_url=webhook_url,
         )
 
     return decorate(fn) if fn is not None else decorate

@@ -105,7 +105,9 @@ class RemoteGovernor:
 
     # -- deciding and recording -------------------------------------------------------------
 
-    def begin(self, tool: str, args: dict[str, Any], session: str | None, mode: str = "wait") -> Ticket:
+    def begin(
+        self, tool: str, args: dict[str, Any], session: str | None, mode: str = "wait", webhook_url: str | None = None
+    ) -> Ticket:
         """Decide a call (locally or on the server) and commit its record before it runs."""
         policy = self.sync.policy
         plan = policy.plan(tool)
@@ -115,11 +117,13 @@ class RemoteGovernor:
             if decision.effect is not Effect.REQUIRE_APPROVAL:
                 return self._record_locally(policy, tool, args, session, decision)
         try:
-            body = {"tool": tool, "args": args, "session_id": session}
+            body: dict[str, Any] = {"tool": tool, "args": args, "session_id": session}
             if (user := get_user()) is not None:
                 body["requested_by"] = user
             if mode != "wait":
                 body["approval_mode"] = mode
+            if mode == "webhook":
+                body["webhook_url"] = webhook_url
             answer = self.client.call("POST", "/v1/check", json=body)
         except ServerError as exc:
             allow = plan.when_server_unreachable == "allow" and (exc.status is None or exc.status >= 500)

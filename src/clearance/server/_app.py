@@ -20,7 +20,7 @@ from . import _longpoll as longpoll
 from ._commits import GroupCommit
 from ._limits import BodyLimit
 from ._settings import ServerSettings
-from ._sweeper import sweep_forever
+from ._sweeper import deliver_forever, sweep_forever
 from .routes import approvals, arden, check, health, ingest, keys, policies, queries, session, users
 
 
@@ -43,10 +43,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             )
             feed = asyncio.create_task(longpoll.listen(app.state, conninfo))
         sweeper = asyncio.create_task(sweep_forever(app.state))
+        deliverer = asyncio.create_task(deliver_forever(app.state))
         try:
             yield
         finally:
-            for task in (t for t in (feed, sweeper) if t is not None):
+            for task in (t for t in (feed, sweeper, deliverer) if t is not None):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -1,8 +1,10 @@
-"""Expiry and escalation enforced by the server, whether or not an agent is waiting.
+"""Background work of the server: expiry and escalation, and webhook delivery.
 
-One task per server process sleeps until the next pending approval expires (at most a few
-seconds, so approvals created by other processes are seen), or until an approval changes here,
-then expires or escalates what is due. Replicas race harmlessly: each move happens once.
+Expiry and escalation are enforced whether or not an agent is waiting: a task sleeps until the
+next pending approval expires (at most a few seconds, so approvals created by other processes
+are seen), or until an approval changes here, then expires or escalates what is due. Another
+delivers the outbox's webhooks as they come due. Replicas race harmlessly: each move happens
+once, and each delivery attempt is leased to one process.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from starlette.datastructures import State
 
 from .. import _decisions as decisions
 from .._clock import now_us
+from .._webhooks import deliver_due
 from ..store import _approvals as approvals
+from ..store import _outbox as outbox
 from ._longpoll import _event, announce_to
 
 log = logging.getLogger("clearance.server")
@@ -38,6 +42,29 @@ async def sweep_forever(state: State) -> None:
             raise
         except Exception as exc:  # the store is down: try again shortly, never die
             log.warning("approval sweep failed (%s); retrying", exc)
+        try:
+            await asyncio.wait_for(changed.wait(), delay)
+        except TimeoutError:
+            pass
+
+
+async def deliver_forever(state: State) -> None:
+    """Deliver webhooks as they come due (retries included), until cancelled."""
+    secret = state.settings.webhook_secret
+    while True:
+        changed = _event(state, "approvals")
+        delay = MAX_SLEEP
+        try:
+            await run_in_threadpool(
+                lambda: deliver_due(state.db, secret.get_secret_value() if secret is not None else None)
+            )
+            due = await run_in_threadpool(outbox.next_due, state.db)
+            if due is not None:
+                delay = min(max((due - now_us()) / 1e6, 0.005), MAX_SLEEP)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("webhook delivery failed (%s); retrying", exc)
         try:
             await asyncio.wait_for(changed.wait(), delay)
         except TimeoutError:

@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._canonical import canonical_json
 from ..errors import ApprovalAlreadyDecided, ApprovalAlreadyExecuted, ApprovalError, ApprovalNotFound
+from . import _outbox as outbox
 from ._db import Database
 from ._events import Event, append
 
@@ -293,10 +295,53 @@ def transition(
         if cur.rowcount != 1:
             raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)
         append(db, cur, events(current))
-        db.notify(cur, "approvals")
         after = _get(db, cur, approval_id)
-    assert after is not None
+        assert after is not None
+        if after.mode == "webhook" and after.webhook_url and after.status in WEBHOOK_STATUSES:
+            message_id = outbox.new_id()
+            outbox.enqueue(
+                db,
+                cur,
+                message_id=message_id,
+                approval_id=approval_id,
+                event_type=f"approval.{after.status}",
+                url=after.webhook_url,
+                payload=webhook_payload(after, message_id, now_us),
+                now_us=now_us,
+            )
+        db.notify(cur, "approvals")
     return after
+
+
+WEBHOOK_STATUSES = ("approved", "denied", "expired", "cancelled")
+
+
+def webhook_payload(a: Approval, message_id: str, now_us: int) -> str:
+    """The body POSTed to a webhook-mode approval's URL: the event and the approval as people see it."""
+    return canonical_json(
+        {
+            "id": message_id,
+            "type": f"approval.{a.status}",
+            "created_at_us": now_us,
+            "approval": {
+                "id": a.id,
+                "call_id": a.call_id,
+                "status": a.status,
+                "tool": a.tool,
+                "agent": a.agent,
+                "environment": a.environment,
+                "session": a.session,
+                "args": a.shown_args,
+                "edited_args": a.edited_shown,
+                "reason": a.reason,
+                "rule_ids": list(a.rule_ids),
+                "decided_by": a.decided_by,
+                "decided_at_us": a.decided_at_us,
+                "note": a.note,
+                "expires_at_us": a.expires_at_us,
+            },
+        }
+    )
 
 
 def expired_ids(db: Database, now_us: int) -> list[str]:

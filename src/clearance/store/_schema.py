@@ -6,7 +6,7 @@ the same tables for queries and are checked against the migrations by a test.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import BigInteger, Float, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 _ID = String(40)
@@ -171,3 +171,46 @@ class UserSessionRow(Base):
     expires_at_us: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_user_sessions_user", "user_id"),)
+
+
+class OutboxRow(Base):
+    """A message to deliver (a signed webhook), retried with backoff until delivered or given up."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    approval_id: Mapped[str] = mapped_column(_ID)
+    kind: Mapped[str] = mapped_column(String(20))
+    event_type: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at_us: Mapped[int] = mapped_column(BigInteger)
+    lease_until_us: Mapped[int | None] = mapped_column(BigInteger)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    delivered_at_us: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at_us"),
+        Index("ix_outbox_approval", "approval_id"),
+    )
+
+
+class OutboxAttemptRow(Base):
+    """One delivery attempt: when, the HTTP status or the error, how long it took."""
+
+    __tablename__ = "outbox_attempts"
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    outbox_id: Mapped[str] = mapped_column(_ID)
+    at_us: Mapped[int] = mapped_column(BigInteger)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_outbox_attempts_outbox", "outbox_id"),)

@@ -6,6 +6,7 @@ agent's approvals.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,6 +24,7 @@ from ...errors import (
 )
 from ...store import Approval, Database
 from ...store import _approvals as approvals
+from ...store import _outbox as outbox
 from ...store._keys import ApiKey
 from .. import _longpoll as longpoll
 from .._auth import actor, current_key, database, require
@@ -275,3 +277,50 @@ async def claim(approval_id: str, body: ClaimIn, request: Request, key: Agent, d
         raise APIError(409, str(exc)) from None
     longpoll.announce(request, "approvals")
     return ApprovalOut.of(claimed, key)
+
+
+class AttemptOut(BaseModel):
+    """One delivery attempt."""
+
+    at_us: int
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+class DeliveryOut(BaseModel):
+    """A webhook of an approval and how its delivery went."""
+
+    id: str
+    event_type: str
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: list[AttemptOut]
+    next_attempt_at_us: int | None
+    delivered_at_us: int | None
+    last_error: str | None
+
+
+@router.get("/approvals/{approval_id}/deliveries", summary="Webhook deliveries of an approval")
+async def deliveries(approval_id: str, key: Caller, db: Db) -> list[DeliveryOut]:
+    """Each webhook the approval caused, with every attempt (time, HTTP status or error, duration)."""
+    try:
+        approval = await run_in_threadpool(approvals.get, db, approval_id)
+    except ApprovalNotFound:
+        raise APIError(404, f"no approval has the id {approval_id!r}") from None
+    if not _may_read(key, approval):
+        raise APIError(404, f"no approval has the id {approval_id!r}")
+    found = await run_in_threadpool(outbox.for_approval, db, approval_id)
+    return [
+        DeliveryOut(
+            id=m.id,
+            event_type=m.event_type,
+            url=m.url,
+            status=m.status,  # type: ignore[arg-type]
+            attempts=[AttemptOut(**dataclasses.asdict(a)) for a in attempts],
+            next_attempt_at_us=m.next_attempt_at_us if m.status == "pending" else None,
+            delivered_at_us=m.delivered_at_us,
+            last_error=m.last_error,
+        )
+        for m, attempts in found
+    ]

@@ -42,8 +42,14 @@ class CheckRequest(BaseModel):
     requested_by: str | None = Field(
         default=None, min_length=1, max_length=200, description="the person the agent acts for (may not approve)"
     )
-    approval_mode: Literal["wait", "async"] = Field(
+    approval_mode: Literal["wait", "async", "webhook"] = Field(
         default="wait", description="how the agent waits for an approval this call needs"
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=r"^https?://",
+        description="webhook mode: where the decision is POSTed (must match the server's allowed prefixes)",
     )
 
 
@@ -119,6 +125,7 @@ async def decide_for(
     session: str | None,
     requested_by: str | None = None,
     mode: str = "wait",
+    webhook_url: str | None = None,
 ) -> RecordedCall:
     """Decide and record a call for an agent key, with the policy active for its agent.
 
@@ -142,6 +149,7 @@ async def decide_for(
         session=session or f"ses_key_{key.id}",
         requested_by=requested_by,
         mode=mode,
+        webhook_url=webhook_url,
     )
     return await commits.run(step)
 
@@ -153,7 +161,19 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
     The decision — and a pending approval, when one is required — is committed before the
     answer. Report what happened with `POST /v1/calls/{call_id}/outcome`.
     """
-    call = await decide_for(request, key, body.tool, body.args, body.session_id, body.requested_by, body.approval_mode)
+    if body.approval_mode == "webhook":
+        allowed: tuple[str, ...] = request.app.state.settings.webhook_allowed
+        if body.webhook_url is None:
+            raise APIError(422, "webhook mode needs a webhook_url", details=[{"location": "body.webhook_url"}])
+        if not any(body.webhook_url.startswith(prefix) for prefix in allowed):
+            raise APIError(
+                422,
+                "this server does not send webhooks there (CLEARANCE_WEBHOOK_ALLOWED)",
+                details=[{"location": "body.webhook_url", "message": body.webhook_url}],
+            )
+    call = await decide_for(
+        request, key, body.tool, body.args, body.session_id, body.requested_by, body.approval_mode, body.webhook_url
+    )
     if call.approval_id is not None:
         longpoll.announce(request, "approvals")  # inboxes and the expiry sweeper see it at once
     d = call.decision

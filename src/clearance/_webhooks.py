@@ -1,0 +1,227 @@
+"""Signed webhooks: delivering them from the outbox, and verifying and handling them in your app.
+
+Each delivery is a POST of a JSON event with three headers:
+
+- `Clearance-Webhook-Id`: the event id (`whe_…`); the same on every retry of one event.
+- `Clearance-Webhook-Timestamp`: seconds since the epoch when this attempt was signed.
+- `Clearance-Webhook-Signature`: `v1=` + hex HMAC-SHA256(secret, f"{timestamp}.{body}").
+
+A receiver checks the signature (constant time) and that the timestamp is within 5 minutes, so
+a captured request cannot be replayed later; replays within the window are harmless because
+handling is idempotent (the approved call runs once, a denial is reported once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from ._clock import now_us
+from .errors import (
+    ApprovalAlreadyExecuted,
+    ApprovalError,
+    ClearanceError,
+    ConfigurationError,
+    WebhookError,
+)
+from .store import Database
+from .store import _outbox as outbox
+
+ID_HEADER = "Clearance-Webhook-Id"
+TIMESTAMP_HEADER = "Clearance-Webhook-Timestamp"
+SIGNATURE_HEADER = "Clearance-Webhook-Signature"
+TOLERANCE_SECONDS = 300
+DELIVERY_TIMEOUT = 10.0
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The signature header's value for `body` signed at `timestamp`."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"v1={mac.hexdigest()}"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+def verify_webhook(
+    body: bytes | str,
+    headers: Mapping[str, str],
+    secret: str,
+    *,
+    tolerance: float = TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Check a webhook's signature and age; return its event.
+
+    Args:
+        body: The raw request body, exactly as received (not re-serialised JSON).
+        headers: The request headers (any mapping; names are matched case-insensitively).
+        secret: The shared webhook secret.
+        tolerance: How old (or how far in the future) the timestamp may be, in seconds.
+        now: The time to check against (default: now).
+
+    Returns:
+        The event: `{"id", "type", "created_at_us", "approval": {...}}`.
+
+    Raises:
+        WebhookError: A missing or malformed header, a signature that does not match, a
+            timestamp outside the tolerance, or a body that is not the event's JSON.
+    """
+    if not secret:
+        raise WebhookError("no webhook secret to verify with")
+    raw = body.encode() if isinstance(body, str) else bytes(body)
+    timestamp = _header(headers, TIMESTAMP_HEADER)
+    signature = _header(headers, SIGNATURE_HEADER)
+    if not timestamp or not signature:
+        raise WebhookError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        raise WebhookError(f"{TIMESTAMP_HEADER} is not a number of seconds") from None
+    age = (time.time() if now is None else now) - ts
+    if abs(age) > tolerance:
+        raise WebhookError(f"the webhook was signed {age:.0f}s ago, outside the {tolerance:.0f}s tolerance")
+    expected = sign(secret, ts, raw)
+    offered = [part.strip() for part in signature.split(",")]  # room for several during a key rotation
+    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        raise WebhookError("the webhook signature does not match")
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        raise WebhookError("the webhook body is not JSON") from None
+    if not isinstance(event, dict) or not isinstance(event.get("approval"), dict) or "id" not in event:
+        raise WebhookError("the webhook body is not a Clearance event")
+    header_id = _header(headers, ID_HEADER)
+    if header_id is not None and header_id != event["id"]:
+        raise WebhookError(f"{ID_HEADER} does not match the event")
+    return event
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    """What `handle_webhook` did.
+
+    Attributes:
+        event_id: The event's id.
+        approval_id: Its approval.
+        outcome: `executed` (the approved call ran here), `denied` (the denial or timeout was
+            reported to `on_denial`), `failed` (the approved call raised; reported to
+            `on_denial`), or `duplicate` (another delivery or process handled it already).
+        result: The call's result, when it ran here.
+        error: The denial or the tool's error, when there was one.
+    """
+
+    event_id: str
+    approval_id: str
+    outcome: Literal["executed", "denied", "failed", "duplicate"]
+    result: Any = None
+    error: BaseException | None = None
+
+
+def handle_webhook(body: bytes | str, headers: Mapping[str, str], secret: str | None = None) -> WebhookOutcome:
+    """Verify a webhook and finish its call: run it if approved, report a denial — once.
+
+    The tool must be guarded in this process (import its module) and Clearance configured on
+    the same store or server. The tool's `on_approval` / `on_denial` are called as in async
+    mode. Answer 2xx whatever the outcome once this returns (a `duplicate` is not an error);
+    answer 4xx on `WebhookError`.
+
+    Args:
+        body: The raw request body.
+        headers: The request headers.
+        secret: The webhook secret (default: the configured `webhook_secret`).
+
+    Raises:
+        WebhookError: The request is not a valid, fresh, signed Clearance webhook.
+        ConfigurationError: No secret is configured, or the tool is not guarded here.
+    """
+    from ._guard import _modes, _runtime
+    from ._guard._resume import resume
+
+    if secret is None:
+        configured = _runtime.current().settings.webhook_secret
+        if configured is None:
+            raise ConfigurationError("no webhook secret: configure(webhook_secret=...) or CLEARANCE_WEBHOOK_SECRET")
+        secret = configured.get_secret_value()
+    event = verify_webhook(body, headers, secret)
+    approval = event["approval"]
+    approval_id, tool = str(approval.get("id")), str(approval.get("tool"))
+    if approval.get("status") != "approved" and approval.get("status") not in ("denied", "expired", "cancelled"):
+        return WebhookOutcome(event["id"], approval_id, "duplicate")
+    try:
+        result = resume(approval_id)
+    except ApprovalAlreadyExecuted:
+        return WebhookOutcome(event["id"], approval_id, "duplicate")
+    except ApprovalError as exc:  # denied, timed out or cancelled (or allowed on timeout: it ran)
+        if _runtime.current().claim_denial(approval_id):
+            _modes.report(tool, error=exc)
+            return WebhookOutcome(event["id"], approval_id, "denied", error=exc)
+        return WebhookOutcome(event["id"], approval_id, "duplicate")
+    except ClearanceError:
+        raise
+    except Exception as exc:  # the tool raised: recorded as failed, reported once
+        _modes.report(tool, error=exc)
+        return WebhookOutcome(event["id"], approval_id, "failed", error=exc)
+    _modes.report(tool, result=result)
+    return WebhookOutcome(event["id"], approval_id, "executed", result=result)
+
+
+def deliver_due(
+    db: Database, secret: str | None, *, client: httpx.Client | None = None, only: tuple[str, ...] = ()
+) -> int:
+    """Deliver the webhooks that are due (or only those ids) once each; returns how many were sent.
+
+    Each attempt is recorded; a failure (no 2xx, a network error, no secret) is retried later
+    with exponential backoff, and given up after `outbox.MAX_ATTEMPTS`.
+    """
+    own = client is None
+    http = client or httpx.Client(timeout=DELIVERY_TIMEOUT, follow_redirects=False)
+    sent = 0
+    try:
+        for message in outbox.claim_due(db, now_us=now_us(), only=only):
+            started = time.perf_counter()
+            code: int | None = None
+            error: str | None = None
+            if not secret:
+                error = "no webhook secret is configured here (CLEARANCE_WEBHOOK_SECRET)"
+            else:
+                timestamp = int(time.time())
+                body = message.payload.encode()
+                headers = {
+                    "Content-Type": "application/json",
+                    ID_HEADER: message.id,
+                    TIMESTAMP_HEADER: str(timestamp),
+                    SIGNATURE_HEADER: sign(secret, timestamp, body),
+                    "User-Agent": "clearance-webhooks",
+                }
+                try:
+                    code = http.post(message.url, content=body, headers=headers).status_code
+                    if not 200 <= code < 300:
+                        error = f"HTTP {code}"
+                except httpx.HTTPError as exc:
+                    error = f"{type(exc).__name__}: {exc}"[:500]
+            outbox.record(
+                db,
+                message,
+                now_us=now_us(),
+                status_code=code,
+                error=error,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            sent += error is None
+    finally:
+        if own:
+            http.close()
+    return sent
