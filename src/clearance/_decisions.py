@@ -107,6 +107,11 @@ def decide(
         raise
 
 
+def refuse(db: Database, approval_id: str, who: Decider, *, approve: bool, why: str) -> None:
+    """Audit a decision refused before it reached `decide` (e.g. from an unknown Slack user)."""
+    _refused(db, approval_id, who, approve, ClearanceError(why))
+
+
 def _refused(db: Database, approval_id: str, who: Decider, approve: bool, exc: ClearanceError) -> None:
     """Audit a refused decision: who tried what, and why it was refused (nothing else changes)."""
     try:

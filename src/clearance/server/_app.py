@@ -20,8 +20,9 @@ from . import _longpoll as longpoll
 from ._commits import GroupCommit
 from ._limits import BodyLimit
 from ._settings import ServerSettings
-from ._sweeper import deliver_forever, sweep_forever
-from .routes import approvals, arden, check, health, ingest, keys, policies, queries, session, users
+from ._slack import Slack
+from ._sweeper import deliver_forever, slack_forever, sweep_forever
+from .routes import approvals, arden, check, health, ingest, keys, policies, queries, session, slack, users
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -44,10 +45,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             feed = asyncio.create_task(longpoll.listen(app.state, conninfo))
         sweeper = asyncio.create_task(sweep_forever(app.state))
         deliverer = asyncio.create_task(deliver_forever(app.state))
+        app.state.slack = slack_of(settings)
+        poster = asyncio.create_task(slack_forever(app.state)) if app.state.slack is not None else None
         try:
             yield
         finally:
-            for task in (t for t in (feed, sweeper, deliverer) if t is not None):
+            for task in (t for t in (feed, sweeper, deliverer, poster) if t is not None):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -76,4 +79,17 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(arden.router)
     app.include_router(session.router)
     app.include_router(users.router)
+    app.include_router(slack.router)
     return app
+
+
+def slack_of(settings: ServerSettings) -> Slack | None:
+    """The Slack integration, when its token, signing secret and channel are all configured."""
+    if settings.slack_bot_token is None or settings.slack_signing_secret is None or settings.slack_channel is None:
+        return None
+    from slack_sdk import WebClient
+    from slack_sdk.signature import SignatureVerifier
+
+    base = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
+    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=base, timeout=10)
+    return Slack(client, SignatureVerifier(settings.slack_signing_secret.get_secret_value()), settings.slack_channel)

@@ -26,6 +26,12 @@ class ServerSettings(BaseSettings):
         webhook_allowed: URL prefixes agents may ask webhooks to be sent to (comma-separated;
             none by default, so an agent key cannot make the server call arbitrary
             addresses). `CLEARANCE_WEBHOOK_ALLOWED`.
+        slack_bot_token: The Slack app's bot token (`xoxb-…`); with the signing secret and
+            the channel, approvals are posted to Slack. `CLEARANCE_SLACK_BOT_TOKEN`.
+        slack_signing_secret: The Slack app's signing secret, which Slack's requests to
+            `/v1/slack/interactions` are verified with. `CLEARANCE_SLACK_SIGNING_SECRET`.
+        slack_channel: The channel id approvals are posted to. `CLEARANCE_SLACK_CHANNEL`.
+        slack_api_url: The Slack Web API's base URL. `CLEARANCE_SLACK_API_URL`.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="ignore", frozen=True)
@@ -37,6 +43,10 @@ class ServerSettings(BaseSettings):
     busy_timeout: float = Field(default=30.0, gt=0)
     webhook_secret: SecretStr | None = None
     webhook_allowed: Annotated[tuple[str, ...], NoDecode] = ()
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,40}$")
+    slack_api_url: str = Field(default="https://slack.com/api/", pattern=r"^https?://")
 
     @field_validator("webhook_allowed", mode="before")
     @classmethod

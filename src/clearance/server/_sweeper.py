@@ -69,3 +69,19 @@ async def deliver_forever(state: State) -> None:
             await asyncio.wait_for(changed.wait(), delay)
         except TimeoutError:
             pass
+
+
+async def slack_forever(state: State) -> None:
+    """Keep Slack's messages in step with the approvals, until cancelled."""
+    while True:
+        changed = _event(state, "approvals")
+        try:
+            await run_in_threadpool(state.slack.sync, state.db)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("Slack sync failed (%s); retrying", exc)
+        try:
+            await asyncio.wait_for(changed.wait(), MAX_SLEEP)
+        except TimeoutError:
+            pass

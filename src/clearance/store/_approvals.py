@@ -54,6 +54,9 @@ _FIELDS = (
     "finished_at_us",
     "quorum",
     "mode",
+    "slack_channel",
+    "slack_ts",
+    "slack_shown",
 )
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM approvals"
 
@@ -139,6 +142,9 @@ class Approval:
     finished_at_us: int | None = None
     quorum: int = 1
     mode: str = "wait"
+    slack_channel: str | None = None
+    slack_ts: str | None = None
+    slack_shown: str | None = None
 
     @property
     def executed_args(self) -> dict[str, Any]:
@@ -195,6 +201,9 @@ def _from_row(row: Sequence[Any]) -> Approval:
         finished_at_us=r["finished_at_us"],
         quorum=r["quorum"],
         mode=r["mode"],
+        slack_channel=r["slack_channel"],
+        slack_ts=r["slack_ts"],
+        slack_shown=r["slack_shown"],
     )
 
 
@@ -286,7 +295,7 @@ def transition(
         decided = (
             {} if status == "pending" else {"decided_by": by or current.agent, "decided_at_us": now_us, "note": note}
         )
-        values = {"status": status, **decided, **extra}
+        values = {"status": status, **decided, **extra, "slack_shown": None}  # its Slack message is redrawn
         assignments = ", ".join(f"{k} = :{k}" for k in values)
         cur.execute(
             db.sql(f"UPDATE approvals SET {assignments} WHERE id = :id AND status = 'pending'"),
@@ -444,7 +453,7 @@ def finish(
     mine = " AND agent = :agent" if agent is not None else ""
     cur.execute(
         db.sql(
-            "UPDATE approvals SET status = :s, result_json = :r, error = :e, finished_at_us = :now"
+            "UPDATE approvals SET status = :s, result_json = :r, error = :e, finished_at_us = :now, slack_shown = NULL"
             f" WHERE id = :id AND status = 'approved'{mine}"
         ),
         {"s": status, "r": result_json, "e": error, "now": now_us, "id": approval_id, "agent": agent},
@@ -453,3 +462,61 @@ def finish(
     if changed:
         db.notify(cur, "approvals")
     return bool(changed)
+
+
+# -- Slack messages ------------------------------------------------------------------------------
+
+
+def slack_state(a: Approval) -> str:
+    """What a Slack message shows of its approval; when this changes, the message is redrawn."""
+    return f"{a.status}/{len(a.votes)}/{int(a.escalated_at_us is not None)}"
+
+
+def slack_due(db: Database, *, now_us: int, stale_us: int, limit: int = 50) -> list[Approval]:
+    """Approvals whose Slack message is missing (pending ones) or out of date.
+
+    Every change to an approval clears `slack_shown`, so an out-of-date message is one whose
+    `slack_shown` is empty.
+    """
+    with db.read() as cur:
+        cur.execute(
+            db.sql(
+                f"{_SELECT} WHERE (slack_ts IS NULL AND status = 'pending'"
+                " AND (slack_claimed_at_us IS NULL OR slack_claimed_at_us < :stale))"
+                " OR (slack_ts IS NOT NULL AND slack_shown IS NULL)"
+                " ORDER BY created_at_us LIMIT :n"
+            ),
+            {"stale": now_us - stale_us, "n": limit},
+        )
+        return [_from_row(r) for r in cur.fetchall()]
+
+
+def slack_claim(db: Database, approval_id: str, *, now_us: int, stale_us: int) -> bool:
+    """Claim posting an approval's first message (one poster, however many replicas)."""
+    with db.write() as cur:
+        cur.execute(
+            db.sql(
+                "UPDATE approvals SET slack_claimed_at_us = :now WHERE id = :id AND slack_ts IS NULL"
+                " AND (slack_claimed_at_us IS NULL OR slack_claimed_at_us < :stale)"
+            ),
+            {"now": now_us, "id": approval_id, "stale": now_us - stale_us},
+        )
+        return bool(cur.rowcount == 1)
+
+
+def slack_drawn(
+    db: Database, approval_id: str, *, drawn: str, channel: str | None = None, ts: str | None = None
+) -> None:
+    """Remember an approval's message (when first posted) and that it shows state `drawn`.
+
+    Unless the approval changed meanwhile: then it stays out of date, to be redrawn.
+    """
+    with db.write() as cur:
+        if ts is not None:
+            cur.execute(
+                db.sql("UPDATE approvals SET slack_channel = :c, slack_ts = :ts WHERE id = :id"),
+                {"c": channel, "ts": ts, "id": approval_id},
+            )
+        current = _get(db, cur, approval_id)
+        if current is not None and slack_state(current) == drawn:
+            cur.execute(db.sql("UPDATE approvals SET slack_shown = :s WHERE id = :id"), {"s": drawn, "id": approval_id})

@@ -98,6 +98,10 @@ class ApprovalRow(Base):
     finished_at_us: Mapped[int | None] = mapped_column(BigInteger)
     quorum: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     mode: Mapped[str] = mapped_column(String(20), server_default=text("'wait'"))
+    slack_channel: Mapped[str | None] = mapped_column(String(40))
+    slack_ts: Mapped[str | None] = mapped_column(String(40))
+    slack_shown: Mapped[str | None] = mapped_column(String(40))
+    slack_claimed_at_us: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_approvals_status_expires", "status", "expires_at_us"),)
 
@@ -157,6 +161,7 @@ class UserRow(Base):
     roles: Mapped[str] = mapped_column(String(100))
     created_at_us: Mapped[int] = mapped_column(BigInteger)
     disabled_at_us: Mapped[int | None] = mapped_column(BigInteger)
+    slack_user_id: Mapped[str | None] = mapped_column(String(40), unique=True)
 
 
 class UserSessionRow(Base):

@@ -17,7 +17,9 @@ ROLES = ("approver", "admin")  # what the server grants; any other role is an ap
 _ROLE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 SESSION_SECONDS = 12 * 3600
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")
-_FIELDS = ("id", "username", "password_hash", "roles", "created_at_us", "disabled_at_us")
+_FIELDS = ("id", "username", "password_hash", "roles", "created_at_us", "disabled_at_us", "slack_user_id")
+_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,39}$")
+_UNSET: Any = object()
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class User:
     roles: tuple[str, ...]
     created_at_us: int
     disabled_at_us: int | None
+    slack_user_id: str | None = None
 
 
 def _hasher() -> Any:
@@ -39,7 +42,14 @@ def _hasher() -> Any:
 
 def _user(row: Sequence[Any]) -> User:
     r = dict(zip(_FIELDS, row, strict=True))
-    return User(r["id"], r["username"], tuple(r["roles"].split(",")), r["created_at_us"], r["disabled_at_us"])
+    return User(
+        r["id"],
+        r["username"],
+        tuple(r["roles"].split(",")),
+        r["created_at_us"],
+        r["disabled_at_us"],
+        r["slack_user_id"],
+    )
 
 
 def _checked_roles(roles: Iterable[str]) -> tuple[str, ...]:
@@ -81,6 +91,7 @@ def create(db: Database, username: str, password: str, roles: Iterable[str], *, 
         "roles": ",".join(chosen),
         "created_at_us": now_us(),
         "disabled_at_us": None,
+        "slack_user_id": None,
     }
     with db.write() as cur:
         cur.execute(db.sql("SELECT 1 FROM users WHERE username = :u"), {"u": username})
@@ -109,9 +120,10 @@ def update(
     roles: Iterable[str] | None = None,
     password: str | None = None,
     disabled: bool | None = None,
+    slack_user_id: str | None = _UNSET,
     by: str | None = None,
 ) -> User:
-    """Change a user's roles, password or whether they may sign in.
+    """Change a user's roles, password, Slack user id or whether they may sign in.
 
     A new password or disabling ends every session of theirs. The last enabled admin cannot be
     disabled or lose the admin role (nobody could sign in to undo it).
@@ -120,6 +132,8 @@ def update(
         LookupError: No such user.
         ValueError: An unknown role, a short password, or the last enabled admin.
     """
+    if slack_user_id is not _UNSET and slack_user_id is not None and not _SLACK_ID.match(slack_user_id):
+        raise ValueError(f"{slack_user_id!r} is not a Slack user id (like U024BE7LH)")
     new_roles = _checked_roles(roles) if roles is not None else None
     new_hash = _hasher().hash(_checked_password(password)) if password is not None else None
     with db.write() as cur:
@@ -141,18 +155,30 @@ def update(
             changes["password"] = "changed"  # that it changed; never the hash
         if after_disabled != (user.disabled_at_us is not None):
             changes["disabled"] = after_disabled
+        slack = user.slack_user_id if slack_user_id is _UNSET else slack_user_id
+        if slack != user.slack_user_id:
+            if slack is not None:
+                cur.execute(
+                    db.sql("SELECT username FROM users WHERE slack_user_id = :s AND id != :id"),
+                    {"s": slack, "id": user.id},
+                )
+                taken = cur.fetchone()
+                if taken:
+                    raise ValueError(f"Slack user {slack} is already {taken[0]}")
+            changes["slack_user_id"] = slack
         if not changes:
             return user
         now = now_us()
         cur.execute(
             db.sql(
                 "UPDATE users SET roles = :roles, password_hash = COALESCE(:hash, password_hash),"
-                " disabled_at_us = :disabled WHERE id = :id"
+                " disabled_at_us = :disabled, slack_user_id = :slack WHERE id = :id"
             ),
             {
                 "roles": ",".join(after_roles),
                 "hash": new_hash,
                 "disabled": (user.disabled_at_us or now) if after_disabled else None,
+                "slack": slack,
                 "id": user.id,
             },
         )
@@ -162,6 +188,15 @@ def update(
         updated = _user(cur.fetchone())
         append(db, cur, [_event("user.updated", updated, by, changes)])
     return updated
+
+
+def by_slack(db: Database, slack_user_id: str) -> User | None:
+    """The enabled person mapped to a Slack user, if any."""
+    with db.read() as cur:
+        cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users WHERE slack_user_id = :s"), {"s": slack_user_id})
+        row = cur.fetchone()
+    user = _user(row) if row else None
+    return user if user is not None and user.disabled_at_us is None else None
 
 
 def _event(kind: str, user: User, by: str | None, changes: dict[str, Any]) -> Event:

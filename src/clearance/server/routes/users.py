@@ -32,6 +32,7 @@ class UserOut(BaseModel):
     roles: list[str]
     created_at_us: int
     disabled_at_us: int | None
+    slack_user_id: str | None = None
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -41,6 +42,7 @@ class UserOut(BaseModel):
             roles=list(user.roles),
             created_at_us=user.created_at_us,
             disabled_at_us=user.disabled_at_us,
+            slack_user_id=user.slack_user_id,
         )
 
 
@@ -62,6 +64,9 @@ class UserChange(BaseModel):
     roles: list[Role] | None = Field(default=None, min_length=1)
     password: str | None = Field(default=None, min_length=12, max_length=1024)
     disabled: bool | None = None
+    slack_user_id: str | None = Field(
+        default=None, max_length=40, description="the Slack user who decides as this person (null: none)"
+    )
 
 
 class PasswordChange(BaseModel):
@@ -101,7 +106,13 @@ async def change_user(username: str, body: UserChange, admin: Admin, db: Db) -> 
     try:
         user = await run_in_threadpool(
             lambda: users.update(
-                db, username, roles=body.roles, password=body.password, disabled=body.disabled, by=actor(admin)
+                db,
+                username,
+                roles=body.roles,
+                password=body.password,
+                disabled=body.disabled,
+                by=actor(admin),
+                **({"slack_user_id": body.slack_user_id} if "slack_user_id" in body.model_fields_set else {}),
             )
         )
     except LookupError as exc:

@@ -1,0 +1,143 @@
+"""Slack's interactive requests: Approve / Deny buttons, and the modal for edits and notes.
+
+Authenticated by Slack's request signature (the app's signing secret, 5-minute window), not by
+an API key. The clicking Slack user must be mapped to an enabled Clearance person
+(`PATCH /v1/users/{username} {"slack_user_id": "U…"}`), who decides with their own roles;
+everything else is refused, audited, and told only to them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from ... import _decisions as decisions
+from ...errors import ApprovalEditRejected, ApprovalError, ApprovalNotFound
+from ...store import Database
+from ...store import _approvals as approvals
+from ...store import _users as users
+from .. import _longpoll as longpoll
+from .._auth import database
+from .._errors import APIError
+from .._slack import Slack, edits_of, modal
+
+router = APIRouter(prefix="/v1/slack", tags=["slack"])
+Db = Annotated[Database, Depends(database)]
+
+
+def _slack(request: Request) -> Slack:
+    slack: Slack | None = getattr(request.app.state, "slack", None)
+    if slack is None:
+        raise APIError(404, "Slack is not configured on this server")
+    return slack
+
+
+def _who(db: Database, slack_user: str) -> decisions.Decider | None:
+    person = users.by_slack(db, slack_user)
+    if person is None:
+        return None
+    return decisions.Decider(f"user:{person.username}", frozenset(person.roles))
+
+
+@router.post("/interactions", summary="Slack's interactive requests (signed by Slack)", response_model=None)
+async def interactions(request: Request, db: Db) -> Response:
+    """Verify Slack's signature, then act on a button click or a submitted modal."""
+    slack = _slack(request)
+    body = await request.body()
+    if not slack.verifier.is_valid(
+        body, request.headers.get("x-slack-request-timestamp"), request.headers.get("x-slack-signature")
+    ):
+        raise APIError(401, "the Slack signature is missing, stale or wrong")
+    try:
+        payload = json.loads(parse_qs(body.decode())["payload"][0])
+        kind = payload["type"]
+        slack_user = str(payload["user"]["id"])
+    except (KeyError, IndexError, ValueError, TypeError, UnicodeDecodeError):
+        raise APIError(422, "not a Slack interaction payload") from None
+    if kind == "block_actions":
+        return await _clicked(request, db, slack, payload, slack_user)
+    if kind == "view_submission":
+        return await _submitted(request, db, payload, slack_user)
+    return Response(status_code=200)
+
+
+async def _clicked(request: Request, db: Database, slack: Slack, payload: dict[str, Any], slack_user: str) -> Response:
+    try:
+        action = payload["actions"][0]
+        name, approval_id = str(action["action_id"]), str(action["value"])
+    except (KeyError, IndexError, TypeError):
+        raise APIError(422, "a Slack action without an action_id and value") from None
+    channel = (payload.get("channel") or {}).get("id")
+    who = _who(db, slack_user)
+    if who is None:
+        why = f"Slack user {slack_user} is not a Clearance user: an admin maps them first"
+        await run_in_threadpool(
+            lambda: decisions.refuse(
+                db, approval_id, decisions.Decider(f"slack:{slack_user}"), approve=name != "deny", why=why
+            )
+        )
+        await run_in_threadpool(slack.tell, channel, slack_user, why)
+        return Response(status_code=200)
+    if name == "edit":
+        try:
+            approval = await run_in_threadpool(approvals.get, db, approval_id)
+        except ApprovalNotFound:
+            await run_in_threadpool(slack.tell, channel, slack_user, f"no approval has the id {approval_id}")
+            return Response(status_code=200)
+        trigger = payload.get("trigger_id")
+        await run_in_threadpool(lambda: slack.client.views_open(trigger_id=trigger, view=modal(approval)))
+        return Response(status_code=200)
+    if name not in ("approve", "deny"):
+        return Response(status_code=200)
+    try:
+        await run_in_threadpool(lambda: decisions.decide(db, approval_id, approve=name == "approve", by=who))
+    except (ApprovalError, ApprovalNotFound) as exc:
+        await run_in_threadpool(slack.tell, channel, slack_user, str(exc))
+        return Response(status_code=200)
+    longpoll.announce(request, "approvals")  # the message is redrawn with the outcome at once
+    return Response(status_code=200)
+
+
+async def _submitted(request: Request, db: Database, payload: dict[str, Any], slack_user: str) -> Response:
+    try:
+        view = payload["view"]
+        approval_id = str(view["private_metadata"])
+        values: dict[str, Any] = view["state"]["values"]
+    except (KeyError, TypeError):
+        raise APIError(422, "a Slack view without its approval and values") from None
+    who = _who(db, slack_user)
+    if who is None:
+        why = f"Slack user {slack_user} is not a Clearance user: an admin maps them first"
+        await run_in_threadpool(
+            lambda: decisions.refuse(db, approval_id, decisions.Decider(f"slack:{slack_user}"), approve=True, why=why)
+        )
+        return _errors({"decision": why})
+    selected = ((values.get("decision") or {}).get("value") or {}).get("selected_option") or {}
+    approve = selected.get("value", "approve") != "deny"
+    note = ((values.get("note") or {}).get("value") or {}).get("value") or None
+    try:
+        approval = await run_in_threadpool(approvals.get, db, approval_id)
+        args = edits_of(approval, values) if approve else None
+        await run_in_threadpool(
+            lambda: decisions.decide(db, approval_id, approve=approve, by=who, note=note, args=args)
+        )
+    except ApprovalEditRejected as exc:
+        errors: dict[str, str] = {}
+        for problem in exc.problems:
+            name = problem.split(":", 1)[0]
+            errors[f"arg:{name}" if f"arg:{name}" in values else "decision"] = problem[:150]
+        return _errors(errors)
+    except (ApprovalError, ApprovalNotFound) as exc:
+        return _errors({"decision": str(exc)[:150]})
+    longpoll.announce(request, "approvals")
+    return Response(status_code=200)
+
+
+def _errors(errors: dict[str, str]) -> JSONResponse:
+    """Keep the modal open with these messages under its inputs."""
+    return JSONResponse({"response_action": "errors", "errors": errors})
