@@ -367,3 +367,31 @@ def test_a_remote_agent_killed_while_waiting_is_resumed_once_from_another_proces
         assert time.monotonic() < deadline, a
         time.sleep(0.05)
     assert a["claimed_by"].startswith("key:")
+
+
+def test_async_tools_await_the_decision_without_a_waiting_thread(server: Server, tmp_path: Path) -> None:
+    import asyncio
+
+    remote(server, tmp_path)
+
+    @clearance.guard
+    async def issue_refund(order_id: str, amount: float) -> str:
+        return f"refunded {amount}"
+
+    async def main() -> tuple[str, int, list[str]]:
+        call = asyncio.ensure_future(issue_refund("A", 900))
+        ticks = 0
+        headers = {"X-API-Key": server.approver}
+        async with httpx.AsyncClient(base_url=server.base, headers=headers) as http:
+            while not (found := (await http.get("/v1/approvals")).json()):
+                await asyncio.sleep(0.01)
+            for _ in range(20):  # the loop keeps running while the call waits
+                await asyncio.sleep(0.01)
+                ticks += 1
+            waiting_threads = [t.name for t in threading.enumerate() if t.name.startswith("asyncio_")]
+            await http.post(f"/v1/approvals/{found[0]['id']}/approve")
+        return await asyncio.wait_for(call, 10), ticks, waiting_threads
+
+    result, ticks, waiting_threads = asyncio.run(main())
+    assert result == "refunded 900" and ticks == 20
+    assert waiting_threads == []  # the long poll is awaited, not parked on a worker thread

@@ -15,11 +15,28 @@ class Client:
 
     def __init__(self, base_url: str, api_key: str, *, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"X-API-Key": api_key, "User-Agent": f"clearance-python/{__version__}"},
-            timeout=httpx.Timeout(timeout, connect=3.0),
-        )
+        self._options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "headers": {"X-API-Key": api_key, "User-Agent": f"clearance-python/{__version__}"},
+            "timeout": httpx.Timeout(timeout, connect=3.0),
+        }
+        self._http = httpx.Client(**self._options)
+
+    def async_client(self) -> httpx.AsyncClient:
+        """An async client for the same server and key (for the caller's event loop; close it)."""
+        return httpx.AsyncClient(**self._options)
+
+    async def acall(self, http: httpx.AsyncClient, method: str, path: str, **kw: Any) -> httpx.Response:
+        """`call` on an async client from `async_client`.
+
+        Raises:
+            ServerError: The server was not reached, or answered an error.
+        """
+        try:
+            response = await http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise ServerError(f"cannot reach the Clearance server at {self.base_url}: {exc}") from None
+        return self._checked(response, (200, 201))
 
     def call(
         self,
@@ -48,6 +65,9 @@ class Client:
             )
         except httpx.HTTPError as exc:
             raise ServerError(f"cannot reach the Clearance server at {self.base_url}: {exc}") from None
+        return self._checked(response, ok)
+
+    def _checked(self, response: httpx.Response, ok: tuple[int, ...]) -> httpx.Response:
         if response.status_code not in ok:
             code, message = None, response.text[:300]
             try:

@@ -277,8 +277,34 @@ class RemoteGovernor:
         return ticket, settle(ticket, _view(a)), a["executed_args"]
 
     async def wait_async(self, ticket: Ticket) -> Approved:
-        """`wait` on a worker thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.wait, ticket)
+        """`wait` for async code: the long poll is awaited, so no thread waits and the loop runs on.
+
+        Raises:
+            ApprovalDenied: A human denied it.
+            ApprovalTimeout: It expired and `on_timeout` denies, or the server stayed
+                unreachable past its expiry.
+            ApprovalAlreadyExecuted: Another process ran it already.
+        """
+        assert ticket.approval_id is not None and ticket.pending is not None
+        give_up = ticket.pending.expires_at_us / 1e6 + 30
+        backoff = 0.5
+        async with self.client.async_client() as http:
+            while True:
+                try:
+                    answer = await self.client.acall(
+                        http, "GET", f"/v1/approvals/{ticket.approval_id}", params={"wait": 30}, timeout=45
+                    )
+                    a = answer.json()
+                    if a["status"] != "pending":
+                        break
+                except ServerError as exc:
+                    if exc.status is not None and exc.status < 500:
+                        raise
+                    if time.time() > give_up:
+                        raise ApprovalTimeout(ticket.approval_id, ticket.tool, f"{ticket.tool}: {exc}") from None
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+        return await asyncio.to_thread(self._run_or_raise, ticket, a)  # the claim: one quick request
 
     # -- usage, shutdown ---------------------------------------------------------------------
 
