@@ -265,7 +265,7 @@ class Governor:
                 batch.append(executed_event(fields, status, self.executor, at))
             events.append(self.db, cur, batch)
 
-    # -- approvals ---    # -- approvals ---------------------------------------------------------------------------
+    # -- approvals ---------------------------------------------------------------------------
 
     def _settle(self, ticket: Ticket) -> Approval:
         """The approval once it is no longer pending (expiring it when its time is up)."""

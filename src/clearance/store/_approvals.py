@@ -233,23 +233,36 @@ def _get(db: Database, cur: Any, approval_id: str) -> Approval | None:
     return _from_row(row) if row else None
 
 
-def listing(db: Database, *, status: str | None = "pending", limit: int = 200) -> list[Approval]:
-    """Approvals, pending by default, nearest expiry first (others newest first)."""
-    params: dict[str, Any]
-    if status == "pending":
-        sql, params = (
-            f"{_SELECT} WHERE status = 'pending' ORDER BY expires_at_us LIMIT :n",
-            {"n": limit},
-        )
-    elif status:
-        sql, params = (
-            f"{_SELECT} WHERE status = :s ORDER BY created_at_us DESC LIMIT :n",
-            {"s": status, "n": limit},
-        )
-    else:
-        sql, params = f"{_SELECT} ORDER BY created_at_us DESC LIMIT :n", {"n": limit}
+def listing(
+    db: Database,
+    *,
+    status: str | None = "pending",
+    limit: int = 200,
+    agent: str | None = None,
+    mode: str | None = None,
+    unclaimed: bool = False,
+) -> list[Approval]:
+    """Approvals, pending by default, nearest expiry first (others newest first).
+
+    `agent`, `mode` and `unclaimed` narrow them down before the limit applies.
+    """
+    clauses: list[str] = []
+    params: dict[str, Any] = {"n": limit}
+    if status:
+        clauses.append("status = :s")
+        params["s"] = status
+    if agent is not None:
+        clauses.append("agent = :agent")
+        params["agent"] = agent
+    if mode is not None:
+        clauses.append("mode = :mode")
+        params["mode"] = mode
+    if unclaimed:
+        clauses.append("claimed_by IS NULL")
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    order = "expires_at_us" if status == "pending" else "created_at_us DESC"
     with db.read() as cur:
-        cur.execute(db.sql(sql), params)
+        cur.execute(db.sql(f"{_SELECT}{where} ORDER BY {order} LIMIT :n"), params)
         return [_from_row(r) for r in cur.fetchall()]
 
 

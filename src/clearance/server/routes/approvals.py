@@ -165,12 +165,17 @@ async def list_approvals(
     Nearest expiry first. An agent key sees only its own agent's.
     """
     await run_in_threadpool(decisions.sweep, db)
-    found = await run_in_threadpool(approvals.listing, db, status=status or None)
-    return [
-        ApprovalOut.of(a, key)
-        for a in found
-        if _may_read(key, a) and (mode is None or a.mode == mode) and not (unhandled and a.claimed_by)
-    ]
+    own_only = not ({"approver", "admin"} & set(key.scopes))
+    found = await run_in_threadpool(
+        lambda: approvals.listing(
+            db,
+            status=status or None,
+            agent=key.agent if own_only else None,
+            mode=mode,
+            unclaimed=unhandled,
+        )
+    )
+    return [ApprovalOut.of(a, key) for a in found if _may_read(key, a)]
 
 
 @router.get("/approvals/{approval_id}", summary="One approval, or wait for its decision")
