@@ -7,7 +7,9 @@ the steps waiting at that moment in one transaction, commits once, and wakes eac
 its own result. One at a time when the server is quiet; hundreds at a time under load.
 
 A step that fails spoils its batch's transaction, so the batch is rolled back and its steps run
-again one transaction each: one bad request fails alone and the others still commit.
+again one transaction each: one bad request fails alone and the others still commit. When the
+store itself fails (locked past its busy timeout, connection lost), every request of the batch
+gets that error at once instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..errors import StoreError
 from ..store import Database
 
 T = TypeVar("T")
@@ -81,11 +84,18 @@ class GroupCommit:
         try:
             with self.db.write(pipelined=True) as cur:
                 results = [step(cur) for step, _, _ in batch]
-        except Exception:
+        except Exception as exc:
+            if self._unavailable(exc):  # no step is to blame: every request gets the store's error now
+                _settle([(loop, future, None, exc) for _, loop, future in batch])
+                return
             for item in batch:  # the batch's transaction is gone: each on its own, to fail alone
                 self._commit_one(item)
             return
         _settle([(loop, future, result, None) for (_, loop, future), result in zip(batch, results, strict=True)])
+
+    def _unavailable(self, exc: Exception) -> bool:
+        """Whether a failure is the store's (locked past the busy timeout, connection lost)."""
+        return isinstance(exc, StoreError) and ("stayed locked" in str(exc) or self.db.lost)
 
     def _commit_one(self, item: _Item) -> None:
         step, loop, future = item

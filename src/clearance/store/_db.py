@@ -81,6 +81,11 @@ class Database:
             raise StoreError(f"cannot open the audit database {self.display}: {_why(exc)}") from None
 
     @property
+    def lost(self) -> bool:
+        """Whether the PostgreSQL connection was lost (the next use opens a new one)."""
+        return self.dialect != "sqlite" and self._conn is None
+
+    @property
     def display(self) -> str:
         """Where the store is, for messages (no password)."""
         return self.path or make_url(self.url).render_as_string(hide_password=True)
