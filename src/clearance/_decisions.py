@@ -165,6 +165,7 @@ def _decide(
         if edit and a.quorum > 1:
             raise ApprovalEditRejected(a.id, a.tool, [f"edits need one approver; this call needs {a.quorum}"])
 
+    redacted = _redactions(db, current) if edit else ()  # read before the transaction, not inside it
     votes = len(current.votes) + 1
     voted = approve and votes < current.quorum
     to = "voted" if voted else ("approved" if approve else "denied")
@@ -183,7 +184,7 @@ def _decide(
         if edit:
             fields["edited_args"] = json.loads(edit["edited_shown_json"])
             fields["edited_args_hash"] = edit["edited_args_hash"]
-            fields["changes"] = _edits.changes(a.args, json.loads(edit["edited_args_json"]), _redactions(db, a))
+            fields["changes"] = _edits.changes(a.args, json.loads(edit["edited_args_json"]), redacted)
         return [make_event("approval.voted" if voted else "approval.decided", at, fields)]
 
     moved = approvals.transition(

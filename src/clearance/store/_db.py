@@ -71,6 +71,7 @@ class Database:
         # The hash of the newest record, known only inside a write transaction that appended
         # (it holds the chain's lock), so later appends in it skip reading the head again.
         self.chain_tip: str | None = None
+        self._writing = 0  # write transactions open on this connection (a read inside one joins it)
         try:
             self._open()
         except StoreError:
@@ -206,6 +207,7 @@ class Database:
         with self.lock:
             cur = self._cursor()
             self.chain_tip = None
+            self._writing += 1
             try:
                 with (
                     self._conn.driver_connection.pipeline() if pipelined and self.dialect != "sqlite" else nullcontext()
@@ -227,6 +229,7 @@ class Database:
                     raise error from exc
                 raise
             finally:
+                self._writing -= 1
                 self.chain_tip = None
                 with contextlib.suppress(Exception):
                     cur.close()
@@ -234,6 +237,9 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Any]:
         """A cursor for reading (a consistent snapshot on PostgreSQL until it closes).
+
+        Inside a write transaction of this thread it reads within that transaction (and leaves
+        it open), so it sees what the transaction wrote.
 
         Raises:
             StoreError: When the store is unreachable or the read fails.
@@ -250,7 +256,7 @@ class Database:
             finally:
                 with contextlib.suppress(Exception):
                     cur.close()
-                    if self.dialect != "sqlite" and self._conn is not None:
+                    if self.dialect != "sqlite" and self._conn is not None and not self._writing:
                         self._conn.rollback()
 
     def _rollback(self) -> None:

@@ -1,0 +1,133 @@
+"""The approval lifecycle's SQL on both stores: SQLite and PostgreSQL (the server's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clearance import ApprovalAlreadyExecuted, ApprovalForbidden, _decisions
+from clearance._decisions import Decider
+from clearance._guard._record import record_call
+from clearance.policy import parse_policy
+from clearance.store import Database
+from clearance.store import _approvals as approvals
+from clearance.store import _outbox as outbox
+from clearance.store import _policies as policies
+from clearance.store._events import verify
+
+POLICY = """\
+version: 1
+tools:
+  issue_refund:
+    params: {order_id: string, amount: number}
+    rules:
+      - id: big
+        when: args.amount > 200
+        effect: require_approval
+        approval: {timeout: 10m, quorum: 2, approvers: [role:lead]}
+      - {id: single, when: 'args.amount > 100 && args.amount <= 200', effect: require_approval}
+"""
+LEAD = Decider("user:lena", frozenset({"approver", "lead"}))
+OTHER = Decider("user:omar", frozenset({"approver", "lead"}))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    url = str(tmp_path / "s.db") if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    store = Database(url)
+    request.addfinalizer(store.close)
+    rev = policies.create(store, POLICY, source="policy.yaml", author="t")
+    policies.activate(store, rev.id, scope="default", by="t")
+    return store
+
+
+def ask(db: Database, amount: float, **kw: str) -> str:
+    call = record_call(
+        db,
+        parse_policy(POLICY, "policy.yaml"),
+        agent="refunds",
+        environment="test",
+        tool="issue_refund",
+        args={"order_id": "A-1", "amount": amount},
+        session="s",
+        **kw,  # type: ignore[arg-type]
+    )
+    assert call.approval_id is not None
+    return call.approval_id
+
+
+def test_votes_edits_claims_and_listing(db: Database) -> None:
+    quorum = ask(db, 900)
+    assert _decisions.decide(db, quorum, approve=True, by=LEAD).status == "pending"
+    decided = _decisions.decide(db, quorum, approve=True, by=OTHER)
+    assert decided.status == "approved" and [v["by"] for v in decided.votes] == ["user:lena", "user:omar"]
+    single = ask(db, 150)
+    edited = _decisions.decide(db, single, approve=True, by=LEAD, args={"amount": 120}, note="less")
+    assert edited.edited_args == {"order_id": "A-1", "amount": 120} and edited.edited_args_hash
+    with pytest.raises(ApprovalForbidden):
+        _decisions.decide(db, ask(db, 900), approve=True, by=Decider("user:pia", frozenset({"approver"})))
+    claimed = approvals.claim(db, single, by="worker-1", now_us=1)
+    assert claimed.claimed_by == "worker-1"
+    with pytest.raises(ApprovalAlreadyExecuted):
+        approvals.claim(db, single, by="worker-2", now_us=2)
+    with db.write() as cur:
+        assert approvals.finish(db, cur, single, "executed", now_us=3, result_json='"ok"', agent="refunds")
+        assert not approvals.finish(db, cur, single, "executed", now_us=4)  # once
+    assert approvals.get(db, single).result == "ok"
+    denied = ask(db, 150)
+    _decisions.decide(db, denied, approve=False, by=LEAD)
+    assert approvals.claim_denial(db, denied, by="w", now_us=5) and not approvals.claim_denial(
+        db, denied, by="w", now_us=6
+    )
+    assert [a.id for a in approvals.listing(db, status="approved", agent="refunds", unclaimed=True)] == [quorum]
+    assert approvals.listing(db, status=None, agent="someone-else") == []
+    assert verify(db).ok
+
+
+def test_escalation_and_the_outbox(db: Database) -> None:
+    approval_id = ask(db, 150, mode="webhook", webhook_url="http://127.0.0.1:9/hook")
+    with db.write() as cur:  # due now
+        cur.execute(db.sql("UPDATE approvals SET expires_at_us = 1 WHERE id = :id"), {"id": approval_id})
+    assert [a.id for a in _decisions.sweep(db)] == [approval_id]
+    [(message, attempts)] = outbox.for_approval(db, approval_id)
+    assert message.event_type == "approval.expired" and json.loads(message.payload)["approval"]["id"] == approval_id
+    assert attempts == []
+    [leased] = outbox.claim_due(db, now_us=message.next_attempt_at_us + 1)
+    assert outbox.claim_due(db, now_us=message.next_attempt_at_us + 2) == []  # leased: nobody else sends it
+    after = outbox.record(
+        db, leased, now_us=leased.next_attempt_at_us + 10, status_code=500, error="HTTP 500", duration_ms=1.5
+    )
+    assert after.status == "pending" and after.attempts == 1 and after.next_attempt_at_us > leased.next_attempt_at_us
+    assert outbox.next_due(db) == after.next_attempt_at_us
+    [again] = outbox.claim_due(db, now_us=after.next_attempt_at_us)
+    done = outbox.record(db, again, now_us=after.next_attempt_at_us + 5, status_code=204, error=None, duration_ms=2.0)
+    assert done.status == "delivered" and [a.status_code for a in outbox.for_approval(db, approval_id)[0][1]] == [
+        500,
+        204,
+    ]
+
+
+def test_slack_state(db: Database) -> None:
+    approval_id = ask(db, 150)
+    [due] = approvals.slack_due(db, now_us=10**16, stale_us=60_000_000)
+    assert due.id == approval_id
+    assert approvals.slack_claim(db, approval_id, now_us=10**16, stale_us=60_000_000)
+    assert not approvals.slack_claim(db, approval_id, now_us=10**16 + 1, stale_us=60_000_000)
+    approvals.slack_drawn(db, approval_id, drawn=approvals.slack_state(due), channel="C1", ts="1.2")
+    assert approvals.slack_due(db, now_us=10**16, stale_us=60_000_000) == []
+    _decisions.decide(db, approval_id, approve=False, by=LEAD)
+    [redraw] = approvals.slack_due(db, now_us=10**16, stale_us=60_000_000)  # the decision made it stale
+    assert redraw.slack_ts == "1.2" and redraw.status == "denied"
+
+
+def test_a_read_inside_a_write_keeps_the_write(db: Database) -> None:
+    """On PostgreSQL a read ends with a rollback; inside a write it must not end the write."""
+    approval_id = ask(db, 150)
+    with db.write() as cur:
+        cur.execute(db.sql("UPDATE approvals SET note = 'inside' WHERE id = :id"), {"id": approval_id})
+        assert approvals.get(db, approval_id).note == "inside"  # a read within the transaction sees it
+        cur.execute(db.sql("UPDATE approvals SET reason = 'kept' WHERE id = :id"), {"id": approval_id})
+    after = approvals.get(db, approval_id)
+    assert (after.note, after.reason) == ("inside", "kept")
