@@ -16,6 +16,14 @@ tools:
 """
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """These run on both stores: the approval SQL differs between them."""
+    if request.param == "sqlite":
+        return str(tmp_path / "server.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def setup(client: TestClient, make_key: Any) -> dict[str, dict[str, str]]:
     return {
