@@ -122,6 +122,17 @@ def configure(
         old, _current = _current, governor
     if old is not None:
         old.close()
+    _install_integrations()
+
+
+def _install_integrations() -> None:
+    """Install Clearance into the frameworks this process has installed (each once)."""
+    import importlib.util
+
+    if importlib.util.find_spec("langchain") is not None and importlib.util.find_spec("langchain_core") is not None:
+        from ..integrations import langchain
+
+        langchain.install()
 
 
 def current() -> Backend:

@@ -1,0 +1,1 @@
+"""Framework integrations: import the one you use (each needs its extra)."""

@@ -1,0 +1,239 @@
+"""LangChain and LangGraph: governed tool calls and recorded LLM usage.
+
+- `ClearanceMiddleware()`: pass it to `create_agent(..., middleware=[...])`. Every tool call the
+  agent makes is decided by policy on the arguments the tool will receive (validated and coerced
+  by the tool's own schema first), recorded, and run only if allowed or approved — with the
+  approver's edited arguments, if any. A blocked or denied call becomes the tool's error
+  `ToolMessage` carrying the reason, so the agent continues and can tell the user
+  (`on_block="raise"` raises instead).
+- `wrap_tool_call` / `awrap_tool_call`: the same for a hand-built graph's
+  `ToolNode(wrap_tool_call=..., awrap_tool_call=...)`.
+- `install()` (done by `clearance.configure()` when LangChain is installed): a process-wide
+  callback that records every chat model call's tokens, model and cost in the current session,
+  streaming included (with `stream_usage=True`).
+
+Needs `pip install "clearance[langchain]"`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any, Literal
+from uuid import UUID
+
+try:
+    from langchain.agents.middleware import AgentMiddleware
+    from langchain.agents.middleware.types import ToolCallRequest
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.messages import ToolMessage
+    from langchain_core.outputs import LLMResult
+    from langchain_core.tracers.context import register_configure_hook
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError('the LangChain integration needs its extra: pip install "clearance[langchain]"') from exc
+
+from .._canonical import to_plain
+from .._context import APPROVAL, get_session
+from .._guard import _runtime
+from .._guard._backend import Backend
+from .._guard._governor import Approved, Ticket
+from ..errors import ApprovalError, ToolCallBlocked
+from ..policy import Effect
+
+OnBlock = Literal["message", "raise"]
+Handler = Callable[[ToolCallRequest], Any]
+
+
+def _arguments(request: ToolCallRequest) -> dict[str, Any]:
+    """The arguments as the tool will receive them: validated by its schema (850 → 850.0)."""
+    args = dict(request.tool_call.get("args") or {})
+    schema = getattr(request.tool, "args_schema", None) if request.tool is not None else None
+    if schema is not None and hasattr(schema, "model_validate"):
+        try:
+            args = schema.model_validate(args).model_dump()
+        except Exception:  # the tool will refuse them itself; decide on what the model sent
+            pass
+    plain = to_plain(args)
+    assert isinstance(plain, dict)
+    return plain
+
+
+def _refusal(request: ToolCallRequest, text: str) -> ToolMessage:
+    call = request.tool_call
+    return ToolMessage(content=text, tool_call_id=call.get("id") or "", name=call.get("name"), status="error")
+
+
+def _begin(request: ToolCallRequest, on_block: OnBlock) -> tuple[Backend, Ticket, ToolMessage | None]:
+    governor = _runtime.current()
+    ticket = governor.begin(request.tool_call["name"], _arguments(request), get_session())
+    if ticket.decision.effect is Effect.BLOCK:
+        error = ToolCallBlocked(ticket.tool, ticket.decision.reason, ticket.decision.rule_ids, ticket.call_id)
+        if on_block == "raise":
+            raise error
+        return governor, ticket, _refusal(request, f"Blocked by policy: {ticket.decision.reason}")
+    return governor, ticket, None
+
+
+def _approved_request(request: ToolCallRequest, approved: Approved | None) -> ToolCallRequest:
+    if approved is None or approved.args is None:
+        return request
+    return request.override(tool_call={**request.tool_call, "args": approved.args})
+
+
+def _denied(request: ToolCallRequest, error: ApprovalError, on_block: OnBlock) -> ToolMessage:
+    if on_block == "raise":
+        raise error
+    return _refusal(request, f"Not approved: {error}")
+
+
+class ClearanceMiddleware(AgentMiddleware):
+    """Governs every tool call of a `create_agent` agent (sync and async).
+
+    Args:
+        on_block: `message` (default) answers a blocked or denied call with the tool's error
+            message, so the agent continues; `raise` raises `ToolCallBlocked` / the approval
+            error instead.
+    """
+
+    def __init__(self, on_block: OnBlock = "message") -> None:
+        super().__init__()
+        self.on_block: OnBlock = on_block
+
+    def wrap_tool_call(self, request: ToolCallRequest, handler: Handler) -> Any:
+        """Decide, wait for an approval if one is needed, then run (maybe as edited) and record."""
+        governor, ticket, refused = _begin(request, self.on_block)
+        if refused is not None:
+            return refused
+        approved = None
+        if ticket.approval_id is not None:
+            try:
+                approved = governor.wait(ticket)
+            except ApprovalError as exc:
+                return _denied(request, exc, self.on_block)
+        return _run(governor, ticket, approved, lambda: handler(_approved_request(request, approved)))
+
+    async def awrap_tool_call(
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]]
+    ) -> Any:
+        """`wrap_tool_call` for async agents: the wait does not block the event loop."""
+        governor, ticket, refused = _begin(request, self.on_block)
+        if refused is not None:
+            return refused
+        approved = None
+        if ticket.approval_id is not None:
+            try:
+                approved = await governor.wait_async(ticket)
+            except ApprovalError as exc:
+                return _denied(request, exc, self.on_block)
+        started = time.perf_counter()
+        token = APPROVAL.set(approved)
+        try:
+            result = await handler(_approved_request(request, approved))
+        except BaseException as exc:
+            governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
+            raise
+        finally:
+            APPROVAL.reset(token)
+        governor.finish(
+            ticket, error=_error_of(result), duration_s=time.perf_counter() - started, result=_content(result)
+        )
+        return result
+
+
+def _run(governor: Backend, ticket: Ticket, approved: Approved | None, call: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    token = APPROVAL.set(approved)
+    try:
+        result = call()
+    except BaseException as exc:
+        governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
+        raise
+    finally:
+        APPROVAL.reset(token)
+    governor.finish(ticket, error=_error_of(result), duration_s=time.perf_counter() - started, result=_content(result))
+    return result
+
+
+class _ToolError(Exception):
+    """A tool's own error message, as the ToolNode reported it."""
+
+
+def _error_of(result: Any) -> BaseException | None:
+    if isinstance(result, ToolMessage) and result.status == "error":
+        return _ToolError(str(result.content)[:2000])
+    return None
+
+
+def _content(result: Any) -> Any:
+    return result.content if isinstance(result, ToolMessage) else None
+
+
+def wrap_tool_call(request: ToolCallRequest, handler: Handler) -> Any:
+    """For `ToolNode(wrap_tool_call=clearance.integrations.langchain.wrap_tool_call, ...)`."""
+    return _DEFAULT.wrap_tool_call(request, handler)
+
+
+async def awrap_tool_call(request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]]) -> Any:
+    """For `ToolNode(awrap_tool_call=clearance.integrations.langchain.awrap_tool_call, ...)`."""
+    return await _DEFAULT.awrap_tool_call(request, handler)
+
+
+_DEFAULT = ClearanceMiddleware()
+
+
+# -- usage ---------------------------------------------------------------------------------------
+
+
+class UsageCallback(BaseCallbackHandler):
+    """Records each chat model call's tokens, model and cost in the current Clearance session."""
+
+    raise_error = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started: dict[UUID, float] = {}
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Remember when the call started, for its latency."""
+        self._started[run_id] = time.perf_counter()
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """Record the usage the model reported (nothing when it reported none)."""
+        started = self._started.pop(run_id, None)
+        latency = round((time.perf_counter() - started) * 1000, 3) if started is not None else None
+        for generations in response.generations:
+            for generation in generations:
+                message = getattr(generation, "message", None)
+                usage = getattr(message, "usage_metadata", None)
+                if not usage:
+                    continue
+                meta = getattr(message, "response_metadata", None) or {}
+                model = meta.get("model_name") or meta.get("model") or "unknown"
+                details_in = usage.get("input_token_details") or {}
+                details_out = usage.get("output_token_details") or {}
+                governor = _runtime.current()
+                governor.record_usage(
+                    str(model),
+                    int(usage.get("input_tokens") or 0),
+                    int(usage.get("output_tokens") or 0),
+                    int(details_in.get("cache_read") or 0),
+                    int(details_out.get("reasoning") or 0),
+                    provider=meta.get("model_provider"),
+                    session=get_session(),
+                    latency_ms=latency,
+                )
+
+
+_USAGE: ContextVar[UsageCallback | None] | None = None
+
+
+def install() -> None:
+    """Record every LangChain chat model call's usage, process-wide (idempotent)."""
+    global _USAGE
+    if _USAGE is not None:
+        return
+    # A default (not a value set in one context) so every thread and task sees the handler; it
+    # keeps no per-context state that could leak between them.
+    _USAGE = ContextVar("clearance_langchain_usage", default=UsageCallback())  # noqa: B039
+    register_configure_hook(_USAGE, inheritable=True)

@@ -1,0 +1,110 @@
+"""A fake OpenAI-compatible chat completions server on 127.0.0.1, for real HTTP client paths.
+
+It plays a scripted agent: asked anything, it calls `issue_refund(order_id="A-1", amount=...)`;
+given a tool result, it answers with it. Streaming and not, with usage (in the last chunk when
+the client asks for it with `stream_options.include_usage`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODEL = "gpt-4o-mini"
+USAGE = {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
+
+
+class FakeOpenAI:
+    """Serves `/v1/chat/completions` until `close()`; records the requests."""
+
+    def __init__(self, amount: float = 850) -> None:
+        self.amount = amount
+        self.requests: list[dict[str, Any]] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                fake.requests.append(body)
+                message = fake.reply(body.get("messages") or [])
+                if body.get("stream"):
+                    self._stream(message, bool((body.get("stream_options") or {}).get("include_usage")))
+                else:
+                    self._json(
+                        {
+                            "id": "chatcmpl-fake",
+                            "object": "chat.completion",
+                            "created": int(time.time()),
+                            "model": MODEL,
+                            "choices": [{"index": 0, "message": message, "finish_reason": _finish(message)}],
+                            "usage": USAGE,
+                        }
+                    )
+
+            def _json(self, data: dict[str, Any]) -> None:
+                raw = json.dumps(data).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def _stream(self, message: dict[str, Any], usage: bool) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("connection", "close")
+                self.end_headers()
+                base = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": MODEL,
+                }
+                delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+                if message.get("tool_calls"):
+                    delta["tool_calls"] = [{"index": 0, **call} for call in message["tool_calls"]]
+                chunks = [
+                    {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+                    {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(message)}]},
+                ]
+                if usage:
+                    chunks.append({**base, "choices": [], "usage": USAGE})
+                for chunk in chunks:
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def reply(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The scripted turn: call the tool, or answer with its result."""
+        last = messages[-1] if messages else {}
+        if last.get("role") == "tool":
+            return {"role": "assistant", "content": f"Done. The tool said: {last.get('content')}"}
+        arguments = json.dumps({"order_id": "A-1", "amount": self.amount})
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "issue_refund", "arguments": arguments}}
+            ],
+        }
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _finish(message: dict[str, Any]) -> str:
+    return "tool_calls" if message.get("tool_calls") else "stop"

@@ -1,0 +1,234 @@
+"""LangChain / LangGraph: a real `create_agent` run, offline, with a scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain")
+
+from langchain.agents import create_agent  # noqa: E402
+from langchain_core.language_models import BaseChatModel  # noqa: E402
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage  # noqa: E402
+from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
+
+import clearance  # noqa: E402
+from clearance import _decisions  # noqa: E402
+from clearance._decisions import Decider  # noqa: E402
+from clearance._guard._governor import Governor  # noqa: E402
+from clearance.integrations.langchain import ClearanceMiddleware  # noqa: E402
+from clearance.store import EventFilter  # noqa: E402
+from clearance.store import _approvals as approvals  # noqa: E402
+from clearance.store._events import query  # noqa: E402
+
+POLICY = """
+version: 1
+tools:
+  issue_refund:
+    rules:
+      - {id: big, when: 'args.amount > 200', effect: require_approval, reason: Refunds over $200 need a lead}
+      - {id: huge, when: 'args.amount > 5000', effect: block, reason: Refunds over $5000 are never issued}
+"""
+USAGE = {"input_tokens": 120, "output_tokens": 30, "total_tokens": 150}
+LEAD = Decider("user:lena", frozenset({"approver"}))
+
+
+class Scripted(BaseChatModel):
+    """Asks for `issue_refund(order_id, amount)`, then answers with what the tool said."""
+
+    amount: float = 850
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Scripted:
+        return self
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        last = messages[-1]
+        meta = {"model_name": "gpt-4o-mini", "model_provider": "openai"}
+        if isinstance(last, ToolMessage):
+            message = AIMessage(
+                content=f"Done. The tool said: {last.content}", usage_metadata=USAGE, response_metadata=meta
+            )
+        else:
+            call = {"name": "issue_refund", "args": {"order_id": "A-1", "amount": self.amount}, "id": "call_1"}
+            message = AIMessage(content="", tool_calls=[call], usage_metadata=USAGE, response_metadata=meta)
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def agent(ran: list[Any], amount: float = 850) -> Any:
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    return create_agent(Scripted(amount=amount), tools=[issue_refund], middleware=[ClearanceMiddleware()])
+
+
+def decide_when_pending(gov: Governor, **decision: Any) -> threading.Thread:
+    def run() -> None:
+        deadline = time.monotonic() + 10
+        while not (found := approvals.listing(gov.db)):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        _decisions.decide(gov.db, found[0].id, by=LEAD, **decision)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def final(result: dict[str, Any]) -> str:
+    return str(result["messages"][-1].content)
+
+
+def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
+    result = agent(ran).invoke({"messages": [("user", "refund A-1")]})
+    thread.join(10)
+    assert ran == []
+    assert "customer already refunded" in final(result) and "denied by user:lena" in final(result)
+    tool_message = [m for m in result["messages"] if isinstance(m, ToolMessage)][0]
+    assert tool_message.status == "error" and tool_message.tool_call_id == "call_1"
+
+
+def test_approved_from_another_thread_runs_once_with_the_coerced_arguments(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=True)
+    result = agent(ran).invoke({"messages": [("user", "refund A-1")]})
+    thread.join(10)
+    assert ran == [("A-1", 850.0)] and "refunded 850.0 on A-1" in final(result)
+    [a] = approvals.listing(gov.db, status=None)
+    assert a.args == {"order_id": "A-1", "amount": 850.0} and a.status == "executed"  # what ran is what was decided
+
+
+def test_an_approvers_edit_is_what_runs(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
+    result = agent(ran).invoke({"messages": [("user", "refund A-1")]})
+    thread.join(10)
+    assert ran == [("A-1", 300.0)] and "refunded 300.0" in final(result)
+
+
+def test_blocked_calls_answer_the_model_and_on_block_raise_raises(configure: Callable[..., Governor]) -> None:
+    configure(POLICY)
+    ran: list[Any] = []
+    result = agent(ran, amount=9000).invoke({"messages": [("user", "refund")]})
+    assert ran == [] and "Blocked by policy: Refunds over $5000 are never issued" in final(result)
+
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        return "never"
+
+    strict = create_agent(
+        Scripted(amount=9000), tools=[issue_refund], middleware=[ClearanceMiddleware(on_block="raise")]
+    )
+    with pytest.raises(clearance.ToolCallBlocked, match="never issued"):
+        strict.invoke({"messages": [("user", "refund")]})
+
+
+def test_usage_and_cost_are_recorded_in_the_session(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    with clearance.session("ses-langchain"):
+        agent(ran, amount=50).invoke({"messages": [("user", "refund A-1")]})
+    clearance.flush()
+    calls = [e.body for e in query(gov.db, EventFilter(kind="llm.call", session="ses-langchain"))]
+    assert len(calls) == 2  # the tool call turn and the answer: each counted once
+    assert {c["model"] for c in calls} == {"gpt-4o-mini"}
+    assert all(c["input_tokens"] == 120 and c["output_tokens"] == 30 and c["priced"] for c in calls)
+    decided = [e.body for e in query(gov.db, EventFilter(kind="tool_call.decided", session="ses-langchain"))]
+    assert [d["decision"] for d in decided] == ["allow"] and ran == [("A-1", 50.0)]
+
+
+def test_async_agents_wait_without_blocking_the_loop(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=True)
+
+    async def main() -> dict[str, Any]:
+        return await agent(ran).ainvoke({"messages": [("user", "refund A-1")]})
+
+    result = asyncio.run(main())
+    thread.join(10)
+    assert ran == [("A-1", 850.0)] and "refunded" in final(result)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["plain", "streaming"])
+def test_chat_openai_against_a_fake_openai_server(configure: Callable[..., Governor], streaming: bool) -> None:
+    """The real HTTP client path: ChatOpenAI talking to an OpenAI-compatible server on 127.0.0.1."""
+    pytest.importorskip("langchain_openai")
+    from langchain_openai import ChatOpenAI
+
+    from ..fake_openai import FakeOpenAI
+
+    gov = configure(POLICY)
+    fake = FakeOpenAI(amount=850)
+    try:
+        model = ChatOpenAI(
+            model="gpt-4o-mini", base_url=fake.url, api_key="sk-test", streaming=streaming, stream_usage=True
+        )
+        ran: list[Any] = []
+
+        def issue_refund(order_id: str, amount: float) -> str:
+            """Refund an order."""
+            ran.append((order_id, amount))
+            return f"refunded {amount} on {order_id}"
+
+        thread = decide_when_pending(gov, approve=False, note="over the limit")
+        with clearance.session(f"ses-http-{streaming}"):
+            result = create_agent(model, tools=[issue_refund], middleware=[ClearanceMiddleware()]).invoke(
+                {"messages": [("user", "refund A-1")]}
+            )
+        thread.join(10)
+    finally:
+        fake.close()
+    assert ran == [] and "over the limit" in final(result)
+    assert fake.requests[0]["model"] == "gpt-4o-mini" and bool(fake.requests[0].get("stream")) is streaming
+    clearance.flush()
+    calls = [e.body for e in query(gov.db, EventFilter(kind="llm.call", session=f"ses-http-{streaming}"))]
+    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+
+
+def test_a_hand_built_graph_with_tool_node(configure: Callable[..., Governor]) -> None:
+    from langgraph.graph import START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode, tools_condition
+
+    from clearance.integrations import langchain as governed
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return "refunded"
+
+    model = Scripted(amount=850)
+    graph = StateGraph(MessagesState)
+    graph.add_node("model", lambda state: {"messages": [model.invoke(state["messages"])]})
+    graph.add_node(
+        "tools",
+        ToolNode([issue_refund], wrap_tool_call=governed.wrap_tool_call, awrap_tool_call=governed.awrap_tool_call),
+    )
+    graph.add_edge(START, "model")
+    graph.add_conditional_edges("model", tools_condition)
+    graph.add_edge("tools", "model")
+    app = graph.compile()
+    thread = decide_when_pending(gov, approve=False, note="no")
+    result = app.invoke({"messages": [("user", "refund")]})
+    thread.join(10)
+    assert ran == [] and "denied by user:lena: no" in final(result)
