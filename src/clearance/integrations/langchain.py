@@ -212,7 +212,9 @@ class UsageCallback(BaseCallbackHandler):
                 model = meta.get("model_name") or meta.get("model") or "unknown"
                 details_in = usage.get("input_token_details") or {}
                 details_out = usage.get("output_token_details") or {}
-                governor = _runtime.current()
+                governor = _runtime._current
+                if governor is None:  # shut down (or never configured here): nothing to record into
+                    return
                 governor.record_usage(
                     str(model),
                     int(usage.get("input_tokens") or 0),

@@ -1,16 +1,17 @@
-"""Background work of the server: expiry and escalation, and webhook delivery.
+"""Background work of the server: expiry and escalation, webhook delivery, Slack.
 
-Expiry and escalation are enforced whether or not an agent is waiting: a task sleeps until the
-next pending approval expires (at most a few seconds, so approvals created by other processes
-are seen), or until an approval changes here, then expires or escalates what is due. Another
-delivers the outbox's webhooks as they come due. Replicas race harmlessly: each move happens
-once, and each delivery attempt is leased to one process.
+Expiry and escalation are enforced whether or not an agent is waiting. Each job runs on a
+worker thread whenever approvals change in this process, when its next item comes due, and at
+least every `MAX_SLEEP` seconds (so changes made by other processes are seen). Replicas race
+harmlessly: each move happens once, each delivery attempt is leased to one process, each Slack
+message is claimed by one poster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import State
@@ -26,62 +27,52 @@ log = logging.getLogger("clearance.server")
 MAX_SLEEP = 2.0
 
 
-async def sweep_forever(state: State) -> None:
-    """Expire (or escalate) approvals as they come due, until cancelled."""
+async def _forever(state: State, what: str, work: Callable[[], int | None]) -> None:
+    """Run `work` again and again, until cancelled; it returns when its next item is due (µs)."""
     while True:
         changed = _event(state, "approvals")
         delay = MAX_SLEEP
         try:
-            moved = await run_in_threadpool(decisions.sweep, state.db)
-            if moved:
-                announce_to(state, "approvals")
-            due = await run_in_threadpool(approvals.next_expiry, state.db)
+            due = await run_in_threadpool(work)
             if due is not None:
                 delay = min(max((due - now_us()) / 1e6, 0.005), MAX_SLEEP)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the store is down: try again shortly, never die
-            log.warning("approval sweep failed (%s); retrying", exc)
+        except Exception as exc:  # the store or a peer is down: try again shortly, never die
+            log.warning("%s failed (%s); retrying", what, exc)
         try:
             await asyncio.wait_for(changed.wait(), delay)
         except TimeoutError:
             pass
+
+
+async def sweep_forever(state: State) -> None:
+    """Expire (or escalate) approvals as they come due."""
+
+    def sweep() -> int | None:
+        if decisions.sweep(state.db):
+            state.loop.call_soon_threadsafe(announce_to, state, "approvals")
+        return approvals.next_expiry(state.db)
+
+    state.loop = asyncio.get_running_loop()
+    await _forever(state, "approval sweep", sweep)
 
 
 async def deliver_forever(state: State) -> None:
-    """Deliver webhooks as they come due (retries included), until cancelled."""
+    """Deliver webhooks as they come due, retries included."""
     secret = state.settings.webhook_secret
-    while True:
-        changed = _event(state, "approvals")
-        delay = MAX_SLEEP
-        try:
-            await run_in_threadpool(
-                lambda: deliver_due(state.db, secret.get_secret_value() if secret is not None else None)
-            )
-            due = await run_in_threadpool(outbox.next_due, state.db)
-            if due is not None:
-                delay = min(max((due - now_us()) / 1e6, 0.005), MAX_SLEEP)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("webhook delivery failed (%s); retrying", exc)
-        try:
-            await asyncio.wait_for(changed.wait(), delay)
-        except TimeoutError:
-            pass
+
+    def deliver() -> int | None:
+        deliver_due(state.db, secret.get_secret_value() if secret is not None else None)
+        return outbox.next_due(state.db)
+
+    await _forever(state, "webhook delivery", deliver)
 
 
 async def slack_forever(state: State) -> None:
-    """Keep Slack's messages in step with the approvals, until cancelled."""
-    while True:
-        changed = _event(state, "approvals")
-        try:
-            await run_in_threadpool(state.slack.sync, state.db)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("Slack sync failed (%s); retrying", exc)
-        try:
-            await asyncio.wait_for(changed.wait(), MAX_SLEEP)
-        except TimeoutError:
-            pass
+    """Keep Slack's messages in step with the approvals."""
+
+    def sync() -> None:
+        state.slack.sync(state.db)
+
+    await _forever(state, "Slack sync", sync)
