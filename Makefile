@@ -27,6 +27,7 @@ bench: install-dev
 	$(BIN)/python bench/guard_overhead.py
 	$(BIN)/python bench/approval_wake.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/server.py
 
 demo: install
 	$(BIN)/clearance demo
