@@ -136,3 +136,18 @@ def test_a_lost_database_connection_is_503_then_recovers(pg_url: str) -> None:
         assert lost.status_code == 503
         assert_shape(lost.json(), "unavailable")
         assert client.get("/readyz").status_code == 200  # a new connection, no restart
+
+
+def test_webhook_prefixes_must_end_the_host() -> None:
+    from pydantic import ValidationError
+
+    from clearance.server import ServerSettings
+
+    with pytest.raises(ValidationError, match="hooks.example.com.evil.net"):
+        ServerSettings(webhook_allowed="https://hooks.example.com")
+    with pytest.raises(ValidationError, match="not an http"):
+        ServerSettings(webhook_allowed="ftp://files/")
+    assert ServerSettings(webhook_allowed="https://a.example/hooks/, http://127.0.0.1:9/").webhook_allowed == (
+        "https://a.example/hooks/",
+        "http://127.0.0.1:9/",
+    )

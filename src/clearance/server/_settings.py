@@ -57,4 +57,9 @@ class ServerSettings(BaseSettings):
             for prefix in value:
                 if not isinstance(prefix, str) or not prefix.startswith(("http://", "https://")):
                     raise ValueError(f"{prefix!r} is not an http(s) URL prefix")
+                if "/" not in prefix.split("://", 1)[1]:
+                    raise ValueError(
+                        f"{prefix!r}: end the host with a path (https://hooks.example.com/), or it would also"
+                        " allow https://hooks.example.com.evil.net"
+                    )
         return value
