@@ -67,3 +67,31 @@ def record_usage(
         session=session or get_session(),
         latency_ms=latency_ms,
     )
+
+
+def _get(obj: object, name: str) -> object:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def record_response_usage(response: object, *, provider: str = "openai") -> UsageRecord | None:
+    """Record the usage of an OpenAI-style chat completion (an SDK object or its dict).
+
+    Cached prompt tokens and reasoning tokens are taken from the usage details when the
+    provider reports them. Returns None when the response carries no usage.
+    """
+    usage = _get(response, "usage")
+    if usage is None:
+        return None
+    prompt = _get(usage, "prompt_tokens") or 0
+    completion = _get(usage, "completion_tokens") or 0
+    cached = _get(_get(usage, "prompt_tokens_details") or {}, "cached_tokens") or 0
+    reasoning = _get(_get(usage, "completion_tokens_details") or {}, "reasoning_tokens") or 0
+    model = _get(response, "model") or "unknown"
+    return record_usage(
+        str(model),
+        int(prompt),  # type: ignore[call-overload]
+        int(completion),  # type: ignore[call-overload]
+        int(cached),  # type: ignore[call-overload]
+        int(reasoning),  # type: ignore[call-overload]
+        provider=provider,
+    )
