@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from ._canonical import REDACTED, canonical_json, redact, to_plain
@@ -108,17 +109,27 @@ def _type_of(value: Any) -> ParamType:
     return _JSON_TYPE.get(type(value), "any")
 
 
+def fits(value: Any, kind: ParamType) -> bool:
+    """Whether `value` is of the parameter type `kind` (a bool is not a number)."""
+    if kind == "any":
+        return True
+    if isinstance(value, bool):
+        return kind == "boolean"
+    return isinstance(value, _PYTHON_TYPES[kind])
+
+
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "boolean": bool,
+    "integer": int,
+    "number": (int, float, Decimal),
+    "list": (list, tuple),
+    "map": dict,
+}
+
+
 def _check(value: Any, expected: ParamType) -> str | None:
-    ok = {
-        "any": True,
-        "string": isinstance(value, str),
-        "boolean": isinstance(value, bool),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, int | float) and not isinstance(value, bool),
-        "list": isinstance(value, list),
-        "map": isinstance(value, dict),
-    }[expected]
-    if ok:
+    if fits(value, expected):
         return None
     article = "an" if expected[0] in "aeiou" else "a"
     return f"expected {article} {expected}, got {canonical_json(value)[:80]}"

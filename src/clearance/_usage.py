@@ -82,16 +82,16 @@ def record_response_usage(response: object, *, provider: str = "openai") -> Usag
     usage = _get(response, "usage")
     if usage is None:
         return None
-    prompt = _get(usage, "prompt_tokens") or 0
-    completion = _get(usage, "completion_tokens") or 0
-    cached = _get(_get(usage, "prompt_tokens_details") or {}, "cached_tokens") or 0
-    reasoning = _get(_get(usage, "completion_tokens_details") or {}, "reasoning_tokens") or 0
-    model = _get(response, "model") or "unknown"
     return record_usage(
-        str(model),
-        int(prompt),  # type: ignore[call-overload]
-        int(completion),  # type: ignore[call-overload]
-        int(cached),  # type: ignore[call-overload]
-        int(reasoning),  # type: ignore[call-overload]
+        str(_get(response, "model") or "unknown"),
+        _tokens(usage, "prompt_tokens"),
+        _tokens(usage, "completion_tokens"),
+        _tokens(_get(usage, "prompt_tokens_details"), "cached_tokens"),
+        _tokens(_get(usage, "completion_tokens_details"), "reasoning_tokens"),
         provider=provider,
     )
+
+
+def _tokens(usage: object, name: str) -> int:
+    value = _get(usage, name) if usage is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

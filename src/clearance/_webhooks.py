@@ -25,9 +25,6 @@ import httpx
 
 from ._clock import now_us
 from .errors import (
-    ApprovalAlreadyExecuted,
-    ApprovalError,
-    ClearanceError,
     ConfigurationError,
     WebhookError,
 )
@@ -148,7 +145,6 @@ def handle_webhook(body: bytes | str, headers: Mapping[str, str], secret: str | 
         ConfigurationError: No secret is configured, or the tool is not guarded here.
     """
     from ._guard import _modes, _runtime
-    from ._guard._resume import resume
 
     if secret is None:
         configured = _runtime.current().settings.webhook_secret
@@ -158,24 +154,10 @@ def handle_webhook(body: bytes | str, headers: Mapping[str, str], secret: str | 
     event = verify_webhook(body, headers, secret)
     approval = event["approval"]
     approval_id, tool = str(approval.get("id")), str(approval.get("tool"))
-    if approval.get("status") != "approved" and approval.get("status") not in ("denied", "expired", "cancelled"):
+    if approval.get("status") not in ("approved", "denied", "expired", "cancelled"):
         return WebhookOutcome(event["id"], approval_id, "duplicate")
-    try:
-        result = resume(approval_id)
-    except ApprovalAlreadyExecuted:
-        return WebhookOutcome(event["id"], approval_id, "duplicate")
-    except ApprovalError as exc:  # denied, timed out or cancelled (or allowed on timeout: it ran)
-        if _runtime.current().claim_denial(approval_id):
-            _modes.report(tool, error=exc)
-            return WebhookOutcome(event["id"], approval_id, "denied", error=exc)
-        return WebhookOutcome(event["id"], approval_id, "duplicate")
-    except ClearanceError:
-        raise
-    except Exception as exc:  # the tool raised: recorded as failed, reported once
-        _modes.report(tool, error=exc)
-        return WebhookOutcome(event["id"], approval_id, "failed", error=exc)
-    _modes.report(tool, result=result)
-    return WebhookOutcome(event["id"], approval_id, "executed", result=result)
+    outcome, result, error = _modes.finish_decided(approval_id, tool)
+    return WebhookOutcome(event["id"], approval_id, outcome, result=result, error=error)
 
 
 def deliver_due(

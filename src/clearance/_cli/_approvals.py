@@ -106,22 +106,19 @@ def _decide(
     args = _edits(edits)
     db = open_db(database)
     try:
-        # The embedded store's own CLI: whoever can write the file decides (see the README).
-        decided = _decisions.decide(
-            db,
-            approval_id.strip(),
-            approve=approve,
-            by=_decisions.Decider(who, trusted=True),
-            note=note,
-            args=args,
-        )
-    except ApprovalEditRejected as exc:
-        db.close()
-        raise click.UsageError("the edit was refused:\n  " + "\n  ".join(safe(p) for p in exc.problems)) from None
-    except BaseException:
-        db.close()
-        raise
-    try:
+        try:
+            # The embedded store's own CLI: whoever can write the file decides (see the README).
+            decided = _decisions.decide(
+                db,
+                approval_id.strip(),
+                approve=approve,
+                by=_decisions.Decider(who, trusted=True),
+                note=note,
+                args=args,
+            )
+        except ApprovalEditRejected as exc:
+            problems = "\n  ".join(safe(p) for p in exc.problems)
+            raise click.UsageError(f"the edit was refused:\n  {problems}") from None
         _deliver_now(db, decided.id)
     finally:
         db.close()

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from .._canonical import to_plain
+from .._edits import fits
 from ..policy._model import ParamType
 
 _SKIP_FIRST = ("self", "cls")
@@ -142,17 +143,7 @@ def _coerce(name: str, value: Any, hint: Any, kind: ParamType | None) -> Any:
         return Decimal(str(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    ok = {
-        None: True,
-        "any": True,
-        "string": isinstance(value, str),
-        "boolean": isinstance(value, bool),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, int | float | Decimal) and not isinstance(value, bool),
-        "list": isinstance(value, list | tuple),
-        "map": isinstance(value, dict),
-    }[kind]
-    if not ok:
+    if kind is not None and not fits(value, kind):
         raise TypeError(f"the edited value of {name!r} is not a {kind}: {value!r}")
     return value
 

@@ -138,25 +138,43 @@ def run_due() -> int:
     ones go to `on_denial`. For `clearance worker`, or to call from your own scheduler.
     """
     backend = _runtime.current()
-    tools = sorted(_runtime._tools)
     handled = 0
-    for approval_id, tool in backend.due(tools):
+    for approval_id, tool in backend.due(sorted(_runtime._tools)):
         try:
-            result = resume(approval_id)
-        except ApprovalAlreadyExecuted:
-            continue
-        except ApprovalError as exc:
-            if backend.claim_denial(approval_id):
-                report(tool, error=exc)
-                handled += 1
-            continue
-        except ClearanceError as exc:
+            outcome, _, _ = finish_decided(approval_id, tool)
+        except ClearanceError as exc:  # the store or server: left for the next pass
             log.warning("cannot finish %s now: %s", approval_id, exc)
             continue
-        except Exception as exc:  # the tool raised: recorded as failed
-            report(tool, error=exc)
-            handled += 1
-            continue
-        report(tool, result=result)
-        handled += 1
+        handled += outcome != "duplicate"
     return handled
+
+
+Finished = Literal["executed", "denied", "failed", "duplicate"]
+
+
+def finish_decided(approval_id: str, tool: str) -> tuple[Finished, Any, BaseException | None]:
+    """Finish a decided call here, once: run it if approved, else report the denial.
+
+    Returns what happened, with the call's result or the error reported to the tool's
+    callbacks: `executed`, `denied` (or timed out, or cancelled), `failed` (the tool raised;
+    recorded as failed), or `duplicate` (another process or delivery finished it).
+
+    Raises:
+        ClearanceError: The store or server could not be used, or the tool is not guarded here.
+    """
+    try:
+        result = resume(approval_id)
+    except ApprovalAlreadyExecuted:
+        return "duplicate", None, None
+    except ApprovalError as exc:  # denied, timed out or cancelled
+        if not _runtime.current().claim_denial(approval_id):
+            return "duplicate", None, None
+        report(tool, error=exc)
+        return "denied", None, exc
+    except ClearanceError:
+        raise
+    except Exception as exc:  # the tool raised: recorded as failed, reported once
+        report(tool, error=exc)
+        return "failed", None, exc
+    report(tool, result=result)
+    return "executed", result, None

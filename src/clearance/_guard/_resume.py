@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._context import APPROVAL as _current_approval
 from ..errors import ConfigurationError
 from . import _runtime
 from ._binding import Binder
 from ._governor import Approved, Ticket
+from ._recording import Recording
 
 OnApproval = Callable[[Any], Any]
 OnDenial = Callable[[BaseException], Any]
@@ -93,42 +92,26 @@ def resume(approval_id: str) -> Any:
     """
     ticket, approved, args, fn, binder = prepare(approval_id)
     backend = _runtime.current()
-    started = time.perf_counter()
-    token = _current_approval.set(approved)
-    try:
+    with Recording(backend, ticket, approved) as recording:
         call_args, call_kwargs = binder.call_from(args)
         result = fn(*call_args, **call_kwargs)
         if inspect.isawaitable(result):
             result = asyncio.run(_awaited(result))
-    except BaseException as exc:
-        backend.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
-        raise
-    finally:
-        _current_approval.reset(token)
-    backend.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
+        recording.done(result)
     backend.flush()
     return result
 
 
 async def resume_async(approval_id: str) -> Any:
-    """`resume` for async code: the claim and the records happen on a worker thread."""
+    """`resume` for async code: the claim happens on a worker thread."""
     ticket, approved, args, fn, binder = await asyncio.to_thread(prepare, approval_id)
     backend = _runtime.current()
-    started = time.perf_counter()
-    token = _current_approval.set(approved)
-    try:
+    with Recording(backend, ticket, approved) as recording:
         call_args, call_kwargs = binder.call_from(args)
         result = fn(*call_args, **call_kwargs)
         if inspect.isawaitable(result):
             result = await result
-    except BaseException as exc:
-        await asyncio.to_thread(backend.finish, ticket, error=exc, duration_s=time.perf_counter() - started)
-        raise
-    finally:
-        _current_approval.reset(token)
-    await asyncio.to_thread(
-        lambda: backend.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
-    )
+        recording.done(result)
     await asyncio.to_thread(backend.flush)
     return result
 

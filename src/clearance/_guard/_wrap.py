@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from .._context import APPROVAL, get_session
+from .._context import get_session
 from ..errors import ConfigurationError, ToolCallBlocked
 from ..policy import Effect
 from . import _modes, _runtime
@@ -16,6 +16,7 @@ from ._backend import Backend
 from ._binding import Binder
 from ._governor import Approved, PendingApproval, Ticket
 from ._modes import Mode
+from ._recording import Recording
 from ._resume import Callbacks, OnApproval, OnDenial, set_callbacks
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -172,18 +173,9 @@ def _run(
 
     An edit that does not fit the function fails the call, recorded like any other failure.
     """
-    started = time.perf_counter()
-    token = APPROVAL.set(approved)
-    try:
+    with Recording(governor, ticket, approved) as recording:
         call_args, call_kwargs = _as_approved(binder, args, kwargs, approved)
-        result = fn(*call_args, **call_kwargs)
-    except BaseException as exc:
-        governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
-        raise
-    finally:
-        APPROVAL.reset(token)
-    governor.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
-    return result
+        return recording.done(fn(*call_args, **call_kwargs))
 
 
 async def _run_async(
@@ -195,18 +187,10 @@ async def _run_async(
     kwargs: dict[str, Any],
     approved: Approved | None,
 ) -> Any:
-    started = time.perf_counter()
-    token = APPROVAL.set(approved)
-    try:
+    """`_run` for coroutine functions."""
+    with Recording(governor, ticket, approved) as recording:
         call_args, call_kwargs = _as_approved(binder, args, kwargs, approved)
-        result = await fn(*call_args, **call_kwargs)
-    except BaseException as exc:
-        governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
-        raise
-    finally:
-        APPROVAL.reset(token)
-    governor.finish(ticket, error=None, duration_s=time.perf_counter() - started, result=result)
-    return result
+        return recording.done(await fn(*call_args, **call_kwargs))
 
 
 @overload

@@ -211,11 +211,7 @@ class RemoteGovernor:
                 if a["status"] != "pending":
                     return self._run_or_raise(ticket, a)
             except ServerError as exc:
-                if exc.status is not None and exc.status < 500:
-                    raise
-                if time.time() > give_up:
-                    raise ApprovalTimeout(ticket.approval_id, ticket.tool, f"{ticket.tool}: {exc}") from None
-                time.sleep(backoff)
+                time.sleep(_after_failure(ticket, exc, give_up, backoff))
                 backoff = min(backoff * 2, 10)
 
     def _run_or_raise(self, ticket: Ticket, a: dict[str, Any]) -> Approved:
@@ -298,11 +294,7 @@ class RemoteGovernor:
                     if a["status"] != "pending":
                         break
                 except ServerError as exc:
-                    if exc.status is not None and exc.status < 500:
-                        raise
-                    if time.time() > give_up:
-                        raise ApprovalTimeout(ticket.approval_id, ticket.tool, f"{ticket.tool}: {exc}") from None
-                    await asyncio.sleep(backoff)
+                    await asyncio.sleep(_after_failure(ticket, exc, give_up, backoff))
                     backoff = min(backoff * 2, 10)
         return await asyncio.to_thread(self._run_or_raise, ticket, a)  # the claim: one quick request
 
@@ -350,6 +342,21 @@ class RemoteGovernor:
         finally:
             self.spool.close()
             self.client.close()
+
+
+def _after_failure(ticket: Ticket, exc: ServerError, give_up: float, backoff: float) -> float:
+    """How long to wait before polling again after `exc`; raise it if retrying cannot help.
+
+    Raises:
+        ServerError: The server refused the request (a 4xx): asking again changes nothing.
+        ApprovalTimeout: The server stayed unreachable past the approval's expiry.
+    """
+    assert ticket.approval_id is not None
+    if exc.status is not None and exc.status < 500:
+        raise exc
+    if time.time() > give_up:
+        raise ApprovalTimeout(ticket.approval_id, ticket.tool, f"{ticket.tool}: {exc}") from None
+    return backoff
 
 
 def _view(a: dict[str, Any]) -> ApprovalView:

@@ -34,10 +34,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError('the LangChain integration needs its extra: pip install "clearance[langchain]"') from exc
 
 from .._canonical import to_plain
-from .._context import APPROVAL, get_session
+from .._context import get_session
 from .._guard import _runtime
 from .._guard._backend import Backend
 from .._guard._governor import Approved, Ticket
+from .._guard._recording import Recording
 from ..errors import ApprovalError, ToolCallBlocked
 from ..policy import Effect
 
@@ -111,7 +112,8 @@ class ClearanceMiddleware(AgentMiddleware):
                 approved = governor.wait(ticket)
             except ApprovalError as exc:
                 return _denied(request, exc, self.on_block)
-        return _run(governor, ticket, approved, lambda: handler(_approved_request(request, approved)))
+        with _Recording(governor, ticket, approved) as recording:
+            return recording.done(handler(_approved_request(request, approved)))
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]]
@@ -126,33 +128,16 @@ class ClearanceMiddleware(AgentMiddleware):
                 approved = await governor.wait_async(ticket)
             except ApprovalError as exc:
                 return _denied(request, exc, self.on_block)
-        started = time.perf_counter()
-        token = APPROVAL.set(approved)
-        try:
-            result = await handler(_approved_request(request, approved))
-        except BaseException as exc:
-            governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
-            raise
-        finally:
-            APPROVAL.reset(token)
-        governor.finish(
-            ticket, error=_error_of(result), duration_s=time.perf_counter() - started, result=_content(result)
-        )
-        return result
+        with _Recording(governor, ticket, approved) as recording:
+            return recording.done(await handler(_approved_request(request, approved)))
 
 
-def _run(governor: Backend, ticket: Ticket, approved: Approved | None, call: Callable[[], Any]) -> Any:
-    started = time.perf_counter()
-    token = APPROVAL.set(approved)
-    try:
-        result = call()
-    except BaseException as exc:
-        governor.finish(ticket, error=exc, duration_s=time.perf_counter() - started)
-        raise
-    finally:
-        APPROVAL.reset(token)
-    governor.finish(ticket, error=_error_of(result), duration_s=time.perf_counter() - started, result=_content(result))
-    return result
+class _Recording(Recording):
+    """A tool's error `ToolMessage` counts as a failed call; its content is the recorded result."""
+
+    def outcome(self, result: Any) -> tuple[BaseException | None, Any]:
+        """The failure a `ToolMessage` reports, and its content."""
+        return _error_of(result), _content(result)
 
 
 class _ToolError(Exception):

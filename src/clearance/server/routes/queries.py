@@ -76,28 +76,12 @@ async def search(
     )
 
 
-class SessionOut(BaseModel):
-    """A session at a glance."""
-
-    session: str
-    agent: str
-    first_at_us: int
-    last_at_us: int
-    events: int
-    tool_calls: int
-    blocked: int
-    llm_calls: int
-    cost_usd: Decimal
-    unpriced_llm_calls: int
-
-
 @router.get("/sessions", summary="Recent sessions")
 async def list_sessions(
     key: Caller, db: Db, agent: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[SessionOut]:
+) -> list[queries.SessionSummary]:
     """The most recently active sessions, newest first."""
-    found = await run_in_threadpool(lambda: queries.sessions(db, agent=_agent_for(key, agent), limit=limit))
-    return [SessionOut(**s.__dict__) for s in found]
+    return await run_in_threadpool(lambda: queries.sessions(db, agent=_agent_for(key, agent), limit=limit))
 
 
 @router.get("/sessions/{session_id}", summary="Every event of a session, in order")

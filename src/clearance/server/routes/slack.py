@@ -75,12 +75,7 @@ async def _clicked(request: Request, db: Database, slack: Slack, payload: dict[s
     channel = (payload.get("channel") or {}).get("id")
     who = _who(db, slack_user)
     if who is None:
-        why = f"Slack user {slack_user} is not a Clearance user: an admin maps them first"
-        await run_in_threadpool(
-            lambda: decisions.refuse(
-                db, approval_id, decisions.Decider(f"slack:{slack_user}"), approve=name != "deny", why=why
-            )
-        )
+        why = await _unmapped(db, approval_id, slack_user, approve=name != "deny")
         await run_in_threadpool(slack.tell, channel, slack_user, why)
         return Response(status_code=200)
     if name == "edit":
@@ -112,11 +107,7 @@ async def _submitted(request: Request, db: Database, payload: dict[str, Any], sl
         raise APIError(422, "a Slack view without its approval and values") from None
     who = _who(db, slack_user)
     if who is None:
-        why = f"Slack user {slack_user} is not a Clearance user: an admin maps them first"
-        await run_in_threadpool(
-            lambda: decisions.refuse(db, approval_id, decisions.Decider(f"slack:{slack_user}"), approve=True, why=why)
-        )
-        return _errors({"decision": why})
+        return _errors({"decision": await _unmapped(db, approval_id, slack_user, approve=True)})
     selected = ((values.get("decision") or {}).get("value") or {}).get("selected_option") or {}
     approve = selected.get("value", "approve") != "deny"
     note = ((values.get("note") or {}).get("value") or {}).get("value") or None
@@ -136,6 +127,14 @@ async def _submitted(request: Request, db: Database, payload: dict[str, Any], sl
         return _errors({"decision": str(exc)[:150]})
     longpoll.announce(request, "approvals")
     return Response(status_code=200)
+
+
+async def _unmapped(db: Database, approval_id: str, slack_user: str, *, approve: bool) -> str:
+    """Audit a decision from a Slack user who is no Clearance person; say why it was refused."""
+    why = f"Slack user {slack_user} is not a Clearance user: an admin maps them first"
+    who = decisions.Decider(f"slack:{slack_user}")
+    await run_in_threadpool(lambda: decisions.refuse(db, approval_id, who, approve=approve, why=why))
+    return why
 
 
 def _errors(errors: dict[str, str]) -> JSONResponse:
