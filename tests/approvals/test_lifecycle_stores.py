@@ -131,3 +131,18 @@ def test_a_read_inside_a_write_keeps_the_write(db: Database) -> None:
         cur.execute(db.sql("UPDATE approvals SET reason = 'kept' WHERE id = :id"), {"id": approval_id})
     after = approvals.get(db, approval_id)
     assert (after.note, after.reason) == ("inside", "kept")
+
+
+def test_failed_deliveries_back_off_and_give_up(db: Database) -> None:
+    approval_id = ask(db, 150, mode="webhook", webhook_url="http://127.0.0.1:9/hook")
+    _decisions.decide(db, approval_id, approve=False, by=LEAD)
+    now = outbox.for_approval(db, approval_id)[0][0].next_attempt_at_us
+    delays = []
+    for _ in range(outbox.MAX_ATTEMPTS):
+        [message] = outbox.claim_due(db, now_us=now)
+        after = outbox.record(db, message, now_us=now, status_code=503, error="HTTP 503", duration_ms=1.0)
+        delays.append((after.next_attempt_at_us - now) // 1_000_000)
+        now = after.next_attempt_at_us
+    assert delays[:4] == [1, 2, 4, 8]  # exponential backoff…
+    assert after.status == "failed" and after.attempts == outbox.MAX_ATTEMPTS  # …then given up
+    assert outbox.claim_due(db, now_us=now + 10**12) == []

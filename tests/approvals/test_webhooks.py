@@ -289,3 +289,42 @@ def test_the_server_delivers_signed_webhooks_and_shows_the_attempts(
         clearance.shutdown()
         receiver.stop()
         server.stop()
+
+
+def test_every_attempt_is_signed_afresh_under_the_same_event_id(app_env: dict[str, Any]) -> None:
+    """Retries carry the same Clearance-Webhook-Id (receivers drop duplicates by it)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            received.append((dict(self.headers), self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(500 if len(received) == 1 else 204)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        _, event_id = decided_webhook(app_env, approve=True)
+        db = _runtime.current().db  # type: ignore[attr-defined]
+        with db.write() as cur:  # point the pending webhook at this receiver
+            cur.execute(db.sql("UPDATE outbox SET url = :u"), {"u": f"http://127.0.0.1:{server.server_address[1]}/"})
+        from clearance._webhooks import deliver_due
+
+        assert deliver_due(db, SECRET) == 0  # the 500
+        with db.write() as cur:  # the retry is due now
+            cur.execute(db.sql("UPDATE outbox SET next_attempt_at_us = 0"))
+        assert deliver_due(db, SECRET) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    ids = [headers["Clearance-Webhook-Id"] for headers, _ in received]
+    assert ids == [event_id, event_id]
+    for headers, body in received:  # each attempt verifies on its own
+        assert verify_webhook(body, headers, SECRET)["id"] == event_id
