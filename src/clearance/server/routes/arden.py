@@ -19,7 +19,6 @@ from ...store import Database
 from ...store import _approvals as approvals
 from ...store import _events as events
 from ...store._keys import ApiKey
-from .. import _longpoll as longpoll
 from .._auth import current_key, database, require
 from .._errors import APIError
 from .approvals import decider
@@ -87,8 +86,6 @@ async def policy_check(body: ArdenCheck, request: Request, key: Agent) -> ArdenD
         args["_args"] = body.args
     session = (body.metadata or {}).get("session_id")
     call = await decide_for(request, key, body.tool_name, args, session if isinstance(session, str) else None)
-    if call.approval_id is not None:
-        longpoll.announce(request, "approvals")
     effect = call.decision.effect.value
     return ArdenDecision(
         decision=_DECISIONS[effect],  # type: ignore[arg-type]

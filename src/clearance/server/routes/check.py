@@ -151,7 +151,10 @@ async def decide_for(
         mode=mode,
         webhook_url=webhook_url,
     )
-    return await commits.run(step)
+    call = await commits.run(step)
+    if call.approval_id is not None:
+        longpoll.announce(request, "approvals")  # inboxes, Slack and the expiry sweeper see it at once
+    return call
 
 
 @router.post("/check", summary="Decide a call and record the decision (agent)")
@@ -174,8 +177,6 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
     call = await decide_for(
         request, key, body.tool, body.args, body.session_id, body.requested_by, body.approval_mode, body.webhook_url
     )
-    if call.approval_id is not None:
-        longpoll.announce(request, "approvals")  # inboxes and the expiry sweeper see it at once
     d = call.decision
     return CheckResponse(
         decision=d.effect.value,
