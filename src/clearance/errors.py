@@ -166,6 +166,10 @@ class ApprovalDenied(ApprovalError):
         super().__init__(approval_id, tool, f"{tool} denied by {decided_by}{suffix}")
 
 
+class ApprovalPending(ApprovalError):
+    """Nobody has decided the approval yet, so the call cannot run (or resume) now."""
+
+
 class ApprovalTimeout(ApprovalError):
     """Nobody decided before the approval expired, and its `on_timeout` denies the call."""
 

@@ -9,6 +9,7 @@ import click
 from ._approvals import approvals_group, approve, deny
 from ._audit import audit_group
 from ._common import friendly
+from ._mcp import mcp_proxy
 from ._policy import policy_group
 from ._server import db_group, keys_group, serve, users_group
 from ._usage import usage
@@ -53,5 +54,6 @@ main.add_command(db_group)
 main.add_command(keys_group)
 main.add_command(users_group)
 main.add_command(worker)
+main.add_command(mcp_proxy)
 
 __all__ = ["main"]

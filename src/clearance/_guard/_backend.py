@@ -22,7 +22,13 @@ class Backend(Protocol):
         ...
 
     def begin(
-        self, tool: str, args: dict[str, Any], session: str | None, mode: str = "wait", webhook_url: str | None = None
+        self,
+        tool: str,
+        args: dict[str, Any],
+        session: str | None,
+        mode: str = "wait",
+        webhook_url: str | None = None,
+        call_key: str | None = None,
     ) -> Ticket: ...
 
     def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float, result: Any = None) -> None: ...

@@ -27,6 +27,7 @@ from ..errors import (
     ApprovalAlreadyExecuted,
     ApprovalDenied,
     ApprovalError,
+    ApprovalPending,
     ApprovalTimeout,
     ClearanceError,
 )
@@ -191,9 +192,19 @@ class Governor:
     # -- deciding and recording -------------------------------------------------------------
 
     def begin(
-        self, tool: str, args: dict[str, Any], session: str | None, mode: str = "wait", webhook_url: str | None = None
+        self,
+        tool: str,
+        args: dict[str, Any],
+        session: str | None,
+        mode: str = "wait",
+        webhook_url: str | None = None,
+        call_key: str | None = None,
     ) -> Ticket:
-        """Decide a call and commit its record (and its approval, if one is needed, in `mode`)."""
+        """Decide a call and commit its record (and its approval, if one is needed, in `mode`).
+
+        With a `call_key` (a framework's tool-call id) a call asked about again gets its first
+        ticket back: see `record_call`.
+        """
         waiter: Waiter | None = None
 
         def listen() -> str:
@@ -212,10 +223,12 @@ class Governor:
                     args=args,
                     session=session or self.default_session,
                     prepend=queued,
-                    waiter=listen if mode != "webhook" else None,  # nobody here waits for a webhook
+                    # nobody here waits for a webhook, nor for a framework's own pause
+                    waiter=listen if mode in ("wait", "async") else None,
                     requested_by=get_user(),
                     mode=mode,
                     webhook_url=webhook_url,
+                    call_key=call_key,
                 )
         except BaseException:
             if waiter is not None:
@@ -314,7 +327,8 @@ class Governor:
 
         Raises:
             ApprovalNotFound: No such approval.
-            ApprovalError: Still pending, or may not run (denied, timed out, ran already).
+            ApprovalPending: Nobody has decided yet.
+            ApprovalError: It may not run (denied, timed out, ran already).
         """
         a = approvals.get(self.db, approval_id)
         if a.status == "pending" and a.expires_at_us <= now_us():
@@ -324,7 +338,7 @@ class Governor:
         ticket = ticket_for(a.id, a.call_id, a.tool, a.session or self.default_session, a.args_hash, a.reason)
         ticket.executed_args_hash = a.edited_args_hash
         if a.status == "pending":
-            raise ApprovalError(a.id, a.tool, f"approval {a.id} is still pending: nobody has decided yet")
+            raise ApprovalPending(a.id, a.tool, f"approval {a.id} is still pending: nobody has decided yet")
         return ticket, settle(ticket, _view(a)), a.executed_args
 
     def wait(self, ticket: Ticket) -> Approved:

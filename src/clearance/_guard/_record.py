@@ -14,6 +14,7 @@ from typing import Any
 from .._canonical import canonical_json, for_record, redact, sha256_hex
 from .._clock import now_us
 from .._pricing import ModelPrice, Price, price
+from ..errors import ApprovalError
 from ..policy import Decision, Effect, Policy
 from ..store import Database
 from ..store import _approvals as approvals
@@ -121,12 +122,20 @@ def record_call(
     requested_by: str | None = None,
     mode: str = "wait",
     webhook_url: str | None = None,
+    call_key: str | None = None,
 ) -> RecordedCall:
     """Decide a call from `policy` and commit its record, after the `prepend` records.
 
     Its pending approval, if the decision requires one, is committed in the same transaction.
     Facts are read inside that transaction, so two writers cannot both pass a cap. `waiter`
     gives the address the approval's waiter listens on (SDK only).
+
+    `call_key` is the framework's own id of the call (its tool-call id). A framework that
+    pauses natively runs its hook again on resume; with the same key, the call's approval is
+    found and returned instead of deciding and recording the call a second time.
+
+    Raises:
+        ApprovalError: The key's approval holds other arguments than these.
     """
     step = call_recorder(
         db,
@@ -141,6 +150,7 @@ def record_call(
         requested_by=requested_by,
         mode=mode,
         webhook_url=webhook_url,
+        call_key=call_key,
     )
     with db.write() as cur:
         return step(cur)
@@ -160,6 +170,7 @@ def call_recorder(
     requested_by: str | None = None,
     mode: str = "wait",
     webhook_url: str | None = None,
+    call_key: str | None = None,
 ) -> Callable[[Any], RecordedCall]:
     """`record_call` in two steps, so a server can commit many calls at once.
 
@@ -172,6 +183,10 @@ def call_recorder(
     call_id = events.new_id("call")
 
     def record(cur: Any) -> RecordedCall:
+        if call_key is not None and (earlier := approvals.by_key(db, cur, agent, call_key)) is not None:
+            if prepend:
+                events.append(db, cur, list(prepend))
+            return _recorded_before(earlier, tool, prepared)
         fact_values: dict[str, Any] = {}
         if plan.facts:
             fact_values, fact_errors = facts.compute(
@@ -229,6 +244,7 @@ def call_recorder(
                     "created_at_us": at,
                     "expires_at_us": expires,
                     "waiter": waiter() if waiter else None,
+                    "call_key": call_key,
                 },
             )
             batch.append(
@@ -256,6 +272,22 @@ def call_recorder(
         return RecordedCall(call_id, session, decision, prepared.args_hash, prepared.recorded, approval_id, expires)
 
     return record
+
+
+def _recorded_before(earlier: approvals.Approval, tool: str, prepared: Prepared) -> RecordedCall:
+    """The call a replayed hook asks about again: as recorded the first time."""
+    if earlier.tool != tool or earlier.args_hash != prepared.args_hash:
+        raise ApprovalError(
+            earlier.id,
+            tool,
+            f"tool call {earlier.call_key!r} was put to approval as {earlier.tool} with other arguments;"
+            " a replayed call must be the same call",
+        )
+    decision = Decision(Effect.REQUIRE_APPROVAL, earlier.reason, earlier.rule_ids, (), None, earlier.policy_revision)
+    session = earlier.session or ""
+    return RecordedCall(
+        earlier.call_id, session, decision, earlier.args_hash, earlier.shown_args, earlier.id, earlier.expires_at_us
+    )
 
 
 def _explain_fact_errors(decision: Decision, fact_errors: dict[str, str]) -> Decision:

@@ -127,12 +127,9 @@ def configure(
 
 def _install_integrations() -> None:
     """Install Clearance into the frameworks this process has installed (each once)."""
-    import importlib.util
+    from ..integrations import install_all
 
-    if importlib.util.find_spec("langchain") is not None and importlib.util.find_spec("langchain_core") is not None:
-        from ..integrations import langchain
-
-        langchain.install()
+    install_all()
 
 
 def current() -> Backend:

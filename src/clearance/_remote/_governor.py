@@ -36,8 +36,8 @@ from .._guard._record import decided_event, llm_event, prepare
 from .._settings import Settings
 from ..errors import (
     ApprovalAlreadyExecuted,
-    ApprovalError,
     ApprovalNotFound,
+    ApprovalPending,
     ApprovalTimeout,
     ConfigurationError,
     ServerError,
@@ -106,7 +106,13 @@ class RemoteGovernor:
     # -- deciding and recording -------------------------------------------------------------
 
     def begin(
-        self, tool: str, args: dict[str, Any], session: str | None, mode: str = "wait", webhook_url: str | None = None
+        self,
+        tool: str,
+        args: dict[str, Any],
+        session: str | None,
+        mode: str = "wait",
+        webhook_url: str | None = None,
+        call_key: str | None = None,
     ) -> Ticket:
         """Decide a call (locally or on the server) and commit its record before it runs."""
         policy = self.sync.policy
@@ -124,6 +130,8 @@ class RemoteGovernor:
                 body["approval_mode"] = mode
             if mode == "webhook":
                 body["webhook_url"] = webhook_url
+            if call_key is not None:
+                body["call_key"] = call_key
             answer = self.client.call("POST", "/v1/check", json=body)
         except ServerError as exc:
             allow = plan.when_server_unreachable == "allow" and (exc.status is None or exc.status >= 500)
@@ -256,7 +264,8 @@ class RemoteGovernor:
 
         Raises:
             ApprovalNotFound: No such approval (for this agent).
-            ApprovalError: Still pending, or may not run (denied, timed out, ran already).
+            ApprovalPending: Nobody has decided yet.
+            ApprovalError: It may not run (denied, timed out, ran already).
         """
         try:
             a = self.client.call("GET", f"/v1/approvals/{approval_id}").json()
@@ -269,7 +278,7 @@ class RemoteGovernor:
         )
         ticket.executed_args_hash = a.get("edited_args_hash")
         if a["status"] == "pending":
-            raise ApprovalError(a["id"], a["tool"], f"approval {a['id']} is still pending: nobody has decided yet")
+            raise ApprovalPending(a["id"], a["tool"], f"approval {a['id']} is still pending: nobody has decided yet")
         return ticket, settle(ticket, _view(a)), a["executed_args"]
 
     async def wait_async(self, ticket: Ticket) -> Approved:

@@ -1,1 +1,45 @@
-"""Framework integrations: import the one you use (each needs its extra)."""
+"""Clearance inside agent frameworks: each module governs one framework's tool calls and records its LLM usage.
+
+`clearance.configure()` calls `install_all()`: each framework already imported is governed at
+once, and any other the moment the application imports it — so `configure()` imports no
+framework itself, and tools made before or after it are governed alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+
+from ._imports import when_imported
+
+# (the top-level module the application imports, the module here that governs its framework)
+FRAMEWORKS = (
+    ("langchain_core", "langchain"),
+    ("agents", "agents"),
+    ("mcp", "mcp"),
+)
+_installed: set[str] = set()
+log = logging.getLogger("clearance")
+
+
+def _installer(module: str) -> Callable[[], None]:
+    def install() -> None:
+        if module in _installed:
+            return
+        try:
+            integration = importlib.import_module(f"{__name__}.{module}")
+        except ImportError as exc:  # a companion package is missing: say so, break nothing
+            log.warning("Clearance does not govern %s here: %s", module, exc)
+            return
+        integration.install()  # a version it cannot govern safely raises here, loudly
+        _installed.add(module)
+
+    return install
+
+
+def install_all() -> None:
+    """Install Clearance into every framework: now if imported, else when first imported."""
+    for top, module in FRAMEWORKS:
+        if module not in _installed:
+            when_imported(top, _installer(module))

@@ -57,6 +57,7 @@ _FIELDS = (
     "slack_channel",
     "slack_ts",
     "slack_shown",
+    "call_key",
 )
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM approvals"
 
@@ -102,7 +103,11 @@ class Approval:
         error: Its error, if it failed.
         finished_at_us: When it finished.
         quorum: How many approvers must approve.
-        mode: wait, async or webhook.
+        mode: wait, async, webhook, or pause (a framework's own pause resumes the call).
+        slack_channel: The Slack channel of its message, once posted.
+        slack_ts: That message's timestamp (its id in Slack).
+        slack_shown: The state the message shows.
+        call_key: The framework's id of the call (its tool-call id), unique per agent.
     """
 
     id: str
@@ -145,6 +150,7 @@ class Approval:
     slack_channel: str | None = None
     slack_ts: str | None = None
     slack_shown: str | None = None
+    call_key: str | None = None
 
     @property
     def executed_args(self) -> dict[str, Any]:
@@ -204,6 +210,7 @@ def _from_row(row: Sequence[Any]) -> Approval:
         slack_channel=r["slack_channel"],
         slack_ts=r["slack_ts"],
         slack_shown=r["slack_shown"],
+        call_key=r["call_key"],
     )
 
 
@@ -225,6 +232,13 @@ def get(db: Database, approval_id: str) -> Approval:
     if found is None:
         raise ApprovalNotFound(f"no approval has the id {approval_id!r}")
     return found
+
+
+def by_key(db: Database, cur: Any, agent: str, call_key: str) -> Approval | None:
+    """The approval of `agent`'s call with this framework id, if one was requested."""
+    cur.execute(db.sql(f"{_SELECT} WHERE agent = :agent AND call_key = :key"), {"agent": agent, "key": call_key})
+    row = cur.fetchone()
+    return _from_row(row) if row else None
 
 
 def _get(db: Database, cur: Any, approval_id: str) -> Approval | None:

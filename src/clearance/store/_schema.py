@@ -6,7 +6,7 @@ the same tables for queries and are checked against the migrations by a test.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Float, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import BigInteger, Float, Index, Integer, MetaData, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 _ID = String(40)
@@ -102,8 +102,12 @@ class ApprovalRow(Base):
     slack_ts: Mapped[str | None] = mapped_column(String(40))
     slack_shown: Mapped[str | None] = mapped_column(String(40))
     slack_claimed_at_us: Mapped[int | None] = mapped_column(BigInteger)
+    call_key: Mapped[str | None] = mapped_column(String(200))
 
-    __table_args__ = (Index("ix_approvals_status_expires", "status", "expires_at_us"),)
+    __table_args__ = (
+        Index("ix_approvals_status_expires", "status", "expires_at_us"),
+        UniqueConstraint("agent", "call_key", name="uq_approvals_agent_call_key"),
+    )
 
 
 class PolicyRevisionRow(Base):

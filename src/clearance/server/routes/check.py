@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..._clock import now_us
 from ..._guard._record import RecordedCall, call_recorder
+from ...errors import ApprovalError
 from ...policy import Policy, parse_policy
 from ...store import Database
 from ...store import _events as events
@@ -42,8 +43,15 @@ class CheckRequest(BaseModel):
     requested_by: str | None = Field(
         default=None, min_length=1, max_length=200, description="the person the agent acts for (may not approve)"
     )
-    approval_mode: Literal["wait", "async", "webhook"] = Field(
-        default="wait", description="how the agent waits for an approval this call needs"
+    approval_mode: Literal["wait", "async", "webhook", "pause"] = Field(
+        default="wait",
+        description="how the agent waits for an approval this call needs (pause: its framework's own pause)",
+    )
+    call_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the framework's id of the call (tool-call id): asked again, the call's approval is returned",
     )
     webhook_url: str | None = Field(
         default=None,
@@ -126,6 +134,7 @@ async def decide_for(
     requested_by: str | None = None,
     mode: str = "wait",
     webhook_url: str | None = None,
+    call_key: str | None = None,
 ) -> RecordedCall:
     """Decide and record a call for an agent key, with the policy active for its agent.
 
@@ -150,6 +159,7 @@ async def decide_for(
         requested_by=requested_by,
         mode=mode,
         webhook_url=webhook_url,
+        call_key=call_key,
     )
     call = await commits.run(step)
     if call.approval_id is not None:
@@ -174,9 +184,20 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
                 "this server does not send webhooks there (CLEARANCE_WEBHOOK_ALLOWED)",
                 details=[{"location": "body.webhook_url", "message": body.webhook_url}],
             )
-    call = await decide_for(
-        request, key, body.tool, body.args, body.session_id, body.requested_by, body.approval_mode, body.webhook_url
-    )
+    try:
+        call = await decide_for(
+            request,
+            key,
+            body.tool,
+            body.args,
+            body.session_id,
+            body.requested_by,
+            body.approval_mode,
+            body.webhook_url,
+            body.call_key,
+        )
+    except ApprovalError as exc:  # a replayed call_key with other arguments
+        raise APIError(409, str(exc), details=[{"location": "body.call_key", "message": exc.approval_id}]) from exc
     d = call.decision
     return CheckResponse(
         decision=d.effect.value,

@@ -1,0 +1,87 @@
+"""`clearance mcp-proxy`: an MCP server that governs every tool call to the MCP servers behind it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from ._common import friendly, safe
+
+if TYPE_CHECKING:
+    from ..integrations.mcp import Proxy
+
+
+@click.command("mcp-proxy")
+@click.option(
+    "--upstream",
+    "upstreams",
+    multiple=True,
+    required=True,
+    metavar="NAME=TARGET",
+    help="An MCP server to front: a command line (stdio) or an http(s):// URL (streamable HTTP); repeatable.",
+)
+@click.option(
+    "--http",
+    "http",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.",
+)
+@click.option(
+    "--approval-wait",
+    default=45.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds a call waits for a pending approval before answering that it is pending.",
+)
+@friendly
+def mcp_proxy(upstreams: tuple[str, ...], http: str | None, approval_wait: float) -> None:
+    """Front MCP servers and apply policy to every tools/call, so any MCP client is governed.
+
+    Configured like an agent (CLEARANCE_POLICY and CLEARANCE_DATABASE_URL, or CLEARANCE_SERVER_URL
+    and CLEARANCE_API_KEY; CLEARANCE_AGENT names it). A call that needs approval waits for the
+    decision up to --approval-wait seconds; after that the client is told the approval is
+    pending, and the same call made again picks up that approval instead of asking anew.
+    """
+    import anyio
+
+    from .._guard import _runtime
+    from ..integrations.mcp import Proxy, upstream_target
+
+    targets = {}
+    for spec in upstreams:
+        name, sep, target = spec.partition("=")
+        if not sep or not name.strip():
+            raise click.UsageError(f"--upstream {spec!r}: write NAME=COMMAND or NAME=URL")
+        if name.strip() in targets:
+            raise click.UsageError(f"--upstream {name.strip()!r} is given twice")
+        targets[name.strip()] = upstream_target(target)
+    _runtime.current()  # configure now: a bad configuration fails here, before any client connects
+    proxy = Proxy(targets, approval_wait=approval_wait)
+    if http is None:
+        anyio.run(_stdio, proxy)
+        return
+    host, sep, port = http.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.UsageError(f"--http {http!r}: write HOST:PORT")
+    click.echo(f"clearance mcp-proxy: serving http://{safe(host)}:{port}/mcp", err=True)
+    anyio.run(_http, proxy, host, int(port))
+
+
+async def _stdio(proxy: Proxy) -> None:
+    from mcp.server.stdio import stdio_server
+
+    async with proxy.connected():
+        server = proxy.server()
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+
+
+async def _http(proxy: Proxy, host: str, port: int) -> None:
+    import uvicorn
+
+    async with proxy.connected():
+        app = proxy.server().streamable_http_app(host=host)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        await uvicorn.Server(config).serve()

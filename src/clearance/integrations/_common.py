@@ -1,0 +1,116 @@
+"""What every framework integration shares: deciding a call, refusing it, resuming a paused one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from .._canonical import to_plain
+from .._context import get_session
+from .._guard import _runtime
+from .._guard._backend import Backend
+from .._guard._governor import Approved, Ticket
+from ..errors import ApprovalError, ToolCallBlocked
+from ..policy import Effect
+
+OnBlock = Literal["message", "raise"]
+
+
+def refusal_text(exc: ToolCallBlocked | ApprovalError) -> str:
+    """What the model is told when a call does not run: the reason, so it can tell the user."""
+    if isinstance(exc, ToolCallBlocked):
+        return f"Blocked by policy: {exc.reason}"
+    return f"Not approved: {exc}"
+
+
+def blocked(ticket: Ticket) -> ToolCallBlocked:
+    """The error of a call policy blocked."""
+    return ToolCallBlocked(ticket.tool, ticket.decision.reason, ticket.decision.rule_ids, ticket.call_id)
+
+
+def begin(tool: str, args: dict[str, Any], *, call_key: str | None = None) -> tuple[Backend, Ticket]:
+    """Decide and record a call in the current session.
+
+    With a `call_key` (the framework's tool-call id) the approval, if one is needed, waits for
+    the framework's own pause (mode `pause`), and a hook replayed on resume gets the first
+    ticket back instead of a second record.
+
+    Raises:
+        ToolCallBlocked: Policy blocks the call.
+        ApprovalError: The key's approval holds other arguments.
+    """
+    governor = _runtime.current()
+    mode = "pause" if call_key is not None else "wait"
+    ticket = governor.begin(tool, args, get_session(), mode=mode, call_key=call_key)
+    if ticket.decision.effect is Effect.BLOCK:
+        raise blocked(ticket)
+    return governor, ticket
+
+
+def claim_approved(governor: Backend, ticket: Ticket) -> tuple[Ticket, Approved]:
+    """Claim a paused call whose approval was decided, to run it here (exactly once anywhere).
+
+    Returns the ticket to record its outcome under, and the approval (with any edits).
+
+    Raises:
+        ApprovalPending: Nobody has decided yet.
+        ApprovalError: Denied, expired, cancelled — or it ran already elsewhere.
+    """
+    assert ticket.approval_id is not None
+    decided, approved, _ = governor.approved_call(ticket.approval_id)
+    governor.claim(decided)
+    return decided, approved
+
+
+def status(governor: Backend, ticket: Ticket) -> Approved | None:
+    """The approval of a paused call once approved (None when the call needs none).
+
+    Raises:
+        ApprovalPending: Nobody has decided yet.
+        ApprovalError: It may not run (denied, expired, cancelled, ran already).
+    """
+    if ticket.approval_id is None:
+        return None
+    return governor.approved_call(ticket.approval_id)[1]
+
+
+def normalise(args: Mapping[str, Any], schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The arguments as the tool will receive them: whole numbers where its schema wants numbers become floats.
+
+    Models write `850` for a `float` parameter; the framework passes `850.0`. Deciding (and
+    showing the approver) the coerced value keeps the decision, the approval and the run alike.
+    """
+    properties = (schema or {}).get("properties") or {}
+    out: dict[str, Any] = {}
+    for name, value in args.items():
+        spec = properties.get(name) if isinstance(properties, Mapping) else None
+        if isinstance(value, int) and not isinstance(value, bool) and _wants_number(spec):
+            value = float(value)
+        out[name] = value
+    plain = to_plain(out)
+    assert isinstance(plain, dict)
+    return plain
+
+
+def _wants_number(spec: Any) -> bool:
+    if not isinstance(spec, Mapping):
+        return False
+    kind = spec.get("type")
+    if kind == "number" or (isinstance(kind, list) and "number" in kind and "integer" not in kind):
+        return True
+    options = spec.get("anyOf") or spec.get("oneOf") or ()
+    kinds = {o.get("type") for o in options if isinstance(o, Mapping)}
+    return "number" in kinds and "integer" not in kinds
+
+
+def parse_json_args(raw: str | None) -> dict[str, Any]:
+    """A model's JSON arguments as a dict.
+
+    Raises:
+        ValueError: They are not a JSON object.
+    """
+    value = json.loads(raw or "{}")
+    if not isinstance(value, dict):
+        raise ValueError("the arguments are not a JSON object")
+    return value

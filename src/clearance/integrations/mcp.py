@@ -1,0 +1,264 @@
+"""MCP: every `tools/call` a client sends is governed, and `clearance mcp-proxy` fronts MCP servers.
+
+- `install()` (done by `clearance.configure()` when the MCP SDK is imported): the SDK has no
+  outgoing middleware, so `ClientSession.call_tool` — which every client call goes through — is
+  wrapped (after a version check). A blocked or denied call returns a `CallToolResult` with
+  `isError` and the reason as its text, so the agent continues and can tell the user; an
+  approval is awaited without blocking the event loop, and an approver's edit is what is sent.
+- `Proxy`: the engine of `clearance mcp-proxy`, an MCP server that lists the tools of one or
+  more upstream servers and applies policy to each `tools/call` before forwarding it.
+
+Needs `pip install "clearance[mcp]"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+try:
+    import mcp_types as types
+    from mcp import Client, ClientSession, StdioServerParameters
+    from mcp.server.lowlevel import Server
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError('the MCP integration needs its extra: pip install "clearance[mcp]"') from exc
+
+from .._canonical import canonical_json, sha256_hex
+from .._guard import _runtime
+from .._guard._governor import Approved, Ticket
+from .._guard._recording import Recording
+from .._notify import FALLBACK_SECONDS
+from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
+from ._common import OnBlock, begin, refusal_text
+from ._versions import check_version
+
+# Set while a call is governed by an outer layer (the proxy, an Agents SDK tool), so the
+# client-side hook below does not decide and record it a second time.
+_GOVERNED: contextvars.ContextVar[bool] = contextvars.ContextVar("clearance_mcp_governed", default=False)
+_MARK = "__clearance_governed__"
+
+
+def error_result(text: str) -> types.CallToolResult:
+    """The tool-error result MCP clients show the model."""
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+
+
+class _Recording(Recording):
+    """An `isError` result counts as a failed call."""
+
+    def outcome(self, result: Any) -> tuple[BaseException | None, Any]:
+        text = _text_of(result)
+        if getattr(result, "is_error", False):
+            return RuntimeError(text[:2000]), None
+        return None, text
+
+
+def _text_of(result: Any) -> str:
+    parts = [getattr(c, "text", "") for c in getattr(result, "content", None) or ()]
+    return "\n".join(p for p in parts if p)
+
+
+async def governed_call(
+    name: str,
+    arguments: dict[str, Any] | None,
+    send: Callable[[dict[str, Any] | None], Awaitable[Any]],
+    *,
+    on_block: OnBlock = "message",
+) -> Any:
+    """Decide `name(arguments)`, wait for an approval if one is needed, then `send` (maybe as edited) and record."""
+    args = dict(arguments or {})
+    try:
+        governor, ticket = begin(name, args)
+        approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
+    except (ToolCallBlocked, ApprovalError) as exc:
+        if on_block == "raise":
+            raise
+        return error_result(refusal_text(exc))
+    return await _send(governor, ticket, approved, args, send)
+
+
+async def _send(
+    governor: Any,
+    ticket: Ticket,
+    approved: Approved | None,
+    args: dict[str, Any],
+    send: Callable[[dict[str, Any] | None], Awaitable[Any]],
+) -> Any:
+    run_args = approved.args if approved is not None and approved.args is not None else args
+    token = _GOVERNED.set(True)
+    try:
+        with _Recording(governor, ticket, approved) as recording:
+            return recording.done(await send(run_args))
+    finally:
+        _GOVERNED.reset(token)
+
+
+_installed = False
+
+
+def install() -> None:
+    """Govern every `ClientSession.call_tool` in this process (idempotent).
+
+    Raises:
+        ConfigurationError: This MCP SDK version is not one Clearance was tested with.
+    """
+    global _installed
+    if _installed:
+        return
+    import importlib.metadata
+
+    check_version("mcp", importlib.metadata.version("mcp"), minimum=(1, 20), below=(3, 0))
+    original = ClientSession.call_tool
+    if getattr(original, _MARK, False):
+        return
+
+    async def call_tool(
+        self: ClientSession, name: str, arguments: dict[str, Any] | None = None, *a: Any, **kw: Any
+    ) -> Any:
+        if _GOVERNED.get():
+            return await original(self, name, arguments, *a, **kw)
+        return await governed_call(name, arguments, lambda args: original(self, name, args, *a, **kw))
+
+    setattr(call_tool, _MARK, True)
+    ClientSession.call_tool = call_tool  # type: ignore[method-assign]
+    _installed = True
+
+
+# -- the proxy ------------------------------------------------------------------------------------
+
+
+def upstream_target(spec: str) -> StdioServerParameters | str:
+    """`http(s)://…` (streamable HTTP) or a command line (stdio) as an MCP client target.
+
+    Raises:
+        ConfigurationError: Empty.
+    """
+    import shlex
+
+    spec = spec.strip()
+    if not spec:
+        raise ConfigurationError("an upstream MCP server needs a command or an http(s):// URL")
+    if spec.startswith(("http://", "https://")):
+        return spec
+    command, *args = shlex.split(spec)
+    return StdioServerParameters(command=command, args=args)
+
+
+class Proxy:
+    """Lists the tools of its upstream servers and governs every call to them.
+
+    With one upstream its tools keep their names; with several each is named
+    `<upstream>__<tool>`, and policy names the tools that way.
+
+    Args:
+        upstreams: Upstream name → target (`upstream_target`).
+        approval_wait: How long a call waits for a pending approval (seconds) before it answers
+            that the approval is pending; MCP clients time calls out (often after 60 s).
+    """
+
+    def __init__(self, upstreams: dict[str, StdioServerParameters | str], *, approval_wait: float = 45.0) -> None:
+        if not upstreams:
+            raise ConfigurationError("mcp-proxy needs at least one --upstream")
+        self.upstreams = upstreams
+        self.approval_wait = approval_wait
+        self.clients: dict[str, Client] = {}
+        self.routes: dict[str, tuple[str, str]] = {}  # exposed name → (upstream, its tool name)
+        self.pending: dict[tuple[str, str], Ticket] = {}  # (tool, args hash) → a call still awaiting a human
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[Proxy]:
+        """Connect to every upstream for the life of the block."""
+        async with contextlib.AsyncExitStack() as stack:
+            for name, target in self.upstreams.items():
+                self.clients[name] = await stack.enter_async_context(Client(target))
+            yield self
+
+    def _exposed(self, upstream: str, tool: str) -> str:
+        return tool if len(self.upstreams) == 1 else f"{upstream}__{tool}"
+
+    async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
+        """Every upstream's tools, under their exposed names."""
+        tools = []
+        for upstream, client in self.clients.items():
+            listed = await client.list_tools()
+            for tool in listed.tools:
+                exposed = self._exposed(upstream, tool.name)
+                self.routes[exposed] = (upstream, tool.name)
+                tools.append(tool.model_copy(update={"name": exposed}))
+        return types.ListToolsResult(tools=tools)
+
+    async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        """Decide the call; forward it when allowed or approved; answer a refusal as a tool error."""
+        if params.name not in self.routes:
+            await self.list_tools(ctx, None)
+        route = self.routes.get(params.name)
+        if route is None:
+            return error_result(f"there is no tool called {params.name!r}")
+        upstream, tool = route
+        client = self.clients[upstream]
+        args = dict(params.arguments or {})
+
+        async def send(run_args: dict[str, Any] | None) -> types.CallToolResult:
+            return await client.call_tool(tool, run_args)
+
+        try:
+            governor, ticket = self._retried(params.name, args) or begin(params.name, args)
+            approved = None
+            if ticket.approval_id is not None:
+                decided = await self._wait(governor, ticket, params.name)
+                if decided is None:
+                    return error_result(
+                        f"Waiting for approval {ticket.approval_id}: {ticket.decision.reason}. Nothing ran yet."
+                        " Call this tool again with the same arguments once a person has approved it."
+                    )
+                ticket, approved = decided
+        except (ToolCallBlocked, ApprovalError) as exc:
+            return error_result(refusal_text(exc))
+        return await _send(governor, ticket, approved, args, send)  # type: ignore[no-any-return]
+
+    def _retried(self, tool: str, args: dict[str, Any]) -> tuple[Any, Ticket] | None:
+        """The pending call a retry with the same tool and arguments asks about again."""
+        key = (tool, sha256_hex(canonical_json(args)))
+        ticket = self.pending.pop(key, None)
+        return (_runtime.current(), ticket) if ticket is not None else None
+
+    async def _wait(self, governor: Any, ticket: Ticket, tool: str) -> tuple[Ticket, Approved] | None:
+        """The decided call and its approval; None when nobody decided within `approval_wait`.
+
+        An undecided call is kept, so a retry with the same arguments picks it up instead of
+        asking for a second approval. Woken by push when the decision arrives here.
+        """
+        assert ticket.approval_id is not None
+        deadline = time.monotonic() + self.approval_wait
+        try:
+            while True:
+                try:
+                    decided, approved, _ = governor.approved_call(ticket.approval_id)
+                except ApprovalPending:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self.pending[(tool, ticket.args_hash)] = ticket
+                        return None
+                    if ticket.waiter is not None:
+                        await ticket.waiter.wait_async(min(left, FALLBACK_SECONDS))
+                    else:
+                        await asyncio.sleep(min(left, 0.25))
+                    continue
+                governor.claim(decided)
+                return decided, approved
+        finally:
+            if ticket.waiter is not None:
+                ticket.waiter.close()
+                ticket.waiter = None
+
+    def server(self) -> Server[Any]:
+        """The MCP server the proxy serves (stdio or streamable HTTP)."""
+        return Server(
+            "clearance-mcp-proxy",
+            on_list_tools=self.list_tools,
+            on_call_tool=self.call_tool,
+        )

@@ -1,0 +1,54 @@
+"""`configure()` governs frameworks without importing them, and `import clearance` imports none."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..conftest import REPO
+
+FRAMEWORKS = ("langchain", "langgraph", "langchain_core", "agents", "mcp", "google", "llama_index", "ag2", "crewai")
+
+
+def _run(code: str, tmp_path: Path) -> str:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\ntools: {}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+        "CLEARANCE_POLICY": str(policy),
+        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
+    }
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_import_clearance_imports_no_framework(tmp_path: Path) -> None:
+    code = f"import sys, clearance; print(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS}))"
+    assert _run(code, tmp_path) == "[]"
+
+
+def test_configure_imports_no_framework_and_governs_one_imported_later(tmp_path: Path) -> None:
+    code = f"""
+import sys, clearance
+from clearance import integrations
+clearance.configure()
+print(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS}))
+import agents  # imports mcp too: both are governed
+print(sorted(integrations._installed))
+print(getattr(agents.Agent.get_all_tools, "__clearance_governed__", False))
+"""
+    assert _run(code, tmp_path).splitlines() == ["[]", "['agents', 'mcp']", "True"]
+
+
+def test_a_framework_imported_before_configure_is_installed_at_once(tmp_path: Path) -> None:
+    code = """
+import agents, clearance
+from clearance import integrations
+clearance.configure()
+print(sorted(integrations._installed))
+"""
+    assert _run(code, tmp_path) == "['agents', 'mcp']"
