@@ -28,6 +28,7 @@ bench: install-dev
 	$(BIN)/python bench/approval_wake.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/server.py
+	$(BIN)/python bench/frameworks.py
 
 demo: install
 	$(BIN)/clearance demo

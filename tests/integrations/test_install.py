@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..conftest import REPO
 
@@ -52,3 +53,20 @@ clearance.configure()
 print(sorted(integrations._installed))
 """
     assert _run(code, tmp_path) == "['agents', 'mcp']"
+
+
+def test_a_replayed_call_key_gets_its_first_ticket_and_other_arguments_are_refused(configure: Any) -> None:
+    import pytest
+
+    import clearance
+    from clearance.integrations._common import begin
+
+    from ._shared import POLICY, records
+
+    gov = configure(POLICY)
+    _, first = begin("issue_refund", {"order_id": "A-1", "amount": 850.0}, call_key="call_9")
+    _, again = begin("issue_refund", {"order_id": "A-1", "amount": 850.0}, call_key="call_9")
+    assert (again.call_id, again.approval_id) == (first.call_id, first.approval_id) and first.approval_id
+    with pytest.raises(clearance.ApprovalError, match="other arguments"):
+        begin("issue_refund", {"order_id": "A-1", "amount": 9.0}, call_key="call_9")
+    assert len(records(gov, "tool_call.decided")) == 1

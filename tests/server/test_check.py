@@ -161,3 +161,25 @@ def test_concurrent_checks_committed_together_still_respect_a_cap(
         assert verify(db).ok
     finally:
         db.close()
+
+
+def test_a_call_key_asked_again_returns_its_approval_and_records_nothing_new(
+    client: TestClient, keys_and_policy: dict[str, dict[str, str]], server_db: str
+) -> None:
+    """A framework's hook replayed on resume (LangGraph, the Agents SDK) asks with the same tool-call id."""
+    agent, other = keys_and_policy["agent"], keys_and_policy["other"]
+    body = {"tool": "issue_refund", "args": {"amount": 500}, "approval_mode": "pause", "call_key": "call_1"}
+    first = client.post("/v1/check", headers=agent, json=body).json()
+    again = client.post("/v1/check", headers=agent, json=body).json()
+    assert first["approval_id"] and again["approval_id"] == first["approval_id"]
+    assert again["call_id"] == first["call_id"] and again["decision"] == "require_approval"
+    swapped = client.post("/v1/check", headers=agent, json={**body, "args": {"amount": 900}})
+    assert swapped.status_code == 409 and "other arguments" in swapped.json()["error"]["message"]
+    # Keys are per agent: another agent's call_1 is its own call.
+    theirs = client.post("/v1/check", headers=other, json=body).json()
+    assert theirs["approval_id"] != first["approval_id"]
+    db = Database(server_db)
+    assert len(list(query(db, EventFilter(kind="tool_call.decided")))) == 2
+    [mine] = [a for a in approvals.listing(db) if a.agent == "refunds"]
+    assert mine.mode == "pause" and mine.call_key == "call_1" and mine.waiter is None
+    db.close()

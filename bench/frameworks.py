@@ -1,0 +1,211 @@
+"""Per-tool-call overhead inside real agents: an OpenAI Agents SDK agent and a LangGraph agent.
+
+Each run makes CALLS allowed tool calls (scripted model, no network). Measured three ways:
+without governance; with Clearance (decided in-process, recorded in SQLite before the tool
+runs); and the incumbent's approach — one HTTP round trip per call to a policy service, here a
+local keep-alive server that answers "allow" at once (a SaaS adds the internet's latency on
+top). Prints figures; asserts nothing.
+
+    .venv/bin/python bench/frameworks.py [--runs 30] [--calls 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import clearance
+
+POLICY = """version: 1
+default: allow
+tools:
+  lookup:
+    rules:
+      - {id: long, when: 'size(args.order_id) > 64', effect: block}
+"""
+
+
+class _Allow(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no delayed-ACK stalls
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b'{"decision": "allow"}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def policy_service() -> tuple[str, ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Allow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/check", server
+
+
+def timed(runs: dict[str, Callable[[], Awaitable[Any]]], repeat: int) -> dict[str, float]:
+    """Median seconds per run of each kind, the kinds taking turns (so drift hits all alike)."""
+
+    async def main() -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {kind: [] for kind in runs}
+        for run in runs.values():
+            await run()  # warm-up
+        for _ in range(repeat):
+            for kind, run in runs.items():
+                started = time.perf_counter()
+                await run()
+                out[kind].append(time.perf_counter() - started)
+        return out
+
+    return {kind: statistics.median(times) for kind, times in asyncio.run(main()).items()}
+
+
+# -- OpenAI Agents SDK ---------------------------------------------------------------------------
+
+
+def agents_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
+    from agents import Agent, FunctionTool, Runner, function_tool
+    from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+
+    from clearance.integrations import agents as governed
+
+    def script() -> ScriptedModel:
+        steps = [
+            ModelStep(output=[function_call("lookup", {"order_id": f"A-{i}"}, call_id=f"c{i}")]) for i in range(calls)
+        ]
+        return ScriptedModel([*steps, ModelStep(output=[assistant_message("done")])])
+
+    def make(kind: str) -> Callable[[], Awaitable[Any]]:
+        @function_tool
+        def lookup(order_id: str) -> str:
+            """Look an order up."""
+            return f"order {order_id}: shipped"
+
+        if kind == "incumbent":
+            inner = lookup.on_invoke_tool
+            client = httpx.AsyncClient()
+
+            async def checked(ctx: Any, raw: str) -> Any:
+                answer = await client.post(url, json={"tool": "lookup", "args": json.loads(raw)})
+                assert answer.json()["decision"] == "allow"
+                return await inner(ctx, raw)
+
+            lookup = FunctionTool(lookup.name, lookup.description, lookup.params_json_schema, checked)
+        if kind == "clearance":
+            governed.govern_tool(lookup)
+        else:
+            lookup.on_invoke_tool.__clearance_governed__ = True  # type: ignore[attr-defined]  # leave it ungoverned
+
+        async def run() -> Any:
+            agent = Agent(name="bench", tools=[lookup], model=script())
+            return await Runner.run(agent, "look up the orders", max_turns=calls + 2)
+
+        return run
+
+    return {kind: make(kind) for kind in ("without", "clearance", "incumbent")}
+
+
+# -- LangGraph -----------------------------------------------------------------------------------
+
+
+def langgraph_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
+    from langchain.agents import create_agent
+    from langchain.agents.middleware import AgentMiddleware
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    from clearance.integrations.langchain import ClearanceMiddleware
+
+    class Scripted(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "scripted"
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Scripted:
+            return self
+
+        def _generate(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+            done = sum(isinstance(m, ToolMessage) for m in messages)
+            if done >= calls:
+                return ChatResult(generations=[ChatGeneration(message=AIMessage(content="done"))])
+            call = {"name": "lookup", "args": {"order_id": f"A-{done}"}, "id": f"c{done}"}
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content="", tool_calls=[call]))])
+
+    def lookup(order_id: str) -> str:
+        """Look an order up."""
+        return f"order {order_id}: shipped"
+
+    class Incumbent(AgentMiddleware):
+        def __init__(self) -> None:
+            super().__init__()
+            self.client = httpx.AsyncClient()
+
+        async def awrap_tool_call(self, request: Any, handler: Any) -> Any:
+            answer = await self.client.post(url, json={"tool": "lookup", "args": request.tool_call["args"]})
+            assert answer.json()["decision"] == "allow"
+            return await handler(request)
+
+    middleware = {"without": [], "clearance": [ClearanceMiddleware()], "incumbent": [Incumbent()]}
+    graphs = {kind: create_agent(Scripted(), tools=[lookup], middleware=m) for kind, m in middleware.items()}
+
+    def make(kind: str) -> Callable[[], Awaitable[Any]]:
+        async def run() -> Any:
+            return await graphs[kind].ainvoke(
+                {"messages": [("user", "look up the orders")]}, {"recursion_limit": 4 * calls + 10}
+            )
+
+        return run
+
+    return {kind: make(kind) for kind in middleware}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=20)
+    a = parser.parse_args()
+    from agents import set_trace_processors
+
+    set_trace_processors([])  # no exporter: offline
+    url, server = policy_service()
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = Path(tmp, "policy.yaml")
+        policy.write_text(POLICY)
+        clearance.configure(policy=str(policy), database_url=str(Path(tmp, "bench.db")), agent="bench")
+        print(f"per tool call, median of {a.runs} runs of {a.calls} allowed calls each (scripted model, SQLite)")
+        print(f"{'framework':<18}{'without':>12}{'Clearance':>14}{'HTTP per call':>16}")
+        for name, runs in (("Agents SDK", agents_runs(a.calls, url)), ("LangGraph", langgraph_runs(a.calls, url))):
+            medians = timed(runs, a.runs)
+            base = medians["without"]
+            ours, theirs = medians["clearance"] - base, medians["incumbent"] - base
+            per = base / a.calls
+            print(f"{name:<18}{per * 1e6:>10.0f}µs{ours / a.calls * 1e6:>+12.0f}µs{theirs / a.calls * 1e6:>+14.0f}µs")
+        clearance.shutdown()
+    server.shutdown()
+    print("(without: the framework's own cost per call; the others: what governing each call adds.")
+    print(" The HTTP column is a round trip to a policy service on this machine; over the internet add its RTT.)")
+
+
+if __name__ == "__main__":
+    main()
