@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,24 +16,15 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage  # noqa:
 from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 
 import clearance  # noqa: E402
-from clearance import _decisions  # noqa: E402
-from clearance._decisions import Decider  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
 from clearance.integrations.langchain import ClearanceMiddleware  # noqa: E402
 from clearance.store import EventFilter  # noqa: E402
 from clearance.store import _approvals as approvals  # noqa: E402
 from clearance.store._events import query  # noqa: E402
 
-POLICY = """
-version: 1
-tools:
-  issue_refund:
-    rules:
-      - {id: big, when: 'args.amount > 200', effect: require_approval, reason: Refunds over $200 need a lead}
-      - {id: huge, when: 'args.amount > 5000', effect: block, reason: Refunds over $5000 are never issued}
-"""
+from ._shared import POLICY, decide_when_pending  # noqa: E402
+
 USAGE = {"input_tokens": 120, "output_tokens": 30, "total_tokens": 150}
-LEAD = Decider("user:lena", frozenset({"approver"}))
 
 
 class Scripted(BaseChatModel):
@@ -72,19 +61,6 @@ def agent(ran: list[Any], amount: float = 850) -> Any:
         return f"refunded {amount} on {order_id}"
 
     return create_agent(Scripted(amount=amount), tools=[issue_refund], middleware=[ClearanceMiddleware()])
-
-
-def decide_when_pending(gov: Governor, **decision: Any) -> threading.Thread:
-    def run() -> None:
-        deadline = time.monotonic() + 10
-        while not (found := approvals.listing(gov.db)):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        _decisions.decide(gov.db, found[0].id, by=LEAD, **decision)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 def final(result: dict[str, Any]) -> str:

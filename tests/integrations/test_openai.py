@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,23 +12,14 @@ pytest.importorskip("openai")
 import openai  # noqa: E402
 
 import clearance  # noqa: E402
-from clearance import _decisions  # noqa: E402
-from clearance._decisions import Decider  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
 from clearance.integrations.openai import record, run_tool_calls  # noqa: E402
 from clearance.store import EventFilter  # noqa: E402
-from clearance.store import _approvals as approvals  # noqa: E402
 from clearance.store._events import query  # noqa: E402
 
 from ..fake_openai import FakeOpenAI  # noqa: E402
+from ._shared import POLICY, decide_when_pending  # noqa: E402
 
-POLICY = """
-version: 1
-tools:
-  issue_refund:
-    rules:
-      - {id: big, when: 'args.amount > 200', effect: require_approval, reason: Refunds over $200 need a lead}
-"""
 SCHEMA = [
     {
         "type": "function",
@@ -60,19 +49,6 @@ def loop(fake: FakeOpenAI, tools: dict[str, Callable[..., Any]]) -> str:
     finally:
         client.close()
     raise AssertionError("the loop did not finish")
-
-
-def decide_when_pending(gov: Governor, **decision: Any) -> threading.Thread:
-    def run() -> None:
-        deadline = time.monotonic() + 10
-        while not (found := approvals.listing(gov.db)):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        _decisions.decide(gov.db, found[0].id, by=Decider("user:lena", frozenset({"approver"})), **decision)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
 
 
 @pytest.fixture
