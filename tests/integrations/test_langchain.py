@@ -208,3 +208,168 @@ def test_a_hand_built_graph_with_tool_node(configure: Callable[..., Governor]) -
     result = app.invoke({"messages": [("user", "refund")]})
     thread.join(10)
     assert ran == [] and "denied by user:lena: no" in final(result)
+
+
+def paused_agent(ran: list[Any], checkpointer: Any) -> Any:
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    return create_agent(
+        Scripted(amount=850),
+        tools=[issue_refund],
+        middleware=[ClearanceMiddleware(pause=True)],
+        checkpointer=checkpointer,
+    )
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
+def test_interrupt_pauses_the_graph_and_resume_continues_it_once(
+    configure: Callable[..., Governor], approve: bool
+) -> None:
+    """`pause=True`: LangGraph's interrupt() with a checkpointer; nothing waits in memory."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from clearance import _decisions
+    from clearance.integrations.langchain import pending_approvals, resume
+
+    from ._shared import LEAD, records
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    graph = paused_agent(ran, InMemorySaver())
+    config = {"configurable": {"thread_id": "t1"}}
+    first = graph.invoke({"messages": [("user", "refund A-1")]}, config)
+    assert "__interrupt__" in first and ran == []
+    [approval_id] = pending_approvals(graph, config)
+    with pytest.raises(clearance.ApprovalPending):
+        resume(graph, config)
+    _decisions.decide(gov.db, approval_id, by=LEAD, approve=approve, note="over budget")
+    result = resume(graph, config)
+    if approve:
+        assert ran == [("A-1", 850.0)] and "refunded 850.0" in final(result)
+        assert approvals.get(gov.db, approval_id).status == "executed"
+    else:
+        assert ran == [] and "over budget" in final(result)
+    # The hook ran again on resume: still one decision and one approval.
+    assert len(records(gov, "tool_call.decided")) == 1 and len(approvals.listing(gov.db, status=None)) == 1
+    with pytest.raises(clearance.ConfigurationError, match="not paused"):
+        resume(graph, config)
+
+
+def test_an_approved_pause_runs_once_even_when_the_checkpoint_is_resumed_twice(
+    configure: Callable[..., Governor],
+) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command
+
+    from clearance import _decisions
+    from clearance.integrations.langchain import pending_approvals, resume
+
+    from ._shared import LEAD
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    saver = InMemorySaver()
+    graph = paused_agent(ran, saver)
+    config = {"configurable": {"thread_id": "t2"}}
+    graph.invoke({"messages": [("user", "refund A-1")]}, config)
+    [approval_id] = pending_approvals(graph, config)
+    paused_at = graph.get_state(config).config  # the checkpoint, to resume a second time
+    _decisions.decide(gov.db, approval_id, by=LEAD, approve=True)
+    resume(graph, config)
+    [interrupt] = graph.get_state(paused_at).interrupts
+    again = graph.invoke(Command(resume={interrupt.id: {}}), paused_at)
+    assert ran == [("A-1", 850.0)] and "already" in final(again)
+
+
+def test_async_graphs_pause_and_resume(configure: Callable[..., Governor]) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from clearance import _decisions
+    from clearance.integrations.langchain import aresume, pending_approvals
+
+    from ._shared import LEAD
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    graph = paused_agent(ran, InMemorySaver())
+    config = {"configurable": {"thread_id": "t3"}}
+
+    async def main() -> Any:
+        await graph.ainvoke({"messages": [("user", "refund A-1")]}, config)
+        [approval_id] = pending_approvals(graph, config)
+        _decisions.decide(gov.db, approval_id, by=LEAD, approve=True, args={"amount": 300})
+        return await aresume(graph, config)
+
+    result = asyncio.run(main())
+    assert ran == [("A-1", 300.0)] and "refunded 300.0" in final(result)
+
+
+PAUSED_GRAPH = """
+import json, sys
+from langgraph.checkpoint.sqlite import SqliteSaver
+from clearance.integrations.langchain import pending_approvals, resume
+from tests.integrations.test_langchain import final, paused_agent
+
+ran = []
+config = {"configurable": {"thread_id": "durable"}}
+with SqliteSaver.from_conn_string(sys.argv[2]) as saver:
+    graph = paused_agent(ran, saver)
+    if sys.argv[1] == "start":
+        graph.invoke({"messages": [("user", "refund A-1")]}, config)
+        print(json.dumps({"ids": pending_approvals(graph, config)}))
+    else:
+        try:
+            result = resume(graph, config)
+        except Exception as exc:
+            print(json.dumps({"error": type(exc).__name__}))
+        else:
+            print(json.dumps({"ran": ran, "answer": final(result)}))
+"""
+
+
+def test_a_paused_graph_resumes_in_another_process(configure: Callable[..., Governor], tmp_path: Any) -> None:
+    """The durable case: a SQLite checkpointer, the agent process gone, another one resumes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("langgraph.checkpoint.sqlite")
+    from clearance import _decisions
+
+    from ..conftest import REPO
+    from ._shared import LEAD
+
+    gov = configure(POLICY)
+    policy = tmp_path / "graph-policy.yaml"
+    policy.write_text(POLICY)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'src'}:{REPO}",
+        "CLEARANCE_POLICY": str(policy),
+        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
+        "CLEARANCE_AGENT": "test-agent",
+    }
+
+    def process(*args: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-c", PAUSED_GRAPH, *args, str(tmp_path / "checkpoints.db")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 0, out.stderr
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        return result
+
+    [approval_id] = process("start")["ids"]
+    assert process("resume") == {"error": "ApprovalPending"}
+    _decisions.decide(gov.db, approval_id, by=LEAD, approve=True)
+    resumed = process("resume")
+    assert resumed["ran"] == [["A-1", 850.0]] and "refunded 850.0" in resumed["answer"]
+    assert approvals.get(gov.db, approval_id).status == "executed"

@@ -30,6 +30,7 @@ try:
     from langchain_core.messages import ToolMessage
     from langchain_core.outputs import LLMResult
     from langchain_core.tracers.context import register_configure_hook
+    from langgraph.types import Command, interrupt
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the LangChain integration needs its extra: pip install "clearance[langchain]"') from exc
 
@@ -39,8 +40,9 @@ from .._guard import _runtime
 from .._guard._backend import Backend
 from .._guard._governor import Approved, Ticket
 from .._guard._recording import Recording
-from ..errors import ApprovalError, ToolCallBlocked
+from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ..policy import Effect
+from . import _common
 
 OnBlock = Literal["message", "raise"]
 Handler = Callable[[ToolCallRequest], Any]
@@ -69,10 +71,10 @@ def _begin(request: ToolCallRequest, on_block: OnBlock) -> tuple[Backend, Ticket
     governor = _runtime.current()
     ticket = governor.begin(request.tool_call["name"], _arguments(request), get_session())
     if ticket.decision.effect is Effect.BLOCK:
-        error = ToolCallBlocked(ticket.tool, ticket.decision.reason, ticket.decision.rule_ids, ticket.call_id)
+        error = _common.blocked(ticket)
         if on_block == "raise":
             raise error
-        return governor, ticket, _refusal(request, f"Blocked by policy: {ticket.decision.reason}")
+        return governor, ticket, _refusal(request, _common.refusal_text(error))
     return governor, ticket, None
 
 
@@ -85,7 +87,7 @@ def _approved_request(request: ToolCallRequest, approved: Approved | None) -> To
 def _denied(request: ToolCallRequest, error: ApprovalError, on_block: OnBlock) -> ToolMessage:
     if on_block == "raise":
         raise error
-    return _refusal(request, f"Not approved: {error}")
+    return _refusal(request, _common.refusal_text(error))
 
 
 class ClearanceMiddleware(AgentMiddleware):
@@ -95,14 +97,49 @@ class ClearanceMiddleware(AgentMiddleware):
         on_block: `message` (default) answers a blocked or denied call with the tool's error
             message, so the agent continues; `raise` raises `ToolCallBlocked` / the approval
             error instead.
+        pause: A call that needs approval pauses the graph with LangGraph's `interrupt()`
+            (the graph needs a checkpointer) instead of waiting in the run; `resume` continues
+            it once a human has decided.
     """
 
-    def __init__(self, on_block: OnBlock = "message") -> None:
+    def __init__(self, on_block: OnBlock = "message", *, pause: bool = False) -> None:
         super().__init__()
         self.on_block: OnBlock = on_block
+        self.pause = pause
+
+    def _paused(self, request: ToolCallRequest) -> tuple[Backend, Ticket, Approved | None] | ToolMessage:
+        """Decide by tool-call id; interrupt the graph until the approval is decided; claim it."""
+        call = request.tool_call
+        try:
+            governor, ticket = _common.begin(call["name"], _arguments(request), call_key=call.get("id") or None)
+            if ticket.approval_id is None:
+                return governor, ticket, None
+            while True:
+                try:
+                    decided, approved = _common.claim_approved(governor, ticket)
+                    return governor, decided, approved
+                except ApprovalPending:
+                    # The first time this pauses the graph; on resume it returns, and the
+                    # decision is read from the store (never from the resume value).
+                    interrupt(
+                        {CLEARANCE_APPROVAL: ticket.approval_id, "tool": ticket.tool, "reason": ticket.decision.reason}
+                    )
+        except ToolCallBlocked as exc:
+            if self.on_block == "raise":
+                raise
+            return _refusal(request, _common.refusal_text(exc))
+        except ApprovalError as exc:
+            return _denied(request, exc, self.on_block)
 
     def wrap_tool_call(self, request: ToolCallRequest, handler: Handler) -> Any:
         """Decide, wait for an approval if one is needed, then run (maybe as edited) and record."""
+        if self.pause:
+            paused = self._paused(request)
+            if isinstance(paused, ToolMessage):
+                return paused
+            governor, ticket, approved = paused
+            with _Recording(governor, ticket, approved) as recording:
+                return recording.done(handler(_approved_request(request, approved)))
         governor, ticket, refused = _begin(request, self.on_block)
         if refused is not None:
             return refused
@@ -119,6 +156,13 @@ class ClearanceMiddleware(AgentMiddleware):
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]]
     ) -> Any:
         """`wrap_tool_call` for async agents: the wait does not block the event loop."""
+        if self.pause:
+            paused = self._paused(request)
+            if isinstance(paused, ToolMessage):
+                return paused
+            governor, ticket, approved = paused
+            with _Recording(governor, ticket, approved) as recording:
+                return recording.done(await handler(_approved_request(request, approved)))
         governor, ticket, refused = _begin(request, self.on_block)
         if refused is not None:
             return refused
@@ -165,6 +209,60 @@ async def awrap_tool_call(request: ToolCallRequest, handler: Callable[[ToolCallR
 
 
 _DEFAULT = ClearanceMiddleware()
+
+
+# -- resuming a paused graph ---------------------------------------------------------------------
+
+CLEARANCE_APPROVAL = "clearance_approval"  # the key of the approval id in an interrupt's value
+
+
+def pending_approvals(graph: Any, config: Any) -> list[str]:
+    """The Clearance approvals a paused thread (`config`'s thread_id) waits for."""
+    return [i.value[CLEARANCE_APPROVAL] for i in _interrupts(graph.get_state(config))]
+
+
+def _interrupts(state: Any) -> list[Any]:
+    return [i for i in state.interrupts if isinstance(i.value, dict) and CLEARANCE_APPROVAL in i.value]
+
+
+def _resume_command(graph: Any, state: Any) -> Command[Any]:
+    ours = _interrupts(state)
+    if not ours:
+        raise ConfigurationError("this thread is not paused on a Clearance approval: nothing to resume")
+    governor = _runtime.current()
+    for paused in ours:
+        _decided(governor, paused)
+    return Command(resume={i.id: {"decided": True} for i in ours})
+
+
+def _decided(governor: Backend, paused: Any) -> None:
+    """Raise ApprovalPending while nobody has decided (a denial is fine: the run answers it)."""
+    try:
+        governor.approved_call(paused.value[CLEARANCE_APPROVAL])
+    except ApprovalPending:
+        raise
+    except ApprovalError:
+        pass
+
+
+def resume(graph: Any, config: Any, **invoke_kwargs: Any) -> Any:
+    """Continue a thread paused on Clearance approvals once all are decided; the run's result.
+
+    Any process with the same checkpointer can call it. Each approved call then claims its
+    approval and runs exactly once (a second resume of the same checkpoint answers the model
+    that it ran already); a denied one answers the model with the reason.
+
+    Raises:
+        ApprovalPending: An approval is still undecided; nothing was resumed.
+        ConfigurationError: The thread is not paused on a Clearance approval.
+    """
+    return graph.invoke(_resume_command(graph, graph.get_state(config)), config, **invoke_kwargs)
+
+
+async def aresume(graph: Any, config: Any, **invoke_kwargs: Any) -> Any:
+    """`resume` for async graphs."""
+    state = await graph.aget_state(config)
+    return await graph.ainvoke(_resume_command(graph, state), config, **invoke_kwargs)
 
 
 # -- usage ---------------------------------------------------------------------------------------
