@@ -18,6 +18,7 @@ FRAMEWORKS = (
     ("langchain_core", "langchain"),
     ("agents", "agents"),
     ("mcp", "mcp"),
+    ("google.adk", "adk"),
 )
 _installed: set[str] = set()
 log = logging.getLogger("clearance")

@@ -1,0 +1,145 @@
+"""Google ADK: a plugin that governs every tool call and records every model call's usage.
+
+- `ClearancePlugin()`: pass it to `App(plugins=[...])` or `Runner(plugins=[...])`. Each tool
+  call is decided in `before_tool_callback` on the arguments the tool receives; a blocked or
+  denied call's result is replaced by `{"error": reason}`, so the agent continues and can tell
+  the user (`on_block="raise"` raises instead); an approval is awaited without blocking the
+  event loop, and an approver's edit is what runs. Each model response's usage (prompt,
+  candidates, cached and thinking tokens) is recorded with its model and cost.
+- `install()` (done by `clearance.configure()` when ADK is imported): ADK has no process-wide
+  plugin registry, so every `Runner` made afterwards gets the plugin (unless it has one).
+
+Needs `pip install "clearance[adk]"`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+try:
+    import google.adk
+    from google.adk.plugins.base_plugin import BasePlugin
+    from google.adk.runners import Runner
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError('the Google ADK integration needs its extra: pip install "clearance[adk]"') from exc
+
+from .._canonical import to_plain
+from .._context import get_session
+from .._guard import _runtime
+from .._guard._governor import Ticket
+from ..errors import ApprovalError, ToolCallBlocked
+from ._common import OnBlock, begin, refusal_text
+from ._versions import check_version
+
+_MARK = "__clearance_governed__"
+
+
+class ClearancePlugin(BasePlugin):
+    """Governs tool calls and records model usage for every agent a runner runs.
+
+    Args:
+        on_block: `message` (default) answers a blocked or denied call with `{"error": reason}`;
+            `raise` raises `ToolCallBlocked` / the approval error instead.
+    """
+
+    def __init__(self, on_block: OnBlock = "message") -> None:
+        super().__init__(name="clearance")
+        self.on_block: OnBlock = on_block
+        self._running: dict[str, tuple[Any, Ticket, Any, float]] = {}  # function call id → the call in flight
+        self._model_started: dict[str, float] = {}
+
+    async def before_tool_callback(
+        self, *, tool: Any, tool_args: dict[str, Any], tool_context: Any
+    ) -> dict[str, Any] | None:
+        """Decide; wait for an approval if needed; apply an approver's edit to the arguments."""
+        args = to_plain(dict(tool_args))
+        assert isinstance(args, dict)
+        try:
+            governor, ticket = begin(tool.name, args)
+            approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
+        except (ToolCallBlocked, ApprovalError) as exc:
+            if self.on_block == "raise":
+                raise
+            return {"error": refusal_text(exc)}
+        if approved is not None and approved.args is not None:
+            tool_args.clear()
+            tool_args.update(approved.args)  # the dict the tool is called with
+        key = tool_context.function_call_id or str(id(tool_args))
+        self._running[key] = (governor, ticket, approved, time.perf_counter())
+        return None
+
+    def _finish(self, tool_context: Any, tool_args: dict[str, Any], error: BaseException | None, result: Any) -> None:
+        key = tool_context.function_call_id or str(id(tool_args))
+        running = self._running.pop(key, None)
+        if running is None:  # refused before it ran: already recorded
+            return
+        governor, ticket, _, started = running
+        governor.finish(ticket, error=error, duration_s=time.perf_counter() - started, result=result)
+
+    async def after_tool_callback(
+        self, *, tool: Any, tool_args: dict[str, Any], tool_context: Any, result: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Record the tool's result."""
+        self._finish(tool_context, tool_args, None, result)
+        return None
+
+    async def on_tool_error_callback(
+        self, *, tool: Any, tool_args: dict[str, Any], tool_context: Any, error: Exception
+    ) -> dict[str, Any] | None:
+        """Record the tool's failure (ADK then handles it as it would)."""
+        self._finish(tool_context, tool_args, error, None)
+        return None
+
+    async def before_model_callback(self, *, callback_context: Any, llm_request: Any) -> Any:
+        """Remember when the model call started, for its latency."""
+        self._model_started[callback_context.invocation_id] = time.perf_counter()
+        return None
+
+    async def after_model_callback(self, *, callback_context: Any, llm_response: Any) -> Any:
+        """Record the response's usage (nothing when it reports none, as partial stream chunks do)."""
+        usage = llm_response.usage_metadata
+        governor = _runtime._current
+        if usage is None or governor is None or getattr(llm_response, "partial", False):
+            return None
+        started = self._model_started.pop(callback_context.invocation_id, None)
+        prompt = usage.prompt_token_count or 0
+        thinking = usage.thoughts_token_count or 0
+        governor.record_usage(
+            str(llm_response.model_version or "unknown"),
+            prompt,
+            (usage.candidates_token_count or 0) + thinking,
+            min(usage.cached_content_token_count or 0, prompt),
+            thinking,
+            provider=None,
+            session=get_session(),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3) if started is not None else None,
+        )
+        return None
+
+
+_installed = False
+
+
+def install() -> None:
+    """Give every `Runner` made from now on the Clearance plugin (idempotent).
+
+    Raises:
+        ConfigurationError: This ADK version is not one Clearance was tested with.
+    """
+    global _installed
+    if _installed:
+        return
+    check_version("google-adk", google.adk.__version__, minimum=(1, 10), below=(3, 0))
+    original = Runner.__init__
+    if getattr(original, _MARK, False):
+        return
+
+    def __init__(self: Runner, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if self.plugin_manager.get_plugin("clearance") is None:  # one given explicitly wins
+            self.plugin_manager.register_plugin(ClearancePlugin())
+
+    setattr(__init__, _MARK, True)
+    Runner.__init__ = __init__  # type: ignore[method-assign]
+    _installed = True

@@ -1,0 +1,161 @@
+"""Google ADK: real `Runner` runs, offline, with a scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("google.adk")
+
+from google.adk.agents import LlmAgent  # noqa: E402
+from google.adk.apps import App  # noqa: E402
+from google.adk.models.base_llm import BaseLlm  # noqa: E402
+from google.adk.models.llm_response import LlmResponse  # noqa: E402
+from google.adk.runners import Runner  # noqa: E402
+from google.adk.sessions import InMemorySessionService  # noqa: E402
+from google.genai import types  # noqa: E402
+
+import clearance  # noqa: E402
+from clearance._guard._governor import Governor  # noqa: E402
+from clearance.integrations.adk import ClearancePlugin  # noqa: E402
+from clearance.store import _approvals as approvals  # noqa: E402
+
+from ._shared import POLICY, decide_when_pending, records  # noqa: E402
+
+USAGE = types.GenerateContentResponseUsageMetadata(
+    prompt_token_count=120, candidates_token_count=30, total_token_count=150
+)
+
+
+class Scripted(BaseLlm):
+    """Asks for `issue_refund(order_id, amount)`, then answers with what the tool said."""
+
+    model: str = "gemini-2.0-flash"
+    amount: float = 850
+
+    async def generate_content_async(self, llm_request: Any, stream: bool = False) -> AsyncGenerator[LlmResponse, None]:
+        last = llm_request.contents[-1].parts[-1] if llm_request.contents else None
+        if last is not None and last.function_response is not None:
+            part = types.Part(text=f"Done: {last.function_response.response}")
+        else:
+            call = types.FunctionCall(name="issue_refund", args={"order_id": "A-1", "amount": self.amount}, id="call_1")
+            part = types.Part(function_call=call)
+        yield LlmResponse(
+            content=types.Content(role="model", parts=[part]), usage_metadata=USAGE, model_version=self.model
+        )
+
+
+def run(ran: list[Any], amount: float = 850, plugins: list[Any] | None = None) -> str:
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    agent = LlmAgent(name="support", model=Scripted(amount=amount), tools=[issue_refund])
+
+    async def main() -> str:
+        sessions = InMemorySessionService()
+        if plugins is None:
+            app = Runner(app_name="refunds", agent=agent, session_service=sessions)
+        else:
+            app = Runner(app=App(name="refunds", root_agent=agent, plugins=plugins), session_service=sessions)
+        await sessions.create_session(app_name="refunds", user_id="u1", session_id="s1")
+        message = types.Content(role="user", parts=[types.Part(text="refund A-1")])
+        texts = []
+        with clearance.session("ses-adk"):
+            async for event in app.run_async(user_id="u1", session_id="s1", new_message=message):
+                for part in (event.content.parts if event.content else None) or []:
+                    if part.text:
+                        texts.append(part.text)
+        await app.close()
+        return " ".join(texts)
+
+    return asyncio.run(main())
+
+
+def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
+    answer = run(ran)  # no plugin given: configure() gave every Runner one
+    thread.join(30)
+    assert ran == [] and "customer already refunded" in answer and "denied by user:lena" in answer
+
+
+def test_approved_from_another_thread_runs_once_as_edited(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
+    answer = run(ran)
+    thread.join(30)
+    assert ran == [("A-1", 300)] and "refunded 300" in answer
+    [a] = approvals.listing(gov.db, status=None)
+    assert a.status == "executed"
+
+
+def test_blocked_and_usage_recorded_once_even_with_an_explicit_plugin(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    answer = run(ran, amount=9000, plugins=[ClearancePlugin()])  # explicit: the automatic one stands aside
+    assert ran == [] and "Blocked by policy: Refunds over $5000 are never issued" in answer
+    clearance.flush()
+    calls = records(gov, "llm.call", "ses-adk")
+    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gemini-2.0-flash", 120, 30)] * 2
+    assert len(records(gov, "tool_call.decided")) == 1
+
+
+def test_on_block_raise(configure: Callable[..., Governor]) -> None:
+    configure(POLICY)
+    with pytest.raises(RuntimeError, match="never issued") as raised:  # ADK wraps plugin errors
+        run([], amount=9000, plugins=[ClearancePlugin(on_block="raise")])
+    assert isinstance(raised.value.__cause__, clearance.ToolCallBlocked)
+
+
+@pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")  # from litellm
+def test_against_a_fake_openai_server_through_litellm(
+    configure: Callable[..., Governor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real HTTP client path: ADK's LiteLlm model talking to an OpenAI-compatible server on 127.0.0.1."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no download of litellm's price list
+    pytest.importorskip("litellm")
+    from google.adk.models.lite_llm import LiteLlm
+
+    from ..fake_openai import FakeOpenAI
+
+    gov = configure(POLICY)
+    fake = FakeOpenAI(amount=850)
+    ran: list[Any] = []
+
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return "refunded"
+
+    model = LiteLlm(model="openai/gpt-4o-mini", api_base=fake.url, api_key="sk-test")
+    agent = LlmAgent(name="support", model=model, tools=[issue_refund])
+
+    async def main() -> str:
+        sessions = InMemorySessionService()
+        app = Runner(app_name="refunds", agent=agent, session_service=sessions)
+        await sessions.create_session(app_name="refunds", user_id="u1", session_id="s1")
+        message = types.Content(role="user", parts=[types.Part(text="refund A-1")])
+        texts = []
+        with clearance.session("ses-adk-http"):
+            async for event in app.run_async(user_id="u1", session_id="s1", new_message=message):
+                texts += [p.text for p in (event.content.parts if event.content else None) or [] if p.text]
+        await app.close()
+        return " ".join(texts)
+
+    thread = decide_when_pending(gov, approve=False, note="over the limit")
+    try:
+        answer = asyncio.run(main())
+    finally:
+        thread.join(30)
+        fake.close()
+    assert ran == [] and "over the limit" in answer
+    clearance.flush()
+    calls = records(gov, "llm.call", "ses-adk-http")
+    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
