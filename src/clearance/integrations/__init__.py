@@ -19,6 +19,7 @@ FRAMEWORKS = (
     ("agents", "agents"),
     ("mcp", "mcp"),
     ("google.adk", "adk"),
+    ("ag2", "ag2"),
 )
 _installed: set[str] = set()
 log = logging.getLogger("clearance")

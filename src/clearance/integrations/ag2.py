@@ -1,0 +1,132 @@
+"""AG2: a middleware that governs every tool call and records every model call's usage.
+
+- `ClearanceMiddleware`: pass it to `Agent(..., middleware=[ClearanceMiddleware])` (AG2 makes one
+  per turn). Each tool call is decided in `on_tool_execution` on the call's arguments; a blocked
+  or denied call is answered with a `ToolResultEvent` carrying the reason, so the agent
+  continues and can tell the user; an approval is awaited without blocking the event loop, and
+  an approver's edit is what runs. Each model response's usage (prompt, completion, cache
+  reads and writes, thinking tokens) is recorded with its model and cost.
+- `install()` (done by `clearance.configure()` when AG2 is imported): AG2 has no process-wide
+  middleware, so every `Agent` made afterwards gets this one (unless it has it).
+
+Needs `pip install "clearance[ag2]"`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    from ag2 import Agent
+    from ag2.events import ToolResultEvent
+    from ag2.middleware import BaseMiddleware
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError('the AG2 integration needs its extra: pip install "clearance[ag2]"') from exc
+
+from .._canonical import to_plain
+from .._context import get_session
+from .._guard import _runtime
+from .._guard._recording import Recording
+from ..errors import ApprovalError, ToolCallBlocked
+from ._common import begin, refusal_text
+from ._versions import check_version
+
+_MARK = "__clearance_governed__"
+
+
+class _Recording(Recording):
+    """A `ToolErrorEvent` counts as a failed call."""
+
+    def outcome(self, result: Any) -> tuple[BaseException | None, Any]:
+        error = getattr(result, "error", None)
+        if isinstance(error, BaseException):
+            return error, None
+        return None, getattr(getattr(result, "result", None), "content", None) or str(getattr(result, "result", ""))
+
+
+class ClearanceMiddleware(BaseMiddleware):
+    """Governs an AG2 agent's tool calls and records its model calls' usage."""
+
+    async def on_tool_execution(self, call_next: Any, event: Any, context: Any) -> Any:
+        """Decide; wait for an approval if needed; run (maybe as edited) and record."""
+        try:
+            args = json.loads(event.arguments or "{}")
+        except ValueError:
+            args = None
+        if not isinstance(args, dict):
+            return ToolResultEvent.from_call(
+                event, result=f"Error: the arguments of {event.name} are not a JSON object"
+            )
+        plain = to_plain(args)
+        assert isinstance(plain, dict)
+        try:
+            governor, ticket = begin(event.name, plain)
+            approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
+        except (ToolCallBlocked, ApprovalError) as exc:
+            return ToolResultEvent.from_call(event, result=refusal_text(exc))
+        if approved is not None and approved.args is not None:
+            event = copy.copy(event)  # as AG2's own `handled_by` copies a call
+            event.arguments = json.dumps(approved.args)
+            event.serialized_arguments = dict(approved.args)
+        with _Recording(governor, ticket, approved) as recording:
+            return recording.done(await call_next(event, context))
+
+    async def on_llm_call(self, call_next: Any, events: Sequence[Any], context: Any) -> Any:
+        """Record the response's usage in the current session."""
+        started = time.perf_counter()
+        response = await call_next(events, context)
+        usage = getattr(response, "usage", None)
+        governor = _runtime._current
+        if usage is None or governor is None or usage.prompt_tokens is None:
+            return response
+        read = _n(usage.cache_read_input_tokens)
+        prompt, thinking = _n(usage.prompt_tokens), _n(usage.thinking_tokens)
+        governor.record_usage(
+            str(response.model or "unknown"),
+            prompt,
+            _n(usage.completion_tokens),
+            min(read, prompt),
+            min(thinking, _n(usage.completion_tokens)),
+            provider=response.provider,
+            session=get_session(),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        return response
+
+
+def _n(value: float | None) -> int:
+    return int(value or 0)
+
+
+_installed = False
+
+
+def install() -> None:
+    """Give every AG2 `Agent` made from now on the Clearance middleware (idempotent).
+
+    Raises:
+        ConfigurationError: This AG2 version is not one Clearance was tested with.
+    """
+    global _installed
+    if _installed:
+        return
+    import importlib.metadata
+
+    check_version("ag2", importlib.metadata.version("ag2"), minimum=(1, 0), below=(2, 0))
+    original = Agent.__init__
+    if getattr(original, _MARK, False):
+        return
+
+    def __init__(self: Agent[Any], *args: Any, middleware: Any = (), **kwargs: Any) -> None:
+        chain = list(middleware)
+        if ClearanceMiddleware not in chain:
+            chain.append(ClearanceMiddleware)
+        original(self, *args, middleware=chain, **kwargs)
+
+    setattr(__init__, _MARK, True)
+    Agent.__init__ = __init__  # type: ignore[method-assign]
+    _installed = True

@@ -1,0 +1,100 @@
+"""AG2: real `Agent.ask` runs, offline, with AG2's scripted model and a fake OpenAI server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("ag2")
+
+from ag2 import Agent  # noqa: E402
+from ag2.events import ModelMessage, ModelResponse, ToolCallEvent, ToolCallsEvent, ToolResultEvent, Usage  # noqa: E402
+from ag2.testing import TestConfig  # noqa: E402
+
+import clearance  # noqa: E402
+from clearance._guard._governor import Governor  # noqa: E402
+from clearance.store import _approvals as approvals  # noqa: E402
+
+from ._shared import POLICY, decide_when_pending, records  # noqa: E402
+
+USAGE = Usage(prompt_tokens=120, completion_tokens=30, total_tokens=150)
+
+
+def ask(ran: list[Any], amount: float = 850, config: Any = None) -> str:
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    arguments = f'{{"order_id": "A-1", "amount": {amount}}}'
+    script = TestConfig(
+        ModelResponse(
+            tool_calls=ToolCallsEvent([ToolCallEvent("issue_refund", arguments=arguments)]),
+            usage=USAGE,
+            model="gpt-4o-mini",
+            provider="openai",
+        ),
+        ModelResponse(ModelMessage("finished"), usage=USAGE, model="gpt-4o-mini", provider="openai"),
+    )
+    agent = Agent("support", "Refund orders.", config=config or script, tools=[issue_refund])
+
+    async def main() -> str:
+        with clearance.session("ses-ag2"):
+            reply = await agent.ask("refund A-1")
+        history = [repr(e) for e in await reply.history.get_events() if isinstance(e, ToolResultEvent)]
+        return " | ".join([*history, str(reply.body)])
+
+    return asyncio.run(main())
+
+
+def test_denied_the_refund_never_runs_and_the_model_gets_the_reason(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
+    answer = ask(ran)
+    thread.join(30)
+    assert ran == [] and "customer already refunded" in answer
+
+
+def test_approved_from_another_thread_runs_once_as_edited(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
+    answer = ask(ran)
+    thread.join(30)
+    assert ran == [("A-1", 300)] and "refunded 300" in answer
+    [a] = approvals.listing(gov.db, status=None)
+    assert a.status == "executed"
+
+
+def test_blocked_and_usage_recorded_once(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    answer = ask(ran, amount=9000)
+    assert ran == [] and "Blocked by policy: Refunds over $5000 are never issued" in answer
+    clearance.flush()
+    calls = records(gov, "llm.call", "ses-ag2")
+    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+
+
+def test_against_a_fake_openai_server(configure: Callable[..., Governor]) -> None:
+    from ag2.config import OpenAIConfig  # type: ignore[attr-defined]
+
+    from ..fake_openai import FakeOpenAI
+
+    gov = configure(POLICY)
+    fake = FakeOpenAI(amount=850)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=False, note="over the limit")
+    try:
+        answer = ask(ran, config=OpenAIConfig(model="gpt-4o-mini", base_url=fake.url, api_key="sk-test"))
+    finally:
+        thread.join(30)
+        fake.close()
+    assert ran == [] and "over the limit" in answer
+    clearance.flush()
+    calls = records(gov, "llm.call", "ses-ag2")
+    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
