@@ -20,6 +20,7 @@ FRAMEWORKS = (
     ("mcp", "mcp"),
     ("google.adk", "adk"),
     ("ag2", "ag2"),
+    ("llama_index.core", "llamaindex"),
 )
 _installed: set[str] = set()
 log = logging.getLogger("clearance")
