@@ -21,6 +21,7 @@ FRAMEWORKS = (
     ("google.adk", "adk"),
     ("ag2", "ag2"),
     ("llama_index.core", "llamaindex"),
+    ("crewai", "crewai"),
 )
 _installed: set[str] = set()
 log = logging.getLogger("clearance")
