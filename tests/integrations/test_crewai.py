@@ -124,5 +124,30 @@ def test_usage_is_recorded(configure: Callable[..., Governor]) -> None:
         crewai_event_bus.emit(None, event)
         crewai_event_bus.flush()  # its handlers may run on its own threads
     clearance.flush()
-    calls = records(gov, "llm.call")
+    calls = records(gov, "llm.call", "ses-crew-usage")
     assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)]
+
+
+def test_against_a_fake_openai_server(configure: Callable[..., Governor]) -> None:
+    """The real HTTP client path: CrewAI's OpenAI provider talking to a server on 127.0.0.1."""
+    from crewai import LLM
+
+    from ..fake_openai import FakeOpenAI
+
+    gov = configure(POLICY)
+    fake = FakeOpenAI(amount=850)
+    ran.clear()
+    thread = decide_when_pending(gov, approve=False, note="over the limit")
+    try:
+        llm = LLM(model="openai/gpt-4o-mini", base_url=fake.url, api_key="sk-test")
+        agent = Agent(role="support", goal="refund orders", backstory="-", llm=llm, tools=[issue_refund], max_iter=3)
+        task = Task(description="refund A-1", expected_output="what happened", agent=agent)
+        with clearance.session("ses-crew-http"):
+            answer = str(Crew(agents=[agent], tasks=[task]).kickoff())
+    finally:
+        thread.join(30)
+        fake.close()
+    assert ran == [] and "over the limit" in answer
+    clearance.flush()
+    calls = records(gov, "llm.call", "ses-crew-http")
+    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
