@@ -159,3 +159,55 @@ def test_against_a_fake_openai_server_through_litellm(
     clearance.flush()
     calls = records(gov, "llm.call", "ses-adk-http")
     assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
+def test_request_confirmation_pauses_and_resume_continues_once(
+    configure: Callable[..., Governor], approve: bool
+) -> None:
+    """`pause=True`: ADK's own request_confirmation; a later runner on the same sessions resumes it."""
+    from clearance import _decisions
+    from clearance.integrations.adk import pending_approvals, resume
+
+    from ._shared import LEAD
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    sessions = InMemorySessionService()
+
+    def runner() -> Runner:  # a fresh runner each time, as a fresh process would make
+        agent = LlmAgent(name="support", model=Scripted(amount=850), tools=[issue_refund])
+        app = App(name="refunds", root_agent=agent, plugins=[ClearancePlugin(pause=True)])
+        return Runner(app=app, session_service=sessions)
+
+    async def main() -> tuple[str, str]:
+        await sessions.create_session(app_name="refunds", user_id="u1", session_id="s1")
+        first = runner()
+        message = types.Content(role="user", parts=[types.Part(text="refund A-1")])
+        async for _ in first.run_async(user_id="u1", session_id="s1", new_message=message):
+            pass
+        await first.close()
+        assert ran == []
+        second = runner()
+        [approval_id] = (await pending_approvals(second, user_id="u1", session_id="s1")).values()
+        with pytest.raises(clearance.ApprovalPending):
+            await resume(second, user_id="u1", session_id="s1")
+        _decisions.decide(gov.db, approval_id, by=LEAD, approve=approve, note="over budget")
+        events = await resume(second, user_id="u1", session_id="s1")
+        await second.close()
+        texts = [p.text for e in events for p in (e.content.parts if e.content else None) or [] if p.text]
+        return approval_id, " ".join(texts)
+
+    approval_id, answer = asyncio.run(main())
+    if approve:
+        assert ran == [(("A-1", 850))] and "refunded 850" in answer
+        assert approvals.get(gov.db, approval_id).status == "executed"
+    else:
+        assert ran == [] and "over budget" in answer
+    assert len(records(gov, "tool_call.decided")) == 1 and len(approvals.listing(gov.db, status=None)) == 1

@@ -21,6 +21,7 @@ try:
     import google.adk
     from google.adk.plugins.base_plugin import BasePlugin
     from google.adk.runners import Runner
+    from google.genai import types
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the Google ADK integration needs its extra: pip install "clearance[adk]"') from exc
 
@@ -28,8 +29,8 @@ from .._canonical import to_plain
 from .._context import get_session
 from .._guard import _runtime
 from .._guard._governor import Ticket
-from ..errors import ApprovalError, ToolCallBlocked
-from ._common import OnBlock, begin, refusal_text
+from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
+from ._common import OnBlock, begin, claim_approved, refusal_text
 from ._versions import check_version
 
 _MARK = "__clearance_governed__"
@@ -43,9 +44,10 @@ class ClearancePlugin(BasePlugin):
             `raise` raises `ToolCallBlocked` / the approval error instead.
     """
 
-    def __init__(self, on_block: OnBlock = "message") -> None:
+    def __init__(self, on_block: OnBlock = "message", *, pause: bool = False) -> None:
         super().__init__(name="clearance")
         self.on_block: OnBlock = on_block
+        self.pause = pause
         self._running: dict[str, tuple[Any, Ticket, Any, float]] = {}  # function call id → the call in flight
         self._model_started: dict[str, float] = {}
 
@@ -56,8 +58,17 @@ class ClearancePlugin(BasePlugin):
         args = to_plain(dict(tool_args))
         assert isinstance(args, dict)
         try:
-            governor, ticket = begin(tool.name, args)
-            approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
+            if self.pause:
+                governor, ticket = begin(tool.name, args, call_key=tool_context.function_call_id)
+                approved = None
+                if ticket.approval_id is not None:
+                    try:
+                        ticket, approved = claim_approved(governor, ticket)
+                    except ApprovalPending:
+                        return _pause(tool_context, ticket)
+            else:
+                governor, ticket = begin(tool.name, args)
+                approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
         except (ToolCallBlocked, ApprovalError) as exc:
             if self.on_block == "raise":
                 raise
@@ -116,6 +127,69 @@ class ClearancePlugin(BasePlugin):
             latency_ms=round((time.perf_counter() - started) * 1000, 3) if started is not None else None,
         )
         return None
+
+
+def _pause(tool_context: Any, ticket: Ticket) -> dict[str, Any]:
+    """Pause the call the ADK way (`request_confirmation`); the result the model sees meanwhile."""
+    reason = ticket.decision.reason
+    tool_context.request_confirmation(
+        hint=f"Clearance approval {ticket.approval_id}: {reason}", payload={CLEARANCE_APPROVAL: ticket.approval_id}
+    )
+    return {"status": "waiting for approval", "approval_id": ticket.approval_id, "reason": reason}
+
+
+CLEARANCE_APPROVAL = "clearance_approval"  # the key of the approval id in a confirmation's payload
+_CONFIRMATION = "adk_request_confirmation"  # the function call ADK asks the client to answer
+
+
+async def pending_approvals(runner: Runner, *, user_id: str, session_id: str) -> dict[str, str]:
+    """The Clearance approvals a session's run is paused on: confirmation call id → approval id."""
+    session = await runner.session_service.get_session(app_name=runner.app_name, user_id=user_id, session_id=session_id)
+    if session is None:
+        raise ConfigurationError(f"no session {session_id!r} for user {user_id!r} in {runner.app_name!r}")
+    answered = {r.id for e in session.events for r in e.get_function_responses()}
+    out = {}
+    for event in session.events:
+        for call in event.get_function_calls():
+            if call.name != _CONFIRMATION or call.id in answered:
+                continue
+            payload = ((call.args or {}).get("toolConfirmation") or {}).get("payload") or {}
+            if isinstance(payload, dict) and CLEARANCE_APPROVAL in payload:
+                out[str(call.id)] = str(payload[CLEARANCE_APPROVAL])
+    return out
+
+
+async def resume(runner: Runner, *, user_id: str, session_id: str) -> list[Any]:
+    """Continue a run paused on Clearance approvals once all are decided; the events it produced.
+
+    The answer sent to ADK always confirms: the paused tool call then runs the plugin again,
+    which reads the decision from the store — an approved call claims its approval and runs
+    once (as edited), a denied one is answered with the reason. Nobody approves a call by
+    answering ADK's confirmation request themselves.
+
+    Raises:
+        ApprovalPending: An approval is still undecided; nothing was resumed.
+        ConfigurationError: The session is not paused on a Clearance approval.
+    """
+    pending = await pending_approvals(runner, user_id=user_id, session_id=session_id)
+    if not pending:
+        raise ConfigurationError("this session is not paused on a Clearance approval: nothing to resume")
+    governor = _runtime.current()
+    for approval_id in pending.values():
+        try:
+            governor.approved_call(approval_id)
+        except ApprovalPending:
+            raise
+        except ApprovalError:
+            pass  # denied or expired: the plugin answers the model with the reason
+    parts = [
+        types.Part(
+            function_response=types.FunctionResponse(name=_CONFIRMATION, id=call_id, response={"confirmed": True})
+        )
+        for call_id in pending
+    ]
+    message = types.Content(role="user", parts=parts)
+    return [event async for event in runner.run_async(user_id=user_id, session_id=session_id, new_message=message)]
 
 
 _installed = False
