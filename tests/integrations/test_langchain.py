@@ -373,3 +373,83 @@ def test_a_paused_graph_resumes_in_another_process(configure: Callable[..., Gove
     resumed = process("resume")
     assert resumed["ran"] == [["A-1", 850.0]] and "refunded 850.0" in resumed["answer"]
     assert approvals.get(gov.db, approval_id).status == "executed"
+
+
+def plain_agent(ran: list[Any], amount: float = 850) -> Any:
+    """An agent with no Clearance middleware: the process-wide gate governs its tools."""
+
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    return create_agent(Scripted(amount=amount), tools=[issue_refund])
+
+
+def test_without_middleware_the_gate_denies_with_the_reason(configure: Callable[..., Governor]) -> None:
+    from ._shared import records
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
+    result = plain_agent(ran).invoke({"messages": [("user", "refund A-1")]})
+    thread.join(10)
+    assert ran == [] and "customer already refunded" in final(result)
+    tool_message = [m for m in result["messages"] if isinstance(m, ToolMessage)][0]
+    assert tool_message.status == "error" and "Not approved" in str(tool_message.content)
+    assert len(records(gov, "tool_call.decided")) == 1
+
+
+def test_without_middleware_the_gate_runs_approved_calls_once_and_records_them(
+    configure: Callable[..., Governor],
+) -> None:
+    from ._shared import records
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=True)
+    result = plain_agent(ran).invoke({"messages": [("user", "refund A-1")]})
+    thread.join(10)
+    assert ran == [("A-1", 850.0)] and "refunded 850.0" in final(result)
+    [a] = approvals.listing(gov.db, status=None)
+    assert a.status == "executed"
+    assert [f["decision"] for f in records(gov, "tool_call.finished")] == ["ok"]
+
+
+def test_without_middleware_an_edit_cannot_apply_so_the_call_is_refused(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
+    result = plain_agent(ran).invoke({"messages": [("user", "refund A-1")]})
+    thread.join(10)
+    assert ran == [] and "edited arguments" in final(result)
+    [a] = approvals.listing(gov.db, status=None)
+    assert a.status == "failed"
+
+
+def test_without_middleware_async_and_blocked_and_direct_invocation(configure: Callable[..., Governor]) -> None:
+    from langchain_core.tools import tool
+
+    from clearance.integrations.langchain import ToolCallRefused
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    thread = decide_when_pending(gov, approve=True)
+
+    async def main() -> dict[str, Any]:
+        return await plain_agent(ran).ainvoke({"messages": [("user", "refund A-1")]})
+
+    result = asyncio.run(main())  # the wait happens off the event loop
+    thread.join(10)
+    assert ran == [("A-1", 850.0)] and "refunded" in final(result)
+    blocked = plain_agent(ran, amount=9000).invoke({"messages": [("user", "refund")]})
+    assert "Blocked by policy: Refunds over $5000 are never issued" in final(blocked) and len(ran) == 1
+
+    @tool
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        return "never"
+
+    with pytest.raises(ToolCallRefused, match="never issued"):  # outside a ToolNode it reaches the caller
+        issue_refund.invoke({"order_id": "A-1", "amount": 9000})
+    del gov

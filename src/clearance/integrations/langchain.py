@@ -8,17 +8,22 @@
   (`on_block="raise"` raises instead).
 - `wrap_tool_call` / `awrap_tool_call`: the same for a hand-built graph's
   `ToolNode(wrap_tool_call=..., awrap_tool_call=...)`.
-- `install()` (done by `clearance.configure()` when LangChain is installed): a process-wide
-  callback that records every chat model call's tokens, model and cost in the current session,
-  streaming included (with `stream_usage=True`).
+- `ClearanceMiddleware(pause=True)`: a call that needs approval pauses the graph with
+  `interrupt()` instead; `resume` continues it once a human has decided.
+- `install()` (done by `clearance.configure()` when LangChain is imported): `ToolGate`, a
+  process-wide callback that governs every tool call no middleware governs (agents built
+  without it, tools invoked directly), and a callback that records every chat model call's
+  tokens, model and cost in the current session, streaming included (`stream_usage=True`).
 
 Needs `pip install "clearance[langchain]"`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, Literal
 from uuid import UUID
@@ -30,6 +35,7 @@ try:
     from langchain_core.messages import ToolMessage
     from langchain_core.outputs import LLMResult
     from langchain_core.tracers.context import register_configure_hook
+    from langgraph.prebuilt.tool_node import ToolInvocationError
     from langgraph.types import Command, interrupt
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the LangChain integration needs its extra: pip install "clearance[langchain]"') from exc
@@ -45,6 +51,8 @@ from ..policy import Effect
 from . import _common
 
 OnBlock = Literal["message", "raise"]
+# Set while the middleware runs a call it governs, so the process-wide gate stands aside.
+_GOVERNED: ContextVar[bool] = ContextVar("clearance_langchain_governed", default=False)
 Handler = Callable[[ToolCallRequest], Any]
 
 
@@ -138,7 +146,7 @@ class ClearanceMiddleware(AgentMiddleware):
             if isinstance(paused, ToolMessage):
                 return paused
             governor, ticket, approved = paused
-            with _Recording(governor, ticket, approved) as recording:
+            with _Recording(governor, ticket, approved) as recording, _governing():
                 return recording.done(handler(_approved_request(request, approved)))
         governor, ticket, refused = _begin(request, self.on_block)
         if refused is not None:
@@ -149,7 +157,7 @@ class ClearanceMiddleware(AgentMiddleware):
                 approved = governor.wait(ticket)
             except ApprovalError as exc:
                 return _denied(request, exc, self.on_block)
-        with _Recording(governor, ticket, approved) as recording:
+        with _Recording(governor, ticket, approved) as recording, _governing():
             return recording.done(handler(_approved_request(request, approved)))
 
     async def awrap_tool_call(
@@ -161,7 +169,7 @@ class ClearanceMiddleware(AgentMiddleware):
             if isinstance(paused, ToolMessage):
                 return paused
             governor, ticket, approved = paused
-            with _Recording(governor, ticket, approved) as recording:
+            with _Recording(governor, ticket, approved) as recording, _governing():
                 return recording.done(await handler(_approved_request(request, approved)))
         governor, ticket, refused = _begin(request, self.on_block)
         if refused is not None:
@@ -172,8 +180,17 @@ class ClearanceMiddleware(AgentMiddleware):
                 approved = await governor.wait_async(ticket)
             except ApprovalError as exc:
                 return _denied(request, exc, self.on_block)
-        with _Recording(governor, ticket, approved) as recording:
+        with _Recording(governor, ticket, approved) as recording, _governing():
             return recording.done(await handler(_approved_request(request, approved)))
+
+
+@contextlib.contextmanager
+def _governing() -> Iterator[None]:
+    token = _GOVERNED.set(True)
+    try:
+        yield
+    finally:
+        _GOVERNED.reset(token)
 
 
 class _Recording(Recording):
@@ -310,11 +327,80 @@ class UsageCallback(BaseCallbackHandler):
                 )
 
 
+class ToolCallRefused(ToolInvocationError):
+    """A tool call Clearance refused. Inside a `ToolNode` the model gets it as an error `ToolMessage`."""
+
+    def __init__(self, tool_name: str, text: str, tool_kwargs: dict[str, Any]) -> None:
+        super().__init__(tool_name, ValueError(text), tool_kwargs)  # type: ignore[arg-type]
+        self.message = text  # what ToolNode answers the model: the reason, not "fix your arguments"
+        self.args = (text,)
+
+
+class ToolGate(BaseCallbackHandler):
+    """Governs every LangChain tool call in the process that no middleware governs.
+
+    A callback (`configure()` registers it process-wide) that decides each call in
+    `on_tool_start` and raises `ToolCallRefused` to stop one: inside a `ToolNode` (an agent
+    without `ClearanceMiddleware`) the model gets the reason as an error `ToolMessage`; a tool
+    invoked directly raises it. An approval is waited for (async tools wait on a worker thread,
+    not the event loop). An approver's edit cannot be applied from a callback: such a call is
+    refused, and recorded as failed, with a pointer to the middleware. Calls the middleware
+    governs and `@clearance.guard` functions are left to them.
+    """
+
+    raise_error = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._running: dict[UUID, tuple[Backend, Ticket, Approved | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def on_tool_start(
+        self, serialized: Any, input_str: str, *, run_id: UUID, inputs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Decide the call; raise `ToolCallRefused` to stop it."""
+        name = (serialized or {}).get("name") or kwargs.get("name") or "unknown"
+        if _GOVERNED.get() or name in _runtime._tools:
+            return
+        args = to_plain(dict(inputs) if isinstance(inputs, dict) else {"input": input_str})
+        assert isinstance(args, dict)
+        try:
+            governor, ticket = _common.begin(name, args)
+            approved = governor.wait(ticket) if ticket.approval_id is not None else None
+        except (ToolCallBlocked, ApprovalError) as exc:
+            raise ToolCallRefused(name, _common.refusal_text(exc), args) from exc
+        if approved is not None and approved.args is not None:
+            text = (
+                f"Not run: {name} was approved with edited arguments, which only ClearanceMiddleware"
+                " (or a ToolNode's wrap_tool_call) can apply"
+            )
+            governor.finish(ticket, error=RuntimeError(text), duration_s=0.0)
+            raise ToolCallRefused(name, text, args)
+        with self._lock:
+            self._running[run_id] = (governor, ticket, approved, time.perf_counter())
+
+    def _finish(self, run_id: UUID, error: BaseException | None, result: Any) -> None:
+        with self._lock:
+            running = self._running.pop(run_id, None)
+        if running is not None:
+            governor, ticket, _, started = running
+            governor.finish(ticket, error=error, duration_s=time.perf_counter() - started, result=result)
+
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """Record the result."""
+        self._finish(run_id, None, _content(output) if isinstance(output, ToolMessage) else output)
+
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Record the failure."""
+        self._finish(run_id, error, None)
+
+
 _USAGE: ContextVar[UsageCallback | None] | None = None
+_GATE: ContextVar[ToolGate | None] | None = None
 
 
 def install() -> None:
-    """Record every LangChain chat model call's usage, process-wide (idempotent)."""
+    """Govern every LangChain tool call and record every chat model call's usage, process-wide (idempotent)."""
     global _USAGE
     if _USAGE is not None:
         return
@@ -322,3 +408,6 @@ def install() -> None:
     # keeps no per-context state that could leak between them.
     _USAGE = ContextVar("clearance_langchain_usage", default=UsageCallback())  # noqa: B039
     register_configure_hook(_USAGE, inheritable=True)
+    global _GATE
+    _GATE = ContextVar("clearance_langchain_gate", default=ToolGate())  # noqa: B039
+    register_configure_hook(_GATE, inheritable=True)
