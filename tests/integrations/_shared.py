@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from clearance import _decisions
@@ -43,3 +48,32 @@ def decide_when_pending(gov: Governor | Database, **decision: Any) -> threading.
 def records(gov: Governor, kind: str, session: str | None = None) -> list[dict[str, Any]]:
     """The bodies of the audit records of this kind (in this session)."""
     return [e.body for e in query(gov.db, EventFilter(kind=kind, session=session))]
+
+
+def run_python(tmp_path: Path, code: str, *args: str, policy: str = POLICY) -> str:
+    """Run `code` in a fresh Python process configured (by environment) on tmp_path's store; its output.
+
+    Both the process and the test see `tmp_path / "audit.db"` — the `configure` fixture's store.
+    """
+    from ..conftest import REPO
+
+    policy_file = tmp_path / "process-policy.yaml"
+    policy_file.write_text(policy)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'src'}:{REPO}",
+        "CLEARANCE_POLICY": str(policy_file),
+        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
+        "CLEARANCE_AGENT": "test-agent",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def last_json(output: str) -> dict[str, Any]:
+    """The JSON object a process printed last."""
+    result: dict[str, Any] = json.loads(output.splitlines()[-1])
+    return result

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,7 @@ from clearance._guard._governor import Governor  # noqa: E402
 from clearance.integrations import agents as governed  # noqa: E402
 from clearance.store import _approvals as approvals  # noqa: E402
 
-from ..conftest import REPO  # noqa: E402
-from ._shared import LEAD, POLICY, decide_when_pending, records  # noqa: E402
+from ._shared import LEAD, POLICY, decide_when_pending, last_json, records, run_python  # noqa: E402
 
 
 def refund_agent(ran: list[Any], amount: float = 850, model: Any = None) -> Agent[Any]:
@@ -119,24 +116,7 @@ else:
 
 
 def _process(tmp_path: Path, *args: str) -> dict[str, Any]:
-    import json
-    import os
-
-    policy = tmp_path / "paused-policy.yaml"
-    policy.write_text(POLICY)
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{REPO / 'src'}:{REPO}",
-        "CLEARANCE_POLICY": str(policy),
-        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
-        "CLEARANCE_AGENT": "test-agent",
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", PAUSED, *args], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path
-    )
-    assert out.returncode == 0, out.stderr
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return last_json(run_python(tmp_path, PAUSED, *args))
 
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])

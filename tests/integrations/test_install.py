@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from ..conftest import REPO
+from ._shared import run_python
 
 FRAMEWORKS = ("langchain", "langgraph", "langchain_core", "agents", "mcp", "google", "llama_index", "ag2", "crewai")
 
 
 def _run(code: str, tmp_path: Path) -> str:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("version: 1\ntools: {}\n")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO / "src"),
-        "CLEARANCE_POLICY": str(policy),
-        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
-    }
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    return run_python(tmp_path, code, policy="version: 1\ntools: {}\n")
 
 
 def test_import_clearance_imports_no_framework(tmp_path: Path) -> None:

@@ -332,40 +332,15 @@ with SqliteSaver.from_conn_string(sys.argv[2]) as saver:
 
 def test_a_paused_graph_resumes_in_another_process(configure: Callable[..., Governor], tmp_path: Any) -> None:
     """The durable case: a SQLite checkpointer, the agent process gone, another one resumes."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     pytest.importorskip("langgraph.checkpoint.sqlite")
     from clearance import _decisions
 
-    from ..conftest import REPO
-    from ._shared import LEAD
+    from ._shared import LEAD, last_json, run_python
 
     gov = configure(POLICY)
-    policy = tmp_path / "graph-policy.yaml"
-    policy.write_text(POLICY)
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{REPO / 'src'}:{REPO}",
-        "CLEARANCE_POLICY": str(policy),
-        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
-        "CLEARANCE_AGENT": "test-agent",
-    }
 
     def process(*args: str) -> dict[str, Any]:
-        out = subprocess.run(
-            [sys.executable, "-c", PAUSED_GRAPH, *args, str(tmp_path / "checkpoints.db")],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            cwd=tmp_path,
-        )
-        assert out.returncode == 0, out.stderr
-        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-        return result
+        return last_json(run_python(tmp_path, PAUSED_GRAPH, *args, str(tmp_path / "checkpoints.db")))
 
     [approval_id] = process("start")["ids"]
     assert process("resume") == {"error": "ApprovalPending"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -15,6 +17,7 @@ from ..errors import ApprovalError, ToolCallBlocked
 from ..policy import Effect
 
 OnBlock = Literal["message", "raise"]
+log = logging.getLogger("clearance")
 
 
 def refusal_text(exc: ToolCallBlocked | ApprovalError) -> str:
@@ -114,3 +117,43 @@ def parse_json_args(raw: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("the arguments are not a JSON object")
     return value
+
+
+def record_model_call(
+    model: str | None,
+    input_tokens: Any,
+    output_tokens: Any,
+    cached_input_tokens: Any = 0,
+    reasoning_tokens: Any = 0,
+    *,
+    provider: str | None = None,
+    started: float | None = None,
+) -> None:
+    """Record a framework's model call in the current session; never raises.
+
+    Counts come as frameworks report them (None, floats): they are made whole numbers, and the
+    cached and reasoning parts are kept within their totals. Nothing is recorded when Clearance
+    is not configured (or shut down), and a failure to record is logged — the agent's model call
+    must not fail for it. `started` is the call's `time.perf_counter()` start, for its latency.
+    """
+    governor = _runtime._current
+    if governor is None:
+        return
+    given = _count(input_tokens), _count(output_tokens)
+    try:
+        governor.record_usage(
+            str(model or "unknown"),
+            given[0],
+            given[1],
+            min(_count(cached_input_tokens), given[0]),
+            min(_count(reasoning_tokens), given[1]),
+            provider=provider,
+            session=get_session(),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3) if started is not None else None,
+        )
+    except Exception:
+        log.exception("Clearance could not record a %s call's usage", model)
+
+
+def _count(value: Any) -> int:
+    return max(int(value or 0), 0) if not isinstance(value, bool) else 0

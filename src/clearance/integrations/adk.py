@@ -26,11 +26,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError('the Google ADK integration needs its extra: pip install "clearance[adk]"') from exc
 
 from .._canonical import to_plain
-from .._context import get_session
 from .._guard import _runtime
 from .._guard._governor import Ticket
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
-from ._common import OnBlock, begin, claim_approved, refusal_text
+from ._common import OnBlock, begin, claim_approved, record_model_call, refusal_text
 from ._versions import check_version
 
 _MARK = "__clearance_governed__"
@@ -110,21 +109,16 @@ class ClearancePlugin(BasePlugin):
     async def after_model_callback(self, *, callback_context: Any, llm_response: Any) -> Any:
         """Record the response's usage (nothing when it reports none, as partial stream chunks do)."""
         usage = llm_response.usage_metadata
-        governor = _runtime._current
-        if usage is None or governor is None or getattr(llm_response, "partial", False):
+        if usage is None or getattr(llm_response, "partial", False):
             return None
-        started = self._model_started.pop(callback_context.invocation_id, None)
-        prompt = usage.prompt_token_count or 0
         thinking = usage.thoughts_token_count or 0
-        governor.record_usage(
-            str(llm_response.model_version or "unknown"),
-            prompt,
+        record_model_call(
+            llm_response.model_version,
+            usage.prompt_token_count,
             (usage.candidates_token_count or 0) + thinking,
-            min(usage.cached_content_token_count or 0, prompt),
+            usage.cached_content_token_count,
             thinking,
-            provider=None,
-            session=get_session(),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3) if started is not None else None,
+            started=self._model_started.pop(callback_context.invocation_id, None),
         )
         return None
 

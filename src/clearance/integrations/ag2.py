@@ -28,11 +28,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError('the AG2 integration needs its extra: pip install "clearance[ag2]"') from exc
 
 from .._canonical import to_plain
-from .._context import get_session
-from .._guard import _runtime
 from .._guard._recording import Recording
 from ..errors import ApprovalError, ToolCallBlocked
-from ._common import begin, refusal_text
+from ._common import begin, record_model_call, refusal_text
 from ._versions import check_version
 
 _MARK = "__clearance_governed__"
@@ -80,26 +78,17 @@ class ClearanceMiddleware(BaseMiddleware):
         started = time.perf_counter()
         response = await call_next(events, context)
         usage = getattr(response, "usage", None)
-        governor = _runtime._current
-        if usage is None or governor is None or usage.prompt_tokens is None:
-            return response
-        read = _n(usage.cache_read_input_tokens)
-        prompt, thinking = _n(usage.prompt_tokens), _n(usage.thinking_tokens)
-        governor.record_usage(
-            str(response.model or "unknown"),
-            prompt,
-            _n(usage.completion_tokens),
-            min(read, prompt),
-            min(thinking, _n(usage.completion_tokens)),
-            provider=response.provider,
-            session=get_session(),
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
-        )
+        if usage is not None and usage.prompt_tokens is not None:
+            record_model_call(
+                response.model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cache_read_input_tokens,
+                usage.thinking_tokens,
+                provider=response.provider,
+                started=started,
+            )
         return response
-
-
-def _n(value: float | None) -> int:
-    return int(value or 0)
 
 
 _installed = False

@@ -21,6 +21,7 @@ Needs `pip install "clearance[openai-agents]"`.
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,11 +37,21 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'the OpenAI Agents SDK integration needs its extra: pip install "clearance[openai-agents]"'
     ) from exc
 
-from .._context import get_session
+from datetime import UTC
+
 from .._guard import _runtime
 from .._guard._recording import Recording
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
-from ._common import OnBlock, begin, claim_approved, normalise, parse_json_args, refusal_text, status
+from ._common import (
+    OnBlock,
+    begin,
+    claim_approved,
+    normalise,
+    parse_json_args,
+    record_model_call,
+    refusal_text,
+    status,
+)
 from ._versions import check_version
 
 Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
@@ -225,21 +236,15 @@ class UsageProcessor(TracingProcessor):
             model = data.response.model
         else:
             return
-        governor = _runtime._current
-        if governor is None:
-            return
         details_in = usage.get("input_tokens_details") or {}
         details_out = usage.get("output_tokens_details") or {}
-        latency = _latency_ms(span)
-        governor.record_usage(
-            str(model or "unknown"),
-            int(usage.get("input_tokens") or 0),
-            int(usage.get("output_tokens") or 0),
-            int(details_in.get("cached_tokens") or 0),
-            int(details_out.get("reasoning_tokens") or 0),
-            provider=None,
-            session=get_session(),
-            latency_ms=latency,
+        record_model_call(
+            model,
+            usage.get("input_tokens"),
+            usage.get("output_tokens"),
+            details_in.get("cached_tokens"),
+            details_out.get("reasoning_tokens"),
+            started=_started(span),
         )
 
     def shutdown(self) -> None:
@@ -249,13 +254,14 @@ class UsageProcessor(TracingProcessor):
         """Nothing to do."""
 
 
-def _latency_ms(span: Span[Any]) -> float | None:
+def _started(span: Span[Any]) -> float | None:
+    """The span's start on the `time.perf_counter()` clock, for the call's latency."""
     from datetime import datetime
 
-    if not span.started_at or not span.ended_at:
+    if not span.started_at:
         return None
-    delta = datetime.fromisoformat(span.ended_at) - datetime.fromisoformat(span.started_at)
-    return round(delta.total_seconds() * 1000, 3)
+    ago = datetime.now(UTC) - datetime.fromisoformat(span.started_at)
+    return time.perf_counter() - ago.total_seconds()
 
 
 _installed = False

@@ -29,10 +29,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError('the CrewAI integration needs its extra: pip install "clearance[crewai]"') from exc
 
 from .._canonical import to_plain
-from .._context import get_session
-from .._guard import _runtime
 from ..errors import ApprovalError, ToolCallBlocked
-from ._common import begin, refusal_text
+from ._common import begin, record_model_call, refusal_text
 from ._versions import check_version
 
 log = logging.getLogger("clearance")
@@ -82,28 +80,14 @@ def after_tool_call(ctx: Any) -> str | None:
 
 def _record_usage(source: Any, event: LLMCallCompletedEvent) -> None:
     usage = event.usage or {}
-    governor = _runtime._current
-    if not usage or governor is None:
-        return
-    prompt = int(usage.get("prompt_tokens") or 0)
-    cached = int(
-        (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or usage.get("cached_prompt_tokens") or 0
-    )
-    completion = int(usage.get("completion_tokens") or 0)
-    reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-    try:
-        governor.record_usage(
-            str(event.model or "unknown"),
-            prompt,
-            completion,
-            min(cached, prompt),
-            min(reasoning, completion),
-            provider=None,
-            session=get_session(),
-            latency_ms=None,
+    if usage:
+        record_model_call(
+            event.model,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or usage.get("cached_prompt_tokens"),
+            (usage.get("completion_tokens_details") or {}).get("reasoning_tokens"),
         )
-    except Exception:
-        log.exception("Clearance could not record an LLM call's usage")
 
 
 _installed = False

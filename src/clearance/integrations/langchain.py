@@ -301,7 +301,6 @@ class UsageCallback(BaseCallbackHandler):
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Record the usage the model reported (nothing when it reported none)."""
         started = self._started.pop(run_id, None)
-        latency = round((time.perf_counter() - started) * 1000, 3) if started is not None else None
         for generations in response.generations:
             for generation in generations:
                 message = getattr(generation, "message", None)
@@ -312,18 +311,14 @@ class UsageCallback(BaseCallbackHandler):
                 model = meta.get("model_name") or meta.get("model") or "unknown"
                 details_in = usage.get("input_token_details") or {}
                 details_out = usage.get("output_token_details") or {}
-                governor = _runtime._current
-                if governor is None:  # shut down (or never configured here): nothing to record into
-                    return
-                governor.record_usage(
-                    str(model),
-                    int(usage.get("input_tokens") or 0),
-                    int(usage.get("output_tokens") or 0),
-                    int(details_in.get("cache_read") or 0),
-                    int(details_out.get("reasoning") or 0),
+                _common.record_model_call(
+                    model,
+                    usage.get("input_tokens"),
+                    usage.get("output_tokens"),
+                    details_in.get("cache_read"),
+                    details_out.get("reasoning"),
                     provider=meta.get("model_provider"),
-                    session=get_session(),
-                    latency_ms=latency,
+                    started=started,
                 )
 
 
