@@ -181,3 +181,23 @@ def test_against_a_fake_openai_server_usage_is_recorded(configure: Callable[...,
     calls = records(gov, "llm.call", f"ses-agents-{streaming}")
     assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
     assert all(c["priced"] for c in calls)
+
+
+def test_paused_tools_decide_blocked_and_allowed_calls_once(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    blocked = run(governed.govern(refund_agent(ran, amount=9000), pause=True), "refund")
+    assert ran == [] and "never issued" in blocked.final_output and not blocked.interruptions
+    allowed = run(governed.govern(refund_agent(ran, amount=50), pause=True), "refund")
+    assert ran == [("A-1", 50.0)] and not allowed.interruptions
+    assert [d["decision"] for d in records(gov, "tool_call.decided")] == ["block", "allow"]
+
+
+def test_pause_refuses_a_tool_that_has_its_own_needs_approval() -> None:
+    agent = refund_agent([])
+    [tool] = agent.tools
+    tool.needs_approval = True
+    original = tool.on_invoke_tool
+    with pytest.raises(clearance.ConfigurationError, match="already has needs_approval"):
+        governed.govern(agent, pause=True)
+    assert tool.on_invoke_tool is original  # left as it was

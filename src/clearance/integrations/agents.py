@@ -56,7 +56,8 @@ from ._versions import check_version
 
 Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
 _MARK = "__clearance_governed__"
-_decided: OrderedDict[str, Any] = OrderedDict()  # call id → ticket, from needs_approval to the run
+# call id → what needs_approval decided (a ticket, or the refusal), for the invoker of the same run
+_decided: OrderedDict[str, Any] = OrderedDict()
 _DECIDED_KEEP = 10_000
 
 
@@ -76,6 +77,8 @@ def _invoker(tool: FunctionTool, original: Invoker, on_block: OnBlock, pause: bo
         try:
             if pause:
                 ticket = _decided.pop(ctx.tool_call_id, None)
+                if isinstance(ticket, (ToolCallBlocked, ApprovalError)):  # refused in needs_approval
+                    raise ticket
                 if ticket is None:  # resumed in another process: the approval is found by call id
                     governor, ticket = begin(tool.name, args, call_key=ctx.tool_call_id)
                 else:
@@ -102,8 +105,9 @@ def _needs_approval(tool: FunctionTool) -> Callable[[RunContextWrapper[Any], dic
     async def needs_approval(ctx: RunContextWrapper[Any], params: dict[str, Any], call_id: str) -> bool:
         try:
             _, ticket = begin(tool.name, normalise(params, tool.params_json_schema), call_key=call_id)
-        except (ToolCallBlocked, ApprovalError):
-            return False  # the run asks the invoker, which decides again and answers the refusal
+        except (ToolCallBlocked, ApprovalError) as exc:
+            _remember(call_id, exc)  # the invoker answers the refusal, without deciding again
+            return False
         _remember(call_id, ticket)
         return ticket.approval_id is not None
 
@@ -121,10 +125,10 @@ def govern_tool(tool: FunctionTool, *, on_block: OnBlock = "message", pause: boo
     """
     if getattr(tool.on_invoke_tool, _MARK, False):
         return tool
+    if pause and tool.needs_approval is not False:
+        raise ConfigurationError(f"{tool.name} already has needs_approval; pause=True sets its own")
     tool.on_invoke_tool = _invoker(tool, tool.on_invoke_tool, on_block, pause)
     if pause:
-        if tool.needs_approval is not False:
-            raise ConfigurationError(f"{tool.name} already has needs_approval; pause=True sets its own")
         tool.needs_approval = _needs_approval(tool)
     return tool
 
