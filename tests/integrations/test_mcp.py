@@ -177,9 +177,16 @@ def test_streamable_http_both_ways(http_proxy: tuple[str, Path], proxy_env: dict
 
 def test_bad_upstreams_are_usage_errors(proxy_env: dict[str, str]) -> None:
     argv = [sys.executable, "-m", "clearance.cli", "mcp-proxy"]
-    for bad in (["--upstream", "nonamehere"], ["--upstream", "a=x", "--upstream", "a=y"], ["--upstream", "a= "]):
+    bad_ones = (
+        ["--upstream", "nonamehere"],
+        ["--upstream", "a=x", "--upstream", "a=y"],
+        ["--upstream", "a= "],
+        ["--upstream", "a=python 'unbalanced"],
+        ["--upstream", "a=x", "--http", "nowhere"],
+    )
+    for bad in bad_ones:
         out = subprocess.run([*argv, *bad], env=proxy_env, capture_output=True, text=True, timeout=60)
-        assert out.returncode != 0 and "error" in out.stderr.lower(), out.stderr
+        assert out.returncode != 0 and "error" in out.stderr.lower() and "Traceback" not in out.stderr, out.stderr
 
 
 def test_the_client_hook_governs_call_tool_in_process(configure: Callable[..., Governor], tmp_path: Path) -> None:

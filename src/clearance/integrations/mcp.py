@@ -135,7 +135,7 @@ def upstream_target(spec: str) -> StdioServerParameters | str:
     """`http(s)://…` (streamable HTTP) or a command line (stdio) as an MCP client target.
 
     Raises:
-        ConfigurationError: Empty.
+        ConfigurationError: Empty, or a command line that cannot be read.
     """
     import shlex
 
@@ -144,7 +144,10 @@ def upstream_target(spec: str) -> StdioServerParameters | str:
         raise ConfigurationError("an upstream MCP server needs a command or an http(s):// URL")
     if spec.startswith(("http://", "https://")):
         return spec
-    command, *args = shlex.split(spec)
+    try:
+        command, *args = shlex.split(spec)
+    except ValueError as exc:  # unbalanced quotes
+        raise ConfigurationError(f"cannot read the upstream command {spec!r}: {exc}") from None
     return StdioServerParameters(command=command, args=args)
 
 
