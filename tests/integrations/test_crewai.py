@@ -1,4 +1,4 @@
-"""CrewAI: a real crew run, offline, with a scripted LLM (in the CrewAI virtualenv: `make test-crewai`)."""
+"""CrewAI: a real crew run, offline, with a scripted LLM (in the pinned virtualenv: `make test-pinned`)."""
 
 from __future__ import annotations
 
