@@ -57,3 +57,32 @@ def test_a_replayed_call_key_gets_its_first_ticket_and_other_arguments_are_refus
     with pytest.raises(clearance.ApprovalError, match="other arguments"):
         begin("issue_refund", {"order_id": "A-1", "amount": 9.0}, call_key="call_9")
     assert len(records(gov, "tool_call.decided")) == 1
+
+
+def test_an_integration_without_its_framework_says_which_extra_to_install(tmp_path: Path) -> None:
+    cases = {
+        "langchain": ("langchain", "clearance[langchain]"),
+        "agents": ("agents", "clearance[openai-agents]"),
+        "mcp": ("mcp", "clearance[mcp]"),
+        "adk": ("google.adk", "clearance[adk]"),
+        "ag2": ("ag2", "clearance[ag2]"),
+        "llamaindex": ("llama_index", "clearance[llamaindex]"),
+        "crewai": ("crewai", "clearance[crewai]"),
+    }
+    code = f"""
+import importlib, sys
+for module, (blocked, _) in {cases!r}.items():
+    saved = {{k: v for k, v in sys.modules.items() if k == blocked or k.startswith(blocked + ".")}}
+    sys.modules[blocked] = None  # as if it were not installed
+    try:
+        importlib.import_module("clearance.integrations." + module)
+    except ImportError as exc:
+        print(module, "|", str(exc).replace(chr(10), " "))
+    else:
+        print(module, "| imported")
+    del sys.modules[blocked]
+    sys.modules.update(saved)
+"""
+    lines = dict(line.split(" | ", 1) for line in _run(code, tmp_path).splitlines())
+    for module, (_, extra) in cases.items():
+        assert lines[module].endswith(f'pip install "{extra}"'), lines[module]
