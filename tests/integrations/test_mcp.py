@@ -19,7 +19,7 @@ from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.server.mcpserver import MCPServer  # noqa: E402
 
 from clearance._guard._governor import Governor  # noqa: E402
-from clearance.integrations.mcp import _GOVERNED  # noqa: E402
+from clearance._guard._recording import RUNNING  # noqa: E402
 from clearance.store import Database  # noqa: E402
 from clearance.store import _approvals as approvals  # noqa: E402
 
@@ -55,8 +55,8 @@ def text(result: Any) -> str:
 async def call(target: Any, amount: float, *, times: int = 1) -> tuple[list[str], list[Any]]:
     if not isinstance(target, MCPServer):
         # The client stands for a desktop assistant: this process's own MCP hook (installed by
-        # earlier tests) must not govern it — the proxy does.
-        _GOVERNED.set(True)
+        # earlier tests) must not govern it — the proxy does — so it runs as governed already.
+        RUNNING.set("issue_refund")
     async with Client(target) as client:
         names = [t.name for t in (await client.list_tools()).tools]
         results = [await client.call_tool("issue_refund", {"order_id": "A-1", "amount": amount}) for _ in range(times)]
@@ -115,7 +115,7 @@ def test_an_undecided_call_answers_pending_and_a_retry_picks_up_its_approval(
     db = db_of(proxy_env)
 
     async def main() -> tuple[Any, Any]:
-        _GOVERNED.set(True)  # as in call()
+        RUNNING.set("issue_refund")  # as in call()
         async with Client(stdio(ledger, proxy_env, "--approval-wait", "0.5")) as client:
             args = {"order_id": "A-1", "amount": 850}
             first = await client.call_tool("issue_refund", args)
@@ -209,3 +209,36 @@ def test_the_client_hook_governs_call_tool_in_process(configure: Callable[..., G
     assert not ok.is_error and ran == [("A-1", 20)]
     decided = records(gov, "tool_call.decided")
     assert [d["decision"] for d in decided] == ["require_approval", "allow"]
+
+
+def test_a_call_governed_above_is_not_decided_again_by_the_client_hook(configure: Callable[..., Governor]) -> None:
+    """An MCP call made while a governed tool of the same name runs (an Agents SDK MCP tool) is decided once."""
+    from clearance._guard._recording import Recording
+    from clearance.integrations._common import begin
+
+    gov = configure(POLICY)
+    server = MCPServer("refunds")
+    ran: list[Any] = []
+
+    @server.tool()
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return "refunded"
+
+    @server.tool()
+    def lookup(order_id: str) -> str:
+        """Look an order up."""
+        return "shipped"
+
+    async def main() -> None:
+        governor, ticket = begin("issue_refund", {"order_id": "A-1", "amount": 20})
+        with Recording(governor, ticket, None) as recording:
+            async with Client(server) as client:
+                await client.call_tool("issue_refund", {"order_id": "A-1", "amount": 20})
+                await client.call_tool("lookup", {"order_id": "A-1"})  # another tool: decided here
+            recording.done("refunded")
+
+    asyncio.run(main())
+    assert ran == [("A-1", 20)]
+    assert [d["tool"] for d in records(gov, "tool_call.decided")] == ["issue_refund", "lookup"]

@@ -20,10 +20,9 @@ Needs `pip install "clearance[langchain]"`.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, Literal
 from uuid import UUID
@@ -45,15 +44,15 @@ from .._context import get_session
 from .._guard import _runtime
 from .._guard._backend import Backend
 from .._guard._governor import Approved, Ticket
-from .._guard._recording import Recording
+from .._guard._recording import RUNNING, Recording
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ..policy import Effect
 from . import _common
 
 OnBlock = Literal["message", "raise"]
-# Set while the middleware runs a call it governs, so the process-wide gate stands aside.
-_GOVERNED: ContextVar[bool] = ContextVar("clearance_langchain_governed", default=False)
+
 Handler = Callable[[ToolCallRequest], Any]
+Decided = tuple[Backend, Ticket, "Approved | None"]  # a call that may run: how, and with which approval
 
 
 def _arguments(request: ToolCallRequest) -> dict[str, Any]:
@@ -115,7 +114,7 @@ class ClearanceMiddleware(AgentMiddleware):
         self.on_block: OnBlock = on_block
         self.pause = pause
 
-    def _paused(self, request: ToolCallRequest) -> tuple[Backend, Ticket, Approved | None] | ToolMessage:
+    def _paused(self, request: ToolCallRequest) -> Decided | ToolMessage:
         """Decide by tool-call id; interrupt the graph until the approval is decided; claim it."""
         call = request.tool_call
         try:
@@ -139,58 +138,43 @@ class ClearanceMiddleware(AgentMiddleware):
         except ApprovalError as exc:
             return _denied(request, exc, self.on_block)
 
-    def wrap_tool_call(self, request: ToolCallRequest, handler: Handler) -> Any:
-        """Decide, wait for an approval if one is needed, then run (maybe as edited) and record."""
-        if self.pause:
-            paused = self._paused(request)
-            if isinstance(paused, ToolMessage):
-                return paused
-            governor, ticket, approved = paused
-            with _Recording(governor, ticket, approved) as recording, _governing():
-                return recording.done(handler(_approved_request(request, approved)))
+    def _waited(self, request: ToolCallRequest) -> Decided | ToolMessage:
         governor, ticket, refused = _begin(request, self.on_block)
         if refused is not None:
             return refused
-        approved = None
-        if ticket.approval_id is not None:
-            try:
-                approved = governor.wait(ticket)
-            except ApprovalError as exc:
-                return _denied(request, exc, self.on_block)
-        with _Recording(governor, ticket, approved) as recording, _governing():
+        try:
+            return governor, ticket, governor.wait(ticket) if ticket.approval_id is not None else None
+        except ApprovalError as exc:
+            return _denied(request, exc, self.on_block)
+
+    async def _awaited(self, request: ToolCallRequest) -> Decided | ToolMessage:
+        governor, ticket, refused = _begin(request, self.on_block)
+        if refused is not None:
+            return refused
+        try:
+            return governor, ticket, await governor.wait_async(ticket) if ticket.approval_id is not None else None
+        except ApprovalError as exc:
+            return _denied(request, exc, self.on_block)
+
+    def wrap_tool_call(self, request: ToolCallRequest, handler: Handler) -> Any:
+        """Decide, wait for an approval if one is needed, then run (maybe as edited) and record."""
+        decided = self._paused(request) if self.pause else self._waited(request)
+        if isinstance(decided, ToolMessage):
+            return decided
+        governor, ticket, approved = decided
+        with _Recording(governor, ticket, approved) as recording:
             return recording.done(handler(_approved_request(request, approved)))
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]]
     ) -> Any:
         """`wrap_tool_call` for async agents: the wait does not block the event loop."""
-        if self.pause:
-            paused = self._paused(request)
-            if isinstance(paused, ToolMessage):
-                return paused
-            governor, ticket, approved = paused
-            with _Recording(governor, ticket, approved) as recording, _governing():
-                return recording.done(await handler(_approved_request(request, approved)))
-        governor, ticket, refused = _begin(request, self.on_block)
-        if refused is not None:
-            return refused
-        approved = None
-        if ticket.approval_id is not None:
-            try:
-                approved = await governor.wait_async(ticket)
-            except ApprovalError as exc:
-                return _denied(request, exc, self.on_block)
-        with _Recording(governor, ticket, approved) as recording, _governing():
+        decided = self._paused(request) if self.pause else await self._awaited(request)
+        if isinstance(decided, ToolMessage):
+            return decided
+        governor, ticket, approved = decided
+        with _Recording(governor, ticket, approved) as recording:
             return recording.done(await handler(_approved_request(request, approved)))
-
-
-@contextlib.contextmanager
-def _governing() -> Iterator[None]:
-    token = _GOVERNED.set(True)
-    try:
-        yield
-    finally:
-        _GOVERNED.reset(token)
 
 
 class _Recording(Recording):
@@ -355,7 +339,7 @@ class ToolGate(BaseCallbackHandler):
     ) -> None:
         """Decide the call; raise `ToolCallRefused` to stop it."""
         name = (serialized or {}).get("name") or kwargs.get("name") or "unknown"
-        if _GOVERNED.get() or name in _runtime._tools:
+        if RUNNING.get() == name or name in _runtime._tools:  # the middleware or @guard governs it
             return
         args = to_plain(dict(inputs) if isinstance(inputs, dict) else {"input": input_str})
         assert isinstance(args, dict)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -30,15 +29,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .._canonical import canonical_json, sha256_hex
 from .._guard import _runtime
 from .._guard._governor import Approved, Ticket
-from .._guard._recording import Recording
+from .._guard._recording import RUNNING, Recording
 from .._notify import FALLBACK_SECONDS
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import OnBlock, begin, refusal_text
 from ._versions import check_version
 
-# Set while a call is governed by an outer layer (the proxy, an Agents SDK tool), so the
-# client-side hook below does not decide and record it a second time.
-_GOVERNED: contextvars.ContextVar[bool] = contextvars.ContextVar("clearance_mcp_governed", default=False)
 _MARK = "__clearance_governed__"
 
 
@@ -87,14 +83,13 @@ async def _send(
     approved: Approved | None,
     args: dict[str, Any],
     send: Callable[[dict[str, Any] | None], Awaitable[Any]],
+    *,
+    upstream_name: str | None = None,
 ) -> Any:
+    """Send the call (as edited) and record its result; the client hook below stands aside for it."""
     run_args = approved.args if approved is not None and approved.args is not None else args
-    token = _GOVERNED.set(True)
-    try:
-        with _Recording(governor, ticket, approved) as recording:
-            return recording.done(await send(run_args))
-    finally:
-        _GOVERNED.reset(token)
+    with _Recording(governor, ticket, approved, running=upstream_name) as recording:
+        return recording.done(await send(run_args))
 
 
 _installed = False
@@ -119,7 +114,7 @@ def install() -> None:
     async def call_tool(
         self: ClientSession, name: str, arguments: dict[str, Any] | None = None, *a: Any, **kw: Any
     ) -> Any:
-        if _GOVERNED.get():
+        if RUNNING.get() == name:  # governed already, by the layer running this tool
             return await original(self, name, arguments, *a, **kw)
         return await governed_call(name, arguments, lambda args: original(self, name, args, *a, **kw))
 
@@ -221,7 +216,7 @@ class Proxy:
                 ticket, approved = decided
         except (ToolCallBlocked, ApprovalError) as exc:
             return error_result(refusal_text(exc))
-        return await _send(governor, ticket, approved, args, send)  # type: ignore[no-any-return]
+        return await _send(governor, ticket, approved, args, send, upstream_name=tool)  # type: ignore[no-any-return]
 
     def _retried(self, tool: str, args: dict[str, Any]) -> tuple[Any, Ticket] | None:
         """The pending call a retry with the same tool and arguments asks about again."""
