@@ -88,6 +88,7 @@ def agents_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any]]]
     from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
     from clearance.integrations import agents as governed
+    from clearance.integrations._patching import MARK
 
     def script() -> ScriptedModel:
         steps = [
@@ -114,7 +115,7 @@ def agents_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any]]]
         if kind == "clearance":
             governed.govern_tool(lookup)
         else:
-            lookup.on_invoke_tool.__clearance_governed__ = True  # type: ignore[attr-defined]  # leave it ungoverned
+            setattr(lookup.on_invoke_tool, MARK, True)  # marked as governed: install() leaves it alone
 
         async def run() -> Any:
             agent = Agent(name="bench", tools=[lookup], model=script())

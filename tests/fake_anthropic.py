@@ -6,42 +6,20 @@ given a tool result, it answers with it. Usage includes cache reads.
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from .fake_openai import FakeServer, send_json
 
 MODEL = "claude-sonnet-4-6"
 USAGE = {"input_tokens": 100, "output_tokens": 30, "cache_read_input_tokens": 20, "cache_creation_input_tokens": 0}
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeServer):
     """Serves `/v1/messages` until `close()`; records the requests."""
 
-    def __init__(self, amount: float = 850) -> None:
-        self.amount = amount
-        self.requests: list[dict[str, Any]] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-                fake.requests.append(body)
-                raw = json.dumps(fake.reply(body.get("messages") or [])).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def answer(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        send_json(handler, self.reply(body.get("messages") or []))
 
     def reply(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """The scripted turn: use the tool, or answer with its result."""
@@ -68,7 +46,3 @@ class FakeAnthropic:
             "stop_sequence": None,
             "usage": USAGE,
         }
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()

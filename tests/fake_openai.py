@@ -17,8 +17,10 @@ MODEL = "gpt-4o-mini"
 USAGE = {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
 
 
-class FakeOpenAI:
-    """Serves `/v1/chat/completions` until `close()`; records the requests."""
+class FakeServer:
+    """A scripted model's HTTP server on 127.0.0.1: records each POSTed body; subclasses `answer` it."""
+
+    path = ""  # what `url` ends with
 
     def __init__(self, amount: float = 850) -> None:
         self.amount = amount
@@ -31,61 +33,53 @@ class FakeOpenAI:
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
                 fake.requests.append(body)
-                message = fake.reply(body.get("messages") or [])
-                if body.get("stream"):
-                    self._stream(message, bool((body.get("stream_options") or {}).get("include_usage")))
-                else:
-                    self._json(
-                        {
-                            "id": "chatcmpl-fake",
-                            "object": "chat.completion",
-                            "created": int(time.time()),
-                            "model": MODEL,
-                            "choices": [{"index": 0, "message": message, "finish_reason": _finish(message)}],
-                            "usage": USAGE,
-                        }
-                    )
-
-            def _json(self, data: dict[str, Any]) -> None:
-                raw = json.dumps(data).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def _stream(self, message: dict[str, Any], usage: bool) -> None:
-                self.send_response(200)
-                self.send_header("content-type", "text/event-stream")
-                self.send_header("connection", "close")
-                self.end_headers()
-                base = {
-                    "id": "chatcmpl-fake",
-                    "object": "chat.completion.chunk",
-                    "created": int(time.time()),
-                    "model": MODEL,
-                }
-                delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
-                if message.get("tool_calls"):
-                    delta["tool_calls"] = [{"index": 0, **call} for call in message["tool_calls"]]
-                chunks = [
-                    {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-                    {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(message)}]},
-                ]
-                if usage:
-                    chunks.append({**base, "choices": [], "usage": USAGE})
-                for chunk in chunks:
-                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.write(b"data: [DONE]\n\n")
-                self.wfile.flush()
-                self.close_connection = True
+                fake.answer(self, body)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{self.path}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def send_json(handler: BaseHTTPRequestHandler, data: dict[str, Any]) -> None:
+    raw = json.dumps(data).encode()
+    handler.send_response(200)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
+
+
+class FakeOpenAI(FakeServer):
+    """Serves `/v1/chat/completions` until `close()`; records the requests."""
+
+    path = "/v1"
+
+    def answer(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        message = self.reply(body.get("messages") or [])
+        if body.get("stream"):
+            _stream(handler, message, bool((body.get("stream_options") or {}).get("include_usage")))
+            return
+        send_json(
+            handler,
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": MODEL,
+                "choices": [{"index": 0, "message": message, "finish_reason": _finish(message)}],
+                "usage": USAGE,
+            },
+        )
 
     def reply(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """The scripted turn: call the tool, or answer with its result."""
@@ -101,9 +95,27 @@ class FakeOpenAI:
             ],
         }
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+
+def _stream(handler: BaseHTTPRequestHandler, message: dict[str, Any], usage: bool) -> None:
+    handler.send_response(200)
+    handler.send_header("content-type", "text/event-stream")
+    handler.send_header("connection", "close")
+    handler.end_headers()
+    base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": MODEL}
+    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": 0, **call} for call in message["tool_calls"]]
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(message)}]},
+    ]
+    if usage:
+        chunks.append({**base, "choices": [], "usage": USAGE})
+    for chunk in chunks:
+        handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    handler.wfile.write(b"data: [DONE]\n\n")
+    handler.wfile.flush()
+    handler.close_connection = True
 
 
 def _finish(message: dict[str, Any]) -> str:

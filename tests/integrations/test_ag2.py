@@ -23,7 +23,7 @@ from ._shared import POLICY, decide_when_pending, records  # noqa: E402
 USAGE = Usage(prompt_tokens=120, completion_tokens=30, total_tokens=150)
 
 
-def ask(ran: list[Any], amount: float = 850, config: Any = None) -> str:
+def ask(ran: list[Any], amount: float = 850, config: Any = None, middleware: Any = ()) -> str:
     def issue_refund(order_id: str, amount: float) -> str:
         """Refund an order."""
         ran.append((order_id, amount))
@@ -39,7 +39,7 @@ def ask(ran: list[Any], amount: float = 850, config: Any = None) -> str:
         ),
         ModelResponse(ModelMessage("finished"), usage=USAGE, model="gpt-4o-mini", provider="openai"),
     )
-    agent = Agent("support", "Refund orders.", config=config or script, tools=[issue_refund])
+    agent = Agent("support", "Refund orders.", config=config or script, tools=[issue_refund], middleware=middleware)
 
     async def main() -> str:
         with clearance.session("ses-ag2"):
@@ -70,14 +70,19 @@ def test_approved_from_another_thread_runs_once_as_edited(configure: Callable[..
     assert a.status == "executed"
 
 
-def test_blocked_and_usage_recorded_once(configure: Callable[..., Governor]) -> None:
+def test_blocked_and_usage_recorded_once_even_with_the_middleware_given_explicitly(
+    configure: Callable[..., Governor],
+) -> None:
+    from clearance.integrations.ag2 import ClearanceMiddleware
+
     gov = configure(POLICY)
     ran: list[Any] = []
-    answer = ask(ran, amount=9000)
+    answer = ask(ran, amount=9000, middleware=[ClearanceMiddleware])  # configure() adds none of its own
     assert ran == [] and "Blocked by policy: Refunds over $5000 are never issued" in answer
     clearance.flush()
     calls = records(gov, "llm.call", "ses-ag2")
     assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+    assert len(records(gov, "tool_call.decided")) == 1
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -86,3 +86,26 @@ for module, (blocked, _) in {cases!r}.items():
     lines = dict(line.split(" | ", 1) for line in _run(code, tmp_path).splitlines())
     for module, (_, extra) in cases.items():
         assert lines[module].endswith(f'pip install "{extra}"'), lines[module]
+
+
+def test_a_framework_version_outside_the_tested_range_fails_loudly() -> None:
+    import pytest
+
+    import clearance
+    from clearance.integrations._patching import check_version, wrap_method
+
+    check_version("mcp", "2.3.0", minimum=(1, 20), below=(3, 0))  # inside: nothing happens
+    for version, why in (("1.19.2", "is installed"), ("3.0.0", "is installed"), ("dev", "cannot read")):
+        with pytest.raises(clearance.ConfigurationError, match=why) as raised:
+            check_version("mcp", version, minimum=(1, 20), below=(3, 0))
+        assert why == "cannot read" or 'pip install "mcp>=1.20,<3.0"' in str(raised.value)
+
+    class Framework:
+        def run(self) -> str:
+            return "ran"
+
+    def make(original: Any) -> Any:
+        return lambda self: "governed " + original(self)
+
+    assert wrap_method(Framework, "run", make) and not wrap_method(Framework, "run", make)  # wrapped once only
+    assert Framework().run() == "governed ran"

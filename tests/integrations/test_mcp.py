@@ -242,3 +242,30 @@ def test_a_call_governed_above_is_not_decided_again_by_the_client_hook(configure
     asyncio.run(main())
     assert ran == [("A-1", 20)]
     assert [d["tool"] for d in records(gov, "tool_call.decided")] == ["issue_refund", "lookup"]
+
+
+def test_several_upstreams_name_their_tools_by_upstream(tmp_path: Path, proxy_env: dict[str, str]) -> None:
+    """With two upstreams each tool is `<upstream>__<tool>`, and policy decides by that name."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.touch()
+    b.touch()
+    (tmp_path / "policy.yaml").write_text(
+        "version: 1\ndefault: allow\ntools:\n  eu__issue_refund:\n    rules:\n"
+        "      - {id: eu, when: 'true', effect: block, reason: EU refunds go by hand}\n"
+    )
+    argv = [sys.executable, "-m", "clearance.cli", "mcp-proxy"]
+    argv += ["--upstream", f"us={sys.executable} {UPSTREAM} {a}", "--upstream", f"eu={sys.executable} {UPSTREAM} {b}"]
+
+    async def main() -> tuple[list[str], Any, Any]:
+        async with Client(StdioServerParameters(command=argv[0], args=argv[1:], env=proxy_env)) as client:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            RUNNING.set("us__issue_refund")  # as in call(): the proxy governs these, not this process
+            us = await client.call_tool("us__issue_refund", {"order_id": "A-1", "amount": 50})
+            RUNNING.set("eu__issue_refund")
+            eu = await client.call_tool("eu__issue_refund", {"order_id": "A-2", "amount": 50})
+            return names, us, eu
+
+    names, us, eu = asyncio.run(main())
+    assert names == ["eu__issue_refund", "us__issue_refund"]
+    assert not us.is_error and a.read_text() == "A-1 50.0\n"
+    assert eu.is_error and "EU refunds go by hand" in text(eu) and b.read_text() == ""

@@ -30,9 +30,7 @@ from .._guard import _runtime
 from .._guard._governor import Ticket
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import OnBlock, begin, claim_approved, record_model_call, refusal_text
-from ._versions import check_version
-
-_MARK = "__clearance_governed__"
+from ._patching import check_version, wrap_method
 
 
 class ClearancePlugin(BasePlugin):
@@ -186,7 +184,13 @@ async def resume(runner: Runner, *, user_id: str, session_id: str) -> list[Any]:
     return [event async for event in runner.run_async(user_id=user_id, session_id=session_id, new_message=message)]
 
 
-_installed = False
+def _with_plugin(original: Any) -> Any:
+    def __init__(self: Runner, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if self.plugin_manager.get_plugin("clearance") is None:  # one given explicitly wins
+            self.plugin_manager.register_plugin(ClearancePlugin())
+
+    return __init__
 
 
 def install() -> None:
@@ -195,19 +199,5 @@ def install() -> None:
     Raises:
         ConfigurationError: This ADK version is not one Clearance was tested with.
     """
-    global _installed
-    if _installed:
-        return
     check_version("google-adk", google.adk.__version__, minimum=(1, 10), below=(3, 0))
-    original = Runner.__init__
-    if getattr(original, _MARK, False):
-        return
-
-    def __init__(self: Runner, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if self.plugin_manager.get_plugin("clearance") is None:  # one given explicitly wins
-            self.plugin_manager.register_plugin(ClearancePlugin())
-
-    setattr(__init__, _MARK, True)
-    Runner.__init__ = __init__  # type: ignore[method-assign]
-    _installed = True
+    wrap_method(Runner, "__init__", _with_plugin)

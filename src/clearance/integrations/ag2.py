@@ -31,9 +31,7 @@ from .._canonical import to_plain
 from .._guard._recording import Recording
 from ..errors import ApprovalError, ToolCallBlocked
 from ._common import begin, record_model_call, refusal_text
-from ._versions import check_version
-
-_MARK = "__clearance_governed__"
+from ._patching import check_version, wrap_method
 
 
 class _Recording(Recording):
@@ -91,7 +89,14 @@ class ClearanceMiddleware(BaseMiddleware):
         return response
 
 
-_installed = False
+def _with_middleware(original: Any) -> Any:
+    def __init__(self: Agent[Any], *args: Any, middleware: Any = (), **kwargs: Any) -> None:
+        chain = list(middleware)
+        if ClearanceMiddleware not in chain:  # one given explicitly stands: never two
+            chain.append(ClearanceMiddleware)
+        original(self, *args, middleware=chain, **kwargs)
+
+    return __init__
 
 
 def install() -> None:
@@ -100,22 +105,7 @@ def install() -> None:
     Raises:
         ConfigurationError: This AG2 version is not one Clearance was tested with.
     """
-    global _installed
-    if _installed:
-        return
     import importlib.metadata
 
     check_version("ag2", importlib.metadata.version("ag2"), minimum=(1, 0), below=(2, 0))
-    original = Agent.__init__
-    if getattr(original, _MARK, False):
-        return
-
-    def __init__(self: Agent[Any], *args: Any, middleware: Any = (), **kwargs: Any) -> None:
-        chain = list(middleware)
-        if ClearanceMiddleware not in chain:
-            chain.append(ClearanceMiddleware)
-        original(self, *args, middleware=chain, **kwargs)
-
-    setattr(__init__, _MARK, True)
-    Agent.__init__ = __init__  # type: ignore[method-assign]
-    _installed = True
+    wrap_method(Agent, "__init__", _with_middleware)

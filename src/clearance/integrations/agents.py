@@ -52,10 +52,9 @@ from ._common import (
     refusal_text,
     status,
 )
-from ._versions import check_version
+from ._patching import MARK, check_version, wrap_method
 
 Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
-_MARK = "__clearance_governed__"
 # call id → what needs_approval decided (a ticket, or the refusal), for the invoker of the same run
 _decided: OrderedDict[str, Any] = OrderedDict()
 _DECIDED_KEEP = 10_000
@@ -97,7 +96,7 @@ def _invoker(tool: FunctionTool, original: Invoker, on_block: OnBlock, pause: bo
         with Recording(governor, ticket, approved) as recording:
             return recording.done(await original(ctx, run_raw))
 
-    setattr(invoke, _MARK, True)
+    setattr(invoke, MARK, True)
     return invoke
 
 
@@ -111,7 +110,7 @@ def _needs_approval(tool: FunctionTool) -> Callable[[RunContextWrapper[Any], dic
         _remember(call_id, ticket)
         return ticket.approval_id is not None
 
-    setattr(needs_approval, _MARK, True)
+    setattr(needs_approval, MARK, True)
     return needs_approval
 
 
@@ -123,7 +122,7 @@ def govern_tool(tool: FunctionTool, *, on_block: OnBlock = "message", pause: boo
         on_block: `message` answers a blocked or denied call with the reason; `raise` raises.
         pause: Approvals pause the run (`needs_approval`) instead of waiting inside it.
     """
-    if getattr(tool.on_invoke_tool, _MARK, False):
+    if getattr(tool.on_invoke_tool, MARK, False):
         return tool
     if pause and tool.needs_approval is not False:
         raise ConfigurationError(f"{tool.name} already has needs_approval; pause=True sets its own")
@@ -172,7 +171,7 @@ async def resume(agent: Agent[Any], state: str | RunState[Any, Any], **run_kwarg
     decisions: list[tuple[Any, str | None]] = []
     for item in state.get_interruptions():
         tool = _tool_named(agent, item.name)
-        if tool is None or not getattr(tool.needs_approval, _MARK, False):
+        if tool is None or not getattr(tool.needs_approval, MARK, False):
             continue  # not ours: the application approves it
         try:
             args = normalise(parse_json_args(item.arguments), tool.params_json_schema)
@@ -198,7 +197,7 @@ def approval_ids(agent: Agent[Any], state: RunResult | RunState[Any, Any]) -> li
     ids = []
     for item in items:
         tool = _tool_named(agent, item.name)
-        if tool is None or not getattr(tool.needs_approval, _MARK, False):
+        if tool is None or not getattr(tool.needs_approval, MARK, False):
             continue
         args = normalise(parse_json_args(item.arguments), tool.params_json_schema)
         _, ticket = begin(tool.name, args, call_key=str(item.call_id))  # found by call id: nothing new is recorded
@@ -268,7 +267,15 @@ def _started(span: Span[Any]) -> float | None:
     return time.perf_counter() - ago.total_seconds()
 
 
-_installed = False
+def _governing_tools(original: Any) -> Any:
+    async def get_all_tools(self: Agent[Any], run_context: RunContextWrapper[Any]) -> list[Any]:
+        tools: list[Any] = await original(self, run_context)
+        for tool in tools:
+            if isinstance(tool, FunctionTool):
+                govern_tool(tool)
+        return tools
+
+    return get_all_tools
 
 
 def install() -> None:
@@ -280,22 +287,6 @@ def install() -> None:
     Raises:
         ConfigurationError: This SDK version is not one Clearance was tested with.
     """
-    global _installed
-    if _installed:
-        return
     check_version("openai-agents", agents.__version__, minimum=(0, 20), below=(1, 0))
-    original = Agent.get_all_tools
-    if getattr(original, _MARK, False):
-        return
-
-    async def get_all_tools(self: Agent[Any], run_context: RunContextWrapper[Any]) -> list[Any]:
-        tools = await original(self, run_context)
-        for tool in tools:
-            if isinstance(tool, FunctionTool):
-                govern_tool(tool)
-        return tools
-
-    setattr(get_all_tools, _MARK, True)
-    Agent.get_all_tools = get_all_tools  # type: ignore[method-assign,assignment]
-    add_trace_processor(UsageProcessor())
-    _installed = True
+    if wrap_method(Agent, "get_all_tools", _governing_tools):
+        add_trace_processor(UsageProcessor())

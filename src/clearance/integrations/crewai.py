@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .._canonical import to_plain
 from ..errors import ApprovalError, ToolCallBlocked
 from ._common import begin, record_model_call, refusal_text
-from ._versions import check_version
+from ._patching import check_version
 
 log = logging.getLogger("clearance")
 _lock = threading.Lock()

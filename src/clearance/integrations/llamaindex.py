@@ -34,9 +34,8 @@ from .._guard._recording import Recording
 from .._usage import record_response_usage
 from ..errors import ApprovalError, ToolCallBlocked
 from ._common import begin, refusal_text
-from ._versions import check_version
+from ._patching import check_version, wrap_method
 
-_MARK = "__clearance_governed__"
 CallTool = Callable[[Any, Any, Any, dict[str, Any]], Awaitable[ToolOutput]]
 
 
@@ -65,7 +64,6 @@ def _governed(original: CallTool) -> CallTool:
             output: ToolOutput = recording.done(await original(self, ctx, tool, run_input))
             return output
 
-    setattr(_call_tool, _MARK, True)
     return _call_tool
 
 
@@ -83,21 +81,13 @@ class UsageHandler(BaseEventHandler):
             record_response_usage(event.response.raw)
 
 
-_installed = False
-
-
 def install() -> None:
     """Govern every agent workflow's tool calls and record LLM usage, process-wide (idempotent).
 
     Raises:
         ConfigurationError: This LlamaIndex version is not one Clearance was tested with.
     """
-    global _installed
-    if _installed:
-        return
     check_version("llama-index-core", llama_index.core.__version__, minimum=(0, 12), below=(0, 15))
-    for cls in (BaseWorkflowAgent, AgentWorkflow):
-        if not getattr(cls._call_tool, _MARK, False):
-            cls._call_tool = _governed(cls._call_tool)  # type: ignore[method-assign,assignment]
-    get_dispatcher().add_event_handler(UsageHandler())
-    _installed = True
+    wrapped = [wrap_method(cls, "_call_tool", _governed) for cls in (BaseWorkflowAgent, AgentWorkflow)]
+    if any(wrapped):
+        get_dispatcher().add_event_handler(UsageHandler())

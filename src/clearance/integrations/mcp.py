@@ -33,9 +33,7 @@ from .._guard._recording import RUNNING, Recording
 from .._notify import FALLBACK_SECONDS
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import OnBlock, begin, refusal_text
-from ._versions import check_version
-
-_MARK = "__clearance_governed__"
+from ._patching import check_version, wrap_method
 
 
 def error_result(text: str) -> types.CallToolResult:
@@ -92,7 +90,15 @@ async def _send(
         return recording.done(await send(run_args))
 
 
-_installed = False
+def _governing_calls(original: Any) -> Any:
+    async def call_tool(
+        self: ClientSession, name: str, arguments: dict[str, Any] | None = None, *a: Any, **kw: Any
+    ) -> Any:
+        if RUNNING.get() == name:  # governed already, by the layer running this tool
+            return await original(self, name, arguments, *a, **kw)
+        return await governed_call(name, arguments, lambda args: original(self, name, args, *a, **kw))
+
+    return call_tool
 
 
 def install() -> None:
@@ -101,26 +107,10 @@ def install() -> None:
     Raises:
         ConfigurationError: This MCP SDK version is not one Clearance was tested with.
     """
-    global _installed
-    if _installed:
-        return
     import importlib.metadata
 
     check_version("mcp", importlib.metadata.version("mcp"), minimum=(1, 20), below=(3, 0))
-    original = ClientSession.call_tool
-    if getattr(original, _MARK, False):
-        return
-
-    async def call_tool(
-        self: ClientSession, name: str, arguments: dict[str, Any] | None = None, *a: Any, **kw: Any
-    ) -> Any:
-        if RUNNING.get() == name:  # governed already, by the layer running this tool
-            return await original(self, name, arguments, *a, **kw)
-        return await governed_call(name, arguments, lambda args: original(self, name, args, *a, **kw))
-
-    setattr(call_tool, _MARK, True)
-    ClientSession.call_tool = call_tool  # type: ignore[method-assign]
-    _installed = True
+    wrap_method(ClientSession, "call_tool", _governing_calls)
 
 
 # -- the proxy ------------------------------------------------------------------------------------

@@ -1,10 +1,25 @@
-"""Version checks for the integrations that must patch a framework (it has no hook to use)."""
+"""Wrapping a framework's method where it has no hook to use: once, after a version check."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import ConfigurationError
+
+MARK = "__clearance_governed__"  # set on everything Clearance wrapped, so nothing is wrapped twice
+
+
+def wrap_method(cls: type, name: str, make: Callable[[Any], Any]) -> bool:
+    """Replace `cls.name` by `make(original)`; False (and nothing done) when it is wrapped already."""
+    original = getattr(cls, name)
+    if getattr(original, MARK, False):
+        return False
+    replacement = make(original)
+    setattr(replacement, MARK, True)
+    setattr(cls, name, replacement)
+    return True
 
 
 def check_version(dist: str, version: str, *, minimum: tuple[int, int], below: tuple[int, int]) -> None:
