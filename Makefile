@@ -3,17 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev lint test test-pinned bench demo clean
+.PHONY: install install-dev dashboard browser lint test test-pinned bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+install: $(BIN)/python dashboard
+	$(BIN)/pip install --quiet -e '.[server]'
 
-install-dev: $(BIN)/python
+install-dev: $(BIN)/python dashboard browser
 	$(BIN)/pip install --quiet -e '.[dev]'
+
+# The dashboard's front end: npm packages from the registry (package.json, package-lock.json
+# without download URLs), built into src/clearance/server/_static, which the wheel includes.
+dashboard: src/clearance/server/_static/index.html
+src/clearance/server/_static/index.html: dashboard/package.json dashboard/package-lock.json dashboard/index.html dashboard/vite.config.ts dashboard/tsconfig.json $(shell find dashboard/src -type f)
+	cd dashboard && npm ci --no-audit --no-fund && npm run build
+
+# The browser tests drive Debian's Chromium (never a browser downloaded by Playwright).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench examples
@@ -47,4 +57,4 @@ demo: install
 	$(BIN)/clearance demo
 
 clean:
-	rm -rf $(VENV) $(PINNED_VENV) .clearance .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PINNED_VENV) .clearance .pytest_cache .mypy_cache .ruff_cache dashboard/node_modules src/clearance/server/_static artifacts

@@ -115,14 +115,15 @@ class WebhookOutcome:
         approval_id: Its approval.
         outcome: `executed` (the approved call ran here), `denied` (the denial or timeout was
             reported to `on_denial`), `failed` (the approved call raised; reported to
-            `on_denial`), or `duplicate` (another delivery or process handled it already).
+            `on_denial`), `duplicate` (another delivery or process handled it already), or
+            `test` (a test event sent from the dashboard: nothing to do).
         result: The call's result, when it ran here.
         error: The denial or the tool's error, when there was one.
     """
 
     event_id: str
     approval_id: str
-    outcome: Literal["executed", "denied", "failed", "duplicate"]
+    outcome: Literal["executed", "denied", "failed", "duplicate", "test"]
     result: Any = None
     error: BaseException | None = None
 
@@ -152,6 +153,8 @@ def handle_webhook(body: bytes | str, headers: Mapping[str, str], secret: str | 
             raise ConfigurationError("no webhook secret: configure(webhook_secret=...) or CLEARANCE_WEBHOOK_SECRET")
         secret = configured.get_secret_value()
     event = verify_webhook(body, headers, secret)
+    if event.get("type") == "test":
+        return WebhookOutcome(event["id"], "", "test")
     approval = event["approval"]
     approval_id, tool = str(approval.get("id")), str(approval.get("tool"))
     if approval.get("status") not in ("approved", "denied", "expired", "cancelled"):

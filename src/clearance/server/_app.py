@@ -15,14 +15,30 @@ from sqlalchemy.engine import make_url
 
 from .. import __version__
 from ..store import Database
-from . import _errors
+from . import _dashboard, _errors
 from . import _longpoll as longpoll
 from ._commits import GroupCommit
 from ._limits import BodyLimit
 from ._settings import ServerSettings
 from ._slack import Slack
 from ._sweeper import deliver_forever, slack_forever, sweep_forever
-from .routes import approvals, arden, check, health, ingest, keys, policies, queries, session, slack, users
+from .routes import (
+    admin,
+    approvals,
+    arden,
+    audit,
+    check,
+    costs,
+    drafts,
+    health,
+    ingest,
+    keys,
+    policies,
+    queries,
+    session,
+    slack,
+    users,
+)
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -73,13 +89,18 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(ingest.router)
     app.include_router(health.router)
     app.include_router(keys.router)
+    app.include_router(drafts.router)
     app.include_router(policies.router)
     app.include_router(approvals.router)
     app.include_router(queries.router)
+    app.include_router(audit.router)
+    app.include_router(costs.router)
     app.include_router(arden.router)
     app.include_router(session.router)
     app.include_router(users.router)
     app.include_router(slack.router)
+    app.include_router(admin.router)
+    _dashboard.install(app)
     return app
 
 

@@ -22,7 +22,8 @@ T = TypeVar("T")
 log = logging.getLogger("clearance.server")
 
 
-def _event(state: State, topic: str) -> asyncio.Event:
+def topic_event(state: State, topic: str) -> asyncio.Event:
+    """The event the next change of `topic` sets (take it before reading, then wait on it)."""
     events: dict[str, asyncio.Event] = state.__dict__.setdefault("topics", {})
     return events.setdefault(topic, asyncio.Event())
 
@@ -36,6 +37,13 @@ def announce_to(state: State, topic: str) -> None:
     events[topic] = asyncio.Event()  # the next waiters wait for the next change
     if old is not None:
         old.set()
+
+
+def announce_threadsafe(state: State, topic: str) -> None:
+    """`announce_to` from a worker thread (a sync route): run on the server's event loop."""
+    loop = getattr(state, "loop", None)
+    if loop is not None:
+        loop.call_soon_threadsafe(announce_to, state, topic)
 
 
 def announce(request: Request, topic: str) -> None:
@@ -65,14 +73,19 @@ async def listen(state: State, conninfo: str) -> None:
             backoff = min(backoff * 2, 30)
 
 
+def recheck_seconds(state: State) -> float:
+    """How often a waiter re-reads the store for changes no notification tells it of."""
+    return RECHECK_WITH_FEED_SECONDS if getattr(state, "feed", False) else RECHECK_SECONDS
+
+
 async def hold(
     request: Request, topic: str, wait: float, read: Callable[[], Awaitable[T]], done: Callable[[T], bool]
 ) -> T:
     """Read until `done(value)`, `wait` seconds pass, the client leaves or the server stops."""
     deadline = time.monotonic() + wait
-    recheck = RECHECK_WITH_FEED_SECONDS if getattr(request.app.state, "feed", False) else RECHECK_SECONDS
+    recheck = recheck_seconds(request.app.state)
     while True:
-        changed = _event(request.app.state, topic)
+        changed = topic_event(request.app.state, topic)
         value = await read()
         left = deadline - time.monotonic()
         stopping = bool(getattr(request.app.state, "stopping", False))

@@ -21,7 +21,7 @@ from .._clock import now_us
 from .._webhooks import deliver_due
 from ..store import _approvals as approvals
 from ..store import _outbox as outbox
-from ._longpoll import _event, announce_to
+from ._longpoll import announce_threadsafe, topic_event
 
 log = logging.getLogger("clearance.server")
 MAX_SLEEP = 2.0
@@ -30,7 +30,7 @@ MAX_SLEEP = 2.0
 async def _forever(state: State, what: str, work: Callable[[], int | None]) -> None:
     """Run `work` again and again, until cancelled; it returns when its next item is due (µs)."""
     while True:
-        changed = _event(state, "approvals")
+        changed = topic_event(state, "approvals")
         delay = MAX_SLEEP
         try:
             due = await run_in_threadpool(work)
@@ -51,7 +51,7 @@ async def sweep_forever(state: State) -> None:
 
     def sweep() -> int | None:
         if decisions.sweep(state.db):
-            state.loop.call_soon_threadsafe(announce_to, state, "approvals")
+            announce_threadsafe(state, "approvals")
         return approvals.next_expiry(state.db)
 
     state.loop = asyncio.get_running_loop()

@@ -159,6 +159,47 @@ def verify(db: Database, *, batch: int = 5000) -> VerifyReport:
             checked += 1
 
 
+@dataclass(frozen=True)
+class Located:
+    """One record, where it sits in the chain, and whether it verifies against its predecessor.
+
+    Attributes:
+        event: The record.
+        prev_hash: The hash it links to.
+        head_seq: The chain's last position now.
+        problem: Why it does not verify (None when it does).
+    """
+
+    event: StoredEvent
+    prev_hash: str
+    head_seq: int
+    problem: str | None
+
+
+def locate(db: Database, seq: int) -> Located | None:
+    """The record at `seq`, checked against the one before it (None when there is none)."""
+    cols = (
+        "seq, id, kind, at_us, agent, environment, session, tool, call_id, decision,"
+        " cost_nusd, tokens, body, prev_hash, hash"
+    )
+    with db.read() as cur:
+        cur.execute(db.sql(f"SELECT {cols} FROM events WHERE seq = :seq"), {"seq": seq})
+        row = cur.fetchone()
+        if row is None:
+            return None
+        cur.execute(db.sql("SELECT seq, hash FROM events WHERE seq < :seq ORDER BY seq DESC LIMIT 1"), {"seq": seq})
+        before = cur.fetchone()
+        cur.execute(_HEAD)
+        head = cur.fetchone()
+    prev_seq, prev_hash = (before[0], before[1]) if before else (0, GENESIS)
+    problem = _check_row(row, prev_seq, prev_hash)
+    try:
+        body = json.loads(row[12])
+    except ValueError:
+        body = {"unreadable_body": row[12]}
+    return Located(StoredEvent(row[0], row[14], body), row[13], head[0], problem)
+
+
 def _check_row(row: Sequence[Any], prev_seq: int, prev_hash: str) -> str | None:
     seq, event_id, at_us, body, stored_prev, stored_hash = (
         row[0],

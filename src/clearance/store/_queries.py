@@ -58,6 +58,8 @@ class SessionSummary:
     llm_calls: int
     cost_usd: Decimal = field(default_factory=Decimal)
     unpriced_llm_calls: int = 0
+    tokens: int = 0
+    environment: str = ""
 
 
 def sessions(db: Database, *, agent: str | None = None, limit: int = 100) -> list[SessionSummary]:
@@ -73,7 +75,8 @@ def sessions(db: Database, *, agent: str | None = None, limit: int = 100) -> lis
         " SUM(CASE WHEN kind = 'tool_call.decided' AND decision = 'block' THEN 1 ELSE 0 END),"
         " SUM(CASE WHEN kind = 'llm.call' THEN 1 ELSE 0 END),"
         " SUM(CASE WHEN kind = 'llm.call' THEN cost_nusd ELSE 0 END),"
-        " SUM(CASE WHEN kind = 'llm.call' AND cost_nusd IS NULL THEN 1 ELSE 0 END)"
+        " SUM(CASE WHEN kind = 'llm.call' AND cost_nusd IS NULL THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN kind = 'llm.call' THEN tokens ELSE 0 END), MIN(environment)"
         f" FROM events {where} GROUP BY session ORDER BY MAX(seq) DESC LIMIT :limit"
     )
     with db.read() as cur:
@@ -81,7 +84,18 @@ def sessions(db: Database, *, agent: str | None = None, limit: int = 100) -> lis
         rows = cur.fetchall()
     return [
         SessionSummary(
-            r[0], r[1], r[2], r[3], r[4], r[5] or 0, r[6] or 0, r[7] or 0, Decimal(r[8] or 0) / 10**9, r[9] or 0
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5] or 0,
+            r[6] or 0,
+            r[7] or 0,
+            Decimal(r[8] or 0) / 10**9,
+            r[9] or 0,
+            r[10] or 0,
+            r[11] or "",
         )
         for r in rows
     ]

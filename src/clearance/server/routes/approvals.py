@@ -6,11 +6,17 @@ agent's approvals.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ... import _decisions as decisions
@@ -77,8 +83,13 @@ class ApprovalOut(BaseModel):
 
     @classmethod
     def of(cls, a: Approval, key: ApiKey | None = None) -> ApprovalOut:
-        """The view of a stored approval; the requesting agent also gets the full edited arguments."""
+        """The view of a stored approval.
+
+        The requesting agent also gets the full edited arguments; it and the people who decide
+        get the result (which the audit log records for approved calls too).
+        """
         own = key is not None and key.agent == a.agent
+        decides = key is not None and bool({"approver", "admin"} & set(key.scopes))
         return cls(
             id=a.id,
             call_id=a.call_id,
@@ -109,7 +120,7 @@ class ApprovalOut(BaseModel):
             mode=a.mode,
             claimed_by=a.claimed_by,
             finished_at_us=a.finished_at_us,
-            result=a.result if own else None,
+            result=a.result if own or decides else None,
             error=a.error,
             executed_args=a.executed_args if own else None,
         )
@@ -178,6 +189,52 @@ async def list_approvals(
     return [ApprovalOut.of(a, key) for a in found if _may_read(key, a)]
 
 
+_FINAL = frozenset({"denied", "expired", "cancelled", "executed", "failed"})
+STREAM_KEEPALIVE_SECONDS = 15.0
+
+
+@router.get(
+    "/approvals/stream",
+    summary="Pending approvals as a live stream (Server-Sent Events)",
+    response_class=StreamingResponse,
+)
+async def stream(request: Request, key: Caller, db: Db) -> StreamingResponse:
+    """`event: pending` with the whole pending list (as `GET /approvals` gives it) now and at every change.
+
+    Changes made through this server (or another replica on PostgreSQL) are sent at once; an
+    agent writing the same SQLite file directly is seen within a second. A comment line is sent
+    every 15 s so proxies keep the connection open.
+    """
+    own_only = not ({"approver", "admin"} & set(key.scopes))
+    state = request.app.state
+
+    def pending() -> bytes:
+        decisions.sweep(db)
+        found = approvals.listing(db, status="pending", agent=key.agent if own_only else None, limit=500)
+        return orjson.dumps([ApprovalOut.of(a, key).model_dump(mode="json") for a in found if _may_read(key, a)])
+
+    async def events() -> AsyncIterator[bytes]:
+        sent: bytes | None = None
+        quiet_since = time.monotonic()
+        while not getattr(state, "stopping", False):
+            changed = longpoll.topic_event(state, "approvals")
+            now = await run_in_threadpool(pending)
+            if now != sent:
+                yield b"event: pending\ndata: " + now + b"\n\n"
+                sent, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since >= STREAM_KEEPALIVE_SECONDS:
+                yield b": keep-alive\n\n"
+                quiet_since = time.monotonic()
+            if await request.is_disconnected():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), longpoll.recheck_seconds(state))
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
 @router.get("/approvals/{approval_id}", summary="One approval, or wait for its decision")
 async def get_approval(
     approval_id: str,
@@ -185,11 +242,14 @@ async def get_approval(
     key: Caller,
     db: Db,
     wait: Annotated[float, Query(ge=0, le=60, description="long poll: seconds to wait while it is pending")] = 0,
+    until: Annotated[
+        Literal["decided", "finished"], Query(description="what the long poll waits for: a decision, or the end")
+    ] = "decided",
 ) -> ApprovalOut:
     """The approval, or with `wait` a long poll.
 
-    Held while it is pending; answered the moment it is decided (or expires), or when `wait`
-    seconds pass.
+    Held while it is pending (with `until=finished`, also while it is approved and not yet run);
+    answered the moment that changes, or when `wait` seconds pass.
     """
 
     async def read() -> Approval:
@@ -201,7 +261,8 @@ async def get_approval(
             raise APIError(404, f"no approval has the id {approval_id!r}")  # do not reveal others' ids
         return approval
 
-    found = await longpoll.hold(request, "approvals", wait, read, lambda a: a.status != "pending")
+    done = (lambda a: a.status != "pending") if until == "decided" else (lambda a: a.status in _FINAL)
+    found = await longpoll.hold(request, "approvals", wait, read, done)
     return ApprovalOut.of(found, key)
 
 
@@ -235,7 +296,7 @@ async def _decide(
             ],
         ) from None
     longpoll.announce(request, "approvals")
-    return ApprovalOut.of(decided)
+    return ApprovalOut.of(decided, key)
 
 
 @router.post("/approvals/{approval_id}/approve", summary="Approve (approver)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..._canonical import canonical_json
@@ -15,6 +15,7 @@ from ...store import _approvals as approvals
 from ...store import _events as events
 from ...store._events import Event
 from ...store._keys import ApiKey
+from .. import _longpoll as longpoll
 from .._auth import database, require
 from .._errors import INT64_MAX, APIError
 
@@ -96,7 +97,7 @@ class Batch(BaseModel):
 
 
 @router.post("/events", summary="Ingest a batch of an agent's events (idempotent by event id)")
-def ingest(batch: Batch, key: Agent, db: Db) -> dict[str, int]:
+def ingest(batch: Batch, request: Request, key: Agent, db: Db) -> dict[str, int]:
     """Append the events to the audit chain, skipping ids already stored.
 
     A retried or duplicated delivery records nothing twice. The agent and environment are the
@@ -109,7 +110,15 @@ def ingest(batch: Batch, key: Agent, db: Db) -> dict[str, int]:
         body = event.model_dump(exclude_unset=True)  # what was sent, as validated
         body.update(v=1, agent=key.agent, environment=key.environment)
         bodies.append(body)
-    appended, duplicates = events.ingest(db, bodies, then=lambda cur, fresh: finish_approvals(db, cur, fresh))
+    finished: list[Event] = []
+
+    def then(cur: Any, fresh: list[dict[str, Any]]) -> list[Event]:
+        finished[:] = finish_approvals(db, cur, fresh)  # the last attempt's, if the write is retried
+        return finished
+
+    appended, duplicates = events.ingest(db, bodies, then=then)
+    if finished:  # an inbox showing the approval sees its result at once
+        longpoll.announce_threadsafe(request.app.state, "approvals")
     return {"appended": appended, "duplicates": duplicates}
 
 

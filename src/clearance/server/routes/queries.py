@@ -5,6 +5,7 @@ An agent key reads only its own agent's records; approver and admin keys read al
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -40,23 +41,29 @@ class Page(BaseModel):
     next_cursor: str | None
 
 
-@router.get("/events", summary="Search the audit log")
-async def search(
+@dataclass(frozen=True)
+class Search:
+    """An audit search: which events, and text they must contain."""
+
+    filter: EventFilter
+    text: str | None
+
+
+def search_of(
     key: Caller,
-    db: Db,
     agent: str | None = None,
     session: str | None = None,
     tool: str | None = None,
     kind: str | None = None,
-    decision: Annotated[str | None, Query(description="allow, block, require_approval, ok, error, approved, …")] = None,
+    decision: Annotated[
+        str | None, Query(description="a decision or status: allow, block, require_approval, ok, error, approved, …")
+    ] = None,
     call_id: str | None = None,
     since_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     until_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     q: Annotated[str | None, Query(max_length=200, description="text anywhere in the record, literally")] = None,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> Page:
-    """Events matching every filter given, newest first; pass `next_cursor` back for the next page."""
+) -> Search:
+    """The search the query string asks for, narrowed to what the caller may read."""
     f = EventFilter(
         agent=_agent_for(key, agent),
         session=session,
@@ -67,8 +74,24 @@ async def search(
         since_us=since_us,
         until_us=until_us,
     )
+    return Search(f, q or None)
+
+
+Searched = Annotated[Search, Depends(search_of)]
+
+
+@router.get("/events", summary="Search the audit log")
+async def search(
+    found_by: Searched,
+    db: Db,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Page:
+    """Events matching every filter given, newest first; pass `next_cursor` back for the next page."""
     found, nxt = await run_in_threadpool(
-        lambda: queries.search(db, f, text=q, before=int(cursor) if cursor else None, limit=limit)
+        lambda: queries.search(
+            db, found_by.filter, text=found_by.text, before=int(cursor) if cursor else None, limit=limit
+        )
     )
     return Page(
         events=[{"seq": e.seq, "hash": e.hash, **e.body} for e in found],

@@ -97,6 +97,20 @@ async def login(body: Login, request: Request, response: Response, db: Db) -> Si
     return Signed(username=user.username, roles=list(user.roles), csrf_token=csrf)
 
 
+@router.get("/session", summary="Who is signed in (people)")
+async def current_session(request: Request, db: Db) -> Signed:
+    """The signed-in person and their CSRF token, for a page that was reloaded.
+
+    Only this origin can read the answer (no CORS), and the cookie is SameSite=Strict.
+    """
+    token = request.cookies.get(SESSION_COOKIE)
+    found = await run_in_threadpool(users.session_user, db, token) if token else None
+    if found is None:
+        raise APIError(401, "nobody is signed in", headers={"WWW-Authenticate": 'Bearer realm="clearance"'})
+    user, csrf = found
+    return Signed(username=user.username, roles=list(user.roles), csrf_token=csrf)
+
+
 @router.post("/logout", summary="Sign out")
 async def logout(request: Request, response: Response, db: Db) -> dict[str, str]:
     """End the session (its cookie stops working at once)."""

@@ -1,0 +1,315 @@
+// The approvals inbox: pending approvals live from the server's event stream, and one approval
+// in detail with Approve, Deny with a note, and Approve with edited arguments.
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { api, errorText } from "../api";
+import { ago, pretty, when } from "../format";
+import { href, type Route } from "../router";
+import type { Approval, AuditEvent, Signed } from "../types";
+import { ArgsTable, Badge, Countdown, ErrorBox, Loading, useNow } from "../ui/common";
+import { EditArgs } from "./edit_args";
+
+const FINAL = new Set(["denied", "expired", "cancelled", "executed", "failed"]);
+
+function useLivePending(): { items: Approval[] | null; live: boolean } {
+  const [items, setItems] = useState<Approval[] | null>(null);
+  const [live, setLive] = useState(false);
+  useEffect(() => {
+    const source = new EventSource("/v1/approvals/stream");
+    source.addEventListener("pending", (event) => {
+      setItems(JSON.parse((event as MessageEvent<string>).data) as Approval[]);
+      setLive(true);
+    });
+    source.onerror = () => setLive(false); // EventSource reconnects by itself
+    return () => source.close();
+  }, []);
+  return { items, live };
+}
+
+type Order = "expiry" | "newest";
+
+export function Approvals({ route, me }: { route: Route; me: Signed }) {
+  const { items, live } = useLivePending();
+  const [order, setOrder] = useState<Order>("expiry");
+  const selected = route.path[1];
+  const listRef = useRef<HTMLUListElement>(null);
+  const sorted = useMemo(() => {
+    const list = [...(items ?? [])];
+    list.sort((a, b) => (order === "expiry" ? a.expires_at_us - b.expires_at_us : b.created_at_us - a.created_at_us));
+    return list;
+  }, [items, order]);
+
+  useEffect(() => {
+    document.title = items?.length ? `(${items.length}) Approvals · Clearance` : "Approvals · Clearance";
+  }, [items]);
+
+  // Arrow keys move through the list; Enter (the link's own) opens one.
+  const onKeyDown = (event: KeyboardEvent) => {
+    if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
+    const links = Array.from(listRef.current?.querySelectorAll<HTMLAnchorElement>("a") ?? []);
+    const at = links.indexOf(document.activeElement as HTMLAnchorElement);
+    const next = links[Math.min(links.length - 1, Math.max(0, at + (event.key === "ArrowDown" ? 1 : -1)))];
+    if (next) {
+      event.preventDefault();
+      next.focus();
+    }
+  };
+
+  return (
+    <div class={selected ? "split has-detail" : "split"}>
+      <section class="inbox" aria-label="Pending approvals">
+        <div class="inbox-head">
+          <h1>
+            Pending <span class="count">{items?.length ?? ""}</span>
+          </h1>
+          <span class={live ? "live on" : "live"} role="status">
+            {live ? "live" : "reconnecting…"}
+          </span>
+        </div>
+        <label class="inline">
+          Order
+          <select value={order} onChange={(e) => setOrder(e.currentTarget.value as Order)}>
+            <option value="expiry">nearest expiry first</option>
+            <option value="newest">newest first</option>
+          </select>
+        </label>
+        {items === null ? (
+          <Loading />
+        ) : sorted.length === 0 ? (
+          <p class="muted empty">Nothing is waiting for a decision.</p>
+        ) : (
+          <ul class="items" ref={listRef} onKeyDown={onKeyDown}>
+            {sorted.map((a) => (
+              <li key={a.id}>
+                <a
+                  href={href(["approvals", a.id])}
+                  class={a.id === selected ? "item selected" : "item"}
+                  aria-current={a.id === selected ? "true" : undefined}
+                >
+                  <span class="item-title">
+                    <code>{a.tool}</code> <span class="muted">by</span> {a.agent}
+                  </span>
+                  <span class="item-reason">{a.reason}</span>
+                  <span class="item-meta">
+                    <Countdown until_us={a.expires_at_us} /> · requested {ago(a.created_at_us)}
+                  </span>
+                </a>
+              </li>
+            ))}
+          </ul>
+        )}
+      </section>
+      {selected ? (
+        <section class="detail" aria-label="Approval">
+          <a class="back" href="#/approvals">
+            ← All pending
+          </a>
+          <ApprovalDetail key={selected} id={selected} me={me} />
+        </section>
+      ) : null}
+    </div>
+  );
+}
+
+function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
+  const [approval, setApproval] = useState<Approval | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [mode, setMode] = useState<"view" | "deny" | "edit">("view");
+  const [note, setNote] = useState("");
+  const [busy, setBusy] = useState(false);
+
+  // Follow the approval until it ends: decided elsewhere, expired, or run with a result.
+  useEffect(() => {
+    const abort = new AbortController();
+    let first = true;
+    (async () => {
+      for (;;) {
+        try {
+          const found = await api<Approval>(`/v1/approvals/${encodeURIComponent(id)}`, {
+            query: first ? {} : { wait: 25, until: "finished" },
+            signal: abort.signal,
+          });
+          first = false;
+          setApproval(found);
+          setError(null);
+          if (FINAL.has(found.status)) return;
+        } catch (e) {
+          if (abort.signal.aborted) return;
+          setError(errorText(e));
+          await new Promise((resolve) => window.setTimeout(resolve, 3000));
+        }
+      }
+    })();
+    return () => abort.abort();
+  }, [id]);
+
+  if (approval === null) return error ? <ErrorBox error={error} /> : <Loading />;
+
+  const decide = async (approve: boolean, args?: Record<string, unknown>) => {
+    setBusy(true);
+    setError(null);
+    try {
+      const body: Record<string, unknown> = {};
+      if (note.trim()) body.note = note.trim();
+      if (args) body.args = args;
+      setApproval(
+        await api<Approval>(`/v1/approvals/${encodeURIComponent(id)}/${approve ? "approve" : "deny"}`, {
+          method: "POST",
+          body,
+        }),
+      );
+      setMode("view");
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const pending = approval.status === "pending";
+  const mayDecide = me.roles.length > 0;
+  return (
+    <article class="approval">
+      <header>
+        <h2>
+          <code>{approval.tool}</code>
+        </h2>
+        <Badge kind={approval.status}>{approval.status}</Badge>
+        {pending ? <Countdown until_us={approval.expires_at_us} /> : null}
+      </header>
+      <dl class="facts">
+        <dt>Agent</dt>
+        <dd>
+          {approval.agent} <span class="muted">({approval.environment})</span>
+        </dd>
+        <dt>Session</dt>
+        <dd>{approval.session ? <a href={href(["sessions", approval.session])}>{approval.session}</a> : "—"}</dd>
+        <dt>Rule</dt>
+        <dd>{approval.rule_ids.length ? approval.rule_ids.map((r) => <code key={r}>{r} </code>) : "—"}</dd>
+        <dt>Reason</dt>
+        <dd>{approval.reason}</dd>
+        <dt>Approvers</dt>
+        <dd>
+          {approval.approvers.join(", ") || "any approver"}
+          {approval.quorum > 1 ? ` (${approval.votes.length} of ${approval.quorum} votes)` : ""}
+        </dd>
+        <dt>Requested</dt>
+        <dd>
+          {when(approval.created_at_us)}; expires {when(approval.expires_at_us)} ({approval.on_timeout} on timeout)
+        </dd>
+      </dl>
+      <h3>Arguments</h3>
+      <ArgsTable args={approval.args} />
+      <ErrorBox error={error} />
+      {pending && mayDecide && mode === "view" ? (
+        <div class="actions">
+          <button type="button" class="primary" disabled={busy} onClick={() => decide(true)}>
+            Approve
+          </button>
+          <button type="button" disabled={busy} onClick={() => setMode("edit")}>
+            Edit arguments…
+          </button>
+          <button type="button" class="danger" disabled={busy} onClick={() => setMode("deny")}>
+            Deny…
+          </button>
+        </div>
+      ) : null}
+      {pending && mode === "deny" ? (
+        <form
+          class="deny"
+          onSubmit={(e) => {
+            e.preventDefault();
+            void decide(false);
+          }}
+        >
+          <label>
+            Note for the agent (why not)
+            <textarea name="note" maxLength={2000} value={note} onInput={(e) => setNote(e.currentTarget.value)} />
+          </label>
+          <div class="actions">
+            <button type="submit" class="danger" disabled={busy}>
+              Deny
+            </button>
+            <button type="button" onClick={() => setMode("view")}>
+              Cancel
+            </button>
+          </div>
+        </form>
+      ) : null}
+      {pending && mode === "edit" ? (
+        <EditArgs
+          args={approval.args}
+          busy={busy}
+          note={note}
+          onNote={setNote}
+          onCancel={() => setMode("view")}
+          onConfirm={(changed) => decide(true, changed)}
+        />
+      ) : null}
+      {!pending ? <Outcome approval={approval} /> : null}
+      {approval.session ? <Earlier session={approval.session} before_us={approval.created_at_us} /> : null}
+    </article>
+  );
+}
+
+function Outcome({ approval }: { approval: Approval }) {
+  const now = useNow();
+  return (
+    <section class="outcome" aria-live="polite">
+      <h3>Outcome</h3>
+      <p>
+        <Badge kind={approval.status}>{approval.status}</Badge>{" "}
+        {approval.decided_by ? (
+          <>
+            by <strong>{approval.decided_by}</strong> {approval.decided_at_us ? ago(approval.decided_at_us, now) : ""}
+          </>
+        ) : null}
+      </p>
+      {approval.note ? (
+        <p>
+          Note: <q>{approval.note}</q>
+        </p>
+      ) : null}
+      {approval.edited_args ? (
+        <>
+          <h4>Approved with edited arguments</h4>
+          <ArgsTable args={approval.edited_args} />
+        </>
+      ) : null}
+      {approval.status === "approved" ? (
+        <p class="muted">Waiting for the agent to run it…</p>
+      ) : approval.status === "executed" ? (
+        <>
+          <h4>Result</h4>
+          <pre class="json">{pretty(approval.result)}</pre>
+        </>
+      ) : approval.status === "failed" ? (
+        <p class="error">The call failed: {approval.error}</p>
+      ) : null}
+    </section>
+  );
+}
+
+function Earlier({ session, before_us }: { session: string; before_us: number }) {
+  const [events, setEvents] = useState<AuditEvent[] | null>(null);
+  useEffect(() => {
+    api<AuditEvent[]>(`/v1/sessions/${encodeURIComponent(session)}`)
+      .then((all) => setEvents(all.filter((e) => e.at_us < before_us).slice(-15)))
+      .catch(() => setEvents([]));
+  }, [session, before_us]);
+  if (!events?.length) return null;
+  return (
+    <section class="earlier">
+      <h3>Earlier in this session</h3>
+      <ol class="timeline compact">
+        {events.map((e) => (
+          <li key={e.seq}>
+            <span class="muted">{when(e.at_us)}</span> <code>{e.kind}</code>{" "}
+            {e.tool ? <code>{e.tool}</code> : null} {e.decision ? <Badge kind={e.decision}>{e.decision}</Badge> : null}
+            {e.kind === "llm.call" ? <span class="muted"> {String(e.model)}</span> : null}
+          </li>
+        ))}
+      </ol>
+      <a href={href(["sessions", session])}>Replay the whole session →</a>
+    </section>
+  );
+}

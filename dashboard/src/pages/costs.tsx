@@ -1,0 +1,195 @@
+// Costs: LLM spend by model, day, agent and session, as charts and tables; unpriced calls are
+// flagged (never shown as $0); budgets of the active policies and how much of them is spent.
+import { useEffect, useState } from "preact/hooks";
+import { api, errorText } from "../api";
+import { count, duration, usd } from "../format";
+import { href, navigate, type Route } from "../router";
+import { Badge, ErrorBox, Loading } from "../ui/common";
+import { Bars } from "../ui/bars";
+
+interface Usage {
+  key: string;
+  calls: number;
+  input_tokens: number;
+  cached_input_tokens: number;
+  output_tokens: number;
+  reasoning_tokens: number;
+  cost_usd: string;
+  unpriced_calls: number;
+}
+
+interface BudgetUse {
+  kind: "session" | "agent";
+  subject: string;
+  agent: string;
+  revision: string;
+  max_cost_usd: string | null;
+  max_tokens: number | null;
+  window_seconds: number | null;
+  cost_usd: string;
+  tokens: number;
+  unpriced_calls: number;
+  used: number;
+}
+
+const GROUPS = ["model", "day", "agent", "session"] as const;
+type Group = (typeof GROUPS)[number];
+const RANGES: Record<string, number | null> = { "24 hours": 1, "7 days": 7, "30 days": 30, "all time": null };
+
+export function Costs({ route }: { route: Route; isAdmin: boolean }) {
+  const by = (GROUPS as readonly string[]).includes(route.query.get("by") ?? "") ? (route.query.get("by") as Group) : "model";
+  const range = route.query.get("range") ?? "30 days";
+  const [rows, setRows] = useState<Usage[] | null>(null);
+  const [budgets, setBudgets] = useState<BudgetUse[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+
+  useEffect(() => {
+    const days = RANGES[range] ?? null;
+    setRows(null);
+    api<Usage[]>("/v1/usage", { query: { by, since_us: days ? (Date.now() - days * 86400_000) * 1000 : null } })
+      .then((found) => setRows(by === "day" ? found : [...found].sort((a, b) => Number(b.cost_usd) - Number(a.cost_usd))))
+      .catch((e) => setError(errorText(e)));
+  }, [by, range]);
+  useEffect(() => {
+    api<BudgetUse[]>("/v1/budgets")
+      .then(setBudgets)
+      .catch((e) => setError(errorText(e)));
+  }, []);
+
+  const go = (next: { by?: string; range?: string }) => navigate(href(["costs"], { by, range, ...next }), true);
+  const total = (rows ?? []).reduce((sum, r) => sum + Number(r.cost_usd), 0);
+  const unpriced = (rows ?? []).reduce((sum, r) => sum + r.unpriced_calls, 0);
+  return (
+    <section>
+      <h1>Costs</h1>
+      <div class="toolbar">
+        <div role="tablist" aria-label="Group by" class="tabs">
+          {GROUPS.map((g) => (
+            <button key={g} type="button" role="tab" aria-selected={g === by} onClick={() => go({ by: g })}>
+              by {g}
+            </button>
+          ))}
+        </div>
+        <label class="inline">
+          Period
+          <select value={range} onChange={(e) => go({ range: e.currentTarget.value })}>
+            {Object.keys(RANGES).map((r) => (
+              <option key={r}>{r}</option>
+            ))}
+          </select>
+        </label>
+      </div>
+      <ErrorBox error={error} />
+      {rows === null ? (
+        <Loading />
+      ) : rows.length === 0 ? (
+        <p class="muted">No LLM calls recorded in this period.</p>
+      ) : (
+        <>
+          <p class="summary">
+            <strong>{usd(total)}</strong> priced spend
+            {unpriced ? (
+              <>
+                {" "}
+                · <Badge kind="unpriced">{unpriced} unpriced calls</Badge> not included (their models have no price)
+              </>
+            ) : null}
+          </p>
+          <Bars
+            title={`Cost by ${by}`}
+            bars={rows.slice(0, 20).map((r) => ({
+              label: r.key,
+              value: Number(r.cost_usd),
+              text: r.unpriced_calls && r.unpriced_calls === r.calls ? "unpriced" : usd(r.cost_usd),
+              flag: r.unpriced_calls && r.unpriced_calls !== r.calls ? `+${r.unpriced_calls} unpriced` : undefined,
+            }))}
+          />
+          <div class="scroll">
+            <table class="events">
+              <thead>
+                <tr>
+                  <th scope="col">{by}</th>
+                  <th scope="col">LLM calls</th>
+                  <th scope="col">input tokens</th>
+                  <th scope="col">cached</th>
+                  <th scope="col">output tokens</th>
+                  <th scope="col">reasoning</th>
+                  <th scope="col">cost</th>
+                </tr>
+              </thead>
+              <tbody>
+                {rows.map((r) => (
+                  <tr key={r.key}>
+                    <td>{by === "session" ? <a href={href(["sessions", r.key])}>{r.key}</a> : r.key}</td>
+                    <td>{count(r.calls)}</td>
+                    <td>{count(r.input_tokens)}</td>
+                    <td>{count(r.cached_input_tokens)}</td>
+                    <td>{count(r.output_tokens)}</td>
+                    <td>{count(r.reasoning_tokens)}</td>
+                    <td>
+                      {r.unpriced_calls === r.calls ? (
+                        <Badge kind="unpriced">unpriced</Badge>
+                      ) : (
+                        <>
+                          {usd(r.cost_usd)}{" "}
+                          {r.unpriced_calls ? <Badge kind="unpriced">+{r.unpriced_calls} unpriced</Badge> : null}
+                        </>
+                      )}
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        </>
+      )}
+      <h2>Budgets</h2>
+      {budgets === null ? (
+        <Loading />
+      ) : budgets.length === 0 ? (
+        <p class="muted">
+          No active policy sets a budget (<code>budgets.session</code> or <code>budgets.agent</code>) for the agents
+          seen recently.
+        </p>
+      ) : (
+        <div class="scroll">
+          <table class="events budgets">
+            <thead>
+              <tr>
+                <th scope="col">budget</th>
+                <th scope="col">of</th>
+                <th scope="col">limit</th>
+                <th scope="col">spent</th>
+                <th scope="col">used</th>
+              </tr>
+            </thead>
+            <tbody>
+              {budgets.map((b) => (
+                <tr key={`${b.kind}:${b.subject}`}>
+                  <td>
+                    {b.kind}
+                    {b.window_seconds ? ` (last ${duration(b.window_seconds)})` : ""}
+                  </td>
+                  <td>{b.kind === "session" ? <a href={href(["sessions", b.subject])}>{b.subject}</a> : b.subject}</td>
+                  <td>
+                    {[b.max_cost_usd ? usd(b.max_cost_usd) : null, b.max_tokens ? `${count(b.max_tokens)} tokens` : null]
+                      .filter(Boolean)
+                      .join(" · ")}
+                  </td>
+                  <td>
+                    {usd(b.cost_usd)} · {count(b.tokens)} tokens
+                    {b.unpriced_calls ? <Badge kind="unpriced">+{b.unpriced_calls} unpriced</Badge> : null}
+                  </td>
+                  <td>
+                    <meter min={0} max={1} low={0.7} high={0.9} optimum={0} value={Math.min(b.used, 1)} />{" "}
+                    {Math.round(b.used * 100)}%
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,451 @@
+// Policies: revisions and what is active where; a revision's text and diff; the editor with
+// inline validation; "test against history" before activating; activate and roll back.
+import { useEffect, useState } from "preact/hooks";
+import { api, errorText } from "../api";
+import { value, when } from "../format";
+import { href, navigate, type Route } from "../router";
+import { Badge, ErrorBox, Loading } from "../ui/common";
+import { PolicyEditor, type Problem, type Validation } from "../ui/editor";
+
+interface Revision {
+  id: string;
+  source: string;
+  author: string | null;
+  parent: string | null;
+  created_at_us: number;
+  status: string;
+  problems: Problem[];
+  text: string | null;
+}
+
+interface Assignment {
+  scope: string;
+  revision_id: string;
+  activated_at_us: number;
+  activated_by: string | null;
+}
+
+export function Policies({ route }: { route: Route }) {
+  const [id, action] = [route.path[1], route.path[2]];
+  if (id === "new") return <Draft from={route.query.get("from")} />;
+  if (id) return action === "edit" ? <Draft from={id} /> : <RevisionView key={id} id={id} />;
+  return <List />;
+}
+
+function useAssignments(): [Assignment[] | null, () => void] {
+  const [assignments, setAssignments] = useState<Assignment[] | null>(null);
+  const load = () => void api<Assignment[]>("/v1/policies/assignments").then(setAssignments);
+  useEffect(load, []);
+  return [assignments, load];
+}
+
+function List() {
+  const [revisions, setRevisions] = useState<Revision[] | null>(null);
+  const [assignments, reload] = useAssignments();
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  useEffect(() => {
+    api<Revision[]>("/v1/policies")
+      .then(setRevisions)
+      .catch((e) => setError(errorText(e)));
+  }, []);
+  const rollback = async (scope: string) => {
+    setBusy(true);
+    setError(null);
+    try {
+      await api("/v1/policies/rollback", { method: "POST", body: target(scope) });
+      reload();
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const active = new Map<string, string[]>();
+  for (const a of assignments ?? []) active.set(a.revision_id, [...(active.get(a.revision_id) ?? []), a.scope]);
+  const current = assignments?.find((a) => a.scope === "default")?.revision_id;
+  return (
+    <section>
+      <div class="toolbar">
+        <h1>Policies</h1>
+        <a class="button primary" href={href(["policies", "new"], { from: current })}>
+          New draft
+        </a>
+      </div>
+      <ErrorBox error={error} />
+      <h2>Active</h2>
+      {assignments === null ? (
+        <Loading />
+      ) : assignments.length === 0 ? (
+        <p class="muted">No revision is active on this server yet.</p>
+      ) : (
+        <table class="events">
+          <thead>
+            <tr>
+              <th scope="col">scope</th>
+              <th scope="col">revision</th>
+              <th scope="col">since</th>
+              <th scope="col">by</th>
+              <th scope="col" />
+            </tr>
+          </thead>
+          <tbody>
+            {assignments.map((a) => (
+              <tr key={a.scope}>
+                <td>{a.scope}</td>
+                <td>
+                  <a href={href(["policies", a.revision_id])}>{a.revision_id}</a>
+                </td>
+                <td class="nowrap">{when(a.activated_at_us)}</td>
+                <td>{a.activated_by ?? "—"}</td>
+                <td>
+                  <button type="button" disabled={busy} onClick={() => rollback(a.scope)}>
+                    Roll back
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <h2>Revisions</h2>
+      {revisions === null ? (
+        <Loading />
+      ) : (
+        <table class="events">
+          <thead>
+            <tr>
+              <th scope="col">revision</th>
+              <th scope="col">status</th>
+              <th scope="col">created</th>
+              <th scope="col">author</th>
+              <th scope="col">active for</th>
+            </tr>
+          </thead>
+          <tbody>
+            {revisions.map((r) => (
+              <tr key={r.id}>
+                <td>
+                  <a href={href(["policies", r.id])}>{r.id}</a> <span class="muted">{r.source}</span>
+                </td>
+                <td>
+                  <Badge kind={r.status === "valid" ? "ok" : "error"}>{r.status}</Badge>
+                </td>
+                <td class="nowrap">{when(r.created_at_us)}</td>
+                <td>{r.author ?? "—"}</td>
+                <td>{(active.get(r.id) ?? []).join(", ")}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+function target(scope: string): { agent?: string; environment?: string } {
+  const [kind, name] = [scope.split(":", 1)[0], scope.slice(scope.indexOf(":") + 1)];
+  if (kind === "agent") return { agent: name };
+  if (kind === "environment") return { environment: name };
+  return {};
+}
+
+function Activate({ revision, onDone }: { revision: string; onDone: (scope: string) => void }) {
+  const [kind, setKind] = useState<"default" | "agent" | "environment">("default");
+  const [name, setName] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    const scope = kind === "default" ? "default" : `${kind}:${name.trim()}`;
+    try {
+      await api(`/v1/policies/${encodeURIComponent(revision)}/activate`, { method: "POST", body: target(scope) });
+      onDone(scope);
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form class="activate inline-form" onSubmit={submit}>
+      <label class="inline">
+        Activate for
+        <select value={kind} onChange={(e) => setKind(e.currentTarget.value as typeof kind)}>
+          <option value="default">everyone (default)</option>
+          <option value="environment">an environment</option>
+          <option value="agent">an agent</option>
+        </select>
+      </label>
+      {kind !== "default" ? (
+        <input aria-label={`${kind} name`} required value={name} onInput={(e) => setName(e.currentTarget.value)} />
+      ) : null}
+      <button type="submit" class="primary" disabled={busy}>
+        Activate
+      </button>
+      <ErrorBox error={error} />
+    </form>
+  );
+}
+
+function RevisionView({ id }: { id: string }) {
+  const [rev, setRev] = useState<Revision | null>(null);
+  const [diff, setDiff] = useState<string | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [done, setDone] = useState<string | null>(null);
+  useEffect(() => {
+    api<Revision>(`/v1/policies/${encodeURIComponent(id)}`)
+      .then((r) => {
+        setRev(r);
+        if (r.parent)
+          api<{ diff: string }>(`/v1/policies/${encodeURIComponent(id)}/diff`)
+            .then((d) => setDiff(d.diff))
+            .catch(() => setDiff(null));
+      })
+      .catch((e) => setError(errorText(e)));
+  }, [id]);
+  if (error) return <ErrorBox error={error} />;
+  if (!rev) return <Loading />;
+  return (
+    <article>
+      <a class="back" href="#/policies">
+        ← Policies
+      </a>
+      <h1>
+        Revision <code>{rev.id}</code> <Badge kind={rev.status === "valid" ? "ok" : "error"}>{rev.status}</Badge>
+      </h1>
+      <p class="muted">
+        {rev.source} · {when(rev.created_at_us)} · by {rev.author ?? "—"}
+        {rev.parent ? (
+          <>
+            {" "}
+            · after <a href={href(["policies", rev.parent])}>{rev.parent}</a>
+          </>
+        ) : null}
+      </p>
+      {rev.problems.length ? (
+        <ul class="problems">
+          {rev.problems.map((p, i) => (
+            <li key={i}>
+              line {p.line ?? "?"}: {p.message}
+            </li>
+          ))}
+        </ul>
+      ) : null}
+      <div class="actions">
+        <a class="button" href={href(["policies", rev.id, "edit"])}>
+          Edit as a new draft
+        </a>
+      </div>
+      {rev.status === "valid" ? <Activate revision={rev.id} onDone={(scope) => setDone(scope)} /> : null}
+      {done ? (
+        <p class="ok" role="status">
+          Active for {done} now.
+        </p>
+      ) : null}
+      {diff ? (
+        <>
+          <h2>Changes from {rev.parent}</h2>
+          <Diff text={diff} />
+        </>
+      ) : null}
+      <h2>Text</h2>
+      <pre class="policy-text">{rev.text}</pre>
+    </article>
+  );
+}
+
+function Diff({ text }: { text: string }) {
+  return (
+    <pre class="diff-text">
+      {text.split("\n").map((line, i) => (
+        <div key={i} class={line.startsWith("+") ? "add" : line.startsWith("-") ? "del" : line.startsWith("@@") ? "hunk" : ""}>
+          {line || " "}
+        </div>
+      ))}
+    </pre>
+  );
+}
+
+interface Replayed {
+  seq: number;
+  at_us: number;
+  agent: string;
+  tool: string;
+  args: Record<string, unknown>;
+  recorded: string;
+  draft: string;
+  draft_rule_ids: string[];
+  draft_reason: string;
+  uncertain: string | null;
+}
+
+interface HistoryReport {
+  revision: string;
+  checked: number;
+  changed: number;
+  uncertain: number;
+  transitions: Record<string, number>;
+  rows: Replayed[];
+}
+
+function Draft({ from }: { from: string | null }) {
+  const [text, setText] = useState<string | null>(from ? null : "version: 1\ndefault: allow\ntools: {}\n");
+  const [validation, setValidation] = useState<Validation | null>(null);
+  const [report, setReport] = useState<HistoryReport | null>(null);
+  const [last, setLast] = useState(1000);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [saved, setSaved] = useState<Revision | null>(null);
+  useEffect(() => {
+    if (from)
+      api<Revision>(`/v1/policies/${encodeURIComponent(from)}`)
+        .then((r) => setText(r.text ?? ""))
+        .catch((e) => setError(errorText(e)));
+  }, [from]);
+  if (text === null) return error ? <ErrorBox error={error} /> : <Loading />;
+
+  const run = async (what: () => Promise<void>) => {
+    setBusy(true);
+    setError(null);
+    try {
+      await what();
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const test = () =>
+    run(async () => setReport(await api<HistoryReport>("/v1/policies/test", { method: "POST", body: { text, last } })));
+  const save = () =>
+    run(async () => setSaved(await api<Revision>("/v1/policies", { method: "POST", body: { text } })));
+
+  return (
+    <section class="draft">
+      <a class="back" href="#/policies">
+        ← Policies
+      </a>
+      <h1>{from ? `New draft from ${from}` : "New draft"}</h1>
+      <PolicyEditor
+        text={text}
+        onChange={(t) => {
+          setText(t);
+          setSaved(null);
+          setReport(null);
+        }}
+        onValidated={setValidation}
+      />
+      <p class="validation" role="status">
+        {validation === null ? (
+          "Checking…"
+        ) : validation.valid ? (
+          <Badge kind="ok">valid</Badge>
+        ) : (
+          <>
+            <Badge kind="error">{validation.problems.length} problem(s)</Badge>{" "}
+            {validation.problems.map((p) => `line ${p.line ?? "?"}: ${p.message}`).join(" · ")}
+          </>
+        )}
+      </p>
+      <ErrorBox error={error} />
+      <div class="actions">
+        <label class="inline">
+          Test against the last
+          <input
+            type="number"
+            min={1}
+            max={100000}
+            value={last}
+            aria-label="how many recorded calls"
+            onInput={(e) => setLast(Number(e.currentTarget.value) || 1000)}
+          />
+          calls
+        </label>
+        <button type="button" disabled={busy || !validation?.valid} onClick={test}>
+          Test against history
+        </button>
+        <button type="button" class="primary" disabled={busy || !validation?.valid} onClick={save}>
+          Save revision
+        </button>
+      </div>
+      {saved ? (
+        <div class="saved">
+          <p class="ok" role="status">
+            Saved as <a href={href(["policies", saved.id])}>{saved.id}</a>.
+          </p>
+          <Activate revision={saved.id} onDone={() => navigate(href(["policies"]))} />
+        </div>
+      ) : null}
+      {report ? <Report report={report} /> : null}
+    </section>
+  );
+}
+
+function Report({ report }: { report: HistoryReport }) {
+  return (
+    <section class="report" aria-label="Test against history">
+      <h2>Test against history</h2>
+      <p>
+        Of the last <strong>{report.checked}</strong> recorded calls, <strong>{report.changed}</strong> would be
+        decided differently
+        {Object.entries(report.transitions).length
+          ? ": " +
+            Object.entries(report.transitions)
+              .map(([step, n]) => `${n} ${step}`)
+              .join(", ")
+          : ""}
+        .{report.uncertain ? ` ${report.uncertain} cannot be reproduced exactly (see the notes).` : ""}
+      </p>
+      {report.rows.length ? (
+        <div class="scroll">
+          <table class="events">
+            <thead>
+              <tr>
+                <th scope="col">#</th>
+                <th scope="col">time</th>
+                <th scope="col">agent</th>
+                <th scope="col">tool</th>
+                <th scope="col">arguments</th>
+                <th scope="col">was</th>
+                <th scope="col">would be</th>
+                <th scope="col">why</th>
+              </tr>
+            </thead>
+            <tbody>
+              {report.rows.map((r) => (
+                <tr key={r.seq}>
+                  <td>
+                    <a href={href(["audit", r.seq])}>{r.seq}</a>
+                  </td>
+                  <td class="nowrap">{when(r.at_us)}</td>
+                  <td>{r.agent}</td>
+                  <td>
+                    <code>{r.tool}</code>
+                  </td>
+                  <td class="clip">
+                    {Object.entries(r.args)
+                      .map(([k, v]) => `${k}=${value(v)}`)
+                      .join(", ")}
+                  </td>
+                  <td>
+                    <Badge kind={r.recorded}>{r.recorded}</Badge>
+                  </td>
+                  <td>
+                    <Badge kind={r.draft}>{r.draft}</Badge>
+                  </td>
+                  <td>
+                    {r.draft_reason}
+                    {r.uncertain ? <p class="muted">note: {r.uncertain}</p> : null}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      ) : null}
+    </section>
+  );
+}

@@ -1,0 +1,78 @@
+// Small pieces every page uses.
+import type { ComponentChildren } from "preact";
+import { useEffect, useState } from "preact/hooks";
+import { duration, value } from "../format";
+
+export function useNow(everyMs = 1000): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const timer = window.setInterval(() => setNow(Date.now()), everyMs);
+    return () => window.clearInterval(timer);
+  }, [everyMs]);
+  return now;
+}
+
+export function Countdown({ until_us }: { until_us: number }) {
+  const now = useNow();
+  const left = until_us / 1000 - now;
+  const urgent = left < 60_000;
+  return (
+    <span class={urgent ? "countdown urgent" : "countdown"} title="time left to decide">
+      {left <= 0 ? "expired" : `${duration(left / 1000)} left`}
+    </span>
+  );
+}
+
+export function ErrorBox({ error }: { error: string | null }) {
+  return error ? (
+    <p class="error" role="alert">
+      {error}
+    </p>
+  ) : null;
+}
+
+export function Badge({ kind, children }: { kind: string; children: ComponentChildren }) {
+  return <span class={`badge badge-${kind.replace(/[^a-z_]/g, "")}`}>{children}</span>;
+}
+
+// Whether a JSON pointer in `redacted` is this argument or inside it.
+function hidden(redacted: string[], name: string): boolean {
+  const pointer = "/" + name.replace(/~/g, "~0").replace(/\//g, "~1");
+  return redacted.some((p) => p === pointer || p.startsWith(pointer + "/"));
+}
+
+export function ArgsTable({ args, redacted = [] }: { args: Record<string, unknown>; redacted?: string[] }) {
+  const names = Object.keys(args);
+  if (!names.length) return <p class="muted">no arguments</p>;
+  return (
+    <table class="args">
+      <thead>
+        <tr>
+          <th scope="col">argument</th>
+          <th scope="col">value</th>
+        </tr>
+      </thead>
+      <tbody>
+        {names.map((name) => (
+          <tr key={name}>
+            <th scope="row">
+              <code>{name}</code>
+            </th>
+            <td>
+              <code class="value">{value(args[name])}</code>
+              {hidden(redacted, name) || args[name] === "[REDACTED]" ? (
+                <span class="badge badge-redacted" title="removed before it was stored">
+                  redacted
+                </span>
+              ) : null}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
+export function Loading() {
+  return <p class="muted">Loading…</p>;
+}

@@ -1,0 +1,78 @@
+// The policy editor: CodeMirror with YAML highlighting and the server's own validation shown
+// inline, at the line and column of each problem, as the admin types.
+import { useEffect, useRef } from "preact/hooks";
+import { basicSetup, EditorView } from "codemirror";
+import { yaml } from "@codemirror/lang-yaml";
+import { linter, lintGutter, type Diagnostic } from "@codemirror/lint";
+import { api } from "../api";
+
+export interface Problem {
+  message: string;
+  line: number | null;
+  column: number | null;
+  rule_id: string | null;
+}
+
+export interface Validation {
+  valid: boolean;
+  revision: string | null;
+  problems: Problem[];
+}
+
+function diagnostics(view: EditorView, problems: Problem[]): Diagnostic[] {
+  const doc = view.state.doc;
+  return problems.map((p) => {
+    const line = doc.line(Math.min(Math.max(1, p.line ?? 1), doc.lines));
+    const from = Math.min(line.from + Math.max(0, (p.column ?? 1) - 1), line.to);
+    return {
+      from,
+      to: from < line.to ? line.to : from,
+      severity: "error",
+      message: (p.rule_id ? `[${p.rule_id}] ` : "") + p.message,
+    };
+  });
+}
+
+export function PolicyEditor(props: {
+  text: string;
+  onChange: (text: string) => void;
+  onValidated: (result: Validation) => void;
+}) {
+  const host = useRef<HTMLDivElement>(null);
+  const callbacks = useRef(props);
+  callbacks.current = props;
+
+  useEffect(() => {
+    const validate = linter(
+      async (view) => {
+        const text = view.state.doc.toString();
+        if (!text.trim()) return [];
+        try {
+          const result = await api<Validation>("/v1/policies/validate", { method: "POST", body: { text } });
+          callbacks.current.onValidated(result);
+          return diagnostics(view, result.problems);
+        } catch {
+          return []; // the server is unreachable: the page says so when saving
+        }
+      },
+      { delay: 400 },
+    );
+    const view = new EditorView({
+      doc: props.text,
+      parent: host.current!,
+      extensions: [
+        basicSetup,
+        yaml(),
+        lintGutter(),
+        validate,
+        EditorView.contentAttributes.of({ "aria-label": "Policy (YAML)" }),
+        EditorView.updateListener.of((update) => {
+          if (update.docChanged) callbacks.current.onChange(update.state.doc.toString());
+        }),
+      ],
+    });
+    return () => view.destroy();
+  }, []);
+
+  return <div class="editor" ref={host} />;
+}

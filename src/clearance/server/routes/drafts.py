@@ -1,0 +1,123 @@
+"""Drafts: check a policy before storing it, and test it against recorded calls (admin).
+
+Nothing here writes: the editor validates as the admin types, and "test against history"
+decides the last recorded calls again with the draft, so the admin sees which decisions would
+change before activating it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...errors import PolicyError
+from ...policy import Policy, parse_policy
+from ...store import Database
+from ...store._keys import ApiKey
+from .. import _whatif as whatif
+from .._auth import database, require
+from .._errors import APIError
+from .policies import Problem
+
+router = APIRouter(prefix="/v1", tags=["policies"])
+Admin = Annotated[ApiKey, Depends(require("admin"))]
+Db = Annotated[Database, Depends(database)]
+MAX_TEXT = 512 * 1024
+
+
+class Draft(BaseModel):
+    """A policy as written, not stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT)
+    source: str = Field(default="policy.yaml", min_length=1, max_length=200)
+
+
+class Validation(BaseModel):
+    """Whether a draft validates and compiles; every problem located by line and column."""
+
+    valid: bool
+    revision: str | None
+    problems: list[Problem]
+
+
+def _compile(draft: Draft) -> Policy | list[Problem]:
+    try:
+        return parse_policy(draft.text, draft.source)
+    except PolicyError as exc:
+        return [Problem(message=p.message, line=p.line, column=p.column, rule_id=p.rule_id) for p in exc.problems]
+
+
+@router.post("/policies/validate", summary="Validate a draft without storing it (admin)")
+async def validate(body: Draft, _: Admin) -> Validation:
+    """Parse, validate and compile the draft, as storing it would; always 200."""
+    compiled = await run_in_threadpool(_compile, body)
+    if isinstance(compiled, list):
+        return Validation(valid=False, revision=None, problems=compiled)
+    return Validation(valid=True, revision=compiled.revision, problems=[])
+
+
+class HistoryTest(Draft):
+    """A draft, and how much history to decide again."""
+
+    last: int = Field(default=1000, ge=1, le=100_000, description="the last N recorded calls")
+    agent: str | None = Field(default=None, max_length=200, description="only this agent's calls")
+    only_changed: bool = True
+
+
+class Replayed(BaseModel):
+    """One recorded call and what the draft decides for it."""
+
+    seq: int
+    at_us: int
+    agent: str
+    session: str | None
+    tool: str
+    args: dict[str, Any]
+    recorded: str
+    recorded_rule_ids: list[str]
+    recorded_revision: str | None
+    draft: str
+    draft_rule_ids: list[str]
+    draft_reason: str
+    changed: bool
+    uncertain: str | None
+
+
+class HistoryReport(BaseModel):
+    """What would change."""
+
+    revision: str
+    checked: int
+    changed: int
+    uncertain: int
+    transitions: dict[str, int]
+    rows: list[Replayed]
+
+
+@router.post("/policies/test", summary="Test a draft against recorded calls (admin)")
+async def test_against_history(body: HistoryTest, _: Admin, db: Db) -> HistoryReport:
+    """Decide the last `last` recorded calls with the draft; list those whose decision changes.
+
+    A draft that does not validate is answered 422 with its problems. Rows the record cannot
+    reproduce exactly (redacted arguments, facts that were not recorded) say so in `uncertain`.
+    """
+    compiled = await run_in_threadpool(_compile, body)
+    if isinstance(compiled, list):
+        details = [{"location": f"{body.source}:{p.line}:{p.column}", "message": p.message} for p in compiled]
+        raise APIError(422, "the draft does not validate", details=details)
+    report = await run_in_threadpool(
+        lambda: whatif.replay(db, compiled, last=body.last, agent=body.agent, only_changed=body.only_changed)
+    )
+    return HistoryReport(
+        revision=compiled.revision,
+        checked=report.checked,
+        changed=report.changed,
+        uncertain=report.uncertain,
+        transitions=report.transitions,
+        rows=[Replayed(**r.__dict__) for r in report.rows],
+    )

@@ -1,0 +1,106 @@
+"""The approvals inbox in a real browser: live, approve with an edit, deny with a note, escaping."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from .conftest import Dashboard
+
+
+def test_an_approval_appears_live_and_an_edited_approval_resumes_the_agent(dashboard: Dashboard) -> None:
+    page = dashboard.page
+    dashboard.login()
+    expect(page.get_by_text("Nothing is waiting for a decision.")).to_be_visible()
+    dashboard.shot("inbox-empty")
+
+    agent = dashboard.agent(850)  # waits for a decision
+    item = page.get_by_role("link", name=re.compile("issue_refund by refunds"))
+    expect(item).to_be_visible()  # no reload: the stream brought it
+    item.click()
+    detail = page.get_by_role("region", name="Approval")
+    expect(detail.get_by_text("Refunds over $200 need a support lead")).to_be_visible()
+    expect(detail.get_by_text(re.compile(r"\d+m \d+s left"))).to_be_visible()
+    dashboard.shot("approval-detail")
+
+    page.get_by_role("button", name="Edit arguments…").click()
+    amount = page.get_by_label("amount")
+    amount.fill("")
+    expect(page.get_by_text("must be a number")).to_be_visible()
+    expect(page.get_by_role("button", name="Review changes")).to_be_disabled()
+    amount.fill("500")
+    page.get_by_role("button", name="Review changes").click()
+    review = page.get_by_role("region", name="Review the edit")
+    expect(review.locator("td.old")).to_have_text("850")
+    expect(review.locator("td.new")).to_have_text("500")
+    dashboard.shot("approval-edit-review")
+    page.get_by_role("button", name="Confirm and approve").click()
+
+    outcome = dashboard.outcome(agent)
+    assert outcome == {"outcome": "ran", "result": "refund of $500.00 for A-1003 issued"}
+    expect(page.get_by_text("refund of $500.00 for A-1003 issued")).to_be_visible()  # the result arrived
+    expect(detail.locator(".badge-executed").first).to_be_visible()
+    expect(page.get_by_text("Nothing is waiting for a decision.")).to_be_visible()  # gone from the inbox, live
+    dashboard.shot("approval-executed")
+
+
+def test_a_denial_with_a_note_reaches_the_agent(dashboard: Dashboard) -> None:
+    page = dashboard.page
+    agent = dashboard.agent(300)
+    dashboard.login()
+    page.get_by_role("link", name=re.compile("issue_refund by refunds")).click()
+    page.get_by_role("button", name="Deny…").click()
+    page.get_by_label("Note for the agent (why not)").fill("Offer store credit instead")
+    dashboard.shot("approval-deny")
+    page.get_by_role("button", name="Deny", exact=True).click()
+    assert dashboard.outcome(agent) == {"outcome": "denied", "note": "Offer store credit instead", "by": "user:alice"}
+    expect(page.get_by_role("region", name="Approval").locator(".badge-denied").first).to_be_visible()
+    expect(page.get_by_text("Offer store credit instead")).to_be_visible()
+
+
+def test_hostile_arguments_are_shown_as_text_never_run(dashboard: Dashboard) -> None:
+    page = dashboard.page
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    dashboard.agent(999)  # its reason argument is an <img onerror=…> payload
+    dashboard.login()
+    page.get_by_role("link", name=re.compile("issue_refund by refunds")).click()
+    cell = page.locator("table.args td", has_text="onerror")
+    expect(cell).to_have_text('<img src=x onerror="alert(1)">')
+    assert page.locator("table.args img").count() == 0
+    page.goto(dashboard.url("#/audit?q=onerror"))
+    expect(page.locator("table.events td.clip").first).to_contain_text("<img src=x")
+    assert page.locator("table.events img").count() == 0
+    assert dialogs == []
+
+
+def test_the_inbox_works_from_the_keyboard_and_at_phone_width(dashboard: Dashboard) -> None:
+    page = dashboard.page
+    first, second = dashboard.agent(300), dashboard.agent(400)
+    page.set_viewport_size({"width": 390, "height": 844})
+    dashboard.login()
+    items = page.locator("ul.items a")
+    expect(items).to_have_count(2)
+    dashboard.shot("inbox-phone")
+    items.first.focus()
+    page.keyboard.press("ArrowDown")
+    expect(items.nth(1)).to_be_focused()
+    page.keyboard.press("ArrowUp")
+    expect(items.first).to_be_focused()
+    page.keyboard.press("Enter")
+    detail = page.get_by_role("region", name="Approval")
+    expect(detail).to_be_visible()
+    expect(page.get_by_role("region", name="Pending approvals")).to_be_hidden()  # one column on a phone
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways at phone width ({width}px)"
+    dashboard.shot("approval-phone")
+    approve = page.get_by_role("button", name="Approve", exact=True)
+    approve.focus()
+    page.keyboard.press("Enter")
+    expect(detail.locator(".badge-approved, .badge-executed").first).to_be_visible()
+    # Nearest expiry first: the first request, which ran; the second still waits.
+    assert dashboard.outcome(first) == {"outcome": "ran", "result": "refund of $300.00 for A-1003 issued"}
+    page.get_by_role("link", name="← All pending").click()
+    expect(items).to_have_count(1)
+    assert second.poll() is None
