@@ -60,7 +60,9 @@ def _need(condition: bool, why: str) -> None:
         pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API runs an event loop in this thread while it is open, which
+# would break a later test's asyncio.run().
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     _need(os.path.exists(CHROMIUM), f"no Chromium at {CHROMIUM}: apt-get install chromium (make test does)")
     _need(STATIC.exists(), "the dashboard is not built: make dashboard")
@@ -68,7 +70,7 @@ def playwright() -> Iterator[Playwright]:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM,

@@ -131,7 +131,7 @@ function Keys() {
           Environment
           <input
             required
-            pattern="[a-z0-9-]{1,40}"
+            pattern="[a-z0-9\-]{1,40}"
             value={form.environment}
             onInput={(e) => setForm({ ...form, environment: e.currentTarget.value })}
           />

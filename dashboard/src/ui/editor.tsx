@@ -66,6 +66,8 @@ export function PolicyEditor(props: {
         lintGutter(),
         validate,
         EditorView.contentAttributes.of({ "aria-label": "Policy (YAML)" }),
+        // The page's Content-Security-Policy admits CodeMirror's <style> element by this nonce.
+        EditorView.cspNonce.of(document.querySelector('meta[name="csp-nonce"]')?.getAttribute("content") ?? ""),
         EditorView.updateListener.of((update) => {
           if (update.docChanged) callbacks.current.onChange(update.state.doc.toString());
         }),

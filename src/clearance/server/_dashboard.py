@@ -3,15 +3,17 @@
 The app is built from `dashboard/` by `npm run build` (the Makefile's `dashboard` target) into
 `_static/`, which the wheel includes. Every dashboard response carries a strict
 Content-Security-Policy: scripts, styles and connections from this origin only, no inline code,
-no framing.
+no framing. The one exception is a per-response nonce for style elements, which the policy
+editor (CodeMirror) inserts; the page finds it in `<meta name="csp-nonce">`.
 """
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -54,4 +56,9 @@ def install(app: FastAPI, static: Path = STATIC) -> None:
                 status_code=503,
                 headers=HEADERS,
             )
-        return FileResponse(index, headers={**HEADERS, "Cache-Control": "no-cache"})
+        nonce = secrets.token_urlsafe(18)
+        page = index.read_text(encoding="utf-8").replace(
+            "<head>", f'<head>\n    <meta name="csp-nonce" content="{nonce}" />', 1
+        )
+        csp = CSP.replace("style-src 'self'", f"style-src 'self' 'nonce-{nonce}'")
+        return HTMLResponse(page, headers={**HEADERS, "Content-Security-Policy": csp, "Cache-Control": "no-store"})
