@@ -177,7 +177,8 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
                       .join(" · ")}
                   </td>
                   <td>
-                    {usd(b.cost_usd)} · {count(b.tokens)} tokens
+                    {Number(b.cost_usd) === 0 && b.unpriced_calls ? "unpriced" : usd(b.cost_usd)} · {count(b.tokens)}{" "}
+                    tokens
                     {b.unpriced_calls ? <Badge kind="unpriced">+{b.unpriced_calls} unpriced</Badge> : null}
                   </td>
                   <td>

@@ -73,8 +73,14 @@ function Recent() {
                   <td>{s.blocked}</td>
                   <td>{s.llm_calls}</td>
                   <td>
-                    {usd(s.cost_usd)}
-                    {s.unpriced_llm_calls ? <Badge kind="unpriced">+{s.unpriced_llm_calls} unpriced</Badge> : null}
+                    {s.llm_calls && s.unpriced_llm_calls === s.llm_calls ? (
+                      <Badge kind="unpriced">unpriced</Badge>
+                    ) : (
+                      <>
+                        {usd(s.cost_usd)}
+                        {s.unpriced_llm_calls ? <Badge kind="unpriced">+{s.unpriced_llm_calls} unpriced</Badge> : null}
+                      </>
+                    )}
                   </td>
                 </tr>
               ))}
@@ -177,7 +183,7 @@ function Replay({ id, step }: { id: string; step: number }) {
         <div>
           <dt>cost so far</dt>
           <dd>
-            {usd(t.cost)}
+            {t.llm && t.unpriced === t.llm ? "unpriced" : usd(t.cost)}
             {t.unpriced ? <Badge kind="unpriced">+{t.unpriced} unpriced</Badge> : null}
           </dd>
         </div>

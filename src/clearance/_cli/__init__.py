@@ -28,19 +28,24 @@ def main() -> None:
 @click.option(
     "--database",
     default=None,
-    help=f"Record here instead (appended to, never reset); default: a fresh {DEMO_DATABASE} each run.",
+    help=f"Seed this store instead (appended to, never reset); default: a fresh {DEMO_DATABASE} each run.",
 )
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve the dashboard on.")
+@click.option("--port", default=8321, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--password", default=None, help="The `demo` user's password (default: a new random one, printed).")
+@click.option("--agents/--no-agents", default=True, show_default=True, help="Start the live agents.")
 @friendly
-def demo(database: str | None) -> None:
-    """Run a scripted support agent under an example policy; one refund waits for you to approve it."""
+def demo(database: str | None, host: str, port: int, password: str | None, agents: bool) -> None:
+    """Serve the dashboard on a seeded store, with live agents whose approvals wait for you."""
     from .._demo import run
 
     if database is None:
         database = DEMO_DATABASE
-        # The demo's daily refund cap would block its big refund on a second run: start afresh.
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # A fresh store each run: the history is the demo's, and the daily refund cap starts at 0.
         for suffix in ("", "-wal", "-shm"):
             Path(database + suffix).unlink(missing_ok=True)
-    raise SystemExit(run(database))
+    raise SystemExit(run(database, host=host, port=port, password=password, agents=agents))
 
 
 main.add_command(policy_group)

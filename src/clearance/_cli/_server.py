@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 from typing import Any
@@ -28,6 +29,11 @@ from ._common import database_option, friendly, open_db, safe, table, when
 @friendly
 def serve(host: str, port: int, access_log: bool, database: str) -> None:
     """Run the REST API (OpenAPI at /docs) on the store; the same SQLite file the SDK writes, or PostgreSQL."""
+    run_server(database, host, port, access_log=access_log)
+
+
+def run_server(database: str, host: str, port: int, *, access_log: bool = True, log_level: str = "info") -> None:
+    """Serve the API and the dashboard on `database` until interrupted."""
     try:
         import uvicorn
 
@@ -54,12 +60,13 @@ def serve(host: str, port: int, access_log: bool, database: str) -> None:
         app,
         host=host,
         port=port,
-        log_level="info",
+        log_level=log_level,
         access_log=access_log,
         proxy_headers=False,
         timeout_graceful_shutdown=5,
     )
-    Server(config).run()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it has shut down
+        Server(config).run()
 
 
 @click.group("db")
