@@ -52,6 +52,7 @@ bench: install-dev
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/frameworks.py
+	$(BIN)/python bench/audit_paging.py
 
 demo: install
 	$(BIN)/clearance demo

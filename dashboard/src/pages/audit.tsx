@@ -59,6 +59,8 @@ interface Page {
   next_cursor: string | null;
 }
 
+const PAGE = 50;
+
 function Search({ filters }: { filters: Filters }) {
   const [draft, setDraft] = useState<Filters>(filters);
   const [cursors, setCursors] = useState<(string | null)[]>([null]); // the cursor of each page seen
@@ -67,17 +69,28 @@ function Search({ filters }: { filters: Filters }) {
   const [took, setTook] = useState<number | null>(null);
   const cursor = cursors[cursors.length - 1];
 
+  // A rare filter can come back with part of a page and a cursor (the server searches about
+  // 200 ms at a time): keep asking, a few times, until the page is full or the log is done.
   useEffect(() => {
     const abort = new AbortController();
     const started = performance.now();
     setPage(null);
-    api<Page>("/v1/events", { query: { ...apiQuery(filters), cursor, limit: 50 }, signal: abort.signal })
-      .then((p) => {
-        setPage(p);
-        setTook(Math.round(performance.now() - started));
-        setError(null);
-      })
-      .catch((e) => abort.signal.aborted || setError(errorText(e)));
+    (async () => {
+      const found: AuditEvent[] = [];
+      let next: string | null = cursor;
+      for (let asked = 0; asked < 8; asked++) {
+        const p: Page = await api<Page>("/v1/events", {
+          query: { ...apiQuery(filters), cursor: next, limit: PAGE - found.length },
+          signal: abort.signal,
+        });
+        found.push(...p.events);
+        next = p.next_cursor;
+        if (found.length >= PAGE || next === null) break;
+      }
+      setPage({ events: found, next_cursor: next });
+      setTook(Math.round(performance.now() - started));
+      setError(null);
+    })().catch((e) => abort.signal.aborted || setError(errorText(e)));
     return () => abort.abort();
   }, [cursor]);
 
@@ -152,7 +165,11 @@ function Search({ filters }: { filters: Filters }) {
       {page === null ? (
         <Loading />
       ) : page.events.length === 0 ? (
-        <p class="muted">No record matches.</p>
+        <p class="muted">
+          {page.next_cursor
+            ? `No match in the records after #${page.next_cursor}; search older records with "Older →".`
+            : "No record matches."}
+        </p>
       ) : (
         <div class="scroll">
           <table class="events">

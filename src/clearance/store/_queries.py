@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,29 +20,62 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+SEARCH_BUDGET_SECONDS = 0.2
+FIRST_WINDOW = 20_000
+MIN_WINDOW = 1_000  # less is not worth another query: answer with a cursor
+
+
 def search(
-    db: Database, f: EventFilter, *, text: str | None = None, before: int | None = None, limit: int = 100
+    db: Database,
+    f: EventFilter,
+    *,
+    text: str | None = None,
+    before: int | None = None,
+    limit: int = 100,
+    budget: float = SEARCH_BUDGET_SECONDS,
 ) -> tuple[list[StoredEvent], int | None]:
     """Matching events, newest first, and the cursor for the next page (None at the end).
 
     `text` matches anywhere in the recorded event (its arguments, reason, error), literally.
     `before` is the cursor a previous page returned.
+
+    A rare filter would make one query read the whole log, so the log is read in windows of
+    chain positions, newest first, each up to four times the last, sized by how fast the last
+    one was read to end within about `budget` seconds:
+    a page can then hold fewer than `limit` events (even none) with a cursor that goes on from
+    where this search stopped.
     """
     where, params = _where(f)
     clauses = [where.removeprefix(" WHERE ")] if where else []
-    params["limit"] = limit + 1
     if text:
         clauses.append("body LIKE :text ESCAPE '\\'")
         params["text"] = f"%{_escape_like(text)}%"
-    if before is not None:
-        clauses.append("seq < :before")
-        params["before"] = before
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    clauses.append("seq < :upper AND seq >= :lower")
+    sql = db.sql(f"SELECT seq, hash, body FROM events WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT :need")
+    rows: list[Any] = []
+    deadline = time.monotonic() + budget
     with db.read() as cur:
-        cur.execute(db.sql(f"SELECT seq, hash, body FROM events{where} ORDER BY seq DESC LIMIT :limit"), params)
-        rows = cur.fetchall()
+        if before is None:
+            cur.execute("SELECT MAX(seq) FROM events")
+            before = int(cur.fetchone()[0] or 0) + 1
+        upper, window = before, FIRST_WINDOW
+        while upper > 1:
+            lower = max(upper - window, 1)
+            started = time.monotonic()
+            cur.execute(sql, {**params, "upper": upper, "lower": lower, "need": limit + 1 - len(rows)})
+            rows.extend(cur.fetchall())
+            if len(rows) > limit:
+                break
+            now = time.monotonic()
+            # The next window: four times this one, but no more than the time left can read.
+            per_second = (upper - lower) / max(now - started, 1e-4)
+            upper, window = lower, int(min(window * 4, per_second * (deadline - now)))
+            if window < MIN_WINDOW:
+                break
     page = [StoredEvent(r[0], r[1], json.loads(r[2])) for r in rows[:limit]]
-    return page, (page[-1].seq if len(rows) > limit else None)
+    if len(rows) > limit:
+        return page, page[-1].seq
+    return page, (upper if upper > 1 else None)
 
 
 @dataclass
