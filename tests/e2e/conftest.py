@@ -114,6 +114,7 @@ class Dashboard:
         self.page.goto(self.url())
         self.page.get_by_label("Username").fill(username)
         self.page.get_by_label("Password").fill(password)
+        self.shot("sign-in")
         self.page.get_by_role("button", name="Sign in").click()
         expect(self.page.get_by_role("link", name="Approvals")).to_be_visible()
 

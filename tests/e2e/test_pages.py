@@ -57,6 +57,8 @@ def test_replay_a_session_step_by_step(dashboard: Dashboard) -> None:
     page = dashboard.page
     dashboard.login()
     page.get_by_role("link", name="Sessions").click()
+    expect(page.get_by_role("link", name="ses-e2e")).to_be_visible()
+    dashboard.shot("sessions")
     page.get_by_role("link", name="ses-e2e").click()
     expect(page.get_by_text(re.compile(r"step 1 of \d+"))).to_be_visible()
     totals = page.get_by_label("Totals so far")
@@ -158,10 +160,17 @@ def test_an_approver_sees_no_admin_pages_and_the_server_refuses_them(dashboard: 
     dashboard.login("bob")
     expect(page.get_by_role("link", name="Policies")).to_have_count(0)
     expect(page.get_by_role("link", name="Admin")).to_have_count(0)
-    status = page.evaluate(
-        """async () => (await fetch('/v1/keys', {method: 'POST', headers: {'Content-Type': 'application/json',
-        'X-CSRF-Token': 'guess'}, body: JSON.stringify({name: 'x', scopes: ['admin']})})).status"""
+    # With the real CSRF token (the page's own), so only the role check can refuse.
+    statuses = page.evaluate(
+        """async () => {
+          const {csrf_token} = await (await fetch('/v1/session')).json();
+          const post = (path, body) => fetch(path, {method: 'POST', body: JSON.stringify(body),
+            headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf_token}});
+          return [(await post('/v1/keys', {name: 'x', scopes: ['admin']})).status,
+                  (await post('/v1/policies/validate', {text: 'version: 1'})).status,
+                  (await fetch('/v1/users')).status];
+        }"""
     )
-    assert status == 403
+    assert statuses == [403, 403, 403]
     page.goto(dashboard.url("#/admin"))
     expect(page.get_by_text("There is no page here.")).to_be_visible()

@@ -165,10 +165,10 @@ def test_exports_follow_the_filter_and_defuse_spreadsheet_formulas(client: TestC
 
 
 def test_csv_cells_that_would_run_as_formulas_are_quoted() -> None:
-    from clearance.server.routes.audit import _csv_cell
+    from clearance._export import csv_cell as _csv_cell
 
     assert _csv_cell("=1+1") == "'=1+1" and _csv_cell("@SUM(A1)") == "'@SUM(A1)" and _csv_cell("-2") == "'-2"
-    assert _csv_cell("plain") == "plain" and _csv_cell(None) == "" and _csv_cell({"a": 1}) == '{"a":1}'
+    assert _csv_cell("plain") == "plain" and _csv_cell(None) == "" and _csv_cell({"a": 1}) == '{"a": 1}'
 
 
 def test_drafts_validate_with_located_problems(client: TestClient, keys: dict[str, str]) -> None:

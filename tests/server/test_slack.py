@@ -275,3 +275,24 @@ def test_a_slack_outage_is_retried(slack: dict[str, Any]) -> None:
     while status(slack, approval_id).slack_ts is None:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def test_admins_send_a_test_message_and_see_what_slack_said(slack: dict[str, Any]) -> None:
+    client, fake, admin = slack["client"], slack["fake"], {"X-API-Key": slack["keys"]["admin"]}
+    state = client.get("/v1/admin/integrations", headers=admin).json()["slack"]
+    assert state == {
+        "configured": True,
+        "channel": "C0APPROVALS",
+        "api_url": fake.url,
+        "bot_token_set": True,
+        "signing_secret_set": True,
+    }
+    sent = client.post("/v1/admin/slack/test", headers=admin).json()
+    assert sent["ok"] is True and sent["detail"] == "posted to C0APPROVALS"
+    test_message = [m for m in fake.called("chat.postMessage") if "test message" in m.get("text", "")]
+    assert test_message and test_message[0]["channel"] == "C0APPROVALS"
+    fake.fail = True
+    refused = client.post("/v1/admin/slack/test", headers=admin).json()
+    assert refused["ok"] is False and refused["detail"] == "Slack refused it: service_unavailable"
+    agent = {"X-API-Key": slack["keys"]["agent"]}
+    assert client.post("/v1/admin/slack/test", headers=agent).status_code == 403

@@ -5,7 +5,7 @@ import { api, errorText, withQuery } from "../api";
 import { pretty, value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { AuditEvent } from "../types";
-import { ArgsTable, Badge, ErrorBox, Loading } from "../ui/common";
+import { ArgsTable, Badge, ErrorBox, Fact, Loading } from "../ui/common";
 
 const FILTERS = ["agent", "session", "tool", "kind", "decision", "q", "since", "until"] as const;
 type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
@@ -264,44 +264,19 @@ function EventDetail({ seq }: { seq: string }) {
         </dd>
         <dt>Session</dt>
         <dd>{e.session ? <a href={href(["sessions", e.session])}>{e.session}</a> : "—"}</dd>
-        {e.tool ? (
-          <>
-            <dt>Tool</dt>
-            <dd>
-              <code>{e.tool}</code>
-            </dd>
-          </>
-        ) : null}
-        {e.decision ? (
-          <>
-            <dt>Decision</dt>
-            <dd>
-              <Badge kind={e.decision}>{e.decision}</Badge> {e.reason ?? ""}
-            </dd>
-          </>
-        ) : null}
-        {e.rule_ids?.length ? (
-          <>
-            <dt>Rules</dt>
-            <dd>{e.rule_ids.join(", ")}</dd>
-          </>
-        ) : null}
-        {e.policy_revision ? (
-          <>
-            <dt>Policy revision</dt>
-            <dd>
-              <code>{e.policy_revision}</code>
-            </dd>
-          </>
-        ) : null}
-        {e.call_id ? (
-          <>
-            <dt>Call</dt>
-            <dd>
-              <a href={href(["audit"], { q: e.call_id })}>{e.call_id}</a>
-            </dd>
-          </>
-        ) : null}
+        <Fact label="Tool" when={e.tool}>
+          <code>{e.tool}</code>
+        </Fact>
+        <Fact label="Decision" when={e.decision}>
+          <Badge kind={e.decision ?? ""}>{e.decision}</Badge> {e.reason ?? ""}
+        </Fact>
+        <Fact label="Rules" when={e.rule_ids?.length}>{(e.rule_ids ?? []).join(", ")}</Fact>
+        <Fact label="Policy revision" when={e.policy_revision}>
+          <code>{e.policy_revision}</code>
+        </Fact>
+        <Fact label="Call" when={e.call_id}>
+          <a href={href(["audit"], { q: e.call_id })}>{e.call_id}</a>
+        </Fact>
         <dt>Chain</dt>
         <dd>
           position {chain.seq} of {chain.head_seq} ·{" "}

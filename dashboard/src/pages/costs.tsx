@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import { count, duration, usd } from "../format";
 import { href, navigate, type Route } from "../router";
-import { Badge, ErrorBox, Loading } from "../ui/common";
+import { Badge, ErrorBox, Loading, Spend } from "../ui/common";
 import { Bars } from "../ui/bars";
 
 interface Usage {
@@ -28,6 +28,7 @@ interface BudgetUse {
   window_seconds: number | null;
   cost_usd: string;
   tokens: number;
+  calls: number;
   unpriced_calls: number;
   used: number;
 }
@@ -127,14 +128,7 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
                     <td>{count(r.output_tokens)}</td>
                     <td>{count(r.reasoning_tokens)}</td>
                     <td>
-                      {r.unpriced_calls === r.calls ? (
-                        <Badge kind="unpriced">unpriced</Badge>
-                      ) : (
-                        <>
-                          {usd(r.cost_usd)}{" "}
-                          {r.unpriced_calls ? <Badge kind="unpriced">+{r.unpriced_calls} unpriced</Badge> : null}
-                        </>
-                      )}
+                      <Spend cost={r.cost_usd} calls={r.calls} unpriced={r.unpriced_calls} />
                     </td>
                   </tr>
                 ))}
@@ -177,9 +171,7 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
                       .join(" · ")}
                   </td>
                   <td>
-                    {Number(b.cost_usd) === 0 && b.unpriced_calls ? "unpriced" : usd(b.cost_usd)} · {count(b.tokens)}{" "}
-                    tokens
-                    {b.unpriced_calls ? <Badge kind="unpriced">+{b.unpriced_calls} unpriced</Badge> : null}
+                    <Spend cost={b.cost_usd} calls={b.calls} unpriced={b.unpriced_calls} /> · {count(b.tokens)} tokens
                   </td>
                   <td>
                     <meter min={0} max={1} low={0.7} high={0.9} optimum={0} value={Math.min(b.used, 1)} />{" "}

@@ -4,7 +4,7 @@ import { api, errorText } from "../api";
 import { count, duration, pretty, usd, value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { AuditEvent } from "../types";
-import { ArgsTable, Badge, ErrorBox, Loading } from "../ui/common";
+import { ArgsTable, Badge, ErrorBox, Fact, Loading, Spend } from "../ui/common";
 
 interface SessionSummary {
   session: string;
@@ -73,14 +73,7 @@ function Recent() {
                   <td>{s.blocked}</td>
                   <td>{s.llm_calls}</td>
                   <td>
-                    {s.llm_calls && s.unpriced_llm_calls === s.llm_calls ? (
-                      <Badge kind="unpriced">unpriced</Badge>
-                    ) : (
-                      <>
-                        {usd(s.cost_usd)}
-                        {s.unpriced_llm_calls ? <Badge kind="unpriced">+{s.unpriced_llm_calls} unpriced</Badge> : null}
-                      </>
-                    )}
+                    <Spend cost={s.cost_usd} calls={s.llm_calls} unpriced={s.unpriced_llm_calls} />
                   </td>
                 </tr>
               ))}
@@ -183,8 +176,7 @@ function Replay({ id, step }: { id: string; step: number }) {
         <div>
           <dt>cost so far</dt>
           <dd>
-            {t.llm && t.unpriced === t.llm ? "unpriced" : usd(t.cost)}
-            {t.unpriced ? <Badge kind="unpriced">+{t.unpriced} unpriced</Badge> : null}
+            <Spend cost={t.cost} calls={t.llm} unpriced={t.unpriced} />
           </dd>
         </div>
         <div>
@@ -265,58 +257,23 @@ function Step({ event: e }: { event: AuditEvent }) {
           <dd>
             <code>{value(e.tool)}</code>
           </dd>
-          {e.decision ? (
-            <>
-              <dt>{e.kind === "tool_call.decided" ? "Decision" : "Status"}</dt>
-              <dd>
-                <Badge kind={e.decision}>{e.decision}</Badge> {e.reason ?? ""}
-              </dd>
-            </>
-          ) : null}
-          {e.rule_ids?.length ? (
-            <>
-              <dt>Rules</dt>
-              <dd>{e.rule_ids.join(", ")}</dd>
-            </>
-          ) : null}
-          {e.by ? (
-            <>
-              <dt>Decided by</dt>
-              <dd>{value(e.by)}</dd>
-            </>
-          ) : null}
-          {e.waited_ms !== undefined ? (
-            <>
-              <dt>Agent waited</dt>
-              <dd>{duration(Number(e.waited_ms) / 1000)}</dd>
-            </>
-          ) : null}
-          {e.note ? (
-            <>
-              <dt>Note</dt>
-              <dd>{value(e.note)}</dd>
-            </>
-          ) : null}
-          {e.duration_ms !== undefined ? (
-            <>
-              <dt>Ran for</dt>
-              <dd>{value(e.duration_ms)} ms</dd>
-            </>
-          ) : null}
+          <Fact label={e.kind === "tool_call.decided" ? "Decision" : "Status"} when={e.decision}>
+            <Badge kind={e.decision ?? ""}>{e.decision}</Badge> {e.reason ?? ""}
+          </Fact>
+          <Fact label="Rules" when={e.rule_ids?.length}>{(e.rule_ids ?? []).join(", ")}</Fact>
+          <Fact label="Decided by" when={e.by}>{value(e.by)}</Fact>
+          <Fact label="Agent waited" when={e.waited_ms !== undefined}>{duration(Number(e.waited_ms) / 1000)}</Fact>
+          <Fact label="Note" when={e.note}>{value(e.note)}</Fact>
+          <Fact label="Ran for" when={e.duration_ms !== undefined}>{value(e.duration_ms)} ms</Fact>
           {e.error ? (
             <>
               <dt>Error</dt>
               <dd class="error">{e.error}</dd>
             </>
           ) : null}
-          {e.approval_id ? (
-            <>
-              <dt>Approval</dt>
-              <dd>
-                <a href={href(["approvals", String(e.approval_id)])}>{String(e.approval_id)}</a>
-              </dd>
-            </>
-          ) : null}
+          <Fact label="Approval" when={e.approval_id}>
+            <a href={href(["approvals", String(e.approval_id)])}>{String(e.approval_id)}</a>
+          </Fact>
         </dl>
       ) : null}
       {e.args ? (

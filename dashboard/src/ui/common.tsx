@@ -1,7 +1,7 @@
 // Small pieces every page uses.
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { duration, value } from "../format";
+import { duration, usd, value } from "../format";
 
 export function useNow(everyMs = 1000): number {
   const [now, setNow] = useState(Date.now());
@@ -70,6 +70,27 @@ export function ArgsTable({ args, redacted = [] }: { args: Record<string, unknow
         ))}
       </tbody>
     </table>
+  );
+}
+
+// One term of a <dl class="facts">, shown only `when` there is something to say.
+export function Fact({ label, when = true, children }: { label: string; when?: unknown; children: ComponentChildren }) {
+  return when ? (
+    <>
+      <dt>{label}</dt>
+      <dd>{children}</dd>
+    </>
+  ) : null;
+}
+
+// Money spent on LLM calls: calls of models without a price are flagged, never counted as $0.
+export function Spend({ cost, calls, unpriced }: { cost: string | number; calls: number; unpriced: number }) {
+  if (calls > 0 && unpriced === calls) return <Badge kind="unpriced">unpriced</Badge>;
+  return (
+    <>
+      {usd(cost)}
+      {unpriced ? <Badge kind="unpriced">+{unpriced} unpriced</Badge> : null}
+    </>
   );
 }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -12,6 +11,7 @@ from typing import Any, TextIO
 
 import click
 
+from .._export import lines
 from ..store import EventFilter, StoredEvent
 from ..store import _events as events
 from ._common import compact_json, database_option, friendly, open_db, safe, when
@@ -24,27 +24,6 @@ _KINDS = [
     "approval.expired",
     "llm.call",
     "policy.activated",
-]
-_CSV_COLUMNS = [
-    "seq",
-    "id",
-    "at",
-    "kind",
-    "agent",
-    "environment",
-    "session",
-    "tool",
-    "call_id",
-    "decision",
-    "reason",
-    "rule_ids",
-    "args",
-    "args_hash",
-    "by",
-    "note",
-    "model",
-    "cost_usd",
-    "hash",
 ]
 
 
@@ -168,33 +147,12 @@ def show(ident: str, database: str) -> None:
         click.echo(safe(json.dumps(e.body, indent=2, ensure_ascii=False, sort_keys=True), newlines=True))
 
 
-def _csv_cell(value: Any) -> str:
-    text = (
-        value
-        if isinstance(value, str)
-        else json.dumps(value, ensure_ascii=False, sort_keys=True)
-        if value is not None
-        else ""
-    )
-    # A cell starting with = + - @ (or a tab/CR) is a formula in spreadsheets: neutralise it.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _write(out: TextIO, fmt: str, stream: Any) -> int:
-    n = 0
-    if fmt == "jsonl":
-        for e in stream:
-            row = {"seq": e.seq, "hash": e.hash, "at": events.iso(e.body["at_us"]), **e.body}
-            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-            n += 1
-        return n
-    writer = csv.writer(out)
-    writer.writerow(_CSV_COLUMNS)
-    for e in stream:
-        row = {"seq": e.seq, "hash": e.hash, "at": events.iso(e.body["at_us"]), **e.body}
-        writer.writerow([_csv_cell(row.get(c)) for c in _CSV_COLUMNS])
+    n = -1 if fmt == "csv" else 0  # the CSV header is not an event
+    for line in lines(stream, "csv" if fmt == "csv" else "jsonl"):
+        out.write(line)
         n += 1
-    return n
+    return max(n, 0)
 
 
 @audit_group.command("export")

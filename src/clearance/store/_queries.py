@@ -97,25 +97,43 @@ class SessionSummary:
 
 
 def sessions(db: Database, *, agent: str | None = None, limit: int = 100) -> list[SessionSummary]:
-    """The most recently active sessions, newest first."""
-    where, params = (
-        ("WHERE agent = :agent AND session IS NOT NULL", {"agent": agent})
-        if agent
-        else ("WHERE session IS NOT NULL", {})
+    """The most recently active sessions, newest first.
+
+    The sessions are found from the end of the log backwards, in growing windows, until there
+    are `limit` of them; only they are summed up (through the session index), so the answer
+    does not read a large log whole.
+    """
+    only_agent = " AND agent = :agent" if agent else ""
+    find = db.sql(
+        "SELECT session, MAX(seq) FROM events WHERE seq >= :lower AND seq < :upper AND session IS NOT NULL"
+        f"{only_agent} GROUP BY session"
     )
-    sql = (
-        "SELECT session, MIN(agent), MIN(at_us), MAX(at_us), COUNT(*),"
-        " SUM(CASE WHEN kind = 'tool_call.decided' THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN kind = 'tool_call.decided' AND decision = 'block' THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN kind = 'llm.call' THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN kind = 'llm.call' THEN cost_nusd ELSE 0 END),"
-        " SUM(CASE WHEN kind = 'llm.call' AND cost_nusd IS NULL THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN kind = 'llm.call' THEN tokens ELSE 0 END), MIN(environment)"
-        f" FROM events {where} GROUP BY session ORDER BY MAX(seq) DESC LIMIT :limit"
-    )
+    last: dict[str, int] = {}
     with db.read() as cur:
-        cur.execute(db.sql(sql), {**params, "limit": limit})
-        rows = cur.fetchall()
+        cur.execute("SELECT MAX(seq) FROM events")
+        upper, window = int(cur.fetchone()[0] or 0) + 1, FIRST_WINDOW
+        while upper > 1 and len(last) < limit:
+            lower = max(upper - window, 1)
+            cur.execute(find, {"lower": lower, "upper": upper, "agent": agent})
+            for session, seq in cur.fetchall():
+                last.setdefault(session, seq)  # a newer window saw it first
+            upper, window = lower, window * 4
+        chosen = sorted(last, key=last.__getitem__, reverse=True)[:limit]
+        if not chosen:
+            return []
+        names = {f"s{i}": name for i, name in enumerate(chosen)}
+        sql = (
+            "SELECT session, MIN(agent), MIN(at_us), MAX(at_us), COUNT(*),"
+            " SUM(CASE WHEN kind = 'tool_call.decided' THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN kind = 'tool_call.decided' AND decision = 'block' THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN kind = 'llm.call' THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN kind = 'llm.call' THEN cost_nusd ELSE 0 END),"
+            " SUM(CASE WHEN kind = 'llm.call' AND cost_nusd IS NULL THEN 1 ELSE 0 END),"
+            " SUM(CASE WHEN kind = 'llm.call' THEN tokens ELSE 0 END), MIN(environment), MAX(seq)"
+            f" FROM events WHERE session IN ({', '.join(':' + n for n in names)}){only_agent} GROUP BY session"
+        )
+        cur.execute(db.sql(sql), {**names, "agent": agent})
+        rows = sorted(cur.fetchall(), key=lambda r: -int(r[12]))
     return [
         SessionSummary(
             r[0],

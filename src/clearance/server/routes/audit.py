@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from ...store import Database
+from ..._export import Format, lines
+from ...store import Database, StoredEvent
 from ...store import _events as events
 from ...store import _queries as queries
 from ...store._keys import ApiKey
@@ -25,64 +23,28 @@ router = APIRouter(prefix="/v1", tags=["audit"])
 Db = Annotated[Database, Depends(database)]
 Caller = Annotated[ApiKey, Depends(current_key)]
 EXPORT_PAGE = 1000
-CSV_COLUMNS = (
-    "seq",
-    "at",
-    "kind",
-    "agent",
-    "environment",
-    "session",
-    "tool",
-    "call_id",
-    "decision",
-    "reason",
-    "rule_ids",
-    "policy_revision",
-    "args",
-    "redacted",
-    "error",
-    "model",
-    "tokens",
-    "cost_usd",
-    "hash",
-)
+CHUNK_BYTES = 64 * 1024
 
 
-def _rows(db: Database, search: Search) -> Iterator[tuple[int, str, dict[str, Any]]]:
+def _found(db: Database, search: Search) -> Iterator[StoredEvent]:
     cursor: int | None = None
     while True:
         page, cursor = queries.search(db, search.filter, text=search.text, before=cursor, limit=EXPORT_PAGE)
-        for e in page:
-            yield e.seq, e.hash, e.body
+        yield from page
         if cursor is None:
             return
 
 
-def _jsonl(db: Database, search: Search) -> Iterator[bytes]:
-    for seq, digest, body in _rows(db, search):
-        yield orjson.dumps({"seq": seq, "hash": digest, **body}) + b"\n"
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    # A spreadsheet runs a cell that starts with = + - @ as a formula: arguments come from a model.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def _csv(db: Database, search: Search) -> Iterator[bytes]:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for n, (seq, digest, body) in enumerate(_rows(db, search), 1):
-        row = {**body, "seq": seq, "hash": digest, "at": events.iso(body["at_us"])}
-        writer.writerow([_csv_cell(row.get(c)) for c in CSV_COLUMNS])
-        if n % 200 == 0:
-            yield out.getvalue().encode()
-            out.seek(0)
-            out.truncate()
-    yield out.getvalue().encode()
+def _chunks(db: Database, search: Search, fmt: Format) -> Iterator[bytes]:
+    buffered: list[str] = []
+    size = 0
+    for line in lines(_found(db, search), fmt):
+        buffered.append(line)
+        size += len(line)
+        if size >= CHUNK_BYTES:
+            yield "".join(buffered).encode()
+            buffered, size = [], 0
+    yield "".join(buffered).encode()
 
 
 @router.get(
@@ -93,10 +55,10 @@ async def export(
 ) -> StreamingResponse:
     """Every event the search matches, newest first, streamed as a download.
 
-    Takes the same filters as `GET /v1/events`. CSV cells that a spreadsheet would run as a
-    formula are prefixed with `'`.
+    Takes the same filters as `GET /v1/events`; the same format as `clearance audit export`
+    (CSV cells that a spreadsheet would run as a formula are prefixed with `'`).
     """
-    body = _jsonl(db, found_by) if format == "jsonl" else _csv(db, found_by)
+    body = _chunks(db, found_by, format)
     media = "application/x-ndjson" if format == "jsonl" else "text/csv; charset=utf-8"
     return StreamingResponse(
         body,  # a sync iterator: Starlette reads it on a worker thread

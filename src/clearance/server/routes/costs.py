@@ -41,6 +41,7 @@ class BudgetUse(BaseModel):
     window_seconds: int | None
     cost_usd: Decimal
     tokens: int
+    calls: int  # LLM calls
     unpriced_calls: int
     used: float  # of the tightest limit, 1.0 = exhausted
 
@@ -83,6 +84,7 @@ def budgets(db: Database, agent: str | None, sessions: int) -> list[BudgetUse]:
                 window_seconds=None,
                 cost_usd=s.cost_usd,
                 tokens=s.tokens,
+                calls=s.llm_calls,
                 unpriced_calls=s.unpriced_llm_calls,
                 used=_used(s.cost_usd, s.tokens, limit.max_cost_usd, limit.max_tokens),
             )
@@ -107,6 +109,7 @@ def budgets(db: Database, agent: str | None, sessions: int) -> list[BudgetUse]:
                 window_seconds=window,
                 cost_usd=cost,
                 tokens=tokens,
+                calls=sum(r.calls for r in rows),
                 unpriced_calls=sum(r.unpriced_calls for r in rows),
                 used=_used(cost, tokens, per_agent.max_cost_usd, per_agent.max_tokens),
             )

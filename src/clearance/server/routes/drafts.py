@@ -7,7 +7,7 @@ change before activating it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
@@ -69,25 +69,6 @@ class HistoryTest(Draft):
     only_changed: bool = True
 
 
-class Replayed(BaseModel):
-    """One recorded call and what the draft decides for it."""
-
-    seq: int
-    at_us: int
-    agent: str
-    session: str | None
-    tool: str
-    args: dict[str, Any]
-    recorded: str
-    recorded_rule_ids: list[str]
-    recorded_revision: str | None
-    draft: str
-    draft_rule_ids: list[str]
-    draft_reason: str
-    changed: bool
-    uncertain: str | None
-
-
 class HistoryReport(BaseModel):
     """What would change."""
 
@@ -96,7 +77,7 @@ class HistoryReport(BaseModel):
     changed: int
     uncertain: int
     transitions: dict[str, int]
-    rows: list[Replayed]
+    rows: list[whatif.Replayed]
 
 
 @router.post("/policies/test", summary="Test a draft against recorded calls (admin)")
@@ -119,5 +100,5 @@ async def test_against_history(body: HistoryTest, _: Admin, db: Db) -> HistoryRe
         changed=report.changed,
         uncertain=report.uncertain,
         transitions=report.transitions,
-        rows=[Replayed(**r.__dict__) for r in report.rows],
+        rows=report.rows,
     )
