@@ -162,6 +162,16 @@ def measure(name: str, url: str, runs: int) -> None:
             deep = f"{statistics.median(deeps):7.1f}" if deeps else "      –"
             note = " (partial: the rest is in later pages)" if partial else ""
             print(f"  {label:30s} {statistics.median(firsts):7.1f} {deep}   {found:3d} on page 1{note}")
+        for label, path, query in (
+            ("sessions list (200)", "/v1/sessions", {"limit": "200"}),
+            ("usage by model, all time", "/v1/usage", {"by": "model"}),
+        ):
+            times = []
+            for _ in range(runs):
+                started = time.perf_counter()
+                assert client.get(path, headers=h, params=query).status_code == 200
+                times.append((time.perf_counter() - started) * 1000)
+            print(f"  {label:30s} {statistics.median(times):7.1f}")
 
 
 def main() -> None:

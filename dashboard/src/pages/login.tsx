@@ -53,6 +53,10 @@ export function Login({ onSignedIn }: { onSignedIn: (signed: Signed) => void }) 
         <button type="submit" class="primary" disabled={busy}>
           Sign in
         </button>
+        <p class="muted small">
+          No account? An admin adds people here under Admin, or on the server with{" "}
+          <code>clearance users create NAME --role approver</code>.
+        </p>
       </form>
     </main>
   );

@@ -156,8 +156,8 @@ function Replay({ id, step }: { id: string; step: number }) {
         {duration((events[last].at_us - events[0].at_us) / 1e6)}
       </p>
       <div class="stepper" role="group" aria-label="Step through the session">
-        <button type="button" onClick={() => go(0)} disabled={at === 0} aria-label="First step">
-          ⏮
+        <button type="button" onClick={() => go(0)} disabled={at === 0}>
+          « First
         </button>
         <button type="button" onClick={() => go(at - 1)} disabled={at === 0}>
           ← Previous
@@ -168,8 +168,8 @@ function Replay({ id, step }: { id: string; step: number }) {
         <button type="button" onClick={() => go(at + 1)} disabled={at === last}>
           Next →
         </button>
-        <button type="button" onClick={() => go(last)} disabled={at === last} aria-label="Last step">
-          ⏭
+        <button type="button" onClick={() => go(last)} disabled={at === last}>
+          Last »
         </button>
       </div>
       <dl class="totals" aria-label="Totals so far">
@@ -237,7 +237,7 @@ function Step({ event: e }: { event: AuditEvent }) {
         <dl class="facts">
           <dt>Model</dt>
           <dd>
-            {value(e.model)} <span class="muted">{value(e.provider)}</span>
+            {value(e.model)} {e.provider ? <span class="muted">{value(e.provider)}</span> : null}
           </dd>
           <dt>Tokens</dt>
           <dd>

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from ._db import Database
-from ._events import EventFilter, StoredEvent, _where, iterate
+from ._events import EventFilter, StoredEvent, _where
 
 GroupBy = Literal["model", "session", "agent", "day"]
 
@@ -167,33 +165,49 @@ class UsageRow:
     unpriced_calls: int = 0
 
 
-def _day(at_us: int) -> str:
-    return datetime.fromtimestamp(at_us / 1e6, UTC).strftime("%Y-%m-%d")
+def _field(db: Database, name: str, *, number: bool = False) -> str:
+    """SQL for a field of the event's JSON body (`name` is ours, never a caller's)."""
+    if db.dialect == "postgresql":
+        text = f"(body::json ->> '{name}')"
+        return f"{text}::bigint" if number else text
+    return f"json_extract(body, '$.{name}')"
 
 
-_KEYS: dict[str, Any] = {
-    "model": lambda b: b.get("model"),
-    "session": lambda b: b.get("session"),
-    "agent": lambda b: b.get("agent"),
-    "day": lambda b: _day(b["at_us"]),
-}
+def _day(db: Database) -> str:
+    if db.dialect == "postgresql":
+        return "to_char(to_timestamp(at_us / 1000000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    return "strftime('%Y-%m-%d', at_us / 1000000, 'unixepoch')"
 
 
 def usage(db: Database, f: EventFilter, by: GroupBy) -> list[UsageRow]:
-    """LLM calls, tokens and cost grouped `by`; unpriced calls are counted apart, never as $0."""
-    rows: dict[str, UsageRow] = defaultdict(lambda: UsageRow(""))
-    for e in iterate(db, EventFilter(**{**f.__dict__, "kind": "llm.call"})):
-        b = e.body
-        key = str(_KEYS[by](b))
-        row = rows[key]
-        row.key = key
-        row.calls += 1
-        row.input_tokens += b.get("input_tokens", 0)
-        row.cached_input_tokens += b.get("cached_input_tokens", 0)
-        row.output_tokens += b.get("output_tokens", 0)
-        row.reasoning_tokens += b.get("reasoning_tokens", 0)
-        if b.get("cost_usd") is None:
-            row.unpriced_calls += 1
-        else:
-            row.cost_usd += Decimal(b["cost_usd"])
-    return [rows[k] for k in sorted(rows)]
+    """LLM calls, tokens and cost grouped `by`; unpriced calls are counted apart, never as $0.
+
+    Summed by the database: only the grouped rows leave it.
+    """
+    key = {"model": _field(db, "model"), "session": "session", "agent": "agent", "day": _day(db)}[by]
+    where, params = _where(EventFilter(**{**f.__dict__, "kind": "llm.call"}))
+    sums = ", ".join(
+        f"SUM(COALESCE({_field(db, name, number=True)}, 0))"
+        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+    )
+    sql = (
+        f"SELECT {key} AS k, COUNT(*), {sums}, SUM(cost_nusd),"
+        f" SUM(CASE WHEN cost_nusd IS NULL THEN 1 ELSE 0 END) FROM events{where} GROUP BY k"
+    )
+    with db.read() as cur:
+        cur.execute(db.sql(sql), params)
+        found = cur.fetchall()
+    rows = [
+        UsageRow(
+            key=str(r[0]),
+            calls=int(r[1]),
+            input_tokens=int(r[2] or 0),
+            cached_input_tokens=int(r[3] or 0),
+            output_tokens=int(r[4] or 0),
+            reasoning_tokens=int(r[5] or 0),
+            cost_usd=Decimal(int(r[6] or 0)) / 10**9,
+            unpriced_calls=int(r[7] or 0),
+        )
+        for r in found
+    ]
+    return sorted(rows, key=lambda r: r.key)

@@ -1,4 +1,4 @@
-"""Audit search reads the log in bounded windows: a rare filter gives partial pages and cursors."""
+"""Read-side queries on SQLite and PostgreSQL: search in bounded windows, sessions, usage."""
 
 from __future__ import annotations
 
@@ -68,3 +68,34 @@ def test_a_partial_page_says_where_to_go_on(store: Database, monkeypatch: pytest
     page, cursor = queries.search(store, EventFilter(tool="nothing"), limit=10, budget=60)
     assert page == [] and cursor is None
     assert queries.search(store, EventFilter(), limit=5)[1] == 2996  # a full page: its last position
+
+
+def _llm(at_us: int, model: str, cost_nusd: int | None, session: str, **tokens: int) -> events.Event:
+    fields = {"agent": "bot", "environment": "t", "session": session, "model": model, "cost_nusd": cost_nusd}
+    fields["cost_usd"] = None if cost_nusd is None else str(cost_nusd / 10**9)
+    return events.make_event("llm.call", at_us, {**fields, **tokens, "tokens": sum(tokens.values())})
+
+
+def test_usage_and_sessions_are_summed_by_the_database(store: Database) -> None:
+    day = 86_400_000_000
+    with store.write() as cur:
+        events.append(
+            store,
+            cur,
+            [
+                _llm(1_790_000_000_000_000, "gpt-4o", 1_500_000, "a", input_tokens=1000, output_tokens=50),
+                _llm(1_790_000_000_000_001, "gpt-4o", 2_000_000, "b", input_tokens=2000, cached_input_tokens=500),
+                _llm(1_790_000_000_000_000 + day, "house-llm", None, "b", input_tokens=10, reasoning_tokens=7),
+            ],
+        )
+    by_model = {r.key: r for r in queries.usage(store, EventFilter(), "model")}
+    assert by_model["gpt-4o"].calls == 2 and by_model["gpt-4o"].input_tokens == 3000
+    assert by_model["gpt-4o"].cached_input_tokens == 500 and by_model["gpt-4o"].output_tokens == 50
+    assert str(by_model["gpt-4o"].cost_usd) == "0.0035" and by_model["gpt-4o"].unpriced_calls == 0
+    assert by_model["house-llm"].unpriced_calls == 1 and by_model["house-llm"].cost_usd == 0
+    assert by_model["house-llm"].reasoning_tokens == 7
+    by_day = queries.usage(store, EventFilter(), "day")
+    assert [(r.key, r.calls) for r in by_day] == [("2026-09-21", 2), ("2026-09-22", 1)]
+    assert [r.key for r in queries.usage(store, EventFilter(session="b"), "session")] == ["b"]
+    newest = queries.sessions(store, limit=1)
+    assert [(s.session, s.llm_calls, s.unpriced_llm_calls, s.tokens) for s in newest] == [("b", 2, 1, 2517)]
