@@ -23,6 +23,8 @@ export interface Approval {
   requested_by: string | null;
   edited_args: Record<string, unknown> | null;
   quorum: number;
+  escalate_to: string[];
+  escalated_at_us: number | null;
   votes: { by: string; at_us: number }[];
   mode: string;
   claimed_by: string | null;

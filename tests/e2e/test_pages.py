@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from playwright.sync_api import expect
 
-from .conftest import Dashboard
+from .conftest import POLICY, Dashboard
 
 
 def history(dashboard: Dashboard, session: str = "ses-e2e") -> None:
@@ -174,3 +174,10 @@ def test_an_approver_sees_no_admin_pages_and_the_server_refuses_them(dashboard: 
     assert statuses == [403, 403, 403]
     page.goto(dashboard.url("#/admin"))
     expect(page.get_by_text("There is no page here.")).to_be_visible()
+    # an approval for support leads only: bob is offered no buttons, and told why
+    dashboard.server.publish(POLICY.replace("on_timeout: deny}", "on_timeout: deny, approvers: [role:support-lead]}"))
+    dashboard.agent(700)
+    page.goto(dashboard.url("#/approvals"))
+    page.get_by_role("link", name=re.compile("issue_refund by refunds")).click()
+    expect(page.get_by_text("Only role:support-lead may decide this approval.")).to_be_visible()
+    expect(page.get_by_role("button", name="Approve", exact=True)).to_have_count(0)

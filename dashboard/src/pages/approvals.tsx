@@ -166,7 +166,8 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
   };
 
   const pending = approval.status === "pending";
-  const mayDecide = me.roles.length > 0;
+  const refused = whyNot(approval, me);
+  const mayDecide = refused === null;
   return (
     <article class="approval">
       <header>
@@ -200,6 +201,7 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
       <h3>Arguments</h3>
       <ArgsTable args={approval.args} />
       <ErrorBox error={error} />
+      {pending && refused ? <p class="muted">{refused}</p> : null}
       {pending && mayDecide && mode === "view" ? (
         <div class="actions">
           <button type="button" class="primary" disabled={busy} onClick={() => decide(true)}>
@@ -249,6 +251,19 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
       {approval.session ? <Earlier session={approval.session} before_us={approval.created_at_us} /> : null}
     </article>
   );
+}
+
+// Why this person may not decide it (the server's own rule, so the page does not offer what
+// the server would refuse), or null.
+function whyNot(a: Approval, me: Signed): string | null {
+  if (!me.roles.includes("approver")) return "Only approvers decide approvals.";
+  if (a.requested_by === `user:${me.username}`) return "You requested this call, so someone else decides it.";
+  const groups = a.escalated_at_us ? a.escalate_to : a.approvers;
+  if (!groups.length) return null;
+  const allowed = groups.some(
+    (g) => (g.startsWith("role:") && me.roles.includes(g.slice(5))) || g === `user:${me.username}`,
+  );
+  return allowed ? null : `Only ${groups.join(", ")} may decide this approval.`;
 }
 
 function Outcome({ approval }: { approval: Approval }) {
