@@ -99,3 +99,20 @@ def test_usage_and_sessions_are_summed_by_the_database(store: Database) -> None:
     assert [r.key for r in queries.usage(store, EventFilter(session="b"), "session")] == ["b"]
     newest = queries.sessions(store, limit=1)
     assert [(s.session, s.llm_calls, s.unpriced_llm_calls, s.tokens) for s in newest] == [("b", 2, 1, 2517)]
+
+
+def test_iterate_reads_bounded_ranges_and_new_events(
+    store: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "ITERATE_WINDOW", 100)
+    rare = EventFilter(tool="rare")
+    expected = [e.seq for e in events.query(store, rare)]
+    assert [e.seq for e in events.iterate(store, rare, batch=7)] == expected
+    assert [e.seq for e in events.iterate(store, rare, after=expected[10], batch=7)] == expected[11:]
+    seen = []
+    for e in events.iterate(store, rare, after=expected[-2], batch=7):
+        seen.append(e.seq)
+        if len(seen) == 1:  # appended while the reader is between batches
+            _seed(store, 100)
+    assert seen[:2] == expected[-1:] + [3001] and len(seen) == 3  # the new rare ones, i = 0 and 97
+    assert [e.seq for e in events.iterate(store, EventFilter(call_id="none"))] == []

@@ -285,20 +285,37 @@ def query(db: Database, f: EventFilter, *, limit: int | None = None, newest_firs
     return events[::-1] if newest_first else events
 
 
+ITERATE_WINDOW = 50_000
+
+
 def iterate(db: Database, f: EventFilter, *, after: int = 0, batch: int = 2000) -> Iterator[StoredEvent]:
-    """Every event matching `f` after chain position `after`, oldest first, read in batches."""
+    """Every event matching `f` after chain position `after`, oldest first, read in batches.
+
+    Each query covers a bounded range of positions: on PostgreSQL a `kind` filter alone would
+    otherwise be planned on that kind's partial index and sort all its rows for every batch
+    (20,000 decisions of a million events took 5.8 s). A session or call, which have indexes of
+    their own and few events, is read in one range.
+    """
     where, params = _where(f)
     joiner = " AND " if where else " WHERE "
-    sql = db.sql(f"SELECT seq, hash, body FROM events{where}{joiner}seq > :after ORDER BY seq LIMIT :n")
+    sql = db.sql(
+        f"SELECT seq, hash, body FROM events{where}{joiner}seq > :after AND seq <= :upto ORDER BY seq LIMIT :n"
+    )
+    narrow = f.session is not None or f.call_id is not None
+    top = 0
     while True:
         with db.read() as cur:
-            cur.execute(sql, {**params, "after": after, "n": batch})
+            if after >= top:  # what was there when we started, then whatever came since
+                cur.execute("SELECT MAX(seq) FROM events")
+                top = int(cur.fetchone()[0] or 0)
+                if after >= top:
+                    return
+            upto = top if narrow else min(after + ITERATE_WINDOW, top)
+            cur.execute(sql, {**params, "after": after, "upto": upto, "n": batch})
             rows = cur.fetchall()
-        if not rows:
-            return
         for r in rows:
             yield StoredEvent(r[0], r[1], json.loads(r[2]))
-        after = rows[-1][0]
+        after = rows[-1][0] if len(rows) == batch else upto
 
 
 def find(db: Database, id_: str) -> list[StoredEvent]:
