@@ -101,9 +101,7 @@ def test_usage_and_sessions_are_summed_by_the_database(store: Database) -> None:
     assert [(s.session, s.llm_calls, s.unpriced_llm_calls, s.tokens) for s in newest] == [("b", 2, 1, 2517)]
 
 
-def test_iterate_reads_bounded_ranges_and_new_events(
-    store: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_iterate_reads_bounded_ranges_and_new_events(store: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(events, "ITERATE_WINDOW", 100)
     rare = EventFilter(tool="rare")
     expected = [e.seq for e in events.query(store, rare)]
