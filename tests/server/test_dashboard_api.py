@@ -125,6 +125,8 @@ def test_the_record_detail_rechecks_the_chain(client: TestClient, keys: dict[str
     tampered = client.get(f"/v1/events/{seq}", headers={"X-API-Key": keys["approver"]}).json()
     assert tampered["chain"]["verified"] is False and "changed" in tampered["chain"]["problem"]
     assert client.get("/v1/events/999999", headers={"X-API-Key": keys["admin"]}).status_code == 404
+    for out_of_range in ("0", str(2**63), "-1", "x"):
+        assert client.get(f"/v1/events/{out_of_range}", headers={"X-API-Key": keys["admin"]}).status_code == 422
 
 
 def test_agent_keys_read_only_their_own_records(client: TestClient, keys: dict[str, str], make_key: Any) -> None:

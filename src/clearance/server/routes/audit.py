@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -16,7 +16,7 @@ from ...store import _events as events
 from ...store import _queries as queries
 from ...store._keys import ApiKey
 from .._auth import current_key, database
-from .._errors import APIError
+from .._errors import INT64_MAX, APIError
 from .queries import Search, Searched
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -86,7 +86,7 @@ class EventDetail(BaseModel):
 
 
 @router.get("/events/{seq}", summary="One audit record, with its chain position and verification")
-async def event_detail(seq: int, key: Caller, db: Db) -> EventDetail:
+async def event_detail(seq: Annotated[int, Path(ge=1, le=INT64_MAX)], key: Caller, db: Db) -> EventDetail:
     """The record at chain position `seq`, rechecked against the record before it.
 
     An agent key reads only its own agent's records.
