@@ -21,7 +21,7 @@ from clearance._guard._governor import Governor
 from clearance.cli import main
 
 from ..conftest import CLI, REFUND_POLICY, REPO, run_cli
-from ..server.conftest import _free_port
+from ..server.conftest import _free_port, wait_ready
 
 HOSTILE = "\x1b[2J<script>alert(1)</script>\nFAKE LINE\u202e"
 
@@ -229,14 +229,7 @@ def test_demo_seeds_a_realistic_history_and_serves_it(tmp_path: Path) -> None:
         lines = [demo.stdout.readline() for _ in range(5)]
         assert f"Dashboard: http://127.0.0.1:{port}/\n" in lines and "Sign in as: demo / demo-password-1\n" in lines
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and demo.poll() is None
-                time.sleep(0.1)
+        wait_ready(base, demo, lambda: "the demo stopped")
         with httpx.Client(base_url=base) as web:
             assert web.post("/v1/login", json={"username": "demo", "password": "demo-password-1"}).status_code == 200
             sessions = web.get("/v1/sessions").json()

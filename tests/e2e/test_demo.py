@@ -9,11 +9,10 @@ import subprocess
 import threading
 import time
 
-import httpx
 from playwright.sync_api import Browser, expect
 
 from ..conftest import CLI, REPO
-from ..server.conftest import _free_port
+from ..server.conftest import _free_port, wait_ready
 from .conftest import SCREENSHOTS
 
 
@@ -33,14 +32,7 @@ def test_the_demo_lets_a_newcomer_approve_a_waiting_call(browser: Browser, tmp_p
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and demo.poll() is None, "".join(lines)
-                time.sleep(0.1)
+        wait_ready(f"http://127.0.0.1:{port}", demo, lambda: "".join(lines), timeout=60)
         page.goto(f"http://127.0.0.1:{port}/")
         page.get_by_label("Username").fill("demo")
         page.get_by_label("Password").fill("demo-password-1")

@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from clearance import _decisions
 from clearance._decisions import Decider
@@ -27,6 +28,7 @@ tools:
       - {id: huge, when: 'args.amount > 5000', effect: block, reason: Refunds over $5000 are never issued}
 """
 LEAD = Decider("user:lena", frozenset({"approver"}))
+T = TypeVar("T")
 
 
 def decide_when_pending(gov: Governor | Database, **decision: Any) -> threading.Thread:
@@ -77,3 +79,24 @@ def last_json(output: str) -> dict[str, Any]:
     """The JSON object a process printed last."""
     result: dict[str, Any] = json.loads(output.splitlines()[-1])
     return result
+
+
+def while_deciding(gov: Governor | Database, run: Callable[[], T], **decision: Any) -> T:
+    """Run the agent while a lead decides its first pending approval from another thread."""
+    thread = decide_when_pending(gov, **decision)
+    try:
+        return run()
+    finally:
+        thread.join(30)
+
+
+# What the fake OpenAI server answers: two model calls (the tool call, then the answer).
+TWO_FAKE_CALLS = [("gpt-4o-mini", 120, 30)] * 2
+
+
+def llm_usage(gov: Governor, session: str) -> list[tuple[str, int, int]]:
+    """Model, input and output tokens of each LLM call recorded in the session (once shipped)."""
+    import clearance
+
+    clearance.flush()
+    return [(c["model"], c["input_tokens"], c["output_tokens"]) for c in records(gov, "llm.call", session)]

@@ -23,7 +23,7 @@ from clearance._guard._governor import Governor  # noqa: E402
 from clearance.integrations.adk import ClearancePlugin  # noqa: E402
 from clearance.store import _approvals as approvals  # noqa: E402
 
-from ._shared import POLICY, decide_when_pending, records  # noqa: E402
+from ._shared import POLICY, TWO_FAKE_CALLS, llm_usage, records, while_deciding  # noqa: E402
 
 USAGE = types.GenerateContentResponseUsageMetadata(
     prompt_token_count=120, candidates_token_count=30, total_token_count=150
@@ -79,18 +79,16 @@ def run(ran: list[Any], amount: float = 850, plugins: list[Any] | None = None) -
 def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
-    answer = run(ran)  # no plugin given: configure() gave every Runner one
-    thread.join(30)
+    answer = while_deciding(
+        gov, lambda: run(ran), approve=False, note="customer already refunded"
+    )  # no plugin given: configure() gave every Runner one
     assert ran == [] and "customer already refunded" in answer and "denied by user:lena" in answer
 
 
 def test_approved_from_another_thread_runs_once_as_edited(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
-    answer = run(ran)
-    thread.join(30)
+    answer = while_deciding(gov, lambda: run(ran), approve=True, args={"amount": 300})
     assert ran == [("A-1", 300)] and "refunded 300" in answer
     [a] = approvals.listing(gov.db, status=None)
     assert a.status == "executed"
@@ -149,16 +147,12 @@ def test_against_a_fake_openai_server_through_litellm(
         await app.close()
         return " ".join(texts)
 
-    thread = decide_when_pending(gov, approve=False, note="over the limit")
     try:
-        answer = asyncio.run(main())
+        answer = while_deciding(gov, lambda: asyncio.run(main()), approve=False, note="over the limit")
     finally:
-        thread.join(30)
         fake.close()
     assert ran == [] and "over the limit" in answer
-    clearance.flush()
-    calls = records(gov, "llm.call", "ses-adk-http")
-    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+    assert llm_usage(gov, "ses-adk-http") == TWO_FAKE_CALLS
 
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])

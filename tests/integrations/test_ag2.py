@@ -18,7 +18,7 @@ import clearance  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
 from clearance.store import _approvals as approvals  # noqa: E402
 
-from ._shared import POLICY, decide_when_pending, records  # noqa: E402
+from ._shared import POLICY, TWO_FAKE_CALLS, llm_usage, records, while_deciding  # noqa: E402
 
 USAGE = Usage(prompt_tokens=120, completion_tokens=30, total_tokens=150)
 
@@ -53,18 +53,14 @@ def ask(ran: list[Any], amount: float = 850, config: Any = None, middleware: Any
 def test_denied_the_refund_never_runs_and_the_model_gets_the_reason(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
-    answer = ask(ran)
-    thread.join(30)
+    answer = while_deciding(gov, lambda: ask(ran), approve=False, note="customer already refunded")
     assert ran == [] and "customer already refunded" in answer
 
 
 def test_approved_from_another_thread_runs_once_as_edited(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
-    answer = ask(ran)
-    thread.join(30)
+    answer = while_deciding(gov, lambda: ask(ran), approve=True, args={"amount": 300})
     assert ran == [("A-1", 300)] and "refunded 300" in answer
     [a] = approvals.listing(gov.db, status=None)
     assert a.status == "executed"
@@ -79,9 +75,7 @@ def test_blocked_and_usage_recorded_once_even_with_the_middleware_given_explicit
     ran: list[Any] = []
     answer = ask(ran, amount=9000, middleware=[ClearanceMiddleware])  # configure() adds none of its own
     assert ran == [] and "Blocked by policy: Refunds over $5000 are never issued" in answer
-    clearance.flush()
-    calls = records(gov, "llm.call", "ses-ag2")
-    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+    assert llm_usage(gov, "ses-ag2") == TWO_FAKE_CALLS
     assert len(records(gov, "tool_call.decided")) == 1
 
 
@@ -94,16 +88,13 @@ def test_against_a_fake_openai_server(configure: Callable[..., Governor]) -> Non
     gov = configure(POLICY)
     fake = FakeOpenAI(amount=850)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=False, note="over the limit")
+    config = OpenAIConfig(model="gpt-4o-mini", base_url=fake.url, api_key="sk-test")
     try:
-        answer = ask(ran, config=OpenAIConfig(model="gpt-4o-mini", base_url=fake.url, api_key="sk-test"))
+        answer = while_deciding(gov, lambda: ask(ran, config=config), approve=False, note="over the limit")
     finally:
-        thread.join(30)
         fake.close()
     assert ran == [] and "over the limit" in answer
-    clearance.flush()
-    calls = records(gov, "llm.call", "ses-ag2")
-    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+    assert llm_usage(gov, "ses-ag2") == TWO_FAKE_CALLS
     # AG2's OpenAIConfig keeps an HTTP client it never closes: collect its socket here, not in a later test.
     import gc
 

@@ -20,7 +20,16 @@ from clearance._guard._governor import Governor  # noqa: E402
 from clearance.integrations import agents as governed  # noqa: E402
 from clearance.store import _approvals as approvals  # noqa: E402
 
-from ._shared import LEAD, POLICY, decide_when_pending, last_json, records, run_python  # noqa: E402
+from ._shared import (  # noqa: E402
+    LEAD,
+    POLICY,
+    TWO_FAKE_CALLS,
+    last_json,
+    llm_usage,
+    records,
+    run_python,
+    while_deciding,
+)
 
 
 def refund_agent(ran: list[Any], amount: float = 850, model: Any = None) -> Agent[Any]:
@@ -52,9 +61,9 @@ def _tool_output(call: Any) -> str:
 def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
-    result = run(refund_agent(ran), "refund A-1")
-    thread.join(10)
+    result = while_deciding(
+        gov, lambda: run(refund_agent(ran), "refund A-1"), approve=False, note="customer already refunded"
+    )
     assert ran == []
     assert "customer already refunded" in result.final_output and "denied by user:lena" in result.final_output
 
@@ -62,9 +71,7 @@ def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configur
 def test_approved_from_another_thread_runs_once_with_the_coerced_arguments(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
-    result = run(refund_agent(ran), "refund A-1")
-    thread.join(10)
+    result = while_deciding(gov, lambda: run(refund_agent(ran), "refund A-1"), approve=True, args={"amount": 300})
     assert ran == [("A-1", 300.0)] and "refunded 300.0 on A-1" in result.final_output  # the approver's edit ran
     [a] = approvals.listing(gov.db, status=None)
     assert a.args == {"order_id": "A-1", "amount": 850.0} and a.status == "executed"
@@ -153,7 +160,6 @@ def test_against_a_fake_openai_server_usage_is_recorded(configure: Callable[...,
     fake = FakeOpenAI(amount=850)
     try:
         ran: list[Any] = []
-        thread = decide_when_pending(gov, approve=False, note="over the limit")
 
         async def main() -> str:
             async with AsyncOpenAI(base_url=fake.url, api_key="sk-test") as client:
@@ -171,16 +177,13 @@ def test_against_a_fake_openai_server_usage_is_recorded(configure: Callable[...,
                     pass
                 return str(streamed.final_output)
 
-        answer = asyncio.run(main())
-        thread.join(10)
+        answer = while_deciding(gov, lambda: asyncio.run(main()), approve=False, note="over the limit")
     finally:
         fake.close()
     assert ran == [] and "over the limit" in answer
     assert bool(fake.requests[0].get("stream")) is streaming
-    clearance.flush()
-    calls = records(gov, "llm.call", f"ses-agents-{streaming}")
-    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
-    assert all(c["priced"] for c in calls)
+    assert llm_usage(gov, f"ses-agents-{streaming}") == TWO_FAKE_CALLS
+    assert all(c["priced"] for c in records(gov, "llm.call", f"ses-agents-{streaming}"))
 
 
 def test_paused_tools_decide_blocked_and_allowed_calls_once(configure: Callable[..., Governor]) -> None:

@@ -16,7 +16,7 @@ from clearance._guard._governor import Governor  # noqa: E402
 from clearance.integrations.anthropic import record, run_tool_uses  # noqa: E402
 
 from ..fake_anthropic import FakeAnthropic  # noqa: E402
-from ._shared import POLICY, decide_when_pending, records  # noqa: E402
+from ._shared import POLICY, records, while_deciding  # noqa: E402
 
 TOOLS = [
     {
@@ -58,19 +58,15 @@ def agent_loop(amount: float, ran: list[Any]) -> str:
 def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
-    answer = agent_loop(850, ran)
-    thread.join(30)
+    answer = while_deciding(gov, lambda: agent_loop(850, ran), approve=False, note="customer already refunded")
     assert ran == [] and "customer already refunded" in answer
 
 
 def test_approved_runs_once_as_edited_and_usage_is_recorded(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
     with clearance.session("ses-claude"):
-        answer = agent_loop(850, ran)
-    thread.join(30)
+        answer = while_deciding(gov, lambda: agent_loop(850, ran), approve=True, args={"amount": 300})
     assert ran == [("A-1", 300)] and "refunded 300" in answer
     clearance.flush()
     calls = records(gov, "llm.call", "ses-claude")

@@ -23,7 +23,7 @@ from clearance._guard._governor import Governor  # noqa: E402
 from clearance.integrations import crewai as governed  # noqa: E402
 from clearance.store import _approvals as approvals  # noqa: E402
 
-from ._shared import POLICY, decide_when_pending, records  # noqa: E402
+from ._shared import POLICY, TWO_FAKE_CALLS, llm_usage, records, while_deciding  # noqa: E402
 
 ran: list[Any] = []
 
@@ -77,17 +77,13 @@ def kickoff(amount: float = 850) -> str:
 
 def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
-    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
-    answer = kickoff()
-    thread.join(30)
+    answer = while_deciding(gov, lambda: kickoff(), approve=False, note="customer already refunded")
     assert ran == [] and "customer already refunded" in answer
 
 
 def test_approved_from_another_thread_runs_once_as_edited(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
-    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
-    answer = kickoff()
-    thread.join(30)
+    answer = while_deciding(gov, lambda: kickoff(), approve=True, args={"amount": 300})
     assert ran == [("A-1", 300)] and "refunded 300" in answer
     [a] = approvals.listing(gov.db, status=None)
     assert a.status == "executed"
@@ -137,17 +133,17 @@ def test_against_a_fake_openai_server(configure: Callable[..., Governor]) -> Non
     gov = configure(POLICY)
     fake = FakeOpenAI(amount=850)
     ran.clear()
-    thread = decide_when_pending(gov, approve=False, note="over the limit")
-    try:
-        llm = LLM(model="openai/gpt-4o-mini", base_url=fake.url, api_key="sk-test")
-        agent = Agent(role="support", goal="refund orders", backstory="-", llm=llm, tools=[issue_refund], max_iter=3)
-        task = Task(description="refund A-1", expected_output="what happened", agent=agent)
+    llm = LLM(model="openai/gpt-4o-mini", base_url=fake.url, api_key="sk-test")
+    agent = Agent(role="support", goal="refund orders", backstory="-", llm=llm, tools=[issue_refund], max_iter=3)
+    task = Task(description="refund A-1", expected_output="what happened", agent=agent)
+
+    def kick() -> str:
         with clearance.session("ses-crew-http"):
-            answer = str(Crew(agents=[agent], tasks=[task]).kickoff())
+            return str(Crew(agents=[agent], tasks=[task]).kickoff())
+
+    try:
+        answer = while_deciding(gov, kick, approve=False, note="over the limit")
     finally:
-        thread.join(30)
         fake.close()
     assert ran == [] and "over the limit" in answer
-    clearance.flush()
-    calls = records(gov, "llm.call", "ses-crew-http")
-    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+    assert llm_usage(gov, "ses-crew-http") == TWO_FAKE_CALLS

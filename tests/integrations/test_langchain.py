@@ -22,7 +22,7 @@ from clearance.store import EventFilter  # noqa: E402
 from clearance.store import _approvals as approvals  # noqa: E402
 from clearance.store._events import query  # noqa: E402
 
-from ._shared import POLICY, decide_when_pending  # noqa: E402
+from ._shared import POLICY, TWO_FAKE_CALLS, llm_usage, while_deciding  # noqa: E402
 
 USAGE = {"input_tokens": 120, "output_tokens": 30, "total_tokens": 150}
 
@@ -70,9 +70,12 @@ def final(result: dict[str, Any]) -> str:
 def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
-    result = agent(ran).invoke({"messages": [("user", "refund A-1")]})
-    thread.join(10)
+    result = while_deciding(
+        gov,
+        lambda: agent(ran).invoke({"messages": [("user", "refund A-1")]}),
+        approve=False,
+        note="customer already refunded",
+    )
     assert ran == []
     assert "customer already refunded" in final(result) and "denied by user:lena" in final(result)
     tool_message = [m for m in result["messages"] if isinstance(m, ToolMessage)][0]
@@ -82,9 +85,7 @@ def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configur
 def test_approved_from_another_thread_runs_once_with_the_coerced_arguments(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True)
-    result = agent(ran).invoke({"messages": [("user", "refund A-1")]})
-    thread.join(10)
+    result = while_deciding(gov, lambda: agent(ran).invoke({"messages": [("user", "refund A-1")]}), approve=True)
     assert ran == [("A-1", 850.0)] and "refunded 850.0 on A-1" in final(result)
     [a] = approvals.listing(gov.db, status=None)
     assert a.args == {"order_id": "A-1", "amount": 850.0} and a.status == "executed"  # what ran is what was decided
@@ -93,9 +94,9 @@ def test_approved_from_another_thread_runs_once_with_the_coerced_arguments(confi
 def test_an_approvers_edit_is_what_runs(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
-    result = agent(ran).invoke({"messages": [("user", "refund A-1")]})
-    thread.join(10)
+    result = while_deciding(
+        gov, lambda: agent(ran).invoke({"messages": [("user", "refund A-1")]}), approve=True, args={"amount": 300}
+    )
     assert ran == [("A-1", 300.0)] and "refunded 300.0" in final(result)
 
 
@@ -133,13 +134,11 @@ def test_usage_and_cost_are_recorded_in_the_session(configure: Callable[..., Gov
 def test_async_agents_wait_without_blocking_the_loop(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True)
 
     async def main() -> dict[str, Any]:
         return await agent(ran).ainvoke({"messages": [("user", "refund A-1")]})
 
-    result = asyncio.run(main())
-    thread.join(10)
+    result = while_deciding(gov, lambda: asyncio.run(main()), approve=True)
     assert ran == [("A-1", 850.0)] and "refunded" in final(result)
 
 
@@ -164,19 +163,16 @@ def test_chat_openai_against_a_fake_openai_server(configure: Callable[..., Gover
             ran.append((order_id, amount))
             return f"refunded {amount} on {order_id}"
 
-        thread = decide_when_pending(gov, approve=False, note="over the limit")
+        graph = create_agent(model, tools=[issue_refund], middleware=[ClearanceMiddleware()])
         with clearance.session(f"ses-http-{streaming}"):
-            result = create_agent(model, tools=[issue_refund], middleware=[ClearanceMiddleware()]).invoke(
-                {"messages": [("user", "refund A-1")]}
+            result = while_deciding(
+                gov, lambda: graph.invoke({"messages": [("user", "refund A-1")]}), approve=False, note="over the limit"
             )
-        thread.join(10)
     finally:
         fake.close()
     assert ran == [] and "over the limit" in final(result)
     assert fake.requests[0]["model"] == "gpt-4o-mini" and bool(fake.requests[0].get("stream")) is streaming
-    clearance.flush()
-    calls = [e.body for e in query(gov.db, EventFilter(kind="llm.call", session=f"ses-http-{streaming}"))]
-    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+    assert llm_usage(gov, f"ses-http-{streaming}") == TWO_FAKE_CALLS
 
 
 def test_a_hand_built_graph_with_tool_node(configure: Callable[..., Governor]) -> None:
@@ -204,9 +200,7 @@ def test_a_hand_built_graph_with_tool_node(configure: Callable[..., Governor]) -
     graph.add_conditional_edges("model", tools_condition)
     graph.add_edge("tools", "model")
     app = graph.compile()
-    thread = decide_when_pending(gov, approve=False, note="no")
-    result = app.invoke({"messages": [("user", "refund")]})
-    thread.join(10)
+    result = while_deciding(gov, lambda: app.invoke({"messages": [("user", "refund")]}), approve=False, note="no")
     assert ran == [] and "denied by user:lena: no" in final(result)
 
 
@@ -366,9 +360,12 @@ def test_without_middleware_the_gate_denies_with_the_reason(configure: Callable[
 
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
-    result = plain_agent(ran).invoke({"messages": [("user", "refund A-1")]})
-    thread.join(10)
+    result = while_deciding(
+        gov,
+        lambda: plain_agent(ran).invoke({"messages": [("user", "refund A-1")]}),
+        approve=False,
+        note="customer already refunded",
+    )
     assert ran == [] and "customer already refunded" in final(result)
     tool_message = [m for m in result["messages"] if isinstance(m, ToolMessage)][0]
     assert tool_message.status == "error" and "Not approved" in str(tool_message.content)
@@ -382,9 +379,7 @@ def test_without_middleware_the_gate_runs_approved_calls_once_and_records_them(
 
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True)
-    result = plain_agent(ran).invoke({"messages": [("user", "refund A-1")]})
-    thread.join(10)
+    result = while_deciding(gov, lambda: plain_agent(ran).invoke({"messages": [("user", "refund A-1")]}), approve=True)
     assert ran == [("A-1", 850.0)] and "refunded 850.0" in final(result)
     [a] = approvals.listing(gov.db, status=None)
     assert a.status == "executed"
@@ -394,9 +389,9 @@ def test_without_middleware_the_gate_runs_approved_calls_once_and_records_them(
 def test_without_middleware_an_edit_cannot_apply_so_the_call_is_refused(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
-    result = plain_agent(ran).invoke({"messages": [("user", "refund A-1")]})
-    thread.join(10)
+    result = while_deciding(
+        gov, lambda: plain_agent(ran).invoke({"messages": [("user", "refund A-1")]}), approve=True, args={"amount": 300}
+    )
     assert ran == [] and "edited arguments" in final(result)
     [a] = approvals.listing(gov.db, status=None)
     assert a.status == "failed"
@@ -409,13 +404,11 @@ def test_without_middleware_async_and_blocked_and_direct_invocation(configure: C
 
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True)
 
     async def main() -> dict[str, Any]:
         return await plain_agent(ran).ainvoke({"messages": [("user", "refund A-1")]})
 
-    result = asyncio.run(main())  # the wait happens off the event loop
-    thread.join(10)
+    result = while_deciding(gov, lambda: asyncio.run(main()), approve=True)  # the wait happens off the event loop
     assert ran == [("A-1", 850.0)] and "refunded" in final(result)
     blocked = plain_agent(ran, amount=9000).invoke({"messages": [("user", "refund")]})
     assert "Blocked by policy: Refunds over $5000 are never issued" in final(blocked) and len(ran) == 1

@@ -21,7 +21,7 @@ import clearance  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
 from clearance.store import _approvals as approvals  # noqa: E402
 
-from ._shared import POLICY, decide_when_pending  # noqa: E402
+from ._shared import POLICY, while_deciding  # noqa: E402
 
 
 def script(amount: float) -> Callable[..., ChatMessage]:
@@ -55,18 +55,14 @@ def run(ran: list[Any], amount: float = 850) -> str:
 def test_denied_the_refund_never_runs_and_the_answer_carries_the_reason(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=False, note="customer already refunded")
-    answer = run(ran)
-    thread.join(30)
+    answer = while_deciding(gov, lambda: run(ran), approve=False, note="customer already refunded")
     assert ran == [] and "customer already refunded" in answer
 
 
 def test_approved_from_another_thread_runs_once_as_edited(configure: Callable[..., Governor]) -> None:
     gov = configure(POLICY)
     ran: list[Any] = []
-    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
-    answer = run(ran)
-    thread.join(30)
+    answer = while_deciding(gov, lambda: run(ran), approve=True, args={"amount": 300})
     assert ran == [("A-1", 300)] and "refunded 300" in answer
     [a] = approvals.listing(gov.db, status=None)
     assert a.status == "executed"

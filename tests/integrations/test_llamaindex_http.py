@@ -21,7 +21,7 @@ import clearance  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
 
 from ..fake_openai import FakeOpenAI  # noqa: E402
-from ._shared import POLICY, decide_when_pending, records  # noqa: E402
+from ._shared import POLICY, TWO_FAKE_CALLS, llm_usage, while_deciding  # noqa: E402
 
 # LlamaIndex's workflows inspect agents with inspect.getmembers, which touches pydantic's
 # deprecated attributes; CrewAI, installed beside it, warns about its own deprecations.
@@ -48,16 +48,12 @@ def test_a_function_agent_against_a_fake_openai_server(configure: Callable[..., 
         with clearance.session("ses-llama-http"):
             return str(await agent.run("refund A-1"))
 
-    thread = decide_when_pending(gov, approve=False, note="over the limit")
     try:
-        answer = asyncio.run(main())
+        answer = while_deciding(gov, lambda: asyncio.run(main()), approve=False, note="over the limit")
     finally:
-        thread.join(30)
         fake.close()
     assert ran == [] and "over the limit" in answer
-    clearance.flush()
-    calls = records(gov, "llm.call", "ses-llama-http")
-    assert [(c["model"], c["input_tokens"], c["output_tokens"]) for c in calls] == [("gpt-4o-mini", 120, 30)] * 2
+    assert llm_usage(gov, "ses-llama-http") == TWO_FAKE_CALLS
     # LlamaIndex's OpenAI LLM keeps an async HTTP client it never closes: collect it here, not in a later test.
     import gc
 

@@ -25,7 +25,7 @@ from clearance.store import _approvals as approvals  # noqa: E402
 
 from ..conftest import REPO  # noqa: E402
 from ..server.conftest import _free_port  # noqa: E402
-from ._shared import POLICY, decide_when_pending, records  # noqa: E402
+from ._shared import POLICY, decide_when_pending, records, while_deciding  # noqa: E402
 
 UPSTREAM = Path(__file__).with_name("mcp_upstream.py")
 
@@ -77,9 +77,9 @@ def test_denied_over_stdio_the_refund_never_reaches_the_upstream(tmp_path: Path,
     ledger.touch()
     subprocess.run([*proxy_command(ledger), "--help"], env=proxy_env, check=True, capture_output=True)
     db = db_of(proxy_env)
-    thread = decide_when_pending(db, approve=False, note="customer already refunded")
-    names, [result] = asyncio.run(call(stdio(ledger, proxy_env), 850))
-    thread.join(30)
+    names, [result] = while_deciding(
+        db, lambda: asyncio.run(call(stdio(ledger, proxy_env), 850)), approve=False, note="customer already refunded"
+    )
     assert names == ["issue_refund"]
     assert result.is_error and "customer already refunded" in text(result) and "denied by user:lena" in text(result)
     assert ledger.read_text() == ""

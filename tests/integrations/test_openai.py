@@ -18,7 +18,7 @@ from clearance.store import EventFilter  # noqa: E402
 from clearance.store._events import query  # noqa: E402
 
 from ..fake_openai import FakeOpenAI  # noqa: E402
-from ._shared import POLICY, decide_when_pending  # noqa: E402
+from ._shared import POLICY, decide_when_pending, while_deciding  # noqa: E402
 
 SCHEMA = [
     {
@@ -91,9 +91,7 @@ def test_approved_runs_once_and_a_guarded_tool_is_governed_once(
         ran.append((order_id, amount))
         return f"refunded {amount}"
 
-    thread = decide_when_pending(gov, approve=True, args={"amount": 300})
-    answer = loop(fake, {"issue_refund": issue_refund})
-    thread.join(10)
+    answer = while_deciding(gov, lambda: loop(fake, {"issue_refund": issue_refund}), approve=True, args={"amount": 300})
     assert ran == [("A-1", 300.0)] and "refunded 300.0" in answer
     assert len(list(query(gov.db, EventFilter(kind="tool_call.decided")))) == 1
 

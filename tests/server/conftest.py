@@ -5,7 +5,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +71,7 @@ class Server:
                 stdout=log,
                 stderr=log,
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.base}/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.05)
+        wait_ready(self.base, self.proc, self.log.read_text)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -100,6 +92,19 @@ class Server:
     def events(self, **params: Any) -> list[dict[str, Any]]:
         r = httpx.get(f"{self.base}/v1/events", headers={"X-API-Key": self.admin}, params={"limit": 1000, **params})
         return list(reversed(r.json()["events"]))
+
+
+def wait_ready(base: str, proc: subprocess.Popen[Any], why: Callable[[], str], timeout: float = 30) -> None:
+    """Wait until the server process at `base` answers /readyz; fail with `why()` if it dies first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, why()
+        time.sleep(0.05)
 
 
 def _free_port() -> int:

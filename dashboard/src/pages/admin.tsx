@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import { when } from "../format";
 import type { Signed } from "../types";
-import { Badge, ErrorBox, Loading } from "../ui/common";
+import { Badge, ErrorBox, Head, Loading } from "../ui/common";
 
 interface Key {
   id: string;
@@ -145,17 +145,7 @@ function Keys() {
       ) : (
         <div class="scroll">
           <table class="events">
-            <thead>
-              <tr>
-                <th scope="col">name</th>
-                <th scope="col">scopes</th>
-                <th scope="col">agent</th>
-                <th scope="col">environment</th>
-                <th scope="col">created</th>
-                <th scope="col">last used</th>
-                <th scope="col" />
-              </tr>
-            </thead>
+            <Head cols={["name", "scopes", "agent", "environment", "created", "last used", ""]} />
             <tbody>
               {keys.map((k) => (
                 <tr key={k.id} class={k.revoked_at_us ? "revoked" : ""}>
@@ -259,14 +249,7 @@ function Users({ me }: { me: Signed }) {
         <Loading />
       ) : (
         <table class="events">
-          <thead>
-            <tr>
-              <th scope="col">username</th>
-              <th scope="col">roles</th>
-              <th scope="col">since</th>
-              <th scope="col">access</th>
-            </tr>
-          </thead>
+          <Head cols={["username", "roles", "since", "access"]} />
           <tbody>
             {users.map((u) => (
               <tr key={u.username}>

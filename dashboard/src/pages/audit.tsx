@@ -5,7 +5,7 @@ import { api, errorText, withQuery } from "../api";
 import { pretty, value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { AuditEvent } from "../types";
-import { ArgsTable, Badge, ErrorBox, Fact, Loading } from "../ui/common";
+import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading } from "../ui/common";
 
 const FILTERS = ["agent", "session", "tool", "kind", "decision", "q", "since", "until"] as const;
 type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
@@ -173,17 +173,7 @@ function Search({ filters }: { filters: Filters }) {
       ) : (
         <div class="scroll">
           <table class="events">
-            <thead>
-              <tr>
-                <th scope="col">#</th>
-                <th scope="col">time (UTC)</th>
-                <th scope="col">kind</th>
-                <th scope="col">agent</th>
-                <th scope="col">tool</th>
-                <th scope="col">decision</th>
-                <th scope="col">details</th>
-              </tr>
-            </thead>
+            <Head cols={["#", "time (UTC)", "kind", "agent", "tool", "decision", "details"]} />
             <tbody>
               {page.events.map((e) => (
                 <tr key={e.seq}>

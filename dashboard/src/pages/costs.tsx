@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import { count, duration, usd } from "../format";
 import { href, navigate, type Route } from "../router";
-import { Badge, ErrorBox, Loading, Spend } from "../ui/common";
+import { Badge, ErrorBox, Head, Loading, Spend } from "../ui/common";
 import { Bars } from "../ui/bars";
 
 interface Usage {
@@ -107,17 +107,7 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
           />
           <div class="scroll">
             <table class="events">
-              <thead>
-                <tr>
-                  <th scope="col">{by}</th>
-                  <th scope="col">LLM calls</th>
-                  <th scope="col">input tokens</th>
-                  <th scope="col">cached</th>
-                  <th scope="col">output tokens</th>
-                  <th scope="col">reasoning</th>
-                  <th scope="col">cost</th>
-                </tr>
-              </thead>
+              <Head cols={[by, "LLM calls", "input tokens", "cached", "output tokens", "reasoning", "cost"]} />
               <tbody>
                 {rows.map((r) => (
                   <tr key={r.key}>
@@ -148,15 +138,7 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
       ) : (
         <div class="scroll">
           <table class="events budgets">
-            <thead>
-              <tr>
-                <th scope="col">budget</th>
-                <th scope="col">of</th>
-                <th scope="col">limit</th>
-                <th scope="col">spent</th>
-                <th scope="col">used</th>
-              </tr>
-            </thead>
+            <Head cols={["budget", "of", "limit", "spent", "used"]} />
             <tbody>
               {budgets.map((b) => (
                 <tr key={`${b.kind}:${b.subject}`}>

@@ -2,6 +2,7 @@
 // review of proposed against edited values before anything is sent.
 import { useMemo, useState } from "preact/hooks";
 import { value as show } from "../format";
+import { Head } from "../ui/common";
 
 type Kind = "number" | "boolean" | "string" | "json" | "redacted";
 
@@ -76,13 +77,7 @@ export function EditArgs(props: {
       <section class="review" aria-label="Review the edit">
         <h3>Approve with these changes?</h3>
         <table class="diff">
-          <thead>
-            <tr>
-              <th scope="col">argument</th>
-              <th scope="col">proposed by the agent</th>
-              <th scope="col">to run</th>
-            </tr>
-          </thead>
+          <Head cols={["argument", "proposed by the agent", "to run"]} />
           <tbody>
             {names.map((name) => (
               <tr key={name}>

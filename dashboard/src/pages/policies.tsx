@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import { value, when } from "../format";
 import { href, navigate, type Route } from "../router";
-import { Badge, ErrorBox, Loading } from "../ui/common";
+import { Badge, ErrorBox, Head, Loading } from "../ui/common";
 import { PolicyEditor, type Problem, type Validation } from "../ui/editor";
 
 interface Revision {
@@ -80,15 +80,7 @@ function List() {
         <p class="muted">No revision is active on this server yet.</p>
       ) : (
         <table class="events">
-          <thead>
-            <tr>
-              <th scope="col">scope</th>
-              <th scope="col">revision</th>
-              <th scope="col">since</th>
-              <th scope="col">by</th>
-              <th scope="col" />
-            </tr>
-          </thead>
+          <Head cols={["scope", "revision", "since", "by", ""]} />
           <tbody>
             {assignments.map((a) => (
               <tr key={a.scope}>
@@ -113,15 +105,7 @@ function List() {
         <Loading />
       ) : (
         <table class="events">
-          <thead>
-            <tr>
-              <th scope="col">revision</th>
-              <th scope="col">status</th>
-              <th scope="col">created</th>
-              <th scope="col">author</th>
-              <th scope="col">active for</th>
-            </tr>
-          </thead>
+          <Head cols={["revision", "status", "created", "author", "active for"]} />
           <tbody>
             {revisions.map((r) => (
               <tr key={r.id}>
@@ -402,18 +386,7 @@ function Report({ report }: { report: HistoryReport }) {
       {report.rows.length ? (
         <div class="scroll">
           <table class="events">
-            <thead>
-              <tr>
-                <th scope="col">#</th>
-                <th scope="col">time</th>
-                <th scope="col">agent</th>
-                <th scope="col">tool</th>
-                <th scope="col">arguments</th>
-                <th scope="col">was</th>
-                <th scope="col">would be</th>
-                <th scope="col">why</th>
-              </tr>
-            </thead>
+            <Head cols={["#", "time", "agent", "tool", "arguments", "was", "would be", "why"]} />
             <tbody>
               {report.rows.map((r) => (
                 <tr key={r.seq}>

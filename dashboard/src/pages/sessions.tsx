@@ -4,7 +4,7 @@ import { api, errorText } from "../api";
 import { count, duration, pretty, usd, value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { AuditEvent } from "../types";
-import { ArgsTable, Badge, ErrorBox, Fact, Loading, Spend } from "../ui/common";
+import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading, Spend } from "../ui/common";
 
 interface SessionSummary {
   session: string;
@@ -50,17 +50,7 @@ function Recent() {
       ) : (
         <div class="scroll">
           <table class="events">
-            <thead>
-              <tr>
-                <th scope="col">session</th>
-                <th scope="col">agent</th>
-                <th scope="col">last activity</th>
-                <th scope="col">tool calls</th>
-                <th scope="col">blocked</th>
-                <th scope="col">LLM calls</th>
-                <th scope="col">cost</th>
-              </tr>
-            </thead>
+            <Head cols={["session", "agent", "last activity", "tool calls", "blocked", "LLM calls", "cost"]} />
             <tbody>
               {sessions.map((s) => (
                 <tr key={s.session}>

@@ -41,17 +41,27 @@ function hidden(redacted: string[], name: string): boolean {
   return redacted.some((p) => p === pointer || p.startsWith(pointer + "/"));
 }
 
+// A table's column headings.
+export function Head({ cols }: { cols: string[] }) {
+  return (
+    <thead>
+      <tr>
+        {cols.map((c, i) => (
+          <th scope="col" key={i}>
+            {c}
+          </th>
+        ))}
+      </tr>
+    </thead>
+  );
+}
+
 export function ArgsTable({ args, redacted = [] }: { args: Record<string, unknown>; redacted?: string[] }) {
   const names = Object.keys(args);
   if (!names.length) return <p class="muted">no arguments</p>;
   return (
     <table class="args">
-      <thead>
-        <tr>
-          <th scope="col">argument</th>
-          <th scope="col">value</th>
-        </tr>
-      </thead>
+      <Head cols={["argument", "value"]} />
       <tbody>
         {names.map((name) => (
           <tr key={name}>

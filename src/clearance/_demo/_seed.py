@@ -33,10 +33,11 @@ def prepare(database: str, password: str | None) -> str:
         text = POLICY.read_text(encoding="utf-8")
         rev = policies.create(db, text, source="policy.yaml", author="demo")
         policies.activate(db, rev.id, scope="default", by="demo")
+        existing = {u.username for u in users.listing(db)}
         for name, roles in PEOPLE.items():
-            if name not in {u.username for u in users.listing(db)}:
+            if name not in existing:
                 users.create(db, name, secrets.token_urlsafe(16), list(roles), by="demo")
-        if "demo" in {u.username for u in users.listing(db)}:
+        if "demo" in existing:
             users.update(db, "demo", password=password, by="demo")
         else:
             users.create(db, "demo", password, ["admin", "approver", "support-lead"], by="demo")

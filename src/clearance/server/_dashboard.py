@@ -45,20 +45,19 @@ class _Assets(StaticFiles):
 def install(app: FastAPI, static: Path = STATIC) -> None:
     """Serve the dashboard at `/`, or say how to build it when it is missing."""
     index = static / "index.html"
+    template = index.read_text(encoding="utf-8") if index.is_file() else None  # read once, at startup
     if (static / "assets").is_dir():
         app.mount("/assets", _Assets(directory=static / "assets"), name="assets")
 
     @app.get("/", include_in_schema=False, response_model=None)
-    def dashboard() -> Response:
-        if not index.is_file():
+    async def dashboard() -> Response:
+        if template is None:
             return PlainTextResponse(
                 "The dashboard is not built: run `make dashboard` (npm) in the source checkout.",
                 status_code=503,
                 headers=HEADERS,
             )
         nonce = secrets.token_urlsafe(18)
-        page = index.read_text(encoding="utf-8").replace(
-            "<head>", f'<head>\n    <meta name="csp-nonce" content="{nonce}" />', 1
-        )
+        page = template.replace("<head>", f'<head>\n    <meta name="csp-nonce" content="{nonce}" />', 1)
         csp = CSP.replace("style-src 'self'", f"style-src 'self' 'nonce-{nonce}'")
         return HTMLResponse(page, headers={**HEADERS, "Content-Security-Policy": csp, "Cache-Control": "no-store"})
