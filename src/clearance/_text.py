@@ -1,0 +1,38 @@
+"""Text at the boundary: what every store can hold, refused with a reason that says where.
+
+PostgreSQL cannot keep a NUL in text, no encoder can write a lone surrogate, and both are
+refused on every way in (arguments, names, ids, notes, policy text, queries), so SQLite and
+PostgreSQL accept and refuse exactly the same input.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored as it is, or None when it can."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    char, at = found.group(), found.start()
+    if char == "\x00":
+        return f"holds a NUL character (U+0000) at position {at}, which no store keeps"
+    return f"holds a lone surrogate (U+{ord(char):04X}) at position {at}, which is not Unicode text"
+
+
+def checked_text(text: str) -> str:
+    """`text` itself, or ValueError saying why it cannot be stored."""
+    problem = text_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+# A str field of a request model that every store can keep (pydantic answers 422 naming the field).
+Text = Annotated[str, AfterValidator(checked_text)]
