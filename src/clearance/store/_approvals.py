@@ -15,6 +15,7 @@ from ..errors import ApprovalAlreadyDecided, ApprovalAlreadyExecuted, ApprovalEr
 from . import _outbox as outbox
 from ._db import Database
 from ._events import Event, append
+from ._queries import shown
 
 _FIELDS = (
     "id",
@@ -108,6 +109,8 @@ class Approval:
         slack_ts: That message's timestamp (its id in Slack).
         slack_shown: The state the message shows.
         call_key: The framework's id of the call (its tool-call id), unique per agent.
+        degraded: How the arguments or result read differ from those stored (empty: they do not),
+            for values no reader can return whole (see `_queries.shown`).
     """
 
     id: str
@@ -151,6 +154,7 @@ class Approval:
     slack_ts: str | None = None
     slack_shown: str | None = None
     call_key: str | None = None
+    degraded: tuple[str, ...] = ()
 
     @property
     def executed_args(self) -> dict[str, Any]:
@@ -167,8 +171,36 @@ def _json(text: str | None) -> Any:
     return json.loads(text) if text is not None else None
 
 
+INEXACT_ARGS = "the arguments to run cannot be decoded exactly (too deep, or not JSON); they are shown marked"
+
+
+def _exact(text: str | None, notes: dict[str, None]) -> Any:
+    """Arguments to run, decoded exactly; when no decoder can, as shown (and `notes` say so)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (RecursionError, ValueError):
+        notes[INEXACT_ARGS] = None
+        return _shown(text, notes)
+
+
+def _shown(text: str | None, notes: dict[str, None], *, mapping: bool = True) -> Any:
+    """A stored JSON value as readers show it (an object, when `mapping`), its differences in `notes`."""
+    if text is None:
+        return None
+    found = shown(text)
+    notes.update(dict.fromkeys(found.notes))
+    if mapping and not isinstance(found.value, dict):
+        note = "a stored value that must be a JSON object is not one"
+        notes[note] = None
+        return {"$unreadable": note, "$value": found.value}
+    return found.value
+
+
 def _from_row(row: Sequence[Any]) -> Approval:
     r = dict(zip(_FIELDS, row, strict=True))
+    notes: dict[str, None] = {}
     return Approval(
         id=r["id"],
         call_id=r["call_id"],
@@ -177,9 +209,9 @@ def _from_row(row: Sequence[Any]) -> Approval:
         agent=r["agent"],
         environment=r["environment"],
         session=r["session"],
-        args=json.loads(r["args_json"]),
+        args=_exact(r["args_json"], notes),
         args_hash=r["args_hash"],
-        shown_args=json.loads(r["shown_args_json"]),
+        shown_args=_shown(r["shown_args_json"], notes),
         rule_ids=tuple(json.loads(r["rule_ids"])),
         reason=r["reason"],
         policy_revision=r["policy_revision"],
@@ -192,9 +224,9 @@ def _from_row(row: Sequence[Any]) -> Approval:
         note=r["note"],
         waiter=r["waiter"],
         requested_by=r["requested_by"],
-        edited_args=_json(r["edited_args_json"]),
+        edited_args=_exact(r["edited_args_json"], notes),
         edited_args_hash=r["edited_args_hash"],
-        edited_shown=_json(r["edited_shown_json"]),
+        edited_shown=_shown(r["edited_shown_json"], notes),
         votes=tuple(_json(r["votes_json"]) or ()),
         escalate_to=tuple(_json(r["escalate_to"]) or ()),
         escalation_timeout_s=r["escalation_timeout_s"],
@@ -202,7 +234,7 @@ def _from_row(row: Sequence[Any]) -> Approval:
         webhook_url=r["webhook_url"],
         claimed_by=r["claimed_by"],
         claimed_at_us=r["claimed_at_us"],
-        result=_json(r["result_json"]),
+        result=_shown(r["result_json"], notes, mapping=False),
         error=r["error"],
         finished_at_us=r["finished_at_us"],
         quorum=r["quorum"],
@@ -211,6 +243,7 @@ def _from_row(row: Sequence[Any]) -> Approval:
         slack_ts=r["slack_ts"],
         slack_shown=r["slack_shown"],
         call_key=r["call_key"],
+        degraded=tuple(notes),
     )
 
 

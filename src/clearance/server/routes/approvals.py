@@ -13,14 +13,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ... import _decisions as decisions
 from ..._clock import now_us
+from ..._text import Text
 from ...errors import (
     ApprovalAlreadyDecided,
     ApprovalEditRejected,
@@ -32,6 +32,7 @@ from ...store import Approval, Database
 from ...store import _approvals as approvals
 from ...store import _outbox as outbox
 from ...store._keys import ApiKey
+from ...store._queries import show
 from .. import _longpoll as longpoll
 from .._auth import actor, current_key, database, require
 from .._errors import APIError
@@ -80,6 +81,10 @@ class ApprovalOut(BaseModel):
     executed_args: dict[str, Any] | None = Field(
         default=None, description="The full arguments to run, as approved (only to the requesting agent's key)"
     )
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="How the arguments or result shown differ from those stored (empty: they do not)",
+    )
 
     @classmethod
     def of(cls, a: Approval, key: ApiKey | None = None) -> ApprovalOut:
@@ -90,6 +95,12 @@ class ApprovalOut(BaseModel):
         """
         own = key is not None and key.agent == a.agent
         decides = key is not None and bool({"approver", "admin"} & set(key.scopes))
+        degraded, executed = list(a.degraded), None
+        if own:  # the arguments to run are returned exactly or not at all, never marked
+            executed = a.executed_args
+            if approvals.INEXACT_ARGS in a.degraded or show(executed).notes:
+                executed = None
+                degraded.append("executed_args is left out: the arguments to run cannot be returned exactly")
         return cls(
             id=a.id,
             call_id=a.call_id,
@@ -122,7 +133,8 @@ class ApprovalOut(BaseModel):
             finished_at_us=a.finished_at_us,
             result=a.result if own or decides else None,
             error=a.error,
-            executed_args=a.executed_args if own else None,
+            executed_args=executed,
+            degraded=degraded,
         )
 
 
@@ -144,7 +156,7 @@ class ClaimIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(min_length=1, max_length=200)
+    by: Text = Field(min_length=1, max_length=200)
     for_denial: bool = False
 
 
@@ -190,6 +202,7 @@ async def list_approvals(
 
 
 _FINAL = frozenset({"denied", "expired", "cancelled", "executed", "failed"})
+_LISTED = TypeAdapter(list[ApprovalOut])  # encodes integers beyond 64 bits too, which orjson refuses
 STREAM_KEEPALIVE_SECONDS = 15.0
 
 
@@ -211,7 +224,7 @@ async def stream(request: Request, key: Caller, db: Db) -> StreamingResponse:
     def pending() -> bytes:
         decisions.sweep(db)
         found = approvals.listing(db, status="pending", agent=key.agent if own_only else None, limit=500)
-        return orjson.dumps([ApprovalOut.of(a, key).model_dump(mode="json") for a in found if _may_read(key, a)])
+        return _LISTED.dump_json([ApprovalOut.of(a, key) for a in found if _may_read(key, a)])
 
     async def events() -> AsyncIterator[bytes]:
         sent: bytes | None = None
@@ -237,7 +250,7 @@ async def stream(request: Request, key: Caller, db: Db) -> StreamingResponse:
 
 @router.get("/approvals/{approval_id}", summary="One approval, or wait for its decision")
 async def get_approval(
-    approval_id: str,
+    approval_id: Annotated[Text, Path()],
     request: Request,
     key: Caller,
     db: Db,
@@ -321,7 +334,9 @@ async def deny(approval_id: str, request: Request, key: Caller, db: Db, body: De
 
 
 @router.post("/approvals/{approval_id}/claim", summary="Claim an approved call to run it, once (agent)")
-async def claim(approval_id: str, body: ClaimIn, request: Request, key: Agent, db: Db) -> ApprovalOut:
+async def claim(
+    approval_id: Annotated[Text, Path()], body: ClaimIn, request: Request, key: Agent, db: Db
+) -> ApprovalOut:
     """Claim the approved call of this key's agent for execution: exactly one claim ever wins.
 
     409 when it ran or another executor claimed it; 409 too when it is not approved.
@@ -368,7 +383,7 @@ class DeliveryOut(BaseModel):
 
 
 @router.get("/approvals/{approval_id}/deliveries", summary="Webhook deliveries of an approval")
-async def deliveries(approval_id: str, key: Caller, db: Db) -> list[DeliveryOut]:
+async def deliveries(approval_id: Annotated[Text, Path()], key: Caller, db: Db) -> list[DeliveryOut]:
     """Each webhook the approval caused, with every attempt (time, HTTP status or error, duration)."""
     try:
         approval = await run_in_threadpool(approvals.get, db, approval_id)

@@ -1,4 +1,8 @@
-"""One audit record with its place in the chain, and exports of a search (JSONL, CSV)."""
+"""One audit record with its place in the chain, and exports of a search (JSONL, CSV).
+
+Every record is returned and exported, whatever it holds: one no encoder writes whole is marked
+where it differs, and says how (`degraded`).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..._export import Format, lines
 from ...store import Database, StoredEvent
-from ...store import _events as events
 from ...store import _queries as queries
 from ...store._keys import ApiKey
 from .._auth import current_key, database
 from .._errors import INT64_MAX, APIError
-from .queries import Search, Searched
+from .queries import Search, Searched, event_out
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 Db = Annotated[Database, Depends(database)]
@@ -83,6 +86,10 @@ class EventDetail(BaseModel):
 
     event: dict[str, Any]
     chain: Chain
+    degraded: list[str] = Field(
+        default_factory=list,
+        description="How the record shown differs from the record stored (empty: it is the stored record)",
+    )
 
 
 @router.get("/events/{seq}", summary="One audit record, with its chain position and verification")
@@ -91,13 +98,13 @@ async def event_detail(seq: Annotated[int, Path(ge=1, le=INT64_MAX)], key: Calle
 
     An agent key reads only its own agent's records.
     """
-    found = await run_in_threadpool(events.locate, db, seq)
+    found = await run_in_threadpool(queries.locate, db, seq)
     own_only = not ({"approver", "admin"} & set(key.scopes))
     if found is None or (own_only and found.event.body.get("agent") != key.agent):
         raise APIError(404, f"no record at position {seq} is visible to this key")
     e = found.event
     return EventDetail(
-        event={"seq": e.seq, "hash": e.hash, **e.body},
+        event=event_out(e),
         chain=Chain(
             seq=e.seq,
             hash=e.hash,
@@ -106,4 +113,5 @@ async def event_detail(seq: Annotated[int, Path(ge=1, le=INT64_MAX)], key: Calle
             verified=found.problem is None,
             problem=found.problem,
         ),
+        degraded=list(e.body.get(queries.DEGRADED, [])),
     )

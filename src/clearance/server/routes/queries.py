@@ -1,6 +1,8 @@
 """Reading the audit log: search with cursor paging, sessions, usage, chain verification.
 
-An agent key reads only its own agent's records; approver and admin keys read all.
+An agent key reads only its own agent's records; approver and admin keys read all. Every
+record is returned, whatever it holds (see `store._queries.shown`); filters are text every store
+keeps, else 422 naming the parameter.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
-from ...store import Database, EventFilter
+from ..._text import Text, checked_text
+from ...store import Database, EventFilter, StoredEvent
 from ...store import _events as events
 from ...store import _queries as queries
 from ...store._keys import ApiKey
@@ -34,6 +37,11 @@ def _agent_for(key: ApiKey, asked: str | None) -> str | None:
     return key.agent
 
 
+def event_out(e: StoredEvent) -> dict[str, Any]:
+    """A record as the API returns it: its fields, then its chain position and hash (never the body's own)."""
+    return {**e.body, "seq": e.seq, "hash": e.hash}
+
+
 class Page(BaseModel):
     """A page of events, newest first."""
 
@@ -51,17 +59,21 @@ class Search:
 
 def search_of(
     key: Caller,
-    agent: str | None = None,
-    session: str | None = None,
-    tool: str | None = None,
-    kind: str | None = None,
+    agent: Text | None = None,
+    session: Text | None = None,
+    tool: Text | None = None,
+    kind: Text | None = None,
     decision: Annotated[
-        str | None, Query(description="a decision or status: allow, block, require_approval, ok, error, approved, …")
+        Text | None, Query(description="a decision or status: allow, block, require_approval, ok, error, approved, …")
     ] = None,
-    call_id: str | None = None,
+    call_id: Text | None = None,
     since_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     until_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
-    q: Annotated[str | None, Query(max_length=200, description="text anywhere in the record, literally")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="text anywhere in the record, literally"),
+        AfterValidator(checked_text),
+    ] = None,
 ) -> Search:
     """The search the query string asks for, narrowed to what the caller may read."""
     f = EventFilter(
@@ -94,27 +106,27 @@ async def search(
         )
     )
     return Page(
-        events=[{"seq": e.seq, "hash": e.hash, **e.body} for e in found],
+        events=[event_out(e) for e in found],
         next_cursor=str(nxt) if nxt is not None else None,
     )
 
 
 @router.get("/sessions", summary="Recent sessions")
 async def list_sessions(
-    key: Caller, db: Db, agent: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    key: Caller, db: Db, agent: Text | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[queries.SessionSummary]:
     """The most recently active sessions, newest first."""
     return await run_in_threadpool(lambda: queries.sessions(db, agent=_agent_for(key, agent), limit=limit))
 
 
 @router.get("/sessions/{session_id}", summary="Every event of a session, in order")
-async def session_detail(session_id: str, key: Caller, db: Db) -> list[dict[str, Any]]:
+async def session_detail(session_id: Annotated[Text, Path()], key: Caller, db: Db) -> list[dict[str, Any]]:
     """The session's events, oldest first: its replay."""
     f = EventFilter(session=session_id, agent=_agent_for(key, None))
-    found = await run_in_threadpool(lambda: list(events.iterate(db, f)))
+    found = await run_in_threadpool(lambda: list(queries.records(db, f)))
     if not found:
         raise APIError(404, f"no session {session_id!r} is visible to this key")
-    return [{"seq": e.seq, "hash": e.hash, **e.body} for e in found]
+    return [event_out(e) for e in found]
 
 
 class UsageOut(BaseModel):
@@ -135,8 +147,8 @@ async def usage(
     key: Caller,
     db: Db,
     by: Literal["model", "session", "agent", "day"] = "model",
-    agent: str | None = None,
-    session: str | None = None,
+    agent: Text | None = None,
+    session: Text | None = None,
     since_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     until_us: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
 ) -> list[UsageOut]:
