@@ -2,10 +2,11 @@
 // in detail with Approve, Deny with a note, and Approve with edited arguments.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, errorText } from "../api";
-import { ago, pretty, when } from "../format";
+import { ago, when } from "../format";
 import { href, type Route } from "../router";
 import type { Approval, AuditEvent, Signed } from "../types";
 import { ArgsTable, Badge, Countdown, ErrorBox, Loading, useNow } from "../ui/common";
+import { HazardWarning, hasHazards, JsonText, Text } from "../ui/value";
 import { EditArgs } from "./edit_args";
 
 const FINAL = new Set(["denied", "expired", "cancelled", "executed", "failed"]);
@@ -86,7 +87,11 @@ export function Approvals({ route, me }: { route: Route; me: Signed }) {
                   aria-current={a.id === selected ? "true" : undefined}
                 >
                   <span class="item-title">
-                    <code>{a.tool}</code> <span class="muted">by</span> {a.agent}
+                    <code>
+                      <Text text={a.tool} />
+                    </code>{" "}
+                    <span class="muted">by</span> {a.agent}
+                    {hasHazards([a.tool, a.args]) ? <Badge kind="hazard">hidden characters</Badge> : null}
                   </span>
                   <span class="item-reason">{a.reason}</span>
                   <span class="item-meta">
@@ -172,22 +177,35 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
     <article class="approval">
       <header>
         <h2>
-          <code>{approval.tool}</code>
+          <code>
+            <Text text={approval.tool} />
+          </code>
         </h2>
         <Badge kind={approval.status}>{approval.status}</Badge>
         {pending ? <Countdown until_us={approval.expires_at_us} /> : null}
       </header>
+      <HazardWarning value={approval.args} />
       <dl class="facts">
         <dt>Agent</dt>
         <dd>
           {approval.agent} <span class="muted">({approval.environment})</span>
         </dd>
         <dt>Session</dt>
-        <dd>{approval.session ? <a href={href(["sessions", approval.session])}>{approval.session}</a> : "—"}</dd>
+        <dd>
+          {approval.session ? (
+            <a href={href(["sessions", approval.session])}>
+              <Text text={approval.session} />
+            </a>
+          ) : (
+            "—"
+          )}
+        </dd>
         <dt>Rule</dt>
         <dd>{approval.rule_ids.length ? approval.rule_ids.map((r) => <code key={r}>{r} </code>) : "—"}</dd>
         <dt>Reason</dt>
-        <dd>{approval.reason}</dd>
+        <dd>
+          <Text text={approval.reason} />
+        </dd>
         <dt>Approvers</dt>
         <dd>
           {approval.approvers.join(", ") || "any approver"}
@@ -203,7 +221,7 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
       <ErrorBox error={error} />
       {pending && refused ? <p class="muted">{refused}</p> : null}
       {pending && mayDecide && mode === "view" ? (
-        <div class="actions">
+        <div class="actions sticky" role="group" aria-label="Decide">
           <button type="button" class="primary" disabled={busy} onClick={() => decide(true)}>
             Approve
           </button>
@@ -227,7 +245,7 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
             Note for the agent (why not)
             <textarea name="note" maxLength={2000} value={note} onInput={(e) => setNote(e.currentTarget.value)} />
           </label>
-          <div class="actions">
+          <div class="actions sticky">
             <button type="submit" class="danger" disabled={busy}>
               Deny
             </button>
@@ -281,12 +299,16 @@ function Outcome({ approval }: { approval: Approval }) {
       </p>
       {approval.note ? (
         <p>
-          Note: <q>{approval.note}</q>
+          Note:{" "}
+          <q>
+            <Text text={approval.note} />
+          </q>
         </p>
       ) : null}
       {approval.edited_args ? (
         <>
           <h4>Approved with edited arguments</h4>
+          <HazardWarning value={approval.edited_args} what="edited call" />
           <ArgsTable args={approval.edited_args} />
         </>
       ) : null}
@@ -295,7 +317,7 @@ function Outcome({ approval }: { approval: Approval }) {
       ) : approval.status === "executed" ? (
         <>
           <h4>Result</h4>
-          <pre class="json">{pretty(approval.result)}</pre>
+          <JsonText value={approval.result} />
         </>
       ) : approval.status === "failed" ? (
         <p class="error">The call failed: {approval.error}</p>
@@ -319,7 +341,11 @@ function Earlier({ session, before_us }: { session: string; before_us: number })
         {events.map((e) => (
           <li key={e.seq}>
             <span class="muted">{when(e.at_us)}</span> <code>{e.kind}</code>{" "}
-            {e.tool ? <code>{e.tool}</code> : null} {e.decision ? <Badge kind={e.decision}>{e.decision}</Badge> : null}
+            {e.tool ? (
+              <code>
+                <Text text={e.tool} />
+              </code>
+            ) : null} {e.decision ? <Badge kind={e.decision}>{e.decision}</Badge> : null}
             {e.kind === "llm.call" ? <span class="muted"> {String(e.model)}</span> : null}
           </li>
         ))}

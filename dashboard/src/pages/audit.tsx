@@ -2,10 +2,11 @@
 // one record in full with its place in the hash chain, and exports of the current filter.
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText, withQuery } from "../api";
-import { pretty, value, when } from "../format";
+import { value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { AuditEvent } from "../types";
 import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading } from "../ui/common";
+import { HazardWarning, hasHazards, JsonText, Text } from "../ui/value";
 
 const FILTERS = ["agent", "session", "tool", "kind", "decision", "q", "since", "until"] as const;
 type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
@@ -185,9 +186,17 @@ function Search({ filters }: { filters: Filters }) {
                     <code>{e.kind}</code>
                   </td>
                   <td>{e.agent}</td>
-                  <td>{e.tool ? <code>{e.tool}</code> : null}</td>
+                  <td>
+                    {e.tool ? (
+                      <code>
+                        <Text text={e.tool} />
+                      </code>
+                    ) : null}
+                  </td>
                   <td>{e.decision ? <Badge kind={e.decision}>{e.decision}</Badge> : null}</td>
-                  <td class="clip">{summary(e)}</td>
+                  <td class="clip">
+                    {hasHazards(e) ? <Badge kind="hazard">hidden characters</Badge> : null} <Text text={summary(e)} />
+                  </td>
                 </tr>
               ))}
             </tbody>
@@ -214,7 +223,14 @@ function Search({ filters }: { filters: Filters }) {
 export function summary(e: AuditEvent): string {
   if (e.kind === "llm.call")
     return `${value(e.model)} · ${value(e.tokens)} tokens · ${e.priced ? "$" + value(e.cost_usd) : "unpriced"}`;
-  if (e.args) return Object.entries(e.args).map(([k, v]) => `${k}=${value(v)}`).join(", ");
+  if (e.args) {
+    // A cell shows one line: a large call's first arguments are enough (the record has them all).
+    const shown = Object.entries(e.args)
+      .slice(0, 12)
+      .map(([k, v]) => `${k}=${value(v).slice(0, 200)}`)
+      .join(", ");
+    return shown.length > 400 ? shown.slice(0, 400) + "…" : shown;
+  }
   if (e.error) return e.error;
   if (e.reason) return e.reason;
   if (e.decided_by) return `by ${value(e.decided_by)}`;
@@ -245,6 +261,7 @@ function EventDetail({ seq }: { seq: string }) {
       <h1>
         Record {e.seq} <code>{e.kind}</code>
       </h1>
+      <HazardWarning value={e} what="record" />
       <dl class="facts">
         <dt>Time</dt>
         <dd>{when(e.at_us)}</dd>
@@ -253,12 +270,22 @@ function EventDetail({ seq }: { seq: string }) {
           {e.agent} <span class="muted">({e.environment})</span>
         </dd>
         <dt>Session</dt>
-        <dd>{e.session ? <a href={href(["sessions", e.session])}>{e.session}</a> : "—"}</dd>
+        <dd>
+          {e.session ? (
+            <a href={href(["sessions", e.session])}>
+              <Text text={e.session} />
+            </a>
+          ) : (
+            "—"
+          )}
+        </dd>
         <Fact label="Tool" when={e.tool}>
-          <code>{e.tool}</code>
+          <code>
+            <Text text={e.tool ?? ""} />
+          </code>
         </Fact>
         <Fact label="Decision" when={e.decision}>
-          <Badge kind={e.decision ?? ""}>{e.decision}</Badge> {e.reason ?? ""}
+          <Badge kind={e.decision ?? ""}>{e.decision}</Badge> <Text text={e.reason ?? ""} />
         </Fact>
         <Fact label="Rules" when={e.rule_ids?.length}>{(e.rule_ids ?? []).join(", ")}</Fact>
         <Fact label="Policy revision" when={e.policy_revision}>
@@ -290,12 +317,14 @@ function EventDetail({ seq }: { seq: string }) {
           <h2>Arguments</h2>
           <ArgsTable args={e.args} redacted={e.args_redacted ?? []} />
           {e.args_redacted?.length ? (
-            <p class="muted">Redacted before storage: {e.args_redacted.join(", ")}</p>
+            <p class="muted">
+              Redacted before storage: <Text text={e.args_redacted.join(", ")} />
+            </p>
           ) : null}
         </>
       ) : null}
       <h2>Whole record</h2>
-      <pre class="json">{pretty(e)}</pre>
+      <JsonText value={e} />
     </article>
   );
 }

@@ -1,8 +1,15 @@
 // Approve with edited arguments: one typed input per argument, checked as you type, then a
 // review of proposed against edited values before anything is sent.
+//
+// Only the fields on screen are drawn (a page at a time, or those a search finds), and only the
+// edited ones are parsed and compared, so an approval with thousands of arguments opens at once
+// and typing costs the same as with three. A value holding hidden or direction-changing
+// characters is edited as JSON, each such character written as a \u escape: exact, and seen.
 import { useMemo, useState } from "preact/hooks";
-import { value as show } from "../format";
+import { count } from "../format";
 import { Head } from "../ui/common";
+import { Text, Value } from "../ui/value";
+import { escapedJson, segments } from "../visible";
 
 type Kind = "number" | "boolean" | "string" | "json" | "redacted";
 
@@ -10,40 +17,45 @@ interface Field {
   name: string;
   kind: Kind;
   original: unknown;
-  text: string;
+  text: string; // what the input starts with
+  hidden: boolean; // holds characters shown as tokens
 }
 
-function kindOf(v: unknown): Kind {
-  if (v === "[REDACTED]") return "redacted";
-  if (typeof v === "number") return "number";
-  if (typeof v === "boolean") return "boolean";
-  if (typeof v === "string") return "string";
-  return "json";
+const PAGE = 50;
+
+function holdsHazards(text: string): boolean {
+  return segments(text).some((s) => typeof s !== "string");
 }
 
-function initial(args: Record<string, unknown>): Field[] {
-  return Object.entries(args).map(([name, v]) => {
-    const kind = kindOf(v);
-    return { name, kind, original: v, text: kind === "string" || kind === "redacted" ? String(v) : JSON.stringify(v) };
-  });
+function fieldOf(name: string, v: unknown): Field {
+  const hidden = typeof v === "string" && holdsHazards(v);
+  if (v === "[REDACTED]") return { name, kind: "redacted", original: v, text: v, hidden };
+  if (typeof v === "number") return { name, kind: "number", original: v, text: JSON.stringify(v), hidden };
+  if (typeof v === "boolean") return { name, kind: "boolean", original: v, text: String(v), hidden };
+  if (typeof v === "string" && !hidden) return { name, kind: "string", original: v, text: v, hidden };
+  const text = escapedJson(v);
+  return { name, kind: "json", original: v, text, hidden: hidden || text !== JSON.stringify(v) };
 }
 
-function parse(field: Field): { ok: true; value: unknown } | { ok: false; problem: string } {
+type Parsed = { ok: true; value: unknown } | { ok: false; problem: string };
+
+function parse(field: Field, text: string): Parsed {
+  if (text === field.text) return { ok: true, value: field.original };
   switch (field.kind) {
     case "redacted":
       return { ok: true, value: field.original };
     case "string":
-      return { ok: true, value: field.text };
+      return { ok: true, value: text };
     case "boolean":
-      return { ok: true, value: field.text === "true" };
+      return { ok: true, value: text === "true" };
     case "number": {
-      const n = Number(field.text);
-      if (field.text.trim() === "" || !Number.isFinite(n)) return { ok: false, problem: "must be a number" };
+      const n = Number(text);
+      if (text.trim() === "" || !Number.isFinite(n)) return { ok: false, problem: "must be a number" };
       return { ok: true, value: n };
     }
     case "json":
       try {
-        return { ok: true, value: JSON.parse(field.text) as unknown };
+        return { ok: true, value: JSON.parse(text) as unknown };
       } catch {
         return { ok: false, problem: "must be valid JSON" };
       }
@@ -60,17 +72,37 @@ export function EditArgs(props: {
   onCancel: () => void;
   onConfirm: (changed: Record<string, unknown>) => void;
 }) {
-  const [fields, setFields] = useState(() => initial(props.args));
+  const names = useMemo(() => Object.keys(props.args), [props.args]);
+  const fields = useMemo(() => new Map<string, Field>(), [props.args]); // made when first drawn
+  const field = (name: string) => {
+    let f = fields.get(name);
+    if (!f) fields.set(name, (f = fieldOf(name, props.args[name])));
+    return f;
+  };
+  const [edits, setEdits] = useState<Record<string, string>>({});
+  const [find, setFind] = useState("");
+  const [shown, setShown] = useState(PAGE);
   const [reviewing, setReviewing] = useState(false);
-  const parsed = useMemo(() => fields.map((f) => ({ field: f, result: parse(f) })), [fields]);
-  const invalid = parsed.some((p) => !p.result.ok);
-  const changed: Record<string, unknown> = {};
-  for (const { field, result } of parsed)
-    if (result.ok && !same(result.value, field.original)) changed[field.name] = result.value;
-  const names = Object.keys(changed);
 
-  const set = (name: string, text: string) =>
-    setFields((all) => all.map((f) => (f.name === name ? { ...f, text } : f)));
+  // Only edited fields are parsed and compared: typing does not walk every argument.
+  const { changed, invalid } = useMemo(() => {
+    const out: Record<string, unknown> = {};
+    let bad = false;
+    for (const [name, text] of Object.entries(edits)) {
+      const f = field(name);
+      const result = parse(f, text);
+      if (!result.ok) bad = true;
+      else if (text !== f.text && !same(result.value, f.original)) out[name] = result.value;
+    }
+    return { changed: out, invalid: bad };
+  }, [edits]);
+  const changedNames = Object.keys(changed);
+
+  const matching = useMemo(() => {
+    const q = find.trim().toLowerCase();
+    return q ? names.filter((n) => n.toLowerCase().includes(q)) : names;
+  }, [names, find]);
+  const set = (name: string, text: string) => setEdits((all) => ({ ...all, [name]: text }));
 
   if (reviewing)
     return (
@@ -79,23 +111,29 @@ export function EditArgs(props: {
         <table class="diff">
           <Head cols={["argument", "proposed by the agent", "to run"]} />
           <tbody>
-            {names.map((name) => (
+            {changedNames.map((name) => (
               <tr key={name}>
                 <th scope="row">
-                  <code>{name}</code>
+                  <code>
+                    <Text text={name} />
+                  </code>
                 </th>
                 <td class="old">
-                  <code>{show(props.args[name])}</code>
+                  <code class="value" dir="ltr">
+                    <Value value={props.args[name]} />
+                  </code>
                 </td>
                 <td class="new">
-                  <code>{show(changed[name])}</code>
+                  <code class="value" dir="ltr">
+                    <Value value={changed[name]} />
+                  </code>
                 </td>
               </tr>
             ))}
           </tbody>
         </table>
         <p class="muted">The edited call is checked against the policy again before it runs.</p>
-        <div class="actions">
+        <div class="actions sticky">
           <button type="button" class="primary" disabled={props.busy} onClick={() => props.onConfirm(changed)}>
             Confirm and approve
           </button>
@@ -112,61 +150,92 @@ export function EditArgs(props: {
       aria-label="Edit arguments"
       onSubmit={(e) => {
         e.preventDefault();
-        if (!invalid && names.length) setReviewing(true);
+        if (!invalid && changedNames.length) setReviewing(true);
       }}
     >
       <h3>Edit arguments</h3>
-      {parsed.map(({ field, result }) => (
-        <div class="field" key={field.name}>
-          <label for={`arg-${field.name}`}>
-            <code>{field.name}</code> <span class="muted">{field.kind}</span>
-          </label>
-          {field.kind === "boolean" ? (
-            <input
-              id={`arg-${field.name}`}
-              type="checkbox"
-              checked={field.text === "true"}
-              onChange={(e) => set(field.name, String(e.currentTarget.checked))}
-            />
-          ) : field.kind === "json" || (field.kind === "string" && field.text.length > 80) ? (
-            <textarea
-              id={`arg-${field.name}`}
-              value={field.text}
-              aria-invalid={!result.ok}
-              onInput={(e) => set(field.name, e.currentTarget.value)}
-            />
-          ) : (
-            <input
-              id={`arg-${field.name}`}
-              type={field.kind === "number" ? "number" : "text"}
-              step="any"
-              value={field.text}
-              readOnly={field.kind === "redacted"}
-              aria-invalid={!result.ok}
-              onInput={(e) => set(field.name, e.currentTarget.value)}
-            />
-          )}
-          {field.kind === "redacted" ? <span class="muted">hidden from view; kept as the agent sent it</span> : null}
-          {!result.ok ? (
-            <span class="field-error" role="alert">
-              {result.problem}
-            </span>
-          ) : null}
-        </div>
+      {names.length > PAGE ? (
+        <label class="find">
+          Find an argument ({count(names.length)})
+          <input type="search" value={find} onInput={(e) => setFind(e.currentTarget.value)} />
+        </label>
+      ) : null}
+      {matching.slice(0, shown).map((name) => (
+        <FieldInput key={name} field={field(name)} text={edits[name]} onText={(text) => set(name, text)} />
       ))}
+      {matching.length > shown ? (
+        <p class="more">
+          {count(shown)} of {count(matching.length)} arguments shown{" "}
+          <button type="button" onClick={() => setShown(shown + PAGE * 4)}>
+            Show {count(Math.min(PAGE * 4, matching.length - shown))} more
+          </button>
+        </p>
+      ) : null}
+      {!matching.length ? <p class="muted">No argument has that in its name.</p> : null}
       <label>
         Note for the agent (optional)
         <textarea name="note" maxLength={2000} value={props.note} onInput={(e) => props.onNote(e.currentTarget.value)} />
       </label>
-      <div class="actions">
-        <button type="submit" class="primary" disabled={invalid || !names.length}>
-          Review changes
+      {!changedNames.length && !invalid ? <p class="muted">Change a value to review the edit.</p> : null}
+      <div class="actions sticky">
+        <button type="submit" class="primary" disabled={invalid || !changedNames.length}>
+          Review changes{changedNames.length ? ` (${changedNames.length})` : ""}
         </button>
         <button type="button" onClick={props.onCancel}>
           Cancel
         </button>
       </div>
-      {!names.length && !invalid ? <p class="muted">Change a value to review the edit.</p> : null}
     </form>
+  );
+}
+
+function FieldInput({ field, text = field.text, onText }: { field: Field; text?: string; onText: (t: string) => void }) {
+  const result = parse(field, text);
+  const id = `arg-${field.name}`;
+  return (
+    <div class="field">
+      <label for={id}>
+        <code>
+          <Text text={field.name} />
+        </code>{" "}
+        <span class="muted">{field.hidden ? `${field.kind}, hidden characters as \\u escapes` : field.kind}</span>
+      </label>
+      {field.kind === "boolean" ? (
+        <input id={id} type="checkbox" checked={text === "true"} onChange={(e) => onText(String(e.currentTarget.checked))} />
+      ) : field.kind === "json" || (field.kind === "string" && text.length > 80) ? (
+        <textarea
+          id={id}
+          dir="ltr"
+          value={text}
+          aria-invalid={!result.ok}
+          onInput={(e) => onText(e.currentTarget.value)}
+        />
+      ) : (
+        <input
+          id={id}
+          dir="ltr"
+          type={field.kind === "number" ? "number" : "text"}
+          step="any"
+          value={text}
+          readOnly={field.kind === "redacted"}
+          aria-invalid={!result.ok}
+          onInput={(e) => onText(e.currentTarget.value)}
+        />
+      )}
+      {field.hidden ? (
+        <span class="as-sent">
+          as the agent sent it:{" "}
+          <code class="value" dir="ltr">
+            <Value value={field.original} />
+          </code>
+        </span>
+      ) : null}
+      {field.kind === "redacted" ? <span class="muted">hidden from view; kept as the agent sent it</span> : null}
+      {!result.ok ? (
+        <span class="field-error" role="alert">
+          {result.problem}
+        </span>
+      ) : null}
+    </div>
   );
 }

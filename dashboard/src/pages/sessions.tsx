@@ -1,10 +1,11 @@
 // Sessions: the recent ones, and one replayed step by step with running totals of cost and tokens.
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { api, errorText } from "../api";
-import { count, duration, pretty, usd, value, when } from "../format";
+import { count, duration, usd, value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { AuditEvent } from "../types";
 import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading, Spend } from "../ui/common";
+import { HazardWarning, JsonText, Text } from "../ui/value";
 
 interface SessionSummary {
   session: string;
@@ -139,7 +140,10 @@ function Replay({ id, step }: { id: string; step: number }) {
         ← Sessions
       </a>
       <h1>
-        Session <code>{id}</code>
+        Session{" "}
+        <code>
+          <Text text={id} />
+        </code>
       </h1>
       <p class="muted">
         {events[0].agent} · {when(events[0].at_us)} to {when(events[last].at_us)} ·{" "}
@@ -187,7 +191,7 @@ function Replay({ id, step }: { id: string; step: number }) {
           {events.map((e, i) => (
             <li key={e.seq} class={i === at ? "current" : i > at ? "future" : ""}>
               <button type="button" class="link" onClick={() => go(i)} aria-current={i === at ? "step" : undefined}>
-                <span class="muted">{when(e.at_us).slice(11, 19)}</span> {label(e)}
+                <span class="muted">{when(e.at_us).slice(11, 19)}</span> <Text text={label(e)} />
               </button>
             </li>
           ))}
@@ -245,7 +249,9 @@ function Step({ event: e }: { event: AuditEvent }) {
         <dl class="facts">
           <dt>Tool</dt>
           <dd>
-            <code>{value(e.tool)}</code>
+            <code>
+              <Text text={value(e.tool)} />
+            </code>
           </dd>
           <Fact label={e.kind === "tool_call.decided" ? "Decision" : "Status"} when={e.decision}>
             <Badge kind={e.decision ?? ""}>{e.decision}</Badge> {e.reason ?? ""}
@@ -253,12 +259,16 @@ function Step({ event: e }: { event: AuditEvent }) {
           <Fact label="Rules" when={e.rule_ids?.length}>{(e.rule_ids ?? []).join(", ")}</Fact>
           <Fact label="Decided by" when={e.by}>{value(e.by)}</Fact>
           <Fact label="Agent waited" when={e.waited_ms !== undefined}>{duration(Number(e.waited_ms) / 1000)}</Fact>
-          <Fact label="Note" when={e.note}>{value(e.note)}</Fact>
+          <Fact label="Note" when={e.note}>
+            <Text text={value(e.note)} />
+          </Fact>
           <Fact label="Ran for" when={e.duration_ms !== undefined}>{value(e.duration_ms)} ms</Fact>
           {e.error ? (
             <>
               <dt>Error</dt>
-              <dd class="error">{e.error}</dd>
+              <dd class="error">
+                <Text text={e.error} />
+              </dd>
             </>
           ) : null}
           <Fact label="Approval" when={e.approval_id}>
@@ -266,6 +276,7 @@ function Step({ event: e }: { event: AuditEvent }) {
           </Fact>
         </dl>
       ) : null}
+      <HazardWarning value={e} what="step" />
       {e.args ? (
         <>
           <h3>Arguments</h3>
@@ -281,7 +292,7 @@ function Step({ event: e }: { event: AuditEvent }) {
       {e.result !== undefined ? (
         <>
           <h3>Result</h3>
-          <pre class="json">{pretty(e.result)}</pre>
+          <JsonText value={e.result} />
         </>
       ) : null}
       <p>

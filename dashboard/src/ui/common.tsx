@@ -1,7 +1,8 @@
 // Small pieces every page uses.
 import type { ComponentChildren } from "preact";
-import { useEffect, useState } from "preact/hooks";
-import { duration, usd, value } from "../format";
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { count, duration, usd } from "../format";
+import { Text, Value } from "./value";
 
 export function useNow(everyMs = 1000): number {
   const [now, setNow] = useState(Date.now());
@@ -56,30 +57,48 @@ export function Head({ cols }: { cols: string[] }) {
   );
 }
 
+const ROWS = 50; // arguments shown before "show more"
+
+/** A call's arguments, one row each: names and values as text with hazards marked, large ones collapsed. */
 export function ArgsTable({ args, redacted = [] }: { args: Record<string, unknown>; redacted?: string[] }) {
-  const names = Object.keys(args);
+  const names = useMemo(() => Object.keys(args), [args]);
+  const [rows, setRows] = useState(ROWS);
   if (!names.length) return <p class="muted">no arguments</p>;
   return (
-    <table class="args">
-      <Head cols={["argument", "value"]} />
-      <tbody>
-        {names.map((name) => (
-          <tr key={name}>
-            <th scope="row">
-              <code>{name}</code>
-            </th>
-            <td>
-              <code class="value">{value(args[name])}</code>
-              {hidden(redacted, name) || args[name] === "[REDACTED]" ? (
-                <span class="badge badge-redacted" title="removed before it was stored">
-                  redacted
-                </span>
-              ) : null}
-            </td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+    <>
+      <table class="args">
+        <Head cols={["argument", "value"]} />
+        <tbody>
+          {names.slice(0, rows).map((name) => (
+            <tr key={name}>
+              <th scope="row">
+                <code>
+                  <Text text={name} />
+                </code>
+              </th>
+              <td>
+                <code class="value" dir="ltr">
+                  <Value value={args[name]} />
+                </code>
+                {hidden(redacted, name) || args[name] === "[REDACTED]" ? (
+                  <span class="badge badge-redacted" title="removed before it was stored">
+                    redacted
+                  </span>
+                ) : null}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {names.length > rows ? (
+        <p class="more">
+          {count(rows)} of {count(names.length)} arguments shown{" "}
+          <button type="button" onClick={() => setRows(rows + ROWS * 10)}>
+            Show {count(Math.min(ROWS * 10, names.length - rows))} more
+          </button>
+        </p>
+      ) : null}
+    </>
   );
 }
 
