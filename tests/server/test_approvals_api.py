@@ -112,7 +112,7 @@ def test_decisions_over_http_refuse_bad_input_and_leave_it_pending(
     db = Database(server_db)
     refused = [e.body for e in query(db, EventFilter(kind="approval.refused"))]
     db.close()
-    assert len(refused) == 5  # the edits, the agent, the admin, the unknown id (the malformed body never got there)
+    assert len(refused) == 6  # the edits, the deny with edits, the agent, the admin, the unknown id (not bad bodies)
     ok = client.post(approve, headers=setup["approver"], json={"args": {"amount": 300}, "note": "fine"}).json()
     assert ok["status"] == "approved" and ok["edited_args"] == {"amount": 300} and ok["note"] == "fine"
     again = client.post(approve, headers=setup["approver"])

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ... import _decisions as decisions
 from ..._clock import now_us
-from ..._text import Text
+from ..._text import Text, text_problem
 from ...errors import (
     ApprovalAlreadyDecided,
     ApprovalEditRejected,
@@ -284,15 +284,53 @@ def decider(key: ApiKey) -> decisions.Decider:
     return decisions.Decider(actor(key), frozenset(key.scopes), key.agent)
 
 
-async def _decide(
-    request: Request, db: Database, approval_id: str, key: ApiKey, approve: bool, body: DecisionIn
-) -> ApprovalOut:
+_MAX_ID = 100  # every approval id is `apr_` and 32 hex digits
+
+
+def shown_id(approval_id: str) -> str:
+    """An approval id as records and messages show it: at most 100 characters, storable by every store."""
+    shown = approval_id[:_MAX_ID]
+    if text_problem(shown) is not None:
+        shown = ascii(shown)[1:-1]  # NUL and lone surrogates as escapes
+    return shown + ("…" if len(approval_id) > _MAX_ID else "")
+
+
+def decide_as(
+    db: Database,
+    approval_id: str,
+    key: ApiKey,
+    *,
+    approve: bool,
+    note: str | None,
+    note_field: str = "body.note",
+    args: dict[str, Any] | None = None,
+) -> Approval:
+    """Decide as `key`, or answer why not; every refused attempt is audited once (`approval.refused`).
+
+    The role is checked before the approval is looked up (a key or person without the approver
+    role learns nothing about which ids exist); an id no approval can have (too long, or text
+    no store keeps) is unknown without asking the store.
+
+    Raises:
+        APIError: 403 (not theirs to decide), 404 (no such approval), 409 (decided already),
+            422 (a note no store keeps, or edits that do not fit).
+    """
+    if note is not None and (problem := text_problem(note)) is not None:
+        raise APIError(422, f"the note {problem}", details=[{"location": note_field, "message": problem}])
+    who = decider(key)
+    shown = shown_id(approval_id)
+    if "approver" not in key.scopes:
+        why = "only approvers decide approvals (this key or person lacks the approver role)"
+        decisions.refuse(db, shown, who, approve=approve, why=why)
+        raise APIError(403, why)
+    if shown != approval_id:
+        why = f"no approval has the id {shown!r}"
+        decisions.refuse(db, shown, who, approve=approve, why=why)
+        raise APIError(404, why)
     try:
-        decided = await run_in_threadpool(
-            lambda: decisions.decide(db, approval_id, approve=approve, by=decider(key), note=body.note, args=body.args)
-        )
+        return decisions.decide(db, approval_id, approve=approve, by=who, note=note, args=args)
     except ApprovalNotFound:
-        raise APIError(404, f"no approval has the id {approval_id!r}") from None
+        raise APIError(404, f"no approval has the id {shown!r}") from None
     except ApprovalForbidden as exc:
         raise APIError(403, str(exc)) from None
     except ApprovalEditRejected as exc:
@@ -308,6 +346,14 @@ async def _decide(
                 {"location": "decided_by", "message": exc.decided_by or ""},
             ],
         ) from None
+
+
+async def _decide(
+    request: Request, db: Database, approval_id: str, key: ApiKey, approve: bool, body: DecisionIn
+) -> ApprovalOut:
+    decided = await run_in_threadpool(
+        lambda: decide_as(db, approval_id, key, approve=approve, note=body.note, args=body.args)
+    )
     longpoll.announce(request, "approvals")
     return ApprovalOut.of(decided, key)
 
@@ -327,9 +373,7 @@ async def approve(
 
 @router.post("/approvals/{approval_id}/deny", summary="Deny (approver)")
 async def deny(approval_id: str, request: Request, key: Caller, db: Db, body: DecisionIn | None = None) -> ApprovalOut:
-    """Deny a pending approval; the note is returned to the agent."""
-    if body is not None and body.args is not None:
-        raise APIError(422, "only an approval can change the arguments", details=[{"location": "body.args"}])
+    """Deny a pending approval; the note is returned to the agent (arguments are refused: 422)."""
     return await _decide(request, db, approval_id, key, False, body or DecisionIn())
 
 

@@ -12,22 +12,22 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from ... import _decisions as decisions
 from ..._guard._record import llm_event
-from ...errors import ApprovalAlreadyDecided, ApprovalForbidden, ApprovalNotFound
+from ...errors import ApprovalNotFound
 from ...store import Database
 from ...store import _approvals as approvals
 from ...store import _events as events
 from ...store._keys import ApiKey
 from .._auth import current_key, database, require
 from .._errors import APIError
-from .approvals import decider
+from .approvals import decide_as, shown_id
 from .check import decide_for
 
 router = APIRouter(tags=["ardenpy compatibility"])
 Db = Annotated[Database, Depends(database)]
 Agent = Annotated[ApiKey, Depends(require("agent"))]
-Approver = Annotated[ApiKey, Depends(require("approver"))]
+# Approving and denying take any key or person: who may decide is checked, and a refusal audited, with the decision.
+Caller = Annotated[ApiKey, Depends(current_key)]
 _DECISIONS = {"allow": "allow", "require_approval": "requires_approval", "block": "block"}
 _STATUS = {"allow": "approved", "require_approval": "pending", "block": "denied"}
 _APPROVAL_STATUS = {"pending": "pending", "approved": "approved", "executed": "approved", "failed": "approved"}
@@ -99,16 +99,19 @@ async def policy_check(body: ArdenCheck, request: Request, key: Agent) -> ArdenD
 
 
 @router.get("/status/{action_id}", summary="ardenpy: the status of an action")
-def status(action_id: str, key: Annotated[ApiKey, Depends(current_key)], db: Db) -> ArdenStatus:
+def status(action_id: str, key: Caller, db: Db) -> ArdenStatus:
     """An approval's status (pending, approved or denied), or a decided call's."""
     privileged = bool({"approver", "admin"} & set(key.scopes))
+    unknown = APIError(404, f"no action has the id {shown_id(action_id)!r}")
+    if shown_id(action_id) != action_id:  # longer than any id, or text no store keeps
+        raise unknown
     if action_id.startswith("apr_"):
         try:
             a = approvals.get(db, action_id)
         except ApprovalNotFound:
-            raise APIError(404, f"no action has the id {action_id!r}") from None
+            raise unknown from None
         if not privileged and a.agent != key.agent:
-            raise APIError(404, f"no action has the id {action_id!r}")
+            raise unknown
         return ArdenStatus(
             action_id=a.id,
             status=_APPROVAL_STATUS.get(a.status, "denied"),  # type: ignore[arg-type]
@@ -117,7 +120,7 @@ def status(action_id: str, key: Annotated[ApiKey, Depends(current_key)], db: Db)
         )
     found = [e.body for e in events.find(db, action_id) if e.body.get("kind") == "tool_call.decided"]
     if not found or (not privileged and found[0]["agent"] != key.agent):
-        raise APIError(404, f"no action has the id {action_id!r}")
+        raise unknown
     decided = found[0]
     return ArdenStatus(
         action_id=action_id,
@@ -128,28 +131,18 @@ def status(action_id: str, key: Annotated[ApiKey, Depends(current_key)], db: Db)
 
 
 def _decide(action_id: str, key: ApiKey, db: Database, approve: bool, body: ArdenApproval) -> dict[str, str]:
-    try:
-        a = approvals.get(db, action_id)
-    except ApprovalNotFound:
-        raise APIError(404, f"no action has the id {action_id!r}") from None
-    del a  # it exists; who may decide it is checked with the decision
-    try:
-        decisions.decide(db, action_id, approve=approve, by=decider(key), note=body.message)
-    except ApprovalForbidden as exc:
-        raise APIError(403, str(exc)) from None
-    except ApprovalAlreadyDecided as exc:
-        raise APIError(409, str(exc)) from None
+    decide_as(db, action_id, key, approve=approve, note=body.message, note_field="body.message")
     return {"action_id": action_id, "status": "approved" if approve else "denied"}
 
 
 @router.post("/approve/{action_id}", summary="ardenpy: approve (approver)")
-def approve(action_id: str, key: Approver, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
+def approve(action_id: str, key: Caller, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
     """Approve a pending action."""
     return _decide(action_id, key, db, True, body or ArdenApproval())
 
 
 @router.post("/deny/{action_id}", summary="ardenpy: deny (approver)")
-def deny(action_id: str, key: Approver, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
+def deny(action_id: str, key: Caller, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
     """Deny a pending action; the message is returned to the agent."""
     return _decide(action_id, key, db, False, body or ArdenApproval())
 
