@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ... import _webhooks as webhooks
 from ..._clock import now_us
+from ..._text import Text
 from ...store._events import new_id
 from ...store._keys import ApiKey
 from .._auth import actor, require
@@ -104,7 +105,7 @@ class WebhookTest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://")
+    url: Text = Field(min_length=8, max_length=2000, pattern=r"^https?://")
 
 
 @router.post("/webhooks/test", summary="Send a signed test webhook (admin)")

@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from ..._clock import now_us
+from ..._text import Text
 from ...errors import PolicyError
 from ...policy import PolicyDocument, parse_policy
 from ...store import Database, EventFilter
@@ -119,7 +120,7 @@ def budgets(db: Database, agent: str | None, sessions: int) -> list[BudgetUse]:
 
 @router.get("/budgets", summary="Budgets of the active policies, and what is spent of them")
 async def list_budgets(
-    key: Caller, db: Db, agent: str | None = None, sessions: Annotated[int, Query(ge=1, le=500)] = 50
+    key: Caller, db: Db, agent: Text | None = None, sessions: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[BudgetUse]:
     """The session budgets of the most recently active sessions and the agent budgets of their agents.
 

@@ -11,8 +11,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..._text import Text, checked_text
 from ...errors import PolicyError
 from ...policy import Policy, parse_policy
 from ...store import Database
@@ -33,8 +34,8 @@ class Draft(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT)
-    source: str = Field(default="policy.yaml", min_length=1, max_length=200)
+    text: Text = Field(min_length=1, max_length=MAX_TEXT)
+    source: Text = Field(default="policy.yaml", min_length=1, max_length=200)
 
 
 class Validation(BaseModel):
@@ -65,7 +66,9 @@ class HistoryTest(Draft):
     """A draft, and how much history to decide again."""
 
     last: int = Field(default=1000, ge=1, le=100_000, description="the last N recorded calls")
-    agent: str | None = Field(default=None, max_length=200, description="only this agent's calls")
+    agent: Annotated[str, Field(max_length=200), AfterValidator(checked_text)] | None = Field(
+        default=None, description="only this agent's calls"
+    )
     only_changed: bool = True
 
 

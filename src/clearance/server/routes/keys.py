@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Request, status
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..._text import Text, checked_text
 from ...store import Database
 from ...store import _keys as keys
 from ...store._keys import ApiKey, Scope
@@ -50,9 +51,9 @@ class KeyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
     scopes: list[Scope] = Field(min_length=1)
-    agent: str | None = Field(default=None, min_length=1, max_length=200)
+    agent: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(checked_text)] | None = None
     environment: str = Field(default="test", pattern=r"^[a-z0-9-]{1,40}$")
 
 
@@ -97,7 +98,7 @@ def list_keys(_: Admin, db: Db) -> list[KeyOut]:
 
 
 @router.delete("/keys/{key_id}", summary="Revoke a key (admin)")
-def revoke_key(key_id: str, request: Request, admin: Admin, db: Db) -> KeyOut:
+def revoke_key(key_id: Annotated[Text, Path()], request: Request, admin: Admin, db: Db) -> KeyOut:
     """Revoke a key at once (idempotent)."""
     key = keys.revoke(db, key_id, by=actor(admin))
     cache = getattr(request.app.state, "key_cache", None)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from ..._text import Text, checked_text
 from ...store import Database
 from ...store import _policies as policies
 from ...store._keys import ApiKey
@@ -24,6 +25,7 @@ from .._errors import APIError
 router = APIRouter(prefix="/v1", tags=["policies"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 Db = Annotated[Database, Depends(database)]
+RevisionId = Annotated[Text, Path()]
 _RECHECK_SECONDS = 1.0
 
 
@@ -72,8 +74,8 @@ class PolicyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1)
-    source: str = Field(default="policy.yaml", min_length=1, max_length=200)
+    text: Text = Field(min_length=1)
+    source: Text = Field(default="policy.yaml", min_length=1, max_length=200)
 
 
 class Target(BaseModel):
@@ -81,7 +83,7 @@ class Target(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    agent: str | None = Field(default=None, min_length=1, max_length=200)
+    agent: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(checked_text)] | None = None
     environment: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,40}$")
 
     @model_validator(mode="after")
@@ -163,14 +165,17 @@ async def _revision(db: Database, rev_id: str) -> Revision:
 
 
 @router.get("/policies/{rev_id}", summary="One revision, with its text (admin)")
-async def get_policy(rev_id: str, _: Admin, db: Db) -> RevisionOut:
+async def get_policy(rev_id: RevisionId, _: Admin, db: Db) -> RevisionOut:
     """A revision with its text and, for a rejected draft, its problems."""
     return RevisionOut.of(await _revision(db, rev_id), with_text=True)
 
 
 @router.get("/policies/{rev_id}/diff", summary="Diff two revisions (admin)")
 async def diff_policy(
-    rev_id: str, _: Admin, db: Db, against: Annotated[str | None, Query(description="default: its parent")] = None
+    rev_id: RevisionId,
+    _: Admin,
+    db: Db,
+    against: Annotated[Text | None, Query(description="default: its parent")] = None,
 ) -> dict[str, str]:
     """A unified diff from `against` (default: the revision's parent) to `rev_id`."""
     new = await _revision(db, rev_id)
@@ -193,7 +198,7 @@ async def _activate(request: Request, db: Database, rev_id: str, scope: str, adm
 
 
 @router.post("/policies/{rev_id}/activate", summary="Activate a revision for a scope (admin)")
-async def activate_policy(rev_id: str, target: Target, request: Request, admin: Admin, db: Db) -> Activation:
+async def activate_policy(rev_id: RevisionId, target: Target, request: Request, admin: Admin, db: Db) -> Activation:
     """Make the revision active for an agent, an environment, or everyone, at once."""
     return await _activate(request, db, rev_id, target.scope, admin)
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..._text import Text, checked_text
 from ...store import Database
 from ...store import _users as users
 from ...store._keys import ApiKey
@@ -23,6 +24,7 @@ router = APIRouter(prefix="/v1", tags=["users"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 Db = Annotated[Database, Depends(database)]
 Role = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="approver, admin, or a group")]
+Password = Annotated[str, Field(min_length=12, max_length=1024), AfterValidator(checked_text)]
 
 
 class UserOut(BaseModel):
@@ -51,8 +53,8 @@ class UserCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    username: str = Field(min_length=1, max_length=200)
-    password: str = Field(min_length=12, max_length=1024)
+    username: Text = Field(min_length=1, max_length=200)
+    password: Text = Field(min_length=12, max_length=1024)
     roles: list[Role] = Field(min_length=1)
 
 
@@ -62,10 +64,10 @@ class UserChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     roles: list[Role] | None = Field(default=None, min_length=1)
-    password: str | None = Field(default=None, min_length=12, max_length=1024)
+    password: Password | None = None
     disabled: bool | None = None
-    slack_user_id: str | None = Field(
-        default=None, max_length=40, description="the Slack user who decides as this person (null: none)"
+    slack_user_id: Annotated[str, Field(max_length=40), AfterValidator(checked_text)] | None = Field(
+        default=None, description="the Slack user who decides as this person (null: none)"
     )
 
 
@@ -74,8 +76,8 @@ class PasswordChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=12, max_length=1024)
+    current_password: Text = Field(min_length=1, max_length=1024)
+    new_password: Text = Field(min_length=12, max_length=1024)
 
 
 @router.get("/users", summary="List people (admin)")
@@ -97,7 +99,7 @@ async def create_user(body: UserCreate, admin: Admin, db: Db) -> UserOut:
 
 
 @router.patch("/users/{username}", summary="Change a person's roles, password or access (admin)")
-async def change_user(username: str, body: UserChange, admin: Admin, db: Db) -> UserOut:
+async def change_user(username: Annotated[Text, Path()], body: UserChange, admin: Admin, db: Db) -> UserOut:
     """Change roles, set a new password, or disable / re-enable.
 
     A new password or disabling signs them out everywhere at once. The last enabled admin
