@@ -243,7 +243,13 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
         >
           <label>
             Note for the agent (why not)
-            <textarea name="note" maxLength={2000} value={note} onInput={(e) => setNote(e.currentTarget.value)} />
+            <textarea
+              name="note"
+              maxLength={2000}
+              value={note}
+              ref={(el) => el?.focus()}
+              onInput={(e) => setNote(e.currentTarget.value)}
+            />
           </label>
           <div class="actions sticky">
             <button type="submit" class="danger" disabled={busy}>

@@ -5,7 +5,7 @@
 // edited ones are parsed and compared, so an approval with thousands of arguments opens at once
 // and typing costs the same as with three. A value holding hidden or direction-changing
 // characters is edited as JSON, each such character written as a \u escape: exact, and seen.
-import { useMemo, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { count } from "../format";
 import { Head } from "../ui/common";
 import { Text, Value } from "../ui/value";
@@ -103,11 +103,14 @@ export function EditArgs(props: {
     return q ? names.filter((n) => n.toLowerCase().includes(q)) : names;
   }, [names, find]);
   const set = (name: string, text: string) => setEdits((all) => ({ ...all, [name]: text }));
+  // Below a long argument table the form would open out of sight: bring it (and its buttons) in.
+  const top = useRef<HTMLHeadingElement>(null);
+  useEffect(() => top.current?.scrollIntoView({ block: "start" }), [reviewing]);
 
   if (reviewing)
     return (
       <section class="review" aria-label="Review the edit">
-        <h3>Approve with these changes?</h3>
+        <h3 ref={top}>Approve with these changes?</h3>
         <table class="diff">
           <Head cols={["argument", "proposed by the agent", "to run"]} />
           <tbody>
@@ -153,7 +156,7 @@ export function EditArgs(props: {
         if (!invalid && changedNames.length) setReviewing(true);
       }}
     >
-      <h3>Edit arguments</h3>
+      <h3 ref={top}>Edit arguments</h3>
       {names.length > PAGE ? (
         <label class="find">
           Find an argument ({count(names.length)})
