@@ -190,6 +190,10 @@ def test_every_reader_answers_for_every_record(app: tuple[TestClient, dict[str, 
             assert detail["chain"]["verified"] is True, detail["chain"]
             _check_args(name, detail, detail["event"]["args"])
             assert detail["degraded"] == detail["event"].get("$degraded", [])
+    if role == "admin":  # the chain verifies up to the record that is not JSON, and says so
+        report = _get(client, "/v1/audit/verify", key)
+        assert report["broken_seq"] == found["not-json"]["seq"] and report["problem"] == "its body is not valid JSON"
+        assert report["checked"] == found["not-json"]["seq"] - 1
     sessions = {s["session"] for s in _get(client, "/v1/sessions", key, limit=1000)}
     assert {f"s-{name}" for name in HOSTILE} <= sessions
     _get(client, "/v1/usage", key, by="session")
@@ -272,3 +276,33 @@ def test_shown_never_fails_and_says_how_it_differs() -> None:
     assert record.value["$unreadable"] == "the stored record is not a JSON object" and record.value["$value"] == [1]
     cut = queries._cut('{"s":"[[[{{{","d":' + _nested(200, "[", "]") + "}", 3)
     assert json.loads(cut) == {"s": "[[[{{{", "d": [[{"$truncated": "nested deeper than 100 levels"}]]}
+
+
+def test_usage_and_budgets_sum_what_they_can_read(url: str) -> None:
+    """A record the database cannot read (PostgreSQL: not JSON, a NUL escape, a count beyond BIGINT)
+    once made every usage query fail; the records are then summed one by one instead."""
+    db = Database(url)
+    _, admin = keys.create(db, name="a", scopes=["admin"], agent=None, environment="test", created_by="t")
+    now = time.time_ns() // 1000
+    base = {"agent": "bot", "environment": "test", "session": "s-llm"}
+    llm = [
+        events.make_event("llm.call", now, {**base, "model": "gpt", "input_tokens": 10, "cost_nusd": 1000}),
+        events.make_event("llm.call", now, base, raw={"model": '"m\\u0000x"'}),
+        events.make_event("llm.call", now, base, raw={"model": '"m\\ud800"'}),
+        events.make_event("llm.call", now, {**base, "model": "big"}, raw={"input_tokens": "1180591620717411303424"}),
+        events.make_event("llm.call", now, {**base, "model": "text"}, raw={"input_tokens": '"abc"'}),
+        events.make_event("llm.call", now, {**base, "model": "float"}, raw={"input_tokens": "1e308"}),
+        events.Event(events.new_id("evt"), now, NOT_JSON, events.columns_of({"kind": "llm.call", **base})),
+    ]
+    with db.write() as cur:
+        events.append(db, cur, llm)
+    db.close()
+    with TestClient(create_app(ServerSettings(database_url=url)), raise_server_exceptions=False) as client:
+        for by in ("model", "session", "agent", "day"):
+            rows = _get(client, "/v1/usage", admin, by=by)
+            assert sum(r["calls"] for r in rows) == len(llm), by
+        by_model = {r["key"]: r for r in _get(client, "/v1/usage", admin, by="model")}
+        assert by_model["gpt"]["input_tokens"] == 10 and by_model["gpt"]["cost_usd"] == "0.000001"
+        assert by_model["big"]["input_tokens"] == 2**70 and by_model["text"]["input_tokens"] == 0
+        assert "m\x00x" in by_model and "m\\ud800" in by_model
+        _get(client, "/v1/budgets", admin)

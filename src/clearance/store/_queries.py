@@ -15,9 +15,11 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from ..errors import StoreError
 from . import _events as events
 from ._db import Database
 from ._events import EventFilter, StoredEvent, _where
@@ -254,14 +256,43 @@ def locate(db: Database, seq: int) -> events.Located | None:
         head = int(cur.fetchone()[0])
     prev_seq, prev_hash = (before[0], before[1]) if before else (0, events.GENESIS)
     found = stored_event(row[0], row[14], row[12])
+    return events.Located(found, row[13], head, _check(row, prev_seq, prev_hash, found.body))
+
+
+def verify(db: Database, *, batch: int = 5000) -> events.VerifyReport:
+    """`events.verify` for readers: the whole chain recomputed, whatever a record holds."""
+    prev_seq, prev_hash, checked = 0, events.GENESIS, 0
+    sql = db.sql(
+        "SELECT seq, id, kind, at_us, agent, environment, session, tool, call_id, decision,"
+        " cost_nusd, tokens, body, prev_hash, hash FROM events WHERE seq > :after ORDER BY seq LIMIT :n"
+    )
+    while True:
+        with db.read() as cur:
+            cur.execute(sql, {"after": prev_seq, "n": batch})
+            rows = cur.fetchall()
+        if not rows:
+            return events.VerifyReport(True, checked, prev_seq, prev_hash)
+        for row in rows:
+            problem = _check(row, prev_seq, prev_hash)
+            if problem:
+                return events.VerifyReport(False, checked, prev_seq, prev_hash, row[0], problem)
+            prev_seq, prev_hash = row[0], row[14]
+            checked += 1
+
+
+def _check(row: Any, prev_seq: int, prev_hash: str, body: dict[str, Any] | None = None) -> str | None:
+    """Why a stored row does not verify (`events._check_row`), also for a body too deep to decode."""
     try:
-        problem = events._check_row(row, prev_seq, prev_hash)
-    except RecursionError:  # it links and hashes right; only decoding it whole is too deep
-        body = found.body
+        return events._check_row(row, prev_seq, prev_hash)
+    except (RecursionError, AttributeError):  # it links and hashes right; its body is too deep, or no object
+        shown_body = body if body is not None else stored_event(row[0], row[14], row[12]).body
         stored_cols = dict(zip(events._COLUMNS, (row[2], *row[4:12]), strict=True))
-        agrees = body.get("id") == row[1] and body.get("at_us") == row[3] and events.columns_of(body) == stored_cols
-        problem = None if agrees else "its indexed columns disagree with its recorded body (a column was changed)"
-    return events.Located(found, row[13], head, problem)
+        agrees = (
+            shown_body.get("id") == row[1]
+            and shown_body.get("at_us") == row[3]
+            and events.columns_of(shown_body) == stored_cols
+        )
+        return None if agrees else "its indexed columns disagree with its recorded body (a column was changed)"
 
 
 @dataclass
@@ -367,17 +398,52 @@ def _day(db: Database) -> str:
     return "strftime('%Y-%m-%d', at_us / 1000000, 'unixepoch')"
 
 
+_TOKENS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+
+
 def usage(db: Database, f: EventFilter, by: GroupBy) -> list[UsageRow]:
     """LLM calls, tokens and cost grouped `by`; unpriced calls are counted apart, never as $0.
 
-    Summed by the database: only the grouped rows leave it.
+    Summed by the database: only the grouped rows leave it. A record the database cannot read
+    (not JSON, a NUL escape, a count beyond BIGINT) fails the query for every record; then the
+    records are summed here instead, each as readers show it (slower, but an answer).
     """
+    try:
+        return _usage_summed_by_the_database(db, f, by)
+    except StoreError:  # a record it cannot read, or the store is down (then reading fails too)
+        return _usage_summed_here(db, f, by)
+
+
+def _usage_summed_here(db: Database, f: EventFilter, by: GroupBy) -> list[UsageRow]:
+    rows: dict[str, UsageRow] = {}
+    for e in records(db, EventFilter(**{**f.__dict__, "kind": "llm.call"})):
+        body = e.body
+        key = _utc_day(body.get("at_us")) if by == "day" else str(body.get(by))
+        row = rows.setdefault(key, UsageRow(key))
+        row.calls += 1
+        for name in _TOKENS:
+            count = body.get(name)
+            if isinstance(count, int) and not isinstance(count, bool):
+                setattr(row, name, getattr(row, name) + count)
+        cost = body.get("cost_nusd")
+        if isinstance(cost, int) and not isinstance(cost, bool):
+            row.cost_usd += Decimal(cost) / 10**9
+        else:
+            row.unpriced_calls += 1
+    return sorted(rows.values(), key=lambda r: r.key)
+
+
+def _utc_day(at_us: Any) -> str:
+    try:
+        return datetime.fromtimestamp(at_us / 1e6, UTC).strftime("%Y-%m-%d")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "None"
+
+
+def _usage_summed_by_the_database(db: Database, f: EventFilter, by: GroupBy) -> list[UsageRow]:
     key = {"model": _field(db, "model"), "session": "session", "agent": "agent", "day": _day(db)}[by]
     where, params = _where(EventFilter(**{**f.__dict__, "kind": "llm.call"}))
-    sums = ", ".join(
-        f"SUM(COALESCE({_field(db, name, number=True)}, 0))"
-        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
-    )
+    sums = ", ".join(f"SUM(COALESCE({_field(db, name, number=True)}, 0))" for name in _TOKENS)
     sql = (
         f"SELECT {key} AS k, COUNT(*), {sums}, SUM(cost_nusd),"
         f" SUM(CASE WHEN cost_nusd IS NULL THEN 1 ELSE 0 END) FROM events{where} GROUP BY k"

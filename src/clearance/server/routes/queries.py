@@ -17,7 +17,6 @@ from pydantic import AfterValidator, BaseModel
 
 from ..._text import Text, checked_text
 from ...store import Database, EventFilter, StoredEvent
-from ...store import _events as events
 from ...store import _queries as queries
 from ...store._keys import ApiKey
 from .._auth import current_key, database, require
@@ -171,5 +170,5 @@ class VerifyOut(BaseModel):
 @router.get("/audit/verify", summary="Recompute the hash chain (admin)")
 async def verify(_: Annotated[ApiKey, Depends(require("admin"))], db: Db) -> VerifyOut:
     """Recompute every record's hash; report the first one that was changed or removed."""
-    report = await run_in_threadpool(events.verify, db)
+    report = await run_in_threadpool(queries.verify, db)
     return VerifyOut(**report.__dict__)
