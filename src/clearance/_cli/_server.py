@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +14,9 @@ from ..store import HEAD
 from ..store import _keys as keys
 from ..store import _users as users
 from ._common import database_option, friendly, open_db, safe, table, when
+
+if TYPE_CHECKING:
+    from ..server import ServerSettings
 
 
 @click.command("serve")
@@ -60,13 +64,91 @@ def run_server(database: str, host: str, port: int, *, access_log: bool = True, 
         app,
         host=host,
         port=port,
+        http=timed_protocol(settings),
         log_level=log_level,
         access_log=access_log,
-        proxy_headers=False,
+        proxy_headers=settings.forwarded_allow_ips is not None,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=5,
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it has shut down
         Server(config).run()
+
+
+_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+def timed_protocol(settings: ServerSettings) -> type[asyncio.Protocol]:
+    """The HTTP protocol uvicorn uses (httptools), with the timeouts it lacks.
+
+    uvicorn closes a connection only `timeout_keep_alive` after a response, and a byte received
+    cancels that for good: a connection that never sends anything, sends a request slowly
+    (slowloris) or never finishes one is held forever. Here a connection with no request in
+    progress closes after `keep_alive_timeout`; a request's line and headers must arrive within
+    `header_timeout` of its first byte and its body within `body_timeout` of its headers
+    (absolute deadlines: trickling bytes does not extend them). Nothing is timed while the
+    application runs, so long polls and event streams are untouched.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class TimedProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.timeout_keep_alive = settings.keep_alive_timeout  # type: ignore[assignment]
+            self._deadline: asyncio.TimerHandle | None = None
+
+        def _idle(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _until(self, seconds: float | None) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = None if seconds is None else self.loop.call_later(seconds, self._timed_out)
+
+        def _timed_out(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                if self._idle():  # no response under way that a 408 would cut into
+                    self.transport.write(_TIMED_OUT)
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.timeout_keep_alive_task = self.loop.call_later(
+                settings.keep_alive_timeout, self.timeout_keep_alive_handler
+            )
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._until(None)
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            # Any byte while idle starts a request's deadline, also bytes that begin none
+            # (blank lines), which would otherwise cancel the keep-alive timer for good.
+            if self._deadline is None and self._idle():
+                self._until(settings.header_timeout)
+            super().data_received(data)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._deadline is None:  # a request pipelined behind one still running
+                self._until(settings.header_timeout)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            queued = bool(self.pipeline) and self.pipeline[0][0] is self.cycle
+            # A queued request's body is not read until the one before it is answered.
+            self._until(None if queued else settings.body_timeout)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._until(None)
+
+        def handle_websocket_upgrade(self) -> None:
+            self._until(None)
+            super().handle_websocket_upgrade()
+
+    return TimedProtocol
 
 
 @click.group("db")

@@ -32,6 +32,17 @@ class ServerSettings(BaseSettings):
             `/v1/slack/interactions` are verified with. `CLEARANCE_SLACK_SIGNING_SECRET`.
         slack_channel: The channel id approvals are posted to. `CLEARANCE_SLACK_CHANNEL`.
         slack_api_url: The Slack Web API's base URL. `CLEARANCE_SLACK_API_URL`.
+        keep_alive_timeout: Seconds a connection may stay open with no request in progress
+            (a new connection that sends nothing, or one between requests) before the server
+            closes it. `CLEARANCE_KEEP_ALIVE_TIMEOUT`.
+        header_timeout: Seconds a client has, from the first byte of a request, to send its
+            request line and headers; a slower or unfinished one is closed (408 when nothing
+            else is in flight). `CLEARANCE_HEADER_TIMEOUT`.
+        body_timeout: Seconds a client has, from the end of its headers, to send the whole
+            body; a slower or unfinished one is closed. `CLEARANCE_BODY_TIMEOUT`.
+        forwarded_allow_ips: Addresses of reverse proxies whose `X-Forwarded-For` names the
+            client (comma-separated; `*` trusts any). Unset: the address a connection comes from
+            is the client's, which sign-in throttling counts by. `CLEARANCE_FORWARDED_ALLOW_IPS`.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="ignore", frozen=True)
@@ -47,6 +58,10 @@ class ServerSettings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,40}$")
     slack_api_url: str = Field(default="https://slack.com/api/", pattern=r"^https?://")
+    keep_alive_timeout: float = Field(default=5.0, gt=0, le=3600)
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    forwarded_allow_ips: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f.:/*, ]+$")
 
     @field_validator("webhook_allowed", mode="before")
     @classmethod
