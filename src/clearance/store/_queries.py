@@ -39,6 +39,7 @@ DEGRADED = "$degraded"  # the key under which a record lists how it is shown dif
 _TOO_DEEP = {"$truncated": f"nested deeper than {SHOWN_DEPTH} levels"}
 _STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _NOTE_DEEP = f'values nested deeper than {SHOWN_DEPTH} levels are cut there, marked {{"$truncated": …}}'
 _NOTE_NUMBER = 'numbers beyond the range of a double are shown as their text, marked {"$number": …}'
 _NOTE_SURROGATE = "lone surrogates (not Unicode text) are shown as their \\uXXXX escape"
@@ -85,8 +86,9 @@ def shown(text: str, *, record: bool = False) -> Shown:
     if record and not isinstance(value, dict):
         note = "the stored record is not a JSON object"
         return Shown({"$unreadable": note, "$value": _plain(value, SHOWN_DEPTH, notes)}, (note, *notes))
-    value = _plain(value, levels, notes)
-    return Shown(value, tuple(notes))
+    if text.count("[") + text.count("{") <= levels and _SURROGATE_ESCAPE.search(text) is None:
+        return Shown(value, tuple(notes))  # it cannot be too deep nor hold a lone surrogate: as decoded
+    return Shown(_plain(value, levels, notes), tuple(notes))
 
 
 def show(value: Any, *, record: bool = False) -> Shown:
