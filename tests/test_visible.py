@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from clearance._visible import Hazard, Token, describe, hazards, segments, shown, visible, warning
+from clearance._visible import Hazard, Token, describe, escaped_json, hazards, segments, shown, visible, warning
 
 CASES = json.loads((Path(__file__).parent / "visible_cases.json").read_text())
 
@@ -98,6 +98,15 @@ def test_shown_makes_every_string_and_key_visible_and_keeps_the_rest() -> None:
     assert shown({"pay\u200bpal": ["\u202e", 1, None, {"k": True}]}) == {
         "pay⟨U+200B ZWSP⟩pal": ["⟨U+202E RLO⟩", 1, None, {"k": True}]
     }
+
+
+@pytest.mark.parametrize(
+    "value", ["refund\u202etxt.exe", {"k\U000e0041": ["\x1b", 1, "p\u0430y"]}, "\ud800", "plain", 5]
+)
+def test_escaped_json_shows_every_hazard_as_an_escape_and_parses_back_exactly(value: Any) -> None:
+    text = escaped_json(value)
+    assert json.loads(text) == value
+    assert not any(describe(c) or c in "\u0430\U000e0041" for c in text)
 
 
 def test_a_large_string_with_one_hazard_is_cut_once() -> None:

@@ -24,6 +24,7 @@ become tokens like `⟨U+0430 Cyrillic⟩`. A word is a run of letters and combi
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -277,6 +278,21 @@ def shown(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [shown(v) for v in value]
     return value
+
+
+def escaped_json(value: Any) -> str:
+    """JSON text of a value with every hazard written as its JSON escape.
+
+    It parses back to the same value, and shows every hidden character in an input someone edits.
+    """
+    out = []
+    for s in segments(json.dumps(value, ensure_ascii=False)):
+        if isinstance(s, str):
+            out.append(s)
+            continue
+        units = chr(s.codepoint).encode("utf-16-be", "surrogatepass")
+        out.append("".join(f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2)))
+    return "".join(out)
 
 
 def warning(found: list[Hazard], *, limit: int = 8) -> str | None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from clearance._visible import describe, hazards, visible, warning
+from clearance._visible import describe, escaped_json, hazards, visible, warning
 
 from ..conftest import REPO
 from .conftest import POLICY, SCREENSHOTS, Dashboard, _need
@@ -231,7 +231,7 @@ def test_the_dashboard_twin_answers_as_python_does(browser: Browser, visible_ts:
             """([source, cases]) => {
               const exports = {};
               new Function("exports", source)(exports);
-              const { visible, hazards, warning, describe } = exports;
+              const { visible, hazards, warning, describe, escapedJson } = exports;
               const described = [];
               for (let cp = 0; cp < 0x110000; cp++) {
                 const d = describe(cp);
@@ -239,6 +239,7 @@ def test_the_dashboard_twin_answers_as_python_does(browser: Browser, visible_ts:
               }
               return {
                 strings: cases.strings.map((c) => visible(c.text)),
+                escaped: cases.strings.map((c) => escapedJson(c.text)),
                 values: cases.values.map((c) => {
                   const found = hazards(c.value);
                   return {
@@ -257,6 +258,7 @@ def test_the_dashboard_twin_answers_as_python_does(browser: Browser, visible_ts:
     finally:
         page.close()
     assert answers["strings"] == [c["visible"] for c in CASES["strings"]]
+    assert answers["escaped"] == [escaped_json(c["text"]) for c in CASES["strings"]]
     assert answers["values"] == [{"hazards": c["hazards"], "warning": c["warning"]} for c in CASES["values"]]
     python = [[cp, *d] for cp in range(0x110000) if (d := describe(chr(cp))) is not None]
     assert answers["described"] == python

@@ -7,7 +7,10 @@ ends with the right message in the channel, and replicas on one database post ea
 once (a claim per approval, retried after a minute if its poster died).
 
 Everything an agent controls (tool, arguments, session) is shown as Slack `plain_text`, never
-as `mrkdwn`, so an argument like `<!channel>` or `<https://evil|click me>` stays text.
+as `mrkdwn`, so an argument like `<!channel>` or `<https://evil|click me>` stays text. Hidden,
+direction-changing and look-alike characters are shown as named tokens (`⟨U+202E RLO⟩`, see
+`_visible`) under a warning naming the arguments that hold them, large values by their size,
+and the edit modal writes such characters as JSON escapes, so leaving a field alone keeps it exact.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from .._canonical import canonical_json
 from .._clock import now_us
+from .._visible import escaped_json, hazards, shown, visible, warning
 from ..store import Approval, Database
 from ..store import _approvals as approvals
 
@@ -31,6 +35,7 @@ log = logging.getLogger("clearance.slack")
 CLAIM_SECONDS = 60
 _MAX_FIELDS = 10
 _MAX_TEXT = 300
+_MANY = 20  # entries of an object or array written out before it is shown by its size
 
 
 def _plain(text: str, limit: int = _MAX_TEXT) -> dict[str, Any]:
@@ -42,6 +47,22 @@ def _value(value: Any) -> str:
     return value if isinstance(value, str) else canonical_json(value)
 
 
+def _shown(value: Any) -> str:
+    """A value as an approver reads it: hazards as tokens, a large object or array by its size."""
+    if isinstance(value, dict) and len(value) > _MANY:
+        return f"{{{len(value):,} keys}} " + canonical_json(shown(value))
+    if isinstance(value, list) and len(value) > _MANY:
+        return f"[{len(value):,} items] " + canonical_json(shown(value))
+    if isinstance(value, str) and len(value) > _MAX_TEXT:
+        return f"({len(value):,} characters) " + visible(value)
+    return visible(value) if isinstance(value, str) else canonical_json(shown(value))
+
+
+def _editable(value: Any) -> str:
+    """A modal input's text: the value as sent, or JSON with hazards escaped when it holds any."""
+    return escaped_json(value) if hazards(value) else _value(value)
+
+
 def _when(us: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6)) if us else "-"
 
@@ -49,12 +70,13 @@ def _when(us: int | None) -> str:
 def blocks(a: Approval) -> tuple[str, list[dict[str, Any]]]:
     """The notification text and the blocks of an approval's message."""
     args = a.edited_shown if a.edited_shown is not None else a.shown_args
-    head = f"Approval needed: {a.tool}" if a.status == "pending" else f"{a.status.capitalize()}: {a.tool}"
+    tool = visible(a.tool)
+    head = f"Approval needed: {tool}" if a.status == "pending" else f"{a.status.capitalize()}: {tool}"
     facts = [
-        _plain(f"Agent: {a.agent} ({a.environment})"),
-        _plain(f"Session: {a.session or '-'}"),
+        _plain(f"Agent: {visible(a.agent)} ({a.environment})"),
+        _plain(f"Session: {visible(a.session or '-')}"),
         _plain(f"Rule: {', '.join(a.rule_ids) or '-'}"),
-        _plain(f"Reason: {a.reason}"),
+        _plain(f"Reason: {visible(a.reason)}"),
         _plain(f"Expires: {_when(a.expires_at_us)}"),
     ]
     if a.approvers or a.escalated_at_us:
@@ -62,14 +84,17 @@ def blocks(a: Approval) -> tuple[str, list[dict[str, Any]]]:
     if a.quorum > 1:
         facts.append(_plain(f"Approvals: {len(a.votes)} of {a.quorum}"))
     items = list(args.items())
-    fields = [_plain(f"{name}: {_value(value)}") for name, value in items[:_MAX_FIELDS]]
+    fields = [_plain(f"{visible(name)}: {_shown(value)}") for name, value in items[:_MAX_FIELDS]]
     if len(items) > _MAX_FIELDS:
         fields[-1] = _plain(f"… and {len(items) - _MAX_FIELDS + 1} more arguments")
     out: list[dict[str, Any]] = [
         {"type": "header", "text": _plain(head, 150)},
         {"type": "section", "fields": facts},
-        {"type": "section", "text": _plain("Arguments" + (" (edited)" if a.edited_shown is not None else ""))},
     ]
+    alert = warning(hazards(args))
+    if alert:
+        out.append({"type": "section", "text": _plain(f"⚠ Look closely: {alert}.", 2000)})
+    out.append({"type": "section", "text": _plain("Arguments" + (" (edited)" if a.edited_shown is not None else ""))})
     if fields:
         out.append({"type": "section", "fields": fields})
     if a.status == "pending":
@@ -124,17 +149,20 @@ def modal(a: Approval) -> dict[str, Any]:
         },
     ]
     for name, value in list(a.shown_args.items())[:20]:
+        hint = "JSON (150, true, [1, 2]) or text; [REDACTED] keeps the hidden value"
+        if hazards(value):
+            hint = f"Holds hidden characters, written as JSON escapes: {_shown(value)}"
         inputs.append(
             {
                 "type": "input",
                 "block_id": f"arg:{name}"[:255],
                 "optional": True,
-                "label": _plain(name, 2000),
-                "hint": _plain("JSON (150, true, [1, 2]) or text; [REDACTED] keeps the hidden value"),
+                "label": _plain(visible(name), 2000),
+                "hint": _plain(hint, 2000),
                 "element": {
                     "type": "plain_text_input",
                     "action_id": "value",
-                    "initial_value": _value(value)[:3000],
+                    "initial_value": _editable(value)[:3000],
                 },
             }
         )
@@ -145,7 +173,10 @@ def modal(a: Approval) -> dict[str, Any]:
         "title": _plain("Decide", 24),
         "submit": _plain("Submit", 24),
         "close": _plain("Cancel", 24),
-        "blocks": [{"type": "section", "text": _plain(f"{a.tool} for {a.agent}: {a.reason}", 2000)}, *inputs],
+        "blocks": [
+            {"type": "section", "text": _plain(f"{visible(a.tool)} for {visible(a.agent)}: {visible(a.reason)}", 2000)},
+            *inputs,
+        ],
     }
 
 
@@ -157,12 +188,18 @@ def edits_of(a: Approval, values: dict[str, Any]) -> dict[str, Any] | None:
             continue
         name = block_id.removeprefix("arg:")
         raw = (inputs.get("value") or {}).get("value")
-        if raw is None or name not in a.shown_args or raw == _value(a.shown_args[name]):
+        if (
+            raw is None
+            or name not in a.shown_args
+            or raw in (_value(a.shown_args[name]), _editable(a.shown_args[name]))
+        ):
             continue
         try:
-            changed[name] = json.loads(raw)
+            value = json.loads(raw)
         except ValueError:
-            changed[name] = raw
+            value = raw
+        if value != a.shown_args[name] or type(value) is not type(a.shown_args[name]):
+            changed[name] = value
     return changed or None
 
 
