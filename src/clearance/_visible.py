@@ -280,6 +280,11 @@ def shown(value: Any) -> Any:
     return value
 
 
+def shown_json(value: Any, *, indent: int | None = None) -> str:
+    """JSON text of a value for a terminal or a chat: controls as JSON escapes, other hazards as tokens."""
+    return visible(json.dumps(value, ensure_ascii=False, sort_keys=True, indent=indent, default=str))
+
+
 def escaped_json(value: Any) -> str:
     """JSON text of a value with every hazard written as its JSON escape.
 

@@ -11,12 +11,13 @@ import click
 
 from .. import _decisions
 from .._clock import now_us
+from .._visible import hazards, shown_json, visible, warning
 from .._webhooks import deliver_due
 from ..errors import ApprovalEditRejected
 from ..store import Approval, Database
 from ..store import _approvals as approvals
 from ..store import _outbox as outbox
-from ._common import compact_json, database_option, decider, friendly, open_db, safe, table, when
+from ._common import database_option, decider, friendly, open_db, safe, table, when
 
 
 @click.group("approvals")
@@ -76,11 +77,29 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
         table(
             ["id", "status", "tool", "agent", "arguments", "reason", "expires in", "decided by"],
             [
-                [a.id, a.status, a.tool, a.agent, compact_json(a.shown_args), a.reason, _expires_in(a), a.decided_by]
+                [
+                    a.id,
+                    a.status,
+                    visible(a.tool),
+                    visible(a.agent),
+                    shown_json(a.shown_args),
+                    visible(a.reason),
+                    _expires_in(a),
+                    a.decided_by,
+                ]
                 for a in rows
             ],
         )
     )
+    for a in rows:  # on stderr, so the table stays one row per approval for scripts
+        _warn(a.id, a.shown_args)
+
+
+def _warn(approval_id: str, args: dict[str, Any]) -> None:
+    """Say, on stderr, which arguments hold hidden or direction-changing characters."""
+    said = warning(hazards(args))
+    if said:
+        click.echo(f"warning: {approval_id}: {safe(said)}", err=True)
 
 
 def _edits(pairs: tuple[str, ...]) -> dict[str, Any] | None:
@@ -128,9 +147,10 @@ def _decide(
     shown = decided.edited_shown if decided.edited_shown is not None else decided.shown_args
     edited = " (edited)" if decided.edited_shown is not None else ""
     click.echo(
-        f"{verb} {decided.id}: {safe(decided.tool)}({compact_json(shown)}){edited} by {safe(who)}"
+        f"{verb} {decided.id}: {safe(visible(decided.tool))}({safe(shown_json(shown))}){edited} by {safe(who)}"
         f" at {when(decided.decided_at_us or now_us())} UTC"
     )
+    _warn(decided.id, shown)
 
 
 _note = click.option("--note", default=None, help="A note returned to the agent and kept in the audit log.")

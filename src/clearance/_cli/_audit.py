@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -12,9 +11,10 @@ from typing import Any, TextIO
 import click
 
 from .._export import lines
+from .._visible import hazards, shown_json, visible, warning
 from ..store import EventFilter, StoredEvent
 from ..store import _events as events
-from ._common import compact_json, database_option, friendly, open_db, safe, when
+from ._common import database_option, friendly, open_db, safe, when
 
 _KINDS = [
     "tool_call.decided",
@@ -69,18 +69,23 @@ def _make_filter(kw: dict[str, Any]) -> EventFilter:
     )
 
 
+def _text(value: Any) -> str:
+    """Free text from a record, safe to print: hidden characters as tokens, controls escaped."""
+    return safe(visible(str(value)))
+
+
 def _line(e: StoredEvent) -> str:
     b = e.body
     kind = b.get("kind", "?")
     what = b.get("tool") or b.get("model") or b.get("policy_revision") or ""
     detail = ""
     if kind == "tool_call.decided":
-        detail = f"{compact_json(b.get('args'))}  {safe(b.get('reason', ''))}"
+        detail = f"{safe(shown_json(b.get('args')))}  {_text(b.get('reason', ''))}"
     elif kind == "tool_call.finished":
-        detail = f"{b.get('duration_ms')} ms" + (f"  {safe(b['error'])}" if b.get("error") else "")
+        detail = f"{b.get('duration_ms')} ms" + (f"  {_text(b['error'])}" if b.get("error") else "")
     elif kind in ("approval.decided", "approval.expired"):
-        detail = f"{b.get('approval_id')} by {safe(b.get('by'))}" + (
-            f"  note: {safe(b['note'])}" if b.get("note") else ""
+        detail = f"{b.get('approval_id')} by {_text(b.get('by'))}" + (
+            f"  note: {_text(b['note'])}" if b.get("note") else ""
         )
     elif kind == "approval.requested":
         detail = f"{b.get('approval_id')} expires {b.get('expires_at')}"
@@ -90,9 +95,14 @@ def _line(e: StoredEvent) -> str:
             f"in {b.get('input_tokens')} out {b.get('output_tokens')} cached {b.get('cached_input_tokens')}  {cost}"
         )
     decision = b.get("decision") or ""
+    found = hazards(b)
+    if found:
+        places = list(dict.fromkeys(visible(h.path) for h in found))
+        more = f" and {len(places) - 3} more" if len(places) > 3 else ""
+        detail += f"  ⚠ hidden characters at {', '.join(safe(p) for p in places[:3])}{more}"
     return (
-        f"{e.seq:>6}  {when(b.get('at_us'))}  {kind:<18}  {safe(b.get('agent')):<12}  "
-        f"{safe(what):<16}  {safe(decision):<16}  {detail}"
+        f"{e.seq:>6}  {when(b.get('at_us'))}  {kind:<18}  {_text(b.get('agent')):<12}  "
+        f"{_text(what):<16}  {_text(decision):<16}  {detail}"
     ).rstrip()
 
 
@@ -144,7 +154,10 @@ def show(ident: str, database: str) -> None:
         raise click.ClickException(f"no event, call or approval has the id {safe(ident)!r}")
     for e in found:
         click.echo(f"# record {e.seq}  hash {e.hash}")
-        click.echo(safe(json.dumps(e.body, indent=2, ensure_ascii=False, sort_keys=True), newlines=True))
+        said = warning(hazards(e.body))
+        if said:  # the JSON below shows each hidden character as a token, so it is not the stored text
+            click.echo(f"# warning: {safe(said.replace('this call', 'this record'))}; shown as ⟨U+…⟩ tokens")
+        click.echo(safe(shown_json(e.body, indent=2), newlines=True))
 
 
 def _write(out: TextIO, fmt: str, stream: Any) -> int:
