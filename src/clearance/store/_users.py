@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._clock import now_us
+from .._text import text_problem
 from ._db import Database
 from ._events import Event, append, make_event
 
@@ -70,6 +71,8 @@ def _checked_roles(roles: Iterable[str]) -> tuple[str, ...]:
 def _checked_password(password: str) -> str:
     if len(password) < 12:
         raise ValueError("a password needs at least 12 characters")
+    if (problem := text_problem(password)) is not None:
+        raise ValueError(f"the password {problem}")
     return password
 
 
@@ -80,7 +83,7 @@ def create(db: Database, username: str, password: str, roles: Iterable[str], *, 
         ValueError: A bad username, a password under 12 characters, an unknown role, or a
             username that is taken.
     """
-    if not _USERNAME.match(username):
+    if not _USERNAME.fullmatch(username):  # match() would let a final newline through
         raise ValueError("a username is 1-200 letters, digits or . _ @ -, starting with a letter or digit")
     _checked_password(password)
     chosen = _checked_roles(roles)
@@ -107,6 +110,8 @@ def create(db: Database, username: str, password: str, roles: Iterable[str], *, 
 
 def get(db: Database, username: str) -> User | None:
     """One user by username."""
+    if text_problem(username) is not None:  # nobody is called that; PostgreSQL could not even look
+        return None
     with db.read() as cur:
         cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users WHERE username = :u"), {"u": username})
         row = cur.fetchone()
@@ -134,6 +139,8 @@ def update(
     """
     if slack_user_id is not _UNSET and slack_user_id is not None and not _SLACK_ID.match(slack_user_id):
         raise ValueError(f"{slack_user_id!r} is not a Slack user id (like U024BE7LH)")
+    if text_problem(username) is not None:
+        raise LookupError(f"no user is called {ascii(username)}")
     new_roles = _checked_roles(roles) if roles is not None else None
     new_hash = _hasher().hash(_checked_password(password)) if password is not None else None
     with db.write() as cur:
@@ -216,6 +223,9 @@ def verify(db: Database, username: str, password: str) -> User | None:
     """The user, when the password is theirs and they are not disabled."""
     from argon2.exceptions import InvalidHashError, VerificationError
 
+    if text_problem(username) is not None or text_problem(password) is not None:
+        _hasher().hash("an unusable password")  # as slow as a real check
+        return None
     with db.read() as cur:
         cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users WHERE username = :u"), {"u": username})
         row = cur.fetchone()
