@@ -10,7 +10,18 @@ from typing import Any
 
 import pytest
 
-from clearance._visible import Hazard, Token, describe, escaped_json, hazards, segments, shown, visible, warning
+from clearance._visible import (
+    Hazard,
+    Token,
+    describe,
+    escaped_json,
+    hazards,
+    segments,
+    shown,
+    shown_json,
+    visible,
+    warning,
+)
 
 CASES = json.loads((Path(__file__).parent / "visible_cases.json").read_text())
 
@@ -107,6 +118,11 @@ def test_escaped_json_shows_every_hazard_as_an_escape_and_parses_back_exactly(va
     text = escaped_json(value)
     assert json.loads(text) == value
     assert not any(describe(c) or c in "\u0430\U000e0041" for c in text)
+
+
+def test_shown_json_keeps_json_escapes_for_controls_and_names_the_rest() -> None:
+    text = shown_json({"b": "\x1b[2J\u202e", "a\u200b": 1}, indent=None)
+    assert text == '{"a⟨U+200B ZWSP⟩": 1, "b": "\\u001b[2J⟨U+202E RLO⟩"}'
 
 
 def test_a_large_string_with_one_hazard_is_cut_once() -> None:

@@ -6,6 +6,8 @@ import { count, duration, usd } from "../format";
 import { href, navigate, type Route } from "../router";
 import { Badge, ErrorBox, Head, Loading, Spend } from "../ui/common";
 import { Bars } from "../ui/bars";
+import { Text } from "../ui/value";
+import { visible } from "../visible";
 
 interface Usage {
   key: string;
@@ -99,7 +101,7 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
           <Bars
             title={`Cost by ${by}`}
             bars={rows.slice(0, 20).map((r) => ({
-              label: r.key,
+              label: visible(r.key), // SVG text: hidden characters as tokens, never raw
               value: Number(r.cost_usd),
               text: r.unpriced_calls && r.unpriced_calls === r.calls ? "unpriced" : usd(r.cost_usd),
               flag: r.unpriced_calls && r.unpriced_calls !== r.calls ? `+${r.unpriced_calls} unpriced` : undefined,
@@ -111,7 +113,15 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
               <tbody>
                 {rows.map((r) => (
                   <tr key={r.key}>
-                    <td>{by === "session" ? <a href={href(["sessions", r.key])}>{r.key}</a> : r.key}</td>
+                    <td>
+                      {by === "session" ? (
+                        <a href={href(["sessions", r.key])}>
+                          <Text text={r.key} />
+                        </a>
+                      ) : (
+                        <Text text={r.key} />
+                      )}
+                    </td>
                     <td>{count(r.calls)}</td>
                     <td>{count(r.input_tokens)}</td>
                     <td>{count(r.cached_input_tokens)}</td>
@@ -146,7 +156,15 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
                     {b.kind}
                     {b.window_seconds ? ` (last ${duration(b.window_seconds)})` : ""}
                   </td>
-                  <td>{b.kind === "session" ? <a href={href(["sessions", b.subject])}>{b.subject}</a> : b.subject}</td>
+                  <td>
+                    {b.kind === "session" ? (
+                      <a href={href(["sessions", b.subject])}>
+                        <Text text={b.subject} />
+                      </a>
+                    ) : (
+                      <Text text={b.subject} />
+                    )}
+                  </td>
                   <td>
                     {[b.max_cost_usd ? usd(b.max_cost_usd) : null, b.max_tokens ? `${count(b.max_tokens)} tokens` : null]
                       .filter(Boolean)

@@ -5,6 +5,7 @@ import { api, errorText } from "../api";
 import { value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import { Badge, ErrorBox, Head, Loading } from "../ui/common";
+import { hasHazards, Text } from "../ui/value";
 import { PolicyEditor, type Problem, type Validation } from "../ui/editor";
 
 interface Revision {
@@ -396,12 +397,18 @@ function Report({ report }: { report: HistoryReport }) {
                   <td class="nowrap">{when(r.at_us)}</td>
                   <td>{r.agent}</td>
                   <td>
-                    <code>{r.tool}</code>
+                    <code>
+                      <Text text={r.tool} />
+                    </code>
                   </td>
                   <td class="clip">
-                    {Object.entries(r.args)
-                      .map(([k, v]) => `${k}=${value(v)}`)
-                      .join(", ")}
+                    {hasHazards(r.args) ? <Badge kind="hazard">hidden characters</Badge> : null}{" "}
+                    <Text
+                      text={Object.entries(r.args)
+                        .slice(0, 12)
+                        .map(([k, v]) => `${k}=${value(v).slice(0, 200)}`)
+                        .join(", ")}
+                    />
                   </td>
                   <td>
                     <Badge kind={r.recorded}>{r.recorded}</Badge>

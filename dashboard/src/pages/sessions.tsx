@@ -56,9 +56,13 @@ function Recent() {
               {sessions.map((s) => (
                 <tr key={s.session}>
                   <td>
-                    <a href={href(["sessions", s.session])}>{s.session}</a>
+                    <a href={href(["sessions", s.session])}>
+                      <Text text={s.session} />
+                    </a>
                   </td>
-                  <td>{s.agent}</td>
+                  <td>
+                    <Text text={s.agent} />
+                  </td>
                   <td class="nowrap">{when(s.last_at_us)}</td>
                   <td>{s.tool_calls}</td>
                   <td>{s.blocked}</td>
