@@ -6,6 +6,7 @@ Time is a fake clock handed to the throttle; addresses are TestClients on the sa
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from clearance.server.routes.session import (
 from clearance.store import Database
 from clearance.store import _users as users
 
+from .conftest import Server, _free_port
 from .test_users import PASSWORD
 
 WRONG = "not the password at all"
@@ -142,3 +144,31 @@ def test_credentials_no_store_keeps_are_refused(
     finally:
         db.close()
     assert client.post("/v1/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["proxy-trusted", "proxy-not-configured"])
+def test_behind_a_proxy_the_forwarded_address_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: bool
+) -> None:
+    if trusted:
+        monkeypatch.setenv("CLEARANCE_FORWARDED_ALLOW_IPS", "127.0.0.1")
+    db = tmp_path / "live.db"
+    store = Database(str(db))
+    users.create(store, "alice", PASSWORD, ["approver"], by="t")
+    store.close()
+    server = Server(db, _free_port(), tmp_path / "server.log", make_keys=False)
+    server.start()
+    try:
+
+        def attempt(address: str, password: str) -> int:
+            headers = {"X-Forwarded-For": address}
+            body = {"username": "alice", "password": password}
+            return httpx.post(f"{server.base}/v1/login", headers=headers, json=body).status_code
+
+        for _ in range(PAIR_FAILURES):
+            assert attempt(STRANGER, WRONG) == 401
+        assert attempt(STRANGER, PASSWORD) == 429
+        # Trusted, the proxy's header names the client; otherwise everyone is the proxy.
+        assert attempt(HOME, PASSWORD) == (200 if trusted else 429)
+    finally:
+        server.stop()
