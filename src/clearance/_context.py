@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
+from ._boundary import checked_name
+
 if TYPE_CHECKING:
     from ._guard._governor import Approved
 
@@ -36,8 +38,8 @@ def get_session() -> str | None:
 
 def set_session(session_id: str | None) -> Token[str | None]:
     """Record calls in this context under `session_id`; returns a token for `reset_session`."""
-    if session_id is not None and (not isinstance(session_id, str) or not session_id or len(session_id) > 200):
-        raise ValueError("a session id must be a non-empty string of at most 200 characters")
+    if session_id is not None:
+        session_id = checked_name(session_id, "a session id")
     return _SESSION.set(session_id)
 
 
@@ -57,8 +59,8 @@ def session(session_id: str | None = None, *, user: str | None = None) -> Iterat
     Yields:
         The session id.
     """
-    if user is not None and (not isinstance(user, str) or not user or len(user) > 200):
-        raise ValueError("a user must be a non-empty string of at most 200 characters")
+    if user is not None:
+        user = checked_name(user, "a user")
     sid = session_id or f"ses_{uuid.uuid4().hex}"
     token = set_session(sid)
     user_token = _USER.set(user) if user is not None else None

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _edits
-from ._canonical import canonical_json, redact, sha256_hex
+from ._boundary import check_size
+from ._canonical import ARGS_HASH_ALG, args_hash, canonical_json, redact
 from ._clock import now_us
 from ._notify import wake
 from .errors import (
@@ -184,6 +185,7 @@ def _decide(
         if edit:
             fields["edited_args"] = json.loads(edit["edited_shown_json"])
             fields["edited_args_hash"] = edit["edited_args_hash"]
+            fields["args_hash_alg"] = ARGS_HASH_ALG
             fields["changes"] = _edits.changes(a.args, json.loads(edit["edited_args_json"]), redacted)
         return [make_event("approval.voted" if voted else "approval.decided", at, fields)]
 
@@ -208,10 +210,13 @@ def _edit(db: Database, a: Approval, args: dict[str, Any], policy_for: PolicyFor
     if decision.effect is Effect.BLOCK:
         raise ApprovalEditRejected(a.id, a.tool, [f"policy blocks the edited call: {decision.reason}"])
     text = canonical_json(full)
+    too_big = check_size(text)
+    if too_big is not None:
+        raise ApprovalEditRejected(a.id, a.tool, [str(too_big)])
     shown, _ = redact(full, plan.redact)
     return {
         "edited_args_json": text,
-        "edited_args_hash": sha256_hex(text),
+        "edited_args_hash": args_hash(full, text),
         "edited_shown_json": canonical_json(shown),
     }
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from ._boundary import check_args
 from ._canonical import REDACTED, canonical_json, redact, to_plain
 from .policy._model import ParamType
 
@@ -36,9 +37,12 @@ def merge(
         redacted: The tool's redaction pointers.
         params: Declared parameter types, when the policy declares them.
     """
-    problems: list[str] = []
     plain = to_plain(dict(edited))
     assert isinstance(plain, dict)
+    refused = check_args(plain)  # an approver's values cross the same boundary as the agent's
+    if refused:
+        return dict(proposed), [f"{p.where.removeprefix('args.')}: {p.message}" for p in refused]
+    problems: list[str] = []
     known = set(proposed) | set(params or {})
     out = copy.deepcopy(dict(proposed))
     for name, value in plain.items():

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._boundary import checked_name
 from ._pricing import ModelPrice
+
+# Agent, environment and user names are recorded on every event: the boundary's rules for names.
+AgentName = Annotated[str, AfterValidator(lambda v: checked_name(v, "the agent name"))]
+EnvironmentName = Annotated[str, AfterValidator(lambda v: checked_name(v, "the environment"))]
 
 DEFAULT_DATABASE = ".clearance/clearance.db"
 
@@ -49,8 +54,8 @@ class Settings(BaseSettings):
 
     policy: Path | None = None
     database_url: str = DEFAULT_DATABASE
-    agent: str = Field(default="default", min_length=1, max_length=200)
-    environment: str = Field(default="test", min_length=1, max_length=40)
+    agent: AgentName = Field(default="default", min_length=1, max_length=200)
+    environment: EnvironmentName = Field(default="test", min_length=1, max_length=40)
     busy_timeout: float = Field(default=30.0, gt=0)
     price_overrides: dict[str, ModelPrice] = Field(default_factory=dict)
     outcome_delay: float = Field(default=0.05, ge=0, le=60)

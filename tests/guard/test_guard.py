@@ -214,8 +214,12 @@ def test_a_tool_name_cannot_be_taken_twice(configure: Callable[..., Governor]) -
     clearance.guard_tool("same", a)
     with pytest.raises(ConfigurationError, match="two different functions"):
         clearance.guard_tool("same", b)
-    with pytest.raises(ConfigurationError, match="non-empty name"):
+    with pytest.raises(ConfigurationError, match="1 to 200 characters"):
+        clearance.guard_tool("", a)
+    with pytest.raises(ConfigurationError, match="a space at an end"):
         clearance.guard_tool(" ", a)
+    with pytest.raises(ConfigurationError, match="two different functions"):
+        clearance.guard_tool("SAME", b)  # one tool, whatever the case
 
 
 def test_sessions_are_per_context(configure: Callable[..., Governor]) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -23,6 +24,22 @@ from ..conftest import CLI, REPO
 @pytest.fixture
 def server_db(tmp_path: Path) -> str:
     return str(tmp_path / "server.db")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A server store URL, once SQLite and once PostgreSQL: a module runs on both by
+    overriding `server_db` with it."""
+    if request.param == "sqlite":
+        return str(tmp_path / "server.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
+def post_raw(client: TestClient, path: str, payload: Any, headers: dict[str, str]) -> httpx.Response:
+    """POST `payload` as the standard library writes JSON: NaN, Infinity and lone-surrogate
+    escapes included, as a hostile client would send them (httpx refuses to). A str is sent as it is."""
+    body = payload if isinstance(payload, str) else json.dumps(payload, allow_nan=True)
+    return client.post(path, content=body, headers={**headers, "Content-Type": "application/json"})
 
 
 @pytest.fixture

@@ -9,6 +9,13 @@ from fastapi.testclient import TestClient
 from clearance.store import Database
 from clearance.store._events import EventFilter, new_id, query, verify
 
+from .conftest import post_raw
+
+
+@pytest.fixture
+def server_db(any_store: str) -> str:
+    return any_store  # every ingest test runs on SQLite and PostgreSQL
+
 
 def event(kind: str = "tool_call.finished", **fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
@@ -41,13 +48,18 @@ def ingested(db: Database) -> list[Any]:
 def test_ingest_is_idempotent_and_chained(client: TestClient, make_key: Any, server_db: str) -> None:
     agent = {"X-API-Key": make_key("agent", agent="refunds", environment="live")}
     batch = [event(), event("llm.call"), event(decision="error", error="boom")]
-    assert client.post("/v1/events", headers=agent, json={"events": batch}).json() == {"appended": 3, "duplicates": 0}
+    assert client.post("/v1/events", headers=agent, json={"events": batch}).json() == {
+        "appended": 3,
+        "duplicates": 0,
+        "refused": [],
+    }
     again = client.post("/v1/events", headers=agent, json={"events": [*batch, event()]}).json()
-    assert again == {"appended": 1, "duplicates": 3}
+    assert again == {"appended": 1, "duplicates": 3, "refused": []}
     twice_in_one = event()
     assert client.post("/v1/events", headers=agent, json={"events": [twice_in_one, twice_in_one]}).json() == {
         "appended": 1,
         "duplicates": 1,
+        "refused": [],
     }
     db = Database(server_db)
     stored = [e.body for e in ingested(db)]
@@ -68,24 +80,48 @@ def test_identity_comes_from_the_key(client: TestClient, make_key: Any, server_d
 
 
 @pytest.mark.parametrize(
-    "bad, location",
+    "bad, problem",
     [
-        (event(kind="approval.decided"), "body.events.1.kind"),
-        (event(kind="policy.activated"), "body.events.1.kind"),
-        (event(id="evt_short"), "body.events.1.id"),
-        (event(at_us=-1), "body.events.1.at_us"),
-        (event(colour="red"), "body.events.1"),
-        (event(cost_nusd=-5), "body.events.1.cost_nusd"),
+        (event(kind="approval.decided"), "kind: "),
+        (event(kind="policy.activated"), "kind: "),
+        (event(id="evt_short"), "id: "),
+        (event(at_us=-1), "at_us: "),
+        (event(colour="red"), "unknown fields for tool_call.finished: colour"),
+        (event(cost_nusd=-5), "cost_nusd: "),
+        (event(session="s\x00"), "the session id 's\\x00' holds U+0000"),
+        (event(session="s\ud800"), "session: "),
+        (event(tool="Send_Email"), "not in lower case"),
+        (event(tool="send\u200bemail"), "U+200B"),
+        (event("tool_call.decided", args={"amount": float("nan")}), "record.args.amount is nan"),
+        (event("tool_call.decided", args={"to": "\ud800"}), "record.args.to holds a lone surrogate"),
+        (event(error="x\x00"), None),  # a NUL inside the body is JSON-escaped: stored as sent
     ],
 )
-def test_bad_events_are_rejected_whole(
-    client: TestClient, make_key: Any, bad: dict[str, Any], location: str, server_db: str
+def test_a_bad_event_is_refused_alone(
+    client: TestClient, make_key: Any, bad: dict[str, Any], problem: str | None, server_db: str
 ) -> None:
     agent = {"X-API-Key": make_key("agent", agent="refunds")}
-    r = client.post("/v1/events", headers=agent, json={"events": [event(), bad]})
-    assert r.status_code == 422 and r.json()["error"]["details"][0]["location"] == location
+    good = event()
+    r = post_raw(client, "/v1/events", {"events": [good, bad]}, agent)
+    assert r.status_code == 200, r.text
+    answer = r.json()
     db = Database(server_db)
-    assert ingested(db) == []  # nothing of the batch was stored
+    stored = [e.body for e in ingested(db)]
+    if problem is None:
+        assert answer == {"appended": 2, "duplicates": 0, "refused": []}
+        assert [e["id"] for e in stored] == [good["id"], bad["id"]] and stored[1]["error"] == "x\x00"
+        db.close()
+        return
+    [refusal] = answer["refused"]
+    assert answer["appended"] == 1 and refusal["index"] == 1
+    assert any(problem in p for p in refusal["problems"]), refusal
+    assert [e["kind"] for e in stored] == ["tool_call.finished", "ingest.refused"]
+    assert stored[0]["id"] == good["id"] and stored[1]["problems"] == refusal["problems"]
+    assert verify(db).ok
+    # Sent again (the answer was lost): nothing is stored twice, the refusal included.
+    again = post_raw(client, "/v1/events", {"events": [good, bad]}, agent).json()
+    assert again["appended"] == 0 and again["duplicates"] == 1 and len(again["refused"]) == 1
+    assert len(ingested(db)) == 2
     db.close()
 
 

@@ -12,6 +12,7 @@ from ._common import friendly
 from ._mcp import mcp_proxy
 from ._policy import policy_group
 from ._server import db_group, keys_group, serve, users_group
+from ._spool import spool
 from ._usage import usage
 from ._worker import worker
 
@@ -60,5 +61,6 @@ main.add_command(keys_group)
 main.add_command(users_group)
 main.add_command(worker)
 main.add_command(mcp_proxy)
+main.add_command(spool)
 
 __all__ = ["main"]

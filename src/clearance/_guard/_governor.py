@@ -239,14 +239,14 @@ class Governor:
             pending = PendingApproval(
                 call.approval_id,
                 call.call_id,
-                tool,
+                call.tool,
                 call.shown_args,
                 call.decision.reason,
                 call.decision.rule_ids,
                 call.expires_at_us,
             )
         return Ticket(
-            call.call_id, tool, call.session, call.decision, call.args_hash, call.approval_id, waiter, pending
+            call.call_id, call.tool, call.session, call.decision, call.args_hash, call.approval_id, waiter, pending
         )
 
     def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float, result: Any = None) -> None:

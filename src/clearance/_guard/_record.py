@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .._canonical import canonical_json, for_record, redact, sha256_hex
+from .._boundary import admit_names, check_args, check_size, storable, summary, tool_problem
+from .._canonical import ARGS_HASH_ALG, args_hash, canonical_json, for_record, legacy_args_hash, redact
 from .._clock import now_us
 from .._pricing import ModelPrice, Price, price
 from ..errors import ApprovalError
@@ -29,6 +30,7 @@ class RecordedCall:
 
     Attributes:
         call_id: Its id in the audit log.
+        tool: The tool, by its canonical name.
         session: The session it was recorded under.
         decision: What policy decided.
         args_hash: SHA-256 of the canonical JSON of the full arguments.
@@ -38,6 +40,7 @@ class RecordedCall:
     """
 
     call_id: str
+    tool: str
     session: str
     decision: Decision
     args_hash: str
@@ -48,7 +51,11 @@ class RecordedCall:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A call's arguments, ready to record: full JSON, its hash, and the recorded form."""
+    """A call's arguments, ready to record: full JSON, its hash, and the recorded form.
+
+    `refusal` says why the arguments cannot be decided (the boundary refused them): the call is
+    blocked, and `args`/`full` are then their storable, marked form.
+    """
 
     args: dict[str, Any]
     full: str
@@ -56,14 +63,55 @@ class Prepared:
     recorded: dict[str, Any]
     redacted: list[str]
     truncated: bool
+    refusal: str | None = None
 
 
-def prepare(policy: Policy, tool: str, args: dict[str, Any]) -> Prepared:
-    """Serialise and hash the full arguments; redact and size them for the record."""
-    full = canonical_json(args)
+def prepare(policy: Policy, tool: str, args: dict[str, Any], refusal: str | None = None) -> Prepared:
+    """Check the arguments at the boundary; serialise and hash them; redact and size them for the record.
+
+    `refusal` is why the call is refused already (its tool name or session, say).
+    """
+    problems = check_args(args)
+    full = None
+    if not problems:
+        full = canonical_json(args)
+        too_big = check_size(full)
+        if too_big is not None:
+            problems = [too_big]
+    if problems:
+        refusal = "; ".join(w for w in (refusal, summary(problems)) if w)
+        args = storable(args)
+        full = canonical_json(args)
+        if len(full) > 1024:
+            recorded, _ = for_record(args)
+            return Prepared(args, full, args_hash(args, full), recorded, [], True, refusal)
+    assert full is not None
     shown, hit = redact(args, policy.plan(tool).redact)
     recorded, truncated = for_record(shown) if hit or len(full) > 1024 else (shown, False)
-    return Prepared(args, full, sha256_hex(full), recorded, hit, truncated)
+    return Prepared(args, full, args_hash(args, full), recorded, hit, truncated, refusal)
+
+
+def refused(prepared: Prepared, policy: Policy) -> Decision | None:
+    """The decision for arguments the boundary refused (block), or None when they may be decided."""
+    if prepared.refusal is None:
+        return None
+    return Decision(Effect.BLOCK, prepared.refusal, (BOUNDARY_RULE,), (), None, policy.revision)
+
+
+BOUNDARY_RULE = "boundary:arguments"
+
+
+def decide_admitted(policy: Policy, tool: str, args: Any, facts: Mapping[str, Any]) -> Decision:
+    """`policy.decide`, behind the boundary: what a live call with these arguments would get.
+
+    For offline deciding (policy tests, test against history), where nothing else checked them.
+    """
+    name_why = tool_problem(tool)
+    problems = check_args(args)
+    if name_why is not None or problems:
+        why = "; ".join(w for w in (name_why, summary(problems) if problems else None) if w)
+        return Decision(Effect.BLOCK, why, (BOUNDARY_RULE,), (), None, policy.revision)
+    return policy.decide(tool, args, facts)
 
 
 def decided_event(
@@ -89,6 +137,7 @@ def decided_event(
         "decision": decision.effect.value,
         "args": prepared.recorded,
         "args_hash": prepared.args_hash,
+        "args_hash_alg": ARGS_HASH_ALG,
         "rule_ids": list(decision.rule_ids),
         "reason": decision.reason,
         "policy_revision": decision.revision,
@@ -177,9 +226,11 @@ def call_recorder(
     The arguments are prepared now, outside any transaction; the returned function decides and
     records the call inside the caller's write transaction (given its cursor).
     """
+    tool, session, refusal = admit_names(tool, session)
     plan = policy.plan(tool)
     at = now_us()
-    prepared = prepare(policy, tool, args)
+    prepared = prepare(policy, tool, args, refusal)
+    args = prepared.args
     call_id = events.new_id("call")
 
     def record(cur: Any) -> RecordedCall:
@@ -188,13 +239,15 @@ def call_recorder(
                 events.append(db, cur, list(prepend))
             return _recorded_before(earlier, tool, prepared)
         fact_values: dict[str, Any] = {}
-        if plan.facts:
-            fact_values, fact_errors = facts.compute(
-                db, cur, plan.facts, agent=agent, session=session, tool=tool, now_us=at
-            )
-        decision = policy.decide(tool, args, fact_values)
-        if plan.facts and fact_errors:
-            decision = _explain_fact_errors(decision, fact_errors)
+        decision = refused(prepared, policy)
+        if decision is None:
+            if plan.facts:
+                fact_values, fact_errors = facts.compute(
+                    db, cur, plan.facts, agent=agent, session=session, tool=tool, now_us=at
+                )
+            decision = policy.decide(tool, args, fact_values)
+            if plan.facts and fact_errors:
+                decision = _explain_fact_errors(decision, fact_errors)
         approval_id = events.new_id("apr") if decision.effect is Effect.REQUIRE_APPROVAL else None
         batch = [*prepend]
         batch.append(
@@ -269,14 +322,18 @@ def call_recorder(
                 )
             )
         events.append(db, cur, batch)
-        return RecordedCall(call_id, session, decision, prepared.args_hash, prepared.recorded, approval_id, expires)
+        return RecordedCall(
+            call_id, tool, session, decision, prepared.args_hash, prepared.recorded, approval_id, expires
+        )
 
     return record
 
 
 def _recorded_before(earlier: approvals.Approval, tool: str, prepared: Prepared) -> RecordedCall:
     """The call a replayed hook asks about again: as recorded the first time."""
-    if earlier.tool != tool or earlier.args_hash != prepared.args_hash:
+    # An approval put before `args_hash` became JCS holds the earlier hash of the same arguments.
+    same = earlier.args_hash in (prepared.args_hash, legacy_args_hash(prepared.args))
+    if earlier.tool != tool or not same:
         raise ApprovalError(
             earlier.id,
             tool,
@@ -286,7 +343,14 @@ def _recorded_before(earlier: approvals.Approval, tool: str, prepared: Prepared)
     decision = Decision(Effect.REQUIRE_APPROVAL, earlier.reason, earlier.rule_ids, (), None, earlier.policy_revision)
     session = earlier.session or ""
     return RecordedCall(
-        earlier.call_id, session, decision, earlier.args_hash, earlier.shown_args, earlier.id, earlier.expires_at_us
+        earlier.call_id,
+        tool,
+        session,
+        decision,
+        earlier.args_hash,
+        earlier.shown_args,
+        earlier.id,
+        earlier.expires_at_us,
     )
 
 

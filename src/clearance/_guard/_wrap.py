@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from .._boundary import tool_name, tool_problem
 from .._context import get_session
 from ..errors import ConfigurationError, ToolCallBlocked
 from ..policy import Effect
@@ -82,7 +83,7 @@ def guard_tool(
     wait for approvals without blocking the event loop.
 
     Args:
-        name: The tool name policies refer to.
+        name: The tool name policies refer to (compared in lower case).
         fn: The function that does the work.
         on_pending: Called with a `PendingApproval` when a call needs a human, after the
             approval is recorded and before the call waits (to tell someone where to decide).
@@ -101,11 +102,14 @@ def guard_tool(
         The governed function.
 
     Raises:
-        ConfigurationError: `name` is empty or taken by another function, `fn` is not callable,
+        ConfigurationError: `name` is not a tool name (ASCII letters, digits, `_ . : / -`; see
+            the README's security notes) or is taken by another function, `fn` is not callable,
             or the mode is unknown.
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigurationError("a guarded tool needs a non-empty name")
+    problem = tool_problem(name)
+    if problem is not None:
+        raise ConfigurationError(f"cannot guard {fn!r}: {problem}")
+    name = tool_name(name)  # policies, records and approvals know it in lower case
     if not callable(fn):
         raise ConfigurationError(f"cannot guard {fn!r} as {name!r}: it is not callable")
     default_mode = _modes.checked(approval_mode)

@@ -44,21 +44,25 @@ class Client:
         path: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
         ok: tuple[int, ...] = (200, 201),
     ) -> httpx.Response:
-        """Make a request; a status outside `ok` raises.
+        """Make a request; a status outside `ok` raises. `content` is a JSON body already written.
 
         Raises:
             ServerError: The server was not reached, or answered with another status.
         """
+        if content is not None:
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         try:
             response = self._http.request(
                 method,
                 path,
                 json=json,
+                content=content,
                 params=params,
                 headers=headers,
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,

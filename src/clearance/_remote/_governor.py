@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from .._boundary import admit_names
 from .._clock import now_us
 from .._context import get_user
 from .._guard._governor import (
@@ -32,7 +33,7 @@ from .._guard._governor import (
     settle,
     ticket_for,
 )
-from .._guard._record import decided_event, llm_event, prepare
+from .._guard._record import Prepared, decided_event, llm_event, prepare, refused
 from .._settings import Settings
 from ..errors import (
     ApprovalAlreadyExecuted,
@@ -116,12 +117,16 @@ class RemoteGovernor:
     ) -> Ticket:
         """Decide a call (locally or on the server) and commit its record before it runs."""
         policy = self.sync.policy
+        tool, session, refusal = admit_names(tool, session or self.default_session)
+        prepared = prepare(policy, tool, args, refusal)
+        blocked = refused(prepared, policy)
+        if blocked is not None:  # the server would refuse it too: record the refusal here
+            return self._record_locally(policy, tool, prepared, session, blocked)
         plan = policy.plan(tool)
-        session = session or self.default_session
         if self.settings.evaluation == "local" and not plan.facts:
             decision = policy.decide(tool, args, {})
             if decision.effect is not Effect.REQUIRE_APPROVAL:
-                return self._record_locally(policy, tool, args, session, decision)
+                return self._record_locally(policy, tool, prepared, session, decision)
         try:
             body: dict[str, Any] = {"tool": tool, "args": args, "session_id": session}
             if (user := get_user()) is not None:
@@ -138,13 +143,12 @@ class RemoteGovernor:
             effect = Effect.ALLOW if allow else Effect.BLOCK
             why = "this tool's policy allows calls then" if allow else "the call fails closed"
             decision = Decision(effect, f"{exc}; {why}", _UNREACHABLE, (), None, policy.revision)
-            return self._record_locally(policy, tool, args, session, decision)
-        return self._ticket(tool, args, policy, answer.json())
+            return self._record_locally(policy, tool, prepared, session, decision)
+        return self._ticket(tool, prepared, answer.json())
 
     def _record_locally(
-        self, policy: Policy, tool: str, args: dict[str, Any], session: str, decision: Decision
+        self, policy: Policy, tool: str, prepared: Prepared, session: str, decision: Decision
     ) -> Ticket:
-        prepared = prepare(policy, tool, args)
         call_id = new_id("call")
         self.spool.put(
             [
@@ -164,11 +168,10 @@ class RemoteGovernor:
         )
         return Ticket(call_id, tool, session, decision, prepared.args_hash)
 
-    def _ticket(self, tool: str, args: dict[str, Any], policy: Policy, r: dict[str, Any]) -> Ticket:
+    def _ticket(self, tool: str, prepared: Prepared, r: dict[str, Any]) -> Ticket:
         decision = Decision(
             Effect(r["decision"]), r["reason"], tuple(r["rule_ids"]), tuple(r["errors"]), None, r["policy_revision"]
         )
-        prepared = prepare(policy, tool, args)
         ticket = Ticket(r["call_id"], tool, r["session_id"], decision, prepared.args_hash, r.get("approval_id"))
         if ticket.approval_id is not None:
             ticket.pending = PendingApproval(

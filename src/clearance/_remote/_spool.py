@@ -3,8 +3,9 @@
 Records are committed here before the tool runs, and shipped to the server in batches, with
 retry and backoff. A batch is deleted only after the server acknowledged it; ingest is
 idempotent by event id, so a batch sent twice (the answer lost, the process killed before
-deleting) is recorded once. A batch the server rejects as invalid is moved aside (`rejected`
-table), never dropped silently.
+deleting) is recorded once. A record the server refuses (it answers which, and why) is moved
+aside into the `rejected` table while the rest of its batch is stored, never dropped silently nor
+retried for ever; `clearance spool` lists them. A whole batch answered 422 is moved aside too.
 """
 
 from __future__ import annotations
@@ -83,6 +84,26 @@ class Spool:
             self._conn.execute("DELETE FROM spool WHERE seq <= ?", (rows[-1][0],))
             self._conn.execute("COMMIT")
 
+    def settle(self, rows: list[tuple[int, str]], refused: dict[int, str]) -> None:
+        """Forget a shipped batch, keeping aside (with why) the records the server refused.
+
+        `refused` maps positions in `rows` to the server's reasons.
+        """
+        with self.lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO rejected (id, body, error) VALUES (?, ?, ?)",
+                [(json.loads(rows[i][1])["id"], rows[i][1], why) for i, why in refused.items()],
+            )
+            self._conn.execute("DELETE FROM spool WHERE seq <= ?", (rows[-1][0],))
+            self._conn.execute("COMMIT")
+
+    def rejected(self) -> list[tuple[str, str, str]]:
+        """The records set aside: (event id, why the server refused it, the record)."""
+        with self.lock:
+            found = self._conn.execute("SELECT id, error, body FROM rejected ORDER BY rowid").fetchall()
+        return [(str(i), str(e), str(b)) for i, e, b in found]
+
     def size(self) -> int:
         """Records waiting."""
         with self.lock:
@@ -120,17 +141,31 @@ class Shipper:
         rows = self.spool.peek()
         if not rows:
             return 0
-        batch = [json.loads(body) for _, body in rows]
+        # The records go as they were spooled, byte for byte: nothing re-encodes (or refuses) them here.
+        batch = ('{"events":[' + ",".join(body for _, body in rows) + "]}").encode("utf-8", "surrogatepass")
         try:
-            self.client.call("POST", "/v1/events", json={"events": batch})
+            answer = self.client.call("POST", "/v1/events", content=batch)
         except ServerError as exc:
-            if exc.status == 422:  # invalid records: retrying cannot help; keep them aside
+            if exc.status in (400, 422):  # an invalid batch: retrying cannot help; keep it aside
                 log.error("the server rejected %d records (kept in %s): %s", len(rows), self.spool.path, exc)
                 self.spool.reject(rows, str(exc))
                 return len(rows)
             raise
-        self.spool.drop(rows[-1][0])
-        self.shipped += len(rows)
+        refused = {
+            int(r["index"]): "; ".join(r["problems"])
+            for r in answer.json().get("refused", [])
+            if 0 <= int(r["index"]) < len(rows)
+        }
+        if refused:  # the rest is stored; these are kept aside, never retried for ever
+            log.error(
+                "the server refused %d of %d records (kept in %s; `clearance spool` lists them): %s",
+                len(refused),
+                len(rows),
+                self.spool.path,
+                "; ".join(refused.values())[:500],
+            )
+        self.spool.settle(rows, refused)
+        self.shipped += len(rows) - len(refused)
         return len(rows)
 
     def _run(self) -> None:

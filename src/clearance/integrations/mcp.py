@@ -26,7 +26,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the MCP integration needs its extra: pip install "clearance[mcp]"') from exc
 
-from .._canonical import canonical_json, sha256_hex
+from .._canonical import args_hash
 from .._guard import _runtime
 from .._guard._governor import Approved, Ticket
 from .._guard._recording import RUNNING, Recording
@@ -210,7 +210,10 @@ class Proxy:
 
     def _retried(self, tool: str, args: dict[str, Any]) -> tuple[Any, Ticket] | None:
         """The pending call a retry with the same tool and arguments asks about again."""
-        key = (tool, sha256_hex(canonical_json(args)))
+        try:
+            key = (tool, args_hash(args))
+        except ValueError:  # not I-JSON: the boundary refuses the call itself
+            return None
         ticket = self.pending.pop(key, None)
         return (_runtime.current(), ticket) if ticket is not None else None
 

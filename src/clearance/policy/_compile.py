@@ -15,7 +15,8 @@ from ..errors import PolicyError, PolicyProblem
 from ._cel import CelEngine, ConditionSet, fact_names
 from ._facts import FACT_NAMES_HELP, FactSpec, parse_fact
 from ._load import Locator, read_document
-from ._model import ApprovalSpec, Effect, ParamType, PolicyDocument, Rule
+from ._model import ApprovalSpec, Effect, ParamSpec, ParamType, PolicyDocument, Rule
+from ._params import check as check_params
 
 _ENGINE: CelEngine | None = None
 _ENGINE_LOCK = threading.Lock()
@@ -68,6 +69,8 @@ class ToolPlan:
     redact: tuple[str, ...]
     when_server_unreachable: str = "block"
     params: Mapping[str, ParamType] | None = None  # as the tool's own entry declares them
+    constraints: Mapping[str, ParamSpec] | None = None  # the same entry's full declarations
+    additional: str = "block"  # what an undeclared argument does when there are constraints
 
 
 def _is_glob(name: str) -> bool:
@@ -96,6 +99,7 @@ class Policy:
 
     def _resolve(self, tool: str) -> ToolPlan:
         doc = self.document
+        tool = tool.lower()  # tool names are compared in lower case (the boundary's rule)
         exact = doc.tools.get(tool)
         globs = [(p, t) for p, t in doc.tools.items() if _is_glob(p) and fnmatch.fnmatchcase(tool, p)]
         rules = (exact.rules if exact else ()) + tuple(r for _, t in globs for r in t.rules)
@@ -112,7 +116,9 @@ class Policy:
         conditional = tuple(r for r in rules if r.when is not None)
         names = {n for r in conditional for n in fact_names(r.when or "")} | self._budget_facts
         facts = tuple(sorted((s for n in names if (s := parse_fact(n))), key=lambda s: s.name))
-        redact = tuple(p for pattern, ptrs in doc.redact.items() if fnmatch.fnmatchcase(tool, pattern) for p in ptrs)
+        redact = tuple(
+            p for pattern, ptrs in doc.redact.items() if fnmatch.fnmatchcase(tool, pattern.lower()) for p in ptrs
+        )
         return ToolPlan(
             tool=tool,
             rules=rules,
@@ -123,7 +129,9 @@ class Policy:
             conditions=engine().compile_set(r.when or "" for r in conditional),
             facts=facts,
             redact=redact,
-            params=exact.params if exact is not None else None,
+            params=exact.param_types() if exact is not None else None,
+            constraints=exact.params if exact is not None else None,
+            additional=(exact.additional or "block") if exact is not None else "block",
             when_server_unreachable=(
                 exact.when_server_unreachable
                 if exact is not None
@@ -136,6 +144,12 @@ class Policy:
     def decide(self, tool: str, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
         """Decide one call from its plain arguments and the facts its plan asked for."""
         plan = self.plan(tool)
+        if plan.constraints is not None:
+            misfits = check_params(plan.constraints, plan.additional, args)
+            if misfits:
+                reason = "; ".join(f"args.{n} {why}" for n, why in misfits[:5])
+                ids = tuple(dict.fromkeys(f"params:{n}" for n, _ in misfits))
+                return Decision(Effect.BLOCK, f"{reason} (the tool's params)", ids, (), None, self.revision)
         matched = list(plan.unconditional)
         errors: list[str] = []
         effects: list[tuple[Effect, Rule]] = []
@@ -194,9 +208,39 @@ class Policy:
         return None
 
     def check_params(self, tool: str, params: Mapping[str, ParamType]) -> list[PolicyProblem]:
-        """Type-check the conditions that apply to `tool` against its real parameters."""
+        """Type-check the conditions that apply to `tool` against its real parameters.
+
+        When the policy declares the tool's `params`, they must name the function's parameters:
+        an undeclared one would block every call (`additional: block`), a declared one the
+        function does not take could never be given.
+        """
         problems = []
-        for rule in self.plan(tool).conditional:
+        plan = self.plan(tool)
+        if plan.constraints is not None:
+            undeclared = sorted(set(params) - set(plan.constraints)) if plan.additional != "allow" else []
+            unknown = sorted(set(plan.constraints) - set(params))
+            for name in undeclared:
+                problems.append(
+                    PolicyProblem(
+                        f"params of '{tool}' does not declare '{name}', a parameter of the function: declare it,"
+                        " or set 'additional: allow'",
+                        self.source,
+                        None,
+                        None,
+                        None,
+                    )
+                )
+            for name in unknown:
+                problems.append(
+                    PolicyProblem(
+                        f"params of '{tool}' declares '{name}', which the function does not take",
+                        self.source,
+                        None,
+                        None,
+                        None,
+                    )
+                )
+        for rule in plan.conditional:
             for issue in engine().check(rule.when or "", params):
                 problems.append(PolicyProblem(_explain(issue.message, params), self.source, None, None, rule.id))
         return problems
@@ -273,6 +317,7 @@ def compile_document(document: PolicyDocument, locator: Locator, text: str) -> P
     problems: list[PolicyProblem] = []
     seen: dict[str, tuple[str, int]] = {}
     for name, tool in document.tools.items():
+        types = tool.param_types()
         if tool.params is not None and _is_glob(name):
             problems.append(
                 locator.problem(
@@ -292,14 +337,14 @@ def compile_document(document: PolicyDocument, locator: Locator, text: str) -> P
             seen.setdefault(rule.id, (name, i))
             if rule.when is None:
                 continue
-            for issue in engine().check(rule.when, tool.params):
+            for issue in engine().check(rule.when, types):
                 problems.append(
                     _locate_issue(
                         locator,
                         [*path, "when"],
                         issue.line,
                         issue.column,
-                        _explain(issue.message, tool.params),
+                        _explain(issue.message, types),
                     )
                 )
             for fact in fact_names(rule.when):

@@ -57,6 +57,17 @@ def domain(recipient: str | list[Any]) -> str:
     return found[0]
 
 
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+
+
+def is_plain_email(value: str) -> bool:
+    """Whether `value` is exactly one plain ASCII address, `name@domain`, with nothing around it."""
+    local, sep, domain = value.rpartition("@")
+    if not sep or len(value) > 254 or len(local) > 64:
+        return False
+    return _LOCAL.match(local) is not None and _DOMAIN.match(domain.lower()) is not None and "." in domain
+
+
 def _norm(value: Any) -> Any:
     if isinstance(value, str):
         return value.strip().lower()

@@ -135,12 +135,14 @@ def _model_at(path: Path) -> Any:
         ("tools", "*"): m.ToolPolicy,
         ("tools", "*", "rules", "#"): m.Rule,
         ("tools", "*", "rules", "#", "approval"): m.ApprovalSpec,
+        ("tools", "*", "params", "*"): m.ParamSpec,
         ("budgets",): m.Budgets,
         ("budgets", "session"): m.SessionBudget,
         ("budgets", "agent"): m.AgentBudget,
     }
+    named = {1, 3} if len(path) > 2 and path[2] == "params" else {1}  # a tool's name, a param's name
     shape = tuple(
-        "#" if isinstance(p, int) else ("*" if i == 1 and path[0] == "tools" else p) for i, p in enumerate(path)
+        "#" if isinstance(p, int) else ("*" if i in named and path[0] == "tools" else p) for i, p in enumerate(path)
     )
     return shapes.get(shape)
 

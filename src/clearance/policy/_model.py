@@ -122,15 +122,90 @@ class Rule(_Strict):
         return self
 
 
+JsonScalar = str | bool | int | float | None
+
+
+def _short_form(value: object) -> object:
+    return {"type": value} if isinstance(value, str) else value
+
+
+class ParamSpec(_Strict):
+    """What one argument may be: checked on every call before any rule runs.
+
+    A subset of JSON Schema: `type`, `required`, `minimum`/`maximum` (inclusive, exact
+    decimals), `enum`, `pattern` (a Python regular expression, searched like JSON Schema's:
+    anchor it with ^…$), `max_length` (characters of a string, items of a list) and
+    `format: email` (exactly one plain address). Written `amount: number` it is just a type.
+    """
+
+    type: ParamType = "any"
+    required: bool = False
+    minimum: Decimal | None = None
+    maximum: Decimal | None = None
+    enum: tuple[JsonScalar, ...] | None = Field(default=None, min_length=1)
+    pattern: str | None = None
+    max_length: int | None = Field(default=None, ge=0)
+    format: Literal["email"] | None = None
+
+    @field_validator("minimum", "maximum", mode="before")
+    @classmethod
+    def _plain_number(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+            raise ValueError("must be a number")
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _fits_the_type(self) -> ParamSpec:
+        numeric = self.type in ("number", "integer", "any")
+        if (self.minimum is not None or self.maximum is not None) and not numeric:
+            raise ValueError(f"minimum and maximum apply to numbers, not to a {self.type}")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+        if (self.pattern is not None or self.format is not None) and self.type not in ("string", "any"):
+            raise ValueError(f"pattern and format apply to strings, not to a {self.type}")
+        if self.max_length is not None and self.type not in ("string", "list", "any"):
+            raise ValueError(f"max_length applies to strings and lists, not to a {self.type}")
+        return self
+
+
+Param = Annotated[ParamSpec, BeforeValidator(_short_form)]
+
+
 class ToolPolicy(_Strict):
-    """The rules of one tool name or glob."""
+    """The rules of one tool name or glob.
+
+    `params` declares the tool's arguments (checked before the rules on every call);
+    `additional` says what an argument that `params` does not declare does: `block` (the
+    default once `params` is given) or `allow`.
+    """
 
     default: Effect | None = None
-    params: dict[str, ParamType] | None = None
+    params: dict[str, Param] | None = None
+    additional: Literal["block", "allow"] | None = None
     rules: tuple[Rule, ...] = ()
     # Remote mode: what a call that needs the server (facts, approval) does when it cannot be
     # reached. Fail closed unless the policy says otherwise.
     when_server_unreachable: Literal["block", "allow"] = "block"
+
+    @model_validator(mode="after")
+    def _additional_needs_params(self) -> ToolPolicy:
+        if self.additional is not None and self.params is None:
+            raise ValueError("'additional' says what undeclared arguments do: declare the tool's 'params' too")
+        return self
+
+    def param_types(self) -> dict[str, ParamType] | None:
+        """The declared type of each argument (None when `params` is not given)."""
+        return None if self.params is None else {n: p.type for n, p in self.params.items()}
 
 
 class SessionBudget(_Strict):
@@ -164,3 +239,25 @@ class PolicyDocument(_Strict):
     tools: dict[str, ToolPolicy] = Field(default_factory=dict)
     budgets: Budgets | None = None
     redact: dict[str, tuple[JsonPointer, ...]] = Field(default_factory=dict)
+
+    @field_validator("tools", "redact", mode="before")
+    @classmethod
+    def _tool_names(cls, value: object) -> object:
+        """Tool names and globs as the boundary writes them: ASCII, compared in lower case."""
+        if not isinstance(value, dict):
+            return value
+        seen: dict[str, str] = {}
+        for key in value:
+            if not isinstance(key, str) or _TOOL_KEY.fullmatch(key) is None:
+                raise ValueError(
+                    f"{key!r} is not a tool name or glob: tool names are ASCII letters, digits, _ . : / -"
+                    " and single inner spaces (globs add * ? [ ])"
+                )
+            folded = key.lower()
+            if folded in seen:
+                raise ValueError(f"{seen[folded]!r} and {key!r} name the same tool (names are compared in lower case)")
+            seen[folded] = key
+        return {k.lower(): v for k, v in value.items()}
+
+
+_TOOL_KEY = re.compile(r"[A-Za-z0-9_.:/*?\[\]!-]+(?: [A-Za-z0-9_.:/*?\[\]!-]+)*")

@@ -91,6 +91,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI could not parse a body that deep
+            why = "the JSON body is nested too deeply to read; arguments nest at most 64 levels"
+            return _response(422, why, [{"location": "body", "message": why}])
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return _response(exc.status_code, message, headers=getattr(exc, "headers", None))
 

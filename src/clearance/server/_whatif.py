@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._guard._record import decide_admitted
 from ..policy import Policy
 from ..store import Database
 
@@ -66,9 +67,11 @@ def replay(db: Database, draft: Policy, *, last: int, agent: str | None = None, 
         doubts = []
         if body.get("args_redacted"):
             doubts.append("arguments were redacted before storage: " + ", ".join(body["args_redacted"]))
+        if body.get("args_truncated"):
+            doubts.append("long arguments were cut for the record")
         if missing:
             doubts.append("the draft needs facts that were not recorded: " + ", ".join(missing))
-        decision = draft.decide(tool, args, facts)
+        decision = decide_admitted(draft, tool, args, facts)
         recorded, now = body.get("decision") or "", decision.effect.value
         report.checked += 1
         changed = recorded != now

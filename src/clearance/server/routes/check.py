@@ -11,10 +11,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..._boundary import check_args, check_size, checked_name, summary, tool_name
+from ..._canonical import canonical_json
 from ..._clock import now_us
 from ..._guard._record import RecordedCall, call_recorder
+from ..._text import Text
 from ...errors import ApprovalError
 from ...policy import Policy, parse_policy
 from ...store import Database
@@ -32,22 +35,64 @@ Agent = Annotated[ApiKey, Depends(require("agent"))]
 _COMPILED_KEEP = 64  # compiled revisions kept per process
 
 
+def _tool(value: str) -> str:
+    return tool_name(value)
+
+
+def _session(value: str) -> str:
+    return checked_name(value, "the session id")
+
+
+def _person(value: str) -> str:
+    return checked_name(value, "requested_by")
+
+
+# The boundary's rules on the wire: a name that breaks them is a 422 naming the field.
+ToolName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, description="ASCII letters, digits, `_ . : / -`; compared in lower case"),
+    AfterValidator(_tool),
+]
+SessionId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_session)]
+Person = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_person)]
+
+
+def admitted(args: dict[str, Any], location: str) -> dict[str, Any]:
+    """`args` when the boundary admits them (see `clearance._boundary`), else a 422 naming each path.
+
+    Raises:
+        APIError: 422 with one detail per problem, located like `body.args.amount`.
+    """
+    problems = check_args(args)
+    if not problems:
+        too_big = check_size(canonical_json(args))
+        problems = [too_big] if too_big is not None else []
+    if problems:
+        raise APIError(
+            422,
+            summary(problems),
+            details=[
+                {"location": location + p.where.removeprefix("args"), "message": f"{p.where} {p.message}"}
+                for p in problems
+            ],
+        )
+    return args
+
+
 class CheckRequest(BaseModel):
     """A call to decide."""
 
     model_config = ConfigDict(extra="forbid")
 
-    tool: str = Field(min_length=1, max_length=200)
-    args: dict[str, Any] = Field(default_factory=dict)
-    session_id: str | None = Field(default=None, min_length=1, max_length=200)
-    requested_by: str | None = Field(
-        default=None, min_length=1, max_length=200, description="the person the agent acts for (may not approve)"
-    )
+    tool: ToolName
+    args: dict[str, Any] = Field(default_factory=dict, description="I-JSON (RFC 7493): see the README's boundary")
+    session_id: SessionId | None = None
+    requested_by: Person | None = Field(default=None, description="the person the agent acts for (may not approve)")
     approval_mode: Literal["wait", "async", "webhook", "pause"] = Field(
         default="wait",
         description="how the agent waits for an approval this call needs (pause: its framework's own pause)",
     )
-    call_key: str | None = Field(
+    call_key: Text | None = Field(
         default=None,
         min_length=1,
         max_length=200,
@@ -82,7 +127,7 @@ class Outcome(BaseModel):
 
     status: Literal["ok", "error"]
     duration_ms: float = Field(ge=0, le=1e12, allow_inf_nan=False)
-    error: str | None = Field(default=None, max_length=2000)
+    error: Text | None = Field(default=None, max_length=2000)
 
 
 class _Compiled:
@@ -189,7 +234,7 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
             request,
             key,
             body.tool,
-            body.args,
+            admitted(body.args, "body.args"),
             body.session_id,
             body.requested_by,
             body.approval_mode,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..._canonical import canonical_json
+from ..._boundary import check_record, storable
+from ..._canonical import canonical_json, sha256_hex
 from ..._clock import now_us
 from ..._guard._governor import executed_event
 from ...store import Database
@@ -34,6 +36,7 @@ ALLOWED: dict[str, set[str]] = {
         "decision",
         "args",
         "args_hash",
+        "args_hash_alg",
         "rule_ids",
         "reason",
         "policy_revision",
@@ -44,7 +47,17 @@ ALLOWED: dict[str, set[str]] = {
         "approval_id",
     },
     "tool_call.finished": _COMMON
-    | {"tool", "call_id", "decision", "duration_ms", "error", "approval_id", "executed_args_hash", "result"},
+    | {
+        "tool",
+        "call_id",
+        "decision",
+        "duration_ms",
+        "error",
+        "approval_id",
+        "executed_args_hash",
+        "args_hash_alg",
+        "result",
+    },
     "llm.call": _COMMON
     | {
         "tool",
@@ -89,37 +102,106 @@ class IncomingEvent(BaseModel):
 
 
 class Batch(BaseModel):
-    """Events to ingest, in the order they happened."""
+    """Events to ingest, in the order they happened (each checked on its own)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    events: list[IncomingEvent] = Field(min_length=1, max_length=MAX_BATCH)
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Refusal(BaseModel):
+    """A record of the batch that was not stored, and why; the others were."""
+
+    index: int
+    id: str | None
+    problems: list[str]
+
+
+class Ingested(BaseModel):
+    """What became of a batch."""
+
+    appended: int
+    duplicates: int
+    refused: list[Refusal] = Field(default_factory=list)
 
 
 @router.post("/events", summary="Ingest a batch of an agent's events (idempotent by event id)")
-def ingest(batch: Batch, request: Request, key: Agent, db: Db) -> dict[str, int]:
+def ingest(batch: Batch, request: Request, key: Agent, db: Db) -> Ingested:
     """Append the events to the audit chain, skipping ids already stored.
 
     A retried or duplicated delivery records nothing twice. The agent and environment are the
-    key's, whatever the events say.
+    key's, whatever the events say. A record that cannot be stored as sent (see
+    `clearance._boundary.check_record`) is refused on its own: the others are appended, the
+    answer lists it, and an `ingest.refused` record says so in the audit log.
     """
     if key.agent is None:
         raise APIError(403, "this key is not bound to an agent")
     bodies: list[dict[str, Any]] = []
-    for event in batch.events:
-        body = event.model_dump(exclude_unset=True)  # what was sent, as validated
+    refused: list[Refusal] = []
+    for index, raw in enumerate(batch.events):
+        body, problems = _validated(raw)
+        if problems:
+            event_id = raw.get("id")
+            shown_id = event_id if isinstance(event_id, str) and _ID.fullmatch(event_id) else None
+            refused.append(Refusal(index=index, id=shown_id, problems=problems))
+            bodies.append(_refusal_record(key, raw, shown_id, problems))
+            continue
         body.update(v=1, agent=key.agent, environment=key.environment)
         bodies.append(body)
     finished: list[Event] = []
+    new_refusals = [0]
 
     def then(cur: Any, fresh: list[dict[str, Any]]) -> list[Event]:
         finished[:] = finish_approvals(db, cur, fresh)  # the last attempt's, if the write is retried
+        new_refusals[0] = sum(1 for b in fresh if b["kind"] == "ingest.refused")
         return finished
 
     appended, duplicates = events.ingest(db, bodies, then=then)
     if finished:  # an inbox showing the approval sees its result at once
         longpoll.announce_threadsafe(request.app.state, "approvals")
-    return {"appended": appended, "duplicates": duplicates}
+    # The counts are of the batch's own records; their refusal records are not counted.
+    return Ingested(
+        appended=appended - new_refusals[0],
+        duplicates=duplicates - (len(refused) - new_refusals[0]),
+        refused=refused,
+    )
+
+
+_ID = re.compile(r"evt_[0-9a-f]{32}")
+
+
+def _validated(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The record as it will be stored, or why it cannot be."""
+    try:
+        event = IncomingEvent.model_validate(raw)
+    except ValidationError as exc:
+        return {}, [_readable(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}") for e in exc.errors()][:20]
+    body = event.model_dump(exclude_unset=True)  # what was sent, as validated
+    return body, [_readable(str(p)) for p in check_record(body)]
+
+
+def _readable(text: str) -> str:
+    """A problem's text as every store keeps it (a hostile key can appear in it)."""
+    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")[:500]
+
+
+def _refusal_record(key: ApiKey, raw: dict[str, Any], event_id: str | None, problems: list[str]) -> dict[str, Any]:
+    """The `ingest.refused` record of a refused record; the same refusal twice has one id."""
+    digest = sha256_hex(f"{key.id}\x1f{canonical_json(storable(raw))}")[:32]
+    kind = raw.get("kind")
+    return {
+        "v": 1,
+        "id": f"evt_{digest}",
+        "kind": "ingest.refused",
+        "at_us": now_us(),
+        "agent": key.agent,
+        "environment": key.environment,
+        "session": None,
+        "tool": None,
+        "refused_id": event_id,
+        "refused_kind": kind if isinstance(kind, str) and kind in ALLOWED else None,
+        "problems": problems,
+    }
 
 
 def finish_approvals(db: Database, cur: Any, fresh: list[dict[str, Any]]) -> list[Event]:

@@ -1,0 +1,359 @@
+"""The argument boundary: one canonical value space for every tool call, on every way in.
+
+Every call — `@guard`, each framework integration, `/v1/check`, `/policy/check`, ingest, the MCP
+proxy, an approver's edit — passes here before anything is decided, hashed, stored or shown.
+Arguments must be I-JSON (RFC 7493), so that the condition engine, the hash, the store and the
+tool all see one value:
+
+- numbers are finite (no NaN or ±Infinity) and integers lie within ±(2**53 − 1), the integers
+  every JSON reader and the hash (RFC 8785) carry exactly; larger ids travel as strings;
+- strings and keys hold no NUL (the condition engine would see a string cut at it, and
+  PostgreSQL cannot store it) and no lone surrogate (not Unicode text);
+- containers nest at most `MAX_DEPTH` deep and hold at most `MAX_MEMBERS` members each, and
+  the whole arguments take at most `MAX_CHARS` characters of canonical JSON.
+
+Other control characters, bidirectional controls and invisible characters are kept exactly:
+conditions see them as they are, and every reader shows them visibly.
+
+Tool names are ASCII — letters, digits, `_ . : / -` and single inner spaces — and compared in
+lower case: `Send_Email` is `send_email` in decisions, facts and records. Session ids, agent names
+and the people agents act for are Unicode text in NFC without control, format, private-use or
+unassigned characters, line separators, or spaces at either end.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_DEPTH = 64
+MAX_MEMBERS = 10_000
+MAX_CHARS = 16 * 1024 * 1024
+MAX_KEY = 1024
+MAX_NAME = 200
+MAX_INT = 2**53 - 1
+
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_TOOL = re.compile(r"[A-Za-z0-9_.:/-]+(?: [A-Za-z0-9_.:/-]+)*")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BAD_NAME_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+# What `to_plain` writes for Python values JSON cannot carry: refused, never decided as maps.
+_MARKERS = {
+    "$float": "is {}, which is not a finite number (I-JSON carries no NaN or Infinity)",
+    "$decimal": "is the decimal {}, which is not a finite number",
+    "$cycle": "contains itself (a cyclic {}), which JSON cannot carry",
+    "$truncated": f"is nested more than {MAX_DEPTH} levels deep",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why an argument cannot cross the boundary, and where it is (e.g. `args.items[2].to`)."""
+
+    path: tuple[str | int, ...]
+    message: str
+    root: str = "args"
+
+    @property
+    def where(self) -> str:
+        """The path as a reader writes it: `args.to`, `args.items[2]`, `args['a b']`."""
+        return self.root + "".join(_step(p) for p in self.path)
+
+    def __str__(self) -> str:
+        return f"{self.where} {self.message}"
+
+
+def _step(part: str | int) -> str:
+    if isinstance(part, int):
+        return f"[{part}]"
+    if _IDENT.fullmatch(part):
+        return f".{part}"
+    return "[" + ascii(part) + "]" if len(part) <= 40 else "[" + ascii(part[:40]) + "…]"
+
+
+class Refused(ValueError):
+    """Input the boundary refuses; `problems` says what and where."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(summary(self.problems))
+
+
+def summary(problems: Sequence[Problem]) -> str:
+    """One line naming the first problems (for a decision's reason)."""
+    shown = "; ".join(str(p) for p in problems[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"the arguments cannot be decided: {shown}{more}"
+
+
+def check_args(args: Any, *, limit: int = 20) -> list[Problem]:
+    """Every way the plain arguments `args` are not I-JSON within the limits (up to `limit`).
+
+    Empty when they may be decided. Size is not measured here (see `check_size`): the caller
+    serialises the arguments anyway.
+    """
+    if type(args) is not dict:
+        return [Problem((), f"must be an object of named arguments, not {type(args).__name__}")]
+    problems: list[Problem] = []
+    if len(args) > MAX_MEMBERS:
+        problems.append(Problem((), f"has {len(args)} arguments; at most {MAX_MEMBERS} are accepted"))
+    for key, value in args.items():
+        t = type(value)
+        if t is str:
+            if _BAD_TEXT.search(value) is None and _BAD_TEXT.search(key) is None:
+                continue
+        elif (t is int and -MAX_INT <= value <= MAX_INT) or t is bool or value is None:
+            if _BAD_TEXT.search(key) is None:
+                continue
+        elif t is float and math.isfinite(value):
+            if _BAD_TEXT.search(key) is None:
+                continue
+        problems.extend(_problems(key, value, (key,), 1))
+        if len(problems) >= limit:
+            break
+    return problems[:limit]
+
+
+def _problems(key: Any, value: Any, path: tuple[str | int, ...], depth: int) -> Iterator[Problem]:
+    if isinstance(key, str):
+        if len(key) > MAX_KEY:
+            yield Problem(path[:-1], f"has a key of {len(key)} characters; keys hold at most {MAX_KEY}")
+        if (why := _text_problem(key)) is not None:
+            yield Problem(path, f"has a name that {why}")
+    t = type(value)
+    if t is str:
+        if (why := _text_problem(value)) is not None:
+            yield Problem(path, why)
+    elif t is bool or value is None:
+        return
+    elif t is int:
+        if not -MAX_INT <= value <= MAX_INT:
+            yield Problem(path, f"is an integer of {_digits(value)} digits, beyond ±(2**53 − 1); send it as a string")
+    elif t is float:
+        if not math.isfinite(value):
+            yield Problem(path, f"is {value!r}, which is not a finite number (I-JSON carries no NaN or Infinity)")
+    elif t is dict:
+        marker = _marker(value)
+        if marker is not None:
+            yield Problem(path, marker)
+            return
+        if depth >= MAX_DEPTH:
+            yield Problem(path, f"is nested more than {MAX_DEPTH} levels deep")
+            return
+        if len(value) > MAX_MEMBERS:
+            yield Problem(path, f"has {len(value)} members; at most {MAX_MEMBERS} are accepted")
+            return
+        for k, v in value.items():
+            yield from _problems(k, v, (*path, k), depth + 1)
+    elif t is list:
+        if depth >= MAX_DEPTH:
+            yield Problem(path, f"is nested more than {MAX_DEPTH} levels deep")
+            return
+        if len(value) > MAX_MEMBERS:
+            yield Problem(path, f"has {len(value)} items; at most {MAX_MEMBERS} are accepted")
+            return
+        for i, v in enumerate(value):
+            yield from _problems(None, v, (*path, i), depth + 1)
+    else:
+        yield Problem(path, f"is a {t.__name__}, which is not a JSON value")
+
+
+def _marker(value: dict[str, Any]) -> str | None:
+    if len(value) != 1:
+        return None
+    ((key, inner),) = value.items()
+    template = _MARKERS.get(key)
+    return template.format(inner) if template is not None and isinstance(inner, str) else None
+
+
+def _digits(n: int) -> int:
+    return len(str(abs(n))) if n.bit_length() < 10_000 else int(n.bit_length() * math.log10(2)) + 1
+
+
+def _text_problem(text: str) -> str | None:
+    found = _BAD_TEXT.search(text)
+    if found is None:
+        return None
+    char, at = found.group(), found.start()
+    if char == "\x00":
+        return f"holds a NUL character (U+0000) at position {at}, which conditions and stores cannot carry"
+    return f"holds a lone surrogate (U+{ord(char):04X}) at position {at}, which is not Unicode text"
+
+
+def check_size(text: str) -> Problem | None:
+    """A problem when the canonical JSON of the arguments is larger than `MAX_CHARS`."""
+    if len(text) <= MAX_CHARS:
+        return None
+    return Problem((), f"take {len(text):,} characters as JSON; at most {MAX_CHARS:,} are accepted")
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """A refused value in a form every store keeps and every reader shows, truthfully marked.
+
+    Lone surrogates are written as escapes inside a `$unstorable` marker, integers beyond the
+    range as their digits in an `$int` marker; NUL characters stay (JSON text escapes them).
+    """
+    t = type(value)
+    if t is str:
+        return value if _BAD_TEXT.search(value.replace("\x00", "")) is None else _escaped(value)
+    if t is int:
+        return value if -MAX_INT <= value <= MAX_INT else {"$int": _int_text(value)}
+    if t is float:
+        return value if math.isfinite(value) else {"$float": repr(value)}
+    if depth >= MAX_DEPTH:
+        return {"$truncated": f"nested more than {MAX_DEPTH} levels deep"}
+    if t is dict:
+        return {
+            (k if _BAD_TEXT.search(k.replace("\x00", "")) is None else ascii(k)): storable(v, depth + 1)
+            for k, v in list(value.items())[:MAX_MEMBERS]
+        }
+    if t is list:
+        return [storable(v, depth + 1) for v in value[:MAX_MEMBERS]]
+    return value
+
+
+def _escaped(text: str) -> dict[str, str]:
+    return {"$unstorable": "text with lone surrogates", "$escaped": text.encode("utf-8", "backslashreplace").decode()}
+
+
+def _int_text(n: int) -> str:
+    return str(n) if n.bit_length() < 1000 else f"an integer of about {_digits(n)} digits"
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def tool_problem(name: object) -> str | None:
+    """Why `name` is not a tool name, or None when it is (compare it as `tool_name` returns it)."""
+    if not isinstance(name, str):
+        return f"a tool name must be text, not {type(name).__name__}"
+    if not name or len(name) > MAX_NAME:
+        return f"a tool name has 1 to {MAX_NAME} characters (this one has {len(name)})"
+    if _TOOL.fullmatch(name) is None:
+        bad = next((c for c in name if not (c.isascii() and (c.isalnum() or c in "_.:/- "))), None)
+        if bad is not None:
+            return f"tool name {ascii(name)} holds {_describe(bad)}; tool names are ASCII letters, digits, _ . : / -"
+        return f"tool name {ascii(name)} has a space at an end or two in a row"
+    return None
+
+
+def tool_name(name: str) -> str:
+    """The canonical form of a tool name: itself, in lower case.
+
+    Raises:
+        ValueError: It is not a tool name (see the module's rules).
+    """
+    problem = tool_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    return name.lower()
+
+
+def name_problem(value: object, what: str) -> str | None:
+    """Why `value` is not a valid session id / agent name / person (`what`), or None."""
+    if not isinstance(value, str):
+        return f"{what} must be text, not {type(value).__name__}"
+    if not value or len(value) > MAX_NAME:
+        return f"{what} has 1 to {MAX_NAME} characters (this one has {len(value)})"
+    for i, char in enumerate(value):
+        if (char.isascii() and char.isprintable()) or unicodedata.category(char) not in _BAD_NAME_CATEGORIES:
+            continue
+        return f"{what} {ascii(value[:60])} holds {_describe(char)} at position {i}"
+    if value != value.strip():
+        return f"{what} {ascii(value[:60])} has spaces at an end"
+    return None
+
+
+def checked_name(value: str, what: str) -> str:
+    """A session id, agent name or person in NFC.
+
+    Raises:
+        ValueError: It is not valid (see the module's rules).
+    """
+    problem = name_problem(value, what)
+    if problem is not None:
+        raise ValueError(problem)
+    return value if value.isascii() else unicodedata.normalize("NFC", value)
+
+
+def _describe(char: str) -> str:
+    label = unicodedata.name(char, "") or unicodedata.category(char)
+    return f"U+{ord(char):04X} ({label.lower()})"
+
+
+def admit_names(tool: object, session: object) -> tuple[str, str, str | None]:
+    """The canonical tool name and session id, and why the call is refused for them (or None).
+
+    A refused name is replaced by `INVALID_TOOL` / `INVALID_SESSION`, so the refusal itself is
+    recorded; its reason quotes the name, escaped.
+    """
+    tool_why = tool_problem(tool)
+    session_why = name_problem(session, "the session id")
+    tool_out = tool.lower() if tool_why is None and isinstance(tool, str) else INVALID_TOOL
+    session_out = (
+        checked_name(session, "session") if session_why is None and isinstance(session, str) else INVALID_SESSION
+    )
+    why = "; ".join(w for w in (tool_why, session_why) if w is not None)
+    return tool_out, session_out, why or None
+
+
+# What a call refused for its tool name or session is recorded under (the reason quotes the
+# refused name, escaped), so the record itself passes every check on the way to the server.
+INVALID_TOOL = "invalid-tool-name"
+INVALID_SESSION = "invalid-session-id"
+
+
+# -- records from elsewhere (ingest) ----------------------------------------------------------
+
+_RECORD_DEPTH = MAX_DEPTH + 4  # arguments nest below the record's own fields
+_INT64 = 2**63 - 1
+
+
+def check_record(body: Any) -> list[Problem]:
+    """Why a record an agent sends cannot be stored and read back as sent (empty when it can).
+
+    Its arguments were checked where the agent decided the call (a refused call's are in their
+    storable form); here only what would not survive storage is refused: numbers that are not
+    finite (they would be written as null), integers beyond 64 bits, lone surrogates, NUL in
+    names, and nesting deeper than any record the SDK writes. Paths are relative to the record.
+    """
+    if type(body) is not dict:
+        return [Problem((), "must be an object", "record")]
+    problems = list(_record_problems(body, (), 0))
+    for field, what in (("session", "the session id"), ("tool", "the tool name")):
+        value = body.get(field)
+        if value is None:
+            continue
+        why = name_problem(value, what) if field == "session" else tool_problem(value)
+        if why is None and field == "tool" and value != value.lower():
+            why = f"the tool name {value!r} is not in lower case, as recorded tool names are"
+        if why is not None:
+            problems.append(Problem((field,), why, "record"))
+    return problems[:20]
+
+
+def _record_problems(value: Any, path: tuple[str | int, ...], depth: int) -> Iterator[Problem]:
+    t = type(value)
+    if t is str:
+        if _BAD_TEXT.search(value.replace("\x00", "")) is not None:
+            yield Problem(path, _text_problem(value.replace("\x00", "")) or "is not text", "record")
+    elif t is float:
+        if not math.isfinite(value):
+            yield Problem(path, f"is {value!r}, which is not a finite number", "record")
+    elif t is int:
+        if not -_INT64 - 1 <= value <= _INT64:
+            yield Problem(path, "is an integer beyond 64 bits", "record")
+    elif t is dict or t is list:
+        if depth >= _RECORD_DEPTH:
+            yield Problem(path, f"is nested more than {_RECORD_DEPTH} levels deep", "record")
+            return
+        items = value.items() if t is dict else enumerate(value)
+        for k, v in items:
+            if isinstance(k, str) and (why := _text_problem(k)) is not None:
+                yield Problem((*path, k), f"has a name that {why}", "record")
+                continue
+            yield from _record_problems(v, (*path, k), depth + 1)
