@@ -125,6 +125,7 @@ def test_hidden_characters_are_named_wherever_arguments_are_read(dashboard: Dash
 
     page.goto(dashboard.url("#/sessions/s-hidden?step=0"))
     expect(page.locator(".step .hazard-warning")).to_contain_text("/args/to (U+200B ZWSP)")
+    expect(page.locator(".step dt")).to_have_text(["Tool", "Decision", "Rules", "Approval"])  # nothing empty
     no_raw_hazard(page)
     dashboard.shot("hidden-replay")
 

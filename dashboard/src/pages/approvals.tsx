@@ -121,6 +121,10 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
   const [mode, setMode] = useState<"view" | "deny" | "edit">("view");
   const [note, setNote] = useState("");
   const [busy, setBusy] = useState(false);
+  const noteRef = useRef<HTMLTextAreaElement>(null);
+  useEffect(() => {
+    if (mode === "deny") noteRef.current?.focus();
+  }, [mode]);
 
   // Follow the approval until it ends: decided elsewhere, expired, or run with a result.
   useEffect(() => {
@@ -247,7 +251,7 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
               name="note"
               maxLength={2000}
               value={note}
-              ref={(el) => el?.focus()}
+              ref={noteRef}
               onInput={(e) => setNote(e.currentTarget.value)}
             />
           </label>

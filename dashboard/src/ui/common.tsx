@@ -102,8 +102,9 @@ export function ArgsTable({ args, redacted = [] }: { args: Record<string, unknow
   );
 }
 
-// One term of a <dl class="facts">, shown only `when` there is something to say.
-export function Fact({ label, when = true, children }: { label: string; when?: unknown; children: ComponentChildren }) {
+// One term of a <dl class="facts">, shown only `when` there is something to say (an absent
+// field, undefined, hides it too: no default, which would turn undefined into true).
+export function Fact({ label, when, children }: { label: string; when: unknown; children: ComponentChildren }) {
   return when ? (
     <>
       <dt>{label}</dt>
