@@ -93,7 +93,9 @@ export function Approvals({ route, me }: { route: Route; me: Signed }) {
                     <span class="muted">by</span> {a.agent}
                     {hasHazards([a.tool, a.args]) ? <Badge kind="hazard">hidden characters</Badge> : null}
                   </span>
-                  <span class="item-reason">{a.reason}</span>
+                  <span class="item-reason">
+                    <Text text={a.reason} />
+                  </span>
                   <span class="item-meta">
                     <Countdown until_us={a.expires_at_us} /> · requested {ago(a.created_at_us)}
                   </span>
@@ -330,7 +332,9 @@ function Outcome({ approval }: { approval: Approval }) {
           <JsonText value={approval.result} />
         </>
       ) : approval.status === "failed" ? (
-        <p class="error">The call failed: {approval.error}</p>
+        <p class="error">
+          The call failed: <Text text={approval.error ?? ""} />
+        </p>
       ) : null}
     </section>
   );

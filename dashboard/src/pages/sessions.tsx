@@ -258,7 +258,7 @@ function Step({ event: e }: { event: AuditEvent }) {
             </code>
           </dd>
           <Fact label={e.kind === "tool_call.decided" ? "Decision" : "Status"} when={e.decision}>
-            <Badge kind={e.decision ?? ""}>{e.decision}</Badge> {e.reason ?? ""}
+            <Badge kind={e.decision ?? ""}>{e.decision}</Badge> <Text text={e.reason ?? ""} />
           </Fact>
           <Fact label="Rules" when={e.rule_ids?.length}>{(e.rule_ids ?? []).join(", ")}</Fact>
           <Fact label="Decided by" when={e.by}>{value(e.by)}</Fact>
