@@ -143,3 +143,17 @@ def test_unauthenticated_attempts_write_nothing(client: TestClient, setup: dict[
         assert client.post(route.format(apr), json={}).status_code == 401
         assert client.post(route.format(apr), headers={"X-API-Key": "clr_test_nope"}, json={}).status_code == 401
     assert refused(setup["db"]) == []
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_non_approver_is_refused_and_audited_whatever_the_body(
+    client: TestClient, setup: dict[str, Any], route: str
+) -> None:
+    apr, keys = setup["approval"], setup["keys"]
+    for body in ({"note": 5, "message": 5}, {"unknown": True}, {"note": "x" * 2500}):
+        r = client.post(route.format(apr), headers=keys["agent"], json=body)
+        assert r.status_code == 403, r.text
+    assert len(refused(setup["db"])) == 3
+    # An approver's bad body is bad input, answered 422 and not a refusal.
+    assert client.post(route.format(apr), headers=keys["approver"], json={"note": 5, "message": 5}).status_code == 422
+    assert len(refused(setup["db"])) == 3

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -295,6 +295,33 @@ def shown_id(approval_id: str) -> str:
     return shown + ("…" if len(approval_id) > _MAX_ID else "")
 
 
+_NOT_AN_APPROVER = "only approvers decide approvals (this key or person lacks the approver role)"
+
+
+def deciding(approve: bool) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency admitting approvers to decide; anyone else is refused (403) and audited.
+
+    It runs before the body is validated, so a non-approver's attempt is recorded whatever it
+    sends (only a body that is not JSON at all is refused before it, unrecorded).
+    """
+
+    async def check(request: Request, key: Caller, db: Db) -> ApiKey:
+        if "approver" not in key.scopes:
+            approval_id = str(next(iter(request.path_params.values()), ""))
+            why = _NOT_AN_APPROVER
+            await run_in_threadpool(
+                lambda: decisions.refuse(db, shown_id(approval_id), decider(key), approve=approve, why=why)
+            )
+            raise APIError(403, why)
+        return key
+
+    return check
+
+
+Approves = Annotated[ApiKey, Depends(deciding(True))]
+Denies = Annotated[ApiKey, Depends(deciding(False))]
+
+
 def decide_as(
     db: Database,
     approval_id: str,
@@ -315,18 +342,17 @@ def decide_as(
         APIError: 403 (not theirs to decide), 404 (no such approval), 409 (decided already),
             422 (a note no store keeps, or edits that do not fit).
     """
-    if note is not None and (problem := text_problem(note)) is not None:
-        raise APIError(422, f"the note {problem}", details=[{"location": note_field, "message": problem}])
     who = decider(key)
     shown = shown_id(approval_id)
     if "approver" not in key.scopes:
-        why = "only approvers decide approvals (this key or person lacks the approver role)"
-        decisions.refuse(db, shown, who, approve=approve, why=why)
-        raise APIError(403, why)
+        decisions.refuse(db, shown, who, approve=approve, why=_NOT_AN_APPROVER)
+        raise APIError(403, _NOT_AN_APPROVER)
     if shown != approval_id:
         why = f"no approval has the id {shown!r}"
         decisions.refuse(db, shown, who, approve=approve, why=why)
         raise APIError(404, why)
+    if note is not None and (problem := text_problem(note)) is not None:
+        raise APIError(422, f"the note {problem}", details=[{"location": note_field, "message": problem}])
     try:
         return decisions.decide(db, approval_id, approve=approve, by=who, note=note, args=args)
     except ApprovalNotFound:
@@ -360,7 +386,7 @@ async def _decide(
 
 @router.post("/approvals/{approval_id}/approve", summary="Approve (approver)")
 async def approve(
-    approval_id: str, request: Request, key: Caller, db: Db, body: DecisionIn | None = None
+    approval_id: str, request: Request, key: Approves, db: Db, body: DecisionIn | None = None
 ) -> ApprovalOut:
     """Approve a pending approval: the waiting call runs with the arguments it holds.
 
@@ -372,7 +398,7 @@ async def approve(
 
 
 @router.post("/approvals/{approval_id}/deny", summary="Deny (approver)")
-async def deny(approval_id: str, request: Request, key: Caller, db: Db, body: DecisionIn | None = None) -> ApprovalOut:
+async def deny(approval_id: str, request: Request, key: Denies, db: Db, body: DecisionIn | None = None) -> ApprovalOut:
     """Deny a pending approval; the note is returned to the agent (arguments are refused: 422)."""
     return await _decide(request, db, approval_id, key, False, body or DecisionIn())
 

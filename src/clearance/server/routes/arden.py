@@ -20,13 +20,12 @@ from ...store import _events as events
 from ...store._keys import ApiKey
 from .._auth import current_key, database, require
 from .._errors import APIError
-from .approvals import decide_as, shown_id
+from .approvals import Approves, Denies, decide_as, shown_id
 from .check import decide_for
 
 router = APIRouter(tags=["ardenpy compatibility"])
 Db = Annotated[Database, Depends(database)]
 Agent = Annotated[ApiKey, Depends(require("agent"))]
-# Approving and denying take any key or person: who may decide is checked, and a refusal audited, with the decision.
 Caller = Annotated[ApiKey, Depends(current_key)]
 _DECISIONS = {"allow": "allow", "require_approval": "requires_approval", "block": "block"}
 _STATUS = {"allow": "approved", "require_approval": "pending", "block": "denied"}
@@ -136,13 +135,13 @@ def _decide(action_id: str, key: ApiKey, db: Database, approve: bool, body: Arde
 
 
 @router.post("/approve/{action_id}", summary="ardenpy: approve (approver)")
-def approve(action_id: str, key: Caller, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
+def approve(action_id: str, key: Approves, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
     """Approve a pending action."""
     return _decide(action_id, key, db, True, body or ArdenApproval())
 
 
 @router.post("/deny/{action_id}", summary="ardenpy: deny (approver)")
-def deny(action_id: str, key: Caller, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
+def deny(action_id: str, key: Denies, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
     """Deny a pending action; the message is returned to the agent."""
     return _decide(action_id, key, db, False, body or ArdenApproval())
 
