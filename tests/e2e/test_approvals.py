@@ -19,7 +19,7 @@ def test_an_approval_appears_live_and_an_edited_approval_resumes_the_agent(dashb
     item = page.get_by_role("link", name=re.compile("issue_refund by refunds"))
     expect(item).to_be_visible()  # no reload: the stream brought it
     item.click()
-    detail = page.get_by_role("region", name="Approval")
+    detail = page.get_by_role("region", name="Approval", exact=True)  # not "Pending approvals"
     expect(detail.get_by_text("Refunds over $200 need a support lead")).to_be_visible()
     expect(detail.get_by_text(re.compile(r"\d+m \d+s left"))).to_be_visible()
     dashboard.shot("approval-detail")

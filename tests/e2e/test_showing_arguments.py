@@ -77,7 +77,7 @@ def test_hidden_characters_are_named_wherever_arguments_are_read(dashboard: Dash
     item = page.locator("ul.items a")
     expect(item.locator(".badge-hazard")).to_have_text("hidden characters")
     item.click()
-    detail = page.get_by_role("region", name="Approval")
+    detail = page.get_by_role("region", name="Approval", exact=True)
     alert = detail.locator(".hazard-warning")
     expect(alert).to_contain_text(warning(hazards(dict(sorted(HOSTILE.items())))) or "")  # stored sorted
     for place in ("/file_name (U+202E RLO)", "/to (U+200B ZWSP)", "/host (U+0430 Cyrillic)", "the key /pay"):
@@ -147,7 +147,7 @@ def test_5000_arguments_open_at_once_with_the_decision_in_reach(dashboard: Dashb
     for size, viewport in (("desktop", {"width": 1280, "height": 900}), ("phone", PHONE)):
         page.set_viewport_size(viewport)
         page.goto(dashboard.url(f"#/approvals/{many}"))
-        detail = page.get_by_role("region", name="Approval")
+        detail = page.get_by_role("region", name="Approval", exact=True)
         expect(detail.get_by_text("50 of 5,000 arguments shown")).to_be_visible()
         for name in ("Approve", "Deny…", "Edit arguments…"):
             expect(page.get_by_role("button", name=name, exact=True)).to_be_in_viewport()
@@ -171,7 +171,7 @@ def test_5000_arguments_open_at_once_with_the_decision_in_reach(dashboard: Dashb
         seen(dashboard, f"5000-arguments-review-{size}")
 
         page.goto(dashboard.url(f"#/approvals/{wide}"))
-        detail = page.get_by_role("region", name="Approval")
+        detail = page.get_by_role("region", name="Approval", exact=True)
         keys = detail.get_by_role("button", name="{5,000 keys}")
         expect(keys).to_be_visible()
         # The record keeps a long string's first 4,096 characters (marked): collapsed, with its size.
