@@ -16,7 +16,8 @@ Other control characters, bidirectional controls and invisible characters are ke
 conditions see them as they are, and every reader shows them visibly.
 
 Tool names are ASCII — letters, digits, `_ . : / -` and single inner spaces — and compared in
-lower case: `Send_Email` is `send_email` in decisions, facts and records. Session ids, agent names
+lower case with `-` and spaces read as `_`: `Send_Email`, `send-email` and `Send Email` are
+`send_email` in decisions, facts and records. Session ids, agent names
 and the people agents act for are Unicode text in NFC without control, format, private-use or
 unassigned characters, line separators, or spaces at either end.
 """
@@ -28,6 +29,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 MAX_DEPTH = 64
@@ -101,21 +103,60 @@ def check_args(args: Any, *, limit: int = 20) -> list[Problem]:
     problems: list[Problem] = []
     if len(args) > MAX_MEMBERS:
         problems.append(Problem((), f"has {len(args)} arguments; at most {MAX_MEMBERS} are accepted"))
+    # The common call (flat, ASCII text, small numbers) is checked inline: `isascii` is O(1) in
+    # CPython and a lone surrogate is never ASCII, so only a NUL needs looking for.
     for key, value in args.items():
         t = type(value)
-        if t is str:
-            if _BAD_TEXT.search(value) is None and _BAD_TEXT.search(key) is None:
+        if type(key) is str and "\x00" not in key and (key.isascii() or _BAD_TEXT.search(key) is None):
+            if t is str:
+                if "\x00" not in value and (value.isascii() or _BAD_TEXT.search(value) is None):
+                    continue
+            elif (t is int and -MAX_INT <= value <= MAX_INT) or t is bool or value is None:
                 continue
-        elif (t is int and -MAX_INT <= value <= MAX_INT) or t is bool or value is None:
-            if _BAD_TEXT.search(key) is None:
+            elif t is float and value - value == 0.0:  # finite: inf - inf and nan - nan are nan
                 continue
-        elif t is float and math.isfinite(value):
-            if _BAD_TEXT.search(key) is None:
-                continue
+        if (t is dict or t is list) and type(key) is str and _clean_key(key) and _clean(value, 1):
+            continue
         problems.extend(_problems(key, value, (key,), 1))
         if len(problems) >= limit:
             break
     return problems[:limit]
+
+
+def _clean_key(key: str) -> bool:
+    return "\x00" not in key and len(key) <= MAX_KEY and (key.isascii() or _BAD_TEXT.search(key) is None)
+
+
+def _clean(value: Any, depth: int) -> bool:
+    """Whether a container holds nothing the boundary refuses (the fast path; `_problems` says what)."""
+    if depth >= MAX_DEPTH or len(value) > MAX_MEMBERS:
+        return False
+    if type(value) is dict:
+        if _marker(value) is not None:
+            return False
+        items = value.values()
+        for key in value:
+            if type(key) is not str or not _clean_key(key):
+                return False
+    else:
+        items = value
+    for v in items:
+        t = type(v)
+        if t is str:
+            if "\x00" in v or (not v.isascii() and _BAD_TEXT.search(v) is not None):
+                return False
+        elif t is int:
+            if not -MAX_INT <= v <= MAX_INT:
+                return False
+        elif t is float:
+            if v - v != 0.0:
+                return False
+        elif t is dict or t is list:
+            if not _clean(v, depth + 1):
+                return False
+        elif not (t is bool or v is None):
+            return False
+    return True
 
 
 def _problems(key: Any, value: Any, path: tuple[str | int, ...], depth: int) -> Iterator[Problem]:
@@ -242,7 +283,7 @@ def tool_problem(name: object) -> str | None:
 
 
 def tool_name(name: str) -> str:
-    """The canonical form of a tool name: itself, in lower case.
+    """The canonical form of a tool name (see `fold_tool`).
 
     Raises:
         ValueError: It is not a tool name (see the module's rules).
@@ -250,7 +291,29 @@ def tool_name(name: str) -> str:
     problem = tool_problem(name)
     if problem is not None:
         raise ValueError(problem)
-    return name.lower()
+    return fold_tool(name)
+
+
+_SEPARATORS = re.compile(r"[ -]")
+
+
+def fold_tool(name: str) -> str:
+    """A tool name (or glob) as it is compared and recorded: lower case, `-` and spaces as `_`.
+
+    Names a person reads as one tool are one tool (`Send-Email`, `send email`, `SEND_EMAIL`),
+    whichever the model or the framework spelt. In a glob, `-` inside `[…]` is kept (a range).
+    """
+    folded = name.lower()
+    if "[" not in folded:
+        return _SEPARATORS.sub("_", folded)
+    out, in_class = [], False
+    for char in folded:
+        if char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        out.append("_" if char in " -" and not in_class else char)
+    return "".join(out)
 
 
 def name_problem(value: object, what: str) -> str | None:
@@ -259,10 +322,11 @@ def name_problem(value: object, what: str) -> str | None:
         return f"{what} must be text, not {type(value).__name__}"
     if not value or len(value) > MAX_NAME:
         return f"{what} has 1 to {MAX_NAME} characters (this one has {len(value)})"
-    for i, char in enumerate(value):
-        if (char.isascii() and char.isprintable()) or unicodedata.category(char) not in _BAD_NAME_CATEGORIES:
-            continue
-        return f"{what} {ascii(value[:60])} holds {_describe(char)} at position {i}"
+    if not (value.isascii() and value.isprintable()):
+        for i, char in enumerate(value):
+            if (char.isascii() and char.isprintable()) or unicodedata.category(char) not in _BAD_NAME_CATEGORIES:
+                continue
+            return f"{what} {ascii(value[:60])} holds {_describe(char)} at position {i}"
     if value != value.strip():
         return f"{what} {ascii(value[:60])} has spaces at an end"
     return None
@@ -285,6 +349,7 @@ def _describe(char: str) -> str:
     return f"U+{ord(char):04X} ({label.lower()})"
 
 
+@lru_cache(maxsize=4096)
 def admit_names(tool: object, session: object) -> tuple[str, str, str | None]:
     """The canonical tool name and session id, and why the call is refused for them (or None).
 
@@ -293,7 +358,7 @@ def admit_names(tool: object, session: object) -> tuple[str, str, str | None]:
     """
     tool_why = tool_problem(tool)
     session_why = name_problem(session, "the session id")
-    tool_out = tool.lower() if tool_why is None and isinstance(tool, str) else INVALID_TOOL
+    tool_out = fold_tool(tool) if tool_why is None and isinstance(tool, str) else INVALID_TOOL
     session_out = (
         checked_name(session, "session") if session_why is None and isinstance(session, str) else INVALID_SESSION
     )
@@ -329,8 +394,8 @@ def check_record(body: Any) -> list[Problem]:
         if value is None:
             continue
         why = name_problem(value, what) if field == "session" else tool_problem(value)
-        if why is None and field == "tool" and value != value.lower():
-            why = f"the tool name {value!r} is not in lower case, as recorded tool names are"
+        if why is None and field == "tool" and value != fold_tool(value):
+            why = f"the tool name {value!r} is not as recorded tool names are written ({fold_tool(value)!r})"
         if why is not None:
             problems.append(Problem((field,), why, "record"))
     return problems[:20]

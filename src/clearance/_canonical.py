@@ -185,7 +185,8 @@ def _jcs_ready(value: Any) -> Any:
         for k, v in value.items():
             if not k.isascii() and max(k) > "\uffff":
                 return _SLOW
-            if type(v) in _JCS_SAME:
+            tv = type(v)
+            if tv in _JCS_SAME or (tv is float and abs(v) >= _JCS_FRACTION_MIN and not v.is_integer() and v - v == 0):
                 continue
             c = _jcs_ready(v)
             if c is _SLOW:

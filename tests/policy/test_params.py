@@ -158,10 +158,12 @@ def test_a_negative_refund_cannot_defeat_the_daily_cap(configure: Callable[..., 
     assert sum(refunded) == 995 <= 1000
 
 
-def test_tool_names_in_a_policy_are_compared_in_lower_case() -> None:
+def test_tool_names_in_a_policy_are_compared_folded() -> None:
     p = parse_policy("version: 1\ntools:\n  Send_Email:\n    default: block\n  'DB.*':\n    default: block\n")
     assert p.decide("send_email", {}, {}).effect is Effect.BLOCK
     assert p.decide("SEND_EMAIL", {}, {}).effect is Effect.BLOCK
+    assert p.decide("send-email", {}, {}).effect is Effect.BLOCK
+    assert p.decide("Send Email", {}, {}).effect is Effect.BLOCK
     assert p.decide("db.drop", {}, {}).effect is Effect.BLOCK
 
 
@@ -169,6 +171,7 @@ def test_tool_names_in_a_policy_are_compared_in_lower_case() -> None:
     "tools, message",
     [
         ("  send_email: {}\n  Send_Email: {}\n", "name the same tool"),
+        ("  send_email: {}\n  send-email: {}\n", "name the same tool"),
         ("  'send email ': {}\n", "is not a tool name or glob"),
         ("  'send\u200bemail': {}\n", "is not a tool name or glob"),
         ("  'séndmail': {}\n", "is not a tool name or glob"),

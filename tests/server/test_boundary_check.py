@@ -168,15 +168,16 @@ def test_ardenpy_names_follow_the_same_rule(client: TestClient, keys: dict[str, 
         assert r.status_code == 422 and r.json()["error"]["details"][0]["location"] == "body.metadata.session_id"
 
 
-def test_a_tool_is_one_tool_whatever_its_case(
+def test_a_tool_is_one_tool_however_it_is_spelt(
     client: TestClient, keys: dict[str, dict[str, str]], server_db: str
 ) -> None:
     agent = keys["agent"]
     outside = check(client, agent, "Send_Email", {"to": "eve@evil.io"}).json()
     assert outside["decision"] == "block" and outside["rule_ids"] == ["external"]
-    assert arden(client, agent, "SEND_EMAIL", {"to": "eve@evil.io"}).json()["decision"] == "block"
+    for spelling in ("SEND_EMAIL", "send-email", "Send Email"):
+        assert arden(client, agent, spelling, {"to": "eve@evil.io"}).json()["decision"] == "block"
     # The daily cap sums one tool, however its name is spelt.
-    for spelling in ("issue_refund", "Issue_Refund", "ISSUE_REFUND", "issue_Refund", "Issue_refund"):
+    for spelling in ("issue_refund", "Issue_Refund", "ISSUE-REFUND", "issue Refund", "Issue_refund"):
         assert check(client, agent, spelling, {"order_id": "A", "amount": 199}).json()["decision"] == "allow"
     capped = check(client, agent, "IsSuE_ReFuNd", {"order_id": "A", "amount": 199}).json()
     assert capped["decision"] == "block" and capped["rule_ids"] == ["cap"]

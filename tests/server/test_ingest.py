@@ -90,7 +90,7 @@ def test_identity_comes_from_the_key(client: TestClient, make_key: Any, server_d
         (event(cost_nusd=-5), "cost_nusd: "),
         (event(session="s\x00"), "the session id 's\\x00' holds U+0000"),
         (event(session="s\ud800"), "session: "),
-        (event(tool="Send_Email"), "not in lower case"),
+        (event(tool="Send-Email"), "not as recorded tool names are written ('send_email')"),
         (event(tool="send\u200bemail"), "U+200B"),
         (event("tool_call.decided", args={"amount": float("nan")}), "record.args.amount is nan"),
         (event("tool_call.decided", args={"to": "\ud800"}), "record.args.to holds a lone surrogate"),

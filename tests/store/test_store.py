@@ -126,11 +126,46 @@ def test_a_rehashed_edit_is_caught_by_the_next_record(configure: Callable[..., G
 
     with sqlite3.connect(db_path) as conn:
         prev, body = conn.execute("SELECT prev_hash, body FROM events WHERE seq = 2").fetchone()
-        forged = body.replace("a@acme.com", "z@acme.com")
+        forged = body.replace('"reason":"', '"reason":"forged ')
         assert forged != body
         conn.execute("UPDATE events SET body = ?, hash = ? WHERE seq = 2", (forged, chain_hash(prev, forged)))
     report = verify(Database(str(db_path)))
     assert report.broken_seq == 3 and "does not follow record 2" in (report.problem or "")
+
+
+def test_rewritten_arguments_are_caught_by_their_own_hash(configure: Callable[..., Governor], db_path: Path) -> None:
+    """The record's args_hash (RFC 8785) no longer matches arguments rewritten in place."""
+    _seeded(configure)
+    from clearance.store._events import chain_hash
+
+    with sqlite3.connect(db_path) as conn:
+        prev, body = conn.execute("SELECT prev_hash, body FROM events WHERE seq = 2").fetchone()
+        forged = body.replace("a@acme.com", "z@acme.com")
+        assert forged != body
+        conn.execute("UPDATE events SET body = ?, hash = ? WHERE seq = 2", (forged, chain_hash(prev, forged)))
+    report = verify(Database(str(db_path)))
+    assert report.broken_seq == 2 and report.problem == "its args_hash does not match the arguments it records"
+
+
+def test_records_hashed_before_rfc8785_still_verify(db_path: Path) -> None:
+    """A decided call written by an earlier version: no args_hash_alg, the hash over orjson's sorted text."""
+    from clearance._canonical import canonical_json, sha256_hex
+    from clearance.store._events import append, make_event
+
+    db = Database(str(db_path))
+    args = {"amount": 850.0, "to": "bob@acme.com"}
+    old = {"agent": "a", "environment": "test", "session": "s", "tool": "t", "call_id": "c", "decision": "allow"}
+    with db.write() as cur:
+        append(
+            db,
+            cur,
+            [make_event("tool_call.decided", 1, {**old, "args": args, "args_hash": sha256_hex(canonical_json(args))})],
+        )
+    assert verify(db).ok
+    with db.write() as cur:
+        append(db, cur, [make_event("tool_call.decided", 2, {**old, "args": args, "args_hash": "0" * 64})])
+    assert verify(db).broken_seq == 2
+    db.close()
 
 
 WRITER = textwrap.dedent("""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from .._boundary import fold_tool
 from ..errors import PolicyError, PolicyProblem
 from ._cel import CelEngine, ConditionSet, fact_names
 from ._facts import FACT_NAMES_HELP, FactSpec, parse_fact
@@ -99,7 +100,7 @@ class Policy:
 
     def _resolve(self, tool: str) -> ToolPlan:
         doc = self.document
-        tool = tool.lower()  # tool names are compared in lower case (the boundary's rule)
+        tool = fold_tool(tool)  # one spelling per tool (the boundary's rule)
         exact = doc.tools.get(tool)
         globs = [(p, t) for p, t in doc.tools.items() if _is_glob(p) and fnmatch.fnmatchcase(tool, p)]
         rules = (exact.rules if exact else ()) + tuple(r for _, t in globs for r in t.rules)
@@ -117,7 +118,7 @@ class Policy:
         names = {n for r in conditional for n in fact_names(r.when or "")} | self._budget_facts
         facts = tuple(sorted((s for n in names if (s := parse_fact(n))), key=lambda s: s.name))
         redact = tuple(
-            p for pattern, ptrs in doc.redact.items() if fnmatch.fnmatchcase(tool, pattern.lower()) for p in ptrs
+            p for pattern, ptrs in doc.redact.items() if fnmatch.fnmatchcase(tool, fold_tool(pattern)) for p in ptrs
         )
         return ToolPlan(
             tool=tool,

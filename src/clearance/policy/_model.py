@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from .._boundary import fold_tool
+
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -243,7 +245,7 @@ class PolicyDocument(_Strict):
     @field_validator("tools", "redact", mode="before")
     @classmethod
     def _tool_names(cls, value: object) -> object:
-        """Tool names and globs as the boundary writes them: ASCII, compared in lower case."""
+        """Tool names and globs as the boundary writes them: ASCII, folded (see `fold_tool`)."""
         if not isinstance(value, dict):
             return value
         seen: dict[str, str] = {}
@@ -253,11 +255,14 @@ class PolicyDocument(_Strict):
                     f"{key!r} is not a tool name or glob: tool names are ASCII letters, digits, _ . : / -"
                     " and single inner spaces (globs add * ? [ ])"
                 )
-            folded = key.lower()
+            folded = fold_tool(key)
             if folded in seen:
-                raise ValueError(f"{seen[folded]!r} and {key!r} name the same tool (names are compared in lower case)")
+                raise ValueError(
+                    f"{seen[folded]!r} and {key!r} name the same tool (names are compared in lower case,"
+                    " with - and spaces as _)"
+                )
             seen[folded] = key
-        return {k.lower(): v for k, v in value.items()}
+        return {fold_tool(k): v for k, v in value.items()}
 
 
 _TOOL_KEY = re.compile(r"[A-Za-z0-9_.:/*?\[\]!-]+(?: [A-Za-z0-9_.:/*?\[\]!-]+)*")

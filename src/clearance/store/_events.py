@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .._canonical import canonical_json
+from .._canonical import ARGS_HASH_ALG, args_hash, canonical_json, legacy_args_hash
 from ._db import Database
 
 GENESIS = "0" * 64
@@ -228,6 +228,32 @@ def _check_row(row: Sequence[Any], prev_seq: int, prev_hash: str) -> str | None:
     )
     if data.get("id") != event_id or data.get("at_us") != at_us or columns_of(data) != cols:
         return "its indexed columns disagree with its recorded body (a column was changed)"
+    return _args_problem(data)
+
+
+def _args_problem(data: Mapping[str, Any]) -> str | None:
+    """Whether a decided call's `args_hash` matches the arguments it records (when it records them whole).
+
+    Recomputed with the record's `args_hash_alg`; records written before it was recorded were
+    hashed over sorted orjson text, and still verify.
+    """
+    if data.get("kind") != "tool_call.decided" or data.get("args_redacted") or data.get("args_truncated"):
+        return None
+    recorded, args = data.get("args_hash"), data.get("args")
+    if not isinstance(recorded, str) or not isinstance(args, dict):
+        return None
+    alg = data.get("args_hash_alg")
+    try:
+        if alg == ARGS_HASH_ALG:
+            computed = args_hash(args)
+        elif alg is None:
+            computed = legacy_args_hash(args)
+        else:
+            return f"its args_hash_alg {str(alg)[:40]!r} is not one this version knows"
+    except ValueError:
+        return "its arguments cannot be hashed as recorded (they are not I-JSON)"
+    if computed != recorded:
+        return "its args_hash does not match the arguments it records"
     return None
 
 
