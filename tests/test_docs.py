@@ -46,8 +46,9 @@ def test_python_examples_run(ran_example: Path) -> None:
     audit = run_cli("audit", "export", db=ran_example / ".clearance/readme.db", check=True).stdout
     records = [json.loads(line) for line in audit.splitlines()]
     decided = [e for e in records if e["kind"] == "tool_call.decided"]
-    assert [e["decision"] for e in decided] == ["allow", "block"]
+    assert [e["decision"] for e in decided] == ["allow", "block", "block"]
     assert decided[0]["args"]["card_number"] == "[REDACTED]"
+    assert decided[1]["rule_ids"] == ["params:amount"]  # the negative refund
     assert [e["kind"] for e in records].count("llm.call") == 1
 
 
