@@ -215,3 +215,12 @@ def test_every_reader_answers_after_every_attack(
         assert verify(db).ok
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("agent", ["bot\u202e", "bot\x00", " bot", "b\u200bot", "\ud800"])
+def test_an_agent_name_outside_the_rule_cannot_be_given_a_key(
+    client: TestClient, keys: dict[str, dict[str, str]], agent: str
+) -> None:
+    body = {"name": "k", "scopes": ["agent"], "agent": agent}
+    r = post_raw(client, "/v1/keys", body, keys["admin"])
+    assert r.status_code == 422, r.text

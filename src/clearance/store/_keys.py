@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from .._boundary import checked_name
 from .._clock import now_us
 from ._db import Database
 from ._events import Event, append, make_event
@@ -90,8 +91,8 @@ def create(
     """Create a key; returns it and the full key text, which is never stored and cannot be shown again.
 
     Raises:
-        ValueError: Unknown scope, no scope, an agent-scoped key without an agent, or a bad
-            environment name.
+        ValueError: Unknown scope, no scope, an agent-scoped key without an agent, an agent name
+            outside the boundary's rule for names, or a bad environment name.
     """
     chosen = tuple(dict.fromkeys(scopes))
     unknown = [s for s in chosen if s not in SCOPES]
@@ -99,6 +100,8 @@ def create(
         raise ValueError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(chosen) or 'none'}")
     if "agent" in chosen and not agent:
         raise ValueError("an agent-scoped key must name the agent it acts as")
+    if agent is not None:
+        agent = checked_name(agent, "the agent name")  # it names the agent on every record
     if not _ENVIRONMENT.match(environment):
         raise ValueError("an environment is 1-40 lower-case letters, digits or '-'")
     key_id = secrets.token_hex(8)
