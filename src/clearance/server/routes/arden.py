@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from ..._boundary import name_problem
 from ..._guard._record import llm_event
 from ...errors import ApprovalNotFound
 from ...store import Database
@@ -21,7 +22,7 @@ from ...store._keys import ApiKey
 from .._auth import current_key, database, require
 from .._errors import APIError
 from .approvals import Approves, Denies, decide_as, shown_id
-from .check import decide_for
+from .check import ToolName, admitted, decide_for
 
 router = APIRouter(tags=["ardenpy compatibility"])
 Db = Annotated[Database, Depends(database)]
@@ -35,7 +36,7 @@ _APPROVAL_STATUS = {"pending": "pending", "approved": "approved", "executed": "a
 class ArdenCheck(BaseModel):
     """ardenpy's ToolCallRequest."""
 
-    tool_name: str = Field(min_length=1, max_length=200)
+    tool_name: ToolName
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] | None = None
@@ -83,7 +84,10 @@ async def policy_check(body: ArdenCheck, request: Request, key: Agent) -> ArdenD
     args = dict(body.kwargs)
     if body.args:
         args["_args"] = body.args
+    admitted(args, "body.kwargs")
     session = (body.metadata or {}).get("session_id")
+    if isinstance(session, str) and (why := name_problem(session, "the session id")) is not None:
+        raise APIError(422, why, details=[{"location": "body.metadata.session_id", "message": why}])
     call = await decide_for(request, key, body.tool_name, args, session if isinstance(session, str) else None)
     effect = call.decision.effect.value
     return ArdenDecision(
