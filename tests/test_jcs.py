@@ -66,3 +66,9 @@ def test_a_record_from_before_keeps_its_hash() -> None:
     args = {"amount": 850.0, "to": "bob@acme.com"}
     old = hashlib.sha256(json.dumps(args, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert legacy_args_hash(args) == old != args_hash(args)  # 850.0 is written 850 by JCS
+
+
+def test_a_record_from_before_with_a_huge_integer_keeps_its_hash() -> None:
+    args = {"id": 2**70}
+    old = hashlib.sha256(json.dumps(args, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert legacy_args_hash(args) == old

@@ -257,8 +257,17 @@ def storable(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def storable_text(text: str) -> str:
+    r"""Text with any lone surrogate written as its `\udXXX` escape (for messages and reprs)."""
+    return text if text.isascii() or _BAD_TEXT.search(text.replace("\x00", "")) is None else _backslashed(text)
+
+
+def _backslashed(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode()
+
+
 def _escaped(text: str) -> dict[str, str]:
-    return {"$unstorable": "text with lone surrogates", "$escaped": text.encode("utf-8", "backslashreplace").decode()}
+    return {"$unstorable": "text with lone surrogates", "$escaped": _backslashed(text)}
 
 
 def _int_text(n: int) -> str:

@@ -124,13 +124,19 @@ def safe_repr(value: Any) -> dict[str, str]:
 def canonical_json(value: Any) -> str:
     """The one JSON text of a plain value: orjson with sorted keys (no spaces, UTF-8 kept).
 
-    Integers beyond 64 bits, which orjson refuses, fall back to the standard library; a given
-    value always takes the same path, so its text and hash never change.
+    Values orjson refuses (integers beyond 64 bits, lone surrogates; the boundary keeps both out
+    of arguments) are written in the boundary's marked form (`storable`) by the standard
+    library; a given value always takes the same path, so its text never changes.
     """
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
     except TypeError:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        pass
+    # What orjson refuses (a lone surrogate, an integer beyond 64 bits) is written in the
+    # boundary's marked, storable form, so a record is never lost nor unreadable for it.
+    from ._boundary import storable
+
+    return json.dumps(storable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 # How `args_hash` is computed, recorded beside it. Records without it were hashed with LEGACY.
@@ -230,8 +236,15 @@ def args_hash(args: Any, text: str | None = None) -> str:
 
 
 def legacy_args_hash(args: Any) -> str:
-    """`args_hash` as records without `args_hash_alg` computed it (orjson, sorted keys)."""
-    return sha256_hex(canonical_json(args))
+    """`args_hash` as records without `args_hash_alg` computed it (orjson, sorted keys).
+
+    The standard library wrote integers beyond 64 bits, which arguments could hold then.
+    """
+    try:
+        text = orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return sha256_hex(text)
 
 
 def sha256_hex(text: str) -> str:

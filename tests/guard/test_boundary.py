@@ -252,3 +252,34 @@ def test_refused_records_stay_readable_json(configure: Callable[..., Governor], 
             store_value(value)
     for record in decided(db_path):
         json.dumps(record, ensure_ascii=False).encode("utf-8")  # every record is valid UTF-8 JSON
+
+
+def test_what_a_tool_returns_or_raises_is_recorded_whatever_it_holds(
+    configure: Callable[..., Governor], db_path: Path
+) -> None:
+    """A tool's output is not checked like its arguments, but its record must still be stored and read."""
+    configure(POLICY)
+
+    @clearance.guard
+    def echo(text: str) -> str:
+        raise ValueError("bad input \ud800\x00 " + text)
+
+    with pytest.raises(ValueError):
+        echo("x")
+    clearance.flush()
+    db = Database(str(db_path))
+    try:
+        assert verify(db).ok
+        [finished] = [e.body for e in query(db, EventFilter(kind="tool_call.finished"))]
+    finally:
+        db.close()
+    assert finished["error"] == "ValueError: bad input \\ud800\x00 x"
+
+
+def test_a_result_json_cannot_carry_is_recorded_marked() -> None:
+    from clearance._guard._governor import result_value
+
+    assert result_value({"ratio": float("nan"), "text": "a\ud800"}) == {
+        "ratio": {"$float": "nan"},
+        "text": {"$unstorable": "text with lone surrogates", "$escaped": "a\\ud800"},
+    }

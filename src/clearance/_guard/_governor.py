@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import _decisions as decisions
+from .._boundary import storable, storable_text
 from .._canonical import canonical_json, to_plain
 from .._clock import now_us
 from .._context import get_user
@@ -478,7 +479,7 @@ def outcome_fields(
         "duration_ms": round(duration_s * 1000, 3),
     }
     if error is not None:
-        fields["error"] = f"{type(error).__name__}: {error}"[:_MAX_ERROR]
+        fields["error"] = storable_text(f"{type(error).__name__}: {error}"[:_MAX_ERROR])
     if ticket.approval_id is not None:
         fields["approval_id"] = ticket.approval_id
         if ticket.executed_args_hash is not None:
@@ -503,10 +504,10 @@ def result_value(result: Any) -> Any:
     Plain JSON, or its repr when it is not JSON-like or too large.
     """
     try:
-        plain = to_plain(result)
+        plain = storable(to_plain(result))  # a tool's output is not checked like its arguments
         text = canonical_json(plain)
     except (TypeError, ValueError):
-        return {"repr": repr(result)[:_MAX_RESULT]}
+        return {"repr": storable_text(repr(result)[:_MAX_RESULT])}
     if len(text) > _MAX_RESULT:
         return {"repr": text[:_MAX_RESULT], "truncated": True}
     return plain
