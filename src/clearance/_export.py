@@ -2,7 +2,7 @@
 
 Tool arguments come from a model: a CSV cell that a spreadsheet would run as a formula (it
 starts with = + - @, a tab or a carriage return) is prefixed with `'`. Every record is written,
-whatever it holds: values no encoder writes are marked as readers show them (`_queries.show`),
+whatever it holds: values no encoder writes are marked as readers show them (`_shown.show`),
 and in JSON Lines invisible and bidirectional characters are written as JSON escapes
 (the same text to a JSON reader, visible to a person).
 """
@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from .store import StoredEvent
 from .store import _events as events
-from .store._queries import DEGRADED, show
+from .store._shown import DEGRADED, show
 
 Format = Literal["jsonl", "csv"]
 CSV_COLUMNS = (
@@ -45,7 +45,7 @@ CSV_COLUMNS = (
     "tokens",
     "cost_usd",
     "hash",
-    "degraded",  # how the record written differs from the one stored (see `_queries.shown`)
+    "degraded",  # how the record written differs from the one stored (see `_shown.shown`)
 )
 
 

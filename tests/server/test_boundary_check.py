@@ -224,3 +224,13 @@ def test_an_agent_name_outside_the_rule_cannot_be_given_a_key(
     body = {"name": "k", "scopes": ["agent"], "agent": agent}
     r = post_raw(client, "/v1/keys", body, keys["admin"])
     assert r.status_code == 422, r.text
+
+
+def test_an_outcome_for_a_call_id_no_store_keeps_is_a_422(client: TestClient, keys: dict[str, dict[str, str]]) -> None:
+    """Found by schemathesis: a NUL in the call id reached PostgreSQL (503)."""
+    r = client.post("/v1/calls/call%00x/outcome", headers=keys["agent"], json={"status": "ok", "duration_ms": 1})
+    assert r.status_code == 422, r.text
+    r = client.post(
+        "/v1/calls/call_x/outcome", headers=keys["agent"], json={"status": "error", "duration_ms": 1, "error": "a\x00"}
+    )
+    assert r.status_code == 422, r.text

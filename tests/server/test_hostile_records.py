@@ -23,7 +23,7 @@ from clearance.store import Database, StoredEvent
 from clearance.store import _approvals as approvals
 from clearance.store import _events as events
 from clearance.store import _keys as keys
-from clearance.store import _queries as queries
+from clearance.store import _shown as shown_
 
 
 def _nested(depth: int, open_: str, close: str) -> str:
@@ -269,12 +269,12 @@ def test_the_export_of_the_cli_writes_records_decoded_elsewhere() -> None:
 
 
 def test_shown_never_fails_and_says_how_it_differs() -> None:
-    assert queries.shown('{"a":[1,2]}') == queries.Shown({"a": [1, 2]})
-    assert queries.shown("[" * 5000 + "]" * 5000).notes == (queries._NOTE_DEEP,)
-    assert queries.shown('"\\ud800"').value == "\\ud800"
-    record = queries.shown("[1]", record=True)
+    assert shown_.shown('{"a":[1,2]}') == shown_.Shown({"a": [1, 2]})
+    assert shown_.shown("[" * 5000 + "]" * 5000).notes == (shown_._NOTE_DEEP,)
+    assert shown_.shown('"\\ud800"').value == "\\ud800"
+    record = shown_.shown("[1]", record=True)
     assert record.value["$unreadable"] == "the stored record is not a JSON object" and record.value["$value"] == [1]
-    cut = queries._cut('{"s":"[[[{{{","d":' + _nested(200, "[", "]") + "}", 3)
+    cut = shown_._cut('{"s":"[[[{{{","d":' + _nested(200, "[", "]") + "}", 3)
     assert json.loads(cut) == {"s": "[[[{{{", "d": [[{"$truncated": "nested deeper than 100 levels"}]]}
 
 

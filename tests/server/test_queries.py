@@ -154,4 +154,6 @@ def test_numbers_beyond_64_bits_are_invalid_input_not_errors(client: TestClient,
         assert r.status_code == 422, params
     assert client.get("/v1/usage", headers=admin, params={"since_us": 2**64}).status_code == 422
     late = {"id": new_id("evt"), "kind": "tool_call.finished", "at_us": 2**64, "decision": "ok"}
-    assert client.post("/v1/events", headers=seeded["refunds"], json={"events": [late]}).status_code == 422
+    r = client.post("/v1/events", headers=seeded["refunds"], json={"events": [late]})
+    assert r.status_code == 200 and r.json()["appended"] == 0  # refused alone, with why
+    assert r.json()["refused"][0]["problems"][0].startswith("at_us: ")

@@ -15,7 +15,7 @@ from ..errors import ApprovalAlreadyDecided, ApprovalAlreadyExecuted, ApprovalEr
 from . import _outbox as outbox
 from ._db import Database
 from ._events import Event, append
-from ._queries import shown
+from ._shown import shown
 
 _FIELDS = (
     "id",
@@ -110,7 +110,7 @@ class Approval:
         slack_shown: The state the message shows.
         call_key: The framework's id of the call (its tool-call id), unique per agent.
         degraded: How the arguments or result read differ from those stored (empty: they do not),
-            for values no reader can return whole (see `_queries.shown`).
+            for values no reader can return whole (see `_shown.shown`).
     """
 
     id: str

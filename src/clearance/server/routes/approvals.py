@@ -32,7 +32,7 @@ from ...store import Approval, Database
 from ...store import _approvals as approvals
 from ...store import _outbox as outbox
 from ...store._keys import ApiKey
-from ...store._queries import show
+from ...store._shown import show
 from .. import _longpoll as longpoll
 from .._auth import actor, current_key, database, require
 from .._errors import APIError

@@ -16,8 +16,10 @@ from pydantic import BaseModel, Field
 
 from ..._export import Format, lines
 from ...store import Database, StoredEvent
+from ...store import _events as events
 from ...store import _queries as queries
 from ...store._keys import ApiKey
+from ...store._shown import DEGRADED
 from .._auth import current_key, database
 from .._errors import INT64_MAX, APIError
 from .queries import Search, Searched, event_out
@@ -98,7 +100,7 @@ async def event_detail(seq: Annotated[int, Path(ge=1, le=INT64_MAX)], key: Calle
 
     An agent key reads only its own agent's records.
     """
-    found = await run_in_threadpool(queries.locate, db, seq)
+    found = await run_in_threadpool(events.locate, db, seq)
     own_only = not ({"approver", "admin"} & set(key.scopes))
     if found is None or (own_only and found.event.body.get("agent") != key.agent):
         raise APIError(404, f"no record at position {seq} is visible to this key")
@@ -113,5 +115,5 @@ async def event_detail(seq: Annotated[int, Path(ge=1, le=INT64_MAX)], key: Calle
             verified=found.problem is None,
             problem=found.problem,
         ),
-        degraded=list(e.body.get(queries.DEGRADED, [])),
+        degraded=list(e.body.get(DEGRADED, [])),
     )

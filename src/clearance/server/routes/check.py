@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -258,7 +258,7 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
 
 
 @router.post("/calls/{call_id}/outcome", summary="Record what happened when a decided call ran (agent)")
-async def outcome(call_id: str, body: Outcome, request: Request, key: Agent) -> dict[str, str]:
+async def outcome(call_id: Annotated[Text, Path()], body: Outcome, request: Request, key: Agent) -> dict[str, str]:
     """Record the outcome of one of this agent's calls. Idempotent: a repeat changes nothing."""
     commits: GroupCommit = request.app.state.commits
     db = commits.db

@@ -1,7 +1,7 @@
 """Reading the audit log: search with cursor paging, sessions, usage, chain verification.
 
 An agent key reads only its own agent's records; approver and admin keys read all. Every
-record is returned, whatever it holds (see `store._queries.shown`); filters are text every store
+record is returned, whatever it holds (see `store._shown.shown`); filters are text every store
 keeps, else 422 naming the parameter.
 """
 
@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel
 
 from ..._text import Text, checked_text
 from ...store import Database, EventFilter, StoredEvent
+from ...store import _events as events
 from ...store import _queries as queries
 from ...store._keys import ApiKey
 from .._auth import current_key, database, require
@@ -122,7 +123,7 @@ async def list_sessions(
 async def session_detail(session_id: Annotated[Text, Path()], key: Caller, db: Db) -> list[dict[str, Any]]:
     """The session's events, oldest first: its replay."""
     f = EventFilter(session=session_id, agent=_agent_for(key, None))
-    found = await run_in_threadpool(lambda: list(queries.records(db, f)))
+    found = await run_in_threadpool(lambda: list(events.iterate(db, f)))
     if not found:
         raise APIError(404, f"no session {session_id!r} is visible to this key")
     return [event_out(e) for e in found]
@@ -170,5 +171,5 @@ class VerifyOut(BaseModel):
 @router.get("/audit/verify", summary="Recompute the hash chain (admin)")
 async def verify(_: Annotated[ApiKey, Depends(require("admin"))], db: Db) -> VerifyOut:
     """Recompute every record's hash; report the first one that was changed or removed."""
-    report = await run_in_threadpool(queries.verify, db)
+    report = await run_in_threadpool(events.verify, db)
     return VerifyOut(**report.__dict__)
