@@ -30,6 +30,7 @@ from .store import Approval, Database
 from .store import _approvals as approvals
 from .store import _facts as facts
 from .store import _policies as policies
+from .store._approvals import INEXACT_ARGS
 from .store._events import Event, append, make_event
 
 
@@ -199,6 +200,8 @@ def _decide(
 
 def _edit(db: Database, a: Approval, args: dict[str, Any], policy_for: PolicyFor) -> dict[str, Any]:
     """The columns of an accepted edit, or ApprovalEditRejected."""
+    if INEXACT_ARGS in a.degraded:  # the edit would be merged into a marked copy, not the call
+        raise ApprovalEditRejected(a.id, a.tool, [f"{INEXACT_ARGS}: approve or deny it as it is"])
     policy = policy_for(a)
     if policy is None:
         raise ApprovalEditRejected(a.id, a.tool, ["no active policy to check the edited call against"])

@@ -306,3 +306,15 @@ def test_usage_and_budgets_sum_what_they_can_read(url: str) -> None:
         assert by_model["big"]["input_tokens"] == 2**70 and by_model["text"]["input_tokens"] == 0
         assert "m\x00x" in by_model and "m\\ud800" in by_model
         _get(client, "/v1/budgets", admin)
+
+
+def test_an_edit_of_arguments_read_inexactly_is_refused(app: tuple[TestClient, dict[str, Any]]) -> None:
+    """Merging an edit into the marked copy would run something nobody proposed: approve or deny it as it is."""
+    client, made = app
+    approver = {"X-API-Key": made["keys"]["approver"]}
+    r = client.post(
+        f"/v1/approvals/{made['approvals']['dict-1000']}/approve", headers=approver, json={"args": {"a": 1}}
+    )
+    assert r.status_code == 422, r.text
+    assert "cannot be decoded exactly" in json.dumps(r.json())
+    assert _get(client, f"/v1/approvals/{made['approvals']['dict-1000']}", made["keys"]["admin"])["status"] == "pending"
