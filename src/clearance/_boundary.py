@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ._text import text_problem
+
 MAX_DEPTH = 64
 MAX_MEMBERS = 10_000
 MAX_CHARS = 16 * 1024 * 1024
@@ -49,6 +51,12 @@ _MARKERS = {
     "$decimal": "is the decimal {}, which is not a finite number",
     "$cycle": "contains itself (a cyclic {}), which JSON cannot carry",
     "$truncated": f"is nested more than {MAX_DEPTH} levels deep",
+}
+# The exact values `to_plain` writes under each marker: anything else is an ordinary map.
+_MARKED = {
+    "$float": frozenset(("nan", "inf", "-inf")),
+    "$decimal": frozenset(("NaN", "-NaN", "sNaN", "-sNaN", "Infinity", "-Infinity")),
+    "$truncated": frozenset(("nested too deeply",)),
 }
 
 
@@ -107,7 +115,7 @@ def check_args(args: Any, *, limit: int = 20) -> list[Problem]:
     # CPython and a lone surrogate is never ASCII, so only a NUL needs looking for.
     for key, value in args.items():
         t = type(value)
-        if type(key) is str and "\x00" not in key and (key.isascii() or _BAD_TEXT.search(key) is None):
+        if type(key) is str and _clean_key(key):
             if t is str:
                 if "\x00" not in value and (value.isascii() or _BAD_TEXT.search(value) is None):
                     continue
@@ -159,15 +167,20 @@ def _clean(value: Any, depth: int) -> bool:
     return True
 
 
+_NO_KEY: Any = object()  # an item of a list: it has no name
+
+
 def _problems(key: Any, value: Any, path: tuple[str | int, ...], depth: int) -> Iterator[Problem]:
-    if isinstance(key, str):
+    if key is not _NO_KEY and not isinstance(key, str):
+        yield Problem(path[:-1], f"has a name that is a {type(key).__name__}, not text")
+    elif isinstance(key, str):
         if len(key) > MAX_KEY:
             yield Problem(path[:-1], f"has a key of {len(key)} characters; keys hold at most {MAX_KEY}")
-        if (why := _text_problem(key)) is not None:
+        if (why := text_problem(key)) is not None:
             yield Problem(path, f"has a name that {why}")
     t = type(value)
     if t is str:
-        if (why := _text_problem(value)) is not None:
+        if (why := text_problem(value)) is not None:
             yield Problem(path, why)
     elif t is bool or value is None:
         return
@@ -198,7 +211,7 @@ def _problems(key: Any, value: Any, path: tuple[str | int, ...], depth: int) -> 
             yield Problem(path, f"has {len(value)} items; at most {MAX_MEMBERS} are accepted")
             return
         for i, v in enumerate(value):
-            yield from _problems(None, v, (*path, i), depth + 1)
+            yield from _problems(_NO_KEY, v, (*path, i), depth + 1)
     else:
         yield Problem(path, f"is a {t.__name__}, which is not a JSON value")
 
@@ -208,21 +221,13 @@ def _marker(value: dict[str, Any]) -> str | None:
         return None
     ((key, inner),) = value.items()
     template = _MARKERS.get(key)
-    return template.format(inner) if template is not None and isinstance(inner, str) else None
+    if template is None or not isinstance(inner, str) or (key in _MARKED and inner not in _MARKED[key]):
+        return None
+    return template.format(inner)
 
 
 def _digits(n: int) -> int:
     return len(str(abs(n))) if n.bit_length() < 10_000 else int(n.bit_length() * math.log10(2)) + 1
-
-
-def _text_problem(text: str) -> str | None:
-    found = _BAD_TEXT.search(text)
-    if found is None:
-        return None
-    char, at = found.group(), found.start()
-    if char == "\x00":
-        return f"holds a NUL character (U+0000) at position {at}, which conditions and stores cannot carry"
-    return f"holds a lone surrogate (U+{ord(char):04X}) at position {at}, which is not Unicode text"
 
 
 def check_size(text: str) -> Problem | None:
@@ -255,11 +260,6 @@ def storable(value: Any, depth: int = 0) -> Any:
     if t is list:
         return [storable(v, depth + 1) for v in value[:MAX_MEMBERS]]
     return value
-
-
-def storable_text(text: str) -> str:
-    r"""Text with any lone surrogate written as its `\udXXX` escape (for messages and reprs)."""
-    return text if text.isascii() or _BAD_TEXT.search(text.replace("\x00", "")) is None else _backslashed(text)
 
 
 def _backslashed(text: str) -> str:
@@ -358,9 +358,23 @@ def _describe(char: str) -> str:
     return f"U+{ord(char):04X} ({label.lower()})"
 
 
-@lru_cache(maxsize=4096)
 def admit_names(tool: object, session: object) -> tuple[str, str, str | None]:
     """The canonical tool name and session id, and why the call is refused for them (or None).
+
+    Names repeat from call to call, so the answers for text are cached.
+    """
+    if type(tool) is str and type(session) is str:
+        return _admit_text_names(tool, session)
+    return _admit_names(tool, session)
+
+
+@lru_cache(maxsize=4096)
+def _admit_text_names(tool: str, session: str) -> tuple[str, str, str | None]:
+    return _admit_names(tool, session)
+
+
+def _admit_names(tool: object, session: object) -> tuple[str, str, str | None]:
+    """`admit_names`, uncached.
 
     A refused name is replaced by `INVALID_TOOL` / `INVALID_SESSION`, so the refusal itself is
     recorded; its reason quotes the name, escaped.
@@ -377,7 +391,7 @@ def admit_names(tool: object, session: object) -> tuple[str, str, str | None]:
 
 # What a call refused for its tool name or session is recorded under (the reason quotes the
 # refused name, escaped), so the record itself passes every check on the way to the server.
-INVALID_TOOL = "invalid-tool-name"
+INVALID_TOOL = "invalid_tool_name"
 INVALID_SESSION = "invalid-session-id"
 
 
@@ -392,12 +406,16 @@ def check_record(body: Any) -> list[Problem]:
 
     Its arguments were checked where the agent decided the call (a refused call's are in their
     storable form); here only what would not survive storage is refused: numbers that are not
-    finite (they would be written as null), integers beyond 64 bits, lone surrogates, NUL in
-    names, and nesting deeper than any record the SDK writes. Paths are relative to the record.
+    finite (they would be written as null), integers beyond 64 bits, lone surrogates, a NUL in a
+    top-level field (each is a column or lands in one), and nesting deeper than any record the
+    SDK writes. Paths are relative to the record.
     """
     if type(body) is not dict:
         return [Problem((), "must be an object", "record")]
     problems = list(_record_problems(body, (), 0))
+    for field, value in body.items():  # fields are columns, or land in one (an error text, an approval id)
+        if isinstance(value, str) and "\x00" in value:
+            problems.append(Problem((field,), text_problem(value) or "holds a NUL", "record"))
     for field, what in (("session", "the session id"), ("tool", "the tool name")):
         value = body.get(field)
         if value is None:
@@ -414,7 +432,7 @@ def _record_problems(value: Any, path: tuple[str | int, ...], depth: int) -> Ite
     t = type(value)
     if t is str:
         if _BAD_TEXT.search(value.replace("\x00", "")) is not None:
-            yield Problem(path, _text_problem(value.replace("\x00", "")) or "is not text", "record")
+            yield Problem(path, text_problem(value.replace("\x00", "")) or "is not text", "record")
     elif t is float:
         if not math.isfinite(value):
             yield Problem(path, f"is {value!r}, which is not a finite number", "record")
@@ -427,7 +445,7 @@ def _record_problems(value: Any, path: tuple[str | int, ...], depth: int) -> Ite
             return
         items = value.items() if t is dict else enumerate(value)
         for k, v in items:
-            if isinstance(k, str) and (why := _text_problem(k)) is not None:
+            if isinstance(k, str) and (why := text_problem(k)) is not None:
                 yield Problem((*path, k), f"has a name that {why}", "record")
                 continue
             yield from _record_problems(v, (*path, k), depth + 1)

@@ -40,8 +40,10 @@ def to_plain(value: Any) -> Any:
 
 def _plain(value: Any, depth: int, seen: set[int]) -> Any:
     if isinstance(value, _PLAIN_SCALARS):
-        return value
+        # A subclass (an IntEnum, a str Enum) is the value its base type holds.
+        return value if type(value) in _FAST else _base(value)  # type: ignore[arg-type]
     if isinstance(value, float):
+        value = float(value)  # a subclass (numpy's float64) as the float it holds
         return value if math.isfinite(value) else {"$float": repr(value)}
     if type(value) is dict and depth < _MAX_DEPTH and id(value) not in seen:
         seen.add(id(value))
@@ -70,6 +72,10 @@ def _plain(value: Any, depth: int, seen: set[int]) -> Any:
         finally:
             seen.discard(id(value))
     return _special(value, depth, seen)
+
+
+def _base(value: str | int) -> str | int:
+    return str.__str__(value) if isinstance(value, str) else int.__index__(value)
 
 
 def _key(key: Any) -> str:
@@ -235,12 +241,18 @@ def args_hash(args: Any, text: str | None = None) -> str:
     return sha256_hex(jcs(args))
 
 
-def legacy_args_hash(args: Any) -> str:
+def legacy_args_hash(args: Any, *, stdlib: bool = False) -> str:
     """`args_hash` as records without `args_hash_alg` computed it (orjson, sorted keys).
 
-    The standard library wrote integers beyond 64 bits, which arguments could hold then.
+    The standard library wrote integers beyond 64 bits, which arguments could hold then, and
+    every value before orjson came in (`stdlib=True`; its floats differ: `1e-05`, `0.00001`).
+
+    Raises:
+        ValueError: A value neither writer writes (NaN with `stdlib`).
     """
     try:
+        if stdlib:
+            raise TypeError
         text = orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode()
     except TypeError:
         text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

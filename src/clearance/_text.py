@@ -22,8 +22,18 @@ def text_problem(text: str) -> str | None:
         return None
     char, at = found.group(), found.start()
     if char == "\x00":
-        return f"holds a NUL character (U+0000) at position {at}, which no store keeps"
+        return f"holds a NUL character (U+0000) at position {at}, which conditions would see cut and no store keeps"
     return f"holds a lone surrogate (U+{ord(char):04X}) at position {at}, which is not Unicode text"
+
+
+def escaped(text: str) -> str:
+    r"""`text` with each NUL written `\x00` and each lone surrogate as its `\udXXX` escape.
+
+    For messages, reprs and errors: text that is shown, not decided on.
+    """
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 def checked_text(text: str) -> str:

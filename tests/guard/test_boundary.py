@@ -142,10 +142,10 @@ def test_tool_names_are_one_spelling_in_decisions_facts_and_records(
     # An integration hands over whatever name the framework (or the model) gave.
     for hostile in ("send\u200bemail", " send_email", "send_email\n", "s\u0435nd_email", "send_email\x00"):
         ticket = gov.begin(hostile, {"to": "eve@evil.io"}, None)
-        assert ticket.decision.effect is Effect.BLOCK and ticket.tool == "invalid-tool-name"
+        assert ticket.decision.effect is Effect.BLOCK and ticket.tool == "invalid_tool_name"
         assert "tool name" in ticket.decision.reason
     records = decided(db_path)
-    assert [r["tool"] for r in records] == ["send_email"] + ["invalid-tool-name"] * 5
+    assert [r["tool"] for r in records] == ["send_email"] + ["invalid_tool_name"] * 5
     assert "U+200B" in records[1]["reason"] and "'send\\u200bemail'" in records[1]["reason"]
 
 
@@ -273,7 +273,7 @@ def test_what_a_tool_returns_or_raises_is_recorded_whatever_it_holds(
         [finished] = [e.body for e in query(db, EventFilter(kind="tool_call.finished"))]
     finally:
         db.close()
-    assert finished["error"] == "ValueError: bad input \\ud800\x00 x"
+    assert finished["error"] == "ValueError: bad input \\ud800\\x00 x"  # escaped: it lands in a column
 
 
 def test_a_result_json_cannot_carry_is_recorded_marked() -> None:
@@ -283,3 +283,52 @@ def test_a_result_json_cannot_carry_is_recorded_marked() -> None:
         "ratio": {"$float": "nan"},
         "text": {"$unstorable": "text with lone surrogates", "$escaped": "a\\ud800"},
     }
+
+
+def test_values_python_tools_take_are_still_admitted(configure: Callable[..., Governor], db_path: Path) -> None:
+    """Subclasses of str/int/float are their base values; an inexact Decimal and a map that only
+    looks like a marker are ordinary values, not refusals."""
+    import enum
+    from decimal import Decimal
+
+    class Colour(enum.StrEnum):
+        RED = "red"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    configure(POLICY)
+
+    @clearance.guard
+    def store_value(value: Any) -> None:
+        pass
+
+    store_value([Colour.RED, Level.HIGH, Decimal("0.1234567890123456789"), {"$truncated": "x"}, {"$float": "1.5"}])
+    [record] = decided(db_path)
+    assert record["decision"] == "allow"
+    assert record["args"]["value"][:3] == ["red", 3, {"$decimal": "0.1234567890123456789"}]
+
+
+def test_odd_keys_and_names_are_refused_not_raised() -> None:
+    from clearance._boundary import admit_names, check_args
+
+    assert check_args({1: 5})[0].message == "has a name that is a int, not text"
+    assert check_args({"k" * 1025: 1})[0].message.startswith("has a key of 1025 characters")
+    tool, session, why = admit_names(["unhashable"], {"nor": "this"})
+    assert (tool, session) == ("invalid_tool_name", "invalid-session-id") and why is not None
+    assert "not int" in (admit_names(1, "s")[2] or "") and "not bool" in (admit_names(True, "s")[2] or "")
+
+
+def test_a_refused_call_is_redacted_like_any_other(configure: Callable[..., Governor], db_path: Path) -> None:
+    configure(POLICY + "redact:\n  pay: [/card]\n")
+
+    @clearance.guard
+    def pay(card: str, amount: float, note: str) -> None:
+        pass
+
+    with pytest.raises(ToolCallBlocked):
+        pay("4111111111111111", float("nan"), "x" * 1100)
+    [record] = decided(db_path)
+    assert record["args"]["card"] == "[REDACTED]" and record["args_redacted"] == ["/card"]
+    raw = db_path.read_bytes() + Path(str(db_path) + "-wal").read_bytes()
+    assert b"4111111111111111" not in raw

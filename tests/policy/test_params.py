@@ -25,6 +25,10 @@ tools:
       count: {type: integer, minimum: 1}
       tags: {type: list, max_length: 3}
       reason: string
+      memo: {type: string, nullable: true, max_length: 10}
+      word: {type: string, pattern: '^\\w+$'}
+      code: {type: string, pattern: '^[]$]+$'}
+      slow: {type: string, pattern: '^(a|a)*$'}
     rules:
       - {id: big, when: 'args.amount > 200.0', effect: require_approval}
   lookup:
@@ -63,6 +67,17 @@ def decide(policy: Any, args: dict[str, Any], tool: str = "issue_refund") -> Any
         ({"order_id": "A-1", "amount": 5, "tags": [1, 2, 3, 4]}, "has 4 items, more than the maximum 3"),
         ({"order_id": None, "amount": 5}, "args.order_id must be a string, not null"),
         ({"order_id": "A-1", "amount": 5, "Amount": 5}, "args.Amount is not a declared argument"),
+        ({"order_id": "A-1", "amount": 5, "reason": None}, "args.reason must be a string, not null"),
+        ({"order_id": "A-1", "amount": 5, "memo": "x" * 11}, "more than the maximum 10"),
+        ({"order_id": "A-1", "amount": 5, "word": "p\u0430ypal"}, "does not match the pattern ^\\w+$"),
+        ({"order_id": "A-1", "amount": 5, "word": "\u0661\u0662"}, "does not match the pattern"),
+        ({"order_id": "A-1", "amount": 5, "code": "]x"}, "does not match the pattern ^[]$]+$"),
+        ({"order_id": "A-1", "amount": 5, "notify": "bob@acme.com\n"}, "is not one plain email address"),
+        ({"order_id": "A-1", "amount": 5, "notify": "bob\n@acme.com"}, "is not one plain email address"),
+        (
+            {"order_id": "A-1", "amount": 5, "slow": "a" * 40 + "!"},
+            "within 50 ms (the pattern backtracks",
+        ),  # 2**40 paths
     ],
 )
 def test_a_call_that_does_not_fit_its_params_is_blocked_before_the_rules(
@@ -79,7 +94,8 @@ def test_a_call_that_does_not_fit_its_params_is_blocked_before_the_rules(
         {"order_id": "A-1", "amount": 0.01},
         {"order_id": "A-1", "amount": 150, "currency": "EUR", "count": 2.0, "tags": ["x"]},
         {"order_id": "A-12", "amount": 12.5, "notify": "bob@acme.com", "reason": "damaged"},
-        {"order_id": "A-12", "amount": 12.5, "reason": None},  # null: an optional argument not given
+        {"order_id": "A-12", "amount": 12.5, "memo": None},  # nullable: a null is not given
+        {"order_id": "A-12", "amount": 12.5, "word": "paypal", "code": "]$]"},
     ],
 )
 def test_a_call_that_fits_is_decided_by_the_rules(policy: Any, args: dict[str, Any]) -> None:

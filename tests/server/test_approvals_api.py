@@ -16,12 +16,9 @@ tools:
 """
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def server_db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """These run on both stores: the approval SQL differs between them."""
-    if request.param == "sqlite":
-        return str(tmp_path / "server.db")
-    return str(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def server_db(any_store: str) -> str:
+    return any_store  # these run on both stores: the approval SQL differs between them
 
 
 @pytest.fixture

@@ -234,3 +234,11 @@ def test_an_outcome_for_a_call_id_no_store_keeps_is_a_422(client: TestClient, ke
         "/v1/calls/call_x/outcome", headers=keys["agent"], json={"status": "error", "duration_ms": 1, "error": "a\x00"}
     )
     assert r.status_code == 422, r.text
+
+
+def test_ardenpy_positional_arguments_are_located_where_they_were_sent(
+    client: TestClient, keys: dict[str, dict[str, str]]
+) -> None:
+    r = arden(client, keys["agent"], "lookup", {"q": "x"}, args=["ok", float("nan")])
+    assert r.status_code == 422
+    assert r.json()["error"]["details"][0]["location"] == "body.args[1]"

@@ -60,13 +60,20 @@ def test_a_refused_call_is_blocked_and_recorded_truthfully_on_the_server(server:
         issue_refund("A-1\x00, B-2", 5.0)
     issue_refund("A-2", 5.0)
     assert ran == [5.0]
+    # An integration hands over a tool name the boundary refuses: recorded here, shipped, kept.
+    from clearance._guard import _runtime
+
+    ticket = _runtime.current().begin("issue\u200brefund", {"order_id": "A-3", "amount": 1.0}, "s\x00")
+    assert ticket.decision.effect.value == "block" and ticket.tool == "invalid_tool_name"
     clearance.flush()
     clearance.shutdown()  # ships what is left
+    assert server.events(kind="ingest.refused") == []  # the server stored every record the SDK wrote
     decided = server.events(kind="tool_call.decided")
-    assert [e["decision"] for e in decided] == ["block", "block", "allow"]
+    assert [e["decision"] for e in decided] == ["block", "block", "allow", "block"]
+    assert (decided[3]["tool"], decided[3]["session"]) == ("invalid_tool_name", "invalid-session-id")
     assert decided[0]["args"] == {"order_id": "A-1", "amount": {"$float": "nan"}}  # never null
     assert decided[1]["args"]["order_id"] == "A-1\x00, B-2"  # kept exactly, escaped in JSON
-    assert all(e["tool"] == "issue_refund" for e in decided)
+    assert all(e["tool"] == "issue_refund" for e in decided[:3])
 
 
 def test_a_record_the_server_refuses_is_set_aside_and_the_rest_shipped(server: Server, tmp_path: Path) -> None:

@@ -94,7 +94,18 @@ def test_identity_comes_from_the_key(client: TestClient, make_key: Any, server_d
         (event(tool="send\u200bemail"), "U+200B"),
         (event("tool_call.decided", args={"amount": float("nan")}), "record.args.amount is nan"),
         (event("tool_call.decided", args={"to": "\ud800"}), "record.args.to holds a lone surrogate"),
-        (event(error="x\x00"), None),  # a NUL inside the body is JSON-escaped: stored as sent
+        (event(error="x\x00"), "error: "),  # it lands in the approvals table with the outcome
+        (event(approval_id=["apr_x"]), "approval_id: "),
+        (event(approval_id="apr_\x00"), "approval_id: "),
+        (event(error={"a": 1}), "error: "),
+        (event(call_id="c\x00"), "call_id: "),
+        (event(decision="ok\x00"), "decision: "),
+        (
+            event("tool_call.decided", args={"a": 1}, args_hash="0" * 64, args_hash_alg="sha256-jcs"),
+            "record: its args_hash does not match the arguments it records",
+        ),
+        (event("tool_call.decided", args={"a": 1}, args_hash="0" * 64, args_hash_alg="md5"), "not one this version"),
+        (event("tool_call.decided", args={"k": "x\x00y"}), None),  # inside arguments a NUL is JSON-escaped
     ],
 )
 def test_a_bad_event_is_refused_alone(
@@ -109,7 +120,7 @@ def test_a_bad_event_is_refused_alone(
     stored = [e.body for e in ingested(db)]
     if problem is None:
         assert answer == {"appended": 2, "duplicates": 0, "refused": []}
-        assert [e["id"] for e in stored] == [good["id"], bad["id"]] and stored[1]["error"] == "x\x00"
+        assert [e["id"] for e in stored] == [good["id"], bad["id"]] and stored[1]["args"] == {"k": "x\x00y"}
         db.close()
         return
     [refusal] = answer["refused"]
@@ -117,6 +128,8 @@ def test_a_bad_event_is_refused_alone(
     assert any(problem in p for p in refusal["problems"]), refusal
     assert [e["kind"] for e in stored] == ["tool_call.finished", "ingest.refused"]
     assert stored[0]["id"] == good["id"] and stored[1]["problems"] == refusal["problems"]
+    kept = stored[1]["refused_record"]  # what was sent, in a form every store keeps: nothing is lost
+    assert kept["id"] == bad["id"] and set(kept) == set(bad)
     assert verify(db).ok
     # Sent again (the answer was lost): nothing is stored twice, the refusal included.
     again = post_raw(client, "/v1/events", {"events": [good, bad]}, agent).json()

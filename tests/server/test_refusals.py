@@ -25,11 +25,9 @@ tools:
 ROUTES = ("/approve/{}", "/deny/{}", "/v1/approvals/{}/approve", "/v1/approvals/{}/deny")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def server_db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "server.db")
-    return str(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def server_db(any_store: str) -> str:
+    return any_store  # on SQLite and PostgreSQL
 
 
 @pytest.fixture

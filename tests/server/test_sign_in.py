@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -39,11 +38,9 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def server_db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "server.db")
-    return str(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def server_db(any_store: str) -> str:
+    return any_store  # on SQLite and PostgreSQL
 
 
 @pytest.fixture

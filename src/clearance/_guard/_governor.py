@@ -17,12 +17,13 @@ from decimal import Decimal
 from typing import Any
 
 from .. import _decisions as decisions
-from .._boundary import storable, storable_text
+from .._boundary import storable
 from .._canonical import canonical_json, to_plain
 from .._clock import now_us
 from .._context import get_user
 from .._notify import FALLBACK_SECONDS, Waiter
 from .._settings import Settings
+from .._text import escaped
 from ..errors import (
     ApprovalAlreadyDecided,
     ApprovalAlreadyExecuted,
@@ -479,7 +480,7 @@ def outcome_fields(
         "duration_ms": round(duration_s * 1000, 3),
     }
     if error is not None:
-        fields["error"] = storable_text(f"{type(error).__name__}: {error}"[:_MAX_ERROR])
+        fields["error"] = escaped(f"{type(error).__name__}: {error}"[:_MAX_ERROR])
     if ticket.approval_id is not None:
         fields["approval_id"] = ticket.approval_id
         if ticket.executed_args_hash is not None:
@@ -507,7 +508,7 @@ def result_value(result: Any) -> Any:
         plain = storable(to_plain(result))  # a tool's output is not checked like its arguments
         text = canonical_json(plain)
     except (TypeError, ValueError):
-        return {"repr": storable_text(repr(result)[:_MAX_RESULT])}
+        return {"repr": escaped(repr(result)[:_MAX_RESULT])}
     if len(text) > _MAX_RESULT:
         return {"repr": text[:_MAX_RESULT], "truncated": True}
     return plain

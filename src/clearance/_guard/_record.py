@@ -33,7 +33,7 @@ class RecordedCall:
         tool: The tool, by its canonical name.
         session: The session it was recorded under.
         decision: What policy decided.
-        args_hash: SHA-256 of the canonical JSON of the full arguments.
+        args_hash: SHA-256 of the RFC 8785 canonical JSON of the full arguments.
         shown_args: The arguments as recorded and shown to people (redacted, maybe cut).
         approval_id: The approval created for it, when the decision requires one.
         expires_at_us: When that approval expires.
@@ -80,11 +80,8 @@ def prepare(policy: Policy, tool: str, args: dict[str, Any], refusal: str | None
             problems = [too_big]
     if problems:
         refusal = "; ".join(w for w in (refusal, summary(problems)) if w)
-        args = storable(args)
+        args = storable(args)  # recorded truthfully, marked; redacted below like any call's
         full = canonical_json(args)
-        if len(full) > 1024:
-            recorded, _ = for_record(args)
-            return Prepared(args, full, args_hash(args, full), recorded, [], True, refusal)
     assert full is not None
     shown, hit = redact(args, policy.plan(tool).redact)
     recorded, truncated = for_record(shown) if hit or len(full) > 1024 else (shown, False)

@@ -65,7 +65,7 @@ def is_plain_email(value: str) -> bool:
     local, sep, domain = value.rpartition("@")
     if not sep or len(value) > 254 or len(local) > 64:
         return False
-    return _LOCAL.match(local) is not None and _DOMAIN.match(domain.lower()) is not None and "." in domain
+    return _LOCAL.fullmatch(local) is not None and _DOMAIN.fullmatch(domain.lower()) is not None and "." in domain
 
 
 def _norm(value: Any) -> Any:

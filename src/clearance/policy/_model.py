@@ -7,6 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
+import regex
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from .._boundary import fold_tool
@@ -134,14 +135,16 @@ def _short_form(value: object) -> object:
 class ParamSpec(_Strict):
     """What one argument may be: checked on every call before any rule runs.
 
-    A subset of JSON Schema: `type`, `required`, `minimum`/`maximum` (inclusive, exact
-    decimals), `enum`, `pattern` (a Python regular expression, searched like JSON Schema's:
-    anchor it with ^…$), `max_length` (characters of a string, items of a list) and
-    `format: email` (exactly one plain address). Written `amount: number` it is just a type.
+    A subset of JSON Schema: `type`, `required`, `nullable` (a null counts as not given),
+    `minimum`/`maximum` (inclusive, exact decimals), `enum`, `pattern` (searched like JSON
+    Schema's, `$` the end of the value, classes ASCII; anchor it with ^…$), `max_length`
+    (characters of a string, items of a list) and `format: email` (exactly one plain address).
+    Written `amount: number` it is just a type.
     """
 
     type: ParamType = "any"
     required: bool = False
+    nullable: bool = False
     minimum: Decimal | None = None
     maximum: Decimal | None = None
     enum: tuple[JsonScalar, ...] | None = Field(default=None, min_length=1)
@@ -160,9 +163,11 @@ class ParamSpec(_Strict):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
+            from ._params import compiled  # as calls will be matched against it
+
             try:
-                re.compile(value)
-            except re.error as exc:
+                compiled(value)
+            except regex.error as exc:
                 raise ValueError(f"is not a regular expression: {exc}") from None
         return value
 

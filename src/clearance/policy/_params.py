@@ -6,11 +6,12 @@ and every problem names the argument, so the decision's reason says what to fix.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
+
+import regex
 
 from ._functions import is_plain_email, to_decimal
 from ._model import ParamSpec
@@ -29,8 +30,8 @@ def check(params: Mapping[str, ParamSpec], additional: str, args: Mapping[str, A
     """Every (argument, problem) of `args` against `params`; empty when the call fits."""
     problems: list[tuple[str, str]] = []
     for name, spec in params.items():
-        if name not in args or (args[name] is None and not spec.required):  # null: not given
-            if spec.required:
+        if name not in args or (args[name] is None and spec.nullable):
+            if spec.required and name not in args:
                 problems.append((name, "is required"))
             continue
         why = _problem(spec, args[name])
@@ -61,38 +62,63 @@ def _problem(spec: ParamSpec, value: Any) -> str | None:
     if spec.pattern is not None or spec.format is not None:
         if not isinstance(value, str):
             return f"must be a string, not {_json_type(value)}"
-        if spec.pattern is not None and _compiled(spec.pattern).search(value) is None:
-            return f"does not match the pattern {spec.pattern}"
+        if spec.pattern is not None:
+            found = _matches(spec.pattern, value)
+            if found is None:
+                return (
+                    f"could not be matched against the pattern {spec.pattern} within {PATTERN_SECONDS * 1000:.0f} ms"
+                    " (the pattern backtracks: simplify it, or bound the value with max_length)"
+                )
+            if not found:
+                return f"does not match the pattern {spec.pattern}"
         if spec.format == "email" and not is_plain_email(value):
             return "is not one plain email address (name@domain, nothing around it)"
     return None
 
 
+PATTERN_SECONDS = 0.05  # a pattern that backtracks past this on one value blocks the call
+
+
 @lru_cache(maxsize=512)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(ecma_end(pattern))
+def compiled(pattern: str) -> regex.Pattern[str]:
+    r"""A `pattern` as JSON Schema means it: ECMA-262's `$`, and `\d`, `\w`, `\s` in ASCII.
+
+    Raises:
+        regex.error: It is not a regular expression.
+    """
+    return regex.compile(ecma_end(pattern), flags=regex.ASCII | regex.V0)
 
 
 def ecma_end(pattern: str) -> str:
     r"""`pattern` with each `$` meaning the end of the value, as in JSON Schema's (ECMA-262) patterns.
 
-    Python's `$` also matches before a final newline, so `^A-[0-9]+$` would pass "A-1\n".
+    Python's `$` also matches before a final newline, so `^A-[0-9]+$` would pass "A-1\n". A `]`
+    right after `[` or `[^` is a literal in a class, not its end.
     """
-    out, in_class, escaped = [], False, False
-    for char in pattern:
+    out: list[str] = []
+    in_class, escaped, class_start = False, False, -1
+    for i, char in enumerate(pattern):
         if escaped:
             escaped = False
         elif char == "\\":
             escaped = True
         elif char == "[" and not in_class:
-            in_class = True
-        elif char == "]" and in_class:
+            in_class, class_start = True, i
+        elif char == "]" and in_class and i != class_start + 1 and pattern[class_start + 1 : i] != "^":
             in_class = False
         elif char == "$" and not in_class:
             out.append(r"\Z")
             continue
         out.append(char)
     return "".join(out)
+
+
+def _matches(pattern: str, value: str) -> bool | None:
+    """Whether the pattern is found in `value`; None when matching took longer than allowed."""
+    try:
+        return compiled(pattern).search(value, timeout=PATTERN_SECONDS) is not None
+    except TimeoutError:
+        return None
 
 
 def _is_number(value: Any) -> bool:

@@ -229,10 +229,10 @@ def _check_row(row: Sequence[Any], prev_seq: int, prev_hash: str) -> str | None:
     )
     if data.get("id") != event_id or data.get("at_us") != at_us or columns_of(data) != cols:
         return "its indexed columns disagree with its recorded body (a column was changed)"
-    return _args_problem(data) if whole else None
+    return args_problem(data) if whole else None
 
 
-def _args_problem(data: Mapping[str, Any]) -> str | None:
+def args_problem(data: Mapping[str, Any]) -> str | None:
     """Whether a decided call's `args_hash` matches the arguments it records (when it records them whole).
 
     Recomputed with the record's `args_hash_alg`; records written before it was recorded were
@@ -247,8 +247,10 @@ def _args_problem(data: Mapping[str, Any]) -> str | None:
     try:
         if alg == ARGS_HASH_ALG:
             computed = args_hash(args)
-        elif alg is None:
+        elif alg is None:  # sorted orjson; before that, the standard library's sorted JSON
             computed = legacy_args_hash(args)
+            if computed != recorded and legacy_args_hash(args, stdlib=True) == recorded:
+                computed = recorded
         else:
             return f"its args_hash_alg {str(alg)[:40]!r} is not one this version knows"
     except ValueError:

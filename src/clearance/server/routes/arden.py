@@ -81,10 +81,9 @@ class ArdenTokens(BaseModel):
 @router.post("/policy/check", summary="ardenpy: decide a call (agent)")
 async def policy_check(body: ArdenCheck, request: Request, key: Agent) -> ArdenDecision:
     """Decide and record a call; positional arguments, if any, are recorded as `_args`."""
-    args = dict(body.kwargs)
+    args = admitted(dict(body.kwargs), "body.kwargs")
     if body.args:
-        args["_args"] = body.args
-    admitted(args, "body.kwargs")
+        args["_args"] = admitted({"args": body.args}, "body")["args"]
     session = (body.metadata or {}).get("session_id")
     if isinstance(session, str) and (why := name_problem(session, "the session id")) is not None:
         raise APIError(422, why, details=[{"location": "body.metadata.session_id", "message": why}])

@@ -13,8 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..._boundary import check_args, check_size, checked_name, summary, tool_name
-from ..._canonical import canonical_json
+from ..._boundary import check_args, checked_name, summary, tool_name
 from ..._clock import now_us
 from ..._guard._record import RecordedCall, call_recorder
 from ..._text import Text
@@ -35,10 +34,6 @@ Agent = Annotated[ApiKey, Depends(require("agent"))]
 _COMPILED_KEEP = 64  # compiled revisions kept per process
 
 
-def _tool(value: str) -> str:
-    return tool_name(value)
-
-
 def _session(value: str) -> str:
     return checked_name(value, "the session id")
 
@@ -51,7 +46,7 @@ def _person(value: str) -> str:
 ToolName = Annotated[
     str,
     Field(min_length=1, max_length=200, description="ASCII letters, digits, `_ . : / -`; compared in lower case"),
-    AfterValidator(_tool),
+    AfterValidator(tool_name),
 ]
 SessionId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_session)]
 Person = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_person)]
@@ -63,10 +58,7 @@ def admitted(args: dict[str, Any], location: str) -> dict[str, Any]:
     Raises:
         APIError: 422 with one detail per problem, located like `body.args.amount`.
     """
-    problems = check_args(args)
-    if not problems:
-        too_big = check_size(canonical_json(args))
-        problems = [too_big] if too_big is not None else []
+    problems = check_args(args)  # their size is bounded by the body's (max_body_bytes)
     if problems:
         raise APIError(
             422,

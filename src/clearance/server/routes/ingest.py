@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..._boundary import check_record, storable
-from ..._canonical import canonical_json, sha256_hex
+from ..._canonical import canonical_json, for_record, sha256_hex
 from ..._clock import now_us
 from ..._guard._governor import executed_event
+from ..._text import Text, escaped
 from ...store import Database
 from ...store import _approvals as approvals
 from ...store import _events as events
@@ -88,8 +89,11 @@ class IncomingEvent(BaseModel):
     at_us: int = Field(gt=0, le=INT64_MAX)
     session: str | None = Field(default=None, max_length=200)
     tool: str | None = Field(default=None, max_length=200)
-    call_id: str | None = Field(default=None, max_length=40)
-    decision: str | None = Field(default=None, max_length=40)
+    call_id: Text | None = Field(default=None, max_length=40)
+    decision: Text | None = Field(default=None, max_length=40)
+    # These reach the approvals table when an approved call's outcome arrives.
+    approval_id: str | None = Field(default=None, pattern=r"^apr_[0-9a-f]{32}$")
+    error: Text | None = Field(default=None, max_length=4000)
     cost_nusd: int | None = Field(default=None, ge=0, le=INT64_MAX)
     tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
 
@@ -177,12 +181,15 @@ def _validated(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     except ValidationError as exc:
         return {}, [_readable(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}") for e in exc.errors()][:20]
     body = event.model_dump(exclude_unset=True)  # what was sent, as validated
-    return body, [_readable(str(p)) for p in check_record(body)]
+    problems = [str(p) for p in check_record(body)]
+    if not problems and (wrong := events.args_problem(body)) is not None:
+        problems.append(f"record: {wrong}")  # stored, it would fail `audit verify` for good
+    return body, [_readable(p) for p in problems]
 
 
 def _readable(text: str) -> str:
     """A problem's text as every store keeps it (a hostile key can appear in it)."""
-    return text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")[:500]
+    return escaped(text)[:500]
 
 
 def _refusal_record(key: ApiKey, raw: dict[str, Any], event_id: str | None, problems: list[str]) -> dict[str, Any]:
@@ -201,6 +208,9 @@ def _refusal_record(key: ApiKey, raw: dict[str, Any], event_id: str | None, prob
         "refused_id": event_id,
         "refused_kind": kind if isinstance(kind, str) and kind in ALLOWED else None,
         "problems": problems,
+        # What was sent, marked where no store keeps it and cut when large: an agent that does
+        # not keep refused records aside (older versions drop the batch) loses nothing.
+        "refused_record": for_record(storable(raw))[0],
     }
 
 
