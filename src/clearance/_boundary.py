@@ -15,7 +15,7 @@ tool all see one value:
 Other control characters, bidirectional controls and invisible characters are kept exactly:
 conditions see them as they are, and every reader shows them visibly.
 
-Tool names are ASCII — letters, digits, `_ . : / -` and single inner spaces — and compared in
+Tool names are ASCII — letters, digits, `_ . : / ' -` and single inner spaces — and compared in
 lower case with `-` and spaces read as `_`: `Send_Email`, `send-email` and `Send Email` are
 `send_email` in decisions, facts and records. Session ids, agent names
 and the people agents act for are Unicode text in NFC without control, format, private-use or
@@ -42,7 +42,8 @@ MAX_NAME = 200
 MAX_INT = 2**53 - 1
 
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
-_TOOL = re.compile(r"[A-Za-z0-9_.:/-]+(?: [A-Za-z0-9_.:/-]+)*")
+# Apostrophes too: CrewAI's own tools are named like "Read a file's content".
+_TOOL = re.compile(r"[A-Za-z0-9_.:/'-]+(?: [A-Za-z0-9_.:/'-]+)*")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BAD_NAME_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 # What `to_plain` writes for Python values JSON cannot carry: refused, never decided as maps.
@@ -284,9 +285,9 @@ def tool_problem(name: object) -> str | None:
     if not name or len(name) > MAX_NAME:
         return f"a tool name has 1 to {MAX_NAME} characters (this one has {len(name)})"
     if _TOOL.fullmatch(name) is None:
-        bad = next((c for c in name if not (c.isascii() and (c.isalnum() or c in "_.:/- "))), None)
+        bad = next((c for c in name if not (c.isascii() and (c.isalnum() or c in "_.:/'- "))), None)
         if bad is not None:
-            return f"tool name {ascii(name)} holds {_describe(bad)}; tool names are ASCII letters, digits, _ . : / -"
+            return f"tool name {ascii(name)} holds {_describe(bad)}; tool names are ASCII letters, digits, _ . : / ' -"
         return f"tool name {ascii(name)} has a space at an end or two in a row"
     return None
 

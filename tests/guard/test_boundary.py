@@ -332,3 +332,10 @@ def test_a_refused_call_is_redacted_like_any_other(configure: Callable[..., Gove
     assert record["args"]["card"] == "[REDACTED]" and record["args_redacted"] == ["/card"]
     raw = db_path.read_bytes() + Path(str(db_path) + "-wal").read_bytes()
     assert b"4111111111111111" not in raw
+
+
+def test_crewai_style_tool_names_are_admitted_and_folded() -> None:
+    from clearance._boundary import admit_names
+
+    assert admit_names("Read a file's content", "s")[:2] == ("read_a_file's_content", "s")
+    assert admit_names("Read a file\u2019s content", "s")[2] is not None  # a typographic apostrophe is not ASCII

@@ -102,7 +102,7 @@ def guard_tool(
         The governed function.
 
     Raises:
-        ConfigurationError: `name` is not a tool name (ASCII letters, digits, `_ . : / -`; see
+        ConfigurationError: `name` is not a tool name (ASCII letters, digits, `_ . : / ' -`; see
             the README's security notes) or is taken by another function, `fn` is not callable,
             or the mode is unknown.
     """

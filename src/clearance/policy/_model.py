@@ -257,7 +257,7 @@ class PolicyDocument(_Strict):
         for key in value:
             if not isinstance(key, str) or _TOOL_KEY.fullmatch(key) is None:
                 raise ValueError(
-                    f"{key!r} is not a tool name or glob: tool names are ASCII letters, digits, _ . : / -"
+                    f"{key!r} is not a tool name or glob: tool names are ASCII letters, digits, _ . : / ' -"
                     " and single inner spaces (globs add * ? [ ])"
                 )
             folded = fold_tool(key)
@@ -270,4 +270,4 @@ class PolicyDocument(_Strict):
         return {fold_tool(k): v for k, v in value.items()}
 
 
-_TOOL_KEY = re.compile(r"[A-Za-z0-9_.:/*?\[\]!-]+(?: [A-Za-z0-9_.:/*?\[\]!-]+)*")
+_TOOL_KEY = re.compile(r"[A-Za-z0-9_.:/'*?\[\]!-]+(?: [A-Za-z0-9_.:/'*?\[\]!-]+)*")

@@ -45,7 +45,7 @@ def _person(value: str) -> str:
 # The boundary's rules on the wire: a name that breaks them is a 422 naming the field.
 ToolName = Annotated[
     str,
-    Field(min_length=1, max_length=200, description="ASCII letters, digits, `_ . : / -`; compared in lower case"),
+    Field(min_length=1, max_length=200, description="ASCII letters, digits, `_ . : / ' -`; compared in lower case"),
     AfterValidator(tool_name),
 ]
 SessionId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_session)]
