@@ -48,6 +48,7 @@ test-pinned: $(PINNED_VENV)/bin/python
 
 bench: install-dev
 	$(BIN)/python bench/guard_overhead.py
+	$(BIN)/python bench/boundary.py
 	$(BIN)/python bench/approval_wake.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/server.py

@@ -116,7 +116,7 @@ def check_args(args: Any, *, limit: int = 20) -> list[Problem]:
     # CPython and a lone surrogate is never ASCII, so only a NUL needs looking for.
     for key, value in args.items():
         t = type(value)
-        if type(key) is str and _clean_key(key):
+        if type(key) is str and "\x00" not in key and len(key) <= MAX_KEY and (key.isascii() or _clean_key(key)):
             if t is str:
                 if "\x00" not in value and (value.isascii() or _BAD_TEXT.search(value) is None):
                     continue
