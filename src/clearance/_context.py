@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
-from ._boundary import checked_name
+from ._names import checked_name
 
 if TYPE_CHECKING:
     from ._guard._governor import Approved

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ._boundary import checked_name
+from ._names import checked_name
 from ._pricing import ModelPrice
 
 # Agent, environment and user names are recorded on every event: the boundary's rules for names.

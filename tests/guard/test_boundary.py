@@ -310,7 +310,8 @@ def test_values_python_tools_take_are_still_admitted(configure: Callable[..., Go
 
 
 def test_odd_keys_and_names_are_refused_not_raised() -> None:
-    from clearance._boundary import admit_names, check_args
+    from clearance._boundary import check_args
+    from clearance._names import admit_names
 
     assert check_args({1: 5})[0].message == "has a name that is a int, not text"
     assert check_args({"k" * 1025: 1})[0].message.startswith("has a key of 1025 characters")
@@ -335,7 +336,7 @@ def test_a_refused_call_is_redacted_like_any_other(configure: Callable[..., Gove
 
 
 def test_crewai_style_tool_names_are_admitted_and_folded() -> None:
-    from clearance._boundary import admit_names
+    from clearance._names import admit_names
 
     assert admit_names("Read a file's content", "s")[:2] == ("read_a_file's_content", "s")
     assert admit_names("Read a file\u2019s content", "s")[2] is not None  # a typographic apostrophe is not ASCII

@@ -11,9 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .._boundary import admit_names, check_args, check_size, storable, summary, tool_problem
+from .._boundary import check_args, check_size, storable, summary
 from .._canonical import ARGS_HASH_ALG, args_hash, canonical_json, for_record, legacy_args_hash, redact
 from .._clock import now_us
+from .._names import admit_names, tool_problem
 from .._pricing import ModelPrice, Price, price
 from ..errors import ApprovalError
 from ..policy import Decision, Effect, Policy

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from .._boundary import tool_name, tool_problem
 from .._context import get_session
+from .._names import tool_name, tool_problem
 from ..errors import ConfigurationError, ToolCallBlocked
 from ..policy import Effect
 from . import _modes, _runtime

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from .._boundary import admit_names
 from .._clock import now_us
 from .._context import get_user
 from .._guard._governor import (
@@ -34,6 +33,7 @@ from .._guard._governor import (
     ticket_for,
 )
 from .._guard._record import Prepared, decided_event, llm_event, prepare, refused
+from .._names import admit_names
 from .._settings import Settings
 from ..errors import (
     ApprovalAlreadyExecuted,

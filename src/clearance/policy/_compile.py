@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .._boundary import fold_tool
+from .._names import fold_tool
 from ..errors import PolicyError, PolicyProblem
 from ._cel import CelEngine, ConditionSet, fact_names
 from ._facts import FACT_NAMES_HELP, FactSpec, parse_fact

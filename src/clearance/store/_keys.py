@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from .._boundary import checked_name
 from .._clock import now_us
+from .._names import checked_name
 from ._db import Database
 from ._events import Event, append, make_event
 

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from ..._boundary import name_problem
 from ..._guard._record import llm_event
+from ..._names import name_problem
 from ...errors import ApprovalNotFound
 from ...store import Database
 from ...store import _approvals as approvals

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..._boundary import check_args, checked_name, summary, tool_name
+from ..._boundary import check_args, summary
 from ..._clock import now_us
 from ..._guard._record import RecordedCall, call_recorder
+from ..._names import checked_name, tool_name
 from ..._text import Text
 from ...errors import ApprovalError
 from ...policy import Policy, parse_policy
