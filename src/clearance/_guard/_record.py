@@ -229,6 +229,7 @@ def call_recorder(
     at = now_us()
     prepared = prepare(policy, tool, args, refusal)
     args = prepared.args
+    blocked = refused(prepared, policy) or policy.misfit(tool, args)  # outside the transaction
     call_id = events.new_id("call")
 
     def record(cur: Any) -> RecordedCall:
@@ -237,13 +238,13 @@ def call_recorder(
                 events.append(db, cur, list(prepend))
             return _recorded_before(earlier, tool, prepared)
         fact_values: dict[str, Any] = {}
-        decision = refused(prepared, policy)
+        decision = blocked
         if decision is None:
             if plan.facts:
                 fact_values, fact_errors = facts.compute(
                     db, cur, plan.facts, agent=agent, session=session, tool=tool, now_us=at
                 )
-            decision = policy.decide(tool, args, fact_values)
+            decision = policy.decide_rules(tool, args, fact_values)
             if plan.facts and fact_errors:
                 decision = _explain_fact_errors(decision, fact_errors)
         approval_id = events.new_id("apr") if decision.effect is Effect.REQUIRE_APPROVAL else None

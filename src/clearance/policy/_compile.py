@@ -144,13 +144,27 @@ class Policy:
 
     def decide(self, tool: str, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
         """Decide one call from its plain arguments and the facts its plan asked for."""
+        return self.misfit(tool, args) or self.decide_rules(tool, args, facts)
+
+    def misfit(self, tool: str, args: Mapping[str, Any]) -> Decision | None:
+        """The block of a call whose arguments do not fit the tool's `params`, or None.
+
+        Needs no facts, so a caller that decides inside a write transaction checks this first,
+        outside it (a pattern can take up to its time limit on a hostile value).
+        """
         plan = self.plan(tool)
-        if plan.constraints is not None:
-            misfits = check_params(plan.constraints, plan.additional, args)
-            if misfits:
-                reason = "; ".join(f"args.{n} {why}" for n, why in misfits[:5])
-                ids = tuple(dict.fromkeys(f"params:{n}" for n, _ in misfits))
-                return Decision(Effect.BLOCK, f"{reason} (the tool's params)", ids, (), None, self.revision)
+        if plan.constraints is None:
+            return None
+        misfits = check_params(plan.constraints, plan.additional, args)
+        if not misfits:
+            return None
+        reason = "; ".join(f"args.{n} {why}" for n, why in misfits[:5])
+        ids = tuple(dict.fromkeys(f"params:{n}" for n, _ in misfits))
+        return Decision(Effect.BLOCK, f"{reason} (the tool's params)", ids, (), None, self.revision)
+
+    def decide_rules(self, tool: str, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
+        """`decide` for a call whose arguments fit its `params` (see `misfit`)."""
+        plan = self.plan(tool)
         matched = list(plan.unconditional)
         errors: list[str] = []
         effects: list[tuple[Effect, Rule]] = []
