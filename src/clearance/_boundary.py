@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._names import fold_tool, name_problem, tool_problem
-from ._text import text_problem
+from ._text import LONE_SURROGATE, UNSTORABLE, text_problem
 
 MAX_DEPTH = 64
 MAX_MEMBERS = 10_000
@@ -35,7 +35,6 @@ MAX_CHARS = 16 * 1024 * 1024
 MAX_KEY = 1024
 MAX_INT = 2**53 - 1
 
-_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # What `to_plain` writes for Python values JSON cannot carry: refused, never decided as maps.
 _MARKERS = {
@@ -98,17 +97,17 @@ def check_args(args: Any, *, limit: int = 20) -> list[Problem]:
     # The common call (flat, ASCII text, small numbers) is checked inline: `isascii` is O(1) in
     # CPython and a lone surrogate is never ASCII, so only a NUL needs looking for.
     for key, value in args.items():
-        t = type(value)
         if type(key) is str and "\x00" not in key and len(key) <= MAX_KEY and (key.isascii() or _clean_key(key)):
+            t = type(value)
             if t is str:
-                if "\x00" not in value and (value.isascii() or _BAD_TEXT.search(value) is None):
+                if "\x00" not in value and (value.isascii() or LONE_SURROGATE.search(value) is None):
                     continue
             elif (t is int and -MAX_INT <= value <= MAX_INT) or t is bool or value is None:
                 continue
             elif t is float and value - value == 0.0:  # finite: inf - inf and nan - nan are nan
                 continue
-        if (t is dict or t is list) and type(key) is str and _clean_key(key) and _clean(value, 1):
-            continue
+            elif (t is dict or t is list) and _clean(value, 1):
+                continue
         problems.extend(_problems(key, value, (key,), 1))
         if len(problems) >= limit:
             break
@@ -116,7 +115,7 @@ def check_args(args: Any, *, limit: int = 20) -> list[Problem]:
 
 
 def _clean_key(key: str) -> bool:
-    return "\x00" not in key and len(key) <= MAX_KEY and (key.isascii() or _BAD_TEXT.search(key) is None)
+    return "\x00" not in key and len(key) <= MAX_KEY and (key.isascii() or UNSTORABLE.search(key) is None)
 
 
 def _clean(value: Any, depth: int) -> bool:
@@ -135,7 +134,7 @@ def _clean(value: Any, depth: int) -> bool:
     for v in items:
         t = type(v)
         if t is str:
-            if "\x00" in v or (not v.isascii() and _BAD_TEXT.search(v) is not None):
+            if "\x00" in v or (not v.isascii() and LONE_SURROGATE.search(v) is not None):
                 return False
         elif t is int:
             if not -MAX_INT <= v <= MAX_INT:
@@ -229,7 +228,7 @@ def storable(value: Any, depth: int = 0) -> Any:
     """
     t = type(value)
     if t is str:
-        return value if _BAD_TEXT.search(value.replace("\x00", "")) is None else _escaped(value)
+        return value if LONE_SURROGATE.search(value) is None else _escaped(value)
     if t is int:
         return value if -MAX_INT <= value <= MAX_INT else {"$int": _int_text(value)}
     if t is float:
@@ -238,7 +237,7 @@ def storable(value: Any, depth: int = 0) -> Any:
         return {"$truncated": f"nested more than {MAX_DEPTH} levels deep"}
     if t is dict:
         return {
-            (k if _BAD_TEXT.search(k.replace("\x00", "")) is None else ascii(k)): storable(v, depth + 1)
+            (k if LONE_SURROGATE.search(k) is None else ascii(k)): storable(v, depth + 1)
             for k, v in list(value.items())[:MAX_MEMBERS]
         }
     if t is list:
@@ -294,8 +293,8 @@ def check_record(body: Any) -> list[Problem]:
 def _record_problems(value: Any, path: tuple[str | int, ...], depth: int) -> Iterator[Problem]:
     t = type(value)
     if t is str:
-        if _BAD_TEXT.search(value.replace("\x00", "")) is not None:
-            yield Problem(path, text_problem(value.replace("\x00", "")) or "is not text", "record")
+        if (why := text_problem(value, nul=False)) is not None:
+            yield Problem(path, why, "record")
     elif t is float:
         if not math.isfinite(value):
             yield Problem(path, f"is {value!r}, which is not a finite number", "record")

@@ -142,12 +142,15 @@ def canonical_json(value: Any) -> str:
     # boundary's marked, storable form, so a record is never lost nor unreadable for it.
     from ._boundary import storable
 
-    return json.dumps(storable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _stdlib_json(storable(value))
 
 
-# How `args_hash` is computed, recorded beside it. Records without it were hashed with LEGACY.
+def _stdlib_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# How `args_hash` is computed, recorded beside it; records without it: `legacy_args_hash`.
 ARGS_HASH_ALG = "sha256-jcs"
-LEGACY_ARGS_HASH_ALG = "sha256-sorted-json"
 _JCS_INT = 2**53  # integers JCS (and I-JSON) carry exactly: |n| < 2**53
 _JCS_FRACTION_MIN = 1e-5  # below this, orjson writes an exponent where JCS writes digits
 
@@ -166,7 +169,11 @@ def jcs(value: Any) -> str:
         ValueError: The value is not I-JSON (NaN, Infinity, an integer beyond 2**53, a lone
             surrogate): the boundary refuses such arguments before anything is hashed.
     """
-    fast = _jcs_ready(value)
+    return _jcs_text(value, _jcs_ready(value))
+
+
+def _jcs_text(value: Any, fast: Any) -> str:
+    """The JCS text of `value`, given `_jcs_ready(value)`."""
     if fast is _SLOW:
         try:
             return rfc8785.dumps(value).decode()
@@ -236,9 +243,10 @@ def args_hash(args: Any, text: str | None = None) -> str:
     Raises:
         ValueError: The value is not I-JSON.
     """
-    if text is not None and _jcs_ready(args) is args:
+    fast = _jcs_ready(args)
+    if text is not None and fast is args:
         return sha256_hex(text)
-    return sha256_hex(jcs(args))
+    return sha256_hex(_jcs_text(args, fast))
 
 
 def legacy_args_hash(args: Any, *, stdlib: bool = False) -> str:
@@ -250,13 +258,12 @@ def legacy_args_hash(args: Any, *, stdlib: bool = False) -> str:
     Raises:
         ValueError: A value neither writer writes (NaN with `stdlib`).
     """
-    try:
-        if stdlib:
-            raise TypeError
-        text = orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode()
-    except TypeError:
-        text = json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return sha256_hex(text)
+    if not stdlib:
+        try:
+            return sha256_hex(orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode())
+        except TypeError:
+            pass
+    return sha256_hex(_stdlib_json(args))
 
 
 def sha256_hex(text: str) -> str:

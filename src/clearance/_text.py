@@ -12,12 +12,16 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def text_problem(text: str) -> str | None:
-    """Why `text` cannot be stored as it is, or None when it can."""
-    found = _UNSTORABLE.search(text)
+def text_problem(text: str, *, nul: bool = True) -> str | None:
+    """Why `text` cannot be stored as it is, or None when it can.
+
+    With `nul=False` only lone surrogates count (a NUL inside JSON text is written escaped).
+    """
+    found = (UNSTORABLE if nul else LONE_SURROGATE).search(text)
     if found is None:
         return None
     char, at = found.group(), found.start()

@@ -340,3 +340,17 @@ def test_crewai_style_tool_names_are_admitted_and_folded() -> None:
 
     assert admit_names("Read a file's content", "s")[:2] == ("read_a_file's_content", "s")
     assert admit_names("Read a file\u2019s content", "s")[2] is not None  # a typographic apostrophe is not ASCII
+
+
+def test_usage_reported_with_a_session_outside_the_rule_is_kept_under_a_marked_one(
+    configure: Callable[..., Governor], db_path: Path
+) -> None:
+    configure(POLICY)
+    clearance.record_usage("gpt-4o\x00x", input_tokens=10, output_tokens=2, session="thread\x00")
+    db = Database(str(db_path))
+    try:
+        [usage] = [e.body for e in query(db, EventFilter(kind="llm.call"))]
+        assert verify(db).ok
+    finally:
+        db.close()
+    assert usage["session"] == "invalid-session-id" and usage["model"] == "gpt-4o\\x00x"

@@ -152,6 +152,29 @@ tools:
 """
 
 
+def _refunds(configure: Callable[..., Governor], policy: str) -> list[float]:
+    """The issue's attack on a daily cap of 1,000: a refund of -5000, then six of 199."""
+    configure(policy)
+    refunded: list[float] = []
+
+    @clearance.guard
+    def issue_refund(order_id: str, amount: float) -> None:
+        refunded.append(amount)
+
+    for i, amount in enumerate([-5000, *[199] * 6]):
+        try:
+            issue_refund(f"A-{i}", amount)
+        except ToolCallBlocked:
+            pass
+    return refunded
+
+
+def test_without_a_minimum_a_negative_refund_defeats_the_daily_cap(configure: Callable[..., Governor]) -> None:
+    """Why the README's example declares `minimum: 0.01`: the sum counts the negative refund."""
+    refunded = _refunds(configure, CAPPED.replace("{type: number, minimum: 0.01}", "number"))
+    assert refunded == [-5000, *[199] * 6] and sum(r for r in refunded if r > 0) == 1194
+
+
 def test_a_negative_refund_cannot_defeat_the_daily_cap(configure: Callable[..., Governor]) -> None:
     """The issue's attack: -5000, then six of 199 (1,194 refunded against a cap of 1,000)."""
     configure(CAPPED)

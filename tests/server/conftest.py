@@ -42,6 +42,14 @@ def post_raw(client: TestClient, path: str, payload: Any, headers: dict[str, str
     return client.post(path, content=body, headers={**headers, "Content-Type": "application/json"})
 
 
+def activated(client: TestClient, make_key: Any, policy: str, *, agent: str) -> dict[str, dict[str, str]]:
+    """Publish and activate `policy` as an admin: the admin's and an `agent` key's headers."""
+    admin = {"X-API-Key": make_key("admin", agent=None)}
+    rev = client.post("/v1/policies", headers=admin, json={"text": policy}).json()["id"]
+    assert client.post(f"/v1/policies/{rev}/activate", headers=admin, json={}).status_code == 200
+    return {"admin": admin, "agent": {"X-API-Key": make_key("agent", agent=agent)}}
+
+
 @pytest.fixture
 def client(server_db: str) -> Iterator[TestClient]:
     app = create_app(ServerSettings(database_url=server_db, max_body_bytes=4096))

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from clearance.store import Database
 from clearance.store._events import EventFilter, query, verify
 
-from .conftest import post_raw
+from .conftest import activated, post_raw
 
 POLICY = """\
 version: 1
@@ -42,10 +42,7 @@ def server_db(any_store: str) -> str:
 
 @pytest.fixture
 def keys(client: TestClient, make_key: Any) -> dict[str, dict[str, str]]:
-    admin = {"X-API-Key": make_key("admin", agent=None)}
-    rev = client.post("/v1/policies", headers=admin, json={"text": POLICY}).json()["id"]
-    assert client.post(f"/v1/policies/{rev}/activate", headers=admin, json={}).status_code == 200
-    return {"admin": admin, "agent": {"X-API-Key": make_key("agent", agent="refunds")}}
+    return activated(client, make_key, POLICY, agent="refunds")
 
 
 class Deep:
@@ -148,6 +145,7 @@ def test_the_largest_exact_integers_and_other_controls_are_decided_as_sent(
         ("session_id", " s1", "body.session_id"),
         ("requested_by", "bob\x00", "body.requested_by"),
         ("call_key", "k\x00", "body.call_key"),
+        ("webhook_url", "https://hooks.example.com/\x00", "body.webhook_url"),
     ],
 )
 def test_names_and_ids_follow_one_rule(
@@ -242,3 +240,11 @@ def test_ardenpy_positional_arguments_are_located_where_they_were_sent(
     r = arden(client, keys["agent"], "lookup", {"q": "x"}, args=["ok", float("nan")])
     assert r.status_code == 422
     assert r.json()["error"]["details"][0]["location"] == "body.args[1]"
+
+
+@pytest.mark.parametrize("session", ["s\x00", "s\u202e", "\ud800", " s"])
+def test_ardenpy_token_usage_names_its_session_by_the_same_rule(
+    client: TestClient, keys: dict[str, dict[str, str]], session: str
+) -> None:
+    body = {"model": "gpt-4o", "prompt_tokens": 1, "completion_tokens": 1, "session_id": session}
+    assert post_raw(client, "/token-usage", body, keys["agent"]).status_code == 422

@@ -31,7 +31,7 @@ from clearance.policy import Effect, parse_policy
 from clearance.store import Database
 from clearance.store._events import EventFilter, query, verify
 
-from .conftest import post_raw
+from .conftest import activated, post_raw
 
 POLICY = """\
 version: 1
@@ -193,10 +193,7 @@ def server_db(any_store: str) -> str:
 
 @pytest.fixture
 def keys(client: TestClient, make_key: Any) -> dict[str, dict[str, str]]:
-    admin = {"X-API-Key": make_key("admin", agent=None)}
-    rev = client.post("/v1/policies", headers=admin, json={"text": POLICY}).json()["id"]
-    assert client.post(f"/v1/policies/{rev}/activate", headers=admin, json={}).status_code == 200
-    return {"admin": admin, "agent": {"X-API-Key": make_key("agent", agent="fuzz")}}
+    return activated(client, make_key, POLICY, agent="fuzz")
 
 
 def test_the_http_endpoints_never_allow_what_the_twin_does_not_nor_fail(

@@ -14,8 +14,9 @@ from typing import Any
 from .._boundary import check_args, check_size, storable, summary
 from .._canonical import ARGS_HASH_ALG, args_hash, canonical_json, for_record, legacy_args_hash, redact
 from .._clock import now_us
-from .._names import admit_names, tool_problem
+from .._names import INVALID_SESSION, admit_names, name_problem, tool_problem
 from .._pricing import ModelPrice, Price, price
+from .._text import escaped
 from ..errors import ApprovalError
 from ..policy import Decision, Effect, Policy
 from ..store import Database
@@ -378,7 +379,15 @@ def llm_event(
     latency_ms: float | None,
     overrides: Mapping[str, ModelPrice],
 ) -> tuple[Event, Price]:
-    """Price one LLM call and build its `llm.call` record (unpriced: cost null, never $0)."""
+    """Price one LLM call and build its `llm.call` record (unpriced: cost null, never $0).
+
+    The session follows the boundary's rule for names (else the call is recorded under
+    `INVALID_SESSION`, never lost); the model name, reported by a provider, is kept as text
+    every store keeps.
+    """
+    if name_problem(session, "the session id") is not None:
+        session = INVALID_SESSION
+    model = escaped(model)
     cost = price(model, input_tokens, output_tokens, cached_input_tokens, provider=provider, overrides=overrides)
     event = make_event(
         "llm.call",

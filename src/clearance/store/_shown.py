@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .._text import LONE_SURROGATE
 from ._events import StoredEvent
 
 SHOWN_DEPTH = 100  # levels of a recorded value returned whole (what the API can encode is ~250)
@@ -21,7 +22,6 @@ PREVIEW = 4096  # characters of a record that is not JSON
 DEGRADED = "$degraded"  # the key under which a record lists how it is shown differently
 _TOO_DEEP = {"$truncated": f"nested deeper than {SHOWN_DEPTH} levels"}
 _STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _NOTE_DEEP = f'values nested deeper than {SHOWN_DEPTH} levels are cut there, marked {{"$truncated": …}}'
 _NOTE_NUMBER = 'numbers beyond the range of a double are shown as their text, marked {"$number": …}'
@@ -98,10 +98,10 @@ def _plain(value: Any, levels: int, notes: dict[str, None]) -> Any:
 
 
 def _text(text: str, notes: dict[str, None]) -> str:
-    if _LONE_SURROGATE.search(text) is None:
+    if LONE_SURROGATE.search(text) is None:
         return text
     notes[_NOTE_SURROGATE] = None
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _cut(text: str, levels: int) -> str:

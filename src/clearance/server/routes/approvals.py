@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ... import _decisions as decisions
 from ..._clock import now_us
-from ..._text import Text, text_problem
+from ..._text import Text, escaped, text_problem
 from ...errors import (
     ApprovalAlreadyDecided,
     ApprovalEditRejected,
@@ -289,10 +289,7 @@ _MAX_ID = 100  # every approval id is `apr_` and 32 hex digits
 
 def shown_id(approval_id: str) -> str:
     """An approval id as records and messages show it: at most 100 characters, storable by every store."""
-    shown = approval_id[:_MAX_ID]
-    if text_problem(shown) is not None:
-        shown = ascii(shown)[1:-1]  # NUL and lone surrogates as escapes
-    return shown + ("…" if len(approval_id) > _MAX_ID else "")
+    return escaped(approval_id[:_MAX_ID]) + ("…" if len(approval_id) > _MAX_ID else "")
 
 
 _NOT_AN_APPROVER = "only approvers decide approvals (this key or person lacks the approver role)"
@@ -334,9 +331,9 @@ def decide_as(
 ) -> Approval:
     """Decide as `key`, or answer why not; every refused attempt is audited once (`approval.refused`).
 
-    The role is checked before the approval is looked up (a key or person without the approver
-    role learns nothing about which ids exist); an id no approval can have (too long, or text
-    no store keeps) is unknown without asking the store.
+    `key` is an approver: the routes take it through `Approves`/`Denies`, which refuse (and
+    audit) anyone else before this runs. An id no approval can have (too long, or text no store
+    keeps) is unknown without asking the store.
 
     Raises:
         APIError: 403 (not theirs to decide), 404 (no such approval), 409 (decided already),
@@ -344,9 +341,6 @@ def decide_as(
     """
     who = decider(key)
     shown = shown_id(approval_id)
-    if "approver" not in key.scopes:
-        decisions.refuse(db, shown, who, approve=approve, why=_NOT_AN_APPROVER)
-        raise APIError(403, _NOT_AN_APPROVER)
     if shown != approval_id:
         why = f"no approval has the id {shown!r}"
         decisions.refuse(db, shown, who, approve=approve, why=why)

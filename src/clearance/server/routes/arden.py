@@ -22,7 +22,7 @@ from ...store._keys import ApiKey
 from .._auth import current_key, database, require
 from .._errors import APIError
 from .approvals import Approves, Denies, decide_as, shown_id
-from .check import ToolName, admitted, decide_for
+from .check import SessionId, ToolName, admitted, decide_for
 
 router = APIRouter(tags=["ardenpy compatibility"])
 Db = Annotated[Database, Depends(database)]
@@ -75,7 +75,7 @@ class ArdenTokens(BaseModel):
     model: str = Field(min_length=1, max_length=200)
     prompt_tokens: int = Field(ge=0, le=2**40)
     completion_tokens: int = Field(ge=0, le=2**40)
-    session_id: str | None = Field(default=None, max_length=200)
+    session_id: SessionId | None = None
 
 
 @router.post("/policy/check", summary="ardenpy: decide a call (agent)")

@@ -91,7 +91,7 @@ class CheckRequest(BaseModel):
         max_length=200,
         description="the framework's id of the call (tool-call id): asked again, the call's approval is returned",
     )
-    webhook_url: str | None = Field(
+    webhook_url: Text | None = Field(
         default=None,
         max_length=2000,
         pattern=r"^https?://",

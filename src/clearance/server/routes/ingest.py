@@ -153,11 +153,12 @@ def ingest(batch: Batch, request: Request, key: Agent, db: Db) -> Ingested:
         body.update(v=1, agent=key.agent, environment=key.environment)
         bodies.append(body)
     finished: list[Event] = []
-    new_refusals = [0]
+    new_refusals = 0
 
     def then(cur: Any, fresh: list[dict[str, Any]]) -> list[Event]:
+        nonlocal new_refusals
         finished[:] = finish_approvals(db, cur, fresh)  # the last attempt's, if the write is retried
-        new_refusals[0] = sum(1 for b in fresh if b["kind"] == "ingest.refused")
+        new_refusals = sum(1 for b in fresh if b["kind"] == "ingest.refused")
         return finished
 
     appended, duplicates = events.ingest(db, bodies, then=then)
@@ -165,8 +166,8 @@ def ingest(batch: Batch, request: Request, key: Agent, db: Db) -> Ingested:
         longpoll.announce_threadsafe(request.app.state, "approvals")
     # The counts are of the batch's own records; their refusal records are not counted.
     return Ingested(
-        appended=appended - new_refusals[0],
-        duplicates=duplicates - (len(refused) - new_refusals[0]),
+        appended=appended - new_refusals,
+        duplicates=duplicates - (len(refused) - new_refusals),
         refused=refused,
     )
 
@@ -194,7 +195,8 @@ def _readable(text: str) -> str:
 
 def _refusal_record(key: ApiKey, raw: dict[str, Any], event_id: str | None, problems: list[str]) -> dict[str, Any]:
     """The `ingest.refused` record of a refused record; the same refusal twice has one id."""
-    digest = sha256_hex(f"{key.id}\x1f{canonical_json(storable(raw))}")[:32]
+    sent = storable(raw)
+    digest = sha256_hex(f"{key.id}\x1f{canonical_json(sent)}")[:32]
     kind = raw.get("kind")
     return {
         "v": 1,
@@ -210,7 +212,7 @@ def _refusal_record(key: ApiKey, raw: dict[str, Any], event_id: str | None, prob
         "problems": problems,
         # What was sent, marked where no store keeps it and cut when large: an agent that does
         # not keep refused records aside (older versions drop the batch) loses nothing.
-        "refused_record": for_record(storable(raw))[0],
+        "refused_record": for_record(sent)[0],
     }
 
 
