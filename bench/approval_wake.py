@@ -20,14 +20,14 @@ from pathlib import Path
 import httpx
 
 import clearance
-from clearance.store import Database, _approvals
-from clearance.store import _keys as keys
+from clearance._store import Database, _approvals
+from clearance._store import _keys as keys
 
 EMBEDDED_DECIDER = """
 import sys, time
 from clearance import _decisions
 from clearance._decisions import Decider
-from clearance.store import Database
+from clearance._store import Database
 db = Database(sys.argv[1], create=False)
 for line in sys.stdin:
     time.sleep(float(sys.argv[2]))  # the human thinks

@@ -24,10 +24,10 @@ from typing import Any
 import psycopg
 from fastapi.testclient import TestClient
 
+from clearance._store import Database
+from clearance._store import _events as events
+from clearance._store import _keys as keys
 from clearance.server import ServerSettings, create_app
-from clearance.store import Database
-from clearance.store import _events as events
-from clearance.store import _keys as keys
 
 PG = os.environ.get("CLEARANCE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SQLITE = Path("/tmp/clearance-bench-audit.db")

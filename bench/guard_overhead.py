@@ -108,7 +108,7 @@ def main() -> None:
         print(f"4 threads, {per_thread * 4} calls")
         print(f"  per call           median {pct(merged, 0.5):8.2f} us   p99 {pct(merged, 0.99):8.2f} us")
         print(f"  throughput         {per_thread * 4 / elapsed:8.0f} calls/s")
-        report = __import__("clearance.store._events", fromlist=["verify"]).verify(_runtime.current().db)
+        report = __import__("clearance._store._events", fromlist=["verify"]).verify(_runtime.current().db)
         print(f"chain verified: {report.ok}, {report.checked} records")
         clearance.shutdown()
 

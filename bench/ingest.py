@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import psycopg
 
-from clearance.store import Database
-from clearance.store import _events as events
-from clearance.store import _keys as keys
+from clearance._store import Database
+from clearance._store import _events as events
+from clearance._store import _keys as keys
 
 PG = os.environ.get("CLEARANCE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

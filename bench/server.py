@@ -31,8 +31,8 @@ import psycopg
 import uvloop
 
 import clearance
-from clearance.store import Database
-from clearance.store import _keys as keys
+from clearance._store import Database
+from clearance._store import _keys as keys
 
 PG = os.environ.get("CLEARANCE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 POLICY = "version: 1\ntools:\n  issue_refund:\n    rules:\n" + "".join(

@@ -23,6 +23,7 @@ from ._guard._runtime import NOT_GIVEN, configure, flush, shutdown
 from ._guard._wrap import guard, guard_tool
 from ._settings import Settings
 from ._usage import record_usage
+from ._version import __version__
 from ._webhooks import WebhookOutcome, handle_webhook, verify_webhook
 from .errors import (
     ApprovalAlreadyDecided,
@@ -44,8 +45,6 @@ from .errors import (
     WebhookError,
 )
 from .policy import Decision, Effect, Policy, load_policy, parse_policy
-
-__version__ = "0.1.0"
 
 __all__ = [
     "NOT_GIVEN",

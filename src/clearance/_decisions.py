@@ -18,6 +18,12 @@ from ._boundary import check_size
 from ._canonical import ARGS_HASH_ALG, args_hash, canonical_json, redact
 from ._clock import now_us
 from ._notify import wake
+from ._store import Approval, Database
+from ._store import _approvals as approvals
+from ._store import _facts as facts
+from ._store import _policies as policies
+from ._store._approvals import INEXACT_ARGS
+from ._store._events import Event, append, make_event
 from .errors import (
     ApprovalAlreadyDecided,
     ApprovalEditRejected,
@@ -26,12 +32,6 @@ from .errors import (
     ClearanceError,
 )
 from .policy import Decision, Effect, Policy, parse_policy
-from .store import Approval, Database
-from .store import _approvals as approvals
-from .store import _facts as facts
-from .store import _policies as policies
-from .store._approvals import INEXACT_ARGS
-from .store._events import Event, append, make_event
 
 
 @dataclass(frozen=True)

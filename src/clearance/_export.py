@@ -16,9 +16,9 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
-from .store import StoredEvent
-from .store import _events as events
-from .store._shown import DEGRADED, show
+from ._store import StoredEvent
+from ._store import _events as events
+from ._store._shown import DEGRADED, show
 
 Format = Literal["jsonl", "csv"]
 CSV_COLUMNS = (

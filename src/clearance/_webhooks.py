@@ -24,12 +24,12 @@ from typing import Any, Literal
 import httpx
 
 from ._clock import now_us
+from ._store import Database
+from ._store import _outbox as outbox
 from .errors import (
     ConfigurationError,
     WebhookError,
 )
-from .store import Database
-from .store import _outbox as outbox
 
 ID_HEADER = "Clearance-Webhook-Id"
 TIMESTAMP_HEADER = "Clearance-Webhook-Timestamp"

@@ -14,9 +14,9 @@ import pytest
 import clearance
 from clearance import ApprovalAlreadyDecided, ApprovalDenied, ApprovalError, ApprovalTimeout, _decisions
 from clearance._guard._governor import Governor
-from clearance.store import EventFilter
-from clearance.store import _approvals as approvals
-from clearance.store._events import query
+from clearance._store import EventFilter
+from clearance._store import _approvals as approvals
+from clearance._store._events import query
 
 from ..conftest import CLI, REPO, run_cli
 

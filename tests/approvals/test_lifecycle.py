@@ -22,9 +22,9 @@ from clearance import (
 )
 from clearance._decisions import Decider
 from clearance._guard._governor import Governor
-from clearance.store import EventFilter
-from clearance.store import _approvals as approvals
-from clearance.store._events import query, verify
+from clearance._store import EventFilter
+from clearance._store import _approvals as approvals
+from clearance._store._events import query, verify
 
 POLICY = """
 version: 1

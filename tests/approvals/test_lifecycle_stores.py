@@ -10,12 +10,12 @@ import pytest
 from clearance import ApprovalAlreadyExecuted, ApprovalForbidden, _decisions
 from clearance._decisions import Decider
 from clearance._guard._record import record_call
+from clearance._store import Database
+from clearance._store import _approvals as approvals
+from clearance._store import _outbox as outbox
+from clearance._store import _policies as policies
+from clearance._store._events import verify
 from clearance.policy import parse_policy
-from clearance.store import Database
-from clearance.store import _approvals as approvals
-from clearance.store import _outbox as outbox
-from clearance.store import _policies as policies
-from clearance.store._events import verify
 
 POLICY = """\
 version: 1

@@ -27,8 +27,8 @@ from clearance import (
 from clearance._decisions import Decider
 from clearance._guard import _runtime
 from clearance._guard._governor import Governor
-from clearance.store import Database
-from clearance.store import _approvals as approvals
+from clearance._store import Database
+from clearance._store import _approvals as approvals
 
 from ..conftest import REPO, run_cli
 

@@ -22,10 +22,10 @@ from clearance import WebhookError, _decisions, verify_webhook
 from clearance._decisions import Decider
 from clearance._guard import _runtime
 from clearance._guard._governor import Governor
+from clearance._store import Database
+from clearance._store import _approvals as approvals
+from clearance._store import _outbox as outbox
 from clearance._webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from clearance.store import Database
-from clearance.store import _approvals as approvals
-from clearance.store import _outbox as outbox
 
 from ..conftest import REPO, run_cli
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clearance.store import Database
+from clearance._store import Database
 
 from ..conftest import run_cli
 from ..server.test_hostile_records import HOSTILE, _seed

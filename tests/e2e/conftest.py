@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from clearance.store import Database
-from clearance.store import _users as users
+from clearance._store import Database
+from clearance._store import _users as users
 
 from ..conftest import IN_CI, REPO
 from ..server.conftest import Server, _free_port

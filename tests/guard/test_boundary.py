@@ -16,11 +16,11 @@ from cel_expr_python import cel
 import clearance
 from clearance import ToolCallBlocked
 from clearance._guard._governor import Governor
+from clearance._store import Database
+from clearance._store._events import EventFilter, query, verify
 from clearance.policy import Effect, parse_policy
 from clearance.policy import _functions as fn
 from clearance.policy._compile import engine
-from clearance.store import Database
-from clearance.store._events import EventFilter, query, verify
 
 POLICY = """\
 version: 1

@@ -9,8 +9,8 @@ import pytest
 import clearance
 from clearance import ToolCallBlocked
 from clearance._guard._governor import Governor
-from clearance.store import EventFilter
-from clearance.store._events import query
+from clearance._store import EventFilter
+from clearance._store._events import query
 
 CAPS = """
 version: 1

@@ -14,8 +14,8 @@ import pytest
 import clearance
 from clearance import ConfigurationError, PolicyError, ToolCallBlocked
 from clearance._guard._governor import Governor
-from clearance.store import EventFilter
-from clearance.store._events import query, verify
+from clearance._store import EventFilter
+from clearance._store._events import query, verify
 
 
 def events(gov: Governor, **f: Any) -> list[dict[str, Any]]:

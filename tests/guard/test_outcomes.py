@@ -123,7 +123,7 @@ def test_a_commit_that_fails_records_nothing_of_the_call(
         ran.append(to)
 
     send_email("first@acme.com")  # its outcome is queued
-    from clearance.store import _events
+    from clearance._store import _events
 
     real_append = _events.append
 
@@ -145,7 +145,7 @@ def test_a_failed_approval_request_releases_its_waiter(
 ) -> None:
     configure()
     from clearance import _notify
-    from clearance.store import _approvals
+    from clearance._store import _approvals
 
     opened: list[_notify.Waiter] = []
     real_waiter = _notify.Waiter

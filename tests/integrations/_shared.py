@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 from clearance import _decisions
 from clearance._decisions import Decider
 from clearance._guard._governor import Governor
-from clearance.store import Database, EventFilter
-from clearance.store import _approvals as approvals
-from clearance.store._events import query
+from clearance._store import Database, EventFilter
+from clearance._store import _approvals as approvals
+from clearance._store._events import query
 
 POLICY = """
 version: 1

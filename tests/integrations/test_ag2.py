@@ -16,7 +16,7 @@ from ag2.testing import TestConfig  # noqa: E402
 
 import clearance  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
-from clearance.store import _approvals as approvals  # noqa: E402
+from clearance._store import _approvals as approvals  # noqa: E402
 
 from ._shared import POLICY, TWO_FAKE_CALLS, llm_usage, records, while_deciding  # noqa: E402
 

@@ -17,8 +17,8 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message, function
 import clearance  # noqa: E402
 from clearance import _decisions  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
+from clearance._store import _approvals as approvals  # noqa: E402
 from clearance.integrations import agents as governed  # noqa: E402
-from clearance.store import _approvals as approvals  # noqa: E402
 
 from ._shared import (  # noqa: E402
     LEAD,

@@ -17,10 +17,10 @@ from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 
 import clearance  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
+from clearance._store import EventFilter  # noqa: E402
+from clearance._store import _approvals as approvals  # noqa: E402
+from clearance._store._events import query  # noqa: E402
 from clearance.integrations.langchain import ClearanceMiddleware  # noqa: E402
-from clearance.store import EventFilter  # noqa: E402
-from clearance.store import _approvals as approvals  # noqa: E402
-from clearance.store._events import query  # noqa: E402
 
 from ._shared import POLICY, TWO_FAKE_CALLS, llm_usage, while_deciding  # noqa: E402
 

@@ -19,7 +19,7 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM  # noqa: E402
 
 import clearance  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
-from clearance.store import _approvals as approvals  # noqa: E402
+from clearance._store import _approvals as approvals  # noqa: E402
 
 from ._shared import POLICY, while_deciding  # noqa: E402
 

@@ -20,8 +20,8 @@ from mcp.server.mcpserver import MCPServer  # noqa: E402
 
 from clearance._guard._governor import Governor  # noqa: E402
 from clearance._guard._recording import RUNNING  # noqa: E402
-from clearance.store import Database  # noqa: E402
-from clearance.store import _approvals as approvals  # noqa: E402
+from clearance._store import Database  # noqa: E402
+from clearance._store import _approvals as approvals  # noqa: E402
 
 from ..conftest import REPO  # noqa: E402
 from ..server.conftest import _free_port  # noqa: E402

@@ -13,9 +13,9 @@ import openai  # noqa: E402
 
 import clearance  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
+from clearance._store import EventFilter  # noqa: E402
+from clearance._store._events import query  # noqa: E402
 from clearance.integrations.openai import record, run_tool_calls  # noqa: E402
-from clearance.store import EventFilter  # noqa: E402
-from clearance.store._events import query  # noqa: E402
 
 from ..fake_openai import FakeOpenAI  # noqa: E402
 from ._shared import POLICY, decide_when_pending, while_deciding  # noqa: E402

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from clearance._store import Database
+from clearance._store import _keys as keys
 from clearance.server import ServerSettings, create_app
-from clearance.store import Database
-from clearance.store import _keys as keys
 
 from ..conftest import CLI, REPO
 

@@ -90,8 +90,8 @@ def test_expiry_is_enforced_by_whoever_looks(client: TestClient, setup: dict[str
 def test_decisions_over_http_refuse_bad_input_and_leave_it_pending(
     client: TestClient, setup: dict[str, Any], server_db: str
 ) -> None:
-    from clearance.store import Database
-    from clearance.store._events import EventFilter, query
+    from clearance._store import Database
+    from clearance._store._events import EventFilter, query
 
     apr = pending(client, setup)
     approve = f"/v1/approvals/{apr}/approve"
@@ -160,8 +160,8 @@ def test_the_server_expires_and_escalates_with_nobody_waiting(
 ) -> None:
     import httpx
 
-    from clearance.store import Database
-    from clearance.store import _approvals as approvals
+    from clearance._store import Database
+    from clearance._store import _approvals as approvals
 
     from .conftest import Server, _free_port
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from clearance.store import Database
-from clearance.store import _keys as keys
-from clearance.store._events import EventFilter, query
+from clearance._store import Database
+from clearance._store import _keys as keys
+from clearance._store._events import EventFilter, query
 
 POLICY = """\
 version: 1

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from clearance.store import Database
-from clearance.store._events import EventFilter, query, verify
+from clearance._store import Database
+from clearance._store._events import EventFilter, query, verify
 
 from .conftest import activated, post_raw
 

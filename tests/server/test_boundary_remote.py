@@ -17,7 +17,7 @@ import clearance
 from clearance import ToolCallBlocked
 from clearance._remote._client import Client
 from clearance._remote._spool import Shipper, Spool
-from clearance.store._events import Event, make_event
+from clearance._store._events import Event, make_event
 
 from ..conftest import run_cli
 from .conftest import Server

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from clearance.store import Database
-from clearance.store import _approvals as approvals
-from clearance.store._events import EventFilter, query, verify
+from clearance._store import Database
+from clearance._store import _approvals as approvals
+from clearance._store._events import EventFilter, query, verify
 
 from .conftest import Server, _free_port
 

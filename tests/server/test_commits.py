@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from clearance._store import Database
+from clearance._store import _events as events
 from clearance.errors import StoreError
 from clearance.server._commits import GroupCommit
-from clearance.store import Database
-from clearance.store import _events as events
 
 FIELDS = {"agent": "a", "environment": "test", "session": "s", "tool": "t"}
 

@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 import clearance
+from clearance._store import Database
+from clearance._store import _users as users
 from clearance.server import ServerSettings, create_app
-from clearance.store import Database
-from clearance.store import _users as users
 
 from ..conftest import IN_CI, REPO
 from .conftest import Server, _free_port
@@ -254,7 +254,7 @@ def test_admins_send_a_signed_test_webhook(tmp_path: Path, make_key: Any, receiv
     )
     with TestClient(create_app(settings)) as c:
         db = Database(str(tmp_path / "w.db"))
-        from clearance.store import _keys
+        from clearance._store import _keys
 
         _, admin = _keys.create(db, name="a", scopes=["admin"], agent=None, environment="test", created_by="t")
         db.close()

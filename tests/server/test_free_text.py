@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from clearance._store import Database
+from clearance._store import _keys as keys
 from clearance.server import ServerSettings, create_app
-from clearance.store import Database
-from clearance.store import _keys as keys
 
 NUL, SURROGATE = "a\x00b", "a\ud800b"
 PASSWORD = "correct horse battery"

@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 
 import clearance
 from clearance._guard._governor import Governor
+from clearance._store import Database
+from clearance._store._events import EventFilter, query, verify
 from clearance.policy import Effect, parse_policy
-from clearance.store import Database
-from clearance.store._events import EventFilter, query, verify
 
 from .conftest import activated, post_raw
 

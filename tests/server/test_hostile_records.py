@@ -18,12 +18,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clearance._export import lines
+from clearance._store import Database, StoredEvent
+from clearance._store import _approvals as approvals
+from clearance._store import _events as events
+from clearance._store import _keys as keys
+from clearance._store import _shown as shown_
 from clearance.server import ServerSettings, create_app
-from clearance.store import Database, StoredEvent
-from clearance.store import _approvals as approvals
-from clearance.store import _events as events
-from clearance.store import _keys as keys
-from clearance.store import _shown as shown_
 
 
 def _nested(depth: int, open_: str, close: str) -> str:

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from clearance.store import Database
-from clearance.store._events import EventFilter, new_id, query, verify
+from clearance._store import Database
+from clearance._store._events import EventFilter, new_id, query, verify
 
 from .conftest import post_raw
 

@@ -80,9 +80,9 @@ def test_clearance_serve_end_to_end(live_server: tuple[str, Path]) -> None:
 
 @pytest.mark.postgres
 def test_server_and_keys_on_postgresql(pg_url: str) -> None:
+    from clearance._store import Database
+    from clearance._store import _keys as keys
     from clearance.server import ServerSettings, create_app
-    from clearance.store import Database
-    from clearance.store import _keys as keys
 
     run_cli("db", "upgrade", db=pg_url, check=True)
     db = Database(pg_url)

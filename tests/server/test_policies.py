@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from clearance.store import Database
-from clearance.store._events import EventFilter, query, verify
+from clearance._store import Database
+from clearance._store._events import EventFilter, query, verify
 
 V1 = "version: 1\ndefault: allow\n"
 V2 = "version: 1\ndefault: block\n"
@@ -135,8 +135,8 @@ def test_long_poll_times_out_with_304(client: TestClient, make_key: Any) -> None
 
 @pytest.mark.postgres
 def test_policies_on_postgresql(pg_url: str) -> None:
+    from clearance._store import _keys as keys
     from clearance.server import ServerSettings, create_app
-    from clearance.store import _keys as keys
 
     db = Database(pg_url)
     _, admin_key = keys.create(db, name="a", scopes=["admin"], agent=None, environment="test", created_by="t")

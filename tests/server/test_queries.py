@@ -9,9 +9,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from clearance.store import Database
-from clearance.store import _keys as keys
-from clearance.store._events import new_id
+from clearance._store import Database
+from clearance._store import _keys as keys
+from clearance._store._events import new_id
 
 from ..conftest import run_cli
 

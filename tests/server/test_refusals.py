@@ -9,9 +9,9 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
-from clearance.store import Database
-from clearance.store import _users as users
-from clearance.store._events import EventFilter, query
+from clearance._store import Database
+from clearance._store import _users as users
+from clearance._store._events import EventFilter, query
 
 from .test_users import PASSWORD
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from clearance.store import Database
-from clearance.store import _keys as keys
+from clearance._store import Database
+from clearance._store import _keys as keys
 
 from .conftest import Server, _free_port
 

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from schemathesis.core import NOT_SET
 from schemathesis.generation import GenerationMode
 
-from clearance.store import Database
-from clearance.store import _keys as keys
+from clearance._store import Database
+from clearance._store import _keys as keys
 
 from .conftest import Server, _free_port
 

@@ -12,6 +12,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from clearance._store import Database
+from clearance._store import _users as users
 from clearance.server.routes.session import (
     ADDRESS_FAILURES,
     PAIR_FAILURES,
@@ -20,8 +22,6 @@ from clearance.server.routes.session import (
     WINDOW_SECONDS,
     SignInThrottle,
 )
-from clearance.store import Database
-from clearance.store import _users as users
 
 from .conftest import Server, _free_port
 from .test_users import PASSWORD

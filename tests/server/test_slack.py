@@ -16,12 +16,12 @@ from urllib.parse import parse_qs, urlencode
 import pytest
 from fastapi.testclient import TestClient
 
+from clearance._store import Database
+from clearance._store import _approvals as approvals
+from clearance._store import _keys as keys
+from clearance._store import _users as users
+from clearance._store._events import EventFilter, query
 from clearance.server import ServerSettings, create_app
-from clearance.store import Database
-from clearance.store import _approvals as approvals
-from clearance.store import _keys as keys
-from clearance.store import _users as users
-from clearance.store._events import EventFilter, query
 
 SIGNING_SECRET = "slack-signing-secret-for-tests"
 POLICY = """\

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clearance.store import Database
+from clearance._store import Database
 
 from .conftest import Server, _free_port
 

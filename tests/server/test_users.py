@@ -101,8 +101,8 @@ def test_failed_sign_ins_are_throttled(client: TestClient, people: dict[str, Any
 
 
 def _admin_events(db: str, kind: str) -> list[dict[str, Any]]:
-    from clearance.store import Database
-    from clearance.store._events import EventFilter, query
+    from clearance._store import Database
+    from clearance._store._events import EventFilter, query
 
     store = Database(db)
     try:
@@ -218,8 +218,8 @@ def test_key_changes_are_audited(client: TestClient, server_db: str, make_key: A
 
 
 def test_user_changes_on_postgresql(pg_url: str) -> None:
-    from clearance.store import Database
-    from clearance.store import _users as users
+    from clearance._store import Database
+    from clearance._store import _users as users
 
     db = Database(pg_url)
     try:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from clearance.store import Database, EventFilter
-from clearance.store import _events as events
-from clearance.store import _queries as queries
+from clearance._store import Database, EventFilter
+from clearance._store import _events as events
+from clearance._store import _queries as queries
 
 
 def _seed(db: Database, n: int) -> None:

@@ -20,16 +20,16 @@ from sqlalchemy import create_engine
 import clearance
 from clearance import StoreError
 from clearance._guard._governor import Governor
-from clearance.store import HEAD, Database
-from clearance.store._events import make_event, verify
-from clearance.store._schema import Base
+from clearance._store import HEAD, Database
+from clearance._store._events import make_event, verify
+from clearance._store._schema import Base
 
 from ..conftest import REPO
 
 
 def test_head_constant_is_the_chain_head() -> None:
     config = Config()
-    config.set_main_option("script_location", str(REPO / "src/clearance/store/migrations"))
+    config.set_main_option("script_location", str(REPO / "src/clearance/_store/migrations"))
     assert ScriptDirectory.from_config(config).get_heads() == [HEAD]
 
 
@@ -50,7 +50,7 @@ def test_models_match_the_migrations_on_sqlite(db_path: Path) -> None:
 def test_migrations_and_the_chain_on_postgresql(pg_url: str) -> None:
     db = Database(pg_url)
     with db.write() as cur:
-        from clearance.store._events import append
+        from clearance._store._events import append
 
         append(db, cur, [make_event("llm.call", 1, {"agent": "a", "environment": "t"}) for _ in range(3)])
     assert verify(db).checked == 3
@@ -122,7 +122,7 @@ def test_verify_finds_the_first_edited_or_deleted_record(
 
 def test_a_rehashed_edit_is_caught_by_the_next_record(configure: Callable[..., Governor], db_path: Path) -> None:
     _seeded(configure)
-    from clearance.store._events import chain_hash
+    from clearance._store._events import chain_hash
 
     with sqlite3.connect(db_path) as conn:
         prev, body = conn.execute("SELECT prev_hash, body FROM events WHERE seq = 2").fetchone()
@@ -136,7 +136,7 @@ def test_a_rehashed_edit_is_caught_by_the_next_record(configure: Callable[..., G
 def test_rewritten_arguments_are_caught_by_their_own_hash(configure: Callable[..., Governor], db_path: Path) -> None:
     """The record's args_hash (RFC 8785) no longer matches arguments rewritten in place."""
     _seeded(configure)
-    from clearance.store._events import chain_hash
+    from clearance._store._events import chain_hash
 
     with sqlite3.connect(db_path) as conn:
         prev, body = conn.execute("SELECT prev_hash, body FROM events WHERE seq = 2").fetchone()
@@ -150,7 +150,7 @@ def test_rewritten_arguments_are_caught_by_their_own_hash(configure: Callable[..
 def test_records_hashed_before_rfc8785_still_verify(db_path: Path) -> None:
     """A decided call written by an earlier version: no args_hash_alg, the hash over orjson's sorted text."""
     from clearance._canonical import canonical_json, sha256_hex
-    from clearance.store._events import append, make_event
+    from clearance._store._events import append, make_event
 
     db = Database(str(db_path))
     args = {"amount": 850.0, "to": "bob@acme.com"}

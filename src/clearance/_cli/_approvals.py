@@ -11,12 +11,12 @@ import click
 
 from .. import _decisions
 from .._clock import now_us
+from .._store import Approval, Database
+from .._store import _approvals as approvals
+from .._store import _outbox as outbox
 from .._visible import hazards, shown_json, visible, warning
 from .._webhooks import deliver_due
 from ..errors import ApprovalEditRejected
-from ..store import Approval, Database
-from ..store import _approvals as approvals
-from ..store import _outbox as outbox
 from ._common import database_option, decider, friendly, open_db, safe, table, when
 
 

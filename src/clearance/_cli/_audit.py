@@ -11,9 +11,9 @@ from typing import Any, TextIO
 import click
 
 from .._export import lines
+from .._store import EventFilter, StoredEvent
+from .._store import _events as events
 from .._visible import hazards, shown_json, visible, warning
-from ..store import EventFilter, StoredEvent
-from ..store import _events as events
 from ._common import database_option, friendly, open_db, safe, when
 
 _KINDS = [

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import click
 
 from .._settings import DEFAULT_DATABASE
+from .._store import Database
 from ..errors import ClearanceError
-from ..store import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 # C0/C1 controls, DEL and bidi overrides: a tool argument must not be able to move the cursor,

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..store import HEAD
-from ..store import _keys as keys
-from ..store import _users as users
+from .._store import HEAD
+from .._store import _keys as keys
+from .._store import _users as users
 from ._common import database_option, friendly, open_db, safe, table, when
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import click
 
-from ..store import EventFilter
-from ..store import _queries as queries
+from .._store import EventFilter
+from .._store import _queries as queries
 from ._audit import _time
 from ._common import database_option, friendly, open_db, table
 

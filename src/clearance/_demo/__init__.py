@@ -17,7 +17,7 @@ from collections.abc import Callable
 import click
 
 from .._cli._common import safe
-from ..store import Database
+from .._store import Database
 from ._script import AGENTS
 from ._seed import history, prepare
 

@@ -15,9 +15,9 @@ from typing import Any
 import clearance
 
 from .. import _decisions as decisions
-from ..store import Database
-from ..store import _policies as policies
-from ..store import _users as users
+from .._store import Database
+from .._store import _policies as policies
+from .._store import _users as users
 from ._script import AGENTS, Answer, Turn
 from ._tools import TOOLS
 

@@ -23,6 +23,10 @@ from .._clock import now_us
 from .._context import get_user
 from .._notify import FALLBACK_SECONDS, Waiter
 from .._settings import Settings
+from .._store import Approval, Database
+from .._store import _approvals as approvals
+from .._store import _events as events
+from .._store._events import Event, make_event
 from .._text import escaped
 from ..errors import (
     ApprovalAlreadyDecided,
@@ -34,10 +38,6 @@ from ..errors import (
     ClearanceError,
 )
 from ..policy import Decision, Effect, Policy
-from ..store import Approval, Database
-from ..store import _approvals as approvals
-from ..store import _events as events
-from ..store._events import Event, make_event
 from ._outcomes import OutcomeBuffer
 from ._record import llm_event, record_call
 

@@ -17,10 +17,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .._store import Database
+from .._store import _events as events
+from .._store._events import Event
 from ..errors import ClearanceError
-from ..store import Database
-from ..store import _events as events
-from ..store._events import Event
 
 
 class OutcomeBuffer:

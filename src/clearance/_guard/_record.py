@@ -16,14 +16,14 @@ from .._canonical import ARGS_HASH_ALG, args_hash, canonical_json, for_record, l
 from .._clock import now_us
 from .._names import INVALID_SESSION, admit_names, name_problem, tool_problem
 from .._pricing import ModelPrice, Price, price
+from .._store import Database
+from .._store import _approvals as approvals
+from .._store import _events as events
+from .._store import _facts as facts
+from .._store._events import Event, make_event
 from .._text import escaped
 from ..errors import ApprovalError
 from ..policy import Decision, Effect, Policy
-from ..store import Database
-from ..store import _approvals as approvals
-from ..store import _events as events
-from ..store import _facts as facts
-from ..store._events import Event, make_event
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from .._guard._governor import (
 from .._guard._record import Prepared, decided_event, llm_event, prepare, refused
 from .._names import admit_names
 from .._settings import Settings
+from .._store._events import make_event, new_id
 from ..errors import (
     ApprovalAlreadyExecuted,
     ApprovalNotFound,
@@ -45,7 +46,6 @@ from ..errors import (
     StoreError,
 )
 from ..policy import Decision, Effect, Policy
-from ..store._events import make_event, new_id
 from ._client import Client
 from ._snapshot import PolicySync
 from ._spool import Shipper, Spool

@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from .._store._events import Event
 from ..errors import ServerError, StoreError
-from ..store._events import Event
 from ._client import Client
 
 log = logging.getLogger("clearance.remote")

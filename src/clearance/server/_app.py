@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from .. import __version__
-from ..store import Database
+from .._store import Database
+from .._version import __version__
 from . import _dashboard, _errors
 from . import _longpoll as longpoll
 from ._commits import GroupCommit

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from ..store import Database
-from ..store import _keys as keys
-from ..store import _users as users
-from ..store._keys import ApiKey, Scope
+from .._store import Database
+from .._store import _keys as keys
+from .._store import _users as users
+from .._store._keys import ApiKey, Scope
 from ._caches import TTLCache, fingerprint
 from ._errors import APIError
 

@@ -20,8 +20,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .._store import Database
 from ..errors import StoreError
-from ..store import Database
 
 T = TypeVar("T")
 MAX_BATCH = 256

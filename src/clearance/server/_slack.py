@@ -27,9 +27,9 @@ from slack_sdk.signature import SignatureVerifier
 
 from .._canonical import canonical_json
 from .._clock import now_us
+from .._store import Approval, Database
+from .._store import _approvals as approvals
 from .._visible import escaped_json, hazards, shown, visible, warning
-from ..store import Approval, Database
-from ..store import _approvals as approvals
 
 log = logging.getLogger("clearance.slack")
 CLAIM_SECONDS = 60

@@ -18,9 +18,9 @@ from starlette.datastructures import State
 
 from .. import _decisions as decisions
 from .._clock import now_us
+from .._store import _approvals as approvals
+from .._store import _outbox as outbox
 from .._webhooks import deliver_due
-from ..store import _approvals as approvals
-from ..store import _outbox as outbox
 from ._longpoll import announce_threadsafe, topic_event
 
 log = logging.getLogger("clearance.server")

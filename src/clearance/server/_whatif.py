@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._guard._record import decide_admitted
+from .._store import Database
 from ..policy import Policy
-from ..store import Database
 
 
 @dataclass(frozen=True)

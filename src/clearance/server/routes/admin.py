@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ... import _webhooks as webhooks
 from ..._clock import now_us
+from ..._store._events import new_id
+from ..._store._keys import ApiKey
 from ..._text import Text
-from ...store._events import new_id
-from ...store._keys import ApiKey
 from .._auth import actor, require
 from .._errors import APIError
 from .._settings import ServerSettings

@@ -20,6 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ... import _decisions as decisions
 from ..._clock import now_us
+from ..._store import Approval, Database
+from ..._store import _approvals as approvals
+from ..._store import _outbox as outbox
+from ..._store._keys import ApiKey
+from ..._store._shown import show
 from ..._text import Text, escaped, text_problem
 from ...errors import (
     ApprovalAlreadyDecided,
@@ -28,11 +33,6 @@ from ...errors import (
     ApprovalForbidden,
     ApprovalNotFound,
 )
-from ...store import Approval, Database
-from ...store import _approvals as approvals
-from ...store import _outbox as outbox
-from ...store._keys import ApiKey
-from ...store._shown import show
 from .. import _longpoll as longpoll
 from .._auth import actor, current_key, database, require
 from .._errors import APIError

@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 
 from ..._guard._record import llm_event
 from ..._names import name_problem
+from ..._store import Database
+from ..._store import _approvals as approvals
+from ..._store import _events as events
+from ..._store._keys import ApiKey
 from ...errors import ApprovalNotFound
-from ...store import Database
-from ...store import _approvals as approvals
-from ...store import _events as events
-from ...store._keys import ApiKey
 from .._auth import current_key, database, require
 from .._errors import APIError
 from .approvals import Approves, Denies, decide_as, shown_id

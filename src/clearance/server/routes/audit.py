@@ -15,11 +15,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..._export import Format, lines
-from ...store import Database, StoredEvent
-from ...store import _events as events
-from ...store import _queries as queries
-from ...store._keys import ApiKey
-from ...store._shown import DEGRADED
+from ..._store import Database, StoredEvent
+from ..._store import _events as events
+from ..._store import _queries as queries
+from ..._store._keys import ApiKey
+from ..._store._shown import DEGRADED
 from .._auth import current_key, database
 from .._errors import INT64_MAX, APIError
 from .queries import Search, Searched, event_out

@@ -17,13 +17,13 @@ from ..._boundary import check_args, summary
 from ..._clock import now_us
 from ..._guard._record import RecordedCall, call_recorder
 from ..._names import checked_name, tool_name
+from ..._store import Database
+from ..._store import _events as events
+from ..._store import _policies as policies
+from ..._store._keys import ApiKey
 from ..._text import Text
 from ...errors import ApprovalError
 from ...policy import Policy, parse_policy
-from ...store import Database
-from ...store import _events as events
-from ...store import _policies as policies
-from ...store._keys import ApiKey
 from .. import _longpoll as longpoll
 from .._auth import require
 from .._caches import TTLCache

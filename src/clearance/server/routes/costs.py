@@ -15,13 +15,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from ..._clock import now_us
+from ..._store import Database, EventFilter
+from ..._store import _policies as policies
+from ..._store import _queries as queries
+from ..._store._keys import ApiKey
 from ..._text import Text
 from ...errors import PolicyError
 from ...policy import PolicyDocument, parse_policy
-from ...store import Database, EventFilter
-from ...store import _policies as policies
-from ...store import _queries as queries
-from ...store._keys import ApiKey
 from .._auth import current_key, database
 from .queries import _agent_for
 

@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..._store import Database
+from ..._store._keys import ApiKey
 from ..._text import Text, checked_text
 from ...errors import PolicyError
 from ...policy import Policy, parse_policy
-from ...store import Database
-from ...store._keys import ApiKey
 from .. import _whatif as whatif
 from .._auth import database, require
 from .._errors import APIError

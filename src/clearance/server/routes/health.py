@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from ...store import Database
+from ..._store import Database
 from .._auth import database
 from .._errors import APIError
 

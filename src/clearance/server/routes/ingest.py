@@ -12,12 +12,12 @@ from ..._boundary import check_record, storable
 from ..._canonical import canonical_json, for_record, sha256_hex
 from ..._clock import now_us
 from ..._guard._governor import executed_event
+from ..._store import Database
+from ..._store import _approvals as approvals
+from ..._store import _events as events
+from ..._store._events import Event
+from ..._store._keys import ApiKey
 from ..._text import Text, escaped
-from ...store import Database
-from ...store import _approvals as approvals
-from ...store import _events as events
-from ...store._events import Event
-from ...store._keys import ApiKey
 from .. import _longpoll as longpoll
 from .._auth import database, require
 from .._errors import INT64_MAX, APIError

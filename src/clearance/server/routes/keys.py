@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..._store import Database
+from ..._store import _keys as keys
+from ..._store._keys import ApiKey, Scope
 from ..._text import Text, checked_text
-from ...store import Database
-from ...store import _keys as keys
-from ...store._keys import ApiKey, Scope
 from .._auth import actor, current_key, database, require
 from .._errors import APIError
 

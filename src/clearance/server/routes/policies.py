@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from ..._store import Database
+from ..._store import _policies as policies
+from ..._store._keys import ApiKey
+from ..._store._policies import Revision
 from ..._text import Text, checked_text
-from ...store import Database
-from ...store import _policies as policies
-from ...store._keys import ApiKey
-from ...store._policies import Revision
 from .. import _longpoll as longpoll
 from .._auth import actor, current_key, database, require
 from .._errors import APIError

@@ -15,11 +15,11 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, BaseModel
 
+from ..._store import Database, EventFilter, StoredEvent
+from ..._store import _events as events
+from ..._store import _queries as queries
+from ..._store._keys import ApiKey
 from ..._text import Text, checked_text
-from ...store import Database, EventFilter, StoredEvent
-from ...store import _events as events
-from ...store import _queries as queries
-from ...store._keys import ApiKey
 from .._auth import current_key, database, require
 from .._errors import INT64_MAX, APIError
 

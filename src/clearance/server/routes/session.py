@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..._store import Database
+from ..._store import _users as users
 from ..._text import Text
-from ...store import Database
-from ...store import _users as users
 from .._auth import SESSION_COOKIE, database
 from .._errors import APIError
 

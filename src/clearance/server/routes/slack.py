@@ -17,10 +17,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ... import _decisions as decisions
+from ..._store import Database
+from ..._store import _approvals as approvals
+from ..._store import _users as users
 from ...errors import ApprovalEditRejected, ApprovalError, ApprovalNotFound
-from ...store import Database
-from ...store import _approvals as approvals
-from ...store import _users as users
 from .. import _longpoll as longpoll
 from .._auth import database
 from .._errors import APIError

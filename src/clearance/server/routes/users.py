@@ -12,11 +12,11 @@ from fastapi import APIRouter, Depends, Path, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ..._store import Database
+from ..._store import _users as users
+from ..._store._keys import ApiKey
+from ..._store._users import User
 from ..._text import Text, checked_text
-from ...store import Database
-from ...store import _users as users
-from ...store._keys import ApiKey
-from ...store._users import User
 from .._auth import SESSION_COOKIE, actor, current_key, database, require
 from .._errors import APIError
 

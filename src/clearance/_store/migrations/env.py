@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, text
 
-from clearance.store._schema import Base
+from clearance._store._schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -135,7 +135,7 @@ class Database:
     def _migrate(self) -> None:
         assert self._engine is not None
         config = Config()
-        config.set_main_option("script_location", str(resources.files("clearance.store") / "migrations"))
+        config.set_main_option("script_location", str(resources.files("clearance._store") / "migrations"))
         with self._engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
