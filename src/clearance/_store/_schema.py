@@ -223,3 +223,13 @@ class OutboxAttemptRow(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_outbox_attempts_outbox", "outbox_id"),)
+
+
+class SinkPositionRow(Base):
+    """How far an event sink has delivered: the `seq` of the last event it was given."""
+
+    __tablename__ = "sink_positions"
+
+    sink: Mapped[str] = mapped_column(_NAME, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
