@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._canonical import canonical_json
+from .._wire import ApprovalMode, ApprovalStatus, OnTimeout
 from ..errors import ApprovalAlreadyDecided, ApprovalAlreadyExecuted, ApprovalError, ApprovalNotFound
 from . import _outbox as outbox
 from ._db import Database
@@ -115,7 +116,7 @@ class Approval:
 
     id: str
     call_id: str
-    status: str
+    status: ApprovalStatus
     tool: str
     agent: str
     environment: str
@@ -127,7 +128,7 @@ class Approval:
     reason: str
     policy_revision: str
     approvers: tuple[str, ...]
-    on_timeout: str
+    on_timeout: OnTimeout
     created_at_us: int
     expires_at_us: int
     decided_by: str | None
@@ -149,7 +150,7 @@ class Approval:
     error: str | None = None
     finished_at_us: int | None = None
     quorum: int = 1
-    mode: str = "wait"
+    mode: ApprovalMode = ApprovalMode.WAIT
     slack_channel: str | None = None
     slack_ts: str | None = None
     slack_shown: str | None = None
@@ -204,7 +205,7 @@ def _from_row(row: Sequence[Any]) -> Approval:
     return Approval(
         id=r["id"],
         call_id=r["call_id"],
-        status=r["status"],
+        status=ApprovalStatus(r["status"]),
         tool=r["tool"],
         agent=r["agent"],
         environment=r["environment"],
@@ -216,7 +217,7 @@ def _from_row(row: Sequence[Any]) -> Approval:
         reason=r["reason"],
         policy_revision=r["policy_revision"],
         approvers=tuple(json.loads(r["approvers"])),
-        on_timeout=r["on_timeout"],
+        on_timeout=OnTimeout(r["on_timeout"]),
         created_at_us=r["created_at_us"],
         expires_at_us=r["expires_at_us"],
         decided_by=r["decided_by"],
@@ -238,7 +239,7 @@ def _from_row(row: Sequence[Any]) -> Approval:
         error=r["error"],
         finished_at_us=r["finished_at_us"],
         quorum=r["quorum"],
-        mode=r["mode"],
+        mode=ApprovalMode(r["mode"]),
         slack_channel=r["slack_channel"],
         slack_ts=r["slack_ts"],
         slack_shown=r["slack_shown"],

@@ -26,6 +26,7 @@ from ..._store import _outbox as outbox
 from ..._store._keys import ApiKey
 from ..._store._shown import show
 from ..._text import Text, escaped, text_problem
+from ..._wire import ApprovalMode, ApprovalOut, ApprovalStatus, AttemptOut, DeliveryOut, DeliveryStatus, VoteOut
 from ...errors import (
     ApprovalAlreadyDecided,
     ApprovalEditRejected,
@@ -44,98 +45,55 @@ Agent = Annotated[ApiKey, Depends(require("agent"))]
 _RECHECK_SECONDS = 1.0
 
 
-class ApprovalOut(BaseModel):
-    """An approval as the API shows it (arguments redacted as recorded)."""
+def approval_out(a: Approval, key: ApiKey | None = None) -> ApprovalOut:
+    """The view of a stored approval.
 
-    id: str
-    call_id: str
-    status: str
-    tool: str
-    agent: str
-    environment: str
-    session: str | None
-    args: dict[str, Any]
-    args_hash: str
-    rule_ids: list[str]
-    reason: str
-    policy_revision: str
-    approvers: list[str]
-    on_timeout: str
-    created_at_us: int
-    expires_at_us: int
-    decided_by: str | None
-    decided_at_us: int | None
-    note: str | None
-    requested_by: str | None = None
-    edited_args: dict[str, Any] | None = None
-    edited_args_hash: str | None = None
-    quorum: int = 1
-    votes: list[dict[str, Any]] = Field(default_factory=list)
-    escalate_to: list[str] = Field(default_factory=list)
-    escalated_at_us: int | None = None
-    mode: str = "wait"
-    claimed_by: str | None = None
-    finished_at_us: int | None = None
-    result: Any = None
-    error: str | None = None
-    executed_args: dict[str, Any] | None = Field(
-        default=None, description="The full arguments to run, as approved (only to the requesting agent's key)"
+    The requesting agent also gets the full edited arguments; it and the people who decide
+    get the result (which the audit log records for approved calls too).
+    """
+    own = key is not None and key.agent == a.agent
+    decides = key is not None and bool({"approver", "admin"} & set(key.scopes))
+    degraded, executed = list(a.degraded), None
+    if own:  # the arguments to run are returned exactly or not at all, never marked
+        executed = a.executed_args
+        if approvals.INEXACT_ARGS in a.degraded or show(executed).notes:
+            executed = None
+            degraded.append("executed_args is left out: the arguments to run cannot be returned exactly")
+    return ApprovalOut(
+        id=a.id,
+        call_id=a.call_id,
+        status=a.status,
+        tool=a.tool,
+        agent=a.agent,
+        environment=a.environment,
+        session=a.session,
+        args=a.shown_args,
+        args_hash=a.args_hash,
+        rule_ids=list(a.rule_ids),
+        reason=a.reason,
+        policy_revision=a.policy_revision,
+        approvers=list(a.approvers),
+        on_timeout=a.on_timeout,
+        created_at_us=a.created_at_us,
+        expires_at_us=a.expires_at_us,
+        decided_by=a.decided_by,
+        decided_at_us=a.decided_at_us,
+        note=a.note,
+        requested_by=a.requested_by,
+        edited_args=a.edited_shown,
+        edited_args_hash=a.edited_args_hash,
+        quorum=a.quorum,
+        votes=[VoteOut.model_validate(v) for v in a.votes],
+        escalate_to=list(a.escalate_to),
+        escalated_at_us=a.escalated_at_us,
+        mode=a.mode,
+        claimed_by=a.claimed_by,
+        finished_at_us=a.finished_at_us,
+        result=a.result if own or decides else None,
+        error=a.error,
+        executed_args=executed,
+        degraded=degraded,
     )
-    degraded: list[str] = Field(
-        default_factory=list,
-        description="How the arguments or result shown differ from those stored (empty: they do not)",
-    )
-
-    @classmethod
-    def of(cls, a: Approval, key: ApiKey | None = None) -> ApprovalOut:
-        """The view of a stored approval.
-
-        The requesting agent also gets the full edited arguments; it and the people who decide
-        get the result (which the audit log records for approved calls too).
-        """
-        own = key is not None and key.agent == a.agent
-        decides = key is not None and bool({"approver", "admin"} & set(key.scopes))
-        degraded, executed = list(a.degraded), None
-        if own:  # the arguments to run are returned exactly or not at all, never marked
-            executed = a.executed_args
-            if approvals.INEXACT_ARGS in a.degraded or show(executed).notes:
-                executed = None
-                degraded.append("executed_args is left out: the arguments to run cannot be returned exactly")
-        return cls(
-            id=a.id,
-            call_id=a.call_id,
-            status=a.status,
-            tool=a.tool,
-            agent=a.agent,
-            environment=a.environment,
-            session=a.session,
-            args=a.shown_args,
-            args_hash=a.args_hash,
-            rule_ids=list(a.rule_ids),
-            reason=a.reason,
-            policy_revision=a.policy_revision,
-            approvers=list(a.approvers),
-            on_timeout=a.on_timeout,
-            created_at_us=a.created_at_us,
-            expires_at_us=a.expires_at_us,
-            decided_by=a.decided_by,
-            decided_at_us=a.decided_at_us,
-            note=a.note,
-            requested_by=a.requested_by,
-            edited_args=a.edited_shown,
-            edited_args_hash=a.edited_args_hash,
-            quorum=a.quorum,
-            votes=list(a.votes),
-            escalate_to=list(a.escalate_to),
-            escalated_at_us=a.escalated_at_us,
-            mode=a.mode,
-            claimed_by=a.claimed_by,
-            finished_at_us=a.finished_at_us,
-            result=a.result if own or decides else None,
-            error=a.error,
-            executed_args=executed,
-            degraded=degraded,
-        )
 
 
 class DecisionIn(BaseModel):
@@ -167,7 +125,7 @@ def _may_read(key: ApiKey, approval: Approval) -> bool:
 def _current(db: Database, approval_id: str) -> Approval:
     """The approval, expired first if its time is up (whoever looks enforces expiry)."""
     approval = approvals.get(db, approval_id)
-    if approval.status == "pending" and approval.expires_at_us <= now_us():
+    if approval.status is ApprovalStatus.PENDING and approval.expires_at_us <= now_us():
         try:
             approval = decisions.expire(db, approval_id)
         except ApprovalAlreadyDecided:
@@ -179,8 +137,8 @@ def _current(db: Database, approval_id: str) -> Approval:
 async def list_approvals(
     key: Caller,
     db: Db,
-    status: Annotated[str | None, Query(pattern=r"^[a-z]*$")] = "pending",
-    mode: Annotated[Literal["wait", "async"] | None, Query()] = None,
+    status: Annotated[str | None, Query(pattern=r"^[a-z]*$")] = ApprovalStatus.PENDING,
+    mode: Annotated[Literal[ApprovalMode.WAIT, ApprovalMode.ASYNC] | None, Query()] = None,
     unhandled: Annotated[bool, Query(description="only those no executor has claimed")] = False,
 ) -> list[ApprovalOut]:
     """Approvals: pending by default (`status=` another status, or empty for all).
@@ -198,10 +156,9 @@ async def list_approvals(
             unclaimed=unhandled,
         )
     )
-    return [ApprovalOut.of(a, key) for a in found if _may_read(key, a)]
+    return [approval_out(a, key) for a in found if _may_read(key, a)]
 
 
-_FINAL = frozenset({"denied", "expired", "cancelled", "executed", "failed"})
 _LISTED = TypeAdapter(list[ApprovalOut])  # encodes integers beyond 64 bits too, which orjson refuses
 STREAM_KEEPALIVE_SECONDS = 15.0
 
@@ -223,8 +180,8 @@ async def stream(request: Request, key: Caller, db: Db) -> StreamingResponse:
 
     def pending() -> bytes:
         decisions.sweep(db)
-        found = approvals.listing(db, status="pending", agent=key.agent if own_only else None, limit=500)
-        return _LISTED.dump_json([ApprovalOut.of(a, key) for a in found if _may_read(key, a)])
+        found = approvals.listing(db, status=ApprovalStatus.PENDING, agent=key.agent if own_only else None, limit=500)
+        return _LISTED.dump_json([approval_out(a, key) for a in found if _may_read(key, a)])
 
     async def events() -> AsyncIterator[bytes]:
         sent: bytes | None = None
@@ -274,9 +231,9 @@ async def get_approval(
             raise APIError(404, f"no approval has the id {approval_id!r}")  # do not reveal others' ids
         return approval
 
-    done = (lambda a: a.status != "pending") if until == "decided" else (lambda a: a.status in _FINAL)
+    done = (lambda a: a.status.decided) if until == "decided" else (lambda a: a.status.final)
     found = await longpoll.hold(request, "approvals", wait, read, done)
-    return ApprovalOut.of(found, key)
+    return approval_out(found, key)
 
 
 def decider(key: ApiKey) -> decisions.Decider:
@@ -375,7 +332,7 @@ async def _decide(
         lambda: decide_as(db, approval_id, key, approve=approve, note=body.note, args=body.args)
     )
     longpoll.announce(request, "approvals")
-    return ApprovalOut.of(decided, key)
+    return approval_out(decided, key)
 
 
 @router.post("/approvals/{approval_id}/approve", summary="Approve (approver)")
@@ -421,29 +378,7 @@ async def claim(
     except ApprovalError as exc:
         raise APIError(409, str(exc)) from None
     longpoll.announce(request, "approvals")
-    return ApprovalOut.of(claimed, key)
-
-
-class AttemptOut(BaseModel):
-    """One delivery attempt."""
-
-    at_us: int
-    status_code: int | None
-    error: str | None
-    duration_ms: float
-
-
-class DeliveryOut(BaseModel):
-    """A webhook of an approval and how its delivery went."""
-
-    id: str
-    event_type: str
-    url: str
-    status: Literal["pending", "delivered", "failed"]
-    attempts: list[AttemptOut]
-    next_attempt_at_us: int | None
-    delivered_at_us: int | None
-    last_error: str | None
+    return approval_out(claimed, key)
 
 
 @router.get("/approvals/{approval_id}/deliveries", summary="Webhook deliveries of an approval")
@@ -461,9 +396,9 @@ async def deliveries(approval_id: Annotated[Text, Path()], key: Caller, db: Db) 
             id=m.id,
             event_type=m.event_type,
             url=m.url,
-            status=m.status,  # type: ignore[arg-type]
+            status=DeliveryStatus(m.status),
             attempts=[AttemptOut(**dataclasses.asdict(a)) for a in attempts],
-            next_attempt_at_us=m.next_attempt_at_us if m.status == "pending" else None,
+            next_attempt_at_us=m.next_attempt_at_us if m.status == DeliveryStatus.PENDING else None,
             delivered_at_us=m.delivered_at_us,
             last_error=m.last_error,
         )
