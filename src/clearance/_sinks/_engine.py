@@ -1,0 +1,188 @@
+"""Delivering committed events to sinks: one worker thread per sink, woken by the commit hook.
+
+The hot path only sets each worker's event. A worker gathers what was committed for `linger`
+seconds, then reads the events after its position from the source and hands them to its sink in
+batches, saving the position after each; a sink that raises is retried with backoff (`_retry`)
+from the first event it has not delivered. A sink that blocks holds up only its own thread,
+and is reported `stalled` once a call has run longer than `timeout`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .._retry import retrying
+from ..errors import ConfigurationError
+from ._record import Sink
+from ._sources import Source
+
+log = logging.getLogger("clearance.sinks")
+
+
+@dataclass(frozen=True)
+class SinkStatus:
+    """How a sink is doing.
+
+    Attributes:
+        name: The sink's name.
+        delivered: Events it has taken since this process started.
+        failed: Attempts that raised (each is retried) since this process started.
+        backlog: Committed events it has not taken yet.
+        position: The position of the last event it took.
+        stalled: Whether a delivery has been running longer than the timeout.
+        last_error: The last attempt's error, when the last attempt failed.
+    """
+
+    name: str
+    delivered: int
+    failed: int
+    backlog: int
+    position: int
+    stalled: bool
+    last_error: str | None
+
+
+class _Worker:
+    """One sink's thread: its position, its counters, its wake-up."""
+
+    def __init__(self, sink: Sink, source: Source, position: int, owner: Sinks) -> None:
+        self.sink, self.source, self.position, self.owner = sink, source, position, owner
+        self.delivered = self.failed = 0
+        self.last_error: str | None = None
+        self.busy_since: float | None = None
+        self.woken = threading.Event()
+        self.closing = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"clearance-sink-{sink.name}", daemon=True)
+
+    def wake(self) -> None:
+        if not self.woken.is_set():  # the common case on the hot path costs no lock
+            self.woken.set()
+
+    def _run(self) -> None:
+        retry = retrying(self._retry, most=self.owner.most, stop=self.closing, log=log, what=f"sink {self.sink.name}")
+        while True:
+            self.woken.wait(self.owner.poll)
+            self.closing.wait(self.owner.linger)  # gather a burst of commits into one batch
+            self.woken.clear()
+            closing = self.closing.is_set()
+            # Stopped while waiting to retry: the error is counted; a final pass follows.
+            with contextlib.suppress(Exception):
+                self._drain() if closing else retry(self._drain)
+            if closing:
+                return
+
+    def _retry(self, exc: BaseException) -> bool:
+        """Count a failed attempt; every exception is retried."""
+        self.failed += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        return isinstance(exc, Exception)
+
+    def _drain(self) -> None:
+        while batch := self.source.read(self.position, self.owner.batch):
+            self.busy_since = time.monotonic()
+            try:
+                self.sink.deliver(batch)
+            finally:
+                self.busy_since = None
+            self.position = batch[-1].seq
+            self.delivered += len(batch)
+            self.last_error = None
+            self.source.save(self.sink.name, self.position)
+
+    def status(self) -> SinkStatus:
+        busy = self.busy_since
+        return SinkStatus(
+            self.sink.name,
+            self.delivered,
+            self.failed,
+            self.source.backlog(self.position),
+            self.position,
+            busy is not None and time.monotonic() - busy > self.owner.timeout,
+            self.last_error,
+        )
+
+
+class Sinks:
+    """The process's sinks over one source of committed events.
+
+    Args:
+        sinks: The sinks (names unique).
+        source: Where committed events are read and positions kept (`StoreSource`, `SpoolSource`).
+        batch: Most events handed to a sink at once.
+        linger: Seconds a woken worker waits for more commits before reading.
+        poll: Seconds between reads when nothing wakes a worker (commits by other processes).
+        timeout: Seconds after which a delivery still running is reported stalled.
+        most: Longest wait between retries of a failing sink, in seconds.
+
+    Raises:
+        ConfigurationError: Two sinks share a name, or a name is empty, too long or starts with `$`.
+    """
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        source: Source,
+        *,
+        batch: int = 500,
+        linger: float = 0.05,
+        poll: float = 1.0,
+        timeout: float = 30.0,
+        most: float = 30.0,
+    ) -> None:
+        names = [s.name for s in sinks]
+        for name in names:
+            if not isinstance(name, str) or not name or len(name) > 200 or name.startswith("$"):
+                raise ConfigurationError(
+                    f"an event sink's name must be 1 to 200 characters, not starting with $: {name!r}"
+                )
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"two event sinks have the same name: {sorted(names)}")
+        self.batch, self.linger, self.poll, self.timeout, self.most = batch, linger, poll, timeout, most
+        self.source = source
+        positions = source.start(names)
+        self._workers = [_Worker(s, source, positions[s.name], self) for s in sinks]
+        self._unsubscribe = source.subscribe(self.wake)
+        for worker in self._workers:
+            worker.thread.start()
+            worker.wake()  # deliver what an earlier run committed and did not deliver
+
+    def wake(self) -> None:
+        """Tell every worker that events were committed (the post-commit hook; no I/O)."""
+        for worker in self._workers:
+            worker.wake()
+
+    def status(self) -> list[SinkStatus]:
+        """Each sink's counters, backlog and position.
+
+        Raises:
+            StoreError: The store cannot be read to count the backlog.
+        """
+        return [w.status() for w in self._workers]
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is committed (one last attempt each, within `timeout`), then stop.
+
+        A sink still busy at the deadline is left to its (daemon) thread; what it has not
+        delivered comes again at the next start.
+        """
+        self._unsubscribe()
+        for worker in self._workers:
+            worker.closing.set()
+            worker.wake()
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        if any(w.thread.is_alive() for w in self._workers):
+            log.warning("an event sink is still delivering at shutdown; the rest comes at the next start")
+            return  # its thread still reads the source: leave the connection to the process's exit
+        for worker in self._workers:
+            close = getattr(worker.sink, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
+        self.source.close()

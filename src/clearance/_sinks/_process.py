@@ -1,0 +1,91 @@
+"""The SDK process's sinks: opened by `configure()` beside its governor, over its store or spool."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from .._settings import Settings
+from ..errors import ConfigurationError
+from ._engine import Sinks, SinkStatus
+from ._record import Sink
+from ._sources import SpoolSource, StoreSource
+from ._spec import sink_from_spec
+
+_lock = threading.Lock()
+_current: Sinks | None = None
+
+
+def replace(settings: Settings, exporters: Sequence[Sink | str] | None, governor: object) -> None:
+    """Close the previous configuration's sinks, then open the new one's (`exporters`, else `settings.exporters`).
+
+    In remote mode (`governor.spool`) they read the spool; else the store. The previous ones
+    deliver what is committed first; what the previous governor commits after that reaches a
+    sink of the same name on the same store at once, else when that sink next runs.
+
+    Raises:
+        ConfigurationError: An exporter is neither a sink nor a known spec, or two share a name.
+        StoreError: The store cannot be opened.
+    """
+    chosen = [_sink(e) for e in (settings.exporters if exporters is None else exporters)]
+    close()
+    spool = getattr(governor, "spool", None)
+    sinks: Sinks | None = None
+    if spool is not None:  # even with no sinks: rows a removed sink held back are let go
+        source = SpoolSource(spool, busy_timeout=settings.busy_timeout)
+        if chosen:
+            sinks = _opened(chosen, source)
+        else:
+            source.start([])
+            source.close()
+    else:
+        sinks = for_store(settings.database_url, chosen, busy_timeout=settings.busy_timeout)
+    global _current
+    with _lock:
+        _current = sinks
+
+
+def close() -> None:
+    """Deliver what is committed and stop the sinks (at `shutdown()`)."""
+    global _current
+    with _lock:
+        old, _current = _current, None
+    if old is not None:
+        old.close()
+
+
+def status() -> list[SinkStatus]:
+    """Each of this process's sinks: delivered, failed, backlog (empty when none is configured).
+
+    Raises:
+        StoreError: The store or spool cannot be read to count the backlog.
+    """
+    sinks = _current
+    return sinks.status() if sinks is not None else []
+
+
+def _opened(chosen: list[Sink], source: SpoolSource | StoreSource) -> Sinks:
+    try:
+        return Sinks(chosen, source)
+    except BaseException:
+        source.close()
+        raise
+
+
+def _sink(exporter: Sink | str) -> Sink:
+    if isinstance(exporter, str):
+        return sink_from_spec(exporter)
+    if not isinstance(exporter, Sink):
+        raise ConfigurationError(f"{exporter!r} is not an event sink (it needs `name` and `deliver(batch)`)")
+    return exporter
+
+
+def for_store(url: str, specs: Sequence[Sink | str], *, busy_timeout: float = 30.0) -> Sinks | None:
+    """Sinks over the store at `url` (the server's), or None when there are none.
+
+    Raises:
+        ConfigurationError: A spec names no known sink, or two sinks share a name.
+        StoreError: The store cannot be opened.
+    """
+    chosen = [_sink(s) for s in specs]
+    return _opened(chosen, StoreSource(url, busy_timeout=busy_timeout)) if chosen else None

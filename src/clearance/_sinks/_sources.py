@@ -1,0 +1,182 @@
+"""Where sinks read committed events from: the store's audit log, or the agent's spool.
+
+Each keeps every sink's delivered position durably beside the events, so a process that dies
+between a commit and its delivery delivers on the next start (at least once).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import orjson
+
+from .._clock import now_us
+from .._remote._spool import FORGET, SHIPPER, Spool
+from .._store._db import Database, on_commit
+from ._record import Record
+
+_READ = "SELECT seq, id, kind, at_us, body, prev_hash, hash FROM events WHERE seq > :after ORDER BY seq LIMIT :n"
+
+
+class Source(Protocol):
+    """Committed events in commit order, and the sinks' positions over them."""
+
+    def start(self, names: Sequence[str]) -> dict[str, int]:
+        """The position of each sink; a sink seen for the first time starts at the newest event."""
+        ...  # pragma: no cover
+
+    def read(self, after: int, n: int) -> list[Record]:
+        """Up to `n` events after position `after`, oldest first."""
+        ...  # pragma: no cover
+
+    def save(self, name: str, position: int) -> None:
+        """Remember that sink `name` has delivered everything up to `position`."""
+        ...  # pragma: no cover
+
+    def backlog(self, after: int) -> int:
+        """How many committed events come after `after`."""
+        ...  # pragma: no cover
+
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` after each commit in this process; returns what unsubscribes it."""
+        ...  # pragma: no cover
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...  # pragma: no cover
+
+
+class StoreSource:
+    """The audit log of a store (embedded SDK and server), on a connection of its own.
+
+    Args:
+        url: The store's URL or SQLite path.
+        busy_timeout: Seconds to wait for another writer's lock.
+
+    Raises:
+        StoreError: The store cannot be opened.
+    """
+
+    def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
+        self.db = Database(url, busy_timeout=busy_timeout)
+
+    def start(self, names: Sequence[str]) -> dict[str, int]:  # noqa: D102
+        db = self.db
+        with db.write() as cur:
+            cur.execute("SELECT sink, position FROM sink_positions")
+            known = {str(s): int(p) for s, p in cur.fetchall()}
+            new = [n for n in names if n not in known]
+            if new:
+                cur.execute("SELECT MAX(seq) FROM events")
+                head = int(cur.fetchone()[0] or 0)
+                cur.executemany(
+                    db.sql("INSERT INTO sink_positions (sink, position, updated_at_us) VALUES (:s, :p, :t)"),
+                    [{"s": n, "p": head, "t": now_us()} for n in new],
+                )
+                known.update(dict.fromkeys(new, head))
+        return {n: known[n] for n in names}
+
+    def read(self, after: int, n: int) -> list[Record]:  # noqa: D102
+        with self.db.read() as cur:
+            cur.execute(self.db.sql(_READ), {"after": after, "n": n})
+            rows = cur.fetchall()
+        return [Record(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], r[6]) for r in rows]
+
+    def save(self, name: str, position: int) -> None:  # noqa: D102
+        with self.db.write() as cur:
+            cur.execute(
+                self.db.sql("UPDATE sink_positions SET position = :p, updated_at_us = :t WHERE sink = :s"),
+                {"s": name, "p": position, "t": now_us()},
+            )
+
+    def backlog(self, after: int) -> int:  # noqa: D102
+        with self.db.read() as cur:
+            cur.execute(self.db.sql("SELECT COUNT(*) FROM events WHERE seq > :after"), {"after": after})
+            return int(cur.fetchone()[0])
+
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:  # noqa: D102
+        return on_commit(self.db.url, wake)
+
+    def close(self) -> None:  # noqa: D102
+        self.db.close()
+
+
+class SpoolSource:
+    """Remote mode's spool: what the agent committed, shipped or not, on a connection of its own.
+
+    The spool keeps a row until it is shipped and every sink has passed it. A sink that is no
+    longer configured stops holding rows back when the sinks start.
+
+    Args:
+        spool: The agent's spool.
+        busy_timeout: Seconds to wait for the spool's write lock.
+    """
+
+    def __init__(self, spool: Spool, *, busy_timeout: float = 30.0) -> None:
+        self.spool = spool
+        self._conn = sqlite3.connect(spool.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+
+    def start(self, names: Sequence[str]) -> dict[str, int]:  # noqa: D102
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            marks = ", ".join("?" for _ in names)
+            conn.execute(f"DELETE FROM positions WHERE name <> ? AND name NOT IN ({marks})", (SHIPPER, *names))
+            head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'spool'").fetchone()[0]
+            conn.executemany(
+                "INSERT OR IGNORE INTO positions (name, position) VALUES (?, ?)", [(n, head) for n in names]
+            )
+            conn.execute(FORGET)
+            found = dict(
+                conn.execute(f"SELECT name, position FROM positions WHERE name IN ({marks})", names).fetchall()
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return {n: int(found[n]) for n in names}
+
+    def read(self, after: int, n: int) -> list[Record]:  # noqa: D102
+        rows = self._conn.execute(
+            "SELECT seq, body FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (after, n)
+        ).fetchall()
+        return [_spooled(int(seq), body) for seq, body in rows]
+
+    def save(self, name: str, position: int) -> None:  # noqa: D102
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("UPDATE positions SET position = MAX(position, ?) WHERE name = ?", (position, name))
+            conn.execute(FORGET)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def backlog(self, after: int) -> int:  # noqa: D102
+        return int(self._conn.execute("SELECT COUNT(*) FROM spool WHERE seq > ?", (after,)).fetchone()[0])
+
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:  # noqa: D102
+        self.spool.listeners.append(wake)
+        return lambda: self.spool.listeners.remove(wake)
+
+    def close(self) -> None:  # noqa: D102
+        self._conn.close()
+
+
+def _spooled(seq: int, body: str) -> Record:
+    """A spool row as a record: its id, kind and time read from the body."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:  # not strict JSON (an older agent's text): the standard library reads more
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            data = {}
+    if not isinstance(data, dict):
+        data = {}
+    at_us = data.get("at_us")
+    return Record(seq, str(data.get("id", "")), str(data.get("kind", "")), at_us if isinstance(at_us, int) else 0, body)

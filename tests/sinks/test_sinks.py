@@ -1,0 +1,295 @@
+"""The event sink hook on the embedded store: every committed event, once, in order, off the hot path."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import clearance
+from clearance._sinks import JsonLinesSink, Record, Sinks
+from clearance._sinks import _process as exporting
+from clearance._sinks._sources import StoreSource
+from clearance._store import Database
+from clearance._store import _events as events
+from clearance._store._db import on_commit
+from clearance.errors import ConfigurationError
+
+from ..conftest import REPO
+
+POLICY = """\
+version: 1
+default: allow
+tools:
+  wire:
+    rules:
+      - {id: big, when: 'args.amount > 100', effect: block}
+"""
+
+
+class Collecting:
+    """A sink that keeps what it is given and lets a test wait for a count; it can fail or block."""
+
+    def __init__(self, name: str = "collect") -> None:
+        self.name = name
+        self.got: list[Record] = []
+        self.changed = threading.Condition()
+        self.fail = 0  # raise on this many more attempts
+        self.gate: threading.Event | None = None  # block in deliver until set
+        self.entered = threading.Event()
+
+    def deliver(self, batch: Sequence[Record]) -> None:
+        self.entered.set()
+        if self.gate is not None:
+            self.gate.wait()
+        with self.changed:
+            if self.fail:
+                self.fail -= 1
+                self.changed.notify_all()
+                raise OSError("the SIEM is down")
+            self.got.extend(batch)
+            self.changed.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 30) -> list[Record]:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.got) >= n, timeout), f"{len(self.got)} of {n}"
+            return list(self.got)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[str]:
+    path = str(tmp_path / "audit.db")
+    Database(path).close()
+    yield path
+
+
+@pytest.fixture
+def wire(tmp_path: Path, store: str) -> Callable[..., Callable[..., str]]:
+    def setup(**kw: Any) -> Callable[..., str]:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(POLICY)
+        clearance.configure(policy=str(policy), database_url=store, agent="payer", outcome_delay=0, **kw)
+
+        @clearance.guard
+        def wire(to: str, amount: float) -> str:
+            return f"sent {amount} to {to}"
+
+        return wire
+
+    return setup
+
+
+def stored(path: str) -> list[tuple[int, str, str, str, str]]:
+    db = Database(path)
+    try:
+        with db.read() as cur:
+            cur.execute("SELECT seq, id, body, prev_hash, hash FROM events ORDER BY seq")
+            return [tuple(r) for r in cur.fetchall()]
+    finally:
+        db.close()
+
+
+def test_every_committed_event_arrives_once_in_order_in_the_jsonl_file(
+    tmp_path: Path, store: str, wire: Callable[..., Callable[..., str]]
+) -> None:
+    out = tmp_path / "feed" / "audit.jsonl"
+    out.parent.mkdir()
+    send = wire(exporters=[JsonLinesSink(out)])
+    for n in range(25):
+        send("acme", n)
+    hostile = '\u202e"}\n{"forged": true} \\ \u2028'
+    with pytest.raises(clearance.ToolCallBlocked):
+        send(hostile, 1e9)
+    clearance.shutdown()  # the sinks deliver what is committed before they stop
+    lines = out.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    got = [json.loads(line) for line in lines[:-1]]
+    rows = [r for r in stored(store) if json.loads(r[2])["kind"] != "policy.activated"]
+    got = [g for g in got if g["kind"] != "policy.activated"]
+    assert [(g["seq"], g["id"], g["prev_hash"], g["hash"]) for g in got] == [(r[0], r[1], r[3], r[4]) for r in rows]
+    for line, (_, _, body, prev, chain) in zip([x for x in lines if b"policy.activated" not in x], rows, strict=False):
+        text = line.decode()[line.decode().index(',"event":') + 9 : -1]
+        assert text == body  # the body byte for byte: the chain hash checks from the line alone
+        assert hashlib.sha256((prev + text).encode()).hexdigest() == chain
+    assert got[-1]["event"]["args"]["to"] == hostile
+
+
+def test_a_rolled_back_transaction_never_reaches_a_sink(store: str) -> None:
+    woken: list[int] = []
+    remove = on_commit(store, lambda: woken.append(1))
+    sink = Collecting()
+    sinks = Sinks([sink], StoreSource(store), linger=0)
+    db = Database(store)
+    try:
+        lost = events.make_event("note", 1, {"agent": "a", "environment": "test"})
+        with pytest.raises(RuntimeError), db.write() as cur:
+            events.append(db, cur, [lost])
+            raise RuntimeError("the transaction fails after the append")
+        assert woken == []  # no commit, no hook
+        kept = events.make_event("note", 2, {"agent": "a", "environment": "test"})
+        with db.write() as cur:
+            events.append(db, cur, [kept])
+        assert woken == [1]
+        got = sink.wait_for(1)
+        assert [r.id for r in got] == [kept.id]
+        assert (got[0].kind, got[0].at_us, got[0].body) == ("note", 2, kept.body)
+    finally:
+        remove()
+        sinks.close()
+        db.close()
+    assert lost.id not in {r.id for r in sink.got}
+
+
+def test_a_failing_sink_is_retried_from_where_it_stopped_and_loses_nothing(
+    store: str, wire: Callable[..., Callable[..., str]]
+) -> None:
+    send = wire()
+    sink = Collecting()
+    sink.fail = 3
+    sinks = Sinks([sink], StoreSource(store), linger=0, most=0.01, batch=7)
+    try:
+        for n in range(20):
+            send("acme", n)
+        got = sink.wait_for(40)
+        status = sinks.status()[0]
+        assert status.failed == 3 and status.delivered == 40 and status.backlog == 0
+        assert status.last_error is None
+    finally:
+        sinks.close()
+    ids = [r[1] for r in stored(store)][-40:]
+    assert [r.id for r in got] == ids  # every event once, in commit order
+
+
+def test_a_blocked_sink_does_not_hold_up_guarded_calls(store: str, wire: Callable[..., Callable[..., str]]) -> None:
+    send = wire()
+    sink = Collecting()
+    sink.gate = threading.Event()
+    sinks = Sinks([sink], StoreSource(store), linger=0, timeout=0)
+    try:
+        send("acme", 1)
+        assert sink.entered.wait(30)  # the sink is stuck inside deliver
+        for n in range(1000):
+            assert send("acme", n % 100) == f"sent {n % 100} to acme"
+        status = sinks.status()[0]
+        assert status.stalled and status.delivered == 0 and status.backlog == 2002
+        sink.gate.set()
+        got = sink.wait_for(2002)
+        assert len({r.id for r in got}) == 2002
+    finally:
+        sink.gate.set()
+        sinks.close()
+
+
+_CRASH = """
+import os, signal, sys, threading
+import clearance
+
+class Stuck:
+    name = "jsonl:" + sys.argv[2]
+    def deliver(self, batch):
+        threading.Event().wait()  # never delivers
+
+clearance.configure(policy=sys.argv[3], database_url=sys.argv[1], agent="payer", outcome_delay=0, exporters=[Stuck()])
+
+@clearance.guard
+def wire(to: str, amount: float) -> str:
+    return "sent"
+
+for n in range(10):
+    wire("acme", n)
+print("committed", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_events_committed_before_a_kill_9_are_delivered_at_the_next_start(tmp_path: Path, store: str) -> None:
+    out = tmp_path / "audit.jsonl"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    argv = [sys.executable, "-c", _CRASH, store, str(out), str(policy)]
+    run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == -9 and run.stdout == "committed\n", run.stderr
+    assert not out.exists()  # committed, never delivered
+    sink = JsonLinesSink(out)
+    sinks = Sinks([sink], StoreSource(store), linger=0)
+    sinks.close()  # one pass delivers what the killed process left
+    got = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    calls = [r[1] for r in stored(store) if json.loads(r[2])["kind"].startswith("tool_call.")]
+    assert len(calls) == 20 and got[-20:] == calls
+
+
+def test_sinks_are_counted_and_named_uniquely(store: str, wire: Callable[..., Callable[..., str]]) -> None:
+    with pytest.raises(ConfigurationError, match="same name"):
+        wire(exporters=[Collecting("a"), Collecting("a")])
+    with pytest.raises(ConfigurationError, match="unknown exporter"):
+        wire(exporters=["syslog:local0"])
+    with pytest.raises(ConfigurationError, match="not an event sink"):
+        wire(exporters=[object()])
+    sink = Collecting()
+    send = wire(exporters=[sink])
+    send("acme", 5)
+    sink.wait_for(2)
+    (status,) = exporting.status()
+    assert (status.name, status.failed, status.stalled) == ("collect", 0, False)
+    assert status.delivered >= 2
+    clearance.shutdown()
+    assert exporting.status() == []
+
+
+def test_the_jsonl_file_is_reopened_after_rotation(tmp_path: Path) -> None:
+    out = tmp_path / "audit.jsonl"
+    sink = JsonLinesSink(out, fsync=True)
+    body = json.dumps({"id": "evt_1", "kind": "note"})
+    sink.deliver([Record(1, "evt_1", "note", 1, body, "0" * 64, "1" * 64)])
+    out.rename(tmp_path / "audit.jsonl.1")  # logrotate's default: move, then the writer reopens
+    sink.deliver([Record(2, "evt_2", "note", 2, body, "1" * 64, "2" * 64)])
+    sink.close()
+    assert [json.loads(x)["seq"] for x in (tmp_path / "audit.jsonl.1").read_text().splitlines()] == [1]
+    assert [json.loads(x)["seq"] for x in out.read_text().splitlines()] == [2]
+
+
+def test_a_body_that_is_not_strict_json_is_written_in_its_marked_form(tmp_path: Path) -> None:
+    out = tmp_path / "audit.jsonl"
+    sink = JsonLinesSink(out)
+    deep = '{"id":"evt_1","kind":"note","args":' + "[" * 2000 + "]" * 2000 + "}"
+    odd = '{"id":"evt_2","kind":"note","n":1e400,"s":"\\ud800"}'
+    marked = '{"id":"evt_3","kind":"note","args":{"n":{"$int":"123456789012345678901234567890"}}}'
+    sink.deliver([Record(n + 1, f"evt_{n + 1}", "note", 0, b) for n, b in enumerate([deep, odd, marked, "not json"])])
+    sink.close()
+    lines = out.read_text(encoding="utf-8").splitlines()
+    got = [json.loads(x)["event"] for x in lines]
+    assert "$degraded" in got[0] and "$degraded" in got[1] and "$degraded" in got[3]
+    assert got[1]["n"] == {"$number": "1e400"} and got[1]["s"] == "\\ud800"
+    assert lines[2].endswith(',"event":' + marked + "}")  # a marked form passes through as stored
+    assert got[3]["$preview"] == "not json"
+
+
+_APPEND = """
+import sys
+from clearance._store import Database
+from clearance._store import _events as events
+
+db = Database(sys.argv[1])
+with db.write() as cur:
+    events.append(db, cur, [events.make_event("note", 1, {"agent": "a", "environment": "test"})])
+"""
+
+
+def test_a_sink_reads_what_another_process_commits(store: str) -> None:
+    sink = Collecting()
+    sinks = Sinks([sink], StoreSource(store), linger=0, poll=0.05)  # its hook is not ours: found by polling
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        subprocess.run([sys.executable, "-c", _APPEND, store], check=True, env=env, timeout=60)
+        assert [r.kind for r in sink.wait_for(1)] == ["note"]
+    finally:
+        sinks.close()
