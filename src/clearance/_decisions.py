@@ -24,6 +24,7 @@ from ._store import _facts as facts
 from ._store import _policies as policies
 from ._store._approvals import INEXACT_ARGS
 from ._store._events import Event, append, make_event
+from ._wire import ApprovalStatus, OnTimeout
 from .errors import (
     ApprovalAlreadyDecided,
     ApprovalEditRejected,
@@ -170,7 +171,7 @@ def _decide(
     redacted = _redactions(db, current) if edit else ()  # read before the transaction, not inside it
     votes = len(current.votes) + 1
     voted = approve and votes < current.quorum
-    to = "voted" if voted else ("approved" if approve else "denied")
+    to = "voted" if voted else (ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED)
 
     def changes(a: Approval) -> dict[str, Any]:
         out: dict[str, Any] = dict(edit)
@@ -179,7 +180,7 @@ def _decide(
         return out
 
     def record(a: Approval) -> list[Event]:
-        fields = _fields(a, at, decision=to if to != "voted" else "approved", by=who.name, note=note)
+        fields = _fields(a, at, decision=to if to != "voted" else ApprovalStatus.APPROVED, by=who.name, note=note)
         if a.quorum > 1:
             fields["votes"] = votes
             fields["quorum"] = a.quorum
@@ -294,16 +295,18 @@ def expire(db: Database, approval_id: str) -> Approval:
     """
     at = now_us()
     current = approvals.get(db, approval_id)
-    if current.on_timeout == "escalate" and current.escalated_at_us is None:
+    if current.on_timeout is OnTimeout.ESCALATE and current.escalated_at_us is None:
         return _escalate(db, current, at)
 
     def record(a: Approval) -> list[Event]:
-        outcome = "allowed_on_timeout" if a.on_timeout == "allow" else "expired"
+        outcome = "allowed_on_timeout" if a.on_timeout is OnTimeout.ALLOW else ApprovalStatus.EXPIRED
         fields = _fields(a, at, decision=outcome, by="system", note=None)
         fields["on_timeout"] = a.on_timeout
         return [make_event("approval.expired", at, fields)]
 
-    moved = approvals.transition(db, approval_id, to="expired", by="system", note=None, now_us=at, events=record)
+    moved = approvals.transition(
+        db, approval_id, to=ApprovalStatus.EXPIRED, by="system", note=None, now_us=at, events=record
+    )
     wake(moved.waiter)
     return moved
 
@@ -346,9 +349,13 @@ def cancel(db: Database, approval_id: str, *, why: str) -> Approval:
     at = now_us()
 
     def record(a: Approval) -> list[Event]:
-        return [make_event("approval.decided", at, _fields(a, at, decision="cancelled", by=None, note=why))]
+        return [
+            make_event("approval.decided", at, _fields(a, at, decision=ApprovalStatus.CANCELLED, by=None, note=why))
+        ]
 
-    moved = approvals.transition(db, approval_id, to="cancelled", by=None, note=why, now_us=at, events=record)
+    moved = approvals.transition(
+        db, approval_id, to=ApprovalStatus.CANCELLED, by=None, note=why, now_us=at, events=record
+    )
     wake(moved.waiter)
     return moved
 

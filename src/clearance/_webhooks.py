@@ -26,6 +26,7 @@ import httpx
 from ._clock import now_us
 from ._store import Database
 from ._store import _outbox as outbox
+from ._wire import DECISIONS
 from .errors import (
     ConfigurationError,
     WebhookError,
@@ -157,7 +158,7 @@ def handle_webhook(body: bytes | str, headers: Mapping[str, str], secret: str | 
         return WebhookOutcome(event["id"], "", "test")
     approval = event["approval"]
     approval_id, tool = str(approval.get("id")), str(approval.get("tool"))
-    if approval.get("status") not in ("approved", "denied", "expired", "cancelled"):
+    if approval.get("status") not in DECISIONS:
         return WebhookOutcome(event["id"], approval_id, "duplicate")
     outcome, result, error = _modes.finish_decided(approval_id, tool)
     return WebhookOutcome(event["id"], approval_id, outcome, result=result, error=error)

@@ -16,6 +16,7 @@ from .._store import _approvals as approvals
 from .._store import _outbox as outbox
 from .._visible import hazards, shown_json, visible, warning
 from .._webhooks import deliver_due
+from .._wire import ApprovalStatus, DeliveryStatus
 from ..errors import ApprovalEditRejected
 from ._common import database_option, decider, friendly, open_db, safe, table, when
 
@@ -27,10 +28,10 @@ def approvals_group() -> None:
 
 def _expires_in(a: Approval) -> str:
     left = a.expires_at_us / 1e6 - time.time()
-    if a.status != "pending":
+    if a.status is not ApprovalStatus.PENDING:
         return "-"
     if left <= 0:
-        return "expired"
+        return ApprovalStatus.EXPIRED
     minutes, seconds = divmod(int(left), 60)
     return f"{minutes}m{seconds:02d}s"
 
@@ -45,7 +46,7 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
     db = open_db(database)
     try:
         _decisions.sweep(db)
-        rows = approvals.listing(db, status=None if show_all else "pending")
+        rows = approvals.listing(db, status=None if show_all else ApprovalStatus.PENDING)
     finally:
         db.close()
     if as_json:
@@ -141,8 +142,8 @@ def _decide(
         _deliver_now(db, decided.id)
     finally:
         db.close()
-    verb = "approved" if approve else "denied"
-    if decided.status == "pending":
+    verb: str = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
+    if decided.status is ApprovalStatus.PENDING:
         verb = f"voted to approve ({len(decided.votes)} of {decided.quorum})"
     shown = decided.edited_shown if decided.edited_shown is not None else decided.shown_args
     edited = " (edited)" if decided.edited_shown is not None else ""
@@ -188,7 +189,7 @@ def deny(approval_id: str, note: str | None, by: str | None, database: str) -> N
 
 def _deliver_now(db: Database, approval_id: str) -> None:
     """Send a webhook-mode approval's decision at once (retries are the worker's or server's)."""
-    pending = tuple(m.id for m, _ in outbox.for_approval(db, approval_id) if m.status == "pending")
+    pending = tuple(m.id for m, _ in outbox.for_approval(db, approval_id) if m.status == DeliveryStatus.PENDING)
     if not pending:
         return
     secret = os.environ.get("CLEARANCE_WEBHOOK_SECRET")

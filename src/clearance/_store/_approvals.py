@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._canonical import canonical_json
-from .._wire import ApprovalMode, ApprovalStatus, OnTimeout
+from .._wire import DECISIONS, ApprovalMode, ApprovalStatus, OnTimeout
 from ..errors import ApprovalAlreadyDecided, ApprovalAlreadyExecuted, ApprovalError, ApprovalNotFound
 from . import _outbox as outbox
 from ._db import Database
@@ -284,7 +284,7 @@ def _get(db: Database, cur: Any, approval_id: str) -> Approval | None:
 def listing(
     db: Database,
     *,
-    status: str | None = "pending",
+    status: str | None = ApprovalStatus.PENDING,
     limit: int = 200,
     agent: str | None = None,
     mode: str | None = None,
@@ -308,7 +308,7 @@ def listing(
     if unclaimed:
         clauses.append("claimed_by IS NULL")
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    order = "expires_at_us" if status == "pending" else "created_at_us DESC"
+    order = "expires_at_us" if status == ApprovalStatus.PENDING else "created_at_us DESC"
     with db.read() as cur:
         cur.execute(db.sql(f"{_SELECT}{where} ORDER BY {order} LIMIT :n"), params)
         return [_from_row(r) for r in cur.fetchall()]
@@ -344,30 +344,32 @@ def transition(
         current = _get(db, cur, approval_id)
         if current is None:
             raise ApprovalNotFound(f"no approval has the id {approval_id!r}")
-        if current.status != "pending":
+        if current.status is not ApprovalStatus.PENDING:
             raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)
-        if to not in ("expired", "escalated") and current.expires_at_us <= now_us:
-            raise ApprovalAlreadyDecided(approval_id, current.tool, "expired", None)
+        if to not in (ApprovalStatus.EXPIRED, "escalated") and current.expires_at_us <= now_us:
+            raise ApprovalAlreadyDecided(approval_id, current.tool, ApprovalStatus.EXPIRED, None)
         if check is not None:
             check(current)
         extra = changes(current) if changes else {}
         assert set(extra) <= set(_FIELDS), f"not approval columns: {set(extra) - set(_FIELDS)}"
-        status = "pending" if to in ("voted", "escalated") else to
+        status = ApprovalStatus.PENDING if to in ("voted", "escalated") else ApprovalStatus(to)
         decided = (
-            {} if status == "pending" else {"decided_by": by or current.agent, "decided_at_us": now_us, "note": note}
+            {}
+            if status is ApprovalStatus.PENDING
+            else {"decided_by": by or current.agent, "decided_at_us": now_us, "note": note}
         )
         values = {"status": status, **decided, **extra, "slack_shown": None}  # its Slack message is redrawn
         assignments = ", ".join(f"{k} = :{k}" for k in values)
         cur.execute(
-            db.sql(f"UPDATE approvals SET {assignments} WHERE id = :id AND status = 'pending'"),
-            {**values, "id": approval_id},
+            db.sql(f"UPDATE approvals SET {assignments} WHERE id = :id AND status = :pending"),
+            {**values, "id": approval_id, "pending": ApprovalStatus.PENDING},
         )
         if cur.rowcount != 1:
             raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)
         append(db, cur, events(current))
         after = _get(db, cur, approval_id)
         assert after is not None
-        if after.mode == "webhook" and after.webhook_url and after.status in WEBHOOK_STATUSES:
+        if after.mode is ApprovalMode.WEBHOOK and after.webhook_url and after.status in DECISIONS:
             message_id = outbox.new_id()
             outbox.enqueue(
                 db,
@@ -381,9 +383,6 @@ def transition(
             )
         db.notify(cur, "approvals")
     return after
-
-
-WEBHOOK_STATUSES = ("approved", "denied", "expired", "cancelled")
 
 
 def webhook_payload(a: Approval, message_id: str, now_us: int) -> str:
@@ -418,8 +417,8 @@ def expired_ids(db: Database, now_us: int) -> list[str]:
     """Pending approvals whose expiry has passed."""
     with db.read() as cur:
         cur.execute(
-            db.sql("SELECT id FROM approvals WHERE status = 'pending' AND expires_at_us <= :now"),
-            {"now": now_us},
+            db.sql("SELECT id FROM approvals WHERE status = :pending AND expires_at_us <= :now"),
+            {"now": now_us, "pending": ApprovalStatus.PENDING},
         )
         return [r[0] for r in cur.fetchall()]
 
@@ -427,7 +426,10 @@ def expired_ids(db: Database, now_us: int) -> list[str]:
 def next_expiry(db: Database) -> int | None:
     """When the next pending approval expires (None: nothing pending)."""
     with db.read() as cur:
-        cur.execute(db.sql("SELECT MIN(expires_at_us) FROM approvals WHERE status = 'pending'"))
+        cur.execute(
+            db.sql("SELECT MIN(expires_at_us) FROM approvals WHERE status = :pending"),
+            {"pending": ApprovalStatus.PENDING},
+        )
         row = cur.fetchone()
     return int(row[0]) if row and row[0] is not None else None
 
@@ -457,7 +459,7 @@ def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
         raise ApprovalNotFound(f"no approval has the id {approval_id!r}")
     if won:
         return current
-    if current.claimed_by is not None or current.status in ("executed", "failed"):
+    if current.claimed_by is not None or current.status in (ApprovalStatus.EXECUTED, ApprovalStatus.FAILED):
         raise ApprovalAlreadyExecuted(approval_id, current.tool, current.status, current.claimed_by)
     raise ApprovalError(approval_id, current.tool, f"approval {approval_id} is {current.status}, not approved")
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._wire import DeliveryStatus
 from ._db import Database
 
 MAX_ATTEMPTS = 10
@@ -122,11 +123,11 @@ def record(
     attempts = message.attempts + 1
     delivered = error is None and status_code is not None and 200 <= status_code < 300
     if delivered:
-        status, next_at = "delivered", message.next_attempt_at_us
+        status, next_at = DeliveryStatus.DELIVERED, message.next_attempt_at_us
     elif attempts >= MAX_ATTEMPTS:
-        status, next_at = "failed", message.next_attempt_at_us
+        status, next_at = DeliveryStatus.FAILED, message.next_attempt_at_us
     else:
-        status, next_at = "pending", now_us + min(2 ** (attempts - 1), 3600) * 1_000_000
+        status, next_at = DeliveryStatus.PENDING, now_us + min(2 ** (attempts - 1), 3600) * 1_000_000
     with db.write() as cur:
         cur.execute(
             db.sql(

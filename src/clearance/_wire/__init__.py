@@ -8,13 +8,16 @@ produce (`dashboard/src/api.gen.ts`).
 from __future__ import annotations
 
 from ._approvals import ApprovalOut, AttemptOut, DeliveryOut, VoteOut
-from ._statuses import ApprovalMode, ApprovalStatus, DeliveryStatus, OnTimeout
+from ._check import CheckResponse
+from ._statuses import DECISIONS, ApprovalMode, ApprovalStatus, DeliveryStatus, OnTimeout
 
 __all__ = [
+    "DECISIONS",
     "ApprovalMode",
     "ApprovalOut",
     "ApprovalStatus",
     "AttemptOut",
+    "CheckResponse",
     "DeliveryOut",
     "DeliveryStatus",
     "OnTimeout",

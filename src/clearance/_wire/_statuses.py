@@ -34,6 +34,12 @@ class ApprovalStatus(StrEnum):
         return self not in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
 
 
+DECISIONS = frozenset(
+    {ApprovalStatus.APPROVED, ApprovalStatus.DENIED, ApprovalStatus.EXPIRED, ApprovalStatus.CANCELLED}
+)
+"""The states a decision (a person's, or the timeout) moves a pending approval to."""
+
+
 class ApprovalMode(StrEnum):
     """How the agent waits for an approval's decision."""
 

@@ -22,6 +22,7 @@ from ..._store import _events as events
 from ..._store import _policies as policies
 from ..._store._keys import ApiKey
 from ..._text import Text
+from ..._wire import ApprovalMode, CheckResponse
 from ...errors import ApprovalError
 from ...policy import Policy, parse_policy
 from .. import _longpoll as longpoll
@@ -81,8 +82,8 @@ class CheckRequest(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict, description="I-JSON (RFC 7493): see the README's boundary")
     session_id: SessionId | None = None
     requested_by: Person | None = Field(default=None, description="the person the agent acts for (may not approve)")
-    approval_mode: Literal["wait", "async", "webhook", "pause"] = Field(
-        default="wait",
+    approval_mode: ApprovalMode = Field(
+        default=ApprovalMode.WAIT,
         description="how the agent waits for an approval this call needs (pause: its framework's own pause)",
     )
     call_key: Text | None = Field(
@@ -97,20 +98,6 @@ class CheckRequest(BaseModel):
         pattern=r"^https?://",
         description="webhook mode: where the decision is POSTed (must match the server's allowed prefixes)",
     )
-
-
-class CheckResponse(BaseModel):
-    """What policy decided; the decision is recorded before this is sent."""
-
-    decision: Literal["allow", "block", "require_approval"]
-    reason: str
-    rule_ids: list[str]
-    errors: list[str]
-    policy_revision: str
-    call_id: str
-    session_id: str
-    approval_id: str | None = None
-    expires_at_us: int | None = None
 
 
 class Outcome(BaseModel):
@@ -170,7 +157,7 @@ async def decide_for(
     args: dict[str, Any],
     session: str | None,
     requested_by: str | None = None,
-    mode: str = "wait",
+    mode: ApprovalMode = ApprovalMode.WAIT,
     webhook_url: str | None = None,
     call_key: str | None = None,
 ) -> RecordedCall:
@@ -212,7 +199,7 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
     The decision — and a pending approval, when one is required — is committed before the
     answer. Report what happened with `POST /v1/calls/{call_id}/outcome`.
     """
-    if body.approval_mode == "webhook":
+    if body.approval_mode is ApprovalMode.WEBHOOK:
         allowed: tuple[str, ...] = request.app.state.settings.webhook_allowed
         if body.webhook_url is None:
             raise APIError(422, "webhook mode needs a webhook_url", details=[{"location": "body.webhook_url"}])
@@ -238,7 +225,7 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
         raise APIError(409, str(exc), details=[{"location": "body.call_key", "message": exc.approval_id}]) from exc
     d = call.decision
     return CheckResponse(
-        decision=d.effect.value,
+        decision=d.effect,
         reason=d.reason,
         rule_ids=list(d.rule_ids),
         errors=list(d.errors),

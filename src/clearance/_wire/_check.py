@@ -1,0 +1,21 @@
+"""What `POST /v1/check` answers: the decision policy made, recorded before it is sent."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from ..policy import Effect
+
+
+class CheckResponse(BaseModel):
+    """What policy decided; the decision is recorded before this is sent."""
+
+    decision: Effect
+    reason: str
+    rule_ids: list[str]
+    errors: list[str]
+    policy_revision: str
+    call_id: str
+    session_id: str
+    approval_id: str | None = None
+    expires_at_us: int | None = None
