@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import clearance
+from clearance import _clock
 from clearance._guard import _runtime
 from clearance._guard._governor import Governor
 
@@ -90,6 +91,13 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     yield
     clearance.shutdown()
     _runtime._tools.clear()
+
+
+@pytest.fixture
+def clock() -> Iterator[_clock.ManualClock]:
+    """A manual clock in place of the system clock: move it with `advance`, never sleep."""
+    with _clock.using(_clock.ManualClock()) as manual:
+        yield manual
 
 
 @pytest.fixture

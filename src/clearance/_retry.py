@@ -32,19 +32,34 @@ def _options(
 ) -> dict[str, object]:
     retry = tenacity.retry_if_exception(on) if _is_predicate(on) else tenacity.retry_if_exception_type(on)  # type: ignore[arg-type]
     stops: list[tenacity.stop.stop_base] = []
+    hooks: list[Callable[[tenacity.RetryCallState], None]] = []
     if stop is not None:
         stops.append(tenacity.stop_when_event_set(stop))
     if give_up is not None:
         stops.append(_GiveUp(give_up))
+    if log is not None:
+        hooks.append(_logger(log, what))
     options: dict[str, object] = {
         "retry": retry,
         "wait": tenacity.wait_random_exponential(multiplier=first, max=most),
         "stop": tenacity.stop_any(*stops) if stops else tenacity.stop_never,
         "reraise": True,
     }
-    if log is not None:
-        options["before_sleep"] = _logger(log, what)
+    if stop is not None:
+        sleep = _Interruptible(stop)
+        hooks.append(sleep.remember)
+        options["sleep"] = sleep
+    if hooks:
+        options["before_sleep"] = _each(hooks)
     return options
+
+
+def _each(hooks: list[Callable[[tenacity.RetryCallState], None]]) -> Callable[[tenacity.RetryCallState], None]:
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        for hook in hooks:
+            hook(state)
+
+    return before_sleep
 
 
 def _is_predicate(on: Retryable) -> bool:
@@ -59,6 +74,21 @@ class _GiveUp(tenacity.stop.stop_base):
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         return self.give_up()
+
+
+class _Interruptible:
+    """A wait that ends when `stop` is set, raising the error retried instead of trying again."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.error: BaseException | None = None
+
+    def remember(self, state: tenacity.RetryCallState) -> None:
+        self.error = state.outcome.exception() if state.outcome is not None else None
+
+    def __call__(self, seconds: float) -> None:
+        if self.stop.wait(seconds) and self.error is not None:
+            raise self.error
 
 
 def _logger(log: logging.Logger, what: str) -> Callable[[tenacity.RetryCallState], None]:
@@ -83,14 +113,13 @@ def retrying(
     """Retry what raises `on` (an exception type, a tuple of them, or a predicate).
 
     Waits grow from about `first` seconds up to `most`, each drawn at random below the bound
-    (full jitter). Gives up — re-raising the last error — when `stop` is set or `give_up()` is
-    true; otherwise retries forever. Any other exception is raised at once.
+    (full jitter). Gives up — re-raising the last error — when `stop` is set (ending a wait at
+    once, without another attempt) or `give_up()` is true; otherwise retries forever. Any other
+    exception is raised at once.
 
     Use as `for attempt in retrying(...): with attempt: ...`, or `retrying(...)(fn, *args)`.
     """
     options = _options(on, first=first, most=most, stop=stop, give_up=give_up, log=log, what=what)
-    if stop is not None:
-        options["sleep"] = stop.wait
     return tenacity.Retrying(**options)  # type: ignore[arg-type]
 
 

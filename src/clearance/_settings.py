@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._names import checked_name
 from ._pricing import ModelPrice
+from ._sinks._spec import exporter_specs
 
 # Agent, environment and user names are recorded on every event: the boundary's rules for names.
 AgentName = Annotated[str, AfterValidator(lambda v: checked_name(v, "the agent name"))]
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
         webhook_secret: The shared secret webhooks are signed with (HMAC-SHA256): to deliver
             them from this process (`clearance worker`, the CLI) and to verify them in your
             app. `CLEARANCE_WEBHOOK_SECRET`.
+        exporters: Event sinks every committed record passes, comma-separated:
+            `jsonl:<path>`, `jsonl:-` (standard output), `jsonl+fsync:<path>`.
+            `CLEARANCE_EXPORTERS`.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="forbid", frozen=True)
@@ -66,3 +70,9 @@ class Settings(BaseSettings):
     user: str | None = None
     webhook_url: str | None = Field(default=None, pattern=r"^https?://")
     webhook_secret: SecretStr | None = None
+    exporters: Annotated[tuple[str, ...], NoDecode] = ()
+
+    @field_validator("exporters", mode="before")
+    @classmethod
+    def _exporters(cls, value: object) -> object:
+        return exporter_specs(value)

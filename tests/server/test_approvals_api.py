@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+
+from clearance._clock import ManualClock
 
 POLICY = """\
 version: 1
@@ -62,26 +63,39 @@ def test_agents_see_only_their_own_approvals(client: TestClient, setup: dict[str
     assert client.get("/v1/approvals/apr_nope", headers=setup["approver"]).status_code == 404
 
 
-def test_long_poll_answers_on_the_decision(client: TestClient, setup: dict[str, Any]) -> None:
+def test_long_poll_answers_on_the_decision(clock: ManualClock, client: TestClient, setup: dict[str, Any]) -> None:
     apr = pending(client, setup)
     result: dict[str, Any] = {}
 
     def wait() -> None:
-        started = time.monotonic()
-        r = client.get(f"/v1/approvals/{apr}?wait=20", headers=setup["agent"])
-        result.update(r.json(), took=time.monotonic() - started)
+        result.update(client.get(f"/v1/approvals/{apr}?wait=20", headers=setup["agent"]).json())
 
     thread = threading.Thread(target=wait)
     thread.start()
-    time.sleep(0.3)
+    clock.wait_parked("long poll approvals")  # held, and its re-check will never come: the clock stands still
     client.post(f"/v1/approvals/{apr}/deny", headers=setup["approver"], json={"note": "not paid"})
     thread.join(20)
-    assert result["status"] == "denied" and result["note"] == "not paid" and result["took"] < 10
+    assert result["status"] == "denied" and result["note"] == "not paid"  # so the decision's push answered it
 
 
-def test_expiry_is_enforced_by_whoever_looks(client: TestClient, setup: dict[str, Any]) -> None:
+def test_a_long_poll_answers_when_its_wait_is_over(
+    clock: ManualClock, client: TestClient, setup: dict[str, Any]
+) -> None:
+    apr = pending(client, setup)
+    result: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: result.update(client.get(f"/v1/approvals/{apr}?wait=20", headers=setup["agent"]).json())
+    )
+    thread.start()
+    clock.wait_parked("long poll approvals")
+    clock.advance(20)
+    thread.join(20)
+    assert result["status"] == "pending"
+
+
+def test_expiry_is_enforced_by_whoever_looks(clock: ManualClock, client: TestClient, setup: dict[str, Any]) -> None:
     apr = pending(client, setup, timeout="1s")
-    time.sleep(1.1)
+    clock.advance(1.1)
     assert client.get(f"/v1/approvals/{apr}", headers=setup["agent"]).json()["status"] == "expired"
     r = client.post(f"/v1/approvals/{apr}/approve", headers=setup["approver"])
     assert r.status_code == 409 and "already expired" in r.json()["error"]["message"]
@@ -154,43 +168,35 @@ def test_people_decide_by_their_groups(client: TestClient, setup: dict[str, Any]
     assert r.status_code == 200 and r.json()["decided_by"] == "user:omar"
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
 def test_the_server_expires_and_escalates_with_nobody_waiting(
-    store: str, tmp_path: Any, request: pytest.FixtureRequest
+    clock: ManualClock, client: TestClient, setup: dict[str, Any], server_db: str
 ) -> None:
-    import httpx
-
     from clearance._store import Database
     from clearance._store import _approvals as approvals
 
-    from .conftest import Server, _free_port
-
-    url = str(tmp_path / "s.db") if store == "sqlite" else str(request.getfixturevalue("pg_url"))
-    Database(url).close()
-    server = Server(url, _free_port(), tmp_path / "server.log")
-    server.start()
+    policy = (
+        "version: 1\ntools:\n"
+        "  issue_refund:\n    rules:\n"
+        "      - {id: big, when: 'args.amount > 200', effect: require_approval,"
+        " approval: {timeout: 1s, on_timeout: escalate, escalate_to: [role:finance], escalation_timeout: 1s}}\n"
+        "  send_email:\n    rules: [{id: mail, effect: require_approval, approval: {timeout: 1s}}]\n"
+    )
+    rev = client.post("/v1/policies", headers=setup["admin"], json={"text": policy}).json()["id"]
+    client.post(f"/v1/policies/{rev}/activate", headers=setup["admin"], json={})
+    check = {"tool": "issue_refund", "args": {"amount": 900}}
+    refund = client.post("/v1/check", headers=setup["agent"], json=check).json()["approval_id"]
+    mail = client.post("/v1/check", headers=setup["agent"], json={"tool": "send_email", "args": {"to": "x"}})
+    db = Database(server_db)
     try:
-        server.publish(
-            "version: 1\ntools:\n"
-            "  issue_refund:\n    rules:\n"
-            "      - {id: big, when: 'args.amount > 200', effect: require_approval,"
-            " approval: {timeout: 1s, on_timeout: escalate, escalate_to: [role:finance], escalation_timeout: 1s}}\n"
-            "  send_email:\n    rules: [{id: mail, effect: require_approval, approval: {timeout: 1s}}]\n"
-        )
-        agent = {"X-API-Key": server.agent}
-        refund = httpx.post(
-            f"{server.base}/v1/check", headers=agent, json={"tool": "issue_refund", "args": {"amount": 900}}
-        )
-        mail = httpx.post(f"{server.base}/v1/check", headers=agent, json={"tool": "send_email", "args": {"to": "x"}})
-        db = Database(url)
-        try:
-            time.sleep(1.6)  # nobody reads the approvals over the API: the server's sweeper acts alone
-            escalated = approvals.get(db, refund.json()["approval_id"])
-            assert escalated.status == "pending" and escalated.escalated_at_us is not None
-            assert approvals.get(db, mail.json()["approval_id"]).status == "expired"
-            time.sleep(1.2)
-            assert approvals.get(db, refund.json()["approval_id"]).status == "expired"
-        finally:
-            db.close()
+        # Nobody reads the approvals over the API: the server's sweeper acts alone, woken by the clock.
+        clock.wait_parked("approval sweep")
+        clock.advance(1.1)
+        clock.wait_parked("approval sweep")  # it swept, and sleeps until the next expiry
+        escalated = approvals.get(db, refund)
+        assert escalated.status == "pending" and escalated.escalated_at_us is not None
+        assert approvals.get(db, mail.json()["approval_id"]).status == "expired"
+        clock.advance(1.1)
+        clock.wait_parked("approval sweep")
+        assert approvals.get(db, refund).status == "expired"
     finally:
-        server.stop()
+        db.close()

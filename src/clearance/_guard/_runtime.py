@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from .._settings import Settings
+from .._sinks import Sink
+from .._sinks import _process as sinks
 from ..errors import ConfigurationError, PolicyError
 from ..policy import Policy, load_policy
 from ._backend import Backend
@@ -45,6 +47,7 @@ def configure(
     spool_path: str | os.PathLike[str] = NOT_GIVEN,
     webhook_url: str = NOT_GIVEN,
     webhook_secret: str = NOT_GIVEN,
+    exporters: Sequence[Sink | str] = NOT_GIVEN,
 ) -> None:
     """Set up Clearance for this process: the policy, the audit store and who this agent is.
 
@@ -71,6 +74,8 @@ def configure(
         webhook_url: Where webhook-mode approvals are announced (a tool's own wins).
         webhook_secret: The secret webhooks are signed with: to verify them here
             (`handle_webhook`) and, on the embedded store, to deliver them.
+        exporters: Event sinks every committed record passes (`JsonLinesSink`, your own
+            `Sink`, or specs like `"jsonl:audit.jsonl"`); default `CLEARANCE_EXPORTERS`.
 
     Raises:
         ConfigurationError: Invalid settings, no policy, or a policy that does not fit a
@@ -117,6 +122,11 @@ def configure(
             compiled = load_policy(settings.policy)
         _check_tools(compiled, _tools)
         governor = Governor(settings, compiled)
+    try:
+        sinks.replace(settings, None if exporters is NOT_GIVEN else exporters, governor)
+    except BaseException:
+        governor.close()
+        raise
     global _current
     with _lock:
         old, _current = _current, governor
@@ -172,6 +182,7 @@ def shutdown() -> None:
         old, _current = _current, None
     if old is not None:
         old.close()
+    sinks.close()
 
 
 def register(name: str, fn: Callable[..., Any], binder: Binder) -> None:

@@ -14,6 +14,7 @@ import os
 import threading
 from pathlib import Path
 
+from .._retry import retrying
 from ..errors import ConfigurationError, PolicyError, ServerError
 from ..policy import Policy, parse_policy
 from ._client import Client
@@ -98,23 +99,18 @@ class PolicySync:
             self.client.close()
 
     def _loop(self) -> None:
-        backoff = 0.5
         while not self._stop.is_set():
+            fetch = retrying(
+                (ServerError, PolicyError),
+                most=_MAX_BACKOFF,
+                stop=self._stop,
+                log=log,
+                what=f"policy sync (still deciding from {self.policy.revision})",
+            )
             try:
-                fresh = self._fetch(self.policy.revision, wait=_LONG_POLL)
-                backoff = 0.5
-            except (ServerError, PolicyError) as exc:
-                if self._stop.is_set():
-                    return  # closing: the client was closed under the long poll
-                log.warning(
-                    "policy sync failed (retrying in %.1fs; still deciding from %s): %s",
-                    backoff,
-                    self.policy.revision,
-                    exc,
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
-                continue
+                fresh = fetch(self._fetch, self.policy.revision, wait=_LONG_POLL)
+            except (ServerError, PolicyError):
+                return  # closing: the client was closed under the long poll, or a retry's wait
             if fresh is not None and not self._stop.is_set():
                 self.policy = fresh  # one reference assignment: calls see the old or the new, whole
                 self.swaps += 1

@@ -6,17 +6,24 @@ idempotent by event id, so a batch sent twice (the answer lost, the process kill
 deleting) is recorded once. A record the server refuses (it answers which, and why) is moved
 aside into the `rejected` table while the rest of its batch is stored, never dropped silently nor
 retried for ever; `clearance spool` lists them. A whole batch answered 422 is moved aside too.
+
+The agent's event sinks read the same rows: a row is deleted once it is shipped and every sink
+has passed it (`positions` holds each one's last row, and the shipper's). Rows are numbered by
+AUTOINCREMENT, so a number is never reused once its row is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from .._retry import retrying
 from .._store._events import Event
 from ..errors import ServerError, StoreError
 from ._client import Client
@@ -24,6 +31,11 @@ from ._client import Client
 log = logging.getLogger("clearance.remote")
 BATCH = 500
 _MAX_BACKOFF = 30.0
+SHIPPER = "$shipper"  # the shipper's row in `positions` (a sink's name never starts with `$`)
+_TABLE = "CREATE TABLE {name} (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, body TEXT NOT NULL)"
+_SHIPPED = "(SELECT position FROM positions WHERE name = '$shipper')"
+# Rows at or below every position are shipped and passed by every sink: they can go.
+FORGET = "DELETE FROM spool WHERE seq <= (SELECT MIN(position) FROM positions)"
 
 
 class Spool:
@@ -35,18 +47,15 @@ class Spool:
             self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS spool"
-                " (seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, body TEXT NOT NULL)"
-            )
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS rejected (id TEXT PRIMARY KEY, body TEXT NOT NULL, error TEXT NOT NULL)"
-            )
+            self._conn.execute("BEGIN IMMEDIATE")
+            _create(self._conn)
+            self._conn.execute("COMMIT")
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the spool {path}: {exc}") from None
         self.path = path
         self.lock = threading.Lock()
         self.added = threading.Condition(self.lock)
+        self.listeners: list[Callable[[], None]] = []  # woken after each commit (the event sinks)
 
     def put(self, events: list[Event]) -> None:
         """Commit records (before the tool runs). Raises StoreError when they cannot be written."""
@@ -62,16 +71,27 @@ class Spool:
                     self._conn.execute("ROLLBACK")
                 raise StoreError(f"cannot write the spool {self.path}: {exc}") from None
             self.added.notify()
+        for listener in self.listeners:
+            listener()
 
     def peek(self, n: int = BATCH) -> list[tuple[int, str]]:
-        """The oldest `n` records."""
+        """The oldest `n` records not shipped yet."""
         with self.lock:
-            return self._conn.execute("SELECT seq, body FROM spool ORDER BY seq LIMIT ?", (n,)).fetchall()
+            return self._conn.execute(
+                f"SELECT seq, body FROM spool WHERE seq > {_SHIPPED} ORDER BY seq LIMIT ?", (n,)
+            ).fetchall()
 
     def drop(self, up_to: int) -> None:
         """Forget records up to `up_to` (shipped)."""
         with self.lock:
-            self._conn.execute("DELETE FROM spool WHERE seq <= ?", (up_to,))
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._shipped(up_to)
+            self._conn.execute("COMMIT")
+
+    def _shipped(self, up_to: int) -> None:
+        """Inside a transaction: records up to `up_to` are shipped; delete those every sink passed too."""
+        self._conn.execute("UPDATE positions SET position = MAX(position, ?) WHERE name = ?", (up_to, SHIPPER))
+        self._conn.execute(FORGET)
 
     def reject(self, rows: list[tuple[int, str]], error: str) -> None:
         """Move records the server refused aside, with why."""
@@ -81,7 +101,7 @@ class Spool:
                 "INSERT OR REPLACE INTO rejected (id, body, error) VALUES (?, ?, ?)",
                 [(json.loads(body)["id"], body, error) for _, body in rows],
             )
-            self._conn.execute("DELETE FROM spool WHERE seq <= ?", (rows[-1][0],))
+            self._shipped(rows[-1][0])
             self._conn.execute("COMMIT")
 
     def settle(self, rows: list[tuple[int, str]], refused: dict[int, str]) -> None:
@@ -95,7 +115,7 @@ class Spool:
                 "INSERT OR REPLACE INTO rejected (id, body, error) VALUES (?, ?, ?)",
                 [(json.loads(rows[i][1])["id"], rows[i][1], why) for i, why in refused.items()],
             )
-            self._conn.execute("DELETE FROM spool WHERE seq <= ?", (rows[-1][0],))
+            self._shipped(rows[-1][0])
             self._conn.execute("COMMIT")
 
     def rejected(self) -> list[tuple[str, str, str]]:
@@ -105,14 +125,33 @@ class Spool:
         return [(str(i), str(e), str(b)) for i, e, b in found]
 
     def size(self) -> int:
-        """Records waiting."""
+        """Records waiting to be shipped."""
         with self.lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0])
+            return int(self._conn.execute(f"SELECT COUNT(*) FROM spool WHERE seq > {_SHIPPED}").fetchone()[0])
 
     def close(self) -> None:
         """Close the file."""
         with self.lock:
             self._conn.close()
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    """Create the spool's tables, or bring a spool written by an older version up to date."""
+    conn.execute("CREATE TABLE IF NOT EXISTS rejected (id TEXT PRIMARY KEY, body TEXT NOT NULL, error TEXT NOT NULL)")
+    conn.execute("CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'spool'").fetchone()
+    if row is None:
+        conn.execute(_TABLE.format(name="spool"))
+    elif "AUTOINCREMENT" not in row[0]:  # its numbers were reused once it emptied: keep them, never reuse again
+        conn.execute(_TABLE.format(name="spool_new"))
+        conn.execute("INSERT INTO spool_new (seq, id, body) SELECT seq, id, body FROM spool")
+        conn.execute("DROP TABLE spool")
+        conn.execute("ALTER TABLE spool_new RENAME TO spool")
+    # Whatever is gone was shipped: the shipper starts just before the oldest row left.
+    conn.execute(
+        "INSERT OR IGNORE INTO positions (name, position) VALUES (?, (SELECT COALESCE(MIN(seq) - 1, 0) FROM spool))",
+        (SHIPPER,),
+    )
 
 
 class Shipper:
@@ -169,32 +208,31 @@ class Shipper:
         return len(rows)
 
     def _run(self) -> None:
-        backoff = 0.5
+        ship = retrying(self._failed, most=_MAX_BACKOFF, stop=self._stop, log=log, what="shipping records")
         while not self._stop.is_set():
             try:
-                sent = self.ship_once()
-                backoff = 0.5
-            except ServerError as exc:
-                self.failures += 1
-                log.warning("shipping records failed (retrying in %.1fs): %s", backoff, exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
-                continue
-            except Exception:  # the spool is closing or broken: stop quietly; records stay on disk
+                sent = ship(self.ship_once)
+            except Exception:  # stopped while waiting to retry, or the spool is closing: records stay on disk
                 return
             if sent == 0:
                 with self.spool.added:
                     self.spool.added.wait(0.5)
 
+    def _failed(self, exc: BaseException) -> bool:
+        """Whether to retry after `exc`: a server error is counted and retried; anything else is not."""
+        if not isinstance(exc, ServerError):
+            return False
+        self.failures += 1
+        return True
+
     def flush(self, timeout: float = 10.0) -> bool:
-        """Ship everything now; True when the spool is empty."""
+        """Ship everything now; True when nothing is left to ship."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if self.ship_once() == 0:
-                    return True
-            except ServerError:
-                time.sleep(0.2)
+        with contextlib.suppress(ServerError):
+            for attempt in retrying(ServerError, first=0.2, most=1.0, give_up=lambda: time.monotonic() >= deadline):
+                with attempt:
+                    while self.ship_once() and time.monotonic() < deadline:
+                        pass
         return self.spool.size() == 0
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from importlib import resources
 from pathlib import Path
@@ -30,6 +30,34 @@ from ..errors import StoreError
 HEAD = "0009"  # the newest migration; a test checks it against the chain
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _BUSY = ("database is locked", "database is busy", "database table is locked")
+
+
+# The post-commit hook: who to wake when a transaction that appended events commits, by store
+# URL, so every connection of the process to a store (the guard's, the server's two) fires it.
+_listeners: dict[str, list[Callable[[], None]]] = {}
+_listeners_lock = threading.Lock()
+
+
+def on_commit(url: str, listener: Callable[[], None]) -> Callable[[], None]:
+    """Call `listener` after every commit in this process that appended events to the store at `url`.
+
+    It runs on the committing thread, right after the commit and never for a transaction that
+    rolled back: it must only wake something (set an event), never do I/O. Returns a function
+    that removes it.
+    """
+    key = normalise_url(url)
+    with _listeners_lock:
+        _listeners[key] = [*_listeners.get(key, ()), listener]
+
+    def remove() -> None:
+        with _listeners_lock:
+            left = [fn for fn in _listeners.get(key, ()) if fn is not listener]
+            if left:
+                _listeners[key] = left
+            else:
+                _listeners.pop(key, None)
+
+    return remove
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -72,6 +100,7 @@ class Database:
         # (it holds the chain's lock), so later appends in it skip reading the head again.
         self.chain_tip: str | None = None
         self._writing = 0  # write transactions open on this connection (a read inside one joins it)
+        self.appended = False  # whether the open write transaction appended events (set by events.append)
         try:
             self._open()
         except StoreError:
@@ -207,6 +236,7 @@ class Database:
         with self.lock:
             cur = self._cursor()
             self.chain_tip = None
+            self.appended = False
             self._writing += 1
             try:
                 with (
@@ -228,9 +258,14 @@ class Database:
                 if error is not None:
                     raise error from exc
                 raise
+            else:
+                if self.appended:
+                    for listener in _listeners.get(self.url, ()):
+                        listener()
             finally:
                 self._writing -= 1
                 self.chain_tip = None
+                self.appended = False
                 with contextlib.suppress(Exception):
                     cur.close()
 

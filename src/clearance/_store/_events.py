@@ -114,6 +114,7 @@ def append(db: Database, cur: Any, events: Sequence[Event]) -> None:
         prev = h
     cur.executemany(db.sql(_INSERT), rows)
     db.chain_tip = prev
+    db.appended = True  # the commit wakes the event sinks (`_db.on_commit`)
 
 
 @dataclass(frozen=True)

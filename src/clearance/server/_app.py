@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from .._sinks import _process as exporting
 from .._store import Database
 from .._version import __version__
 from . import _dashboard, _errors
@@ -36,6 +37,7 @@ from .routes import (
     policies,
     queries,
     session,
+    sinks,
     slack,
     users,
 )
@@ -63,7 +65,11 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         deliverer = asyncio.create_task(deliver_forever(app.state))
         app.state.slack = slack_of(settings)
         poster = asyncio.create_task(slack_forever(app.state)) if app.state.slack is not None else None
+        app.state.sinks = None
         try:
+            app.state.sinks = exporting.for_store(
+                settings.database_url, settings.exporters, busy_timeout=settings.busy_timeout
+            )
             yield
         finally:
             for task in (t for t in (feed, sweeper, deliverer, poster) if t is not None):
@@ -71,6 +77,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             app.state.commits.close()
+            if app.state.sinks is not None:  # after the last commit, so it is delivered
+                await asyncio.to_thread(app.state.sinks.close)
             app.state.db.close()
 
     app = FastAPI(
@@ -100,6 +108,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(slack.router)
     app.include_router(admin.router)
+    app.include_router(sinks.router)
     _dashboard.install(app)
     return app
 

@@ -2,19 +2,25 @@
 
 A long poll waits on its topic's event (set when something changes in this process) with a
 re-check every second (changes made by other processes), and answers at once when its client
-leaves or the server is stopping.
+leaves or the server is stopping. Its waits are on the current clock, so a test's manual clock
+drives them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 from starlette.datastructures import State
+
+from .._clock import now_us, wait_async
+from .._retry import aretrying
+
+if TYPE_CHECKING:
+    import psycopg
 
 RECHECK_SECONDS = 1.0  # without a change feed: changes by other processes arrive this fast
 RECHECK_WITH_FEED_SECONDS = 5.0  # with PostgreSQL LISTEN/NOTIFY the re-check is only a safety net
@@ -53,24 +59,32 @@ def announce(request: Request, topic: str) -> None:
 
 async def listen(state: State, conninfo: str) -> None:
     """Relay PostgreSQL notifications to this replica's long polls, reconnecting as needed."""
-    import psycopg
-
-    backoff = 0.5
+    # Each loss starts the backoff afresh; meanwhile long polls fall back to re-checking.
+    connecting = aretrying(Exception, most=30, log=log, what="connecting the change feed")
     while True:
+        conn: psycopg.AsyncConnection[Any] = await connecting(_subscribe, conninfo)
         try:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                await conn.execute("LISTEN clearance")
+            async with conn:
                 state.feed = True
-                backoff = 0.5
                 async for note in conn.notifies():
                     announce_to(state, note.payload)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the database went away: long polls fall back to re-checking
+        except Exception as exc:  # the database went away
+            log.warning("change feed lost (%s); reconnecting", exc)
+        finally:
             state.feed = False
-            log.warning("change feed lost (%s); reconnecting in %.1fs", exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30)
+
+
+async def _subscribe(conninfo: str) -> psycopg.AsyncConnection[Any]:
+    """A connection listening on the `clearance` channel."""
+    import psycopg
+
+    conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    try:
+        await conn.execute("LISTEN clearance")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 def recheck_seconds(state: State) -> float:
@@ -82,16 +96,13 @@ async def hold(
     request: Request, topic: str, wait: float, read: Callable[[], Awaitable[T]], done: Callable[[T], bool]
 ) -> T:
     """Read until `done(value)`, `wait` seconds pass, the client leaves or the server stops."""
-    deadline = time.monotonic() + wait
-    recheck = recheck_seconds(request.app.state)
+    deadline = now_us() + int(wait * 1e6)
+    recheck = int(recheck_seconds(request.app.state) * 1e6)
     while True:
         changed = topic_event(request.app.state, topic)
         value = await read()
-        left = deadline - time.monotonic()
+        now = now_us()
         stopping = bool(getattr(request.app.state, "stopping", False))
-        if done(value) or left <= 0 or stopping or await request.is_disconnected():
+        if done(value) or now >= deadline or stopping or await request.is_disconnected():
             return value
-        try:
-            await asyncio.wait_for(changed.wait(), min(left, recheck))
-        except TimeoutError:
-            pass
+        await wait_async(changed, min(deadline, now + recheck), f"long poll {topic}")

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .._settings import DEFAULT_DATABASE
+from .._sinks._spec import exporter_specs
 
 
 class ServerSettings(BaseSettings):
@@ -43,6 +44,8 @@ class ServerSettings(BaseSettings):
         forwarded_allow_ips: Addresses of reverse proxies whose `X-Forwarded-For` names the
             client (comma-separated; `*` trusts any). Unset: the address a connection comes from
             is the client's, which sign-in throttling counts by. `CLEARANCE_FORWARDED_ALLOW_IPS`.
+        exporters: Event sinks every committed record passes, comma-separated: `jsonl:<path>`,
+            `jsonl:-` (standard output), `jsonl+fsync:<path>`. `CLEARANCE_EXPORTERS`.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="ignore", frozen=True)
@@ -62,6 +65,8 @@ class ServerSettings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     body_timeout: float = Field(default=30.0, gt=0, le=3600)
     forwarded_allow_ips: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f.:/*, ]+$")
+    exporters: Annotated[tuple[str, ...], NoDecode] = ()
+    _exporters = field_validator("exporters", mode="before")(exporter_specs)
 
     @field_validator("webhook_allowed", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from .. import _decisions as decisions
-from .._clock import now_us
+from .._clock import now_us, wait_async
 from .._store import _approvals as approvals
 from .._store import _outbox as outbox
 from .._webhooks import deliver_due
@@ -31,19 +31,17 @@ async def _forever(state: State, what: str, work: Callable[[], int | None]) -> N
     """Run `work` again and again, until cancelled; it returns when its next item is due (µs)."""
     while True:
         changed = topic_event(state, "approvals")
-        delay = MAX_SLEEP
+        started = now_us()
+        until = started + int(MAX_SLEEP * 1e6)
         try:
             due = await run_in_threadpool(work)
-            if due is not None:
-                delay = min(max((due - now_us()) / 1e6, 0.005), MAX_SLEEP)
+            if due is not None:  # an absolute time: a (test's) clock moved meanwhile is not missed
+                until = min(max(due, started + 5_000), until)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the store or a peer is down: try again shortly, never die
             log.warning("%s failed (%s); retrying", what, exc)
-        try:
-            await asyncio.wait_for(changed.wait(), delay)
-        except TimeoutError:
-            pass
+        await wait_async(changed, until, what)
 
 
 async def sweep_forever(state: State) -> None:
