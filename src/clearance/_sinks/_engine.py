@@ -147,6 +147,7 @@ class Sinks:
         positions = source.start(names)
         self._workers = [_Worker(s, source, positions[s.name], self) for s in sinks]
         self._unsubscribe = source.subscribe(self.wake)
+        self._closed = False
         for worker in self._workers:
             worker.thread.start()
             worker.wake()  # deliver what an earlier run committed and did not deliver
@@ -168,8 +169,11 @@ class Sinks:
         """Deliver what is committed (one last attempt each, within `timeout`), then stop.
 
         A sink still busy at the deadline is left to its (daemon) thread; what it has not
-        delivered comes again at the next start.
+        delivered comes again at the next start. Closing again does nothing.
         """
+        if self._closed:
+            return
+        self._closed = True
         self._unsubscribe()
         for worker in self._workers:
             worker.closing.set()

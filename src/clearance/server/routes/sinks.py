@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
 
-from ..._sinks import Sinks
+from ..._sinks import Sinks, SinkStatus
 from ..._store._keys import ApiKey
 from .._auth import require
 
@@ -16,20 +15,8 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 
 
-class SinkOut(BaseModel):
-    """One exporter of this server process (`CLEARANCE_EXPORTERS`)."""
-
-    name: str
-    delivered: int
-    failed: int
-    backlog: int
-    position: int
-    stalled: bool
-    last_error: str | None
-
-
 @router.get("/sinks", summary="Event sinks: delivered, failed, backlog (admin)")
-async def sinks(request: Request, _: Admin) -> list[SinkOut]:
+async def sinks(request: Request, _: Admin) -> list[SinkStatus]:
     """Each exporter's counters since this process started, its backlog, and whether it is stalled.
 
     `delivered` and `failed` count events taken and attempts that raised; `backlog` the events
@@ -38,5 +25,4 @@ async def sinks(request: Request, _: Admin) -> list[SinkOut]:
     running: Sinks | None = request.app.state.sinks
     if running is None:
         return []
-    found = await run_in_threadpool(running.status)
-    return [SinkOut(**vars(s)) for s in found]
+    return await run_in_threadpool(running.status)

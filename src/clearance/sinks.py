@@ -1,0 +1,19 @@
+"""Event sinks: where every committed audit record goes, at least once and off the hot path.
+
+```python
+import clearance
+from clearance.sinks import JsonLinesSink
+
+clearance.configure(exporters=[JsonLinesSink("audit.jsonl")])
+```
+
+A sink is any object with a `name` and `deliver(batch)` (the `Sink` protocol); see
+docs/extending.md.
+"""
+
+from __future__ import annotations
+
+from ._sinks import JsonLinesSink, Record, Sink, SinkStatus
+from ._sinks._process import status
+
+__all__ = ["JsonLinesSink", "Record", "Sink", "SinkStatus", "status"]

@@ -1,0 +1,85 @@
+"""Remote mode's spool as a source: rows stay until shipped and passed by every sink; numbers never reused."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from clearance._remote._spool import Spool
+from clearance._sinks import Sinks
+from clearance._sinks._sources import SpoolSource
+from clearance._store._events import make_event
+
+from .test_sinks import Collecting
+
+
+def _events(n: int, start: int = 0) -> list:  # type: ignore[type-arg]
+    return [make_event("note", start + i, {"agent": "a", "environment": "test"}) for i in range(n)]
+
+
+def test_the_spool_keeps_rows_a_sink_has_not_passed_and_never_reuses_their_numbers(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    sink = Collecting()
+    sink.gate = threading.Event()
+    sinks = Sinks([sink], SpoolSource(spool), linger=0)
+    try:
+        first = _events(3)
+        spool.put(first)
+        assert sink.entered.wait(30)
+        rows = spool.peek()
+        spool.drop(rows[-1][0])  # shipped, but the sink has not passed them
+        assert spool.size() == 0 and sinks.status()[0].backlog == 3
+        sink.gate.set()
+        got = sink.wait_for(3)
+        assert [r.id for r in got] == [e.id for e in first]
+        assert (got[0].kind, got[0].hash) == ("note", None)
+        sinks.close()
+        with sqlite3.connect(spool.path) as conn:  # shipped and delivered: gone
+            assert conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0
+        spool.put(_events(1, 10))
+        assert spool.peek()[0][0] == rows[-1][0] + 1  # the emptied table does not start again at 1
+    finally:
+        sink.gate.set()
+        sinks.close()
+        spool.close()
+
+
+def test_a_sink_no_longer_configured_stops_holding_rows(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    sink = Collecting()
+    sink.gate = threading.Event()
+    sinks = Sinks([sink], SpoolSource(spool), linger=0)
+    spool.put(_events(2))
+    assert sink.entered.wait(30)
+    spool.drop(spool.peek()[-1][0])
+    sink.gate.set()
+    sinks.close()
+    spool.put(_events(2, 5))
+    with sqlite3.connect(spool.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0] >= 2
+    source = SpoolSource(spool)
+    source.start([])  # the next run has no sinks
+    source.close()
+    spool.drop(spool.peek()[-1][0])
+    with sqlite3.connect(spool.path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0
+    spool.close()
+
+
+def test_an_older_spool_is_renumbered_by_autoincrement_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, body TEXT NOT NULL)")
+        conn.execute("INSERT INTO spool VALUES (7, 'evt_a', '{\"id\":\"evt_a\"}')")
+    spool = Spool(path)
+    try:
+        assert spool.peek() == [(7, '{"id":"evt_a"}')] and spool.size() == 1
+    finally:
+        spool.close()
+
+
+def test_the_public_sinks_module_is_pinned() -> None:
+    import clearance.sinks
+
+    assert sorted(clearance.sinks.__all__) == ["JsonLinesSink", "Record", "Sink", "SinkStatus", "status"]
