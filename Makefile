@@ -9,17 +9,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-install: $(BIN)/python dashboard
+install: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[server]'
+	$(MAKE) dashboard
 
-install-dev: $(BIN)/python dashboard browser
+install-dev: $(BIN)/python browser
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(MAKE) dashboard
 
 # The dashboard's front end: npm packages from the registry (package.json, package-lock.json
 # without download URLs), built into src/clearance/server/_static, which the wheel includes.
+# Its API types (src/api.gen.ts) are generated first from the server's OpenAPI document.
 dashboard: src/clearance/server/_static/index.html
-src/clearance/server/_static/index.html: dashboard/package.json dashboard/package-lock.json dashboard/index.html dashboard/vite.config.ts dashboard/tsconfig.json $(shell find dashboard/src -type f)
-	cd dashboard && npm ci --no-audit --no-fund && npm run build
+src/clearance/server/_static/index.html: dashboard/package.json dashboard/package-lock.json dashboard/index.html dashboard/vite.config.ts dashboard/tsconfig.json $(shell find dashboard/src src/clearance/_wire src/clearance/server -name '*.ts*' -o -name '*.py' -o -name '*.css')
+	cd dashboard && npm ci --no-audit --no-fund && PYTHON=$(CURDIR)/$(BIN)/python npm run build
 
 # The browser tests drive Debian's Chromium (never a browser downloaded by Playwright).
 browser:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
+
+from clearance.server import _openapi
 
 from .conftest import IN_CI, REPO
 
@@ -36,3 +40,19 @@ def test_the_built_page_loads_only_its_own_assets() -> None:
         pytest.skip("the dashboard is not built: make dashboard")
     html = index.read_text()
     assert "http://" not in html and "https://" not in html and "<script>" not in html
+
+
+def test_the_generated_api_types_match_the_server(tmp_path: Path) -> None:
+    """`dashboard/src/api.gen.ts` is what `npm run types` makes of the server's OpenAPI document now."""
+    generator = DASHBOARD / "node_modules" / ".bin" / "openapi-typescript"
+    if not generator.exists():  # installed by `make dashboard`, which `make test` runs first
+        if IN_CI:
+            pytest.fail("the dashboard's packages are not installed")
+        pytest.skip("the dashboard's packages are not installed: make dashboard")
+    document = tmp_path / "openapi.json"
+    document.write_text(json.dumps(_openapi.document(), indent=2, ensure_ascii=False) + "\n")
+    subprocess.run([generator, document, "-o", tmp_path / "api.gen.ts"], cwd=DASHBOARD, capture_output=True, check=True)
+    committed = (DASHBOARD / "src" / "api.gen.ts").read_text()
+    fresh = (tmp_path / "api.gen.ts").read_text()
+    drift = "".join(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True), "committed", "generated"))
+    assert not drift, f"dashboard/src/api.gen.ts is stale: run `npm run types` in dashboard/\n{drift}"

@@ -1,38 +1,14 @@
-// The API's shapes, as the dashboard reads them.
+// The API's shapes, as the dashboard reads them: aliases onto the types generated from the
+// server's OpenAPI document (api.gen.ts, `npm run types`), so they cannot drift from the API.
 
-export interface Approval {
-  id: string;
-  call_id: string;
-  status: string;
-  tool: string;
-  agent: string;
-  environment: string;
-  session: string | null;
-  args: Record<string, unknown>;
-  args_hash: string;
-  rule_ids: string[];
-  reason: string;
-  policy_revision: string;
-  approvers: string[];
-  on_timeout: string;
-  created_at_us: number;
-  expires_at_us: number;
-  decided_by: string | null;
-  decided_at_us: number | null;
-  note: string | null;
-  requested_by: string | null;
-  edited_args: Record<string, unknown> | null;
-  quorum: number;
-  escalate_to: string[];
-  escalated_at_us: number | null;
-  votes: { by: string; at_us: number }[];
-  mode: string;
-  claimed_by: string | null;
-  finished_at_us: number | null;
-  result: unknown;
-  error: string | null;
-}
+import type { components } from "./api.gen";
 
+type Schemas = components["schemas"];
+
+export type Approval = Schemas["ApprovalOut"];
+export type Signed = Schemas["Signed"];
+
+// Audit records are open (each kind adds its fields); the API types them as objects.
 export interface AuditEvent {
   seq: number;
   hash: string;
@@ -52,10 +28,4 @@ export interface AuditEvent {
   policy_revision?: string;
   error?: string;
   [field: string]: unknown;
-}
-
-export interface Signed {
-  username: string;
-  roles: string[];
-  csrf_token: string;
 }

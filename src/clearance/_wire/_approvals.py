@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from ._base import Sent
 from ._statuses import ApprovalMode, ApprovalStatus, DeliveryStatus, OnTimeout
 
 
-class VoteOut(BaseModel):
+class VoteOut(Sent):
     """One approver's vote toward a quorum."""
 
     by: str
@@ -17,7 +18,7 @@ class VoteOut(BaseModel):
     note: str | None = None
 
 
-class ApprovalOut(BaseModel):
+class ApprovalOut(Sent):
     """An approval as the API shows it (arguments redacted as recorded)."""
 
     id: str
@@ -60,7 +61,7 @@ class ApprovalOut(BaseModel):
     )
 
 
-class AttemptOut(BaseModel):
+class AttemptOut(Sent):
     """One delivery attempt."""
 
     at_us: int
@@ -69,7 +70,7 @@ class AttemptOut(BaseModel):
     duration_ms: float
 
 
-class DeliveryOut(BaseModel):
+class DeliveryOut(Sent):
     """A webhook of an approval and how its delivery went."""
 
     id: str

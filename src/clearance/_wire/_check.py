@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from ..policy import Effect
+from ._base import Sent
 
 
-class CheckResponse(BaseModel):
+class CheckResponse(Sent):
     """What policy decided; the decision is recorded before this is sent."""
 
     decision: Effect
