@@ -18,6 +18,7 @@ from ..._store import Database
 from ..._store import _approvals as approvals
 from ..._store import _events as events
 from ..._store._keys import ApiKey
+from ..._wire import ApprovalStatus
 from ...errors import ApprovalNotFound
 from .._auth import current_key, database, require
 from .._errors import APIError
@@ -30,7 +31,13 @@ Agent = Annotated[ApiKey, Depends(require("agent"))]
 Caller = Annotated[ApiKey, Depends(current_key)]
 _DECISIONS = {"allow": "allow", "require_approval": "requires_approval", "block": "block"}
 _STATUS = {"allow": "approved", "require_approval": "pending", "block": "denied"}
-_APPROVAL_STATUS = {"pending": "pending", "approved": "approved", "executed": "approved", "failed": "approved"}
+# Arden knows pending, approved and denied: a call that ran was approved, anything else denied.
+_APPROVAL_STATUS = {
+    ApprovalStatus.PENDING: "pending",
+    ApprovalStatus.APPROVED: "approved",
+    ApprovalStatus.EXECUTED: "approved",
+    ApprovalStatus.FAILED: "approved",
+}
 
 
 class ArdenCheck(BaseModel):

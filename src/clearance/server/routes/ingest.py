@@ -18,6 +18,7 @@ from ..._store import _events as events
 from ..._store._events import Event
 from ..._store._keys import ApiKey
 from ..._text import Text, escaped
+from ..._wire import ApprovalStatus
 from .. import _longpoll as longpoll
 from .._auth import database, require
 from .._errors import INT64_MAX, APIError
@@ -225,8 +226,8 @@ def finish_approvals(db: Database, cur: Any, fresh: list[dict[str, Any]]) -> lis
     for body in fresh:
         if body["kind"] != "tool_call.finished" or not body.get("approval_id"):
             continue
-        status = "failed" if body.get("decision") == "error" else "executed"
-        result = canonical_json(body.get("result")) if status == "executed" else None
+        status = ApprovalStatus.FAILED if body.get("decision") == "error" else ApprovalStatus.EXECUTED
+        result = canonical_json(body.get("result")) if status is ApprovalStatus.EXECUTED else None
         approval_id = body["approval_id"]
         if approvals.finish(
             db,
