@@ -33,6 +33,10 @@ class Clock(Protocol):
         """Nanoseconds since the epoch."""
         ...
 
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start, never going back (for intervals, not dates)."""
+        ...
+
     def on_advance(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` (from the mover's thread) whenever the clock moves; returns the undo."""
         ...
@@ -56,6 +60,7 @@ class SystemClock:
     manual = False
 
     now_ns = staticmethod(time.time_ns)
+    monotonic = staticmethod(time.monotonic)
 
     def on_advance(self, listener: Callable[[], None]) -> Callable[[], None]:
         """The system clock flows instead of jumping: nobody is ever called."""
@@ -94,6 +99,10 @@ class ManualClock:
     def now_ns(self) -> int:
         """Nanoseconds since the epoch, as last set."""
         return self._ns
+
+    def monotonic(self) -> float:
+        """Seconds since the epoch, as last set (it only moves forward)."""
+        return self._ns / 1e9
 
     def advance(self, seconds: float) -> None:
         """Move forward by `seconds` and wake every waiter to re-check its deadline."""
@@ -184,11 +193,17 @@ async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
 
 _current: Clock = SystemClock()
 _now_ns: Callable[[], int] = time.time_ns
+_monotonic: Callable[[], float] = time.monotonic
 
 
 def now_us() -> int:
     """Time in microseconds since the epoch, on the current clock."""
     return _now_ns() // 1000
+
+
+def monotonic() -> float:
+    """Seconds on the current clock's monotonic scale: for intervals (timeouts, TTLs), not dates."""
+    return _monotonic()
 
 
 def current() -> Clock:
@@ -211,10 +226,10 @@ C = TypeVar("C", bound=Clock)
 @contextlib.contextmanager
 def using(clock: C) -> Iterator[C]:
     """Make `clock` the current clock for the duration, then restore the one before."""
-    global _current, _now_ns
-    before = _current, _now_ns
-    _current, _now_ns = clock, clock.now_ns
+    global _current, _now_ns, _monotonic
+    before = _current, _now_ns, _monotonic
+    _current, _now_ns, _monotonic = clock, clock.now_ns, clock.monotonic
     try:
         yield clock
     finally:
-        _current, _now_ns = before
+        _current, _now_ns, _monotonic = before

@@ -13,6 +13,7 @@ import pytest
 
 import clearance
 from clearance import ApprovalAlreadyDecided, ApprovalDenied, ApprovalError, ApprovalTimeout, _decisions
+from clearance._clock import ManualClock
 from clearance._guard._governor import Governor
 from clearance._store import EventFilter
 from clearance._store import _approvals as approvals
@@ -33,6 +34,9 @@ tools:
 """
 
 
+ALICE = _decisions.Decider("alice", trusted=True)
+
+
 def refund_tool(on_pending: Callable[[clearance.PendingApproval], None] | None = None) -> Callable[..., str]:
     ran: list[float] = []
 
@@ -45,9 +49,19 @@ def refund_tool(on_pending: Callable[[clearance.PendingApproval], None] | None =
     return governed
 
 
-def in_background(fn: Callable[[], Any], delay: float = 0.2) -> Callable[[clearance.PendingApproval], None]:
+def once_waiting(clock: ManualClock, fn: Callable[[], Any]) -> Callable[[clearance.PendingApproval], None]:
+    """An `on_pending` that runs `fn` on another thread as soon as the call is asleep, waiting for a decision."""
+
+    def run() -> None:
+        clock.wait_parked("approval")
+        try:
+            fn()
+        except BaseException:
+            clock.advance(10**6)  # end the wait (it times out) instead of leaving the test hanging
+            raise
+
     def start(_: clearance.PendingApproval) -> None:
-        threading.Timer(delay, fn).start()
+        threading.Thread(target=run).start()
 
     return start
 
@@ -98,21 +112,19 @@ def test_denied_with_a_note_raises_and_never_runs(configure: Callable[..., Gover
     assert approvals.listing(gov.db, status="denied")[0].decided_by == "bob"
 
 
-def test_timeout_denies_and_is_recorded(configure: Callable[..., Governor]) -> None:
+def test_timeout_denies_and_is_recorded(clock: ManualClock, configure: Callable[..., Governor]) -> None:
     gov = configure(SHORT % ("1s", "deny"))
-    tool = refund_tool()
-    started = time.monotonic()
+    tool = refund_tool(once_waiting(clock, lambda: clock.advance(1)))  # it waits until the clock says 1 s passed
     with pytest.raises(ApprovalTimeout):
         tool("A1", 900)
-    assert 0.9 < time.monotonic() - started < 3
     assert tool.ran == []  # type: ignore[attr-defined]
     [expired] = [e.body for e in query(gov.db, EventFilter(kind="approval.expired"))]
     assert expired["decision"] == "expired" and expired["by"] == "system"
 
 
-def test_timeout_can_allow(configure: Callable[..., Governor]) -> None:
+def test_timeout_can_allow(clock: ManualClock, configure: Callable[..., Governor]) -> None:
     gov = configure(SHORT % ("1s", "allow"))
-    tool = refund_tool()
+    tool = refund_tool(once_waiting(clock, lambda: clock.advance(1)))
     assert tool("A1", 900) == "refunded 900"
     [expired] = [e.body for e in query(gov.db, EventFilter(kind="approval.expired"))]
     assert expired["decision"] == "allowed_on_timeout"
@@ -177,66 +189,50 @@ def test_two_processes_deciding_at_once_get_one_decision(configure: Callable[...
 
 
 def test_waiter_is_woken_by_push_not_polling(
-    configure: Callable[..., Governor], monkeypatch: pytest.MonkeyPatch
+    clock: ManualClock, configure: Callable[..., Governor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gov = configure(SHORT % ("10m", "deny"))
-    reads = []
+    reads: list[str] = []
     real = approvals.get
 
     def counting_get(db: Any, approval_id: str) -> Any:
-        reads.append(time.monotonic())
+        reads.append(approval_id)
         return real(db, approval_id)
 
     monkeypatch.setattr(approvals, "get", counting_get)
-    woke: dict[str, float] = {}
+    before: list[int] = []
 
-    def approve_later(p: clearance.PendingApproval) -> None:
-        def go() -> None:
-            woke["decided"] = time.monotonic()
-            _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice", trusted=True))
+    def approve() -> None:
+        before.append(len(reads))
+        _decisions.decide(gov.db, approvals.listing(gov.db)[0].id, approve=True, by=ALICE)
 
-        threading.Timer(1.5, go).start()
-
-    tool = refund_tool(approve_later)
-    assert tool("A1", 900) == "refunded 900"
-    # One read before waiting, one after the wake-up; none in between (the fallback re-check
-    # is every 5 s), so waiting 1.5 s cost two reads of the store.
-    assert len([r for r in reads if r < woke["decided"]]) == 1
+    # The clock stands still, so no timeout or re-check can end the wait: only the decision's push.
+    assert refund_tool(once_waiting(clock, approve))("A1", 900) == "refunded 900"
+    assert before == [1]  # one read of the store before it slept, none while it waited
 
 
-def test_async_waiting_does_not_block_the_event_loop(configure: Callable[..., Governor]) -> None:
+def test_async_waiting_does_not_block_the_event_loop(clock: ManualClock, configure: Callable[..., Governor]) -> None:
     gov = configure(SHORT % ("10m", "deny"))
+    seen: dict[str, Any] = {}
 
-    @clearance.guard(
-        on_pending=in_background(
-            lambda: _decisions.decide(
-                gov.db, approvals.listing(gov.db)[0].id, approve=True, by=_decisions.Decider("alice", trusted=True)
-            ),
-            delay=0.5,
-        )
-    )
+    def approve() -> None:
+        try:  # while the call waits, the loop still runs other work
+            seen["loop"] = asyncio.run_coroutine_threadsafe(asyncio.sleep(0, "ran"), seen["running"]).result(10)
+        finally:
+            _decisions.decide(gov.db, approvals.listing(gov.db)[0].id, approve=True, by=ALICE)
+
+    @clearance.guard(on_pending=once_waiting(clock, approve))
     async def issue_refund(order_id: str, amount: float) -> str:
         return "refunded"
 
-    async def main() -> tuple[str, int]:
-        ticks = 0
+    async def main() -> str:
+        seen["running"] = asyncio.get_running_loop()
+        return await issue_refund("A1", 900)
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        result = await issue_refund("A1", 900)
-        task.cancel()
-        return result, ticks
-
-    result, ticks = asyncio.run(main())
-    assert result == "refunded" and ticks > 20
+    assert asyncio.run(main()) == "refunded" and seen["loop"] == "ran"
 
 
-def test_a_waiter_that_stops_cancels_its_approval(configure: Callable[..., Governor]) -> None:
+def test_a_waiter_that_stops_cancels_its_approval(clock: ManualClock, configure: Callable[..., Governor]) -> None:
     gov = configure(SHORT % ("10m", "deny"))
 
     @clearance.guard
@@ -245,7 +241,7 @@ def test_a_waiter_that_stops_cancels_its_approval(configure: Callable[..., Gover
 
     async def main() -> None:
         task = asyncio.create_task(issue_refund("A1", 900))
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(clock.wait_parked, "approval")  # cancelled while it waits for a decision
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -271,12 +267,12 @@ def test_approval_holding_other_arguments_is_refused(configure: Callable[..., Go
     assert tool.ran == []  # type: ignore[attr-defined]
 
 
-def test_an_expired_approval_cannot_be_approved(configure: Callable[..., Governor]) -> None:
+def test_an_expired_approval_cannot_be_approved(clock: ManualClock, configure: Callable[..., Governor]) -> None:
     gov = configure(SHORT % ("1s", "deny"))
     errors: list[BaseException] = []
 
     def approve_too_late(p: clearance.PendingApproval) -> None:
-        time.sleep(1.1)
+        clock.advance(1.1)
         try:
             _decisions.decide(gov.db, p.approval_id, approve=True, by=_decisions.Decider("alice", trusted=True))
         except ApprovalAlreadyDecided as exc:

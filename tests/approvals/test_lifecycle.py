@@ -20,6 +20,7 @@ from clearance import (
     ApprovalTimeout,
     _decisions,
 )
+from clearance._clock import ManualClock
 from clearance._decisions import Decider
 from clearance._guard._governor import Governor
 from clearance._store import EventFilter
@@ -229,7 +230,7 @@ def test_approver_groups_requester_and_agent_are_enforced(configure: Callable[..
     assert len(ran) == 1
 
 
-def test_a_quorum_needs_that_many_different_approvers(configure: Callable[..., Governor]) -> None:
+def test_a_quorum_needs_that_many_different_approvers(clock: ManualClock, configure: Callable[..., Governor]) -> None:
     gov = setup(configure, extra="quorum: 2")
     ran: list[Any] = []
     issue_refund = refund(ran)
@@ -241,8 +242,9 @@ def test_a_quorum_needs_that_many_different_approvers(configure: Callable[..., G
         _decisions.decide(gov.db, a.id, approve=True, by=LEAD)
     with pytest.raises(ApprovalEditRejected, match="edits need one approver"):
         _decisions.decide(gov.db, a.id, approve=True, by=OTHER, args={"amount": 100})
-    time.sleep(0.2)
-    assert ran == [] and thread.is_alive()  # one vote does not run it
+    clock.advance(0)  # wake the agent: it reads the approval again…
+    clock.wait_parked("approval")  # …and goes back to waiting: one vote does not run it
+    assert ran == [] and thread.is_alive()
     second = _decisions.decide(gov.db, a.id, approve=True, by=OTHER)
     thread.join(10)
     assert second.status == "approved" and second.decided_by == "user:omar" and out["result"] == "refunded 900"
@@ -260,7 +262,7 @@ def test_one_denial_denies_a_quorum(configure: Callable[..., Governor]) -> None:
     assert isinstance(out["error"], clearance.ApprovalDenied)
 
 
-def test_a_timeout_escalates_then_denies(configure: Callable[..., Governor]) -> None:
+def test_a_timeout_escalates_then_denies(clock: ManualClock, configure: Callable[..., Governor]) -> None:
     gov = setup(
         configure,
         timeout="1s",
@@ -270,24 +272,27 @@ def test_a_timeout_escalates_then_denies(configure: Callable[..., Governor]) -> 
     issue_refund = refund([])
     thread, out = run_in_thread(lambda: issue_refund("F-1", 900))
     a = pending(gov)
-    time.sleep(1.2)
-    _decisions.sweep(gov.db)  # the waiting agent may have escalated it already: either way, once
+    clock.wait_parked("approval")
+    clock.advance(1.2)
+    clock.wait_parked("approval")  # the agent saw its time was up, escalated it, and waits again
+    _decisions.sweep(gov.db)  # escalated once, whoever looks
     now = approvals.get(gov.db, a.id)
     assert now.status == "pending" and now.deciders == ("role:finance",) and now.expires_at_us > a.expires_at_us
     with pytest.raises(ApprovalForbidden, match="only role:finance"):
         _decisions.decide(gov.db, a.id, approve=True, by=LEAD)
+    clock.advance(1.1)
     thread.join(10)  # nobody in finance decided: denied at the second expiry
     assert isinstance(out["error"], ApprovalTimeout)
     assert kinds(gov, a.call_id)[2:] == ["approval.escalated", "approval.refused", "approval.expired"]
 
 
-def test_escalated_approvers_can_decide(configure: Callable[..., Governor]) -> None:
+def test_escalated_approvers_can_decide(clock: ManualClock, configure: Callable[..., Governor]) -> None:
     gov = setup(configure, timeout="1s", extra="on_timeout: escalate, escalate_to: [user:fin]")
     ran: list[Any] = []
     issue_refund = refund(ran)
     thread, _ = run_in_thread(lambda: issue_refund("F-2", 900))
     a = pending(gov)
-    time.sleep(1.1)
+    clock.advance(1.1)
     _decisions.sweep(gov.db)
     _decisions.decide(gov.db, a.id, approve=True, by=Decider("user:fin", frozenset({"approver"})))
     thread.join(10)

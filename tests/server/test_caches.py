@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
+from clearance._clock import ManualClock
 from clearance.server._caches import TTLCache
 
 
@@ -16,10 +16,9 @@ def test_a_crowd_of_misses_loads_once() -> None:
     def load() -> int:
         nonlocal loads
         loads += 1
-        time.sleep(0.05)
         return 42
 
-    async def main() -> list[int]:
+    async def main() -> list[int]:  # all 50 miss before the load can even start on its thread
         return await asyncio.gather(*(cache.aget("k", load) for _ in range(50)))
 
     assert asyncio.run(main()) == [42] * 50
@@ -27,12 +26,13 @@ def test_a_crowd_of_misses_loads_once() -> None:
     assert cache.peek("k") == (True, 42)
 
 
-def test_entries_expire() -> None:
+def test_entries_expire(clock: ManualClock) -> None:
     cache: TTLCache[str, int] = TTLCache(ttl=0.05)
     values = iter(range(10))
     assert asyncio.run(cache.aget("k", lambda: next(values))) == 0
+    clock.advance(0.04)
     assert asyncio.run(cache.aget("k", lambda: next(values))) == 0
-    time.sleep(0.06)
+    clock.advance(0.02)
     assert cache.peek("k") == (False, None)
     assert asyncio.run(cache.aget("k", lambda: next(values))) == 1
 
@@ -62,7 +62,6 @@ def test_a_failed_load_reaches_every_waiter_and_is_not_kept() -> None:
     cache: TTLCache[str, int] = TTLCache()
 
     def load() -> int:
-        time.sleep(0.02)
         raise RuntimeError("store down")
 
     async def main() -> list[BaseException | int]:

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from clearance._clock import ManualClock
 from clearance._store import Database
 from clearance._store._events import EventFilter, query, verify
 
@@ -102,7 +102,9 @@ def test_agent_and_approver_keys_cannot_change_policy(client: TestClient, make_k
         assert client.get("/v1/policies", headers=key).status_code == 403
 
 
-def test_long_poll_returns_as_soon_as_a_revision_is_activated(client: TestClient, make_key: Any) -> None:
+def test_long_poll_returns_as_soon_as_a_revision_is_activated(
+    clock: ManualClock, client: TestClient, make_key: Any
+) -> None:
     admin = {"X-API-Key": make_key("admin", agent=None)}
     agent = {"X-API-Key": make_key("agent", agent="refunds")}
     ids = [client.post("/v1/policies", headers=admin, json={"text": t}).json()["id"] for t in (V1, V2)]
@@ -110,26 +112,33 @@ def test_long_poll_returns_as_soon_as_a_revision_is_activated(client: TestClient
     result: dict[str, Any] = {}
 
     def poll() -> None:
-        started = time.monotonic()
         r = client.get("/v1/policy/snapshot?wait=20", headers={**agent, "If-None-Match": f'"{ids[0]}"'})
-        result.update(status=r.status_code, revision=r.json()["revision"], took=time.monotonic() - started)
+        result.update(status=r.status_code, revision=r.json()["revision"])
 
     thread = threading.Thread(target=poll)
     thread.start()
-    time.sleep(0.3)
+    clock.wait_parked("long poll policy")  # held; the clock stands still, so no re-check or timeout answers it
     client.post(f"/v1/policies/{ids[1]}/activate", headers=admin, json={})
     thread.join(20)
-    assert result["status"] == 200 and result["revision"] == ids[1]
-    assert result["took"] < 10  # returned on the change, long before its 20 s wait ended
+    assert result["status"] == 200 and result["revision"] == ids[1]  # the activation's push did
 
 
-def test_long_poll_times_out_with_304(client: TestClient, make_key: Any) -> None:
+def test_long_poll_times_out_with_304(clock: ManualClock, client: TestClient, make_key: Any) -> None:
     admin = {"X-API-Key": make_key("admin", agent=None)}
     agent = {"X-API-Key": make_key("agent", agent="refunds")}
     rev = client.post("/v1/policies", headers=admin, json={"text": V1}).json()["id"]
     client.post(f"/v1/policies/{rev}/activate", headers=admin, json={})
-    r = client.get("/v1/policy/snapshot?wait=0.5", headers={**agent, "If-None-Match": f'"{rev}"'})
-    assert r.status_code == 304
+    result: dict[str, Any] = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            r=client.get("/v1/policy/snapshot?wait=30", headers={**agent, "If-None-Match": f'"{rev}"'})
+        )
+    )
+    thread.start()
+    clock.wait_parked("long poll policy")
+    clock.advance(30)
+    thread.join(20)
+    assert result["r"].status_code == 304
     assert client.get("/v1/policy/snapshot?wait=61", headers=agent).status_code == 422
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import threading
-import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
+
+from .._clock import monotonic
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -36,7 +37,7 @@ class TTLCache(Generic[K, V]):
         """`(True, value)` for a live entry, else `(False, None)`; never loads."""
         with self._lock:
             hit = self._items.get(key)
-        if hit is not None and hit[0] > time.monotonic():
+        if hit is not None and hit[0] > monotonic():
             return True, hit[1]
         return False, None
 
@@ -81,7 +82,7 @@ class TTLCache(Generic[K, V]):
                 return  # cleared while loading: what was loaded may already be stale
             if len(self._items) >= _MAX:
                 self._items.clear()
-            self._items[key] = (time.monotonic() + self.ttl, value)
+            self._items[key] = (monotonic() + self.ttl, value)
 
     def clear(self) -> None:
         """Forget everything, including what is being loaded right now."""
