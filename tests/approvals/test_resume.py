@@ -180,7 +180,8 @@ def test_resume_refuses_what_may_not_run_and_changes_nothing(
     _decisions.decide(gov.db, pending.approval_id, approve=False, by=LEAD, note="fraud")
     with pytest.raises(ApprovalDenied, match="fraud"):
         clearance.resume(pending.approval_id)
-    time.sleep(0.3)  # the background waiter hands the denial to on_denial, once
+    for waiter in [t for t in threading.enumerate() if t.name == f"clearance-approval-{pending.approval_id}"]:
+        waiter.join(10)  # the background waiter hands the denial to on_denial, once, and ends
     assert ledger(app) == [] and ledger(app, ".callbacks") == ["denial ApprovalDenied: fraud"]
 
 

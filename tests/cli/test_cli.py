@@ -8,7 +8,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import clearance
+from clearance._clock import ManualClock
 from clearance._guard._governor import Governor
 from clearance.cli import main
 
@@ -125,12 +125,14 @@ def test_decider_defaults_to_clearance_user(
     assert code == 0 and "by carol" in out
 
 
-def test_expired_approvals_are_swept_by_list(configure: Callable[..., Governor], db_path: Path) -> None:
+def test_expired_approvals_are_swept_by_list(
+    clock: ManualClock, configure: Callable[..., Governor], db_path: Path
+) -> None:
     gov = configure(REFUND_POLICY.replace("approval: {timeout: 30m}", "approval: {timeout: 1s}"))
     ticket = gov.begin("issue_refund", {"order_id": "A", "amount": 900}, "s1")
     assert ticket.waiter
     ticket.waiter.close()
-    time.sleep(1.1)
+    clock.advance(1.1)
     code, out, _ = cli("approvals", "list", "--database", str(db_path))
     assert code == 0 and out.strip() == "no pending approvals"
     code, _, err = cli("approve", ticket.approval_id or "", "--by", "a", "--database", str(db_path))
