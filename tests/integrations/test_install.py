@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,8 @@ clearance.configure()
 print(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS}))
 import agents  # imports mcp too: both are governed
 print(sorted(integrations._installed))
-print(getattr(agents.Agent.get_all_tools, "__clearance_governed__", False))
+from clearance.integrations._patching import governed
+print(governed(agents.Agent, "get_all_tools"))
 """
     assert _run(code, tmp_path).splitlines() == ["[]", "['agents', 'mcp']", "True"]
 
@@ -104,8 +107,25 @@ def test_a_framework_version_outside_the_tested_range_fails_loudly() -> None:
         def run(self) -> str:
             return "ran"
 
-    def make(original: Any) -> Any:
-        return lambda self: "governed " + original(self)
+        @classmethod
+        def make(cls, name: str) -> str:
+            return f"{cls.__name__} {name}"
 
-    assert wrap_method(Framework, "run", make) and not wrap_method(Framework, "run", make)  # wrapped once only
-    assert Framework().run() == "governed ran"
+        async def arun(self) -> str:
+            return "ran"
+
+    class Subclass(Framework):
+        pass
+
+    def govern(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return "governed " + wrapped(*args, **kwargs)
+
+    async def agovern(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return "governed " + await wrapped(*args, **kwargs)
+
+    assert wrap_method(Framework, "run", govern) and not wrap_method(Framework, "run", govern)  # wrapped once only
+    assert not wrap_method(Subclass, "run", govern)  # nor again through a subclass
+    assert wrap_method(Framework, "make", govern) and wrap_method(Framework, "arun", agovern)
+    assert Framework().run() == "governed ran" and Subclass().run() == "governed ran"
+    assert Subclass.make("x") == "governed Subclass x" and Framework().make("y") == "governed Framework y"
+    assert inspect.iscoroutinefunction(Framework().arun) and asyncio.run(Framework().arun()) == "governed ran"

@@ -1,25 +1,42 @@
-"""Wrapping a framework's method where it has no hook to use: once, after a version check."""
+"""Wrapping a framework's method where it has no hook to use: with wrapt, once, after a version check.
+
+wrapt's `FunctionWrapper` binds like the function it replaces (methods, class methods, async
+methods, `__init__`), so a wrapper sees `(wrapped, instance, args, kwargs)` and calls
+`wrapped(*args, **kwargs)` without handling `self`.
+"""
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any
 
+import wrapt
+
 from ..errors import ConfigurationError
 
 MARK = "__clearance_governed__"  # set on everything Clearance wrapped, so nothing is wrapped twice
+Wrapper = Callable[[Any, Any, tuple[Any, ...], dict[str, Any]], Any]  # (wrapped, instance, args, kwargs)
 
 
-def wrap_method(cls: type, name: str, make: Callable[[Any], Any]) -> bool:
-    """Replace `cls.name` by `make(original)`; False (and nothing done) when it is wrapped already."""
-    original = getattr(cls, name)
-    if getattr(original, MARK, False):
+def wrap_method(cls: type, name: str, wrapper: Wrapper) -> bool:
+    """Wrap `cls.name` with `wrapper`; False (and nothing done) when Clearance wrapped it already."""
+    if governed(cls, name):
         return False
-    replacement = make(original)
-    setattr(replacement, MARK, True)
-    setattr(cls, name, replacement)
+    setattr(wrapper, MARK, True)
+    wrapt.wrap_function_wrapper(cls, name, wrapper)
     return True
+
+
+def governed(cls: type, name: str) -> bool:
+    """Whether Clearance wrapped `cls.name` (here or on a base class), under anyone else's wrappers too."""
+    found = inspect.getattr_static(cls, name)
+    while isinstance(found, wrapt.FunctionWrapper):
+        if getattr(found._self_wrapper, MARK, False):
+            return True
+        found = found.__wrapped__
+    return False
 
 
 def check_version(dist: str, version: str, *, minimum: tuple[int, int], below: tuple[int, int]) -> None:

@@ -184,13 +184,11 @@ async def resume(runner: Runner, *, user_id: str, session_id: str) -> list[Any]:
     return [event async for event in runner.run_async(user_id=user_id, session_id=session_id, new_message=message)]
 
 
-def _with_plugin(original: Any) -> Any:
-    def __init__(self: Runner, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if self.plugin_manager.get_plugin("clearance") is None:  # one given explicitly wins
-            self.plugin_manager.register_plugin(ClearancePlugin())
-
-    return __init__
+def _with_plugin(wrapped: Any, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """`Runner.__init__`, then the Clearance plugin unless one was given."""
+    wrapped(*args, **kwargs)
+    if runner.plugin_manager.get_plugin("clearance") is None:  # one given explicitly wins
+        runner.plugin_manager.register_plugin(ClearancePlugin())
 
 
 def install() -> None:

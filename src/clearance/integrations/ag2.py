@@ -89,14 +89,12 @@ class ClearanceMiddleware(BaseMiddleware):
         return response
 
 
-def _with_middleware(original: Any) -> Any:
-    def __init__(self: Agent[Any], *args: Any, middleware: Any = (), **kwargs: Any) -> None:
-        chain = list(middleware)
-        if ClearanceMiddleware not in chain:  # one given explicitly stands: never two
-            chain.append(ClearanceMiddleware)
-        original(self, *args, middleware=chain, **kwargs)
-
-    return __init__
+def _with_middleware(wrapped: Any, agent: Agent[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """`Agent.__init__` with the Clearance middleware added to the chain."""
+    chain = list(kwargs.pop("middleware", ()))
+    if ClearanceMiddleware not in chain:  # one given explicitly stands: never two
+        chain.append(ClearanceMiddleware)
+    wrapped(*args, middleware=chain, **kwargs)
 
 
 def install() -> None:

@@ -267,15 +267,13 @@ def _started(span: Span[Any]) -> float | None:
     return time.perf_counter() - ago.total_seconds()
 
 
-def _governing_tools(original: Any) -> Any:
-    async def get_all_tools(self: Agent[Any], run_context: RunContextWrapper[Any]) -> list[Any]:
-        tools: list[Any] = await original(self, run_context)
-        for tool in tools:
-            if isinstance(tool, FunctionTool):
-                govern_tool(tool)
-        return tools
-
-    return get_all_tools
+async def _governing_tools(wrapped: Any, agent: Agent[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """`Agent.get_all_tools`, each function tool governed in place."""
+    tools: list[Any] = await wrapped(*args, **kwargs)
+    for tool in tools:
+        if isinstance(tool, FunctionTool):
+            govern_tool(tool)
+    return tools
 
 
 def install() -> None:

@@ -14,7 +14,6 @@ Needs `pip install "clearance[llamaindex]"`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 try:
@@ -36,8 +35,6 @@ from ..errors import ApprovalError, ToolCallBlocked
 from ._common import begin, refusal_text
 from ._patching import check_version, wrap_method
 
-CallTool = Callable[[Any, Any, Any, dict[str, Any]], Awaitable[ToolOutput]]
-
 
 class _Recording(Recording):
     """An error `ToolOutput` counts as a failed call."""
@@ -48,23 +45,25 @@ class _Recording(Recording):
         return None, getattr(result, "content", None)
 
 
-def _governed(original: CallTool) -> CallTool:
-    async def _call_tool(self: Any, ctx: Any, tool: Any, tool_input: dict[str, Any]) -> ToolOutput:
-        name = tool.metadata.get_name()
-        args = to_plain(dict(tool_input))
-        assert isinstance(args, dict)
-        try:
-            governor, ticket = begin(name, args)
-            approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
-        except (ToolCallBlocked, ApprovalError) as exc:
-            text = refusal_text(exc)
-            return ToolOutput(content=text, tool_name=name, raw_input=tool_input, raw_output=text, is_error=True)
-        run_input = approved.args if approved is not None and approved.args is not None else tool_input
-        with _Recording(governor, ticket, approved) as recording:
-            output: ToolOutput = recording.done(await original(self, ctx, tool, run_input))
-            return output
+async def _governed(wrapped: Any, agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolOutput:
+    """An agent workflow's `_call_tool`, governed."""
+    return await _call_tool(wrapped, *args, **kwargs)
 
-    return _call_tool
+
+async def _call_tool(original: Any, ctx: Any, tool: Any, tool_input: dict[str, Any]) -> ToolOutput:
+    name = tool.metadata.get_name()
+    args = to_plain(dict(tool_input))
+    assert isinstance(args, dict)
+    try:
+        governor, ticket = begin(name, args)
+        approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
+    except (ToolCallBlocked, ApprovalError) as exc:
+        text = refusal_text(exc)
+        return ToolOutput(content=text, tool_name=name, raw_input=tool_input, raw_output=text, is_error=True)
+    run_input = approved.args if approved is not None and approved.args is not None else tool_input
+    with _Recording(governor, ticket, approved) as recording:
+        output: ToolOutput = recording.done(await original(ctx, tool, run_input))
+        return output
 
 
 class UsageHandler(BaseEventHandler):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError('the MCP integration needs its extra: pip install "clearance[mcp]"') from exc
 
 from .._canonical import args_hash
+from .._clock import now_us
 from .._guard import _runtime
 from .._guard._governor import Approved, Ticket
 from .._guard._recording import RUNNING, Recording
@@ -90,15 +90,15 @@ async def _send(
         return recording.done(await send(run_args))
 
 
-def _governing_calls(original: Any) -> Any:
-    async def call_tool(
-        self: ClientSession, name: str, arguments: dict[str, Any] | None = None, *a: Any, **kw: Any
-    ) -> Any:
-        if RUNNING.get() == name:  # governed already, by the layer running this tool
-            return await original(self, name, arguments, *a, **kw)
-        return await governed_call(name, arguments, lambda args: original(self, name, args, *a, **kw))
+async def _governing_calls(wrapped: Any, session: ClientSession, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`ClientSession.call_tool`, governed."""
+    return await _call_tool(wrapped, *args, **kwargs)
 
-    return call_tool
+
+async def _call_tool(original: Any, name: str, arguments: dict[str, Any] | None = None, *a: Any, **kw: Any) -> Any:
+    if RUNNING.get() == name:  # governed already, by the layer running this tool
+        return await original(name, arguments, *a, **kw)
+    return await governed_call(name, arguments, lambda args: original(name, args, *a, **kw))
 
 
 def install() -> None:
@@ -224,13 +224,13 @@ class Proxy:
         asking for a second approval. Woken by push when the decision arrives here.
         """
         assert ticket.approval_id is not None
-        deadline = time.monotonic() + self.approval_wait
+        deadline = now_us() + int(self.approval_wait * 1e6)  # on the clock the approval's expiry is on
         try:
             while True:
                 try:
                     decided, approved, _ = governor.approved_call(ticket.approval_id)
                 except ApprovalPending:
-                    left = deadline - time.monotonic()
+                    left = (deadline - now_us()) / 1e6
                     if left <= 0:
                         self.pending[(tool, ticket.args_hash)] = ticket
                         return None
