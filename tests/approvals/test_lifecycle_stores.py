@@ -12,6 +12,7 @@ from clearance._decisions import Decider
 from clearance._guard._record import record_call
 from clearance._store import Database
 from clearance._store import _approvals as approvals
+from clearance._store import _channels as channels
 from clearance._store import _outbox as outbox
 from clearance._store import _policies as policies
 from clearance._store._events import verify
@@ -109,17 +110,31 @@ def test_escalation_and_the_outbox(db: Database) -> None:
     ]
 
 
-def test_slack_state(db: Database) -> None:
+def test_channel_messages(db: Database) -> None:
     approval_id = ask(db, 150)
-    [due] = approvals.slack_due(db, now_us=10**16, stale_us=60_000_000)
-    assert due.id == approval_id
-    assert approvals.slack_claim(db, approval_id, now_us=10**16, stale_us=60_000_000)
-    assert not approvals.slack_claim(db, approval_id, now_us=10**16 + 1, stale_us=60_000_000)
-    approvals.slack_drawn(db, approval_id, drawn=approvals.slack_state(due), channel="C1", ts="1.2")
-    assert approvals.slack_due(db, now_us=10**16, stale_us=60_000_000) == []
+    at, lapse = 10**16, 60_000_000
+    [(due, none)] = channels.due(db, "slack", now_us=at, stale_us=lapse)
+    assert due.id == approval_id and none.ref is None
+    assert channels.claim(db, approval_id, "slack", now_us=at, stale_us=lapse)
+    assert not channels.claim(db, approval_id, "slack", now_us=at + 1, stale_us=lapse)  # one poster
+    assert channels.due(db, "slack", now_us=at, stale_us=lapse) == []  # claimed
+    assert [a.id for a, _ in channels.due(db, "email", now_us=at, stale_us=lapse)] == [approval_id]  # per channel
+    channels.failed(db, approval_id, "slack", "down", now_us=at)  # the claim is let go
+    assert channels.claim(db, approval_id, "slack", now_us=at + 2, stale_us=lapse)
+
+    def shows(a: approvals.Approval) -> str:
+        return str(a.status)
+
+    channels.drawn(db, approval_id, "slack", state="pending", shows=shows, ref={"channel": "C1", "ts": "1.2"})
+    assert channels.due(db, "slack", now_us=at, stale_us=lapse) == []
     _decisions.decide(db, approval_id, approve=False, by=LEAD)
-    [redraw] = approvals.slack_due(db, now_us=10**16, stale_us=60_000_000)  # the decision made it stale
-    assert redraw.slack_ts == "1.2" and redraw.status == "denied"
+    [(redraw, stale)] = channels.due(db, "slack", now_us=at, stale_us=lapse)  # the decision made it stale
+    assert redraw.status == "denied" and stale.ref == {"channel": "C1", "ts": "1.2"} and stale.drawn == "pending"
+    channels.drawn(db, approval_id, "slack", state="pending", shows=shows)  # drawn from a read before the change
+    assert len(channels.due(db, "slack", now_us=at, stale_us=lapse)) == 1  # so it stays stale
+    channels.drawn(db, approval_id, "slack", state="denied", shows=shows)
+    assert channels.due(db, "slack", now_us=at, stale_us=lapse) == []
+    assert channels.tally(db, "slack") == channels.Tally(messages=1, sent=3, failures=1, last_error="down")
 
 
 def test_a_read_inside_a_write_keeps_the_write(db: Database) -> None:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from clearance._visible import describe
-from clearance.server._slack import _shown
+from clearance.server.channels._render import value as _shown
 
 from .test_slack import click, pending, signed, slack, status, submit
 

@@ -1,10 +1,11 @@
-// Admin: API keys (the secret shown once), people and their roles, Slack and webhook settings
+// Admin: API keys (the secret shown once), people and their roles, approval channel and webhook settings
 // with a test message for each.
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import { when } from "../format";
 import type { Signed } from "../types";
 import { Badge, ErrorBox, Head, Loading } from "../ui/common";
+import { Text } from "../ui/value";
 
 interface Key {
   id: string;
@@ -25,8 +26,18 @@ interface User {
   disabled_at_us: number | null;
 }
 
+interface ChannelState {
+  name: string;
+  configured: boolean;
+  settings: Record<string, string | boolean | null>;
+  messages: number;
+  sent: number;
+  failures: number;
+  last_error: string | null;
+}
+
 interface Integrations {
-  slack: { configured: boolean; channel: string | null; api_url: string; bot_token_set: boolean; signing_secret_set: boolean };
+  channels: ChannelState[];
   webhooks: { secret_set: boolean; allowed: string[] };
 }
 
@@ -329,27 +340,38 @@ function IntegrationsPanel() {
   const yes = (v: boolean) => (v ? <Badge kind="ok">set</Badge> : <Badge kind="error">not set</Badge>);
   return (
     <section aria-labelledby="integrations-title">
-      <h2 id="integrations-title">Slack and webhooks</h2>
-      <p class="muted">Set by the server's CLEARANCE_SLACK_* and CLEARANCE_WEBHOOK_* variables; secrets are never shown.</p>
+      <h2 id="integrations-title">Approval channels and webhooks</h2>
+      <p class="muted">Set by the server's CLEARANCE_SLACK_*, CLEARANCE_SMTP_* and CLEARANCE_WEBHOOK_* variables; secrets are never shown.</p>
       <div class="cards">
-        <div class="card">
-          <h3>Slack</h3>
-          <dl class="facts">
-            <dt>Channel</dt>
-            <dd>{state.slack.channel ?? "—"}</dd>
-            <dt>Bot token</dt>
-            <dd>{yes(state.slack.bot_token_set)}</dd>
-            <dt>Signing secret</dt>
-            <dd>{yes(state.slack.signing_secret_set)}</dd>
-          </dl>
-          <button
-            type="button"
-            disabled={!state.slack.configured}
-            onClick={() => test("Slack", "/v1/admin/slack/test")}
-          >
-            Send test message
-          </button>
-        </div>
+        {state.channels.map((c) => (
+          <div class="card" key={c.name}>
+            <h3>
+              {c.name} {c.configured ? <Badge kind="ok">configured</Badge> : <Badge kind="error">not configured</Badge>}
+            </h3>
+            <dl class="facts">
+              {Object.entries(c.settings).map(([k, v]) => [
+                <dt key={`${k}-t`}>{k.replace(/_set$/, "").replace(/_/g, " ")}</dt>,
+                <dd key={`${k}-d`}>{typeof v === "boolean" ? yes(v) : <Text text={v ?? "—"} />}</dd>,
+              ])}
+              <dt>Delivered</dt>
+              <dd>
+                {c.messages} approvals, {c.sent} messages
+              </dd>
+              <dt>Failures</dt>
+              <dd>
+                {c.failures}
+                {c.last_error ? <> — <Text text={c.last_error} /></> : null}
+              </dd>
+            </dl>
+            <button
+              type="button"
+              disabled={!c.configured}
+              onClick={() => test(c.name, `/v1/admin/channels/${encodeURIComponent(c.name)}/test`)}
+            >
+              Send test message
+            </button>
+          </div>
+        ))}
         <div class="card">
           <h3>Webhooks</h3>
           <dl class="facts">

@@ -56,9 +56,6 @@ _FIELDS = (
     "finished_at_us",
     "quorum",
     "mode",
-    "slack_channel",
-    "slack_ts",
-    "slack_shown",
     "call_key",
 )
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM approvals"
@@ -106,9 +103,6 @@ class Approval:
         finished_at_us: When it finished.
         quorum: How many approvers must approve.
         mode: wait, async, webhook, or pause (a framework's own pause resumes the call).
-        slack_channel: The Slack channel of its message, once posted.
-        slack_ts: That message's timestamp (its id in Slack).
-        slack_shown: The state the message shows.
         call_key: The framework's id of the call (its tool-call id), unique per agent.
         degraded: How the arguments or result read differ from those stored (empty: they do not),
             for values no reader can return whole (see `_shown.shown`).
@@ -151,9 +145,6 @@ class Approval:
     finished_at_us: int | None = None
     quorum: int = 1
     mode: ApprovalMode = ApprovalMode.WAIT
-    slack_channel: str | None = None
-    slack_ts: str | None = None
-    slack_shown: str | None = None
     call_key: str | None = None
     degraded: tuple[str, ...] = ()
 
@@ -240,9 +231,6 @@ def _from_row(row: Sequence[Any]) -> Approval:
         finished_at_us=r["finished_at_us"],
         quorum=r["quorum"],
         mode=ApprovalMode(r["mode"]),
-        slack_channel=r["slack_channel"],
-        slack_ts=r["slack_ts"],
-        slack_shown=r["slack_shown"],
         call_key=r["call_key"],
         degraded=tuple(notes),
     )
@@ -358,7 +346,7 @@ def transition(
             if status is ApprovalStatus.PENDING
             else {"decided_by": by or current.agent, "decided_at_us": now_us, "note": note}
         )
-        values = {"status": status, **decided, **extra, "slack_shown": None}  # its Slack message is redrawn
+        values = {"status": status, **decided, **extra}
         assignments = ", ".join(f"{k} = :{k}" for k in values)
         cur.execute(
             db.sql(f"UPDATE approvals SET {assignments} WHERE id = :id AND status = :pending"),
@@ -366,6 +354,7 @@ def transition(
         )
         if cur.rowcount != 1:
             raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)
+        _redraw(db, cur, approval_id)
         append(db, cur, events(current))
         after = _get(db, cur, approval_id)
         assert after is not None
@@ -516,70 +505,18 @@ def finish(
     mine = " AND agent = :agent" if agent is not None else ""
     cur.execute(
         db.sql(
-            "UPDATE approvals SET status = :s, result_json = :r, error = :e, finished_at_us = :now, slack_shown = NULL"
+            "UPDATE approvals SET status = :s, result_json = :r, error = :e, finished_at_us = :now"
             f" WHERE id = :id AND status = 'approved'{mine}"
         ),
         {"s": status, "r": result_json, "e": error, "now": now_us, "id": approval_id, "agent": agent},
     )
     changed = cur.rowcount == 1
     if changed:
+        _redraw(db, cur, approval_id)
         db.notify(cur, "approvals")
     return bool(changed)
 
 
-# -- Slack messages ------------------------------------------------------------------------------
-
-
-def slack_state(a: Approval) -> str:
-    """What a Slack message shows of its approval; when this changes, the message is redrawn."""
-    return f"{a.status}/{len(a.votes)}/{int(a.escalated_at_us is not None)}"
-
-
-def slack_due(db: Database, *, now_us: int, stale_us: int, limit: int = 50) -> list[Approval]:
-    """Approvals whose Slack message is missing (pending ones) or out of date.
-
-    Every change to an approval clears `slack_shown`, so an out-of-date message is one whose
-    `slack_shown` is empty.
-    """
-    with db.read() as cur:
-        cur.execute(
-            db.sql(
-                f"{_SELECT} WHERE (slack_ts IS NULL AND status = 'pending'"
-                " AND (slack_claimed_at_us IS NULL OR slack_claimed_at_us < :stale))"
-                " OR (slack_ts IS NOT NULL AND slack_shown IS NULL)"
-                " ORDER BY created_at_us LIMIT :n"
-            ),
-            {"stale": now_us - stale_us, "n": limit},
-        )
-        return [_from_row(r) for r in cur.fetchall()]
-
-
-def slack_claim(db: Database, approval_id: str, *, now_us: int, stale_us: int) -> bool:
-    """Claim posting an approval's first message (one poster, however many replicas)."""
-    with db.write() as cur:
-        cur.execute(
-            db.sql(
-                "UPDATE approvals SET slack_claimed_at_us = :now WHERE id = :id AND slack_ts IS NULL"
-                " AND (slack_claimed_at_us IS NULL OR slack_claimed_at_us < :stale)"
-            ),
-            {"now": now_us, "id": approval_id, "stale": now_us - stale_us},
-        )
-        return bool(cur.rowcount == 1)
-
-
-def slack_drawn(
-    db: Database, approval_id: str, *, drawn: str, channel: str | None = None, ts: str | None = None
-) -> None:
-    """Remember an approval's message (when first posted) and that it shows state `drawn`.
-
-    Unless the approval changed meanwhile: then it stays out of date, to be redrawn.
-    """
-    with db.write() as cur:
-        if ts is not None:
-            cur.execute(
-                db.sql("UPDATE approvals SET slack_channel = :c, slack_ts = :ts WHERE id = :id"),
-                {"c": channel, "ts": ts, "id": approval_id},
-            )
-        current = _get(db, cur, approval_id)
-        if current is not None and slack_state(current) == drawn:
-            cur.execute(db.sql("UPDATE approvals SET slack_shown = :s WHERE id = :id"), {"s": drawn, "id": approval_id})
+def _redraw(db: Database, cur: Any, approval_id: str) -> None:
+    """Mark every channel's message of an approval out of date (see `_channels`), in its transaction."""
+    cur.execute(db.sql("UPDATE channel_messages SET shown = NULL WHERE approval_id = :id"), {"id": approval_id})

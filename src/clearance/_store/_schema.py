@@ -98,10 +98,6 @@ class ApprovalRow(Base):
     finished_at_us: Mapped[int | None] = mapped_column(BigInteger)
     quorum: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     mode: Mapped[str] = mapped_column(String(20), server_default=text("'wait'"))
-    slack_channel: Mapped[str | None] = mapped_column(String(40))
-    slack_ts: Mapped[str | None] = mapped_column(String(40))
-    slack_shown: Mapped[str | None] = mapped_column(String(40))
-    slack_claimed_at_us: Mapped[int | None] = mapped_column(BigInteger)
     call_key: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
@@ -165,7 +161,41 @@ class UserRow(Base):
     roles: Mapped[str] = mapped_column(String(100))
     created_at_us: Mapped[int] = mapped_column(BigInteger)
     disabled_at_us: Mapped[int | None] = mapped_column(BigInteger)
-    slack_user_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+
+
+class ChannelMessageRow(Base):
+    """An approval channel's message of one approval (a Slack post, a mail thread).
+
+    `ref` is the channel's own handle of it (JSON); `shown` the approval state it shows, emptied
+    by every change of the approval (so it is redrawn); `drawn` the state last drawn, kept.
+    """
+
+    __tablename__ = "channel_messages"
+
+    approval_id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40), primary_key=True)
+    ref: Mapped[str | None] = mapped_column(Text)
+    shown: Mapped[str | None] = mapped_column(String(40))
+    drawn: Mapped[str | None] = mapped_column(String(40))
+    claimed_at_us: Mapped[int | None] = mapped_column(BigInteger)
+    sent: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    failed_at_us: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_channel_messages_stale", "channel", "shown"),)
+
+
+class ChannelIdentityRow(Base):
+    """Who a person is in an approval channel: a Slack user id, an e-mail address."""
+
+    __tablename__ = "channel_identities"
+
+    user_id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(320))
+
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_channel_identities_external"),)
 
 
 class UserSessionRow(Base):

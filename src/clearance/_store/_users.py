@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._clock import now_us
 from .._text import text_problem
+from . import _channels as channels
 from ._db import Database
 from ._events import Event, append, make_event
 
@@ -18,21 +20,30 @@ ROLES = ("approver", "admin")  # what the server grants; any other role is an ap
 _ROLE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 SESSION_SECONDS = 12 * 3600
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,199}$")
-_FIELDS = ("id", "username", "password_hash", "roles", "created_at_us", "disabled_at_us", "slack_user_id")
-_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,39}$")
+_FIELDS = ("id", "username", "password_hash", "roles", "created_at_us", "disabled_at_us")
 _UNSET: Any = object()
 
 
 @dataclass(frozen=True)
 class User:
-    """A person (never their password hash)."""
+    """A person (never their password hash).
+
+    Attributes:
+        identities: Who they are in each approval channel (`{"slack": "U…", "email": "a@b"}`);
+            read by `get`, `listing` and `update`, left empty by the sign-in checks.
+    """
 
     id: str
     username: str
     roles: tuple[str, ...]
     created_at_us: int
     disabled_at_us: int | None
-    slack_user_id: str | None = None
+    identities: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def slack_user_id(self) -> str | None:
+        """Their Slack user id, if mapped."""
+        return self.identities.get("slack")
 
 
 def _hasher() -> Any:
@@ -41,16 +52,17 @@ def _hasher() -> Any:
     return PasswordHasher()
 
 
-def _user(row: Sequence[Any]) -> User:
+def _user(row: Sequence[Any], identities: Mapping[str, str] | None = None) -> User:
     r = dict(zip(_FIELDS, row, strict=True))
     return User(
-        r["id"],
-        r["username"],
-        tuple(r["roles"].split(",")),
-        r["created_at_us"],
-        r["disabled_at_us"],
-        r["slack_user_id"],
+        r["id"], r["username"], tuple(r["roles"].split(",")), r["created_at_us"], r["disabled_at_us"], identities or {}
     )
+
+
+def _users(db: Database, cur: Any, rows: Sequence[Sequence[Any]]) -> list[User]:
+    """People from their rows, with their identities (inside the same transaction)."""
+    found = channels.identities_of(db, cur, [r[0] for r in rows])
+    return [_user(r, found[r[0]]) for r in rows]
 
 
 def _checked_roles(roles: Iterable[str]) -> tuple[str, ...]:
@@ -94,7 +106,6 @@ def create(db: Database, username: str, password: str, roles: Iterable[str], *, 
         "roles": ",".join(chosen),
         "created_at_us": now_us(),
         "disabled_at_us": None,
-        "slack_user_id": None,
     }
     with db.write() as cur:
         cur.execute(db.sql("SELECT 1 FROM users WHERE username = :u"), {"u": username})
@@ -115,7 +126,7 @@ def get(db: Database, username: str) -> User | None:
     with db.read() as cur:
         cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users WHERE username = :u"), {"u": username})
         row = cur.fetchone()
-    return _user(row) if row else None
+        return _users(db, cur, [row])[0] if row else None
 
 
 def update(
@@ -125,20 +136,25 @@ def update(
     roles: Iterable[str] | None = None,
     password: str | None = None,
     disabled: bool | None = None,
+    identities: Mapping[str, str | None] | None = None,
     slack_user_id: str | None = _UNSET,
     by: str | None = None,
 ) -> User:
-    """Change a user's roles, password, Slack user id or whether they may sign in.
+    """Change a user's roles, password, channel identities or whether they may sign in.
 
     A new password or disabling ends every session of theirs. The last enabled admin cannot be
-    disabled or lose the admin role (nobody could sign in to undo it).
+    disabled or lose the admin role (nobody could sign in to undo it). `identities` sets who they
+    are in each approval channel (None removes one; the channel checks its form before);
+    `slack_user_id` is its `slack` entry.
 
     Raises:
         LookupError: No such user.
-        ValueError: An unknown role, a short password, or the last enabled admin.
+        ValueError: An unknown role, a short password, the last enabled admin, or an identity
+            someone else has.
     """
-    if slack_user_id is not _UNSET and slack_user_id is not None and not _SLACK_ID.match(slack_user_id):
-        raise ValueError(f"{slack_user_id!r} is not a Slack user id (like U024BE7LH)")
+    wanted = dict(identities or {})
+    if slack_user_id is not _UNSET:
+        wanted["slack"] = slack_user_id
     if text_problem(username) is not None:
         raise LookupError(f"no user is called {ascii(username)}")
     new_roles = _checked_roles(roles) if roles is not None else None
@@ -148,7 +164,7 @@ def update(
         row = cur.fetchone()
         if row is None:
             raise LookupError(f"no user is called {username!r}")
-        user = _user(row)
+        user = _users(db, cur, [row])[0]
         after_roles = new_roles if new_roles is not None else user.roles
         after_disabled = disabled if disabled is not None else user.disabled_at_us is not None
         if "admin" in user.roles and user.disabled_at_us is None and ("admin" not in after_roles or after_disabled):
@@ -162,47 +178,37 @@ def update(
             changes["password"] = "changed"  # that it changed; never the hash
         if after_disabled != (user.disabled_at_us is not None):
             changes["disabled"] = after_disabled
-        slack = user.slack_user_id if slack_user_id is _UNSET else slack_user_id
-        if slack != user.slack_user_id:
-            if slack is not None:
-                cur.execute(
-                    db.sql("SELECT username FROM users WHERE slack_user_id = :s AND id != :id"),
-                    {"s": slack, "id": user.id},
-                )
-                taken = cur.fetchone()
-                if taken:
-                    raise ValueError(f"Slack user {slack} is already {taken[0]}")
-            changes["slack_user_id"] = slack
+        moved = {c: x for c, x in wanted.items() if user.identities.get(c) != x}
+        if moved:
+            channels.set_identities(db, cur, user.id, moved)
+            changes.update({"slack_user_id" if c == "slack" else f"identity.{c}": x for c, x in moved.items()})
         if not changes:
             return user
         now = now_us()
         cur.execute(
             db.sql(
                 "UPDATE users SET roles = :roles, password_hash = COALESCE(:hash, password_hash),"
-                " disabled_at_us = :disabled, slack_user_id = :slack WHERE id = :id"
+                " disabled_at_us = :disabled WHERE id = :id"
             ),
             {
                 "roles": ",".join(after_roles),
                 "hash": new_hash,
                 "disabled": (user.disabled_at_us or now) if after_disabled else None,
-                "slack": slack,
                 "id": user.id,
             },
         )
         if new_hash is not None or after_disabled:
             cur.execute(db.sql("DELETE FROM user_sessions WHERE user_id = :id"), {"id": user.id})
         cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users WHERE id = :id"), {"id": user.id})
-        updated = _user(cur.fetchone())
+        updated = _users(db, cur, [cur.fetchone()])[0]
         append(db, cur, [_event("user.updated", updated, by, changes)])
     return updated
 
 
-def by_slack(db: Database, slack_user_id: str) -> User | None:
-    """The enabled person mapped to a Slack user, if any."""
-    with db.read() as cur:
-        cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users WHERE slack_user_id = :s"), {"s": slack_user_id})
-        row = cur.fetchone()
-    user = _user(row) if row else None
+def by_identity(db: Database, channel: str, external_id: str) -> User | None:
+    """The enabled person who is `external_id` in an approval channel, if any."""
+    username = channels.person(db, channel, external_id)
+    user = get(db, username) if username is not None else None
     return user if user is not None and user.disabled_at_us is None else None
 
 
@@ -216,7 +222,7 @@ def listing(db: Database) -> list[User]:
     """Every user."""
     with db.read() as cur:
         cur.execute(db.sql(f"SELECT {', '.join(_FIELDS)} FROM users ORDER BY username"))
-        return [_user(r) for r in cur.fetchall()]
+        return _users(db, cur, cur.fetchall())
 
 
 def verify(db: Database, username: str, password: str) -> User | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -21,8 +21,8 @@ from . import _longpoll as longpoll
 from ._commits import GroupCommit
 from ._limits import BodyLimit
 from ._settings import ServerSettings
-from ._slack import Slack
-from ._sweeper import deliver_forever, slack_forever, sweep_forever
+from ._sweeper import channel_forever, deliver_forever, sweep_forever
+from .channels import Channel, configured
 from .routes import (
     admin,
     approvals,
@@ -43,9 +43,14 @@ from .routes import (
 )
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
-    """Build the API for `settings` (default: from the environment)."""
+def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Channel] | None = None) -> FastAPI:
+    """Build the API for `settings` (default: from the environment).
+
+    `channels` are the approval channels to keep in step (default: the built-in ones the settings
+    configure, `channels.configured(settings)`); pass your own beside or instead of them.
+    """
     settings = settings or ServerSettings()
+    chosen = list(configured(settings) if channels is None else channels)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,8 +68,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             feed = asyncio.create_task(longpoll.listen(app.state, conninfo))
         sweeper = asyncio.create_task(sweep_forever(app.state))
         deliverer = asyncio.create_task(deliver_forever(app.state))
-        app.state.slack = slack_of(settings)
-        poster = asyncio.create_task(slack_forever(app.state)) if app.state.slack is not None else None
+        posters = [asyncio.create_task(channel_forever(app.state, channel)) for channel in chosen]
         app.state.sinks = None
         try:
             app.state.sinks = exporting.for_store(
@@ -72,7 +76,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             )
             yield
         finally:
-            for task in (t for t in (feed, sweeper, deliverer, poster) if t is not None):
+            for task in (t for t in (feed, sweeper, deliverer, *posters) if t is not None):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -90,6 +94,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    app.state.channels = {channel.name: channel for channel in chosen}
+    if len(app.state.channels) != len(chosen):
+        raise ValueError(f"two approval channels share a name: {sorted(c.name for c in chosen)}")
     _errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     # The hot paths first: each request is matched against the routers in this order.
@@ -111,15 +118,3 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(sinks.router)
     _dashboard.install(app)
     return app
-
-
-def slack_of(settings: ServerSettings) -> Slack | None:
-    """The Slack integration, when its token, signing secret and channel are all configured."""
-    if settings.slack_bot_token is None or settings.slack_signing_secret is None or settings.slack_channel is None:
-        return None
-    from slack_sdk import WebClient
-    from slack_sdk.signature import SignatureVerifier
-
-    base = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
-    client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=base, timeout=10)
-    return Slack(client, SignatureVerifier(settings.slack_signing_secret.get_secret_value()), settings.slack_channel)

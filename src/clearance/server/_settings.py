@@ -33,6 +33,19 @@ class ServerSettings(BaseSettings):
             `/v1/slack/interactions` are verified with. `CLEARANCE_SLACK_SIGNING_SECRET`.
         slack_channel: The channel id approvals are posted to. `CLEARANCE_SLACK_CHANNEL`.
         slack_api_url: The Slack Web API's base URL. `CLEARANCE_SLACK_API_URL`.
+        public_url: Where people reach the dashboard (`https://clearance.example.com`); links in
+            mails point there. `CLEARANCE_PUBLIC_URL`.
+        smtp_host: The mail server; with `smtp_from` and `public_url`, each pending approval is
+            mailed to its approvers. `CLEARANCE_SMTP_HOST`.
+        smtp_port: Its port. `CLEARANCE_SMTP_PORT`.
+        smtp_username: The user to log in as (none: no login). `CLEARANCE_SMTP_USERNAME`.
+        smtp_password: Their password. `CLEARANCE_SMTP_PASSWORD`.
+        smtp_from: The sender address (`Clearance <approvals@example.com>`). `CLEARANCE_SMTP_FROM`.
+        smtp_starttls: Upgrade the connection with STARTTLS before anything is sent.
+            `CLEARANCE_SMTP_STARTTLS`.
+        smtp_tls: Connect with TLS from the start (port 465) instead. `CLEARANCE_SMTP_TLS`.
+        smtp_timeout: Seconds a mail server may take to answer before the attempt fails (and is
+            retried). `CLEARANCE_SMTP_TIMEOUT`.
         keep_alive_timeout: Seconds a connection may stay open with no request in progress
             (a new connection that sends nothing, or one between requests) before the server
             closes it. `CLEARANCE_KEEP_ALIVE_TIMEOUT`.
@@ -61,6 +74,15 @@ class ServerSettings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,40}$")
     slack_api_url: str = Field(default="https://slack.com/api/", pattern=r"^https?://")
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=2000)
+    smtp_host: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]{1,255}$")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = Field(default=None, pattern=r"^[^\r\n]{1,320}$")
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = Field(default=None, pattern=r"^[^\r\n]{3,320}$")
+    smtp_starttls: bool = True
+    smtp_tls: bool = False
+    smtp_timeout: float = Field(default=10.0, gt=0, le=300)
     keep_alive_timeout: float = Field(default=5.0, gt=0, le=3600)
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     body_timeout: float = Field(default=30.0, gt=0, le=3600)

@@ -1,9 +1,9 @@
-"""Background work of the server: expiry and escalation, webhook delivery, Slack.
+"""Background work of the server: expiry and escalation, webhook delivery, approval channels.
 
 Expiry and escalation are enforced whether or not an agent is waiting. Each job runs on a
 worker thread whenever approvals change in this process, when its next item comes due, and at
 least every `MAX_SLEEP` seconds (so changes made by other processes are seen). Replicas race
-harmlessly: each move happens once, each delivery attempt is leased to one process, each Slack
+harmlessly: each move happens once, each delivery attempt is leased to one process, each channel's
 message is claimed by one poster.
 """
 
@@ -13,15 +13,19 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from anyio import to_thread
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
 from .. import _decisions as decisions
 from .._clock import now_us, wait_async
+from .._retry import aretrying
 from .._store import _approvals as approvals
 from .._store import _outbox as outbox
 from .._webhooks import deliver_due
+from . import channels
 from ._longpoll import announce_threadsafe, topic_event
+from .channels import Channel
 
 log = logging.getLogger("clearance.server")
 MAX_SLEEP = 2.0
@@ -67,10 +71,17 @@ async def deliver_forever(state: State) -> None:
     await _forever(state, "webhook delivery", deliver)
 
 
-async def slack_forever(state: State) -> None:
-    """Keep Slack's messages in step with the approvals."""
+async def channel_forever(state: State, channel: Channel) -> None:
+    """Keep one approval channel's messages in step with the approvals, until cancelled.
 
-    def sync() -> None:
-        state.slack.sync(state.db)
-
-    await _forever(state, "Slack sync", sync)
+    A channel that fails is retried with backoff (full jitter) on its own: the other channels,
+    the sweep and the webhooks go on. Its worker thread is abandoned at shutdown, so a channel
+    that hangs cannot hold the server up.
+    """
+    what = f"{channel.name} delivery"
+    while True:
+        changed = topic_event(state, "approvals")
+        async for attempt in aretrying(Exception, first=0.5, most=30.0, log=log, what=what):
+            with attempt:
+                await to_thread.run_sync(channels.deliver, state.db, channel, abandon_on_cancel=True)
+        await wait_async(changed, now_us() + int(MAX_SLEEP * 1e6), what)

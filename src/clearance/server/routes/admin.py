@@ -1,8 +1,9 @@
 """Admin: which integrations are configured (secrets never shown), and a test message to each.
 
-Slack and webhooks are configured in the server's environment (`CLEARANCE_SLACK_*`,
-`CLEARANCE_WEBHOOK_*`); the dashboard shows what is set and sends a test, so an admin can tell a
-wrong channel or secret from a broken receiver before a real approval depends on it.
+Approval channels and webhooks are configured in the server's environment (`CLEARANCE_SLACK_*`,
+`CLEARANCE_SMTP_*`, `CLEARANCE_WEBHOOK_*`); the dashboard shows what is set, how each channel's
+deliveries went, and sends a test, so an admin can tell a wrong channel or secret from a broken
+receiver before a real approval depends on it.
 """
 
 from __future__ import annotations
@@ -12,31 +13,35 @@ import time
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from ... import _webhooks as webhooks
 from ..._clock import now_us
+from ..._store import _channels as messages
 from ..._store._events import new_id
 from ..._store._keys import ApiKey
 from ..._text import Text
 from .._auth import actor, require
 from .._errors import APIError
 from .._settings import ServerSettings
+from ..channels import Channel, ChannelError, kinds
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 
 
-class SlackState(BaseModel):
-    """Slack as configured here."""
+class ChannelState(BaseModel):
+    """An approval channel: its settings (never a secret's value) and how its deliveries went."""
 
+    name: str
     configured: bool
-    channel: str | None
-    api_url: str
-    bot_token_set: bool
-    signing_secret_set: bool
+    settings: dict[str, str | bool | None]
+    messages: int = Field(description="approvals it sent a message for")
+    sent: int = Field(description="messages sent, updates included")
+    failures: int = Field(description="attempts that failed (each is retried)")
+    last_error: str | None
 
 
 class WebhookState(BaseModel):
@@ -49,22 +54,35 @@ class WebhookState(BaseModel):
 class Integrations(BaseModel):
     """What is configured (never a secret's value)."""
 
-    slack: SlackState
+    channels: list[ChannelState]
     webhooks: WebhookState
 
 
-@router.get("/integrations", summary="Slack and webhook settings (admin)")
+@router.get("/integrations", summary="Approval channel and webhook settings (admin)")
 def integrations(request: Request, _: Admin) -> Integrations:
-    """What the server was started with; set by `CLEARANCE_*` variables (see the README)."""
+    """What the server was started with, and how each approval channel's deliveries went.
+
+    Set by `CLEARANCE_*` variables (see the README); the tallies count every replica's work.
+    """
     s: ServerSettings = request.app.state.settings
+    running: dict[str, Channel] = request.app.state.channels
+    shown = {**{name: type(c) for name, c in running.items()}, **kinds()}
+    states = []
+    for name, kind in sorted(shown.items()):
+        tally = messages.tally(request.app.state.db, name)
+        states.append(
+            ChannelState(
+                name=name,
+                configured=name in running,
+                settings=kind.describe(s),
+                messages=tally.messages,
+                sent=tally.sent,
+                failures=tally.failures,
+                last_error=tally.last_error,
+            )
+        )
     return Integrations(
-        slack=SlackState(
-            configured=request.app.state.slack is not None,
-            channel=s.slack_channel,
-            api_url=s.slack_api_url,
-            bot_token_set=s.slack_bot_token is not None,
-            signing_secret_set=s.slack_signing_secret is not None,
-        ),
+        channels=states,
         webhooks=WebhookState(secret_set=s.webhook_secret is not None, allowed=list(s.webhook_allowed)),
     )
 
@@ -78,26 +96,33 @@ class TestResult(BaseModel):
     duration_ms: float
 
 
-@router.post("/slack/test", summary="Post a test message to the Slack channel (admin)")
-async def slack_test(request: Request, admin: Admin) -> TestResult:
-    """Post a short message to the configured channel and report Slack's answer."""
-    slack = request.app.state.slack
-    if slack is None:
-        raise APIError(409, "Slack is not configured: set CLEARANCE_SLACK_BOT_TOKEN, _SIGNING_SECRET and _CHANNEL")
+@router.post("/channels/{name}/test", summary="Send a test message through an approval channel (admin)")
+async def channel_test(name: Annotated[str, Path(max_length=40)], request: Request, admin: Admin) -> TestResult:
+    """Send a short message through the channel and report what its service said.
+
+    Slack posts to its channel; e-mail mails the sender's own address.
+    """
+    channel: Channel | None = request.app.state.channels.get(name)
+    if channel is None:
+        raise APIError(409, f"{ascii(name)} is not a configured approval channel here: see its CLEARANCE_* settings")
     started = time.perf_counter()
 
-    def post() -> TestResult:
+    def send() -> TestResult:
         try:
-            slack.client.chat_postMessage(
-                channel=slack.channel, text=f"Clearance test message, sent by {actor(admin)} from the dashboard."
-            )
-        except Exception as exc:  # SlackApiError carries Slack's own reason
-            reason = getattr(exc, "response", None)
-            text = reason.get("error") if reason is not None else f"{type(exc).__name__}: {exc}"
-            return TestResult(ok=False, detail=f"Slack refused it: {text}", duration_ms=_ms(started))
-        return TestResult(ok=True, detail=f"posted to {slack.channel}", duration_ms=_ms(started))
+            detail = channel.test(actor(admin))
+        except ChannelError as exc:  # the service's own reason
+            return TestResult(ok=False, detail=str(exc)[:500], duration_ms=_ms(started))
+        except Exception as exc:  # unreachable, timed out, refused the login
+            return TestResult(ok=False, detail=f"{type(exc).__name__}: {exc}"[:500], duration_ms=_ms(started))
+        return TestResult(ok=True, detail=detail, duration_ms=_ms(started))
 
-    return await run_in_threadpool(post)
+    return await run_in_threadpool(send)
+
+
+@router.post("/slack/test", summary="Post a test message to the Slack channel (admin)")
+async def slack_test(request: Request, admin: Admin) -> TestResult:
+    """`POST /v1/admin/channels/slack/test`, by its older name."""
+    return await channel_test("slack", request, admin)
 
 
 class WebhookTest(BaseModel):

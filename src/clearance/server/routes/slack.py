@@ -24,21 +24,21 @@ from ...errors import ApprovalEditRejected, ApprovalError, ApprovalNotFound
 from .. import _longpoll as longpoll
 from .._auth import database
 from .._errors import APIError
-from .._slack import Slack, edits_of, modal
+from ..channels.slack import Slack, edits_of, modal
 
 router = APIRouter(prefix="/v1/slack", tags=["slack"])
 Db = Annotated[Database, Depends(database)]
 
 
 def _slack(request: Request) -> Slack:
-    slack: Slack | None = getattr(request.app.state, "slack", None)
-    if slack is None:
+    slack = request.app.state.channels.get(Slack.name)
+    if not isinstance(slack, Slack):
         raise APIError(404, "Slack is not configured on this server")
     return slack
 
 
 def _who(db: Database, slack_user: str) -> decisions.Decider | None:
-    person = users.by_slack(db, slack_user)
+    person = users.by_identity(db, Slack.name, slack_user)
     if person is None:
         return None
     return decisions.Decider(f"user:{person.username}", frozenset(person.roles))
@@ -49,9 +49,7 @@ async def interactions(request: Request, db: Db) -> Response:
     """Verify Slack's signature, then act on a button click or a submitted modal."""
     slack = _slack(request)
     body = await request.body()
-    if not slack.verifier.is_valid(
-        body, request.headers.get("x-slack-request-timestamp"), request.headers.get("x-slack-signature")
-    ):
+    if not slack.verify(body, request.headers):
         raise APIError(401, "the Slack signature is missing, stale or wrong")
     try:
         payload = json.loads(parse_qs(body.decode())["payload"][0])

@@ -19,12 +19,15 @@ from ..._store._users import User
 from ..._text import Text, checked_text
 from .._auth import SESSION_COOKIE, actor, current_key, database, require
 from .._errors import APIError
+from ..channels import kinds
 
 router = APIRouter(prefix="/v1", tags=["users"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 Db = Annotated[Database, Depends(database)]
 Role = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$", description="approver, admin, or a group")]
 Password = Annotated[str, Field(min_length=12, max_length=1024), AfterValidator(checked_text)]
+ChannelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
+Identity = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(checked_text)]
 
 
 class UserOut(BaseModel):
@@ -34,7 +37,10 @@ class UserOut(BaseModel):
     roles: list[str]
     created_at_us: int
     disabled_at_us: int | None
-    slack_user_id: str | None = None
+    slack_user_id: str | None = Field(default=None, description="identities.slack, as older clients read it")
+    identities: dict[str, str] = Field(
+        default_factory=dict, description='who they are in each approval channel: {"slack": "U…", "email": "a@b"}'
+    )
 
     @classmethod
     def of(cls, user: User) -> UserOut:
@@ -45,6 +51,7 @@ class UserOut(BaseModel):
             created_at_us=user.created_at_us,
             disabled_at_us=user.disabled_at_us,
             slack_user_id=user.slack_user_id,
+            identities=dict(user.identities),
         )
 
 
@@ -67,7 +74,12 @@ class UserChange(BaseModel):
     password: Password | None = None
     disabled: bool | None = None
     slack_user_id: Annotated[str, Field(max_length=40), AfterValidator(checked_text)] | None = Field(
-        default=None, description="the Slack user who decides as this person (null: none)"
+        default=None, description="the Slack user who decides as this person (null: none); identities.slack"
+    )
+    identities: dict[ChannelName, Identity | None] | None = Field(
+        default=None,
+        max_length=20,
+        description='who they are in approval channels, e.g. {"email": "lena@example.com"} (null removes one)',
     )
 
 
@@ -100,7 +112,7 @@ async def create_user(body: UserCreate, admin: Admin, db: Db) -> UserOut:
 
 @router.patch("/users/{username}", summary="Change a person's roles, password or access (admin)")
 async def change_user(username: Annotated[Text, Path()], body: UserChange, admin: Admin, db: Db) -> UserOut:
-    """Change roles, set a new password, or disable / re-enable.
+    """Change roles, set a new password, set identities in approval channels, or disable / re-enable.
 
     A new password or disabling signs them out everywhere at once. The last enabled admin
     cannot be disabled or lose the admin role (409).
@@ -113,8 +125,8 @@ async def change_user(username: Annotated[Text, Path()], body: UserChange, admin
                 roles=body.roles,
                 password=body.password,
                 disabled=body.disabled,
+                identities=_identities(body),
                 by=actor(admin),
-                **({"slack_user_id": body.slack_user_id} if "slack_user_id" in body.model_fields_set else {}),
             )
         )
     except LookupError as exc:
@@ -122,6 +134,28 @@ async def change_user(username: Annotated[Text, Path()], body: UserChange, admin
     except ValueError as exc:
         raise APIError(409 if "last enabled admin" in str(exc) else 422, str(exc)) from None
     return UserOut.of(user)
+
+
+def _identities(body: UserChange) -> dict[str, str | None]:
+    """The identities a change sets, each checked by its channel (unknown channels refused).
+
+    Raises:
+        APIError: 422, for an unknown channel or an identity not of its form.
+    """
+    wanted: dict[str, str | None] = dict(body.identities or {})
+    if "slack_user_id" in body.model_fields_set:
+        wanted["slack"] = body.slack_user_id
+    known = kinds()
+    checked: dict[str, str | None] = {}
+    for name, value in wanted.items():
+        kind = known.get(name)
+        try:
+            if kind is None:
+                raise ValueError(f"no approval channel is called {ascii(name)}: {', '.join(sorted(known))}")
+            checked[name] = kind.identity(value) if value is not None else None
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+    return checked
 
 
 @router.post("/me/password", summary="Change my own password (people)")

@@ -1,10 +1,9 @@
 """Slack: approvals posted to a channel with Approve / Deny / Edit, and kept up to date.
 
-The server reconciles Slack with the store rather than sending one-off messages: every pending
-approval without a message gets one, and every message whose approval changed since it was
-drawn is redrawn. So a crash, a Slack outage or a decision made elsewhere (dashboard, CLI, API)
-ends with the right message in the channel, and replicas on one database post each approval
-once (a claim per approval, retried after a minute if its poster died).
+The channel's message of each approval is redrawn whenever the approval changes, so a crash, a
+Slack outage or a decision made elsewhere (dashboard, CLI, API) ends with the right message in
+the channel (see `channels.deliver`). Clicks come back to `/v1/slack/interactions`, verified
+with Slack's request signature; a Slack user decides as the person mapped to them.
 
 Everything an agent controls (tool, arguments, session) is shown as Slack `plain_text`, never
 as `mrkdwn`, so an argument like `<!channel>` or `<https://evil|click me>` stays text. Hidden,
@@ -17,45 +16,34 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
-from .._canonical import canonical_json
-from .._clock import now_us
-from .._store import Approval, Database
-from .._store import _approvals as approvals
-from .._visible import escaped_json, hazards, shown, visible, warning
+from ..._canonical import canonical_json
+from ..._store import Approval
+from ..._store._channels import Message
+from ..._visible import escaped_json, hazards, visible, warning
+from .._settings import ServerSettings
+from . import Channel, ChannelError, Delivery
+from . import _render as render
+from ._render import LONG
 
 log = logging.getLogger("clearance.slack")
-CLAIM_SECONDS = 60
 _MAX_FIELDS = 10
-_MAX_TEXT = 300
-_MANY = 20  # entries of an object or array written out before it is shown by its size
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,39}$")
 
 
-def _plain(text: str, limit: int = _MAX_TEXT) -> dict[str, Any]:
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return {"type": "plain_text", "text": text or " ", "emoji": False}
+def _plain(text: str, limit: int = LONG) -> dict[str, Any]:
+    return {"type": "plain_text", "text": render.cut(text, limit) or " ", "emoji": False}
 
 
 def _value(value: Any) -> str:
     return value if isinstance(value, str) else canonical_json(value)
-
-
-def _shown(value: Any) -> str:
-    """A value as an approver reads it: hazards as tokens, a large object or array by its size."""
-    if isinstance(value, dict) and len(value) > _MANY:
-        return f"{{{len(value):,} keys}} " + canonical_json(shown(value))
-    if isinstance(value, list) and len(value) > _MANY:
-        return f"[{len(value):,} items] " + canonical_json(shown(value))
-    if isinstance(value, str) and len(value) > _MAX_TEXT:
-        return f"({len(value):,} characters) " + visible(value)
-    return visible(value) if isinstance(value, str) else canonical_json(shown(value))
 
 
 def _editable(value: Any) -> str:
@@ -63,33 +51,17 @@ def _editable(value: Any) -> str:
     return escaped_json(value) if hazards(value) else _value(value)
 
 
-def _when(us: int | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6)) if us else "-"
-
-
 def blocks(a: Approval) -> tuple[str, list[dict[str, Any]]]:
     """The notification text and the blocks of an approval's message."""
-    args = a.edited_shown if a.edited_shown is not None else a.shown_args
-    tool = visible(a.tool)
-    head = f"Approval needed: {tool}" if a.status == "pending" else f"{a.status.capitalize()}: {tool}"
-    facts = [
-        _plain(f"Agent: {visible(a.agent)} ({a.environment})"),
-        _plain(f"Session: {visible(a.session or '-')}"),
-        _plain(f"Rule: {', '.join(a.rule_ids) or '-'}"),
-        _plain(f"Reason: {visible(a.reason)}"),
-        _plain(f"Expires: {_when(a.expires_at_us)}"),
-    ]
-    if a.approvers or a.escalated_at_us:
-        facts.append(_plain(f"Who may decide: {', '.join(a.deciders) or 'any approver'}"))
-    if a.quorum > 1:
-        facts.append(_plain(f"Approvals: {len(a.votes)} of {a.quorum}"))
+    args = render.arguments(a)
+    head = render.head(a)
     items = list(args.items())
-    fields = [_plain(f"{visible(name)}: {_shown(value)}") for name, value in items[:_MAX_FIELDS]]
+    fields = [_plain(f"{visible(name)}: {render.value(value)}") for name, value in items[:_MAX_FIELDS]]
     if len(items) > _MAX_FIELDS:
         fields[-1] = _plain(f"… and {len(items) - _MAX_FIELDS + 1} more arguments")
     out: list[dict[str, Any]] = [
         {"type": "header", "text": _plain(head, 150)},
-        {"type": "section", "fields": facts},
+        {"type": "section", "fields": [_plain(line) for line in render.facts(a)]},
     ]
     alert = warning(hazards(args))
     if alert:
@@ -110,9 +82,7 @@ def blocks(a: Approval) -> tuple[str, list[dict[str, Any]]]:
             }
         )
     else:
-        by = f" by {a.decided_by}" if a.decided_by else ""
-        note = f" — {a.note}" if a.note else ""
-        out.append({"type": "context", "elements": [_plain(f"{a.status}{by} at {_when(a.decided_at_us)}{note}", 2000)]})
+        out.append({"type": "context", "elements": [_plain(render.outcome(a), 2000)]})
     return f"{head} ({a.id})", out
 
 
@@ -151,7 +121,7 @@ def modal(a: Approval) -> dict[str, Any]:
     for name, value in list(a.shown_args.items())[:20]:
         hint = "JSON (150, true, [1, 2]) or text; [REDACTED] keeps the hidden value"
         if hazards(value):
-            hint = f"Holds hidden characters, written as JSON escapes: {_shown(value)}"
+            hint = f"Holds hidden characters, written as JSON escapes: {render.value(value)}"
         inputs.append(
             {
                 "type": "input",
@@ -203,40 +173,79 @@ def edits_of(a: Approval, values: dict[str, Any]) -> dict[str, Any] | None:
     return changed or None
 
 
-@dataclass
-class Slack:
+class Slack(Channel):
     """The Slack side of the server: the Web API client, the request verifier, the channel."""
 
-    client: WebClient
-    verifier: SignatureVerifier
-    channel: str
+    name = "slack"
 
-    def sync(self, db: Database) -> int:
-        """Post what has no message yet and redraw what changed; returns how many were sent."""
-        sent = 0
-        for a in approvals.slack_due(db, now_us=now_us(), stale_us=CLAIM_SECONDS * 1_000_000):
-            try:
-                sent += self._sync_one(db, a)
-            except SlackApiError as exc:
-                log.warning("Slack refused the message of %s: %s", a.id, exc.response.get("error"))
-            except Exception as exc:  # network: the next pass retries
-                log.warning("cannot reach Slack for %s: %s", a.id, exc)
-        return sent
+    def __init__(self, client: WebClient, verifier: SignatureVerifier, channel: str) -> None:
+        self.client, self.verifier, self.channel = client, verifier, channel
 
-    def _sync_one(self, db: Database, a: Approval) -> int:
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> Slack | None:
+        """Slack, when its token, signing secret and channel are all set (`CLEARANCE_SLACK_*`)."""
+        if settings.slack_bot_token is None or settings.slack_signing_secret is None or settings.slack_channel is None:
+            return None
+        base = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
+        client = WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=base, timeout=10)
+        return cls(client, SignatureVerifier(settings.slack_signing_secret.get_secret_value()), settings.slack_channel)
+
+    @classmethod
+    def identity(cls, external_id: str) -> str:
+        """A Slack user id (`U024BE7LH`).
+
+        Raises:
+            ValueError: When it is not one.
+        """
+        if not _USER_ID.fullmatch(external_id):
+            raise ValueError(f"{ascii(external_id)} is not a Slack user id (like U024BE7LH)")
+        return external_id
+
+    @classmethod
+    def describe(cls, settings: ServerSettings) -> dict[str, str | bool | None]:
+        """The channel, the API's URL, and whether the token and signing secret are set."""
+        return {
+            "channel": settings.slack_channel,
+            "api_url": settings.slack_api_url,
+            "bot_token_set": settings.slack_bot_token is not None,
+            "signing_secret_set": settings.slack_signing_secret is not None,
+        }
+
+    def announce(self, a: Approval, to: Sequence[str]) -> Delivery:
+        """Post the approval's message to the channel (everyone there sees it; `to` is not used)."""
         text, drawn = blocks(a)
-        if a.slack_ts is None:
-            if not approvals.slack_claim(db, a.id, now_us=now_us(), stale_us=CLAIM_SECONDS * 1_000_000):
-                return 0
-            answer = self.client.chat_postMessage(channel=self.channel, text=text, blocks=drawn)
-            approvals.slack_drawn(
-                db, a.id, drawn=approvals.slack_state(a), channel=str(answer["channel"]), ts=str(answer["ts"])
+        answer = self._call(lambda: self.client.chat_postMessage(channel=self.channel, text=text, blocks=drawn))
+        return Delivery({"channel": str(answer["channel"]), "ts": str(answer["ts"])})
+
+    def update(self, a: Approval, message: Message, to: Sequence[str]) -> Delivery:
+        """Redraw the message: the outcome instead of the buttons, votes, an escalation."""
+        assert message.ref is not None
+        text, drawn = blocks(a)
+        ref = message.ref
+        self._call(lambda: self.client.chat_update(channel=ref["channel"], ts=ref["ts"], text=text, blocks=drawn))
+        return Delivery(ref)
+
+    @staticmethod
+    def _call(send: Any) -> Any:
+        try:
+            return send()
+        except SlackApiError as exc:  # Slack's own reason, not the whole response
+            raise ChannelError(f"Slack refused it: {exc.response.get('error')}") from None
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        """Slack's request signature: the signing secret, within five minutes."""
+        return bool(
+            self.verifier.is_valid(body, headers.get("x-slack-request-timestamp"), headers.get("x-slack-signature"))
+        )
+
+    def test(self, by: str) -> str:
+        """Post a short message to the channel."""
+        self._call(
+            lambda: self.client.chat_postMessage(
+                channel=self.channel, text=f"Clearance test message, sent by {by} from the dashboard."
             )
-            return 1
-        assert a.slack_channel is not None
-        self.client.chat_update(channel=a.slack_channel, ts=a.slack_ts, text=text, blocks=drawn)
-        approvals.slack_drawn(db, a.id, drawn=approvals.slack_state(a))
-        return 1
+        )
+        return f"posted to {self.channel}"
 
     def tell(self, channel: str | None, user: str, text: str) -> None:
         """Say something only `user` sees (why their click was refused)."""

@@ -1,0 +1,273 @@
+"""Approval channels on the store: each channel's message of each approval, and people's identities.
+
+A channel keeps its messages in step with the approvals rather than sending one-offs: every
+pending approval without a message is due to be announced, and every message whose approval
+changed since it was drawn is due to be updated (each change of an approval empties `shown`).
+One poster announces each approval, however many replicas share the store: it claims the
+message first, and a claim whose poster died lapses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._text import text_problem
+from . import _approvals as approvals
+from ._approvals import Approval
+from ._db import Database
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_COLUMNS = ", ".join(f"a.{f}" for f in approvals._FIELDS)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A channel's message of one approval.
+
+    Attributes:
+        approval_id: The approval it shows.
+        channel: The channel's name.
+        ref: The channel's own handle of it (JSON: Slack's channel and ts, a mail's Message-ID);
+            None until it was sent.
+        shown: The approval state it shows; None when the approval changed since (to redraw).
+        drawn: The state it was last drawn with (kept when `shown` is emptied).
+    """
+
+    approval_id: str
+    channel: str
+    ref: dict[str, Any] | None
+    shown: str | None
+    drawn: str | None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How a channel's deliveries went, over every replica.
+
+    Attributes:
+        messages: Approvals it sent a message for.
+        sent: Messages sent, updates included.
+        failures: Attempts that failed.
+        last_error: The latest failure's error, if any.
+    """
+
+    messages: int
+    sent: int
+    failures: int
+    last_error: str | None
+
+
+def checked_name(channel: str) -> str:
+    """A channel's name, checked (lower-case letters, digits, `_`, `-`).
+
+    Raises:
+        ValueError: When it is not one.
+    """
+    if not _NAME.fullmatch(channel):
+        raise ValueError(f"{ascii(channel)} is not a channel name (like slack or email)")
+    return channel
+
+
+def due(db: Database, channel: str, *, now_us: int, stale_us: int, limit: int = 50) -> list[tuple[Approval, Message]]:
+    """Approvals whose message in `channel` is missing (pending ones, unclaimed) or out of date."""
+    with db.read() as cur:
+        cur.execute(
+            db.sql(
+                f"SELECT {_COLUMNS}, m.ref, m.shown, m.drawn FROM approvals a LEFT JOIN channel_messages m"
+                " ON m.approval_id = a.id AND m.channel = :ch"
+                " WHERE (m.ref IS NULL AND a.status = 'pending'"
+                " AND (m.claimed_at_us IS NULL OR m.claimed_at_us < :stale))"
+                " OR (m.ref IS NOT NULL AND m.shown IS NULL)"
+                " ORDER BY a.created_at_us LIMIT :n"
+            ),
+            {"ch": channel, "stale": now_us - stale_us, "n": limit},
+        )
+        rows = cur.fetchall()
+    n = len(approvals._FIELDS)
+    return [
+        (
+            approvals._from_row(row[:n]),
+            Message(row[0], channel, json.loads(row[n]) if row[n] is not None else None, row[n + 1], row[n + 2]),
+        )
+        for row in rows
+    ]
+
+
+def claim(db: Database, approval_id: str, channel: str, *, now_us: int, stale_us: int) -> bool:
+    """Claim announcing an approval in `channel`: one poster wins, however many replicas."""
+    with db.write() as cur:
+        cur.execute(
+            db.sql(
+                "INSERT INTO channel_messages (approval_id, channel, sent, failures) VALUES (:id, :ch, 0, 0)"
+                " ON CONFLICT (approval_id, channel) DO NOTHING"
+            ),
+            {"id": approval_id, "ch": channel},
+        )
+        cur.execute(
+            db.sql(
+                "UPDATE channel_messages SET claimed_at_us = :now WHERE approval_id = :id AND channel = :ch"
+                " AND ref IS NULL AND (claimed_at_us IS NULL OR claimed_at_us < :stale)"
+            ),
+            {"now": now_us, "id": approval_id, "ch": channel, "stale": now_us - stale_us},
+        )
+        return bool(cur.rowcount == 1)
+
+
+def drawn(
+    db: Database,
+    approval_id: str,
+    channel: str,
+    *,
+    state: str,
+    shows: Callable[[Approval], str],
+    ref: dict[str, Any] | None = None,
+    sent: bool = True,
+) -> None:
+    """Remember that the message shows `state` (and its `ref`, when first sent).
+
+    Unless the approval changed meanwhile (`shows` of it now differs): then it stays out of date,
+    to be redrawn.
+    """
+    with db.write() as cur:
+        cur.execute(
+            db.sql(
+                "UPDATE channel_messages SET ref = COALESCE(:ref, ref), drawn = :state, sent = sent + :sent"
+                " WHERE approval_id = :id AND channel = :ch"
+            ),
+            {"ref": json.dumps(ref) if ref is not None else None, "state": state, "sent": int(sent)}
+            | {"id": approval_id, "ch": channel},
+        )
+        current = approvals._get(db, cur, approval_id)
+        if current is not None and shows(current) == state:
+            cur.execute(
+                db.sql("UPDATE channel_messages SET shown = :s WHERE approval_id = :id AND channel = :ch"),
+                {"s": state, "id": approval_id, "ch": channel},
+            )
+
+
+def failed(db: Database, approval_id: str, channel: str, error: str, *, now_us: int) -> None:
+    """Count a failed attempt; a first message's claim is let go, so the next pass tries again."""
+    with db.write() as cur:
+        cur.execute(
+            db.sql(
+                "UPDATE channel_messages SET failures = failures + 1, last_error = :e, failed_at_us = :now,"
+                " claimed_at_us = CASE WHEN ref IS NULL THEN NULL ELSE claimed_at_us END"
+                " WHERE approval_id = :id AND channel = :ch"
+            ),
+            {"e": error[:1000], "now": now_us, "id": approval_id, "ch": channel},
+        )
+
+
+def message(db: Database, approval_id: str, channel: str) -> Message | None:
+    """The channel's message of an approval, if it has one (sent or claimed)."""
+    with db.read() as cur:
+        cur.execute(
+            db.sql("SELECT ref, shown, drawn FROM channel_messages WHERE approval_id = :id AND channel = :ch"),
+            {"id": approval_id, "ch": channel},
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    return Message(approval_id, channel, json.loads(row[0]) if row[0] is not None else None, row[1], row[2])
+
+
+def tally(db: Database, channel: str) -> Tally:
+    """How the channel's deliveries went."""
+    with db.read() as cur:
+        cur.execute(
+            db.sql(
+                "SELECT COUNT(ref), COALESCE(SUM(sent), 0), COALESCE(SUM(failures), 0) FROM channel_messages"
+                " WHERE channel = :ch"
+            ),
+            {"ch": channel},
+        )
+        messages, sent, failures = cur.fetchone()
+        cur.execute(
+            db.sql(
+                "SELECT last_error FROM channel_messages WHERE channel = :ch AND last_error IS NOT NULL"
+                " ORDER BY failed_at_us DESC LIMIT 1"
+            ),
+            {"ch": channel},
+        )
+        row = cur.fetchone()
+    return Tally(int(messages), int(sent), int(failures), row[0] if row else None)
+
+
+# -- identities ---------------------------------------------------------------------------------
+
+
+def identities_of(db: Database, cur: Any, user_ids: list[str]) -> dict[str, dict[str, str]]:
+    """Each person's identities by channel, inside a transaction."""
+    if not user_ids:
+        return {}
+    marks = ", ".join(f":u{i}" for i in range(len(user_ids)))
+    cur.execute(
+        db.sql(f"SELECT user_id, channel, external_id FROM channel_identities WHERE user_id IN ({marks})"),
+        {f"u{i}": u for i, u in enumerate(user_ids)},
+    )
+    found: dict[str, dict[str, str]] = {u: {} for u in user_ids}
+    for user_id, channel, external_id in cur.fetchall():
+        found[user_id][channel] = external_id
+    return found
+
+
+def set_identities(db: Database, cur: Any, user_id: str, changes: Mapping[str, str | None]) -> None:
+    """Set (or, with None, remove) a person's identity in each channel, inside a write transaction.
+
+    Raises:
+        ValueError: When another person has that identity in that channel, or it is not text
+            every store keeps.
+    """
+    for channel, external_id in changes.items():
+        checked_name(channel)
+        cur.execute(
+            db.sql("DELETE FROM channel_identities WHERE user_id = :u AND channel = :ch"), {"u": user_id, "ch": channel}
+        )
+        if external_id is None:
+            continue
+        if (problem := text_problem(external_id)) is not None or not 0 < len(external_id) <= 320:
+            raise ValueError(f"a {channel} identity {problem or 'is 1-320 characters'}")
+        taken = _holder(db, cur, channel, external_id)
+        if taken:
+            raise ValueError(f"the {channel} identity {external_id} is already {taken}")
+        cur.execute(
+            db.sql("INSERT INTO channel_identities (user_id, channel, external_id) VALUES (:u, :ch, :x)"),
+            {"u": user_id, "ch": channel, "x": external_id},
+        )
+
+
+def person(db: Database, channel: str, external_id: str) -> str | None:
+    """The username of whoever has this identity in `channel`, if anyone."""
+    if text_problem(external_id) is not None:
+        return None
+    with db.read() as cur:
+        return _holder(db, cur, channel, external_id)
+
+
+def _holder(db: Database, cur: Any, channel: str, external_id: str) -> str | None:
+    cur.execute(
+        db.sql(
+            "SELECT u.username FROM channel_identities i JOIN users u ON u.id = i.user_id"
+            " WHERE i.channel = :ch AND i.external_id = :x"
+        ),
+        {"ch": channel, "x": external_id},
+    )
+    row = cur.fetchone()
+    return str(row[0]) if row else None
+
+
+def reachable(db: Database, channel: str) -> list[tuple[str, tuple[str, ...], str]]:
+    """Every enabled person with an identity in `channel`: (username, roles, identity)."""
+    with db.read() as cur:
+        cur.execute(
+            db.sql(
+                "SELECT u.username, u.roles, i.external_id FROM channel_identities i JOIN users u ON u.id = i.user_id"
+                " WHERE i.channel = :ch AND u.disabled_at_us IS NULL ORDER BY u.username"
+            ),
+            {"ch": channel},
+        )
+        return [(r[0], tuple(r[1].split(",")), r[2]) for r in cur.fetchall()]

@@ -1,0 +1,150 @@
+"""Approval channels behind one interface: a channel that fails or hangs harms no other, and
+replicas announce each approval once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clearance._store import Approval, Database
+from clearance._store import _keys as keys
+from clearance._store import _users as users
+from clearance._store._channels import Message
+from clearance.server import ServerSettings, create_app
+from clearance.server.channels import Channel, Delivery, configured
+
+from .test_email import POLICY, Sink, until
+
+
+class Broken(Channel):
+    """A channel whose service always fails."""
+
+    name = "broken"
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> Broken:
+        return cls()
+
+    def announce(self, a: Approval, to: Sequence[str]) -> Delivery:
+        raise ConnectionError("the service is down")
+
+    def update(self, a: Approval, message: Message, to: Sequence[str]) -> Delivery:
+        raise ConnectionError("the service is down")
+
+    def test(self, by: str) -> str:
+        raise ConnectionError("the service is down")
+
+
+class Stuck(Broken):
+    """A channel whose service never answers (until the test lets it go)."""
+
+    name = "stuck"
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def announce(self, a: Approval, to: Sequence[str]) -> Delivery:
+        self.entered.set()
+        self.release.wait()
+        return Delivery({"late": True})
+
+
+def _store(tmp_path: Path) -> tuple[str, str]:
+    db_path = str(tmp_path / "c.db")
+    db = Database(db_path)
+    _, admin = keys.create(db, name="a", scopes=["admin"], agent=None, environment="test", created_by="t")
+    users.create(db, "lena", "correct horse battery", ["approver", "support-lead"], by="t")
+    users.update(db, "lena", identities={"email": "lena@example.com"}, by="t")
+    db.close()
+    return db_path, admin
+
+
+def _settings(db_path: str, sink: Sink) -> ServerSettings:
+    return ServerSettings(
+        database_url=db_path,
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        smtp_from="approvals@clearance.example.com",
+        smtp_starttls=False,
+        public_url="https://clearance.example.com",
+    )
+
+
+def _ask(client: TestClient, admin: dict[str, str], agent_key: str) -> str:
+    rev = client.post("/v1/policies", headers=admin, json={"text": POLICY}).json()["id"]
+    client.post(f"/v1/policies/{rev}/activate", headers=admin, json={})
+    r = client.post(
+        "/v1/check", headers={"X-API-Key": agent_key}, json={"tool": "issue_refund", "args": {"amount": 900}}
+    )
+    return str(r.json()["approval_id"])
+
+
+def _agent(db_path: str) -> str:
+    db = Database(db_path)
+    try:
+        return keys.create(db, name="g", scopes=["agent"], agent="refunds", environment="test", created_by="t")[1]
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[Sink, str, ServerSettings, dict[str, str]]]:
+    sink = Sink(tmp_path / "mails")
+    sink.start()
+    db_path, admin_key = _store(tmp_path)
+    try:
+        yield sink, db_path, _settings(db_path, sink), {"X-API-Key": admin_key}
+    finally:
+        sink.stop()
+
+
+def test_a_failing_or_hanging_channel_harms_no_other(setup: tuple[Sink, str, ServerSettings, dict[str, str]]) -> None:
+    sink, db_path, settings, admin = setup
+    stuck = Stuck()
+    app = create_app(settings, channels=[*configured(settings), Broken(), stuck])
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            approval_id = _ask(client, admin, _agent(db_path))
+            [(envelope, message)] = sink.wait_for(1)  # e-mail goes on
+            assert envelope["to"] == ["lena@example.com"] and approval_id in message["Subject"]
+            assert stuck.entered.wait(10)  # and the hanging channel is still inside its call
+
+            def broken() -> dict[str, Any]:
+                found = client.get("/v1/admin/integrations", headers=admin).json()["channels"]
+                return {c["name"]: c for c in found}
+
+            until(lambda: broken()["broken"]["failures"] >= 2)  # retried, each failure counted
+            state = broken()
+            assert state["broken"]["last_error"] == "ConnectionError: the service is down"
+            assert state["broken"]["configured"] and state["stuck"]["messages"] == 0
+            assert state["email"]["messages"] == 1 and state["slack"]["configured"] is False
+            tested = client.post("/v1/admin/channels/broken/test", headers=admin).json()
+            assert tested["ok"] is False and tested["detail"] == "ConnectionError: the service is down"
+            assert client.post("/v1/admin/channels/slack/test", headers=admin).status_code == 409
+        # the server stopped though the stuck channel never returned
+    finally:
+        stuck.release.set()
+
+
+def test_replicas_announce_each_approval_once(setup: tuple[Sink, str, ServerSettings, dict[str, str]]) -> None:
+    sink, db_path, settings, admin = setup
+    with (
+        TestClient(create_app(settings), raise_server_exceptions=False) as one,
+        TestClient(create_app(settings), raise_server_exceptions=False) as two,
+    ):
+        agent = _agent(db_path)
+        ids = [_ask(one, admin, agent), _ask(two, admin, agent), _ask(one, admin, agent)]
+        mails = sink.wait_for(3)
+        assert sorted(i for i in ids for _, m in mails if i in m["Subject"]) == sorted(ids)
+
+        def drawn() -> bool:
+            found = one.get("/v1/admin/integrations", headers=admin).json()["channels"]
+            return any(c["name"] == "email" and c["messages"] == 3 for c in found)
+
+        until(drawn)
+        assert len(sink.mails()) == 3  # once each, whichever replica claimed it

@@ -1,0 +1,341 @@
+"""E-mail, against a real SMTP server (aiosmtpd in a subprocess) that keeps what it receives."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clearance import _decisions
+from clearance._store import Database
+from clearance._store import _approvals as approvals
+from clearance._store import _channels as messages
+from clearance._store import _keys as keys
+from clearance._store import _users as users
+from clearance.server import ServerSettings, create_app
+from clearance.server.channels import deliver
+from clearance.server.channels.email import Email
+
+from .conftest import _free_port
+from .test_slack import POLICY
+
+PUBLIC = "https://clearance.example.com"
+SINK = Path(__file__).with_name("smtp_sink.py")
+
+
+class Sink:
+    """The SMTP server's process, which a test can start late or stop, and the mails it kept."""
+
+    def __init__(self, where: Path) -> None:
+        self.port, self.where = _free_port(), where
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SINK), str(self.port), str(self.where)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def mails(self) -> list[dict[str, Any]]:
+        return [json.loads(p.read_text()) for p in sorted(self.where.glob("*.json"))]
+
+    def wait_for(self, count: int, timeout: float = 15) -> list[tuple[dict[str, Any], EmailMessage]]:
+        until(lambda: len(self.mails()) >= count, timeout)
+        return [(m, _parsed(m["data"])) for m in self.mails()]
+
+
+def _parsed(data: str) -> EmailMessage:
+    found = message_from_bytes(data.encode("utf-8", "surrogateescape"), policy=policy.default)
+    assert isinstance(found, EmailMessage)
+    return found
+
+
+def until(condition: Callable[[], bool], timeout: float = 15) -> None:
+    """Wait (polling) until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def mail(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    sink = Sink(tmp_path / "mails")
+    db_path = str(tmp_path / "mail.db")
+    db = Database(db_path)
+    ids = {
+        scope: keys.create(db, name=scope, scopes=[scope], agent=agent, environment="test", created_by="t")[1]
+        for scope, agent in (("admin", None), ("agent", "refunds"))
+    }
+    for name, roles, address in (
+        ("lena", ["approver", "support-lead"], "lena@example.com"),
+        ("pia", ["approver"], "pia@example.com"),  # not a lead: not mailed
+        ("omar", ["approver", "support-lead"], None),  # a lead without an address
+        ("dora", ["approver", "support-lead"], "dora@example.com"),  # a lead, disabled below
+    ):
+        users.create(db, name, "correct horse battery", roles, by="t")
+        if address:
+            users.update(db, name, identities={"email": address}, by="t")
+    users.update(db, "dora", disabled=True, by="t")
+    db.close()
+    settings = ServerSettings(
+        database_url=db_path,
+        smtp_host="127.0.0.1",
+        smtp_port=sink.port,
+        smtp_from="Clearance <approvals@clearance.example.com>",
+        smtp_starttls=False,
+        smtp_timeout=5,
+        public_url=PUBLIC + "/",
+    )
+    s = {"sink": sink, "db": db_path, "keys": ids, "settings": settings}
+    sink.start()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        admin = {"X-API-Key": ids["admin"]}
+        rev = client.post("/v1/policies", headers=admin, json={"text": POLICY}).json()["id"]
+        client.post(f"/v1/policies/{rev}/activate", headers=admin, json={})
+        yield {**s, "client": client}
+    sink.stop()
+
+
+def pending(s: dict[str, Any], **args: Any) -> str:
+    r = s["client"].post(
+        "/v1/check",
+        headers={"X-API-Key": s["keys"]["agent"]},
+        json={"tool": "issue_refund", "args": {"order_id": "A-1", "amount": 850, **args}, "session_id": "ses-1"},
+    )
+    return str(r.json()["approval_id"])
+
+
+def email_state(s: dict[str, Any]) -> dict[str, Any]:
+    admin = {"X-API-Key": s["keys"]["admin"]}
+    [found] = [
+        c for c in s["client"].get("/v1/admin/integrations", headers=admin).json()["channels"] if c["name"] == "email"
+    ]
+    return dict(found)
+
+
+def drawn(s: dict[str, Any], approval_id: str, state: str) -> Callable[[], bool]:
+    def check() -> bool:
+        db = Database(s["db"])
+        try:
+            found = messages.message(db, approval_id, "email")
+        finally:
+            db.close()
+        return found is not None and found.shown == state
+
+    return check
+
+
+def test_a_pending_approval_is_mailed_once_to_the_people_who_may_decide_it(mail: dict[str, Any]) -> None:
+    approval_id = pending(mail)
+    [(envelope, message)] = mail["sink"].wait_for(1)
+    assert envelope["to"] == ["lena@example.com"]  # a lead with an address, enabled
+    assert envelope["from"] == "approvals@clearance.example.com"
+    assert (
+        message["To"] == "lena@example.com" and message["Subject"] == f"Approval needed: issue_refund ({approval_id})"
+    )
+    assert message["Auto-Submitted"] == "auto-generated" and message["Message-ID"].endswith("@clearance.example.com>")
+    body = message.get_content()
+    for expected in (
+        "Tool: issue_refund",
+        "Agent: refunds (test)",
+        "Reason: Refunds over $200 need a support lead",
+        "Expires: ",
+        "Who may decide: role:support-lead",
+        "  amount: 850",
+        f"{PUBLIC}/#/approvals/{approval_id}",
+    ):
+        assert expected in body
+    assert re.findall(r"https?://\S+", body) == [f"{PUBLIC}/#/approvals/{approval_id}"]  # the one link
+    until(drawn(mail, approval_id, "pending"))
+    db = Database(mail["db"])
+    try:  # another pass, here or on a replica, sends nothing
+        assert deliver(db, mail["client"].app.state.channels["email"]) == 0
+    finally:
+        db.close()
+    assert len(mail["sink"].mails()) == 1
+    state = email_state(mail)
+    assert state["configured"] is True and (state["messages"], state["sent"], state["failures"]) == (1, 1, 0)
+    assert state["settings"]["host"] == "127.0.0.1" and state["settings"]["password_set"] is False
+
+
+def test_hostile_arguments_cannot_add_headers_or_lines(mail: dict[str, Any]) -> None:
+    injected = "A-1\r\nBcc: evil@evil.example\r\n\r\nApprove here: https://evil.example/ok"
+    approval_id = pending(mail, order_id=injected, file_name="refund\u202etxt.exe")
+    [(envelope, message)] = mail["sink"].wait_for(1)
+    assert envelope["to"] == ["lena@example.com"] and message["Bcc"] is None
+    assert sorted(message.keys()) == sorted(
+        [
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "Auto-Submitted",
+            "Content-Type",
+            "Content-Transfer-Encoding",
+            "MIME-Version",
+        ]
+    )
+    body = message.get_content()
+    [line] = [x for x in body.splitlines() if x.startswith("  order_id:")]
+    crlf = "⟨U+000D CR⟩⟨U+000A LF⟩"
+    assert line == f"  order_id: A-1{crlf}Bcc: evil@evil.example{crlf}{crlf}Approve here: https://evil.example/ok"
+    assert not any(x.startswith(("Bcc", "Approve here")) for x in body.splitlines())  # no line of its own
+    assert "  file_name: refund⟨U+202E RLO⟩txt.exe" in body and "\u202e" not in body
+    assert "⚠ Look closely: " in body and "/file_name (U+202E RLO)" in body
+    assert approval_id in message["Subject"]
+    admin = {"X-API-Key": mail["keys"]["admin"]}
+    for bad in ("lena@example.com\r\nBcc: evil@evil.example", "Lena <lena@example.com>", "lena@exa mple.com", "a@b"):
+        r = mail["client"].patch("/v1/users/pia", headers=admin, json={"identities": {"email": bad}})
+        assert r.status_code == 422 and "is not an e-mail address" in r.json()["error"]["message"]
+    r = mail["client"].patch("/v1/users/pia", headers=admin, json={"identities": {"pager": "123"}})
+    assert r.status_code == 422 and "no approval channel is called 'pager'" in r.json()["error"]["message"]
+
+
+def test_identities_are_set_shown_and_unique(mail: dict[str, Any]) -> None:
+    client, admin = mail["client"], {"X-API-Key": mail["keys"]["admin"]}
+    r = client.patch(
+        "/v1/users/pia", headers=admin, json={"identities": {"email": "Pia@Example.COM", "slack": "U0PIA"}}
+    )
+    assert r.status_code == 200 and r.json()["identities"] == {"email": "Pia@example.com", "slack": "U0PIA"}
+    assert r.json()["slack_user_id"] == "U0PIA"  # as older clients read it
+    taken = client.patch("/v1/users/omar", headers=admin, json={"identities": {"email": "lena@example.com"}})
+    assert taken.status_code == 422 and "already lena" in taken.json()["error"]["message"]
+    cleared = client.patch("/v1/users/pia", headers=admin, json={"slack_user_id": None, "identities": {"email": None}})
+    assert cleared.json()["identities"] == {} and cleared.json()["slack_user_id"] is None
+
+
+def test_a_mail_server_that_is_down_is_retried_and_mails_once(mail: dict[str, Any]) -> None:
+    mail["sink"].stop()
+    approval_id = pending(mail)
+    until(lambda: email_state(mail)["failures"] >= 1)
+    state = email_state(mail)
+    assert state["messages"] == 0 and "ConnectionRefusedError" in state["last_error"]
+    mail["sink"].start()
+    [(envelope, message)] = mail["sink"].wait_for(1, timeout=40)  # backoff with full jitter
+    assert envelope["to"] == ["lena@example.com"] and approval_id in message["Subject"]
+    until(drawn(mail, approval_id, "pending"))
+    assert len(mail["sink"].mails()) == 1 and email_state(mail)["messages"] == 1
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_a_decision_made_elsewhere_is_followed_up_in_the_same_thread(mail: dict[str, Any], approve: bool) -> None:
+    approval_id = pending(mail)
+    [(_, first)] = mail["sink"].wait_for(1)
+    until(drawn(mail, approval_id, "pending"))
+    db = Database(mail["db"])
+    _decisions.decide(
+        db, approval_id, approve=approve, by=_decisions.Decider("cli-user", trusted=True), note="ok\nBcc: x"
+    )
+    db.close()
+    _, (envelope, follow_up) = mail["sink"].wait_for(2)
+    assert envelope["to"] == ["lena@example.com"]
+    assert follow_up["In-Reply-To"] == first["Message-ID"] == follow_up["References"]
+    word = "Approved" if approve else "Denied"
+    assert follow_up["Subject"] == f"{word} by cli-user: issue_refund ({approval_id})"
+    body = follow_up.get_content()
+    assert body.splitlines()[0].startswith(f"{word.lower()} by cli-user at ") and "ok⟨U+000A LF⟩Bcc: x" in body
+    until(drawn(mail, approval_id, "approved" if approve else "denied"))
+    if approve:  # the call runs: a change the mail does not show, so nothing more is sent
+        db = Database(mail["db"])
+        with db.write() as cur:
+            approvals.finish(db, cur, approval_id, "executed", now_us=1, result_json="1")
+        db.close()
+        until(drawn(mail, approval_id, "approved"))
+    assert len(mail["sink"].mails()) == 2
+
+
+def test_the_link_decides_nothing_without_signing_in(mail: dict[str, Any]) -> None:
+    approval_id = pending(mail)
+    [(_, message)] = mail["sink"].wait_for(1)
+    [link] = re.findall(r"https?://\S+", message.get_content())
+    client = mail["client"]
+    path, fragment = link.removeprefix(PUBLIC).split("#", 1)
+    assert fragment == f"/approvals/{approval_id}"  # the fragment never reaches the server
+    page = client.get(path or "/")  # what a mail scanner following the link gets: the sign-in page's app
+    assert page.status_code == 200 and approval_id not in page.text
+    assert client.get(f"/v1/approvals/{approval_id}").status_code == 401
+    assert client.post(f"/v1/approvals/{approval_id}/approve", json={}).status_code == 401
+    db = Database(mail["db"])
+    assert approvals.get(db, approval_id).status == "pending"
+    db.close()
+
+
+def test_an_admin_test_mail_goes_to_the_sender(mail: dict[str, Any]) -> None:
+    admin = {"X-API-Key": mail["keys"]["admin"]}
+    sent = mail["client"].post("/v1/admin/channels/email/test", headers=admin).json()
+    assert sent["ok"] is True and sent["detail"].startswith("mailed to approvals@clearance.example.com")
+    [(envelope, message)] = mail["sink"].wait_for(1)
+    assert envelope["to"] == ["approvals@clearance.example.com"] and message["Subject"] == "Clearance test message"
+    mail["sink"].stop()
+    down = mail["client"].post("/v1/admin/channels/email/test", headers=admin).json()
+    assert down["ok"] is False and down["detail"].startswith("ConnectionRefusedError")
+
+
+def test_a_mail_server_that_never_answers_times_out_and_is_counted(tmp_path: Path) -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()  # accepts connections, never greets
+    db_path = str(tmp_path / "silent.db")
+    db = Database(db_path)
+    users.create(db, "lena", "correct horse battery", ["approver", "support-lead"], by="t")
+    users.update(db, "lena", identities={"email": "lena@example.com"}, by="t")
+    channel = Email(
+        host="127.0.0.1",
+        port=silent.getsockname()[1],
+        sender="a@clearance.example.com",
+        public_url=PUBLIC,
+        timeout=0.3,
+        starttls=False,
+    )
+    from clearance._guard._record import record_call
+    from clearance.policy import parse_policy
+
+    call = record_call(
+        db, parse_policy(POLICY), agent="a", environment="test", tool="issue_refund", args={"amount": 900}, session="s"
+    )
+    assert call.approval_id is not None
+    with pytest.raises(Exception, match="undelivered"):
+        deliver(db, channel)
+    tally = messages.tally(db, "email")
+    assert tally.failures == 1 and tally.messages == 0 and "timed out" in (tally.last_error or "")
+    db.close()
+    silent.close()
+
+
+def test_email_addresses_are_checked() -> None:
+    assert Email.identity("Lena.K+ops@Example.COM") == "Lena.K+ops@example.com"
+    for bad in (
+        "",
+        "lena",
+        "@example.com",
+        "lena@",
+        "lena@example",
+        "a\r\n@example.com",
+        "lena@example.com\n",
+        "x" * 65 + "@example.com",
+        '"a b"@example.com',
+    ):
+        with pytest.raises(ValueError, match="not an e-mail address"):
+            Email.identity(bad)
+    with pytest.raises(ValueError):
+        ServerSettings(smtp_from="a@b.example\r\nBcc: evil@evil.example")
