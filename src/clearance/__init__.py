@@ -15,11 +15,12 @@ def issue_refund(order_id: str, amount: float) -> str: ...
 
 from __future__ import annotations
 
+from . import integrations  # noqa: F401  registers the frameworks' installer to run after configure()
 from ._context import current_approval, get_session, reset_session, session, set_session
-from ._guard._governor import Approved, PendingApproval, UsageRecord
 from ._guard._modes import approval_mode, run_due
 from ._guard._resume import resume, resume_async
 from ._guard._runtime import NOT_GIVEN, configure, flush, shutdown
+from ._guard._tickets import Approved, PendingApproval, UsageRecord
 from ._guard._wrap import guard, guard_tool
 from ._settings import Settings
 from ._usage import record_usage

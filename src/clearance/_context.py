@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ._names import checked_name
 
 if TYPE_CHECKING:
-    from ._guard._governor import Approved
+    from ._guard._tickets import Approved
 
 _SESSION: ContextVar[str | None] = ContextVar("clearance_session", default=None)
 _USER: ContextVar[str | None] = ContextVar("clearance_user", default=None)

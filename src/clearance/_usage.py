@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._context import get_session
 from ._guard import _runtime
-from ._guard._governor import UsageRecord
+from ._guard._tickets import UsageRecord
 from .errors import ConfigurationError
 
 

@@ -277,7 +277,7 @@ def test_what_a_tool_returns_or_raises_is_recorded_whatever_it_holds(
 
 
 def test_a_result_json_cannot_carry_is_recorded_marked() -> None:
-    from clearance._guard._governor import result_value
+    from clearance._guard._tickets import result_value
 
     assert result_value({"ratio": float("nan"), "text": "a\ud800"}) == {
         "ratio": {"$float": "nan"},

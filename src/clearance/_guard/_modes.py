@@ -22,8 +22,8 @@ from typing import Any, Literal
 from ..errors import ApprovalAlreadyExecuted, ApprovalError, ClearanceError, ConfigurationError
 from . import _runtime
 from ._backend import Backend
-from ._governor import Ticket
 from ._resume import callbacks_of, resume
+from ._tickets import Ticket
 
 Mode = Literal["wait", "async", "webhook"]
 MODES = ("wait", "async", "webhook")

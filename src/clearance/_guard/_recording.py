@@ -8,7 +8,7 @@ from typing import Any
 
 from .._context import APPROVAL
 from ._backend import Backend
-from ._governor import Approved, Ticket
+from ._tickets import Approved, Ticket
 
 # The tool whose governed body is running here. A layer below the one that governed the call
 # (an MCP client under a governed tool, a LangChain callback under the middleware) sees the

@@ -18,8 +18,8 @@ from typing import Any
 from ..errors import ConfigurationError
 from . import _runtime
 from ._binding import Binder
-from ._governor import Approved, Ticket
 from ._recording import Recording
+from ._tickets import Approved, Ticket
 
 OnApproval = Callable[[Any], Any]
 OnDenial = Callable[[BaseException], Any]

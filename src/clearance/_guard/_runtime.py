@@ -22,6 +22,7 @@ from ._governor import Governor
 _lock = threading.RLock()
 _current: Backend | None = None
 _tools: dict[str, tuple[Callable[..., Any], Binder]] = {}
+_after_configure: list[Callable[[], None]] = []
 
 
 class _Missing:
@@ -132,14 +133,17 @@ def configure(
         old, _current = _current, governor
     if old is not None:
         old.close()
-    _install_integrations()
+    for hook in _after_configure:
+        hook()
 
 
-def _install_integrations() -> None:
-    """Install Clearance into the frameworks this process has installed (each once)."""
-    from ..integrations import install_all
+def after_configure(hook: Callable[[], None]) -> None:
+    """Run `hook` after every `configure()` (once however often it is registered).
 
-    install_all()
+    The integrations register their installer here, so the guard never imports them.
+    """
+    if hook not in _after_configure:
+        _after_configure.append(hook)
 
 
 def current() -> Backend:

@@ -15,10 +15,10 @@ from ..policy import Effect
 from . import _modes, _runtime
 from ._backend import Backend
 from ._binding import Binder
-from ._governor import Approved, PendingApproval, Ticket
 from ._modes import Mode
 from ._recording import Recording
 from ._resume import Callbacks, OnApproval, OnDenial, set_callbacks
+from ._tickets import Approved, PendingApproval, Ticket
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,4 +1,4 @@
-"""The remote governor: decides from the server's policy, in-process when it can.
+"""The remote backend: decides from the server's policy, in-process when it can.
 
 - A call whose rules need nothing from the server (no facts, no approval) is decided locally
   from the synced policy; its record is committed to the local spool before the tool runs. No
@@ -7,39 +7,33 @@
   the server), or every call with `evaluation="server"`, is decided by `POST /v1/check`.
 - If the server cannot be reached for such a call it fails closed — recorded as blocked — unless
   the tool's policy says `when_server_unreachable: allow`.
+- A waiting call long-polls the server for its approval, retrying (with jittered backoff) while
+  the server cannot be reached, until 30 s past the approval's expiry.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
-import os
-import time
-import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, RootModel, ValidationError
 
 from .._clock import now_us
 from .._context import get_user
-from .._guard._governor import (
-    ApprovalView,
-    Approved,
-    PendingApproval,
-    Ticket,
-    UsageRecord,
-    outcome_fields,
-    result_value,
-    settle,
-    ticket_for,
-)
-from .._guard._record import Prepared, decided_event, llm_event, prepare, refused
+from .._guard._backend import AsyncPoll, Backend, Poll
+from .._guard._record import Prepared, decided_event, prepare, refused
+from .._guard._tickets import ApprovalView, PendingApproval, Ticket, view_of
 from .._names import admit_names
+from .._retry import aretrying, retrying
 from .._settings import Settings
-from .._store._events import make_event, new_id
+from .._store._events import Event, make_event, new_id
+from .._wire import ApprovalOut
 from ..errors import (
     ApprovalAlreadyExecuted,
     ApprovalNotFound,
-    ApprovalPending,
     ApprovalTimeout,
     ConfigurationError,
     ServerError,
@@ -52,16 +46,19 @@ from ._spool import Shipper, Spool
 
 log = logging.getLogger("clearance.remote")
 _UNREACHABLE = ("server_unreachable",)
+_GRACE_US = 30_000_000  # how long past an approval's expiry a waiter keeps trying an unreachable server
 
 
-class RemoteGovernor:
+class RemoteGovernor(Backend):
     """Everything one remote-mode `configure()` set up. Safe to share between threads."""
+
+    # The server holds each poll until the approval changes (and expires it on time itself).
+    recheck_seconds = 30.0
 
     def __init__(self, settings: Settings) -> None:
         if settings.api_key is None:
             raise ConfigurationError("remote mode needs an agent key: configure(api_key=...) or CLEARANCE_API_KEY")
         assert settings.server_url is not None
-        self.settings = settings
         key = settings.api_key.get_secret_value()
         self.client = Client(settings.server_url, key)
         try:
@@ -69,22 +66,21 @@ class RemoteGovernor:
         except BaseException:
             self.client.close()
             raise
-        self.default_session = f"ses_{uuid.uuid4().hex}"
-        self.executor = f"agent:{self.agent} (pid {os.getpid()})"
 
     def _connect(self, settings: Settings, key: str) -> None:
         """Learn who the key is, load the policy, open the spool; clean up what opened if one fails."""
         assert settings.server_url is not None
-        self.agent, self.environment = settings.agent, settings.environment
+        agent, environment = settings.agent, settings.environment
         try:
             me = self.client.call("GET", "/v1/me").json()
             if "agent" not in me["scopes"]:
                 raise ConfigurationError(f"the key {me['id']} is not an agent key (scopes: {', '.join(me['scopes'])})")
-            self.agent, self.environment = me["agent"], me["environment"]
+            agent, environment = me["agent"], me["environment"]
         except ServerError as exc:
             if exc.status in (401, 403):
                 raise ConfigurationError(f"the server refused the API key: {exc}") from None
-            log.warning("cannot reach %s yet (%s); recording as %s", settings.server_url, exc, self.agent)
+            log.warning("cannot reach %s yet (%s); recording as %s", settings.server_url, exc, agent)
+        self._identify(settings, agent, environment)
         # The sync long-polls on a client of its own, which it can abort on close.
         self.sync = PolicySync(Client(settings.server_url, key), settings.spool_path.with_suffix(".snapshot.json"))
         try:
@@ -121,12 +117,12 @@ class RemoteGovernor:
         prepared = prepare(policy, tool, args, refusal)
         blocked = refused(prepared, policy)
         if blocked is not None:  # the server would refuse it too: record the refusal here
-            return self._record_locally(policy, tool, prepared, session, blocked)
+            return self._record_locally(tool, prepared, session, blocked)
         plan = policy.plan(tool)
         if self.settings.evaluation == "local" and not plan.facts:
             decision = policy.decide(tool, args, {})
             if decision.effect is not Effect.REQUIRE_APPROVAL:
-                return self._record_locally(policy, tool, prepared, session, decision)
+                return self._record_locally(tool, prepared, session, decision)
         try:
             body: dict[str, Any] = {"tool": tool, "args": args, "session_id": session}
             if (user := get_user()) is not None:
@@ -143,12 +139,10 @@ class RemoteGovernor:
             effect = Effect.ALLOW if allow else Effect.BLOCK
             why = "this tool's policy allows calls then" if allow else "the call fails closed"
             decision = Decision(effect, f"{exc}; {why}", _UNREACHABLE, (), None, policy.revision)
-            return self._record_locally(policy, tool, prepared, session, decision)
+            return self._record_locally(tool, prepared, session, decision)
         return self._ticket(tool, prepared, answer.json())
 
-    def _record_locally(
-        self, policy: Policy, tool: str, prepared: Prepared, session: str, decision: Decision
-    ) -> Ticket:
+    def _record_locally(self, tool: str, prepared: Prepared, session: str, decision: Decision) -> Ticket:
         call_id = new_id("call")
         self.spool.put(
             [
@@ -185,51 +179,61 @@ class RemoteGovernor:
             )
         return ticket
 
-    def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float, result: Any = None) -> None:
-        """Spool the outcome of a call that ran. Never raises: the tool has run.
+    def _keep_outcome(self, ticket: Ticket, fields: dict[str, Any], error: BaseException | None) -> None:
+        """Spool the record; never raises: the tool has run.
 
         For an approved call the server marks its approval executed or failed when the record
         arrives.
         """
-        base = {"agent": self.agent, "environment": self.environment}
-        fields = outcome_fields(ticket, base, error=error, duration_s=duration_s)
-        if ticket.approval_id is not None:
-            fields["result"] = result_value(result) if error is None else None
         try:
             self.spool.put([make_event("tool_call.finished", now_us(), fields)])
         except StoreError as exc:
             log.error("the outcome of %s could not be spooled: %s", ticket.call_id, exc)
 
+    def _append(self, batch: list[Event]) -> None:
+        self.spool.put(batch)
+
     # -- approvals ---------------------------------------------------------------------------
 
-    def wait(self, ticket: Ticket) -> Approved:
-        """Wait on the server (long poll) until a human decides or the approval expires.
+    def _read(self, approval_id: str) -> ApprovalView:
+        try:
+            return _view(self.client.call("GET", f"/v1/approvals/{approval_id}"))
+        except ServerError as exc:
+            if exc.status == 404:
+                raise ApprovalNotFound(f"no approval has the id {approval_id!r}") from None
+            raise
 
-        Raises:
-            ApprovalDenied: A human denied it.
-            ApprovalTimeout: It expired and `on_timeout` denies — or the server stayed
-                unreachable past its expiry.
-            ApprovalAlreadyExecuted: Another process (a resume, a worker) ran it already.
-        """
+    @contextlib.contextmanager
+    def _waiting(self, ticket: Ticket) -> Iterator[Poll]:
+        path, give_up = self._polled(ticket)
+
+        def poll(wait: float) -> ApprovalView:
+            attempts = retrying(_retryable, give_up=give_up, log=log, what=f"waiting for {path}")
+            return _view(attempts(self.client.call, "GET", path, params={"wait": wait}, timeout=wait + 15))
+
+        with _timing_out(ticket):
+            yield poll
+
+    @contextlib.asynccontextmanager
+    async def _awaiting(self, ticket: Ticket) -> AsyncIterator[AsyncPoll]:
+        path, give_up = self._polled(ticket)
+        async with self.client.async_client() as http:
+
+            async def poll(wait: float) -> ApprovalView:
+                attempts = aretrying(_retryable, give_up=give_up, log=log, what=f"waiting for {path}")
+                answer: httpx.Response = await attempts(
+                    self.client.acall, http, "GET", path, params={"wait": wait}, timeout=wait + 15
+                )
+                return _view(answer)
+
+            with _timing_out(ticket):
+                yield poll
+
+    def _polled(self, ticket: Ticket) -> tuple[str, Callable[[], bool]]:
+        """Where a waiting call reads its approval, and when it stops trying an unreachable server."""
         assert ticket.approval_id is not None and ticket.pending is not None
-        give_up = ticket.pending.expires_at_us / 1e6 + 30
-        backoff = 0.5
-        while True:
-            try:
-                a = self.client.call(
-                    "GET", f"/v1/approvals/{ticket.approval_id}", params={"wait": 30}, timeout=45
-                ).json()
-                if a["status"] != "pending":
-                    return self._run_or_raise(ticket, a)
-            except ServerError as exc:
-                time.sleep(_after_failure(ticket, exc, give_up, backoff))
-                backoff = min(backoff * 2, 10)
-
-    def _run_or_raise(self, ticket: Ticket, a: dict[str, Any]) -> Approved:
-        approved = settle(ticket, _view(a))
-        ticket.executed_args_hash = a.get("edited_args_hash")
-        self.claim(ticket)
-        return approved
+        last_try = ticket.pending.expires_at_us + _GRACE_US
+        return f"/v1/approvals/{ticket.approval_id}", lambda: now_us() > last_try
 
     def claim(self, ticket: Ticket) -> None:
         """Claim the approved call on the server: exactly one claimant ever runs it.
@@ -260,86 +264,10 @@ class RemoteGovernor:
     def due(self, tools: Sequence[str]) -> list[tuple[str, str]]:
         """This agent's async-mode approvals of `tools` that are decided and not yet handled: (id, tool)."""
         found = self.client.call("GET", "/v1/approvals", params={"status": "", "mode": "async", "unhandled": "true"})
-        return [(a["id"], a["tool"]) for a in found.json() if a["tool"] in tools and a["status"] != "pending"]
+        listed = _read_model(_Approvals, found)
+        return [(a.id, a.tool) for a in listed.root if a.tool in tools and a.status.decided]
 
-    def approved_call(self, approval_id: str) -> tuple[Ticket, Approved, dict[str, Any]]:
-        """The ticket, approval and arguments of an approved call, to run it here (not claimed).
-
-        Raises:
-            ApprovalNotFound: No such approval (for this agent).
-            ApprovalPending: Nobody has decided yet.
-            ApprovalError: It may not run (denied, timed out, ran already).
-        """
-        try:
-            a = self.client.call("GET", f"/v1/approvals/{approval_id}").json()
-        except ServerError as exc:
-            if exc.status == 404:
-                raise ApprovalNotFound(f"no approval has the id {approval_id!r}") from None
-            raise
-        ticket = ticket_for(
-            a["id"], a["call_id"], a["tool"], a["session"] or self.default_session, a["args_hash"], a["reason"]
-        )
-        ticket.executed_args_hash = a.get("edited_args_hash")
-        if a["status"] == "pending":
-            raise ApprovalPending(a["id"], a["tool"], f"approval {a['id']} is still pending: nobody has decided yet")
-        return ticket, settle(ticket, _view(a)), a["executed_args"]
-
-    async def wait_async(self, ticket: Ticket) -> Approved:
-        """`wait` for async code: the long poll is awaited, so no thread waits and the loop runs on.
-
-        Raises:
-            ApprovalDenied: A human denied it.
-            ApprovalTimeout: It expired and `on_timeout` denies, or the server stayed
-                unreachable past its expiry.
-            ApprovalAlreadyExecuted: Another process ran it already.
-        """
-        assert ticket.approval_id is not None and ticket.pending is not None
-        give_up = ticket.pending.expires_at_us / 1e6 + 30
-        backoff = 0.5
-        async with self.client.async_client() as http:
-            while True:
-                try:
-                    answer = await self.client.acall(
-                        http, "GET", f"/v1/approvals/{ticket.approval_id}", params={"wait": 30}, timeout=45
-                    )
-                    a = answer.json()
-                    if a["status"] != "pending":
-                        break
-                except ServerError as exc:
-                    await asyncio.sleep(_after_failure(ticket, exc, give_up, backoff))
-                    backoff = min(backoff * 2, 10)
-        return await asyncio.to_thread(self._run_or_raise, ticket, a)  # the claim: one quick request
-
-    # -- usage, shutdown ---------------------------------------------------------------------
-
-    def record_usage(
-        self,
-        model: str,
-        input_tokens: int,
-        output_tokens: int,
-        cached_input_tokens: int,
-        reasoning_tokens: int,
-        *,
-        provider: str | None,
-        session: str | None,
-        latency_ms: float | None,
-    ) -> UsageRecord:
-        """Price one LLM call and record it in the session."""
-        event, cost = llm_event(
-            agent=self.agent,
-            environment=self.environment,
-            session=session or self.default_session,
-            model=model,
-            provider=provider,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cached_input_tokens=cached_input_tokens,
-            reasoning_tokens=reasoning_tokens,
-            latency_ms=latency_ms,
-            overrides=self.settings.price_overrides,
-        )
-        self.spool.put([event])
-        return UsageRecord(event.id, cost.cost_usd, cost.source)
+    # -- shutdown ----------------------------------------------------------------------------
 
     def flush(self) -> None:
         """Ship the spool now (as much as the server takes within 10 s)."""
@@ -356,23 +284,43 @@ class RemoteGovernor:
             self.client.close()
 
 
-def _after_failure(ticket: Ticket, exc: ServerError, give_up: float, backoff: float) -> float:
-    """How long to wait before polling again after `exc`; raise it if retrying cannot help.
+def _retryable(exc: BaseException) -> bool:
+    """The server was not reached, or failed (5xx); a refusal (4xx) is raised at once."""
+    return isinstance(exc, ServerError) and (exc.status is None or exc.status >= 500)
+
+
+@contextlib.contextmanager
+def _timing_out(ticket: Ticket) -> Iterator[None]:
+    """Turn a server that stayed unreachable past the approval's expiry into `ApprovalTimeout`."""
+    try:
+        yield
+    except ServerError as exc:
+        if not _retryable(exc):
+            raise
+        assert ticket.approval_id is not None
+        raise ApprovalTimeout(ticket.approval_id, ticket.tool, f"{ticket.tool}: {exc}") from None
+
+
+_Approvals = RootModel[list[ApprovalOut]]
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _read_model(model: type[_Model], response: httpx.Response) -> _Model:
+    """The server's answer as `model`.
 
     Raises:
-        ServerError: The server refused the request (a 4xx): asking again changes nothing.
-        ApprovalTimeout: The server stayed unreachable past the approval's expiry.
+        ServerError: The answer is not one (another server, or another version of it).
     """
-    assert ticket.approval_id is not None
-    if exc.status is not None and exc.status < 500:
-        raise exc
-    if time.time() > give_up:
-        raise ApprovalTimeout(ticket.approval_id, ticket.tool, f"{ticket.tool}: {exc}") from None
-    return backoff
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ServerError(
+            f"the Clearance server answered what this client cannot read: {exc.error_count()} problem(s), "
+            f"first {exc.errors()[0]['msg']!r} at {'.'.join(map(str, exc.errors()[0]['loc']))}",
+            status=response.status_code,
+        ) from None
 
 
-def _view(a: dict[str, Any]) -> ApprovalView:
-    edited = a.get("executed_args") if a.get("edited_args_hash") else None
-    return ApprovalView(
-        a["id"], a["status"], a["args_hash"], a["decided_by"], a["note"], a["on_timeout"], edited, a.get("claimed_by")
-    )
+def _view(response: httpx.Response) -> ApprovalView:
+    a = _read_model(ApprovalOut, response)
+    return view_of(a, edited_args=a.executed_args if a.edited_args_hash else None)

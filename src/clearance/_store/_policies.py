@@ -17,7 +17,7 @@ from typing import Any
 
 from .._clock import now_us
 from ..errors import PolicyError, PolicyProblem
-from ..policy import parse_policy
+from ..policy import Policy, parse_policy
 from ._db import Database
 from ._events import append, make_event
 
@@ -175,6 +175,47 @@ def activate(db: Database, rev_id: str, *, scope: str, by: str | None) -> Revisi
         append(db, cur, [make_event("policy.activated", at, fields)])
         db.notify(cur, "policy")
     return revision
+
+
+def activate_for_agent(db: Database, policy: Policy, *, agent: str, environment: str, author: str | None) -> None:
+    """Store the policy an embedded agent runs (once) and record its activation for that agent.
+
+    The revision is inserted only if no revision has its content; a `policy.activated` event is
+    appended only when the agent's last activation was of another revision.
+    """
+    with db.write() as cur:
+        cur.execute(db.sql("SELECT id FROM policy_revisions WHERE content_hash = :h"), {"h": policy.content_hash})
+        if cur.fetchone() is None:
+            cur.execute(
+                db.sql(
+                    "INSERT INTO policy_revisions (id, content_hash, source, text, author, parent, created_at_us)"
+                    " VALUES (:id, :h, :source, :text, :author, NULL, :at)"
+                ),
+                {
+                    "id": policy.revision,
+                    "h": policy.content_hash,
+                    "source": policy.source,
+                    "text": policy.source_text,
+                    "author": author,
+                    "at": now_us(),
+                },
+            )
+        cur.execute(
+            db.sql(
+                "SELECT body FROM events WHERE agent = :agent AND kind = 'policy.activated' ORDER BY seq DESC LIMIT 1"
+            ),
+            {"agent": agent},
+        )
+        last = cur.fetchone()
+        if last is None or json.loads(last[0]).get("policy_revision") != policy.revision:
+            fields = {
+                "agent": agent,
+                "environment": environment,
+                "session": None,
+                "policy_revision": policy.revision,
+                "source": policy.source,
+            }
+            append(db, cur, [make_event("policy.activated", now_us(), fields)])
 
 
 def previous(db: Database, scope: str) -> str | None:

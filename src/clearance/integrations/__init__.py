@@ -1,8 +1,9 @@
 """Clearance inside agent frameworks: each module governs one framework's tool calls and records its LLM usage.
 
-`clearance.configure()` calls `install_all()`: each framework already imported is governed at
-once, and any other the moment the application imports it — so `configure()` imports no
-framework itself, and tools made before or after it are governed alike.
+`install_all()` runs after every `clearance.configure()` (registered below; the package root
+imports this module): each framework already imported is governed at once, and any other the
+moment the application imports it — so `configure()` imports no framework itself, and tools
+made before or after it are governed alike.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib
 import logging
 from collections.abc import Callable
 
+from .._guard._runtime import after_configure
 from ._imports import when_imported
 
 # (the top-level module the application imports, the module here that governs its framework)
@@ -47,3 +49,6 @@ def install_all() -> None:
     for top, module in FRAMEWORKS:
         if module not in _installed:
             when_imported(top, _installer(module))
+
+
+after_configure(install_all)

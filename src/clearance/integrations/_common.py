@@ -12,7 +12,7 @@ from .._canonical import to_plain
 from .._context import get_session
 from .._guard import _runtime
 from .._guard._backend import Backend
-from .._guard._governor import Approved, Ticket
+from .._guard._tickets import Approved, Ticket
 from ..errors import ApprovalError, ToolCallBlocked
 from ..policy import Effect
 

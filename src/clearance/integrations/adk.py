@@ -27,7 +27,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .._canonical import to_plain
 from .._guard import _runtime
-from .._guard._governor import Ticket
+from .._guard._tickets import Ticket
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import OnBlock, begin, claim_approved, record_model_call, refusal_text
 from ._patching import check_version, wrap_method

@@ -43,8 +43,8 @@ from .._canonical import to_plain
 from .._context import get_session
 from .._guard import _runtime
 from .._guard._backend import Backend
-from .._guard._governor import Approved, Ticket
 from .._guard._recording import RUNNING, Recording
+from .._guard._tickets import Approved, Ticket
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ..policy import Effect
 from . import _common

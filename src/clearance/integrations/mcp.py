@@ -28,8 +28,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .._canonical import args_hash
 from .._clock import now_us
 from .._guard import _runtime
-from .._guard._governor import Approved, Ticket
 from .._guard._recording import RUNNING, Recording
+from .._guard._tickets import Approved, Ticket
 from .._notify import FALLBACK_SECONDS
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import OnBlock, begin, refusal_text

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..._boundary import check_record, storable
 from ..._canonical import canonical_json, for_record, sha256_hex
 from ..._clock import now_us
-from ..._guard._governor import executed_event
+from ..._guard._tickets import executed_event
 from ..._store import Database
 from ..._store import _approvals as approvals
 from ..._store import _events as events
