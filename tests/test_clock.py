@@ -96,3 +96,10 @@ def test_a_waiter_on_the_system_clock_times_out_in_real_time() -> None:
         assert waiter.wait(0.01) is False and waiter.wakeups == 0
         wake(waiter.address)
         assert waiter.wait(5) is True
+
+
+def test_moves_are_exact_to_the_nanosecond(clock: ManualClock) -> None:
+    start = now_us()
+    for _ in range(1000):
+        clock.advance(0.001)
+    assert now_us() - start == 1_000_000  # an expiry exactly 1 s later has come, not 1 µs short of it

@@ -90,7 +90,7 @@ class ManualClock:
     manual = True
 
     def __init__(self, start: float | None = None) -> None:
-        self._ns = time.time_ns() if start is None else int(start * 1e9)
+        self._ns = time.time_ns() if start is None else round(start * 1e9)
         self._changed = threading.Condition()
         self._listeners: dict[int, Callable[[], None]] = {}
         self._asleep: dict[int, str] = {}
@@ -108,16 +108,21 @@ class ManualClock:
         """Move forward by `seconds` and wake every waiter to re-check its deadline."""
         if seconds < 0:
             raise ValueError("a clock only moves forward")
-        self.set(self._ns / 1e9 + seconds)
+        step = round(seconds * 1e9)  # whole nanoseconds: a float of the epoch would lose microseconds
+        self._move(lambda ns: ns + step)
 
     def set(self, when: float) -> None:
-        """Move to `when` (seconds since the epoch) and wake every waiter to re-check its deadline.
+        """Move to `when` (seconds since the epoch) and wake every waiter to re-check its deadline."""
+        self._move(lambda _: round(when * 1e9))
+
+    def _move(self, to: Callable[[int], int]) -> None:
+        """Set the time to `to(now)`, then wake every waiter.
 
         Every waiter counts as awake from this moment until it parks again, so a `wait_parked`
         after a move returns only once the woken code has done its work and gone back to sleep.
         """
         with self._changed:
-            self._ns = int(when * 1e9)
+            self._ns = to(self._ns)
             self._asleep.clear()
             listeners = list(self._listeners.values())
         for listener in listeners:
