@@ -30,7 +30,7 @@ from .._names import admit_names
 from .._retry import aretrying, retrying
 from .._settings import Settings
 from .._store._events import Event, make_event, new_id
-from .._wire import ApprovalOut
+from .._wire import ApprovalOut, CheckResponse
 from ..errors import (
     ApprovalAlreadyExecuted,
     ApprovalNotFound,
@@ -133,14 +133,14 @@ class RemoteGovernor(Backend):
                 body["webhook_url"] = webhook_url
             if call_key is not None:
                 body["call_key"] = call_key
-            answer = self.client.call("POST", "/v1/check", json=body)
-        except ServerError as exc:
+            answer = _read_model(CheckResponse, self.client.call("POST", "/v1/check", json=body))
+        except ServerError as exc:  # unreachable, refused, or an answer this client cannot read
             allow = plan.when_server_unreachable == "allow" and (exc.status is None or exc.status >= 500)
             effect = Effect.ALLOW if allow else Effect.BLOCK
             why = "this tool's policy allows calls then" if allow else "the call fails closed"
             decision = Decision(effect, f"{exc}; {why}", _UNREACHABLE, (), None, policy.revision)
             return self._record_locally(tool, prepared, session, decision)
-        return self._ticket(tool, prepared, answer.json())
+        return self._ticket(tool, prepared, answer)
 
     def _record_locally(self, tool: str, prepared: Prepared, session: str, decision: Decision) -> Ticket:
         call_id = new_id("call")
@@ -162,12 +162,12 @@ class RemoteGovernor(Backend):
         )
         return Ticket(call_id, tool, session, decision, prepared.args_hash)
 
-    def _ticket(self, tool: str, prepared: Prepared, r: dict[str, Any]) -> Ticket:
-        decision = Decision(
-            Effect(r["decision"]), r["reason"], tuple(r["rule_ids"]), tuple(r["errors"]), None, r["policy_revision"]
-        )
-        ticket = Ticket(r["call_id"], tool, r["session_id"], decision, prepared.args_hash, r.get("approval_id"))
+    def _ticket(self, tool: str, prepared: Prepared, r: CheckResponse) -> Ticket:
+        decision = Decision(r.decision, r.reason, tuple(r.rule_ids), tuple(r.errors), None, r.policy_revision)
+        ticket = Ticket(r.call_id, tool, r.session_id, decision, prepared.args_hash, r.approval_id)
         if ticket.approval_id is not None:
+            if r.expires_at_us is None:
+                raise ServerError(f"the server created approval {r.approval_id} without an expiry", status=200)
             ticket.pending = PendingApproval(
                 ticket.approval_id,
                 ticket.call_id,
@@ -175,7 +175,7 @@ class RemoteGovernor(Backend):
                 prepared.recorded,
                 decision.reason,
                 decision.rule_ids,
-                int(r["expires_at_us"]),
+                r.expires_at_us,
             )
         return ticket
 
