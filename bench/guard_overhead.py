@@ -1,12 +1,16 @@
 """Overhead of a governed, allowed call: 10 rules on its tool, the record committed to SQLite
 before the tool runs (and its outcome after). Prints figures; asserts nothing.
 
+The same calls are then timed with a JSON lines sink registered (`CLEARANCE_EXPORTERS=jsonl:…`),
+in alternating slices with the rows without one, so the two are compared under the same load.
+
     .venv/bin/python bench/guard_overhead.py [--calls 20000]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import threading
@@ -17,6 +21,8 @@ from typing import Any
 
 import clearance
 from clearance._guard import _runtime
+from clearance._sinks import JsonLinesSink, Sinks
+from clearance._sinks._sources import StoreSource
 from clearance.policy import parse_policy
 
 RULES = [
@@ -69,9 +75,38 @@ def main() -> None:
         assert policy.decide("issue_refund", ARGS, {}).effect.value == "allow"
         assert len(policy.plan("issue_refund").conditional) == 10
 
+        jsonl = Path(tmp) / "events.jsonl"
+        url = str(Path(tmp) / "bench.db")
+
+        opened = itertools.count()
+
+        def exporting() -> Sinks:
+            """A JSON lines sink over the bench's store, as CLEARANCE_EXPORTERS=jsonl:<path> opens one.
+
+            Each is new (it starts at the newest event), so it never delivers the calls timed without one.
+            """
+            return Sinks([JsonLinesSink(jsonl, name=f"jsonl-{next(opened)}")], StoreSource(url))
+
+        cpu = {False: 0.0, True: 0.0}  # the process's CPU seconds (every thread's, the sink's too)
+
+        def alternating(run: Callable[[int], list[int]], total: int, slices: int = 4) -> tuple[list[int], list[int]]:
+            """`total` calls without a sink and `total` with one, in alternating slices."""
+            without: list[int] = []
+            with_sink: list[int] = []
+            for _ in range(slices):
+                started = time.process_time()
+                without += run(total // slices)
+                cpu[False] += time.process_time() - started
+                sinks = exporting()
+                started = time.process_time()
+                with_sink += run(total // slices)
+                sinks.close(timeout=60)  # delivers the rest: its CPU is counted, its time is not
+                cpu[True] += time.process_time() - started
+            return without, with_sink
+
         bare = timings(lambda: issue_refund(**ARGS), n)
         timings(lambda: guarded(**ARGS), 2000)  # warm up
-        governed = timings(lambda: guarded(**ARGS), n)
+        governed, sunk = alternating(lambda k: timings(lambda: guarded(**ARGS), k), n)
         decide = timings(lambda: policy.decide("issue_refund", ARGS, {}), n)
         compiled = parse_policy(POLICY)
         compiled.plan("issue_refund")
@@ -86,28 +121,55 @@ def main() -> None:
             f"   p99.9 {pct(governed, 0.999) - base:8.2f} us"
         )
         print(f"  throughput         {1e9 / statistics.mean(governed):8.0f} calls/s")
+        print(f"  with a JSONL sink  median {pct(sunk, 0.5):8.2f} us   p99 {pct(sunk, 0.99):8.2f} us")
+        print(
+            f"    overhead         median {pct(sunk, 0.5) - base:8.2f} us"
+            f"   p99 {pct(sunk, 0.99) - base:8.2f} us"
+            f"   p99.9 {pct(sunk, 0.999) - base:8.2f} us"
+        )
+        print(f"    throughput       {1e9 / statistics.mean(sunk):8.0f} calls/s")
+        print(
+            f"  CPU per call       {cpu[False] / len(governed) * 1e6:8.2f} us"
+            f"   with a JSONL sink {cpu[True] / len(sunk) * 1e6:8.2f} us  (every thread's, the sink's included)"
+        )
         print(
             f"  decision only      median {pct(decide, 0.5):8.2f} us   p99 {pct(decide, 0.99):8.2f} us"
             "  (CEL, 10 rules, no store)"
         )
 
         per_thread = n // 4
-        results: list[list[int]] = [[] for _ in range(4)]
+        elapsed = {False: 0.0, True: 0.0}
 
-        def work(i: int) -> None:
-            results[i] = timings(lambda: guarded(**ARGS), per_thread)
+        def threaded(k: int, sink: bool) -> list[int]:
+            """`k` calls on 4 threads; adds the wall time to `elapsed[sink]`."""
+            results: list[list[int]] = [[] for _ in range(4)]
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - started
-        merged = [x for r in results for x in r]
+            def work(i: int) -> None:
+                results[i] = timings(lambda: guarded(**ARGS), k // 4)
+
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed[sink] += time.perf_counter() - started
+            return [x for r in results for x in r]
+
+        merged: list[int] = []
+        merged_sunk: list[int] = []
+        for _ in range(2):
+            merged += threaded(per_thread * 2, False)
+            sinks = exporting()
+            merged_sunk += threaded(per_thread * 2, True)
+            sinks.close(timeout=60)
         print(f"4 threads, {per_thread * 4} calls")
         print(f"  per call           median {pct(merged, 0.5):8.2f} us   p99 {pct(merged, 0.99):8.2f} us")
-        print(f"  throughput         {per_thread * 4 / elapsed:8.0f} calls/s")
+        print(f"  throughput         {len(merged) / elapsed[False]:8.0f} calls/s")
+        print(f"  with a JSONL sink  median {pct(merged_sunk, 0.5):8.2f} us   p99 {pct(merged_sunk, 0.99):8.2f} us")
+        print(f"    throughput       {len(merged_sunk) / elapsed[True]:8.0f} calls/s")
+        lines = sum(1 for _ in jsonl.open("rb"))
+        print(f"JSONL sink wrote {lines} lines")
         report = __import__("clearance._store._events", fromlist=["verify"]).verify(_runtime.current().db)
         print(f"chain verified: {report.ok}, {report.checked} records")
         clearance.shutdown()

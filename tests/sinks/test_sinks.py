@@ -210,13 +210,18 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_events_committed_before_a_kill_9_are_delivered_at_the_next_start(tmp_path: Path, store: str) -> None:
-    out = tmp_path / "audit.jsonl"
+def _child(script: str, store: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run `script` with the store, the feed's path (tmp_path/audit.jsonl) and a policy as its arguments."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    argv = [sys.executable, "-c", _CRASH, store, str(out), str(policy)]
-    run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    argv = [sys.executable, "-c", script, store, str(tmp_path / "audit.jsonl"), str(policy)]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_events_committed_before_a_kill_9_are_delivered_at_the_next_start(tmp_path: Path, store: str) -> None:
+    out = tmp_path / "audit.jsonl"
+    run = _child(_CRASH, store, tmp_path)
     assert run.returncode == -9 and run.stdout == "committed\n", run.stderr
     assert not out.exists()  # committed, never delivered
     sink = JsonLinesSink(out)
@@ -293,3 +298,147 @@ def test_a_sink_reads_what_another_process_commits(store: str) -> None:
         assert [r.kind for r in sink.wait_for(1)] == ["note"]
     finally:
         sinks.close()
+
+
+class Counting(StoreSource):
+    """A store source that records each position save."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.saves: list[tuple[str, int]] = []
+
+    def save(self, name: str, position: int) -> None:
+        super().save(name, position)
+        self.saves.append((name, position))
+
+
+class Batches(Collecting):
+    """Keeps the size of each batch it is given."""
+
+    def __init__(self, name: str = "collect") -> None:
+        super().__init__(name)
+        self.sizes: list[int] = []
+
+    def deliver(self, batch: Sequence[Record]) -> None:
+        self.sizes.append(len(batch))
+        super().deliver(batch)
+
+
+def _notes(db: Database, n: int, *, one_transaction: bool = False) -> list[str]:
+    made = [events.make_event("note", i, {"agent": "a", "environment": "test"}) for i in range(n)]
+    for group in [made] if one_transaction else [[e] for e in made]:
+        with db.write() as cur:
+            events.append(db, cur, group)
+    return [e.id for e in made]
+
+
+def test_commits_made_while_a_sink_lingers_arrive_in_one_batch(store: str) -> None:
+    sink = Batches()
+    source = Counting(store)
+    sinks = Sinks([sink], source, linger=60, batch=10)  # only a full batch waiting ends the linger
+    db = Database(store)
+    try:
+        ids = _notes(db, 10)  # ten commits: the tenth hurries the worker
+        got = sink.wait_for(10)
+        assert sink.sizes == [10] and [r.id for r in got] == ids
+        assert source.saves == [(sink.name, got[-1].seq)]  # one save for the pass
+    finally:
+        sinks.close()
+        db.close()
+
+
+def test_the_position_is_saved_once_per_pass_not_per_batch(store: str) -> None:
+    sink = Batches()
+    source = Counting(store)
+    sinks = Sinks([sink], source, linger=0, batch=4)
+    db = Database(store)
+    try:
+        ids = _notes(db, 10, one_transaction=True)
+        got = sink.wait_for(10)
+    finally:
+        sinks.close()
+        db.close()
+    assert sink.sizes == [4, 4, 2] and [r.id for r in got] == ids
+    assert source.saves == [(sink.name, got[-1].seq)]
+    db = Database(store)
+    try:
+        with db.read() as cur:
+            cur.execute("SELECT position FROM sink_positions WHERE sink = 'collect'")
+            assert cur.fetchone()[0] == got[-1].seq  # durable
+    finally:
+        db.close()
+
+
+_DIES_AFTER_DELIVERING = """
+import os, signal, sys, threading
+import clearance
+from clearance.sinks import JsonLinesSink
+
+class Dying(JsonLinesSink):
+    calls = 0
+    def deliver(self, batch):
+        super().deliver(batch)  # written and flushed: delivered, but the position is not saved yet
+        self.calls += sum(r.kind.startswith("tool_call.") for r in batch)
+        if self.calls >= 20:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+clearance.configure(policy=sys.argv[3], database_url=sys.argv[1], agent="payer", outcome_delay=0,
+                    exporters=[Dying(sys.argv[2])])
+
+@clearance.guard
+def wire(to: str, amount: float) -> str:
+    return "sent"
+
+for n in range(10):
+    wire("acme", n)
+threading.Event().wait(60)  # the sink kills the process once it has the twenty records
+"""
+
+
+def test_a_batch_delivered_just_before_a_kill_9_comes_again_at_the_next_start(tmp_path: Path, store: str) -> None:
+    out = tmp_path / "audit.jsonl"
+    run = _child(_DIES_AFTER_DELIVERING, store, tmp_path)
+    assert run.returncode == -9, run.stderr
+    calls = [r[1] for r in stored(store) if json.loads(r[2])["kind"].startswith("tool_call.")]
+    before = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert len(calls) == 20 and [i for i in before if i in calls] == calls  # all delivered once
+    Sinks([JsonLinesSink(out)], StoreSource(store), linger=0).close()  # the next start
+    after = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    again = after[len(before) :]
+    assert again and again == before[len(before) - len(again) :]  # the unsaved pass, again, in order
+    assert calls[-1] in again
+
+
+def _until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """Wait for `condition` (checked every 10 ms) to hold."""
+    done = threading.Event()
+    deadline = threading.Timer(timeout, done.set)
+    deadline.start()
+    try:
+        while not condition():
+            assert not done.wait(0.01), "timed out"
+    finally:
+        deadline.cancel()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_one_process_delivers_a_sink_and_another_takes_over(pg_url: str) -> None:
+    Database(pg_url).close()
+    a, b = Collecting("siem"), Collecting("siem")
+    first = Sinks([a], StoreSource(pg_url), linger=0, poll=0.05)
+    second = Sinks([b], StoreSource(pg_url), linger=0, poll=0.05)
+    db = Database(pg_url)
+    try:
+        ids = _notes(db, 5)
+        _until(lambda: len(a.got) + len(b.got) == 5 and sum(s.status()[0].standby for s in (first, second)) == 1)
+        (holding, sink), (waiting, other) = sorted([(first, a), (second, b)], key=lambda p: p[0].status()[0].standby)
+        assert [r.id for r in sink.got] == ids and other.got == []  # each event once, by one process
+        holding.close()  # its connection closes: the lock is free
+        more = _notes(db, 3)
+        got = other.wait_for(3)
+        assert [r.id for r in got] == more  # from where the first one saved, not from its own start
+        assert waiting.status()[0].standby is False
+    finally:
+        first.close()
+        second.close()
+        db.close()

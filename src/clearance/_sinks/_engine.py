@@ -1,10 +1,12 @@
 """Delivering committed events to sinks: one worker thread per sink, woken by the commit hook.
 
-The hot path only sets each worker's event. A worker gathers what was committed for `linger`
-seconds, then reads the events after its position from the source and hands them to its sink in
-batches, saving the position after each; a sink that raises is retried with backoff (`_retry`)
-from the first event it has not delivered. A sink that blocks holds up only its own thread,
-and is reported `stalled` once a call has run longer than `timeout`.
+The hot path only counts a commit and sets each worker's event (no lock, no I/O). A worker
+gathers what was committed for `linger` seconds (less when a full batch is already waiting), then
+reads the events after its position from the source and hands them to its sink in batches, and
+saves its position once for the lot: a write to the store that the guard's own commits would
+wait behind, so it is paid per pass, not per event or per commit. A sink that raises is retried
+with backoff (`_retry`) from the first event it has not delivered. A sink that blocks holds up
+only its own thread, and is reported `stalled` once a call has run longer than `timeout`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ._sources import Source
 
 log = logging.getLogger("clearance.sinks")
 
+SAVE_EVERY = 1.0  # seconds: a pass that runs this long (a long backlog) also saves its position as it goes
+
 
 @dataclass(frozen=True)
 class SinkStatus:
@@ -36,6 +40,9 @@ class SinkStatus:
         position: The position of the last event it took.
         stalled: Whether a delivery has been running longer than the timeout.
         last_error: The last attempt's error, when the last attempt failed.
+        standby: Another process delivers this sink (a server replica on the same PostgreSQL
+            holding its lock); this one takes over when that one stops. Its `position` and
+            `backlog` are then as of its own last delivery.
     """
 
     name: str
@@ -45,6 +52,7 @@ class SinkStatus:
     position: int
     stalled: bool
     last_error: str | None
+    standby: bool = False
 
 
 class _Worker:
@@ -52,23 +60,32 @@ class _Worker:
 
     def __init__(self, sink: Sink, source: Source, position: int, owner: Sinks) -> None:
         self.sink, self.source, self.position, self.owner = sink, source, position, owner
+        self.saved = position  # the position last saved durably
         self.delivered = self.failed = 0
         self.last_error: str | None = None
         self.busy_since: float | None = None
-        self.woken = threading.Event()
+        self.standby = False
+        self.pending = 0  # commits since the last pass began (counted without a lock: a hint)
+        self.woken = threading.Event()  # something was committed
+        self.hurry = threading.Event()  # stop lingering: a full batch is waiting, or closing
         self.closing = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"clearance-sink-{sink.name}", daemon=True)
 
     def wake(self) -> None:
-        if not self.woken.is_set():  # the common case on the hot path costs no lock
+        self.pending += 1
+        if not self.woken.is_set():  # the common case on the hot path takes no lock
             self.woken.set()
+        elif self.pending >= self.owner.batch and not self.hurry.is_set():
+            self.hurry.set()
 
     def _run(self) -> None:
         retry = retrying(self._retry, most=self.owner.most, stop=self.closing, log=log, what=f"sink {self.sink.name}")
         while True:
             self.woken.wait(self.owner.poll)
-            self.closing.wait(self.owner.linger)  # gather a burst of commits into one batch
+            self.hurry.wait(self.owner.linger)  # gather a burst of commits into one pass
             self.woken.clear()
+            self.hurry.clear()
+            self.pending = 0
             closing = self.closing.is_set()
             # Stopped while waiting to retry: the error is counted; a final pass follows.
             with contextlib.suppress(Exception):
@@ -83,16 +100,40 @@ class _Worker:
         return isinstance(exc, Exception)
 
     def _drain(self) -> None:
-        while batch := self.source.read(self.position, self.owner.batch):
-            self.busy_since = time.monotonic()
-            try:
-                self.sink.deliver(batch)
-            finally:
-                self.busy_since = None
-            self.position = batch[-1].seq
-            self.delivered += len(batch)
-            self.last_error = None
+        """Deliver everything committed after the position, then save the position once.
+
+        A sink that raises part-way keeps what it delivered: the position saved is the last
+        batch it took (the error goes on to be counted and retried).
+        """
+        claimed = self.source.claim(self.sink.name, self.position)
+        self.standby = claimed is None
+        if claimed is None:
+            return
+        if claimed != self.position:  # taken over from another process: continue where it saved
+            self.position = self.saved = claimed
+        n, saved_at = self.owner.batch, time.monotonic()
+        try:
+            while batch := self.source.read(self.position, n):
+                self.busy_since = time.monotonic()
+                try:
+                    self.sink.deliver(batch)
+                finally:
+                    self.busy_since = None
+                self.position = batch[-1].seq
+                self.delivered += len(batch)
+                self.last_error = None
+                if len(batch) < n:
+                    break  # caught up: no need to ask again
+                if time.monotonic() - saved_at >= SAVE_EVERY:  # a long backlog: a crash redelivers less
+                    self._save()
+                    saved_at = time.monotonic()
+        finally:
+            self._save()
+
+    def _save(self) -> None:
+        if self.position != self.saved:
             self.source.save(self.sink.name, self.position)
+            self.saved = self.position
 
     def status(self) -> SinkStatus:
         busy = self.busy_since
@@ -104,6 +145,7 @@ class _Worker:
             self.position,
             busy is not None and time.monotonic() - busy > self.owner.timeout,
             self.last_error,
+            self.standby,
         )
 
 
@@ -113,8 +155,9 @@ class Sinks:
     Args:
         sinks: The sinks (names unique).
         source: Where committed events are read and positions kept (`StoreSource`, `SpoolSource`).
-        batch: Most events handed to a sink at once.
-        linger: Seconds a woken worker waits for more commits before reading.
+        batch: Most events handed to a sink at once; this many commits waiting end the linger early.
+        linger: Seconds a woken worker waits for more commits before reading (one pass, one
+            position save, for everything committed meanwhile).
         poll: Seconds between reads when nothing wakes a worker (commits by other processes).
         timeout: Seconds after which a delivery still running is reported stalled.
         most: Longest wait between retries of a failing sink, in seconds.
@@ -129,7 +172,7 @@ class Sinks:
         source: Source,
         *,
         batch: int = 500,
-        linger: float = 0.05,
+        linger: float = 0.2,
         poll: float = 1.0,
         timeout: float = 30.0,
         most: float = 30.0,
@@ -150,7 +193,7 @@ class Sinks:
         self._closed = False
         for worker in self._workers:
             worker.thread.start()
-            worker.wake()  # deliver what an earlier run committed and did not deliver
+            worker.woken.set()  # deliver what an earlier run committed and did not deliver
 
     def wake(self) -> None:
         """Tell every worker that events were committed (the post-commit hook; no I/O)."""
@@ -177,7 +220,8 @@ class Sinks:
         self._unsubscribe()
         for worker in self._workers:
             worker.closing.set()
-            worker.wake()
+            worker.hurry.set()
+            worker.woken.set()
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))

@@ -77,23 +77,23 @@ class JsonLinesSink:
 
 def line(record: Record) -> bytes:
     """One event's line, ending in a newline."""
-    head = orjson.dumps(
-        {
-            "seq": record.seq,
-            "id": record.id,
-            "kind": record.kind,
-            "at_us": record.at_us,
-            "prev_hash": record.prev_hash,
-            "hash": record.hash,
-        }
+    dumps = orjson.dumps
+    head = b'{"seq":%d,"id":%b,"kind":%b,"at_us":%d,"prev_hash":%b,"hash":%b,"event":' % (
+        record.seq,
+        dumps(record.id),
+        dumps(record.kind),
+        record.at_us,
+        dumps(record.prev_hash),
+        dumps(record.hash),
     )
-    try:
-        strict = isinstance(orjson.loads(record.body), dict)
+    body = record.body
+    try:  # the one check that the body is a strict JSON object: orjson is the strictest reader
+        strict = body[:1] == "{" and isinstance(orjson.loads(body), dict)
     except orjson.JSONDecodeError:
         strict = False
-    body = (
-        record.body.encode("utf-8")
+    text = (
+        body.encode("utf-8")
         if strict
         else json.dumps(record.event(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     )
-    return head[:-1] + b',"event":' + body + b"}\n"
+    return head + text + b"}\n"

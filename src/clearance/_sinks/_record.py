@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .._store._shown import stored_event
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One committed event, exactly as stored.
+class Record(NamedTuple):
+    """One committed event, exactly as stored (immutable; a named tuple, so a source builds one per row cheaply).
 
     Attributes:
         seq: Its position: in the audit log (the store), or in the agent's spool (remote mode).

@@ -20,6 +20,16 @@ from ._record import Record
 
 _READ = "SELECT seq, id, kind, at_us, body, prev_hash, hash FROM events WHERE seq > :after ORDER BY seq LIMIT :n"
 
+# PostgreSQL: one delivering process per sink name and schema, by a session advisory lock on
+# (_LOCKS, hash of schema and name). 1: this connection holds it; 2: it just took it; 0: another does.
+_LOCKS = 7226063
+_KEY = f"{_LOCKS}, hashtext(current_schema() || '/' || :s)"
+_CLAIM = (
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+    f" AND classid = {_LOCKS} AND objid = hashtext(current_schema() || '/' || :s)::oid AND objsubid = 2) THEN 1"
+    f" WHEN pg_try_advisory_lock({_KEY}) THEN 2 ELSE 0 END"
+)
+
 
 class Source(Protocol):
     """Committed events in commit order, and the sinks' positions over them."""
@@ -34,6 +44,14 @@ class Source(Protocol):
 
     def save(self, name: str, position: int) -> None:
         """Remember that sink `name` has delivered everything up to `position`."""
+        ...  # pragma: no cover
+
+    def claim(self, name: str, position: int) -> int | None:
+        """Before a pass: the position to deliver sink `name` from, or None while another process delivers it.
+
+        `position` is where this process got to; a sink taken over from another process
+        continues from the position that one saved.
+        """
         ...  # pragma: no cover
 
     def backlog(self, after: int) -> int:
@@ -83,7 +101,7 @@ class StoreSource:
         with self.db.read() as cur:
             cur.execute(self.db.sql(_READ), {"after": after, "n": n})
             rows = cur.fetchall()
-        return [Record(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], r[6]) for r in rows]
+        return list(map(Record._make, rows))  # the columns in Record's order
 
     def save(self, name: str, position: int) -> None:  # noqa: D102
         with self.db.write() as cur:
@@ -91,6 +109,23 @@ class StoreSource:
                 self.db.sql("UPDATE sink_positions SET position = :p, updated_at_us = :t WHERE sink = :s"),
                 {"s": name, "p": position, "t": now_us()},
             )
+
+    def claim(self, name: str, position: int) -> int | None:  # noqa: D102
+        db = self.db
+        if db.dialect == "sqlite":
+            return position
+        # A session lock, so it lasts while this connection does: a process that stops or dies
+        # (or loses its connection) lets the next one take the sink over.
+        with db.read() as cur:
+            cur.execute(db.sql(_CLAIM), {"s": name})
+            state = int(cur.fetchone()[0])
+            if state == 0:
+                return None
+            if state == 2:
+                cur.execute(db.sql("SELECT position FROM sink_positions WHERE sink = :s"), {"s": name})
+                row = cur.fetchone()
+                return int(row[0]) if row else position
+        return position
 
     def backlog(self, after: int) -> int:  # noqa: D102
         with self.db.read() as cur:
@@ -155,6 +190,9 @@ class SpoolSource:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def claim(self, name: str, position: int) -> int | None:  # noqa: D102
+        return position  # one agent process per spool
 
     def backlog(self, after: int) -> int:  # noqa: D102
         return int(self._conn.execute("SELECT COUNT(*) FROM spool WHERE seq > ?", (after,)).fetchone()[0])
