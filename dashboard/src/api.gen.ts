@@ -1267,6 +1267,52 @@ export interface components {
             duration_ms: number;
         };
         /**
+         * AuditEvent
+         * @description One audit record: its stored fields, then `seq` and `hash`, its place in the hash chain.
+         */
+        AuditEvent: {
+            /** Seq */
+            seq: number;
+            /** Hash */
+            hash: string;
+            /** V */
+            v?: number;
+            /** Id */
+            id?: string;
+            /** Kind */
+            kind?: string;
+            /** At Us */
+            at_us?: number;
+            /** Agent */
+            agent?: string;
+            /** Environment */
+            environment?: string;
+            /** Session */
+            session?: string | null;
+            /** Tool */
+            tool?: string | null;
+            /** Call Id */
+            call_id?: string;
+            /** Decision */
+            decision?: string;
+            /** Args */
+            args?: {
+                [key: string]: unknown;
+            };
+            /** Args Redacted */
+            args_redacted?: string[];
+            /** Reason */
+            reason?: string;
+            /** Rule Ids */
+            rule_ids?: string[];
+            /** Policy Revision */
+            policy_revision?: string;
+            /** Error */
+            error?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
          * Batch
          * @description Events to ingest, in the order they happened (each checked on its own).
          */
@@ -1500,16 +1546,13 @@ export interface components {
          * @description One record, whole, with its chain position.
          */
         EventDetail: {
-            /** Event */
-            event: {
-                [key: string]: unknown;
-            };
+            event: components["schemas"]["AuditEvent"];
             chain: components["schemas"]["Chain"];
             /**
              * Degraded
              * @description How the record shown differs from the record stored (empty: it is the stored record)
              */
-            degraded?: string[];
+            degraded: string[];
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -1575,7 +1618,7 @@ export interface components {
             /** Duplicates */
             duplicates: number;
             /** Refused */
-            refused?: components["schemas"]["Refusal"][];
+            refused: components["schemas"]["Refusal"][];
         };
         /**
          * Integrations
@@ -1673,9 +1716,7 @@ export interface components {
          */
         Page: {
             /** Events */
-            events: {
-                [key: string]: unknown;
-            }[];
+            events: components["schemas"]["AuditEvent"][];
             /** Next Cursor */
             next_cursor: string | null;
         };
@@ -1701,6 +1742,21 @@ export interface components {
              * @default policy.yaml
              */
             source: string;
+        };
+        /**
+         * PolicyDiff
+         * @description A unified diff from one revision to another.
+         */
+        PolicyDiff: {
+            /**
+             * From
+             * @description The revision diffed against
+             */
+            from: string;
+            /** To */
+            to: string;
+            /** Diff */
+            diff: string;
         };
         /**
          * Problem
@@ -1786,11 +1842,11 @@ export interface components {
             /** Problems */
             problems: components["schemas"]["Problem"][];
             /** Text */
-            text?: string | null;
+            text: string | null;
         };
         /**
          * SessionSummary
-         * @description One session at a glance.
+         * @description A session summary as the API sends it: the store's, every field in its JSON.
          */
         SessionSummary: {
             /** Session */
@@ -1810,7 +1866,7 @@ export interface components {
             /** Llm Calls */
             llm_calls: number;
             /** Cost Usd */
-            cost_usd?: string;
+            cost_usd: string;
             /**
              * Unpriced Llm Calls
              * @default 0
@@ -1851,6 +1907,9 @@ export interface components {
          *         position: The position of the last event it took.
          *         stalled: Whether a delivery has been running longer than the timeout.
          *         last_error: The last attempt's error, when the last attempt failed.
+         *         standby: Another process delivers this sink (a server replica on the same PostgreSQL
+         *             holding its lock); this one takes over when that one stops. Its `position` and
+         *             `backlog` are then as of its own last delivery.
          */
         SinkStatus: {
             /** Name */
@@ -1867,6 +1926,11 @@ export interface components {
             stalled: boolean;
             /** Last Error */
             last_error: string | null;
+            /**
+             * Standby
+             * @default false
+             */
+            standby: boolean;
         };
         /**
          * Snapshot
@@ -1902,7 +1966,7 @@ export interface components {
             /** Detail */
             detail: string;
             /** Status Code */
-            status_code?: number | null;
+            status_code: number | null;
             /** Duration Ms */
             duration_ms: number;
         };
@@ -1981,12 +2045,12 @@ export interface components {
              * Slack User Id
              * @description identities.slack, as older clients read it
              */
-            slack_user_id?: string | null;
+            slack_user_id: string | null;
             /**
              * Identities
              * @description who they are in each approval channel: {"slack": "U…", "email": "a@b"}
              */
-            identities?: {
+            identities: {
                 [key: string]: string;
             };
         };
@@ -2556,9 +2620,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: string;
-                    };
+                    "application/json": components["schemas"]["PolicyDiff"];
                 };
             };
             /** @description Validation Error */
@@ -2954,9 +3016,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    }[];
+                    "application/json": components["schemas"]["AuditEvent"][];
                 };
             };
             /** @description Validation Error */

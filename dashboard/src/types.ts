@@ -7,25 +7,26 @@ type Schemas = components["schemas"];
 
 export type Approval = Schemas["ApprovalOut"];
 export type Signed = Schemas["Signed"];
+// Audit records are open (each kind adds its fields): the common ones typed, the rest unknown.
+export type AuditEvent = Schemas["AuditEvent"];
+export type EventPage = Schemas["Page"];
+export type EventDetail = Schemas["EventDetail"];
+export type SessionSummary = Schemas["SessionSummary"];
 
-// Audit records are open (each kind adds its fields); the API types them as objects.
-export interface AuditEvent {
-  seq: number;
-  hash: string;
-  id: string;
-  kind: string;
-  at_us: number;
-  agent: string;
-  environment: string;
-  session: string | null;
-  tool?: string | null;
-  call_id?: string;
-  decision?: string;
-  args?: Record<string, unknown>;
-  args_redacted?: string[];
-  reason?: string;
-  rule_ids?: string[];
-  policy_revision?: string;
-  error?: string;
-  [field: string]: unknown;
-}
+export type Revision = Schemas["RevisionOut"];
+export type Assignment = Schemas["AssignmentOut"];
+export type Problem = Schemas["Problem"];
+export type Validation = Schemas["Validation"];
+export type HistoryReport = Schemas["HistoryReport"];
+export type Replayed = Schemas["Replayed"];
+export type PolicyDiff = Schemas["PolicyDiff"];
+
+export type Key = Schemas["KeyOut"];
+export type KeyCreated = Schemas["KeyCreated"];
+export type User = Schemas["UserOut"];
+export type ChannelState = Schemas["ChannelState"];
+export type Integrations = Schemas["Integrations"];
+export type TestResult = Schemas["TestResult"];
+
+export type Usage = Schemas["UsageOut"];
+export type BudgetUse = Schemas["BudgetUse"];

@@ -3,50 +3,9 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import { when } from "../format";
-import type { Signed } from "../types";
+import type { Integrations, Key, KeyCreated, Signed, TestResult, User } from "../types";
 import { Badge, ErrorBox, Head, Loading } from "../ui/common";
 import { Text } from "../ui/value";
-
-interface Key {
-  id: string;
-  name: string;
-  scopes: string[];
-  agent: string | null;
-  environment: string;
-  created_at_us: number;
-  created_by: string | null;
-  revoked_at_us: number | null;
-  last_used_at_us: number | null;
-}
-
-interface User {
-  username: string;
-  roles: string[];
-  created_at_us: number;
-  disabled_at_us: number | null;
-}
-
-interface ChannelState {
-  name: string;
-  configured: boolean;
-  settings: Record<string, string | boolean | null>;
-  messages: number;
-  sent: number;
-  failures: number;
-  last_error: string | null;
-}
-
-interface Integrations {
-  channels: ChannelState[];
-  webhooks: { secret_set: boolean; allowed: string[] };
-}
-
-interface TestResult {
-  ok: boolean;
-  detail: string;
-  status_code: number | null;
-  duration_ms: number;
-}
 
 const SCOPES = ["agent", "approver", "admin"];
 
@@ -76,7 +35,7 @@ function Keys() {
     event.preventDefault();
     setError(null);
     try {
-      const made = await api<{ key: Key; secret: string }>("/v1/keys", {
+      const made = await api<KeyCreated>("/v1/keys", {
         method: "POST",
         body: { name: form.name, scopes: form.scopes, agent: form.agent || null, environment: form.environment },
       });

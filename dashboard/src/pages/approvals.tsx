@@ -344,7 +344,7 @@ function Earlier({ session, before_us }: { session: string; before_us: number })
   const [events, setEvents] = useState<AuditEvent[] | null>(null);
   useEffect(() => {
     api<AuditEvent[]>(`/v1/sessions/${encodeURIComponent(session)}`)
-      .then((all) => setEvents(all.filter((e) => e.at_us < before_us).slice(-15)))
+      .then((all) => setEvents(all.filter((e) => e.at_us !== undefined && e.at_us < before_us).slice(-15)))
       .catch(() => setEvents([]));
   }, [session, before_us]);
   if (!events?.length) return null;

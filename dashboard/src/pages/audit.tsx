@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, errorText, withQuery } from "../api";
 import { value, when } from "../format";
 import { href, navigate, type Route } from "../router";
-import type { AuditEvent } from "../types";
+import type { AuditEvent, EventDetail, EventPage } from "../types";
 import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading } from "../ui/common";
 import { HazardWarning, hasHazards, JsonText, Text } from "../ui/value";
 
@@ -55,17 +55,12 @@ export function Audit({ route }: { route: Route }) {
   return <Search key={route.query.toString()} filters={filtersOf(route)} />;
 }
 
-interface Page {
-  events: AuditEvent[];
-  next_cursor: string | null;
-}
-
 const PAGE = 50;
 
 function Search({ filters }: { filters: Filters }) {
   const [draft, setDraft] = useState<Filters>(filters);
   const [cursors, setCursors] = useState<(string | null)[]>([null]); // the cursor of each page seen
-  const [page, setPage] = useState<Page | null>(null);
+  const [page, setPage] = useState<EventPage | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [took, setTook] = useState<number | null>(null);
   const cursor = cursors[cursors.length - 1];
@@ -80,7 +75,7 @@ function Search({ filters }: { filters: Filters }) {
       const found: AuditEvent[] = [];
       let next: string | null = cursor;
       for (let asked = 0; asked < 8; asked++) {
-        const p: Page = await api<Page>("/v1/events", {
+        const p: EventPage = await api<EventPage>("/v1/events", {
           query: { ...apiQuery(filters), cursor: next, limit: PAGE - found.length },
           signal: abort.signal,
         });
@@ -237,16 +232,11 @@ export function summary(e: AuditEvent): string {
   return "";
 }
 
-interface Detail {
-  event: AuditEvent;
-  chain: { seq: number; hash: string; prev_hash: string; head_seq: number; verified: boolean; problem: string | null };
-}
-
 function EventDetail({ seq }: { seq: string }) {
-  const [detail, setDetail] = useState<Detail | null>(null);
+  const [detail, setDetail] = useState<EventDetail | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
-    api<Detail>(`/v1/events/${encodeURIComponent(seq)}`)
+    api<EventDetail>(`/v1/events/${encodeURIComponent(seq)}`)
       .then(setDetail)
       .catch((e) => setError(errorText(e)));
   }, [seq]);

@@ -2,38 +2,13 @@
 // flagged (never shown as $0); budgets of the active policies and how much of them is spent.
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
+import type { BudgetUse, Usage } from "../types";
 import { count, duration, usd } from "../format";
 import { href, navigate, type Route } from "../router";
 import { Badge, ErrorBox, Head, Loading, Spend } from "../ui/common";
 import { Bars } from "../ui/bars";
 import { Text } from "../ui/value";
 import { visible } from "../visible";
-
-interface Usage {
-  key: string;
-  calls: number;
-  input_tokens: number;
-  cached_input_tokens: number;
-  output_tokens: number;
-  reasoning_tokens: number;
-  cost_usd: string;
-  unpriced_calls: number;
-}
-
-interface BudgetUse {
-  kind: "session" | "agent";
-  subject: string;
-  agent: string;
-  revision: string;
-  max_cost_usd: string | null;
-  max_tokens: number | null;
-  window_seconds: number | null;
-  cost_usd: string;
-  tokens: number;
-  calls: number;
-  unpriced_calls: number;
-  used: number;
-}
 
 const GROUPS = ["model", "day", "agent", "session"] as const;
 type Group = (typeof GROUPS)[number];

@@ -2,29 +2,12 @@
 // inline validation; "test against history" before activating; activate and roll back.
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
+import type { Assignment, HistoryReport, PolicyDiff, Revision, Validation } from "../types";
 import { value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import { Badge, ErrorBox, Head, Loading } from "../ui/common";
 import { hasHazards, Text } from "../ui/value";
-import { PolicyEditor, type Problem, type Validation } from "../ui/editor";
-
-interface Revision {
-  id: string;
-  source: string;
-  author: string | null;
-  parent: string | null;
-  created_at_us: number;
-  status: string;
-  problems: Problem[];
-  text: string | null;
-}
-
-interface Assignment {
-  scope: string;
-  revision_id: string;
-  activated_at_us: number;
-  activated_by: string | null;
-}
+import { PolicyEditor } from "../ui/editor";
 
 export function Policies({ route }: { route: Route }) {
   const [id, action] = [route.path[1], route.path[2]];
@@ -185,7 +168,7 @@ function RevisionView({ id }: { id: string }) {
       .then((r) => {
         setRev(r);
         if (r.parent)
-          api<{ diff: string }>(`/v1/policies/${encodeURIComponent(id)}/diff`)
+          api<PolicyDiff>(`/v1/policies/${encodeURIComponent(id)}/diff`)
             .then((d) => setDiff(d.diff))
             .catch(() => setDiff(null));
       })
@@ -252,28 +235,6 @@ function Diff({ text }: { text: string }) {
       ))}
     </pre>
   );
-}
-
-interface Replayed {
-  seq: number;
-  at_us: number;
-  agent: string;
-  tool: string;
-  args: Record<string, unknown>;
-  recorded: string;
-  draft: string;
-  draft_rule_ids: string[];
-  draft_reason: string;
-  uncertain: string | null;
-}
-
-interface HistoryReport {
-  revision: string;
-  checked: number;
-  changed: number;
-  uncertain: number;
-  transitions: Record<string, number>;
-  rows: Replayed[];
 }
 
 function Draft({ from }: { from: string | null }) {

@@ -3,22 +3,9 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import { count, duration, usd, value, when } from "../format";
 import { href, navigate, type Route } from "../router";
-import type { AuditEvent } from "../types";
+import type { AuditEvent, SessionSummary } from "../types";
 import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading, Spend } from "../ui/common";
 import { HazardWarning, JsonText, Text } from "../ui/value";
-
-interface SessionSummary {
-  session: string;
-  agent: string;
-  first_at_us: number;
-  last_at_us: number;
-  events: number;
-  tool_calls: number;
-  blocked: number;
-  llm_calls: number;
-  cost_usd: string;
-  unpriced_llm_calls: number;
-}
 
 export function Sessions({ route }: { route: Route }) {
   const id = route.path[1];
@@ -151,7 +138,7 @@ function Replay({ id, step }: { id: string; step: number }) {
       </h1>
       <p class="muted">
         {events[0].agent} · {when(events[0].at_us)} to {when(events[last].at_us)} ·{" "}
-        {duration((events[last].at_us - events[0].at_us) / 1e6)}
+        {spanned(events[0], events[last])}
       </p>
       <div class="stepper" role="group" aria-label="Step through the session">
         <button type="button" onClick={() => go(0)} disabled={at === 0}>
@@ -206,6 +193,12 @@ function Replay({ id, step }: { id: string; step: number }) {
   );
 }
 
+// A record the store could not read has no time: its span is unknown.
+function spanned(first: AuditEvent, end: AuditEvent): string {
+  if (first.at_us === undefined || end.at_us === undefined) return "—";
+  return duration((end.at_us - first.at_us) / 1e6);
+}
+
 function label(e: AuditEvent): string {
   switch (e.kind) {
     case "llm.call":
@@ -221,7 +214,7 @@ function label(e: AuditEvent): string {
     case "approval.expired":
       return `approval ${value(e.decision ?? "expired")}`;
     default:
-      return e.kind;
+      return e.kind ?? "unreadable record";
   }
 }
 
@@ -249,7 +242,7 @@ function Step({ event: e }: { event: AuditEvent }) {
           <dd>{e.latency_ms === null || e.latency_ms === undefined ? "—" : `${value(e.latency_ms)} ms`}</dd>
         </dl>
       ) : null}
-      {e.kind.startsWith("tool_call") || e.kind.startsWith("approval") ? (
+      {e.kind?.startsWith("tool_call") || e.kind?.startsWith("approval") ? (
         <dl class="facts">
           <dt>Tool</dt>
           <dd>

@@ -5,19 +5,8 @@ import { basicSetup, EditorView } from "codemirror";
 import { yaml } from "@codemirror/lang-yaml";
 import { linter, lintGutter, type Diagnostic } from "@codemirror/lint";
 import { api } from "../api";
+import type { Problem, Validation } from "../types";
 
-export interface Problem {
-  message: string;
-  line: number | null;
-  column: number | null;
-  rule_id: string | null;
-}
-
-export interface Validation {
-  valid: boolean;
-  revision: string | null;
-  problems: Problem[];
-}
 
 function diagnostics(view: EditorView, problems: Problem[]): Diagnostic[] {
   const doc = view.state.doc;

@@ -8,18 +8,23 @@ produce (`dashboard/src/api.gen.ts`).
 from __future__ import annotations
 
 from ._approvals import ApprovalOut, AttemptOut, DeliveryOut, VoteOut
+from ._base import SENT, Sent
 from ._check import CheckResponse
+from ._events import AuditEvent
 from ._statuses import DECISIONS, ApprovalMode, ApprovalStatus, DeliveryStatus, OnTimeout
 
 __all__ = [
     "DECISIONS",
+    "SENT",
     "ApprovalMode",
     "ApprovalOut",
     "ApprovalStatus",
     "AttemptOut",
+    "AuditEvent",
     "CheckResponse",
     "DeliveryOut",
     "DeliveryStatus",
     "OnTimeout",
+    "Sent",
     "VoteOut",
 ]

@@ -23,6 +23,7 @@ from ..._store import _channels as messages
 from ..._store._events import new_id
 from ..._store._keys import ApiKey
 from ..._text import Text
+from ..._wire import Sent
 from .._auth import actor, require
 from .._errors import APIError
 from .._settings import ServerSettings
@@ -32,7 +33,7 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 
 
-class ChannelState(BaseModel):
+class ChannelState(Sent):
     """An approval channel: its settings (never a secret's value) and how its deliveries went."""
 
     name: str
@@ -44,14 +45,14 @@ class ChannelState(BaseModel):
     last_error: str | None
 
 
-class WebhookState(BaseModel):
+class WebhookState(Sent):
     """Webhooks as configured here."""
 
     secret_set: bool
     allowed: list[str]
 
 
-class Integrations(BaseModel):
+class Integrations(Sent):
     """What is configured (never a secret's value)."""
 
     channels: list[ChannelState]
@@ -87,7 +88,7 @@ def integrations(request: Request, _: Admin) -> Integrations:
     )
 
 
-class TestResult(BaseModel):
+class TestResult(Sent):
     """How a test message went."""
 
     ok: bool

@@ -18,7 +18,7 @@ from ..._store import Database
 from ..._store import _approvals as approvals
 from ..._store import _events as events
 from ..._store._keys import ApiKey
-from ..._wire import ApprovalStatus
+from ..._wire import ApprovalStatus, Sent
 from ...errors import ApprovalNotFound
 from .._auth import current_key, database, require
 from .._errors import APIError
@@ -49,7 +49,7 @@ class ArdenCheck(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-class ArdenDecision(BaseModel):
+class ArdenDecision(Sent):
     """ardenpy's ToolCallResponse."""
 
     decision: Literal["allow", "requires_approval", "block"]
@@ -61,7 +61,7 @@ class ArdenDecision(BaseModel):
     user_id: str | None
 
 
-class ArdenStatus(BaseModel):
+class ArdenStatus(Sent):
     """ardenpy's ActionStatusResponse."""
 
     action_id: str

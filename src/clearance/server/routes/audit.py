@@ -7,12 +7,12 @@ where it differs, and says how (`degraded`).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ..._export import Format, lines
 from ..._store import Database, StoredEvent
@@ -20,6 +20,7 @@ from ..._store import _events as events
 from ..._store import _queries as queries
 from ..._store._keys import ApiKey
 from ..._store._shown import DEGRADED
+from ..._wire import AuditEvent, Sent
 from .._auth import current_key, database
 from .._errors import INT64_MAX, APIError
 from .queries import Search, Searched, event_out
@@ -72,7 +73,7 @@ async def export(
     )
 
 
-class Chain(BaseModel):
+class Chain(Sent):
     """Where a record sits in the hash chain and whether it verifies."""
 
     seq: int
@@ -83,10 +84,10 @@ class Chain(BaseModel):
     problem: str | None
 
 
-class EventDetail(BaseModel):
+class EventDetail(Sent):
     """One record, whole, with its chain position."""
 
-    event: dict[str, Any]
+    event: AuditEvent
     chain: Chain
     degraded: list[str] = Field(
         default_factory=list,

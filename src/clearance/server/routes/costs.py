@@ -12,7 +12,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
 
 from ..._clock import now_us
 from ..._store import Database, EventFilter
@@ -20,6 +19,7 @@ from ..._store import _policies as policies
 from ..._store import _queries as queries
 from ..._store._keys import ApiKey
 from ..._text import Text
+from ..._wire import Sent
 from ...errors import PolicyError
 from ...policy import PolicyDocument, parse_policy
 from .._auth import current_key, database
@@ -30,7 +30,7 @@ Db = Annotated[Database, Depends(database)]
 Caller = Annotated[ApiKey, Depends(current_key)]
 
 
-class BudgetUse(BaseModel):
+class BudgetUse(Sent):
     """One budget of one session or agent, and what is spent of it."""
 
     kind: Literal["session", "agent"]

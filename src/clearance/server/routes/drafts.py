@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from ..._store import Database
 from ..._store._keys import ApiKey
 from ..._text import Text, checked_text
+from ..._wire import Sent
 from ...errors import PolicyError
 from ...policy import Policy, parse_policy
 from .. import _whatif as whatif
@@ -38,7 +39,7 @@ class Draft(BaseModel):
     source: Text = Field(default="policy.yaml", min_length=1, max_length=200)
 
 
-class Validation(BaseModel):
+class Validation(Sent):
     """Whether a draft validates and compiles; every problem located by line and column."""
 
     valid: bool
@@ -72,7 +73,7 @@ class HistoryTest(Draft):
     only_changed: bool = True
 
 
-class HistoryReport(BaseModel):
+class HistoryReport(Sent):
     """What would change."""
 
     revision: str

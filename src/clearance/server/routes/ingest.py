@@ -18,7 +18,7 @@ from ..._store import _events as events
 from ..._store._events import Event
 from ..._store._keys import ApiKey
 from ..._text import Text, escaped
-from ..._wire import ApprovalStatus
+from ..._wire import ApprovalStatus, Sent
 from .. import _longpoll as longpoll
 from .._auth import database, require
 from .._errors import INT64_MAX, APIError
@@ -114,7 +114,7 @@ class Batch(BaseModel):
     events: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class Refusal(BaseModel):
+class Refusal(Sent):
     """A record of the batch that was not stored, and why; the others were."""
 
     index: int
@@ -122,7 +122,7 @@ class Refusal(BaseModel):
     problems: list[str]
 
 
-class Ingested(BaseModel):
+class Ingested(Sent):
     """What became of a batch."""
 
     appended: int

@@ -11,13 +11,14 @@ from ..._store import Database
 from ..._store import _keys as keys
 from ..._store._keys import ApiKey, Scope
 from ..._text import Text, checked_text
+from ..._wire import Sent
 from .._auth import actor, current_key, database, require
 from .._errors import APIError
 
 router = APIRouter(prefix="/v1", tags=["keys"])
 
 
-class KeyOut(BaseModel):
+class KeyOut(Sent):
     """A key as the API shows it: never its secret."""
 
     id: str
@@ -57,7 +58,7 @@ class KeyCreate(BaseModel):
     environment: str = Field(default="test", pattern=r"^[a-z0-9-]{1,40}$")
 
 
-class KeyCreated(BaseModel):
+class KeyCreated(Sent):
     """A created key and its full text, shown this once."""
 
     key: KeyOut

@@ -18,6 +18,7 @@ from ..._store import _policies as policies
 from ..._store._keys import ApiKey
 from ..._store._policies import Revision
 from ..._text import Text, checked_text
+from ..._wire import Sent
 from .. import _longpoll as longpoll
 from .._auth import actor, current_key, database, require
 from .._errors import APIError
@@ -29,7 +30,7 @@ RevisionId = Annotated[Text, Path()]
 _RECHECK_SECONDS = 1.0
 
 
-class Problem(BaseModel):
+class Problem(Sent):
     """One problem of a rejected draft."""
 
     message: str
@@ -38,7 +39,7 @@ class Problem(BaseModel):
     rule_id: str | None
 
 
-class RevisionOut(BaseModel):
+class RevisionOut(Sent):
     """A policy revision."""
 
     id: str
@@ -98,14 +99,14 @@ class Target(BaseModel):
         return policies.scope_of(self.agent, self.environment)
 
 
-class Activation(BaseModel):
+class Activation(Sent):
     """An activation that happened."""
 
     scope: str
     revision: RevisionOut
 
 
-class Snapshot(BaseModel):
+class Snapshot(Sent):
     """The policy an agent decides from."""
 
     revision: str
@@ -141,7 +142,7 @@ async def list_policies(_: Admin, db: Db) -> list[RevisionOut]:
     return [RevisionOut.of(r) for r in await run_in_threadpool(policies.listing, db)]
 
 
-class AssignmentOut(BaseModel):
+class AssignmentOut(Sent):
     """A scope and the revision active for it."""
 
     scope: str
@@ -170,20 +171,28 @@ async def get_policy(rev_id: RevisionId, _: Admin, db: Db) -> RevisionOut:
     return RevisionOut.of(await _revision(db, rev_id), with_text=True)
 
 
+class PolicyDiff(Sent):
+    """A unified diff from one revision to another."""
+
+    from_: str = Field(serialization_alias="from", description="The revision diffed against")
+    to: str
+    diff: str
+
+
 @router.get("/policies/{rev_id}/diff", summary="Diff two revisions (admin)")
 async def diff_policy(
     rev_id: RevisionId,
     _: Admin,
     db: Db,
     against: Annotated[Text | None, Query(description="default: its parent")] = None,
-) -> dict[str, str]:
+) -> PolicyDiff:
     """A unified diff from `against` (default: the revision's parent) to `rev_id`."""
     new = await _revision(db, rev_id)
     base = against or new.parent
     if base is None:
         raise APIError(404, f"revision {rev_id} has no parent to diff against; pass ?against=")
     old = await _revision(db, base)
-    return {"from": old.id, "to": new.id, "diff": policies.diff(old, new)}
+    return PolicyDiff(from_=old.id, to=new.id, diff=policies.diff(old, new))
 
 
 async def _activate(request: Request, db: Database, rev_id: str, scope: str, admin: ApiKey) -> Activation:

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from ..._store import Database, EventFilter, StoredEvent
 from ..._store import _events as events
 from ..._store import _queries as queries
 from ..._store._keys import ApiKey
 from ..._text import Text, checked_text
+from ..._wire import SENT, AuditEvent, Sent
 from .._auth import current_key, database, require
 from .._errors import INT64_MAX, APIError
 
@@ -37,15 +39,15 @@ def _agent_for(key: ApiKey, asked: str | None) -> str | None:
     return key.agent
 
 
-def event_out(e: StoredEvent) -> dict[str, Any]:
+def event_out(e: StoredEvent) -> AuditEvent:
     """A record as the API returns it: its fields, then its chain position and hash (never the body's own)."""
-    return {**e.body, "seq": e.seq, "hash": e.hash}
+    return AuditEvent({**e.body, "seq": e.seq, "hash": e.hash})
 
 
-class Page(BaseModel):
+class Page(Sent):
     """A page of events, newest first."""
 
-    events: list[dict[str, Any]]
+    events: list[AuditEvent]
     next_cursor: str | None
 
 
@@ -111,16 +113,22 @@ async def search(
     )
 
 
+@pydantic_dataclass(config=SENT)
+class SessionSummary(queries.SessionSummary):
+    """A session summary as the API sends it: the store's, every field in its JSON."""
+
+
 @router.get("/sessions", summary="Recent sessions")
 async def list_sessions(
     key: Caller, db: Db, agent: Text | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[queries.SessionSummary]:
+) -> list[SessionSummary]:
     """The most recently active sessions, newest first."""
-    return await run_in_threadpool(lambda: queries.sessions(db, agent=_agent_for(key, agent), limit=limit))
+    found = await run_in_threadpool(lambda: queries.sessions(db, agent=_agent_for(key, agent), limit=limit))
+    return [SessionSummary(**vars(s)) for s in found]
 
 
 @router.get("/sessions/{session_id}", summary="Every event of a session, in order")
-async def session_detail(session_id: Annotated[Text, Path()], key: Caller, db: Db) -> list[dict[str, Any]]:
+async def session_detail(session_id: Annotated[Text, Path()], key: Caller, db: Db) -> list[AuditEvent]:
     """The session's events, oldest first: its replay."""
     f = EventFilter(session=session_id, agent=_agent_for(key, None))
     found = await run_in_threadpool(lambda: list(events.iterate(db, f)))
@@ -129,7 +137,7 @@ async def session_detail(session_id: Annotated[Text, Path()], key: Caller, db: D
     return [event_out(e) for e in found]
 
 
-class UsageOut(BaseModel):
+class UsageOut(Sent):
     """LLM usage of one group; unpriced calls are counted apart, never as $0."""
 
     key: str
@@ -157,7 +165,7 @@ async def usage(
     return [UsageOut(**r.__dict__) for r in await run_in_threadpool(queries.usage, db, f, by)]
 
 
-class VerifyOut(BaseModel):
+class VerifyOut(Sent):
     """The result of recomputing the hash chain."""
 
     ok: bool

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..._store import Database
 from ..._store import _users as users
 from ..._text import Text
+from ..._wire import Sent
 from .._auth import SESSION_COOKIE, database
 from .._errors import APIError
 
@@ -40,7 +41,7 @@ class Login(BaseModel):
     password: Text = Field(min_length=1, max_length=1024)
 
 
-class Signed(BaseModel):
+class Signed(Sent):
     """A signed-in person; send `csrf_token` as `X-CSRF-Token` on every change."""
 
     username: str

@@ -17,6 +17,7 @@ from ..._store import _users as users
 from ..._store._keys import ApiKey
 from ..._store._users import User
 from ..._text import Text, checked_text
+from ..._wire import Sent
 from .._auth import SESSION_COOKIE, actor, current_key, database, require
 from .._errors import APIError
 from ..channels import kinds
@@ -30,7 +31,7 @@ ChannelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
 Identity = Annotated[str, Field(min_length=1, max_length=320), AfterValidator(checked_text)]
 
 
-class UserOut(BaseModel):
+class UserOut(Sent):
     """A person as the API shows them: never a password hash."""
 
     username: str
