@@ -16,7 +16,7 @@ from clearance._store import _keys as keys
 from clearance._store import _users as users
 from clearance._store._channels import Message
 from clearance.server import ServerSettings, create_app
-from clearance.server.channels import Channel, Delivery, configured
+from clearance.server.channels import Channel, Delivery, Undelivered, configured, deliver
 
 from .test_email import POLICY, Sink, until
 
@@ -148,3 +148,45 @@ def test_replicas_announce_each_approval_once(setup: tuple[Sink, str, ServerSett
 
         until(drawn)
         assert len(sink.mails()) == 3  # once each, whichever replica claimed it
+
+
+class Picky(Broken):
+    """A channel whose service refuses some approvals' messages for good, and takes the others."""
+
+    name = "picky"
+
+    def __init__(self) -> None:
+        self.refused: set[str] = set()
+        self.announced: list[str] = []
+
+    def announce(self, a: Approval, to: Sequence[str]) -> Delivery:
+        if a.id in self.refused:
+            raise ConnectionError(f"{a.id} is refused")
+        self.announced.append(a.id)
+        return Delivery({"id": a.id})
+
+
+def test_messages_that_keep_failing_cannot_crowd_out_the_others(tmp_path: Path) -> None:
+    from clearance._guard._record import record_call
+    from clearance.policy import parse_policy
+
+    db_path, _ = _store(tmp_path)
+    db = Database(db_path)
+    policy = parse_policy(POLICY)
+    ids = [
+        record_call(
+            db, policy, agent="a", environment="test", tool="issue_refund", args={"amount": 900}, session="s"
+        ).approval_id
+        for _ in range(51)
+    ]
+    picky = Picky()
+    picky.refused = {str(i) for i in ids[:50]}  # more than one pass takes, and older than the last
+    try:
+        with pytest.raises(Undelivered, match="50 undelivered"):
+            deliver(db, picky)  # the 50 oldest: every one fails
+        assert picky.announced == []
+        with pytest.raises(Undelivered):
+            deliver(db, picky)  # the one never tried goes first now
+        assert picky.announced == [ids[50]]
+    finally:
+        db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -14,10 +15,12 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from clearance import _decisions
+from clearance._clock import ManualClock
 from clearance._store import Database
 from clearance._store import _approvals as approvals
 from clearance._store import _channels as messages
@@ -27,7 +30,7 @@ from clearance.server import ServerSettings, create_app
 from clearance.server.channels import deliver
 from clearance.server.channels.email import Email
 
-from .conftest import _free_port
+from .conftest import Server, _free_port
 from .test_slack import POLICY
 
 PUBLIC = "https://clearance.example.com"
@@ -37,14 +40,13 @@ SINK = Path(__file__).with_name("smtp_sink.py")
 class Sink:
     """The SMTP server's process, which a test can start late or stop, and the mails it kept."""
 
-    def __init__(self, where: Path) -> None:
-        self.port, self.where = _free_port(), where
+    def __init__(self, where: Path, *faults: str) -> None:
+        self.port, self.where, self.faults = _free_port(), where, faults
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SINK), str(self.port), str(self.where)], stdout=subprocess.PIPE, text=True
-        )
+        argv = [sys.executable, str(SINK), str(self.port), str(self.where), *self.faults]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
 
     def stop(self) -> None:
@@ -76,28 +78,42 @@ def until(condition: Callable[[], bool], timeout: float = 15) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture
-def mail(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    sink = Sink(tmp_path / "mails")
-    db_path = str(tmp_path / "mail.db")
-    db = Database(db_path)
-    ids = {
-        scope: keys.create(db, name=scope, scopes=[scope], agent=agent, environment="test", created_by="t")[1]
-        for scope, agent in (("admin", None), ("agent", "refunds"))
-    }
+def people(db_url: str) -> None:
+    """The people of these tests, and who of them has an address."""
+    db = Database(db_url)
     for name, roles, address in (
         ("lena", ["approver", "support-lead"], "lena@example.com"),
         ("pia", ["approver"], "pia@example.com"),  # not a lead: not mailed
         ("omar", ["approver", "support-lead"], None),  # a lead without an address
         ("dora", ["approver", "support-lead"], "dora@example.com"),  # a lead, disabled below
+        ("fay", ["approver", "finance"], "fay@example.com"),  # decides what is escalated to finance
     ):
         users.create(db, name, "correct horse battery", roles, by="t")
         if address:
             users.update(db, name, identities={"email": address}, by="t")
     users.update(db, "dora", disabled=True, by="t")
     db.close()
+
+
+@contextlib.contextmanager
+def serving(
+    tmp_path: Path, db_url: str, *faults: str, policy: str = POLICY, new: bool = True
+) -> Iterator[dict[str, Any]]:
+    """A server on `db_url` mailing through a real SMTP server (with `faults`, see smtp_sink.py).
+
+    `new`: the store is new, and the people are added to it.
+    """
+    sink = Sink(tmp_path / "mails", *faults)
+    if new:
+        people(db_url)
+    db = Database(db_url)
+    ids = {
+        scope: keys.create(db, name=scope, scopes=[scope], agent=agent, environment="test", created_by="t")[1]
+        for scope, agent in (("admin", None), ("agent", "refunds"))
+    }
+    db.close()
     settings = ServerSettings(
-        database_url=db_path,
+        database_url=db_url,
         smtp_host="127.0.0.1",
         smtp_port=sink.port,
         smtp_from="Clearance <approvals@clearance.example.com>",
@@ -105,14 +121,22 @@ def mail(tmp_path: Path) -> Iterator[dict[str, Any]]:
         smtp_timeout=5,
         public_url=PUBLIC + "/",
     )
-    s = {"sink": sink, "db": db_path, "keys": ids, "settings": settings}
+    s = {"sink": sink, "db": db_url, "keys": ids, "settings": settings}
     sink.start()
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        admin = {"X-API-Key": ids["admin"]}
-        rev = client.post("/v1/policies", headers=admin, json={"text": POLICY}).json()["id"]
-        client.post(f"/v1/policies/{rev}/activate", headers=admin, json={})
-        yield {**s, "client": client}
-    sink.stop()
+    try:
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            admin = {"X-API-Key": ids["admin"]}
+            rev = client.post("/v1/policies", headers=admin, json={"text": policy}).json()["id"]
+            client.post(f"/v1/policies/{rev}/activate", headers=admin, json={})
+            yield {**s, "client": client}
+    finally:
+        sink.stop()
+
+
+@pytest.fixture
+def mail(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with serving(tmp_path, str(tmp_path / "mail.db")) as s:
+        yield s
 
 
 def pending(s: dict[str, Any], **args: Any) -> str:
@@ -339,3 +363,142 @@ def test_email_addresses_are_checked() -> None:
             Email.identity(bad)
     with pytest.raises(ValueError):
         ServerSettings(smtp_from="a@b.example\r\nBcc: evil@evil.example")
+
+
+# -- follow-ups on the server's own moves, replicas, and mail sent twice --------------------------
+
+TIMED = POLICY.replace("timeout: 30m", "timeout: 10m")
+ESCALATING = TIMED.replace(
+    "[role:support-lead]}",
+    "[role:support-lead], on_timeout: escalate, escalate_to: [role:finance], escalation_timeout: 10m}",
+)
+assert TIMED != POLICY and ESCALATING != TIMED
+DOMAIN = "@clearance.example.com>"
+
+
+def _move(clock: ManualClock, seconds: float) -> None:
+    """Move the clock once the server's sweeper sleeps on it (so the move wakes it)."""
+    clock.wait_parked("approval sweep")
+    clock.advance(seconds)
+
+
+def test_an_expiry_is_followed_up_in_the_same_thread(clock: ManualClock, tmp_path: Path, any_store: str) -> None:
+    with serving(tmp_path, any_store, policy=TIMED) as s:
+        approval_id = pending(s)
+        [(_, first)] = s["sink"].wait_for(1)
+        assert first["Message-ID"] == f"<approval.{approval_id}{DOMAIN}"  # the same on every attempt and replica
+        until(drawn(s, approval_id, "pending"))
+        _move(clock, 601)  # nobody decides: the server's sweeper expires it
+        _, (envelope, follow_up) = s["sink"].wait_for(2)
+        assert envelope["to"] == ["lena@example.com"]
+        assert follow_up["Subject"] == f"Expired: issue_refund ({approval_id})"
+        assert follow_up["In-Reply-To"] == first["Message-ID"] == follow_up["References"]
+        assert follow_up["Message-ID"] == f"<expired.{approval_id}{DOMAIN}"
+        assert follow_up.get_content().startswith("expired by system at ")
+        until(drawn(s, approval_id, "expired"))
+        assert len(s["sink"].mails()) == 2
+
+
+def test_an_escalation_mails_the_new_approvers_and_its_expiry_tells_everyone(
+    clock: ManualClock, tmp_path: Path, any_store: str
+) -> None:
+    with serving(tmp_path, any_store, policy=ESCALATING) as s:
+        approval_id = pending(s)
+        [(_, first)] = s["sink"].wait_for(1)
+        until(drawn(s, approval_id, "pending"))
+        _move(clock, 601)  # the leads did not decide in time: finance may now
+        _, (envelope, escalated) = s["sink"].wait_for(2)
+        assert envelope["to"] == ["fay@example.com"]  # only the new approvers: the leads have their mail
+        assert escalated["Subject"] == f"Escalated: Approval needed: issue_refund ({approval_id})"
+        assert escalated["In-Reply-To"] == first["Message-ID"]
+        assert escalated["Message-ID"] == f"<escalated.{approval_id}{DOMAIN}"
+        body = escalated.get_content()
+        assert "Who may decide: role:finance" in body and f"{PUBLIC}/#/approvals/{approval_id}" in body
+        until(drawn(s, approval_id, "escalated"))
+        _move(clock, 601)  # nor did finance: it expires
+        *_, (envelope, expired) = s["sink"].wait_for(3)
+        assert envelope["to"] == ["lena@example.com", "fay@example.com"]  # everyone mailed hears the end
+        assert expired["Subject"] == f"Expired: issue_refund ({approval_id})"
+        assert expired["In-Reply-To"] == first["Message-ID"]
+        until(drawn(s, approval_id, "expired"))
+        assert len(s["sink"].mails()) == 3
+
+
+def test_a_replica_that_died_announcing_leaves_it_to_another_once_its_claim_lapses(
+    clock: ManualClock, tmp_path: Path, any_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    silent = socket.socket()  # the first replica's mail server: accepts, never greets
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    silent.settimeout(30)
+    for name, value in {
+        "CLEARANCE_SMTP_HOST": "127.0.0.1",
+        "CLEARANCE_SMTP_PORT": str(silent.getsockname()[1]),
+        "CLEARANCE_SMTP_FROM": "approvals@clearance.example.com",
+        "CLEARANCE_SMTP_STARTTLS": "false",
+        "CLEARANCE_SMTP_TIMEOUT": "60",
+        "CLEARANCE_PUBLIC_URL": PUBLIC,
+    }.items():
+        monkeypatch.setenv(name, value)
+    people(any_store)
+    dying = Server(any_store, _free_port(), tmp_path / "dying.log")
+    dying.start()
+    try:
+        dying.publish(POLICY)
+        r = httpx.post(
+            f"{dying.base}/v1/check",
+            headers={"X-API-Key": dying.agent},
+            json={"tool": "issue_refund", "args": {"amount": 850}},
+        )
+        approval_id = r.json()["approval_id"]
+        connection, _ = silent.accept()  # it claimed the announcement, and is sending it
+        dying.kill()  # and dies before it could
+        connection.close()
+    finally:
+        silent.close()
+        dying.stop()
+    db = Database(any_store)
+    try:
+        with db.read() as cur:
+            cur.execute(
+                db.sql("SELECT claimed_at_us FROM channel_messages WHERE approval_id = :id"), {"id": approval_id}
+            )
+            [(claimed_at_us,)] = cur.fetchall()
+    finally:
+        db.close()
+    lapse = (claimed_at_us + Email.claim_seconds * 1_000_000) / 1e6
+    clock.set(lapse - 1)
+    with serving(tmp_path, any_store, new=False) as s:  # another replica, with a mail server that works
+        clock.wait_parked("email delivery")  # it looked, and left the claimed announcement alone
+        assert s["sink"].mails() == []
+        clock.advance(2)  # the dead replica's claim lapses
+        [(envelope, message)] = s["sink"].wait_for(1)
+        assert envelope["to"] == ["lena@example.com"] and message["Message-ID"] == f"<approval.{approval_id}{DOMAIN}"
+        until(drawn(s, approval_id, "pending"))
+        clock.advance(Email.claim_seconds + 1)  # its own claim is long done with: nothing more is sent
+        clock.wait_parked("email delivery")
+        assert len(s["sink"].mails()) == 1
+        assert (email_state(s)["messages"], email_state(s)["sent"]) == (1, 1)
+
+
+def test_a_mail_whose_acceptance_was_lost_is_sent_again_as_the_same_mail(tmp_path: Path) -> None:
+    with serving(tmp_path, str(tmp_path / "mail.db"), "--drop", "1") as s:  # kept the first, then hung up
+        approval_id = pending(s)
+        [(envelope, lost), (again, message)] = s["sink"].wait_for(2)
+        until(drawn(s, approval_id, "pending"))
+        assert envelope == again  # sent twice (at least once), and recognisably the same mail
+        assert lost["Message-ID"] == message["Message-ID"] == f"<approval.{approval_id}{DOMAIN}"
+        state = email_state(s)
+        assert (state["messages"], state["sent"], state["failures"]) == (1, 1, 1)
+        assert "SMTPServerDisconnected" in state["last_error"]
+        assert len(s["sink"].mails()) == 2
+
+
+def test_a_mail_accepted_is_sent_once_though_the_goodbye_fails(tmp_path: Path) -> None:
+    with serving(tmp_path, str(tmp_path / "mail.db"), "--quit-reply", "421 4.3.0 shutting down") as s:
+        approval_id = pending(s)
+        s["sink"].wait_for(1)
+        until(drawn(s, approval_id, "pending"))
+        state = email_state(s)
+        assert (state["messages"], state["sent"], state["failures"]) == (1, 1, 0)
+        assert len(s["sink"].mails()) == 1

@@ -73,7 +73,11 @@ def checked_name(channel: str) -> str:
 
 
 def due(db: Database, channel: str, *, now_us: int, stale_us: int, limit: int = 50) -> list[tuple[Approval, Message]]:
-    """Approvals whose message in `channel` is missing (pending ones, unclaimed) or out of date."""
+    """Approvals whose message in `channel` is missing (pending ones, unclaimed) or out of date.
+
+    Those that never failed come first, then the failed ones, longest since their last failure
+    first: messages that keep failing go to the back, and cannot crowd the others out of `limit`.
+    """
     with db.read() as cur:
         cur.execute(
             db.sql(
@@ -82,7 +86,7 @@ def due(db: Database, channel: str, *, now_us: int, stale_us: int, limit: int = 
                 " WHERE (m.ref IS NULL AND a.status = 'pending'"
                 " AND (m.claimed_at_us IS NULL OR m.claimed_at_us < :stale))"
                 " OR (m.ref IS NOT NULL AND m.shown IS NULL)"
-                " ORDER BY a.created_at_us LIMIT :n"
+                " ORDER BY COALESCE(m.failed_at_us, 0), a.created_at_us LIMIT :n"
             ),
             {"ch": channel, "stale": now_us - stale_us, "n": limit},
         )

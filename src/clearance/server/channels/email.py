@@ -6,6 +6,11 @@ in. A mail never decides anything itself: there is no approve link, because mail
 links. When the approval is decided anywhere (or expires, or is cancelled), a short follow-up goes
 to the same people in the same thread (`In-Reply-To`); an escalation mails the new approvers.
 
+Delivery is at least once: a mail the SMTP server accepted whose answer never arrived (the
+connection dropped) counts as failed and is sent again. Each mail of an approval has one
+Message-ID, the same on every attempt and every replica (`<expired.apr_…@domain>`), so a mail
+sent twice is recognisably the same mail, and mail programs that drop duplicates show it once.
+
 Everything an agent controls is shown one value to a line, with line breaks, hidden,
 direction-changing and look-alike characters as named tokens (`⟨U+202E RLO⟩`), so an argument
 cannot fake a line of the mail (a second link, say); headers are built by the standard library,
@@ -14,6 +19,7 @@ which refuses a line break in any of them, and addresses are checked when they a
 
 from __future__ import annotations
 
+import hashlib
 import re
 import smtplib
 import ssl
@@ -130,7 +136,7 @@ class Email(Channel):
         if not to:
             log.warning("no approver of %s has an e-mail address; nothing mailed", a.id)
             return Delivery({"message_id": None, "to": []}, sent=False)
-        message_id = make_msgid(domain=self.domain)
+        message_id = self._message_id(a, "approval")
         self._send(self._mail(f"{render.head(a)} ({a.id})", self._body(a), to, message_id=message_id))
         return Delivery({"message_id": message_id, "to": list(to)})
 
@@ -143,7 +149,7 @@ class Email(Channel):
             new = [x for x in to if x not in mailed]
             if not new:
                 return Delivery(ref, sent=False)
-            message_id = make_msgid(domain=self.domain)
+            message_id = self._message_id(a, "escalated")
             self._send(
                 self._mail(
                     f"Escalated: {render.head(a)} ({a.id})", self._body(a), new, message_id=message_id, thread=thread
@@ -163,7 +169,7 @@ class Email(Channel):
                 self._link(a),
             ]
         )
-        self._send(self._mail(subject, body, mailed, message_id=make_msgid(domain=self.domain), thread=thread))
+        self._send(self._mail(subject, body, mailed, message_id=self._message_id(a, state), thread=thread))
         return Delivery(ref)
 
     def test(self, by: str) -> str:
@@ -172,6 +178,14 @@ class Email(Channel):
         body = f"Clearance test message, sent by {_line(by)} from the dashboard."
         self._send(self._mail("Clearance test message", body, [address], message_id=make_msgid(domain=self.domain)))
         return f"mailed to {address} through {self.host}:{self.port}"
+
+    def _message_id(self, a: Approval, part: str) -> str:
+        """The Message-ID of one mail of `a` (`part`: approval, escalated, or how it ended).
+
+        The same on every attempt and every replica, so a mail sent twice reads as one mail.
+        """
+        key = a.id if len(a.id) <= 64 and _LOCAL.fullmatch(a.id) else hashlib.sha256(a.id.encode()).hexdigest()[:40]
+        return f"<{part}.{key}@{self.domain}>"
 
     def _link(self, a: Approval) -> str:
         return f"{self.public_url}/#/approvals/{quote(a.id, safe='')}"
@@ -213,12 +227,21 @@ class Email(Channel):
             if self.tls
             else smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         )
-        with smtp:
+        try:
             if self.starttls:
                 smtp.starttls(context=context)
             if self.username is not None:
                 smtp.login(self.username, self.password or "")
             refused = smtp.send_message(mail, from_addr=_sender_address(self.sender).addr_spec)
+        except BaseException:
+            smtp.close()
+            raise
+        try:  # accepted: a goodbye that fails is no failed send (it would send the mail again)
+            smtp.quit()
+        except (smtplib.SMTPException, OSError) as exc:
+            log.info("the mail server accepted %s but not the goodbye: %s", mail["Message-ID"], exc)
+        finally:
+            smtp.close()
         if refused:
             log.warning("the mail server refused some recipients of %s: %s", mail["Subject"], sorted(refused))
 
