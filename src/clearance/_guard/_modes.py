@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -23,12 +24,14 @@ from ..errors import ApprovalAlreadyExecuted, ApprovalError, ClearanceError, Con
 from . import _runtime
 from ._backend import Backend
 from ._resume import callbacks_of, resume
-from ._tickets import Ticket
+from ._steps import Step, Steps, arun, off_loop, run, whole
+from ._tickets import Approved, Ticket
 
 Mode = Literal["wait", "async", "webhook"]
 MODES = ("wait", "async", "webhook")
 log = logging.getLogger("clearance")
 _MODE: ContextVar[Mode | None] = ContextVar("clearance_approval_mode", default=None)
+Body = Callable[[Approved], Steps[Any]]  # runs the approved call and records it
 _tasks: set[asyncio.Task[Any]] = set()  # async-mode completions in flight (kept from the collector)
 
 
@@ -75,56 +78,44 @@ def report(tool: str, result: Any = None, error: BaseException | None = None) ->
         log.exception("the %s callback of %s raised", "on_denial" if error is not None else "on_approval", tool)
 
 
-def finish_later(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None:
-    """Wait for the decision on a background thread, then run the call (`run(approved)`) and report."""
+def decision(backend: Backend, ticket: Ticket) -> Step[Approved]:
+    """The wait for the decision on `ticket`: its approval once the call may run (and is claimed here)."""
+    return Step(functools.partial(backend.wait, ticket), functools.partial(backend.wait_async, ticket))
+
+
+def finish_later(backend: Backend, ticket: Ticket, body: Body) -> None:
+    """Wait for the decision on a background thread, then run the call (`body(approved)`) and report."""
     threading.Thread(
-        target=_finish, args=(backend, ticket, run), name=f"clearance-approval-{ticket.approval_id}", daemon=True
+        target=run,
+        args=(_finishing(backend, ticket, body),),
+        name=f"clearance-approval-{ticket.approval_id}",
+        daemon=True,
     ).start()
 
 
-def _finish(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None:
+def finish_later_async(backend: Backend, ticket: Ticket, body: Body) -> None:
+    """`finish_later` as a task on the running event loop (for async tools)."""
+    task = asyncio.get_running_loop().create_task(arun(_finishing(backend, ticket, body)))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def _finishing(backend: Backend, ticket: Ticket, body: Body) -> Steps[None]:
+    """The background completion of an async-mode call: wait, claim, run, report; or report the denial."""
     assert ticket.approval_id is not None
     try:
-        approved = backend.wait(ticket)  # claims the run
+        approved = yield decision(backend, ticket)
     except ApprovalAlreadyExecuted:
         return
     except ApprovalError as exc:  # denied, timed out, cancelled
-        if backend.claim_denial(ticket.approval_id):
+        if (yield off_loop(backend.claim_denial, ticket.approval_id)):
             report(ticket.tool, error=exc)
         return
     except ClearanceError as exc:  # the store or server: left for a worker to finish
         log.warning("async-mode %s call left for a worker: %s", ticket.tool, exc)
         return
     try:
-        result = run(approved)
-    except Exception as exc:
-        report(ticket.tool, error=exc)
-        return
-    report(ticket.tool, result=result)
-
-
-def finish_later_async(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None:
-    """`finish_later` as a task on the running event loop (for async tools)."""
-    task = asyncio.get_running_loop().create_task(_finish_async(backend, ticket, run))
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
-
-
-async def _finish_async(backend: Backend, ticket: Ticket, run: Callable[[Any], Any]) -> None:
-    assert ticket.approval_id is not None
-    try:
-        approved = await backend.wait_async(ticket)
-    except ApprovalAlreadyExecuted:
-        return
-    except ApprovalError as exc:
-        if await asyncio.to_thread(backend.claim_denial, ticket.approval_id):
-            report(ticket.tool, error=exc)
-        return
-    except ClearanceError as exc:
-        log.warning("async-mode %s call left for a worker: %s", ticket.tool, exc)
-        return
-    try:
-        result = await run(approved)
+        result = yield whole(body(approved))
     except Exception as exc:
         report(ticket.tool, error=exc)
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from .._boundary import check_args, check_size, storable, summary
 from .._canonical import ARGS_HASH_ALG, args_hash, canonical_json, for_record, legacy_args_hash, redact
@@ -24,6 +24,8 @@ from .._store._events import Event, make_event
 from .._text import escaped
 from ..errors import ApprovalError
 from ..policy import Decision, Effect, Policy
+
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True)
@@ -156,54 +158,6 @@ def decided_event(
     return make_event("tool_call.decided", at, fields, raw=raw)
 
 
-def record_call(
-    db: Database,
-    policy: Policy,
-    *,
-    agent: str,
-    environment: str,
-    tool: str,
-    args: dict[str, Any],
-    session: str,
-    prepend: Sequence[Event] = (),
-    waiter: Callable[[], str | None] | None = None,
-    requested_by: str | None = None,
-    mode: str = "wait",
-    webhook_url: str | None = None,
-    call_key: str | None = None,
-) -> RecordedCall:
-    """Decide a call from `policy` and commit its record, after the `prepend` records.
-
-    Its pending approval, if the decision requires one, is committed in the same transaction.
-    Facts are read inside that transaction, so two writers cannot both pass a cap. `waiter`
-    gives the address the approval's waiter listens on (SDK only).
-
-    `call_key` is the framework's own id of the call (its tool-call id). A framework that
-    pauses natively runs its hook again on resume; with the same key, the call's approval is
-    found and returned instead of deciding and recording the call a second time.
-
-    Raises:
-        ApprovalError: The key's approval holds other arguments than these.
-    """
-    step = call_recorder(
-        db,
-        policy,
-        agent=agent,
-        environment=environment,
-        tool=tool,
-        args=args,
-        session=session,
-        prepend=prepend,
-        waiter=waiter,
-        requested_by=requested_by,
-        mode=mode,
-        webhook_url=webhook_url,
-        call_key=call_key,
-    )
-    with db.write() as cur:
-        return step(cur)
-
-
 def call_recorder(
     db: Database,
     policy: Policy,
@@ -220,10 +174,21 @@ def call_recorder(
     webhook_url: str | None = None,
     call_key: str | None = None,
 ) -> Callable[[Any], RecordedCall]:
-    """`record_call` in two steps, so a server can commit many calls at once.
+    """Decide a call from `policy` and record it, after the `prepend` records, in two steps.
 
     The arguments are prepared now, outside any transaction; the returned function decides and
-    records the call inside the caller's write transaction (given its cursor).
+    records the call inside the caller's write transaction (given its cursor), so a server can
+    commit many calls at once (`record_call` commits one in a transaction of its own). Its
+    pending approval, if the decision requires one, is recorded in the same transaction. Facts
+    are read inside that transaction, so two writers cannot both pass a cap. `waiter` gives
+    the address the approval's waiter listens on (SDK only).
+
+    `call_key` is the framework's own id of the call (its tool-call id). A framework that
+    pauses natively runs its hook again on resume; with the same key, the call's approval is
+    found and returned instead of deciding and recording the call a second time.
+
+    The returned function raises `ApprovalError` when the key's approval holds other arguments
+    than these.
     """
     tool, session, refusal = admit_names(tool, session)
     plan = policy.plan(tool)
@@ -327,6 +292,23 @@ def call_recorder(
         )
 
     return record
+
+
+def _in_own_transaction(
+    recorder: Callable[Concatenate[Database, P], Callable[[Any], RecordedCall]],
+) -> Callable[Concatenate[Database, P], RecordedCall]:
+    """`recorder`, committing the call it prepares in a write transaction of its own."""
+
+    def record_call(db: Database, /, *args: P.args, **kwargs: P.kwargs) -> RecordedCall:
+        """Decide a call and commit its record (`call_recorder`'s arguments), in one transaction."""
+        step = recorder(db, *args, **kwargs)
+        with db.write() as cur:
+            return step(cur)
+
+    return record_call
+
+
+record_call = _in_own_transaction(call_recorder)
 
 
 def _recorded_before(earlier: approvals.Approval, tool: str, prepared: Prepared) -> RecordedCall:

@@ -10,6 +10,7 @@ turned into the parameter's number type), and its result or error is recorded on
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from ..errors import ConfigurationError
 from . import _runtime
 from ._binding import Binder
 from ._recording import Recording
+from ._steps import Step, Steps, arun, off_loop, run
 from ._tickets import Approved, Ticket
 
 OnApproval = Callable[[Any], Any]
@@ -90,31 +92,33 @@ def resume(approval_id: str) -> Any:
         ConfigurationError: Its tool is not guarded in this process.
         Exception: Whatever the tool raised (recorded as the call's error).
     """
-    ticket, approved, args, fn, binder = prepare(approval_id)
-    backend = _runtime.current()
-    with Recording(backend, ticket, approved) as recording:
-        call_args, call_kwargs = binder.call_from(args)
-        result = fn(*call_args, **call_kwargs)
-        if inspect.isawaitable(result):
-            result = asyncio.run(_awaited(result))
-        recording.done(result)
-    backend.flush()
-    return result
+    return run(_resuming(approval_id))
 
 
 async def resume_async(approval_id: str) -> Any:
     """`resume` for async code: the claim happens on a worker thread."""
-    ticket, approved, args, fn, binder = await asyncio.to_thread(prepare, approval_id)
+    return await arun(_resuming(approval_id))
+
+
+def _resuming(approval_id: str) -> Steps[Any]:
+    """Claim the approved call, run it with `current_approval()` set, record its outcome."""
+    ticket, approved, args, fn, binder = yield off_loop(prepare, approval_id)
     backend = _runtime.current()
     with Recording(backend, ticket, approved) as recording:
         call_args, call_kwargs = binder.call_from(args)
-        result = fn(*call_args, **call_kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        recording.done(result)
-    await asyncio.to_thread(backend.flush)
+        call = functools.partial(fn, *call_args, **call_kwargs)
+        result = recording.done((yield Step(functools.partial(_finished, call), functools.partial(_awaited, call))))
+    yield off_loop(backend.flush)
     return result
 
 
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
+def _finished(call: Callable[[], Any]) -> Any:
+    """`call()`, an awaitable it returns run to completion (on an event loop of its own)."""
+    result = call()
+    return asyncio.run(_awaited(lambda: result)) if inspect.isawaitable(result) else result
+
+
+async def _awaited(call: Callable[[], Any]) -> Any:
+    """`call()`, an awaitable it returns awaited."""
+    result = call()
+    return await result if inspect.isawaitable(result) else result

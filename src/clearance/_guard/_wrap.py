@@ -6,6 +6,7 @@ import functools
 import inspect
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from .._context import get_session
@@ -18,6 +19,7 @@ from ._binding import Binder
 from ._modes import Mode
 from ._recording import Recording
 from ._resume import Callbacks, OnApproval, OnDenial, set_callbacks
+from ._steps import Step, Steps, arun, run
 from ._tickets import Approved, PendingApproval, Ticket
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -124,17 +126,11 @@ def guard_tool(
         async def governed_async(*args: Any, **kwargs: Any) -> Any:
             mode = _modes.mode_for(default_mode)
             governor, ticket = _begin(name, binder, args, kwargs, on_pending, mode, webhook_url)
-            if ticket.approval_id is None:
-                return await _run_async(governor, ticket, fn, binder, args, kwargs, None)
-            if mode == "webhook":
-                return ticket.pending  # the webhook's handler finishes it
-            if mode == "async":
-                _modes.finish_later_async(
-                    governor, ticket, lambda ok: _run_async(governor, ticket, fn, binder, args, kwargs, ok)
-                )
-                return ticket.pending
-            approved = await governor.wait_async(ticket)
-            return await _run_async(governor, ticket, fn, binder, args, kwargs, approved)
+            if ticket.approval_id is None:  # the hot path: no approval, no driver
+                with Recording(governor, ticket, None) as recording:
+                    return recording.done(await fn(*args, **kwargs))
+            call = _Call(governor, ticket, fn, binder, args, kwargs)
+            return await arun(_put_to_approval(call, mode, _modes.finish_later_async))
 
         governed_async.__clearance_tool__ = name  # type: ignore[attr-defined]
         return governed_async  # type: ignore[return-value]
@@ -152,49 +148,49 @@ def guard_tool(
                 raise
             governor.finish(ticket, error=None, duration_s=time.perf_counter() - started)
             return result
-        if mode == "webhook":
-            return ticket.pending  # the webhook's handler finishes it
-        if mode == "async":
-            _modes.finish_later(governor, ticket, lambda ok: _run(governor, ticket, fn, binder, args, kwargs, ok))
-            return ticket.pending
-        approved = governor.wait(ticket)
-        return _run(governor, ticket, fn, binder, args, kwargs, approved)
+        return run(_put_to_approval(_Call(governor, ticket, fn, binder, args, kwargs), mode, _modes.finish_later))
 
     governed.__clearance_tool__ = name  # type: ignore[attr-defined]
     return governed  # type: ignore[return-value]
 
 
-def _run(
-    governor: Backend,
-    ticket: Ticket,
-    fn: Callable[..., Any],
-    binder: Binder,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    approved: Approved | None,
-) -> Any:
-    """Run an approved call (as edited) with `current_approval()` set, and record its outcome.
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A decided call of a governed function, as it was made."""
 
-    An edit that does not fit the function fails the call, recorded like any other failure.
+    governor: Backend
+    ticket: Ticket
+    fn: Callable[..., Any]
+    binder: Binder
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def body(self, approved: Approved) -> Steps[Any]:
+        """Run the call (as the approver edited it) with `current_approval()` set, and record its outcome.
+
+        An edit that does not fit the function fails the call, recorded like any other failure.
+        An async function's call is a coroutine, awaited by the async driver.
+        """
+        with Recording(self.governor, self.ticket, approved) as recording:
+            call_args, call_kwargs = _as_approved(self.binder, self.args, self.kwargs, approved)
+            call = functools.partial(self.fn, *call_args, **call_kwargs)
+            return recording.done((yield Step(call, call)))
+
+
+def _put_to_approval(call: _Call, mode: Mode, later: Callable[[Backend, Ticket, _modes.Body], None]) -> Steps[Any]:
+    """A call put to approval, from here on: return its `PendingApproval`, or wait and run it.
+
+    In webhook mode the webhook's handler finishes the call, in async mode `later` does; in wait
+    mode the call waits for the decision and then runs.
     """
-    with Recording(governor, ticket, approved) as recording:
-        call_args, call_kwargs = _as_approved(binder, args, kwargs, approved)
-        return recording.done(fn(*call_args, **call_kwargs))
-
-
-async def _run_async(
-    governor: Backend,
-    ticket: Ticket,
-    fn: Callable[..., Any],
-    binder: Binder,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    approved: Approved | None,
-) -> Any:
-    """`_run` for coroutine functions."""
-    with Recording(governor, ticket, approved) as recording:
-        call_args, call_kwargs = _as_approved(binder, args, kwargs, approved)
-        return recording.done(await fn(*call_args, **call_kwargs))
+    ticket = call.ticket
+    if mode == "webhook":
+        return ticket.pending  # the webhook's handler finishes it
+    if mode == "async":
+        later(call.governor, ticket, call.body)
+        return ticket.pending
+    approved = yield _modes.decision(call.governor, ticket)
+    return (yield from call.body(approved))
 
 
 @overload
