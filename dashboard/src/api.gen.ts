@@ -1201,7 +1201,7 @@ export interface components {
              * Status
              * @enum {string}
              */
-            status: "approved" | "pending" | "denied";
+            status: "pending" | "approved" | "denied";
             /** Environment */
             environment: string;
             /** User Id */

@@ -423,6 +423,18 @@ def next_expiry(db: Database) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
+# The states named in the claims' SQL, bound as parameters.
+_RUNS = {"approved": ApprovalStatus.APPROVED, "expired": ApprovalStatus.EXPIRED, "allow": OnTimeout.ALLOW}
+_DENIES = {
+    "denied": ApprovalStatus.DENIED,
+    "cancelled": ApprovalStatus.CANCELLED,
+    "expired": ApprovalStatus.EXPIRED,
+    "allow": OnTimeout.ALLOW,
+}
+_DECIDED = {f"d_{s}": s for s in sorted(DECISIONS)}
+_DECIDED_MARKS = ", ".join(f":{k}" for k in _DECIDED)
+
+
 def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
     """Claim an approved call for execution: exactly one claimant ever wins.
 
@@ -438,9 +450,9 @@ def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
             db.sql(
                 "UPDATE approvals SET claimed_by = :by, claimed_at_us = :now"
                 " WHERE id = :id AND claimed_by IS NULL"
-                " AND (status = 'approved' OR (status = 'expired' AND on_timeout = 'allow'))"
+                " AND (status = :approved OR (status = :expired AND on_timeout = :allow))"
             ),
-            {"by": by, "now": now_us, "id": approval_id},
+            {"by": by, "now": now_us, "id": approval_id, **_RUNS},
         )
         won = cur.rowcount == 1
         current = _get(db, cur, approval_id)
@@ -462,9 +474,9 @@ def claim_denial(db: Database, approval_id: str, *, by: str, now_us: int) -> boo
         cur.execute(
             db.sql(
                 "UPDATE approvals SET claimed_by = :by, claimed_at_us = :now WHERE id = :id AND claimed_by IS NULL"
-                " AND (status IN ('denied', 'cancelled') OR (status = 'expired' AND on_timeout != 'allow'))"
+                " AND (status IN (:denied, :cancelled) OR (status = :expired AND on_timeout != :allow))"
             ),
-            {"by": by, "now": now_us, "id": approval_id},
+            {"by": by, "now": now_us, "id": approval_id, **_DENIES},
         )
         return bool(cur.rowcount == 1)
 
@@ -477,11 +489,17 @@ def due_for(db: Database, agent: str, tools: Sequence[str], *, limit: int = 100)
     with db.read() as cur:
         cur.execute(
             db.sql(
-                f"{_SELECT} WHERE agent = :agent AND mode = 'async' AND claimed_by IS NULL"
-                f" AND status IN ('approved', 'denied', 'expired', 'cancelled') AND tool IN ({marks})"
+                f"{_SELECT} WHERE agent = :agent AND mode = :async AND claimed_by IS NULL"
+                f" AND status IN ({_DECIDED_MARKS}) AND tool IN ({marks})"
                 " ORDER BY decided_at_us LIMIT :n"
             ),
-            {"agent": agent, "n": limit, **{f"t{i}": t for i, t in enumerate(tools)}},
+            {
+                "agent": agent,
+                "n": limit,
+                "async": ApprovalMode.ASYNC,
+                **_DECIDED,
+                **{f"t{i}": t for i, t in enumerate(tools)},
+            },
         )
         return [_from_row(r) for r in cur.fetchall()]
 
@@ -506,9 +524,17 @@ def finish(
     cur.execute(
         db.sql(
             "UPDATE approvals SET status = :s, result_json = :r, error = :e, finished_at_us = :now"
-            f" WHERE id = :id AND status = 'approved'{mine}"
+            f" WHERE id = :id AND status = :approved{mine}"
         ),
-        {"s": status, "r": result_json, "e": error, "now": now_us, "id": approval_id, "agent": agent},
+        {
+            "s": status,
+            "r": result_json,
+            "e": error,
+            "now": now_us,
+            "id": approval_id,
+            "agent": agent,
+            "approved": ApprovalStatus.APPROVED,
+        },
     )
     changed = cur.rowcount == 1
     if changed:

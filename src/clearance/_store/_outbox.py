@@ -76,9 +76,17 @@ def enqueue(
     cur.execute(
         db.sql(
             "INSERT INTO outbox (id, approval_id, kind, event_type, url, payload, status, attempts,"
-            " next_attempt_at_us, created_at_us) VALUES (:id, :a, 'webhook', :t, :url, :p, 'pending', 0, :now, :now)"
+            " next_attempt_at_us, created_at_us) VALUES (:id, :a, 'webhook', :t, :url, :p, :pending, 0, :now, :now)"
         ),
-        {"id": message_id, "a": approval_id, "t": event_type, "url": url, "p": payload, "now": now_us},
+        {
+            "id": message_id,
+            "a": approval_id,
+            "t": event_type,
+            "url": url,
+            "p": payload,
+            "pending": DeliveryStatus.PENDING,
+            "now": now_us,
+        },
     )
 
 
@@ -88,8 +96,8 @@ def claim_due(db: Database, *, now_us: int, limit: int = 50, only: Sequence[str]
     A lease lasts `LEASE_SECONDS`; a process that dies mid-delivery leaves its messages to
     others after that.
     """
-    where = "status = 'pending' AND next_attempt_at_us <= :now AND (lease_until_us IS NULL OR lease_until_us < :now)"
-    params: dict[str, Any] = {"now": now_us, "n": limit}
+    where = "status = :pending AND next_attempt_at_us <= :now AND (lease_until_us IS NULL OR lease_until_us < :now)"
+    params: dict[str, Any] = {"pending": DeliveryStatus.PENDING, "now": now_us, "n": limit}
     if only:
         where += f" AND id IN ({', '.join(f':i{n}' for n in range(len(only)))})"
         params.update({f"i{n}": v for n, v in enumerate(only)})
@@ -180,6 +188,9 @@ def for_approval(db: Database, approval_id: str) -> list[tuple[Message, list[Att
 def next_due(db: Database) -> int | None:
     """When the next pending message is due (None: nothing pending)."""
     with db.read() as cur:
-        cur.execute(db.sql("SELECT MIN(next_attempt_at_us) FROM outbox WHERE status = 'pending'"))
+        cur.execute(
+            db.sql("SELECT MIN(next_attempt_at_us) FROM outbox WHERE status = :pending"),
+            {"pending": DeliveryStatus.PENDING},
+        )
         row = cur.fetchone()
     return int(row[0]) if row and row[0] is not None else None

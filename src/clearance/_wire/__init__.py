@@ -7,11 +7,12 @@ produce (`dashboard/src/api.gen.ts`).
 
 from __future__ import annotations
 
+from ..policy._model import OnTimeout
 from ._approvals import ApprovalOut, AttemptOut, DeliveryOut, VoteOut
 from ._base import SENT, Sent
 from ._check import CheckResponse
 from ._events import AuditEvent
-from ._statuses import DECISIONS, ApprovalMode, ApprovalStatus, DeliveryStatus, OnTimeout
+from ._statuses import DECISIONS, ApprovalMode, ApprovalStatus, DeliveryStatus
 
 __all__ = [
     "DECISIONS",

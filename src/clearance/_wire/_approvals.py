@@ -6,8 +6,9 @@ from typing import Any
 
 from pydantic import Field
 
+from ..policy._model import OnTimeout
 from ._base import Sent
-from ._statuses import ApprovalMode, ApprovalStatus, DeliveryStatus, OnTimeout
+from ._statuses import ApprovalMode, ApprovalStatus, DeliveryStatus
 
 
 class VoteOut(Sent):

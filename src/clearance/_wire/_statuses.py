@@ -1,7 +1,8 @@
 """The states and modes the API, the store and the clients name: one enum each.
 
 Each is a `StrEnum`: a member equals its string and serializes as it, so what the store keeps
-and the JSON the API sends stay the strings they always were.
+and the JSON the API sends stay the strings they always were. (`OnTimeout`, what a policy says
+an expiry does, is the policy model's own; `_wire` exports it too.)
 """
 
 from __future__ import annotations
@@ -51,14 +52,6 @@ class ApprovalMode(StrEnum):
     """The decision is POSTed to the agent's URL."""
     PAUSE = "pause"
     """The agent's framework pauses the run and resumes the call."""
-
-
-class OnTimeout(StrEnum):
-    """What an approval's expiry does to the call."""
-
-    DENY = "deny"
-    ALLOW = "allow"
-    ESCALATE = "escalate"
 
 
 class DeliveryStatus(StrEnum):

@@ -76,6 +76,14 @@ def _groups(value: object) -> object:
 Approvers = Annotated[tuple[str, ...], BeforeValidator(_groups)]
 
 
+class OnTimeout(StrEnum):
+    """What an approval's expiry does to the call."""
+
+    DENY = "deny"
+    ALLOW = "allow"
+    ESCALATE = "escalate"
+
+
 class ApprovalSpec(_Strict):
     """How a `require_approval` rule's approval behaves.
 
@@ -86,7 +94,7 @@ class ApprovalSpec(_Strict):
     """
 
     timeout: Duration = 3600
-    on_timeout: Literal["deny", "allow", "escalate"] = "deny"
+    on_timeout: OnTimeout = OnTimeout.DENY
     approvers: Approvers = ()
     quorum: int = Field(default=1, ge=1, le=20)
     escalate_to: Approvers = ()
@@ -94,9 +102,9 @@ class ApprovalSpec(_Strict):
 
     @model_validator(mode="after")
     def _escalation_needs_a_target(self) -> ApprovalSpec:
-        if self.on_timeout == "escalate" and not self.escalate_to:
+        if self.on_timeout is OnTimeout.ESCALATE and not self.escalate_to:
             raise ValueError("on_timeout: escalate needs escalate_to (who decides after the timeout)")
-        if self.escalate_to and self.on_timeout != "escalate":
+        if self.escalate_to and self.on_timeout is not OnTimeout.ESCALATE:
             raise ValueError("escalate_to only applies with on_timeout: escalate")
         return self
 

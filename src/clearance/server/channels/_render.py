@@ -13,6 +13,7 @@ from typing import Any
 from ..._canonical import canonical_json
 from ..._store import Approval
 from ..._visible import shown, visible
+from ..._wire import ApprovalStatus
 
 LONG = 300  # characters of a text value shown before it is cut (its size is said first)
 _MANY = 20  # entries of an object or array written out before it is shown by its size
@@ -42,7 +43,7 @@ def when(us: int | None) -> str:
 def head(a: Approval) -> str:
     """The title: `Approval needed: tool`, or its outcome."""
     tool = visible(a.tool)
-    return f"Approval needed: {tool}" if a.status == "pending" else f"{a.status.capitalize()}: {tool}"
+    return f"Approval needed: {tool}" if a.status is ApprovalStatus.PENDING else f"{a.status.capitalize()}: {tool}"
 
 
 def facts(a: Approval) -> list[str]:

@@ -28,6 +28,7 @@ from ..._canonical import canonical_json
 from ..._store import Approval
 from ..._store._channels import Message
 from ..._visible import escaped_json, hazards, visible, warning
+from ..._wire import ApprovalStatus
 from .._settings import ServerSettings
 from . import Channel, ChannelError, Delivery
 from . import _render as render
@@ -69,7 +70,7 @@ def blocks(a: Approval) -> tuple[str, list[dict[str, Any]]]:
     out.append({"type": "section", "text": _plain("Arguments" + (" (edited)" if a.edited_shown is not None else ""))})
     if fields:
         out.append({"type": "section", "fields": fields})
-    if a.status == "pending":
+    if a.status is ApprovalStatus.PENDING:
         out.append(
             {
                 "type": "actions",

@@ -20,6 +20,7 @@ from ..._store import _events as events
 from ..._store._keys import ApiKey
 from ..._wire import ApprovalStatus, Sent
 from ...errors import ApprovalNotFound
+from ...policy import Effect
 from .._auth import current_key, database, require
 from .._errors import APIError
 from .approvals import Approves, Denies, decide_as, shown_id
@@ -30,13 +31,19 @@ Db = Annotated[Database, Depends(database)]
 Agent = Annotated[ApiKey, Depends(require("agent"))]
 Caller = Annotated[ApiKey, Depends(current_key)]
 _DECISIONS = {"allow": "allow", "require_approval": "requires_approval", "block": "block"}
-_STATUS = {"allow": "approved", "require_approval": "pending", "block": "denied"}
-# Arden knows pending, approved and denied: a call that ran was approved, anything else denied.
-_APPROVAL_STATUS = {
-    ApprovalStatus.PENDING: "pending",
-    ApprovalStatus.APPROVED: "approved",
-    ApprovalStatus.EXECUTED: "approved",
-    ApprovalStatus.FAILED: "approved",
+ArdenState = Literal[ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.DENIED]
+"""The statuses Arden knows: three of ours."""
+_STATUS: dict[str, ArdenState] = {
+    Effect.ALLOW: ApprovalStatus.APPROVED,
+    Effect.REQUIRE_APPROVAL: ApprovalStatus.PENDING,
+    Effect.BLOCK: ApprovalStatus.DENIED,
+}
+# A call that ran was approved, anything else denied.
+_APPROVAL_STATUS: dict[ApprovalStatus, ArdenState] = {
+    ApprovalStatus.PENDING: ApprovalStatus.PENDING,
+    ApprovalStatus.APPROVED: ApprovalStatus.APPROVED,
+    ApprovalStatus.EXECUTED: ApprovalStatus.APPROVED,
+    ApprovalStatus.FAILED: ApprovalStatus.APPROVED,
 }
 
 
@@ -56,7 +63,7 @@ class ArdenDecision(Sent):
     action_id: str
     message: str
     reason: str
-    status: Literal["approved", "pending", "denied"]
+    status: ArdenState
     environment: str
     user_id: str | None
 
@@ -65,7 +72,7 @@ class ArdenStatus(Sent):
     """ardenpy's ActionStatusResponse."""
 
     action_id: str
-    status: Literal["pending", "approved", "denied"]
+    status: ArdenState
     message: str | None
     created_at: str
 
@@ -101,7 +108,7 @@ async def policy_check(body: ArdenCheck, request: Request, key: Agent) -> ArdenD
         action_id=call.approval_id or call.call_id,
         message=call.decision.reason,
         reason=call.decision.reason if call.decision.rule_ids else "no_policy_configured",
-        status=_STATUS[effect],  # type: ignore[arg-type]
+        status=_STATUS[effect],
         environment=key.environment,
         user_id=key.agent,
     )
@@ -123,7 +130,7 @@ def status(action_id: str, key: Caller, db: Db) -> ArdenStatus:
             raise unknown
         return ArdenStatus(
             action_id=a.id,
-            status=_APPROVAL_STATUS.get(a.status, "denied"),  # type: ignore[arg-type]
+            status=_APPROVAL_STATUS.get(a.status, ApprovalStatus.DENIED),
             message=a.note or a.reason,
             created_at=events.iso(a.created_at_us),
         )
@@ -133,7 +140,7 @@ def status(action_id: str, key: Caller, db: Db) -> ArdenStatus:
     decided = found[0]
     return ArdenStatus(
         action_id=action_id,
-        status=_STATUS[decided["decision"]],  # type: ignore[arg-type]
+        status=_STATUS[decided["decision"]],
         message=decided["reason"],
         created_at=events.iso(decided["at_us"]),
     )
@@ -141,7 +148,7 @@ def status(action_id: str, key: Caller, db: Db) -> ArdenStatus:
 
 def _decide(action_id: str, key: ApiKey, db: Database, approve: bool, body: ArdenApproval) -> dict[str, str]:
     decide_as(db, action_id, key, approve=approve, note=body.message, note_field="body.message")
-    return {"action_id": action_id, "status": "approved" if approve else "denied"}
+    return {"action_id": action_id, "status": ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED}
 
 
 @router.post("/approve/{action_id}", summary="ardenpy: approve (approver)")
