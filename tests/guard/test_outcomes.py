@@ -5,7 +5,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 import clearance
 from clearance import StoreError
+from clearance._clock import ManualClock
 from clearance._guard._governor import Governor
 
 from ..conftest import REPO
@@ -40,12 +40,17 @@ def test_outcome_joins_the_next_decision_commit(configure: Callable[..., Governo
     assert kinds(db_path) == ["tool_call.decided", "tool_call.finished", "tool_call.decided"]
 
 
-def test_outcome_is_flushed_after_the_delay(configure: Callable[..., Governor], db_path: Path) -> None:
+def test_outcome_is_flushed_after_the_delay(
+    clock: ManualClock, configure: Callable[..., Governor], db_path: Path
+) -> None:
     gov = configure(outcome_delay=0.1)
     tool()("a@acme.com")
-    deadline = time.monotonic() + 5
-    while kinds(db_path) != ["tool_call.decided", "tool_call.finished"] and time.monotonic() < deadline:
-        time.sleep(0.02)
+    clock.wait_parked("outcome flush")  # the flusher sleeps out the delay
+    clock.advance(0.09)
+    clock.wait_parked("outcome flush")  # woken, and asleep again: not yet
+    assert kinds(db_path) == ["tool_call.decided"]
+    clock.advance(0.02)  # past it (not to the float's last digit)
+    clock.wait_parked("outcome flush")  # flushed, and idle
     assert kinds(db_path) == ["tool_call.decided", "tool_call.finished"]
     assert gov._outcomes.flushes == 1
 

@@ -44,6 +44,34 @@ def _count(url: str) -> int:
         db.close()
 
 
+class Blocker:
+    """A step that holds the writer inside its transaction until released."""
+
+    def __init__(self) -> None:
+        self.inside, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, cur: Any) -> None:
+        self.inside.set()
+        self.release.wait(10)
+
+    async def entered(self) -> None:
+        """Return once the writer runs this step (its transaction is open)."""
+        assert await asyncio.to_thread(self.inside.wait, 10)
+
+    def release_once_queued(self, commits: GroupCommit, count: int) -> None:
+        """Release the writer once the tasks started so far have handed it `count` steps.
+
+        The loop runs its ready callbacks in order, so this runs after those tasks' first steps,
+        which queue their steps before they wait.
+        """
+
+        def release() -> None:
+            assert commits._queue.qsize() == count
+            self.release.set()
+
+        asyncio.get_running_loop().call_soon(release)
+
+
 def _verify(url: str) -> None:
     db = Database(url)
     try:
@@ -55,14 +83,13 @@ def _verify(url: str) -> None:
 
 def test_waiting_steps_share_one_transaction_and_the_chain_stays_whole(store_url: str) -> None:
     commits = GroupCommit(Database(store_url))
-    gate = threading.Event()
+    gate = Blocker()
 
     async def main() -> list[Any]:
-        blocker = asyncio.ensure_future(commits.run(lambda cur: gate.wait(10)))
-        await asyncio.sleep(0.05)  # the writer is inside the blocker's transaction
+        blocker = asyncio.ensure_future(commits.run(gate))
+        await gate.entered()  # the writer is inside the blocker's transaction
         steps = [asyncio.ensure_future(commits.run(_append(commits.db, n))) for n in range(40)]
-        await asyncio.sleep(0.05)
-        gate.set()
+        gate.release_once_queued(commits, 40)
         await blocker
         return await asyncio.gather(*steps)
 
@@ -83,7 +110,7 @@ def test_waiting_steps_share_one_transaction_and_the_chain_stays_whole(store_url
 
 def test_a_failing_step_fails_alone_and_leaves_nothing(store_url: str) -> None:
     commits = GroupCommit(Database(store_url))
-    gate = threading.Event()
+    gate = Blocker()
 
     def bad_python(cur: Any) -> None:
         events.append(commits.db, cur, [events.make_event("test.step", 1, {**FIELDS, "bad": True})])
@@ -93,14 +120,13 @@ def test_a_failing_step_fails_alone_and_leaves_nothing(store_url: str) -> None:
         cur.execute("INSERT INTO no_such_table VALUES (1)")
 
     async def main() -> list[Any]:
-        blocker = asyncio.ensure_future(commits.run(lambda cur: gate.wait(10)))
-        await asyncio.sleep(0.05)
+        blocker = asyncio.ensure_future(commits.run(gate))
+        await gate.entered()
         steps = [asyncio.ensure_future(commits.run(_append(commits.db, n))) for n in range(5)]
         steps.append(asyncio.ensure_future(commits.run(bad_python)))
         steps.append(asyncio.ensure_future(commits.run(bad_sql)))
         steps += [asyncio.ensure_future(commits.run(_append(commits.db, n))) for n in range(5, 10)]
-        await asyncio.sleep(0.05)
-        gate.set()
+        gate.release_once_queued(commits, 12)  # one batch: the bad ones spoil it, and fail alone
         await blocker
         return await asyncio.gather(*steps, return_exceptions=True)
 
@@ -117,16 +143,18 @@ def test_a_failing_step_fails_alone_and_leaves_nothing(store_url: str) -> None:
 
 def test_a_cancelled_request_still_commits_what_was_decided(store_url: str) -> None:
     commits = GroupCommit(Database(store_url))
-    gate = threading.Event()
+    gate = Blocker()
 
     async def main() -> None:
-        blocker = asyncio.ensure_future(commits.run(lambda cur: gate.wait(10)))
-        await asyncio.sleep(0.05)
+        blocker = asyncio.ensure_future(commits.run(gate))
+        await gate.entered()
         step = asyncio.ensure_future(commits.run(_append(commits.db, 1)))
-        await asyncio.sleep(0.01)
-        step.cancel()  # the client went away while its decision waited to be committed
-        gate.set()
+        # The client goes away while its decision waits to be committed: once its step is queued
+        # (after the task's first step, as the loop runs in order), before the writer is released.
+        asyncio.get_running_loop().call_soon(step.cancel)
+        gate.release_once_queued(commits, 1)
         await blocker
+        assert step.cancelled()
 
     try:
         asyncio.run(main())

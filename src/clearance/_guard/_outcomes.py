@@ -7,16 +7,19 @@ shutdown and interpreter exit. That keeps one commit per governed call. A crash 
 window loses only outcomes, never a decision: such a call reads as decided with no outcome,
 exactly as if the process had died while the tool ran. `delay=0` commits every outcome before
 the governed call returns.
+
+The flusher's delay is timed on the current clock (`_clock`), so a test moves a manual clock past
+it instead of sleeping; adding an outcome never touches the clock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .. import _clock
 from .._store import Database
 from .._store import _events as events
 from .._store._events import Event
@@ -88,28 +91,44 @@ class OutcomeBuffer:
         # sleeps a full delay (later outcomes do not wake it) and flushes what is still queued.
         # A busy agent drains the queue itself in its next commit; waking on every outcome would
         # cost each call a thread switch (measured: +50-90 µs a call on 2 cores).
-        while True:
-            with self._cond:
-                if not self._pending and not self._closed:
-                    self._idle = True
-                    self._cond.wait()  # once woken, sleep the delay even if a call drained them
-                    self._idle = False
-                deadline = time.monotonic() + self._delay
-                while not self._closed and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
-                if self._closed:
-                    return
-                if not self._pending:
-                    continue
-            if not self._db.lock.acquire(blocking=False):
-                continue  # a call is committing right now and will carry them
-            try:
-                self.flush()
-                self.flushes += 1
-            except Exception:  # the store is locked by another process or gone: retry later
+        clock = _clock.current()
+        undo = clock.on_advance(self._clock_moved)
+        try:
+            while self._wait_and_flush(clock):
                 pass
-            finally:
-                self._db.lock.release()
+        finally:
+            undo()
+
+    def _clock_moved(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _wait_and_flush(self, clock: _clock.Clock) -> bool:
+        """Wait for an outcome and then the delay, and flush; False once closed."""
+        with self._cond:
+            if not self._pending and not self._closed:
+                self._idle = True
+                with clock.parked("outcome flush"):
+                    self._cond.wait()  # once woken, sleep the delay even if a call drained them
+                self._idle = False
+            deadline = _clock.monotonic() + self._delay
+            while not self._closed and (left := deadline - _clock.monotonic()) > 0:
+                with clock.parked("outcome flush"):  # a manual clock's move wakes it, never a timeout
+                    self._cond.wait(None if clock.manual else left)
+            if self._closed:
+                return False
+            if not self._pending:
+                return True
+        if not self._db.lock.acquire(blocking=False):
+            return True  # a call is committing right now and will carry them
+        try:
+            self.flush()
+            self.flushes += 1
+        except Exception:  # the store is locked by another process or gone: retry later
+            pass
+        finally:
+            self._db.lock.release()
+        return True
 
     def close(self) -> None:
         """Stop the flusher and commit what is queued."""
