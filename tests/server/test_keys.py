@@ -12,7 +12,7 @@ from ..conftest import run_cli
 
 def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ok", "database": "sqlite"}
+    assert client.get("/readyz").json() == {"status": "ok", "database": "sqlite", "long_polls": "0"}
 
 
 def test_key_lifecycle_over_the_api(client: TestClient, make_key: Any, server_db: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +37,27 @@ def replicas(pg_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server, dict
     a.start()
     b.start()
     for server in (a, b):  # wait until each replica hears the others
-        for _ in range(100):
-            if httpx.get(f"{server.base}/readyz").json().get("change_feed") == "listening":
-                break
-            time.sleep(0.05)
-        assert httpx.get(f"{server.base}/readyz").json()["change_feed"] == "listening"
+        _until(lambda server=server: _ready(server)["change_feed"] == "listening", "the change feed listens")
     yield a, b, made
     a.stop()
     b.stop()
+
+
+def _ready(server: Server) -> dict[str, str]:
+    return dict(httpx.get(f"{server.base}/readyz").json())
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Wait (polling) until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
+
+
+def _holding(server: Server) -> None:
+    """Wait until `server` holds a long poll: a change from now on can only reach it by the feed."""
+    _until(lambda: _ready(server)["long_polls"] == "1", "the long poll is held")
 
 
 def _timed(fn: Any) -> tuple[Any, float]:
@@ -67,7 +80,7 @@ def test_a_policy_activated_on_one_replica_reaches_long_polls_on_the_other(
 
     thread = threading.Thread(target=poll)
     thread.start()
-    time.sleep(0.5)
+    _holding(b)
     second = a.publish(second_text)
     thread.join(30)
     assert result["revision"] == second
@@ -93,7 +106,7 @@ def test_an_approval_decided_on_one_replica_wakes_a_waiter_on_the_other(
 
     thread = threading.Thread(target=wait)
     thread.start()
-    time.sleep(0.5)
+    _holding(b)
     decided = httpx.post(
         f"{a.base}/v1/approvals/{held['approval_id']}/approve", headers={"X-API-Key": made["approver"]}
     )

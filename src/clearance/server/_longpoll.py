@@ -3,13 +3,14 @@
 A long poll waits on its topic's event (set when something changes in this process) with a
 re-check every second (changes made by other processes), and answers at once when its client
 leaves or the server is stopping. Its waits are on the current clock, so a test's manual clock
-drives them.
+drives them. The process counts the long polls it holds (`held`; `/readyz` reports them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -87,6 +88,12 @@ async def _subscribe(conninfo: str) -> psycopg.AsyncConnection[Any]:
     return conn
 
 
+def held(state: State) -> int:
+    """How many long polls this process holds now (waiting for a change)."""
+    waiting: Counter[str] = state.__dict__.get("held", Counter())
+    return sum(waiting.values())
+
+
 def recheck_seconds(state: State) -> float:
     """How often a waiter re-reads the store for changes no notification tells it of."""
     return RECHECK_WITH_FEED_SECONDS if getattr(state, "feed", False) else RECHECK_SECONDS
@@ -105,4 +112,9 @@ async def hold(
         stopping = bool(getattr(request.app.state, "stopping", False))
         if done(value) or now >= deadline or stopping or await request.is_disconnected():
             return value
-        await wait_async(changed, min(deadline, now + recheck), f"long poll {topic}")
+        waiting: Counter[str] = request.app.state.__dict__.setdefault("held", Counter())
+        waiting[topic] += 1
+        try:
+            await wait_async(changed, min(deadline, now + recheck), f"long poll {topic}")
+        finally:
+            waiting[topic] -= 1

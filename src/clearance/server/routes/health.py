@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from ..._store import Database
+from .. import _longpoll as longpoll
 from .._auth import database
 from .._errors import APIError
 
@@ -21,8 +22,9 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request, db: Database = Depends(database)) -> dict[str, str]:  # noqa: B008
     """`ok` when the store answers a query; 503 in the error shape otherwise.
 
-    On PostgreSQL, `change_feed` says whether this replica hears other replicas' changes
-    (LISTEN/NOTIFY) at once (`listening`) or only by re-checking every second (`lost`).
+    `long_polls` is how many long polls this process holds. On PostgreSQL, `change_feed` says
+    whether this replica hears other replicas' changes (LISTEN/NOTIFY) at once (`listening`) or
+    only by re-checking every second (`lost`).
     """
     try:
         with db.read() as cur:
@@ -30,7 +32,7 @@ def readyz(request: Request, db: Database = Depends(database)) -> dict[str, str]
             cur.fetchone()
     except Exception as exc:
         raise APIError(503, f"the store does not answer: {type(exc).__name__}", headers={"Retry-After": "1"}) from exc
-    ready = {"status": "ok", "database": db.dialect}
+    ready = {"status": "ok", "database": db.dialect, "long_polls": str(longpoll.held(request.app.state))}
     if db.dialect == "postgresql":
         ready["change_feed"] = "listening" if getattr(request.app.state, "feed", False) else "lost"
     return ready
