@@ -16,9 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 import clearance
 from clearance import WebhookError, _decisions, verify_webhook
+from clearance._cli import main
+from clearance._clock import ManualClock
 from clearance._decisions import Decider
 from clearance._guard import _runtime
 from clearance._guard._governor import Governor
@@ -207,7 +210,11 @@ class Receiver:
 
 
 def test_the_cli_delivers_at_once_and_the_worker_retries(
-    app_env: dict[str, Any], tmp_path: Path, configure: Callable[..., Governor]
+    app_env: dict[str, Any],
+    tmp_path: Path,
+    configure: Callable[..., Governor],
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     receiver = Receiver(app_env["env"], free_port(), tmp_path / "receiver.log")
     gov = configure(POLICY, database_url=str(app_env["db"]), agent="refunds", webhook_url=receiver.url)
@@ -224,13 +231,18 @@ def test_the_cli_delivers_at_once_and_the_worker_retries(
     )
     receiver.start()
     try:
-        time.sleep(1.1)  # the first retry is due a second later
-        worker = run_cli("worker", "--import", "refund_tools", "--once", env=env)
-        assert worker.returncode == 0, worker.stderr
-        [(message, attempts)] = outbox.for_approval(gov.db, pending.approval_id)
-        assert message.status == "delivered" and [a.status_code for a in attempts] == [None, 200]
-        assert lines(app_env["ledger"]) == ["W-2 900.0"]
-        assert approvals.get(gov.db, pending.approval_id).status == "executed"
+        clock.set(message.next_attempt_at_us / 1e6)  # the first retry is due (a second later)
+        monkeypatch.setattr(sys, "path", list(sys.path))  # the worker puts "." first; undone after
+        worker = CliRunner().invoke(main, ["worker", "--import", "refund_tools", "--once"])  # in this process
+        assert worker.exit_code == 0, worker.output
+        db = Database(str(app_env["db"]))  # the worker shut the configuration down as it ended
+        try:
+            [(message, attempts)] = outbox.for_approval(db, pending.approval_id)
+            assert message.status == "delivered" and [a.status_code for a in attempts] == [None, 200]
+            assert lines(app_env["ledger"]) == ["W-2 900.0"]
+            assert approvals.get(db, pending.approval_id).status == "executed"
+        finally:
+            db.close()
     finally:
         receiver.stop()
 
