@@ -107,8 +107,9 @@ export interface paths {
          * Readiness: the store answers
          * @description `ok` when the store answers a query; 503 in the error shape otherwise.
          *
-         *     On PostgreSQL, `change_feed` says whether this replica hears other replicas' changes
-         *     (LISTEN/NOTIFY) at once (`listening`) or only by re-checking every second (`lost`).
+         *     `long_polls` is how many long polls this process holds. On PostgreSQL, `change_feed` says
+         *     whether this replica hears other replicas' changes (LISTEN/NOTIFY) at once (`listening`) or
+         *     only by re-checking every second (`lost`).
          */
         get: operations["readyz_readyz_get"];
         put?: never;
@@ -1061,7 +1062,9 @@ export interface components {
         ApprovalMode: "wait" | "async" | "webhook" | "pause";
         /**
          * ApprovalOut
-         * @description An approval as the API shows it (arguments redacted as recorded).
+         * @description An approval as the API shows it (arguments redacted as recorded): its `ApprovalFields`, then these.
+         *
+         *     Sent like every `Sent` model (frozen: the fields it shares with the store's record are).
          */
         ApprovalOut: {
             /** Id */
@@ -1077,20 +1080,12 @@ export interface components {
             environment: string;
             /** Session */
             session: string | null;
-            /** Args */
-            args: {
-                [key: string]: unknown;
-            };
             /** Args Hash */
             args_hash: string;
-            /** Rule Ids */
-            rule_ids: string[];
             /** Reason */
             reason: string;
             /** Policy Revision */
             policy_revision: string;
-            /** Approvers */
-            approvers: string[];
             on_timeout: components["schemas"]["OnTimeout"];
             /** Created At Us */
             created_at_us: number;
@@ -1104,10 +1099,6 @@ export interface components {
             note: string | null;
             /** Requested By */
             requested_by: string | null;
-            /** Edited Args */
-            edited_args: {
-                [key: string]: unknown;
-            } | null;
             /** Edited Args Hash */
             edited_args_hash: string | null;
             /**
@@ -1115,10 +1106,6 @@ export interface components {
              * @default 1
              */
             quorum: number;
-            /** Votes */
-            votes: components["schemas"]["VoteOut"][];
-            /** Escalate To */
-            escalate_to: string[];
             /** Escalated At Us */
             escalated_at_us: number | null;
             /** @default wait */
@@ -1127,10 +1114,26 @@ export interface components {
             claimed_by: string | null;
             /** Finished At Us */
             finished_at_us: number | null;
-            /** Result */
-            result: unknown;
             /** Error */
             error: string | null;
+            /** Args */
+            args: {
+                [key: string]: unknown;
+            };
+            /** Rule Ids */
+            rule_ids: string[];
+            /** Approvers */
+            approvers: string[];
+            /** Edited Args */
+            edited_args: {
+                [key: string]: unknown;
+            } | null;
+            /** Votes */
+            votes: components["schemas"]["VoteOut"][];
+            /** Escalate To */
+            escalate_to: string[];
+            /** Result */
+            result: unknown;
             /**
              * Executed Args
              * @description The full arguments to run, as approved (only to the requesting agent's key)

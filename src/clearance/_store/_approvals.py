@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._canonical import canonical_json
-from .._wire import DECISIONS, ApprovalMode, ApprovalStatus, OnTimeout
+from .._wire import DECISIONS, ApprovalFields, ApprovalMode, ApprovalStatus, OnTimeout
 from ..errors import ApprovalAlreadyDecided, ApprovalAlreadyExecuted, ApprovalError, ApprovalNotFound
 from . import _outbox as outbox
 from ._db import Database
@@ -61,90 +61,42 @@ _FIELDS = (
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM approvals"
 
 
-@dataclass(frozen=True)
-class Approval:
-    """An approval as stored.
+@dataclass(frozen=True, kw_only=True)
+class Approval(ApprovalFields):
+    """An approval as stored: its `ApprovalFields`, and what only the store keeps.
 
     Attributes:
-        id: Its id (`apr_…`).
-        call_id: The call it holds.
-        status: pending, approved, denied, expired, cancelled, executed or failed.
-        tool: The tool.
-        agent: The requesting agent.
-        environment: The agent's environment.
-        session: The session of the call.
         args: The exact arguments that will run.
-        args_hash: SHA-256 of their canonical JSON.
         shown_args: The arguments as shown to people (redacted).
         rule_ids: The rules that required approval.
-        reason: Why.
-        policy_revision: The revision that decided.
         approvers: Who may approve (as the rule says).
-        on_timeout: deny or allow.
-        created_at_us: When it was requested.
-        expires_at_us: When it expires.
-        decided_by: Who decided.
-        decided_at_us: When.
-        note: The decider's note.
         waiter: Where the waiting process listens for a wake-up.
-        requested_by: The person the agent acted for, who may not approve it.
         edited_args: The arguments an approver set instead (full), when edited.
-        edited_args_hash: Their hash.
         edited_shown: The edited arguments as shown to people (redacted).
         votes: Approvals so far, for a quorum: `{"by", "at_us", "note"}` each.
         escalate_to: Who decides after an escalation.
         escalation_timeout_s: How long they have.
-        escalated_at_us: When it was escalated (None: not escalated).
         webhook_url: Where its events are POSTed (webhook mode).
-        claimed_by: The executor that claimed the approved call (exactly once).
-        claimed_at_us: When.
+        claimed_at_us: When it was claimed.
         result: The call's result (JSON), once it ran.
-        error: Its error, if it failed.
-        finished_at_us: When it finished.
-        quorum: How many approvers must approve.
-        mode: wait, async, webhook, or pause (a framework's own pause resumes the call).
         call_key: The framework's id of the call (its tool-call id), unique per agent.
         degraded: How the arguments or result read differ from those stored (empty: they do not),
             for values no reader can return whole (see `_shown.shown`).
     """
 
-    id: str
-    call_id: str
-    status: ApprovalStatus
-    tool: str
-    agent: str
-    environment: str
-    session: str | None
     args: dict[str, Any]
-    args_hash: str
     shown_args: dict[str, Any]
     rule_ids: tuple[str, ...]
-    reason: str
-    policy_revision: str
     approvers: tuple[str, ...]
-    on_timeout: OnTimeout
-    created_at_us: int
-    expires_at_us: int
-    decided_by: str | None
-    decided_at_us: int | None
-    note: str | None
     waiter: str | None
-    requested_by: str | None = None
     edited_args: dict[str, Any] | None = None
-    edited_args_hash: str | None = None
     edited_shown: dict[str, Any] | None = None
     votes: tuple[dict[str, Any], ...] = ()
     escalate_to: tuple[str, ...] = ()
     escalation_timeout_s: int | None = None
-    escalated_at_us: int | None = None
     webhook_url: str | None = None
-    claimed_by: str | None = None
     claimed_at_us: int | None = None
     result: Any = None
-    error: str | None = None
-    finished_at_us: int | None = None
-    quorum: int = 1
-    mode: ApprovalMode = ApprovalMode.WAIT
     call_key: str | None = None
     degraded: tuple[str, ...] = ()
 

@@ -8,7 +8,7 @@ produce (`dashboard/src/api.gen.ts`).
 from __future__ import annotations
 
 from ..policy._model import OnTimeout
-from ._approvals import ApprovalOut, AttemptOut, DeliveryOut, VoteOut
+from ._approvals import ApprovalFields, ApprovalOut, AttemptOut, DeliveryOut, VoteOut
 from ._base import SENT, Sent
 from ._check import CheckResponse
 from ._events import AuditEvent
@@ -17,6 +17,7 @@ from ._statuses import DECISIONS, ApprovalMode, ApprovalStatus, DeliveryStatus
 __all__ = [
     "DECISIONS",
     "SENT",
+    "ApprovalFields",
     "ApprovalMode",
     "ApprovalOut",
     "ApprovalStatus",

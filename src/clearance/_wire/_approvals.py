@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from ..policy._model import OnTimeout
-from ._base import Sent
+from ._base import SENT, Sent
 from ._statuses import ApprovalMode, ApprovalStatus, DeliveryStatus
 
 
@@ -19,8 +20,39 @@ class VoteOut(Sent):
     note: str | None = None
 
 
-class ApprovalOut(Sent):
-    """An approval as the API shows it (arguments redacted as recorded)."""
+@dataclass(frozen=True, kw_only=True)
+class ApprovalFields:
+    """The fields an approval has alike where it is stored (`_store.Approval`) and where it is sent.
+
+    What differs is declared by each: the store keeps the exact arguments, the waiter and the
+    webhook; the API shows the arguments as recorded (redacted) and what a key may see.
+
+    Attributes:
+        id: Its id (`apr_…`).
+        call_id: The call it holds.
+        status: Where it is (`ApprovalStatus`).
+        tool: The tool.
+        agent: The requesting agent.
+        environment: The agent's environment.
+        session: The session of the call.
+        args_hash: SHA-256 of the arguments' canonical JSON.
+        reason: Why it was asked for.
+        policy_revision: The revision that decided.
+        on_timeout: What its expiry does.
+        created_at_us: When it was requested.
+        expires_at_us: When it expires.
+        decided_by: Who decided.
+        decided_at_us: When.
+        note: The decider's note.
+        requested_by: The person the agent acted for, who may not approve it.
+        edited_args_hash: The hash of the arguments an approver set instead, when edited.
+        quorum: How many approvers must approve.
+        escalated_at_us: When it was escalated (None: not escalated).
+        mode: How the agent waits for the decision.
+        claimed_by: The executor that claimed the approved call (exactly once).
+        finished_at_us: When the call finished.
+        error: The call's error, if it failed.
+    """
 
     id: str
     call_id: str
@@ -29,12 +61,9 @@ class ApprovalOut(Sent):
     agent: str
     environment: str
     session: str | None
-    args: dict[str, Any]
     args_hash: str
-    rule_ids: list[str]
     reason: str
     policy_revision: str
-    approvers: list[str]
     on_timeout: OnTimeout
     created_at_us: int
     expires_at_us: int
@@ -42,17 +71,30 @@ class ApprovalOut(Sent):
     decided_at_us: int | None
     note: str | None
     requested_by: str | None = None
-    edited_args: dict[str, Any] | None = None
     edited_args_hash: str | None = None
     quorum: int = 1
-    votes: list[VoteOut] = Field(default_factory=list)
-    escalate_to: list[str] = Field(default_factory=list)
     escalated_at_us: int | None = None
     mode: ApprovalMode = ApprovalMode.WAIT
     claimed_by: str | None = None
     finished_at_us: int | None = None
-    result: Any = None
     error: str | None = None
+
+
+class ApprovalOut(BaseModel, ApprovalFields, frozen=True):
+    """An approval as the API shows it (arguments redacted as recorded): its `ApprovalFields`, then these.
+
+    Sent like every `Sent` model (frozen: the fields it shares with the store's record are).
+    """
+
+    model_config = SENT
+
+    args: dict[str, Any]
+    rule_ids: list[str]
+    approvers: list[str]
+    edited_args: dict[str, Any] | None = None
+    votes: list[VoteOut] = Field(default_factory=list)
+    escalate_to: list[str] = Field(default_factory=list)
+    result: Any = None
     executed_args: dict[str, Any] | None = Field(
         default=None, description="The full arguments to run, as approved (only to the requesting agent's key)"
     )

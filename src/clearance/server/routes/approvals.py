@@ -26,7 +26,16 @@ from ..._store import _outbox as outbox
 from ..._store._keys import ApiKey
 from ..._store._shown import show
 from ..._text import Text, escaped, text_problem
-from ..._wire import ApprovalMode, ApprovalOut, ApprovalStatus, AttemptOut, DeliveryOut, DeliveryStatus, VoteOut
+from ..._wire import (
+    ApprovalFields,
+    ApprovalMode,
+    ApprovalOut,
+    ApprovalStatus,
+    AttemptOut,
+    DeliveryOut,
+    DeliveryStatus,
+    VoteOut,
+)
 from ...errors import (
     ApprovalAlreadyDecided,
     ApprovalEditRejected,
@@ -60,37 +69,14 @@ def approval_out(a: Approval, key: ApiKey | None = None) -> ApprovalOut:
             executed = None
             degraded.append("executed_args is left out: the arguments to run cannot be returned exactly")
     return ApprovalOut(
-        id=a.id,
-        call_id=a.call_id,
-        status=a.status,
-        tool=a.tool,
-        agent=a.agent,
-        environment=a.environment,
-        session=a.session,
+        **{f.name: getattr(a, f.name) for f in dataclasses.fields(ApprovalFields)},
         args=a.shown_args,
-        args_hash=a.args_hash,
         rule_ids=list(a.rule_ids),
-        reason=a.reason,
-        policy_revision=a.policy_revision,
         approvers=list(a.approvers),
-        on_timeout=a.on_timeout,
-        created_at_us=a.created_at_us,
-        expires_at_us=a.expires_at_us,
-        decided_by=a.decided_by,
-        decided_at_us=a.decided_at_us,
-        note=a.note,
-        requested_by=a.requested_by,
         edited_args=a.edited_shown,
-        edited_args_hash=a.edited_args_hash,
-        quorum=a.quorum,
         votes=[VoteOut.model_validate(v) for v in a.votes],
         escalate_to=list(a.escalate_to),
-        escalated_at_us=a.escalated_at_us,
-        mode=a.mode,
-        claimed_by=a.claimed_by,
-        finished_at_us=a.finished_at_us,
         result=a.result if own or decides else None,
-        error=a.error,
         executed_args=executed,
         degraded=degraded,
     )
