@@ -231,7 +231,7 @@ def test_the_cli_delivers_at_once_and_the_worker_retries(
     )
     receiver.start()
     try:
-        clock.set(message.next_attempt_at_us / 1e6)  # the first retry is due (a second later)
+        clock.set(message.next_attempt_at_us / 1e6 + 0.01)  # the first retry is due (a second later)
         monkeypatch.setattr(sys, "path", list(sys.path))  # the worker puts "." first; undone after
         worker = CliRunner().invoke(main, ["worker", "--import", "refund_tools", "--once"])  # in this process
         assert worker.exit_code == 0, worker.output
