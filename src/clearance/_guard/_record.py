@@ -22,6 +22,7 @@ from .._store import _events as events
 from .._store import _facts as facts
 from .._store._events import Event, make_event
 from .._text import escaped
+from .._wire import ApprovalStatus
 from ..errors import ApprovalError
 from ..policy import Decision, Effect, Policy
 
@@ -240,7 +241,7 @@ def call_recorder(
                 {
                     "id": approval_id,
                     "call_id": call_id,
-                    "status": "pending",
+                    "status": ApprovalStatus.PENDING,
                     "tool": tool,
                     "agent": agent,
                     "environment": environment,

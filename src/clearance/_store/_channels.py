@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._text import text_problem
+from .._wire import ApprovalStatus
 from . import _approvals as approvals
 from ._approvals import Approval
 from ._db import Database
@@ -83,12 +84,12 @@ def due(db: Database, channel: str, *, now_us: int, stale_us: int, limit: int = 
             db.sql(
                 f"SELECT {_COLUMNS}, m.ref, m.shown, m.drawn FROM approvals a LEFT JOIN channel_messages m"
                 " ON m.approval_id = a.id AND m.channel = :ch"
-                " WHERE (m.ref IS NULL AND a.status = 'pending'"
+                " WHERE (m.ref IS NULL AND a.status = :pending"
                 " AND (m.claimed_at_us IS NULL OR m.claimed_at_us < :stale))"
                 " OR (m.ref IS NOT NULL AND m.shown IS NULL)"
                 " ORDER BY COALESCE(m.failed_at_us, 0), a.created_at_us LIMIT :n"
             ),
-            {"ch": channel, "stale": now_us - stale_us, "n": limit},
+            {"ch": channel, "stale": now_us - stale_us, "n": limit, "pending": ApprovalStatus.PENDING},
         )
         rows = cur.fetchall()
     n = len(approvals._FIELDS)

@@ -35,6 +35,7 @@ from ..._clock import now_us
 from ..._store import Approval
 from ..._store._channels import Message
 from ..._visible import hazards, visible, warning
+from ..._wire import DECISIONS, ApprovalStatus
 from .._settings import ServerSettings
 from . import Channel, Delivery, log
 from . import _render as render
@@ -42,7 +43,6 @@ from . import _render as render
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 _LINE = 2000  # characters of one shown line
-_DECIDED = ("approved", "denied", "expired", "cancelled")
 _POLICY = policy.SMTP.clone(max_line_length=998)  # folded at 78, a subject would start with a space
 
 
@@ -127,9 +127,9 @@ class Email(Channel):
 
     def shows(self, a: Approval) -> str:
         """Pending, escalated, or how it was decided (a call that ran was approved)."""
-        if a.status == "pending":
-            return "escalated" if a.escalated_at_us is not None else "pending"
-        return "approved" if a.status in ("executed", "failed") else a.status
+        if a.status is ApprovalStatus.PENDING:
+            return "escalated" if a.escalated_at_us is not None else ApprovalStatus.PENDING
+        return ApprovalStatus.APPROVED if a.status in (ApprovalStatus.EXECUTED, ApprovalStatus.FAILED) else a.status
 
     def announce(self, a: Approval, to: Sequence[str]) -> Delivery:
         """Mail the approval to the people who may decide it (nothing when none has an address)."""
@@ -156,9 +156,13 @@ class Email(Channel):
                 )
             )
             return Delivery({**ref, "message_id": thread or message_id, "to": mailed + new})
-        if state not in _DECIDED or message.drawn not in ("pending", "escalated") or not mailed:
+        if state not in DECISIONS or message.drawn not in (ApprovalStatus.PENDING, "escalated") or not mailed:
             return Delivery(ref, sent=False)  # told already, or nobody to tell
-        by = f" by {visible(a.decided_by)}" if a.decided_by and state in ("approved", "denied") else ""
+        by = (
+            f" by {visible(a.decided_by)}"
+            if a.decided_by and state in (ApprovalStatus.APPROVED, ApprovalStatus.DENIED)
+            else ""
+        )
         subject = f"{state.capitalize()}{by}: {_line(a.tool)} ({a.id})"
         body = "\n".join(
             [
