@@ -55,4 +55,4 @@ def test_the_generated_api_types_match_the_server(tmp_path: Path) -> None:
     committed = (DASHBOARD / "src" / "api.gen.ts").read_text()
     fresh = (tmp_path / "api.gen.ts").read_text()
     drift = "".join(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True), "committed", "generated"))
-    assert not drift, f"dashboard/src/api.gen.ts is stale: run `npm run types` in dashboard/\n{drift}"
+    assert not drift, f"dashboard/src/api.gen.ts is stale: run `make types`\n{drift}"
