@@ -23,6 +23,7 @@ from .._store import _approvals as approvals
 from .._store import _events as events
 from .._store import _policies as policies
 from .._store._events import Event, make_event
+from .._wire import ApprovalStatus
 from ..errors import ApprovalAlreadyDecided, ClearanceError
 from ..policy import Policy
 from ._backend import AsyncPoll, Backend, Poll
@@ -136,7 +137,7 @@ class Governor(Backend):
         at = now_us()
         finished = make_event("tool_call.finished", at, fields)
         with self._outcomes.draining() as queued, self.db.write() as cur:
-            status = "failed" if error else "executed"
+            status = ApprovalStatus.FAILED if error else ApprovalStatus.EXECUTED
             changed = approvals.finish(
                 self.db,
                 cur,

@@ -460,7 +460,7 @@ def finish(
     db: Database,
     cur: Any,
     approval_id: str,
-    status: str,
+    status: ApprovalStatus,
     *,
     now_us: int,
     result_json: str | None = None,
