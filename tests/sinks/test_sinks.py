@@ -341,6 +341,7 @@ def test_commits_made_while_a_sink_lingers_arrive_in_one_batch(store: str) -> No
         ids = _notes(db, 10)  # ten commits: the tenth hurries the worker
         got = sink.wait_for(10)
         assert sink.sizes == [10] and [r.id for r in got] == ids
+        _until(lambda: bool(source.saves))  # saved after the batch is delivered
         assert source.saves == [(sink.name, got[-1].seq)]  # one save for the pass
     finally:
         sinks.close()
@@ -442,3 +443,73 @@ def test_on_postgresql_one_process_delivers_a_sink_and_another_takes_over(pg_url
         first.close()
         second.close()
         db.close()
+
+
+class Overlapping(Collecting):
+    """Blocks like `Collecting`, and records the most `deliver()` calls running at once."""
+
+    def __init__(self, name: str = "siem") -> None:
+        super().__init__(name)
+        self.active = self.most = 0
+
+    def deliver(self, batch: Sequence[Record]) -> None:
+        with self.changed:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            super().deliver(batch)
+        finally:
+            with self.changed:
+                self.active -= 1
+
+
+def _abandon_then_reopen(url: str) -> None:
+    """A sink blocked past close()'s timeout, opened again over the same store: each event once, one call at a time."""
+    Database(url).close()
+    sink = Overlapping()
+    sink.gate = threading.Event()
+    first = Sinks([sink], StoreSource(url), linger=0, poll=0.05)
+    db = Database(url)
+    second: Sinks | None = None
+    try:
+        ids = _notes(db, 3)
+        assert sink.entered.wait(30)  # stuck inside deliver with the first batch
+        ids += _notes(db, 5)
+        first.close(timeout=0)  # gives up on it: abandoned
+        second = Sinks([sink], StoreSource(url), linger=0, poll=0.05)
+        ids += _notes(db, 4)
+        _until(lambda: second.status()[0].standby)  # waits for the abandoned one, does not deliver beside it
+        sink.gate.set()
+        got = sink.wait_for(len(ids))
+        first._workers[0].thread.join(30)
+        second.close()
+        more = _notes(db, 2)  # nothing delivers now; the next start begins after what was delivered
+        third = Sinks([sink], StoreSource(url), linger=0)
+        third.close()
+        assert [r.id for r in sink.got] == ids + more and sink.most == 1, (got, sink.most)
+    finally:
+        sink.gate.set()
+        first.close()
+        if second is not None:
+            second.close()
+        db.close()
+
+
+def test_a_sink_abandoned_at_close_is_not_delivered_beside_by_the_next_configuration(store: str) -> None:
+    _abandon_then_reopen(store)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_an_abandoned_sink_releases_its_lock_and_the_next_configuration_delivers(pg_url: str) -> None:
+    _abandon_then_reopen(pg_url)
+
+
+def test_a_saved_position_never_moves_back(store: str) -> None:
+    source = StoreSource(store)
+    try:
+        source.start(["siem"])
+        source.save("siem", 7)
+        source.save("siem", 3)  # a late save from an older worker
+        assert source.start(["siem"]) == {"siem": 7}
+    finally:
+        source.close()

@@ -7,6 +7,13 @@ saves its position once for the lot: a write to the store that the guard's own c
 wait behind, so it is paid per pass, not per event or per commit. A sink that raises is retried
 with backoff (`_retry`) from the first event it has not delivered. A sink that blocks holds up
 only its own thread, and is reported `stalled` once a call has run longer than `timeout`.
+
+One batch at a time per sink: in this process, a sink's passes over one store or spool take
+its slot (by store and name), so a worker of a new configuration waits for the previous
+configuration's worker rather than delivering beside it, and continues after the last event
+that one delivered. A worker still inside `deliver()` when `close()` gives up on it is
+abandoned: it finishes that call, delivers nothing more, saves nothing, closes its sink, and
+the last such thread closes the source (on PostgreSQL, releasing the sink's lock).
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ class SinkStatus:
         stalled: Whether a delivery has been running longer than the timeout.
         last_error: The last attempt's error, when the last attempt failed.
         standby: Another process delivers this sink (a server replica on the same PostgreSQL
-            holding its lock); this one takes over when that one stops. Its `position` and
-            `backlog` are then as of its own last delivery.
+            holding its lock), or in this process an earlier configuration's worker is still
+            inside the sink's `deliver()`; this one takes over when that one stops. Its
+            `position` and `backlog` are then as of its own last delivery.
     """
 
     name: str
@@ -55,11 +63,42 @@ class SinkStatus:
     standby: bool = False
 
 
+class _Slot:
+    """One sink (by store and name) in this process: one pass at a time, and where the last one got to."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held for a pass (reading, delivering, saving)
+        self.position = 0  # the last event a pass delivered
+        self.users = 0  # workers that may take it
+
+
+_slots: dict[tuple[str, str], _Slot] = {}
+_slots_lock = threading.Lock()
+
+
+def _take_slot(source: Source, name: str) -> tuple[tuple[str, str], _Slot]:
+    key = (str(getattr(source, "key", None) or id(source)), name)
+    with _slots_lock:
+        slot = _slots.setdefault(key, _Slot())
+        slot.users += 1
+    return key, slot
+
+
+def _leave_slot(key: tuple[str, str], slot: _Slot) -> None:
+    with _slots_lock:
+        slot.users -= 1
+        if slot.users == 0 and _slots.get(key) is slot:
+            del _slots[key]
+
+
 class _Worker:
     """One sink's thread: its position, its counters, its wake-up."""
 
     def __init__(self, sink: Sink, source: Source, position: int, owner: Sinks) -> None:
         self.sink, self.source, self.position, self.owner = sink, source, position, owner
+        self.key, self.slot = _take_slot(source, sink.name)
+        self.abandoned = False  # close() stopped waiting for it: no more batches, no more saves
+        self.done = False  # its thread has finished (set under the owner's lock)
         self.saved = position  # the position last saved durably
         self.delivered = self.failed = 0
         self.last_error: str | None = None
@@ -79,8 +118,14 @@ class _Worker:
             self.hurry.set()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._finish()
+
+    def _loop(self) -> None:
         retry = retrying(self._retry, most=self.owner.most, stop=self.closing, log=log, what=f"sink {self.sink.name}")
-        while True:
+        while not self.abandoned:
             self.woken.wait(self.owner.poll)
             self.hurry.wait(self.owner.linger)  # gather a burst of commits into one pass
             self.woken.clear()
@@ -89,9 +134,40 @@ class _Worker:
             closing = self.closing.is_set()
             # Stopped while waiting to retry: the error is counted; a final pass follows.
             with contextlib.suppress(Exception):
-                self._drain() if closing else retry(self._drain)
+                self._pass(closing) if closing else retry(self._pass, False)
             if closing:
                 return
+
+    def _finish(self) -> None:
+        """The thread's end: close the sink; the last thread of an abandoned lot closes the source."""
+        if self.slot.lock.acquire(blocking=False):  # not while a successor delivers (the same sink, often)
+            try:
+                close = getattr(self.sink, "close", None)
+                if callable(close):
+                    with contextlib.suppress(Exception):
+                        close()
+            finally:
+                self.slot.lock.release()
+        _leave_slot(self.key, self.slot)
+        owner = self.owner
+        with owner._lock:
+            self.done = True
+            last = owner._abandoned and all(w.done for w in owner._workers)
+        if last:
+            with contextlib.suppress(Exception):
+                self.source.close()
+
+    def _pass(self, closing: bool) -> None:
+        """One pass with the sink's slot: wait for another worker's pass (not when closing: it delivers)."""
+        if not self.slot.lock.acquire(timeout=0 if closing else self.owner.poll):
+            self.standby = True  # an earlier configuration's worker still delivers this sink
+            return
+        try:
+            if self.abandoned:
+                return
+            self._drain()
+        finally:
+            self.slot.lock.release()
 
     def _retry(self, exc: BaseException) -> bool:
         """Count a failed attempt; every exception is retried."""
@@ -111,15 +187,17 @@ class _Worker:
             return
         if claimed != self.position:  # taken over from another process: continue where it saved
             self.position = self.saved = claimed
+        if self.slot.position > self.position:  # an earlier worker in this process delivered these
+            self.position = self.slot.position
         n, saved_at = self.owner.batch, time.monotonic()
         try:
-            while batch := self.source.read(self.position, n):
+            while not self.abandoned and (batch := self.source.read(self.position, n)):
                 self.busy_since = time.monotonic()
                 try:
                     self.sink.deliver(batch)
                 finally:
                     self.busy_since = None
-                self.position = batch[-1].seq
+                self.position = self.slot.position = batch[-1].seq
                 self.delivered += len(batch)
                 self.last_error = None
                 if len(batch) < n:
@@ -131,7 +209,7 @@ class _Worker:
             self._save()
 
     def _save(self) -> None:
-        if self.position != self.saved:
+        if self.position != self.saved and not self.abandoned:
             self.source.save(self.sink.name, self.position)
             self.saved = self.position
 
@@ -188,6 +266,8 @@ class Sinks:
         self.batch, self.linger, self.poll, self.timeout, self.most = batch, linger, poll, timeout, most
         self.source = source
         positions = source.start(names)
+        self._lock = threading.Lock()
+        self._abandoned = False  # close() left a worker running: the last one to finish closes the source
         self._workers = [_Worker(s, source, positions[s.name], self) for s in sinks]
         self._unsubscribe = source.subscribe(self.wake)
         self._closed = False
@@ -211,8 +291,11 @@ class Sinks:
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is committed (one last attempt each, within `timeout`), then stop.
 
-        A sink still busy at the deadline is left to its (daemon) thread; what it has not
-        delivered comes again at the next start. Closing again does nothing.
+        A sink still inside `deliver()` at the deadline is abandoned to its (daemon) thread: it
+        finishes that call and delivers nothing more; what was not saved comes again at the next
+        start, or from a new `Sinks` over the same store, which waits for it. A worker that is
+        itself waiting for such a one stops at once, so a sink that blocks costs one `timeout`,
+        not one per close. Closing again does nothing.
         """
         if self._closed:
             return
@@ -225,12 +308,12 @@ class Sinks:
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))
-        if any(w.thread.is_alive() for w in self._workers):
+        with self._lock:
+            left = [w for w in self._workers if not w.done]
+            for worker in left:
+                worker.abandoned = True
+            self._abandoned = bool(left)
+        if left:  # the last of them closes the source when its call returns
             log.warning("an event sink is still delivering at shutdown; the rest comes at the next start")
-            return  # its thread still reads the source: leave the connection to the process's exit
-        for worker in self._workers:
-            close = getattr(worker.sink, "close", None)
-            if callable(close):
-                with contextlib.suppress(Exception):
-                    close()
+            return
         self.source.close()

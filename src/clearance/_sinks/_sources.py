@@ -43,7 +43,7 @@ class Source(Protocol):
         ...  # pragma: no cover
 
     def save(self, name: str, position: int) -> None:
-        """Remember that sink `name` has delivered everything up to `position`."""
+        """Remember that sink `name` has delivered everything up to `position` (never moving it back)."""
         ...  # pragma: no cover
 
     def claim(self, name: str, position: int) -> int | None:
@@ -80,6 +80,7 @@ class StoreSource:
 
     def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
         self.db = Database(url, busy_timeout=busy_timeout)
+        self.key = self.db.url  # which store: one pass at a time per sink name over it
 
     def start(self, names: Sequence[str]) -> dict[str, int]:  # noqa: D102
         db = self.db
@@ -106,7 +107,9 @@ class StoreSource:
     def save(self, name: str, position: int) -> None:  # noqa: D102
         with self.db.write() as cur:
             cur.execute(
-                self.db.sql("UPDATE sink_positions SET position = :p, updated_at_us = :t WHERE sink = :s"),
+                self.db.sql(
+                    "UPDATE sink_positions SET position = :p, updated_at_us = :t WHERE sink = :s AND position < :p"
+                ),
                 {"s": name, "p": position, "t": now_us()},
             )
 
@@ -152,6 +155,7 @@ class SpoolSource:
 
     def __init__(self, spool: Spool, *, busy_timeout: float = 30.0) -> None:
         self.spool = spool
+        self.key = str(spool.path)
         self._conn = sqlite3.connect(spool.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
 
     def start(self, names: Sequence[str]) -> dict[str, int]:  # noqa: D102
