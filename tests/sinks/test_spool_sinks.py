@@ -6,6 +6,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
 from clearance._remote._spool import Spool
 from clearance._sinks import Sinks
 from clearance._sinks._sources import SpoolSource
@@ -83,3 +85,20 @@ def test_the_public_sinks_module_is_pinned() -> None:
     import clearance.sinks
 
     assert sorted(clearance.sinks.__all__) == ["JsonLinesSink", "Record", "Sink", "SinkStatus", "status"]
+
+
+def test_a_spool_transaction_that_fails_part_way_is_rolled_back_and_the_next_put_writes(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    try:
+        spool.put(_events(2))
+        rows = spool.peek()
+        broken = [(rows[0][0], "not json"), rows[1]]  # a body whose id cannot be read
+        with pytest.raises(ValueError):
+            spool.settle(broken, {0: "refused"})
+        spool.put(_events(1, 10))  # the connection is not left inside the failed transaction
+        with pytest.raises(ValueError):
+            spool.reject(broken, "invalid batch")
+        spool.put(_events(1, 20))
+        assert spool.size() == 4 and spool.rejected() == []  # nothing of the failed ones was kept
+    finally:
+        spool.close()

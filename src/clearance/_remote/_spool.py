@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .._retry import retrying
@@ -61,18 +61,28 @@ class Spool:
         """Commit records (before the tool runs). Raises StoreError when they cannot be written."""
         with self.lock:
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany(
-                    "INSERT OR IGNORE INTO spool (id, body) VALUES (?, ?)", [(e.id, e.body) for e in events]
-                )
-                self._conn.execute("COMMIT")
+                with self._transaction() as conn:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO spool (id, body) VALUES (?, ?)", [(e.id, e.body) for e in events]
+                    )
             except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
                 raise StoreError(f"cannot write the spool {self.path}: {exc}") from None
             self.added.notify()
         for listener in self.listeners:
             listener()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT (the caller holds the lock); an error rolls back, so the next put() writes."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def peek(self, n: int = BATCH) -> list[tuple[int, str]]:
         """The oldest `n` records not shipped yet."""
@@ -83,10 +93,8 @@ class Spool:
 
     def drop(self, up_to: int) -> None:
         """Forget records up to `up_to` (shipped)."""
-        with self.lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+        with self.lock, self._transaction():
             self._shipped(up_to)
-            self._conn.execute("COMMIT")
 
     def _shipped(self, up_to: int) -> None:
         """Inside a transaction: records up to `up_to` are shipped; delete those every sink passed too."""
@@ -95,28 +103,24 @@ class Spool:
 
     def reject(self, rows: list[tuple[int, str]], error: str) -> None:
         """Move records the server refused aside, with why."""
-        with self.lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany(
+        with self.lock, self._transaction() as conn:
+            conn.executemany(
                 "INSERT OR REPLACE INTO rejected (id, body, error) VALUES (?, ?, ?)",
                 [(json.loads(body)["id"], body, error) for _, body in rows],
             )
             self._shipped(rows[-1][0])
-            self._conn.execute("COMMIT")
 
     def settle(self, rows: list[tuple[int, str]], refused: dict[int, str]) -> None:
         """Forget a shipped batch, keeping aside (with why) the records the server refused.
 
         `refused` maps positions in `rows` to the server's reasons.
         """
-        with self.lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany(
+        with self.lock, self._transaction() as conn:
+            conn.executemany(
                 "INSERT OR REPLACE INTO rejected (id, body, error) VALUES (?, ?, ?)",
                 [(json.loads(rows[i][1])["id"], rows[i][1], why) for i, why in refused.items()],
             )
             self._shipped(rows[-1][0])
-            self._conn.execute("COMMIT")
 
     def rejected(self) -> list[tuple[str, str, str]]:
         """The records set aside: (event id, why the server refused it, the record)."""
