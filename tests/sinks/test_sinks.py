@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -513,3 +514,38 @@ def test_a_saved_position_never_moves_back(store: str) -> None:
         assert source.start(["siem"]) == {"siem": 7}
     finally:
         source.close()
+
+
+def test_when_the_new_sinks_cannot_open_configure_keeps_the_old_ones_delivering(
+    store: str, wire: Callable[..., Callable[..., str]]
+) -> None:
+    sink = Collecting("siem")
+    send = wire(exporters=[sink])
+    try:
+        with pytest.raises(ConfigurationError):
+            wire(exporters=[Collecting("twin"), Collecting("twin")])  # opening the new ones fails
+        assert [s.name for s in exporting.status()] == ["siem"]
+        send("acme", 1)
+        got = sink.wait_for(2)  # the old governor and its sink still run
+        assert [r.kind for r in got] == ["tool_call.decided", "tool_call.finished"]
+    finally:
+        clearance.shutdown()
+
+
+def test_a_blocked_sink_makes_one_configure_wait_not_every_one(
+    store: str, wire: Callable[..., Callable[..., str]]
+) -> None:
+    sink = Collecting("siem")
+    sink.gate = threading.Event()
+    send = wire(exporters=[sink])
+    try:
+        send("acme", 1)
+        assert sink.entered.wait(30)
+        wire(exporters=[sink])  # waits up to 5 s for the blocked call, then abandons it
+        started = time.monotonic()
+        wire(exporters=[sink])  # the worker waiting for it stops at once
+        clearance.shutdown()
+        assert time.monotonic() - started < 4
+    finally:
+        sink.gate.set()
+        clearance.shutdown()

@@ -123,8 +123,8 @@ def configure(
             compiled = load_policy(settings.policy)
         _check_tools(compiled, _tools)
         governor = Governor(settings, compiled)
-    try:
-        sinks.replace(settings, None if exporters is NOT_GIVEN else exporters, governor)
+    try:  # the new sinks first: when they cannot open, the old configuration keeps running with its own
+        retire_sinks = sinks.replace(settings, None if exporters is NOT_GIVEN else exporters, governor)
     except BaseException:
         governor.close()
         raise
@@ -133,6 +133,7 @@ def configure(
         old, _current = _current, governor
     if old is not None:
         old.close()
+    retire_sinks()  # the old sinks deliver what the old governor committed, then stop
     for hook in _after_configure:
         hook()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .._settings import Settings
 from ..errors import ConfigurationError
@@ -16,33 +16,46 @@ _lock = threading.Lock()
 _current: Sinks | None = None
 
 
-def replace(settings: Settings, exporters: Sequence[Sink | str] | None, governor: object) -> None:
-    """Close the previous configuration's sinks, then open the new one's (`exporters`, else `settings.exporters`).
+def replace(settings: Settings, exporters: Sequence[Sink | str] | None, governor: object) -> Callable[[], None]:
+    """Open the new configuration's sinks (`exporters`, else `settings.exporters`) and make them current.
 
-    In remote mode (`governor.spool`) they read the spool; else the store. The previous ones
-    deliver what is committed first; what the previous governor commits after that reaches a
-    sink of the same name on the same store at once, else when that sink next runs.
+    Returns what closes the previous configuration's sinks, to call once the new governor is
+    installed and the old one closed: until then they keep delivering what the old governor
+    commits. When opening fails, nothing changes (the previous ones stay current). In remote
+    mode (`governor.spool`) they read the spool; else the store. A sink of the same name on the
+    same store or spool is delivered one pass at a time: the new one continues after the last
+    event the old one delivered. Closing waits at most 5 s for a sink still inside `deliver()`.
 
     Raises:
         ConfigurationError: An exporter is neither a sink nor a known spec, or two share a name.
         StoreError: The store cannot be opened.
     """
     chosen = [_sink(e) for e in (settings.exporters if exporters is None else exporters)]
-    close()
     spool = getattr(governor, "spool", None)
     sinks: Sinks | None = None
-    if spool is not None:  # even with no sinks: rows a removed sink held back are let go
+    prune: SpoolSource | None = None
+    if spool is not None:  # even with no sinks: rows a removed sink held back are let go (after it closes)
         source = SpoolSource(spool, busy_timeout=settings.busy_timeout)
         if chosen:
             sinks = _opened(chosen, source)
         else:
-            source.start([])
-            source.close()
+            prune = source
     else:
         sinks = for_store(settings.database_url, chosen, busy_timeout=settings.busy_timeout)
     global _current
     with _lock:
-        _current = sinks
+        old, _current = _current, sinks
+
+    def retire() -> None:
+        if old is not None:
+            old.close()
+        if prune is not None:
+            try:
+                prune.start([])
+            finally:
+                prune.close()
+
+    return retire
 
 
 def close() -> None:
