@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, ClassVar
 
 import orjson
 
@@ -22,6 +23,9 @@ class JsonLinesSink:
     not strict JSON (only a record written by hand into the database can be) is written in the
     form every reader shows it, with `$degraded` saying how it differs.
 
+    A batch that fails part-way (a full disk) is cut off again, so the retry starts on a whole
+    line; standard output cannot be cut.
+
     Rotation: the file is reopened when it was moved or deleted (logrotate's default `create`
     mode works; `copytruncate` needs nothing either, since the file is opened for appending).
 
@@ -30,6 +34,13 @@ class JsonLinesSink:
         fsync: Also fsync the file after each batch (survives a power loss, costs a disk flush).
         name: The sink's name (its position is kept under it); default `jsonl:<path>`.
     """
+
+    SCHEMES: ClassVar[tuple[str, ...]] = ("jsonl", "jsonl+fsync")
+
+    @classmethod
+    def from_spec(cls, scheme: str, target: str) -> JsonLinesSink:
+        """The sink `jsonl:<path>` (`-`: standard output) or `jsonl+fsync:<path>` names."""
+        return cls(target, fsync=scheme == "jsonl+fsync")
 
     def __init__(self, path: str | os.PathLike[str] = "-", *, fsync: bool = False, name: str | None = None) -> None:
         self.path = os.fspath(path)
@@ -49,10 +60,27 @@ class JsonLinesSink:
             sys.stdout.flush()
             return
         out = self._open()
-        out.write(data)
-        out.flush()
-        if self.fsync:
-            os.fsync(out.fileno())
+        start = out.tell()
+        try:
+            out.write(data)
+            out.flush()
+            if self.fsync:
+                os.fsync(out.fileno())
+        except BaseException:
+            self._cut(out, start)
+            raise
+
+    def _cut(self, out: IO[bytes], start: int) -> None:
+        """After a failed write (a full disk): cut the file back to `start`; the retry follows no partial line."""
+        with contextlib.suppress(OSError, ValueError):
+            fd = os.dup(out.fileno())  # the same file even if it was rotated meanwhile
+            try:
+                with contextlib.suppress(OSError, ValueError):
+                    out.close()  # what is still buffered is written or dropped now, not after the cut
+                os.ftruncate(fd, start)
+            finally:
+                os.close(fd)
+        self._file = None  # the next batch reopens it
 
     def _open(self) -> IO[bytes]:
         """The file to append to: the same one unless it was moved or deleted since it was opened."""

@@ -1,24 +1,54 @@
-"""Sinks named in settings: `CLEARANCE_EXPORTERS=jsonl:/var/log/clearance.jsonl`."""
+"""Sinks named in settings: `CLEARANCE_EXPORTERS=jsonl:/var/log/clearance.jsonl`.
+
+A sink class that can be named declares the schemes it answers to (`SCHEMES`, a tuple) and how
+it is made from one (a class method `from_spec(scheme, target)`). The built-in ones are found in
+this package's modules, others through the `clearance.sinks` entry point group: adding a kind
+of sink touches only its own module.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
 from ..errors import ConfigurationError
-from ._jsonl import JsonLinesSink
 from ._record import Sink
 
-SCHEMES = ("jsonl", "jsonl+fsync")
+_PACKAGE = __name__.rpartition(".")[0]
+
+
+@functools.cache
+def kinds() -> dict[str, Callable[[str, str], Sink]]:
+    """Every scheme a setting may use, and what makes its sink: this package's, then plug-ins'."""
+    classes: list[object] = []
+    package = importlib.import_module(_PACKAGE)
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{_PACKAGE}.{info.name}")
+        classes.extend(v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__)
+    classes.extend(ep.load() for ep in entry_points(group="clearance.sinks"))
+    found: dict[str, Callable[[str, str], Sink]] = {}
+    for cls in classes:
+        schemes, make = getattr(cls, "SCHEMES", None), getattr(cls, "from_spec", None)
+        if isinstance(cls, type) and isinstance(schemes, tuple) and callable(make):
+            found.update((str(s), make) for s in schemes)
+    return found
 
 
 def sink_from_spec(spec: str) -> Sink:
-    """The sink a setting names: `jsonl:<path>` (`jsonl:-` is standard output), `jsonl+fsync:<path>`.
+    """The sink a setting names, e.g. `jsonl:<path>` (`jsonl:-` is standard output), `jsonl+fsync:<path>`.
 
     Raises:
-        ConfigurationError: An unknown kind of sink, or no path.
+        ConfigurationError: An unknown kind of sink, or no target.
     """
     scheme, _, target = spec.partition(":")
-    if scheme not in SCHEMES or not target:
-        raise ConfigurationError(f"unknown exporter {spec!r}: use jsonl:<path>, jsonl:- (stdout) or jsonl+fsync:<path>")
-    return JsonLinesSink(target, fsync=scheme == "jsonl+fsync")
+    make = kinds().get(scheme)
+    if make is None or not target:
+        known = ", ".join(f"{s}:<target>" for s in sorted(kinds()))
+        raise ConfigurationError(f"unknown exporter {spec!r}: use one of {known} (jsonl:- is standard output)")
+    return make(scheme, target)
 
 
 def exporter_specs(value: object) -> object:
