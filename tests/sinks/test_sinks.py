@@ -549,3 +549,53 @@ def test_a_blocked_sink_makes_one_configure_wait_not_every_one(
     finally:
         sink.gate.set()
         clearance.shutdown()
+
+
+class _Full:
+    """A file on a disk with `room` bytes left: a write past it writes what fits, then fails."""
+
+    def __init__(self, file: Any, room: int) -> None:
+        self.file, self.room = file, room
+
+    def write(self, data: bytes) -> int:
+        fits = data[: self.room]
+        self.file.write(fits)
+        self.file.flush()
+        self.room -= len(fits)
+        if len(fits) < len(data):
+            raise OSError(28, "No space left on device")
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
+class FillingUp(JsonLinesSink):
+    """The first batch finds the disk full part-way through; the retry has room."""
+
+    room: int | None = 100
+
+    def _open(self) -> Any:
+        out = super()._open()
+        if self.room is None:
+            return out
+        full, self.room = _Full(out, self.room), None
+        return full
+
+
+def test_a_batch_cut_off_by_a_full_disk_is_removed_before_the_retry_writes_it(tmp_path: Path) -> None:
+    out = tmp_path / "audit.jsonl"
+    first = [Record(1, "evt_a", "note", 0, '{"id":"evt_a"}', None, None)]
+    before = JsonLinesSink(out)
+    before.deliver(first)
+    before.close()
+    batch = [
+        Record(i, f"evt_{i}", "note", 0, json.dumps({"id": f"evt_{i}", "pad": "x" * 80}), None, None) for i in (2, 3)
+    ]
+    sink = FillingUp(out)
+    with pytest.raises(OSError):
+        sink.deliver(batch)
+    sink.deliver(batch)  # the retry
+    sink.close()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]  # every line whole
+    assert [r["id"] for r in lines] == ["evt_a", "evt_2", "evt_3"]
