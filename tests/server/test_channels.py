@@ -4,14 +4,16 @@ replicas announce each approval once."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from clearance._clock import ManualClock, now_us
 from clearance._store import Approval, Database
+from clearance._store import _channels as messages
 from clearance._store import _keys as keys
 from clearance._store import _users as users
 from clearance._store._channels import Message
@@ -166,7 +168,7 @@ class Picky(Broken):
         return Delivery({"id": a.id})
 
 
-def test_messages_that_keep_failing_cannot_crowd_out_the_others(tmp_path: Path) -> None:
+def test_messages_that_keep_failing_cannot_crowd_out_the_others(tmp_path: Path, clock: ManualClock) -> None:
     from clearance._guard._record import record_call
     from clearance.policy import parse_policy
 
@@ -183,10 +185,99 @@ def test_messages_that_keep_failing_cannot_crowd_out_the_others(tmp_path: Path) 
     picky.refused = {str(i) for i in ids[:50]}  # more than one pass takes, and older than the last
     try:
         with pytest.raises(Undelivered, match="50 undelivered"):
-            deliver(db, picky)  # the 50 oldest: every one fails
+            deliver(db, picky)  # the 50 oldest: every one fails, the service looks down
         assert picky.announced == []
-        with pytest.raises(Undelivered):
-            deliver(db, picky)  # the one never tried goes first now
+        assert deliver(db, picky) == 1  # the 50 wait for their backoff: the one never tried goes
         assert picky.announced == [ids[50]]
     finally:
         db.close()
+
+
+def test_a_failed_message_waits_for_its_own_backoff_then_is_parked(tmp_path: Path, clock: ManualClock) -> None:
+    from clearance._guard._record import record_call
+    from clearance.policy import parse_policy
+
+    db_path, _ = _store(tmp_path)
+    db = Database(db_path)
+    policy = parse_policy(POLICY)
+    picky = Picky()
+
+    def ask() -> str:
+        return str(
+            record_call(
+                db, policy, agent="a", environment="test", tool="issue_refund", args={"amount": 900}, session="s"
+            ).approval_id
+        )
+
+    try:
+        poison = ask()
+        picky.refused = {poison}
+        assert deliver(db, picky) == 0  # one message failed: no reason to slow the channel
+        fresh = ask()
+        assert deliver(db, picky) == 1 and picky.announced == [fresh]  # the failed one waits
+        clock.advance(0.9)
+        assert deliver(db, picky) == 0  # still waiting: at least a second after a first failure
+        for failing in range(2, messages.PARK_AFTER + 1):
+            clock.advance(messages.MOST_SECONDS)
+            deliver(db, picky)
+            assert messages.tally(db, picky.name).failures == failing
+        assert messages.tally(db, picky.name).parked == 1
+        clock.advance(messages.MOST_SECONDS)
+        assert messages.due(db, picky.name, now_us=now_us(), stale_us=60_000_000) == []  # parked
+        assert messages.backoff(1) >= 1 and messages.backoff(50) <= messages.MOST_SECONDS
+    finally:
+        db.close()
+
+
+class Poison(Picky):
+    """A channel whose service refuses the first approval it is told of, for ever."""
+
+    name = "poison"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tries = 0
+        self.changed = threading.Condition()
+
+    def announce(self, a: Approval, to: Sequence[str]) -> Delivery:
+        with self.changed:
+            self.refused = self.refused or {a.id}
+            self.tries += a.id in self.refused
+            self.changed.notify_all()
+            return super().announce(a, to)
+
+    def wait(self, condition: Callable[[], bool]) -> None:
+        with self.changed:
+            assert self.changed.wait_for(condition, 10)
+
+
+def test_a_message_that_keeps_failing_holds_up_no_new_approval(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(messages, "PARK_AFTER", 7)
+    db_path, admin_key = _store(tmp_path)
+    admin, poison = {"X-API-Key": admin_key}, Poison()
+    with TestClient(create_app(ServerSettings(database_url=db_path), channels=[poison])) as client:
+        agent = _agent(db_path)
+        _ask(client, admin, agent)
+
+        def announced_at_once(amount: int) -> None:  # the clock stands still: only the change wakes the channel
+            r = client.post(
+                "/v1/check", headers={"X-API-Key": agent}, json={"tool": "issue_refund", "args": {"amount": amount}}
+            )
+            poison.wait(lambda: r.json()["approval_id"] in poison.announced)
+
+        def state() -> dict[str, Any]:
+            found = client.get("/v1/admin/integrations", headers=admin).json()["channels"]
+            return next(c for c in found if c["name"] == "poison")
+
+        for tries in range(1, 7):
+            until(lambda: state()["failures"] >= tries)  # noqa: B023 (counted: its backoff runs from now)
+            clock.advance(2**tries)  # past its backoff (and long before the approval expires): tried again
+        announced_at_once(901)
+        until(lambda: state()["failures"] >= 7)
+        announced_at_once(902)
+        assert state()["failures"] == 7 and state()["parked"] == 1 and state()["messages"] == 2
+        clock.advance(2**8)  # parked: no longer tried
+        announced_at_once(903)
+        assert poison.tries == 7

@@ -338,8 +338,7 @@ def test_a_mail_server_that_never_answers_times_out_and_is_counted(tmp_path: Pat
         db, parse_policy(POLICY), agent="a", environment="test", tool="issue_refund", args={"amount": 900}, session="s"
     )
     assert call.approval_id is not None
-    with pytest.raises(Exception, match="undelivered"):
-        deliver(db, channel)
+    assert deliver(db, channel) == 0  # counted on its message, which waits for its backoff
     tally = messages.tally(db, "email")
     assert tally.failures == 1 and tally.messages == 0 and "timed out" in (tally.last_error or "")
     db.close()
@@ -486,7 +485,8 @@ def test_a_mail_whose_acceptance_was_lost_is_sent_again_as_the_same_mail(tmp_pat
         approval_id = pending(s)
         [(envelope, lost), (again, message)] = s["sink"].wait_for(2)
         until(drawn(s, approval_id, "pending"))
-        assert envelope == again  # sent twice (at least once), and recognisably the same mail
+        undated = [{**e, "data": re.sub(r"Date: [^\r\n]*\r\n", "", e["data"])} for e in (envelope, again)]
+        assert undated[0] == undated[1]  # sent twice (at least once; a second or more apart), the same mail
         assert lost["Message-ID"] == message["Message-ID"] == f"<approval.{approval_id}{DOMAIN}"
         state = email_state(s)
         assert (state["messages"], state["sent"], state["failures"]) == (1, 1, 1)

@@ -3,13 +3,18 @@
 A channel keeps its messages in step with the approvals rather than sending one-offs: every
 pending approval without a message is due to be announced, and every message whose approval
 changed since it was drawn is due to be updated (each change of an approval empties `shown`).
-One poster announces each approval, however many replicas share the store: it claims the
-message first, and a claim whose poster died lapses.
+One poster announces each approval and one updates each message, however many replicas share
+the store: it claims the message first, and a claim whose poster died lapses.
+
+A message that fails is retried on its own, after a backoff that grows with each failure in a
+row (`backoff`), and is parked — no longer tried, counted in the tally — after `PARK_AFTER`
+failures in a row: one message a channel's service keeps refusing cannot slow the others.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +27,10 @@ from ._approvals import Approval
 from ._db import Database
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+PARK_AFTER = 20
+"""Failures in a row after which a message is no longer tried (about two hours of them)."""
+MOST_SECONDS = 600.0
+"""The longest wait before a failed message is tried again."""
 _COLUMNS = ", ".join(f"a.{f}" for f in approvals._FIELDS)
 
 
@@ -54,12 +63,14 @@ class Tally:
         sent: Messages sent, updates included.
         failures: Attempts that failed.
         last_error: The latest failure's error, if any.
+        parked: Messages no longer tried, after `PARK_AFTER` failures in a row.
     """
 
     messages: int
     sent: int
     failures: int
     last_error: str | None
+    parked: int = 0
 
 
 def checked_name(channel: str) -> str:
@@ -73,23 +84,35 @@ def checked_name(channel: str) -> str:
     return channel
 
 
+def backoff(failing: int) -> float:
+    """Seconds to wait before trying a message again after `failing` failures in a row.
+
+    2^n seconds up to `MOST_SECONDS`, each drawn at random from its upper half (so messages that
+    failed together are not all tried together again, and none is retried at once).
+    """
+    bound = min(MOST_SECONDS, 2.0 ** min(failing, 30))
+    return random.uniform(bound / 2, bound)
+
+
 def due(db: Database, channel: str, *, now_us: int, stale_us: int, limit: int = 50) -> list[tuple[Approval, Message]]:
     """Approvals whose message in `channel` is missing (pending ones, unclaimed) or out of date.
 
-    Those that never failed come first, then the failed ones, longest since their last failure
-    first: messages that keep failing go to the back, and cannot crowd the others out of `limit`.
+    A message that failed waits for its backoff, and one parked is left out. Those that never
+    failed come first, then the failed ones, longest since their last failure first: messages
+    that keep failing go to the back, and cannot crowd the others out of `limit`.
     """
     with db.read() as cur:
         cur.execute(
             db.sql(
                 f"SELECT {_COLUMNS}, m.ref, m.shown, m.drawn FROM approvals a LEFT JOIN channel_messages m"
                 " ON m.approval_id = a.id AND m.channel = :ch"
-                " WHERE (m.ref IS NULL AND a.status = :pending"
-                " AND (m.claimed_at_us IS NULL OR m.claimed_at_us < :stale))"
-                " OR (m.ref IS NOT NULL AND m.shown IS NULL)"
+                " WHERE ((m.ref IS NULL AND a.status = :pending) OR (m.ref IS NOT NULL AND m.shown IS NULL))"
+                " AND (m.claimed_at_us IS NULL OR m.claimed_at_us < :stale)"
+                " AND (m.retry_at_us IS NULL OR m.retry_at_us <= :now) AND COALESCE(m.failing, 0) < :park"
                 " ORDER BY COALESCE(m.failed_at_us, 0), a.created_at_us LIMIT :n"
             ),
-            {"ch": channel, "stale": now_us - stale_us, "n": limit, "pending": ApprovalStatus.PENDING},
+            {"ch": channel, "stale": now_us - stale_us, "n": limit, "pending": ApprovalStatus.PENDING}
+            | {"now": now_us, "park": PARK_AFTER},
         )
         rows = cur.fetchall()
     n = len(approvals._FIELDS)
@@ -103,7 +126,10 @@ def due(db: Database, channel: str, *, now_us: int, stale_us: int, limit: int = 
 
 
 def claim(db: Database, approval_id: str, channel: str, *, now_us: int, stale_us: int) -> bool:
-    """Claim announcing an approval in `channel`: one poster wins, however many replicas."""
+    """Claim sending an approval's message in `channel`: one poster wins, however many replicas.
+
+    Its first message or an update of it (while out of date); `drawn` and `failed` let it go.
+    """
     with db.write() as cur:
         cur.execute(
             db.sql(
@@ -115,7 +141,7 @@ def claim(db: Database, approval_id: str, channel: str, *, now_us: int, stale_us
         cur.execute(
             db.sql(
                 "UPDATE channel_messages SET claimed_at_us = :now WHERE approval_id = :id AND channel = :ch"
-                " AND ref IS NULL AND (claimed_at_us IS NULL OR claimed_at_us < :stale)"
+                " AND shown IS NULL AND (claimed_at_us IS NULL OR claimed_at_us < :stale)"
             ),
             {"now": now_us, "id": approval_id, "ch": channel, "stale": now_us - stale_us},
         )
@@ -132,7 +158,7 @@ def drawn(
     ref: dict[str, Any] | None = None,
     sent: bool = True,
 ) -> None:
-    """Remember that the message shows `state` (and its `ref`, when first sent).
+    """Remember that the message shows `state` (and its `ref`, when first sent), and let its claim go.
 
     Unless the approval changed meanwhile (`shows` of it now differs): then it stays out of date,
     to be redrawn.
@@ -140,8 +166,8 @@ def drawn(
     with db.write() as cur:
         cur.execute(
             db.sql(
-                "UPDATE channel_messages SET ref = COALESCE(:ref, ref), drawn = :state, sent = sent + :sent"
-                " WHERE approval_id = :id AND channel = :ch"
+                "UPDATE channel_messages SET ref = COALESCE(:ref, ref), drawn = :state, sent = sent + :sent,"
+                " claimed_at_us = NULL, failing = 0, retry_at_us = NULL WHERE approval_id = :id AND channel = :ch"
             ),
             {"ref": json.dumps(ref) if ref is not None else None, "state": state, "sent": int(sent)}
             | {"id": approval_id, "ch": channel},
@@ -155,15 +181,25 @@ def drawn(
 
 
 def failed(db: Database, approval_id: str, channel: str, error: str, *, now_us: int) -> None:
-    """Count a failed attempt; a first message's claim is let go, so the next pass tries again."""
+    """Count a failed attempt and let the claim go.
+
+    The message is tried again after its backoff, or parked after `PARK_AFTER` failures in a row.
+    """
     with db.write() as cur:
         cur.execute(
+            db.sql("SELECT failing FROM channel_messages WHERE approval_id = :id AND channel = :ch"),
+            {"id": approval_id, "ch": channel},
+        )
+        row = cur.fetchone()
+        failing = (int(row[0]) if row is not None else 0) + 1
+        cur.execute(
             db.sql(
-                "UPDATE channel_messages SET failures = failures + 1, last_error = :e, failed_at_us = :now,"
-                " claimed_at_us = CASE WHEN ref IS NULL THEN NULL ELSE claimed_at_us END"
+                "UPDATE channel_messages SET failures = failures + 1, failing = :n, last_error = :e,"
+                " failed_at_us = :now, retry_at_us = :retry, claimed_at_us = NULL"
                 " WHERE approval_id = :id AND channel = :ch"
             ),
-            {"e": error[:1000], "now": now_us, "id": approval_id, "ch": channel},
+            {"n": failing, "e": error[:1000], "now": now_us, "retry": now_us + int(backoff(failing) * 1e6)}
+            | {"id": approval_id, "ch": channel},
         )
 
 
@@ -185,12 +221,13 @@ def tally(db: Database, channel: str) -> Tally:
     with db.read() as cur:
         cur.execute(
             db.sql(
-                "SELECT COUNT(ref), COALESCE(SUM(sent), 0), COALESCE(SUM(failures), 0) FROM channel_messages"
+                "SELECT COUNT(ref), COALESCE(SUM(sent), 0), COALESCE(SUM(failures), 0),"
+                " COALESCE(SUM(CASE WHEN failing >= :park THEN 1 ELSE 0 END), 0) FROM channel_messages"
                 " WHERE channel = :ch"
             ),
-            {"ch": channel},
+            {"ch": channel, "park": PARK_AFTER},
         )
-        messages, sent, failures = cur.fetchone()
+        messages, sent, failures, parked = cur.fetchone()
         cur.execute(
             db.sql(
                 "SELECT last_error FROM channel_messages WHERE channel = :ch AND last_error IS NOT NULL"
@@ -199,7 +236,7 @@ def tally(db: Database, channel: str) -> Tally:
             {"ch": channel},
         )
         row = cur.fetchone()
-    return Tally(int(messages), int(sent), int(failures), row[0] if row else None)
+    return Tally(int(messages), int(sent), int(failures), row[0] if row else None, int(parked))
 
 
 # -- identities ---------------------------------------------------------------------------------

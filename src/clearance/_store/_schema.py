@@ -182,6 +182,8 @@ class ChannelMessageRow(Base):
     failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(Text)
     failed_at_us: Mapped[int | None] = mapped_column(BigInteger)
+    failing: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    retry_at_us: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_channel_messages_stale", "channel", "shown"),)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 
 from anyio import to_thread
@@ -19,7 +20,6 @@ from starlette.datastructures import State
 
 from .. import _decisions as decisions
 from .._clock import now_us, wait_async
-from .._retry import aretrying
 from .._store import _approvals as approvals
 from .._store import _outbox as outbox
 from .._webhooks import deliver_due
@@ -29,6 +29,7 @@ from .channels import Channel
 
 log = logging.getLogger("clearance.server")
 MAX_SLEEP = 2.0
+CHANNEL_MOST = 30.0
 
 
 async def _forever(state: State, what: str, work: Callable[[], int | None]) -> None:
@@ -74,14 +75,25 @@ async def deliver_forever(state: State) -> None:
 async def channel_forever(state: State, channel: Channel) -> None:
     """Keep one approval channel's messages in step with the approvals, until cancelled.
 
-    A channel that fails is retried with backoff (full jitter) on its own: the other channels,
-    the sweep and the webhooks go on. Its worker thread is abandoned at shutdown, so a channel
-    that hangs cannot hold the server up.
+    A message that fails is retried on its own backoff (see `channels.deliver`); only a pass that
+    fails as a whole (the store unreachable, or every message refused) backs the channel off, with
+    full jitter up to `CHANNEL_MOST` seconds — and even then a change of the approvals is tried at
+    once, so a new approval is never held up by old failures. The other channels, the sweep and
+    the webhooks go on. Its worker thread is abandoned at shutdown, so a channel that hangs cannot
+    hold the server up.
     """
     what = f"{channel.name} delivery"
+    failures = 0
     while True:
         changed = topic_event(state, "approvals")
-        async for attempt in aretrying(Exception, first=0.5, most=30.0, log=log, what=what):
-            with attempt:
-                await to_thread.run_sync(channels.deliver, state.db, channel, abandon_on_cancel=True)
-        await wait_async(changed, now_us() + int(MAX_SLEEP * 1e6), what)
+        started = now_us()  # waits count from here: a (test's) clock moved during the pass is not missed
+        try:
+            await to_thread.run_sync(channels.deliver, state.db, channel, abandon_on_cancel=True)
+            failures, wait = 0, MAX_SLEEP
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the store or the channel's service is down: back off, never die
+            failures += 1
+            wait = random.uniform(0, min(CHANNEL_MOST, 0.5 * 2**failures))
+            log.warning("%s failed (attempt %d, retrying in %.1fs): %s", what, failures, wait, exc)
+        await wait_async(changed, started + int(wait * 1e6), what)

@@ -6,8 +6,9 @@ decision that comes in through it (Slack's signed interactions; e-mail takes non
 outside identity (a Slack user id, an e-mail address) to a person. The server keeps every
 configured channel in step with the store through one loop (`deliver`): each pending approval
 without a message is announced once, however many replicas share the store, and each message
-whose approval changed since it was drawn is updated. What a channel sent is kept in
-`channel_messages`, who a person is in it in `channel_identities`.
+whose approval changed since it was drawn is updated once. A message that fails is retried on
+its own backoff (and parked after many failures in a row), so it never holds up the others.
+What a channel sent is kept in `channel_messages`, who a person is in it in `channel_identities`.
 
 The built-in channels (`KINDS`) use this interface as any other would: a new one is a subclass
 in its own module, its settings, and its tests (see docs/extending.md).
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 from ... import _decisions as decisions
 from ..._clock import now_us
 from ..._store import Approval, Database
+from ..._store import _approvals as approvals
 from ..._store import _channels as messages
 from ..._store._channels import Message
 from .._settings import ServerSettings
@@ -50,7 +52,10 @@ class ChannelError(Exception):
 
 
 class Undelivered(Exception):
-    """A channel failed some of its messages this pass (each is counted, and retried)."""
+    """A channel failed every message of a pass, more than one: it looks unreachable.
+
+    Each failure is counted on its message, and retried.
+    """
 
 
 class Channel(ABC):
@@ -63,7 +68,7 @@ class Channel(ABC):
     name: ClassVar[str]
     """Its key in `channel_messages` and `channel_identities`, and in the admin's view."""
     claim_seconds: ClassVar[int] = 60
-    """How long a replica's claim to announce an approval holds before another may try."""
+    """How long a replica's claim to send a message (or update it) holds before another may try."""
 
     @classmethod
     @abstractmethod
@@ -137,14 +142,17 @@ def recipients(db: Database, channel: Channel, a: Approval) -> list[str]:
 def deliver(db: Database, channel: Channel) -> int:
     """Announce what has no message in `channel` yet and update what changed; how many were sent.
 
-    Every approval due is tried, whatever happens to the others.
+    Every approval due is tried, whatever happens to the others; one that fails is counted on its
+    message and retried after its own backoff, so it is no reason to slow the channel.
 
     Raises:
-        Undelivered: When any of them failed (each failure is counted on its message).
+        Undelivered: When every one tried failed, and there were several: the channel's service
+            looks unreachable, and the caller backs off.
     """
     stale_us = channel.claim_seconds * 1_000_000
-    sent, failed = 0, []
+    sent, tried, failed = 0, 0, []
     for a, message in messages.due(db, channel.name, now_us=now_us(), stale_us=stale_us):
+        tried += 1
         try:
             sent += _deliver_one(db, channel, a, message, stale_us)
         except Exception as exc:  # the channel's own failure: count it, and carry on with the rest
@@ -152,16 +160,18 @@ def deliver(db: Database, channel: Channel) -> int:
             log.warning("%s could not deliver %s: %s", channel.name, a.id, why)
             messages.failed(db, a.id, channel.name, why, now_us=now_us())
             failed.append(a.id)
-    if failed:
+    if len(failed) > 1 and len(failed) == tried:
         raise Undelivered(f"{channel.name}: {len(failed)} undelivered ({', '.join(failed[:5])})")
     return sent
 
 
 def _deliver_one(db: Database, channel: Channel, a: Approval, message: Message, stale_us: int) -> int:
+    if not messages.claim(db, a.id, channel.name, now_us=now_us(), stale_us=stale_us):
+        return 0  # another replica is sending it, or has just sent it
+    if message.ref is not None:  # as they are now: another replica may have updated it since `due`
+        a, message = approvals.get(db, a.id), messages.message(db, a.id, channel.name) or message
     state = channel.shows(a)
     if message.ref is None:
-        if not messages.claim(db, a.id, channel.name, now_us=now_us(), stale_us=stale_us):
-            return 0
         done = channel.announce(a, recipients(db, channel, a))
     elif state == message.drawn:
         done = Delivery(message.ref, sent=False)  # a change this channel does not show

@@ -43,6 +43,7 @@ class ChannelState(Sent):
     sent: int = Field(description="messages sent, updates included")
     failures: int = Field(description="attempts that failed (each is retried)")
     last_error: str | None
+    parked: int = Field(0, description="messages no longer tried, after failing too often in a row")
 
 
 class WebhookState(Sent):
@@ -80,6 +81,7 @@ def integrations(request: Request, _: Admin) -> Integrations:
                 sent=tally.sent,
                 failures=tally.failures,
                 last_error=tally.last_error,
+                parked=tally.parked,
             )
         )
     return Integrations(

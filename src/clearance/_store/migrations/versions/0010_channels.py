@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("failures", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sa.Column("last_error", sa.Text()),
         sa.Column("failed_at_us", sa.BigInteger()),
+        sa.Column("failing", sa.Integer(), nullable=False, server_default=sa.text("0")),
+        sa.Column("retry_at_us", sa.BigInteger()),
     )
     op.create_index("ix_channel_messages_stale", "channel_messages", ["channel", "shown"])
     op.create_table(
