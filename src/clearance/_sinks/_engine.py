@@ -1,6 +1,7 @@
 """Delivering committed events to sinks: one worker thread per sink, woken by the commit hook.
 
-The hot path only counts a commit and sets each worker's event (no lock, no I/O). A worker
+The hot path only counts a commit and sets each worker's event (no I/O; `Event.set` takes its lock
+only when the worker is not already woken). A worker
 gathers what was committed for `linger` seconds (less when a full batch is already waiting), then
 reads the events after its position from the source and hands them to its sink in batches, and
 saves its position once for the lot: a write to the store that the guard's own commits would
