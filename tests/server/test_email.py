@@ -315,6 +315,49 @@ def test_an_admin_test_mail_goes_to_the_sender(mail: dict[str, Any]) -> None:
     assert down["ok"] is False and down["detail"].startswith("ConnectionRefusedError")
 
 
+def test_the_password_is_never_sent_in_clear_text_unless_allowed(tmp_path: Path) -> None:
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    listening.setblocking(False)
+    plain = ServerSettings(
+        database_url=str(tmp_path / "plain.db"),
+        smtp_host="127.0.0.1",
+        smtp_port=listening.getsockname()[1],
+        smtp_from="approvals@clearance.example.com",
+        smtp_username="relay",
+        smtp_password="hunter2",
+        smtp_starttls=False,
+        smtp_timeout=0.3,
+        public_url=PUBLIC,
+    )
+    try:
+        with pytest.raises(ValueError, match="clear text"):  # a configuration error at start
+            create_app(plain)
+        assert "clear text" in str(Email.describe(plain)["problem"])
+        channel = Email(host="127.0.0.1", port=plain.smtp_port, sender="a@clearance.example.com", public_url=PUBLIC)
+        channel.username, channel.password, channel.starttls = "relay", "hunter2", False
+        db = Database(plain.database_url)
+        admin = {
+            "X-API-Key": keys.create(db, name="a", scopes=["admin"], agent=None, environment="t", created_by="t")[1]
+        }
+        db.close()
+        with TestClient(create_app(plain.model_copy(update={"smtp_host": None}), channels=[channel])) as client:
+            tested = client.post("/v1/admin/channels/email/test", headers=admin).json()
+        assert tested["ok"] is False and "clear text" in tested["detail"]
+        with pytest.raises(BlockingIOError):
+            listening.accept()  # refused before connecting
+        allowed = plain.model_copy(update={"smtp_allow_plain_auth": True})
+        assert Email.describe(allowed)["problem"] is None
+        opted_in = Email.from_settings(allowed)
+        assert opted_in is not None
+        with pytest.raises(OSError):  # it connects (and times out: this server never greets)
+            opted_in.test("t")
+        listening.accept()[0].close()
+    finally:
+        listening.close()
+
+
 def test_a_mail_server_that_never_answers_times_out_and_is_counted(tmp_path: Path) -> None:
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))

@@ -44,6 +44,9 @@ class ServerSettings(BaseSettings):
         smtp_starttls: Upgrade the connection with STARTTLS before anything is sent.
             `CLEARANCE_SMTP_STARTTLS`.
         smtp_tls: Connect with TLS from the start (port 465) instead. `CLEARANCE_SMTP_TLS`.
+        smtp_allow_plain_auth: Log in (send the password) though neither STARTTLS nor TLS is on,
+            for a relay on 127.0.0.1; otherwise a username without either is refused.
+            `CLEARANCE_SMTP_ALLOW_PLAIN_AUTH`.
         smtp_timeout: Seconds a mail server may take to answer before the attempt fails (and is
             retried). `CLEARANCE_SMTP_TIMEOUT`.
         keep_alive_timeout: Seconds a connection may stay open with no request in progress
@@ -82,6 +85,7 @@ class ServerSettings(BaseSettings):
     smtp_from: str | None = Field(default=None, pattern=r"^[^\r\n]{3,320}$")
     smtp_starttls: bool = True
     smtp_tls: bool = False
+    smtp_allow_plain_auth: bool = False
     smtp_timeout: float = Field(default=10.0, gt=0, le=300)
     keep_alive_timeout: float = Field(default=5.0, gt=0, le=3600)
     header_timeout: float = Field(default=10.0, gt=0, le=3600)

@@ -37,7 +37,7 @@ from ..._store._channels import Message
 from ..._visible import hazards, visible, warning
 from ..._wire import DECISIONS, ApprovalStatus
 from .._settings import ServerSettings
-from . import Channel, Delivery, log
+from . import Channel, ChannelError, Delivery, log
 from . import _render as render
 
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
@@ -68,12 +68,14 @@ class Email(Channel):
         starttls: bool = True,
         tls: bool = False,
         timeout: float = 10.0,
+        allow_plain_auth: bool = False,
     ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.sender = sender
         self.public_url = public_url.rstrip("/")
         self.username, self.password = username, password
         self.starttls, self.tls = starttls and not tls, tls
+        self.allow_plain_auth = allow_plain_auth
         self.domain = _sender_address(sender).domain
 
     @classmethod
@@ -81,11 +83,14 @@ class Email(Channel):
         """E-mail, when the SMTP host, the sender and the dashboard's public URL are set.
 
         Raises:
-            ValueError: When the sender is not one address.
+            ValueError: When the sender is not one address, or a login would send the password
+                in clear text (see `plain_auth_problem`).
         """
         if settings.smtp_host is None or settings.smtp_from is None or settings.public_url is None:
             return None
         _sender_address(settings.smtp_from)
+        if (problem := plain_auth_problem(settings)) is not None:
+            raise ValueError(problem)
         return cls(
             host=settings.smtp_host,
             port=settings.smtp_port,
@@ -96,6 +101,7 @@ class Email(Channel):
             starttls=settings.smtp_starttls,
             tls=settings.smtp_tls,
             timeout=settings.smtp_timeout,
+            allow_plain_auth=settings.smtp_allow_plain_auth,
         )
 
     @classmethod
@@ -123,6 +129,8 @@ class Email(Channel):
             "security": "tls" if settings.smtp_tls else "starttls" if settings.smtp_starttls else "none",
             "username_set": settings.smtp_username is not None,
             "password_set": settings.smtp_password is not None,
+            "allow_plain_auth": settings.smtp_allow_plain_auth,
+            "problem": plain_auth_problem(settings),
         }
 
     def shows(self, a: Approval) -> str:
@@ -224,7 +232,13 @@ class Email(Channel):
         return mail
 
     def _send(self, mail: EmailMessage) -> None:
-        """Hand the mail to the SMTP server (on a worker thread; an error is a failed attempt)."""
+        """Hand the mail to the SMTP server (on a worker thread; an error is a failed attempt).
+
+        Raises:
+            ChannelError: When a login would send the password in clear text (never connects).
+        """
+        if self.username is not None and not (self.tls or self.starttls or self.allow_plain_auth):
+            raise ChannelError(_PLAIN_AUTH)
         context = ssl.create_default_context()
         smtp = (
             smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
@@ -248,6 +262,20 @@ class Email(Channel):
             smtp.close()
         if refused:
             log.warning("the mail server refused some recipients of %s: %s", mail["Subject"], sorted(refused))
+
+
+_PLAIN_AUTH = (
+    "CLEARANCE_SMTP_USERNAME is set but neither CLEARANCE_SMTP_STARTTLS nor CLEARANCE_SMTP_TLS is on:"
+    " logging in would send the password in clear text (set CLEARANCE_SMTP_ALLOW_PLAIN_AUTH=true only"
+    " for a relay on 127.0.0.1)"
+)
+
+
+def plain_auth_problem(settings: ServerSettings) -> str | None:
+    """Why these settings would send the SMTP password unencrypted, or None when they would not."""
+    if settings.smtp_username is None or settings.smtp_tls or settings.smtp_starttls:
+        return None
+    return None if settings.smtp_allow_plain_auth else _PLAIN_AUTH
 
 
 def _sender_address(sender: str) -> Address:
