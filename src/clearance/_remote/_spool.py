@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .._retry import retrying
@@ -71,18 +71,9 @@ class Spool:
         for listener in self.listeners:
             listener()
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT (the caller holds the lock); an error rolls back, so the next put() writes."""
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A transaction on the spool's connection (the caller holds the lock)."""
+        return _transaction(self._conn)
 
     def peek(self, n: int = BATCH) -> list[tuple[int, str]]:
         """The oldest `n` records not shipped yet."""
@@ -137,6 +128,67 @@ class Spool:
         """Close the file."""
         with self.lock:
             self._conn.close()
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT; an error rolls back, so the connection's next write works."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class SinkCursor:
+    """The event sinks' side of a spool, on a connection of its own (never the spool's lock).
+
+    A row stays in the spool until it is shipped and every sink has passed it.
+
+    Args:
+        path: The spool file.
+        busy_timeout: Seconds to wait for the spool's write lock.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+
+    def start(self, names: Sequence[str]) -> dict[str, int]:
+        """Each sink's position (a new one starts after the newest row); sinks not named stop holding rows."""
+        marks = ", ".join("?" for _ in names)
+        with _transaction(self._conn) as conn:
+            conn.execute(f"DELETE FROM positions WHERE name <> ? AND name NOT IN ({marks})", (SHIPPER, *names))
+            head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'spool'").fetchone()[0]
+            conn.executemany(
+                "INSERT OR IGNORE INTO positions (name, position) VALUES (?, ?)", [(n, head) for n in names]
+            )
+            conn.execute(FORGET)
+            found = dict(
+                conn.execute(f"SELECT name, position FROM positions WHERE name IN ({marks})", names).fetchall()
+            )
+        return {n: int(found[n]) for n in names}
+
+    def after(self, position: int, n: int) -> list[tuple[int, str]]:
+        """Up to `n` rows after `position`: (seq, body), shipped or not."""
+        rows = self._conn.execute("SELECT seq, body FROM spool WHERE seq > ? ORDER BY seq LIMIT ?", (position, n))
+        return [(int(seq), str(body)) for seq, body in rows.fetchall()]
+
+    def save(self, name: str, position: int) -> None:
+        """Sink `name` passed every row up to `position`; rows every sink and the shipper passed go."""
+        with _transaction(self._conn) as conn:
+            conn.execute("UPDATE positions SET position = MAX(position, ?) WHERE name = ?", (position, name))
+            conn.execute(FORGET)
+
+    def backlog(self, position: int) -> int:
+        """How many rows come after `position`."""
+        return int(self._conn.execute("SELECT COUNT(*) FROM spool WHERE seq > ?", (position,)).fetchone()[0])
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
 
 
 def _create(conn: sqlite3.Connection) -> None:
