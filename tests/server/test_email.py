@@ -8,8 +8,9 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,13 +22,14 @@ from fastapi.testclient import TestClient
 
 from clearance import _decisions
 from clearance._clock import ManualClock
-from clearance._store import Database
+from clearance._store import Approval, Database
 from clearance._store import _approvals as approvals
 from clearance._store import _channels as messages
 from clearance._store import _keys as keys
 from clearance._store import _users as users
+from clearance._store._channels import Message
 from clearance.server import ServerSettings, create_app
-from clearance.server.channels import deliver
+from clearance.server.channels import Delivery, deliver
 from clearance.server.channels.email import Email
 
 from .conftest import Server, _free_port
@@ -545,3 +547,58 @@ def test_a_mail_accepted_is_sent_once_though_the_goodbye_fails(tmp_path: Path) -
         state = email_state(s)
         assert (state["messages"], state["sent"], state["failures"]) == (1, 1, 0)
         assert len(s["sink"].mails()) == 1
+
+
+class Held(Email):
+    """E-mail that waits, inside `update`, until the test lets it go."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def update(self, a: Approval, message: Message, to: Sequence[str]) -> Delivery:
+        self.entered.set()
+        assert self.go.wait(10)
+        return super().update(a, message, to)
+
+
+def test_replicas_send_each_follow_up_once(tmp_path: Path, any_store: str) -> None:
+    from clearance._guard._record import record_call
+    from clearance.policy import parse_policy
+
+    sink = Sink(tmp_path / "mails")
+    sink.start()
+    people(any_store)
+    one, two = Database(any_store), Database(any_store)
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": sink.port, "sender": "a@clearance.example.com"}
+    options |= {"public_url": PUBLIC, "starttls": False, "timeout": 5}
+    held, other = Held(**options), Email(**options)
+    first = threading.Thread(target=deliver, args=(one, held))
+    try:
+        call = record_call(
+            one,
+            parse_policy(POLICY),
+            agent="a",
+            environment="t",
+            tool="issue_refund",
+            args={"amount": 900},
+            session="s",
+        )
+        assert call.approval_id is not None and deliver(one, other) == 1
+        sink.wait_for(1)
+        _decisions.decide(one, call.approval_id, approve=False, by=_decisions.Decider("cli-user", trusted=True))
+        first.start()  # this replica claims the follow-up, and is held while sending it
+        assert held.entered.wait(10)
+        assert deliver(two, other) == 0  # the other sees it out of date too, but does not send it
+        held.go.set()
+        first.join(10)
+        assert messages.message(two, call.approval_id, "email").shown == "denied"  # type: ignore[union-attr]
+        [_, (_, follow_up)] = sink.wait_for(2)
+        assert follow_up["Subject"].startswith("Denied by cli-user") and len(sink.mails()) == 2
+    finally:
+        held.go.set()
+        if first.is_alive():
+            first.join(10)
+        one.close()
+        two.close()
+        sink.stop()
