@@ -1406,6 +1406,12 @@ export interface components {
             failures: number;
             /** Last Error */
             last_error: string | null;
+            /**
+             * Parked
+             * @description messages no longer tried, after failing too often in a row
+             * @default 0
+             */
+            parked: number;
         };
         /**
          * CheckRequest
@@ -1911,8 +1917,9 @@ export interface components {
          *         stalled: Whether a delivery has been running longer than the timeout.
          *         last_error: The last attempt's error, when the last attempt failed.
          *         standby: Another process delivers this sink (a server replica on the same PostgreSQL
-         *             holding its lock); this one takes over when that one stops. Its `position` and
-         *             `backlog` are then as of its own last delivery.
+         *             holding its lock), or in this process an earlier configuration's worker is still
+         *             inside the sink's `deliver()`; this one takes over when that one stops. Its
+         *             `position` and `backlog` are then as of its own last delivery.
          */
         SinkStatus: {
             /** Name */
