@@ -3,6 +3,7 @@ replicas announce each approval once."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from clearance._store import _keys as keys
 from clearance._store import _users as users
 from clearance._store._channels import Message
 from clearance.server import ServerSettings, create_app
-from clearance.server.channels import Channel, Delivery, Undelivered, configured, deliver
+from clearance.server.channels import Channel, Delivery, Undelivered, configured, deliver, kinds
 
 from .test_email import POLICY, Sink, until
 
@@ -281,3 +282,56 @@ def test_a_message_that_keeps_failing_holds_up_no_new_approval(
         clock.advance(2**8)  # parked: no longer tried
         announced_at_once(903)
         assert poison.tries == 7
+
+
+PLUGIN_CHANNEL = """
+from clearance.server.channels import Channel, Delivery
+
+
+class Pager(Channel):
+    name = "pager"
+
+    @classmethod
+    def from_settings(cls, settings):
+        return cls()
+
+    @classmethod
+    def identity(cls, external_id):
+        return external_id
+
+    @classmethod
+    def describe(cls, settings):
+        return {"configured": True}
+
+    def shows(self, a):
+        return str(a.status)
+
+    def announce(self, a, to):
+        return Delivery(ref=a.id, sent=len(to))
+
+    def update(self, a, message, to):
+        return Delivery(ref=a.id, sent=len(to))
+
+    def test(self, by):
+        return "paged"
+"""
+
+
+def test_channels_are_found_in_their_modules_and_through_entry_points(tmp_path: Path) -> None:
+    """A new channel touches only its own module: the built-in ones are found, another package's by its entry point."""
+
+    assert {"email", "slack"} <= set(kinds())
+    (tmp_path / "pager_channel.py").write_text(PLUGIN_CHANNEL)
+    info = tmp_path / "pager_channel-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pager-channel\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[clearance.channels]\npager = pager_channel:Pager\n")
+    sys.path.insert(0, str(tmp_path))
+    kinds.cache_clear()
+    try:
+        assert kinds()["pager"].__name__ == "Pager"
+        assert "pager" in [c.name for c in configured(ServerSettings(database_url=str(tmp_path / "x.db")))]
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("pager_channel", None)
+        kinds.cache_clear()

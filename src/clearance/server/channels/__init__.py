@@ -10,16 +10,20 @@ whose approval changed since it was drawn is updated once. A message that fails 
 its own backoff (and parked after many failures in a row), so it never holds up the others.
 What a channel sent is kept in `channel_messages`, who a person is in it in `channel_identities`.
 
-The built-in channels (`KINDS`) use this interface as any other would: a new one is a subclass
-in its own module, its settings, and its tests (see docs/extending.md).
+The built-in channels use this interface as any other would, and are found the same way (`kinds`):
+a new one is a subclass in its own module, its settings, and its tests (see docs/extending.md).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
+import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from ... import _decisions as decisions
@@ -117,16 +121,26 @@ class Channel(ABC):
         """
 
 
+@functools.cache
 def kinds() -> dict[str, type[Channel]]:
-    """The built-in channels by name."""
-    from .email import Email
-    from .slack import Slack
+    """Every kind of channel by name: this package's modules' own, then other packages'.
 
-    return {kind.name: kind for kind in (Slack, Email)}
+    A channel is found, not listed: a `Channel` subclass with a `name` in a module of this
+    package, or one another package names in the `clearance.channels` entry point group.
+    """
+    classes: list[object] = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        classes.extend(v for v in vars(module).values() if getattr(v, "__module__", None) == module.__name__)
+    classes.extend(ep.load() for ep in entry_points(group="clearance.channels"))
+    found = [
+        c for c in classes if isinstance(c, type) and issubclass(c, Channel) and isinstance(c.__dict__.get("name"), str)
+    ]
+    return {kind.name: kind for kind in sorted(found, key=lambda kind: kind.name)}
 
 
 def configured(settings: ServerSettings) -> list[Channel]:
-    """The built-in channels these settings configure."""
+    """The channels these settings configure."""
     return [channel for kind in kinds().values() if (channel := kind.from_settings(settings)) is not None]
 
 
