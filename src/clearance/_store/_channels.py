@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ PARK_AFTER = 20
 MOST_SECONDS = 600.0
 """The longest wait before a failed message is tried again."""
 _COLUMNS = ", ".join(f"a.{f}" for f in approvals._FIELDS)
+CASELESS = frozenset({"email"})
+"""Channels whose identities are the same whatever their case (kept as given, compared lowered)."""
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 @dataclass(frozen=True)
@@ -260,6 +264,12 @@ def identities_of(db: Database, cur: Any, user_ids: list[str]) -> dict[str, dict
 def set_identities(db: Database, cur: Any, user_id: str, changes: Mapping[str, str | None]) -> None:
     """Set (or, with None, remove) a person's identity in each channel, inside a write transaction.
 
+    An e-mail address is taken whatever its case (`Lena@x.com` is `lena@x.com`), and kept as
+    given. The check and the insert are one step: `db.write()` holds the store's write lock
+    (BEGIN IMMEDIATE; PostgreSQL's advisory lock), and an insert that meets the unique
+    constraint all the same (another writer's row) is refused like a taken identity, never a
+    driver's integrity error.
+
     Raises:
         ValueError: When another person has that identity in that channel, or it is not text
             every store keeps.
@@ -274,12 +284,18 @@ def set_identities(db: Database, cur: Any, user_id: str, changes: Mapping[str, s
         if (problem := text_problem(external_id)) is not None or not 0 < len(external_id) <= 320:
             raise ValueError(f"a {channel} identity {problem or 'is 1-320 characters'}")
         taken = _holder(db, cur, channel, external_id)
-        if taken:
-            raise ValueError(f"the {channel} identity {external_id} is already {taken}")
-        cur.execute(
-            db.sql("INSERT INTO channel_identities (user_id, channel, external_id) VALUES (:u, :ch, :x)"),
-            {"u": user_id, "ch": channel, "x": external_id},
-        )
+        if taken is None:
+            cur.execute(
+                db.sql(
+                    "INSERT INTO channel_identities (user_id, channel, external_id) VALUES (:u, :ch, :x)"
+                    " ON CONFLICT DO NOTHING"
+                ),
+                {"u": user_id, "ch": channel, "x": external_id},
+            )
+            if cur.rowcount == 1:
+                continue
+            taken = _holder(db, cur, channel, external_id) or "someone else's"
+        raise ValueError(f"the {channel} identity {external_id} is already {taken}")
 
 
 def person(db: Database, channel: str, external_id: str) -> str | None:
@@ -291,12 +307,19 @@ def person(db: Database, channel: str, external_id: str) -> str | None:
 
 
 def _holder(db: Database, cur: Any, channel: str, external_id: str) -> str | None:
+    """Who has this identity; in a caseless channel (e-mail) whatever its case, the same case first."""
+    if channel in CASELESS:
+        # Addresses are ASCII (the channel checks them), so LOWER agrees on every store; the
+        # key is lowered in ASCII only, so no other character's lower case can match one.
+        match, key = "LOWER(i.external_id) = :k", external_id.translate(_ASCII_LOWER)
+    else:
+        match, key = "i.external_id = :x", external_id
     cur.execute(
         db.sql(
             "SELECT u.username FROM channel_identities i JOIN users u ON u.id = i.user_id"
-            " WHERE i.channel = :ch AND i.external_id = :x"
+            f" WHERE i.channel = :ch AND {match} ORDER BY CASE WHEN i.external_id = :x THEN 0 ELSE 1 END"
         ),
-        {"ch": channel, "x": external_id},
+        {"ch": channel, "x": external_id, "k": key},
     )
     row = cur.fetchone()
     return str(row[0]) if row else None

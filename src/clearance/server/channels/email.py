@@ -106,7 +106,10 @@ class Email(Channel):
 
     @classmethod
     def identity(cls, external_id: str) -> str:
-        """An e-mail address (`lena@example.com`), its domain in lower case.
+        """An e-mail address (`lena@example.com`), its domain in lower case, its local part as given.
+
+        Mail is sent to it as given; the store takes an address as one person's whatever its case
+        (`Lena@example.com` is `lena@example.com`: `_channels.CASELESS`).
 
         Raises:
             ValueError: When it is not one plain address (no name, no comments, no line breaks).
