@@ -335,3 +335,62 @@ def test_channels_are_found_in_their_modules_and_through_entry_points(tmp_path: 
         sys.path.remove(str(tmp_path))
         sys.modules.pop("pager_channel", None)
         kinds.cache_clear()
+
+
+class Recorder(Broken):
+    """A channel that takes everything, and remembers what it was asked to send."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def announce(self, a: Approval, to: Sequence[str]) -> Delivery:
+        self.calls.append(("announce", a.status, None))
+        return Delivery({"n": len(self.calls)})
+
+    def update(self, a: Approval, message: Message, to: Sequence[str]) -> Delivery:
+        self.calls.append(("update", a.status, message.ref))
+        return Delivery(message.ref or {})
+
+
+def _pending(db: Database) -> str:
+    from clearance._guard._record import record_call
+    from clearance.policy import parse_policy
+
+    return str(
+        record_call(
+            db,
+            parse_policy(POLICY),
+            agent="a",
+            environment="test",
+            tool="issue_refund",
+            args={"amount": 900},
+            session="s",
+        ).approval_id
+    )
+
+
+def test_a_replica_that_saw_no_message_updates_the_one_another_sent(any_store: str) -> None:
+    """B found the approval without a message; A announced it, then it was decided: B updates A's message."""
+    from clearance import _decisions as decisions
+    from clearance.server.channels import _deliver_one
+
+    one, two = Database(any_store), Database(any_store)
+    recorder = Recorder()
+    try:
+        approval_id = _pending(one)
+        [(a, stale)] = messages.due(two, recorder.name, now_us=now_us(), stale_us=60_000_000)
+        assert stale.ref is None
+        assert deliver(one, recorder) == 1  # A announces it
+        decisions.decide(
+            one, approval_id, approve=False, by=decisions.Decider("user:lena", frozenset({"approver", "support-lead"}))
+        )
+        assert _deliver_one(two, recorder, a, stale, 60_000_000) == 1  # B, with what it read before
+        assert recorder.calls == [("announce", "pending", None), ("update", "denied", {"n": 1})]
+        assert messages.message(one, approval_id, recorder.name) == Message(
+            approval_id, recorder.name, {"n": 1}, "denied/0/0", "denied/0/0"
+        )
+    finally:
+        one.close()
+        two.close()

@@ -182,8 +182,9 @@ def deliver(db: Database, channel: Channel) -> int:
 def _deliver_one(db: Database, channel: Channel, a: Approval, message: Message, stale_us: int) -> int:
     if not messages.claim(db, a.id, channel.name, now_us=now_us(), stale_us=stale_us):
         return 0  # another replica is sending it, or has just sent it
-    if message.ref is not None:  # as they are now: another replica may have updated it since `due`
-        a, message = approvals.get(db, a.id), messages.message(db, a.id, channel.name) or message
+    # As they are now, whatever `due` saw: another replica may have announced it (then this is an
+    # update of its message, never a second first message) or updated it since.
+    a, message = approvals.get(db, a.id), messages.message(db, a.id, channel.name) or message
     state = channel.shows(a)
     if message.ref is None:
         done = channel.announce(a, recipients(db, channel, a))
