@@ -576,26 +576,54 @@ class FillingUp(JsonLinesSink):
     room: int | None = 100
 
     def _open(self) -> Any:
-        out = super()._open()
+        out, torn = super()._open()
         if self.room is None:
-            return out
+            return out, torn
         full, self.room = _Full(out, self.room), None
-        return full
+        return full, torn
 
 
-def test_a_batch_cut_off_by_a_full_disk_is_removed_before_the_retry_writes_it(tmp_path: Path) -> None:
+def _batch(*seqs: int) -> list[Record]:
+    return [Record(i, f"evt_{i}", "note", 0, json.dumps({"id": f"evt_{i}", "pad": "x" * 80}), None, None) for i in seqs]
+
+
+def test_a_batch_cut_off_by_a_full_disk_leaves_one_torn_line_and_the_retry_starts_a_new_one(tmp_path: Path) -> None:
     out = tmp_path / "audit.jsonl"
     first = [Record(1, "evt_a", "note", 0, '{"id":"evt_a"}', None, None)]
     before = JsonLinesSink(out)
     before.deliver(first)
     before.close()
-    batch = [
-        Record(i, f"evt_{i}", "note", 0, json.dumps({"id": f"evt_{i}", "pad": "x" * 80}), None, None) for i in (2, 3)
-    ]
     sink = FillingUp(out)
     with pytest.raises(OSError):
-        sink.deliver(batch)
-    sink.deliver(batch)  # the retry
+        sink.deliver(_batch(2, 3))
+    sink.deliver(_batch(2, 3))  # the retry
     sink.close()
-    lines = [json.loads(line) for line in out.read_text().splitlines()]  # every line whole
-    assert [r["id"] for r in lines] == ["evt_a", "evt_2", "evt_3"]
+    text = out.read_bytes()
+    assert text.endswith(b"\n")
+    lines = text.decode().splitlines()
+    whole, torn = [], []
+    for x in lines:
+        try:
+            whole.append(json.loads(x)["id"])
+        except json.JSONDecodeError:
+            torn.append(x)
+    assert whole == ["evt_a", "evt_2", "evt_3"]  # every complete line parses
+    assert len(torn) == 1 and len(torn[0]) == 100 and lines[2].startswith(torn[0])  # the retry began a new line
+
+
+def test_a_failed_write_after_a_copytruncate_leaves_no_zero_bytes(tmp_path: Path) -> None:
+    out = tmp_path / "audit.jsonl"
+    sink = FillingUp(out)
+    sink.room = None
+    sink.deliver(_batch(1, 2, 3))  # the sink's descriptor is now well past 100 bytes
+    os.truncate(out, 0)  # logrotate's copytruncate
+    sink.room = 100
+    with pytest.raises(OSError):
+        sink.deliver(_batch(4, 5))
+    sink.deliver(_batch(4, 5))  # the retry
+    sink.close()
+    text = out.read_bytes()
+    assert b"\0" not in text
+    lines = text.decode().splitlines()
+    assert len(lines) == 3 and lines[1].startswith(lines[0]) and len(lines[0]) == 100
+    assert [json.loads(x)["id"] for x in lines[1:]] == ["evt_4", "evt_5"]

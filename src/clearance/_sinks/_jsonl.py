@@ -23,8 +23,11 @@ class JsonLinesSink:
     not strict JSON (only a record written by hand into the database can be) is written in the
     form every reader shows it, with `$degraded` saying how it differs.
 
-    A batch that fails part-way (a full disk) is cut off again, so the retry starts on a whole
-    line; standard output cannot be cut.
+    A batch that fails part-way (a full disk) leaves what was written: nothing is cut off, since
+    the file may have been truncated by logrotate or be appended to by another process meanwhile.
+    The file is reopened for the retry, and whenever the sink opens it and it does not end in a
+    newline, a newline is written first: the torn line stays one line that no JSON reader
+    accepts (skip it), and every other line is whole. Standard output is written as it comes.
 
     Rotation: the file is reopened when it was moved or deleted (logrotate's default `create`
     mode works; `copytruncate` needs nothing either, since the file is opened for appending).
@@ -59,42 +62,42 @@ class JsonLinesSink:
             sys.stdout.write(data.decode("utf-8"))
             sys.stdout.flush()
             return
-        out = self._open()
-        start = out.tell()
+        out, torn = self._open()
         try:
-            out.write(data)
+            out.write(b"\n" + data if torn else data)
             out.flush()
             if self.fsync:
                 os.fsync(out.fileno())
         except BaseException:
-            self._cut(out, start)
+            self._file = None  # the retry reopens it, and starts a new line if this left half of one
+            with contextlib.suppress(OSError, ValueError):
+                out.close()
             raise
 
-    def _cut(self, out: IO[bytes], start: int) -> None:
-        """After a failed write (a full disk): cut the file back to `start`; the retry follows no partial line."""
-        with contextlib.suppress(OSError, ValueError):
-            fd = os.dup(out.fileno())  # the same file even if it was rotated meanwhile
-            try:
-                with contextlib.suppress(OSError, ValueError):
-                    out.close()  # what is still buffered is written or dropped now, not after the cut
-                os.ftruncate(fd, start)
-            finally:
-                os.close(fd)
-        self._file = None  # the next batch reopens it
+    def _open(self) -> tuple[IO[bytes], bool]:
+        """The file to append to, and whether a newly opened one ends part-way through a line.
 
-    def _open(self) -> IO[bytes]:
-        """The file to append to: the same one unless it was moved or deleted since it was opened."""
+        The same file unless it was moved or deleted since it was opened.
+        """
         if self._file is not None:
             try:
                 now = os.stat(self.path)
                 then = os.fstat(self._file.fileno())
                 if (now.st_dev, now.st_ino) == (then.st_dev, then.st_ino):
-                    return self._file
+                    return self._file, False
             except FileNotFoundError:
                 pass
             self.close()
-        self._file = open(self.path, "ab")  # noqa: SIM115 (kept open across batches)
-        return self._file
+        # readable too, for the last byte: os.pread leaves the appending offset alone
+        out = open(self.path, "a+b")  # noqa: SIM115 (kept open across batches)
+        try:
+            size = os.fstat(out.fileno()).st_size
+            torn = size > 0 and os.pread(out.fileno(), 1, size - 1) != b"\n"
+        except BaseException:
+            out.close()
+            raise
+        self._file = out
+        return out, torn
 
     def close(self) -> None:
         """Close the file (the next batch reopens it)."""
