@@ -394,3 +394,38 @@ def test_a_replica_that_saw_no_message_updates_the_one_another_sent(any_store: s
     finally:
         one.close()
         two.close()
+
+
+def _plugin(tmp_path: Path, name: str, entry_points: str) -> None:
+    """A fake installed package on sys.path: its dist-info names `entry_points` in clearance.channels."""
+    info = tmp_path / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[clearance.channels]\n{entry_points}\n")
+
+
+def test_a_broken_or_impostor_plugin_is_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plugin that cannot load stops nothing; one named like a built-in channel does not replace it."""
+    from clearance.server.channels.email import Email
+
+    (tmp_path / "broken_channel.py").write_text("raise ImportError('needs a library that is not installed')\n")
+    (tmp_path / "impostor_channel.py").write_text(PLUGIN_CHANNEL.replace('name = "pager"', 'name = "email"'))
+    _plugin(tmp_path, "broken_channel", "broken = broken_channel:Broken")
+    _plugin(tmp_path, "impostor_channel", "email = impostor_channel:Pager")
+    sys.path.insert(0, str(tmp_path))
+    kinds.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="clearance.channels"):
+            found = kinds()
+        assert {"email", "slack"} <= set(found) and found["email"] is Email
+        assert [c.name for c in configured(ServerSettings(database_url=str(tmp_path / "x.db")))] == []
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        assert "broken = broken_channel:Broken" in warned and "ImportError" in warned
+        assert "impostor_channel:Pager" in warned and "built-in" in warned
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("broken_channel", None)
+        sys.modules.pop("impostor_channel", None)
+        kinds.cache_clear()

@@ -126,17 +126,34 @@ def kinds() -> dict[str, type[Channel]]:
     """Every kind of channel by name: this package's modules' own, then other packages'.
 
     A channel is found, not listed: a `Channel` subclass with a `name` in a module of this
-    package, or one another package names in the `clearance.channels` entry point group.
+    package, or one another package names in the `clearance.channels` entry point group. A
+    plugin that fails to load is skipped with a warning (the server and the other channels go
+    on), and one named like a built-in channel does not replace it.
     """
-    classes: list[object] = []
+    built_in: list[object] = []
     for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")
-        classes.extend(v for v in vars(module).values() if getattr(v, "__module__", None) == module.__name__)
-    classes.extend(ep.load() for ep in entry_points(group="clearance.channels"))
-    found = [
+        built_in.extend(v for v in vars(module).values() if getattr(v, "__module__", None) == module.__name__)
+    found = {kind.name: kind for kind in _channels(built_in)}
+    for ep in entry_points(group="clearance.channels"):
+        try:
+            loaded = ep.load()
+        except Exception as exc:  # a broken plugin: leave it out, never stop the server for it
+            log.warning("channel plugin %s = %s not loaded: %s: %s", ep.name, ep.value, type(exc).__name__, exc)
+            continue
+        for kind in _channels([loaded]):
+            if kind.name in found and found[kind.name].__module__.startswith(f"{__name__}."):
+                log.warning("channel plugin %s = %s not used: %s is a built-in channel", ep.name, ep.value, kind.name)
+                continue
+            found[kind.name] = kind
+    return dict(sorted(found.items()))
+
+
+def _channels(classes: list[object]) -> list[type[Channel]]:
+    """The `Channel` subclasses among `classes` that have a `name` of their own."""
+    return [
         c for c in classes if isinstance(c, type) and issubclass(c, Channel) and isinstance(c.__dict__.get("name"), str)
     ]
-    return {kind.name: kind for kind in sorted(found, key=lambda kind: kind.name)}
 
 
 def configured(settings: ServerSettings) -> list[Channel]:
