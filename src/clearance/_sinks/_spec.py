@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import pkgutil
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -18,22 +19,41 @@ from ..errors import ConfigurationError
 from ._record import Sink
 
 _PACKAGE = __name__.rpartition(".")[0]
+log = logging.getLogger("clearance.sinks")
 
 
 @functools.cache
 def kinds() -> dict[str, Callable[[str, str], Sink]]:
-    """Every scheme a setting may use, and what makes its sink: this package's, then plug-ins'."""
+    """Every scheme a setting may use, and what makes its sink: this package's, then plug-ins'.
+
+    A plug-in that cannot be loaded is skipped with a warning, and one naming a built-in scheme
+    does not replace it.
+    """
     classes: list[object] = []
     package = importlib.import_module(_PACKAGE)
     for info in pkgutil.iter_modules(package.__path__):
         module = importlib.import_module(f"{_PACKAGE}.{info.name}")
         classes.extend(v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__)
-    classes.extend(ep.load() for ep in entry_points(group="clearance.sinks"))
     found: dict[str, Callable[[str, str], Sink]] = {}
     for cls in classes:
         schemes, make = getattr(cls, "SCHEMES", None), getattr(cls, "from_spec", None)
         if isinstance(cls, type) and isinstance(schemes, tuple) and callable(make):
             found.update((str(s), make) for s in schemes)
+    built_in = frozenset(found)
+    for ep in entry_points(group="clearance.sinks"):
+        try:  # a broken plug-in loses its own schemes, not the settings that do not use them
+            cls = ep.load()
+        except Exception as exc:
+            log.warning("sink plug-in %s (%s) cannot be loaded, skipped: %r", ep.name, ep.value, exc)
+            continue
+        schemes, make = getattr(cls, "SCHEMES", None), getattr(cls, "from_spec", None)
+        if not (isinstance(cls, type) and isinstance(schemes, tuple) and callable(make)):
+            continue
+        for scheme in map(str, schemes):
+            if scheme in built_in:
+                log.warning("sink plug-in %s (%s) names built-in scheme %r: ignored", ep.name, ep.value, scheme)
+            else:
+                found[scheme] = make
     return found
 
 
