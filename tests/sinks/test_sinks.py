@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import clearance
+from clearance._guard import _runtime as runtime
 from clearance._sinks import JsonLinesSink, Record, Sinks
 from clearance._sinks import _process as exporting
 from clearance._sinks._sources import StoreSource
@@ -249,6 +250,41 @@ def test_sinks_are_counted_and_named_uniquely(store: str, wire: Callable[..., Ca
     assert status.delivered >= 2
     clearance.shutdown()
     assert exporting.status() == []
+
+
+def _failing_close(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """Make the current governor's close() raise (after closing), and return the sink threads running now."""
+    governor = runtime._current
+    assert governor is not None
+    closing = governor.close
+
+    def close() -> None:
+        closing()
+        raise OSError("the store is read-only")
+
+    monkeypatch.setattr(governor, "close", close)
+    assert exporting._current is not None
+    return [w.thread for w in exporting._current._workers]
+
+
+@pytest.mark.parametrize("then", ["configure", "shutdown"])
+def test_the_old_sinks_stop_even_when_the_old_governor_fails_to_close(
+    then: str, store: str, wire: Callable[..., Callable[..., str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = Collecting()
+    wire(exporters=[sink])("acme", 5)
+    sink.wait_for(2)
+    threads = _failing_close(monkeypatch)
+    assert threads
+    try:
+        with pytest.raises(OSError, match="read-only"):
+            wire(exporters=[]) if then == "configure" else clearance.shutdown()
+        for thread in threads:
+            thread.join(5)
+        assert not any(t.is_alive() for t in threads)
+        assert exporting.status() == []
+    finally:
+        clearance.shutdown()
 
 
 def test_the_jsonl_file_is_reopened_after_rotation(tmp_path: Path) -> None:

@@ -131,9 +131,11 @@ def configure(
     global _current
     with _lock:
         old, _current = _current, governor
-    if old is not None:
-        old.close()
-    retire_sinks()  # the old sinks deliver what the old governor committed, then stop
+    try:
+        if old is not None:
+            old.close()
+    finally:
+        retire_sinks()  # the old sinks deliver what the old governor committed, then stop
     for hook in _after_configure:
         hook()
 
@@ -185,9 +187,11 @@ def shutdown() -> None:
     global _current
     with _lock:
         old, _current = _current, None
-    if old is not None:
-        old.close()
-    sinks.close()
+    try:
+        if old is not None:
+            old.close()
+    finally:
+        sinks.close()
 
 
 def register(name: str, fn: Callable[..., Any], binder: Binder) -> None:
