@@ -5,11 +5,14 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from clearance._remote._spool import Spool
+from clearance._settings import Settings
 from clearance._sinks import Sinks
+from clearance._sinks import _process as exporting
 from clearance._sinks._sources import SpoolSource
 from clearance._store._events import make_event
 
@@ -61,12 +64,42 @@ def test_a_sink_no_longer_configured_stops_holding_rows(tmp_path: Path) -> None:
     with sqlite3.connect(spool.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0] >= 2
     source = SpoolSource(spool)
-    source.start([])  # the next run has no sinks
+    source.forget([])  # the next run has no sinks
     source.close()
     spool.drop(spool.peek()[-1][0])
     with sqlite3.connect(spool.path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0
     spool.close()
+
+
+@pytest.mark.parametrize("then", [["b"], []], ids=["renamed", "removed"])
+def test_a_sink_renamed_or_removed_delivers_what_it_had_not_passed_before_its_position_goes(
+    then: list[str], tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    governor = SimpleNamespace(spool=spool)  # remote mode: the sinks read the governor's spool
+    old = Collecting("a")
+    old.gate = threading.Event()
+    try:
+        exporting.replace(Settings(), [old], governor)()
+        first = _events(1)
+        spool.put(first)
+        assert old.entered.wait(30)  # delivering the first row, not having read the next ones
+        later = _events(2, 5)
+        spool.put(later)
+        spool.drop(spool.peek()[-1][0])  # all shipped: only the sink holds them
+        retire = exporting.replace(Settings(), [Collecting(n) for n in then], governor)
+        old.gate.set()
+        retire()  # the old sink's final pass, then its position goes
+        assert [r.id for r in old.got] == [e.id for e in first + later]
+        with sqlite3.connect(spool.path) as conn:
+            names = {n for (n,) in conn.execute("SELECT name FROM positions WHERE name <> '$shipper'")}
+            assert names == set(then)
+            assert conn.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0  # passed by all: gone
+    finally:
+        old.gate.set()
+        exporting.close()
+        spool.close()
 
 
 def test_an_older_spool_is_renumbered_by_autoincrement_keeping_its_rows(tmp_path: Path) -> None:

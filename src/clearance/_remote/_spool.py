@@ -157,19 +157,28 @@ class SinkCursor:
         self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
 
     def start(self, names: Sequence[str]) -> dict[str, int]:
-        """Each sink's position (a new one starts after the newest row); sinks not named stop holding rows."""
+        """Each sink's position (a new one starts after the newest row).
+
+        Other sinks' positions are kept: a previous configuration's sinks still deliver until
+        they close, then `forget()` lets their rows go.
+        """
         marks = ", ".join("?" for _ in names)
         with _transaction(self._conn) as conn:
-            conn.execute(f"DELETE FROM positions WHERE name <> ? AND name NOT IN ({marks})", (SHIPPER, *names))
             head = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'spool'").fetchone()[0]
             conn.executemany(
                 "INSERT OR IGNORE INTO positions (name, position) VALUES (?, ?)", [(n, head) for n in names]
             )
-            conn.execute(FORGET)
             found = dict(
                 conn.execute(f"SELECT name, position FROM positions WHERE name IN ({marks})", names).fetchall()
             )
         return {n: int(found[n]) for n in names}
+
+    def forget(self, keep: Sequence[str]) -> None:
+        """Sinks not in `keep` stop holding rows (once they have closed): their positions go."""
+        marks = ", ".join("?" for _ in keep)
+        with _transaction(self._conn) as conn:
+            conn.execute(f"DELETE FROM positions WHERE name <> ? AND name NOT IN ({marks})", (SHIPPER, *keep))
+            conn.execute(FORGET)
 
     def after(self, position: int, n: int) -> list[tuple[int, str]]:
         """Up to `n` rows after `position`: (seq, body), shipped or not."""

@@ -22,7 +22,8 @@ def replace(settings: Settings, exporters: Sequence[Sink | str] | None, governor
     Returns what closes the previous configuration's sinks, to call once the new governor is
     installed and the old one closed: until then they keep delivering what the old governor
     commits. When opening fails, nothing changes (the previous ones stay current). In remote
-    mode (`governor.spool`) they read the spool; else the store. A sink of the same name on the
+    mode (`governor.spool`) they read the spool, and a sink no longer configured (removed or
+    renamed) holds its rows back until it has closed; else the store. A sink of the same name on the
     same store or spool is delivered one pass at a time: the new one continues after the last
     event the old one delivered. Closing waits at most 5 s for a sink still inside `deliver()`.
 
@@ -33,13 +34,9 @@ def replace(settings: Settings, exporters: Sequence[Sink | str] | None, governor
     chosen = [_sink(e) for e in (settings.exporters if exporters is None else exporters)]
     spool = getattr(governor, "spool", None)
     sinks: Sinks | None = None
-    prune: SpoolSource | None = None
-    if spool is not None:  # even with no sinks: rows a removed sink held back are let go (after it closes)
-        source = SpoolSource(spool, busy_timeout=settings.busy_timeout)
+    if spool is not None:
         if chosen:
-            sinks = _opened(chosen, source)
-        else:
-            prune = source
+            sinks = _opened(chosen, SpoolSource(spool, busy_timeout=settings.busy_timeout))
     else:
         sinks = for_store(settings.database_url, chosen, busy_timeout=settings.busy_timeout)
     global _current
@@ -48,10 +45,11 @@ def replace(settings: Settings, exporters: Sequence[Sink | str] | None, governor
 
     def retire() -> None:
         if old is not None:
-            old.close()
-        if prune is not None:
+            old.close()  # their final pass: what they have not passed is still in the spool
+        if spool is not None:  # even with no sinks: rows a removed or renamed sink held back go now
+            prune = SpoolSource(spool, busy_timeout=settings.busy_timeout)
             try:
-                prune.start([])
+                prune.forget([s.name for s in chosen])
             finally:
                 prune.close()
 

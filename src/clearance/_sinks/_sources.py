@@ -96,7 +96,7 @@ class SpoolSource:
     """Remote mode's spool: what the agent committed, shipped or not, on a connection of its own.
 
     The spool keeps a row until it is shipped and every sink has passed it. A sink that is no
-    longer configured stops holding rows back when the sinks start.
+    longer configured stops holding rows back once it has closed (`forget()`).
 
     Args:
         spool: The agent's spool.
@@ -110,6 +110,10 @@ class SpoolSource:
 
     def start(self, names: Sequence[str]) -> dict[str, int]:  # noqa: D102
         return self._cursor.start(names)
+
+    def forget(self, keep: Sequence[str]) -> None:
+        """Sinks not in `keep` stop holding rows: call once the sinks that used them have closed."""
+        self._cursor.forget(keep)
 
     def read(self, after: int, n: int) -> list[Record]:  # noqa: D102
         return [_spooled(seq, body) for seq, body in self._cursor.after(after, n)]
