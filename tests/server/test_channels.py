@@ -354,14 +354,14 @@ class Recorder(Broken):
         return Delivery(message.ref or {})
 
 
-def _pending(db: Database) -> str:
+def _pending(db: Database, policy: str = POLICY) -> str:
     from clearance._guard._record import record_call
     from clearance.policy import parse_policy
 
     return str(
         record_call(
             db,
-            parse_policy(POLICY),
+            parse_policy(policy),
             agent="a",
             environment="test",
             tool="issue_refund",
@@ -429,3 +429,84 @@ def test_a_broken_or_impostor_plugin_is_skipped_with_a_warning(
         sys.modules.pop("broken_channel", None)
         sys.modules.pop("impostor_channel", None)
         kinds.cache_clear()
+
+
+class Flaky(Recorder):
+    """A channel whose service is down while `down` is set, and takes everything otherwise."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.tries = True, 0
+
+    def announce(self, a: Approval, to: Sequence[str]) -> Delivery:
+        self.tries += 1
+        if self.down:
+            raise ConnectionError("the service is down")
+        return super().announce(a, to)
+
+    def update(self, a: Approval, message: Message, to: Sequence[str]) -> Delivery:
+        self.tries += 1
+        if self.down:
+            raise ConnectionError("the service is down")
+        return super().update(a, message, to)
+
+
+def test_a_long_outage_of_the_service_parks_nothing(tmp_path: Path, clock: ManualClock) -> None:
+    """Every message failing together is the service down, not the messages: none is parked for it."""
+    db_path, _ = _store(tmp_path)
+    db, flaky = Database(db_path), Flaky()
+    try:
+        ids = [_pending(db) for _ in range(3)]
+        passes = 3 * messages.PARK_AFTER
+        for _ in range(passes):  # hours of outage
+            with pytest.raises(Undelivered, match="3 undelivered"):
+                deliver(db, flaky)
+            assert deliver(db, flaky) == 0  # each waits a little before it is tried again
+            clock.advance(messages.OUTAGE_SECONDS)
+        tally = messages.tally(db, flaky.name)
+        assert tally.failures == 3 * passes and tally.parked == 0  # every failure counted, none parked
+        flaky.down = False
+        assert deliver(db, flaky) == 3  # the service is back: every approval is announced at once
+        assert sorted(str(m.approval_id) for i in ids if (m := messages.message(db, i, flaky.name))) == sorted(ids)
+    finally:
+        db.close()
+
+
+def test_a_parked_message_is_tried_again_hourly_and_when_its_approval_changes(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    from clearance import _decisions as decisions
+    from clearance._store import _approvals as approvals
+    from clearance._wire import ApprovalStatus
+
+    db_path, _ = _store(tmp_path)
+    db, flaky = Database(db_path), Flaky()
+    lena = decisions.Decider("user:lena", frozenset({"approver", "support-lead"}))
+    try:
+        approval_id = _pending(db, POLICY.replace("timeout: 30m", "timeout: 24h"))  # pending for hours
+        for _ in range(messages.PARK_AFTER):  # it alone fails, again and again: parked
+            deliver(db, flaky)
+            clock.advance(messages.MOST_SECONDS)
+        assert messages.tally(db, flaky.name).parked == 1 and flaky.tries == messages.PARK_AFTER
+        clock.advance(messages.PARKED_SECONDS / 2 - messages.MOST_SECONDS)
+        assert deliver(db, flaky) == 0 and flaky.tries == messages.PARK_AFTER  # parked: left alone a while
+        clock.advance(messages.PARKED_SECONDS / 2)
+        flaky.down = False
+        assert deliver(db, flaky) == 1 and flaky.calls == [("announce", "pending", None)]  # but tried again
+        assert messages.tally(db, flaky.name).parked == 0
+
+        flaky.down = True
+        decisions.decide(db, approval_id, approve=True, by=lena)
+        for _ in range(messages.PARK_AFTER):  # its update fails until it is parked
+            deliver(db, flaky)
+            clock.advance(messages.MOST_SECONDS)
+        assert messages.tally(db, flaky.name).parked == 1
+        flaky.down = False
+        with db.write() as cur:  # the approved call ran: its message must say so, parked or not
+            assert approvals.finish(db, cur, approval_id, ApprovalStatus.EXECUTED, now_us=now_us())
+        assert deliver(db, flaky) == 1 and flaky.calls[-1] == ("update", "executed", {"n": 1})
+        assert messages.tally(db, flaky.name).parked == 0
+    finally:
+        db.close()

@@ -496,5 +496,12 @@ def finish(
 
 
 def _redraw(db: Database, cur: Any, approval_id: str) -> None:
-    """Mark every channel's message of an approval out of date (see `_channels`), in its transaction."""
-    cur.execute(db.sql("UPDATE channel_messages SET shown = NULL WHERE approval_id = :id"), {"id": approval_id})
+    """Mark every channel's message of an approval out of date (see `_channels`), in its transaction.
+
+    Each is due at once, whatever failed before: its failures in a row start again from none,
+    so a message parked or waiting for its backoff still shows a decision soon.
+    """
+    cur.execute(
+        db.sql("UPDATE channel_messages SET shown = NULL, failing = 0, retry_at_us = NULL WHERE approval_id = :id"),
+        {"id": approval_id},
+    )

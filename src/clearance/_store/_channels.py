@@ -7,8 +7,11 @@ One poster announces each approval and one updates each message, however many re
 the store: it claims the message first, and a claim whose poster died lapses.
 
 A message that fails is retried on its own, after a backoff that grows with each failure in a
-row (`backoff`), and is parked — no longer tried, counted in the tally — after `PARK_AFTER`
-failures in a row: one message a channel's service keeps refusing cannot slow the others.
+row (`backoff`), and is parked — tried only about hourly, counted in the tally — after
+`PARK_AFTER` failures in a row: one message a channel's service keeps refusing cannot slow the
+others. A pass in which every message failed is the service down, not the messages (`outage`):
+those failures are counted but not toward parking, and the messages are tried again shortly. A
+change of the approval (`_approvals._redraw`) makes its message due at once, parked or not.
 """
 
 from __future__ import annotations
@@ -29,9 +32,13 @@ from ._db import Database
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 PARK_AFTER = 20
-"""Failures in a row after which a message is no longer tried (about two hours of them)."""
+"""Failures in a row after which a message is parked: tried only every `PARKED_SECONDS` or so."""
 MOST_SECONDS = 600.0
 """The longest wait before a failed message is tried again."""
+PARKED_SECONDS = 3600.0
+"""The longest wait before a parked message is tried again (each wait drawn from its upper half)."""
+OUTAGE_SECONDS = 30.0
+"""The longest wait before a message is tried again after a pass in which every message failed."""
 _COLUMNS = ", ".join(f"a.{f}" for f in approvals._FIELDS)
 CASELESS = frozenset({"email"})
 """Channels whose identities are the same whatever their case (kept as given, compared lowered)."""
@@ -67,7 +74,7 @@ class Tally:
         sent: Messages sent, updates included.
         failures: Attempts that failed.
         last_error: The latest failure's error, if any.
-        parked: Messages no longer tried, after `PARK_AFTER` failures in a row.
+        parked: Messages tried only about hourly, after `PARK_AFTER` failures in a row.
     """
 
     messages: int
@@ -101,7 +108,7 @@ def backoff(failing: int) -> float:
 def due(db: Database, channel: str, *, now_us: int, stale_us: int, limit: int = 50) -> list[tuple[Approval, Message]]:
     """Approvals whose message in `channel` is missing (pending ones, unclaimed) or out of date.
 
-    A message that failed waits for its backoff, and one parked is left out. Those that never
+    A message that failed waits for its backoff (a parked one's is long). Those that never
     failed come first, then the failed ones, longest since their last failure first: messages
     that keep failing go to the back, and cannot crowd the others out of `limit`.
     """
@@ -112,11 +119,11 @@ def due(db: Database, channel: str, *, now_us: int, stale_us: int, limit: int = 
                 " ON m.approval_id = a.id AND m.channel = :ch"
                 " WHERE ((m.ref IS NULL AND a.status = :pending) OR (m.ref IS NOT NULL AND m.shown IS NULL))"
                 " AND (m.claimed_at_us IS NULL OR m.claimed_at_us < :stale)"
-                " AND (m.retry_at_us IS NULL OR m.retry_at_us <= :now) AND COALESCE(m.failing, 0) < :park"
+                " AND (m.retry_at_us IS NULL OR m.retry_at_us <= :now)"
                 " ORDER BY COALESCE(m.failed_at_us, 0), a.created_at_us LIMIT :n"
             ),
             {"ch": channel, "stale": now_us - stale_us, "n": limit, "pending": ApprovalStatus.PENDING}
-            | {"now": now_us, "park": PARK_AFTER},
+            | {"now": now_us},
         )
         rows = cur.fetchall()
     n = len(approvals._FIELDS)
@@ -187,7 +194,8 @@ def drawn(
 def failed(db: Database, approval_id: str, channel: str, error: str, *, now_us: int) -> None:
     """Count a failed attempt and let the claim go.
 
-    The message is tried again after its backoff, or parked after `PARK_AFTER` failures in a row.
+    The message is tried again after its backoff; after `PARK_AFTER` failures in a row it is
+    parked, and tried again only after up to `PARKED_SECONDS`.
     """
     with db.write() as cur:
         cur.execute(
@@ -196,15 +204,38 @@ def failed(db: Database, approval_id: str, channel: str, error: str, *, now_us: 
         )
         row = cur.fetchone()
         failing = (int(row[0]) if row is not None else 0) + 1
+        wait = random.uniform(PARKED_SECONDS / 2, PARKED_SECONDS) if failing >= PARK_AFTER else backoff(failing)
         cur.execute(
             db.sql(
                 "UPDATE channel_messages SET failures = failures + 1, failing = :n, last_error = :e,"
                 " failed_at_us = :now, retry_at_us = :retry, claimed_at_us = NULL"
                 " WHERE approval_id = :id AND channel = :ch"
             ),
-            {"n": failing, "e": error[:1000], "now": now_us, "retry": now_us + int(backoff(failing) * 1e6)}
+            {"n": failing, "e": error[:1000], "now": now_us, "retry": now_us + int(wait * 1e6)}
             | {"id": approval_id, "ch": channel},
         )
+
+
+def outage(db: Database, channel: str, failures: Mapping[str, int], *, now_us: int) -> None:
+    """Forgive failures of a pass in which every message failed: the service was down, not they.
+
+    `failures` are the approval ids and when each failed (`failed`'s `now_us`). Each stays
+    counted in the tally, but not toward parking, and its message is tried again within
+    `OUTAGE_SECONDS` (not after its own backoff): however long the service is down, nothing is
+    parked for it, and its messages go soon after it is back. A message redrawn, failed or
+    claimed again since is left as it is.
+    """
+    with db.write() as cur:
+        for approval_id, failed_at_us in failures.items():
+            cur.execute(
+                db.sql(
+                    "UPDATE channel_messages SET failing = CASE WHEN failing > 0 THEN failing - 1 ELSE 0 END,"
+                    " retry_at_us = :retry WHERE approval_id = :id AND channel = :ch AND failed_at_us = :at"
+                    " AND claimed_at_us IS NULL AND retry_at_us IS NOT NULL"
+                ),
+                {"retry": now_us + int(random.uniform(OUTAGE_SECONDS / 2, OUTAGE_SECONDS) * 1e6), "at": failed_at_us}
+                | {"id": approval_id, "ch": channel},
+            )
 
 
 def message(db: Database, approval_id: str, channel: str) -> Message | None:

@@ -7,7 +7,8 @@ outside identity (a Slack user id, an e-mail address) to a person. The server ke
 configured channel in step with the store through one loop (`deliver`): each pending approval
 without a message is announced once, however many replicas share the store, and each message
 whose approval changed since it was drawn is updated once. A message that fails is retried on
-its own backoff (and parked after many failures in a row), so it never holds up the others.
+its own backoff (and parked, tried only about hourly, after many failures in a row), so it never
+holds up the others; a pass in which every message failed is the service down, which parks none.
 What a channel sent is kept in `channel_messages`, who a person is in it in `channel_identities`.
 
 The built-in channels use this interface as any other would, and are found the same way (`kinds`):
@@ -58,7 +59,7 @@ class ChannelError(Exception):
 class Undelivered(Exception):
     """A channel failed every message of a pass, more than one: it looks unreachable.
 
-    Each failure is counted on its message, and retried.
+    Each failure is counted on its message, but not toward parking it, and it is retried shortly.
     """
 
 
@@ -174,14 +175,15 @@ def deliver(db: Database, channel: Channel) -> int:
     """Announce what has no message in `channel` yet and update what changed; how many were sent.
 
     Every approval due is tried, whatever happens to the others; one that fails is counted on its
-    message and retried after its own backoff, so it is no reason to slow the channel.
+    message and retried after its own backoff, so it is no reason to slow the channel. When every
+    one failed, none is counted toward parking, and each is retried shortly (`messages.outage`).
 
     Raises:
         Undelivered: When every one tried failed, and there were several: the channel's service
             looks unreachable, and the caller backs off.
     """
     stale_us = channel.claim_seconds * 1_000_000
-    sent, tried, failed = 0, 0, []
+    sent, tried, failed = 0, 0, dict[str, int]()
     for a, message in messages.due(db, channel.name, now_us=now_us(), stale_us=stale_us):
         tried += 1
         try:
@@ -189,10 +191,11 @@ def deliver(db: Database, channel: Channel) -> int:
         except Exception as exc:  # the channel's own failure: count it, and carry on with the rest
             why = f"{type(exc).__name__}: {exc}"
             log.warning("%s could not deliver %s: %s", channel.name, a.id, why)
-            messages.failed(db, a.id, channel.name, why, now_us=now_us())
-            failed.append(a.id)
-    if len(failed) > 1 and len(failed) == tried:
-        raise Undelivered(f"{channel.name}: {len(failed)} undelivered ({', '.join(failed[:5])})")
+            failed[a.id] = now_us()
+            messages.failed(db, a.id, channel.name, why, now_us=failed[a.id])
+    if len(failed) > 1 and len(failed) == tried:  # the service looks down: no message's own fault
+        messages.outage(db, channel.name, failed, now_us=now_us())
+        raise Undelivered(f"{channel.name}: {len(failed)} undelivered ({', '.join(list(failed)[:5])})")
     return sent
 
 
