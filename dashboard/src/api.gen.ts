@@ -1408,7 +1408,7 @@ export interface components {
             last_error: string | null;
             /**
              * Parked
-             * @description messages no longer tried, after failing too often in a row
+             * @description messages that failed too often in a row: tried again hourly, or at once when their approval changes
              * @default 0
              */
             parked: number;

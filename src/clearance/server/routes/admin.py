@@ -43,7 +43,10 @@ class ChannelState(Sent):
     sent: int = Field(description="messages sent, updates included")
     failures: int = Field(description="attempts that failed (each is retried)")
     last_error: str | None
-    parked: int = Field(0, description="messages no longer tried, after failing too often in a row")
+    parked: int = Field(
+        0,
+        description="messages that failed too often in a row: tried again hourly, or at once when their approval changes",
+    )
 
 
 class WebhookState(Sent):
