@@ -1408,7 +1408,7 @@ export interface components {
             last_error: string | null;
             /**
              * Parked
-             * @description messages that failed too often in a row: tried again hourly, or at once when their approval changes
+             * @description messages that failed too often in a row: tried again hourly, or when their approval changes
              * @default 0
              */
             parked: number;

@@ -45,7 +45,7 @@ class ChannelState(Sent):
     last_error: str | None
     parked: int = Field(
         0,
-        description="messages that failed too often in a row: tried again hourly, or at once when their approval changes",
+        description="messages that failed too often in a row: tried again hourly, or when their approval changes",
     )
 
 
