@@ -287,6 +287,74 @@ def test_the_old_sinks_stop_even_when_the_old_governor_fails_to_close(
         clearance.shutdown()
 
 
+class Closing(Collecting):
+    """A collecting sink that counts its close() calls."""
+
+    def __init__(self, name: str = "collect") -> None:
+        super().__init__(name)
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _commit_one(store: str) -> None:
+    db = Database(store)
+    try:
+        with db.write() as cur:
+            events.append(db, cur, [events.make_event("note", 1, {"agent": "a", "environment": "test"})])
+    finally:
+        db.close()
+
+
+def test_a_sink_object_the_next_configuration_also_uses_is_closed_once_by_the_last(store: str) -> None:
+    sink = Closing()
+    first = Sinks([sink], StoreSource(store), linger=0, poll=0.05)
+    second = Sinks([sink], StoreSource(store), linger=0, poll=0.05)
+    try:
+        first.close()
+        assert sink.closed == 0  # the second configuration's worker still delivers to it
+        _commit_one(store)
+        sink.wait_for(1)
+    finally:
+        second.close()
+        first.close()
+    assert sink.closed == 1
+
+
+def test_a_retired_sink_is_closed_while_its_successor_of_the_same_name_delivers(store: str) -> None:
+    old, new = Closing(), Closing()
+    new.gate = threading.Event()
+    second = Sinks([new], StoreSource(store), linger=0, poll=0.05)
+    try:
+        _commit_one(store)
+        assert new.entered.wait(30)  # holding the name's slot
+        first = Sinks([old], StoreSource(store), linger=0, poll=0.05)
+        first.close()
+        assert old.closed == 1 and new.closed == 0
+    finally:
+        new.gate.set()
+        second.close()
+    assert new.closed == 1
+
+
+class _Unsubscribable(StoreSource):
+    def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:
+        raise RuntimeError("no hook")
+
+
+def test_sinks_that_fail_to_start_give_their_slots_back(store: str) -> None:
+    from clearance._sinks import _engine
+
+    source = _Unsubscribable(store)
+    try:
+        with pytest.raises(RuntimeError, match="no hook"):
+            Sinks([Collecting("fails-to-start")], source)
+    finally:
+        source.close()
+    assert not [k for k in _engine._slots if k[1] == "fails-to-start"]
+
+
 def test_the_jsonl_file_is_reopened_after_rotation(tmp_path: Path) -> None:
     out = tmp_path / "audit.jsonl"
     sink = JsonLinesSink(out, fsync=True)

@@ -74,22 +74,31 @@ class _Slot:
 
 
 _slots: dict[tuple[str, str], _Slot] = {}
+_holders: dict[int, int] = {}  # id(sink) -> workers not finished that deliver to that very object
 _slots_lock = threading.Lock()
 
 
-def _take_slot(source: Source, name: str) -> tuple[tuple[str, str], _Slot]:
-    key = (str(getattr(source, "key", None) or id(source)), name)
+def _take_slot(source: Source, sink: Sink) -> tuple[tuple[str, str], _Slot]:
+    key = (str(getattr(source, "key", None) or id(source)), sink.name)
     with _slots_lock:
         slot = _slots.setdefault(key, _Slot())
         slot.users += 1
+        _holders[id(sink)] = _holders.get(id(sink), 0) + 1
     return key, slot
 
 
-def _leave_slot(key: tuple[str, str], slot: _Slot) -> None:
+def _leave_slot(key: tuple[str, str], slot: _Slot, sink: Sink) -> bool:
+    """Leave the slot; whether no other worker still delivers to the same sink object."""
     with _slots_lock:
         slot.users -= 1
         if slot.users == 0 and _slots.get(key) is slot:
             del _slots[key]
+        left = _holders[id(sink)] - 1
+        if left:
+            _holders[id(sink)] = left
+        else:
+            del _holders[id(sink)]
+    return left == 0
 
 
 class _Worker:
@@ -97,7 +106,7 @@ class _Worker:
 
     def __init__(self, sink: Sink, source: Source, position: int, owner: Sinks) -> None:
         self.sink, self.source, self.position, self.owner = sink, source, position, owner
-        self.key, self.slot = _take_slot(source, sink.name)
+        self.key, self.slot = _take_slot(source, sink)
         self.abandoned = False  # close() stopped waiting for it: no more batches, no more saves
         self.done = False  # its thread has finished (set under the owner's lock)
         self.saved = position  # the position last saved durably
@@ -140,16 +149,16 @@ class _Worker:
                 return
 
     def _finish(self) -> None:
-        """The thread's end: close the sink; the last thread of an abandoned lot closes the source."""
-        if self.slot.lock.acquire(blocking=False):  # not while a successor delivers (the same sink, often)
-            try:
-                close = getattr(self.sink, "close", None)
-                if callable(close):
-                    with contextlib.suppress(Exception):
-                        close()
-            finally:
-                self.slot.lock.release()
-        _leave_slot(self.key, self.slot)
+        """The thread's end: close the sink; the last thread of an abandoned lot closes the source.
+
+        The sink is not closed while another worker (a new configuration's) delivers to the very
+        same object: the last of them closes it.
+        """
+        if _leave_slot(self.key, self.slot, self.sink):
+            close = getattr(self.sink, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
         owner = self.owner
         with owner._lock:
             self.done = True
@@ -269,9 +278,16 @@ class Sinks:
         positions = source.start(names)
         self._lock = threading.Lock()
         self._abandoned = False  # close() left a worker running: the last one to finish closes the source
-        self._workers = [_Worker(s, source, positions[s.name], self) for s in sinks]
-        self._unsubscribe = source.subscribe(self.wake)
+        self._workers: list[_Worker] = []
         self._closed = False
+        try:
+            for sink in sinks:
+                self._workers.append(_Worker(sink, source, positions[sink.name], self))
+            self._unsubscribe = source.subscribe(self.wake)
+        except BaseException:  # no worker runs: give their slots back
+            for worker in self._workers:
+                _leave_slot(worker.key, worker.slot, worker.sink)
+            raise
         for worker in self._workers:
             worker.thread.start()
             worker.woken.set()  # deliver what an earlier run committed and did not deliver
