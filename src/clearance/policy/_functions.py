@@ -57,7 +57,8 @@ def domain(recipient: str | list[Any]) -> str:
     return found[0]
 
 
-_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+# The local part of a plain address (RFC 5322 dot-atom): also the e-mail channel's check.
+EMAIL_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 
 
 def is_plain_email(value: str) -> bool:
@@ -65,7 +66,8 @@ def is_plain_email(value: str) -> bool:
     local, sep, domain = value.rpartition("@")
     if not sep or len(value) > 254 or len(local) > 64:
         return False
-    return _LOCAL.fullmatch(local) is not None and _DOMAIN.fullmatch(domain.lower()) is not None and "." in domain
+    plain_domain = _DOMAIN.fullmatch(domain.lower()) is not None and "." in domain
+    return EMAIL_LOCAL_PART.fullmatch(local) is not None and plain_domain
 
 
 def _norm(value: Any) -> Any:

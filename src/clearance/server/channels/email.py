@@ -36,11 +36,11 @@ from ..._store import Approval
 from ..._store._channels import Message
 from ..._visible import hazards, visible, warning
 from ..._wire import DECISIONS, ApprovalStatus
+from ...policy._functions import EMAIL_LOCAL_PART
 from .._settings import ServerSettings
 from . import Channel, ChannelError, Delivery, log
 from . import _render as render
 
-_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 _LINE = 2000  # characters of one shown line
 _POLICY = policy.SMTP.clone(max_line_length=998)  # folded at 78, a subject would start with a space
@@ -115,7 +115,7 @@ class Email(Channel):
             ValueError: When it is not one plain address (no name, no comments, no line breaks).
         """
         local, at, domain = external_id.rpartition("@")
-        if not at or len(external_id) > 254 or len(local) > 64 or not _LOCAL.fullmatch(local):
+        if not at or len(external_id) > 254 or len(local) > 64 or not EMAIL_LOCAL_PART.fullmatch(local):
             raise ValueError(f"{ascii(external_id)} is not an e-mail address (like lena@example.com)")
         if not _DOMAIN.fullmatch(domain):
             raise ValueError(f"{ascii(external_id)} is not an e-mail address (like lena@example.com)")
@@ -199,7 +199,8 @@ class Email(Channel):
 
         The same on every attempt and every replica, so a mail sent twice reads as one mail.
         """
-        key = a.id if len(a.id) <= 64 and _LOCAL.fullmatch(a.id) else hashlib.sha256(a.id.encode()).hexdigest()[:40]
+        plain = len(a.id) <= 64 and EMAIL_LOCAL_PART.fullmatch(a.id)
+        key = a.id if plain else hashlib.sha256(a.id.encode()).hexdigest()[:40]
         return f"<{part}.{key}@{self.domain}>"
 
     def _link(self, a: Approval) -> str:
