@@ -21,7 +21,8 @@ from clearance._store._channels import Message
 from clearance.server import ServerSettings, create_app
 from clearance.server.channels import Channel, Delivery, Undelivered, configured, deliver, kinds
 
-from .test_email import POLICY, Sink, until
+from .._wait import until
+from .test_email import POLICY, Sink
 
 
 class Broken(Channel):

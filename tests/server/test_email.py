@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -32,6 +31,7 @@ from clearance.server import ServerSettings, create_app
 from clearance.server.channels import Delivery, deliver
 from clearance.server.channels.email import Email
 
+from .._wait import until
 from .conftest import Server, _free_port
 from .test_slack import POLICY
 
@@ -62,7 +62,7 @@ class Sink:
         return [json.loads(p.read_text()) for p in sorted(self.where.glob("*.json"))]
 
     def wait_for(self, count: int, timeout: float = 15) -> list[tuple[dict[str, Any], EmailMessage]]:
-        until(lambda: len(self.mails()) >= count, timeout)
+        until(lambda: len(self.mails()) >= count, f"{count} mails", timeout)
         return [(m, _parsed(m["data"])) for m in self.mails()]
 
 
@@ -70,14 +70,6 @@ def _parsed(data: str) -> EmailMessage:
     found = message_from_bytes(data.encode("utf-8", "surrogateescape"), policy=policy.default)
     assert isinstance(found, EmailMessage)
     return found
-
-
-def until(condition: Callable[[], bool], timeout: float = 15) -> None:
-    """Wait (polling) until `condition()` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.02)
 
 
 def people(db_url: str) -> None:

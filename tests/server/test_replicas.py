@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from clearance._store import Database
 from clearance._store import _keys as keys
 
+from .._wait import until
 from .conftest import Server, _free_port
 
 pytestmark = pytest.mark.postgres
@@ -37,7 +38,7 @@ def replicas(pg_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server, dict
     a.start()
     b.start()
     for server in (a, b):  # wait until each replica hears the others
-        _until(lambda server=server: _ready(server)["change_feed"] == "listening", "the change feed listens")
+        until(lambda server=server: _ready(server)["change_feed"] == "listening", "the change feed listens")
     yield a, b, made
     a.stop()
     b.stop()
@@ -47,17 +48,9 @@ def _ready(server: Server) -> dict[str, str]:
     return dict(httpx.get(f"{server.base}/readyz").json())
 
 
-def _until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    """Wait (polling) until `condition()` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.02)
-
-
 def _holding(server: Server) -> None:
     """Wait until `server` holds a long poll: a change from now on can only reach it by the feed."""
-    _until(lambda: _ready(server)["long_polls"] == "1", "the long poll is held")
+    until(lambda: _ready(server)["long_polls"] == "1", "the long poll is held")
 
 
 def _timed(fn: Any) -> tuple[Any, float]:

@@ -25,6 +25,8 @@ from clearance._store._events import EventFilter, query
 from clearance.server import ServerSettings, create_app
 from clearance.server.channels import deliver
 
+from .._wait import until
+
 SIGNING_SECRET = "slack-signing-secret-for-tests"
 POLICY = """\
 version: 1
@@ -182,14 +184,6 @@ def posted_message(s: dict[str, Any], approval_id: str) -> messages.Message | No
         return messages.message(db, approval_id, "slack")
     finally:
         db.close()
-
-
-def until(condition: Any, timeout: float = 10) -> None:
-    """Wait (polling the store) until `condition()` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.02)
 
 
 def test_a_pending_approval_is_posted_with_its_arguments_as_plain_text(slack: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from clearance._store import _events as events
 from clearance._store._db import on_commit
 from clearance.errors import ConfigurationError
 
+from .._wait import until
 from ..conftest import REPO
 
 POLICY = """\
@@ -446,7 +447,7 @@ def test_commits_made_while_a_sink_lingers_arrive_in_one_batch(store: str) -> No
         ids = _notes(db, 10)  # ten commits: the tenth hurries the worker
         got = sink.wait_for(10)
         assert sink.sizes == [10] and [r.id for r in got] == ids
-        _until(lambda: bool(source.saves))  # saved after the batch is delivered
+        until(lambda: bool(source.saves), "a save", timeout=30)  # saved after the batch is delivered
         assert source.saves == [(sink.name, got[-1].seq)]  # one save for the pass
     finally:
         sinks.close()
@@ -515,18 +516,6 @@ def test_a_batch_delivered_just_before_a_kill_9_comes_again_at_the_next_start(tm
     assert calls[-1] in again
 
 
-def _until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    """Wait for `condition` (checked every 10 ms) to hold."""
-    done = threading.Event()
-    deadline = threading.Timer(timeout, done.set)
-    deadline.start()
-    try:
-        while not condition():
-            assert not done.wait(0.01), "timed out"
-    finally:
-        deadline.cancel()
-
-
 @pytest.mark.postgres
 def test_on_postgresql_one_process_delivers_a_sink_and_another_takes_over(pg_url: str) -> None:
     Database(pg_url).close()
@@ -536,7 +525,11 @@ def test_on_postgresql_one_process_delivers_a_sink_and_another_takes_over(pg_url
     db = Database(pg_url)
     try:
         ids = _notes(db, 5)
-        _until(lambda: len(a.got) + len(b.got) == 5 and sum(s.status()[0].standby for s in (first, second)) == 1)
+        until(
+            lambda: len(a.got) + len(b.got) == 5 and sum(s.status()[0].standby for s in (first, second)) == 1,
+            "one delivers, one stands by",
+            timeout=30,
+        )
         (holding, sink), (waiting, other) = sorted([(first, a), (second, b)], key=lambda p: p[0].status()[0].standby)
         assert [r.id for r in sink.got] == ids and other.got == []  # each event once, by one process
         holding.close()  # its connection closes: the lock is free
@@ -583,7 +576,8 @@ def _abandon_then_reopen(url: str) -> None:
         first.close(timeout=0)  # gives up on it: abandoned
         second = Sinks([sink], StoreSource(url), linger=0, poll=0.05)
         ids += _notes(db, 4)
-        _until(lambda: second.status()[0].standby)  # waits for the abandoned one, does not deliver beside it
+        # the new worker waits for the abandoned one, never delivers beside it
+        until(lambda: second.status()[0].standby, "the new worker stands by", timeout=30)
         sink.gate.set()
         got = sink.wait_for(len(ids))
         first._workers[0].thread.join(30)
