@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _edits
+from . import _edits, _granting
 from ._boundary import check_size
 from ._canonical import ARGS_HASH_ALG, args_hash, canonical_json, redact
 from ._clock import now_us
@@ -21,6 +21,7 @@ from ._notify import wake
 from ._store import Approval, Database
 from ._store import _approvals as approvals
 from ._store import _facts as facts
+from ._store import _grants as grants
 from ._store import _policies as policies
 from ._store._approvals import INEXACT_ARGS
 from ._store._events import Event, append, make_event
@@ -31,6 +32,7 @@ from .errors import (
     ApprovalForbidden,
     ApprovalNotFound,
     ClearanceError,
+    GrantRejected,
 )
 from .policy import Decision, Effect, Policy, parse_policy
 
@@ -87,6 +89,8 @@ def decide(
     note: str | None = None,
     args: dict[str, Any] | None = None,
     policy_for: PolicyFor | None = None,
+    grant: _granting.GrantRequest | None = None,
+    extend: _granting.BudgetExtension | None = None,
 ) -> Approval:
     """Approve or deny a pending approval, once, record who did, and wake its waiter.
 
@@ -97,15 +101,30 @@ def decide(
     this approver. With a quorum, an approval is a vote until enough different approvers voted;
     any denial denies.
 
+    With `grant`, the approver also lets similar calls through (within the rule's
+    `approval.grants`); with `extend`, they add to the exhausted budget that asked. Either is
+    stored in the same transaction as the decision, or the whole decision is refused.
+
     Raises:
         ApprovalNotFound: No such approval.
         ApprovalAlreadyDecided: It was decided or expired already (says by whom).
         ApprovalForbidden: `by` may not decide it (the requester, the agent, not in its group).
         ApprovalEditRejected: The edited arguments do not fit or policy blocks them.
+        GrantRejected: The grant or extension is wider than the rule permits, or malformed.
     """
     try:
-        return _decide(db, approval_id, approve=approve, who=by, note=note, args=args, policy_for=policy_for)
-    except (ApprovalNotFound, ApprovalForbidden, ApprovalEditRejected, ApprovalAlreadyDecided) as exc:
+        return _decide(
+            db,
+            approval_id,
+            approve=approve,
+            who=by,
+            note=note,
+            args=args,
+            policy_for=policy_for,
+            grant=grant,
+            extend=extend,
+        )
+    except (ApprovalNotFound, ApprovalForbidden, ApprovalEditRejected, ApprovalAlreadyDecided, GrantRejected) as exc:
         _refused(db, approval_id, by, approve, exc)
         raise
 
@@ -147,6 +166,8 @@ def _decide(
     note: str | None,
     args: dict[str, Any] | None,
     policy_for: PolicyFor | None,
+    grant: _granting.GrantRequest | None = None,
+    extend: _granting.BudgetExtension | None = None,
 ) -> Approval:
     at = now_us()
     current = approvals.get(db, approval_id)
@@ -158,6 +179,7 @@ def _decide(
         if not approve:
             raise ApprovalEditRejected(approval_id, current.tool, ["only an approval can change the arguments"])
         edit = _edit(db, current, args, policy_for or (lambda a: active_policy(db, a.agent, a.environment)))
+    granted = _granted(db, current, grant, extend, approve=approve, who=who, note=note, at=at, edit=edit)
 
     def check(a: Approval) -> None:
         why = refusal(a, who)
@@ -167,6 +189,8 @@ def _decide(
             raise ApprovalAlreadyDecided(a.id, a.tool, "pending: this approver already approved", who.name)
         if edit and a.quorum > 1:
             raise ApprovalEditRejected(a.id, a.tool, [f"edits need one approver; this call needs {a.quorum}"])
+        if granted is not None and len(a.votes) + 1 < a.quorum:
+            raise GrantRejected(a.id, a.tool, [f"only the last of the {a.quorum} approvals this call needs may grant"])
 
     redacted = _redactions(db, current) if edit else ()  # read before the transaction, not inside it
     votes = len(current.votes) + 1
@@ -184,6 +208,8 @@ def _decide(
         if a.quorum > 1:
             fields["votes"] = votes
             fields["quorum"] = a.quorum
+        if granted is not None and not voted:
+            fields["grant_id"] = granted["id"]
         if edit:
             fields["edited_args"] = json.loads(edit["edited_shown_json"])
             fields["edited_args_hash"] = edit["edited_args_hash"]
@@ -191,12 +217,56 @@ def _decide(
             fields["changes"] = _edits.changes(a.args, json.loads(edit["edited_args_json"]), redacted)
         return [make_event("approval.voted" if voted else "approval.decided", at, fields)]
 
+    def store_grant(cur: Any, a: Approval) -> None:
+        if granted is not None:
+            grants.insert(db, cur, granted)
+
     moved = approvals.transition(
-        db, approval_id, to=to, by=who.name, note=note, now_us=at, events=record, check=check, changes=changes
+        db,
+        approval_id,
+        to=to,
+        by=who.name,
+        note=note,
+        now_us=at,
+        events=record,
+        check=check,
+        changes=changes,
+        also=store_grant,
     )
     if not voted:
         wake(moved.waiter)
     return moved
+
+
+def _granted(
+    db: Database,
+    a: Approval,
+    grant: _granting.GrantRequest | None,
+    extend: _granting.BudgetExtension | None,
+    *,
+    approve: bool,
+    who: Decider,
+    note: str | None,
+    at: int,
+    edit: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The grant row the decision stores with it, checked against the rule that asked; or None."""
+    if grant is None and extend is None:
+        return None
+    if not approve:
+        raise GrantRejected(a.id, a.tool, ["only an approval can grant"])
+    if grant is not None and extend is not None:
+        raise GrantRejected(a.id, a.tool, ["grant similar calls or extend the budget, not both at once"])
+    if extend is not None:
+        return _granting.extension_row(a, extend, by=who.name, note=note, at=at)
+    assert grant is not None
+    rev = policies.get(db, a.policy_revision) if a.policy_revision else None
+    try:
+        policy = parse_policy(rev.text, rev.source) if rev is not None else None
+    except ClearanceError:
+        policy = None
+    runs = json.loads(edit["edited_args_json"]) if edit else a.args
+    return _granting.grant_row(a, policy, grant, by=who.name, note=note, at=at, args=runs)
 
 
 def _edit(db: Database, a: Approval, args: dict[str, Any], policy_for: PolicyFor) -> dict[str, Any]:

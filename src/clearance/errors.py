@@ -14,8 +14,10 @@ ClearanceError
 │   ├── ApprovalAlreadyDecided  someone else decided first (who, and what)
 │   ├── ApprovalForbidden       this decider may not decide it (the requester, the agent, no role)
 │   ├── ApprovalEditRejected    edited arguments that do not fit the tool or that policy blocks
+│   ├── GrantRejected           a grant or budget extension wider than the rule permits
 │   └── ApprovalAlreadyExecuted its call already ran (exactly once), or is running elsewhere
 ├── ApprovalNotFound            no approval has that id
+├── GrantNotFound               no grant has that id
 └── WebhookError                a webhook that is not valid, fresh and signed with the secret
 ```
 """
@@ -36,6 +38,8 @@ __all__ = [
     "ChainBroken",
     "ClearanceError",
     "ConfigurationError",
+    "GrantNotFound",
+    "GrantRejected",
     "PolicyError",
     "PolicyProblem",
     "ServerError",
@@ -208,6 +212,18 @@ class ApprovalEditRejected(ApprovalError):
         super().__init__(approval_id, tool, f"the edited {tool} call was refused: " + "; ".join(problems))
 
 
+class GrantRejected(ApprovalError):
+    """A grant (or budget extension) given with an approval was refused; nothing was decided.
+
+    Attributes:
+        problems: What is wrong, one line each (`max_calls: 50 is above the rule's 20`).
+    """
+
+    def __init__(self, approval_id: str, tool: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(approval_id, tool, "the grant was refused: " + "; ".join(problems))
+
+
 class ApprovalAlreadyExecuted(ApprovalError):
     """The approved call already ran, or another process is running it: it runs exactly once.
 
@@ -225,6 +241,10 @@ class ApprovalAlreadyExecuted(ApprovalError):
 
 class ApprovalNotFound(ClearanceError):
     """No approval has that id."""
+
+
+class GrantNotFound(ClearanceError):
+    """No grant has that id."""
 
 
 class WebhookError(ClearanceError):

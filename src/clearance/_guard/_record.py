@@ -20,6 +20,7 @@ from .._store import Database
 from .._store import _approvals as approvals
 from .._store import _events as events
 from .._store import _facts as facts
+from .._store import _grants as grants
 from .._store._events import Event, make_event
 from .._text import escaped
 from .._wire import ApprovalStatus
@@ -128,8 +129,10 @@ def decided_event(
     prepared: Prepared,
     facts: dict[str, Any],
     approval_id: str | None,
+    shadow: Decision | None = None,
+    grant: grants.Grant | None = None,
 ) -> Event:
-    """The `tool_call.decided` record of a call."""
+    """The `tool_call.decided` record of a call (with what a shadow policy decided, and the grant used)."""
     fields: dict[str, Any] = {
         "agent": agent,
         "environment": environment,
@@ -154,9 +157,46 @@ def decided_event(
         fields["facts"] = facts
     if approval_id is not None:
         fields["approval_id"] = approval_id
+    if decision.monitored:
+        fields["monitored"] = [m.record() for m in decision.monitored]
+    if decision.budget is not None:
+        fields["budget"] = decision.budget
+    if grant is not None:
+        fields["grant_id"] = grant.id
+        fields["grant_use"] = {"calls_used": grant.calls_used, "total_used": str(grant.total_used)}
+    if shadow is not None:
+        fields["shadow"] = shadow_record(shadow)
     # The arguments were serialised once for their hash; the record reuses that text.
     raw = {"args": prepared.full} if prepared.recorded is prepared.args else None
     return make_event("tool_call.decided", at, fields, raw=raw)
+
+
+def shadow_record(shadow: Decision) -> dict[str, Any]:
+    """What a shadow policy decided, as the call's record keeps it."""
+    out: dict[str, Any] = {
+        "revision": shadow.revision,
+        "decision": shadow.effect.value,
+        "rule_ids": list(shadow.rule_ids),
+        "reason": shadow.reason,
+    }
+    if shadow.monitored:
+        out["monitored"] = [m.record() for m in shadow.monitored]
+    return out
+
+
+def decide_shadow(shadow: Policy, tool: str, args: dict[str, Any], facts: Mapping[str, Any]) -> Decision:
+    """What the shadow policy would decide (never enforced); a shadow that fails says so, never raises."""
+    try:
+        return shadow.decide(tool, args, facts)
+    except Exception as exc:  # a shadow must never change what the enforced policy does
+        return Decision(
+            Effect.BLOCK,
+            f"the shadow policy failed: {type(exc).__name__}",
+            ("shadow:error",),
+            (),
+            None,
+            shadow.revision,
+        )
 
 
 def call_recorder(
@@ -174,6 +214,7 @@ def call_recorder(
     mode: str = "wait",
     webhook_url: str | None = None,
     call_key: str | None = None,
+    shadow: Policy | None = None,
 ) -> Callable[[Any], RecordedCall]:
     """Decide a call from `policy` and record it, after the `prepend` records, in two steps.
 
@@ -187,6 +228,10 @@ def call_recorder(
     `call_key` is the framework's own id of the call (its tool-call id). A framework that
     pauses natively runs its hook again on resume; with the same key, the call's approval is
     found and returned instead of deciding and recording the call a second time.
+
+    A call that policy puts to approval and a live grant covers is allowed instead, and uses
+    the grant (`grants.use`) in the same transaction. With a `shadow` policy, the call is also
+    decided by it, on the same facts, and what it decided is recorded beside (never enforced).
 
     The returned function raises `ApprovalError` when the key's approval holds other arguments
     than these.
@@ -206,14 +251,50 @@ def call_recorder(
             return _recorded_before(earlier, tool, prepared)
         fact_values: dict[str, Any] = {}
         decision = blocked
+        grant = None
+        ended: list[Event] = []
         if decision is None:
             if plan.facts:
                 fact_values, fact_errors = facts.compute(
-                    db, cur, plan.facts, agent=agent, session=session, tool=tool, now_us=at
+                    db,
+                    cur,
+                    plan.facts,
+                    agent=agent,
+                    session=session,
+                    tool=tool,
+                    now_us=at,
+                    args=args,
+                    requester=requested_by,
                 )
             decision = policy.decide_rules(tool, args, fact_values)
             if plan.facts and fact_errors:
                 decision = _explain_fact_errors(decision, fact_errors)
+            if decision.effect is Effect.REQUIRE_APPROVAL and decision.budget is None:
+                used = grants.use(
+                    db,
+                    cur,
+                    agent=agent,
+                    tool=tool,
+                    session=session,
+                    requester=requested_by,
+                    rule_ids=decision.rule_ids,
+                    args=args,
+                    at=at,
+                )
+                if used is not None:
+                    grant, ended = used
+                    decision = replace(
+                        decision,
+                        effect=Effect.ALLOW,
+                        reason=f"{decision.reason}; allowed by grant {grant.id} from {grant.granted_by}",
+                        approval=None,
+                        grant_id=grant.id,
+                    )
+        shadow_decision = None
+        if shadow is not None:
+            shadow_decision = refused(prepared, shadow) or _shadow_decision(
+                db, cur, shadow, tool, args, fact_values, agent=agent, session=session, at=at
+            )
         approval_id = events.new_id("apr") if decision.effect is Effect.REQUIRE_APPROVAL else None
         batch = [*prepend]
         batch.append(
@@ -228,8 +309,11 @@ def call_recorder(
                 prepared=prepared,
                 facts=fact_values,
                 approval_id=approval_id,
+                shadow=shadow_decision,
+                grant=grant,
             )
         )
+        batch.extend(ended)
         expires = None
         if approval_id is not None:
             spec = decision.approval
@@ -293,6 +377,27 @@ def call_recorder(
         )
 
     return record
+
+
+def _shadow_decision(
+    db: Database,
+    cur: Any,
+    shadow: Policy,
+    tool: str,
+    args: dict[str, Any],
+    known: dict[str, Any],
+    *,
+    agent: str,
+    session: str,
+    at: int,
+) -> Decision:
+    """The shadow's decision on the facts the enforced policy read, and any more it needs."""
+    specs = [s for s in shadow.plan(tool).facts if s.name not in known]
+    values = known
+    if specs:
+        more, _ = facts.compute(db, cur, specs, agent=agent, session=session, tool=tool, now_us=at, args=args)
+        values = {**known, **more}
+    return decide_shadow(shadow, tool, args, values)
 
 
 def _in_own_transaction(

@@ -265,6 +265,7 @@ def transition(
     events: Callable[[Approval], Sequence[Event]],
     check: Callable[[Approval], None] | None = None,
     changes: Callable[[Approval], dict[str, Any]] | None = None,
+    also: Callable[[Any, Approval], None] | None = None,
 ) -> Approval:
     """Move a pending approval to `to`, once.
 
@@ -273,7 +274,8 @@ def transition(
     approval past its expiry can only be expired (or escalated). `by` None means the
     requesting agent itself (a cancellation). `check` may refuse the move after the current
     state is read inside the transaction; `changes` gives more columns to set (JSON columns
-    as text); `events` builds the audit records from the approval as it was. All in one
+    as text); `events` builds the audit records from the approval as it was; `also` writes
+    more in the same transaction after them (a grant given with the decision). All in one
     transaction, so concurrent deciders see exactly one win.
 
     Raises:
@@ -308,6 +310,8 @@ def transition(
             raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)
         _redraw(db, cur, approval_id)
         append(db, cur, events(current))
+        if also is not None:
+            also(cur, current)
         after = _get(db, cur, approval_id)
         assert after is not None
         if after.mode is ApprovalMode.WEBHOOK and after.webhook_url and after.status in DECISIONS:

@@ -7,12 +7,13 @@ the same daily total and both pass a cap.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 from ..policy import FactSpec
 from ..policy._functions import to_decimal
+from . import _grants as grants
 from ._db import Database
 
 # A call counts unless it was blocked, or its approval was denied, expired or cancelled.
@@ -40,16 +41,32 @@ def compute(
     tool: str,
     now_us: int,
     exclude: str | None = None,
+    args: Mapping[str, Any] | None = None,
+    requester: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The values of `specs`, and the reason for each one that could not be computed.
 
-    `exclude` leaves one call out of the counts and sums (deciding an edit of that call again).
+    `exclude` leaves one call out of the counts and sums (deciding an edit of that call again);
+    `args` and `requester` are the call's, for `grant_id`.
     """
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for spec in specs:
         try:
-            values[spec.name] = _one(db, cur, spec, agent, session, tool, now_us, exclude)
+            if spec.kind == "grant_id":
+                found = grants.covering(
+                    db,
+                    cur,
+                    agent=agent,
+                    tool=tool,
+                    session=session or "",
+                    requester=requester,
+                    args=args or {},
+                    at=now_us,
+                )
+                values[spec.name] = found.id if found is not None else ""
+            else:
+                values[spec.name] = _one(db, cur, spec, agent, session, tool, now_us, exclude)
         except FactError as exc:
             errors[spec.name] = str(exc)
     return values, errors
@@ -67,6 +84,11 @@ def _one(
     since = now_us - spec.window_seconds * 1_000_000
     p: dict[str, Any] = {"agent": agent, "session": session, "tool": tool, "since": since, "exclude": exclude or ""}
     kind = spec.kind
+    if kind.endswith(("budget_extension_usd", "budget_extension_tokens")):
+        usd, tokens = grants.extensions(
+            db, cur, scope=kind.split("_", 1)[0], agent=agent, session=session, since_us=since
+        )
+        return float(usd) if kind.endswith("_usd") else tokens
     if kind in ("session_cost_usd", "session_tokens"):
         col = "cost_nusd" if kind == "session_cost_usd" else "tokens"
         total = _scalar(

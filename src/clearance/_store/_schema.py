@@ -265,3 +265,46 @@ class SinkPositionRow(Base):
     sink: Mapped[str] = mapped_column(_NAME, primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class GrantRow(Base):
+    """What an approver let through beyond one call: similar calls (`calls`) or more budget (`budget`).
+
+    Mutable only in its counters and its end (`revoked_*`, `ended_at_us`); every change is also
+    an event.
+    """
+
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    scope: Mapped[str] = mapped_column(String(20))
+    agent: Mapped[str] = mapped_column(_NAME)
+    environment: Mapped[str] = mapped_column(String(40))
+    session: Mapped[str | None] = mapped_column(_NAME)
+    requester: Mapped[str | None] = mapped_column(_NAME)
+    tool: Mapped[str | None] = mapped_column(_NAME)
+    rule_ids: Mapped[str] = mapped_column(Text)
+    constraints_json: Mapped[str | None] = mapped_column(Text)
+    max_calls: Mapped[int | None] = mapped_column(BigInteger)
+    total_arg: Mapped[str | None] = mapped_column(String(128))
+    max_total: Mapped[str | None] = mapped_column(Text)
+    calls_used: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    total_used: Mapped[str] = mapped_column(Text, server_default=text("'0'"))
+    extend_nusd: Mapped[int | None] = mapped_column(BigInteger)
+    extend_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    approval_id: Mapped[str | None] = mapped_column(_ID)
+    policy_revision: Mapped[str | None] = mapped_column(_ID)
+    granted_by: Mapped[str] = mapped_column(_NAME)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    expires_at_us: Mapped[int] = mapped_column(BigInteger)
+    revoked_at_us: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_by: Mapped[str | None] = mapped_column(_NAME)
+    revoke_reason: Mapped[str | None] = mapped_column(Text)
+    ended_at_us: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_grants_live", "agent", "tool", "expires_at_us"),
+        Index("ix_grants_session", "session"),
+    )

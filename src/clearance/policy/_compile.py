@@ -16,7 +16,7 @@ from ..errors import PolicyError, PolicyProblem
 from ._cel import CelEngine, ConditionSet, fact_names
 from ._facts import FACT_NAMES_HELP, FactSpec, parse_fact
 from ._load import Locator, read_document
-from ._model import ApprovalSpec, Effect, ParamSpec, ParamType, PolicyDocument, Rule
+from ._model import ApprovalSpec, Effect, GrantLimits, ParamSpec, ParamType, PolicyDocument, Rule
 from ._params import check as check_params
 
 _ENGINE: CelEngine | None = None
@@ -35,6 +35,19 @@ def engine() -> CelEngine:
 
 
 @dataclass(frozen=True)
+class Monitored:
+    """A `mode: monitor` rule that matched: what it would have done, never enforced."""
+
+    rule_id: str
+    effect: Effect
+    reason: str
+
+    def record(self) -> dict[str, str]:
+        """As the call's record keeps it."""
+        return {"rule_id": self.rule_id, "would": self.effect.value, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Decision:
     """What policy says about one call.
 
@@ -45,6 +58,9 @@ class Decision:
         errors: `rule-id: error` for each condition that could not be evaluated.
         approval: The approval settings, when the effect is require_approval.
         revision: The policy revision that decided.
+        monitored: The `mode: monitor` rules that matched (recorded, not enforced).
+        budget: `session` or `agent` when an exhausted budget asks for approval.
+        grant_id: The live grant that let the call through instead of an approval.
     """
 
     effect: Effect
@@ -53,6 +69,9 @@ class Decision:
     errors: tuple[str, ...]
     approval: ApprovalSpec | None
     revision: str
+    monitored: tuple[Monitored, ...] = ()
+    budget: str | None = None
+    grant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,7 @@ class ToolPlan:
     conditions: ConditionSet
     facts: tuple[FactSpec, ...]
     redact: tuple[str, ...]
+    monitors: bool = False  # some rule has mode: monitor
     when_server_unreachable: str = "block"
     params: Mapping[str, ParamType] | None = None  # as the tool's own entry declares them
     constraints: Mapping[str, ParamSpec] | None = None  # the same entry's full declarations
@@ -89,7 +109,12 @@ class Policy:
         self.revision = f"rev_{self.content_hash[:12]}"
         self._plans: dict[str, ToolPlan] = {}
         self._limits = _limits(document)
-        self._budget_facts = {name for limit in self._limits for name in (limit.cost_fact, limit.token_fact)}
+        self._budget_facts = {
+            name
+            for limit in self._limits
+            for name in (limit.cost_fact, limit.token_fact)
+            + ((limit.extra_cost_fact, limit.extra_token_fact) if limit.on_exceed == "require_approval" else ())
+        }
 
     def plan(self, tool: str) -> ToolPlan:
         """The resolved rules, default, facts and redactions for a tool name (cached)."""
@@ -129,6 +154,7 @@ class Policy:
             default_source=source,
             conditions=engine().compile_set(r.when or "" for r in conditional),
             facts=facts,
+            monitors=any(r.mode == "monitor" for r in rules),
             redact=redact,
             params=exact.param_types() if exact is not None else None,
             constraints=exact.params if exact is not None else None,
@@ -175,10 +201,50 @@ class Policy:
                 elif value is not False:
                     errors.append(f"{rule.id}: {value}")
                     effects.append((rule.on_error, rule))
+        monitored: tuple[Monitored, ...] = ()
+        if plan.monitors:
+            monitored = tuple(
+                Monitored(r.id, e, r.reason or f"rule '{r.id}' matched") for e, r in effects if r.mode == "monitor"
+            ) + tuple(
+                Monitored(r.id, r.effect, r.reason or f"rule '{r.id}' matched") for r in matched if r.mode == "monitor"
+            )
+            effects = [(e, r) for e, r in effects if r.mode != "monitor"]
+            matched = [r for r in matched if r.mode != "monitor"]
         effects.extend((r.effect, r) for r in matched)
-        budget = self._over_budget(facts)
-        if budget is not None:
-            return Decision(Effect.BLOCK, budget[1], (budget[0],), tuple(errors), None, self.revision)
+        decision = self._from_effects(plan, effects, matched, errors, monitored)
+        if self._limits and decision.effect is not Effect.BLOCK:
+            over = self._over_budget(facts)
+            if over is not None:
+                limit, why = over
+                if limit.on_exceed == "block":
+                    return Decision(Effect.BLOCK, why, (limit.rule_id,), tuple(errors), None, self.revision, monitored)
+                # The rule's own approval, when it asks for one, decides who approves.
+                spec = decision.approval if decision.approval is not None else limit.approval or ApprovalSpec()
+                ids = (
+                    (limit.rule_id, *decision.rule_ids)
+                    if decision.effect is Effect.REQUIRE_APPROVAL
+                    else (limit.rule_id,)
+                )
+                return Decision(
+                    Effect.REQUIRE_APPROVAL,
+                    f"{why}; an approver may extend it",
+                    ids,
+                    tuple(errors),
+                    spec,
+                    self.revision,
+                    monitored,
+                    limit.scope,
+                )
+        return decision
+
+    def _from_effects(
+        self,
+        plan: ToolPlan,
+        effects: list[tuple[Effect, Rule]],
+        matched: list[Rule],
+        errors: list[str],
+        monitored: tuple[Monitored, ...],
+    ) -> Decision:
         if not effects:
             return Decision(
                 plan.default,
@@ -187,6 +253,7 @@ class Policy:
                 tuple(errors),
                 None,
                 self.revision,
+                monitored,
             )
         top = max(e.severity for e, _ in effects)
         deciding = [(e, r) for e, r in effects if e.severity == top]
@@ -206,21 +273,57 @@ class Policy:
             tuple(errors),
             approval,
             self.revision,
+            monitored,
         )
 
-    def _over_budget(self, facts: Mapping[str, Any]) -> tuple[str, str] | None:
+    def _over_budget(self, facts: Mapping[str, Any]) -> tuple[_Limit, str] | None:
         for limit in self._limits:
             spent = Decimal(str(facts.get(limit.cost_fact, 0)))
-            if limit.max_cost_usd is not None and spent >= limit.max_cost_usd:
-                return limit.rule_id, (
-                    f"{limit.scope} budget exhausted: ${spent:.4f} spent{limit.window}, limit ${limit.max_cost_usd}"
-                )
+            if limit.max_cost_usd is not None:
+                cap = limit.max_cost_usd + Decimal(str(facts.get(limit.extra_cost_fact, 0)))
+                if spent >= cap:
+                    return limit, f"{limit.scope} budget exhausted: ${spent:.4f} spent{limit.window}, limit ${cap}"
             tokens = int(facts.get(limit.token_fact, 0))
-            if limit.max_tokens is not None and tokens >= limit.max_tokens:
-                return limit.rule_id, (
-                    f"{limit.scope} budget exhausted: {tokens} tokens used{limit.window}, limit {limit.max_tokens}"
-                )
+            if limit.max_tokens is not None:
+                cap_tokens = limit.max_tokens + int(facts.get(limit.extra_token_fact, 0))
+                if tokens >= cap_tokens:
+                    return limit, (
+                        f"{limit.scope} budget exhausted: {tokens} tokens used{limit.window}, limit {cap_tokens}"
+                    )
         return None
+
+    def budget_state(self, facts: Mapping[str, Any]) -> tuple[str, str, str] | None:
+        """For a model call about to be made: (scope, on_exceed, why) of an exhausted budget, or None.
+
+        `facts` holds `budget_facts()`.
+        """
+        over = self._over_budget(facts)
+        return None if over is None else (over[0].scope, over[0].on_exceed, over[1])
+
+    def budget_facts(self) -> tuple[FactSpec, ...]:
+        """The facts the budgets read (empty when the policy has none)."""
+        return tuple(sorted((s for n in self._budget_facts if (s := parse_fact(n))), key=lambda s: s.name))
+
+    def budget_approval(self, scope: str) -> ApprovalSpec:
+        """Who approves extending the `scope` budget."""
+        for limit in self._limits:
+            if limit.scope == scope:
+                return limit.approval or ApprovalSpec()
+        return ApprovalSpec()
+
+    def grant_limits(self, tool: str, rule_ids: tuple[str, ...]) -> GrantLimits | None:
+        """What an approver may grant on a call these rules put to approval, or None when nothing.
+
+        Every rule that asked must allow grants (`approval.grants`); the limits are the
+        narrowest of theirs. A budget's approval never grants similar calls.
+        """
+        plan = self.plan(tool)
+        by_id = {r.id: r for r in plan.rules}
+        asked = [by_id.get(i) for i in rule_ids]
+        if not asked or any(r is None or r.approval is None or r.approval.grants is None for r in asked):
+            return None
+        limits = [r.approval.grants for r in asked if r is not None and r.approval is not None and r.approval.grants]
+        return _narrowest(limits)
 
     def check_params(self, tool: str, params: Mapping[str, ParamType]) -> list[PolicyProblem]:
         """Type-check the conditions that apply to `tool` against its real parameters.
@@ -261,6 +364,22 @@ class Policy:
         return problems
 
 
+def _narrowest(limits: list[GrantLimits]) -> GrantLimits:
+    first, *rest = limits
+    scopes = tuple(s for s in first.scopes if all(s in o.scopes for o in rest))
+    calls = [g.max_calls for g in limits if g.max_calls is not None]
+    totals: dict[str, Decimal] = {}
+    for g in limits:
+        for name, cap in (g.max_total or {}).items():
+            totals[name] = min(cap, totals.get(name, cap))
+    return GrantLimits.model_construct(
+        scopes=scopes,
+        max_duration=min(g.max_duration for g in limits),
+        max_calls=min(calls) if calls else None,
+        max_total=dict(list(totals.items())[:1]) or None,
+    )
+
+
 @dataclass(frozen=True)
 class _Limit:
     scope: str
@@ -268,7 +387,11 @@ class _Limit:
     max_tokens: int | None
     cost_fact: str
     token_fact: str
+    extra_cost_fact: str
+    extra_token_fact: str
     window: str
+    on_exceed: str
+    approval: ApprovalSpec | None
 
     @property
     def rule_id(self) -> str:
@@ -276,12 +399,25 @@ class _Limit:
 
 
 def _limits(doc: PolicyDocument) -> tuple[_Limit, ...]:
-    """The policy's budgets, with the facts that measure them."""
+    """The policy's budgets, with the facts that measure them (and what approvers added)."""
     limits = []
     budgets = doc.budgets
     if budgets is not None and budgets.session is not None:
         s = budgets.session
-        limits.append(_Limit("session", s.max_cost_usd, s.max_tokens, "session_cost_usd", "session_tokens", ""))
+        limits.append(
+            _Limit(
+                "session",
+                s.max_cost_usd,
+                s.max_tokens,
+                "session_cost_usd",
+                "session_tokens",
+                "session_budget_extension_usd",
+                "session_budget_extension_tokens",
+                "",
+                s.on_exceed,
+                s.approval,
+            )
+        )
     if budgets is not None and budgets.agent is not None:
         a, w = budgets.agent, budgets.agent.window
         limits.append(
@@ -291,7 +427,11 @@ def _limits(doc: PolicyDocument) -> tuple[_Limit, ...]:
                 a.max_tokens,
                 f"agent_cost_usd_{w}s",
                 f"agent_tokens_{w}s",
+                f"agent_budget_extension_usd_{w}s",
+                f"agent_budget_extension_tokens_{w}s",
                 f" in the last {_human(w)}",
+                a.on_exceed,
+                a.approval,
             )
         )
     return tuple(limits)

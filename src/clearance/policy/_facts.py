@@ -11,6 +11,9 @@ Facts are computed exactly from the store, only when a tool's rules (or a budget
 | `sum_<window>_<arg>`    | sum of argument `<arg>` over those calls                     |
 | `agent_cost_usd_<window>` | LLM cost recorded by this agent within the window          |
 | `agent_tokens_<window>` | tokens recorded by this agent within the window              |
+| `grant_id`              | the id of a live grant that covers this call, else `""`      |
+| `session_budget_extension_usd`, `session_budget_extension_tokens` | added to this session's budget by approvers |
+| `agent_budget_extension_usd_<window>`, `..._tokens_<window>` | added to the agent's budget within the window |
 
 A window is a number and a unit, e.g. `10m`, `1h`, `24h`, `7d`. Calls count unless they were
 blocked, denied, expired or cancelled, so a cap also counts calls still waiting for approval.
@@ -30,22 +33,33 @@ FactKind = Literal[
     "sum",
     "agent_cost_usd",
     "agent_tokens",
+    "grant_id",
+    "session_budget_extension_usd",
+    "session_budget_extension_tokens",
+    "agent_budget_extension_usd",
+    "agent_budget_extension_tokens",
 ]
 
 _WINDOWED = re.compile(
     r"^(?:(?P<calls>calls)_(?P<w1>\d+[smhd])"
     r"|(?P<sum>sum)_(?P<w2>\d+[smhd])_(?P<arg>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<agent>agent_cost_usd|agent_tokens)_(?P<w3>\d+[smhd]))$"
+    r"|(?P<agent>agent_cost_usd|agent_tokens|agent_budget_extension_usd|agent_budget_extension_tokens)"
+    r"_(?P<w3>\d+[smhd]))$"
 )
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _PLAIN: dict[str, FactKind] = {
     "session_cost_usd": "session_cost_usd",
     "session_tokens": "session_tokens",
     "session_calls": "session_calls",
+    "grant_id": "grant_id",
+    "session_budget_extension_usd": "session_budget_extension_usd",
+    "session_budget_extension_tokens": "session_budget_extension_tokens",
 }
 FACT_NAMES_HELP = (
     "session_cost_usd, session_tokens, session_calls, calls_<window>, sum_<window>_<arg>, "
-    "agent_cost_usd_<window> and agent_tokens_<window>, with a window like 10m, 1h or 7d"
+    "agent_cost_usd_<window>, agent_tokens_<window>, grant_id, session_budget_extension_usd, "
+    "session_budget_extension_tokens, agent_budget_extension_usd_<window> and "
+    "agent_budget_extension_tokens_<window>, with a window like 10m, 1h or 7d"
 )
 
 
@@ -81,4 +95,5 @@ def parse_fact(name: str) -> FactSpec | None:
         return FactSpec(name, "calls", seconds)
     if m.group("sum"):
         return FactSpec(name, "sum", seconds, m.group("arg"))
-    return FactSpec(name, "agent_cost_usd" if m.group("agent") == "agent_cost_usd" else "agent_tokens", seconds)
+    kind: FactKind = m.group("agent")  # type: ignore[assignment]  # the pattern admits only FactKind names
+    return FactSpec(name, kind, seconds)

@@ -84,13 +84,74 @@ class OnTimeout(StrEnum):
     ESCALATE = "escalate"
 
 
+GrantScope = Literal["session", "agent", "requester"]
+GRANT_SCOPES: tuple[GrantScope, ...] = ("session", "agent", "requester")
+MAX_GRANT_SECONDS = 30 * 86400  # the longest any grant may last, whatever a rule says
+MAX_GRANT_CALLS = 1_000_000
+
+
+def _amount(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError("must be a number")
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_amount), Field(gt=0, le=Decimal("1e15"))]
+
+
+class GrantLimits(_Strict):
+    """How far an approver may go when granting similar calls (`approval.grants`).
+
+    `scopes` are the scopes a grant may name (this session, this agent, the person the agent acts
+    for); `max_duration` the longest a grant may last; `max_calls` the most calls one grant may
+    let through; `max_total` the most the running total of a numeric argument may reach
+    (`{amount: 500}`). A grant given under these may only be narrower.
+    """
+
+    scopes: tuple[GrantScope, ...] = Field(default=("session",), min_length=1)
+    max_duration: Duration = 3600
+    max_calls: int | None = Field(default=None, ge=1, le=MAX_GRANT_CALLS)
+    max_total: dict[str, Amount] | None = None
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _known_scopes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = (value,)
+        if isinstance(value, list | tuple):
+            for item in value:
+                if item not in GRANT_SCOPES:
+                    raise ValueError(f"{item!r} is not a grant scope: write session, agent or requester")
+            return tuple(dict.fromkeys(value))
+        return value
+
+    @field_validator("max_duration")
+    @classmethod
+    def _bounded(cls, value: int) -> int:
+        if value > MAX_GRANT_SECONDS:
+            raise ValueError("a grant may last at most 30d")
+        return value
+
+    @field_validator("max_total")
+    @classmethod
+    def _one_argument(cls, value: dict[str, Decimal] | None) -> dict[str, Decimal] | None:
+        if value is not None:
+            if len(value) != 1:
+                raise ValueError("max_total names one numeric argument and its limit, like {amount: 500}")
+            (name,) = value
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+                raise ValueError(f"{name!r} is not an argument name")
+        return value
+
+
 class ApprovalSpec(_Strict):
     """How a `require_approval` rule's approval behaves.
 
     `approvers` names who may decide (`role:support-lead`, `user:alice`; empty: any approver);
     `quorum` how many different approvers must approve (any one denial denies); on timeout the
     call is denied, allowed, or escalated to `escalate_to` for `escalation_timeout` more
-    (then denied).
+    (then denied). `grants` lets an approver also grant similar calls, within its limits
+    (none may be granted without it).
     """
 
     timeout: Duration = 3600
@@ -99,6 +160,7 @@ class ApprovalSpec(_Strict):
     quorum: int = Field(default=1, ge=1, le=20)
     escalate_to: Approvers = ()
     escalation_timeout: Duration | None = None
+    grants: GrantLimits | None = None
 
     @model_validator(mode="after")
     def _escalation_needs_a_target(self) -> ApprovalSpec:
@@ -118,6 +180,8 @@ class Rule(_Strict):
     reason: str | None = None
     on_error: Effect = Effect.BLOCK
     approval: ApprovalSpec | None = None
+    # monitor: decided and recorded ("would block"), never enforced
+    mode: Literal["enforce", "monitor"] = "enforce"
 
     @field_validator("when")
     @classmethod
@@ -224,10 +288,24 @@ class ToolPolicy(_Strict):
 
 
 class SessionBudget(_Strict):
-    """Limits on one session's LLM spend."""
+    """Limits on one session's LLM spend.
+
+    `on_exceed` says what the next call does once the budget is spent: `block`, or
+    `require_approval` — wait for a human who may extend the budget (`approval` says who).
+    """
 
     max_cost_usd: Decimal | None = Field(default=None, gt=0)
     max_tokens: int | None = Field(default=None, gt=0)
+    on_exceed: Literal["block", "require_approval"] = "block"
+    approval: ApprovalSpec | None = None
+
+    @model_validator(mode="after")
+    def _approval_only_when_asking(self) -> SessionBudget:
+        if self.approval is not None and self.on_exceed != "require_approval":
+            raise ValueError("'approval' settings only apply with on_exceed: require_approval")
+        if self.approval is not None and self.approval.grants is not None:
+            raise ValueError("a budget's approval extends the budget; 'grants' apply to rules")
+        return self
 
 
 class AgentBudget(SessionBudget):
@@ -237,7 +315,7 @@ class AgentBudget(SessionBudget):
 
 
 class Budgets(_Strict):
-    """Budgets that block an over-spent session's or agent's next tool call."""
+    """Budgets that block (or put to approval) an over-spent session's or agent's next tool call."""
 
     session: SessionBudget | None = None
     agent: AgentBudget | None = None

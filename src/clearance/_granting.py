@@ -1,0 +1,258 @@
+"""What an approver may grant beyond the call they approve, checked against the rule.
+
+`GrantRequest` lets similar calls through (`approval.grants` on the rule bounds it);
+`BudgetExtension` adds to a session's or agent's exhausted budget (on an approval the budget
+asked for). `grant_row` checks either against the approval and the policy revision that put
+it to approval, and returns the columns to store; every problem is one line of `GrantRejected`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from ._canonical import canonical_json
+from ._store import Approval
+from ._store import _grants as grants
+from .errors import GrantRejected
+from .policy import Policy
+from .policy._model import GRANT_SCOPES, MAX_GRANT_CALLS, MAX_GRANT_SECONDS, GrantLimits, parse_duration
+
+MAX_EXTENSION_USD = Decimal(1_000_000)
+MAX_EXTENSION_TOKENS = 10**12
+_BUDGET_EXTENSION_SECONDS = MAX_GRANT_SECONDS  # a budget extension is revocable; this bounds the row
+
+
+@dataclass(frozen=True)
+class GrantRequest:
+    """Similar calls an approver lets through with their approval.
+
+    Attributes:
+        scope: `session` (this session), `agent` (this agent) or `requester` (the person the
+            agent acts for).
+        duration: How long, in seconds or as `30m`, `8h`.
+        max_calls: At most this many calls (default: the rule's limit, if it has one).
+        max_total: The running total of one numeric argument may reach this, like
+            `{"amount": 500}` (default: the rule's limit, if it has one).
+        constraints: Argument constraints in the policy's `params` syntax
+            (`{"amount": {"maximum": 150}}`).
+        same: Arguments that must equal the approved call's (`["order_id"]`).
+    """
+
+    scope: str
+    duration: int | str
+    max_calls: int | None = None
+    max_total: Mapping[str, Any] | None = None
+    constraints: Mapping[str, Any] = field(default_factory=dict)
+    same: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BudgetExtension:
+    """More budget for the session (or agent) whose exhausted budget asked for this approval."""
+
+    usd: Any = None
+    tokens: Any = None
+
+
+def _number(value: Any, what: str, problems: list[str]) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        problems.append(f"{what}: {value!r} is not a number")
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{what}: {value!r} is not a finite number")
+        return None
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        problems.append(f"{what}: {value!r} is not a number")
+        return None
+    if not number.is_finite():
+        problems.append(f"{what}: {value!r} is not a finite number")
+        return None
+    return number
+
+
+def grant_row(
+    a: Approval,
+    policy: Policy | None,
+    request: GrantRequest,
+    *,
+    by: str,
+    note: str | None,
+    at: int,
+    args: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The columns of the grant `request` asks for on approval `a`, or GrantRejected.
+
+    `policy` is the revision that put `a` to approval; `args` the arguments that will run (an
+    approver's edit included), which `same` refers to.
+
+    Raises:
+        GrantRejected: The request is wider than the rule permits, or malformed.
+    """
+    if any(r.startswith("budget:") for r in a.rule_ids):
+        raise GrantRejected(a.id, a.tool, ["an exhausted budget asked for this approval: extend the budget instead"])
+    limits = policy.grant_limits(a.tool, a.rule_ids) if policy is not None else None
+    if limits is None:
+        which = ", ".join(a.rule_ids) or "the rule"
+        raise GrantRejected(a.id, a.tool, [f"{which} allows no grants (its approval has no 'grants' settings)"])
+    problems: list[str] = []
+    row: dict[str, Any] = {
+        "id": grants.new_grant_id(),
+        "kind": "calls",
+        "scope": request.scope,
+        "agent": a.agent,
+        "environment": a.environment,
+        "tool": a.tool,
+        "rule_ids": canonical_json(list(a.rule_ids)),
+        "approval_id": a.id,
+        "policy_revision": a.policy_revision,
+        "granted_by": by,
+        "note": note,
+        "created_at_us": at,
+    }
+    _scope(a, request.scope, limits, row, problems)
+    _duration(request.duration, limits, at, row, problems)
+    _calls(request.max_calls, limits, row, problems)
+    _total(request.max_total, limits, row, problems)
+    constraints = _constraints(a, policy, request, args, problems)
+    if constraints:
+        row["constraints_json"] = canonical_json(constraints)
+    if problems:
+        raise GrantRejected(a.id, a.tool, problems)
+    return row
+
+
+def _scope(a: Approval, scope: Any, limits: GrantLimits, row: dict[str, Any], problems: list[str]) -> None:
+    if scope not in GRANT_SCOPES:
+        problems.append(f"scope: {str(scope)[:50]!r} is not a scope; write session, agent or requester")
+    elif scope not in limits.scopes:
+        problems.append(f"scope: the rule allows grants for {', '.join(limits.scopes)}, not {scope}")
+    elif scope == "session":
+        if not a.session:
+            problems.append("scope: the call has no session")
+        row["session"] = a.session
+    elif scope == "requester":
+        if not a.requested_by:
+            problems.append("scope: the call names no person the agent acts for")
+        row["requester"] = a.requested_by
+
+
+def _duration(value: Any, limits: GrantLimits, at: int, row: dict[str, Any], problems: list[str]) -> None:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        problems.append(f"duration: {exc}")
+        return
+    if seconds > limits.max_duration:
+        problems.append(f"duration: {seconds}s is longer than the rule's max_duration of {limits.max_duration}s")
+    row["expires_at_us"] = at + min(seconds, MAX_GRANT_SECONDS) * 1_000_000
+
+
+def _calls(value: Any, limits: GrantLimits, row: dict[str, Any], problems: list[str]) -> None:
+    if value is None:
+        row["max_calls"] = limits.max_calls
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.append(f"max_calls: {str(value)[:50]!r} is not a whole number")
+    elif value < 1 or value > MAX_GRANT_CALLS:
+        problems.append(f"max_calls: {value} is not between 1 and {MAX_GRANT_CALLS}")
+    elif limits.max_calls is not None and value > limits.max_calls:
+        problems.append(f"max_calls: {value} is above the rule's {limits.max_calls}")
+    else:
+        row["max_calls"] = value
+
+
+def _total(value: Mapping[str, Any] | None, limits: GrantLimits, row: dict[str, Any], problems: list[str]) -> None:
+    allowed = next(iter((limits.max_total or {}).items()), None)
+    if value is None:
+        if allowed is not None:
+            row["total_arg"], row["max_total"] = allowed[0], str(allowed[1])
+        return
+    if not isinstance(value, Mapping) or len(value) != 1:
+        problems.append("max_total: name one numeric argument and its limit, like {amount: 500}")
+        return
+    ((name, raw),) = value.items()
+    amount = _number(raw, f"max_total.{str(name)[:50]}", problems)
+    if amount is None:
+        return
+    if allowed is not None and name != allowed[0]:
+        problems.append(f"max_total: the rule limits the total of {allowed[0]}, not {str(name)[:50]}")
+    elif amount <= 0:
+        problems.append(f"max_total.{name}: {amount} is not above 0")
+    elif allowed is not None and amount > allowed[1]:
+        problems.append(f"max_total.{name}: {amount} is above the rule's {allowed[1]}")
+    elif amount > Decimal("1e15"):
+        problems.append(f"max_total.{name}: {amount} is absurdly large")
+    else:
+        row["total_arg"], row["max_total"] = name, str(amount)
+
+
+def _constraints(
+    a: Approval, policy: Policy | None, request: GrantRequest, args: Mapping[str, Any], problems: list[str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if not isinstance(request.constraints, Mapping):
+        problems.append("constraints: give an object of argument constraints, like {amount: {maximum: 150}}")
+        return out
+    declared = policy.plan(a.tool).params if policy is not None else None
+    for name, spec in request.constraints.items():
+        if declared is not None and name not in declared:
+            problems.append(f"constraints.{str(name)[:50]}: the tool has no argument {str(name)[:50]!r}")
+            continue
+        out[name] = spec if not isinstance(spec, str) else {"type": spec}
+    problems.extend(grants.check_constraints(out))
+    for name in request.same:
+        if name not in args:
+            problems.append(f"same: the approved call has no argument {str(name)[:50]!r}")
+        elif not isinstance(args[name], str | int | float | bool) and args[name] is not None:
+            problems.append(f"same: {name} is not a single value (a string, number or boolean)")
+        else:
+            out[name] = {**out.get(name, {}), "enum": [args[name]]}
+    return out
+
+
+def extension_row(a: Approval, extend: BudgetExtension, *, by: str, note: str | None, at: int) -> dict[str, Any]:
+    """The columns of a budget extension given on approval `a`, or GrantRejected.
+
+    Raises:
+        GrantRejected: `a` was not asked for by a budget, or the amount is not a sane one.
+    """
+    scope = next((r.removeprefix("budget:") for r in a.rule_ids if r.startswith("budget:")), None)
+    if scope is None:
+        raise GrantRejected(a.id, a.tool, ["only an approval an exhausted budget asked for can extend a budget"])
+    problems: list[str] = []
+    usd = _number(extend.usd, "extend.usd", problems) if extend.usd is not None else None
+    tokens = extend.tokens
+    if usd is not None and not (0 < usd <= MAX_EXTENSION_USD):
+        problems.append(f"extend.usd: {usd} is not between 0 and {MAX_EXTENSION_USD}")
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)):
+        problems.append(f"extend.tokens: {str(tokens)[:50]!r} is not a whole number")
+    elif tokens is not None and not (0 < tokens <= MAX_EXTENSION_TOKENS):
+        problems.append(f"extend.tokens: {tokens} is not between 1 and {MAX_EXTENSION_TOKENS}")
+    if extend.usd is None and tokens is None:
+        problems.append("extend: say by how much, in usd or tokens")
+    if problems:
+        raise GrantRejected(a.id, a.tool, problems)
+    return {
+        "id": grants.new_grant_id(),
+        "kind": "budget",
+        "scope": scope,
+        "agent": a.agent,
+        "environment": a.environment,
+        "session": a.session if scope == "session" else None,
+        "tool": None,
+        "rule_ids": canonical_json(list(a.rule_ids)),
+        "extend_nusd": int(usd * 10**9) if usd is not None else None,
+        "extend_tokens": tokens,
+        "approval_id": a.id,
+        "policy_revision": a.policy_revision,
+        "granted_by": by,
+        "note": note,
+        "created_at_us": at,
+        "expires_at_us": at + _BUDGET_EXTENSION_SECONDS * 1_000_000,
+    }
