@@ -490,6 +490,16 @@ def compile_document(document: PolicyDocument, locator: Locator, text: str) -> P
                     locator.problem(f"duplicate rule id '{rule.id}' (first used at line {line})", [*path, "id"])
                 )
             seen.setdefault(rule.id, (name, i))
+            limits = rule.approval.grants if rule.approval is not None else None
+            if limits is not None and limits.max_total and tool.params is not None:
+                (arg,) = limits.max_total
+                if arg not in tool.params:
+                    problems.append(
+                        locator.problem(
+                            f"grants.max_total limits the total of '{arg}', which is not a parameter of this tool",
+                            [*path, "approval", "grants", "max_total"],
+                        )
+                    )
             if rule.when is None:
                 continue
             for issue in engine().check(rule.when, types):
