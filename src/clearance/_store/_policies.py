@@ -147,34 +147,39 @@ def activate(db: Database, rev_id: str, *, scope: str, by: str | None) -> Revisi
         LookupError: No such revision.
         ValueError: It is a rejected draft.
     """
-    at = now_us()
     with db.write() as cur:
         revision = _get(db, cur, rev_id)
         if revision is None:
             raise LookupError(f"no policy revision has the id {rev_id!r}")
         if revision.status != "valid":
             raise ValueError(f"revision {rev_id} is a rejected draft and cannot be activated")
-        cur.execute(db.sql("DELETE FROM policy_assignments WHERE scope = :scope"), {"scope": scope})
-        cur.execute(
-            db.sql(
-                "INSERT INTO policy_assignments (scope, revision_id, activated_at_us, activated_by)"
-                " VALUES (:scope, :rev, :at, :by)"
-            ),
-            {"scope": scope, "rev": rev_id, "at": at, "by": by},
-        )
-        kind, _, name = scope.partition(":")
-        fields = {
-            "agent": name if kind == "agent" else "*",
-            "environment": name if kind == "environment" else "*",
-            "session": None,
-            "policy_revision": rev_id,
-            "source": revision.source,
-            "scope": scope,
-            "by": by,
-        }
-        append(db, cur, [make_event("policy.activated", at, fields)])
-        db.notify(cur, "policy")
+        assign(db, cur, revision, scope=scope, by=by)
     return revision
+
+
+def assign(db: Database, cur: Any, revision: Revision, *, scope: str, by: str | None) -> None:
+    """Inside a write transaction: make `revision` the one active for `scope` and record `policy.activated`."""
+    at = now_us()
+    cur.execute(db.sql("DELETE FROM policy_assignments WHERE scope = :scope"), {"scope": scope})
+    cur.execute(
+        db.sql(
+            "INSERT INTO policy_assignments (scope, revision_id, activated_at_us, activated_by)"
+            " VALUES (:scope, :rev, :at, :by)"
+        ),
+        {"scope": scope, "rev": revision.id, "at": at, "by": by},
+    )
+    kind, _, name = scope.partition(":")
+    fields = {
+        "agent": name if kind == "agent" else "*",
+        "environment": name if kind == "environment" else "*",
+        "session": None,
+        "policy_revision": revision.id,
+        "source": revision.source,
+        "scope": scope,
+        "by": by,
+    }
+    append(db, cur, [make_event("policy.activated", at, fields)])
+    db.notify(cur, "policy")
 
 
 def activate_for_agent(db: Database, policy: Policy, *, agent: str, environment: str, author: str | None) -> None:
@@ -262,7 +267,14 @@ class Assignment:
 def assignments(db: Database) -> list[Assignment]:
     """Every active assignment: the default first, then environments, then agents."""
     with db.read() as cur:
-        cur.execute(db.sql("SELECT scope, revision_id, activated_at_us, activated_by FROM policy_assignments"))
+        # Shadow policies share the table under `shadow:<scope>` (`_store/_shadow.py`); they are not active.
+        cur.execute(
+            db.sql(
+                "SELECT scope, revision_id, activated_at_us, activated_by FROM policy_assignments"
+                " WHERE scope NOT LIKE :shadow"
+            ),
+            {"shadow": "shadow:%"},
+        )
         found = [Assignment(*row) for row in cur.fetchall()]
     rank = {"default": 0, "environment": 1, "agent": 2}
     return sorted(found, key=lambda a: (rank.get(a.scope.partition(":")[0], 3), a.scope))
