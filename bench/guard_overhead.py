@@ -4,6 +4,11 @@ before the tool runs (and its outcome after). Prints figures; asserts nothing.
 The same calls are then timed with a JSON lines sink registered (`CLEARANCE_EXPORTERS=jsonl:…`),
 in alternating slices with the rows without one, so the two are compared under the same load.
 
+Then, in alternating slices too (issue 14's targets): a call a live grant covers (its rules
+ask for approval; the grant lets it through and counts the use) against the allowed call —
+at most 10 us more at the median — and a call decided by a shadow policy beside the enforced
+one (the same 10 rules) against the same call without — at most 15 us more.
+
     .venv/bin/python bench/guard_overhead.py [--calls 20000]
 """
 
@@ -20,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import clearance
+from clearance import _decisions
+from clearance._granting import GrantRequest
 from clearance._guard import _runtime
+from clearance._guard._record import record_call
 from clearance._sinks import JsonLinesSink, Sinks
 from clearance._sinks._sources import StoreSource
 from clearance.policy import parse_policy
@@ -37,9 +45,17 @@ RULES = [
     "args.amount > 2000 && args.reason == ''",
     "args.order_id in ['BLOCKED-1', 'BLOCKED-2', 'BLOCKED-3']",
 ]
-POLICY = "version: 1\ndefault: allow\ntools:\n  issue_refund:\n    rules:\n" + "".join(
+TEN_RULES = "    rules:\n" + "".join(
     f'      - {{id: r{i}, when: "{cond}", effect: {"block" if i % 2 else "require_approval"}}}\n'
     for i, cond in enumerate(RULES)
+)
+POLICY = "version: 1\ndefault: allow\ntools:\n  issue_refund:\n" + TEN_RULES
+# The same ten rules, and one more that asks for approval of every call and lets approvers grant.
+GRANTED_POLICY = (
+    POLICY
+    + "  granted_refund:\n"
+    + TEN_RULES.replace("id: r", "id: g")
+    + "      - {id: ask, effect: require_approval, approval: {grants: {scopes: [agent], max_duration: 1d}}}\n"
 )
 ARGS = {"order_id": "A-10042", "amount": 125.5, "currency": "USD", "reason": "damaged", "customer_tier": "gold"}
 
@@ -69,6 +85,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         policy_path = Path(tmp) / "p.yaml"
         policy_path.write_text(POLICY)
+        policy_path.write_text(GRANTED_POLICY)
         clearance.configure(policy=str(policy_path), database_url=str(Path(tmp) / "bench.db"), agent="bench")
         guarded = clearance.guard(issue_refund)
         policy = _runtime.current().policy
@@ -170,9 +187,76 @@ def main() -> None:
         print(f"    throughput       {len(merged_sunk) / elapsed[True]:8.0f} calls/s")
         lines = sum(1 for _ in jsonl.open("rb"))
         print(f"JSONL sink wrote {lines} lines")
+        grants_and_shadow(n)
         report = __import__("clearance._store._events", fromlist=["verify"]).verify(_runtime.current().db)
         print(f"chain verified: {report.ok}, {report.checked} records")
         clearance.shutdown()
+
+
+def granted_refund(order_id: str, amount: float, currency: str, reason: str, customer_tier: str) -> str:
+    return order_id
+
+
+def grants_and_shadow(n: int) -> None:
+    """A call a grant covers, and a call with a shadow policy, each beside an allowed call."""
+    governor = _runtime.current()
+    db, policy = governor.db, governor.policy  # type: ignore[attr-defined]
+    asked = record_call(
+        db, policy, agent="bench", environment=governor.environment, tool="granted_refund", args=ARGS, session="s"
+    )
+    assert asked.approval_id is not None
+    _decisions.decide(
+        db,
+        asked.approval_id,
+        approve=True,
+        by=_decisions.Decider("bench-approver", trusted=True),
+        grant=GrantRequest(scope="agent", duration="1d"),
+    )
+    allowed = clearance.guard(issue_refund)
+    granted = clearance.guard(granted_refund)
+    assert "grant" in _last_reason(db)  # warm: the grant answers
+    base: list[int] = []
+    covered: list[int] = []
+    for _ in range(4):
+        base += timings(lambda: allowed(**ARGS), n // 4)
+        covered += timings(lambda: granted(**ARGS), n // 4)
+    print(f"a call a grant covers vs an allowed call, {n} each, alternating slices (target: at most +10 us)")
+    print(f"  allowed call       median {pct(base, 0.5):8.2f} us   p99 {pct(base, 0.99):8.2f} us")
+    print(f"  granted call       median {pct(covered, 0.5):8.2f} us   p99 {pct(covered, 0.99):8.2f} us")
+    print(f"  added by the grant median {pct(covered, 0.5) - pct(base, 0.5):8.2f} us")
+
+    shadow = parse_policy(GRANTED_POLICY.replace("version: 1", "version: 1\n# shadow"))
+    env = governor.environment
+
+    def record(with_shadow: bool) -> Callable[[], Any]:
+        return lambda: record_call(
+            db,
+            policy,
+            agent="bench",
+            environment=env,
+            tool="issue_refund",
+            args=ARGS,
+            session="s",
+            shadow=shadow if with_shadow else None,
+        )
+
+    plain: list[int] = []
+    shadowed: list[int] = []
+    for _ in range(4):
+        plain += timings(record(False), n // 4)
+        shadowed += timings(record(True), n // 4)
+    print(f"a call decided and recorded with and without a shadow policy (same 10 rules), {n} each (target: +15 us)")
+    print(f"  enforced only      median {pct(plain, 0.5):8.2f} us   p99 {pct(plain, 0.99):8.2f} us")
+    print(f"  with a shadow      median {pct(shadowed, 0.5):8.2f} us   p99 {pct(shadowed, 0.99):8.2f} us")
+    print(f"  added by shadow    median {pct(shadowed, 0.5) - pct(plain, 0.5):8.2f} us")
+
+
+def _last_reason(db: Any) -> str:
+    granted_refund_guarded = clearance.guard(granted_refund)
+    granted_refund_guarded(**ARGS)
+    with db.read() as cur:
+        cur.execute("SELECT body FROM events WHERE kind = 'tool_call.decided' ORDER BY seq DESC LIMIT 1")
+        return str(cur.fetchone()[0])
 
 
 if __name__ == "__main__":

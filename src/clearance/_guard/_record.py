@@ -130,7 +130,7 @@ def decided_event(
     facts: dict[str, Any],
     approval_id: str | None,
     shadow: Decision | None = None,
-    grant: grants.Grant | None = None,
+    grant: grants.Use | None = None,
 ) -> Event:
     """The `tool_call.decided` record of a call (with what a shadow policy decided, and the grant used)."""
     fields: dict[str, Any] = {
@@ -162,8 +162,9 @@ def decided_event(
     if decision.budget is not None:
         fields["budget"] = decision.budget
     if grant is not None:
-        fields["grant_id"] = grant.id
-        fields["grant_use"] = {"calls_used": grant.calls_used, "total_used": str(grant.total_used)}
+        fields["grant_id"] = grant.grant_id
+        if use := grant.record():
+            fields["grant_use"] = use
     if shadow is not None:
         fields["shadow"] = shadow_record(shadow)
     # The arguments were serialised once for their hash; the record reuses that text.
@@ -283,12 +284,16 @@ def call_recorder(
                 )
                 if used is not None:
                     grant, ended = used
-                    decision = replace(
-                        decision,
-                        effect=Effect.ALLOW,
-                        reason=f"{decision.reason}; allowed by grant {grant.id} from {grant.granted_by}",
-                        approval=None,
-                        grant_id=grant.id,
+                    decision = Decision(  # not dataclasses.replace: this is the hot path of a granted call
+                        Effect.ALLOW,
+                        f"{decision.reason}; allowed by grant {grant.grant_id} from {grant.granted_by}",
+                        decision.rule_ids,
+                        decision.errors,
+                        None,
+                        decision.revision,
+                        decision.monitored,
+                        None,
+                        grant.grant_id,
                     )
         shadow_decision = None
         if shadow is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -240,56 +240,67 @@ def listing(
         return [_from_row(r) for r in cur.fetchall()]
 
 
-def _candidates(
-    db: Database, cur: Any, *, agent: str, tool: str, session: str, requester: str | None, at: int
-) -> list[Grant]:
-    cur.execute(
-        db.sql(
-            f"{_SELECT} WHERE agent = :agent AND tool = :tool AND kind = 'calls' AND expires_at_us > :now"
-            " AND revoked_at_us IS NULL AND ended_at_us IS NULL"
-        ),
-        {"agent": agent, "tool": tool, "now": at},
-    )
-    found = []
-    for row in cur.fetchall():
-        g = _from_row(row)
-        if g.scope == "session" and g.session != session:
-            continue
-        if g.scope == "requester" and (requester is None or g.requester != requester):
-            continue
-        found.append(g)
-    return found
+@dataclass(frozen=True)
+class _Terms:
+    """What a grant allows, which never changes after it is given (cached per grant id)."""
+
+    grant: Grant
+    rule_ids: frozenset[str]
+    constraints: dict[str, ParamSpec]
+    counted: bool  # it has a call or total limit: each use moves its counter
 
 
-def _fits(grant: Grant, args: Mapping[str, Any]) -> Decimal | None:
-    """The amount this call adds to the grant's running total (0 without one), or None when it does not fit."""
-    if grant.max_calls is not None and grant.calls_used >= grant.max_calls:
+_TERMS: dict[str, _Terms] = {}
+# Live grants that may cover a call: scope matched in SQL; only the counters are read per call.
+_LIVE = (
+    "SELECT id, calls_used, total_used FROM grants WHERE agent = :agent AND tool = :tool AND kind = 'calls'"
+    " AND expires_at_us > :now AND revoked_at_us IS NULL AND ended_at_us IS NULL"
+    " AND (scope = 'agent' OR (scope = 'session' AND session = :session)"
+    " OR (scope = 'requester' AND requester = :requester)) ORDER BY created_at_us, id"
+)
+
+
+def _terms(db: Database, cur: Any, grant_id: str) -> _Terms:
+    terms = _TERMS.get(grant_id)
+    if terms is None:
+        cur.execute(db.sql(f"{_SELECT} WHERE id = :id"), {"id": grant_id})
+        grant = _from_row(cur.fetchone())
+        parsed = {name: ParamSpec.model_validate(spec) for name, spec in grant.constraints.items()}
+        counted = grant.max_calls is not None or grant.max_total is not None
+        terms = _Terms(grant, frozenset(grant.rule_ids), parsed, counted)
+        if len(_TERMS) > 4096:
+            _TERMS.clear()
+        _TERMS[grant_id] = terms
+    return terms
+
+
+def _amount(terms: _Terms, calls_used: int, total_used: str, args: Mapping[str, Any]) -> Decimal | None:
+    """What this call adds to the grant's running total (0 without one), or None when it does not fit."""
+    grant = terms.grant
+    if grant.max_calls is not None and calls_used >= grant.max_calls:
         return None
-    if grant.constraints and check_params(_constraints(grant), "allow", args):
+    if terms.constraints and check_params(terms.constraints, "allow", args):
         return None
     if grant.total_arg is None or grant.max_total is None:
         return Decimal(0)
     try:
         amount = to_decimal(args[grant.total_arg])
-    except (KeyError, ValueError, InvalidOperation):
+    except (KeyError, ValueError, InvalidOperation, TypeError):
         return None  # a grant with a total covers only calls that say how much they add
-    if amount < 0 or grant.total_used + amount > grant.max_total:
+    if amount < 0 or Decimal(total_used) + amount > grant.max_total:
         return None
     return amount
 
 
-_PARSED: dict[str, dict[str, ParamSpec]] = {}
-
-
-def _constraints(grant: Grant) -> dict[str, ParamSpec]:
-    """A grant's constraints as `ParamSpec`s, parsed once per grant (grants never change them)."""
-    parsed = _PARSED.get(grant.id)
-    if parsed is None:
-        parsed = {name: ParamSpec.model_validate(spec) for name, spec in grant.constraints.items()}
-        if len(_PARSED) > 4096:
-            _PARSED.clear()
-        _PARSED[grant.id] = parsed
-    return parsed
+def _live(
+    db: Database, cur: Any, *, agent: str, tool: str, session: str, requester: str | None, at: int
+) -> list[tuple[str, int, str]]:
+    # On PostgreSQL a revoke waits for the calls that read the grant, and they for it.
+    lock = " FOR SHARE" if db.dialect == "postgresql" else ""
+    cur.execute(
+        db.sql(_LIVE + lock), {"agent": agent, "tool": tool, "now": at, "session": session, "requester": requester}
+    )
+    return [(r[0], int(r[1]), r[2] or "0") for r in cur.fetchall()]
 
 
 def covering(
@@ -305,15 +316,29 @@ def covering(
     rule_ids: Sequence[str] | None = None,
 ) -> Grant | None:
     """The live grant that would cover this call now (the oldest), or None. Uses nothing."""
-    for g in sorted(
-        _candidates(db, cur, agent=agent, tool=tool, session=session, requester=requester, at=at),
-        key=lambda g: g.created_at_us,
-    ):
-        if rule_ids is not None and not set(rule_ids) <= set(g.rule_ids):
+    for grant_id, used, total in _live(db, cur, agent=agent, tool=tool, session=session, requester=requester, at=at):
+        terms = _terms(db, cur, grant_id)
+        if rule_ids is not None and not terms.rule_ids.issuperset(rule_ids):
             continue
-        if _fits(g, args) is not None:
-            return g
+        if _amount(terms, used, total, args) is not None:
+            return replace(terms.grant, calls_used=used, total_used=Decimal(total))
     return None
+
+
+@dataclass(frozen=True)
+class Use:
+    """One use of a grant: which, who gave it, and its counters after this use (counted grants)."""
+
+    grant_id: str
+    granted_by: str
+    calls_used: int | None
+    total_used: Decimal | None
+
+    def record(self) -> dict[str, Any]:
+        """As the call's decided record keeps it."""
+        if self.calls_used is None:
+            return {}
+        return {"calls_used": self.calls_used, "total_used": str(self.total_used)}
 
 
 def use(
@@ -327,38 +352,50 @@ def use(
     rule_ids: Sequence[str],
     args: Mapping[str, Any],
     at: int,
-) -> tuple[Grant, list[Event]] | None:
+) -> tuple[Use, list[Event]] | None:
     """Take one use of a live grant that covers the call, inside the call's write transaction.
 
-    Returns the grant as it is after this use, and the records of its end when this use reached
-    its limit; None when no grant covers the call (it goes to approval as usual). The counter
-    moves only if nobody moved it since it was read, so two racing calls cannot both take the
-    last of a grant's limit (the loser reads again, and asks for approval if nothing is left).
+    Returns the use, and the records of the grant's end when this use reached its limit; None
+    when no grant covers the call (it goes to approval as usual). A grant with a call or total
+    limit counts each use: its counter moves only if nobody moved it since it was read, so two
+    racing calls cannot both take the last of a limit (the loser reads again, and asks for
+    approval if nothing is left). A grant with neither is not written to: its uses are the
+    calls' own records (`grant_id`), which keeps a covered call as cheap as an allowed one.
     """
     for _ in range(_TRIES):
-        grant = covering(
-            db, cur, agent=agent, tool=tool, session=session, requester=requester, args=args, at=at, rule_ids=rule_ids
-        )
-        if grant is None:
+        moved = False
+        for grant_id, used, total in _live(
+            db, cur, agent=agent, tool=tool, session=session, requester=requester, at=at
+        ):
+            terms = _terms(db, cur, grant_id)
+            if not terms.rule_ids.issuperset(rule_ids):
+                continue
+            amount = _amount(terms, used, total, args)
+            if amount is None:
+                continue
+            if not terms.counted:
+                return Use(grant_id, terms.grant.granted_by, None, None), []
+            new_total = Decimal(total) + amount
+            cur.execute(
+                db.sql(
+                    "UPDATE grants SET calls_used = :used, total_used = :total WHERE id = :id AND calls_used = :seen"
+                    " AND revoked_at_us IS NULL AND ended_at_us IS NULL AND expires_at_us > :now"
+                ),
+                {"used": used + 1, "total": str(new_total), "id": grant_id, "seen": used, "now": at},
+            )
+            if cur.rowcount != 1:
+                moved = True  # another call used it (or it was revoked) since we read it: read again
+                break
+            after = replace(terms.grant, calls_used=used + 1, total_used=new_total)
+            ended: list[Event] = []
+            if after.status(at) == "exhausted":
+                cur.execute(db.sql("UPDATE grants SET ended_at_us = :at WHERE id = :id"), {"at": at, "id": grant_id})
+                ended.append(
+                    _event("grant.exhausted", after, at, calls_used=after.calls_used, total_used=str(new_total))
+                )
+            return Use(grant_id, terms.grant.granted_by, used + 1, new_total), ended
+        if not moved:
             return None
-        amount = _fits(grant, args)
-        assert amount is not None
-        total = grant.total_used + amount
-        cur.execute(
-            db.sql(
-                "UPDATE grants SET calls_used = :used, total_used = :total WHERE id = :id AND calls_used = :seen"
-                " AND revoked_at_us IS NULL AND ended_at_us IS NULL AND expires_at_us > :now"
-            ),
-            {"used": grant.calls_used + 1, "total": str(total), "id": grant.id, "seen": grant.calls_used, "now": at},
-        )
-        if cur.rowcount != 1:
-            continue  # another call used it (or it was revoked) since we read it
-        after = Grant(**{**grant.__dict__, "calls_used": grant.calls_used + 1, "total_used": total})
-        ended: list[Event] = []
-        if after.status(at) == "exhausted":
-            cur.execute(db.sql("UPDATE grants SET ended_at_us = :at WHERE id = :id"), {"at": at, "id": grant.id})
-            ended.append(_event("grant.exhausted", after, at, calls_used=after.calls_used, total_used=str(total)))
-        return after, ended
     return None
 
 
