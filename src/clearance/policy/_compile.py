@@ -204,7 +204,7 @@ class Policy:
         monitored: tuple[Monitored, ...] = ()
         if plan.monitors:
             monitored = tuple(
-                Monitored(r.id, e, r.reason or f"rule '{r.id}' matched") for e, r in effects if r.mode == "monitor"
+                Monitored(r.id, e, _unevaluated(r, e, errors)) for e, r in effects if r.mode == "monitor"
             ) + tuple(
                 Monitored(r.id, r.effect, r.reason or f"rule '{r.id}' matched") for r in matched if r.mode == "monitor"
             )
@@ -261,8 +261,7 @@ class Policy:
         if any(first is r for r in matched):
             reason = first.reason or f"rule '{first.id}' matched"
         else:
-            error = next(e for e in errors if e.startswith(f"{first.id}: ")).split(": ", 1)[1]
-            reason = f"rule '{first.id}' could not be evaluated ({error}); its on_error is {effect.value}"
+            reason = _unevaluated(first, effect, errors)
         approval = None
         if effect is Effect.REQUIRE_APPROVAL:
             approval = next((r.approval for _, r in deciding if r.approval), None) or ApprovalSpec()
@@ -315,7 +314,8 @@ class Policy:
         """What an approver may grant on a call these rules put to approval, or None when nothing.
 
         Every rule that asked must allow grants (`approval.grants`); the limits are the
-        narrowest of theirs. A budget's approval never grants similar calls.
+        narrowest of theirs, and None when no grant fits them all (no scope every rule allows,
+        or totals of different arguments). A budget's approval never grants similar calls.
         """
         plan = self.plan(tool)
         by_id = {r.id: r for r in plan.rules}
@@ -364,19 +364,29 @@ class Policy:
         return problems
 
 
-def _narrowest(limits: list[GrantLimits]) -> GrantLimits:
+def _unevaluated(rule: Rule, effect: Effect, errors: list[str]) -> str:
+    """Why a rule whose condition could not be evaluated has its `on_error` effect."""
+    error = next(e for e in errors if e.startswith(f"{rule.id}: ")).split(": ", 1)[1]
+    return f"rule '{rule.id}' could not be evaluated ({error}); its on_error is {effect.value}"
+
+
+def _narrowest(limits: list[GrantLimits]) -> GrantLimits | None:
     first, *rest = limits
     scopes = tuple(s for s in first.scopes if all(s in o.scopes for o in rest))
+    if not scopes:
+        return None  # a grant has one scope, and no scope is one every rule allows
     calls = [g.max_calls for g in limits if g.max_calls is not None]
     totals: dict[str, Decimal] = {}
     for g in limits:
         for name, cap in (g.max_total or {}).items():
             totals[name] = min(cap, totals.get(name, cap))
+    if len(totals) > 1:
+        return None  # a grant counts one total; the other rule's would grow without its limit
     return GrantLimits.model_construct(
         scopes=scopes,
         max_duration=min(g.max_duration for g in limits),
         max_calls=min(calls) if calls else None,
-        max_total=dict(list(totals.items())[:1]) or None,
+        max_total=totals or None,
     )
 
 

@@ -125,6 +125,13 @@ class GrantLimits(_Strict):
             return tuple(dict.fromkeys(value))
         return value
 
+    @field_validator("max_calls", mode="before")
+    @classmethod
+    def _whole(cls, value: object) -> object:
+        if isinstance(value, bool):  # YAML's true would otherwise count as 1
+            raise ValueError("must be a whole number, not true or false")
+        return value
+
     @field_validator("max_duration")
     @classmethod
     def _bounded(cls, value: int) -> int:
