@@ -399,6 +399,31 @@ def use(
     return None
 
 
+def uses(db: Database, grant: Grant) -> int:
+    """How many calls the grant let through, counted from the calls' own records.
+
+    Exact for every grant, counted or not (a grant without limits keeps no counter).
+    """
+    if grant.kind != "calls":
+        return 0
+    with db.read() as cur:
+        cur.execute(
+            db.sql(
+                "SELECT COUNT(*) FROM events WHERE kind = 'tool_call.decided' AND agent = :agent AND tool = :tool"
+                " AND at_us >= :since AND at_us <= :until AND body LIKE :needle"
+            ),
+            {
+                "agent": grant.agent,
+                "tool": grant.tool,
+                "since": grant.created_at_us,
+                "until": grant.ended_at_us or grant.expires_at_us,
+                "needle": f'%"grant_id":"{grant.id}"%',  # ids are [a-z0-9_]: nothing to escape
+            },
+        )
+        row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 def revoke(db: Database, grant_id: str, *, by: str, why: str | None = None) -> Grant:
     """End a grant now: no call uses it after this commits.
 
