@@ -228,14 +228,14 @@ def test_demo_seeds_a_realistic_history_and_serves_it(tmp_path: Path) -> None:
     )
     try:
         assert demo.stdout is not None
-        lines = [demo.stdout.readline() for _ in range(5)]
+        lines = [demo.stdout.readline() for _ in range(6)]
         assert f"Dashboard: http://127.0.0.1:{port}/\n" in lines and "Sign in as: demo / demo-password-1\n" in lines
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, demo, lambda: "the demo stopped")
         with httpx.Client(base_url=base) as web:
             assert web.post("/v1/login", json={"username": "demo", "password": "demo-password-1"}).status_code == 200
             sessions = web.get("/v1/sessions").json()
-            assert len(sessions) == 9 and {s["agent"] for s in sessions} == {
+            assert len(sessions) == 10 and {s["agent"] for s in sessions} == {
                 "support-bot",
                 "billing-bot",
                 "outreach-bot",
@@ -244,6 +244,10 @@ def test_demo_seeds_a_realistic_history_and_serves_it(tmp_path: Path) -> None:
             assert {e["decision"] for e in decided} == {"approved", "denied"}
             assert any(e.get("edited_args", {}).get("amount") == 450.0 for e in decided)  # an approver's edit
             assert {e["by"] for e in decided} == {"user:dana", "user:sam"}
+            granted = [e for e in decided if e.get("grant_id")]  # a lead granted a session's next refunds
+            assert len(granted) == 1 and "passed without waiting" in "".join(lines)
+            used = web.get("/v1/events", params={"kind": "tool_call.decided", "tool": "issue_refund"}).json()["events"]
+            assert sum(1 for e in used if e.get("grant_id") == granted[0]["grant_id"]) == 2
             blocked = web.get("/v1/events", params={"decision": "block"}).json()["events"]
             assert {e["tool"] for e in blocked} >= {"db.drop_table", "send_email", "db.delete_rows"}
             models = {u["key"]: u for u in web.get("/v1/usage", params={"by": "model"}).json()}

@@ -18,6 +18,7 @@ import click
 
 from .._cli._common import safe
 from .._store import Database
+from .._store import _grants as grants
 from ._script import AGENTS
 from ._seed import history, prepare
 
@@ -26,6 +27,24 @@ def _relay(proc: subprocess.Popen[str], out: Callable[[str], None]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         out("  " + safe(line.rstrip("\n")))
+
+
+def _granted(database: str) -> str:
+    """One line on the seeded grant: who granted what, and the calls it let through without waiting."""
+    db = Database(database)
+    try:
+        found = grants.listing(db, agent="support-bot")
+        if not found:
+            return "  (no grant was given)"
+        g = found[0]
+        total = f" up to ${g.max_total} in all" if g.max_total is not None else ""
+        minutes = (g.expires_at_us - g.created_at_us) // 60_000_000
+        return (
+            f"  {g.granted_by.removeprefix('user:')} granted a {g.agent} {g.scope} {g.tool} calls{total}"
+            f" for {minutes} min: the next {grants.uses(db, g)} passed without waiting (grant {g.id})"
+        )
+    finally:
+        db.close()
 
 
 def run(
@@ -44,6 +63,7 @@ def run(
     password = prepare(database, password)
     out(f"Seeding {database} with a history of three agents…")
     out(f"  {history(database)} calls recorded")
+    out(_granted(database))
     url = f"http://{host}:{port}/"
     out("")
     out(f"Dashboard: {url}")

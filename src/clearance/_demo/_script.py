@@ -18,6 +18,7 @@ class Answer:
     approve: bool
     note: str | None = None
     edit: dict[str, Any] | None = None
+    grant: dict[str, Any] | None = None  # also let similar calls through (GrantRequest's fields)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ def _t(tool: str, answer: Answer | None = None, *, model: str = "gpt-4o-mini", n
 
 
 DANA = "dana"  # a support lead
+GRANT = {"scope": "session", "duration": "1h", "max_total": {"amount": 500}}
 SAM = "sam"  # finance
 
 SUPPORT = [
@@ -68,6 +70,20 @@ SUPPORT = [
             reason="returned, used",
             card_last4="4242",
         ),
+    ],
+    [
+        # A lead approves a refund and grants the session refunds up to $500 for 1 h: the next
+        # two pass without waiting, recorded with the grant; the third would pass the $500.
+        _t(
+            "issue_refund",
+            Answer(DANA, True, "Storm damage: go ahead with this customer's orders", grant=GRANT),
+            order_id="A-1030",
+            amount=260.0,
+            reason="storm damage",
+        ),
+        _t("issue_refund", n=2, order_id="A-1031", amount=240.0, reason="storm damage"),
+        _t("issue_refund", n=3, order_id="A-1032", amount=210.0, reason="storm damage"),
+        _t("issue_refund", Answer(DANA, True), n=4, order_id="A-1033", amount=320.0, reason="storm damage"),
     ],
     [
         _t("db.drop_table", table="customers_old"),

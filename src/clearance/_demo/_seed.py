@@ -15,6 +15,7 @@ from typing import Any
 import clearance
 
 from .. import _decisions as decisions
+from .._granting import GrantRequest
 from .._store import Database
 from .._store import _policies as policies
 from .._store import _users as users
@@ -54,7 +55,10 @@ def _answer_soon(database: str, answer: Answer) -> Any:
             db = Database(database)
             try:
                 who = decisions.Decider(f"user:{answer.by}", frozenset(PEOPLE[answer.by]), None)
-                decisions.decide(db, p.approval_id, approve=answer.approve, by=who, note=answer.note, args=answer.edit)
+                grant = GrantRequest(**answer.grant) if answer.grant else None
+                decisions.decide(
+                    db, p.approval_id, approve=answer.approve, by=who, note=answer.note, args=answer.edit, grant=grant
+                )
             finally:
                 db.close()
 
