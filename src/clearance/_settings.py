@@ -24,6 +24,9 @@ class Settings(BaseSettings):
 
     Attributes:
         policy: Path of the policy file (YAML or JSON). `CLEARANCE_POLICY`.
+        shadow_policy: Path of a policy decided beside `policy` on every call, in shadow: what
+            it decided is recorded with the call and never enforced (`clearance policy
+            shadow-report` compares them). Embedded store only. `CLEARANCE_SHADOW_POLICY`.
         database_url: The audit store: a SQLite file path or a SQLAlchemy URL.
             `CLEARANCE_DATABASE_URL`; default `.clearance/clearance.db` in the working directory.
         agent: This agent's name, recorded on every event. `CLEARANCE_AGENT`.
@@ -57,6 +60,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="forbid", frozen=True)
 
     policy: Path | None = None
+    shadow_policy: Path | None = None
     database_url: str = DEFAULT_DATABASE
     agent: AgentName = Field(default="default", min_length=1, max_length=200)
     environment: EnvironmentName = Field(default="test", min_length=1, max_length=40)

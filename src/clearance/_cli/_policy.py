@@ -1,4 +1,4 @@
-"""`clearance policy check|test`."""
+"""`clearance policy check|test|shadow|shadow-report|promote`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..errors import PolicyError, PolicyProblem
 from ..policy import Effect, load_policy
 from ..policy._load import Locator, parse_tree
 from ._common import compact_json, friendly, safe, table
+from ._shadow import promote, shadow, shadow_report
 
 
 class _Case(BaseModel):
@@ -35,7 +36,12 @@ class _Cases(BaseModel):
 
 @click.group("policy")
 def policy_group() -> None:
-    """Check policy files and test them against expected decisions."""
+    """Check policy files and test them against expected decisions; shadow and promote revisions."""
+
+
+policy_group.add_command(shadow)
+policy_group.add_command(shadow_report)
+policy_group.add_command(promote)
 
 
 @policy_group.command("check")

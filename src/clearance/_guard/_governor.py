@@ -22,6 +22,7 @@ from .._store import Approval, Database
 from .._store import _approvals as approvals
 from .._store import _events as events
 from .._store import _policies as policies
+from .._store import _shadow as shadows
 from .._store._events import Event, make_event
 from .._wire import ApprovalStatus
 from ..errors import ApprovalAlreadyDecided, ClearanceError
@@ -38,20 +39,30 @@ class Governor(Backend):
     # Woken by push; the re-check only covers a lost wake-up.
     recheck_seconds = FALLBACK_SECONDS
 
-    def __init__(self, settings: Settings, policy: Policy) -> None:
+    def __init__(self, settings: Settings, policy: Policy, shadow: Policy | None = None) -> None:
         self._identify(settings, settings.agent, settings.environment)
         self._policy = policy
+        self._shadow = shadow
         self.db = Database(settings.database_url, busy_timeout=settings.busy_timeout)
         self._outcomes = OutcomeBuffer(self.db, settings.outcome_delay)
         policies.activate_for_agent(
             self.db, policy, agent=settings.agent, environment=settings.environment, author=settings.agent
         )
+        if shadow is not None:
+            shadows.activate_for_agent(
+                self.db, shadow, agent=settings.agent, environment=settings.environment, author=settings.agent
+            )
         atexit.register(self.close)
 
     @property
     def policy(self) -> Policy:
         """The policy calls are decided from."""
         return self._policy
+
+    @property
+    def shadow(self) -> Policy | None:
+        """The policy calls are also decided from in shadow (recorded, never enforced), if any."""
+        return self._shadow
 
     def flush(self) -> None:
         """Commit every queued outcome record now."""
@@ -105,6 +116,7 @@ class Governor(Backend):
                     mode=mode,
                     webhook_url=webhook_url,
                     call_key=call_key,
+                    shadow=self._shadow,
                 )
         except BaseException:
             if waiter is not None:

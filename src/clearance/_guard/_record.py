@@ -254,6 +254,7 @@ def call_recorder(
         decision = blocked
         grant = None
         ended: list[Event] = []
+        shadow_decision = None
         if decision is None:
             if plan.facts:
                 fact_values, fact_errors = facts.compute(
@@ -270,6 +271,20 @@ def call_recorder(
             decision = policy.decide_rules(tool, args, fact_values)
             if plan.facts and fact_errors:
                 decision = _explain_fact_errors(decision, fact_errors)
+            if shadow is not None:  # before a grant is used: the shadow sees the grants the enforced policy saw
+                shadow_decision = _shadow_decision(
+                    db,
+                    cur,
+                    shadow,
+                    tool,
+                    args,
+                    fact_values,
+                    agent=agent,
+                    session=session,
+                    at=at,
+                    requester=requested_by,
+                    enforced=(policy, decision),
+                )
             if decision.effect is Effect.REQUIRE_APPROVAL and decision.budget is None:
                 used = grants.use(
                     db,
@@ -295,10 +310,9 @@ def call_recorder(
                         None,
                         grant.grant_id,
                     )
-        shadow_decision = None
-        if shadow is not None:
+        if shadow is not None and shadow_decision is None:
             shadow_decision = refused(prepared, shadow) or _shadow_decision(
-                db, cur, shadow, tool, args, fact_values, agent=agent, session=session, at=at
+                db, cur, shadow, tool, args, fact_values, agent=agent, session=session, at=at, requester=requested_by
             )
         approval_id = events.new_id("apr") if decision.effect is Effect.REQUIRE_APPROVAL else None
         batch = [*prepend]
@@ -395,14 +409,72 @@ def _shadow_decision(
     agent: str,
     session: str,
     at: int,
+    requester: str | None,
+    enforced: tuple[Policy, Decision] | None = None,
 ) -> Decision:
-    """The shadow's decision on the facts the enforced policy read, and any more it needs."""
-    specs = [s for s in shadow.plan(tool).facts if s.name not in known]
-    values = known
-    if specs:
-        more, _ = facts.compute(db, cur, specs, agent=agent, session=session, tool=tool, now_us=at, args=args)
-        values = {**known, **more}
-    return decide_shadow(shadow, tool, args, values)
+    """The shadow's decision on the facts the enforced policy read, and any more it needs.
+
+    Where the shadow decides the tool exactly as the `enforced` policy does (a shadow changes
+    a few tools, not all), the enforced policy's decision is the shadow's, from its rules. An
+    approval the shadow asks for that a live grant covers is allowed, as it would be enforced
+    (the grant is read, not used).
+    """
+    if enforced is not None and _same_plan(enforced[0], shadow, tool):
+        d = enforced[1]
+        decided = Decision(
+            d.effect, d.reason, d.rule_ids, d.errors, d.approval, shadow.revision, d.monitored, d.budget, d.grant_id
+        )
+    else:
+        specs = [s for s in shadow.plan(tool).facts if s.name not in known]
+        values = known
+        if specs:
+            more, _ = facts.compute(
+                db, cur, specs, agent=agent, session=session, tool=tool, now_us=at, args=args, requester=requester
+            )
+            values = {**known, **more}
+        decided = decide_shadow(shadow, tool, args, values)
+    if decided.effect is Effect.REQUIRE_APPROVAL and decided.budget is None:
+        grant = grants.covering(
+            db,
+            cur,
+            agent=agent,
+            tool=tool,
+            session=session,
+            requester=requester,
+            args=args,
+            at=at,
+            rule_ids=decided.rule_ids,
+        )
+        if grant is not None:
+            why = f"{decided.reason}; allowed by grant {grant.id} from {grant.granted_by}"
+            decided = replace(decided, effect=Effect.ALLOW, reason=why, approval=None, grant_id=grant.id)
+    return decided
+
+
+_SAME_PLANS: dict[tuple[str, str, str], bool] = {}  # (enforced revision, shadow revision, tool): same decisions
+_SAME_PLANS_KEEP = 4096
+
+
+def _same_plan(policy: Policy, shadow: Policy, tool: str) -> bool:
+    """Whether `shadow` decides calls to `tool` as `policy` does: the same rules, default, params and budgets."""
+    key = (policy.revision, shadow.revision, tool)
+    same = _SAME_PLANS.get(key)
+    if same is None:
+        try:
+            a, b = policy.plan(tool), shadow.plan(tool)
+            same = (a.rules, a.default, a.default_source, a.constraints, a.additional) == (
+                b.rules,
+                b.default,
+                b.default_source,
+                b.constraints,
+                b.additional,
+            ) and policy.document.budgets == shadow.document.budgets
+        except Exception:  # whatever fails here is the shadow's to fail, deciding on its own
+            same = False
+        if len(_SAME_PLANS) >= _SAME_PLANS_KEEP:  # tool names come from agents: keep it bounded
+            _SAME_PLANS.clear()
+        _SAME_PLANS[key] = same
+    return same
 
 
 def _in_own_transaction(

@@ -36,6 +36,7 @@ NOT_GIVEN: Any = _Missing()
 def configure(
     *,
     policy: str | os.PathLike[str] | Policy | None = NOT_GIVEN,
+    shadow_policy: str | os.PathLike[str] | Policy | None = NOT_GIVEN,
     database_url: str = NOT_GIVEN,
     agent: str = NOT_GIVEN,
     environment: str = NOT_GIVEN,
@@ -58,6 +59,8 @@ def configure(
 
     Args:
         policy: A policy file path, or a `Policy` from `clearance.policy.parse_policy`.
+        shadow_policy: A policy decided beside `policy` on every call and recorded with it,
+            never enforced (a path or a `Policy`); None for none. Embedded store only.
         database_url: The audit store: SQLite file path or SQLAlchemy URL.
         agent: This agent's name.
         environment: Its environment (`test`, `live`, …).
@@ -81,7 +84,8 @@ def configure(
     Raises:
         ConfigurationError: Invalid settings, no policy, or a policy that does not fit a
             registered tool.
-        PolicyError: The policy file does not validate.
+        PolicyError: The policy (or the shadow policy) does not validate or compile; nothing
+            is configured.
         StoreError: The audit store cannot be opened.
     """
     given: dict[str, Any] = {
@@ -101,12 +105,20 @@ def configure(
     compiled = policy if isinstance(policy, Policy) else None
     if policy is not NOT_GIVEN and not isinstance(policy, Policy):
         given["policy"] = Path(os.fspath(policy)) if policy is not None else None
+    shadow = shadow_policy if isinstance(shadow_policy, Policy) else None
+    if shadow_policy is not NOT_GIVEN and not isinstance(shadow_policy, Policy):
+        given["shadow_policy"] = Path(os.fspath(shadow_policy)) if shadow_policy is not None else None
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not NOT_GIVEN})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigurationError(f"invalid Clearance settings: {problems}") from None
     governor: Backend
+    if settings.server_url is not None and (shadow is not None or settings.shadow_policy is not None):
+        raise ConfigurationError(
+            "shadow_policy is for the embedded store: in remote mode, activate a shadow on the server"
+            " (clearance policy shadow REV, or POST /v1/policies/{rev}/shadow)"
+        )
     if settings.server_url is not None:
         from .._remote._governor import RemoteGovernor  # remote mode: the policy is the server's
 
@@ -121,8 +133,12 @@ def configure(
             if settings.policy is None:
                 raise ConfigurationError("no policy: pass configure(policy='policy.yaml') or set CLEARANCE_POLICY")
             compiled = load_policy(settings.policy)
+        if shadow is None and settings.shadow_policy is not None:
+            shadow = load_policy(settings.shadow_policy)
         _check_tools(compiled, _tools)
-        governor = Governor(settings, compiled)
+        if shadow is not None:
+            _check_tools(shadow, _tools)
+        governor = Governor(settings, compiled, shadow)
     try:  # the new sinks first: when they cannot open, the old configuration keeps running with its own
         retire_sinks = sinks.replace(settings, None if exporters is NOT_GIVEN else exporters, governor)
     except BaseException:

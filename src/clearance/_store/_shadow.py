@@ -20,6 +20,23 @@ from . import _policies as policies
 from ._db import Database
 from ._events import append, make_event
 from ._policies import Revision
+from ._shadow_report import Difference, Example, MonitorHit, ShadowReport, report
+
+__all__ = [
+    "Difference",
+    "Example",
+    "MonitorHit",
+    "NotCompiled",
+    "ShadowAssignment",
+    "ShadowReport",
+    "activate_for_agent",
+    "activate_shadow",
+    "clear_shadow",
+    "promote",
+    "report",
+    "resolve_shadow",
+    "shadows",
+]
 
 PREFIX = "shadow:"
 _KINDS = ("environment", "agent")
@@ -211,17 +228,13 @@ def promote(db: Database, *, scope: str, by: str | None) -> Revision:
     return revision
 
 
-def _order(agent: str | None, environment: str) -> list[str]:
-    return [f"agent:{agent}" if agent else "default", f"environment:{environment}", "default"]
-
-
 def resolve_shadow(db: Database, *, agent: str | None, environment: str) -> Revision | None:
     """The revision decided in shadow for an agent in an environment (agent > environment > default)."""
-    order = _order(agent, environment)
+    order = [*([f"agent:{agent}"] if agent else []), f"environment:{environment}", "default"]
     with db.read() as cur:
         cur.execute(
             db.sql("SELECT scope, revision_id FROM policy_assignments WHERE scope IN (:a, :e, :d)"),
-            {k: PREFIX + s for k, s in zip("aed", order, strict=True)},
+            {"a": PREFIX + order[0], "e": PREFIX + f"environment:{environment}", "d": PREFIX + "default"},
         )
         active = dict(cur.fetchall())
     for scope in order:

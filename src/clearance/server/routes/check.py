@@ -6,6 +6,7 @@ the API key, never from the body.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Annotated, Any, Literal
 
@@ -20,10 +21,11 @@ from ..._names import checked_name, tool_name
 from ..._store import Database
 from ..._store import _events as events
 from ..._store import _policies as policies
+from ..._store import _shadow as shadows
 from ..._store._keys import ApiKey
 from ..._text import Text
 from ..._wire import ApprovalMode, CheckResponse
-from ...errors import ApprovalError
+from ...errors import ApprovalError, PolicyError
 from ...policy import Policy, parse_policy
 from .. import _longpoll as longpoll
 from .._auth import require
@@ -34,6 +36,7 @@ from .._errors import APIError
 router = APIRouter(prefix="/v1", tags=["decisions"])
 Agent = Annotated[ApiKey, Depends(require("agent"))]
 _COMPILED_KEEP = 64  # compiled revisions kept per process
+log = logging.getLogger("clearance.server")
 
 
 def _session(value: str) -> str:
@@ -115,6 +118,7 @@ class _Compiled:
 
     def __init__(self) -> None:
         self._by_id: dict[str, Policy] = {}
+        self._broken: set[str] = set()  # shadows that do not compile: never tried twice
         self._lock = threading.Lock()
 
     def peek(self, rev: policies.Revision) -> Policy | None:
@@ -131,23 +135,51 @@ class _Compiled:
                 self._by_id[rev.id] = found
         return found
 
+    def shadow(self, rev: policies.Revision) -> Policy | None:
+        """`get` for a shadow, or None when it does not compile: deciding never stops for a shadow.
 
-async def _active_policy(request: Request, key: ApiKey) -> Policy:
-    """The compiled policy active for the key's agent; from memory unless it changed."""
+        Activation compiled it; a newer version may not, and then it is not tried again.
+        """
+        with self._lock:
+            if rev.id in self._broken:
+                return None
+        try:
+            return self.get(rev)
+        except PolicyError as exc:
+            log.warning("the shadow policy %s does not compile, so it is not decided: %s", rev.id, exc)
+            with self._lock:
+                self._broken.add(rev.id)
+            return None
+
+
+async def _active_policy(request: Request, key: ApiKey) -> tuple[Policy, Policy | None]:
+    """The compiled policy active for the key's agent, and its shadow; from memory unless they changed."""
     state = request.app.state
-    cache: TTLCache[tuple[str | None, str], policies.Revision | None] = state.__dict__.setdefault(
-        "policy_cache", TTLCache()
+    cache: TTLCache[tuple[str | None, str], tuple[policies.Revision | None, policies.Revision | None]] = (
+        state.__dict__.setdefault("policy_cache", TTLCache())
     )
     compiled: _Compiled = state.__dict__.setdefault("compiled", _Compiled())
     scope = (key.agent, key.environment)
     db: Database = state.db
-    rev = await cache.aget(scope, lambda: policies.resolve(db, agent=key.agent, environment=key.environment))
+
+    def resolve() -> tuple[policies.Revision | None, policies.Revision | None]:
+        return (
+            policies.resolve(db, agent=key.agent, environment=key.environment),
+            shadows.resolve_shadow(db, agent=key.agent, environment=key.environment),
+        )
+
+    rev, shadow_rev = await cache.aget(scope, resolve)
     if rev is None:
         raise APIError(
             409, f"no policy is active for agent {key.agent!r} in {key.environment!r}; nothing can be decided"
         )
     policy = compiled.peek(rev)
-    return policy if policy is not None else await run_in_threadpool(compiled.get, rev)
+    if policy is None:
+        policy = await run_in_threadpool(compiled.get, rev)
+    if shadow_rev is None:
+        return policy, None
+    shadow = compiled.peek(shadow_rev)
+    return policy, shadow if shadow is not None else await run_in_threadpool(compiled.shadow, shadow_rev)
 
 
 async def decide_for(
@@ -161,7 +193,7 @@ async def decide_for(
     webhook_url: str | None = None,
     call_key: str | None = None,
 ) -> RecordedCall:
-    """Decide and record a call for an agent key, with the policy active for its agent.
+    """Decide and record a call for an agent key, with the policy active for its agent (and its shadow).
 
     The record is committed with other requests' in one transaction (group commit) before this
     returns.
@@ -170,7 +202,7 @@ async def decide_for(
         APIError: 409 when no policy is active for the key's agent (nothing can be decided).
         StoreError: The decision could not be recorded (so it is not given).
     """
-    policy = await _active_policy(request, key)
+    policy, shadow = await _active_policy(request, key)
     assert key.agent is not None  # agent-scoped keys always name their agent
     commits: GroupCommit = request.app.state.commits
     step = call_recorder(
@@ -185,6 +217,7 @@ async def decide_for(
         mode=mode,
         webhook_url=webhook_url,
         call_key=call_key,
+        shadow=shadow,
     )
     call = await commits.run(step)
     if call.approval_id is not None:
