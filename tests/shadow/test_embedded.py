@@ -163,6 +163,10 @@ def test_the_shadow_from_the_environment_is_recorded_once_per_revision(
     with clearance.session("s"):
         refund("A1", 150)
     assert _decided(gov)[0]["shadow"]["revision"] == revision
+    other = parse_policy(textwrap.dedent(ENFORCED))
+    gov = configure(ENFORCED, shadow_policy=other)  # another shadow: recorded
+    activated = [e.body for e in query(gov.db, EventFilter(kind="policy.shadow_activated"))]
+    assert [a["policy_revision"] for a in activated] == [revision, other.revision]
 
 
 def test_a_shadow_that_raises_is_recorded_as_a_shadow_error_and_the_call_runs(

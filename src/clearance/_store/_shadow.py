@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 PREFIX = "shadow:"
+_RECENT = 10_000  # records searched for an embedded agent's last shadow activation
 _KINDS = ("environment", "agent")
 
 
@@ -143,8 +144,8 @@ def activate_for_agent(db: Database, policy: Policy, *, agent: str, environment:
 
     As `_policies.activate_for_agent` does for the enforced policy: the embedded agent's shadow
     is its configuration's, not a scope's, so no assignment is made; the revision is inserted
-    if no revision has its content, and `policy.shadow_activated` is appended only when the
-    agent's last shadow activation was of another revision.
+    if no revision has its content, and `policy.shadow_activated` is appended unless the
+    agent's last one among the latest `_RECENT` records names this revision.
     """
     with db.write() as cur:
         cur.execute(db.sql("SELECT id FROM policy_revisions WHERE content_hash = :h"), {"h": policy.content_hash})
@@ -163,12 +164,13 @@ def activate_for_agent(db: Database, policy: Policy, *, agent: str, environment:
                     "at": now_us(),
                 },
             )
+        # No index finds these records: only the latest ones are searched (at worst, a repeat).
         cur.execute(
             db.sql(
-                "SELECT body FROM events WHERE agent = :agent AND kind = 'policy.shadow_activated'"
-                " ORDER BY seq DESC LIMIT 1"
+                "SELECT body FROM events WHERE seq > (SELECT COALESCE(MAX(seq), 0) FROM events) - :recent"
+                " AND agent = :agent AND kind = 'policy.shadow_activated' ORDER BY seq DESC LIMIT 1"
             ),
-            {"agent": agent},
+            {"agent": agent, "recent": _RECENT},
         )
         last = cur.fetchone()
         if last is None or json.loads(last[0]).get("policy_revision") != policy.revision:
