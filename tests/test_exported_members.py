@@ -25,6 +25,7 @@ def test_public_api_is_pinned() -> None:
             "ConfigurationError",
             "Decision",
             "Effect",
+            "ModelCallBlocked",
             "PendingApproval",
             "Policy",
             "PolicyError",
@@ -67,6 +68,7 @@ def test_errors_form_one_tree() -> None:
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, clearance.ClearanceError)
     assert issubclass(clearance.PolicyError, clearance.ConfigurationError)
+    assert issubclass(clearance.ModelCallBlocked, clearance.ToolCallBlocked)  # handled where a block is
 
 
 def test_importing_opens_nothing_and_reads_no_environment() -> None:

@@ -8,6 +8,7 @@ ClearanceError
 │   └── ChainBroken             `audit verify` found a record that does not match its hash
 ├── ServerError                 remote mode: the Clearance server is unreachable or refused
 ├── ToolCallBlocked             policy blocked this call (an outcome the agent handles)
+│   └── ModelCallBlocked        a spent budget stopped a model call before it was made
 ├── ApprovalError               outcomes of a call that needed a human
 │   ├── ApprovalDenied          a human denied it
 │   ├── ApprovalTimeout         nobody decided in time and the rule's `on_timeout` denies
@@ -40,6 +41,7 @@ __all__ = [
     "ConfigurationError",
     "GrantNotFound",
     "GrantRejected",
+    "ModelCallBlocked",
     "PolicyError",
     "PolicyProblem",
     "ServerError",
@@ -139,6 +141,24 @@ class ToolCallBlocked(ClearanceError):
         self.rule_ids = rule_ids
         self.call_id = call_id
         super().__init__(f"{tool} blocked: {reason}")
+
+
+class ModelCallBlocked(ToolCallBlocked):
+    """A spent budget stopped a model call before it was made (the budget's `on_exceed: block`).
+
+    Raised from a framework's hook before each model call. Its `reason` and `rule_ids` are
+    those the next tool call would get (`budget:session`, `budget:agent`; remote mode also
+    `server_unreachable`: the budgets are kept on a server that cannot be reached, and the call
+    fails closed); `tool` is the reserved name the model call is recorded under.
+
+    Attributes:
+        model: The model that was to be called, when the framework named it.
+    """
+
+    def __init__(self, reason: str, rule_ids: tuple[str, ...], call_id: str, *, tool: str, model: str | None) -> None:
+        super().__init__(tool, reason, rule_ids, call_id)
+        self.model = model
+        self.args = (f"model call{f' to {model}' if model else ''} blocked: {reason}",)
 
 
 class ApprovalError(ClearanceError):

@@ -31,6 +31,7 @@ from .._store._events import Event
 from ..errors import ApprovalError, ApprovalPending
 from ..policy import Policy
 from ._record import llm_event
+from ._steps import arun, run
 from ._tickets import ApprovalView, Approved, Ticket, UsageRecord, outcome_fields, result_value, settle, ticket_for
 
 Poll = Callable[[float], ApprovalView]
@@ -134,6 +135,38 @@ class Backend(ABC):
     @abstractmethod
     def _append(self, batch: list[Event]) -> None:
         """Commit `batch` (records that belong to no call's transaction)."""
+
+    # -- model calls -------------------------------------------------------------------------
+
+    def before_model_call(self, session: str | None, model: str | None) -> None:
+        """Before a model call: stop it, or wait until a human lets it go ahead, while a budget is spent.
+
+        Returns at once, reading nothing, when the policy has no budgets; else as soon as no
+        budget is spent. A spent budget is decided and recorded like the next tool call would
+        be (see `_budget`): `on_exceed: block` raises, `require_approval` waits for the approval.
+
+        Raises:
+            ModelCallBlocked: A spent budget blocks it.
+            ApprovalDenied: A human denied it.
+            ApprovalTimeout: Nobody decided in time and the budget's `on_timeout` denies.
+        """
+        from . import _budget  # imports the embedded backend, which imports this module
+
+        if _budget.measures_spend(self.policy):
+            run(_budget.gate(self, session, model))
+
+    async def before_model_call_async(self, session: str | None, model: str | None) -> None:
+        """`before_model_call`, waiting without blocking the event loop.
+
+        Raises:
+            ModelCallBlocked: A spent budget blocks it.
+            ApprovalDenied: A human denied it.
+            ApprovalTimeout: Nobody decided in time and the budget's `on_timeout` denies.
+        """
+        from . import _budget
+
+        if _budget.measures_spend(self.policy):
+            await arun(_budget.gate(self, session, model))
 
     # -- approvals ---------------------------------------------------------------------------
 

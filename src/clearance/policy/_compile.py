@@ -23,6 +23,8 @@ _ENGINE: CelEngine | None = None
 _ENGINE_LOCK = threading.Lock()
 _UNDECLARED = re.compile(r"undeclared reference to '(args|facts)\.([^']+)'")
 _GLOB_CHARS = frozenset("*?[")
+# The reserved tool name a model call is decided and recorded under (see `_guard/_budget.py`).
+MODEL_CALL = "clearance.model_call"
 
 
 def engine() -> CelEngine:
@@ -126,6 +128,18 @@ class Policy:
     def _resolve(self, tool: str) -> ToolPlan:
         doc = self.document
         tool = fold_tool(tool)  # one spelling per tool (the boundary's rule)
+        if tool == MODEL_CALL:  # the budgets alone decide a model call: tools' rules and defaults are for tool calls
+            return ToolPlan(
+                tool=tool,
+                rules=(),
+                conditional=(),
+                unconditional=(),
+                default=Effect.ALLOW,
+                default_source="the default of a model call",
+                conditions=engine().compile_set(()),
+                facts=self.budget_facts(),
+                redact=(),
+            )
         exact = doc.tools.get(tool)
         globs = [(p, t) for p, t in doc.tools.items() if _is_glob(p) and fnmatch.fnmatchcase(tool, p)]
         rules = (exact.rules if exact else ()) + tuple(r for _, t in globs for r in t.rules)
