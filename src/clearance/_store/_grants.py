@@ -376,14 +376,16 @@ def use(
             if not terms.counted:
                 return Use(grant_id, terms.grant.granted_by, None, None), []
             new_total = Decimal(total) + amount
+            # RETURNING, not rowcount: in a pipelined transaction (the server's group commit)
+            # rowcount is unknown until a result is read, and a use taken would look lost.
             cur.execute(
                 db.sql(
                     "UPDATE grants SET calls_used = :used, total_used = :total WHERE id = :id AND calls_used = :seen"
-                    " AND revoked_at_us IS NULL AND ended_at_us IS NULL AND expires_at_us > :now"
+                    " AND revoked_at_us IS NULL AND ended_at_us IS NULL AND expires_at_us > :now RETURNING id"
                 ),
                 {"used": used + 1, "total": str(new_total), "id": grant_id, "seen": used, "now": at},
             )
-            if cur.rowcount != 1:
+            if cur.fetchone() is None:
                 moved = True  # another call used it (or it was revoked) since we read it: read again
                 break
             after = replace(terms.grant, calls_used=used + 1, total_used=new_total)
