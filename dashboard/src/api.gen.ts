@@ -227,6 +227,76 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/policies/shadow": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Where the shadow and the enforced policy differed
+         * @description Where the shadow decided otherwise than the enforced policy over the window, and monitor rules' hits.
+         *
+         *     Counts of calls decided in shadow, those that differed by (enforced -> shadow, rule) and the
+         *     monitor hits by rule, each with the newest example calls; and the shadows active per scope.
+         *     An agent key reads only its own agent's calls.
+         */
+        get: operations["shadow_report_v1_policies_shadow_get"];
+        put?: never;
+        post?: never;
+        /**
+         * Stop deciding in shadow for a scope (admin)
+         * @description Clear the shadow of an agent, an environment, or (neither) the default scope.
+         */
+        delete: operations["clear_shadow_v1_policies_shadow_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/policies/shadow/promote": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make the shadow of a scope its enforced revision (admin)
+         * @description In one step: the scope's shadow becomes its active revision (`policy.activated`) and the shadow slot empties.
+         */
+        post: operations["promote_shadow_v1_policies_shadow_promote_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/policies/{rev_id}/shadow": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Decide a revision in shadow for a scope (admin)
+         * @description Decide every call of the scope by this revision too, recording what it decided, never enforcing it.
+         *
+         *     Only a revision that compiles is activated: one that does not is refused (422) with every problem.
+         */
+        post: operations["activate_shadow_v1_policies__rev_id__shadow_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/policies": {
         parameters: {
             query?: never;
@@ -1699,6 +1769,28 @@ export interface components {
             password: string;
         };
         /**
+         * MonitorHitOut
+         * @description Calls a `mode: monitor` rule matched: recorded as what it would have done, and allowed.
+         */
+        MonitorHitOut: {
+            /**
+             * Policy
+             * @description `enforced` or `shadow`: whose monitor rule it is
+             */
+            policy: string;
+            /** Rule Id */
+            rule_id: string;
+            /**
+             * Would
+             * @description block or require_approval
+             */
+            would: string;
+            /** Count */
+            count: number;
+            /** Examples */
+            examples: components["schemas"]["ShadowExampleOut"][];
+        };
+        /**
          * OnTimeout
          * @description What an approval's expiry does to the call.
          * @enum {string}
@@ -1891,6 +1983,142 @@ export interface components {
              * @default
              */
             environment: string;
+        };
+        /**
+         * ShadowActiveOut
+         * @description A scope and the revision decided in shadow for it.
+         */
+        ShadowActiveOut: {
+            /**
+             * Scope
+             * @description `default`, `environment:<name>` or `agent:<name>`
+             */
+            scope: string;
+            /** Revision Id */
+            revision_id: string;
+            /** Activated At Us */
+            activated_at_us: number;
+            /** Activated By */
+            activated_by: string | null;
+        };
+        /**
+         * ShadowCleared
+         * @description A shadow that was cleared.
+         */
+        ShadowCleared: {
+            /** Scope */
+            scope: string;
+            /** Revision Id */
+            revision_id: string;
+        };
+        /**
+         * ShadowDifferenceOut
+         * @description Calls the shadow decided otherwise than the enforced policy, by the shadow's deciding rule.
+         */
+        ShadowDifferenceOut: {
+            /**
+             * Enforced
+             * @description allow, block or require_approval
+             */
+            enforced: string;
+            /**
+             * Shadow
+             * @description allow, block or require_approval
+             */
+            shadow: string;
+            /**
+             * Rule Id
+             * @description The shadow's first deciding rule; null when its default decided
+             */
+            rule_id: string | null;
+            /** Count */
+            count: number;
+            /**
+             * Examples
+             * @description The newest calls of the group, newest first
+             */
+            examples: components["schemas"]["ShadowExampleOut"][];
+        };
+        /**
+         * ShadowExampleOut
+         * @description One call of a group, as recorded (its arguments redacted and cut as the record keeps them).
+         */
+        ShadowExampleOut: {
+            /** Call Id */
+            call_id: string | null;
+            /** At Us */
+            at_us: number | null;
+            /** Agent */
+            agent: string | null;
+            /** Environment */
+            environment: string | null;
+            /** Session */
+            session: string | null;
+            /** Tool */
+            tool: string | null;
+            /**
+             * Args
+             * @description The arguments as recorded and shown
+             */
+            args: unknown;
+            /** Enforced Rule Ids */
+            enforced_rule_ids: string[];
+            /** Enforced Reason */
+            enforced_reason: string | null;
+            /**
+             * Shadow Rule Ids
+             * @description The shadow's deciding rules; for a monitor hit, the rule
+             */
+            shadow_rule_ids: string[];
+            /** Shadow Reason */
+            shadow_reason: string | null;
+        };
+        /**
+         * ShadowReportOut
+         * @description Where the shadow and the enforced policy differed over a window, and the monitor rules' hits.
+         */
+        ShadowReportOut: {
+            /** Since Us */
+            since_us: number;
+            /**
+             * Until Us
+             * @description The window's end (exclusive)
+             */
+            until_us: number;
+            /**
+             * Calls
+             * @description Calls decided by a shadow beside the enforced policy
+             */
+            calls: number;
+            /**
+             * Differing
+             * @description Of those, calls the shadow decided otherwise
+             */
+            differing: number;
+            /**
+             * Differences
+             * @description By enforced -> shadow and rule, most calls first
+             */
+            differences: components["schemas"]["ShadowDifferenceOut"][];
+            /** Monitored */
+            monitored: components["schemas"]["MonitorHitOut"][];
+            /**
+             * Revisions
+             * @description Shadow revisions that decided calls in the window, and how many
+             */
+            revisions: {
+                [key: string]: number;
+            };
+            /**
+             * Unreadable
+             * @description Records with a shadow or monitor hits this version could not read
+             */
+            unreadable: number;
+            /**
+             * Active
+             * @description The shadows active now, per scope
+             */
+            active: components["schemas"]["ShadowActiveOut"][];
         };
         /**
          * Signed
@@ -2493,6 +2721,142 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HistoryReport"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    shadow_report_v1_policies_shadow_get: {
+        parameters: {
+            query?: {
+                /** @description how far back: 30m, 24h, 7d */
+                since?: string;
+                environment?: string | null;
+                agent?: string | null;
+                /** @description example calls per group */
+                examples?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShadowReportOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    clear_shadow_v1_policies_shadow_delete: {
+        parameters: {
+            query?: {
+                environment?: string | null;
+                agent?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShadowCleared"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    promote_shadow_v1_policies_shadow_promote_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Target"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Activation"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    activate_shadow_v1_policies__rev_id__shadow_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                rev_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Target"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Activation"];
                 };
             };
             /** @description Validation Error */

@@ -37,6 +37,7 @@ from .routes import (
     policies,
     queries,
     session,
+    shadow,
     sinks,
     slack,
     users,
@@ -105,6 +106,7 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
     app.include_router(health.router)
     app.include_router(keys.router)
     app.include_router(drafts.router)
+    app.include_router(shadow.router)  # before policies: /v1/policies/shadow is not a revision id
     app.include_router(policies.router)
     app.include_router(approvals.router)
     app.include_router(queries.router)
