@@ -119,6 +119,35 @@ def parse_json_args(raw: str | None) -> dict[str, Any]:
     return value
 
 
+def before_model_call(model: object) -> None:
+    """Before a framework's model call: stop or pause it while a budget is spent.
+
+    See `Backend.before_model_call`; the call is checked in the current session. Does nothing
+    when Clearance is not configured, and costs next to nothing when the policy has no budgets.
+
+    Raises:
+        ModelCallBlocked: A spent budget blocks it.
+        ApprovalDenied: A human denied it.
+        ApprovalTimeout: Nobody decided in time.
+    """
+    governor = _runtime._current
+    if governor is not None:
+        governor.before_model_call(get_session(), str(model) if model is not None else None)
+
+
+async def before_model_call_async(model: object) -> None:
+    """`before_model_call`, waiting for an approval without blocking the event loop.
+
+    Raises:
+        ModelCallBlocked: A spent budget blocks it.
+        ApprovalDenied: A human denied it.
+        ApprovalTimeout: Nobody decided in time.
+    """
+    governor = _runtime._current
+    if governor is not None:
+        await governor.before_model_call_async(get_session(), str(model) if model is not None else None)
+
+
 def record_model_call(
     model: str | None,
     input_tokens: Any,

@@ -10,10 +10,15 @@
   `ToolNode(wrap_tool_call=..., awrap_tool_call=...)`.
 - `ClearanceMiddleware(pause=True)`: a call that needs approval pauses the graph with
   `interrupt()` instead; `resume` continues it once a human has decided.
+- Model calls: while a session's or the agent's budget is spent, the model call itself is
+  stopped (`ModelCallBlocked`, the budget's `on_exceed: block`) or waits until an approver lets
+  it go ahead (`require_approval`), with the reason the next tool call would get. The middleware
+  checks in `wrap_model_call` / `awrap_model_call`; `ModelGate` checks every other model call.
 - `install()` (done by `clearance.configure()` when LangChain is imported): `ToolGate`, a
   process-wide callback that governs every tool call no middleware governs (agents built
-  without it, tools invoked directly), and a callback that records every chat model call's
-  tokens, model and cost in the current session, streaming included (`stream_usage=True`).
+  without it, tools invoked directly), `ModelGate`, its twin for model calls, and a callback
+  that records every chat model call's tokens, model and cost in the current session,
+  streaming included (`stream_usage=True`).
 
 Needs `pip install "clearance[langchain]"`.
 """
@@ -29,7 +34,7 @@ from uuid import UUID
 
 try:
     from langchain.agents.middleware import AgentMiddleware
-    from langchain.agents.middleware.types import ToolCallRequest
+    from langchain.agents.middleware.types import ModelRequest, ToolCallRequest
     from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.messages import ToolMessage
     from langchain_core.outputs import LLMResult
@@ -52,6 +57,7 @@ from . import _common
 OnBlock = Literal["message", "raise"]
 
 Handler = Callable[[ToolCallRequest], Any]
+ModelHandler = Callable[[ModelRequest], Any]
 Decided = tuple[Backend, Ticket, "Approved | None"]  # a call that may run: how, and with which approval
 
 
@@ -175,6 +181,42 @@ class ClearanceMiddleware(AgentMiddleware):
         governor, ticket, approved = decided
         with _Recording(governor, ticket, approved) as recording:
             return recording.done(await handler(_approved_request(request, approved)))
+
+    def wrap_model_call(self, request: ModelRequest, handler: ModelHandler) -> Any:
+        """Stop the model call, or wait until an approver lets it go ahead, while a budget is spent; then make it.
+
+        Raises:
+            ModelCallBlocked: A spent budget blocks it.
+            ApprovalDenied: An approver denied it (`ApprovalTimeout`: nobody decided in time).
+        """
+        _common.before_model_call(_model_of(request.model))
+        token = _MODEL_CHECKED.set(True)  # ModelGate leaves this call alone
+        try:
+            return handler(request)
+        finally:
+            _MODEL_CHECKED.reset(token)
+
+    async def awrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]) -> Any:
+        """`wrap_model_call` for async agents: the wait does not block the event loop.
+
+        Raises:
+            ModelCallBlocked: A spent budget blocks it.
+            ApprovalDenied: An approver denied it (`ApprovalTimeout`: nobody decided in time).
+        """
+        await _common.before_model_call_async(_model_of(request.model))
+        token = _MODEL_CHECKED.set(True)
+        try:
+            return await handler(request)
+        finally:
+            _MODEL_CHECKED.reset(token)
+
+
+_MODEL_CHECKED: ContextVar[bool] = ContextVar("clearance_model_checked", default=False)
+
+
+def _model_of(model: Any) -> str:
+    """A chat model's name as the provider knows it, else its kind."""
+    return str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
 
 
 class _Recording(Recording):
@@ -374,12 +416,49 @@ class ToolGate(BaseCallbackHandler):
         self._finish(run_id, error, None)
 
 
+class ModelGate(BaseCallbackHandler):
+    """Stops or pauses every LangChain model call in the process while a budget is spent.
+
+    A callback (`configure()` registers it process-wide) that checks each call in
+    `on_chat_model_start` / `on_llm_start` and raises to stop it — `ModelCallBlocked`, or the
+    approval's error — so the model is not called; an approval is waited for (an async model
+    call waits on a worker thread). Calls `ClearanceMiddleware` checked are left to it.
+    """
+
+    raise_error = True
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: Any, *, run_id: UUID, metadata: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Check the chat model call; raise to stop it."""
+        self._check(serialized, metadata, kwargs)
+
+    def on_llm_start(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, metadata: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Check the completion model call; raise to stop it."""
+        self._check(serialized, metadata, kwargs)
+
+    def _check(self, serialized: Any, metadata: dict[str, Any] | None, kwargs: dict[str, Any]) -> None:
+        if _MODEL_CHECKED.get():
+            return
+        params = kwargs.get("invocation_params") or {}
+        model = (
+            (metadata or {}).get("ls_model_name")
+            or params.get("model_name")
+            or params.get("model")
+            or ((serialized or {}).get("id") or ["unknown"])[-1]
+        )
+        _common.before_model_call(model)
+
+
 _USAGE: ContextVar[UsageCallback | None] | None = None
 _GATE: ContextVar[ToolGate | None] | None = None
+_MODEL_GATE: ContextVar[ModelGate | None] | None = None
 
 
 def install() -> None:
-    """Govern every LangChain tool call and record every chat model call's usage, process-wide (idempotent)."""
+    """Govern every LangChain tool call, gate every model call and record its usage, process-wide (idempotent)."""
     global _USAGE
     if _USAGE is not None:
         return
@@ -390,3 +469,6 @@ def install() -> None:
     global _GATE
     _GATE = ContextVar("clearance_langchain_gate", default=ToolGate())  # noqa: B039
     register_configure_hook(_GATE, inheritable=True)
+    global _MODEL_GATE
+    _MODEL_GATE = ContextVar("clearance_langchain_model_gate", default=ModelGate())  # noqa: B039
+    register_configure_hook(_MODEL_GATE, inheritable=True)
