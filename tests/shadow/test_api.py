@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from clearance._store import Database, EventFilter
 from clearance._store._events import query
 
+from ..server.conftest import post_raw
 from ._policies import ENFORCED, SHADOW, UNCOMPILABLE
 from .test_report import HOSTILE
 
@@ -225,3 +226,30 @@ def test_a_shadow_that_no_longer_compiles_never_stops_deciding(
     assert [g["decision"] for g in got] == ["allow", "block"]
     assert sum(f"the shadow policy {broken} does not compile" in r.getMessage() for r in caplog.records) == 1
     assert client.get("/v1/policies/shadow", headers=setup["admin"]).json()["calls"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/v1/policies/shadow?agent=a%00b", None),
+        ("GET", "/v1/policies/shadow?environment=Live", None),
+        ("GET", "/v1/policies/shadow?examples=1000", None),
+        ("DELETE", "/v1/policies/shadow?agent=", None),
+        ("DELETE", "/v1/policies/shadow?environment=" + "x" * 41, None),
+        ("POST", "/v1/policies/shadow/promote", {"agent": "a\x00"}),
+        ("POST", "/v1/policies/shadow/promote", {"agent": "x" * 201}),
+        ("POST", "/v1/policies/shadow/promote", [1]),
+        ("POST", "/v1/policies/{rev}/shadow", {"environment": "a b"}),
+        ("POST", "/v1/policies/{rev}/shadow", {"agent": "\ud800"}),
+    ],
+)
+def test_hostile_targets_are_a_422_and_change_nothing(
+    client: TestClient, setup: dict[str, Any], method: str, path: str, body: Any
+) -> None:
+    path = path.replace("{rev}", setup["shadow"])
+    if body is None:
+        r = client.request(method, path, headers=setup["admin"])
+    else:
+        r = post_raw(client, path, body, setup["admin"])
+    assert r.status_code == 422, r.text
+    assert client.get("/v1/policies/shadow", headers=setup["admin"]).json()["active"] == []
