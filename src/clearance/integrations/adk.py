@@ -5,7 +5,9 @@
   denied call's result is replaced by `{"error": reason}`, so the agent continues and can tell
   the user (`on_block="raise"` raises instead); an approval is awaited without blocking the
   event loop, and an approver's edit is what runs. Each model response's usage (prompt,
-  candidates, cached and thinking tokens) is recorded with its model and cost.
+  candidates, cached and thinking tokens) is recorded with its model and cost. While a budget
+  is spent, `before_model_callback` stops the model call itself (`ModelCallBlocked`) or waits
+  until an approver lets it go ahead, with the reason the next tool call would get.
 - `install()` (done by `clearance.configure()` when ADK is imported): ADK has no process-wide
   plugin registry, so every `Runner` made afterwards gets the plugin (unless it has one).
 
@@ -29,7 +31,7 @@ from .._canonical import to_plain
 from .._guard import _runtime
 from .._guard._tickets import Ticket
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
-from ._common import OnBlock, begin, claim_approved, record_model_call, refusal_text
+from ._common import OnBlock, before_model_call_async, begin, claim_approved, record_model_call, refusal_text
 from ._patching import check_version, wrap_method
 
 
@@ -100,7 +102,12 @@ class ClearancePlugin(BasePlugin):
         return None
 
     async def before_model_callback(self, *, callback_context: Any, llm_request: Any) -> Any:
-        """Remember when the model call started, for its latency."""
+        """Stop the model call, or wait until an approver lets it go ahead, while a budget is spent.
+
+        Then remember when it started, for its latency. ADK wraps what a plugin raises in a
+        `RuntimeError`; its cause is the `ModelCallBlocked` or the approval's error.
+        """
+        await before_model_call_async(getattr(llm_request, "model", None))
         self._model_started[callback_context.invocation_id] = time.perf_counter()
         return None
 
