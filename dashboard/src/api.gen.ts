@@ -435,8 +435,10 @@ export interface paths {
          * The policy this key's agent decides from
          * @description The active revision for the key's agent and environment, with its ETag.
          *
-         *     With `If-None-Match` and `wait`, the request is held until another revision becomes active
-         *     (answered at once) or `wait` seconds pass (304).
+         *     With `v=2` the snapshot also carries the agent's live grants of kind `calls` and the
+         *     revision decided in shadow for it; its ETag changes when any of them does. With
+         *     `If-None-Match` and `wait`, the request is held until the snapshot changes (answered at
+         *     once) or `wait` seconds pass (304).
          */
         get: operations["snapshot_v1_policy_snapshot_get"];
         put?: never;
@@ -532,6 +534,11 @@ export interface paths {
          *     With `args`, it runs with those instead: checked against the tool's parameters and decided
          *     again by the active policy (422 when they do not fit or policy blocks them). With a quorum,
          *     each approver's approval is a vote until enough have voted.
+         *
+         *     With `grant`, similar calls are let through without asking, within the rule's
+         *     `grant_limits`; with `extend`, the exhausted budget that asked grows. A grant or extension
+         *     the rule does not permit refuses the whole decision (422, each problem in `details`; the
+         *     approval stays pending and the attempt is audited).
          */
         post: operations["approve_v1_approvals__approval_id__approve_post"];
         delete?: never;
@@ -596,6 +603,71 @@ export interface paths {
         get: operations["deliveries_v1_approvals__approval_id__deliveries_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/grants": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List grants
+         * @description Grants and budget extensions, newest first.
+         *
+         *     An agent key sees only its own agent's (asking for another agent's gets none).
+         */
+        get: operations["list_grants_v1_grants_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/grants/{grant_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One grant
+         * @description The grant, with how much of it is used and whether it is still live.
+         */
+        get: operations["get_grant_v1_grants__grant_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/grants/{grant_id}/revoke": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revoke a grant (approver or admin)
+         * @description End a grant now: no call uses it once this answers (a budget extension stops counting).
+         *
+         *     403 for a key that is neither approver nor admin; 404 for an unknown grant; 409 when it
+         *     had ended already (revoked, expired or used up).
+         */
+        post: operations["revoke_v1_grants__grant_id__revoke_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1216,6 +1288,13 @@ export interface components {
              * @description How the arguments or result shown differ from those stored (empty: they do not)
              */
             degraded: string[];
+            /** @description What an approver may grant with it (approve with `grant`): the limits of the rule that asked; null when no grant may be given */
+            grant_limits: components["schemas"]["GrantLimitsOut"] | null;
+            /**
+             * Budget
+             * @description The exhausted budget that asked for it (approve with `extend` to add to it); null when a rule asked
+             */
+            budget: ("session" | "agent") | null;
         };
         /**
          * ApprovalStatus
@@ -1560,8 +1639,45 @@ export interface components {
             for_denial: boolean;
         };
         /**
+         * ConstraintIn
+         * @description What one argument of a granted call must be: the policy's `params` constraints.
+         */
+        ConstraintIn: {
+            /** Type */
+            type?: ("string" | "number" | "integer" | "boolean" | "list" | "map" | "any") | null;
+            /** Required */
+            required?: boolean | null;
+            /** Nullable */
+            nullable?: boolean | null;
+            /**
+             * Minimum
+             * @description inclusive
+             */
+            minimum?: number | string | null;
+            /**
+             * Maximum
+             * @description inclusive, like 150 for `amount` at most 150
+             */
+            maximum?: number | string | null;
+            /** Enum */
+            enum?: (string | boolean | number | null)[] | null;
+            /**
+             * Pattern
+             * @description searched like JSON Schema's; anchor it with ^…$
+             */
+            pattern?: string | null;
+            /** Max Length */
+            max_length?: number | null;
+            /** Format */
+            format?: "email" | null;
+        };
+        /**
          * DecisionIn
          * @description An approver's decision: a note for the agent, and (approving) arguments to run instead.
+         *
+         *     Approving, an approver may also `grant` similar calls (within the rule's `grant_limits`)
+         *     or `extend` the exhausted budget that asked (`budget`); either is stored with the decision,
+         *     or the whole decision is refused (422) and the approval stays pending.
          */
         DecisionIn: {
             /** Note */
@@ -1573,6 +1689,10 @@ export interface components {
             args?: {
                 [key: string]: unknown;
             } | null;
+            /** @description Also let similar calls through (approving only) */
+            grant?: components["schemas"]["GrantIn"] | null;
+            /** @description Also add to the exhausted budget that asked (approving only) */
+            extend?: components["schemas"]["ExtendIn"] | null;
         };
         /**
          * DeliveryOut
@@ -1632,6 +1752,211 @@ export interface components {
              * @description How the record shown differs from the record stored (empty: it is the stored record)
              */
             degraded: string[];
+        };
+        /**
+         * ExtendIn
+         * @description Add to the session's (or agent's) exhausted budget that asked for this approval.
+         */
+        ExtendIn: {
+            /**
+             * Usd
+             * @description US dollars to add, like 2.5 or "2.50"
+             */
+            usd?: number | string | null;
+            /**
+             * Tokens
+             * @description Tokens to add
+             */
+            tokens?: number | null;
+        };
+        /**
+         * GrantIn
+         * @description Let similar calls through without asking, within what the rule's `approval.grants` permits.
+         *
+         *     Similar calls are of the same tool that the same rules put to approval, within the scope,
+         *     until the grant expires, is revoked or reaches a limit.
+         */
+        GrantIn: {
+            /**
+             * Scope
+             * @description `session` (this session), `agent` (this agent) or `requester` (the person the agent acts for)
+             * @enum {string}
+             */
+            scope: "session" | "agent" | "requester";
+            /**
+             * Duration
+             * @description How long: seconds, or like `30m`, `8h`, `1d` (at most the rule's `max_duration`)
+             */
+            duration: number | string;
+            /**
+             * Max Calls
+             * @description At most this many calls, 1 to 1000000 (default: the rule's limit, if any)
+             */
+            max_calls?: number | null;
+            /**
+             * Max Total
+             * @description The running total of one numeric argument may reach this, like `{"amount": 500}` (default: the rule's limit, if any)
+             */
+            max_total?: {
+                [key: string]: number | string;
+            } | null;
+            /**
+             * Constraints
+             * @description Argument constraints in the policy's `params` syntax, like `{"amount": {"maximum": 150}}`
+             */
+            constraints?: {
+                [key: string]: components["schemas"]["ConstraintIn"] | ("string" | "number" | "integer" | "boolean" | "list" | "map" | "any");
+            };
+            /**
+             * Same
+             * @description Arguments that must equal the approved call's (as it runs, edits included)
+             */
+            same?: string[];
+        };
+        /**
+         * GrantLimitsOut
+         * @description What the rule that asked for an approval lets an approver grant with it.
+         */
+        GrantLimitsOut: {
+            /**
+             * Scopes
+             * @description The scopes a grant may name
+             */
+            scopes: ("session" | "agent" | "requester")[];
+            /**
+             * Max Duration
+             * @description The longest a grant may last, in seconds
+             */
+            max_duration: number;
+            /**
+             * Max Calls
+             * @description The most calls one grant may let through (null: no limit)
+             */
+            max_calls: number | null;
+            /**
+             * Max Total
+             * @description The most the running total of one numeric argument may reach, as a decimal string
+             */
+            max_total: {
+                [key: string]: string;
+            } | null;
+        };
+        /**
+         * GrantOut
+         * @description A grant: similar calls let through (`kind: calls`) or a budget extended (`kind: budget`).
+         */
+        GrantOut: {
+            /**
+             * Id
+             * @description Its id (`grt_…`)
+             */
+            id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "calls" | "budget";
+            /**
+             * Scope
+             * @description Whom it covers: this session, this agent, or the person the agent acts for
+             * @enum {string}
+             */
+            scope: "session" | "agent" | "requester";
+            /** Agent */
+            agent: string;
+            /** Environment */
+            environment: string;
+            /**
+             * Session
+             * @description The session it covers (scope session)
+             */
+            session: string | null;
+            /**
+             * Requester
+             * @description The person it covers (scope requester)
+             */
+            requester: string | null;
+            /**
+             * Tool
+             * @description The tool whose calls it lets through (null for a budget)
+             */
+            tool: string | null;
+            /**
+             * Rule Ids
+             * @description The rules whose approval it answers
+             */
+            rule_ids: string[];
+            /**
+             * Constraints
+             * @description Argument constraints a covered call meets (`params` syntax)
+             */
+            constraints: {
+                [key: string]: unknown;
+            };
+            /** Max Calls */
+            max_calls: number | null;
+            /** Calls Used */
+            calls_used: number;
+            /**
+             * Total Arg
+             * @description The numeric argument whose running total is limited
+             */
+            total_arg: string | null;
+            /**
+             * Max Total
+             * @description The most that total may reach, as a decimal string
+             */
+            max_total: string | null;
+            /**
+             * Total Used
+             * @description The total so far, as a decimal string
+             */
+            total_used: string;
+            /**
+             * Extend Usd
+             * @description A budget extension's US dollars, as a decimal string
+             */
+            extend_usd: string | null;
+            /**
+             * Extend Tokens
+             * @description A budget extension's tokens
+             */
+            extend_tokens: number | null;
+            /**
+             * Approval Id
+             * @description The approval it was given with
+             */
+            approval_id: string | null;
+            /**
+             * Policy Revision
+             * @description The policy revision whose rule permitted it
+             */
+            policy_revision: string | null;
+            /** Granted By */
+            granted_by: string;
+            /** Note */
+            note: string | null;
+            /** Created At Us */
+            created_at_us: number;
+            /** Expires At Us */
+            expires_at_us: number;
+            /** Revoked At Us */
+            revoked_at_us: number | null;
+            /** Revoked By */
+            revoked_by: string | null;
+            /** Revoke Reason */
+            revoke_reason: string | null;
+            /**
+             * Ended At Us
+             * @description When it stopped letting calls through (revoked, expired, used up)
+             */
+            ended_at_us: number | null;
+            /**
+             * Status
+             * @description `live` while it lets calls through; else why it does not
+             * @enum {string}
+             */
+            status: "live" | "revoked" | "expired" | "exhausted";
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -1946,6 +2271,14 @@ export interface components {
             text: string | null;
         };
         /**
+         * RevokeIn
+         * @description Why a grant is revoked (kept in the audit log).
+         */
+        RevokeIn: {
+            /** Reason */
+            reason?: string | null;
+        };
+        /**
          * SessionSummary
          * @description A session summary as the API sends it: the store's, every field in its JSON.
          */
@@ -2121,6 +2454,20 @@ export interface components {
             active: components["schemas"]["ShadowActiveOut"][];
         };
         /**
+         * ShadowSnapshot
+         * @description The revision decided in shadow for the agent: recorded beside each call, never enforced.
+         */
+        ShadowSnapshot: {
+            /** Revision */
+            revision: string;
+            /** Content Hash */
+            content_hash: string;
+            /** Source */
+            source: string;
+            /** Text */
+            text: string;
+        };
+        /**
          * Signed
          * @description A signed-in person; send `csrf_token` as `X-CSRF-Token` on every change.
          */
@@ -2172,7 +2519,7 @@ export interface components {
         };
         /**
          * Snapshot
-         * @description The policy an agent decides from.
+         * @description The policy an agent decides from (and, with `v=2`, its grants and shadow policy).
          */
         Snapshot: {
             /** Revision */
@@ -2183,6 +2530,77 @@ export interface components {
             source: string;
             /** Text */
             text: string;
+            /**
+             * Grants
+             * @description v=2: this agent's live grants of kind calls (newest 500); null in v=1
+             */
+            grants: components["schemas"]["SnapshotGrant"][] | null;
+            /** @description v=2: the revision decided in shadow, if any */
+            shadow: components["schemas"]["ShadowSnapshot"] | null;
+        };
+        /**
+         * SnapshotGrant
+         * @description A live grant of this agent: what it needs to decide a covered call on its own.
+         */
+        SnapshotGrant: {
+            /**
+             * Id
+             * @description Its id (`grt_…`)
+             */
+            id: string;
+            /**
+             * Scope
+             * @enum {string}
+             */
+            scope: "session" | "agent" | "requester";
+            /**
+             * Session
+             * @description The session it covers (scope session)
+             */
+            session: string | null;
+            /**
+             * Requester
+             * @description The person it covers (scope requester)
+             */
+            requester: string | null;
+            /**
+             * Tool
+             * @description The tool whose calls it lets through
+             */
+            tool: string;
+            /**
+             * Rule Ids
+             * @description The rules whose approval it answers: a covered call asks no others
+             */
+            rule_ids: string[];
+            /**
+             * Constraints
+             * @description Argument constraints a covered call meets (`params` syntax)
+             */
+            constraints: {
+                [key: string]: unknown;
+            };
+            /**
+             * Max Calls
+             * @description A call limit: such a grant is used on the server only
+             */
+            max_calls: number | null;
+            /**
+             * Total Arg
+             * @description The numeric argument whose running total is limited
+             */
+            total_arg: string | null;
+            /**
+             * Max Total
+             * @description A limit on that total: such a grant is used on the server only
+             */
+            max_total: string | null;
+            /** Granted By */
+            granted_by: string;
+            /** Created At Us */
+            created_at_us: number;
+            /** Expires At Us */
+            expires_at_us: number;
         };
         /**
          * Target
@@ -3081,6 +3499,8 @@ export interface operations {
             query?: {
                 /** @description long poll: seconds to wait for a change */
                 wait?: number;
+                /** @description 2: also this agent's live grants and its shadow policy, under one ETag */
+                v?: number;
             };
             header?: {
                 "if-none-match"?: string | null;
@@ -3099,7 +3519,7 @@ export interface operations {
                     "application/json": components["schemas"]["Snapshot"];
                 };
             };
-            /** @description Not modified: the revision in If-None-Match is still active */
+            /** @description Not modified: what If-None-Match names is still current */
             304: {
                 headers: {
                     [name: string]: unknown;
@@ -3328,6 +3748,109 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DeliveryOut"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_grants_v1_grants_get: {
+        parameters: {
+            query?: {
+                /** @description only this agent's */
+                agent?: string | null;
+                /** @description only this session's */
+                session?: string | null;
+                /** @description only those that still let calls through */
+                live?: boolean;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantOut"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_grant_v1_grants__grant_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                grant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    revoke_v1_grants__grant_id__revoke_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                grant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["RevokeIn"] | null;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantOut"];
                 };
             };
             /** @description Validation Error */

@@ -9,6 +9,7 @@ import click
 from ._approvals import approvals_group, approve, deny
 from ._audit import audit_group
 from ._common import friendly
+from ._grants import grants_group
 from ._mcp import mcp_proxy
 from ._policy import policy_group
 from ._server import db_group, keys_group, serve, users_group
@@ -53,6 +54,7 @@ main.add_command(policy_group)
 main.add_command(approvals_group)
 main.add_command(approve)
 main.add_command(deny)
+main.add_command(grants_group)
 main.add_command(audit_group)
 main.add_command(usage)
 main.add_command(serve)

@@ -11,14 +11,17 @@ import click
 
 from .. import _decisions
 from .._clock import now_us
+from .._grant_views import offers
+from .._granting import BudgetExtension, GrantRequest
 from .._store import Approval, Database
 from .._store import _approvals as approvals
 from .._store import _outbox as outbox
 from .._visible import hazards, shown_json, visible, warning
 from .._webhooks import deliver_due
 from .._wire import ApprovalStatus, DeliveryStatus
-from ..errors import ApprovalEditRejected
+from ..errors import ApprovalEditRejected, GrantRejected
 from ._common import database_option, decider, friendly, open_db, safe, table, when
+from ._grants import extension, given_with, grant_options, grant_request, refused, summary
 
 
 @click.group("approvals")
@@ -47,10 +50,12 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
     try:
         _decisions.sweep(db)
         rows = approvals.listing(db, status=None if show_all else ApprovalStatus.PENDING)
+        offered = {a.id: offers(db, a) for a in rows} if as_json else {}
     finally:
         db.close()
     if as_json:
         for a in rows:
+            limits, budget = offered[a.id]
             click.echo(
                 json.dumps(
                     {
@@ -66,6 +71,8 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
                         "expires_at_us": a.expires_at_us,
                         "decided_by": a.decided_by,
                         "note": a.note,
+                        "grant_limits": limits.model_dump(mode="json") if limits is not None else None,
+                        "budget": budget,
                     },
                     ensure_ascii=True,
                 )
@@ -120,11 +127,19 @@ def _edits(pairs: tuple[str, ...]) -> dict[str, Any] | None:
 
 
 def _decide(
-    approval_id: str, approve: bool, note: str | None, by: str | None, database: str, edits: tuple[str, ...] = ()
+    approval_id: str,
+    approve: bool,
+    note: str | None,
+    by: str | None,
+    database: str,
+    edits: tuple[str, ...] = (),
+    grant: GrantRequest | None = None,
+    extend: BudgetExtension | None = None,
 ) -> None:
     who = decider(by)
     args = _edits(edits)
     db = open_db(database)
+    given = None
     try:
         try:
             # The embedded store's own CLI: whoever can write the file decides (see the README).
@@ -135,10 +150,16 @@ def _decide(
                 by=_decisions.Decider(who, trusted=True),
                 note=note,
                 args=args,
+                grant=grant,
+                extend=extend,
             )
         except ApprovalEditRejected as exc:
             problems = "\n  ".join(safe(p) for p in exc.problems)
             raise click.UsageError(f"the edit was refused:\n  {problems}") from None
+        except GrantRejected as exc:
+            raise refused(exc) from None
+        if grant is not None or extend is not None:
+            given = given_with(db, decided.id, decided.agent)
         _deliver_now(db, decided.id)
     finally:
         db.close()
@@ -152,6 +173,8 @@ def _decide(
         f" at {when(decided.decided_at_us or now_us())} UTC"
     )
     _warn(decided.id, shown)
+    if given is not None:
+        click.echo(summary(given))
 
 
 _note = click.option("--note", default=None, help="A note returned to the agent and kept in the audit log.")
@@ -169,11 +192,32 @@ _by = click.option("--by", default=None, help="Who is deciding (default: CLEARAN
     metavar="NAME=VALUE",
     help="Run the call with this argument changed (repeatable; VALUE is JSON, or text).",
 )
+@grant_options
 @database_option
 @friendly
-def approve(approval_id: str, note: str | None, by: str | None, edits: tuple[str, ...], database: str) -> None:
-    """Approve APPROVAL_ID: the waiting call runs with the arguments shown, or as edited with --set."""
-    _decide(approval_id, True, note, by, database, edits)
+def approve(
+    approval_id: str,
+    note: str | None,
+    by: str | None,
+    edits: tuple[str, ...],
+    grant_scope: str | None,
+    grant_for: str | None,
+    grant_max_calls: int | None,
+    grant_max_total: str | None,
+    grant_same: tuple[str, ...],
+    grant_constraint: tuple[str, ...],
+    extend_usd: str | None,
+    extend_tokens: int | None,
+    database: str,
+) -> None:
+    """Approve APPROVAL_ID: the waiting call runs with the arguments shown, or as edited with --set.
+
+    With --grant-scope and --grant-for, similar calls are let through without asking, within
+    what the rule permits (its approval.grants); with --extend-usd or --extend-tokens, the
+    exhausted budget that asked grows.
+    """
+    grant = grant_request(grant_scope, grant_for, grant_max_calls, grant_max_total, grant_same, grant_constraint)
+    _decide(approval_id, True, note, by, database, edits, grant, extension(extend_usd, extend_tokens))
 
 
 @approvals_group.command("deny")

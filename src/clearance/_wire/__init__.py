@@ -12,6 +12,7 @@ from ._approvals import ApprovalFields, ApprovalOut, AttemptOut, DeliveryOut, Vo
 from ._base import SENT, Sent
 from ._check import CheckResponse
 from ._events import AuditEvent
+from ._grants import ConstraintIn, ExtendIn, GrantIn, GrantLimitsOut, GrantOut, GrantStatus
 from ._statuses import DECISIONS, ApprovalMode, ApprovalStatus, DeliveryStatus
 
 __all__ = [
@@ -24,8 +25,14 @@ __all__ = [
     "AttemptOut",
     "AuditEvent",
     "CheckResponse",
+    "ConstraintIn",
     "DeliveryOut",
     "DeliveryStatus",
+    "ExtendIn",
+    "GrantIn",
+    "GrantLimitsOut",
+    "GrantOut",
+    "GrantStatus",
     "OnTimeout",
     "Sent",
     "VoteOut",

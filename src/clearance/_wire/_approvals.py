@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from ..policy._model import OnTimeout
 from ._base import SENT, Sent
+from ._grants import GrantLimitsOut
 from ._statuses import ApprovalMode, ApprovalStatus, DeliveryStatus
 
 
@@ -101,6 +102,16 @@ class ApprovalOut(BaseModel, ApprovalFields, frozen=True):
     degraded: list[str] = Field(
         default_factory=list,
         description="How the arguments or result shown differ from those stored (empty: they do not)",
+    )
+    grant_limits: GrantLimitsOut | None = Field(
+        default=None,
+        description="What an approver may grant with it (approve with `grant`): the limits of the rule that "
+        "asked; null when no grant may be given",
+    )
+    budget: Literal["session", "agent"] | None = Field(
+        default=None,
+        description="The exhausted budget that asked for it (approve with `extend` to add to it); "
+        "null when a rule asked",
     )
 
 

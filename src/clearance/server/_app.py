@@ -31,6 +31,7 @@ from .routes import (
     check,
     costs,
     drafts,
+    grants,
     health,
     ingest,
     keys,
@@ -109,6 +110,7 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
     app.include_router(shadow.router)  # before policies: /v1/policies/shadow is not a revision id
     app.include_router(policies.router)
     app.include_router(approvals.router)
+    app.include_router(grants.router)
     app.include_router(queries.router)
     app.include_router(audit.router)
     app.include_router(costs.router)

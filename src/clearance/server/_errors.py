@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import StoreError
+from ..errors import GrantNotFound, GrantRejected, StoreError
 
 log = logging.getLogger("clearance.server")
 
@@ -96,6 +96,14 @@ def install(app: FastAPI) -> None:
             return _response(422, why, [{"location": "body", "message": why}])
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return _response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(GrantRejected)
+    async def grant_refused(_: Request, exc: GrantRejected) -> JSONResponse:
+        return _response(422, str(exc), [{"location": "body.grant", "message": p} for p in exc.problems])
+
+    @app.exception_handler(GrantNotFound)
+    async def no_grant(_: Request, exc: GrantNotFound) -> JSONResponse:
+        return _response(404, str(exc))
 
     @app.exception_handler(StoreError)
     async def store_down(_: Request, exc: StoreError) -> JSONResponse:

@@ -1,6 +1,7 @@
 """Background work of the server: expiry and escalation, webhook delivery, approval channels.
 
-Expiry and escalation are enforced whether or not an agent is waiting. Each job runs on a
+Expiry and escalation are enforced whether or not an agent is waiting, and a grant's expiry is
+recorded (`grant.expired`) whether or not a call or a person reads it. Each job runs on a
 worker thread whenever approvals change in this process, when its next item comes due, and at
 least every `MAX_SLEEP` seconds (so changes made by other processes are seen). Replicas race
 harmlessly: each move happens once, each delivery attempt is leased to one process, each channel's
@@ -20,7 +21,9 @@ from starlette.datastructures import State
 
 from .. import _decisions as decisions
 from .._clock import now_us, wait_async
+from .._store import Database
 from .._store import _approvals as approvals
+from .._store import _grants as grants
 from .._store import _outbox as outbox
 from .._webhooks import deliver_due
 from . import channels
@@ -49,13 +52,31 @@ async def _forever(state: State, what: str, work: Callable[[], int | None]) -> N
         await wait_async(changed, until, what)
 
 
+def next_grant_expiry(db: Database) -> int | None:
+    """When the next live grant of calls expires (µs), or None; a read, so a quiet sweep writes nothing."""
+    with db.read() as cur:
+        cur.execute(
+            db.sql(
+                "SELECT MIN(expires_at_us) FROM grants WHERE kind = 'calls' AND ended_at_us IS NULL"
+                " AND revoked_at_us IS NULL"
+            )
+        )
+        row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
 async def sweep_forever(state: State) -> None:
-    """Expire (or escalate) approvals as they come due."""
+    """Expire (or escalate) approvals, and record grants' expiry, as they come due."""
 
     def sweep() -> int | None:
         if decisions.sweep(state.db):
             announce_threadsafe(state, "approvals")
-        return approvals.next_expiry(state.db)
+        granted = next_grant_expiry(state.db)
+        if granted is not None and granted <= now_us() and grants.sweep(state.db):
+            announce_threadsafe(state, "grants")
+            granted = next_grant_expiry(state.db)
+        due = [t for t in (approvals.next_expiry(state.db), granted) if t is not None]
+        return min(due) if due else None
 
     state.loop = asyncio.get_running_loop()
     await _forever(state, "approval sweep", sweep)

@@ -1,7 +1,7 @@
 """Approvals over HTTP: list, read (or wait for a decision), approve and deny.
 
 Only approver keys decide, and never for their own agent; an agent key reads only its own
-agent's approvals.
+agent's approvals. Approving may also grant similar calls or extend the budget that asked.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -19,7 +20,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ... import _decisions as decisions
+from ... import _granting as granting
 from ..._clock import now_us
+from ..._grant_views import offers
 from ..._store import Approval, Database
 from ..._store import _approvals as approvals
 from ..._store import _outbox as outbox
@@ -34,6 +37,8 @@ from ..._wire import (
     AttemptOut,
     DeliveryOut,
     DeliveryStatus,
+    ExtendIn,
+    GrantIn,
     VoteOut,
 )
 from ...errors import (
@@ -42,6 +47,7 @@ from ...errors import (
     ApprovalError,
     ApprovalForbidden,
     ApprovalNotFound,
+    GrantRejected,
 )
 from .. import _longpoll as longpoll
 from .._auth import actor, current_key, database, require
@@ -54,11 +60,12 @@ Agent = Annotated[ApiKey, Depends(require("agent"))]
 _RECHECK_SECONDS = 1.0
 
 
-def approval_out(a: Approval, key: ApiKey | None = None) -> ApprovalOut:
-    """The view of a stored approval.
+def approval_out(db: Database, a: Approval, key: ApiKey | None = None) -> ApprovalOut:
+    """The view of a stored approval (reads the store: call it on a worker thread).
 
     The requesting agent also gets the full edited arguments; it and the people who decide
-    get the result (which the audit log records for approved calls too).
+    get the result (which the audit log records for approved calls too). Everyone sees what
+    an approver may give with it (`grant_limits`, `budget`).
     """
     own = key is not None and key.agent == a.agent
     decides = key is not None and bool({"approver", "admin"} & set(key.scopes))
@@ -68,6 +75,7 @@ def approval_out(a: Approval, key: ApiKey | None = None) -> ApprovalOut:
         if approvals.INEXACT_ARGS in a.degraded or show(executed).notes:
             executed = None
             degraded.append("executed_args is left out: the arguments to run cannot be returned exactly")
+    grant_limits, budget = offers(db, a)
     return ApprovalOut(
         **{f.name: getattr(a, f.name) for f in dataclasses.fields(ApprovalFields)},
         args=a.shown_args,
@@ -79,11 +87,18 @@ def approval_out(a: Approval, key: ApiKey | None = None) -> ApprovalOut:
         result=a.result if own or decides else None,
         executed_args=executed,
         degraded=degraded,
+        grant_limits=grant_limits,
+        budget=budget,
     )
 
 
 class DecisionIn(BaseModel):
-    """An approver's decision: a note for the agent, and (approving) arguments to run instead."""
+    """An approver's decision: a note for the agent, and (approving) arguments to run instead.
+
+    Approving, an approver may also `grant` similar calls (within the rule's `grant_limits`)
+    or `extend` the exhausted budget that asked (`budget`); either is stored with the decision,
+    or the whole decision is refused (422) and the approval stays pending.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -93,6 +108,28 @@ class DecisionIn(BaseModel):
         description="Approve with these arguments instead (all, or only those that change); "
         "`[REDACTED]` keeps a hidden original",
     )
+    grant: GrantIn | None = Field(default=None, description="Also let similar calls through (approving only)")
+    extend: ExtendIn | None = Field(
+        default=None, description="Also add to the exhausted budget that asked (approving only)"
+    )
+
+    def grant_request(self) -> granting.GrantRequest | None:
+        """The grant asked for, as `_decisions.decide` takes it."""
+        g = self.grant
+        if g is None:
+            return None
+        return granting.GrantRequest(
+            scope=g.scope,
+            duration=g.duration,
+            max_calls=g.max_calls,
+            max_total=g.max_total,
+            constraints=g.specs(),
+            same=tuple(g.same),
+        )
+
+    def extension(self) -> granting.BudgetExtension | None:
+        """The budget extension asked for, as `_decisions.decide` takes it."""
+        return None if self.extend is None else granting.BudgetExtension(usd=self.extend.usd, tokens=self.extend.tokens)
 
 
 class ClaimIn(BaseModel):
@@ -142,7 +179,7 @@ async def list_approvals(
             unclaimed=unhandled,
         )
     )
-    return [approval_out(a, key) for a in found if _may_read(key, a)]
+    return await run_in_threadpool(lambda: [approval_out(db, a, key) for a in found if _may_read(key, a)])
 
 
 _LISTED = TypeAdapter(list[ApprovalOut])  # encodes integers beyond 64 bits too, which orjson refuses
@@ -167,7 +204,7 @@ async def stream(request: Request, key: Caller, db: Db) -> StreamingResponse:
     def pending() -> bytes:
         decisions.sweep(db)
         found = approvals.listing(db, status=ApprovalStatus.PENDING, agent=key.agent if own_only else None, limit=500)
-        return _LISTED.dump_json([approval_out(a, key) for a in found if _may_read(key, a)])
+        return _LISTED.dump_json([approval_out(db, a, key) for a in found if _may_read(key, a)])
 
     async def events() -> AsyncIterator[bytes]:
         sent: bytes | None = None
@@ -219,7 +256,7 @@ async def get_approval(
 
     done = (lambda a: a.status.decided) if until == "decided" else (lambda a: a.status.final)
     found = await longpoll.hold(request, "approvals", wait, read, done)
-    return approval_out(found, key)
+    return await run_in_threadpool(approval_out, db, found, key)
 
 
 def decider(key: ApiKey) -> decisions.Decider:
@@ -271,6 +308,8 @@ def decide_as(
     note: str | None,
     note_field: str = "body.note",
     args: dict[str, Any] | None = None,
+    grant: granting.GrantRequest | None = None,
+    extend: granting.BudgetExtension | None = None,
 ) -> Approval:
     """Decide as `key`, or answer why not; every refused attempt is audited once (`approval.refused`).
 
@@ -280,7 +319,7 @@ def decide_as(
 
     Raises:
         APIError: 403 (not theirs to decide), 404 (no such approval), 409 (decided already),
-            422 (a note no store keeps, or edits that do not fit).
+            422 (a note no store keeps, edits that do not fit, a grant or extension refused).
     """
     who = decider(key)
     shown = shown_id(approval_id)
@@ -291,7 +330,9 @@ def decide_as(
     if note is not None and (problem := text_problem(note)) is not None:
         raise APIError(422, f"the note {problem}", details=[{"location": note_field, "message": problem}])
     try:
-        return decisions.decide(db, approval_id, approve=approve, by=who, note=note, args=args)
+        return decisions.decide(
+            db, approval_id, approve=approve, by=who, note=note, args=args, grant=grant, extend=extend
+        )
     except ApprovalNotFound:
         raise APIError(404, f"no approval has the id {shown!r}") from None
     except ApprovalForbidden as exc:
@@ -300,6 +341,9 @@ def decide_as(
         raise APIError(
             422, str(exc), details=[{"location": "body.args", "message": problem} for problem in exc.problems]
         ) from None
+    except GrantRejected as exc:
+        given = "body.extend" if extend is not None else "body.grant"
+        raise APIError(422, str(exc), details=[grant_problem(p, given) for p in exc.problems]) from None
     except ApprovalAlreadyDecided as exc:
         raise APIError(
             409,
@@ -311,14 +355,35 @@ def decide_as(
         ) from None
 
 
+_GRANT_FIELD = re.compile(r"(scope|duration|max_calls|max_total|constraints|same)(\.[^:]*)?")
+
+
+def grant_problem(problem: str, given: str) -> dict[str, str]:
+    """A refused grant's problem as an error detail, located at the field it names when it names one."""
+    field, sep, _ = problem.partition(": ")
+    if sep and field.startswith("extend"):
+        return {"location": f"body.{field}", "message": problem}
+    if sep and _GRANT_FIELD.fullmatch(field):
+        return {"location": f"body.grant.{field}", "message": problem}
+    return {"location": given, "message": problem}
+
+
 async def _decide(
     request: Request, db: Database, approval_id: str, key: ApiKey, approve: bool, body: DecisionIn
 ) -> ApprovalOut:
-    decided = await run_in_threadpool(
-        lambda: decide_as(db, approval_id, key, approve=approve, note=body.note, args=body.args)
-    )
+    grant, extend = body.grant_request(), body.extension()
+
+    def run() -> ApprovalOut:
+        decided = decide_as(
+            db, approval_id, key, approve=approve, note=body.note, args=body.args, grant=grant, extend=extend
+        )
+        return approval_out(db, decided, key)
+
+    out = await run_in_threadpool(run)
     longpoll.announce(request, "approvals")
-    return approval_out(decided, key)
+    if grant is not None or extend is not None:
+        longpoll.announce(request, "grants")
+    return out
 
 
 @router.post("/approvals/{approval_id}/approve", summary="Approve (approver)")
@@ -330,6 +395,11 @@ async def approve(
     With `args`, it runs with those instead: checked against the tool's parameters and decided
     again by the active policy (422 when they do not fit or policy blocks them). With a quorum,
     each approver's approval is a vote until enough have voted.
+
+    With `grant`, similar calls are let through without asking, within the rule's
+    `grant_limits`; with `extend`, the exhausted budget that asked grows. A grant or extension
+    the rule does not permit refuses the whole decision (422, each problem in `details`; the
+    approval stays pending and the attempt is audited).
     """
     return await _decide(request, db, approval_id, key, True, body or DecisionIn())
 
@@ -364,7 +434,7 @@ async def claim(
     except ApprovalError as exc:
         raise APIError(409, str(exc)) from None
     longpoll.announce(request, "approvals")
-    return approval_out(claimed, key)
+    return await run_in_threadpool(approval_out, db, claimed, key)
 
 
 @router.get("/approvals/{approval_id}/deliveries", summary="Webhook deliveries of an approval")
