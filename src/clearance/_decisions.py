@@ -302,7 +302,17 @@ def _decide_again(db: Database, policy: Policy, a: Approval, args: dict[str, Any
     if plan.facts:
         with db.read() as cur:
             values, _ = facts.compute(
-                db, cur, plan.facts, agent=a.agent, session=a.session, tool=a.tool, now_us=now_us(), exclude=a.call_id
+                db,
+                cur,
+                plan.facts,
+                agent=a.agent,
+                environment=a.environment,
+                session=a.session,
+                tool=a.tool,
+                now_us=now_us(),
+                exclude=a.call_id,
+                args=args,
+                requester=a.requested_by,
             )
     return policy.decide(a.tool, args, values)
 

@@ -46,7 +46,7 @@ tools:
     rules:
       - id: look
         effect: require_approval
-        approval: {grants: {scopes: [session, agent], max_duration: 1h, max_calls: 1000000}}
+        approval: {grants: {scopes: [session, agent], max_duration: 1h}}
   plain:
     rules:
       - id: plain

@@ -22,7 +22,7 @@ from clearance._store import Database
 from clearance._store import _grants as grants
 from clearance.policy import Effect, parse_policy
 
-from ._shared import POLICY, granted, records, refund
+from ._shared import POLICY, call, granted, records, refund
 
 RACERS = 50
 T = TypeVar("T")
@@ -134,8 +134,13 @@ def test_one_call_in_a_pipelined_transaction_uses_a_grant_once(db: Database) -> 
     assert grants.get(db, grant_id).calls_used == 1
 
 
-def test_no_call_uses_a_grant_after_its_revocation_commits(db: Database, connections: Callable[[], Database]) -> None:
-    grant_id = granted(db, refund(db, 150), GrantRequest("agent", "1h"))
+@pytest.mark.parametrize("max_calls", [None, 1000], ids=["uncounted", "counted"])
+def test_no_call_uses_a_grant_after_its_revocation_commits(
+    db: Database, connections: Callable[[], Database], max_calls: int | None
+) -> None:
+    """A grant without limits is never written by a use; one with limits is: neither outlives a revoke."""
+    lookup = call(db, {"key": "k"}, tool="lookup")
+    grant_id = granted(db, lookup, GrantRequest("agent", "1h", max_calls=max_calls))
     revoker = connections()
     revoked = threading.Event()
 
@@ -143,7 +148,7 @@ def test_no_call_uses_a_grant_after_its_revocation_commits(db: Database, connect
         if i == RACERS // 2:
             grants.revoke(revoker, grant_id, by="user:omar")
             revoked.set()
-        return refund(store, 150, session=f"s{i}")
+        return call(store, {"key": "k"}, tool="lookup", session=f"s{i}")
 
     calls = race(RACERS, connections, act)
     assert revoked.is_set()

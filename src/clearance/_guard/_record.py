@@ -262,6 +262,7 @@ def call_recorder(
                     cur,
                     plan.facts,
                     agent=agent,
+                    environment=environment,
                     session=session,
                     tool=tool,
                     now_us=at,
@@ -280,6 +281,7 @@ def call_recorder(
                     args,
                     fact_values,
                     agent=agent,
+                    environment=environment,
                     session=session,
                     at=at,
                     requester=requested_by,
@@ -290,6 +292,7 @@ def call_recorder(
                     db,
                     cur,
                     agent=agent,
+                    environment=environment,
                     tool=tool,
                     session=session,
                     requester=requested_by,
@@ -312,7 +315,17 @@ def call_recorder(
                     )
         if shadow is not None and shadow_decision is None:
             shadow_decision = refused(prepared, shadow) or _shadow_decision(
-                db, cur, shadow, tool, args, fact_values, agent=agent, session=session, at=at, requester=requested_by
+                db,
+                cur,
+                shadow,
+                tool,
+                args,
+                fact_values,
+                agent=agent,
+                environment=environment,
+                session=session,
+                at=at,
+                requester=requested_by,
             )
         approval_id = events.new_id("apr") if decision.effect is Effect.REQUIRE_APPROVAL else None
         batch = [*prepend]
@@ -407,6 +420,7 @@ def _shadow_decision(
     known: dict[str, Any],
     *,
     agent: str,
+    environment: str,
     session: str,
     at: int,
     requester: str | None,
@@ -429,7 +443,16 @@ def _shadow_decision(
         values = known
         if specs:
             more, _ = facts.compute(
-                db, cur, specs, agent=agent, session=session, tool=tool, now_us=at, args=args, requester=requester
+                db,
+                cur,
+                specs,
+                agent=agent,
+                environment=environment,
+                session=session,
+                tool=tool,
+                now_us=at,
+                args=args,
+                requester=requester,
             )
             values = {**known, **more}
         decided = decide_shadow(shadow, tool, args, values)
@@ -438,6 +461,7 @@ def _shadow_decision(
             db,
             cur,
             agent=agent,
+            environment=environment,
             tool=tool,
             session=session,
             requester=requester,

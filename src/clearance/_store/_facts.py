@@ -40,6 +40,7 @@ def compute(
     session: str | None,
     tool: str,
     now_us: int,
+    environment: str | None = None,
     exclude: str | None = None,
     args: Mapping[str, Any] | None = None,
     requester: str | None = None,
@@ -47,17 +48,20 @@ def compute(
     """The values of `specs`, and the reason for each one that could not be computed.
 
     `exclude` leaves one call out of the counts and sums (deciding an edit of that call again);
-    `args` and `requester` are the call's, for `grant_id`.
+    `environment`, `args` and `requester` are the call's, for `grant_id`.
     """
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for spec in specs:
         try:
             if spec.kind == "grant_id":
+                if environment is None:  # a grant covers calls of its own environment only
+                    raise FactError(f"facts.{spec.name} needs the call's environment")
                 found = grants.covering(
                     db,
                     cur,
                     agent=agent,
+                    environment=environment,
                     tool=tool,
                     session=session or "",
                     requester=requester,

@@ -1,7 +1,8 @@
 """Grants on the store: what an approver let through beyond the one call they approved.
 
 Two kinds:
-- `calls`: similar calls of the same tool, within a scope (`session`, `agent`, `requester`),
+- `calls`: similar calls of the same tool in the same environment, within a scope (`session`,
+  `agent`, `requester`),
   until `expires_at_us`, optionally at most `max_calls` calls, a running total of one numeric
   argument up to `max_total`, and argument constraints (the policy's `params` constraints).
   A call that a live grant covers is allowed without waiting (`use`, inside the call's own
@@ -253,7 +254,8 @@ class _Terms:
 _TERMS: dict[str, _Terms] = {}
 # Live grants that may cover a call: scope matched in SQL; only the counters are read per call.
 _LIVE = (
-    "SELECT id, calls_used, total_used FROM grants WHERE agent = :agent AND tool = :tool AND kind = 'calls'"
+    "SELECT id, calls_used, total_used FROM grants WHERE agent = :agent AND environment = :environment"
+    " AND tool = :tool AND kind = 'calls'"
     " AND expires_at_us > :now AND revoked_at_us IS NULL AND ended_at_us IS NULL"
     " AND (scope = 'agent' OR (scope = 'session' AND session = :session)"
     " OR (scope = 'requester' AND requester = :requester)) ORDER BY created_at_us, id"
@@ -293,12 +295,20 @@ def _amount(terms: _Terms, calls_used: int, total_used: str, args: Mapping[str, 
 
 
 def _live(
-    db: Database, cur: Any, *, agent: str, tool: str, session: str, requester: str | None, at: int
+    db: Database, cur: Any, *, agent: str, environment: str, tool: str, session: str, requester: str | None, at: int
 ) -> list[tuple[str, int, str]]:
     # On PostgreSQL a revoke waits for the calls that read the grant, and they for it.
     lock = " FOR SHARE" if db.dialect == "postgresql" else ""
     cur.execute(
-        db.sql(_LIVE + lock), {"agent": agent, "tool": tool, "now": at, "session": session, "requester": requester}
+        db.sql(_LIVE + lock),
+        {
+            "agent": agent,
+            "environment": environment,
+            "tool": tool,
+            "now": at,
+            "session": session,
+            "requester": requester,
+        },
     )
     return [(r[0], int(r[1]), r[2] or "0") for r in cur.fetchall()]
 
@@ -308,6 +318,7 @@ def covering(
     cur: Any,
     *,
     agent: str,
+    environment: str,
     tool: str,
     session: str,
     requester: str | None,
@@ -316,7 +327,9 @@ def covering(
     rule_ids: Sequence[str] | None = None,
 ) -> Grant | None:
     """The live grant that would cover this call now (the oldest), or None. Uses nothing."""
-    for grant_id, used, total in _live(db, cur, agent=agent, tool=tool, session=session, requester=requester, at=at):
+    for grant_id, used, total in _live(
+        db, cur, agent=agent, environment=environment, tool=tool, session=session, requester=requester, at=at
+    ):
         terms = _terms(db, cur, grant_id)
         if rule_ids is not None and not terms.rule_ids.issuperset(rule_ids):
             continue
@@ -346,6 +359,7 @@ def use(
     cur: Any,
     *,
     agent: str,
+    environment: str,
     tool: str,
     session: str,
     requester: str | None,
@@ -365,7 +379,7 @@ def use(
     for _ in range(_TRIES):
         moved = False
         for grant_id, used, total in _live(
-            db, cur, agent=agent, tool=tool, session=session, requester=requester, at=at
+            db, cur, agent=agent, environment=environment, tool=tool, session=session, requester=requester, at=at
         ):
             terms = _terms(db, cur, grant_id)
             if not terms.rule_ids.issuperset(rule_ids):
