@@ -20,10 +20,21 @@ _KINDS = [
     "tool_call.decided",
     "tool_call.finished",
     "approval.requested",
+    "approval.voted",
     "approval.decided",
+    "approval.refused",
+    "approval.escalated",
     "approval.expired",
+    "approval.executed",
+    "approval.failed",
     "llm.call",
     "policy.activated",
+    "policy.shadow_activated",
+    "policy.shadow_cleared",
+    "grant.created",
+    "grant.revoked",
+    "grant.expired",
+    "grant.exhausted",
 ]
 
 

@@ -241,7 +241,8 @@ def previous(db: Database, scope: str) -> str | None:
 
 def resolve(db: Database, *, agent: str | None, environment: str) -> Revision | None:
     """The revision active for an agent in an environment (agent > environment > default)."""
-    order = [f"agent:{agent}" if agent else "default", f"environment:{environment}", "default"]
+    # Without an agent, the environment's assignment still comes before the default.
+    order = [f"agent:{agent}" if agent else f"environment:{environment}", f"environment:{environment}", "default"]
     with db.read() as cur:
         cur.execute(
             db.sql("SELECT scope, revision_id FROM policy_assignments WHERE scope IN (:a, :e, :d)"),
