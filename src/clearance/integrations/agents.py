@@ -10,6 +10,12 @@
   `result.to_state().to_string()`; once a human decides (dashboard, CLI, API, Slack), call
   `await resume(agent, saved)` in any process to continue the run.
 
+- `ClearanceHooks()`: pass it as a run's hooks (`Runner.run(agent, input, hooks=ClearanceHooks())`,
+  wrapping your own: `ClearanceHooks(my_hooks)`). While a session's or the agent's budget is
+  spent, each model call of the run is stopped before the model is called (`ModelCallBlocked`)
+  or waits until an approver lets it go ahead, with the reason the next tool call would get.
+  The SDK has no process-wide hook before model calls, so this one is given per run.
+
 A blocked or denied call is answered to the model as the tool's output, carrying the reason,
 so the agent goes on and can tell the user (`on_block="raise"` raises instead). Decisions are
 made on the arguments as the tool will receive them (850 → 850.0 for a `float` parameter), and
@@ -28,7 +34,8 @@ from typing import Any
 
 try:
     import agents
-    from agents import Agent, FunctionTool, RunContextWrapper, Runner, RunResult, RunState
+    from agents import Agent, FunctionTool, RunContextWrapper, RunHooks, Runner, RunResult, RunState
+    from agents.lifecycle import RunHooksBase
     from agents.tool_context import ToolContext
     from agents.tracing import Span, Trace, TracingProcessor, add_trace_processor
     from agents.tracing.span_data import GenerationSpanData, ResponseSpanData
@@ -44,6 +51,7 @@ from .._guard._recording import Recording
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import (
     OnBlock,
+    before_model_call_async,
     begin,
     claim_approved,
     normalise,
@@ -211,6 +219,56 @@ def _tool_named(agent: Agent[Any], name: str | None) -> FunctionTool | None:
         if isinstance(tool, FunctionTool) and tool.name == name:
             return tool
     return None
+
+
+# -- model calls ---------------------------------------------------------------------------------
+
+
+class ClearanceHooks(RunHooks[Any]):
+    """A run's hooks that check each model call before it is made, while a budget is spent.
+
+    `on_llm_start` stops the model call (`ModelCallBlocked`, the budget's `on_exceed: block`),
+    or waits on the event loop until an approver lets it go ahead (`require_approval`; a denial
+    raises `ApprovalDenied`), with the reason, rule and approvers the next tool call would get.
+    Costs next to nothing when the policy has no budgets. Every hook of `hooks`, if given, is
+    called as usual.
+
+    Args:
+        hooks: Your own run hooks.
+    """
+
+    def __init__(self, hooks: RunHooksBase[Any, Any] | None = None) -> None:
+        self.hooks = hooks
+
+    async def on_llm_start(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], system_prompt: str | None, input_items: list[Any]
+    ) -> None:
+        """Check the model call; raise to stop it. Then your hooks' `on_llm_start`."""
+        await before_model_call_async(_model_of(agent.model))
+        if self.hooks is not None:
+            await self.hooks.on_llm_start(context, agent, system_prompt, input_items)
+
+
+def _passing_on(name: str) -> Callable[..., Awaitable[None]]:
+    async def hook(self: ClearanceHooks, *args: Any, **kwargs: Any) -> None:
+        if self.hooks is not None:
+            await getattr(self.hooks, name)(*args, **kwargs)
+
+    hook.__name__ = hook.__qualname__ = name
+    hook.__doc__ = f"Your hooks' `{name}`."
+    return hook
+
+
+# Every other hook, this SDK version's and any later one's, goes to the hooks it wraps.
+for _name in [n for n in vars(RunHooksBase) if n.startswith("on_") and n != "on_llm_start"]:
+    setattr(ClearanceHooks, _name, _passing_on(_name))
+
+
+def _model_of(model: Any) -> str | None:
+    """The model's name: as the agent names it, or as its `Model` object knows it (None: the run's default)."""
+    if model is None or isinstance(model, str):
+        return model
+    return str(getattr(model, "model", None) or type(model).__name__)
 
 
 # -- usage ---------------------------------------------------------------------------------------
