@@ -10,12 +10,16 @@ import { Sessions } from "./pages/sessions";
 import { Policies } from "./pages/policies";
 import { Costs } from "./pages/costs";
 import { Admin } from "./pages/admin";
+import { Grants } from "./pages/grants";
+import { Shadow } from "./pages/shadow";
 
 const PAGES: { name: string; title: string; admin?: boolean }[] = [
   { name: "approvals", title: "Approvals" },
   { name: "audit", title: "Audit log" },
   { name: "sessions", title: "Sessions" },
+  { name: "grants", title: "Grants" },
   { name: "policies", title: "Policies", admin: true },
+  { name: "shadow", title: "Shadow" },
   { name: "costs", title: "Costs" },
   { name: "admin", title: "Admin", admin: true },
 ];
@@ -82,7 +86,9 @@ export function App() {
         {page === "approvals" && <Approvals route={route} me={me} />}
         {page === "audit" && <Audit route={route} />}
         {page === "sessions" && <Sessions route={route} />}
+        {page === "grants" && <Grants route={route} me={me} />}
         {page === "policies" && isAdmin && <Policies route={route} />}
+        {page === "shadow" && <Shadow route={route} isAdmin={isAdmin} />}
         {page === "costs" && <Costs route={route} isAdmin={isAdmin} />}
         {page === "admin" && isAdmin && <Admin me={me} />}
         {!PAGES.some((p) => p.name === page && (isAdmin || !p.admin)) && <p>There is no page here.</p>}

@@ -46,3 +46,23 @@ export function value(v: unknown): string {
 export function pretty(v: unknown): string {
   return JSON.stringify(v, null, 2);
 }
+
+// A length of time in words: 3600 → "1 hour", 5400 → "1 hour 30 minutes", 172800 → "2 days".
+export function lasting(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const parts: string[] = [];
+  const units: [number, string][] = [
+    [86400, "day"],
+    [3600, "hour"],
+    [60, "minute"],
+    [1, "second"],
+  ];
+  let rest = s;
+  for (const [size, name] of units) {
+    const n = Math.floor(rest / size);
+    rest -= n * size;
+    if (n) parts.push(`${n} ${name}${n === 1 ? "" : "s"}`);
+    if (parts.length === 2) break;
+  }
+  return parts.join(" ") || "0 seconds";
+}

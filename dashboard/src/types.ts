@@ -30,3 +30,14 @@ export type TestResult = Schemas["TestResult"];
 
 export type Usage = Schemas["UsageOut"];
 export type BudgetUse = Schemas["BudgetUse"];
+
+export type Grant = Schemas["GrantOut"];
+export type GrantLimits = Schemas["GrantLimitsOut"];
+export type GrantIn = Schemas["GrantIn"];
+export type ExtendIn = Schemas["ExtendIn"];
+
+export type ShadowReport = Schemas["ShadowReportOut"];
+export type ShadowActive = Schemas["ShadowActiveOut"];
+export type ShadowExample = Schemas["ShadowExampleOut"];
+export type ShadowCleared = Schemas["ShadowCleared"];
+export type Activation = Schemas["Activation"];

@@ -1,13 +1,16 @@
 // The approvals inbox: pending approvals live from the server's event stream, and one approval
-// in detail with Approve, Deny with a note, and Approve with edited arguments.
+// in detail with Approve, Deny with a note, Approve with edited arguments, and Approve with a
+// grant of similar calls or more budget (when the rule or the spent budget that asked allows it).
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, errorText } from "../api";
-import { ago, when } from "../format";
+import { api, ApiError, errorText } from "../api";
+import { ago, count, lasting, when } from "../format";
 import { href, type Route } from "../router";
-import type { Approval, AuditEvent, Signed } from "../types";
-import { ArgsTable, Badge, Countdown, ErrorBox, Loading, useNow } from "../ui/common";
+import type { Approval, AuditEvent, ExtendIn, GrantIn, GrantLimits, Signed } from "../types";
+import { ArgsTable, Badge, Countdown, ErrorBox, Fact, Loading, useNow } from "../ui/common";
 import { HazardWarning, hasHazards, JsonText, Text } from "../ui/value";
+import { visible } from "../visible";
 import { EditArgs } from "./edit_args";
+import { ExtendForm, GrantForm, type Refusal, refusalOf } from "./grant_form";
 
 const FINAL = new Set(["denied", "expired", "cancelled", "executed", "failed"]);
 
@@ -120,9 +123,11 @@ export function Approvals({ route, me }: { route: Route; me: Signed }) {
 function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
   const [approval, setApproval] = useState<Approval | null>(null);
   const [error, setError] = useState<string | null>(null);
-  const [mode, setMode] = useState<"view" | "deny" | "edit">("view");
+  const [mode, setMode] = useState<"view" | "deny" | "edit" | "grant" | "extend">("view");
   const [note, setNote] = useState("");
   const [busy, setBusy] = useState(false);
+  const [refusal, setRefusal] = useState<Refusal | null>(null);
+  const [granted, setGranted] = useState<"grant" | "extend" | null>(null);
   const noteRef = useRef<HTMLTextAreaElement>(null);
   useEffect(() => {
     if (mode === "deny") noteRef.current?.focus();
@@ -155,25 +160,37 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
 
   if (approval === null) return error ? <ErrorBox error={error} /> : <Loading />;
 
-  const decide = async (approve: boolean, args?: Record<string, unknown>) => {
+  const decide = async (
+    approve: boolean,
+    more: { args?: Record<string, unknown>; grant?: GrantIn; extend?: ExtendIn } = {},
+  ) => {
     setBusy(true);
     setError(null);
+    setRefusal(null);
     try {
-      const body: Record<string, unknown> = {};
+      const body: Record<string, unknown> = { ...more };
       if (note.trim()) body.note = note.trim();
-      if (args) body.args = args;
       setApproval(
         await api<Approval>(`/v1/approvals/${encodeURIComponent(id)}/${approve ? "approve" : "deny"}`, {
           method: "POST",
           body,
         }),
       );
+      if (more.grant) setGranted("grant");
+      if (more.extend) setGranted("extend");
       setMode("view");
     } catch (e) {
-      setError(errorText(e));
+      // A refused grant or extension: its problems beside the form, which stays open (the approval is still pending).
+      if (e instanceof ApiError && e.status === 422 && (more.grant || more.extend))
+        setRefusal(refusalOf(e, more.grant ? "grant" : "extend"));
+      else setError(errorText(e));
     } finally {
       setBusy(false);
     }
+  };
+  const open = (next: typeof mode) => {
+    setRefusal(null);
+    setMode(next);
   };
 
   const pending = approval.status === "pending";
@@ -212,6 +229,12 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
         <dd>
           <Text text={approval.reason} />
         </dd>
+        <Fact label="May grant" when={approval.grant_limits}>
+          {approval.grant_limits ? limitsText(approval.grant_limits) : null}
+        </Fact>
+        <Fact label="Budget" when={approval.budget}>
+          {approval.budget === "session" ? "this session's" : "this agent's"} budget is spent; approving may extend it
+        </Fact>
         <dt>Approvers</dt>
         <dd>
           {approval.approvers.join(", ") || "any approver"}
@@ -231,10 +254,20 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
           <button type="button" class="primary" disabled={busy} onClick={() => decide(true)}>
             Approve
           </button>
-          <button type="button" disabled={busy} onClick={() => setMode("edit")}>
+          {approval.grant_limits ? (
+            <button type="button" disabled={busy} onClick={() => open("grant")}>
+              Approve and grant…
+            </button>
+          ) : null}
+          {approval.budget ? (
+            <button type="button" disabled={busy} onClick={() => open("extend")}>
+              Approve and extend…
+            </button>
+          ) : null}
+          <button type="button" disabled={busy} onClick={() => open("edit")}>
             Edit arguments…
           </button>
-          <button type="button" class="danger" disabled={busy} onClick={() => setMode("deny")}>
+          <button type="button" class="danger" disabled={busy} onClick={() => open("deny")}>
             Deny…
           </button>
         </div>
@@ -274,13 +307,54 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
           note={note}
           onNote={setNote}
           onCancel={() => setMode("view")}
-          onConfirm={(changed) => decide(true, changed)}
+          onConfirm={(changed) => decide(true, { args: changed })}
         />
+      ) : null}
+      {pending && mode === "grant" && approval.grant_limits ? (
+        <GrantForm
+          approval={approval}
+          limits={approval.grant_limits}
+          busy={busy}
+          note={note}
+          refusal={refusal}
+          onNote={setNote}
+          onCancel={() => open("view")}
+          onConfirm={(grant) => decide(true, { grant })}
+        />
+      ) : null}
+      {pending && mode === "extend" && approval.budget ? (
+        <ExtendForm
+          approval={approval}
+          budget={approval.budget}
+          busy={busy}
+          note={note}
+          refusal={refusal}
+          onNote={setNote}
+          onCancel={() => open("view")}
+          onConfirm={(extend) => decide(true, { extend })}
+        />
+      ) : null}
+      {granted ? (
+        <p class="ok" role="status">
+          {granted === "grant" ? "Similar calls are granted" : "The budget is extended"}:{" "}
+          <a href={href(["grants"], { agent: approval.agent, session: approval.session ?? undefined })}>
+            see Grants
+          </a>
+          .
+        </p>
       ) : null}
       {!pending ? <Outcome approval={approval} /> : null}
       {approval.session ? <Earlier session={approval.session} before_us={approval.created_at_us} /> : null}
     </article>
   );
+}
+
+// What the rule lets an approver grant, in a line: "session or agent, up to 8 hours, at most 20 calls".
+function limitsText(limits: GrantLimits): string {
+  const parts = [limits.scopes.join(" or "), `up to ${lasting(limits.max_duration)}`];
+  if (limits.max_calls !== null) parts.push(`at most ${count(limits.max_calls)} calls`);
+  for (const [name, most] of Object.entries(limits.max_total ?? {})) parts.push(`${visible(name)} totalling at most ${most}`);
+  return parts.join(", ");
 }
 
 // Why this person may not decide it (the server's own rule, so the page does not offer what

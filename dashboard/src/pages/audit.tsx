@@ -8,7 +8,7 @@ import type { AuditEvent, EventDetail, EventPage } from "../types";
 import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading } from "../ui/common";
 import { HazardWarning, hasHazards, JsonText, Text } from "../ui/value";
 
-const FILTERS = ["agent", "session", "tool", "kind", "decision", "q", "since", "until"] as const;
+const FILTERS = ["agent", "session", "tool", "kind", "decision", "call_id", "q", "since", "until"] as const;
 type Filters = Partial<Record<(typeof FILTERS)[number], string>>;
 const KINDS = [
   "tool_call.decided",
@@ -44,6 +44,7 @@ function apiQuery(f: Filters): Record<string, string | undefined> {
     tool: f.tool,
     kind: f.kind,
     decision: f.decision,
+    call_id: f.call_id,
     q: f.q,
     since_us: micros(f.since),
     until_us: micros(f.until),
@@ -141,6 +142,7 @@ function Search({ filters }: { filters: Filters }) {
         </label>
         {field("since", "From", "datetime-local")}
         {field("until", "To", "datetime-local")}
+        {field("call_id", "Call id")}
         {field("q", "Text in arguments")}
         <div class="actions">
           <button type="submit" class="primary">

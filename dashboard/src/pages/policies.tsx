@@ -52,9 +52,14 @@ function List() {
     <section>
       <div class="toolbar">
         <h1>Policies</h1>
-        <a class="button primary" href={href(["policies", "new"], { from: current })}>
-          New draft
-        </a>
+        <span class="actions">
+          <a class="button" href={href(["shadow"])}>
+            Shadow report
+          </a>
+          <a class="button primary" href={href(["policies", "new"], { from: current })}>
+            New draft
+          </a>
+        </span>
       </div>
       <ErrorBox error={error} />
       <h2>Active</h2>
@@ -111,14 +116,23 @@ function List() {
   );
 }
 
-function target(scope: string): { agent?: string; environment?: string } {
+export function target(scope: string): { agent?: string; environment?: string } {
   const [kind, name] = [scope.split(":", 1)[0], scope.slice(scope.indexOf(":") + 1)];
   if (kind === "agent") return { agent: name };
   if (kind === "environment") return { environment: name };
   return {};
 }
 
-function Activate({ revision, onDone }: { revision: string; onDone: (scope: string) => void }) {
+// Activate a revision for a scope, or (shadow) decide it beside the enforced one without enforcing it.
+function Activate({
+  revision,
+  onDone,
+  shadow = false,
+}: {
+  revision: string;
+  onDone: (scope: string) => void;
+  shadow?: boolean;
+}) {
   const [kind, setKind] = useState<"default" | "agent" | "environment">("default");
   const [name, setName] = useState("");
   const [error, setError] = useState<string | null>(null);
@@ -129,7 +143,8 @@ function Activate({ revision, onDone }: { revision: string; onDone: (scope: stri
     setError(null);
     const scope = kind === "default" ? "default" : `${kind}:${name.trim()}`;
     try {
-      await api(`/v1/policies/${encodeURIComponent(revision)}/activate`, { method: "POST", body: target(scope) });
+      const action = shadow ? "shadow" : "activate";
+      await api(`/v1/policies/${encodeURIComponent(revision)}/${action}`, { method: "POST", body: target(scope) });
       onDone(scope);
     } catch (e) {
       setError(errorText(e));
@@ -138,9 +153,9 @@ function Activate({ revision, onDone }: { revision: string; onDone: (scope: stri
     }
   };
   return (
-    <form class="activate inline-form" onSubmit={submit}>
+    <form class="activate inline-form" onSubmit={submit} aria-label={shadow ? "Decide in shadow" : "Activate"}>
       <label class="inline">
-        Activate for
+        {shadow ? "Decide in shadow for" : "Activate for"}
         <select value={kind} onChange={(e) => setKind(e.currentTarget.value as typeof kind)}>
           <option value="default">everyone (default)</option>
           <option value="environment">an environment</option>
@@ -150,8 +165,8 @@ function Activate({ revision, onDone }: { revision: string; onDone: (scope: stri
       {kind !== "default" ? (
         <input aria-label={`${kind} name`} required value={name} onInput={(e) => setName(e.currentTarget.value)} />
       ) : null}
-      <button type="submit" class="primary" disabled={busy}>
-        Activate
+      <button type="submit" class={shadow ? "" : "primary"} disabled={busy}>
+        {shadow ? "Decide in shadow" : "Activate"}
       </button>
       <ErrorBox error={error} />
     </form>
@@ -163,6 +178,7 @@ function RevisionView({ id }: { id: string }) {
   const [diff, setDiff] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [done, setDone] = useState<string | null>(null);
+  const [shadowed, setShadowed] = useState<string | null>(null);
   useEffect(() => {
     api<Revision>(`/v1/policies/${encodeURIComponent(id)}`)
       .then((r) => {
@@ -211,6 +227,12 @@ function RevisionView({ id }: { id: string }) {
       {done ? (
         <p class="ok" role="status">
           Active for {done} now.
+        </p>
+      ) : null}
+      {rev.status === "valid" ? <Activate revision={rev.id} shadow onDone={(scope) => setShadowed(scope)} /> : null}
+      {shadowed ? (
+        <p class="ok" role="status">
+          Deciding in shadow for {shadowed} now: see the <a href={href(["shadow"])}>shadow report</a>.
         </p>
       ) : null}
       {diff ? (
