@@ -10,6 +10,10 @@ as `mrkdwn`, so an argument like `<!channel>` or `<https://evil|click me>` stays
 direction-changing and look-alike characters are shown as named tokens (`⟨U+202E RLO⟩`, see
 `_visible`) under a warning naming the arguments that hold them, large values by their size,
 and the edit modal writes such characters as JSON escapes, so leaving a field alone keeps it exact.
+
+When the rule that asked permits grants (`approval.grants`), the modal also offers "grant
+similar calls for…": one choice per scope and duration the rule allows (the rule's call and
+total limits apply), passed to the decision as a grant; a rule without `grants:` offers none.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
+from ... import _granting as granting
 from ..._canonical import canonical_json
 from ..._store import Approval
 from ..._store._channels import Message
 from ..._visible import escaped_json, hazards, visible, warning
 from ..._wire import ApprovalStatus
+from ..._wire._grants import GrantLimitsOut
 from .._settings import ServerSettings
 from . import Channel, ChannelError, Delivery
 from . import _render as render
@@ -37,6 +43,10 @@ from ._render import LONG
 log = logging.getLogger("clearance.slack")
 _MAX_FIELDS = 10
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,39}$")
+NO_GRANT = "none"
+_DURATIONS = (900, 3600, 4 * 3600, 8 * 3600, 86400, 7 * 86400)  # offered when within the rule's max_duration
+_SCOPES = {"session": "this session", "agent": "this agent", "requester": "the person the agent acts for"}
+_CHOICE = re.compile(r"^([a-z]{1,20}):([0-9]{1,12})$")
 
 
 def _plain(text: str, limit: int = LONG) -> dict[str, Any]:
@@ -94,8 +104,61 @@ def _button(label: str, action: str, approval_id: str, style: str | None) -> dic
     return button
 
 
-def modal(a: Approval) -> dict[str, Any]:
-    """The modal for deciding with a note and, approving, edited arguments."""
+def _lasting(seconds: int) -> str:
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def grant_options(a: Approval, limits: GrantLimitsOut | None) -> list[dict[str, Any]]:
+    """The "grant similar calls for…" choices within the rule's limits: none when it permits no grants.
+
+    A scope the call cannot have (a session, a person it acts for) is left out.
+    """
+    if limits is None:
+        return []
+    durations = [d for d in _DURATIONS if d < limits.max_duration] + [limits.max_duration]
+    usable = {"session": bool(a.session), "agent": True, "requester": bool(a.requested_by)}
+    return [
+        {"text": _plain(f"{_SCOPES[scope]} for {_lasting(d)}", 75), "value": f"{scope}:{d}"}
+        for scope in limits.scopes
+        if usable[scope]
+        for d in durations
+    ]
+
+
+def _limits_text(a: Approval, limits: GrantLimitsOut) -> str:
+    parts = [f"calls of {visible(a.tool)} that {', '.join(visible(r) for r in a.rule_ids) or 'the rule'} asks about"]
+    if limits.max_calls is not None:
+        parts.append(f"at most {limits.max_calls} calls")
+    parts.extend(f"{visible(n)} totalling at most {amount}" for n, amount in (limits.max_total or {}).items())
+    return "Approving, also let " + ", ".join(parts) + " through without asking. Blocking rules still block."
+
+
+def grant_of(values: dict[str, Any]) -> granting.GrantRequest | None:
+    """The grant a submitted modal chose (None: no grant).
+
+    Raises:
+        ValueError: The choice is not one the modal offers (`scope:seconds`).
+    """
+    chosen = (((values.get("grant") or {}).get("value") or {}).get("selected_option") or {}).get("value")
+    if chosen is None or chosen == NO_GRANT:
+        return None
+    match = _CHOICE.fullmatch(chosen) if isinstance(chosen, str) else None
+    if match is None:
+        raise ValueError(f"{render.cut(visible(str(chosen)), 60)} is not a grant this modal offers")
+    return granting.GrantRequest(scope=match[1], duration=int(match[2]))
+
+
+def modal(a: Approval, limits: GrantLimitsOut | None = None) -> dict[str, Any]:
+    """The modal for deciding with a note and, approving, edited arguments and a grant of similar calls.
+
+    Args:
+        a: The approval.
+        limits: What the rule that asked permits granting (None: no grant is offered).
+    """
     inputs: list[dict[str, Any]] = [
         {
             "type": "input",
@@ -119,6 +182,24 @@ def modal(a: Approval) -> dict[str, Any]:
             "element": {"type": "plain_text_input", "action_id": "value", "multiline": True, "max_length": 2000},
         },
     ]
+    options = grant_options(a, limits)
+    if options and limits is not None:
+        inputs.insert(
+            1,
+            {
+                "type": "input",
+                "block_id": "grant",
+                "optional": True,
+                "label": _plain("Grant similar calls for…"),
+                "hint": _plain(_limits_text(a, limits), 2000),
+                "element": {
+                    "type": "static_select",
+                    "action_id": "value",
+                    "initial_option": {"text": _plain("No grant"), "value": NO_GRANT},
+                    "options": [{"text": _plain("No grant"), "value": NO_GRANT}, *options],
+                },
+            },
+        )
     for name, value in list(a.shown_args.items())[:20]:
         hint = "JSON (150, true, [1, 2]) or text; [REDACTED] keeps the hidden value"
         if hazards(value):

@@ -1,4 +1,4 @@
-"""Slack's interactive requests: Approve / Deny buttons, and the modal for edits and notes.
+"""Slack's interactive requests: Approve / Deny buttons, and the modal for edits, notes and grants.
 
 Authenticated by Slack's request signature (the app's signing secret, 5-minute window), not by
 an API key. The clicking Slack user must be mapped to an enabled Clearance person
@@ -17,17 +17,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ... import _decisions as decisions
+from ..._grant_views import offers
 from ..._store import Database
 from ..._store import _approvals as approvals
 from ..._store import _users as users
-from ...errors import ApprovalEditRejected, ApprovalError, ApprovalNotFound
+from ...errors import ApprovalEditRejected, ApprovalError, ApprovalNotFound, GrantRejected
 from .. import _longpoll as longpoll
 from .._auth import database
 from .._errors import APIError
-from ..channels.slack import Slack, edits_of, modal
+from ..channels.slack import Slack, edits_of, grant_of, modal
 
 router = APIRouter(prefix="/v1/slack", tags=["slack"])
 Db = Annotated[Database, Depends(database)]
+_ERROR_CHARS = 150  # of a message under a modal's field
 
 
 def _slack(request: Request) -> Slack:
@@ -60,7 +62,7 @@ async def interactions(request: Request, db: Db) -> Response:
     if kind == "block_actions":
         return await _clicked(request, db, slack, payload, slack_user)
     if kind == "view_submission":
-        return await _submitted(request, db, payload, slack_user)
+        return await _submitted(request, db, slack, payload, slack_user)
     return Response(status_code=200)
 
 
@@ -82,8 +84,9 @@ async def _clicked(request: Request, db: Database, slack: Slack, payload: dict[s
         except ApprovalNotFound:
             await run_in_threadpool(slack.tell, channel, slack_user, f"no approval has the id {approval_id}")
             return Response(status_code=200)
+        limits, _ = await run_in_threadpool(offers, db, approval)
         trigger = payload.get("trigger_id")
-        await run_in_threadpool(lambda: slack.client.views_open(trigger_id=trigger, view=modal(approval)))
+        await run_in_threadpool(lambda: slack.client.views_open(trigger_id=trigger, view=modal(approval, limits)))
         return Response(status_code=200)
     if name not in ("approve", "deny"):
         return Response(status_code=200)
@@ -96,7 +99,9 @@ async def _clicked(request: Request, db: Database, slack: Slack, payload: dict[s
     return Response(status_code=200)
 
 
-async def _submitted(request: Request, db: Database, payload: dict[str, Any], slack_user: str) -> Response:
+async def _submitted(
+    request: Request, db: Database, slack: Slack, payload: dict[str, Any], slack_user: str
+) -> Response:
     try:
         view = payload["view"]
         approval_id = str(view["private_metadata"])
@@ -110,10 +115,14 @@ async def _submitted(request: Request, db: Database, payload: dict[str, Any], sl
     approve = selected.get("value", "approve") != "deny"
     note = ((values.get("note") or {}).get("value") or {}).get("value") or None
     try:
+        grant = grant_of(values)
+    except ValueError as exc:
+        return _errors({"grant": str(exc)[:_ERROR_CHARS]})
+    try:
         approval = await run_in_threadpool(approvals.get, db, approval_id)
         args = edits_of(approval, values) if approve else None
         await run_in_threadpool(
-            lambda: decisions.decide(db, approval_id, approve=approve, by=who, note=note, args=args)
+            lambda: decisions.decide(db, approval_id, approve=approve, by=who, note=note, args=args, grant=grant)
         )
     except ApprovalEditRejected as exc:
         errors: dict[str, str] = {}
@@ -121,10 +130,28 @@ async def _submitted(request: Request, db: Database, payload: dict[str, Any], sl
             name = problem.split(":", 1)[0]
             errors[f"arg:{name}" if f"arg:{name}" in values else "decision"] = problem[:150]
         return _errors(errors)
+    except GrantRejected as exc:
+        return await _grant_refused(slack, slack_user, exc, "grant" in values)
     except (ApprovalError, ApprovalNotFound) as exc:
         return _errors({"decision": str(exc)[:150]})
     longpoll.announce(request, "approvals")
+    if grant is not None:
+        longpoll.announce(request, "grants")
     return Response(status_code=200)
+
+
+async def _grant_refused(slack: Slack, slack_user: str, exc: GrantRejected, offered: bool) -> JSONResponse:
+    """Keep the modal open with why the grant was refused (the approval stays pending).
+
+    The modal shows a short message under the field; when the problems do not fit, all of them
+    also reach the approver as a message only they see.
+    """
+    text = "; ".join(exc.problems)
+    if len(text) > _ERROR_CHARS:
+        whole = "The grant was refused (the approval is still pending):\n" + "\n".join(f"• {p}" for p in exc.problems)
+        await run_in_threadpool(slack.tell, None, slack_user, whole)
+        text = text[: _ERROR_CHARS - 1] + "…"
+    return _errors({"grant" if offered else "decision": text})
 
 
 async def _unmapped(db: Database, approval_id: str, slack_user: str, *, approve: bool) -> str:
