@@ -323,6 +323,14 @@ def test_agents_read_only_their_own_grants_and_revoke_none(
     for who in ("agent", "other"):
         r = client.post(f"/v1/grants/{g['id']}/revoke", headers=keys[who], json={})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    from .test_users import PASSWORD
+
+    body = {"username": "vera", "password": PASSWORD, "roles": ["support-lead"]}
+    assert client.post("/v1/users", headers=keys["admin"], json=body).status_code == 201
+    client.post("/v1/login", json={"username": "vera", "password": PASSWORD})
+    assert client.get("/v1/grants").json() == []  # signed in, neither approver nor admin: no agent's grants
+    assert client.get(f"/v1/grants/{g['id']}").status_code == 404
+    client.cookies.clear()
     both = {"X-API-Key": make_key("agent", "approver", agent="refunds")}
     asked = check(client, keys, 300, session="s2")
     r = client.post(f"/v1/approvals/{asked['approval_id']}/approve", headers=both, json={"grant": GRANT})

@@ -72,10 +72,12 @@ class GrantIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scope: Annotated[str, Field(max_length=40, json_schema_extra={"enum": list(GRANT_SCOPES)})] = Field(
+    scope: Annotated[
+        str, Field(max_length=40, json_schema_extra={"enum": list(GRANT_SCOPES)}), AfterValidator(checked_text)
+    ] = Field(
         description="`session` (this session), `agent` (this agent) or `requester` (the person the agent acts for)"
     )
-    duration: Whole | Annotated[str, Field(min_length=1, max_length=40)] = Field(
+    duration: Whole | _Short = Field(
         description="How long: seconds, or like `30m`, `8h`, `1d` (at most the rule's `max_duration`)"
     )
     max_calls: Whole | None = Field(

@@ -73,8 +73,8 @@ async def list_grants(
     An agent key sees only its own agent's (asking for another agent's gets none).
     """
     if not _sees_all(key):
-        if agent is not None and agent != key.agent:
-            return []
+        if key.agent is None or (agent is not None and agent != key.agent):
+            return []  # a person without the approver or admin role, or another agent's
         agent = key.agent
 
     def read() -> list[GrantOut]:
