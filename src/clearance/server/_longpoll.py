@@ -1,9 +1,10 @@
 """What long polls share: a wake-up per topic, and the server's own shutdown.
 
-A long poll waits on its topic's event (set when something changes in this process) with a
-re-check every second (changes made by other processes), and answers at once when its client
-leaves or the server is stopping. Its waits are on the current clock, so a test's manual clock
-drives them. The process counts the long polls it holds (`held`; `/readyz` reports them).
+A long poll waits on its topic's event (set when something changes in this process; for a
+derived topic, when any of its parts does) with a re-check every second (changes made by other
+processes), and answers at once when its client leaves or the server is stopping. Its waits are
+on the current clock, so a test's manual clock drives them. The process counts the long polls
+it holds (`held`; `/readyz` reports them).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 RECHECK_SECONDS = 1.0  # without a change feed: changes by other processes arrive this fast
 RECHECK_WITH_FEED_SECONDS = 5.0  # with PostgreSQL LISTEN/NOTIFY the re-check is only a safety net
+# A topic of topics: its long polls wake when any of them changes (an agent's snapshot v2).
+DERIVED = {"snapshot": ("policy", "grants")}
 T = TypeVar("T")
 log = logging.getLogger("clearance.server")
 
@@ -40,10 +43,11 @@ def announce_to(state: State, topic: str) -> None:
     if topic == "policy" and "policy_cache" in state.__dict__:
         state.policy_cache.clear()  # decisions follow an activation at once
     events: dict[str, asyncio.Event] = state.__dict__.setdefault("topics", {})
-    old = events.get(topic)
-    events[topic] = asyncio.Event()  # the next waiters wait for the next change
-    if old is not None:
-        old.set()
+    for name in (topic, *(d for d, parts in DERIVED.items() if topic in parts)):
+        old = events.get(name)
+        events[name] = asyncio.Event()  # the next waiters wait for the next change
+        if old is not None:
+            old.set()
 
 
 def announce_threadsafe(state: State, topic: str) -> None:
@@ -94,17 +98,29 @@ def held(state: State) -> int:
     return sum(waiting.values())
 
 
-def recheck_seconds(state: State) -> float:
-    """How often a waiter re-reads the store for changes no notification tells it of."""
-    return RECHECK_WITH_FEED_SECONDS if getattr(state, "feed", False) else RECHECK_SECONDS
+def recheck_seconds(state: State, every: float = RECHECK_SECONDS) -> float:
+    """How often a waiter re-reads the store for changes no notification tells it of.
+
+    `every` without a change feed (a long poll whose changes must arrive faster asks for less).
+    """
+    return RECHECK_WITH_FEED_SECONDS if getattr(state, "feed", False) else every
 
 
 async def hold(
-    request: Request, topic: str, wait: float, read: Callable[[], Awaitable[T]], done: Callable[[T], bool]
+    request: Request,
+    topic: str,
+    wait: float,
+    read: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    every: float = RECHECK_SECONDS,
 ) -> T:
-    """Read until `done(value)`, `wait` seconds pass, the client leaves or the server stops."""
+    """Read until `done(value)`, `wait` seconds pass, the client leaves or the server stops.
+
+    Without a change feed the store is re-read `every` seconds meanwhile.
+    """
     deadline = now_us() + int(wait * 1e6)
-    recheck = int(recheck_seconds(request.app.state) * 1e6)
+    recheck = int(recheck_seconds(request.app.state, every) * 1e6)
     while True:
         changed = topic_event(request.app.state, topic)
         value = await read()

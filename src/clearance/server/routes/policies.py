@@ -19,7 +19,9 @@ from ..._store._keys import ApiKey
 from ..._store._policies import Revision
 from ..._text import Text, checked_text
 from ..._wire import Sent
+from ..._wire._snapshot import Snapshot
 from .. import _longpoll as longpoll
+from .. import _snapshot as snapshots
 from .._auth import actor, current_key, database, require
 from .._errors import APIError
 
@@ -28,6 +30,7 @@ Admin = Annotated[ApiKey, Depends(require("admin"))]
 Db = Annotated[Database, Depends(database)]
 RevisionId = Annotated[Text, Path()]
 _RECHECK_SECONDS = 1.0
+_SNAPSHOT_RECHECK = 0.4  # seconds, without a change feed
 
 
 class Problem(Sent):
@@ -104,15 +107,6 @@ class Activation(Sent):
 
     scope: str
     revision: RevisionOut
-
-
-class Snapshot(Sent):
-    """The policy an agent decides from."""
-
-    revision: str
-    content_hash: str
-    source: str
-    text: str
 
 
 @router.post("/policies", status_code=status.HTTP_201_CREATED, summary="Store a policy revision (admin)")
@@ -225,7 +219,7 @@ async def rollback_policy(target: Target, request: Request, admin: Admin, db: Db
     "/policy/snapshot",
     summary="The policy this key's agent decides from",
     response_model=Snapshot,
-    responses={304: {"description": "Not modified: the revision in If-None-Match is still active"}},
+    responses={304: {"description": "Not modified: what If-None-Match names is still current"}},
 )
 async def snapshot(
     request: Request,
@@ -234,23 +228,31 @@ async def snapshot(
     db: Db,
     if_none_match: Annotated[str | None, Header()] = None,
     wait: Annotated[float, Query(ge=0, le=60, description="long poll: seconds to wait for a change")] = 0,
+    v: Annotated[
+        int, Query(ge=1, le=2, description="2: also this agent's live grants and its shadow policy, under one ETag")
+    ] = 1,
 ) -> Snapshot | Response:
     """The active revision for the key's agent and environment, with its ETag.
 
-    With `If-None-Match` and `wait`, the request is held until another revision becomes active
-    (answered at once) or `wait` seconds pass (304).
+    With `v=2` the snapshot also carries the agent's live grants of kind `calls` and the
+    revision decided in shadow for it; its ETag changes when any of them does. With
+    `If-None-Match` and `wait`, the request is held until the snapshot changes (answered at
+    once) or `wait` seconds pass (304).
     """
     etag = (if_none_match or "").strip('"')
 
-    async def read() -> Revision:
-        rev = await run_in_threadpool(policies.resolve, db, agent=key.agent, environment=key.environment)
-        if rev is None:
+    async def read() -> snapshots.Read:
+        found = await run_in_threadpool(snapshots.read, db, agent=key.agent, environment=key.environment, version=v)
+        if found is None:
             raise APIError(404, f"no policy is active for agent {key.agent!r} in {key.environment!r}")
-        return rev
+        return found
 
-    rev = await longpoll.hold(request, "policy", wait, read, lambda r: r.id != etag)
-    if rev.id == etag:
-        return Response(status_code=304, headers={"ETag": f'"{rev.id}"'})
-    response.headers["ETag"] = f'"{rev.id}"'
+    if v == 1:
+        now = await longpoll.hold(request, "policy", wait, read, lambda r: r.etag != etag)
+    else:  # a revoke made by another process (the CLI on the store) reaches agents within a second too
+        now = await longpoll.hold(request, "snapshot", wait, read, lambda r: r.etag != etag, every=_SNAPSHOT_RECHECK)
+    if now.etag == etag:
+        return Response(status_code=304, headers={"ETag": f'"{now.etag}"'})
+    response.headers["ETag"] = f'"{now.etag}"'
     response.headers["Cache-Control"] = "no-cache"
-    return Snapshot(revision=rev.id, content_hash=rev.content_hash, source=rev.source, text=rev.text)
+    return now.snapshot()
