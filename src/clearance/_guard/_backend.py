@@ -18,6 +18,7 @@ claiming the approved call, resuming one. The wait is written once, as a generat
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import uuid
 from abc import ABC, abstractmethod
@@ -150,9 +151,9 @@ class Backend(ABC):
             ApprovalDenied: A human denied it.
             ApprovalTimeout: Nobody decided in time and the budget's `on_timeout` denies.
         """
-        from . import _budget  # imports the embedded backend, which imports this module
+        if _measures_spend(self.policy):
+            from . import _budget  # it imports the embedded backend, which imports this module
 
-        if _budget.measures_spend(self.policy):
             run(_budget.gate(self, session, model))
 
     async def before_model_call_async(self, session: str | None, model: str | None) -> None:
@@ -163,9 +164,9 @@ class Backend(ABC):
             ApprovalDenied: A human denied it.
             ApprovalTimeout: Nobody decided in time and the budget's `on_timeout` denies.
         """
-        from . import _budget
+        if _measures_spend(self.policy):
+            from . import _budget
 
-        if _budget.measures_spend(self.policy):
             await arun(_budget.gate(self, session, model))
 
     # -- approvals ---------------------------------------------------------------------------
@@ -282,6 +283,12 @@ class Backend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Commit what is queued and let go of the store or server (idempotent)."""
+
+
+@functools.lru_cache(maxsize=16)
+def _measures_spend(policy: Policy) -> bool:
+    """Whether `policy` has a budget a model call is checked against (a policy never changes)."""
+    return bool(policy.budget_facts())
 
 
 def drive(steps: Generator[float, Sent, Result], poll: Callable[[float], Sent]) -> Result:

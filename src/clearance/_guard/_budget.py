@@ -17,14 +17,14 @@ or this one call let through — records the approved call executed: the model c
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._clock import now_us
 from .._names import admit_names
 from .._store import _facts as facts
 from .._text import escaped
 from ..errors import ModelCallBlocked
-from ..policy import Effect, Policy
+from ..policy import Effect, FactSpec, Policy
 from ..policy._compile import MODEL_CALL
 from ._governor import Governor
 from ._steps import Step, Steps
@@ -35,14 +35,9 @@ if TYPE_CHECKING:
 MAX_MODEL_NAME = 200  # a model name is recorded, never decided on: a longer one is cut
 
 
-def measures_spend(policy: Policy) -> bool:
-    """Whether `policy` has a budget a model call must be checked against."""
-    return bool(_budget_facts(policy))
-
-
 @functools.lru_cache(maxsize=16)
-def _budget_facts(policy: Policy) -> tuple[Any, ...]:
-    return policy.budget_facts()
+def _budget_facts(policy: Policy) -> tuple[FactSpec, ...]:
+    return policy.budget_facts()  # a policy never changes
 
 
 def gate(backend: Backend, session: str | None, model: str | None) -> Steps[None]:
