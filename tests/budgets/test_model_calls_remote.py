@@ -131,3 +131,21 @@ def test_a_budget_that_asks_waits_for_the_server_s_approval(server: Server, tmp_
         ),
         "the approved model call recorded executed",
     )
+
+
+def test_without_budgets_no_request_is_made(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.server.test_remote import count_checks
+
+    connect(server, tmp_path, "version: 1\ndefault: block\n")
+    checks = count_checks(monkeypatch)
+    for _ in range(5):
+        gate()
+    assert checks == []
+
+
+def test_an_unreachable_server_fails_the_model_call_closed(server: Server, tmp_path: Path) -> None:
+    connect(server, tmp_path, ASKING)
+    server.kill()
+    with pytest.raises(ModelCallBlocked) as blocked:
+        gate()
+    assert blocked.value.rule_ids == ("server_unreachable",) and "fails closed" in blocked.value.reason
