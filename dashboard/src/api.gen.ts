@@ -1624,6 +1624,16 @@ export interface components {
             approval_id: string | null;
             /** Expires At Us */
             expires_at_us: number | null;
+            /**
+             * Grant Id
+             * @description The live grant that let the call through instead of an approval
+             */
+            grant_id: string | null;
+            /**
+             * Budget
+             * @description `session` or `agent` when an exhausted budget asks for approval
+             */
+            budget: string | null;
         };
         /**
          * ClaimIn

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from ..policy import Effect
 from ._base import Sent
 
@@ -18,3 +20,9 @@ class CheckResponse(Sent):
     session_id: str
     approval_id: str | None = None
     expires_at_us: int | None = None
+    grant_id: str | None = Field(
+        default=None, description="The live grant that let the call through instead of an approval"
+    )
+    budget: str | None = Field(
+        default=None, description="`session` or `agent` when an exhausted budget asks for approval"
+    )

@@ -267,6 +267,8 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
         session_id=call.session,
         approval_id=call.approval_id,
         expires_at_us=call.expires_at_us,
+        grant_id=d.grant_id,
+        budget=d.budget,
     )
 
 
