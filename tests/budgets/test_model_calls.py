@@ -254,3 +254,17 @@ def test_a_hostile_session_id_is_refused_and_recorded_never_read_with(setup: Any
     assert blocked.value.rule_ids == ("boundary:arguments",)
     assert "the session id" in blocked.value.reason
     assert records("tool_call.decided")[-1]["decision"] == "block"
+
+
+def test_an_approval_with_edited_arguments_is_not_made_and_recorded_failed(setup: Any) -> None:
+    setup(ASKING)
+    spend(1.0, session="s1")
+    waiting = InThread(gate, "s1")
+    [asked] = pending()
+    _decisions.decide(governor().db, asked.id, approve=True, by=FINANCE, args={"model": "cheaper"})
+    with pytest.raises(ModelCallBlocked, match="with edited arguments, which a model call cannot take") as refused:
+        waiting.outcome()
+    assert refused.value.model == "gpt-test"
+    assert approvals.get(governor().db, asked.id).status == "failed"
+    [finished] = [r for r in records("tool_call.finished") if r["call_id"] == asked.call_id]
+    assert finished["decision"] == "error" and "cannot take" in finished["error"]

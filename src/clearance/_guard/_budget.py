@@ -45,7 +45,7 @@ def gate(backend: Backend, session: str | None, model: str | None) -> Steps[None
 
     Raises:
         ModelCallBlocked: A spent budget blocks it (or, remote, the server that keeps the
-            budgets cannot be reached).
+            budgets cannot be reached), or an approver edited its arguments (recorded failed).
         ApprovalDenied: The approver denied it.
         ApprovalTimeout: Nobody decided in time and the budget's `on_timeout` denies.
     """
@@ -59,7 +59,12 @@ def gate(backend: Backend, session: str | None, model: str | None) -> Steps[None
         raise ModelCallBlocked(decision.reason, decision.rule_ids, ticket.call_id, tool=ticket.tool, model=name)
     if ticket.approval_id is None:  # an approver extended the budget since it was read
         return
-    yield Step(functools.partial(backend.wait, ticket), functools.partial(backend.wait_async, ticket))
+    approved = yield Step(functools.partial(backend.wait, ticket), functools.partial(backend.wait_async, ticket))
+    if approved.args is not None:  # nothing here can make the model call an approver wrote instead
+        why = f"approved by {approved.decided_by} with edited arguments, which a model call cannot take; not made"
+        refused = ModelCallBlocked(why, decision.rule_ids, ticket.call_id, tool=ticket.tool, model=name)
+        backend.finish(ticket, error=refused, duration_s=0.0)  # recorded failed
+        raise refused
     backend.finish(ticket, error=None, duration_s=0.0)
 
 
