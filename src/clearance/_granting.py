@@ -8,7 +8,10 @@ it to approval, and returns the columns to store; every problem is one line of `
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -22,8 +25,29 @@ from .policy import Policy
 from .policy._model import GRANT_SCOPES, MAX_GRANT_CALLS, MAX_GRANT_SECONDS, GrantLimits, parse_duration
 
 MAX_EXTENSION_USD = Decimal(1_000_000)
+MAX_CONSTRAINTS_CHARS = 16 * 1024  # a grant's constraints as stored; read once per grant by every covered call
 MAX_EXTENSION_TOKENS = 10**12
 _BUDGET_EXTENSION_SECONDS = MAX_GRANT_SECONDS  # a budget extension is revocable; this bounds the row
+_ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_NUMERIC = ("number", "integer", "any")
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 50
+_SHORT.maxlevel = 2
+
+
+def _short(value: Any) -> str:
+    """A value as a refusal shows it: its repr (escapes, so no RTL override or lone surrogate), cut short."""
+    return _SHORT.repr(value)
+
+
+def _label(name: Any) -> str:
+    """An argument name in a problem's path: as written when it is a plain name, else escaped."""
+    return name if isinstance(name, str) and _ARG_NAME.fullmatch(name) else _short(name)
+
+
+def _amount_text(number: Decimal) -> str:
+    text = str(number)
+    return text if len(text) <= 40 else f"{number:.3E}"
 
 
 @dataclass(frozen=True)
@@ -60,18 +84,18 @@ class BudgetExtension:
 
 def _number(value: Any, what: str, problems: list[str]) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        problems.append(f"{what}: {value!r} is not a number")
+        problems.append(f"{what}: {_short(value)} is not a number")
         return None
     if isinstance(value, float) and not math.isfinite(value):
-        problems.append(f"{what}: {value!r} is not a finite number")
+        problems.append(f"{what}: {_short(value)} is not a finite number")
         return None
     try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        problems.append(f"{what}: {value!r} is not a number")
+        number = Decimal(value if isinstance(value, Decimal) else str(value))
+    except (InvalidOperation, ValueError):  # ValueError: an int of more digits than str() writes
+        problems.append(f"{what}: {_short(value)} is not a number")
         return None
     if not number.is_finite():
-        problems.append(f"{what}: {value!r} is not a finite number")
+        problems.append(f"{what}: {_short(value)} is not a finite number")
         return None
     return number
 
@@ -115,21 +139,20 @@ def grant_row(
         "note": note,
         "created_at_us": at,
     }
+    declared = policy.plan(a.tool).params if policy is not None else None
     _scope(a, request.scope, limits, row, problems)
     _duration(request.duration, limits, at, row, problems)
     _calls(request.max_calls, limits, row, problems)
-    _total(request.max_total, limits, row, problems)
-    constraints = _constraints(a, policy, request, args, problems)
-    if constraints:
-        row["constraints_json"] = canonical_json(constraints)
+    _total(request.max_total, limits, declared, row, problems)
+    row["constraints_json"] = _constraints(request, declared, args, problems)
     if problems:
         raise GrantRejected(a.id, a.tool, problems)
     return row
 
 
 def _scope(a: Approval, scope: Any, limits: GrantLimits, row: dict[str, Any], problems: list[str]) -> None:
-    if scope not in GRANT_SCOPES:
-        problems.append(f"scope: {str(scope)[:50]!r} is not a scope; write session, agent or requester")
+    if not isinstance(scope, str) or scope not in GRANT_SCOPES:
+        problems.append(f"scope: {_short(scope)} is not a scope; write session, agent or requester")
     elif scope not in limits.scopes:
         problems.append(f"scope: the rule allows grants for {', '.join(limits.scopes)}, not {scope}")
     elif scope == "session":
@@ -158,7 +181,7 @@ def _calls(value: Any, limits: GrantLimits, row: dict[str, Any], problems: list[
         row["max_calls"] = limits.max_calls
         return
     if isinstance(value, bool) or not isinstance(value, int):
-        problems.append(f"max_calls: {str(value)[:50]!r} is not a whole number")
+        problems.append(f"max_calls: {_short(str(value))} is not a whole number")
     elif value < 1 or value > MAX_GRANT_CALLS:
         problems.append(f"max_calls: {value} is not between 1 and {MAX_GRANT_CALLS}")
     elif limits.max_calls is not None and value > limits.max_calls:
@@ -167,7 +190,13 @@ def _calls(value: Any, limits: GrantLimits, row: dict[str, Any], problems: list[
         row["max_calls"] = value
 
 
-def _total(value: Mapping[str, Any] | None, limits: GrantLimits, row: dict[str, Any], problems: list[str]) -> None:
+def _total(
+    value: Mapping[str, Any] | None,
+    limits: GrantLimits,
+    declared: Mapping[str, str] | None,
+    row: dict[str, Any],
+    problems: list[str],
+) -> None:
     allowed = next(iter((limits.max_total or {}).items()), None)
     if value is None:
         if allowed is not None:
@@ -177,43 +206,75 @@ def _total(value: Mapping[str, Any] | None, limits: GrantLimits, row: dict[str, 
         problems.append("max_total: name one numeric argument and its limit, like {amount: 500}")
         return
     ((name, raw),) = value.items()
-    amount = _number(raw, f"max_total.{str(name)[:50]}", problems)
+    amount = _number(raw, f"max_total.{_label(name)}", problems)
     if amount is None:
         return
     if allowed is not None and name != allowed[0]:
-        problems.append(f"max_total: the rule limits the total of {allowed[0]}, not {str(name)[:50]}")
+        problems.append(f"max_total: the rule limits the total of {allowed[0]}, not {_label(name)}")
+    elif allowed is None and (problem := _total_arg(name, declared)) is not None:
+        problems.append(f"max_total: {problem}")
     elif amount <= 0:
-        problems.append(f"max_total.{name}: {amount} is not above 0")
+        problems.append(f"max_total.{name}: {_amount_text(amount)} is not above 0")
     elif allowed is not None and amount > allowed[1]:
-        problems.append(f"max_total.{name}: {amount} is above the rule's {allowed[1]}")
+        problems.append(f"max_total.{name}: {_amount_text(amount)} is above the rule's {allowed[1]}")
     elif amount > Decimal("1e15"):
-        problems.append(f"max_total.{name}: {amount} is absurdly large")
+        problems.append(f"max_total.{name}: {_amount_text(amount)} is absurdly large")
     else:
         row["total_arg"], row["max_total"] = name, str(amount)
 
 
+def _total_arg(name: Any, declared: Mapping[str, str] | None) -> str | None:
+    """Why `name` cannot be the argument a grant totals (the rule names none), or None."""
+    if not isinstance(name, str) or not _ARG_NAME.fullmatch(name):
+        return f"{_short(name)} is not an argument name"
+    if declared is not None and name not in declared:
+        return f"the tool has no argument {name!r}"
+    if declared is not None and declared[name] not in _NUMERIC:
+        return f"{name} is a {declared[name]}, not a number"
+    return None
+
+
 def _constraints(
-    a: Approval, policy: Policy | None, request: GrantRequest, args: Mapping[str, Any], problems: list[str]
-) -> dict[str, Any]:
+    request: GrantRequest, declared: Mapping[str, str] | None, args: Mapping[str, Any], problems: list[str]
+) -> str | None:
+    """The grant's argument constraints as stored (JSON), checked as they will be read back; or None."""
     out: dict[str, Any] = {}
     if not isinstance(request.constraints, Mapping):
         problems.append("constraints: give an object of argument constraints, like {amount: {maximum: 150}}")
-        return out
-    declared = policy.plan(a.tool).params if policy is not None else None
+        return None
     for name, spec in request.constraints.items():
-        if declared is not None and name not in declared:
-            problems.append(f"constraints.{str(name)[:50]}: the tool has no argument {str(name)[:50]!r}")
+        if not isinstance(name, str) or (declared is not None and name not in declared):
+            problems.append(f"constraints.{_label(name)}: the tool has no argument {_short(name)}")
             continue
         out[name] = spec if not isinstance(spec, str) else {"type": spec}
-    problems.extend(grants.check_constraints(out))
-    for name in request.same:
+    same = request.same
+    if isinstance(same, str) or not isinstance(same, tuple | list) or not all(isinstance(n, str) for n in same):
+        problems.append("same: give a list of argument names, like [order_id]")
+        same = ()
+    for name in same:
         if name not in args:
-            problems.append(f"same: the approved call has no argument {str(name)[:50]!r}")
+            problems.append(f"same: the approved call has no argument {_short(name)}")
         elif not isinstance(args[name], str | int | float | bool) and args[name] is not None:
-            problems.append(f"same: {name} is not a single value (a string, number or boolean)")
+            problems.append(f"same: {_short(name)} is not a single value (a string, number or boolean)")
+        elif not isinstance(out.get(name, {}), Mapping):
+            continue  # its constraint is malformed, and said so below
         else:
             out[name] = {**out.get(name, {}), "enum": [args[name]]}
-    return out
+    if not out:
+        return None
+    try:
+        text = canonical_json(out)
+        stored = json.loads(text)
+    except (TypeError, ValueError):
+        problems.append("constraints: give plain JSON values (strings, numbers, true/false, lists, objects)")
+        return None
+    if len(text) > MAX_CONSTRAINTS_CHARS:
+        problems.append(f"constraints: {len(text)} characters of JSON; at most {MAX_CONSTRAINTS_CHARS}")
+        return None
+    # Checked as stored: what JSON cannot carry (a lone surrogate) is stored in a marked form
+    # that is no constraint, and a grant whose constraints do not read back covers nothing.
+    problems.extend(grants.check_constraints(stored))
+    return text
 
 
 def extension_row(a: Approval, extend: BudgetExtension, *, by: str, note: str | None, at: int) -> dict[str, Any]:

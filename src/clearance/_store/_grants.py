@@ -249,6 +249,7 @@ class _Terms:
     rule_ids: frozenset[str]
     constraints: dict[str, ParamSpec]
     counted: bool  # it has a call or total limit: each use moves its counter
+    readable: bool = True  # False: its constraints do not parse, so it covers nothing
 
 
 _TERMS: dict[str, _Terms] = {}
@@ -267,9 +268,15 @@ def _terms(db: Database, cur: Any, grant_id: str) -> _Terms:
     if terms is None:
         cur.execute(db.sql(f"{_SELECT} WHERE id = :id"), {"id": grant_id})
         grant = _from_row(cur.fetchone())
-        parsed = {name: ParamSpec.model_validate(spec) for name, spec in grant.constraints.items()}
         counted = grant.max_calls is not None or grant.max_total is not None
-        terms = _Terms(grant, frozenset(grant.rule_ids), parsed, counted)
+        try:
+            parsed = {name: ParamSpec.model_validate(spec) for name, spec in grant.constraints.items()}
+        except (ValidationError, AttributeError, TypeError, ValueError):
+            # A row no version of `grant_row` writes (by hand, say): fail closed, calls ask.
+            parsed, readable = {}, False
+        else:
+            readable = True
+        terms = _Terms(grant, frozenset(grant.rule_ids), parsed, counted, readable)
         if len(_TERMS) > 4096:
             _TERMS.clear()
         _TERMS[grant_id] = terms
@@ -279,7 +286,7 @@ def _terms(db: Database, cur: Any, grant_id: str) -> _Terms:
 def _amount(terms: _Terms, calls_used: int, total_used: str, args: Mapping[str, Any]) -> Decimal | None:
     """What this call adds to the grant's running total (0 without one), or None when it does not fit."""
     grant = terms.grant
-    if grant.max_calls is not None and calls_used >= grant.max_calls:
+    if not terms.readable or (grant.max_calls is not None and calls_used >= grant.max_calls):
         return None
     if terms.constraints and check_params(terms.constraints, "allow", args):
         return None
@@ -526,5 +533,6 @@ def check_constraints(constraints: Mapping[str, Any]) -> list[str]:
         except ValidationError as exc:
             for err in exc.errors()[:3]:
                 where = ".".join(str(p) for p in err["loc"])
-                problems.append(f"constraints.{name}{'.' + where if where else ''}: {err['msg']}")
+                label = name if isinstance(name, str) and name.isascii() and name.isidentifier() else repr(name)[:60]
+                problems.append(f"constraints.{label}{'.' + where if where else ''}: {err['msg']}"[:300])
     return problems

@@ -12,7 +12,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from .._names import fold_tool
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
+# ASCII digits and spaces only, the whole text (`$` would also take a trailing newline).
+_DURATION = re.compile(r"[ \t]*([0-9]{1,12})[ \t]*(s|m|h|d)[ \t]*")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -44,12 +45,13 @@ def parse_duration(value: object) -> int:
         if value <= 0:
             raise ValueError("a duration must be positive")
         return value
-    if isinstance(value, str) and (m := _DURATION.match(value)):
+    if isinstance(value, str) and (m := _DURATION.fullmatch(value)):
         seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
         if seconds <= 0:
             raise ValueError("a duration must be positive")
         return seconds
-    raise ValueError(f"{value!r} is not a duration; write it like 30s, 15m, 2h or 1d")
+    shown = repr(value[:40]) + ("..." if len(value) > 40 else "") if isinstance(value, str) else repr(value)[:40]
+    raise ValueError(f"{shown} is not a duration; write it like 30s, 15m, 2h or 1d")
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
