@@ -172,13 +172,12 @@ def test_the_long_poll_answers_when_a_grant_is_given_revoked_or_expires(
     etag = snap(client, agent).headers["etag"].strip('"')
     thread = poll(etag)
     given = give(store, seconds=120)
-    announce_threadsafe(client.app.state, "grants")  # as the approval's route does
+    announce_threadsafe(client.app.state, "grants")  # as the route of the approval that gave it does
     thread.join(20)
     assert results[-1].status_code == 200 and [g["id"] for g in results[-1].json()["grants"]] == [given.id]
 
     thread = poll(results[-1].headers["etag"].strip('"'))
-    grants.revoke(store, given.id, by="user:lena")
-    announce_threadsafe(client.app.state, "grants")
+    assert client.post(f"/v1/grants/{given.id}/revoke", headers=keys["admin"]).status_code == 200
     thread.join(20)
     assert results[-1].status_code == 200 and results[-1].json()["grants"] == []
 

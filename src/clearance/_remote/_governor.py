@@ -3,6 +3,12 @@
 - A call whose rules need nothing from the server (no facts, no approval) is decided locally
   from the synced policy; its record is committed to the local spool before the tool runs. No
   network on an allowed call.
+- A call policy puts to approval that a grant the agent holds covers (one without a call or
+  total limit, from the snapshot: see `_grants`) is allowed locally too, recorded with the
+  grant's id. A grant with a limit is counted on the server: its calls go there.
+- With a shadow policy, a locally decided call is also decided by it and what it decided is
+  recorded beside; when the shadow needs facts for the tool, the call is decided on the server,
+  which decides both (and locally after all when the server cannot be reached).
 - A call that needs facts (rolling sums, session cost: the server's), an approval (created on
   the server), or every call with `evaluation="server"`, is decided by `POST /v1/check`.
 - If the server cannot be reached for such a call it fails closed — recorded as blocked — unless
@@ -29,6 +35,7 @@ from .._guard._tickets import ApprovalView, PendingApproval, Ticket, view_of
 from .._names import admit_names
 from .._retry import aretrying, retrying
 from .._settings import Settings
+from .._store import _grants as grants
 from .._store._events import Event, make_event, new_id
 from .._wire import ApprovalOut, CheckResponse
 from ..errors import (
@@ -40,6 +47,7 @@ from ..errors import (
     StoreError,
 )
 from ..policy import Decision, Effect, Policy
+from . import _local
 from ._client import Client
 from ._snapshot import PolicySync
 from ._spool import Shipper, Spool
@@ -112,17 +120,26 @@ class RemoteGovernor(Backend):
         call_key: str | None = None,
     ) -> Ticket:
         """Decide a call (locally or on the server) and commit its record before it runs."""
-        policy = self.sync.policy
+        synced = self.sync.state
+        policy, shadow = synced.policy, synced.shadow
         tool, session, refusal = admit_names(tool, session or self.default_session)
         prepared = prepare(policy, tool, args, refusal)
         blocked = refused(prepared, policy)
         if blocked is not None:  # the server would refuse it too: record the refusal here
-            return self._record_locally(tool, prepared, session, blocked)
+            shadowed = refused(prepared, shadow) if shadow is not None else None
+            return self._record_locally(tool, prepared, session, blocked, shadow=shadowed)
         plan = policy.plan(tool)
+        local, grant = None, None
         if self.settings.evaluation == "local" and not plan.facts:
-            decision = policy.decide(tool, args, {})
-            if decision.effect is not Effect.REQUIRE_APPROVAL:
-                return self._record_locally(tool, prepared, session, decision)
+            requester, at = get_user(), now_us()
+            local, grant = _local.decide(synced, tool, prepared.args, session=session, requester=requester, at=at)
+            if local.effect is not Effect.REQUIRE_APPROVAL:
+                shadowed = None
+                if shadow is not None:
+                    shadowed = _local.shadow(synced, tool, prepared.args, session=session, requester=requester, at=at)
+                # A shadow only the server can decide is decided there, beside the same decision.
+                if shadow is None or shadowed is not None:
+                    return self._record_locally(tool, prepared, session, local, shadow=shadowed, grant=grant)
         try:
             body: dict[str, Any] = {"tool": tool, "args": args, "session_id": session}
             if (user := get_user()) is not None:
@@ -135,6 +152,9 @@ class RemoteGovernor(Backend):
                 body["call_key"] = call_key
             answer = _read_model(CheckResponse, self.client.call("POST", "/v1/check", json=body))
         except ServerError as exc:  # unreachable, refused, or an answer this client cannot read
+            if local is not None and local.effect is not Effect.REQUIRE_APPROVAL:
+                # Only its shadow needed the server: decided here after all, recorded without it.
+                return self._record_locally(tool, prepared, session, local, grant=grant)
             allow = plan.when_server_unreachable == "allow" and (exc.status is None or exc.status >= 500)
             effect = Effect.ALLOW if allow else Effect.BLOCK
             why = "this tool's policy allows calls then" if allow else "the call fails closed"
@@ -142,7 +162,16 @@ class RemoteGovernor(Backend):
             return self._record_locally(tool, prepared, session, decision)
         return self._ticket(tool, prepared, answer)
 
-    def _record_locally(self, tool: str, prepared: Prepared, session: str, decision: Decision) -> Ticket:
+    def _record_locally(
+        self,
+        tool: str,
+        prepared: Prepared,
+        session: str,
+        decision: Decision,
+        *,
+        shadow: Decision | None = None,
+        grant: grants.Use | None = None,
+    ) -> Ticket:
         call_id = new_id("call")
         self.spool.put(
             [
@@ -157,6 +186,8 @@ class RemoteGovernor(Backend):
                     prepared=prepared,
                     facts={},
                     approval_id=None,
+                    shadow=shadow,
+                    grant=grant,
                 )
             ]
         )
