@@ -194,7 +194,16 @@ class RemoteGovernor(Backend):
         return Ticket(call_id, tool, session, decision, prepared.args_hash)
 
     def _ticket(self, tool: str, prepared: Prepared, r: CheckResponse) -> Ticket:
-        decision = Decision(r.decision, r.reason, tuple(r.rule_ids), tuple(r.errors), None, r.policy_revision)
+        decision = Decision(
+            r.decision,
+            r.reason,
+            tuple(r.rule_ids),
+            tuple(r.errors),
+            None,
+            r.policy_revision,
+            budget=r.budget,
+            grant_id=r.grant_id,
+        )
         ticket = Ticket(r.call_id, tool, r.session_id, decision, prepared.args_hash, r.approval_id)
         if ticket.approval_id is not None:
             if r.expires_at_us is None:
