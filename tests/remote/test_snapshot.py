@@ -16,7 +16,6 @@ from clearance._clock import ManualClock
 from clearance._store import Database
 from clearance._store import _grants as grants
 from clearance._store import _shadow as shadows
-from clearance.server._longpoll import announce_threadsafe
 
 from ..server.conftest import activated
 from ._grants import give
@@ -169,11 +168,19 @@ def test_the_long_poll_answers_when_a_grant_is_given_revoked_or_expires(
         clock.wait_parked("long poll snapshot")  # held; the clock stands still, so only a wake-up answers
         return thread
 
+    asked = client.post(
+        "/v1/check", headers=agent, json={"tool": "issue_refund", "args": {"order_id": "A", "amount": 300}}
+    )
     etag = snap(client, agent).headers["etag"].strip('"')
     thread = poll(etag)
-    given = give(store, seconds=120)
-    announce_threadsafe(client.app.state, "grants")  # as the route of the approval that gave it does
+    approved = client.post(
+        f"/v1/approvals/{asked.json()['approval_id']}/approve",
+        headers={"X-API-Key": make_key("approver", agent=None)},
+        json={"grant": {"scope": "agent", "duration": "2m"}},
+    )
+    assert approved.status_code == 200
     thread.join(20)
+    (given,) = grants.listing(store, agent="refunds")
     assert results[-1].status_code == 200 and [g["id"] for g in results[-1].json()["grants"]] == [given.id]
 
     thread = poll(results[-1].headers["etag"].strip('"'))
