@@ -29,6 +29,9 @@ MAX_CONSTRAINTS_CHARS = 16 * 1024  # a grant's constraints as stored; read once 
 MAX_EXTENSION_TOKENS = 10**12
 _BUDGET_EXTENSION_SECONDS = MAX_GRANT_SECONDS  # a budget extension is revocable; this bounds the row
 _ARG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# A number written as text: ASCII digits only (Decimal alone also takes "1_000" and other scripts' digits).
+_PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_NANO_USD = Decimal("1e-9")  # budgets count in billionths of a dollar
 _NUMERIC = ("number", "integer", "any")
 _SHORT = reprlib.Repr()
 _SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 50
@@ -88,6 +91,10 @@ def _number(value: Any, what: str, problems: list[str]) -> Decimal | None:
         return None
     if isinstance(value, float) and not math.isfinite(value):
         problems.append(f"{what}: {_short(value)} is not a finite number")
+        return None
+    if isinstance(value, str) and not _PLAIN_NUMBER.fullmatch(value):
+        special = value.strip().lower().lstrip("+-") in ("nan", "snan", "inf", "infinity")
+        problems.append(f"{what}: {_short(value)} is not a {'finite ' if special else ''}number")
         return None
     try:
         number = Decimal(value if isinstance(value, Decimal) else str(value))
@@ -290,7 +297,9 @@ def extension_row(a: Approval, extend: BudgetExtension, *, by: str, note: str | 
     usd = _number(extend.usd, "extend.usd", problems) if extend.usd is not None else None
     tokens = extend.tokens
     if usd is not None and not (0 < usd <= MAX_EXTENSION_USD):
-        problems.append(f"extend.usd: {usd} is not between 0 and {MAX_EXTENSION_USD}")
+        problems.append(f"extend.usd: {_amount_text(usd)} is not between 0 and {MAX_EXTENSION_USD}")
+    elif usd is not None and usd % _NANO_USD:
+        problems.append(f"extend.usd: {_amount_text(usd)} is finer than a billionth of a dollar")
     if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)):
         problems.append(f"extend.tokens: {str(tokens)[:50]!r} is not a whole number")
     elif tokens is not None and not (0 < tokens <= MAX_EXTENSION_TOKENS):
@@ -308,7 +317,7 @@ def extension_row(a: Approval, extend: BudgetExtension, *, by: str, note: str | 
         "session": a.session if scope == "session" else None,
         "tool": None,
         "rule_ids": canonical_json(list(a.rule_ids)),
-        "extend_nusd": int(usd * 10**9) if usd is not None else None,
+        "extend_nusd": int(usd / _NANO_USD) if usd is not None else None,
         "extend_tokens": tokens,
         "approval_id": a.id,
         "policy_revision": a.policy_revision,

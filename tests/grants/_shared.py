@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ import pytest
 from clearance import _decisions
 from clearance._decisions import Decider
 from clearance._granting import GrantRequest
-from clearance._guard._record import RecordedCall, record_call
+from clearance._guard._record import RecordedCall, llm_event, record_call
+from clearance._pricing import ModelPrice
 from clearance._store import Approval, Database
+from clearance._store import _events as events
 from clearance._store import _policies as policies
 from clearance.policy import Policy, parse_policy
 
@@ -103,6 +106,26 @@ def granted(db: Database, first: RecordedCall, request: GrantRequest, *, by: Dec
     [record] = [r for r in records(db, "approval.decided") if r["approval_id"] == first.approval_id]
     grant_id: str = record["grant_id"]
     return grant_id
+
+
+def spend(db: Database, usd: str, *, session: str = "s1", agent: str = "refunds") -> None:
+    """Record one model call in `session` that cost `usd`."""
+    per_mtok = Decimal(usd) * 500_000  # one input and one output token
+    event, _ = llm_event(
+        agent=agent,
+        environment="test",
+        session=session,
+        model="m",
+        provider=None,
+        input_tokens=1,
+        output_tokens=1,
+        cached_input_tokens=0,
+        reasoning_tokens=0,
+        latency_ms=None,
+        overrides={"m": ModelPrice(input_per_mtok=per_mtok, output_per_mtok=per_mtok)},
+    )
+    with db.write() as cur:
+        events.append(db, cur, [event])
 
 
 def records(db: Database, kind: str) -> list[dict[str, Any]]:

@@ -232,3 +232,74 @@ def test_on_a_quorum_only_the_last_approver_grants(request: pytest.FixtureReques
         [record] = records(db, "approval.decided")
         assert record["by"] == "user:omar" and record["grant_id"]
         assert refund(db, 150, policy=policy).decision.grant_id == record["grant_id"]
+
+
+BUDGETED = """\
+version: 1
+tools:
+  issue_refund:
+    params: {order_id: string, amount: number}
+    rules:
+      - id: big
+        when: args.amount > 100
+        effect: require_approval
+        approval: {grants: {scopes: [session]}}
+budgets:
+  session: {max_cost_usd: 1, on_exceed: require_approval}
+"""
+
+BAD_EXTENSIONS: list[tuple[Any, Any, str]] = [
+    ("1e-10", None, "finer than a billionth of a dollar"),  # would have stored an extension of $0
+    (1e-10, None, "finer than a billionth of a dollar"),
+    ("0.1234567891", None, "finer than a billionth of a dollar"),
+    ("1_000", None, "'1_000' is not a number"),
+    ("\u0665", None, "is not a number"),
+    (" 5 ", None, "is not a number"),
+    ("NaN", None, "is not a finite number"),
+    (float("inf"), None, "is not a finite number"),
+    ("1e400", None, "is not between 0 and 1000000"),
+    (10**400, None, "1.000E+400 is not between 0 and 1000000"),
+    (-1, None, "is not between 0"),
+    (0, None, "is not between 0"),
+    (True, None, "True is not a number"),
+    (SURROGATE, None, "'\\ud800' is not a number"),
+    (BIG, None, "is not a number"),
+    (None, 0, "extend.tokens: 0 is not between 1"),
+    (None, 10**13, "is not between 1 and 1000000000000"),
+    (None, True, "is not a whole number"),
+    (None, 5.0, "is not a whole number"),
+    (None, None, "extend: say by how much, in usd or tokens"),
+]
+
+
+def test_bad_budget_extensions_are_refused(request: pytest.FixtureRequest, tmp_path: Any) -> None:
+    from clearance._granting import BudgetExtension
+    from clearance.policy import parse_policy
+
+    from ._shared import open_store, spend
+
+    for kind in ("sqlite", "postgresql"):
+        (tmp_path / kind).mkdir()
+        db = open_store(request, tmp_path / kind, kind, BUDGETED)
+        policy = parse_policy(BUDGETED, "policy.yaml")
+        spend(db, "1.5")
+        asked = refund(db, 50, policy=policy)
+        assert asked.approval_id is not None and asked.decision.budget == "session"
+        wrong = []
+        for usd, tokens, says in BAD_EXTENSIONS:
+            try:
+                _decisions.decide(db, asked.approval_id, approve=True, by=LEAD, extend=BudgetExtension(usd, tokens))
+                wrong.append(f"{usd!r:.30} {tokens!r}: accepted")
+            except GrantRejected as exc:
+                if says not in str(exc) or len(str(exc)) > 2000:
+                    wrong.append(f"{usd!r:.30} {tokens!r}: {str(exc)[:200]!r}, not {says!r}")
+        assert not wrong, "\n".join(wrong)
+        assert grant_rows(db) == 0 and approvals.get(db, asked.approval_id).status == "pending"
+        assert len(records(db, "approval.refused")) == len(BAD_EXTENSIONS)
+        with pytest.raises(GrantRejected, match="only an approval an exhausted budget asked for can extend"):
+            plain = refund(db, 150, policy=policy, session="s2")
+            assert plain.approval_id is not None and plain.decision.budget is None
+            _decisions.decide(db, plain.approval_id, approve=True, by=LEAD, extend=BudgetExtension("1"))
+        _decisions.decide(db, asked.approval_id, approve=True, by=LEAD, extend=BudgetExtension("0.000000001"))
+        [extension] = records(db, "grant.created")
+        assert extension["extend_usd"] == "1E-9" and extension["grant_kind"] == "budget"

@@ -10,15 +10,13 @@ import pytest
 from clearance import _decisions
 from clearance._clock import ManualClock
 from clearance._granting import BudgetExtension, GrantRequest
-from clearance._guard._record import llm_event
-from clearance._pricing import ModelPrice
 from clearance._store import Database
 from clearance._store import _events as events
 from clearance._store import _grants as grants
 from clearance.errors import GrantNotFound, GrantRejected
 from clearance.policy import Effect, parse_policy
 
-from ._shared import LEAD, call, decided, granted, open_store, records, refund
+from ._shared import LEAD, call, decided, granted, open_store, records, refund, spend
 
 
 def test_a_covered_call_is_allowed_and_recorded_with_its_grant(db: Database) -> None:
@@ -247,21 +245,7 @@ def test_a_budget_approval_is_never_answered_by_a_call_grant(request: pytest.Fix
         policy = parse_policy(BUDGETED, "policy.yaml")
         grant_id = granted(db, refund(db, 150, policy=policy), GrantRequest("agent", "1h"))
         assert refund(db, 150, policy=policy).decision.grant_id == grant_id
-        event, _ = llm_event(
-            agent="refunds",
-            environment="test",
-            session="s1",
-            model="m",
-            provider=None,
-            input_tokens=1,
-            output_tokens=1,
-            cached_input_tokens=0,
-            reasoning_tokens=0,
-            latency_ms=None,
-            overrides={"m": _price(2.0)},
-        )
-        with db.write() as cur:
-            events.append(db, cur, [event])
+        spend(db, "2")
         for amount in (150, 50):  # a call the grant covers, and one policy allows
             asked = refund(db, amount, policy=policy)
             assert asked.decision.effect is Effect.REQUIRE_APPROVAL and asked.decision.budget == "session"
@@ -271,44 +255,3 @@ def test_a_budget_approval_is_never_answered_by_a_call_grant(request: pytest.Fix
             _decisions.decide(db, asked.approval_id, approve=True, by=LEAD, grant=GrantRequest("agent", "1h"))
         _decisions.decide(db, asked.approval_id, approve=True, by=LEAD, extend=BudgetExtension(usd="5"))
         assert refund(db, 150, policy=policy).decision.grant_id == grant_id  # the budget has room again
-
-
-def _price(per_call_usd: float) -> ModelPrice:
-    """A price at which one call of one input and one output token costs `per_call_usd`."""
-    per_mtok = Decimal(str(per_call_usd)) * 500_000
-    return ModelPrice(input_per_mtok=per_mtok, output_per_mtok=per_mtok)
-
-
-GRANT_FACT = """\
-version: 1
-tools:
-  issue_refund:
-    params: {order_id: string, amount: number}
-    rules:
-      - id: big
-        when: args.amount > 100
-        effect: require_approval
-        approval: {grants: {scopes: [session, agent], max_duration: 1h, max_calls: 5}}
-      - id: granted-cap
-        when: facts.grant_id != "" && args.amount > 400
-        effect: block
-        reason: granted refunds stop at 400
-"""
-
-
-def test_rules_read_facts_grant_id(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    for kind in ("sqlite", "postgresql"):
-        (tmp_path / kind).mkdir()
-        db = open_store(request, tmp_path / kind, kind, GRANT_FACT)
-        policy = parse_policy(GRANT_FACT, "policy.yaml")
-        assert refund(db, 450, policy=policy).decision.effect is Effect.REQUIRE_APPROVAL  # no grant yet
-        grant_id = granted(db, refund(db, 150, policy=policy), GrantRequest("agent", "1h"))
-        blocked = refund(db, 450, policy=policy)
-        assert (blocked.decision.effect, blocked.decision.rule_ids) == (Effect.BLOCK, ("granted-cap",))
-        assert decided(db, blocked.call_id)["facts"] == {"grant_id": grant_id}
-        assert grants.get(db, grant_id).calls_used == 0  # a blocked call uses nothing
-        allowed = refund(db, 300, policy=policy)
-        assert allowed.decision.grant_id == grant_id and grants.get(db, grant_id).calls_used == 1
-        elsewhere = refund(db, 450, policy=policy, environment="production")  # the grant is not this one's
-        assert elsewhere.decision.effect is Effect.REQUIRE_APPROVAL
-        assert decided(db, elsewhere.call_id)["facts"] == {"grant_id": ""}
