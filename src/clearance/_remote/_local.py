@@ -9,7 +9,6 @@ the call is decided there.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from .._guard._record import decide_shadow
@@ -70,10 +69,14 @@ def _covering(
 
 
 def _granted(decision: Decision, held: HeldGrant) -> Decision:
-    return replace(
-        decision,
-        effect=Effect.ALLOW,
-        reason=f"{decision.reason}; allowed by grant {held.id} from {held.granted_by}",
-        approval=None,
-        grant_id=held.id,
+    return Decision(  # not dataclasses.replace: this is the hot path of a granted call
+        Effect.ALLOW,
+        f"{decision.reason}; allowed by grant {held.id} from {held.granted_by}",
+        decision.rule_ids,
+        decision.errors,
+        None,
+        decision.revision,
+        decision.monitored,
+        None,
+        held.id,
     )
