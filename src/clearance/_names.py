@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 
 MAX_NAME = 200
@@ -100,14 +103,35 @@ def _describe(char: str) -> str:
     return f"U+{ord(char):04X} ({label.lower()})"
 
 
-def admit_names(tool: object, session: object) -> tuple[str, str, str | None]:
+MODEL_CALL = "clearance.model_call"  # the model-call gate's calls: decided by the budgets alone
+_GATE: ContextVar[bool] = ContextVar("clearance_model_call_gate", default=False)
+
+
+@contextmanager
+def model_call_gate() -> Iterator[None]:
+    """Within it, `MODEL_CALL` is admitted: the gate's own calls, never a tool's."""
+    token = _GATE.set(True)
+    try:
+        yield
+    finally:
+        _GATE.reset(token)
+
+
+def admit_names(tool: object, session: object, *, reserved: bool = False) -> tuple[str, str, str | None]:
     """The canonical tool name and session id, and why the call is refused for them (or None).
 
-    Names repeat from call to call, so the answers for text are cached.
+    Names repeat from call to call, so the answers for text are cached. `MODEL_CALL` is refused
+    unless `reserved` or inside `model_call_gate()`: a tool of that name (an MCP server's, say)
+    would otherwise be decided by the budgets alone, past every rule.
     """
     if type(tool) is str and type(session) is str:
-        return _admit_text_names(tool, session)
-    return _admit_names(tool, session)
+        out = _admit_text_names(tool, session)
+    else:
+        out = _admit_names(tool, session)
+    if out[0] == MODEL_CALL and not (reserved or _GATE.get()):
+        why = f"tool name {ascii(tool)} is reserved for Clearance's model-call gate"
+        return INVALID_TOOL, out[1], "; ".join(w for w in (why, out[2]) if w)
+    return out
 
 
 @lru_cache(maxsize=4096)

@@ -121,7 +121,7 @@ def test_a_spent_budget_that_asks_pauses_the_model_call_until_extended(setup: An
         tool_approval.rule_ids,
         tool_approval.approvers,
     )
-    assert asked.reason == "session budget exhausted: $1.0000 spent, limit $1.0; an approver may extend it"
+    assert asked.reason == "session budget exhausted: $1.0000 spent, limit $1; an approver may extend it"
     assert asked.rule_ids == ("budget:session",) and asked.approvers == ("role:finance",)
     assert by_model.thread.is_alive()  # paused
     _decisions.decide(governor().db, asked.id, approve=True, by=FINANCE, extend=BudgetExtension(usd=1))
@@ -144,7 +144,7 @@ def test_a_spent_budget_that_asks_pauses_the_model_call_until_extended(setup: An
     spend(1.0, session="s1")
     again = InThread(gate, "s1")
     [second] = pending()
-    assert second.reason == "session budget exhausted: $2.0000 spent, limit $2.0; an approver may extend it"
+    assert second.reason == "session budget exhausted: $2.0000 spent, limit $2; an approver may extend it"
     assert len(records()) > before
     _decisions.decide(governor().db, second.id, approve=False, by=FINANCE, note="no more")
     with pytest.raises(ApprovalDenied, match="no more"):

@@ -109,7 +109,7 @@ def test_a_budget_that_asks_waits_for_the_server_s_approval(server: Server, tmp_
     until(lambda: pending(server), "the model call's approval")
     [asked] = pending(server)
     assert asked["tool"] == MODEL_CALL and asked["args"] == {"model": "gpt-test"} and asked["session"] == "s1"
-    assert asked["reason"] == "session budget exhausted: $1.0000 spent, limit $1.0; an approver may extend it"
+    assert asked["reason"] == "session budget exhausted: $1.0000 spent, limit $1; an approver may extend it"
     approve = f"{server.base}/v1/approvals/{asked['id']}/approve"
     httpx.post(approve, headers={"X-API-Key": server.approver}, json={}).raise_for_status()
     waiting.join(20)

@@ -74,7 +74,7 @@ def test_a_spent_budget_waits_for_an_extension_then_runs_until_spent_again(setup
     assert asked.tool == "issue_refund" and asked.session == "s1"
     assert asked.rule_ids == ("budget:session",)
     assert asked.approvers == ("role:finance",)  # from budgets.session.approval
-    assert asked.reason == "session budget exhausted: $1.0000 spent, limit $1.0; an approver may extend it"
+    assert asked.reason == "session budget exhausted: $1.0000 spent, limit $1; an approver may extend it"
     with pytest.raises(ApprovalForbidden):  # the budget's approvers decide, not the rules'
         _decisions.decide(governor().db, asked.id, approve=True, by=LEAD, extend=BudgetExtension(usd=2))
     with pytest.raises(GrantRejected, match="extend the budget instead"):
@@ -92,7 +92,7 @@ def test_a_spent_budget_waits_for_an_extension_then_runs_until_spent_again(setup
         spend(0.5)
     again = InThread(lambda: refund("A-5", 50), "s1")  # $3 of $3: ask again
     [second] = pending()
-    assert second.reason == "session budget exhausted: $3.0000 spent, limit $3.0; an approver may extend it"
+    assert second.reason == "session budget exhausted: $3.0000 spent, limit $3; an approver may extend it"
     _decisions.decide(governor().db, second.id, approve=False, by=FINANCE, note="enough")
     with pytest.raises(ApprovalDenied, match="enough"):
         again.outcome()
@@ -164,7 +164,7 @@ def test_an_agent_budget_asks_within_its_window(setup: Any, clock: ManualClock) 
     waiting = InThread(lambda: refund("A-1", 10), "s2")  # the agent's budget spans its sessions
     [asked] = pending()
     assert asked.rule_ids == ("budget:agent",)
-    assert asked.reason == "agent budget exhausted: $1.0000 spent in the last 1h, limit $1.0; an approver may extend it"
+    assert asked.reason == "agent budget exhausted: $1.0000 spent in the last 1h, limit $1; an approver may extend it"
     _decisions.decide(governor().db, asked.id, approve=True, by=FINANCE, extend=BudgetExtension(usd=1))
     assert waiting.outcome() == "refunded 10 on A-1"
     with clearance.session("s3"):
@@ -176,7 +176,7 @@ def test_an_agent_budget_asks_within_its_window(setup: Any, clock: ManualClock) 
         spend(1.0)
     waiting = InThread(lambda: refund("A-4", 10), "s3")  # $1 of $1 again: the old extension is out of the window
     [again] = pending()
-    assert again.reason == "agent budget exhausted: $1.0000 spent in the last 1h, limit $1.0; an approver may extend it"
+    assert again.reason == "agent budget exhausted: $1.0000 spent in the last 1h, limit $1; an approver may extend it"
     _decisions.decide(governor().db, again.id, approve=True, by=FINANCE)
     assert waiting.outcome() == "refunded 10 on A-4"
 

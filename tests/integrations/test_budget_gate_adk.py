@@ -112,7 +112,7 @@ def test_a_spent_budget_that_asks_pauses_the_run_on_the_loop_until_extended(setu
                 await asyncio.sleep(0.01)
             [asked] = approvals.listing(gov.db)
             assert asked.tool == MODEL_CALL and asked.args == {"model": "scripted"}
-            assert asked.reason == f"{REASON}.0; an approver may extend it" and asked.approvers == ("role:finance",)
+            assert asked.reason == f"{REASON}; an approver may extend it" and asked.approvers == ("role:finance",)
             assert model.calls == []
             _decisions.decide(gov.db, asked.id, approve=True, by=FINANCE, extend=BudgetExtension(usd=5))
 

@@ -122,7 +122,7 @@ def test_a_spent_budget_that_asks_pauses_the_run_until_extended(setup: Any, midd
     run = InThread(lambda: ask(agent(model, middleware=middleware)), "s1")
     [asked] = _pending(gov)
     assert asked.tool == MODEL_CALL and asked.args == {"model": "scripted"} and asked.approvers == ("role:finance",)
-    assert asked.reason == f"{REASON}.0; an approver may extend it"  # the tool call's, word for word
+    assert asked.reason == f"{REASON}; an approver may extend it"  # the tool call's, word for word
     assert model.calls == []  # paused before the model was called
     _decisions.decide(gov.db, asked.id, approve=True, by=FINANCE, extend=BudgetExtension(usd=5))
     assert run.outcome() == "The tool said: found x"

@@ -20,12 +20,11 @@ import functools
 from typing import TYPE_CHECKING
 
 from .._clock import now_us
-from .._names import admit_names
+from .._names import MODEL_CALL, admit_names, model_call_gate
 from .._store import _facts as facts
 from .._text import escaped
 from ..errors import ModelCallBlocked
 from ..policy import Effect, FactSpec, Policy
-from ..policy._compile import MODEL_CALL
 from ._governor import Governor
 from ._steps import Step, Steps
 
@@ -53,7 +52,8 @@ def gate(backend: Backend, session: str | None, model: str | None) -> Steps[None
     name = _model_name(model)
     if isinstance(backend, Governor) and not _spent(backend, policy, session):
         return
-    ticket = backend.begin(MODEL_CALL, {"model": name} if name is not None else {}, session)
+    with model_call_gate():
+        ticket = backend.begin(MODEL_CALL, {"model": name} if name is not None else {}, session)
     decision = ticket.decision
     if decision.effect is Effect.BLOCK:
         raise ModelCallBlocked(decision.reason, decision.rule_ids, ticket.call_id, tool=ticket.tool, model=name)
@@ -73,7 +73,7 @@ def _spent(governor: Governor, policy: Policy, session: str | None) -> bool:
 
     A refused session id is decided (and recorded, blocked) by `begin`, never read with.
     """
-    _, checked, refusal = admit_names(MODEL_CALL, session or governor.default_session)
+    _, checked, refusal = admit_names(MODEL_CALL, session or governor.default_session, reserved=True)
     if refusal is not None:
         return True
     db = governor.db

@@ -216,6 +216,7 @@ def call_recorder(
     webhook_url: str | None = None,
     call_key: str | None = None,
     shadow: Policy | None = None,
+    model_gate: bool = False,
 ) -> Callable[[Any], RecordedCall]:
     """Decide a call from `policy` and record it, after the `prepend` records, in two steps.
 
@@ -233,11 +234,12 @@ def call_recorder(
     A call that policy puts to approval and a live grant covers is allowed instead, and uses
     the grant (`grants.use`) in the same transaction. With a `shadow` policy, the call is also
     decided by it, on the same facts, and what it decided is recorded beside (never enforced).
+    `model_gate` admits the reserved `MODEL_CALL` (a remote agent's model-call gate, at the server).
 
     The returned function raises `ApprovalError` when the key's approval holds other arguments
     than these.
     """
-    tool, session, refusal = admit_names(tool, session)
+    tool, session, refusal = admit_names(tool, session, reserved=model_gate)
     plan = policy.plan(tool)
     at = now_us()
     prepared = prepare(policy, tool, args, refusal)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from .._context import get_session
-from .._names import tool_name, tool_problem
+from .._names import MODEL_CALL, fold_tool, tool_name, tool_problem
 from ..errors import ConfigurationError, ToolCallBlocked
 from ..policy import Effect
 from . import _modes, _runtime
@@ -109,6 +109,8 @@ def guard_tool(
             or the mode is unknown.
     """
     problem = tool_problem(name)
+    if problem is None and fold_tool(name) == MODEL_CALL:
+        problem = f"{MODEL_CALL!r} is reserved for Clearance's model-call gate"
     if problem is not None:
         raise ConfigurationError(f"cannot guard {fn!r}: {problem}")
     name = tool_name(name)  # policies, records and approvals know it in lower case

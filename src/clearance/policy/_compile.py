@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from .._names import fold_tool
+from .._names import MODEL_CALL, fold_tool
 from ..errors import PolicyError, PolicyProblem
 from ._cel import CelEngine, ConditionSet, fact_names
 from ._facts import FACT_NAMES_HELP, FactSpec, parse_fact
@@ -23,8 +23,6 @@ _ENGINE: CelEngine | None = None
 _ENGINE_LOCK = threading.Lock()
 _UNDECLARED = re.compile(r"undeclared reference to '(args|facts)\.([^']+)'")
 _GLOB_CHARS = frozenset("*?[")
-# The reserved tool name a model call is decided and recorded under (see `_guard/_budget.py`).
-MODEL_CALL = "clearance.model_call"
 
 
 def engine() -> CelEngine:
@@ -295,7 +293,8 @@ class Policy:
             if limit.max_cost_usd is not None:
                 cap = limit.max_cost_usd + Decimal(str(facts.get(limit.extra_cost_fact, 0)))
                 if spent >= cap:
-                    return limit, f"{limit.scope} budget exhausted: ${spent:.4f} spent{limit.window}, limit ${cap}"
+                    shown = format(cap.normalize(), "f")  # "$3", not "$3.0" or "$3E+0"
+                    return limit, f"{limit.scope} budget exhausted: ${spent:.4f} spent{limit.window}, limit ${shown}"
             tokens = int(facts.get(limit.token_fact, 0))
             if limit.max_tokens is not None:
                 cap_tokens = limit.max_tokens + int(facts.get(limit.extra_token_fact, 0))

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import regex
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .._names import fold_tool
+from .._names import MODEL_CALL, fold_tool
 
 # ASCII digits and spaces only, the whole text (`$` would also take a trailing newline).
 _DURATION = re.compile(r"[ \t]*([0-9]{1,12})[ \t]*(s|m|h|d)[ \t]*")
@@ -356,6 +356,8 @@ class PolicyDocument(_Strict):
                     " and single inner spaces (globs add * ? [ ])"
                 )
             folded = fold_tool(key)
+            if folded == MODEL_CALL:
+                raise ValueError(f"{key!r} is reserved for Clearance's model-call gate (budgets decide it)")
             if folded in seen:
                 raise ValueError(
                     f"{seen[folded]!r} and {key!r} name the same tool (names are compared in lower case,"

@@ -218,6 +218,7 @@ async def decide_for(
         webhook_url=webhook_url,
         call_key=call_key,
         shadow=shadow,
+        model_gate=True,  # an agent's model-call gate asks here; a tool of that name never reaches the server
     )
     call = await commits.run(step)
     if call.approval_id is not None:
