@@ -54,6 +54,11 @@ tools:
     rules:
       - id: plain
         effect: require_approval
+  send_note:
+    rules:
+      - id: note
+        effect: require_approval
+        approval: {grants: {scopes: [session, agent]}}
 """
 LEAD = Decider("user:lena", frozenset({"approver", "lead"}))
 OTHER = Decider("user:omar", frozenset({"approver", "lead"}))

@@ -255,3 +255,19 @@ def test_a_budget_approval_is_never_answered_by_a_call_grant(request: pytest.Fix
             _decisions.decide(db, asked.approval_id, approve=True, by=LEAD, grant=GrantRequest("agent", "1h"))
         _decisions.decide(db, asked.approval_id, approve=True, by=LEAD, extend=BudgetExtension(usd="5"))
         assert refund(db, 150, policy=policy).decision.grant_id == grant_id  # the budget has room again
+
+
+def test_uses_counts_the_calls_a_grant_let_through_and_nothing_else(db: Database) -> None:
+    """An argument named grant_id holding the grant's id is not a use of it (the count reads the records)."""
+    grant_id = granted(db, call(db, {"to": "a"}, tool="send_note"), GrantRequest("session", "1h"))
+    grant = grants.get(db, grant_id)
+    assert grant.max_calls is None and grant.max_total is None  # uncounted: no counter to read
+    assert call(db, {"to": "b"}, tool="send_note").decision.grant_id == grant_id
+    assert call(db, {"to": "c"}, tool="send_note").decision.grant_id == grant_id
+    assert grants.uses(db, grant) == 2
+    lookalike = {"to": "d", "grant_id": grant_id, "note": f'"grant_id":"{grant_id}"'}
+    elsewhere = call(db, lookalike, tool="send_note", session="s2")  # another session: not covered
+    assert elsewhere.decision.effect is Effect.REQUIRE_APPROVAL
+    underscore = {"to": "e", "grant_id": grant_id[:3] + "X" + grant_id[4:]}  # LIKE's `_` matches any character
+    assert call(db, underscore, tool="send_note", session="s3").decision.effect is Effect.REQUIRE_APPROVAL
+    assert grants.uses(db, grant) == 2

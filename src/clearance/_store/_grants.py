@@ -432,7 +432,7 @@ def uses(db: Database, grant: Grant) -> int:
     with db.read() as cur:
         cur.execute(
             db.sql(
-                "SELECT COUNT(*) FROM events WHERE kind = 'tool_call.decided' AND agent = :agent AND tool = :tool"
+                "SELECT body FROM events WHERE kind = 'tool_call.decided' AND agent = :agent AND tool = :tool"
                 " AND at_us >= :since AND at_us <= :until AND body LIKE :needle"
             ),
             {
@@ -440,11 +440,11 @@ def uses(db: Database, grant: Grant) -> int:
                 "tool": grant.tool,
                 "since": grant.created_at_us,
                 "until": grant.ended_at_us or grant.expires_at_us,
-                "needle": f'%"grant_id":"{grant.id}"%',  # ids are [a-z0-9_]: nothing to escape
+                "needle": f'%"grant_id":"{grant.id}"%',  # a filter only: an argument may hold the same text
             },
         )
-        row = cur.fetchone()
-    return int(row[0]) if row else 0
+        bodies = [row[0] for row in cur.fetchall()]
+    return sum(1 for body in bodies if json.loads(body).get("grant_id") == grant.id)
 
 
 def revoke(db: Database, grant_id: str, *, by: str, why: str | None = None) -> Grant:
