@@ -47,6 +47,9 @@ ALLOWED: dict[str, set[str]] = {
         "args_truncated",
         "facts",
         "approval_id",
+        "monitored",  # the `mode: monitor` rules that matched
+        "shadow",  # what the shadow policy decided beside
+        "grant_id",  # the grant (one without limits: only the server counts uses) that let the call through
     },
     "tool_call.finished": _COMMON
     | {
@@ -92,6 +95,7 @@ class IncomingEvent(BaseModel):
     tool: str | None = Field(default=None, max_length=200)
     call_id: Text | None = Field(default=None, max_length=40)
     decision: Text | None = Field(default=None, max_length=40)
+    grant_id: str | None = Field(default=None, pattern=r"^grt_[0-9a-f]{32}$")
     # These reach the approvals table when an approved call's outcome arrives.
     approval_id: str | None = Field(default=None, pattern=r"^apr_[0-9a-f]{32}$")
     error: Text | None = Field(default=None, max_length=4000)
