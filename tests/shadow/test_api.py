@@ -253,3 +253,22 @@ def test_hostile_targets_are_a_422_and_change_nothing(
         r = post_raw(client, path, body, setup["admin"])
     assert r.status_code == 422, r.text
     assert client.get("/v1/policies/shadow", headers=setup["admin"]).json()["active"] == []
+
+
+def test_a_person_without_the_approver_or_admin_role_reads_no_agent_s_calls(
+    client: TestClient, setup: dict[str, Any]
+) -> None:
+    from ..server.test_users import PASSWORD
+
+    admin, bot = setup["admin"], setup["bot"]
+    assert client.post(f"/v1/policies/{setup['shadow']}/shadow", headers=admin, json={}).status_code == 200
+    check(client, bot, 2000)
+    body = {"username": "vera", "password": PASSWORD, "roles": ["support-lead"]}
+    assert client.post("/v1/users", headers=admin, json=body).status_code == 201
+    client.post("/v1/login", json={"username": "vera", "password": PASSWORD})
+    try:
+        r = client.get("/v1/policies/shadow")  # before: every agent's calls, with their arguments
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    finally:
+        client.cookies.clear()
+    assert client.get("/v1/policies/shadow", headers=bot).json()["calls"] == 1  # the agent's own

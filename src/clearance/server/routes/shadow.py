@@ -68,6 +68,8 @@ def _visible(key: ApiKey, active: list[shadows.ShadowAssignment]) -> list[shadow
     """The shadows a key may see: all for people and admins, an agent key's own scopes for it."""
     if {"approver", "admin"} & set(key.scopes):
         return active
+    if key.agent is None:
+        return []
     own = {"default", f"environment:{key.environment}", f"agent:{key.agent}"}
     return [a for a in active if a.scope in own]
 
@@ -88,6 +90,8 @@ async def shadow_report(
     An agent key reads only its own agent's calls.
     """
     if not {"approver", "admin"} & set(key.scopes):
+        if key.agent is None:  # a person without the approver or admin role reads nobody's calls
+            raise APIError(403, "only approvers, admins and an agent's own key read the shadow report")
         if agent is not None and agent != key.agent:
             raise APIError(403, "an agent key reads only its own agent's shadow report")
         agent = key.agent
