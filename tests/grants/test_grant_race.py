@@ -222,3 +222,29 @@ def _call_in_a_process(job: tuple[str, int]) -> str:
         return refund(store, 150, session=f"p{i}").decision.effect.value
     finally:
         store.close()
+
+
+def test_racing_approvers_store_one_grant(db: Database, connections: Callable[[], Database]) -> None:
+    """Eight approvers approve the same call at once, each granting: one decides, one grant is stored."""
+    from clearance import ApprovalAlreadyDecided, _decisions
+    from clearance._decisions import Decider
+
+    from ._shared import grant_rows
+
+    first = refund(db, 150)
+    assert first.approval_id is not None
+    approval_id = first.approval_id
+
+    def act(store: Database, i: int) -> str:
+        who = Decider(f"user:lead{i}", frozenset({"approver", "lead"}))
+        try:
+            _decisions.decide(store, approval_id, approve=True, by=who, grant=GrantRequest("session", "1h"))
+        except ApprovalAlreadyDecided:
+            return "late"
+        return "won"
+
+    outcomes = race(8, connections, act)
+    assert sorted(outcomes) == ["late"] * 7 + ["won"]
+    assert grant_rows(db) == 1 and len(records(db, "grant.created")) == 1
+    [decided] = records(db, "approval.decided")
+    assert decided["grant_id"] == records(db, "grant.created")[0]["grant_id"]
