@@ -25,6 +25,8 @@ def test_public_api_is_pinned() -> None:
             "ConfigurationError",
             "Decision",
             "Effect",
+            "GrantNotFound",
+            "GrantRejected",
             "ModelCallBlocked",
             "PendingApproval",
             "Policy",

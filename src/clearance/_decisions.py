@@ -238,6 +238,24 @@ def _decide(
     return moved
 
 
+def _may_extend(a: Approval, policy: Policy | None, who: Decider) -> None:
+    """Refuse an extension by someone the budget's own `approval.approvers` do not name.
+
+    A rule's approvers decide an approval a rule and a spent budget asked for together; the
+    budget's money is still the budget approvers' to give.
+    """
+    scope = next((r.removeprefix("budget:") for r in a.rule_ids if r.startswith("budget:")), None)
+    if scope is None or policy is None or who.trusted:
+        return
+    groups = policy.budget_approval(scope).approvers
+    if not groups:
+        return
+    roles = {g.removeprefix("role:") for g in groups if g.startswith("role:")}
+    people = {g.removeprefix("user:") for g in groups if g.startswith("user:")}
+    if not (roles & who.roles or who.person in people):
+        raise GrantRejected(a.id, a.tool, [f"extend: only {', '.join(groups)} may extend the {scope} budget"])
+
+
 def _granted(
     db: Database,
     a: Approval,
@@ -257,14 +275,15 @@ def _granted(
         raise GrantRejected(a.id, a.tool, ["only an approval can grant"])
     if grant is not None and extend is not None:
         raise GrantRejected(a.id, a.tool, ["grant similar calls or extend the budget, not both at once"])
-    if extend is not None:
-        return _granting.extension_row(a, extend, by=who.name, note=note, at=at)
-    assert grant is not None
     rev = policies.get(db, a.policy_revision) if a.policy_revision else None
     try:
         policy = parse_policy(rev.text, rev.source) if rev is not None else None
     except ClearanceError:
         policy = None
+    if extend is not None:
+        _may_extend(a, policy, who)
+        return _granting.extension_row(a, extend, by=who.name, note=note, at=at)
+    assert grant is not None
     runs = json.loads(edit["edited_args_json"]) if edit else a.args
     return _granting.grant_row(a, policy, grant, by=who.name, note=note, at=at, args=runs)
 

@@ -211,10 +211,18 @@ def test_a_rule_that_asks_and_a_spent_budget_ask_once_and_the_rule_s_approvers_d
     assert asked.approvers == ("role:lead",)
     with pytest.raises(ApprovalForbidden):
         _decisions.decide(governor().db, asked.id, approve=True, by=FINANCE)
-    _decisions.decide(governor().db, asked.id, approve=True, by=LEAD, extend=BudgetExtension(usd=5))
+    # the lead decides the call, but the budget's money is finance's to give
+    with pytest.raises(GrantRejected, match="only role:finance may extend the session budget"):
+        _decisions.decide(governor().db, asked.id, approve=True, by=LEAD, extend=BudgetExtension(usd=5))
+    _decisions.decide(governor().db, asked.id, approve=True, by=LEAD)
     assert waiting.outcome() == "refunded 300 on A-1"
+    small = InThread(lambda: refund("A-2", 10), "s1")  # the budget alone asks now: finance's to decide
+    [budget_only] = pending()
+    assert budget_only.rule_ids == ("budget:session",) and budget_only.approvers == ("role:finance",)
+    _decisions.decide(governor().db, budget_only.id, approve=True, by=FINANCE, extend=BudgetExtension(usd=5))
+    assert small.outcome() == "refunded 10 on A-2"
     with clearance.session("s1"):
-        assert refund("A-2", 10) == "refunded 10 on A-2"  # the extension holds for the session
+        assert refund("A-2b", 10) == "refunded 10 on A-2b"  # the extension holds for the session
     big = InThread(lambda: refund("A-3", 300), "s1")  # the rule still asks, alone now
     [rule_only] = pending()
     assert rule_only.rule_ids == ("big-refund",) and rule_only.reason == "Refunds over $200 need a lead"

@@ -289,7 +289,15 @@ def call_recorder(
                     requester=requested_by,
                     enforced=(policy, decision),
                 )
-            if decision.effect is Effect.REQUIRE_APPROVAL and decision.budget is None:
+            if fact_values.get("grant_id") and decision.effect is Effect.ALLOW:
+                decision, grant, ended = _under_read_grant(
+                    db, cur, policy, tool, args, fact_values, decision, agent, environment, session, requested_by, at
+                )
+            if (
+                decision.effect is Effect.REQUIRE_APPROVAL
+                and decision.budget is None
+                and policy.permits_grants(tool, decision.rule_ids)  # the rule as it is now, not as it was
+            ):
                 used = grants.use(
                     db,
                     cur,
@@ -411,6 +419,46 @@ def call_recorder(
         )
 
     return record
+
+
+def _under_read_grant(
+    db: Database,
+    cur: Any,
+    policy: Policy,
+    tool: str,
+    args: dict[str, Any],
+    fact_values: dict[str, Any],
+    decision: Decision,
+    agent: str,
+    environment: str,
+    session: str,
+    requester: str | None,
+    at: int,
+) -> tuple[Decision, grants.Use | None, list[Event]]:
+    """A call allowed where a rule read `facts.grant_id` and a grant covers it: the grant counts the use.
+
+    Otherwise a rule like `facts.grant_id == ""` would let a grant's calls through uncounted,
+    past its limits. When the last use went to a racing call, the call is decided again
+    without the grant.
+    """
+    used = grants.use(
+        db,
+        cur,
+        agent=agent,
+        environment=environment,
+        tool=tool,
+        session=session,
+        requester=requester,
+        rule_ids=(),
+        args=args,
+        at=at,
+    )
+    if used is None:
+        fact_values["grant_id"] = ""
+        return policy.decide_rules(tool, args, fact_values), None, []
+    use, ended = used
+    fact_values["grant_id"] = use.grant_id
+    return replace(decision, reason=f"{decision.reason}; under grant {use.grant_id}", grant_id=use.grant_id), use, ended
 
 
 def _shadow_decision(

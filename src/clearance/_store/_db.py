@@ -27,7 +27,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..errors import StoreError
 
-HEAD = "0011"  # the newest migration; a test checks it against the chain
+HEAD = "0011"
+_MIGRATING = threading.Lock()  # the newest migration; a test checks it against the chain
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _BUSY = ("database is locked", "database is busy", "database table is locked")
 
@@ -162,6 +163,11 @@ class Database:
         return row[0] if row else None
 
     def _migrate(self) -> None:
+        assert self._engine is not None
+        with _MIGRATING:  # alembic's context is process-wide: two threads migrating at once hang
+            self._upgrade()
+
+    def _upgrade(self) -> None:
         assert self._engine is not None
         config = Config()
         config.set_main_option("script_location", str(resources.files("clearance._store") / "migrations"))

@@ -109,6 +109,7 @@ class Policy:
         self.revision = f"rev_{self.content_hash[:12]}"
         self._plans: dict[str, ToolPlan] = {}
         self._limits = _limits(document)
+        self._permits: dict[tuple[str, tuple[str, ...]], bool] = {}
         self._budget_facts = {
             name
             for limit in self._limits
@@ -322,6 +323,14 @@ class Policy:
             if limit.scope == scope:
                 return limit.approval or ApprovalSpec()
         return ApprovalSpec()
+
+    def permits_grants(self, tool: str, rule_ids: tuple[str, ...]) -> bool:
+        """Whether the rules that asked still let a grant answer them (cached: on a granted call's path)."""
+        key = (tool, rule_ids)
+        found = self._permits.get(key)
+        if found is None:
+            found = self._permits[key] = self.grant_limits(tool, rule_ids) is not None
+        return found
 
     def grant_limits(self, tool: str, rule_ids: tuple[str, ...]) -> GrantLimits | None:
         """What an approver may grant on a call these rules put to approval, or None when nothing.

@@ -58,7 +58,7 @@ def read(db: Database, *, agent: str | None, environment: str, version: int) -> 
         return None
     if version == 1:
         return Read(rev, rev.id)
-    held = tuple(sorted(live_grants(db, agent), key=lambda g: g.id)) if agent is not None else ()
+    held = tuple(sorted(live_grants(db, agent, environment), key=lambda g: g.id)) if agent is not None else ()
     shadow = resolve_shadow(db, agent=agent, environment=environment)
     digest = hashlib.sha256(
         canonical_json({"grants": [g.model_dump() for g in held], "shadow": shadow.id if shadow else None}).encode()
@@ -66,9 +66,13 @@ def read(db: Database, *, agent: str | None, environment: str, version: int) -> 
     return Read(rev, f"{rev.id}.{digest[:20]}", held, shadow)
 
 
-def live_grants(db: Database, agent: str) -> list[SnapshotGrant]:
-    """The agent's newest live grants of kind `calls` (at most `MOST_GRANTS`)."""
-    found = grants.listing(db, agent=agent, live=True, limit=MOST_GRANTS * 2)
+def live_grants(db: Database, agent: str, environment: str) -> list[SnapshotGrant]:
+    """The agent's newest live grants of kind `calls` in its environment (at most `MOST_GRANTS`)."""
+    found = [
+        g
+        for g in grants.listing(db, agent=agent, live=True, limit=MOST_GRANTS * 2)
+        if g.environment == environment  # a staging grant never lets production calls through
+    ]
     return [
         SnapshotGrant.model_validate(
             {
