@@ -259,7 +259,7 @@ _LIVE = (
     " AND tool = :tool AND kind = 'calls'"
     " AND expires_at_us > :now AND revoked_at_us IS NULL AND ended_at_us IS NULL"
     " AND (scope = 'agent' OR (scope = 'session' AND session = :session)"
-    " OR (scope = 'requester' AND requester = :requester)) ORDER BY created_at_us, id"
+    " OR (scope = 'requester' AND requester = :requester))"
 )
 
 
@@ -317,7 +317,10 @@ def _live(
             "requester": requester,
         },
     )
-    return [(r[0], int(r[1]), r[2] or "0") for r in cur.fetchall()]
+    rows = cur.fetchall()
+    if len(rows) > 1:  # the oldest first (ids sort by time); sorted here, not in SQL: no temporary b-tree
+        rows.sort(key=lambda r: r[0])
+    return [(r[0], int(r[1]), r[2] or "0") for r in rows]
 
 
 def covering(

@@ -23,6 +23,7 @@ _ENGINE: CelEngine | None = None
 _ENGINE_LOCK = threading.Lock()
 _UNDECLARED = re.compile(r"undeclared reference to '(args|facts)\.([^']+)'")
 _GLOB_CHARS = frozenset("*?[")
+_DEFAULT_APPROVAL = ApprovalSpec()  # frozen: one shared instance for rules that say nothing
 
 
 def engine() -> CelEngine:
@@ -268,6 +269,14 @@ class Policy:
                 self.revision,
                 monitored,
             )
+        if len(effects) == 1:  # the common case, on the path of every call that asks or is granted
+            effect, rule = effects[0]
+            if matched and matched[0] is rule:
+                reason = rule.reason or f"rule '{rule.id}' matched"
+            else:
+                reason = _unevaluated(rule, effect, errors)
+            spec = (rule.approval or _DEFAULT_APPROVAL) if effect is Effect.REQUIRE_APPROVAL else None
+            return Decision(effect, reason, (rule.id,), tuple(errors), spec, self.revision, monitored)
         top = max(e.severity for e, _ in effects)
         deciding = [(e, r) for e, r in effects if e.severity == top]
         effect, first = deciding[0]
@@ -277,7 +286,7 @@ class Policy:
             reason = _unevaluated(first, effect, errors)
         approval = None
         if effect is Effect.REQUIRE_APPROVAL:
-            approval = next((r.approval for _, r in deciding if r.approval), None) or ApprovalSpec()
+            approval = next((r.approval for _, r in deciding if r.approval), None) or _DEFAULT_APPROVAL
         return Decision(
             effect,
             reason,
