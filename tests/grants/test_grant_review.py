@@ -111,3 +111,24 @@ def test_stores_opened_from_several_threads_at_once_all_open(pg_url: str) -> Non
     finally:
         for store in opened:
             store.close()
+
+
+def test_a_budget_extension_stays_live_until_revoked(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: object
+) -> None:
+    from ._shared import open_store
+
+    db = open_store(request, tmp_path, "sqlite", BUDGET)
+    policy = parse_policy(BUDGET, "policy.yaml")
+    spend(db, "1")
+    asked = refund(db, 10, policy=policy)
+    finance = _decisions.Decider("user:fay", frozenset({"approver", "finance"}))
+    assert asked.approval_id is not None
+    _decisions.decide(db, asked.approval_id, approve=True, by=finance, extend=BudgetExtension(usd=5))
+    clock.advance(31 * 86_400)  # type: ignore[attr-defined]  # past the row's 30-day bound
+    [extension] = grants.listing(db, live=True)
+    assert extension.kind == "budget" and extension.status(10**18) == "live"  # before: "expired", yet counted
+    assert refund(db, 10, policy=policy).decision.effect.value == "allow"  # and it still counts
+    assert not grants.sweep(db)  # no grant.expired for it
+    grants.revoke(db, extension.id, by="user:fay")
+    assert refund(db, 10, policy=policy).decision.effect.value == "require_approval"

@@ -98,9 +98,14 @@ class Grant:
     ended_at_us: int | None
 
     def status(self, at_us: int) -> str:
-        """`live`, `revoked`, `expired` or `exhausted` (its call or total limit reached)."""
+        """`live`, `revoked`, `expired` or `exhausted` (its call or total limit reached).
+
+        A budget extension counts until it is revoked (its row's expiry only bounds the row).
+        """
         if self.revoked_at_us is not None:
             return "revoked"
+        if self.kind == "budget":
+            return "live"
         if self.expires_at_us <= at_us:
             return "expired"
         if self.max_calls is not None and self.calls_used >= self.max_calls:
@@ -234,7 +239,7 @@ def listing(
         where.append("session = :session")
         params["session"] = session
     if live:
-        where.append("revoked_at_us IS NULL AND ended_at_us IS NULL AND expires_at_us > :now")
+        where.append("revoked_at_us IS NULL AND ended_at_us IS NULL AND (kind = 'budget' OR expires_at_us > :now)")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     with db.read() as cur:
         cur.execute(db.sql(f"{_SELECT}{clause} ORDER BY created_at_us DESC LIMIT :limit"), params)
