@@ -189,8 +189,8 @@ def _decide(
             raise ApprovalAlreadyDecided(a.id, a.tool, "pending: this approver already approved", who.name)
         if edit and a.quorum > 1:
             raise ApprovalEditRejected(a.id, a.tool, [f"edits need one approver; this call needs {a.quorum}"])
-        if granted is not None and len(a.votes) + 1 < a.quorum:
-            raise GrantRejected(a.id, a.tool, [f"only the last of the {a.quorum} approvals this call needs may grant"])
+        if granted is not None and a.quorum > 1:  # one approver would let later calls through alone
+            raise GrantRejected(a.id, a.tool, [f"this call needs {a.quorum} approvers: no one of them may grant"])
 
     redacted = _redactions(db, current) if edit else ()  # read before the transaction, not inside it
     votes = len(current.votes) + 1

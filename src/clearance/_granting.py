@@ -269,6 +269,9 @@ def _constraints(
             out[name] = {**out.get(name, {}), "enum": [args[name]]}
     if not out:
         return None
+    # A constrained argument must be given: else a call that leaves it out (and lets the tool
+    # use its own default) would pass "same order_id" or "amount at most 150" unchecked.
+    out = {name: {**spec, "required": True} if isinstance(spec, Mapping) else spec for name, spec in out.items()}
     try:
         text = canonical_json(out)
         stored = json.loads(text)

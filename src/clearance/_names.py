@@ -117,6 +117,11 @@ def model_call_gate() -> Iterator[None]:
         _GATE.reset(token)
 
 
+def in_model_call_gate() -> bool:
+    """Whether this is the model-call gate's own call (see `model_call_gate`)."""
+    return _GATE.get()
+
+
 def admit_names(tool: object, session: object, *, reserved: bool = False) -> tuple[str, str, str | None]:
     """The canonical tool name and session id, and why the call is refused for them (or None).
 

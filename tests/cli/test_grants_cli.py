@@ -121,7 +121,7 @@ def test_approve_with_a_grant_then_list_show_and_revoke_it(gov: Governor, db_pat
     assert (
         listed["id"] == grant_id
         and listed["calls_used"] == 1
-        and listed["constraints"]["order_id"] == {"enum": ["A-1"]}
+        and listed["constraints"]["order_id"] == {"enum": ["A-1"], "required": True}
     )
     assert cli("grants", "list", "--agent", "mailer", *db)[1].strip() == "no grants"
     code, out, _ = cli("grants", "show", grant_id, *db)

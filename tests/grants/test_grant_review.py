@@ -132,3 +132,42 @@ def test_a_budget_extension_stays_live_until_revoked(
     assert not grants.sweep(db)  # no grant.expired for it
     grants.revoke(db, extension.id, by="user:fay")
     assert refund(db, 10, policy=policy).decision.effect.value == "require_approval"
+
+
+def test_a_constrained_argument_must_be_given_for_the_grant_to_cover(db: Database) -> None:
+    # Before: a call leaving order_id out passed "same order_id", and the tool used its default.
+    grant_id = granted(db, refund(db, 150), GrantRequest("session", "1h", same=("order_id",)))
+    assert refund(db, 150).decision.grant_id == grant_id
+    from ._shared import call
+
+    assert call(db, {"amount": 150}).decision.effect.value == "require_approval"
+
+
+def test_the_person_who_granted_gets_no_grant_for_calls_made_for_them(db: Database) -> None:
+    grant_id = granted(db, refund(db, 150, requested_by="alice"), GrantRequest("agent", "1h"))  # lena grants
+    assert refund(db, 150, requested_by="bob").decision.grant_id == grant_id
+    assert refund(db, 150, requested_by="lena").decision.effect.value == "require_approval"
+
+
+READS_GRANT_TO_BLOCK = """\
+version: 1
+tools:
+  issue_refund:
+    params: {order_id: string, amount: number}
+    rules:
+      - id: big
+        when: args.amount > 200
+        effect: require_approval
+        approval: {grants: {scopes: [session], max_calls: 2}}
+      - {id: granted-small, when: 'facts.grant_id != "" && args.amount > 400', effect: block}
+"""
+
+
+def test_calls_allowed_anyway_do_not_use_up_a_grant_a_rule_reads(db: Database) -> None:
+    # Before: with a rule reading facts.grant_id, two $10 refunds used up a 2-call grant.
+    policies.create(db, READS_GRANT_TO_BLOCK, source="policy.yaml", author="t")
+    policy = parse_policy(READS_GRANT_TO_BLOCK, "policy.yaml")
+    grant_id = granted(db, refund(db, 300, policy=policy), GrantRequest("session", "1h"))
+    assert [refund(db, 10, policy=policy).decision.grant_id for _ in range(3)] == [None, None, None]
+    assert refund(db, 300, policy=policy).decision.grant_id == grant_id
+    assert grants.get(db, grant_id).calls_used == 1

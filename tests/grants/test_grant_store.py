@@ -84,7 +84,10 @@ def test_constraints_same_and_maximum(db: Database) -> None:
     assert refund(db, 150.01, order_id="A-7").decision.effect is Effect.REQUIRE_APPROVAL
     assert refund(db, 120, order_id="A-8").decision.effect is Effect.REQUIRE_APPROVAL
     [created] = records(db, "grant.created")
-    assert created["constraints"] == {"amount": {"maximum": 150}, "order_id": {"enum": ["A-7"]}}
+    assert created["constraints"] == {
+        "amount": {"maximum": 150, "required": True},
+        "order_id": {"enum": ["A-7"], "required": True},
+    }
 
 
 def test_same_refers_to_the_edited_arguments(db: Database) -> None:

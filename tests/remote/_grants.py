@@ -36,7 +36,7 @@ def give(
         "tool": tool,
         "rule_ids": json.dumps(list(rule_ids)),
         "constraints_json": json.dumps(constraints) if constraints else None,
-        "granted_by": "user:lena",
+        "granted_by": "user:gina",  # not the person the calls are made for
         "created_at_us": at,
         "expires_at_us": at + int(seconds * 1e6),
         **more,

@@ -236,3 +236,26 @@ def test_a_new_grant_swaps_the_grants_but_keeps_the_compiled_policy(tmp_path: Pa
         granted.set()
         until(lambda: sync.state.grants.ids() == [GOOD["id"]], "the new grant arrives")
         assert sync.policy is first and sync.state.etag == "e2"  # the same revision is not compiled again
+
+
+def test_a_held_grant_covers_nothing_once_the_policy_stops_the_rule_granting() -> None:
+    from clearance._remote._local import decide
+    from clearance._remote._snapshot import Synced
+
+    held = HeldGrants.read([GOOD])
+    granting = Synced(parse_policy(POLICY, "policy.yaml"), held, None, None)
+    decision, use = decide(granting, "issue_refund", {"amount": 300}, session="s1", requester=None, at=NOW)
+    assert decision.effect.value == "allow" and use is not None and use.grant_id == GOOD["id"]
+    stricter = POLICY.replace(", approval: {grants: {scopes: [agent]}}", "")
+    tightened = Synced(parse_policy(stricter, "policy.yaml"), held, None, None)
+    decision, use = decide(tightened, "issue_refund", {"amount": 300}, session="s1", requester=None, at=NOW)
+    assert decision.effect.value == "require_approval" and use is None  # before: allowed by the old grant
+
+
+def test_the_person_who_granted_gets_no_grant_for_their_own_calls() -> None:
+    held = HeldGrants.read([GOOD])
+    found = held.covering(
+        "issue_refund", session="s1", requester="lena", rule_ids=("big",), args={"amount": 300}, at=NOW
+    )
+    assert found is None
+    assert covered(held) == GOOD["id"]  # for anyone else it still does

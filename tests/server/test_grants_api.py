@@ -116,7 +116,7 @@ def test_a_grant_lets_covered_calls_through_and_nothing_else(
         20,
     )
     assert g["approval_id"] == asked["approval_id"] and g["note"] == "ok for this order"
-    assert g["constraints"] == {"amount": {"maximum": 400}}
+    assert g["constraints"] == {"amount": {"maximum": 400, "required": True}}
 
     covered = check(client, keys, 300)
     assert covered["decision"] == "allow" and g["id"] in covered["reason"]
@@ -439,3 +439,34 @@ def test_the_openapi_schema_describes_grants(client: TestClient) -> None:
     approval = components["ApprovalOut"]["properties"]
     assert "grant_limits" in approval and "budget" in approval
     assert json.dumps(components["DecisionIn"]["properties"]["grant"])
+
+
+BLOCK_ALL = """\
+version: 1
+default: block
+tools:
+  "*":
+    rules:
+      - {id: block-all, effect: block}
+budgets:
+  session: {max_cost_usd: 5}
+"""
+
+
+def test_the_reserved_model_call_name_is_not_a_way_past_the_rules(client: TestClient, keys: dict[str, Any]) -> None:
+    # Before: any agent key (or an ardenpy caller, or a forwarded MCP tool name) sending
+    # `clearance.model_call` was decided by the budgets alone: allowed under `default: block`.
+    rev = client.post("/v1/policies", headers=keys["admin"], json={"text": BLOCK_ALL}).json()["id"]
+    assert client.post(f"/v1/policies/{rev}/activate", headers=keys["admin"], json={}).status_code == 200
+    for name in ("clearance.model_call", "Clearance.Model-Call"):
+        r = client.post("/v1/check", headers=keys["agent"], json={"tool": name, "args": {"model": "m"}})
+        assert r.status_code == 200 and r.json()["decision"] == "block", r.text
+        assert "reserved for Clearance's model-call gate" in r.json()["reason"]
+        arden = client.post("/policy/check", headers=keys["agent"], json={"tool_name": name, "args": [], "kwargs": {}})
+        assert arden.json()["decision"] == "block", arden.text
+    gate = client.post(
+        "/v1/check",
+        headers=keys["agent"],
+        json={"tool": "clearance.model_call", "args": {"model": "m"}, "model_gate": True},
+    )
+    assert gate.json()["decision"] == "allow"  # the SDK's gate: budgets decide (none spent)

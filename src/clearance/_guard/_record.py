@@ -438,9 +438,13 @@ def _under_read_grant(
     """A call allowed where a rule read `facts.grant_id` and a grant covers it: the grant counts the use.
 
     Otherwise a rule like `facts.grant_id == ""` would let a grant's calls through uncounted,
-    past its limits. When the last use went to a racing call, the call is decided again
+    past its limits. Only a call the grant let through counts: decided without it, it would
+    not have been allowed. When the last use went to a racing call, the call is decided again
     without the grant.
     """
+    without = policy.decide_rules(tool, args, {**fact_values, "grant_id": ""})
+    if without.effect is Effect.ALLOW:
+        return decision, None, []  # allowed either way: the grant is not used
     used = grants.use(
         db,
         cur,

@@ -32,7 +32,7 @@ from .._context import get_user
 from .._guard._backend import AsyncPoll, Backend, Poll
 from .._guard._record import Prepared, decided_event, prepare, refused
 from .._guard._tickets import ApprovalView, PendingApproval, Ticket, view_of
-from .._names import admit_names
+from .._names import MODEL_CALL, admit_names, in_model_call_gate
 from .._retry import aretrying, retrying
 from .._settings import Settings
 from .._store import _grants as grants
@@ -150,6 +150,8 @@ class RemoteGovernor(Backend):
                 body["webhook_url"] = webhook_url
             if call_key is not None:
                 body["call_key"] = call_key
+            if tool == MODEL_CALL and in_model_call_gate():
+                body["model_gate"] = True  # the server admits the reserved name only so
             answer = _read_model(CheckResponse, self.client.call("POST", "/v1/check", json=body))
         except ServerError as exc:  # unreachable, refused, or an answer this client cannot read
             if local is not None and local.effect is not Effect.REQUIRE_APPROVAL:

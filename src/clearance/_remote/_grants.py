@@ -95,6 +95,8 @@ class HeldGrants:
     ) -> HeldGrant | None:
         """The oldest held grant that covers this call now, or None (the server decides it)."""
         for grant in self._by_tool.get(tool, ()):
+            if requester is not None and grant.granted_by.removeprefix("user:") == requester:
+                continue  # the person who granted may not approve their own calls
             if grant.covers(session=session, requester=requester, rule_ids=rule_ids, args=args, at=at):
                 return grant
         return None

@@ -63,6 +63,8 @@ def _covering(
 ) -> HeldGrant | None:
     if decision.effect is not Effect.REQUIRE_APPROVAL or decision.budget is not None:
         return None  # a grant only ever answers a rule's approval, never a block or a budget
+    if not synced.policy.permits_grants(tool, decision.rule_ids):
+        return None  # the rule as the policy in force says it, not as it was when granted
     return synced.grants.covering(
         tool, session=session, requester=requester, rule_ids=decision.rule_ids, args=args, at=at
     )

@@ -288,6 +288,11 @@ def _terms(db: Database, cur: Any, grant_id: str) -> _Terms:
     return terms
 
 
+def _own(terms: _Terms, requester: str | None) -> bool:
+    """Whether the call is made for the person who gave the grant: they may not approve their own calls."""
+    return requester is not None and terms.grant.granted_by.removeprefix("user:") == requester
+
+
 def _amount(terms: _Terms, calls_used: int, total_used: str, args: Mapping[str, Any]) -> Decimal | None:
     """What this call adds to the grant's running total (0 without one), or None when it does not fit."""
     grant = terms.grant
@@ -348,6 +353,8 @@ def covering(
         terms = _terms(db, cur, grant_id)
         if rule_ids is not None and not terms.rule_ids.issuperset(rule_ids):
             continue
+        if _own(terms, requester):
+            continue
         if _amount(terms, used, total, args) is not None:
             return replace(terms.grant, calls_used=used, total_used=Decimal(total))
     return None
@@ -397,7 +404,7 @@ def use(
             db, cur, agent=agent, environment=environment, tool=tool, session=session, requester=requester, at=at
         ):
             terms = _terms(db, cur, grant_id)
-            if not terms.rule_ids.issuperset(rule_ids):
+            if not terms.rule_ids.issuperset(rule_ids) or _own(terms, requester):
                 continue
             amount = _amount(terms, used, total, args)
             if amount is None:

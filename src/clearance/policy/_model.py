@@ -172,6 +172,15 @@ class ApprovalSpec(_Strict):
     grants: GrantLimits | None = None
 
     @model_validator(mode="after")
+    def _one_approver_grants(self) -> ApprovalSpec:
+        if self.grants is not None and self.quorum > 1:
+            raise ValueError(
+                f"grants and quorum: {self.quorum} do not mix: one approver's grant would let later calls"
+                " through that need several"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _escalation_needs_a_target(self) -> ApprovalSpec:
         if self.on_timeout is OnTimeout.ESCALATE and not self.escalate_to:
             raise ValueError("on_timeout: escalate needs escalate_to (who decides after the timeout)")

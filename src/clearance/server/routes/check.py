@@ -101,6 +101,10 @@ class CheckRequest(BaseModel):
         pattern=r"^https?://",
         description="webhook mode: where the decision is POSTed (must match the server's allowed prefixes)",
     )
+    model_gate: bool = Field(
+        default=False,
+        description="set only by the SDK's model-call gate: admits the reserved tool `clearance.model_call`",
+    )
 
 
 class Outcome(BaseModel):
@@ -192,6 +196,7 @@ async def decide_for(
     mode: ApprovalMode = ApprovalMode.WAIT,
     webhook_url: str | None = None,
     call_key: str | None = None,
+    model_gate: bool = False,
 ) -> RecordedCall:
     """Decide and record a call for an agent key, with the policy active for its agent (and its shadow).
 
@@ -218,7 +223,9 @@ async def decide_for(
         webhook_url=webhook_url,
         call_key=call_key,
         shadow=shadow,
-        model_gate=True,  # an agent's model-call gate asks here; a tool of that name never reaches the server
+        # Only the SDK's model-call gate says so: a tool name a client merely forwards (an MCP
+        # server's, an ardenpy caller's) is refused under the reserved name, never decided by budgets.
+        model_gate=model_gate,
     )
     call = await commits.run(step)
     if call.approval_id is not None:
@@ -254,6 +261,7 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
             body.approval_mode,
             body.webhook_url,
             body.call_key,
+            body.model_gate,
         )
     except ApprovalError as exc:  # a replayed call_key with other arguments
         raise APIError(409, str(exc), details=[{"location": "body.call_key", "message": exc.approval_id}]) from exc
