@@ -1601,6 +1601,12 @@ export interface components {
              * @description webhook mode: where the decision is POSTed (must match the server's allowed prefixes)
              */
             webhook_url?: string | null;
+            /**
+             * Model Gate
+             * @description set only by the SDK's model-call gate: admits the reserved tool `clearance.model_call`
+             * @default false
+             */
+            model_gate: boolean;
         };
         /**
          * CheckResponse
