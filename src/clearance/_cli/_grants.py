@@ -25,7 +25,7 @@ from ..errors import GrantRejected
 from ..policy._model import GRANT_SCOPES, ParamType
 from ._common import database_option, decider, friendly, open_db, safe, table, when
 
-_CONSTRAINT: TypeAdapter[ConstraintIn | ParamType] = TypeAdapter(ConstraintIn | ParamType)  # type: ignore[arg-type]
+_CONSTRAINT: TypeAdapter[ConstraintIn | ParamType] = TypeAdapter(ConstraintIn | ParamType)  # type: ignore[arg-type, unused-ignore]
 _WHOLE = re.compile(r"\d{1,12}")
 
 
