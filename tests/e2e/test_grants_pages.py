@@ -123,7 +123,10 @@ def test_approve_with_a_grant_then_covered_calls_pass_without_asking(dashboard: 
         4,
         "2000",
     )
-    assert grant["constraints"] == {"amount": {"maximum": 900}, "order_id": {"enum": ["A-1"]}}
+    assert grant["constraints"] == {
+        "amount": {"maximum": 900, "required": True},
+        "order_id": {"enum": ["A-1"], "required": True},
+    }
     assert grant["approval_id"] == asked["approval_id"] and grant["granted_by"] == "user:alice"
     covered = check(dashboard, 850)
     assert covered["decision"] == "allow" and grant["id"] in covered["reason"]
@@ -163,7 +166,7 @@ def test_a_refused_grant_shows_each_problem_and_the_approval_stays_pending(dashb
     form.get_by_role("button", name="Approve and grant").click()
     expect(page.get_by_role("region", name="Approval", exact=True).locator(".badge-approved").first).to_be_visible()
     [grant] = api(dashboard, "GET", "/v1/grants")
-    assert grant["constraints"] == {"order_id": {"pattern": "^A-"}}
+    assert grant["constraints"] == {"order_id": {"pattern": "^A-", "required": True}}
 
 
 def test_revoke_a_grant_from_the_grants_page(dashboard: Dashboard) -> None:

@@ -92,7 +92,7 @@ def test_v2_carries_this_agents_live_call_grants_and_nothing_else(
         "max_calls": None,
         "total_arg": None,
         "max_total": None,
-        "granted_by": "user:lena",
+        "granted_by": "user:gina",
         "created_at_us": mine.created_at_us,
         "expires_at_us": mine.expires_at_us,
     }
