@@ -182,6 +182,26 @@ def assign(db: Database, cur: Any, revision: Revision, *, scope: str, by: str | 
     db.notify(cur, "policy")
 
 
+def store_compiled(db: Database, cur: Any, policy: Policy, *, author: str | None) -> None:
+    """Insert a compiled policy as a revision, in `cur`'s transaction, unless one has its content."""
+    cur.execute(db.sql("SELECT id FROM policy_revisions WHERE content_hash = :h"), {"h": policy.content_hash})
+    if cur.fetchone() is None:
+        cur.execute(
+            db.sql(
+                "INSERT INTO policy_revisions (id, content_hash, source, text, author, parent, created_at_us)"
+                " VALUES (:id, :h, :source, :text, :author, NULL, :at)"
+            ),
+            {
+                "id": policy.revision,
+                "h": policy.content_hash,
+                "source": policy.source,
+                "text": policy.source_text,
+                "author": author,
+                "at": now_us(),
+            },
+        )
+
+
 def activate_for_agent(db: Database, policy: Policy, *, agent: str, environment: str, author: str | None) -> None:
     """Store the policy an embedded agent runs (once) and record its activation for that agent.
 
@@ -189,22 +209,7 @@ def activate_for_agent(db: Database, policy: Policy, *, agent: str, environment:
     appended only when the agent's last activation was of another revision.
     """
     with db.write() as cur:
-        cur.execute(db.sql("SELECT id FROM policy_revisions WHERE content_hash = :h"), {"h": policy.content_hash})
-        if cur.fetchone() is None:
-            cur.execute(
-                db.sql(
-                    "INSERT INTO policy_revisions (id, content_hash, source, text, author, parent, created_at_us)"
-                    " VALUES (:id, :h, :source, :text, :author, NULL, :at)"
-                ),
-                {
-                    "id": policy.revision,
-                    "h": policy.content_hash,
-                    "source": policy.source,
-                    "text": policy.source_text,
-                    "author": author,
-                    "at": now_us(),
-                },
-            )
+        store_compiled(db, cur, policy, author=author)
         cur.execute(
             db.sql(
                 "SELECT body FROM events WHERE agent = :agent AND kind = 'policy.activated' ORDER BY seq DESC LIMIT 1"

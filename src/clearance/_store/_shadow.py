@@ -19,7 +19,7 @@ from ..policy import Policy, parse_policy
 from . import _policies as policies
 from ._db import Database
 from ._events import append, make_event
-from ._policies import Revision
+from ._policies import Revision, store_compiled
 from ._shadow_report import Difference, Example, MonitorHit, ShadowReport, report
 
 __all__ = [
@@ -148,22 +148,7 @@ def activate_for_agent(db: Database, policy: Policy, *, agent: str, environment:
     agent's last one among the latest `_RECENT` records names this revision.
     """
     with db.write() as cur:
-        cur.execute(db.sql("SELECT id FROM policy_revisions WHERE content_hash = :h"), {"h": policy.content_hash})
-        if cur.fetchone() is None:
-            cur.execute(
-                db.sql(
-                    "INSERT INTO policy_revisions (id, content_hash, source, text, author, parent, created_at_us)"
-                    " VALUES (:id, :h, :source, :text, :author, NULL, :at)"
-                ),
-                {
-                    "id": policy.revision,
-                    "h": policy.content_hash,
-                    "source": policy.source,
-                    "text": policy.source_text,
-                    "author": author,
-                    "at": now_us(),
-                },
-            )
+        store_compiled(db, cur, policy, author=author)
         # No index finds these records: only the latest ones are searched (at worst, a repeat).
         cur.execute(
             db.sql(
