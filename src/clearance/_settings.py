@@ -55,6 +55,16 @@ class Settings(BaseSettings):
         exporters: Event sinks every committed record passes, comma-separated:
             `jsonl:<path>`, `jsonl:-` (standard output), `jsonl+fsync:<path>`.
             `CLEARANCE_EXPORTERS`.
+        otel: Trace governed calls with OpenTelemetry (the `otel` extra): each call's record
+            keeps the span current when it was made, and an `execute_tool` span is emitted
+            for it under that span, through the global tracer provider (your exporter). In
+            remote mode the server emits them (`CLEARANCE_OTEL` there); the agent sends its
+            trace context with each request. `CLEARANCE_OTEL`.
+        otel_args: Also put the call's arguments on its span, as recorded (redacted values
+            stay redacted). `CLEARANCE_OTEL_ARGS`.
+        otel_usage: LLM usage spans (`chat <model>` with `gen_ai.usage.*`): `auto` emits one
+            only where no framework instrumentation traced that model call, `always`, or
+            `never`. `CLEARANCE_OTEL_USAGE`.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="forbid", frozen=True)
@@ -75,6 +85,9 @@ class Settings(BaseSettings):
     webhook_url: str | None = Field(default=None, pattern=r"^https?://")
     webhook_secret: SecretStr | None = None
     exporters: Annotated[tuple[str, ...], NoDecode] = ()
+    otel: bool = False
+    otel_args: bool = False
+    otel_usage: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("exporters", mode="before")
     @classmethod

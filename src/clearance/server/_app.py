@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from .._sinks import _process as exporting
 from .._store import Database
 from .._version import __version__
-from . import _dashboard, _errors
+from . import _dashboard, _errors, _metrics, _tracing
 from . import _longpoll as longpoll
 from ._commits import GroupCommit
 from ._limits import BodyLimit
@@ -101,6 +101,8 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
         raise ValueError(f"two approval channels share a name: {sorted(c.name for c in chosen)}")
     _errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    _metrics.install(app, settings)
+    _tracing.install(app, settings)
     # The hot paths first: each request is matched against the routers in this order.
     app.include_router(check.router)
     app.include_router(ingest.router)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -62,6 +62,20 @@ class ServerSettings(BaseSettings):
             is the client's, which sign-in throttling counts by. `CLEARANCE_FORWARDED_ALLOW_IPS`.
         exporters: Event sinks every committed record passes, comma-separated: `jsonl:<path>`,
             `jsonl:-` (standard output), `jsonl+fsync:<path>`. `CLEARANCE_EXPORTERS`.
+        otel: OpenTelemetry (the `otel` extra): trace the server's own requests and store
+            queries (an incoming `traceparent` is continued), and emit an `execute_tool` span
+            for every call in the audit log (remote agents' included) under the span the agent
+            made it in, through the global tracer provider. `CLEARANCE_OTEL`.
+        otel_args: Also put each call's arguments on its span, as recorded (redacted values
+            stay redacted). `CLEARANCE_OTEL_ARGS`.
+        otel_usage: LLM usage spans: `auto` (only where no framework instrumentation traced the
+            model call), `always` or `never`. `CLEARANCE_OTEL_USAGE`.
+        trace_url: Where the dashboard links a record's trace in your tracing UI, with
+            `{trace_id}` (and optionally `{span_id}`) in it:
+            `https://langfuse.example/trace/{trace_id}`. `CLEARANCE_TRACE_URL`.
+        metrics_address: Serve `GET /metrics` also, with no key, on this separate `host:port`
+            (e.g. `127.0.0.1:9464`, reachable only by the scraper); on the API's own port it
+            takes a key with the `metrics` scope. `CLEARANCE_METRICS_ADDRESS`.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="ignore", frozen=True)
@@ -92,6 +106,11 @@ class ServerSettings(BaseSettings):
     body_timeout: float = Field(default=30.0, gt=0, le=3600)
     forwarded_allow_ips: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f.:/*, ]+$")
     exporters: Annotated[tuple[str, ...], NoDecode] = ()
+    otel: bool = False
+    otel_args: bool = False
+    otel_usage: Literal["auto", "always", "never"] = "auto"
+    trace_url: str | None = Field(default=None, pattern=r"^https?://[^\s]*\{trace_id\}[^\s]*$", max_length=2000)
+    metrics_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\[\]:-]{1,255}:[0-9]{1,5}$")
     _exporters = field_validator("exporters", mode="before")(exporter_specs)
 
     @field_validator("webhook_allowed", mode="before")
