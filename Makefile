@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev dashboard types browser lint test test-pinned bench demo clean
+.PHONY: install install-dev dashboard types browser phoenix lint test test-pinned bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ lint: install-dev
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy src
 
-test: lint
+test: lint phoenix
 	$(BIN)/pytest $(PINNED_TESTS:%=--ignore=%)
 	$(MAKE) test-pinned
 
@@ -53,6 +53,19 @@ test-pinned: $(PINNED_VENV)/bin/python
 	$(PINNED_VENV)/bin/pip install --quiet -e '.[pinned]'
 	$(PINNED_VENV)/bin/pytest $(PINNED_TESTS)
 
+# The tracing tests export spans to a real Arize Phoenix, run from a virtualenv of its own
+# (~850 MB, many pinned dependencies); tests/tracing/conftest.py starts it. Reinstalled only when
+# this Makefile changes (where the pin is); `make clean` removes it.
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_REQUIREMENT := arize-phoenix>=20.26,<21
+phoenix: $(PHOENIX_VENV)/bin/phoenix
+$(PHOENIX_VENV)/bin/phoenix: Makefile
+	test -x $(PHOENIX_VENV)/bin/python || $(PYTHON) -m venv $(PHOENIX_VENV)
+	echo '*' > $(PHOENIX_VENV)/.gitignore
+	$(PHOENIX_VENV)/bin/pip install --quiet --upgrade pip
+	$(PHOENIX_VENV)/bin/pip install --quiet '$(PHOENIX_REQUIREMENT)'
+	touch $@
+
 bench: install-dev
 	$(BIN)/python bench/guard_overhead.py
 	$(BIN)/python bench/boundary.py
@@ -66,4 +79,4 @@ demo: install
 	$(BIN)/clearance demo
 
 clean:
-	rm -rf $(VENV) $(PINNED_VENV) .clearance .pytest_cache .mypy_cache .ruff_cache dashboard/node_modules src/clearance/server/_static artifacts
+	rm -rf $(VENV) $(PINNED_VENV) $(PHOENIX_VENV) .clearance .pytest_cache .mypy_cache .ruff_cache dashboard/node_modules src/clearance/server/_static artifacts
