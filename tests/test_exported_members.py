@@ -33,6 +33,7 @@ def test_public_api_is_pinned() -> None:
             "PolicyError",
             "ServerError",
             "Settings",
+            "SpoolStatus",
             "StoreError",
             "ToolCallBlocked",
             "UsageRecord",
@@ -57,6 +58,7 @@ def test_public_api_is_pinned() -> None:
             "session",
             "set_session",
             "shutdown",
+            "spool_status",
             "verify_webhook",
         ]
     )

@@ -2057,7 +2057,7 @@ export interface components {
             /** Name */
             name: string;
             /** Scopes */
-            scopes: ("agent" | "approver" | "admin")[];
+            scopes: ("agent" | "approver" | "admin" | "metrics")[];
             /** Agent */
             agent?: string | null;
             /**
@@ -2085,7 +2085,7 @@ export interface components {
             /** Name */
             name: string;
             /** Scopes */
-            scopes: ("agent" | "approver" | "admin")[];
+            scopes: ("agent" | "approver" | "admin" | "metrics")[];
             /** Agent */
             agent: string | null;
             /** Environment */

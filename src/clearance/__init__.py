@@ -22,6 +22,7 @@ from ._guard._resume import resume, resume_async
 from ._guard._runtime import NOT_GIVEN, configure, flush, shutdown
 from ._guard._tickets import Approved, PendingApproval, UsageRecord
 from ._guard._wrap import guard, guard_tool
+from ._remote._status import SpoolStatus, spool_status
 from ._settings import Settings
 from ._usage import record_usage
 from ._version import __version__
@@ -75,6 +76,7 @@ __all__ = [
     "PolicyError",
     "ServerError",
     "Settings",
+    "SpoolStatus",
     "StoreError",
     "ToolCallBlocked",
     "UsageRecord",
@@ -99,5 +101,6 @@ __all__ = [
     "session",
     "set_session",
     "shutdown",
+    "spool_status",
     "verify_webhook",
 ]

@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -165,12 +165,18 @@ def handle_webhook(body: bytes | str, headers: Mapping[str, str], secret: str | 
 
 
 def deliver_due(
-    db: Database, secret: str | None, *, client: httpx.Client | None = None, only: tuple[str, ...] = ()
+    db: Database,
+    secret: str | None,
+    *,
+    client: httpx.Client | None = None,
+    only: tuple[str, ...] = (),
+    attempted: Callable[[bool], None] | None = None,
 ) -> int:
     """Deliver the webhooks that are due (or only those ids) once each; returns how many were sent.
 
-    Each attempt is recorded; a failure (no 2xx, a network error, no secret) is retried later
-    with exponential backoff, and given up after `outbox.MAX_ATTEMPTS`.
+    Each attempt is recorded (and told to `attempted`, with whether it was delivered); a failure
+    (no 2xx, a network error, no secret) is retried later with exponential backoff, and given up
+    after `outbox.MAX_ATTEMPTS`.
     """
     own = client is None
     http = client or httpx.Client(timeout=DELIVERY_TIMEOUT, follow_redirects=False)
@@ -207,6 +213,8 @@ def deliver_due(
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
             sent += error is None
+            if attempted is not None:
+                attempted(error is None)
     finally:
         if own:
             http.close()

@@ -178,7 +178,8 @@ def keys_group() -> None:
     multiple=True,
     required=True,
     type=click.Choice(keys.SCOPES),
-    help="agent (decide, record, its own approvals), approver (decide approvals), admin (policies, keys).",
+    help="agent (decide, record, its own approvals), approver (decide approvals), admin (policies, keys),"
+    " metrics (read /metrics only).",
 )
 @click.option("--agent", default=None, help="The agent an agent-scoped key acts as.")
 @click.option("--environment", default="test", show_default=True, help="test, live, …")

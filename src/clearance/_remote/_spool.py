@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from .._clock import now_us
 from .._retry import retrying
 from .._store._events import Event
 from ..errors import ServerError, StoreError
@@ -220,7 +221,17 @@ def _create(conn: sqlite3.Connection) -> None:
 
 
 class Shipper:
-    """Ships the spool to `POST /v1/events`, oldest first, in batches."""
+    """Ships the spool to `POST /v1/events`, oldest first, in batches.
+
+    Each batch carries the spool's backlog behind it (`Clearance-Spool-Backlog`), which the
+    server's metrics show per agent.
+
+    Attributes:
+        shipped: Records the server took, since this process started.
+        failures: Attempts that failed (each is retried).
+        last_shipped_us: When the server last took a batch (None: not yet in this process).
+        last_error: Why the last attempt failed; None once one succeeds.
+    """
 
     def __init__(self, spool: Spool, client: Client) -> None:
         self.spool = spool
@@ -228,6 +239,8 @@ class Shipper:
         self._stop = threading.Event()
         self.shipped = 0
         self.failures = 0
+        self.last_shipped_us: int | None = None
+        self.last_error: str | None = None
         self._shipping = threading.Lock()  # one batch in flight at a time (flush vs the thread)
         self._thread = threading.Thread(target=self._run, name="clearance-shipper", daemon=True)
         self._thread.start()
@@ -248,8 +261,11 @@ class Shipper:
         # The records go as they were spooled, byte for byte: nothing re-encodes (or refuses) them here.
         batch = ('{"events":[' + ",".join(body for _, body in rows) + "]}").encode("utf-8", "surrogatepass")
         try:
-            answer = self.client.call("POST", "/v1/events", content=batch)
+            # What still waits once this batch is taken: an idle agent reports 0.
+            behind = str(self.spool.size() - len(rows))
+            answer = self.client.call("POST", "/v1/events", content=batch, headers={"Clearance-Spool-Backlog": behind})
         except ServerError as exc:
+            self.last_error = str(exc)[:500]
             if exc.status in (400, 422):  # an invalid batch: retrying cannot help; keep it aside
                 log.error("the server rejected %d records (kept in %s): %s", len(rows), self.spool.path, exc)
                 self.spool.reject(rows, str(exc))
@@ -270,6 +286,7 @@ class Shipper:
             )
         self.spool.settle(rows, refused)
         self.shipped += len(rows) - len(refused)
+        self.last_shipped_us, self.last_error = now_us(), None
         return len(rows)
 
     def _run(self) -> None:

@@ -20,8 +20,8 @@ from .._names import checked_name
 from ._db import Database
 from ._events import Event, append, make_event
 
-Scope = Literal["agent", "approver", "admin"]
-SCOPES: tuple[Scope, ...] = ("agent", "approver", "admin")
+Scope = Literal["agent", "approver", "admin", "metrics"]
+SCOPES: tuple[Scope, ...] = ("agent", "approver", "admin", "metrics")
 _KEY = re.compile(r"^clr_([a-z0-9-]{1,40})_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$")
 _ENVIRONMENT = re.compile(r"^[a-z0-9-]{1,40}$")
 _FIELDS = (
@@ -46,7 +46,7 @@ class ApiKey:
     Attributes:
         id: Public id, part of the key.
         name: What it is for.
-        scopes: agent, approver and/or admin.
+        scopes: agent, approver, admin and/or metrics (reads `/metrics`, nothing else).
         agent: The agent an agent-scoped key acts as.
         environment: test, live, …
         created_at_us: When it was created.

@@ -71,8 +71,28 @@ async def current_key(request: Request, db: Database = Depends(database)) -> Api
 
     Raises:
         APIError: 401 when no key or session is given, or it is unknown, malformed, revoked or
-            ended; 403 for a signed-in change without its CSRF token.
+            ended; 403 for a signed-in change without its CSRF token, or a key that only reads
+            `/metrics` (it acts as no agent, so no route may take it for one).
     """
+    key = await _caller(request, db)
+    if not key.id.startswith("usr_") and set(key.scopes) == {"metrics"}:
+        raise APIError(403, "this key only reads /metrics")
+    return key
+
+
+async def metrics_reader(request: Request, db: Database = Depends(database)) -> ApiKey:  # noqa: B008
+    """A caller who may read `/metrics`: a key with the `metrics` scope, or an admin.
+
+    Raises:
+        APIError: 401 as `current_key`; 403 for anyone else (an agent's key among them).
+    """
+    key = await _caller(request, db)
+    if "admin" in key.scopes or (not key.id.startswith("usr_") and "metrics" in key.scopes):
+        return key
+    raise APIError(403, "this key lacks the 'metrics' scope")
+
+
+async def _caller(request: Request, db: Database) -> ApiKey:
     presented = _presented(request)
     if presented is None:
         token = request.cookies.get(SESSION_COOKIE)

@@ -11,6 +11,7 @@ message is claimed by one poster.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -87,7 +88,11 @@ async def deliver_forever(state: State) -> None:
     secret = state.settings.webhook_secret
 
     def deliver() -> int | None:
-        deliver_due(state.db, secret.get_secret_value() if secret is not None else None)
+        deliver_due(
+            state.db,
+            secret.get_secret_value() if secret is not None else None,
+            attempted=state.metrics.webhook_attempted,
+        )
         return outbox.next_due(state.db)
 
     await _forever(state, "webhook delivery", deliver)
@@ -104,12 +109,15 @@ async def channel_forever(state: State, channel: Channel) -> None:
     hold the server up.
     """
     what = f"{channel.name} delivery"
+    counted = functools.partial(state.metrics.channel_attempted, channel.name)
     failures = 0
     while True:
         changed = topic_event(state, "approvals")
         started = now_us()  # waits count from here: a (test's) clock moved during the pass is not missed
         try:
-            await to_thread.run_sync(channels.deliver, state.db, channel, abandon_on_cancel=True)
+            await to_thread.run_sync(
+                functools.partial(channels.deliver, state.db, channel, attempted=counted), abandon_on_cancel=True
+            )
             failures, wait = 0, MAX_SLEEP
         except asyncio.CancelledError:
             raise

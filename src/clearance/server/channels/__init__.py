@@ -22,7 +22,7 @@ import importlib
 import logging
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -171,12 +171,13 @@ def recipients(db: Database, channel: Channel, a: Approval) -> list[str]:
     ]
 
 
-def deliver(db: Database, channel: Channel) -> int:
+def deliver(db: Database, channel: Channel, *, attempted: Callable[[bool], None] | None = None) -> int:
     """Announce what has no message in `channel` yet and update what changed; how many were sent.
 
     Every approval due is tried, whatever happens to the others; one that fails is counted on its
     message and retried after its own backoff, so it is no reason to slow the channel. When every
     one failed, none is counted toward parking, and each is retried shortly (`messages.outage`).
+    Each message sent (or updated) and each failure is told to `attempted` (True: sent).
 
     Raises:
         Undelivered: When every one tried failed, and there were several: the channel's service
@@ -187,12 +188,18 @@ def deliver(db: Database, channel: Channel) -> int:
     for a, message in messages.due(db, channel.name, now_us=now_us(), stale_us=stale_us):
         tried += 1
         try:
-            sent += _deliver_one(db, channel, a, message, stale_us)
+            done = _deliver_one(db, channel, a, message, stale_us)
         except Exception as exc:  # the channel's own failure: count it, and carry on with the rest
+            if attempted is not None:
+                attempted(False)
             why = f"{type(exc).__name__}: {exc}"
             log.warning("%s could not deliver %s: %s", channel.name, a.id, why)
             failed[a.id] = now_us()
             messages.failed(db, a.id, channel.name, why, now_us=failed[a.id])
+            continue
+        sent += done
+        if done and attempted is not None:
+            attempted(True)
     if len(failed) > 1 and len(failed) == tried:  # the service looks down: no message's own fault
         messages.outage(db, channel.name, failed, now_us=now_us())
         raise Undelivered(f"{channel.name}: {len(failed)} undelivered ({', '.join(list(failed)[:5])})")

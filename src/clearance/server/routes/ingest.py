@@ -22,6 +22,7 @@ from ..._wire import ApprovalStatus, Sent
 from .. import _longpoll as longpoll
 from .._auth import database, require
 from .._errors import INT64_MAX, APIError
+from .._meters import BACKLOG_HEADER
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 Agent = Annotated[ApiKey, Depends(require("agent"))]
@@ -170,11 +171,19 @@ def ingest(batch: Batch, request: Request, key: Agent, db: Db) -> Ingested:
     if finished:  # an inbox showing the approval sees its result at once
         longpoll.announce_threadsafe(request.app.state, "approvals")
     # The counts are of the batch's own records; their refusal records are not counted.
-    return Ingested(
+    answer = Ingested(
         appended=appended - new_refusals,
         duplicates=duplicates - (len(refused) - new_refusals),
         refused=refused,
     )
+    request.app.state.metrics.ingest(
+        key.agent,
+        appended=answer.appended,
+        duplicates=answer.duplicates,
+        refused=len(refused),
+        backlog=request.headers.get(BACKLOG_HEADER),
+    )
+    return answer
 
 
 _ID = re.compile(r"evt_[0-9a-f]{32}")
