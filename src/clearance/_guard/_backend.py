@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, ClassVar, TypeVar
 
+from .. import _trace
 from .._clock import now_us
 from .._settings import Settings
 from .._store._events import Event
@@ -115,8 +116,13 @@ class Backend(ABC):
         provider: str | None,
         session: str | None,
         latency_ms: float | None,
+        traced: bool = False,
     ) -> UsageRecord:
-        """Price one LLM call and record it in the session."""
+        """Price one LLM call and record it in the session.
+
+        `traced`: its usage is on a span of the framework's own already (with OpenTelemetry on,
+        the record says so, as it does when a GenAI instrumentor is on).
+        """
         event, cost = llm_event(
             agent=self.agent,
             environment=self.environment,
@@ -129,6 +135,8 @@ class Backend(ABC):
             reasoning_tokens=reasoning_tokens,
             latency_ms=latency_ms,
             overrides=self.settings.price_overrides,
+            trace=_trace.current(),
+            usage_traced=_trace.enabled() and (traced or _trace.usage_traced()),
         )
         self._append([event])
         return UsageRecord(event.id, cost.cost_usd, cost.source)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from .. import _decisions as decisions
+from .. import _trace
 from .._canonical import canonical_json
 from .._clock import now_us
 from .._context import get_user
@@ -117,6 +118,7 @@ class Governor(Backend):
                     webhook_url=webhook_url,
                     call_key=call_key,
                     shadow=self._shadow,
+                    trace=_trace.current(),
                 )
         except BaseException:
             if waiter is not None:
@@ -133,9 +135,11 @@ class Governor(Backend):
                 call.decision.rule_ids,
                 call.expires_at_us,
             )
-        return Ticket(
+        ticket = Ticket(
             call.call_id, call.tool, call.session, call.decision, call.args_hash, call.approval_id, waiter, pending
         )
+        ticket.asked_in = call.asked_in
+        return ticket
 
     def _keep_outcome(self, ticket: Ticket, fields: dict[str, Any], error: BaseException | None) -> None:
         """A plain call's outcome shares the next commit; an approved call's is committed at once.

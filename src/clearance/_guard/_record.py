@@ -43,6 +43,7 @@ class RecordedCall:
         shown_args: The arguments as recorded and shown to people (redacted, maybe cut).
         approval_id: The approval created for it, when the decision requires one.
         expires_at_us: When that approval expires.
+        asked_in: The span a call asked about again was first asked in (its approval's trace).
     """
 
     call_id: str
@@ -53,6 +54,7 @@ class RecordedCall:
     shown_args: dict[str, Any]
     approval_id: str | None = None
     expires_at_us: int | None = None
+    asked_in: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,9 @@ def decided_event(
     approval_id: str | None,
     shadow: Decision | None = None,
     grant: grants.Use | None = None,
+    trace: str | None = None,
 ) -> Event:
-    """The `tool_call.decided` record of a call (with what a shadow policy decided, and the grant used)."""
+    """The `tool_call.decided` record of a call (with what a shadow policy decided, the grant used, and its span)."""
     fields: dict[str, Any] = {
         "agent": agent,
         "environment": environment,
@@ -167,6 +170,8 @@ def decided_event(
             fields["grant_use"] = use
     if shadow is not None:
         fields["shadow"] = shadow_record(shadow)
+    if trace is not None:
+        fields["trace"] = trace
     # The arguments were serialised once for their hash; the record reuses that text.
     raw = {"args": prepared.full} if prepared.recorded is prepared.args else None
     return make_event("tool_call.decided", at, fields, raw=raw)
@@ -217,6 +222,7 @@ def call_recorder(
     call_key: str | None = None,
     shadow: Policy | None = None,
     model_gate: bool = False,
+    trace: str | None = None,
 ) -> Callable[[Any], RecordedCall]:
     """Decide a call from `policy` and record it, after the `prepend` records, in two steps.
 
@@ -235,6 +241,8 @@ def call_recorder(
     the grant (`grants.use`) in the same transaction. With a `shadow` policy, the call is also
     decided by it, on the same facts, and what it decided is recorded beside (never enforced).
     `model_gate` admits the reserved `MODEL_CALL` (a remote agent's model-call gate, at the server).
+    `trace` is the span the call was made in (a checked traceparent): kept on its record and
+    its approval, for the spans emitted from the log (`_sinks._otel`).
 
     The returned function raises `ApprovalError` when the key's approval holds other arguments
     than these.
@@ -353,6 +361,7 @@ def call_recorder(
                 approval_id=approval_id,
                 shadow=shadow_decision,
                 grant=grant,
+                trace=trace,
             )
         )
         batch.extend(ended)
@@ -390,6 +399,7 @@ def call_recorder(
                     "expires_at_us": expires,
                     "waiter": waiter() if waiter else None,
                     "call_key": call_key,
+                    "trace_context": trace,
                 },
             )
             batch.append(
@@ -594,6 +604,7 @@ def _recorded_before(earlier: approvals.Approval, tool: str, prepared: Prepared)
         earlier.shown_args,
         earlier.id,
         earlier.expires_at_us,
+        earlier.trace,
     )
 
 
@@ -621,8 +632,13 @@ def llm_event(
     reasoning_tokens: int,
     latency_ms: float | None,
     overrides: Mapping[str, ModelPrice],
+    trace: str | None = None,
+    usage_traced: bool = False,
 ) -> tuple[Event, Price]:
     """Price one LLM call and build its `llm.call` record (unpriced: cost null, never $0).
+
+    `trace` is the span it was recorded in; `usage_traced` says a framework's instrumentation
+    already put its usage on a span of its own (the OpenTelemetry sink then adds none).
 
     The session follows the boundary's rule for names (else the call is recorded under
     `INVALID_SESSION`, never lost); the model name, reported by a provider, is kept as text
@@ -652,6 +668,8 @@ def llm_event(
             "cost_nusd": cost.nano_usd,
             "price_source": cost.source,
             "latency_ms": latency_ms,
+            **({"trace": trace} if trace is not None else {}),
+            **({"usage_traced": True} if usage_traced else {}),
         },
     )
     return event, cost

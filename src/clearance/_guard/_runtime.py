@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .. import _trace
 from .._settings import Settings
 from .._sinks import Sink
 from .._sinks import _process as sinks
@@ -50,6 +51,9 @@ def configure(
     webhook_url: str = NOT_GIVEN,
     webhook_secret: str = NOT_GIVEN,
     exporters: Sequence[Sink | str] = NOT_GIVEN,
+    otel: bool = NOT_GIVEN,
+    otel_args: bool = NOT_GIVEN,
+    otel_usage: str = NOT_GIVEN,
 ) -> None:
     """Set up Clearance for this process: the policy, the audit store and who this agent is.
 
@@ -80,6 +84,12 @@ def configure(
             (`handle_webhook`) and, on the embedded store, to deliver them.
         exporters: Event sinks every committed record passes (`JsonLinesSink`, your own
             `Sink`, or specs like `"jsonl:audit.jsonl"`); default `CLEARANCE_EXPORTERS`.
+        otel: Trace governed calls with OpenTelemetry (the `otel` extra): an `execute_tool`
+            span per call, under the span it was made in, through your tracer provider. In
+            remote mode the server emits them; the agent sends its trace context.
+        otel_args: Also put the recorded (redacted) arguments on each call's span.
+        otel_usage: Usage spans for LLM calls: `auto` (where no framework instrumentation
+            traced them), `always`, `never`.
 
     Raises:
         ConfigurationError: Invalid settings, no policy, or a policy that does not fit a
@@ -101,6 +111,9 @@ def configure(
         "spool_path": spool_path,
         "webhook_url": webhook_url,
         "webhook_secret": webhook_secret,
+        "otel": otel,
+        "otel_args": otel_args,
+        "otel_usage": otel_usage,
     }
     compiled = policy if isinstance(policy, Policy) else None
     if policy is not NOT_GIVEN and not isinstance(policy, Policy):
@@ -144,6 +157,7 @@ def configure(
     except BaseException:
         governor.close()
         raise
+    _trace.enable(settings.otel)  # the sinks opened: OpenTelemetry is there when asked for
     global _current
     with _lock:
         old, _current = _current, governor
@@ -203,6 +217,7 @@ def shutdown() -> None:
     global _current
     with _lock:
         old, _current = _current, None
+    _trace.enable(False)
     try:
         if old is not None:
             old.close()

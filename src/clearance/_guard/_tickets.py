@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from .. import _trace
 from .._boundary import storable
 from .._canonical import canonical_json, to_plain
 from .._notify import Waiter
@@ -80,6 +81,8 @@ class Ticket:
         waiter: Where its wake-up arrives while it waits (embedded store only).
         pending: The approval as announced to `on_pending`.
         executed_args_hash: Set when an approver's edit runs instead.
+        asked_in: The span the call was asked in, when it runs from another one (a resume):
+            its outcome record links to it.
     """
 
     call_id: str
@@ -91,6 +94,7 @@ class Ticket:
     waiter: Waiter | None = None
     pending: PendingApproval | None = None
     executed_args_hash: str | None = None
+    asked_in: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,7 @@ class ApprovalView:
         edited_args_hash: Their hash.
         executed_args: The arguments to run (None: they cannot be returned exactly).
         claimed_by: The executor that claimed the approved call.
+        trace: The span the call was asked in (a traceparent), when the agent traced it.
     """
 
     approval_id: str
@@ -145,6 +150,7 @@ class ApprovalView:
     edited_args_hash: str | None = None
     executed_args: dict[str, Any] | None = None
     claimed_by: str | None = None
+    trace: str | None = None
 
 
 def view_of(a: Approval | ApprovalOut, *, edited_args: dict[str, Any] | None) -> ApprovalView:
@@ -165,6 +171,7 @@ def view_of(a: Approval | ApprovalOut, *, edited_args: dict[str, Any] | None) ->
         edited_args_hash=a.edited_args_hash,
         executed_args=a.executed_args,
         claimed_by=a.claimed_by,
+        trace=a.trace,
     )
 
 
@@ -175,6 +182,7 @@ def ticket_for(view: ApprovalView, default_session: str) -> Ticket:
         view.call_id, view.tool, view.session or default_session, decision, view.args_hash, view.approval_id
     )
     ticket.executed_args_hash = view.edited_args_hash
+    ticket.asked_in = view.trace
     return ticket
 
 
@@ -223,6 +231,11 @@ def outcome_fields(
         fields["approval_id"] = ticket.approval_id
         if ticket.executed_args_hash is not None:
             fields["executed_args_hash"] = ticket.executed_args_hash
+    if (trace := _trace.current()) is not None:
+        fields["trace"] = trace
+        asked_in = ticket.asked_in
+        if asked_in is not None and _trace.trace_id(asked_in) != _trace.trace_id(trace):
+            fields["asked_in"] = asked_in  # resumed in another trace: its span links to where it was asked
     return fields
 
 

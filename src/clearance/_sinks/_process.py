@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from .._settings import Settings
 from ..errors import ConfigurationError
@@ -33,6 +34,8 @@ def replace(settings: Settings, exporters: Sequence[Sink | str] | None, governor
     """
     chosen = [_sink(e) for e in (settings.exporters if exporters is None else exporters)]
     spool = getattr(governor, "spool", None)
+    if spool is None:  # in remote mode the server makes the spans, from its log
+        chosen = with_otel(chosen, settings.otel, args=settings.otel_args, usage=settings.otel_usage)
     sinks: Sinks | None = None
     if spool is not None:
         if chosen:
@@ -73,6 +76,19 @@ def status() -> list[SinkStatus]:
     """
     sinks = _current
     return sinks.status() if sinks is not None else []
+
+
+def with_otel(chosen: list[Sink], otel: bool, *, args: bool, usage: Literal["auto", "always", "never"]) -> list[Sink]:
+    """`chosen`, and with `otel` the OpenTelemetry sink (unless one named `otel` is there already).
+
+    Raises:
+        ConfigurationError: OpenTelemetry is not installed.
+    """
+    if not otel or any(s.name == "otel" for s in chosen):
+        return chosen
+    from ._otel import OtelSink
+
+    return [*chosen, OtelSink(args=args, usage=usage)]
 
 
 def _opened(chosen: list[Sink], source: SpoolSource | StoreSource) -> Sinks:

@@ -57,6 +57,7 @@ _FIELDS = (
     "quorum",
     "mode",
     "call_key",
+    "trace_context",
 )
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM approvals"
 
@@ -184,6 +185,7 @@ def _from_row(row: Sequence[Any]) -> Approval:
         quorum=r["quorum"],
         mode=ApprovalMode(r["mode"]),
         call_key=r["call_key"],
+        trace=r["trace_context"],
         degraded=tuple(notes),
     )
 

@@ -99,6 +99,7 @@ class ApprovalRow(Base):
     quorum: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     mode: Mapped[str] = mapped_column(String(20), server_default=text("'wait'"))
     call_key: Mapped[str | None] = mapped_column(String(200))
+    trace_context: Mapped[str | None] = mapped_column(String(55))  # the span the call was asked in (0012)
 
     __table_args__ = (
         Index("ix_approvals_status_expires", "status", "expires_at_us"),

@@ -53,6 +53,8 @@ class ApprovalFields:
         claimed_by: The executor that claimed the approved call (exactly once).
         finished_at_us: When the call finished.
         error: The call's error, if it failed.
+        trace: The span the call was asked in, as a W3C traceparent, when the agent traced it:
+            a resume elsewhere links its own span to it.
     """
 
     id: str
@@ -79,6 +81,7 @@ class ApprovalFields:
     claimed_by: str | None = None
     finished_at_us: int | None = None
     error: str | None = None
+    trace: str | None = None
 
 
 class ApprovalOut(BaseModel, ApprovalFields, frozen=True):

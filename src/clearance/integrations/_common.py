@@ -157,6 +157,7 @@ def record_model_call(
     *,
     provider: str | None = None,
     started: float | None = None,
+    traced: bool = False,
 ) -> None:
     """Record a framework's model call in the current session; never raises.
 
@@ -164,6 +165,8 @@ def record_model_call(
     cached and reasoning parts are kept within their totals. Nothing is recorded when Clearance
     is not configured (or shut down), and a failure to record is logged — the agent's model call
     must not fail for it. `started` is the call's `time.perf_counter()` start, for its latency.
+    `traced`: the framework puts this call's usage on an OpenTelemetry span of its own (no usage
+    span is added for it).
     """
     governor = _runtime._current
     if governor is None:
@@ -179,6 +182,7 @@ def record_model_call(
             provider=provider,
             session=get_session(),
             latency_ms=round((time.perf_counter() - started) * 1000, 3) if started is not None else None,
+            traced=traced,
         )
     except Exception:
         log.exception("Clearance could not record a %s call's usage", model)

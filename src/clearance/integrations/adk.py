@@ -124,6 +124,7 @@ class ClearancePlugin(BasePlugin):
             usage.cached_content_token_count,
             thinking,
             started=self._model_started.pop(callback_context.invocation_id, None),
+            traced=True,  # ADK puts gen_ai.usage.* on its own call_llm span
         )
         return None
 
