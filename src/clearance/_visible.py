@@ -231,6 +231,8 @@ def segments(text: str) -> list[str | Token]:
 
 def visible(text: str) -> str:
     """`text` with every hazard replaced by its token: `refund⟨U+202E RLO⟩txt.exe`."""
+    if text.isascii() and text.isprintable():  # every hazard is a control or not ASCII
+        return text
     return "".join(str(s) for s in segments(text))
 
 
