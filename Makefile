@@ -61,13 +61,13 @@ PHOENIX_REQUIREMENT := arize-phoenix>=20.26,<21
 phoenix: $(PHOENIX_VENV)/bin/phoenix
 $(PHOENIX_VENV)/bin/phoenix: Makefile
 	test -x $(PHOENIX_VENV)/bin/python || $(PYTHON) -m venv $(PHOENIX_VENV)
-	echo '*' > $(PHOENIX_VENV)/.gitignore
 	$(PHOENIX_VENV)/bin/pip install --quiet --upgrade pip
 	$(PHOENIX_VENV)/bin/pip install --quiet '$(PHOENIX_REQUIREMENT)'
 	touch $@
 
 bench: install-dev
 	$(BIN)/python bench/guard_overhead.py
+	$(BIN)/python bench/otel_overhead.py
 	$(BIN)/python bench/boundary.py
 	$(BIN)/python bench/approval_wake.py
 	$(BIN)/python bench/ingest.py
