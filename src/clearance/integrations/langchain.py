@@ -44,6 +44,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the LangChain integration needs its extra: pip install "clearance[langchain]"') from exc
 
+from .. import _trace
 from .._canonical import to_plain
 from .._context import get_session
 from .._guard import _runtime
@@ -52,7 +53,7 @@ from .._guard._recording import RUNNING, Recording
 from .._guard._tickets import Approved, Ticket
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ..policy import Effect
-from . import _common
+from . import _common, _spans
 
 OnBlock = Literal["message", "raise"]
 
@@ -386,17 +387,22 @@ class ToolGate(BaseCallbackHandler):
         args = to_plain(dict(inputs) if isinstance(inputs, dict) else {"input": input_str})
         assert isinstance(args, dict)
         try:
-            governor, ticket = _common.begin(name, args)
-            approved = governor.wait(ticket) if ticket.approval_id is not None else None
+            with _spans.langchain_run(run_id):  # the call nests under the tool's own span, when traced
+                governor, ticket = _common.begin(name, args)
+                approved = governor.wait(ticket) if ticket.approval_id is not None else None
         except (ToolCallBlocked, ApprovalError) as exc:
-            raise ToolCallRefused(name, _common.refusal_text(exc), args) from exc
+            refused = ToolCallRefused(name, _common.refusal_text(exc), args)
+            _spans.langchain_refused(run_id, refused)
+            raise refused from exc
         if approved is not None and approved.args is not None:
             text = (
                 f"Not run: {name} was approved with edited arguments, which only ClearanceMiddleware"
                 " (or a ToolNode's wrap_tool_call) can apply"
             )
             governor.finish(ticket, error=RuntimeError(text), duration_s=0.0)
-            raise ToolCallRefused(name, text, args)
+            refused = ToolCallRefused(name, text, args)
+            _spans.langchain_refused(run_id, refused)
+            raise refused
         with self._lock:
             self._running[run_id] = (governor, ticket, approved, time.perf_counter())
 
@@ -459,6 +465,7 @@ _MODEL_GATE: ContextVar[ModelGate | None] | None = None
 
 def install() -> None:
     """Govern every LangChain tool call, gate every model call and record its usage, process-wide (idempotent)."""
+    _trace.add_finder(_spans.langchain_span)  # OpenInference's LangChain spans are not in OpenTelemetry's context
     global _USAGE
     if _USAGE is not None:
         return
