@@ -107,12 +107,23 @@ def _sink(exporter: Sink | str) -> Sink:
     return exporter
 
 
-def for_store(url: str, specs: Sequence[Sink | str], *, busy_timeout: float = 30.0) -> Sinks | None:
+def for_store(
+    url: str,
+    specs: Sequence[Sink | str],
+    *,
+    busy_timeout: float = 30.0,
+    otel: bool = False,
+    otel_args: bool = False,
+    otel_usage: Literal["auto", "always", "never"] = "auto",
+) -> Sinks | None:
     """Sinks over the store at `url` (the server's), or None when there are none.
 
+    With `otel`, the OpenTelemetry sink too (`with_otel`, given `otel_args` and `otel_usage`).
+
     Raises:
-        ConfigurationError: A spec names no known sink, or two sinks share a name.
+        ConfigurationError: A spec names no known sink, two sinks share a name, or `otel` and
+            OpenTelemetry is not installed.
         StoreError: The store cannot be opened.
     """
-    chosen = [_sink(s) for s in specs]
+    chosen = with_otel([_sink(s) for s in specs], otel, args=otel_args, usage=otel_usage)
     return _opened(chosen, StoreSource(url, busy_timeout=busy_timeout)) if chosen else None

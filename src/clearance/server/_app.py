@@ -74,7 +74,12 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
         app.state.sinks = None
         try:
             app.state.sinks = exporting.for_store(
-                settings.database_url, settings.exporters, busy_timeout=settings.busy_timeout
+                settings.database_url,
+                settings.exporters,
+                busy_timeout=settings.busy_timeout,
+                otel=settings.otel,  # the calls' spans, from the log: remote agents' too
+                otel_args=settings.otel_args,
+                otel_usage=settings.otel_usage,
             )
             yield
         finally:

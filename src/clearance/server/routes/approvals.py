@@ -50,6 +50,7 @@ from ...errors import (
     GrantRejected,
 )
 from .. import _longpoll as longpoll
+from .. import _tracing as tracing
 from .._auth import actor, current_key, database, require
 from .._errors import APIError
 
@@ -374,9 +375,11 @@ async def _decide(
     grant, extend = body.grant_request(), body.extension()
 
     def run() -> ApprovalOut:
-        decided = decide_as(
-            db, approval_id, key, approve=approve, note=body.note, args=body.args, grant=grant, extend=extend
-        )
+        with tracing.deciding(request, approval_id, approve=approve, by=actor(key)) as traced:
+            decided = decide_as(
+                db, approval_id, key, approve=approve, note=body.note, args=body.args, grant=grant, extend=extend
+            )
+            traced(decided)
         return approval_out(db, decided, key)
 
     out = await run_in_threadpool(run)

@@ -21,7 +21,8 @@ from ..._store._keys import ApiKey
 from ..._wire import ApprovalStatus, Sent
 from ...errors import ApprovalNotFound
 from ...policy import Effect
-from .._auth import current_key, database, require
+from .. import _tracing as tracing
+from .._auth import actor, current_key, database, require
 from .._errors import APIError
 from .approvals import Approves, Denies, decide_as, shown_id
 from .check import SessionId, ToolName, admitted, decide_for
@@ -146,21 +147,26 @@ def status(action_id: str, key: Caller, db: Db) -> ArdenStatus:
     )
 
 
-def _decide(action_id: str, key: ApiKey, db: Database, approve: bool, body: ArdenApproval) -> dict[str, str]:
-    decide_as(db, action_id, key, approve=approve, note=body.message, note_field="body.message")
+def _decide(
+    request: Request, action_id: str, key: ApiKey, db: Database, approve: bool, body: ArdenApproval
+) -> dict[str, str]:
+    with tracing.deciding(request, action_id, approve=approve, by=actor(key)) as traced:
+        traced(decide_as(db, action_id, key, approve=approve, note=body.message, note_field="body.message"))
     return {"action_id": action_id, "status": ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED}
 
 
 @router.post("/approve/{action_id}", summary="ardenpy: approve (approver)")
-def approve(action_id: str, key: Approves, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
+def approve(
+    action_id: str, request: Request, key: Approves, db: Db, body: ArdenApproval | None = None
+) -> dict[str, str]:
     """Approve a pending action."""
-    return _decide(action_id, key, db, True, body or ArdenApproval())
+    return _decide(request, action_id, key, db, True, body or ArdenApproval())
 
 
 @router.post("/deny/{action_id}", summary="ardenpy: deny (approver)")
-def deny(action_id: str, key: Denies, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
+def deny(action_id: str, request: Request, key: Denies, db: Db, body: ArdenApproval | None = None) -> dict[str, str]:
     """Deny a pending action; the message is returned to the agent."""
-    return _decide(action_id, key, db, False, body or ArdenApproval())
+    return _decide(request, action_id, key, db, False, body or ArdenApproval())
 
 
 @router.post("/token-usage", summary="ardenpy: record token usage (agent)")

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from ... import _trace
 from ..._boundary import check_args, summary
 from ..._clock import now_us
 from ..._guard._record import RecordedCall, call_recorder
@@ -201,7 +202,8 @@ async def decide_for(
     """Decide and record a call for an agent key, with the policy active for its agent (and its shadow).
 
     The record is committed with other requests' in one transaction (group commit) before this
-    returns.
+    returns. It keeps the span the agent made the call in (`call_span`), whatever the server's
+    own `otel`: the dashboard links it to the trace (`trace_url`), and the sink traces it.
 
     Raises:
         APIError: 409 when no policy is active for the key's agent (nothing can be decided).
@@ -226,11 +228,22 @@ async def decide_for(
         # Only the SDK's model-call gate says so: a tool name a client merely forwards (an MCP
         # server's, an ardenpy caller's) is refused under the reserved name, never decided by budgets.
         model_gate=model_gate,
+        trace=call_span(request),
     )
     call = await commits.run(step)
     if call.approval_id is not None:
         longpoll.announce(request, "approvals")  # inboxes, Slack and the expiry sweeper see it at once
     return call
+
+
+def call_span(request: Request) -> str | None:
+    """The span the agent made the call in: a well-formed `Clearance-Trace`, else `traceparent`, else None.
+
+    The SDK sends the call's span as `Clearance-Trace`: an instrumented HTTP client (httpx,
+    requests) replaces `traceparent` with its own request's span, a child of the call's.
+    """
+    headers = request.headers
+    return _trace.checked(headers.get("clearance-trace")) or _trace.checked(headers.get("traceparent"))
 
 
 @router.post("/check", summary="Decide a call and record the decision (agent)")

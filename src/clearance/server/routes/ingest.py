@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ... import _trace
 from ..._boundary import check_record, storable
 from ..._canonical import canonical_json, for_record, sha256_hex
 from ..._clock import now_us
@@ -51,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
         "monitored",  # the `mode: monitor` rules that matched
         "shadow",  # what the shadow policy decided beside
         "grant_id",  # the grant (one without limits: only the server counts uses) that let the call through
+        "trace",  # the span the call was made in
     },
     "tool_call.finished": _COMMON
     | {
@@ -63,6 +65,8 @@ ALLOWED: dict[str, set[str]] = {
         "executed_args_hash",
         "args_hash_alg",
         "result",
+        "trace",  # the span it ran in
+        "asked_in",  # where it was asked, when it ran in another trace
     },
     "llm.call": _COMMON
     | {
@@ -79,6 +83,8 @@ ALLOWED: dict[str, set[str]] = {
         "cost_nusd",
         "price_source",
         "latency_ms",
+        "trace",
+        "usage_traced",  # a framework's instrumentation put its usage on a span of its own
     },
 }
 
@@ -196,10 +202,20 @@ def _validated(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     except ValidationError as exc:
         return {}, [_readable(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}") for e in exc.errors()][:20]
     body = event.model_dump(exclude_unset=True)  # what was sent, as validated
+    _spans_checked(body)
     problems = [str(p) for p in check_record(body)]
     if not problems and (wrong := events.args_problem(body)) is not None:
         problems.append(f"record: {wrong}")  # stored, it would fail `audit verify` for good
     return body, [_readable(p) for p in problems]
+
+
+def _spans_checked(body: dict[str, Any]) -> None:
+    """Drop the tracing fields that are not what the SDK writes: hints for spans never cost a record."""
+    for name in ("trace", "asked_in"):
+        if name in body and _trace.checked(body[name]) is None:
+            del body[name]
+    if body.get("usage_traced", True) is not True:
+        del body["usage_traced"]
 
 
 def _readable(text: str) -> str:

@@ -18,11 +18,13 @@ from fastapi.responses import JSONResponse
 
 from ... import _decisions as decisions
 from ..._grant_views import offers
+from ..._granting import GrantRequest
 from ..._store import Database
 from ..._store import _approvals as approvals
 from ..._store import _users as users
 from ...errors import ApprovalEditRejected, ApprovalError, ApprovalNotFound, GrantRejected
 from .. import _longpoll as longpoll
+from .. import _tracing as tracing
 from .._auth import database
 from .._errors import APIError
 from ..channels.slack import Slack, edits_of, grant_of, modal
@@ -44,6 +46,22 @@ def _who(db: Database, slack_user: str) -> decisions.Decider | None:
     if person is None:
         return None
     return decisions.Decider(f"user:{person.username}", frozenset(person.roles))
+
+
+def _decide(
+    request: Request,
+    db: Database,
+    approval_id: str,
+    who: decisions.Decider,
+    *,
+    approve: bool,
+    note: str | None = None,
+    args: dict[str, Any] | None = None,
+    grant: GrantRequest | None = None,
+) -> None:
+    """`decisions.decide` as `who`, traced as an approver's decision (`_tracing.deciding`)."""
+    with tracing.deciding(request, approval_id, approve=approve, by=who.name) as traced:
+        traced(decisions.decide(db, approval_id, approve=approve, by=who, note=note, args=args, grant=grant))
 
 
 @router.post("/interactions", summary="Slack's interactive requests (signed by Slack)", response_model=None)
@@ -91,7 +109,7 @@ async def _clicked(request: Request, db: Database, slack: Slack, payload: dict[s
     if name not in ("approve", "deny"):
         return Response(status_code=200)
     try:
-        await run_in_threadpool(lambda: decisions.decide(db, approval_id, approve=name == "approve", by=who))
+        await run_in_threadpool(_decide, request, db, approval_id, who, approve=name == "approve")
     except (ApprovalError, ApprovalNotFound) as exc:
         await run_in_threadpool(slack.tell, channel, slack_user, str(exc))
         return Response(status_code=200)
@@ -122,7 +140,7 @@ async def _submitted(
         approval = await run_in_threadpool(approvals.get, db, approval_id)
         args = edits_of(approval, values) if approve else None
         await run_in_threadpool(
-            lambda: decisions.decide(db, approval_id, approve=approve, by=who, note=note, args=args, grant=grant)
+            lambda: _decide(request, db, approval_id, who, approve=approve, note=note, args=args, grant=grant)
         )
     except ApprovalEditRejected as exc:
         errors: dict[str, str] = {}
