@@ -1,4 +1,8 @@
-"""The SDK's HTTP client for a Clearance server."""
+"""The SDK's HTTP client for a Clearance server.
+
+With tracing on (`configure(otel=True)`), each request carries the current span as `traceparent`,
+so the server's span of it is in the agent's trace.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from .. import _trace
 from .._version import __version__
 from ..errors import ServerError
 
@@ -33,7 +38,7 @@ class Client:
             ServerError: The server was not reached, or answered an error.
         """
         try:
-            response = await http.request(method, path, **kw)
+            response = await http.request(method, path, **{**kw, "headers": _traced(kw.get("headers"))})
         except httpx.HTTPError as exc:
             raise ServerError(f"cannot reach the Clearance server at {self.base_url}: {exc}") from None
         return self._checked(response, (200, 201))
@@ -64,7 +69,7 @@ class Client:
                 json=json,
                 content=content,
                 params=params,
-                headers=headers,
+                headers=_traced(headers),
                 timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
             )
         except httpx.HTTPError as exc:
@@ -89,3 +94,14 @@ class Client:
     def close(self) -> None:
         """Close connections."""
         self._http.close()
+
+
+def _traced(headers: dict[str, str] | None) -> dict[str, str] | None:
+    """`headers` and, with tracing on, the current span's context (W3C `traceparent`, as propagated)."""
+    if not _trace.enabled():
+        return headers
+    from opentelemetry import propagate
+
+    carrier = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, RootModel, ValidationError
 
+from .. import _trace
 from .._clock import now_us
 from .._context import get_user
 from .._guard._backend import AsyncPoll, Backend, Poll
@@ -152,7 +153,9 @@ class RemoteGovernor(Backend):
                 body["call_key"] = call_key
             if tool == MODEL_CALL and in_model_call_gate():
                 body["model_gate"] = True  # the server admits the reserved name only so
-            answer = _read_model(CheckResponse, self.client.call("POST", "/v1/check", json=body))
+            span = _trace.current()  # the call's: the traceparent an instrumented HTTP client sends is its own
+            traced = {"Clearance-Trace": span} if span is not None else None
+            answer = _read_model(CheckResponse, self.client.call("POST", "/v1/check", json=body, headers=traced))
         except ServerError as exc:  # unreachable, refused, or an answer this client cannot read
             if local is not None and local.effect is not Effect.REQUIRE_APPROVAL:
                 # Only its shadow needed the server: decided here after all, recorded without it.
@@ -190,6 +193,7 @@ class RemoteGovernor(Backend):
                     approval_id=None,
                     shadow=shadow,
                     grant=grant,
+                    trace=_trace.current(),
                 )
             ]
         )
