@@ -51,7 +51,9 @@ class ThreeRefunds(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def langgraph_agent(ran: list[float], *, middleware: ClearanceMiddleware | None = None, **script: Any) -> Any:
+def langgraph_agent(
+    ran: list[float], *, middleware: ClearanceMiddleware | None = None, checkpointer: Any = None, **script: Any
+) -> Any:
     """A `create_agent` agent with one tool, `issue_refund`; governed by `middleware` when given, else by ToolGate."""
 
     def issue_refund(order_id: str, amount: float) -> str:
@@ -59,7 +61,12 @@ def langgraph_agent(ran: list[float], *, middleware: ClearanceMiddleware | None 
         ran.append(amount)
         return f"refunded {amount} on {order_id}"
 
-    return create_agent(ThreeRefunds(**script), tools=[issue_refund], middleware=[middleware] if middleware else [])
+    return create_agent(
+        ThreeRefunds(**script),
+        tools=[issue_refund],
+        middleware=[middleware] if middleware else [],
+        checkpointer=checkpointer,
+    )
 
 
 def agents_sdk_agent(ran: list[float], amounts: tuple[float, ...] = AMOUNTS) -> Agent[Any]:
