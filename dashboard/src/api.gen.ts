@@ -1258,6 +1258,8 @@ export interface components {
             finished_at_us: number | null;
             /** Error */
             error: string | null;
+            /** Trace */
+            trace: string | null;
             /** Args */
             args: {
                 [key: string]: unknown;
@@ -2486,6 +2488,9 @@ export interface components {
         /**
          * Signed
          * @description A signed-in person; send `csrf_token` as `X-CSRF-Token` on every change.
+         *
+         *     `trace_url` is the dashboard's configuration: the server's `CLEARANCE_TRACE_URL` template,
+         *     where the dashboard links a record's trace (None: no links).
          */
         Signed: {
             /** Username */
@@ -2494,6 +2499,8 @@ export interface components {
             roles: string[];
             /** Csrf Token */
             csrf_token: string;
+            /** Trace Url */
+            trace_url: string | null;
         };
         /**
          * SinkStatus

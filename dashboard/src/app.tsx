@@ -12,6 +12,7 @@ import { Costs } from "./pages/costs";
 import { Admin } from "./pages/admin";
 import { Grants } from "./pages/grants";
 import { Shadow } from "./pages/shadow";
+import { TraceTemplate } from "./ui/trace";
 
 const PAGES: { name: string; title: string; admin?: boolean }[] = [
   { name: "approvals", title: "Approvals" },
@@ -63,36 +64,38 @@ export function App() {
   };
 
   return (
-    <div class="shell">
-      <header class="top">
-        <a class="brand" href="#/approvals">
-          Clearance
-        </a>
-        <nav aria-label="Pages">
-          {PAGES.filter((p) => isAdmin || !p.admin).map((p) => (
-            <a key={p.name} href={href([p.name])} aria-current={page === p.name ? "page" : undefined}>
-              {p.title}
-            </a>
-          ))}
-        </nav>
-        <div class="who">
-          <span title={me.roles.join(", ")}>{me.username}</span>
-          <button type="button" class="link" onClick={signOut}>
-            Sign out
-          </button>
-        </div>
-      </header>
-      <main class="page" id="main">
-        {page === "approvals" && <Approvals route={route} me={me} />}
-        {page === "audit" && <Audit route={route} />}
-        {page === "sessions" && <Sessions route={route} />}
-        {page === "grants" && <Grants route={route} me={me} />}
-        {page === "policies" && isAdmin && <Policies route={route} />}
-        {page === "shadow" && <Shadow route={route} isAdmin={isAdmin} />}
-        {page === "costs" && <Costs route={route} isAdmin={isAdmin} />}
-        {page === "admin" && isAdmin && <Admin me={me} />}
-        {!PAGES.some((p) => p.name === page && (isAdmin || !p.admin)) && <p>There is no page here.</p>}
-      </main>
-    </div>
+    <TraceTemplate.Provider value={me.trace_url ?? null}>
+      <div class="shell">
+        <header class="top">
+          <a class="brand" href="#/approvals">
+            Clearance
+          </a>
+          <nav aria-label="Pages">
+            {PAGES.filter((p) => isAdmin || !p.admin).map((p) => (
+              <a key={p.name} href={href([p.name])} aria-current={page === p.name ? "page" : undefined}>
+                {p.title}
+              </a>
+            ))}
+          </nav>
+          <div class="who">
+            <span title={me.roles.join(", ")}>{me.username}</span>
+            <button type="button" class="link" onClick={signOut}>
+              Sign out
+            </button>
+          </div>
+        </header>
+        <main class="page" id="main">
+          {page === "approvals" && <Approvals route={route} me={me} />}
+          {page === "audit" && <Audit route={route} />}
+          {page === "sessions" && <Sessions route={route} />}
+          {page === "grants" && <Grants route={route} me={me} />}
+          {page === "policies" && isAdmin && <Policies route={route} />}
+          {page === "shadow" && <Shadow route={route} isAdmin={isAdmin} />}
+          {page === "costs" && <Costs route={route} isAdmin={isAdmin} />}
+          {page === "admin" && isAdmin && <Admin me={me} />}
+          {!PAGES.some((p) => p.name === page && (isAdmin || !p.admin)) && <p>There is no page here.</p>}
+        </main>
+      </div>
+    </TraceTemplate.Provider>
   );
 }

@@ -104,7 +104,7 @@ def test_the_session_endpoint_gives_a_reloaded_page_its_csrf_token(client: TestC
     db.close()
     signed = client.post("/v1/login", json={"username": "alice", "password": PASSWORD}).json()
     again = client.get("/v1/session").json()
-    assert again == {"username": "alice", "roles": ["approver"], "csrf_token": signed["csrf_token"]}
+    assert again == {"username": "alice", "roles": ["approver"], "csrf_token": signed["csrf_token"], "trace_url": None}
     # a person without the admin role reaches no admin endpoint, with or without the token
     headers = {"X-CSRF-Token": signed["csrf_token"]}
     assert client.post("/v1/policies/validate", headers=headers, json={"text": POLICY}).status_code == 403

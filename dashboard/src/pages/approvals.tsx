@@ -7,6 +7,7 @@ import { ago, count, lasting, when } from "../format";
 import { href, type Route } from "../router";
 import type { Approval, AuditEvent, ExtendIn, GrantIn, GrantLimits, Signed } from "../types";
 import { ArgsTable, Badge, Countdown, ErrorBox, Fact, Loading, useNow } from "../ui/common";
+import { TraceFact } from "../ui/trace";
 import { HazardWarning, hasHazards, JsonText, Text } from "../ui/value";
 import { visible } from "../visible";
 import { EditArgs } from "./edit_args";
@@ -244,6 +245,7 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
         <dd>
           {when(approval.created_at_us)}; expires {when(approval.expires_at_us)} ({approval.on_timeout} on timeout)
         </dd>
+        <TraceFact trace={approval.trace} />
       </dl>
       <h3>Arguments</h3>
       <ArgsTable args={approval.args} />

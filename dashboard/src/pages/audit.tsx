@@ -6,6 +6,7 @@ import { value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { AuditEvent, EventDetail, EventPage } from "../types";
 import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading } from "../ui/common";
+import { TraceFact } from "../ui/trace";
 import { HazardWarning, hasHazards, JsonText, Text } from "../ui/value";
 
 const FILTERS = ["agent", "session", "tool", "kind", "decision", "call_id", "q", "since", "until"] as const;
@@ -286,6 +287,7 @@ function EventDetail({ seq }: { seq: string }) {
         <Fact label="Call" when={e.call_id}>
           <a href={href(["audit"], { q: e.call_id })}>{e.call_id}</a>
         </Fact>
+        <TraceFact trace={e.trace} />
         <dt>Chain</dt>
         <dd>
           position {chain.seq} of {chain.head_seq} ·{" "}

@@ -5,6 +5,7 @@ import { count, duration, usd, value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { AuditEvent, SessionSummary } from "../types";
 import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading, Spend } from "../ui/common";
+import { TraceLink } from "../ui/trace";
 import { HazardWarning, JsonText, Text } from "../ui/value";
 
 export function Sessions({ route }: { route: Route }) {
@@ -292,8 +293,9 @@ function Step({ event: e }: { event: AuditEvent }) {
           <JsonText value={e.result} />
         </>
       ) : null}
-      <p>
+      <p class="record-links">
         <a href={href(["audit", e.seq])}>Record {e.seq} in the audit log →</a>
+        <TraceLink trace={e.trace} />
       </p>
     </article>
   );

@@ -19,6 +19,7 @@ from ..._text import Text
 from ..._wire import Sent
 from .._auth import SESSION_COOKIE, database
 from .._errors import APIError
+from .._settings import ServerSettings
 
 router = APIRouter(prefix="/v1", tags=["session"])
 Db = Annotated[Database, Depends(database)]
@@ -42,11 +43,22 @@ class Login(BaseModel):
 
 
 class Signed(Sent):
-    """A signed-in person; send `csrf_token` as `X-CSRF-Token` on every change."""
+    """A signed-in person; send `csrf_token` as `X-CSRF-Token` on every change.
+
+    `trace_url` is the dashboard's configuration: the server's `CLEARANCE_TRACE_URL` template,
+    where the dashboard links a record's trace (None: no links).
+    """
 
     username: str
     roles: list[str]
     csrf_token: str
+    trace_url: str | None = None
+
+
+def _signed(request: Request, user: users.User, csrf: str) -> Signed:
+    """The answer to a signed-in person: who they are, and the dashboard's configuration."""
+    settings: ServerSettings = request.app.state.settings
+    return Signed(username=user.username, roles=list(user.roles), csrf_token=csrf, trace_url=settings.trace_url)
 
 
 class _Counts:
@@ -174,7 +186,7 @@ async def login(body: Login, request: Request, response: Response, db: Db) -> Si
         secure=request.url.scheme == "https",
         path="/",
     )
-    return Signed(username=user.username, roles=list(user.roles), csrf_token=csrf)
+    return _signed(request, user, csrf)
 
 
 @router.get("/session", summary="Who is signed in (people)")
@@ -188,7 +200,7 @@ async def current_session(request: Request, db: Db) -> Signed:
     if found is None:
         raise APIError(401, "nobody is signed in", headers={"WWW-Authenticate": 'Bearer realm="clearance"'})
     user, csrf = found
-    return Signed(username=user.username, roles=list(user.roles), csrf_token=csrf)
+    return _signed(request, user, csrf)
 
 
 @router.post("/logout", summary="Sign out")
