@@ -1642,6 +1642,11 @@ export interface components {
              * @description `session` or `agent` when an exhausted budget asks for approval
              */
             budget: string | null;
+            /**
+             * Asked In
+             * @description A call asked about again (its framework's call id): the span it was first asked in (traceparent)
+             */
+            asked_in: string | null;
         };
         /**
          * ClaimIn

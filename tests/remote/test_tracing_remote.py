@@ -189,3 +189,30 @@ def test_an_ardenpy_denial_is_linked_too(server: Server, tmp_path: Path, receive
     (decide,) = receiver.wait_for("clearance.approval.decide")
     assert decide.links == [(trace_id, span_id, {"clearance.link": "asked"})]
     assert decide.attributes["clearance.approval.status"] == "denied"
+
+
+def test_a_paused_call_run_in_another_trace_is_linked_to_where_it_was_asked(
+    server: Server, tmp_path: Path, receiver: Receiver, tracer: Any
+) -> None:
+    gov = agent(server, tmp_path, evaluation="server")
+    args = {"order_id": "A-1", "amount": 500}
+    with tracer.start_as_current_span("the paused run") as asked:
+        first = gov.begin("issue_refund", args, "s1", mode="pause", call_key="tool-call-7")
+    assert first.approval_id is not None, first.decision
+    answer = httpx.post(
+        f"{server.base}/v1/approvals/{first.approval_id}/approve", headers={"X-API-Key": server.approver}, json={}
+    )
+    assert answer.status_code == 200, answer.text
+    with tracer.start_as_current_span("the resumed run") as resumed:  # the graph asks about its call again
+        again = gov.begin("issue_refund", args, "s1", mode="pause", call_key="tool-call-7")
+        assert again.approval_id == first.approval_id
+        gov.claim(again)
+        gov.finish(again, error=None, duration_s=0.01, result="refunded")
+    clearance.flush()
+
+    spans = receiver.wait_for("execute_tool issue_refund", 2)
+    (ran,) = [s for s in spans if s.trace_id == hex_ids(resumed)[0]]
+    (first_span,) = [s for s in spans if s.trace_id == hex_ids(asked)[0]]
+    assert ran.parent_id == hex_ids(resumed)[1]
+    assert ran.attributes["clearance.asked_in.span_id"] == first_span.span_id
+    assert ran.links == [(first_span.trace_id, first_span.span_id, {"clearance.link": "asked"})]

@@ -285,3 +285,58 @@ def test_an_exporter_the_environment_names_must_be_installed(server_db: str, mon
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin_json")
     with pytest.raises(ConfigurationError, match="zipkin_json"):
         create_app(ServerSettings(database_url=server_db, otel=True))
+
+
+def test_a_traced_requests_store_transactions_are_its_child_spans(server_db: str, make_key: Any) -> None:
+    script = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "memory = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(memory))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "from fastapi.testclient import TestClient\n"
+        "from clearance.server import ServerSettings, create_app\n"
+        f"with TestClient(create_app(ServerSettings(database_url={server_db!r}, otel=True))) as c:\n"
+        f"    answer = c.get('/v1/approvals', headers={{'X-API-Key': {make_key('admin')!r}}})\n"
+        "    assert answer.status_code == 200, answer.text\n"
+        "spans = memory.get_finished_spans()\n"
+        "server = [s for s in spans if s.kind == trace.SpanKind.SERVER]\n"
+        "store = [s for s in spans if s.name.endswith('clearance-store')]\n"
+        "assert server and store, [s.name for s in spans]\n"
+        "ids = {s.context.span_id for s in spans}\n"
+        "assert all(s.parent is not None and s.parent.span_id in ids for s in store)\n"
+        "assert all(s.context.trace_id == server[0].context.trace_id for s in store)\n"
+        "print(sorted({(s.name, s.attributes['db.system.name']) for s in store}))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "src"), "OTEL_TRACES_EXPORTER": "none"},
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    dialect = "sqlite" if server_db.endswith(".db") or "sqlite" in server_db else "postgresql"
+    assert f"('read clearance-store', '{dialect}')" in ran.stdout
+
+
+def test_a_call_asked_about_again_says_where_it_was_first_asked(
+    client: TestClient, make_key: Any, server_db: str
+) -> None:
+    agent = activated(client, make_key, POLICY, agent="bot")["agent"]
+
+    def ask(span: str) -> Any:
+        answer = client.post(
+            "/v1/check",
+            headers={**agent, "Clearance-Trace": span},
+            json={"tool": "refund", "args": {"amount": 500}, "call_key": "tool-call-7"},
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    first, again = ask(SPAN), ask(OTHER)  # a resumed graph asks about its paused call again
+    assert first["asked_in"] is None
+    assert again["approval_id"] == first["approval_id"] and again["asked_in"] == SPAN

@@ -211,6 +211,7 @@ class RemoteGovernor(Backend):
             grant_id=r.grant_id,
         )
         ticket = Ticket(r.call_id, tool, r.session_id, decision, prepared.args_hash, r.approval_id)
+        ticket.asked_in = _trace.checked(r.asked_in)  # a replayed call: where it was first asked
         if ticket.approval_id is not None:
             if r.expires_at_us is None:
                 raise ServerError(f"the server created approval {r.approval_id} without an expiry", status=200)

@@ -26,3 +26,7 @@ class CheckResponse(Sent):
     budget: str | None = Field(
         default=None, description="`session` or `agent` when an exhausted budget asks for approval"
     )
+    asked_in: str | None = Field(
+        default=None,
+        description="A call asked about again (its framework's call id): the span it was first asked in (traceparent)",
+    )

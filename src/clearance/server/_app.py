@@ -14,7 +14,6 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from .._sinks import _process as exporting
-from .._store import Database
 from .._version import __version__
 from . import _dashboard, _errors, _metrics, _tracing
 from . import _longpoll as longpoll
@@ -56,9 +55,10 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = Database(settings.database_url, busy_timeout=settings.busy_timeout)
+        store = _tracing.store(settings)
+        app.state.db = store(settings.database_url, busy_timeout=settings.busy_timeout)
         try:  # decisions are committed by a writer thread on a second connection, many at once
-            app.state.commits = GroupCommit(Database(settings.database_url, busy_timeout=settings.busy_timeout))
+            app.state.commits = GroupCommit(store(settings.database_url, busy_timeout=settings.busy_timeout))
         except BaseException:
             app.state.db.close()
             raise

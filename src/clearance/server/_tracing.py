@@ -11,8 +11,10 @@
 - An approver's decision is a span of its request (`deciding`), linked to the span the call was
   asked in. The calls' own `execute_tool` spans are made from the audit log by the OpenTelemetry
   sink (`_sinks._otel`), which the app runs beside the configured ones.
-- The store's statements are not traced: they go through the driver's connections directly
-  (`_store._db`), which SQLAlchemy's instrumentation never sees.
+- The store's transactions are spans (`store`): the statements go through the driver's
+  connections directly (`_store._db`), which SQLAlchemy's instrumentation never sees, so a read
+  or write transaction inside a traced request is a `CLIENT` span of its own. One outside any
+  trace (the group commit's thread, the sweeper) is not.
 
 With `otel` off nothing here imports OpenTelemetry.
 """
@@ -29,6 +31,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from .. import _trace
+from .._store import Database
 from .._store._approvals import Approval
 from .._version import __version__
 from .._visible import visible
@@ -146,6 +149,39 @@ def deciding(request: Request, approval_id: str, *, approve: bool, by: str) -> I
                 span.add_link(context, {"clearance.link": "asked"})
 
         yield decided
+
+
+def store(settings: ServerSettings) -> type[Database]:
+    """The store class the app opens: `Database`, or with `otel` one whose transactions are spans."""
+    return _TracedDatabase if settings.otel else Database
+
+
+class _TracedDatabase(Database):
+    """A store whose read and write transactions inside a traced request are spans of it."""
+
+    @contextlib.contextmanager
+    def write(self, *, pipelined: bool = False) -> Iterator[Any]:  # noqa: D102
+        with _transaction(self, "write"), super().write(pipelined=pipelined) as cur:
+            yield cur
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Any]:  # noqa: D102
+        with _transaction(self, "read"), super().read() as cur:
+            yield cur
+
+
+@contextlib.contextmanager
+def _transaction(db: Database, kind: str) -> Iterator[None]:
+    """A span for one transaction, under the current span when it is recording (else none)."""
+    from opentelemetry import trace
+
+    if not trace.get_current_span().is_recording():
+        yield
+        return
+    tracer = trace.get_tracer(_SCOPE, __version__)
+    attributes = {"db.system.name": db.dialect, "db.operation.name": kind}
+    with tracer.start_as_current_span(f"{kind} clearance-store", kind=trace.SpanKind.CLIENT, attributes=attributes):
+        yield
 
 
 def _untraced(approval: Approval) -> None:

@@ -291,6 +291,7 @@ async def check(body: CheckRequest, request: Request, key: Agent) -> CheckRespon
         expires_at_us=call.expires_at_us,
         grant_id=d.grant_id,
         budget=d.budget,
+        asked_in=call.asked_in,
     )
 
 
