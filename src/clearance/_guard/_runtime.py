@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .. import _trace
+from .. import _otel_env, _trace
 from .._settings import Settings
 from .._sinks import Sink
 from .._sinks import _process as sinks
@@ -85,8 +85,10 @@ def configure(
         exporters: Event sinks every committed record passes (`JsonLinesSink`, your own
             `Sink`, or specs like `"jsonl:audit.jsonl"`); default `CLEARANCE_EXPORTERS`.
         otel: Trace governed calls with OpenTelemetry (the `otel` extra): an `execute_tool`
-            span per call, under the span it was made in, through your tracer provider. In
-            remote mode the server emits them; the agent sends its trace context.
+            span per call, under the span it was made in, through your tracer provider (or, when
+            the process has none, one made from `OTEL_EXPORTER_OTLP_ENDPOINT` and the other
+            standard variables). In remote mode the server emits them; the agent sends its
+            trace context.
         otel_args: Also put the recorded (redacted) arguments on each call's span.
         otel_usage: Usage spans for LLM calls: `auto` (where no framework instrumentation
             traced them), `always`, `never`.
@@ -126,6 +128,8 @@ def configure(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigurationError(f"invalid Clearance settings: {problems}") from None
+    if settings.otel:  # spans go where the OTEL_* environment says, unless the process has a provider
+        _otel_env.provide(settings.agent, default_otlp=False)
     governor: Backend
     if settings.server_url is not None and (shadow is not None or settings.shadow_policy is not None):
         raise ConfigurationError(

@@ -25,12 +25,11 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
 from typing import Any
 
 from fastapi import FastAPI, Request
 
-from .. import _trace
+from .. import _otel_env, _trace
 from .._store import Database
 from .._store._approvals import Approval
 from .._version import __version__
@@ -67,56 +66,9 @@ def install(app: FastAPI, settings: ServerSettings) -> None:
             "CLEARANCE_OTEL=true needs OpenTelemetry: pip install 'clearance[otel]' (and an exporter,"
             " e.g. opentelemetry-exporter-otlp-proto-http)"
         ) from None
-    _provide()
+    _otel_env.provide(_SERVICE, default_otlp=True)
     own = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
     FastAPIInstrumentor.instrument_app(app, excluded_urls=",".join(filter(None, (*_UNTRACED, own))))
-
-
-def _provide() -> None:
-    """Make the global tracer provider from the environment, unless the process has one already."""
-    from opentelemetry import trace
-
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        return
-    exporters = _exporters()
-    if not exporters:
-        return
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    resource = Resource.create()
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: _SERVICE}))
-    provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER, as the SDK reads it
-    for exporter in exporters:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-
-
-def _exporters() -> list[Any]:
-    """The exporters `OTEL_TRACES_EXPORTER` names (default `otlp`, over HTTP unless the protocol says gRPC).
-
-    Raises:
-        ConfigurationError: One it names explicitly is not installed.
-    """
-    given = os.environ.get("OTEL_TRACES_EXPORTER")
-    names = [n.strip() for n in (given or "otlp").split(",") if n.strip()]
-    if "none" in names:
-        return []
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-    otlp = "otlp_proto_grpc" if protocol == "grpc" else "otlp_proto_http"
-    found = []
-    for name in (otlp if n == "otlp" else n for n in names):
-        entry = next(iter(entry_points(group="opentelemetry_traces_exporter", name=name)), None)
-        if entry is None:
-            package = "opentelemetry-exporter-" + name.replace("_", "-") if name.startswith("otlp") else name
-            if given is not None:
-                raise ConfigurationError(f"OTEL_TRACES_EXPORTER names {name!r}, which is not installed ({package})")
-            log.warning("CLEARANCE_OTEL is on but no span exporter is installed (pip install %s)", package)
-            continue
-        found.append(entry.load()())
-    return found
 
 
 @contextlib.contextmanager
