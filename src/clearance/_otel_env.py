@@ -18,6 +18,7 @@ from .errors import ConfigurationError
 
 log = logging.getLogger("clearance")
 
+_warned = False
 _NAMED = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER")
 
 
@@ -41,10 +42,13 @@ def provide(service: str, *, default_otlp: bool) -> None:
     if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return
     if not default_otlp and not any(os.environ.get(name) for name in _NAMED):
-        log.warning(
-            "otel=True, but this process has no tracer provider and OTEL_EXPORTER_OTLP_ENDPOINT is not set:"
-            " Clearance's spans go nowhere until one is set"
-        )
+        global _warned
+        if not _warned:  # once: configure() may run many times
+            _warned = True
+            log.warning(
+                "otel=True, but this process has no tracer provider and OTEL_EXPORTER_OTLP_ENDPOINT is not set:"
+                " Clearance's spans go nowhere until one is set"
+            )
         return
     exporters = _exporters()
     if not exporters:

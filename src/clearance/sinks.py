@@ -8,12 +8,14 @@ clearance.configure(exporters=[JsonLinesSink("audit.jsonl")])
 ```
 
 A sink is any object with a `name` and `deliver(batch)` (the `Sink` protocol); see
-docs/extending.md.
+docs/extending.md. `OtelSink` makes OpenTelemetry spans of the governed calls
+(`configure(otel=True)` adds one; see docs/observability.md).
 """
 
 from __future__ import annotations
 
 from ._sinks import JsonLinesSink, Record, Sink, SinkStatus
+from ._sinks._otel import OtelSink
 from ._sinks._process import status
 
-__all__ = ["JsonLinesSink", "Record", "Sink", "SinkStatus", "status"]
+__all__ = ["JsonLinesSink", "OtelSink", "Record", "Sink", "SinkStatus", "status"]

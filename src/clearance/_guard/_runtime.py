@@ -128,7 +128,8 @@ def configure(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigurationError(f"invalid Clearance settings: {problems}") from None
-    if settings.otel:  # spans go where the OTEL_* environment says, unless the process has a provider
+    own_sink = exporters is not NOT_GIVEN and any(getattr(e, "name", None) == "otel" for e in exporters)
+    if settings.otel and not own_sink:  # spans go where OTEL_* says, unless the process has a provider
         _otel_env.provide(settings.agent, default_otlp=False)
     governor: Backend
     if settings.server_url is not None and (shadow is not None or settings.shadow_policy is not None):
