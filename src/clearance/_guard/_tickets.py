@@ -231,11 +231,12 @@ def outcome_fields(
         fields["approval_id"] = ticket.approval_id
         if ticket.executed_args_hash is not None:
             fields["executed_args_hash"] = ticket.executed_args_hash
-    if (trace := _trace.current()) is not None:
+    # A call run from where it was asked has its span already; one run from another (a resume,
+    # a replayed hook) says where it ran, and where it was asked when that is another trace.
+    if (asked_in := ticket.asked_in) is not None and (trace := _trace.current()) is not None:
         fields["trace"] = trace
-        asked_in = ticket.asked_in
-        if asked_in is not None and _trace.trace_id(asked_in) != _trace.trace_id(trace):
-            fields["asked_in"] = asked_in  # resumed in another trace: its span links to where it was asked
+        if _trace.trace_id(asked_in) != _trace.trace_id(trace):
+            fields["asked_in"] = asked_in
     return fields
 
 

@@ -13,14 +13,21 @@ context read, and an exporter that is down, slow or raising holds up only this t
 span keeps the times the records hold and the parent the record names, so it nests under the
 framework's own tool span (or the user's span) in the trace, however late it is exported.
 
-A call is held from its decision until it ends: blocked (at once), denied, expired or
-cancelled (at that record), or finished. A call resumed in another trace (another process, a
-resumed graph) also gets an `execute_tool` span there, linked to the one where it was asked
-(and naming it in `clearance.asked_in.trace_id` / `.span_id`, for backends that keep no links).
-What a restart loses: a call decided before the sink started (or one evicted after
-`keep` calls waiting at once) gets its span from its `tool_call.finished` record alone, linked
-to where it was asked; a call still held at shutdown is emitted as it stands, marked
-`clearance.unfinished`. Delivery is at least once, so a crash may repeat a batch's spans.
+A call is held from its decision until it ends: blocked (at once), denied, expired undecided,
+cancelled (at that record), or finished (a call allowed on its approval's timeout runs, so it
+ends when it has run). A call resumed in another trace (another process, a resumed graph)
+also gets an `execute_tool` span there, linked to the one where it was asked (and naming it
+in `clearance.asked_in.trace_id` / `.span_id`, for backends that keep no links).
+
+What is held is what the span needs, its text already shown and cut (the arguments only with
+`args=True`), by agent and call id; at most `keep` calls, and none longer than `max_age`
+seconds of record time: the oldest or stalest is emitted as it stands, marked
+`clearance.unfinished`. A new configuration's sink of the same name takes over the calls the
+last one held; the last one to close emits them as they stand. What a restart loses: a call
+decided before the sink started gets its span from its `tool_call.finished` record alone.
+Delivery is at least once, so a crash may repeat a batch's spans. Times come from records
+(an agent's shipped ones included) and are clamped to what OTLP can carry, a span never
+ending before it starts.
 
 Attributes follow the OpenTelemetry GenAI conventions for tool execution (`gen_ai.operation.name`
 `execute_tool`, `gen_ai.tool.name`, `gen_ai.tool.call.id`, …) with Clearance's own under
@@ -31,9 +38,10 @@ then as recorded: a redacted value is never on a span.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,21 +57,56 @@ from ._record import Record
 log = logging.getLogger("clearance.sinks")
 
 _MAX_TEXT = 4096
+_MAX_NS = 2**63 - 1  # OTLP times are unsigned 64-bit; the SDK's are signed
+# Seconds of span-making between giving the interpreter up. A call waiting for it otherwise
+# waits up to a switch interval (5 ms); giving it up after every span costs each call one span.
+_SLICE = 0.001
 _ENDS_WAIT = ("approval.decided", "approval.expired")
+_RUNS = ("approved", "allowed_on_timeout")  # decisions after which the call runs
 _SCOPE = "clearance"
+_KINDS = frozenset(
+    {
+        "tool_call.decided",
+        "tool_call.finished",
+        "approval.requested",
+        "approval.voted",
+        "approval.escalated",
+        "approval.refused",
+        "approval.decided",
+        "approval.expired",
+        "approval.executed",
+        "approval.failed",
+        "llm.call",
+    }
+)
+
+Key = tuple[str, str]  # (agent, call id): an agent names its own calls
 
 
 @dataclass
 class _Call:
-    """One call held between its decision and its end."""
+    """One call held between its decision and its end: only what its span needs, shown and cut."""
 
-    fields: dict[str, Any]
+    key: Key
+    tool: str
+    attributes: dict[str, Any]
+    parent: str | None  # the traceparent it was made in
     start_ns: int
+    blocked_reason: str | None = None
     events: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
     wait: tuple[int, int, dict[str, Any]] | None = None  # requested at, decided at, attributes
     requested_ns: int | None = None
-    on_timeout: str | None = None
-    approved: bool = False
+    outcome: str | None = None  # the approval's decision, once decided
+    last_ns: int = 0  # the newest record of it
+
+    @property
+    def runs(self) -> bool:
+        """Whether the call goes on to run (allowed, or approved): it ends when it has."""
+        return self.outcome is None or self.outcome in _RUNS
+
+
+_live: dict[str, list[weakref.ref[OtelSink]]] = {}  # by name: a closing sink hands its calls to a newer one
+_live_lock = threading.Lock()
 
 
 class OtelSink:
@@ -80,6 +123,8 @@ class OtelSink:
         name: The sink's name (its position is kept under it).
         keep: Most calls held at once while they wait for their end; the oldest is emitted as
             it stands when more arrive.
+        max_age: Seconds of record time a call is held at most (an approval that is never
+            decided, a process that died mid-call); then it is emitted as it stands.
     """
 
     SCHEMES: ClassVar[tuple[str, ...]] = ("otel",)
@@ -97,37 +142,48 @@ class OtelSink:
         tracer_provider: Any = None,
         name: str = "otel",
         keep: int = 10_000,
+        max_age: float = 86_400.0,
     ) -> None:
         try:
             from opentelemetry import trace
+            from opentelemetry.context import Context
         except ImportError:
             from ..errors import ConfigurationError
 
             raise ConfigurationError("the OpenTelemetry sink needs pip install 'clearance[otel]'") from None
         self.name = name
-        self.args, self.usage, self.keep = args, usage, keep
-        self._trace = trace
+        self.args, self.usage, self.keep, self.max_age_ns = args, usage, keep, int(max_age * 1e9)
+        self._trace, self._empty = trace, Context
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
-        self._held: OrderedDict[str, _Call] = OrderedDict()
+        self._held: OrderedDict[Key, _Call] = OrderedDict()  # oldest decision first
+        self._lock = threading.Lock()  # the sink's thread, and a predecessor handing over
+        self._newest_ns = 0
+        with _live_lock:
+            _live.setdefault(name, []).append(weakref.ref(self))
 
     # -- the records -----------------------------------------------------------------------
 
     def deliver(self, batch: Sequence[Record]) -> None:
         """Make the spans of the calls that end in `batch`; hold the rest. Never raises for a record."""
-        ended: list[tuple[_Call, dict[str, Any] | None]] = []
-        for record in batch:
+        ended: list[tuple[_Call, dict[str, Any] | None, int]] = []
+        with self._lock:
+            for record in batch:
+                try:
+                    self._take(record, ended)
+                except Exception as exc:  # one record that cannot be traced must not stop the others
+                    log.warning("no span for record %s (%s): %r", record.id, record.kind, exc)
+            self._let_go(ended)
+        slice_began = time.perf_counter()
+        for call, finished, end_ns in ended:
             try:
-                self._take(record, ended)
-            except Exception as exc:  # one record that cannot be traced must not stop the others
-                log.warning("no span for record %s (%s): %r", record.id, record.kind, exc)
-        for call, finished in ended:
-            try:
-                self._emit(call, finished)
+                self._emit(call, finished, end_ns)
             except Exception as exc:
-                log.warning("a span could not be made for call %s: %r", call.fields.get("call_id"), exc)
-            time.sleep(0)  # let a governed call take the interpreter between spans, not after the batch
+                log.warning("a span could not be made for a %s call: %r", call.tool, exc)
+            if time.perf_counter() - slice_began > _SLICE:
+                time.sleep(0)  # a governed call waiting for the interpreter waits a slice, not a switch interval
+                slice_began = time.perf_counter()
 
-    def _take(self, record: Record, ended: list[tuple[_Call, dict[str, Any] | None]]) -> None:
+    def _take(self, record: Record, ended: list[tuple[_Call, dict[str, Any] | None, int]]) -> None:
         kind = record.kind
         if kind not in _KINDS:
             return
@@ -137,40 +193,42 @@ class OtelSink:
             event = None
         if not isinstance(event, dict):
             event = record.event()  # as every reader shows a body that is not (marked)
-        at_ns = record.at_us * 1000
-        call_id = event.get("call_id")
+        at_ns = _ns(record.at_us * 1000 if isinstance(record.at_us, int) else 0)
+        self._newest_ns = max(self._newest_ns, at_ns)
         if kind == "llm.call":
             self._usage(event, at_ns)
             return
+        call_id = event.get("call_id")
         if not isinstance(call_id, str):
             return
+        key = (str(event.get("agent")), call_id)
         if kind == "tool_call.decided":
-            call = _Call(event, at_ns)
+            call = self._decided(key, event, at_ns)
             if event.get("decision") == "block":
-                ended.append((call, None))
-                return
-            self._held[call_id] = call
-            if len(self._held) > self.keep:
-                _, oldest = self._held.popitem(last=False)
-                ended.append((oldest, None))
+                ended.append((call, None, at_ns))
+            else:
+                self._held.pop(key, None)  # a repeated record: the newer one
+                self._held[key] = call
             return
         if kind == "tool_call.finished":
-            held = self._held.pop(call_id, None)
-            if held is None:  # decided before this sink started, or let go: the span from this record alone
-                held = _Call({}, at_ns - _ms_ns(event.get("duration_ms")))
-            ended.append((held, event))
+            held = self._held.pop(key, None)
+            if held is None:  # decided before this sink started: the span from this record alone
+                start = _ns(at_ns - _ms_ns(event.get("duration_ms")))
+                tool = visible(str(event.get("tool") or "unknown"))[:_MAX_TEXT]
+                held = _Call(key, tool, {}, _trace.checked(event.get("trace")), start)
+            ended.append((held, event, at_ns))
             return
-        held_call = self._held.get(call_id) or _last(ended, call_id)
-        if held_call is None:
+        found = self._held.get(key) or _ended(ended, key)
+        if found is None:
             return
+        found.last_ns = at_ns
         by = event.get("by")
         if kind == "approval.requested":
-            held_call.requested_ns = at_ns
-            held_call.on_timeout = str(event.get("on_timeout") or "")
-            held_call.events.append(("clearance.approval.requested", _approvers(event), at_ns))
+            found.requested_ns = at_ns
+            found.events.append(("clearance.approval.requested", _approvers(event), at_ns))
         elif kind in ("approval.executed", "approval.failed"):
-            held_call.events.append(("clearance.approval.resumed", _attrs({"clearance.executor": by}), at_ns))
-        elif kind in _ENDS_WAIT or kind in ("approval.voted", "approval.escalated", "approval.refused"):
+            found.events.append(("clearance.approval.resumed", _attrs({"clearance.executor": by}), at_ns))
+        else:
             decision = str(event.get("decision") or kind.partition(".")[2])
             attrs = _attrs(
                 {
@@ -179,17 +237,50 @@ class OtelSink:
                     "clearance.approval.note": event.get("note"),
                 }
             )
-            held_call.events.append((f"clearance.{kind}", attrs, at_ns))
+            found.events.append((f"clearance.{kind}", attrs, at_ns))
             if kind in _ENDS_WAIT:
-                self._end_wait(held_call, event, decision, at_ns, ended)
+                self._end_wait(key, found, event, decision, at_ns, ended)
+
+    def _decided(self, key: Key, d: dict[str, Any], at_ns: int) -> _Call:
+        """A decided call's span, as far as its decision says."""
+        tool = visible(str(d.get("tool") or "unknown"))[:_MAX_TEXT]
+        found: dict[str, Any] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool,
+            "gen_ai.tool.type": "function",
+            "gen_ai.tool.call.id": d.get("call_id"),
+            "gen_ai.agent.name": d.get("agent"),
+            "gen_ai.conversation.id": d.get("session"),
+            "clearance.call_id": d.get("call_id"),
+            "clearance.environment": d.get("environment"),
+            "clearance.decision": d.get("decision"),
+            "clearance.rule_ids": _texts(d.get("rule_ids")),
+            "clearance.reason": d.get("reason"),
+            "clearance.policy_revision": d.get("policy_revision"),
+            "clearance.approval_id": d.get("approval_id"),
+            "clearance.grant_id": d.get("grant_id"),
+            "clearance.args_hash": d.get("args_hash"),
+            "clearance.monitored": _texts([m.get("rule_id") for m in d.get("monitored") or () if isinstance(m, dict)]),
+        }
+        shadow = d.get("shadow")
+        if isinstance(shadow, dict):
+            found["clearance.shadow.decision"] = shadow.get("decision")
+            found["clearance.shadow.revision"] = shadow.get("revision")
+        if self.args and isinstance(d.get("args"), dict):
+            found["gen_ai.tool.call.arguments"] = shown_json(d["args"])
+            if d.get("args_redacted"):
+                found["clearance.args_redacted"] = _texts(d.get("args_redacted"))
+        blocked = str(d.get("reason") or "") if d.get("decision") == "block" else None
+        return _Call(key, tool, _attrs(found), _trace.checked(d.get("trace")), at_ns, blocked, last_ns=at_ns)
 
     def _end_wait(
         self,
+        key: Key,
         call: _Call,
         event: dict[str, Any],
         decision: str,
         at_ns: int,
-        ended: list[tuple[_Call, dict[str, Any] | None]],
+        ended: list[tuple[_Call, dict[str, Any] | None, int]],
     ) -> None:
         """An approval's decision: the wait is over; a call that will not run ends here."""
         begun = call.requested_ns if call.requested_ns is not None else call.start_ns
@@ -198,42 +289,47 @@ class OtelSink:
                 "clearance.approval_id": event.get("approval_id"),
                 "clearance.approval.decision": decision,
                 "clearance.approval.by": event.get("by"),
-                "clearance.wait_ms": (at_ns - begun) / 1e6,
+                "clearance.wait_ms": max(0, at_ns - begun) / 1e6,
             }
         )
         call.wait = (begun, at_ns, attrs)
-        runs = decision == "approved" or (decision == "expired" and call.on_timeout == "allow")
-        call.approved = runs
-        call_id = call.fields.get("call_id")
-        if not runs and isinstance(call_id, str) and self._held.pop(call_id, None) is not None:
-            ended.append((call, None))
+        call.outcome = decision
+        if not call.runs and self._held.pop(key, None) is not None:
+            ended.append((call, None, at_ns))
+
+    def _let_go(self, ended: list[tuple[_Call, dict[str, Any] | None, int]]) -> None:
+        """Emit, as they stand, the calls held past `keep` or `max_age` (oldest decision first)."""
+        stale = self._newest_ns - self.max_age_ns
+        while self._held:
+            key, oldest = next(iter(self._held.items()))
+            if len(self._held) <= self.keep and oldest.last_ns >= stale:
+                break
+            del self._held[key]
+            ended.append((oldest, None, oldest.last_ns))
 
     # -- the spans -------------------------------------------------------------------------
 
-    def _emit(self, call: _Call, finished: dict[str, Any] | None) -> None:
+    def _emit(self, call: _Call, finished: dict[str, Any] | None, end_ns: int) -> None:
         """The call's span (and its wait's), from its decision to its end; a resume elsewhere gets its own."""
         trace = self._trace
-        decided = call.fields
-        tool = str(decided.get("tool") or (finished or {}).get("tool") or "unknown")
-        parent_tp = _trace.checked(decided.get("trace")) if decided else None
-        if not decided and finished is not None:  # only the outcome is known: it ran where it finished
-            parent_tp = _trace.checked(finished.get("trace"))
-        asked_in = _trace.checked((finished or {}).get("asked_in"))
-        ran_tp = _trace.checked((finished or {}).get("trace"))
-        elsewhere = asked_in is not None and ran_tp is not None and decided != {}
+        decided = bool(call.attributes)
+        f = finished or {}
+        asked_in = _trace.checked(f.get("asked_in"))
+        ran_in = _trace.checked(f.get("trace"))
+        attributes = {**call.attributes, **_outcome(f)} if finished is not None else dict(call.attributes)
         links = []
-        attributes = self._call_attributes(tool, decided, finished)
-        if not decided and asked_in is not None:
-            links.append(trace.Link(_remote(trace, asked_in), {"clearance.link": "asked"}))
-            attributes.update(_asked_attributes(_remote(trace, asked_in)))
-        end_ns = call.start_ns
-        if finished is not None:
-            end_ns = max(end_ns, self._at_ns(finished, call))
-        elif call.wait is not None:
-            end_ns = call.wait[1]
+        if not decided:  # only the outcome is known: it ran where it finished
+            attributes.update(_attrs(_base(f, call.tool)))
+            if asked_in is not None:
+                asked = _remote(trace, asked_in)
+                links.append(trace.Link(asked, {"clearance.link": "asked"}))
+                attributes.update(_asked_attributes(asked))
+        unfinished = finished is None and call.runs and call.blocked_reason is None
+        if unfinished:
+            attributes["clearance.unfinished"] = True
         span = self._tracer.start_span(
-            f"execute_tool {visible(tool)[:_MAX_TEXT]}",
-            context=self._context(parent_tp),
+            f"execute_tool {call.tool}",
+            context=self._context(call.parent),
             kind=trace.SpanKind.INTERNAL,
             attributes=attributes,
             links=links,
@@ -245,36 +341,35 @@ class OtelSink:
             begun, until, attrs = call.wait
             wait = self._tracer.start_span(
                 "clearance.approval",
-                context=trace.set_span_in_context(span),
+                context=trace.set_span_in_context(span, self._empty()),
                 attributes=attrs,
                 start_time=begun,
             )
-            wait.end(end_time=until)
-        self._status(span, decided, finished, call)
-        if finished is None and decided and not call.wait and decided.get("decision") != "block":
-            span.set_attribute("clearance.unfinished", True)
-        span.end(end_time=end_ns)
-        if elsewhere and finished is not None and ran_tp is not None:
-            self._resumed(tool, span, decided, finished, ran_tp)
+            wait.end(end_time=max(begun, until))
+        self._status(span, call, finished)
+        span.end(end_time=max(call.start_ns, end_ns))
+        if decided and asked_in is not None and ran_in is not None and finished is not None:
+            self._resumed(call, span, finished, ran_in, end_ns)
 
-    def _resumed(self, tool: str, asked: Any, decided: dict[str, Any], finished: dict[str, Any], ran_tp: str) -> None:
+    def _resumed(self, call: _Call, asked: Any, finished: dict[str, Any], ran_in: str, end_ns: int) -> None:
         """The span of a call run in another trace than the one it was asked in, linked to the asked one."""
         trace = self._trace
-        end_ns = self._at_ns(finished, None)
+        start = _ns(end_ns - _ms_ns(finished.get("duration_ms")))
         span = self._tracer.start_span(
-            f"execute_tool {visible(tool)[:_MAX_TEXT]}",
-            context=self._context(ran_tp),
+            f"execute_tool {call.tool}",
+            context=self._context(ran_in),
             kind=trace.SpanKind.INTERNAL,
             attributes={
-                **self._call_attributes(tool, decided, finished),
+                **call.attributes,
+                **_outcome(finished),
                 **_asked_attributes(asked.get_span_context()),
                 "clearance.resumed": True,
             },
             links=[trace.Link(asked.get_span_context(), {"clearance.link": "asked"})],
-            start_time=end_ns - _ms_ns(finished.get("duration_ms")),
+            start_time=start,
         )
-        self._status(span, decided, finished, None)
-        span.end(end_time=end_ns)
+        self._status(span, call, finished)
+        span.end(end_time=max(start, end_ns))
 
     def _usage(self, event: dict[str, Any], at_ns: int) -> None:
         """A model call's usage as a `chat <model>` span, unless a framework's instrumentation traced it."""
@@ -297,110 +392,84 @@ class OtelSink:
                 "clearance.event_id": event.get("id"),
             }
         )
+        start = _ns(at_ns - _ms_ns(event.get("latency_ms")))
         span = self._tracer.start_span(
             f"chat {model}",
             context=self._context(_trace.checked(event.get("trace"))),
             kind=self._trace.SpanKind.CLIENT,
             attributes=attrs,
-            start_time=at_ns - _ms_ns(event.get("latency_ms")),
+            start_time=start,
         )
-        span.end(end_time=at_ns)
+        span.end(end_time=max(start, at_ns))
 
-    def _call_attributes(self, tool: str, decided: dict[str, Any], finished: dict[str, Any] | None) -> dict[str, Any]:
-        d, f = decided, finished or {}
-        found: dict[str, Any] = {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": tool,
-            "gen_ai.tool.type": "function",
-            "gen_ai.tool.call.id": d.get("call_id") or f.get("call_id"),
-            "gen_ai.agent.name": d.get("agent") or f.get("agent"),
-            "gen_ai.conversation.id": d.get("session") or f.get("session"),
-            "clearance.call_id": d.get("call_id") or f.get("call_id"),
-            "clearance.environment": d.get("environment") or f.get("environment"),
-            "clearance.decision": d.get("decision"),
-            "clearance.rule_ids": _texts(d.get("rule_ids")),
-            "clearance.reason": d.get("reason"),
-            "clearance.policy_revision": d.get("policy_revision"),
-            "clearance.approval_id": d.get("approval_id") or f.get("approval_id"),
-            "clearance.grant_id": d.get("grant_id"),
-            "clearance.args_hash": d.get("args_hash"),
-            "clearance.monitored": _texts([m.get("rule_id") for m in d.get("monitored") or () if isinstance(m, dict)]),
-            "clearance.outcome": f.get("decision"),
-            "clearance.duration_ms": f.get("duration_ms"),
-        }
-        shadow = d.get("shadow")
-        if isinstance(shadow, dict):
-            found["clearance.shadow.decision"] = shadow.get("decision")
-            found["clearance.shadow.revision"] = shadow.get("revision")
-        if self.args and isinstance(d.get("args"), dict):
-            found["gen_ai.tool.call.arguments"] = shown_json(d["args"])
-            if d.get("args_redacted"):
-                found["clearance.args_redacted"] = _texts(d.get("args_redacted"))
-        return _attrs(found)
-
-    def _status(self, span: Any, decided: dict[str, Any], finished: dict[str, Any] | None, call: _Call | None) -> None:
-        status = self._trace.Status
-        code = self._trace.StatusCode
+    def _status(self, span: Any, call: _Call, finished: dict[str, Any] | None) -> None:
+        status, code = self._trace.Status, self._trace.StatusCode
         if finished is not None:
             if finished.get("decision") == "error":
                 error = str(finished.get("error") or "error")
                 span.set_attribute("error.type", visible(error.partition(":")[0])[:200])
                 span.set_status(status(code.ERROR, visible(error)[:_MAX_TEXT]))
             return
-        if decided.get("decision") == "block":
+        if call.blocked_reason is not None:
             span.set_attribute("error.type", "clearance.blocked")
-            span.set_status(status(code.ERROR, visible(f"blocked: {decided.get('reason') or ''}")[:_MAX_TEXT]))
-        elif call is not None and call.wait is not None and not call.approved:
-            outcome = str(call.wait[2].get("clearance.approval.decision") or "not approved")
+            span.set_status(status(code.ERROR, visible(f"blocked: {call.blocked_reason}")[:_MAX_TEXT]))
+        elif not call.runs:
+            outcome = visible(str(call.outcome))[:200]
             span.set_attribute("error.type", f"clearance.{outcome}")
             span.set_status(status(code.ERROR, f"approval {outcome}"))
 
     def _context(self, traceparent: str | None) -> Any:
         """The context a span is made in: under the recorded parent, or a new trace (never this thread's own)."""
-        from opentelemetry.context import Context
-
         if traceparent is None:
-            return Context()
-        return self._trace.set_span_in_context(
-            self._trace.NonRecordingSpan(_remote(self._trace, traceparent)), Context()
-        )
-
-    @staticmethod
-    def _at_ns(finished: dict[str, Any], call: _Call | None) -> int:
-        at = finished.get("at_us")
-        return at * 1000 if isinstance(at, int) else (call.start_ns if call else 0)
+            return self._empty()
+        parent = self._trace.NonRecordingSpan(_remote(self._trace, traceparent))
+        return self._trace.set_span_in_context(parent, self._empty())
 
     def close(self) -> None:
-        """Emit the calls still held, as they stand (`clearance.unfinished`)."""
-        held, self._held = self._held, OrderedDict()
+        """Hand the calls still held to a newer sink of the same name, or emit them as they stand."""
+        with _live_lock:
+            others = [s for r in _live.get(self.name, []) if (s := r()) is not None and s is not self]
+            if others:
+                _live[self.name] = [weakref.ref(s) for s in others]
+            else:
+                _live.pop(self.name, None)
+            successor = others[-1] if others else None
+        with self._lock:
+            held, self._held = self._held, OrderedDict()
+        if successor is not None:
+            with successor._lock:
+                for key, call in held.items():
+                    successor._held.setdefault(key, call)
+            return
         for call in held.values():
-            with contextlib.suppress(Exception):
-                self._emit(call, None)
+            try:
+                self._emit(call, None, call.last_ns)
+            except Exception as exc:
+                log.warning("a span could not be made for a %s call: %r", call.tool, exc)
 
 
-_KINDS = frozenset(
-    {
-        "tool_call.decided",
-        "tool_call.finished",
-        "approval.requested",
-        "approval.voted",
-        "approval.escalated",
-        "approval.refused",
-        "approval.decided",
-        "approval.expired",
-        "approval.executed",
-        "approval.failed",
-        "llm.call",
-    }
-)
-
-
-def _last(ended: list[tuple[_Call, dict[str, Any] | None]], call_id: str) -> _Call | None:
+def _ended(ended: list[tuple[_Call, dict[str, Any] | None, int]], key: Key) -> _Call | None:
     """A call that ended earlier in this batch (its `approval.executed` follows its `tool_call.finished`)."""
-    for call, finished in reversed(ended):
-        if call.fields.get("call_id") == call_id or (finished or {}).get("call_id") == call_id:
-            return call
-    return None
+    return next((call for call, _, _ in reversed(ended) if call.key == key), None)
+
+
+def _base(finished: dict[str, Any], tool: str) -> dict[str, Any]:
+    """What a span made from a `tool_call.finished` record alone says of its call."""
+    return {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": tool,
+        "gen_ai.tool.type": "function",
+        "gen_ai.tool.call.id": finished.get("call_id"),
+        "gen_ai.agent.name": finished.get("agent"),
+        "gen_ai.conversation.id": finished.get("session"),
+        "clearance.call_id": finished.get("call_id"),
+        "clearance.environment": finished.get("environment"),
+        "clearance.approval_id": finished.get("approval_id"),
+    }
+
+
+def _outcome(finished: dict[str, Any]) -> dict[str, Any]:
+    return _attrs({"clearance.outcome": finished.get("decision"), "clearance.duration_ms": finished.get("duration_ms")})
 
 
 def _remote(trace: Any, traceparent: str) -> Any:
@@ -428,15 +497,19 @@ def _approvers(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _attrs(values: dict[str, Any]) -> dict[str, Any]:
-    """Values OpenTelemetry takes: text shown visibly and cut, numbers, flags, lists of text; no None."""
+    """Values OpenTelemetry takes: text shown visibly and cut, finite numbers, flags, lists of text; no None."""
     out: dict[str, Any] = {}
     for key, value in values.items():
         if value is None or value == ():
             continue
         if isinstance(value, str):
             out[key] = visible(value)[:_MAX_TEXT]
-        elif isinstance(value, bool | int | float):
+        elif isinstance(value, bool):
             out[key] = value
+        elif isinstance(value, int):
+            out[key] = value if -(2**63) <= value < 2**63 else str(value)  # OTLP's integers are 64-bit
+        elif isinstance(value, float):
+            out[key] = value if value == value and abs(value) != float("inf") else str(value)
         elif isinstance(value, tuple):
             out[key] = value
         else:
@@ -451,7 +524,12 @@ def _texts(value: Any) -> tuple[str, ...]:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
+
+
+def _ns(value: int) -> int:
+    """A time in nanoseconds OTLP can carry: within 0 and 2**63 - 1."""
+    return min(max(value, 0), _MAX_NS)
 
 
 def _ms_ns(value: Any) -> int:

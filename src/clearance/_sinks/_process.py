@@ -79,15 +79,15 @@ def status() -> list[SinkStatus]:
 
 
 def with_otel(chosen: list[Sink], otel: bool, *, args: bool, usage: Literal["auto", "always", "never"]) -> list[Sink]:
-    """`chosen`, and with `otel` the OpenTelemetry sink (unless one named `otel` is there already).
+    """`chosen`, and with `otel` the OpenTelemetry sink (unless one is there already, whatever its name).
 
     Raises:
         ConfigurationError: OpenTelemetry is not installed.
     """
-    if not otel or any(s.name == "otel" for s in chosen):
-        return chosen
-    from ._otel import OtelSink
+    from ._otel import OtelSink  # imports no OpenTelemetry until one is made
 
+    if not otel or any(isinstance(s, OtelSink) or s.name == "otel" for s in chosen):
+        return chosen
     return [*chosen, OtelSink(args=args, usage=usage)]
 
 
