@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import clearance
+from clearance._clock import ManualClock
 from clearance._guard import _runtime as runtime
 from clearance._sinks import JsonLinesSink, Record, Sinks
 from clearance._sinks import _process as exporting
@@ -502,13 +503,16 @@ threading.Event().wait(60)  # the sink kills the process once it has the twenty 
 """
 
 
-def test_a_batch_delivered_just_before_a_kill_9_comes_again_at_the_next_start(tmp_path: Path, store: str) -> None:
+def test_a_batch_delivered_just_before_a_kill_9_comes_again_at_the_next_start(
+    tmp_path: Path, store: str, clock: ManualClock
+) -> None:
     out = tmp_path / "audit.jsonl"
     run = _child(_DIES_AFTER_DELIVERING, store, tmp_path)
     assert run.returncode == -9, run.stderr
     calls = [r[1] for r in stored(store) if json.loads(r[2])["kind"].startswith("tool_call.")]
     before = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert len(calls) == 20 and [i for i in before if i in calls] == calls  # all delivered once
+    clock.set(time.time() + 31)  # the killed process's lease on the sink has run out
     Sinks([JsonLinesSink(out)], StoreSource(store), linger=0).close()  # the next start
     after = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     again = after[len(before) :]

@@ -14,7 +14,7 @@ its slot (by store and name), so a worker of a new configuration waits for the p
 configuration's worker rather than delivering beside it, and continues after the last event
 that one delivered. A worker still inside `deliver()` when `close()` gives up on it is
 abandoned: it finishes that call, delivers nothing more, saves nothing, closes its sink, and
-the last such thread closes the source (on PostgreSQL, releasing the sink's lock).
+the last such thread closes the source (releasing the sink's PostgreSQL lock or SQLite lease).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class SinkStatus:
         position: The position of the last event it took.
         stalled: Whether a delivery has been running longer than the timeout.
         last_error: The last attempt's error, when the last attempt failed.
-        standby: Another process delivers this sink (a server replica on the same PostgreSQL
-            holding its lock), or in this process an earlier configuration's worker is still
+        standby: Another process delivers this sink (it holds the sink's lock on PostgreSQL,
+            or its lease on SQLite), or in this process an earlier configuration's worker is still
             inside the sink's `deliver()`; this one takes over when that one stops. Its
             `position` and `backlog` are then as of its own last delivery.
     """
@@ -215,6 +215,8 @@ class _Worker:
                 if time.monotonic() - saved_at >= SAVE_EVERY:  # a long backlog: a crash redelivers less
                     self._save()
                     saved_at = time.monotonic()
+                    if self.source.claim(self.sink.name, self.position) != self.position:
+                        break  # the sink was taken over (a SQLite lease ran out during a long call): stop here
         finally:
             self._save()
 

@@ -6,7 +6,10 @@ between a commit and its delivery delivers on the next start (at least once).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -16,6 +19,7 @@ from .._clock import now_us
 from .._remote._spool import SinkCursor, Spool
 from .._store import _sink_positions as positions
 from .._store._db import Database, on_commit
+from ..errors import StoreError
 from ._record import Record
 
 
@@ -58,6 +62,9 @@ class Source(Protocol):
 class StoreSource:
     """The audit log of a store (embedded SDK and server), on a connection of its own.
 
+    One process at a time delivers each sink name over a store (`claim`); closing the source
+    lets the others take its sinks over at once.
+
     Args:
         url: The store's URL or SQLite path.
         busy_timeout: Seconds to wait for another writer's lock.
@@ -69,6 +76,7 @@ class StoreSource:
     def __init__(self, url: str, *, busy_timeout: float = 30.0) -> None:
         self.db = Database(url, busy_timeout=busy_timeout)
         self.key = self.db.url  # which store: one pass at a time per sink name over it
+        self.holder = f"{os.getpid()}-{secrets.token_hex(6)}"  # this source's name on the leases it holds (SQLite)
 
     def start(self, names: Sequence[str]) -> dict[str, int]:  # noqa: D102
         return positions.start(self.db, names, now_us=now_us())
@@ -80,7 +88,7 @@ class StoreSource:
         positions.save(self.db, name, position, now_us=now_us())
 
     def claim(self, name: str, position: int) -> int | None:  # noqa: D102
-        return positions.claim(self.db, name, position)
+        return positions.claim(self.db, name, position, holder=self.holder, now_us=now_us())
 
     def backlog(self, after: int) -> int:  # noqa: D102
         return positions.backlog(self.db, after)
@@ -88,8 +96,13 @@ class StoreSource:
     def subscribe(self, wake: Callable[[], None]) -> Callable[[], None]:  # noqa: D102
         return on_commit(self.db.url, wake)
 
-    def close(self) -> None:  # noqa: D102
-        self.db.close()
+    def close(self) -> None:
+        """Release the sinks this source delivers, then the connection."""
+        try:
+            with contextlib.suppress(StoreError):  # left held, the leases run out by themselves
+                positions.release(self.db, self.holder)
+        finally:
+            self.db.close()
 
 
 class SpoolSource:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..errors import StoreError
 
-HEAD = "0012"
+HEAD = "0013"
 _MIGRATING = threading.Lock()  # the newest migration; a test checks it against the chain
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _BUSY = ("database is locked", "database is busy", "database table is locked")

@@ -259,13 +259,19 @@ class OutboxAttemptRow(Base):
 
 
 class SinkPositionRow(Base):
-    """How far an event sink has delivered: the `seq` of the last event it was given."""
+    """How far an event sink has delivered: the `seq` of the last event it was given.
+
+    On SQLite, also which process delivers it (`holder`) and until when its lease lasts
+    unless renewed (PostgreSQL uses a session advisory lock instead and leaves them empty).
+    """
 
     __tablename__ = "sink_positions"
 
     sink: Mapped[str] = mapped_column(_NAME, primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str | None] = mapped_column(_NAME)
+    lease_until_us: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class GrantRow(Base):
