@@ -19,10 +19,14 @@ Target: with OTel on, the median overhead grows by at most 15 us; off, by nothin
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
+import time
+import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,13 +38,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 import clearance
 from clearance import _trace
 from clearance._sinks._otel import OtelSink
+from clearance.sinks import status
 
 sys.path.insert(0, str(Path(__file__).parent))
 from guard_overhead import ARGS, POLICY, issue_refund, pct, timings  # noqa: E402
 
 
 class Receiver(BaseHTTPRequestHandler):
-    """An OTLP/HTTP receiver that takes every export and counts the bytes."""
+    """An OTLP/HTTP receiver that takes every export and counts the bytes (in a process of its own)."""
 
     received = 0
 
@@ -53,17 +58,38 @@ class Receiver(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def do_GET(self) -> None:  # noqa: N802
+        body = str(Receiver.received).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args: Any) -> None:
         return None
+
+
+def receive() -> None:
+    """Run the receiver (`--receive`): print its port, serve until killed."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=20000)
-    n = parser.parse_args().calls
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    parser.add_argument("--receive", action="store_true", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.receive:
+        receive()
+        return
+    n = options.calls
+    # The receiver runs in a process of its own, so its CPU is not counted as the agent's.
+    receiver = subprocess.Popen([sys.executable, __file__, "--receive"], stdout=subprocess.PIPE, text=True)
+    assert receiver.stdout is not None
+    port = int(receiver.stdout.readline())
+    endpoint = f"http://127.0.0.1:{port}/v1/traces"
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     tracer = provider.get_tracer("the-framework")
@@ -73,8 +99,11 @@ def main() -> None:
         policy_path.write_text(POLICY)
         db = str(Path(tmp) / "bench.db")
 
+        opened = itertools.count()
+
         def configured(otel: bool) -> None:
-            exporters = [OtelSink(tracer_provider=provider)] if otel else []
+            # Each sink new (it starts at the newest event): it traces only the calls of its own slice.
+            exporters = [OtelSink(tracer_provider=provider, name=f"otel-{next(opened)}")] if otel else []
             clearance.configure(policy=str(policy_path), database_url=db, agent="bench", otel=otel, exporters=exporters)
 
         configured(False)
@@ -98,18 +127,34 @@ def main() -> None:
             with tracer.start_as_current_span("the framework's tool span"):
                 return timings(inline_span, k)
 
+        def drained() -> None:
+            """Wait (asleep: no CPU) until the sink has made every span, then until they are exported."""
+            clearance.flush()
+            while any(s.backlog for s in status()):
+                time.sleep(0.01)
+            provider.force_flush()
+
+        cpu = {"off": 0.0, "on": 0.0, "inline": 0.0}  # the process's CPU seconds: every thread's
+
+        def timed(which: str, run: Callable[[int], list[int]], k: int) -> list[int]:
+            started = time.process_time()
+            out = run(k)
+            drained()
+            cpu[which] += time.process_time() - started
+            return out
+
         bare = timings(lambda: issue_refund(**ARGS), n)
         under_a_span(2000)  # warm up
         off: list[int] = []
         on: list[int] = []
         alternative: list[int] = []
-        slices = 4
+        slices = 8
         for _ in range(slices):
             configured(False)
-            off += under_a_span(n // slices)
-            alternative += inline(n // slices)
+            off += timed("off", under_a_span, n // slices)
+            alternative += timed("inline", inline, n // slices)
             configured(True)
-            on += under_a_span(n // slices)
+            on += timed("on", under_a_span, n // slices)
         clearance.flush()
         clearance.shutdown()  # the sink delivers the rest
         provider.force_flush()
@@ -120,7 +165,8 @@ def main() -> None:
             enabled = timings(_trace.current, n)
         _trace.enable(False)
         provider.shutdown()
-        server.shutdown()
+        received = int(urllib.request.urlopen(f"http://127.0.0.1:{port}/").read())
+        receiver.kill()
 
     base = statistics.median(bare) / 1000
     print(f"guarded allowed call under a span, 10 rules, record committed (SQLite WAL), {n} calls per row")
@@ -133,10 +179,14 @@ def main() -> None:
     )
     print(f"    difference       median {pct(alternative, 0.5) - pct(off, 0.5):+8.2f} us")
     print(
+        f"  CPU per call (all threads, export included)   off {cpu['off'] / len(off) * 1e6:6.1f} us"
+        f"   on {cpu['on'] / len(on) * 1e6:6.1f} us   inline {cpu['inline'] / len(alternative) * 1e6:6.1f} us"
+    )
+    print(
         f"  _trace.current()   off median {pct(disabled, 0.5) * 1000:6.0f} ns"
         f"   on (under a span) {pct(enabled, 0.5) * 1000:6.0f} ns"
     )
-    print(f"  the receiver took {Receiver.received / 1e6:.1f} MB of spans")
+    print(f"  the receiver took {received / 1e6:.1f} MB of spans")
 
 
 ATTRIBUTES = {
