@@ -8,6 +8,14 @@
   or an application that embeds the API); else to one made from the standard environment
   (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_TRACES_EXPORTER`, `OTEL_SERVICE_NAME`, …), so setting
   the endpoint is all `clearance serve` needs.
+- What a client sends (path, query, user agent, a captured header, an exception's message) is on
+  a span only made `visible`, bounded, and never a credential (`_visible_spans`): the
+  instrumentation and the spans here go through a tracer provider wrapping the process's, also
+  when `opentelemetry-instrument` instrumented the app first. With header capture on
+  (`OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST`/`_RESPONSE`), the API key,
+  `Authorization`, the session cookie and the CSRF token are redacted, beside what
+  `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS` names. A failure marks a span of
+  ours with `error.type` and a visible message, without an exception event.
 - An approver's decision is a span of its request (`deciding`), linked to the span the call was
   asked in. The calls' own `execute_tool` spans are made from the audit log by the OpenTelemetry
   sink (`_sinks._otel`), which the app runs beside the configured ones.
@@ -25,7 +33,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 
@@ -36,6 +44,9 @@ from .._version import __version__
 from .._visible import visible
 from ..errors import ConfigurationError
 from ._settings import ServerSettings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, SpanKind
 
 log = logging.getLogger("clearance.server")
 
@@ -66,9 +77,23 @@ def install(app: FastAPI, settings: ServerSettings) -> None:
             "CLEARANCE_OTEL=true needs OpenTelemetry: pip install 'clearance[otel]' (and an exporter,"
             " e.g. opentelemetry-exporter-otlp-proto-http)"
         ) from None
+    from ._visible_spans import SECRET_HEADERS, VisibleTracerProvider
+
     _otel_env.provide(_SERVICE, default_otlp=True)
     own = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")
-    FastAPIInstrumentor.instrument_app(app, excluded_urls=",".join(filter(None, (*_UNTRACED, own))))
+    # The user's list is kept: passing one makes the instrumentation ignore the variable.
+    sanitized = os.environ.get("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", "").split(",")
+    options = dict(getattr(app, "_instrument_kwargs", None) or {})  # FastAPIInstrumentor().instrument(...)'s
+    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+        # `opentelemetry-instrument` instrumented the app when it was made: again, through ours.
+        FastAPIInstrumentor.uninstrument_app(app)
+        app.middleware_stack = None  # built by uninstrument_app; built again on the first request
+    options |= {
+        "excluded_urls": ",".join(filter(None, (*_UNTRACED, own))),
+        "tracer_provider": VisibleTracerProvider(options.get("tracer_provider")),
+        "http_capture_headers_sanitize_fields": [*(f.strip() for f in sanitized if f.strip()), *SECRET_HEADERS],
+    }
+    FastAPIInstrumentor.instrument_app(app, **options)
 
 
 @contextlib.contextmanager
@@ -84,13 +109,12 @@ def deciding(request: Request, approval_id: str, *, approve: bool, by: str) -> I
         return
     from opentelemetry import trace
 
-    tracer = trace.get_tracer(_SCOPE, __version__)
     attributes = {
         "clearance.approval_id": visible(approval_id)[:200],  # as sent: an exporter takes only UTF-8
         "clearance.approval.decision": "approve" if approve else "deny",
         "clearance.approval.by": visible(by)[:200],
     }
-    with tracer.start_as_current_span("clearance.approval.decide", attributes=attributes) as span:
+    with _span("clearance.approval.decide", trace.SpanKind.INTERNAL, attributes) as span:
 
         def decided(approval: Approval) -> None:
             span.set_attribute("clearance.approval.status", str(approval.status))
@@ -130,10 +154,33 @@ def _transaction(db: Database, kind: str) -> Iterator[None]:
     if not trace.get_current_span().is_recording():
         yield
         return
-    tracer = trace.get_tracer(_SCOPE, __version__)
-    attributes = {"db.system.name": db.dialect, "db.operation.name": kind}
-    with tracer.start_as_current_span(f"{kind} clearance-store", kind=trace.SpanKind.CLIENT, attributes=attributes):
+    attributes = {"db.system.name": db.dialect, "db.operation.name": kind}  # no text a client sent
+    with _span(f"{kind} clearance-store", trace.SpanKind.CLIENT, attributes):
         yield
+
+
+@contextlib.contextmanager
+def _span(name: str, kind: SpanKind, attributes: dict[str, str]) -> Iterator[Span]:
+    """A span of the server's own, current while it lasts; a failure marks it with its error.
+
+    Not as `start_as_current_span` records one: the exception's message and stack trace (an
+    `ApprovalNotFound` holds the id a client sent, a database error the values) would be on the span
+    as they are. The type is `error.type`; the message, visible and bounded, the status's description.
+    """
+    from opentelemetry import trace
+
+    from ._visible_spans import VisibleTracer, error_type, text
+
+    tracer = VisibleTracer(trace.get_tracer(_SCOPE, __version__))
+    with tracer.start_as_current_span(
+        name, kind=kind, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield span
+        except Exception as exc:
+            span.set_attribute("error.type", error_type(exc))
+            span.set_status(trace.StatusCode.ERROR, text(f"{type(exc).__name__}: {exc}"))
+            raise
 
 
 def _untraced(approval: Approval) -> None:
