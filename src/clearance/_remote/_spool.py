@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .._clock import now_us
@@ -51,6 +51,7 @@ class Spool:
             self._conn.execute("BEGIN IMMEDIATE")
             _create(self._conn)
             self._conn.execute("COMMIT")
+            self._backlog = _Backlog(path, busy_timeout=busy_timeout)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the spool {path}: {exc}") from None
         self.path = path
@@ -121,14 +122,70 @@ class Spool:
         return [(str(i), str(e), str(b)) for i, e, b in found]
 
     def size(self) -> int:
-        """Records waiting to be shipped."""
-        with self.lock:
-            return int(self._conn.execute(f"SELECT COUNT(*) FROM spool WHERE seq > {_SHIPPED}").fetchone()[0])
+        """Records waiting to be shipped (counted without the lock `put` takes, from what changed since last time)."""
+        return self._backlog.count()
 
     def close(self) -> None:
         """Close the file."""
         with self.lock:
             self._conn.close()
+        self._backlog.close()
+
+
+class _Backlog:
+    """Counts the spool's records not shipped yet, on a connection of its own (a WAL reader never blocks a write).
+
+    Records after the shipper's position are never deleted, and a new one is numbered above every
+    number used before (AUTOINCREMENT), whichever process writes it: so a count moves by the records
+    numbered since the last one and by the numbers the shipper has passed, and only those are read
+    (the first count reads the whole backlog once). Numbers with no record (an ignored duplicate
+    uses one up) are kept as runs, so passing them is counted right.
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float) -> None:
+        self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._top = 0  # the highest number counted so far
+        self._holes: list[tuple[int, int]] = []  # runs (first, last) of numbers in (shipped, top] with no record
+
+    def count(self) -> int:
+        """Records after the shipper's position."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN")  # one snapshot: what was shipped, numbered and deleted stay consistent
+            try:
+                shipped = int(conn.execute(f"SELECT {_SHIPPED}").fetchone()[0])
+                top = int(conn.execute(_TOP).fetchone()[0])
+                start = max(shipped, self._top)
+                holes = [(max(first, shipped + 1), last) for first, last in self._holes if last > shipped]
+                if top - start > conn.execute(_BETWEEN, (start, top)).fetchone()[0]:
+                    holes += _gaps(conn.execute(_NUMBERS, (start, top)), start, top)
+            finally:
+                conn.execute("COMMIT")
+            self._top, self._holes = top, holes
+            return top - shipped - sum(last - first + 1 for first, last in holes)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+
+_TOP = "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'spool'"  # never goes back, unlike MAX(seq)
+_BETWEEN = "SELECT COUNT(*) FROM spool WHERE seq > ? AND seq <= ?"
+_NUMBERS = "SELECT seq FROM spool WHERE seq > ? AND seq <= ? ORDER BY seq"
+
+
+def _gaps(numbers: Iterable[tuple[int]], after: int, top: int) -> list[tuple[int, int]]:
+    """The runs of numbers in (after, top] missing from `numbers` (ascending)."""
+    runs, last = [], after
+    for (seq,) in numbers:
+        if seq > last + 1:
+            runs.append((last + 1, seq - 1))
+        last = seq
+    if top > last:
+        runs.append((last + 1, top))
+    return runs
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@
 With `otel=True` the same figures are observable gauges on the global MeterProvider (your
 exporter): `clearance.spool.backlog`, `clearance.spool.oldest_unshipped_age` and
 `clearance.spool.last_ship_age`. They are registered once per process, at the first
-`configure()` that turns OpenTelemetry on, and read the configuration current at each collection.
+`configure()` that turns OpenTelemetry on, and read the configuration current at each collection,
+once for the three.
 """
 
 from __future__ import annotations
@@ -110,38 +111,55 @@ def observe() -> None:
             from opentelemetry import metrics
         except ImportError:  # tracing says what to install; the spool's gauges just stay off
             return
-        meter = metrics.get_meter("clearance")
+        meter, reads = metrics.get_meter("clearance"), _Reads()
         meter.create_observable_gauge(
             "clearance.spool.backlog",
-            [_observed(lambda s: s.backlog)],
+            [_observed(reads, "backlog", lambda s: s.backlog)],
             unit="{record}",
             description="Records in the agent's spool not shipped to the server yet.",
         )
         meter.create_observable_gauge(
             "clearance.spool.oldest_unshipped_age",
-            [_observed(lambda s: _age(s.oldest_unshipped_at))],
+            [_observed(reads, "oldest", lambda s: _age(s.oldest_unshipped_at))],
             unit="s",
             description="How long the oldest record in the spool has waited to be shipped.",
         )
         meter.create_observable_gauge(
             "clearance.spool.last_ship_age",
-            [_observed(lambda s: _age(s.last_shipped_at))],
+            [_observed(reads, "last_ship", lambda s: _age(s.last_shipped_at))],
             unit="s",
             description="Seconds since the server last took a batch from this process.",
         )
         _registered = True
 
 
-def _observed(read: Any) -> Any:
+class _Reads:
+    """One status for the gauges of a collection: a gauge observed again means a new collection, read afresh."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._status: SpoolStatus | None = None  # None: the last read failed
+        self._seen: set[str] | None = None  # the gauges that took the status read last (None: none read yet)
+
+    def status(self, gauge: str) -> SpoolStatus | None:
+        with self._lock:
+            if self._seen is None or gauge in self._seen:
+                try:
+                    self._status = spool_status()
+                except StoreError:
+                    self._status = None
+                self._seen = set()
+            self._seen.add(gauge)
+            return self._status
+
+
+def _observed(reads: _Reads, gauge: str, read: Any) -> Any:
     """An OTel callback observing `read(status)`, in remote mode and when it has a value."""
     from opentelemetry.metrics import Observation
 
     def callback(_: Any) -> Iterator[Observation]:
-        try:
-            status = spool_status()
-        except StoreError:
-            return
-        value = read(status) if status.remote else None
+        status = reads.status(gauge)
+        value = read(status) if status is not None and status.remote else None
         if value is not None:
             yield Observation(value)
 
