@@ -340,3 +340,30 @@ def test_a_call_asked_about_again_says_where_it_was_first_asked(
     first, again = ask(SPAN), ask(OTHER)  # a resumed graph asks about its paused call again
     assert first["asked_in"] is None
     assert again["approval_id"] == first["approval_id"] and again["asked_in"] == SPAN
+
+
+def test_with_otel_off_the_server_makes_no_spans_even_in_a_traced_process(server_db: str) -> None:
+    script = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "memory = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(memory))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "from fastapi.testclient import TestClient\n"
+        "from clearance.server import ServerSettings, create_app\n"
+        f"with TestClient(create_app(ServerSettings(database_url={server_db!r}))) as c:\n"
+        "    c.get('/v1/\\u202eapprovals')\n"
+        "print([s.name for s in memory.get_finished_spans()])\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "src"), "OTEL_TRACES_EXPORTER": "none"},
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.strip() == "[]"

@@ -14,7 +14,6 @@ from .. import _otel_env, _trace
 from .._settings import Settings
 from .._sinks import Sink
 from .._sinks import _process as sinks
-from .._sinks._otel import OtelSink
 from ..errors import ConfigurationError, PolicyError
 from ..policy import Policy, load_policy
 from ._backend import Backend
@@ -129,7 +128,7 @@ def configure(
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigurationError(f"invalid Clearance settings: {problems}") from None
-    own_sink = exporters is not NOT_GIVEN and any(isinstance(e, OtelSink) for e in exporters)
+    own_sink = exporters is not NOT_GIVEN and sinks.has_otel_sink(exporters)
     if settings.otel and not own_sink:  # spans go where OTEL_* says, unless the process has a provider
         _otel_env.provide(settings.agent, default_otlp=False)
     governor: Backend

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -84,11 +85,17 @@ def with_otel(chosen: list[Sink], otel: bool, *, args: bool, usage: Literal["aut
     Raises:
         ConfigurationError: OpenTelemetry is not installed.
     """
-    from ._otel import OtelSink  # imports no OpenTelemetry until one is made
-
-    if not otel or any(isinstance(s, OtelSink) or s.name == "otel" for s in chosen):
+    if not otel or has_otel_sink(chosen) or any(s.name == "otel" for s in chosen):
         return chosen
+    from ._otel import OtelSink
+
     return [*chosen, OtelSink(args=args, usage=usage)]
+
+
+def has_otel_sink(chosen: Sequence[object]) -> bool:
+    """Whether `chosen` holds an `OtelSink` (without importing its module when none can)."""
+    module = sys.modules.get(f"{__package__}._otel")
+    return module is not None and any(isinstance(s, module.OtelSink) for s in chosen)
 
 
 def _opened(chosen: list[Sink], source: SpoolSource | StoreSource) -> Sinks:

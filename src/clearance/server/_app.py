@@ -99,6 +99,7 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        **_tracing.fastapi_options(settings),
     )
     app.state.settings = settings
     app.state.channels = {channel.name: channel for channel in chosen}

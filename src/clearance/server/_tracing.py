@@ -30,6 +30,7 @@ With `otel` off nothing here imports OpenTelemetry.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -59,6 +60,17 @@ _UNTRACED = (
 )
 _SERVICE = "clearance-server"
 _SCOPE = "clearance.server"
+
+
+def fastapi_options(settings: ServerSettings) -> dict[str, Any]:
+    """FastAPI's own tracing off, where FastAPI has it (0.165 on), unless `otel` (which instruments).
+
+    FastAPI traces requests itself whenever the process has a tracer provider; with `otel` off
+    the server makes no spans (and none with a request's raw, unescaped path).
+    """
+    if settings.otel or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False}}
 
 
 def install(app: FastAPI, settings: ServerSettings) -> None:
