@@ -117,7 +117,7 @@ def test_an_older_spool_is_renumbered_by_autoincrement_keeping_its_rows(tmp_path
 def test_the_public_sinks_module_is_pinned() -> None:
     import clearance.sinks
 
-    assert sorted(clearance.sinks.__all__) == ["JsonLinesSink", "Record", "Sink", "SinkStatus", "status"]
+    assert sorted(clearance.sinks.__all__) == ["JsonLinesSink", "OtelSink", "Record", "Sink", "SinkStatus", "status"]
 
 
 def test_a_spool_transaction_that_fails_part_way_is_rolled_back_and_the_next_put_writes(tmp_path: Path) -> None:
