@@ -288,15 +288,7 @@ def test_an_exporter_the_environment_names_must_be_installed(server_db: str, mon
 
 
 def test_a_traced_requests_store_transactions_are_its_child_spans(server_db: str, make_key: Any) -> None:
-    script = (
-        "from opentelemetry import trace\n"
-        "from opentelemetry.sdk.trace import TracerProvider\n"
-        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
-        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
-        "memory = InMemorySpanExporter()\n"
-        "provider = TracerProvider()\n"
-        "provider.add_span_processor(SimpleSpanProcessor(memory))\n"
-        "trace.set_tracer_provider(provider)\n"
+    script = TRACED + (
         "from fastapi.testclient import TestClient\n"
         "from clearance.server import ServerSettings, create_app\n"
         f"with TestClient(create_app(ServerSettings(database_url={server_db!r}, otel=True))) as c:\n"
@@ -311,14 +303,7 @@ def test_a_traced_requests_store_transactions_are_its_child_spans(server_db: str
         "assert all(s.context.trace_id == server[0].context.trace_id for s in store)\n"
         "print(sorted({(s.name, s.attributes['db.system.name']) for s in store}))\n"
     )
-    ran = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "src"), "OTEL_TRACES_EXPORTER": "none"},
-    )
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    ran = in_a_process(script)
     dialect = "sqlite" if server_db.endswith(".db") or "sqlite" in server_db else "postgresql"
     assert f"('read clearance-store', '{dialect}')" in ran.stdout
 
@@ -343,21 +328,32 @@ def test_a_call_asked_about_again_says_where_it_was_first_asked(
 
 
 def test_with_otel_off_the_server_makes_no_spans_even_in_a_traced_process(server_db: str) -> None:
-    script = (
-        "from opentelemetry import trace\n"
-        "from opentelemetry.sdk.trace import TracerProvider\n"
-        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
-        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
-        "memory = InMemorySpanExporter()\n"
-        "provider = TracerProvider()\n"
-        "provider.add_span_processor(SimpleSpanProcessor(memory))\n"
-        "trace.set_tracer_provider(provider)\n"
+    script = TRACED + (
         "from fastapi.testclient import TestClient\n"
         "from clearance.server import ServerSettings, create_app\n"
         f"with TestClient(create_app(ServerSettings(database_url={server_db!r}))) as c:\n"
         "    c.get('/v1/\\u202eapprovals')\n"
         "print([s.name for s in memory.get_finished_spans()])\n"
     )
+    ran = in_a_process(script)
+    assert ran.stdout.strip() == "[]"
+
+
+# A process whose global tracer provider keeps its spans in `memory` (it can be set once a process).
+TRACED = (
+    "from opentelemetry import trace\n"
+    "from opentelemetry.sdk.trace import TracerProvider\n"
+    "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+    "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+    "memory = InMemorySpanExporter()\n"
+    "provider = TracerProvider()\n"
+    "provider.add_span_processor(SimpleSpanProcessor(memory))\n"
+    "trace.set_tracer_provider(provider)\n"
+)
+
+
+def in_a_process(script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` in a fresh Python (no exporter from the environment); it must succeed."""
     ran = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
@@ -366,4 +362,4 @@ def test_with_otel_off_the_server_makes_no_spans_even_in_a_traced_process(server
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "src"), "OTEL_TRACES_EXPORTER": "none"},
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert ran.stdout.strip() == "[]"
+    return ran
