@@ -8,6 +8,7 @@ decides whether the server traces its requests and emits spans. On SQLite and Po
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -363,3 +364,47 @@ def in_a_process(script: str) -> subprocess.CompletedProcess[str]:
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     return ran
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "agent"),
+    [
+        ("/healthz", b"q=\xff\xfe", b"ok"),
+        ("/v1/approvals", b"x=\xff", b"ok"),
+        ("/v1/approvals", b"", b"\\x\xff"),  # neither UTF-8 nor a valid escape
+        ("/v1/approvals", b"a=%ZZ&\xc3", b"\\u12"),
+    ],
+)
+def test_bytes_the_instrumentation_cannot_decode_never_make_a_5xx(
+    server_db: str, path: str, query: bytes, agent: bytes
+) -> None:
+    app = create_app(ServerSettings(database_url=server_db, otel=True))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"user-agent", agent)],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8321),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def request() -> None:
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    asyncio.run(request())
+    (status,) = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    assert status < 500

@@ -106,6 +106,43 @@ def install(app: FastAPI, settings: ServerSettings) -> None:
         "http_capture_headers_sanitize_fields": [*(f.strip() for f in sanitized if f.strip()), *SECRET_HEADERS],
     }
     FastAPIInstrumentor.instrument_app(app, **options)
+    instrumented = app.build_middleware_stack
+    app.build_middleware_stack = lambda: _Decodable(instrumented())  # type: ignore[method-assign]
+
+
+class _Decodable:
+    r"""Before the instrumentation: a query string and header values it can decode.
+
+    OpenTelemetry's ASGI middleware decodes the query string as UTF-8, and a header value as
+    UTF-8 or else as `unicode_escape`: bytes that are neither (`?q=%ff` sent raw, a user agent
+    `\x` followed by 0xff) raise inside it, and the request would end in a 500. Such bytes are
+    written as `%XX` instead, for the whole request: the app reads both as Latin-1 text, so only
+    hostile values read differently, and only with tracing on.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") in ("http", "websocket"):
+            query = scope.get("query_string") or b""
+            headers = scope.get("headers") or ()
+            clean_query, clean_headers = _utf8(query), [(k, _utf8(v)) for k, v in headers]
+            if clean_query is not query or any(
+                a is not b for (_, a), (_, b) in zip(clean_headers, headers, strict=True)
+            ):
+                scope = {**scope, "query_string": clean_query, "headers": clean_headers}
+        await self.app(scope, receive, send)
+
+
+def _utf8(raw: bytes) -> bytes:
+    """`raw` itself when it is UTF-8, else with each byte that is not written `%XX`."""
+    try:
+        raw.decode("utf-8")
+        return raw
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "surrogateescape")
+        return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in text).encode("utf-8")
 
 
 @contextlib.contextmanager
