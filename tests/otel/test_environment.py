@@ -6,12 +6,16 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from clearance._guard._governor import Governor
+from clearance.sinks import status
+
 from .._otlp import Receiver
+from .._wait import until
 from ..conftest import REPO
 
 AGENT = """
@@ -66,6 +70,13 @@ def test_without_a_provider_or_an_endpoint_a_warning_says_spans_go_nowhere(tmp_p
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "ProxyTracerProvider"  # nothing was set up behind the application's back
     assert "OTEL_EXPORTER_OTLP_ENDPOINT is not set" in ran.stderr
+
+
+def test_with_nowhere_to_send_spans_the_process_stands_by(configure: Callable[..., Governor]) -> None:
+    configure("version: 1\ndefault: allow\n", otel=True)  # no provider here, no OTEL_* endpoint
+    (otel,) = [s for s in status() if s.name == "otel"]
+    until(lambda: next(s for s in status() if s.name == "otel").standby, "the otel sink standing by")
+    assert otel.delivered == 0
 
 
 def test_an_exporter_named_but_not_installed_is_a_configuration_error(tmp_path: Path) -> None:

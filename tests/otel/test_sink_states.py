@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import clearance
+from clearance._clock import ManualClock
 from clearance._guard._governor import Governor
 from clearance._sinks import Record
 from clearance._sinks._otel import OtelSink
@@ -169,13 +170,23 @@ def test_the_oldest_held_call_is_let_go_past_keep() -> None:
     assert first.attributes["clearance.unfinished"] is True
 
 
-def test_a_call_held_past_max_age_is_let_go() -> None:
+def test_a_call_with_no_record_for_max_age_is_let_go(clock: ManualClock) -> None:
     s = Spans(max_age=60)
-    s.deliver(decided("stuck", 1_000_000, "allow"))
-    s.deliver(decided("c2", 30_000_000, "allow"))
+    s.deliver(decided("stuck", 1_000, "allow"), decided("busy", 1_000), requested("busy", 1_000))
+    clock.advance(30)
+    s.deliver(answered("approval.voted", "busy", 2_000, "approved"))  # the busy one had news: held on
     assert s.spans() == []
-    (stuck,) = s.deliver(decided("c3", 62_000_000, "allow"))  # a minute of record time later
+    clock.advance(31)
+    (stuck,) = s.deliver(decided("c3", 3_000, "allow"))  # a minute after the stuck one's last record
     assert stuck.attributes is not None and stuck.attributes["clearance.call_id"] == "stuck"
+
+
+def test_a_record_dated_in_the_future_does_not_age_the_others(clock: ManualClock) -> None:
+    s = Spans(max_age=60)
+    s.deliver(decided("c1", 1_000, "allow"))
+    assert s.deliver(record("llm.call", 2**62, model="m")) == []  # a hostile or skewed clock
+    assert s.deliver(decided("c2", 2_000, "allow")) == []
+    assert len(s.deliver(finished("c1", 3_000))) == 1
 
 
 def test_a_call_known_only_by_its_outcome_is_linked_to_where_it_was_asked(spans: Spans) -> None:
@@ -210,8 +221,12 @@ def test_a_repeated_record_is_one_span(spans: Spans) -> None:
 
 def test_a_new_configurations_sink_takes_over_the_calls_held() -> None:
     old = Spans()
+    old.sink.bind("store-a")
     old.deliver(decided("c1", 1_000), requested("c1", 1_000))
+    elsewhere = OtelSink(tracer_provider=old.provider)
+    elsewhere.bind("store-b")  # the same name on another store: not its successor
     new = OtelSink(tracer_provider=old.provider)
+    new.bind("store-a")
     old.sink.close()  # retired: its calls go to the new one, nothing is emitted half-way
     assert old.spans() == []
     new.deliver([answered("approval.decided", "c1", 3_000, "approved"), finished("c1", 5_000)])
@@ -219,6 +234,25 @@ def test_a_new_configurations_sink_takes_over_the_calls_held() -> None:
     assert span.attributes is not None and span.attributes["clearance.decision"] == "require_approval"
     assert len(old.spans("clearance.approval")) == 1
     new.close()
+    elsewhere.close()
+    assert len(old.spans()) == 1  # the other store's sink was given nothing to emit
+
+
+def test_a_call_ended_before_the_hand_over_is_not_taken_over() -> None:
+    old = Spans()
+    old.sink.bind("store-a")
+    old.deliver(decided("c1", 1_000, "allow"))
+    new = OtelSink(tracer_provider=old.provider)
+    new.bind("store-a")
+    new.deliver([finished("c1", 2_000)])  # the new one delivered its outcome first
+    old.sink.close()
+    new.close()
+    assert len(old.spans()) == 1  # not a second, unfinished one
+
+
+def test_a_sink_with_nowhere_to_send_spans_leaves_them_to_another_process() -> None:
+    assert OtelSink().ready() is False  # no global tracer provider in this process
+    assert OtelSink(tracer_provider=TracerProvider()).ready() is True
 
 
 def test_the_last_sink_to_close_emits_what_it_holds_as_it_stands(spans: Spans) -> None:

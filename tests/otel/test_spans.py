@@ -108,6 +108,9 @@ def test_an_allowed_call_nests_under_the_span_it_was_made_in(governed: Callable[
     decided = query(Governor_db(), EventFilter(kind="tool_call.decided"))[0].body
     assert _trace.checked(decided["trace"]) is not None
     assert int(decided["trace"][36:52], 16) == outer.get_span_context().span_id
+    (outcome,) = query(Governor_db(), EventFilter(kind="tool_call.finished"))
+    assert outcome.body["trace"] == decided["trace"]  # a span made from the outcome alone nests there too
+    assert "asked_in" not in outcome.body
 
 
 def Governor_db() -> Any:  # noqa: N802 (reads like the object it returns)

@@ -408,3 +408,17 @@ def test_bytes_the_instrumentation_cannot_decode_never_make_a_5xx(
     asyncio.run(request())
     (status,) = [m["status"] for m in sent if m["type"] == "http.response.start"]
     assert status < 500
+
+
+def test_a_span_that_cannot_be_shown_never_fails_the_request(
+    server_db: str, make_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clearance.server import _visible_spans
+
+    def broken(value: str) -> str:
+        raise RuntimeError("a visible() that breaks")
+
+    monkeypatch.setattr(_visible_spans, "visible", broken)
+    with app_client(server_db, otel=True) as c:
+        answer = c.get("/v1/approvals", headers={"X-API-Key": make_key("admin")})
+    assert answer.status_code == 200, answer.text

@@ -94,6 +94,7 @@ class Governor(Backend):
         ticket back: see `record_call`.
         """
         waiter: Waiter | None = None
+        trace = _trace.current()
 
         def listen() -> str:
             nonlocal waiter
@@ -118,7 +119,7 @@ class Governor(Backend):
                     webhook_url=webhook_url,
                     call_key=call_key,
                     shadow=self._shadow,
-                    trace=_trace.current(),
+                    trace=trace,
                 )
         except BaseException:
             if waiter is not None:
@@ -138,7 +139,7 @@ class Governor(Backend):
         ticket = Ticket(
             call.call_id, call.tool, call.session, call.decision, call.args_hash, call.approval_id, waiter, pending
         )
-        ticket.asked_in = call.asked_in
+        ticket.asked_in, ticket.trace = call.asked_in, trace
         return ticket
 
     def _keep_outcome(self, ticket: Ticket, fields: dict[str, Any], error: BaseException | None) -> None:

@@ -83,6 +83,8 @@ class Ticket:
         executed_args_hash: Set when an approver's edit runs instead.
         asked_in: The span the call was asked in, when it runs from another one (a resume):
             its outcome record links to it.
+        trace: The span it was made in (tracing on): its outcome record notes it too, so a span
+            made from the outcome alone still nests where the call was made.
     """
 
     call_id: str
@@ -95,6 +97,7 @@ class Ticket:
     pending: PendingApproval | None = None
     executed_args_hash: str | None = None
     asked_in: str | None = None
+    trace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,11 +234,13 @@ def outcome_fields(
         fields["approval_id"] = ticket.approval_id
         if ticket.executed_args_hash is not None:
             fields["executed_args_hash"] = ticket.executed_args_hash
-    # A call run from where it was asked has its span already; one run from another (a resume,
-    # a replayed hook) says where it ran, and where it was asked when that is another trace.
-    if (asked_in := ticket.asked_in) is not None and (trace := _trace.current()) is not None:
+    # The span it was made in, read when it was decided; one run from elsewhere (a resume, a
+    # replayed hook) says where it ran, and where it was asked when that is another trace.
+    asked_in = ticket.asked_in
+    trace = ticket.trace if asked_in is None else _trace.current()
+    if trace is not None:
         fields["trace"] = trace
-        if _trace.trace_id(asked_in) != _trace.trace_id(trace):
+        if asked_in is not None and _trace.trace_id(asked_in) != _trace.trace_id(trace):
             fields["asked_in"] = asked_in
     return fields
 

@@ -165,7 +165,9 @@ class RemoteGovernor(Backend):
             why = "this tool's policy allows calls then" if allow else "the call fails closed"
             decision = Decision(effect, f"{exc}; {why}", _UNREACHABLE, (), None, policy.revision)
             return self._record_locally(tool, prepared, session, decision)
-        return self._ticket(tool, prepared, answer)
+        ticket = self._ticket(tool, prepared, answer)
+        ticket.trace = span
+        return ticket
 
     def _record_locally(
         self,
@@ -178,6 +180,7 @@ class RemoteGovernor(Backend):
         grant: grants.Use | None = None,
     ) -> Ticket:
         call_id = new_id("call")
+        trace = _trace.current()
         self.spool.put(
             [
                 decided_event(
@@ -193,11 +196,13 @@ class RemoteGovernor(Backend):
                     approval_id=None,
                     shadow=shadow,
                     grant=grant,
-                    trace=_trace.current(),
+                    trace=trace,
                 )
             ]
         )
-        return Ticket(call_id, tool, session, decision, prepared.args_hash)
+        ticket = Ticket(call_id, tool, session, decision, prepared.args_hash)
+        ticket.trace = trace
+        return ticket
 
     def _ticket(self, tool: str, prepared: Prepared, r: CheckResponse) -> Ticket:
         decision = Decision(

@@ -107,6 +107,9 @@ class _Worker:
     def __init__(self, sink: Sink, source: Source, position: int, owner: Sinks) -> None:
         self.sink, self.source, self.position, self.owner = sink, source, position, owner
         self.key, self.slot = _take_slot(source, sink)
+        bind = getattr(sink, "bind", None)
+        if callable(bind):  # the sink learns which store or spool it delivers
+            bind(self.key[0])
         self.abandoned = False  # close() stopped waiting for it: no more batches, no more saves
         self.done = False  # its thread has finished (set under the owner's lock)
         self.saved = position  # the position last saved durably
@@ -191,6 +194,10 @@ class _Worker:
         A sink that raises part-way keeps what it delivered: the position saved is the last
         batch it took (the error goes on to be counted and retried).
         """
+        ready = getattr(self.sink, "ready", None)
+        if callable(ready) and not ready():  # it could deliver nowhere: leave the sink to a process that can
+            self.standby = True
+            return
         claimed = self.source.claim(self.sink.name, self.position)
         self.standby = claimed is None
         if claimed is None:

@@ -20,10 +20,12 @@ also gets an `execute_tool` span there, linked to the one where it was asked (an
 in `clearance.asked_in.trace_id` / `.span_id`, for backends that keep no links).
 
 What is held is what the span needs, its text already shown and cut (the arguments only with
-`args=True`), by agent and call id; at most `keep` calls, and none longer than `max_age`
-seconds of record time: the oldest or stalest is emitted as it stands, marked
-`clearance.unfinished`. A new configuration's sink of the same name takes over the calls the
-last one held; the last one to close emits them as they stand. What a restart loses: a call
+`args=True`), by agent and call id; at most `keep` calls, and none that has had no record for
+`max_age` seconds (of this process's clock: a record dated in the future cannot age the rest):
+the quietest is emitted as it stands, marked `clearance.unfinished`. A new configuration's sink
+of the same name on the same store takes over the calls the last one held; the last one to
+close emits them as they stand. A process with nowhere to send spans (no tracer provider)
+leaves the store's records to one that has (`ready`). What a restart loses: a call
 decided before the sink started gets its span from its `tool_call.finished` record alone.
 Delivery is at least once, so a crash may repeat a batch's spans. Times come from records
 (an agent's shipped ones included) and are clamped to what OTLP can carry, a span never
@@ -50,6 +52,7 @@ from typing import Any, ClassVar, Literal
 import orjson
 
 from .. import _trace
+from .._clock import now_us
 from .._version import __version__
 from .._visible import shown_json, visible
 from ._record import Record
@@ -97,7 +100,8 @@ class _Call:
     wait: tuple[int, int, dict[str, Any]] | None = None  # requested at, decided at, attributes
     requested_ns: int | None = None
     outcome: str | None = None  # the approval's decision, once decided
-    last_ns: int = 0  # the newest record of it
+    last_ns: int = 0  # the newest record of it (record time)
+    seen_us: int = 0  # when this process last had a record of it (its clock: records may lie)
 
     @property
     def runs(self) -> bool:
@@ -105,7 +109,8 @@ class _Call:
         return self.outcome is None or self.outcome in _RUNS
 
 
-_live: dict[str, list[weakref.ref[OtelSink]]] = {}  # by name: a closing sink hands its calls to a newer one
+# By store and name: a closing sink hands the calls it holds to a newer one of the same.
+_live: dict[tuple[str, str], list[weakref.ref[OtelSink]]] = {}
 _live_lock = threading.Lock()
 
 
@@ -123,8 +128,8 @@ class OtelSink:
         name: The sink's name (its position is kept under it).
         keep: Most calls held at once while they wait for their end; the oldest is emitted as
             it stands when more arrive.
-        max_age: Seconds of record time a call is held at most (an approval that is never
-            decided, a process that died mid-call); then it is emitted as it stands.
+        max_age: Seconds a call is held with no record of it (an approval never decided, a
+            process that died mid-call); then it is emitted as it stands.
     """
 
     SCHEMES: ClassVar[tuple[str, ...]] = ("otel",)
@@ -157,9 +162,22 @@ class OtelSink:
         self._tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
         self._held: OrderedDict[Key, _Call] = OrderedDict()  # oldest decision first
         self._lock = threading.Lock()  # the sink's thread, and a predecessor handing over
-        self._newest_ns = 0
+        self._provider = tracer_provider
+        self._store: str | None = None
+        self._ended: OrderedDict[Key, None] = OrderedDict()  # calls it ended lately, not to take over again
+
+    def bind(self, store: str) -> None:
+        """Learn the store (or spool) it delivers: the calls it holds are handed on within it."""
+        self._store = store
         with _live_lock:
-            _live.setdefault(name, []).append(weakref.ref(self))
+            _live.setdefault((store, self.name), []).append(weakref.ref(self))
+
+    def ready(self) -> bool:
+        """Whether its spans go anywhere: a provider given, or a global one set (else another process delivers)."""
+        if self._provider is not None:
+            return True
+        provider = self._trace.get_tracer_provider()
+        return not isinstance(provider, self._trace.ProxyTracerProvider | self._trace.NoOpTracerProvider)
 
     # -- the records -----------------------------------------------------------------------
 
@@ -194,7 +212,6 @@ class OtelSink:
         if not isinstance(event, dict):
             event = record.event()  # as every reader shows a body that is not (marked)
         at_ns = _ns(record.at_us * 1000 if isinstance(record.at_us, int) else 0)
-        self._newest_ns = max(self._newest_ns, at_ns)
         if kind == "llm.call":
             self._usage(event, at_ns)
             return
@@ -209,9 +226,13 @@ class OtelSink:
             else:
                 self._held.pop(key, None)  # a repeated record: the newer one
                 self._held[key] = call
+                call.seen_us = now_us()
             return
         if kind == "tool_call.finished":
             held = self._held.pop(key, None)
+            self._ended[key] = None
+            if len(self._ended) > self.keep:
+                self._ended.popitem(last=False)
             if held is None:  # decided before this sink started: the span from this record alone
                 start = _ns(at_ns - _ms_ns(event.get("duration_ms")))
                 tool = visible(str(event.get("tool") or "unknown"))[:_MAX_TEXT]
@@ -221,7 +242,9 @@ class OtelSink:
         found = self._held.get(key) or _ended(ended, key)
         if found is None:
             return
-        found.last_ns = at_ns
+        found.last_ns, found.seen_us = at_ns, now_us()
+        if key in self._held:
+            self._held.move_to_end(key)  # held in the order of their last record: the quietest first
         by = event.get("by")
         if kind == "approval.requested":
             found.requested_ns = at_ns
@@ -295,14 +318,19 @@ class OtelSink:
         call.wait = (begun, at_ns, attrs)
         call.outcome = decision
         if not call.runs and self._held.pop(key, None) is not None:
+            self._ended[key] = None
             ended.append((call, None, at_ns))
 
     def _let_go(self, ended: list[tuple[_Call, dict[str, Any] | None, int]]) -> None:
-        """Emit, as they stand, the calls held past `keep` or `max_age` (oldest decision first)."""
-        stale = self._newest_ns - self.max_age_ns
+        """Emit, as they stand, the calls held past `keep`, or with no record for `max_age` (quietest first).
+
+        Their age is this process's clock, not the records': a record dated in the future (an
+        agent's clock, or a hostile one) cannot age every other call at once.
+        """
+        stale = now_us() - self.max_age_ns // 1000
         while self._held:
             key, oldest = next(iter(self._held.items()))
-            if len(self._held) <= self.keep and oldest.last_ns >= stale:
+            if len(self._held) <= self.keep and oldest.seen_us >= stale:
                 break
             del self._held[key]
             ended.append((oldest, None, oldest.last_ns))
@@ -418,6 +446,17 @@ class OtelSink:
             span.set_attribute("error.type", f"clearance.{outcome}")
             span.set_status(status(code.ERROR, f"approval {outcome}"))
 
+    def _take_over(self, held: OrderedDict[Key, _Call]) -> None:
+        """The calls a retired sink held, but those this one has ended meanwhile (their outcome came first)."""
+        let_go: list[tuple[_Call, dict[str, Any] | None, int]] = []
+        with self._lock:
+            for key, call in held.items():
+                if key not in self._ended and key not in self._held:
+                    self._held[key] = call
+            self._let_go(let_go)
+        for call, finished, end_ns in let_go:
+            self._emit(call, finished, end_ns)
+
     def _context(self, traceparent: str | None) -> Any:
         """The context a span is made in: under the recorded parent, or a new trace (never this thread's own)."""
         if traceparent is None:
@@ -426,20 +465,19 @@ class OtelSink:
         return self._trace.set_span_in_context(parent, self._empty())
 
     def close(self) -> None:
-        """Hand the calls still held to a newer sink of the same name, or emit them as they stand."""
+        """Hand the calls still held to a newer sink of the same name on the same store, or emit them as they stand."""
+        place = (self._store or "", self.name)
         with _live_lock:
-            others = [s for r in _live.get(self.name, []) if (s := r()) is not None and s is not self]
+            others = [s for r in _live.get(place, []) if (s := r()) is not None and s is not self]
             if others:
-                _live[self.name] = [weakref.ref(s) for s in others]
+                _live[place] = [weakref.ref(s) for s in others]
             else:
-                _live.pop(self.name, None)
-            successor = others[-1] if others else None
+                _live.pop(place, None)
+            successor = others[-1] if others and self._store is not None else None
         with self._lock:
             held, self._held = self._held, OrderedDict()
         if successor is not None:
-            with successor._lock:
-                for key, call in held.items():
-                    successor._held.setdefault(key, call)
+            successor._take_over(held)
             return
         for call in held.values():
             try:

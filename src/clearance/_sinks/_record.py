@@ -45,6 +45,10 @@ class Sink(Protocol):
     come again after a backoff. It may be called again with events it already had (after a
     crash, or a raise part-way through a batch), never skipped.
 
+    Two methods are optional: `bind(source)`, told once which store or spool (a key) it
+    delivers, and `ready()`, asked before each pass: False leaves the sink's events to another
+    process (on the same store) that can deliver them, as when no exporter is configured here.
+
     Attributes:
         name: Unique among the process's sinks, at most 200 characters, not starting with `$`:
             its delivered position is kept under this name, so a restart resumes there.

@@ -185,7 +185,8 @@ class _ScrapeCollector(Collector):
     def _sinks(self) -> Iterator[Any]:
         backlog = GaugeMetricFamily(
             "clearance_sink_backlog",
-            "Committed records an event sink (an exporter, or `metrics` itself) has not delivered yet.",
+            "Committed records an event sink (an exporter, or `metrics` itself) has not delivered yet,"
+            " from the process that delivers it (one per sink name and store)",
             labels=["sink"],
         )
         for running in (getattr(self.meters.state, "sinks", None), getattr(self.meters.state, "metrics_sinks", None)):
@@ -198,7 +199,8 @@ class _ScrapeCollector(Collector):
                 self.meters.store_errors.labels(where="scrape").inc()
                 continue
             for status in statuses:
-                backlog.add_metric([status.name], status.backlog)
+                if not status.standby:  # another process delivers it: this one's position is stale
+                    backlog.add_metric([status.name], status.backlog)
         yield backlog
 
 

@@ -5,8 +5,9 @@ end up as records in the log, so counting there counts every decision once, whoe
 and an embedded agent writing to the same store too. The sink is the built-in use of the
 post-commit hook every exporter uses (`_sinks`): at least once, so a crash between counting
 and saving the position counts that batch again in the next process (its counters start from
-zero anyway; `rate()` is what to read). It starts at the newest record the first time, and on
-PostgreSQL one replica delivers it at a time: sum the counters across replicas.
+zero anyway; `rate()` is what to read). It starts at the newest record the first time, and one
+process delivers it at a time (a lease on SQLite, a lock on PostgreSQL): sum the counters
+across replicas.
 
 Tool labels are bounded whatever agents send: a tool is named in a label only when an active
 policy names it (a glob pattern labels the calls it matches, `db.*`); every other call is

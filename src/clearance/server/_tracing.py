@@ -63,14 +63,15 @@ _SCOPE = "clearance.server"
 
 
 def fastapi_options(settings: ServerSettings) -> dict[str, Any]:
-    """FastAPI's own tracing off, where FastAPI has it (0.165 on), unless `otel` (which instruments).
+    """FastAPI's own telemetry off, where FastAPI has it (0.165 on), unless `otel` (which instruments).
 
-    FastAPI traces requests itself whenever the process has a tracer provider; with `otel` off
-    the server makes no spans (and none with a request's raw, unescaped path).
+    FastAPI traces requests, and logs and counts them, whenever the process has the providers;
+    with `otel` off the server sends none of it (and nothing with a request's raw, unescaped path
+    or an exception's message).
     """
     if settings.otel or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
         return {}
-    return {"telemetry": {"tracing": False}}
+    return {"telemetry": {"tracing": False, "logs": False, "metrics": False}}
 
 
 def install(app: FastAPI, settings: ServerSettings) -> None:
@@ -89,7 +90,15 @@ def install(app: FastAPI, settings: ServerSettings) -> None:
             "CLEARANCE_OTEL=true needs OpenTelemetry: pip install 'clearance[otel]' (and an exporter,"
             " e.g. opentelemetry-exporter-otlp-proto-http)"
         ) from None
-    from ._visible_spans import SECRET_HEADERS, VisibleTracerProvider
+    from ._visible_spans import SECRET_HEADERS, VisibleTracerProvider, check
+
+    try:
+        check()
+    except Exception as exc:
+        raise ConfigurationError(
+            f"this OpenTelemetry's spans cannot be wrapped to show what clients send visibly ({exc!r});"
+            " pin opentelemetry-api to a release Clearance supports, or run with CLEARANCE_OTEL=false"
+        ) from None
 
     _otel_env.provide(_SERVICE, default_otlp=True)
     own = os.environ.get("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS") or os.environ.get("OTEL_PYTHON_EXCLUDED_URLS")

@@ -20,6 +20,7 @@ Imported only when the server's `otel` is on.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -28,12 +29,19 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.util import types
-from opentelemetry.util._decorator import _agnosticcontextmanager  # what the API's and SDK's tracers use
+
+try:  # what the API's and SDK's tracers use (private): a plain context manager does as well
+    from opentelemetry.util._decorator import _agnosticcontextmanager
+except ImportError:  # pragma: no cover (a newer OpenTelemetry)
+    from contextlib import contextmanager as _agnosticcontextmanager  # type: ignore[assignment, unused-ignore]
 
 from .._visible import visible
 
+log = logging.getLogger("clearance.server")
+
 MAX_TEXT = 4096
 REDACTED = "[REDACTED]"
+UNSHOWN = "[not shown]"  # what a text becomes when showing it failed: never the raw text
 # The headers that carry a credential: given to the instrumentation to redact when it captures them.
 SECRET_HEADERS = ("x-api-key", "authorization", "proxy-authorization", "cookie", "set-cookie", "x-csrf-token")
 # And as the attributes it makes of them (`http.request.header.x_api_key`): redacted here too.
@@ -43,10 +51,16 @@ _SECRET_KEYS = frozenset(
 
 
 def text(value: str, *, tail: bool = False) -> str:
-    """`value` made visible and at most `MAX_TEXT` long: its start, or with `tail` its end."""
-    if tail:
-        return visible(value[-MAX_TEXT:])[-MAX_TEXT:]
-    return visible(value[:MAX_TEXT])[:MAX_TEXT]
+    """`value` made visible and at most `MAX_TEXT` long: its start, or with `tail` its end.
+
+    Never raises (a request must not fail for its span): `UNSHOWN` when it cannot be shown.
+    """
+    try:
+        if tail:
+            return visible(value[-MAX_TEXT:])[-MAX_TEXT:]
+        return visible(value[:MAX_TEXT])[:MAX_TEXT]
+    except Exception:
+        return UNSHOWN
 
 
 def error_type(exc: BaseException) -> str:
@@ -66,10 +80,16 @@ def _value(key: str, value: types.AttributeValue) -> types.AttributeValue:
 
 
 def shown(given: types.Attributes) -> types.Attributes:
-    """Every key and string value made `visible` and bounded; a credential header's value redacted."""
+    """Every key and string value made `visible` and bounded; a credential header's value redacted.
+
+    Never raises: what cannot be shown is left out.
+    """
     if not given:
         return given
-    return {text(k): _value(k, v) for k, v in given.items()}
+    try:
+        return {text(k): _value(k, v) for k, v in given.items()}
+    except Exception:
+        return {"clearance.attributes": UNSHOWN}
 
 
 class VisibleSpan(trace.Span):
@@ -153,11 +173,22 @@ class VisibleTracer(trace.Tracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> trace.Span:
-        links = [Link(link.context, shown(link.attributes)) for link in links] if links else links
-        span = self._tracer.start_span(
-            text(name), context, kind, shown(attributes), links, start_time, record_exception, set_status_on_exception
-        )
-        return VisibleSpan(span)
+        try:
+            links = [Link(link.context, shown(link.attributes)) for link in links] if links else links
+            span = self._tracer.start_span(
+                text(name),
+                context,
+                kind,
+                shown(attributes),
+                links,
+                start_time,
+                record_exception,
+                set_status_on_exception,
+            )
+            return VisibleSpan(span)
+        except Exception as exc:  # a request must not fail for its span: it goes untraced
+            log.warning("a span could not be made visibly, the request goes untraced: %r", exc)
+            return trace.INVALID_SPAN
 
     @_agnosticcontextmanager
     def start_as_current_span(  # noqa: D102
@@ -182,6 +213,13 @@ class VisibleTracer(trace.Tracer):
             set_status_on_exception=set_status_on_exception,
         ) as current:
             yield current
+
+
+def check() -> None:
+    """Make a visible span once, at start: raises when this OpenTelemetry no longer lets us wrap one."""
+    span = VisibleSpan(trace.INVALID_SPAN)
+    span.set_attribute("clearance.check", "\u202e")
+    span.end()
 
 
 class VisibleTracerProvider(trace.TracerProvider):
