@@ -2519,8 +2519,8 @@ export interface components {
          *         position: The position of the last event it took.
          *         stalled: Whether a delivery has been running longer than the timeout.
          *         last_error: The last attempt's error, when the last attempt failed.
-         *         standby: Another process delivers this sink (a server replica on the same PostgreSQL
-         *             holding its lock), or in this process an earlier configuration's worker is still
+         *         standby: Another process delivers this sink (it holds the sink's lock on PostgreSQL,
+         *             or its lease on SQLite), or in this process an earlier configuration's worker is still
          *             inside the sink's `deliver()`; this one takes over when that one stops. Its
          *             `position` and `backlog` are then as of its own last delivery.
          */

@@ -28,7 +28,9 @@ tools:
 
 
 @pytest.fixture
-def arden(live_server: tuple[str, Path]) -> Iterator[tuple[ModuleType, dict[str, str], str, Path]]:
+def arden(
+    live_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ModuleType, dict[str, str], str, Path]]:
     base, db_path = live_server
     db = Database(str(db_path))
     made = {
@@ -46,8 +48,13 @@ def arden(live_server: tuple[str, Path]) -> Iterator[tuple[ModuleType, dict[str,
     with warnings.catch_warnings():  # ardenpy still uses pydantic v1 validators
         warnings.simplefilter("ignore")
         import ardenpy
+        import ardenpy._autopatch
         import ardenpy.config
 
+        # configure() would patch LangChain's and the Agents SDK's tool classes for good, in this
+        # process: every later test running a framework's tool would be checked by ardenpy too.
+        # These tests guard their tools explicitly (guard_tool).
+        monkeypatch.setattr(ardenpy._autopatch, "patch_all", lambda: [])
         ardenpy.configure(
             api_key=made["agent"],
             api_url=base,
