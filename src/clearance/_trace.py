@@ -91,6 +91,14 @@ def parts(traceparent: str) -> tuple[int, int, int]:
     return int(traceparent[3:35], 16), int(traceparent[36:52], 16), int(traceparent[53:55], 16)
 
 
+def span_context(traceparent: str) -> Any:
+    """The remote `SpanContext` a traceparent that `checked` accepted names (OpenTelemetry installed)."""
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    trace, span, flags = parts(traceparent)
+    return SpanContext(trace, span, is_remote=True, trace_flags=TraceFlags(flags))
+
+
 def trace_id(traceparent: str) -> str:
     """The trace id (32 hex digits) of a traceparent that `checked` accepted."""
     return traceparent[3:35]

@@ -349,7 +349,7 @@ class OtelSink:
         if not decided:  # only the outcome is known: it ran where it finished
             attributes.update(_attrs(_base(f, call.tool)))
             if asked_in is not None:
-                asked = _remote(trace, asked_in)
+                asked = _trace.span_context(asked_in)
                 links.append(trace.Link(asked, {"clearance.link": "asked"}))
                 attributes.update(_asked_attributes(asked))
         unfinished = finished is None and call.runs and call.blocked_reason is None
@@ -461,7 +461,7 @@ class OtelSink:
         """The context a span is made in: under the recorded parent, or a new trace (never this thread's own)."""
         if traceparent is None:
             return self._empty()
-        parent = self._trace.NonRecordingSpan(_remote(self._trace, traceparent))
+        parent = self._trace.NonRecordingSpan(_trace.span_context(traceparent))
         return self._trace.set_span_in_context(parent, self._empty())
 
     def close(self) -> None:
@@ -508,11 +508,6 @@ def _base(finished: dict[str, Any], tool: str) -> dict[str, Any]:
 
 def _outcome(finished: dict[str, Any]) -> dict[str, Any]:
     return _attrs({"clearance.outcome": finished.get("decision"), "clearance.duration_ms": finished.get("duration_ms")})
-
-
-def _remote(trace: Any, traceparent: str) -> Any:
-    trace_id, span_id, flags = _trace.parts(traceparent)
-    return trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags & 0xFF))
 
 
 def _asked_attributes(asked: Any) -> dict[str, Any]:
