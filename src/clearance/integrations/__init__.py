@@ -24,6 +24,8 @@ FRAMEWORKS = (
     ("ag2", "ag2"),
     ("llama_index.core", "llamaindex"),
     ("crewai", "crewai"),
+    ("pydantic_ai", "pydantic_ai"),
+    ("claude_agent_sdk", "claude_agent"),
 )
 _installed: set[str] = set()
 log = logging.getLogger("clearance")
