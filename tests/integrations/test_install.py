@@ -7,6 +7,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ._shared import run_python
 
 FRAMEWORKS = ("langchain", "langgraph", "langchain_core", "agents", "mcp", "google", "llama_index", "ag2", "crewai")
@@ -27,12 +29,75 @@ import sys, clearance
 from clearance import integrations
 clearance.configure()
 print(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS}))
-import agents  # imports mcp too: both are governed
+import agents  # imports mcp and openai too: all three are governed
 print(sorted(integrations._installed))
 from clearance.integrations._patching import governed
 print(governed(agents.Agent, "get_all_tools"))
 """
-    assert _run(code, tmp_path).splitlines() == ["[]", "['agents', 'mcp']", "True"]
+    assert _run(code, tmp_path).splitlines() == ["[]", "['agents', 'mcp', 'openai']", "True"]
+
+
+_ADK_GOVERNED = """
+from google.adk.agents import LlmAgent
+from google.adk.runners import Runner
+from google.adk.sessions import InMemorySessionService
+agent = LlmAgent(name="a", model="gemini-2.0-flash")
+runner = Runner(app_name="a", agent=agent, session_service=InMemorySessionService())
+print(type(runner.plugin_manager.get_plugin("clearance")).__name__)
+"""
+_LLAMAINDEX_GOVERNED = """
+from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+from clearance.integrations._patching import governed
+print(governed(FunctionAgent, "_call_tool") and governed(AgentWorkflow, "_call_tool"))
+"""
+
+
+def test_a_subpackage_imported_after_configure_is_governed(tmp_path: Path) -> None:
+    """`google.adk` / `llama_index.core` are submodules: installed once attached to their parent package."""
+    pytest.importorskip("google.adk")
+    pytest.importorskip("llama_index.core")
+    code = f"""
+import clearance
+from clearance import integrations
+clearance.configure()
+import google.adk
+from google.adk.runners import Runner
+{_ADK_GOVERNED}
+import llama_index.core
+{_LLAMAINDEX_GOVERNED}
+print(sorted(integrations._installed))
+"""
+    assert _run(code, tmp_path).splitlines() == ["ClearancePlugin", "True", "['adk', 'llamaindex']"]
+
+
+@pytest.mark.parametrize(
+    ("statement", "check"),
+    [("from google.adk.runners import Runner", _ADK_GOVERNED), ("import llama_index.core.agent", _LLAMAINDEX_GOVERNED)],
+    ids=["adk", "llamaindex"],
+)
+def test_a_framework_first_imported_by_several_threads_at_once_is_governed(
+    tmp_path: Path, statement: str, check: str
+) -> None:
+    pytest.importorskip(statement.split()[1])
+    code = f"""
+import threading, clearance
+clearance.configure()
+errors = []
+def load():
+    try:
+        {statement}
+    except BaseException as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=load) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(errors)
+{check}
+"""
+    errors, governed = _run(code, tmp_path).splitlines()
+    assert errors == "[]" and governed in ("ClearancePlugin", "True")
 
 
 def test_a_framework_imported_before_configure_is_installed_at_once(tmp_path: Path) -> None:
@@ -42,7 +107,7 @@ from clearance import integrations
 clearance.configure()
 print(sorted(integrations._installed))
 """
-    assert _run(code, tmp_path) == "['agents', 'mcp']"
+    assert _run(code, tmp_path) == "['agents', 'mcp', 'openai']"  # the SDK imports mcp and openai
 
 
 def test_a_replayed_call_key_gets_its_first_ticket_and_other_arguments_are_refused(configure: Any) -> None:
