@@ -13,29 +13,9 @@ import click
 from .._export import lines
 from .._store import EventFilter, StoredEvent
 from .._store import _events as events
+from .._store._kinds import KINDS
 from .._visible import hazards, shown_json, visible, warning
 from ._common import database_option, friendly, open_db, safe, when
-
-_KINDS = [
-    "tool_call.decided",
-    "tool_call.finished",
-    "approval.requested",
-    "approval.voted",
-    "approval.decided",
-    "approval.refused",
-    "approval.escalated",
-    "approval.expired",
-    "approval.executed",
-    "approval.failed",
-    "llm.call",
-    "policy.activated",
-    "policy.shadow_activated",
-    "policy.shadow_cleared",
-    "grant.created",
-    "grant.revoked",
-    "grant.expired",
-    "grant.exhausted",
-]
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -58,7 +38,7 @@ def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--agent", help="Only this agent."),
             click.option("--session", help="Only this session."),
             click.option("--tool", help="Only this tool."),
-            click.option("--kind", type=click.Choice(_KINDS), help="Only this kind of event."),
+            click.option("--kind", type=click.Choice(KINDS), help="Only this kind of event."),
             click.option("--decision", help="Only this decision (allow, block, require_approval, approved, ok, …)."),
             click.option("--since", help="From this time (ISO, UTC unless an offset is given)."),
             click.option("--until", help="Before this time (ISO)."),

@@ -253,7 +253,7 @@ def executed_event(finished: dict[str, Any], status: str, by: str | None, at: in
     keep = ("agent", "environment", "session", "tool", "call_id", "approval_id", "duration_ms", "error")
     fields: dict[str, Any] = {k: finished[k] for k in keep if k in finished}
     fields.update(decision=status, by=by)
-    return make_event(f"approval.{status}", at, fields)
+    return make_event("approval.executed" if status == ApprovalStatus.EXECUTED else "approval.failed", at, fields)
 
 
 def result_value(result: Any) -> Any:

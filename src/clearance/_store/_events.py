@@ -18,6 +18,7 @@ from typing import Any
 
 from .._canonical import ARGS_HASH_ALG, args_hash, canonical_json, legacy_args_hash
 from ._db import Database
+from ._kinds import Kind
 
 GENESIS = "0" * 64
 EVENT_VERSION = 1
@@ -71,7 +72,7 @@ os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 _RAW = f"\x00raw:{os.urandom(16).hex()}:"  # a placeholder no argument can forge
 
 
-def make_event(kind: str, at_us: int, fields: Mapping[str, Any], *, raw: Mapping[str, str] | None = None) -> Event:
+def make_event(kind: Kind, at_us: int, fields: Mapping[str, Any], *, raw: Mapping[str, str] | None = None) -> Event:
     """Build a version-1 event. `fields` must hold agent and environment; None values are kept.
 
     The body is the whole record; the columns are derived from it. `raw` gives fields already

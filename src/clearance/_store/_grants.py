@@ -30,6 +30,7 @@ from ..policy._model import ParamSpec
 from ..policy._params import check as check_params
 from ._db import Database
 from ._events import Event, append, make_event, new_id
+from ._kinds import Kind
 
 _FIELDS = (
     "id",
@@ -173,7 +174,7 @@ def _from_row(row: Sequence[Any]) -> Grant:
     )
 
 
-def _event(kind: str, grant: Grant, at: int, **more: Any) -> Event:
+def _event(kind: Kind, grant: Grant, at: int, **more: Any) -> Event:
     fields = {
         "agent": grant.agent,
         "environment": grant.environment,

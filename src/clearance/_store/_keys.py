@@ -19,6 +19,7 @@ from .._clock import now_us
 from .._names import checked_name
 from ._db import Database
 from ._events import Event, append, make_event
+from ._kinds import Kind
 
 Scope = Literal["agent", "approver", "admin", "metrics"]
 SCOPES: tuple[Scope, ...] = ("agent", "approver", "admin", "metrics")
@@ -150,7 +151,7 @@ def revoke(db: Database, key_id: str, *, by: str | None = None) -> ApiKey | None
     return key
 
 
-def _event(kind: str, key: ApiKey, by: str | None) -> Event:
+def _event(kind: Kind, key: ApiKey, by: str | None) -> Event:
     """An audit record of an admin action on a key (never its secret or hash)."""
     fields = {
         "agent": key.agent or "*",

@@ -19,6 +19,7 @@ from ..policy import Policy, parse_policy
 from . import _policies as policies
 from ._db import Database
 from ._events import append, make_event
+from ._kinds import Kind
 from ._policies import Revision, store_compiled
 from ._shadow_report import Difference, Example, MonitorHit, ShadowReport, report
 
@@ -86,7 +87,7 @@ def compile_revision(revision: Revision, what: str = "activated in shadow") -> P
         raise NotCompiled(revision.id, exc.problems, what) from None
 
 
-def _event(kind: str, at: int, scope: str, revision: Revision | None, by: str | None, **more: Any) -> Any:
+def _event(kind: Kind, at: int, scope: str, revision: Revision | None, by: str | None, **more: Any) -> Any:
     scope_kind, _, name = scope.partition(":")
     fields = {
         "agent": name if scope_kind == "agent" else "*",

@@ -15,6 +15,7 @@ from .._text import text_problem
 from . import _channels as channels
 from ._db import Database
 from ._events import Event, append, make_event
+from ._kinds import Kind
 
 ROLES = ("approver", "admin")  # what the server grants; any other role is an approver group
 _ROLE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -212,7 +213,7 @@ def by_identity(db: Database, channel: str, external_id: str) -> User | None:
     return user if user is not None and user.disabled_at_us is None else None
 
 
-def _event(kind: str, user: User, by: str | None, changes: dict[str, Any]) -> Event:
+def _event(kind: Kind, user: User, by: str | None, changes: dict[str, Any]) -> Event:
     """An audit record of an admin action on a person (never a password or its hash)."""
     fields = {"agent": "*", "environment": "*", "session": None, "username": user.username, "by": by, **changes}
     return make_event(kind, now_us(), fields)
