@@ -26,6 +26,7 @@ ClearanceError
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "ApprovalAlreadyDecided",
@@ -250,11 +251,24 @@ class ApprovalAlreadyExecuted(ApprovalError):
     Attributes:
         status: executed, failed, or approved (claimed by another executor).
         claimed_by: Who ran (or is running) it.
+        result: What it returned, as recorded (status executed; None when not known here).
+        error: Why it failed, as recorded (status failed).
     """
 
-    def __init__(self, approval_id: str, tool: str, status: str, claimed_by: str | None) -> None:
+    def __init__(
+        self,
+        approval_id: str,
+        tool: str,
+        status: str,
+        claimed_by: str | None,
+        *,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
         self.status = status
         self.claimed_by = claimed_by
+        self.result = result
+        self.error = error
         state = "is running" if status == "approved" else f"already ran ({status})"
         super().__init__(approval_id, tool, f"approval {approval_id}: its {tool} call {state} in {claimed_by}")
 

@@ -141,7 +141,10 @@ def test_a_paused_run_resumes_in_another_process_once(
     if approve:
         assert resumed["ran"] == [["A-1", 850.0]] and "refunded 850.0" in resumed["answer"]
         again = _process(tmp_path, "resume", str(tmp_path / "state.json"))  # a second resume of the same state
-        assert again["ran"] == [] and "already" in again["answer"]
+        # The model gets what the refund returned then, not a refusal it would retry or report.
+        assert again["ran"] == [] and "refunded 850.0 on A-1" in again["answer"]
+        assert "Not approved" not in again["answer"]
+        assert len(records(gov, "tool_call.finished")) == 1
         assert approvals.get(gov.db, approval_id).status == "executed"
     else:
         assert resumed["ran"] == [] and "over budget" in resumed["answer"]

@@ -136,6 +136,8 @@ class ApprovalView:
         executed_args: The arguments to run (None: they cannot be returned exactly).
         claimed_by: The executor that claimed the approved call.
         trace: The span the call was asked in (a traceparent), when the agent traced it.
+        result: The approved call's recorded result, once it ran.
+        error: Why the approved call failed, when it did.
     """
 
     approval_id: str
@@ -154,6 +156,8 @@ class ApprovalView:
     executed_args: dict[str, Any] | None = None
     claimed_by: str | None = None
     trace: str | None = None
+    result: Any = None
+    error: str | None = None
 
 
 def view_of(a: Approval | ApprovalOut, *, edited_args: dict[str, Any] | None) -> ApprovalView:
@@ -175,6 +179,8 @@ def view_of(a: Approval | ApprovalOut, *, edited_args: dict[str, Any] | None) ->
         executed_args=a.executed_args,
         claimed_by=a.claimed_by,
         trace=a.trace,
+        result=a.result,
+        error=a.error,
     )
 
 
@@ -206,7 +212,7 @@ def settle(ticket: Ticket, a: ApprovalView) -> Approved:
     if status is ApprovalStatus.APPROVED and a.claimed_by is None:
         return Approved(a.approval_id, a.decided_by, a.note, a.edited_args)
     if status in (ApprovalStatus.APPROVED, ApprovalStatus.EXECUTED, ApprovalStatus.FAILED):
-        raise ApprovalAlreadyExecuted(a.approval_id, ticket.tool, status, a.claimed_by)
+        raise ApprovalAlreadyExecuted(a.approval_id, ticket.tool, status, a.claimed_by, result=a.result, error=a.error)
     if status is ApprovalStatus.DENIED:
         raise ApprovalDenied(a.approval_id, ticket.tool, a.decided_by or "unknown", a.note)
     if status is ApprovalStatus.EXPIRED:

@@ -419,7 +419,9 @@ def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
     if won:
         return current
     if current.claimed_by is not None or current.status in (ApprovalStatus.EXECUTED, ApprovalStatus.FAILED):
-        raise ApprovalAlreadyExecuted(approval_id, current.tool, current.status, current.claimed_by)
+        raise ApprovalAlreadyExecuted(
+            approval_id, current.tool, current.status, current.claimed_by, result=current.result, error=current.error
+        )
     raise ApprovalError(approval_id, current.tool, f"approval {approval_id} is {current.status}, not approved")
 
 

@@ -13,7 +13,7 @@ from .._context import get_session
 from .._guard import _runtime
 from .._guard._backend import Backend
 from .._guard._tickets import Approved, Ticket
-from ..errors import ApprovalError, ToolCallBlocked
+from ..errors import ApprovalAlreadyExecuted, ApprovalError, ToolCallBlocked
 from ..policy import Effect
 
 OnBlock = Literal["message", "raise"]
@@ -25,6 +25,24 @@ def refusal_text(exc: ToolCallBlocked | ApprovalError) -> str:
     if isinstance(exc, ToolCallBlocked):
         return f"Blocked by policy: {exc.reason}"
     return f"Not approved: {exc}"
+
+
+def recorded_outcome(exc: ApprovalError) -> str | None:
+    """What the model is told of an approved call that already ran: its recorded result (or failure).
+
+    A paused run resumed a second time from the same saved state asks for a call that ran on the
+    first resume; the model must get what the tool returned then, not a refusal (it would tell the
+    user the refund failed, or retry it). None when `exc` is not such a call (it is still running
+    elsewhere, or was refused).
+    """
+    if not isinstance(exc, ApprovalAlreadyExecuted):
+        return None
+    if exc.status == "executed":
+        result = exc.result
+        return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+    if exc.status == "failed":
+        return f"Error: {exc.tool} failed when it ran: {exc.error or 'no reason recorded'}"
+    return None
 
 
 def blocked(ticket: Ticket) -> ToolCallBlocked:

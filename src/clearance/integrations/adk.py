@@ -30,8 +30,16 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .._canonical import to_plain
 from .._guard import _runtime
 from .._guard._tickets import Ticket
-from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
-from ._common import OnBlock, before_model_call_async, begin, claim_approved, record_model_call, refusal_text
+from ..errors import ApprovalAlreadyExecuted, ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
+from ._common import (
+    OnBlock,
+    before_model_call_async,
+    begin,
+    claim_approved,
+    record_model_call,
+    recorded_outcome,
+    refusal_text,
+)
 from ._patching import check_version, wrap_method
 
 
@@ -69,6 +77,10 @@ class ClearancePlugin(BasePlugin):
                 governor, ticket = begin(tool.name, args)
                 approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
         except (ToolCallBlocked, ApprovalError) as exc:
+            ran = recorded_outcome(exc) if isinstance(exc, ApprovalAlreadyExecuted) else None
+            if ran is not None:  # the session was resumed before: what the call returned then
+                result = getattr(exc, "result", None)
+                return result if isinstance(result, dict) else {"result": ran}
             if self.on_block == "raise":
                 raise
             return {"error": refusal_text(exc)}

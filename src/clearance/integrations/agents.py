@@ -57,6 +57,7 @@ from ._common import (
     normalise,
     parse_json_args,
     record_model_call,
+    recorded_outcome,
     refusal_text,
     status,
 )
@@ -97,6 +98,9 @@ def _invoker(tool: FunctionTool, original: Invoker, on_block: OnBlock, pause: bo
                 if ticket.approval_id is not None:
                     approved = await governor.wait_async(ticket)
         except (ToolCallBlocked, ApprovalError) as exc:
+            ran = recorded_outcome(exc) if isinstance(exc, ApprovalError) else None
+            if ran is not None:  # a second resume of the same state: what the call returned then
+                return ran
             if on_block == "raise":
                 raise
             return refusal_text(exc)
@@ -189,6 +193,11 @@ async def resume(agent: Agent[Any], state: str | RunState[Any, Any], **run_kwarg
         except ApprovalPending:
             raise
         except (ToolCallBlocked, ApprovalError, ValueError) as exc:
+            if isinstance(exc, ApprovalError) and recorded_outcome(exc) is not None:
+                # It ran already (this state was resumed before): approved, and the invoker
+                # answers what it returned then.
+                decisions.append((item, None))
+                continue
             text = refusal_text(exc) if not isinstance(exc, ValueError) else f"Error: {exc}"
             decisions.append((item, text))
     for item, rejection in decisions:

@@ -143,6 +143,10 @@ class ClearanceMiddleware(AgentMiddleware):
                 raise
             return _refusal(request, _common.refusal_text(exc))
         except ApprovalError as exc:
+            ran = _common.recorded_outcome(exc)
+            if ran is not None:  # the checkpoint was resumed before: what the call returned then
+                call = request.tool_call
+                return ToolMessage(content=ran, tool_call_id=call.get("id") or "", name=call.get("name"))
             return _denied(request, exc, self.on_block)
 
     def _waited(self, request: ToolCallRequest) -> Decided | ToolMessage:
