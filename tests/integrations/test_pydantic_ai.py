@@ -1,0 +1,355 @@
+"""Pydantic AI: real agent runs, offline, with a scripted `FunctionModel` and a fake OpenAI server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("pydantic_ai")
+
+from pydantic_ai import Agent, DeferredToolRequests  # noqa: E402
+from pydantic_ai.messages import (  # noqa: E402
+    ModelMessage,
+    ModelResponse,
+    RetryPromptPart,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
+from pydantic_ai.usage import RequestUsage  # noqa: E402
+
+import clearance  # noqa: E402
+from clearance import ModelCallBlocked, ToolCallBlocked, _decisions  # noqa: E402
+from clearance._guard._governor import Governor  # noqa: E402
+from clearance._store import _approvals as approvals  # noqa: E402
+from clearance.integrations import _usage_owner  # noqa: E402
+from clearance.integrations.pydantic_ai import Clearance  # noqa: E402
+
+from ..budgets._shared import PRICES, spend  # noqa: E402
+from ._shared import (  # noqa: E402
+    LEAD,
+    POLICY,
+    TWO_FAKE_CALLS,
+    last_json,
+    llm_usage,
+    records,
+    run_python,
+    while_deciding,
+)
+
+USAGE = RequestUsage(input_tokens=120, output_tokens=30)
+
+
+def script(args: dict[str, Any] | str, call_id: str = "call_1", tool: str = "issue_refund") -> FunctionModel:
+    """A model that asks for `tool(**args)` once, then answers with what the tool (or Pydantic AI) returned."""
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        returned = [p for p in messages[-1].parts if isinstance(p, (ToolReturnPart, RetryPromptPart))]
+        if returned:
+            return ModelResponse(parts=[TextPart(f"Done: {returned[-1].content}")], usage=USAGE)
+        return ModelResponse(parts=[ToolCallPart(tool, args, tool_call_id=call_id)], usage=USAGE)
+
+    return FunctionModel(respond, model_name="scripted")
+
+
+def refund_agent(
+    ran: list[Any], amount: Any = 850, *, model: Any = None, call_id: str = "call_1", **agent_kwargs: Any
+) -> Agent[None, Any]:
+    agent = Agent(model or script({"order_id": "A-1", "amount": amount}, call_id), **agent_kwargs)
+
+    @agent.tool_plain
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    return agent
+
+
+def run(agent: Agent[Any, Any], prompt: str) -> Any:
+    return asyncio.run(agent.run(prompt))  # (run_sync leaves its event loop open)
+
+
+def test_an_allowed_call_runs_and_each_model_request_is_recorded_once(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    with clearance.session("ses-allowed"):
+        result = run(refund_agent(ran, amount=50), "refund A-1")
+    assert ran == [("A-1", 50.0)] and result.output == "Done: refunded 50.0 on A-1"
+    [decided] = records(gov, "tool_call.decided")
+    assert decided["decision"] == "allow" and decided["args"] == {"order_id": "A-1", "amount": 50.0}
+    [finished] = records(gov, "tool_call.finished")
+    assert finished["decision"] == "ok"
+    assert llm_usage(gov, "ses-allowed") == [("scripted", 120, 30)] * 2  # two model requests, one record each
+
+
+def test_a_blocked_call_tells_the_model_why_and_the_run_goes_on(configure: Callable[..., Governor]) -> None:
+    configure(POLICY)
+    ran: list[Any] = []
+    result = run(refund_agent(ran, amount=9000), "refund")
+    assert ran == []
+    assert result.output == "Done: Blocked by policy: Refunds over $5000 are never issued"
+    [returned] = [p for m in result.all_messages() for p in m.parts if isinstance(p, ToolReturnPart)]
+    assert returned.outcome == "failed"  # Pydantic AI's own failed tool result
+
+
+def test_approved_from_another_thread_runs_the_edit_once(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    agent = refund_agent(ran)
+    result = while_deciding(gov, lambda: run(agent, "refund A-1"), approve=True, args={"amount": 300})
+    assert ran == [("A-1", 300.0)] and result.output == "Done: refunded 300.0 on A-1"  # the approver's edit ran
+    [a] = approvals.listing(gov.db, status=None)
+    assert a.args == {"order_id": "A-1", "amount": 850.0} and a.status == "executed"  # decided as the tool gets it
+
+
+def test_denied_never_runs_and_the_model_gets_the_note(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    agent = refund_agent(ran)
+    result = while_deciding(gov, lambda: run(agent, "refund"), approve=False, note="customer already refunded")
+    assert ran == [] and "denied by user:lena: customer already refunded" in result.output
+
+
+def test_the_wait_does_not_block_the_event_loop(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+
+    async def main() -> tuple[str, list[str]]:
+        ticks: list[str] = []
+
+        async def approve_when_asked() -> None:
+            while not approvals.listing(gov.db):
+                await asyncio.sleep(0.01)
+            for _ in range(3):  # the loop runs while the tool call waits
+                ticks.append("tick")
+                await asyncio.sleep(0.01)
+            _decisions.decide(gov.db, approvals.listing(gov.db)[0].id, by=LEAD, approve=True)
+
+        approving = asyncio.create_task(approve_when_asked())
+        result = await refund_agent(ran).run("refund")
+        await approving
+        return result.output, ticks
+
+    output, ticks = asyncio.run(asyncio.wait_for(main(), 20))
+    assert output == "Done: refunded 850.0 on A-1" and ticks == ["tick"] * 3
+
+
+def test_agents_made_before_configure_are_governed_once(configure: Callable[..., Governor]) -> None:
+    ran: list[Any] = []
+    agent = refund_agent(ran, amount=9000)  # built before configure() installs anything
+    explicit = refund_agent(ran, amount=9000, capabilities=[Clearance()])
+    gov = configure(POLICY)
+    assert "never issued" in run(agent, "refund").output
+    assert "never issued" in run(explicit, "refund").output  # its own Clearance, not a second one
+    assert ran == [] and len(records(gov, "tool_call.decided")) == 2
+
+
+def test_on_block_raise_fails_the_run(configure: Callable[..., Governor]) -> None:
+    configure(POLICY)
+    agent = refund_agent([], amount=9000, capabilities=[Clearance(on_block="raise")])
+    with pytest.raises(ToolCallBlocked, match="never issued"):
+        run(agent, "refund")
+
+
+# -- durable pause -------------------------------------------------------------------------------
+
+PAUSED = """
+import asyncio, json, sys
+from pydantic_ai import DeferredToolRequests
+from clearance.integrations import pydantic_ai as governed
+from tests.integrations.test_pydantic_ai import refund_agent, run
+
+ran = []
+agent = refund_agent(ran, output_type=[str, DeferredToolRequests], capabilities=[governed.Clearance(pause=True)])
+if sys.argv[1] == "start":
+    result = run(agent, "refund A-1")
+    saved = result.all_messages_json().decode()
+    print(json.dumps({"messages": saved, "ids": governed.approval_ids(saved), "meta": result.output.metadata}))
+else:
+    saved = open(sys.argv[2]).read()
+    try:
+        result = asyncio.run(governed.resume(agent, saved))
+    except Exception as exc:
+        print(json.dumps({"error": type(exc).__name__}))
+    else:
+        print(json.dumps({"ran": ran, "answer": result.output}))
+"""
+
+
+def _process(tmp_path: Path, *args: str) -> dict[str, Any]:
+    return last_json(run_python(tmp_path, PAUSED, *args))
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
+def test_a_paused_run_resumes_in_another_process_once(
+    configure: Callable[..., Governor], tmp_path: Path, approve: bool
+) -> None:
+    """`DeferredToolRequests` ends the run; messages are saved; a human decides; other processes resume it."""
+    gov = configure(POLICY)
+    started = _process(tmp_path, "start")
+    [approval_id] = started["ids"]
+    assert started["meta"] == {"call_1": {"clearance_approval": approval_id, "reason": "Refunds over $200 need a lead"}}
+    saved = tmp_path / "messages.json"
+    saved.write_text(started["messages"])
+    assert _process(tmp_path, "resume", str(saved)) == {"error": "ApprovalPending"}
+    decision: dict[str, Any] = {"args": {"amount": 300}} if approve else {}
+    _decisions.decide(gov.db, approval_id, by=LEAD, approve=approve, note="over budget", **decision)
+    resumed = _process(tmp_path, "resume", str(saved))
+    if approve:
+        assert resumed == {"ran": [["A-1", 300.0]], "answer": "Done: refunded 300.0 on A-1"}  # as edited
+        again = _process(tmp_path, "resume", str(saved))  # a second resume of the same saved messages
+        # The model gets what the refund returned then, not a refusal it would retry or report.
+        assert again == {"ran": [], "answer": "Done: refunded 300.0 on A-1"}
+        assert len(records(gov, "tool_call.finished")) == 1
+        assert approvals.get(gov.db, approval_id).status == "executed"
+    else:
+        assert resumed["ran"] == [] and "denied by user:lena: over budget" in resumed["answer"]
+    # One decision, one approval: the resumes found the call by its id and recorded nothing new.
+    assert len(records(gov, "tool_call.decided")) == 1 and len(approvals.listing(gov.db, status=None)) == 1
+
+
+def test_paused_agents_run_allowed_calls_and_refuse_blocked_ones_in_the_run(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    kwargs: dict[str, Any] = {"output_type": [str, DeferredToolRequests], "capabilities": [Clearance(pause=True)]}
+    assert "never issued" in run(refund_agent(ran, amount=9000, call_id="c-9000", **kwargs), "refund").output
+    assert run(refund_agent(ran, amount=50, call_id="c-50", **kwargs), "refund").output.startswith("Done: refunded")
+    assert ran == [("A-1", 50.0)]
+    assert [d["decision"] for d in records(gov, "tool_call.decided")] == ["block", "allow"]
+
+
+# -- the real HTTP path --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["plain", "streaming"])
+def test_against_a_fake_openai_server(configure: Callable[..., Governor], streaming: bool) -> None:
+    """`OpenAIChatModel` over HTTP to 127.0.0.1: governed, one priced record per request, owned by this integration."""
+    import httpx
+    from openai import AsyncOpenAI
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    from ..fake_openai import FakeOpenAI
+
+    gov = configure(POLICY)
+    fake = FakeOpenAI(amount=850)
+    owners: list[str | None] = []
+
+    async def seen(request: httpx.Request) -> None:
+        owners.append(_usage_owner.owner())
+
+    async def main() -> str:
+        http = httpx.AsyncClient(event_hooks={"request": [seen]})
+        async with AsyncOpenAI(base_url=fake.url, api_key="sk-test", http_client=http) as client:
+            provider = OpenAIProvider(openai_client=client)
+            agent = refund_agent(ran, model=OpenAIChatModel("gpt-4o-mini", provider=provider))
+            with clearance.session(f"ses-pai-{streaming}"):
+                if not streaming:
+                    return str((await agent.run("refund A-1")).output)
+                async with agent.run_stream("refund A-1") as stream:
+                    return str(await stream.get_output())
+
+    ran: list[Any] = []
+    try:
+        answer = while_deciding(gov, lambda: asyncio.run(main()), approve=False, note="over the limit")
+    finally:
+        fake.close()
+    assert ran == [] and "over the limit" in answer
+    assert bool(fake.requests[0].get("stream")) is streaming
+    assert llm_usage(gov, f"ses-pai-{streaming}") == TWO_FAKE_CALLS
+    assert all(c["priced"] for c in records(gov, "llm.call", f"ses-pai-{streaming}"))
+    assert owners == ["pydantic_ai", "pydantic_ai"]  # the raw openai capture leaves these to us
+
+
+def test_a_spent_budget_stops_the_model_request(configure: Callable[..., Governor]) -> None:
+    configure("version: 1\nbudgets:\n  session: {max_cost_usd: 1}\n", price_overrides=PRICES)
+    spend(1.0, session="s1")
+    asked: list[int] = []
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        asked.append(len(messages))
+        return ModelResponse(parts=[TextPart("hello")])
+
+    with clearance.session("s1"), pytest.raises(ModelCallBlocked, match="session budget exhausted"):
+        run(Agent(FunctionModel(respond, model_name="scripted")), "hi")
+    assert asked == []
+
+
+# -- MCP -----------------------------------------------------------------------------------------
+
+
+def test_mcp_toolsets_are_governed(configure: Callable[..., Governor], tmp_path: Path) -> None:
+    import sys
+
+    from fastmcp import Client
+    from fastmcp.client.transports import StdioTransport
+    from pydantic_ai.mcp import MCPToolset
+
+    gov = configure(POLICY)
+    ledger = tmp_path / "ledger.txt"
+    server = Path(__file__).with_name("mcp_upstream.py")
+    transport = StdioTransport(command=sys.executable, args=[str(server), str(ledger)])
+    agent = Agent(script({"order_id": "A-1", "amount": 9000}), toolsets=[MCPToolset(Client(transport))])
+    blocked = run(agent, "refund")
+    assert "never issued" in blocked.output and not ledger.exists()
+    agent = Agent(script({"order_id": "A-2", "amount": 50}, "call_2"), toolsets=[MCPToolset(Client(transport))])
+    assert "refunded 50.0 on A-2" in run(agent, "refund").output
+    assert ledger.read_text() == "A-2 50.0\n"
+    # Decided once each: the MCP client layer below stands aside for a call governed here.
+    assert [d["decision"] for d in records(gov, "tool_call.decided")] == ["block", "allow"]
+
+
+# -- hostile arguments ---------------------------------------------------------------------------
+
+
+HOSTILE_TEXT = "a\x00b\ud800c\u202egnp.exe"  # NUL, a lone surrogate, a right-to-left override
+DEEP_JSON = '{"d":' * 10_000 + '"bottom"' + "}" * 10_000
+
+
+def _deep() -> Any:
+    deep: Any = "bottom"
+    for _ in range(10_000):
+        deep = {"d": deep}
+    return deep
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"text": HOSTILE_TEXT, "n": math.nan, "data": {"d": "bottom"}},  # as a Python model may hand them over
+        {"text": "deep", "n": 1.5, "data": _deep()},
+        '{"text": "deep", "n": NaN, "data": ' + DEEP_JSON + "}",  # as JSON text, the way an HTTP model sends them
+    ],
+    ids=["nan-nul-surrogate-rtl", "10k-deep", "10k-deep-json"],
+)
+def test_hostile_arguments_are_recorded_readably_and_never_crash(configure: Callable[..., Governor], args: Any) -> None:
+    gov = configure("version: 1\ndefault: allow\n")
+    got: list[Any] = []
+    agent = Agent(script(args, tool="note"))
+
+    @agent.tool_plain
+    def note(text: str, n: float, data: Any) -> str:
+        """Take a note."""
+        got.append(text)
+        return "noted"
+
+    result = run(agent, "note it")
+    assert result.output.startswith("Done: ")  # the run finished, whatever came in
+    decided = records(gov, "tool_call.decided")
+    if isinstance(args, str):  # Pydantic AI refuses JSON nested this deep before any tool runs: nothing to decide
+        assert got == [] and decided == []
+        return
+    [body] = decided
+    assert json.loads(json.dumps(body))["tool"] == "note"  # plain JSON, readable whatever came in
+    if got:
+        assert got == [args["text"]]  # the tool got the text exactly
+    else:  # refused at the boundary (not I-JSON): the model was told why
+        assert "Blocked by policy" in result.output
