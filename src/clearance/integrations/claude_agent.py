@@ -1,0 +1,223 @@
+"""Claude Agent SDK: every tool call decided through the SDK's own hooks, and each turn's usage recorded.
+
+- `governed_options(options)`: a copy of `ClaudeAgentOptions` with Clearance's hooks added after
+  the user's own (theirs, and `can_use_tool`, are kept). A `PreToolUse` hook with no matcher
+  sees every tool the CLI runs — built-in ones, in-process SDK MCP tools and external MCP tools
+  (`mcp__<server>__<tool>`, the name a policy matches) — with the input the CLI validated,
+  which is what the tool receives, and in every permission mode (`bypassPermissions` and
+  `allowed_tools` included, which skip `can_use_tool`). A blocked or denied call is denied
+  with the reason as `permissionDecisionReason`, which the model reads as the tool's error and
+  can tell the user; an approval is awaited without blocking the event loop; an approver's edit
+  is returned as `updatedInput`, so the edited input is what runs. An allowed call gets no
+  opinion from Clearance (not `allow`): the SDK's own permission rules and `can_use_tool` still
+  apply — Clearance only ever takes permission away. `PostToolUse` / `PostToolUseFailure`
+  record each call's outcome. A hook that cannot decide (say the store is down) denies.
+- `install()` (done by `clearance.configure()` when the SDK is imported): every run —
+  `query()` and `ClaudeSDKClient` alike — gets the hooks and its usage recorded, by wrapping
+  the one class both drive the CLI through (`Query`: its `__init__` and `receive_messages`).
+
+Usage: one `llm.call` per model per turn, from the turn's `ResultMessage`. The CLI makes the
+model requests itself, so no raw client here sees them, and its per-request figures are not
+usable: each `AssistantMessage` repeats the `message_start` usage of its request (output
+tokens 1 — the final count arrives later and is never sent on), once per content block. The
+result's `modelUsage` is exact but cumulative over the CLI process (a `ClaudeSDKClient`'s
+second turn reports both), so each turn records the difference since the previous result of
+the same process: nothing is counted twice. Cache reads and writes count as input, cache reads
+as its cached part, thinking tokens as reasoning; Clearance prices the tokens (genai-prices
+and your price overrides, like every other integration) rather than taking the CLI's
+`costUSD`, so budgets and reports use one price list.
+
+Needs `pip install "clearance[claude-agent]"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+try:
+    import claude_agent_sdk
+    from claude_agent_sdk import ClaudeAgentOptions, HookMatcher
+    from claude_agent_sdk._internal.query import Query
+    from claude_agent_sdk.types import _hooks_to_internal_format
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        'the Claude Agent SDK integration needs its extra: pip install "clearance[claude-agent]"'
+    ) from exc
+
+from .._canonical import to_plain
+from .._guard._backend import Backend
+from .._guard._tickets import Approved, Ticket
+from ..errors import ApprovalError, ToolCallBlocked
+from ._common import begin, record_model_call, refusal_text
+from ._patching import MARK, check_version, wrap_method
+
+log = logging.getLogger("clearance")
+# How long the CLI waits for the PreToolUse hook: long enough for a human; the policy's own
+# approval timeout ends the wait before this does.
+HOOK_TIMEOUT_S = 7 * 24 * 3600.0
+# (CLI session, tool use id) → the call let through, until its Post hook records the outcome
+_running: OrderedDict[tuple[str, str], tuple[Backend, Ticket, Approved | None, float]] = OrderedDict()
+_RUNNING_KEEP = 10_000  # calls the CLI refused after Clearance allowed them get no Post hook
+
+
+def _pre(reason: str | None = None, updated: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"hookEventName": "PreToolUse"}
+    if reason is not None:
+        out |= {"permissionDecision": "deny", "permissionDecisionReason": reason}
+    if updated is not None:
+        out["updatedInput"] = updated
+    return {"hookSpecificOutput": out}
+
+
+def _key(data: Any, tool_use_id: str | None) -> tuple[str, str]:
+    return str(data.get("session_id")), str(tool_use_id or data.get("tool_use_id"))
+
+
+async def _decide(data: Any, tool_use_id: str | None, context: Any) -> Any:
+    """PreToolUse: decide the call; deny with the reason, wait for an approval, apply an edit."""
+    try:
+        name = str(data.get("tool_name"))
+        raw = data.get("tool_input")
+        args = to_plain(raw if isinstance(raw, dict) else {"input": raw})
+        governor, ticket = begin(name, args)
+        approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
+    except (ToolCallBlocked, ApprovalError) as exc:
+        return _pre(refusal_text(exc))
+    except Exception as exc:  # fail closed: a call Clearance could not decide does not run
+        log.exception("Clearance could not decide a Claude Agent SDK tool call")
+        return _pre(f"Clearance could not decide this call: {type(exc).__name__}")
+    _running[_key(data, tool_use_id)] = (governor, ticket, approved, time.perf_counter())
+    while len(_running) > _RUNNING_KEEP:
+        _running.popitem(last=False)
+    if approved is not None and approved.args is not None:
+        return _pre(updated=approved.args)
+    return {}  # no opinion: the SDK's own permission rules still apply
+
+
+def _finish(data: Any, tool_use_id: str | None, error: BaseException | None, result: Any) -> dict[str, Any]:
+    running = _running.pop(_key(data, tool_use_id), None)
+    if running is not None:
+        governor, ticket, _, started = running
+        try:
+            governor.finish(ticket, error=error, duration_s=time.perf_counter() - started, result=result)
+        except Exception:
+            log.exception("Clearance could not record a Claude Agent SDK tool call's outcome")
+    return {}
+
+
+async def _ran(data: Any, tool_use_id: str | None, context: Any) -> Any:
+    """PostToolUse: record the result."""
+    return _finish(data, tool_use_id, None, to_plain(data.get("tool_response")))
+
+
+async def _failed(data: Any, tool_use_id: str | None, context: Any) -> Any:
+    """PostToolUseFailure: record the error."""
+    return _finish(data, tool_use_id, RuntimeError(str(data.get("error"))[:2000]), None)
+
+
+for _hook in (_decide, _ran, _failed):
+    setattr(_hook, MARK, True)
+_HOOKS: dict[Any, list[HookMatcher]] = {
+    "PreToolUse": [HookMatcher(hooks=[_decide], timeout=HOOK_TIMEOUT_S, on_failure="block")],
+    "PostToolUse": [HookMatcher(hooks=[_ran])],
+    "PostToolUseFailure": [HookMatcher(hooks=[_failed])],
+}
+
+
+def _has_ours(matchers: Any) -> bool:
+    """Whether Clearance's hooks are among these (HookMatchers, or the dicts `Query` takes)."""
+    for matcher in matchers or ():
+        hooks = matcher.get("hooks") if isinstance(matcher, dict) else getattr(matcher, "hooks", None)
+        if any(getattr(hook, MARK, False) for hook in hooks or ()):
+            return True
+    return False
+
+
+def governed_options(options: ClaudeAgentOptions | None = None) -> ClaudeAgentOptions:
+    """A copy of `options` whose runs Clearance governs: its hooks added after the user's own.
+
+    Idempotent; the user's hooks and `can_use_tool` are kept as they are.
+    """
+    options = options or ClaudeAgentOptions()
+    hooks: dict[Any, list[HookMatcher]] = {event: list(matchers) for event, matchers in (options.hooks or {}).items()}
+    if not _has_ours(hooks.get("PreToolUse")):
+        for event, ours in _HOOKS.items():
+            hooks[event] = [*hooks.get(event, []), *ours]
+    return dataclasses.replace(options, hooks=hooks)
+
+
+def _with_hooks(wrapped: Any, query: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """`Query.__init__` with Clearance's hooks added to the run's (in the dict form `Query` takes)."""
+    positional = "hooks" not in kwargs and len(args) > 3  # (transport, streaming, can_use_tool, hooks, …)
+    given = args[3] if positional else kwargs.get("hooks")
+    hooks = {event: list(matchers) for event, matchers in (given or {}).items()}
+    if not _has_ours(hooks.get("PreToolUse")):
+        for event, ours in _hooks_to_internal_format(_HOOKS).items():
+            hooks[event] = [*hooks.get(event, []), *ours]
+    if positional:
+        args = (*args[:3], hooks, *args[4:])
+    else:
+        kwargs["hooks"] = hooks
+    wrapped(*args, **kwargs)
+
+
+def _with_usage(wrapped: Any, query: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    """`Query.receive_messages`, recording each turn's usage from its result."""
+    return _recording(query, wrapped(*args, **kwargs))
+
+
+async def _recording(query: Any, messages: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    totals: dict[str, dict[str, Any]] = query.__dict__.setdefault("_clearance_usage", {})  # per CLI process
+    try:
+        async for data in messages:
+            if isinstance(data, dict) and data.get("type") == "result":
+                _record_turn(data.get("modelUsage"), totals)
+            yield data
+    finally:
+        await messages.aclose()  # type: ignore[attr-defined]
+
+
+_COUNTS = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheCreationInputTokens", "thinkingTokens")
+
+
+def _record_turn(model_usage: Any, totals: dict[str, dict[str, Any]]) -> None:
+    """Record a result's usage: per model, what it adds to `totals` (the process's usage so far); never raises."""
+    if not isinstance(model_usage, dict):
+        return
+    for model, usage in model_usage.items():
+        if not isinstance(usage, dict):
+            continue
+        before = totals.get(model, {})
+        added = {k: _number(usage.get(k)) - _number(before.get(k)) for k in _COUNTS}
+        totals[model] = usage
+        if not any(v > 0 for v in added.values()):
+            continue
+        name = usage.get("canonicalModel") or model
+        record_model_call(
+            name,
+            added["inputTokens"] + added["cacheReadInputTokens"] + added["cacheCreationInputTokens"],
+            added["outputTokens"],
+            added["cacheReadInputTokens"],
+            added["thinkingTokens"],
+            provider="anthropic" if usage.get("provider", "firstParty") == "firstParty" else None,
+        )
+
+
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def install() -> None:
+    """Govern every Claude Agent SDK run from now on: `query()` and `ClaudeSDKClient` (idempotent).
+
+    Raises:
+        ConfigurationError: This SDK version is not one Clearance was tested with.
+    """
+    check_version("claude-agent-sdk", claude_agent_sdk.__version__, minimum=(0, 2), below=(0, 3))
+    wrap_method(Query, "__init__", _with_hooks)
+    wrap_method(Query, "receive_messages", _with_usage)

@@ -1,0 +1,268 @@
+"""Claude Agent SDK: the real bundled Claude Code CLI, driven by a scripted Messages API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("claude_agent_sdk")
+
+from claude_agent_sdk import (  # noqa: E402
+    ClaudeAgentOptions,
+    ClaudeSDKClient,
+    HookMatcher,
+    ResultMessage,
+    create_sdk_mcp_server,
+    query,
+    tool,
+)
+from claude_agent_sdk.types import PreToolUseHookInput  # noqa: E402
+
+import clearance  # noqa: E402
+from clearance._guard._governor import Governor  # noqa: E402
+from clearance._store import _approvals as approvals  # noqa: E402
+from clearance.integrations.claude_agent import governed_options  # noqa: E402
+
+from ._shared import records, while_deciding  # noqa: E402
+from .claude_fake import MODEL, ScriptedClaude, tool_result  # noqa: E402
+
+REFUND = "mcp__shop__issue_refund"  # the name the model (and the policy) calls the in-process tool by
+POLICY = """
+version: 1
+tools:
+  "mcp__*__issue_refund":
+    rules:
+      - {id: big, when: 'args.amount > 200', effect: require_approval, reason: Refunds over $200 need a lead}
+      - {id: huge, when: 'args.amount > 5000', effect: block, reason: Refunds over $5000 are never issued}
+"""
+UPSTREAM = Path(__file__).with_name("mcp_upstream.py")
+
+
+@tool("issue_refund", "Refund an order.", {"order_id": str, "amount": float})
+async def issue_refund(args: dict[str, Any]) -> dict[str, Any]:
+    """The in-process tool: notes what it received."""
+    RAN.append(args)
+    return {"content": [{"type": "text", "text": f"refunded {args['amount']} on {args['order_id']}"}]}
+
+
+RAN: list[dict[str, Any]] = []
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ledger() -> None:
+    RAN.clear()
+
+
+def options(home: Path, fake: ScriptedClaude, **given: Any) -> ClaudeAgentOptions:
+    """Options that run the bundled CLI offline against `fake`, with the `shop` server in-process."""
+    env = {
+        "ANTHROPIC_BASE_URL": fake.url,
+        "ANTHROPIC_API_KEY": "test",
+        "DISABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "HOME": str(home),
+        "CLAUDE_CONFIG_DIR": str(home),
+    }
+    given.setdefault("mcp_servers", {"shop": create_sdk_mcp_server("shop", tools=[issue_refund])})
+    given.setdefault("allowed_tools", [REFUND])
+    return ClaudeAgentOptions(env=env, cwd=str(home), model=MODEL, **given)
+
+
+def run(home: Path, fake: ScriptedClaude, **given: Any) -> list[Any]:
+    """One `query()` to the end; its messages."""
+
+    async def main() -> list[Any]:
+        return [m async for m in query(prompt="refund A-1", options=options(home, fake, **given))]
+
+    return asyncio.run(main())
+
+
+def answer(messages: list[Any]) -> str:
+    """What the model said last (the fake echoes the tool's result, or its refusal)."""
+    return str(next(m.result for m in reversed(messages) if isinstance(m, ResultMessage)))
+
+
+def second_request(fake: ScriptedClaude) -> str:
+    """The tool result the model was sent after its tool use."""
+    fake.bodies.get(timeout=30)
+    result = tool_result(fake.bodies.get(timeout=30))
+    assert result is not None
+    return result
+
+
+@pytest.fixture
+def scripted() -> Callable[..., ScriptedClaude]:
+    servers: list[ScriptedClaude] = []
+
+    def make(tool_input: dict[str, Any] | str, name: str = REFUND) -> ScriptedClaude:
+        servers.append(ScriptedClaude(name, tool_input))
+        return servers[-1]
+
+    yield make  # type: ignore[misc]
+    for server in servers:
+        server.close()
+
+
+def test_an_allowed_call_runs_and_its_outcome_is_recorded(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    gov = configure(POLICY)
+    fake = scripted({"order_id": "A-1", "amount": 150})
+    with clearance.session("ses-claude"):
+        messages = run(tmp_path, fake)
+    assert RAN == [{"order_id": "A-1", "amount": 150}] and "refunded 150 on A-1" in answer(messages)
+    [decided] = records(gov, "tool_call.decided", "ses-claude")
+    assert (decided["tool"], decided["decision"]) == (REFUND, "allow")
+    assert len(records(gov, "tool_call.finished")) == 1
+
+
+def test_a_blocked_call_is_denied_with_the_reason_the_model_reads(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    gov = configure(POLICY)
+    fake = scripted({"order_id": "A-1", "amount": 9000})
+    run(tmp_path, fake)  # allowed_tools lets it through the SDK's own permissions: Clearance still decides
+    assert RAN == []
+    assert "Blocked by policy: Refunds over $5000 are never issued" in second_request(fake)
+    assert [d["decision"] for d in records(gov, "tool_call.decided")] == ["block"]
+
+
+@pytest.mark.parametrize(("edit", "runs"), [(None, 850), ({"amount": 300}, 300)], ids=["as-asked", "edited"])
+def test_an_approval_decided_from_another_thread_lets_the_call_run_as_approved(
+    configure: Callable[..., Governor],
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedClaude],
+    edit: dict[str, Any] | None,
+    runs: int,
+) -> None:
+    gov = configure(POLICY)
+    fake = scripted({"order_id": "A-1", "amount": 850})
+    messages = while_deciding(gov, lambda: run(tmp_path, fake), approve=True, args=edit)
+    assert RAN == [{"order_id": "A-1", "amount": runs}] and f"refunded {runs} on A-1" in answer(messages)
+    [approval] = approvals.listing(gov.db, status=None)
+    assert approval.status == "executed"
+
+
+def test_a_denied_approval_reaches_the_model_with_the_note(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    gov = configure(POLICY)
+    fake = scripted({"order_id": "A-1", "amount": 850})
+    while_deciding(gov, lambda: run(tmp_path, fake), approve=False, note="customer already refunded")
+    assert RAN == [] and "customer already refunded" in second_request(fake)
+
+
+def test_an_external_mcp_tool_is_governed(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    gov = configure(POLICY)
+    ledger = tmp_path / "ledger.txt"
+    servers = {"refunds": {"type": "stdio", "command": sys.executable, "args": [str(UPSTREAM), str(ledger)]}}
+    fake = scripted({"order_id": "A-1", "amount": 9000}, "mcp__refunds__issue_refund")
+    run(tmp_path, fake, mcp_servers=servers, allowed_tools=["mcp__refunds__issue_refund"])
+    assert "Refunds over $5000 are never issued" in second_request(fake) and not ledger.exists()
+    assert [d["tool"] for d in records(gov, "tool_call.decided")] == ["mcp__refunds__issue_refund"]
+
+
+def test_explicit_options_and_the_users_own_hook_are_kept_and_decided_once(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    gov = configure(POLICY)
+    seen: list[str] = []
+
+    async def mine(data: Any, tool_use_id: str | None, context: Any) -> Any:
+        seen.append(data["tool_name"])
+        return {}
+
+    fake = scripted({"order_id": "A-1", "amount": 9000})
+    given = governed_options(ClaudeAgentOptions(hooks={"PreToolUse": [HookMatcher(hooks=[mine])]}))
+    assert governed_options(given).hooks == given.hooks  # idempotent
+    run(tmp_path, fake, hooks=given.hooks)
+    assert seen == [REFUND] and RAN == []
+    assert len(records(gov, "tool_call.decided")) == 1  # install() saw the hooks were there already
+
+
+def test_each_turn_records_its_usage_once(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    gov = configure(POLICY)
+    fake = scripted({"order_id": "A-1", "amount": 150})
+
+    async def main() -> None:
+        async with ClaudeSDKClient(options(tmp_path, fake)) as client:
+            for prompt in ("refund A-1", "and again"):
+                await client.query(prompt)
+                [m async for m in client.receive_response()]
+
+    with clearance.session("ses-claude"):  # set before the client connects: its hooks run in its tasks
+        asyncio.run(main())
+    clearance.flush()
+    calls = records(gov, "llm.call", "ses-claude")
+    # each turn: two requests of 100 input (+20 cache reads) and 30 output tokens; the CLI's
+    # totals are cumulative, so the second turn records only what it added
+    assert [(c["model"], c["input_tokens"], c["output_tokens"], c["cached_input_tokens"]) for c in calls] == [
+        (MODEL, 240, 60, 40)
+    ] * 2
+    assert all(c["priced"] for c in calls)
+
+
+@pytest.mark.parametrize(
+    ("raw", "decision"),
+    [
+        ('{"order_id": "A-\\u202e1", "amount": 150}', "allow"),
+        ('{"order_id": "A-\\u00001", "amount": 150}', "block"),
+        ('{"order_id": "\\ud800", "amount": 150}', "block"),
+        ('{"order_id": "A-1", "amount": 150, "deep": ' + "[" * 200 + "]" * 200 + "}", "block"),
+    ],
+    ids=["rtl-override", "nul", "lone-surrogate", "deep"],
+)
+def test_hostile_inputs_from_the_model_are_decided_and_recorded(
+    configure: Callable[..., Governor],
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedClaude],
+    raw: str,
+    decision: str,
+) -> None:
+    gov = configure(POLICY)
+    fake = scripted(raw)
+    messages = run(tmp_path, fake)
+    assert isinstance(messages[-1], ResultMessage) and not messages[-1].is_error
+    [decided] = records(gov, "tool_call.decided")
+    assert decided["decision"] == decision
+    if decision == "block":  # Clearance's boundary: arguments it cannot decide faithfully
+        assert RAN == [] and "cannot be decided" in second_request(fake)
+        assert decided["rule_ids"] == ["boundary:arguments"]
+    else:
+        assert len(RAN) == 1 and len(records(gov, "tool_call.finished")) == 1
+
+
+@pytest.mark.parametrize(
+    "tool_input",
+    [{"order_id": "A-1", "amount": math.nan}, {"order_id": "A-1", "amount": 9000, "x": "\ud800\u202e\x00"}],
+    ids=["nan", "blocked-hostile"],
+)
+def test_the_hook_decides_inputs_json_cannot_carry(
+    configure: Callable[..., Governor], tool_input: dict[str, Any]
+) -> None:
+    gov = configure(POLICY)
+    [hook] = governed_options().hooks["PreToolUse"][-1].hooks  # type: ignore[index]
+    data: PreToolUseHookInput = {
+        "session_id": "s",
+        "transcript_path": "",
+        "cwd": "",
+        "hook_event_name": "PreToolUse",
+        "tool_name": REFUND,
+        "tool_input": tool_input,
+        "tool_use_id": "toolu_x",
+    }
+    out = asyncio.run(hook(data, "toolu_x", {"signal": None}))
+    decided = records(gov, "tool_call.decided")
+    assert len(decided) == 1
+    if decided[0]["decision"] == "block":
+        assert out["hookSpecificOutput"]["permissionDecision"] == "deny"  # type: ignore[typeddict-item]
