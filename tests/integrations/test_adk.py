@@ -23,7 +23,16 @@ from clearance._guard._governor import Governor  # noqa: E402
 from clearance._store import _approvals as approvals  # noqa: E402
 from clearance.integrations.adk import ClearancePlugin  # noqa: E402
 
-from ._shared import POLICY, TWO_FAKE_CALLS, llm_usage, records, while_deciding  # noqa: E402
+from ._shared import (  # noqa: E402
+    LEAD,
+    POLICY,
+    TWO_FAKE_CALLS,
+    last_json,
+    llm_usage,
+    records,
+    run_python,
+    while_deciding,
+)
 
 USAGE = types.GenerateContentResponseUsageMetadata(
     prompt_token_count=120, candidates_token_count=30, total_token_count=150
@@ -163,8 +172,6 @@ def test_request_confirmation_pauses_and_resume_continues_once(
     from clearance import _decisions
     from clearance.integrations.adk import pending_approvals, resume
 
-    from ._shared import LEAD
-
     gov = configure(POLICY)
     ran: list[Any] = []
 
@@ -189,7 +196,13 @@ def test_request_confirmation_pauses_and_resume_continues_once(
         await first.close()
         assert ran == []
         second = runner()
-        [approval_id] = (await pending_approvals(second, user_id="u1", session_id="s1")).values()
+        [pending] = await pending_approvals(second, user_id="u1", session_id="s1")
+        assert (pending.tool, pending.call_id, pending.reason) == (
+            "issue_refund",
+            "call_1",
+            "Refunds over $200 need a lead",
+        )
+        approval_id = pending.approval_id
         with pytest.raises(clearance.ApprovalPending):
             await resume(second, user_id="u1", session_id="s1")
         _decisions.decide(gov.db, approval_id, by=LEAD, approve=approve, note="over budget")
@@ -205,3 +218,63 @@ def test_request_confirmation_pauses_and_resume_continues_once(
     else:
         assert ran == [] and "over budget" in answer
     assert len(records(gov, "tool_call.decided")) == 1 and len(approvals.listing(gov.db, status=None)) == 1
+
+
+DURABLE = """
+import asyncio, dataclasses, json, sys
+import clearance
+clearance.configure()
+from google.adk.apps import App
+from google.adk.agents import LlmAgent
+from google.adk.runners import Runner
+from google.adk.sessions import DatabaseSessionService
+from google.genai import types
+from clearance.integrations.adk import ClearancePlugin, pending_approvals, resume
+from tests.integrations.test_adk import Scripted
+
+def issue_refund(order_id: str, amount: float) -> str:
+    \"\"\"Refund an order.\"\"\"
+    return f"refunded {amount} on {order_id}"
+
+async def main(step: str, url: str) -> None:
+    sessions = DatabaseSessionService(db_url=url)
+    agent = LlmAgent(name="support", model=Scripted(amount=850), tools=[issue_refund])
+    app = App(name="refunds", root_agent=agent, plugins=[ClearancePlugin(pause=True)])
+    runner = Runner(app=app, session_service=sessions)
+    where = dict(user_id="u1", session_id="adk-ses-7")
+    if step == "start":
+        await sessions.create_session(app_name="refunds", **where)
+        message = types.Content(role="user", parts=[types.Part(text="refund A-1")])
+        async for _ in runner.run_async(new_message=message, **where):
+            pass
+        out = [dataclasses.asdict(p) for p in await pending_approvals(runner, **where)]
+    else:
+        events = await resume(runner, **where)
+        out = [p.text for e in events for p in (e.content.parts if e.content else None) or [] if p.text]
+    await runner.close()
+    await sessions.close()
+    print(json.dumps({"out": out}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_a_run_paused_and_resumed_in_another_process_is_one_clearance_session(
+    configure: Callable[..., Governor], tmp_path: Any
+) -> None:
+    """The ADK session id is Clearance's session: tool calls and usage of both processes land in it."""
+    pytest.importorskip("aiosqlite")
+    from clearance import _decisions
+
+    gov = configure(POLICY)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'adk-sessions.db'}"
+    [pending] = last_json(run_python(tmp_path, DURABLE, "start", url))["out"]
+    assert pending["tool"] == "issue_refund" and pending["call_id"] == "call_1"
+    _decisions.decide(gov.db, pending["approval_id"], by=LEAD, approve=True)
+    answer = " ".join(last_json(run_python(tmp_path, DURABLE, "resume", url))["out"])
+    assert "refunded 850" in answer
+    assert approvals.get(gov.db, pending["approval_id"]).status == "executed"
+    kinds = ("tool_call.decided", "approval.requested", "tool_call.finished", "approval.executed", "llm.call")
+    found = {kind: [r["session"] for r in records(gov, kind)] for kind in kinds}
+    assert len(found["llm.call"]) == 3  # asking for the refund, answering while paused, answering once resumed
+    assert {s for sessions in found.values() for s in sessions} == {"adk-ses-7"}, found

@@ -8,6 +8,9 @@
   candidates, cached and thinking tokens) is recorded with its model and cost. While a budget
   is spent, `before_model_callback` stops the model call itself (`ModelCallBlocked`) or waits
   until an approver lets it go ahead, with the reason the next tool call would get.
+- Sessions: the ADK session's id is the Clearance session of its tool calls and model usage
+  (unless the application chose one with `clearance.session(...)`), so a run paused and
+  resumed in another process is one Clearance session, as it is one ADK session.
 - `install()` (done by `clearance.configure()` when ADK is imported): ADK has no process-wide
   plugin registry, so every `Runner` made afterwards gets the plugin (unless it has one).
 
@@ -16,8 +19,10 @@ Needs `pip install "clearance[adk]"`.
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 try:
     import google.adk
@@ -28,8 +33,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError('the Google ADK integration needs its extra: pip install "clearance[adk]"') from exc
 
 from .._canonical import to_plain
+from .._context import get_session, reset_session, set_session
 from .._guard import _runtime
 from .._guard._tickets import Ticket
+from .._names import name_problem
 from ..errors import ApprovalAlreadyExecuted, ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import (
     OnBlock,
@@ -41,6 +48,32 @@ from ._common import (
     refusal_text,
 )
 from ._patching import check_version, wrap_method
+from ._pending import PendingApproval
+
+_Callback = TypeVar("_Callback", bound=Callable[..., Awaitable[Any]])
+
+
+def _in_adk_session(callback: _Callback) -> _Callback:
+    """Run a plugin callback in the ADK session's id as Clearance's session, unless the application chose one.
+
+    A run paused and resumed later (another process, another `Runner`) then records its tool
+    calls and model usage in one Clearance session, as ADK keeps one session. A session chosen
+    with `clearance.session(...)` wins; an ADK id outside Clearance's character set is not used.
+    """
+
+    @functools.wraps(callback)
+    async def run(self: Any, **kwargs: Any) -> Any:
+        context = kwargs.get("tool_context") or kwargs.get("callback_context")
+        adk_id = getattr(getattr(context, "session", None), "id", None)
+        usable = get_session() is None and isinstance(adk_id, str) and name_problem(adk_id, "a session id") is None
+        token = set_session(adk_id) if usable else None
+        try:
+            return await callback(self, **kwargs)
+        finally:
+            if token is not None:
+                reset_session(token)
+
+    return cast(_Callback, run)
 
 
 class ClearancePlugin(BasePlugin):
@@ -58,6 +91,7 @@ class ClearancePlugin(BasePlugin):
         self._running: dict[str, tuple[Any, Ticket, Any, float]] = {}  # function call id → the call in flight
         self._model_started: dict[str, float] = {}
 
+    @_in_adk_session
     async def before_tool_callback(
         self, *, tool: Any, tool_args: dict[str, Any], tool_context: Any
     ) -> dict[str, Any] | None:
@@ -113,6 +147,7 @@ class ClearancePlugin(BasePlugin):
         self._finish(tool_context, tool_args, error, None)
         return None
 
+    @_in_adk_session
     async def before_model_callback(self, *, callback_context: Any, llm_request: Any) -> Any:
         """Stop the model call, or wait until an approver lets it go ahead, while a budget is spent.
 
@@ -123,6 +158,7 @@ class ClearancePlugin(BasePlugin):
         self._model_started[callback_context.invocation_id] = time.perf_counter()
         return None
 
+    @_in_adk_session
     async def after_model_callback(self, *, callback_context: Any, llm_response: Any) -> Any:
         """Record the response's usage (nothing when it reports none, as partial stream chunks do)."""
         usage = llm_response.usage_metadata
@@ -144,9 +180,8 @@ class ClearancePlugin(BasePlugin):
 def _pause(tool_context: Any, ticket: Ticket) -> dict[str, Any]:
     """Pause the call the ADK way (`request_confirmation`); the result the model sees meanwhile."""
     reason = ticket.decision.reason
-    tool_context.request_confirmation(
-        hint=f"Clearance approval {ticket.approval_id}: {reason}", payload={CLEARANCE_APPROVAL: ticket.approval_id}
-    )
+    payload = {CLEARANCE_APPROVAL: ticket.approval_id, "tool": ticket.tool, "reason": reason}
+    tool_context.request_confirmation(hint=f"Clearance approval {ticket.approval_id}: {reason}", payload=payload)
     return {"status": "waiting for approval", "approval_id": ticket.approval_id, "reason": reason}
 
 
@@ -154,20 +189,40 @@ CLEARANCE_APPROVAL = "clearance_approval"  # the key of the approval id in a con
 _CONFIRMATION = "adk_request_confirmation"  # the function call ADK asks the client to answer
 
 
-async def pending_approvals(runner: Runner, *, user_id: str, session_id: str) -> dict[str, str]:
-    """The Clearance approvals a session's run is paused on: confirmation call id → approval id."""
+async def pending_approvals(runner: Runner, *, user_id: str, session_id: str) -> list[PendingApproval]:
+    """The Clearance approvals a session's run is paused on (`await` it: ADK's session service is async).
+
+    Raises:
+        ConfigurationError: The runner's session service has no such session.
+    """
+    return list((await _paused(runner, user_id=user_id, session_id=session_id)).values())
+
+
+async def _paused(runner: Runner, *, user_id: str, session_id: str) -> dict[str, PendingApproval]:
+    """The session's unanswered Clearance confirmation requests: confirmation call id → its approval."""
     session = await runner.session_service.get_session(app_name=runner.app_name, user_id=user_id, session_id=session_id)
     if session is None:
         raise ConfigurationError(f"no session {session_id!r} for user {user_id!r} in {runner.app_name!r}")
     answered = {r.id for e in session.events for r in e.get_function_responses()}
-    out = {}
+    out: dict[str, PendingApproval] = {}
     for event in session.events:
         for call in event.get_function_calls():
             if call.name != _CONFIRMATION or call.id in answered:
                 continue
             payload = ((call.args or {}).get("toolConfirmation") or {}).get("payload") or {}
             if isinstance(payload, dict) and CLEARANCE_APPROVAL in payload:
-                out[str(call.id)] = str(payload[CLEARANCE_APPROVAL])
+                original = (call.args or {}).get("originalFunctionCall") or {}
+                tool, reason, call_id = (
+                    payload.get("tool") or original.get("name"),
+                    payload.get("reason"),
+                    original.get("id"),
+                )
+                out[str(call.id)] = PendingApproval(
+                    str(payload[CLEARANCE_APPROVAL]),
+                    str(tool or ""),
+                    str(call_id) if call_id else None,
+                    str(reason) if reason is not None else None,
+                )
     return out
 
 
@@ -183,13 +238,13 @@ async def resume(runner: Runner, *, user_id: str, session_id: str) -> list[Any]:
         ApprovalPending: An approval is still undecided; nothing was resumed.
         ConfigurationError: The session is not paused on a Clearance approval.
     """
-    pending = await pending_approvals(runner, user_id=user_id, session_id=session_id)
+    pending = await _paused(runner, user_id=user_id, session_id=session_id)
     if not pending:
         raise ConfigurationError("this session is not paused on a Clearance approval: nothing to resume")
     governor = _runtime.current()
-    for approval_id in pending.values():
+    for paused in pending.values():
         try:
-            governor.approved_call(approval_id)
+            governor.approved_call(paused.approval_id)
         except ApprovalPending:
             raise
         except ApprovalError:
