@@ -172,13 +172,27 @@ def langgraph_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any
 
     def make(kind: str) -> Callable[[], Awaitable[Any]]:
         async def run() -> Any:
-            return await graphs[kind].ainvoke(
-                {"messages": [("user", "look up the orders")]}, {"recursion_limit": 4 * calls + 10}
-            )
+            # configure() installs process-wide callbacks (ToolGate governs every tool call no
+            # middleware governs): the other kinds run without them, as without Clearance.
+            hooks = [] if kind == "clearance" else [(v, v.set(None)) for v in _langchain_hooks()]
+            try:
+                return await graphs[kind].ainvoke(
+                    {"messages": [("user", "look up the orders")]}, {"recursion_limit": 4 * calls + 10}
+                )
+            finally:
+                for var, token in reversed(hooks):
+                    var.reset(token)
 
         return run
 
     return {kind: make(kind) for kind in middleware}
+
+
+def _langchain_hooks() -> list[Any]:
+    """The context variables through which `configure()` gave LangChain Clearance's callbacks."""
+    from clearance.integrations import langchain as governed
+
+    return [v for v in (governed._USAGE, governed._GATE, governed._MODEL_GATE) if v is not None]
 
 
 def main() -> None:

@@ -1,8 +1,7 @@
 """LangChain / LangGraph: a spent budget stops or pauses the model call itself, offline, with a scripted model.
 
-`ClearanceMiddleware.wrap_model_call` / `awrap_model_call` check an agent's model calls;
-`ModelGate`, the process-wide callback, checks every other one (agents without the middleware,
-a model invoked directly).
+`ModelGate`, the process-wide callback, checks every model call: of agents with
+`ClearanceMiddleware` and without, and of a model invoked directly.
 """
 
 from __future__ import annotations

@@ -83,11 +83,14 @@ class Backend(ABC):
         mode: str = "wait",
         webhook_url: str | None = None,
         call_key: str | None = None,
+        *,
+        refusal: str | None = None,
     ) -> Ticket:
         """Decide a call and commit its record (and its approval, if one is needed, in `mode`).
 
         With a `call_key` (a framework's tool-call id) a call asked about again gets its first
-        ticket back.
+        ticket back. A `refusal` blocks the call for that reason before policy is asked (an MCP
+        proxy's call to a tool none of its servers has): recorded like a boundary refusal.
         """
 
     def finish(self, ticket: Ticket, *, error: BaseException | None, duration_s: float, result: Any = None) -> None:
@@ -146,6 +149,13 @@ class Backend(ABC):
         """Commit `batch` (records that belong to no call's transaction)."""
 
     # -- model calls -------------------------------------------------------------------------
+
+    def checks_model_calls(self) -> bool:
+        """Whether `before_model_call` can ever stop or pause a model call (the policy has budgets).
+
+        When it cannot, a framework hook may skip calling it at all.
+        """
+        return _measures_spend(self.policy)
 
     def before_model_call(self, session: str | None, model: str | None) -> None:
         """Before a model call: stop it, or wait until a human lets it go ahead, while a budget is spent.

@@ -12,8 +12,9 @@
   `interrupt()` instead; `resume` continues it once a human has decided.
 - Model calls: while a session's or the agent's budget is spent, the model call itself is
   stopped (`ModelCallBlocked`, the budget's `on_exceed: block`) or waits until an approver lets
-  it go ahead (`require_approval`), with the reason the next tool call would get. The middleware
-  checks in `wrap_model_call` / `awrap_model_call`; `ModelGate` checks every other model call.
+  it go ahead (`require_approval`), with the reason the next tool call would get: `ModelGate`
+  checks every model call (the middleware has no model hook: LangGraph runs an async one
+  through two worker-thread hops per model call, budgets or none).
 - `install()` (done by `clearance.configure()` when LangChain is imported): `ToolGate`, a
   process-wide callback that governs every tool call no middleware governs (agents built
   without it, tools invoked directly), `ModelGate`, its twin for model calls, and a callback
@@ -34,7 +35,7 @@ from uuid import UUID
 
 try:
     from langchain.agents.middleware import AgentMiddleware
-    from langchain.agents.middleware.types import ModelRequest, ToolCallRequest
+    from langchain.agents.middleware.types import ToolCallRequest
     from langchain_core.callbacks import BaseCallbackHandler
     from langchain_core.messages import ToolMessage
     from langchain_core.outputs import LLMResult
@@ -58,7 +59,6 @@ from . import _common, _spans
 OnBlock = Literal["message", "raise"]
 
 Handler = Callable[[ToolCallRequest], Any]
-ModelHandler = Callable[[ModelRequest], Any]
 Decided = tuple[Backend, Ticket, "Approved | None"]  # a call that may run: how, and with which approval
 
 
@@ -186,42 +186,6 @@ class ClearanceMiddleware(AgentMiddleware):
         governor, ticket, approved = decided
         with _Recording(governor, ticket, approved) as recording:
             return recording.done(await handler(_approved_request(request, approved)))
-
-    def wrap_model_call(self, request: ModelRequest, handler: ModelHandler) -> Any:
-        """Stop the model call, or wait until an approver lets it go ahead, while a budget is spent; then make it.
-
-        Raises:
-            ModelCallBlocked: A spent budget blocks it.
-            ApprovalDenied: An approver denied it (`ApprovalTimeout`: nobody decided in time).
-        """
-        _common.before_model_call(_model_of(request.model))
-        token = _MODEL_CHECKED.set(True)  # ModelGate leaves this call alone
-        try:
-            return handler(request)
-        finally:
-            _MODEL_CHECKED.reset(token)
-
-    async def awrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[Any]]) -> Any:
-        """`wrap_model_call` for async agents: the wait does not block the event loop.
-
-        Raises:
-            ModelCallBlocked: A spent budget blocks it.
-            ApprovalDenied: An approver denied it (`ApprovalTimeout`: nobody decided in time).
-        """
-        await _common.before_model_call_async(_model_of(request.model))
-        token = _MODEL_CHECKED.set(True)
-        try:
-            return await handler(request)
-        finally:
-            _MODEL_CHECKED.reset(token)
-
-
-_MODEL_CHECKED: ContextVar[bool] = ContextVar("clearance_model_checked", default=False)
-
-
-def _model_of(model: Any) -> str:
-    """A chat model's name as the provider knows it, else its kind."""
-    return str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
 
 
 class _Recording(Recording):
@@ -375,6 +339,9 @@ class ToolGate(BaseCallbackHandler):
     """
 
     raise_error = True
+    # Tool events are its only business. LangChain skips a handler for the events it ignores; in
+    # an async run it would hand each of them (a graph emits several per step) to a worker thread.
+    ignore_chain = ignore_llm = ignore_chat_model = ignore_retriever = ignore_retry = ignore_custom_event = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -432,10 +399,26 @@ class ModelGate(BaseCallbackHandler):
     A callback (`configure()` registers it process-wide) that checks each call in
     `on_chat_model_start` / `on_llm_start` and raises to stop it — `ModelCallBlocked`, or the
     approval's error — so the model is not called; an approval is waited for (an async model
-    call waits on a worker thread). Calls `ClearanceMiddleware` checked are left to it.
+    call waits on a worker thread). It checks the calls of agents with `ClearanceMiddleware` too.
     """
 
     raise_error = True
+    ignore_chain = ignore_agent = ignore_retriever = ignore_retry = ignore_custom_event = True  # see ToolGate
+
+    @property
+    def ignore_llm(self) -> bool:
+        """Skip model events while there is nothing to check (no budgets): `before_model_call` would return at once.
+
+        Read by LangChain before each event; in an async run each event a handler does not skip
+        is a hop to a worker thread.
+        """
+        governor = _runtime._current
+        return governor is None or not governor.checks_model_calls()
+
+    @property
+    def ignore_chat_model(self) -> bool:
+        """As `ignore_llm`."""
+        return self.ignore_llm
 
     def on_chat_model_start(
         self, serialized: Any, messages: Any, *, run_id: UUID, metadata: dict[str, Any] | None = None, **kwargs: Any
@@ -450,8 +433,6 @@ class ModelGate(BaseCallbackHandler):
         self._check(serialized, metadata, kwargs)
 
     def _check(self, serialized: Any, metadata: dict[str, Any] | None, kwargs: dict[str, Any]) -> None:
-        if _MODEL_CHECKED.get():
-            return
         params = kwargs.get("invocation_params") or {}
         model = (
             (metadata or {}).get("ls_model_name")
