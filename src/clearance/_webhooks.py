@@ -17,12 +17,13 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 
+from . import _arden_webhooks as arden
 from ._clock import now_us
 from ._store import Database
 from ._store import _outbox as outbox
@@ -164,6 +165,24 @@ def handle_webhook(body: bytes | str, headers: Mapping[str, str], secret: str | 
     return WebhookOutcome(event["id"], approval_id, outcome, result=result, error=error)
 
 
+def signed(message: outbox.Message, secret: str, *, ardenpy: bool = False) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of one attempt at `message`, signed now: Clearance's form, or ardenpy's."""
+    timestamp = int(time.time())
+    if ardenpy:
+        body = arden.body(message.payload)
+        names, signature = (arden.TIMESTAMP_HEADER, arden.SIGNATURE_HEADER), arden.sign(secret, timestamp, body)
+    else:
+        body = message.payload.encode()
+        names, signature = (TIMESTAMP_HEADER, SIGNATURE_HEADER), sign(secret, timestamp, body)
+    return body, {
+        "Content-Type": "application/json",
+        ID_HEADER: message.id,
+        names[0]: str(timestamp),
+        names[1]: signature,
+        "User-Agent": "clearance-webhooks",
+    }
+
+
 def deliver_due(
     db: Database,
     secret: str | None,
@@ -171,12 +190,14 @@ def deliver_due(
     client: httpx.Client | None = None,
     only: tuple[str, ...] = (),
     attempted: Callable[[bool], None] | None = None,
+    arden_urls: Collection[str] = (),
 ) -> int:
     """Deliver the webhooks that are due (or only those ids) once each; returns how many were sent.
 
     Each attempt is recorded (and told to `attempted`, with whether it was delivered); a failure
     (no 2xx, a network error, no secret) is retried later with exponential backoff, and given up
-    after `outbox.MAX_ATTEMPTS`.
+    after `outbox.MAX_ATTEMPTS`. A message to one of `arden_urls` goes out the way ardenpy reads
+    it (see `_arden_webhooks`).
     """
     own = client is None
     http = client or httpx.Client(timeout=DELIVERY_TIMEOUT, follow_redirects=False)
@@ -189,21 +210,15 @@ def deliver_due(
             if not secret:
                 error = "no webhook secret is configured here (CLEARANCE_WEBHOOK_SECRET)"
             else:
-                timestamp = int(time.time())
-                body = message.payload.encode()
-                headers = {
-                    "Content-Type": "application/json",
-                    ID_HEADER: message.id,
-                    TIMESTAMP_HEADER: str(timestamp),
-                    SIGNATURE_HEADER: sign(secret, timestamp, body),
-                    "User-Agent": "clearance-webhooks",
-                }
                 try:
+                    body, headers = signed(message, secret, ardenpy=message.url in arden_urls)
                     code = http.post(message.url, content=body, headers=headers).status_code
                     if not 200 <= code < 300:
                         error = f"HTTP {code}"
                 except httpx.HTTPError as exc:
                     error = f"{type(exc).__name__}: {exc}"[:500]
+                except (ValueError, LookupError, TypeError, RecursionError) as exc:  # no ardenpy form of it
+                    error = f"not sent: {type(exc).__name__}: {exc}"[:500]
             outbox.record(
                 db,
                 message,

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import click
+from pydantic import ValidationError
 
 from .._store import HEAD
 from .._store import _keys as keys
@@ -36,6 +37,12 @@ def serve(host: str, port: int, access_log: bool, database: str) -> None:
     run_server(database, host, port, access_log=access_log)
 
 
+def _problem(loc: tuple[int | str, ...], message: str) -> str:
+    """A settings problem as the operator set it: `CLEARANCE_<NAME>: …` (a whole-settings one as it is)."""
+    message = message.removeprefix("Value error, ")
+    return f"CLEARANCE_{'_'.join(map(str, loc)).upper()}: {message}" if loc else message
+
+
 def run_server(database: str, host: str, port: int, *, access_log: bool = True, log_level: str = "info") -> None:
     """Serve the API and the dashboard on `database` until interrupted."""
     try:
@@ -44,7 +51,10 @@ def run_server(database: str, host: str, port: int, *, access_log: bool = True, 
         from ..server import ServerSettings, create_app
     except ImportError:
         raise click.ClickException('the server needs its extra: pip install "clearance[server]"') from None
-    settings = ServerSettings(database_url=database, host=host, port=port)
+    try:
+        settings = ServerSettings(database_url=database, host=host, port=port)
+    except ValidationError as exc:  # a setting from the environment: say which, not a traceback
+        raise click.ClickException("; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())) from None
     app = create_app(settings)
 
     class Server(uvicorn.Server):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .._arden_webhooks import targets as arden_targets
 from .._settings import DEFAULT_DATABASE
 from .._sinks._spec import exporter_specs
 
@@ -27,6 +28,11 @@ class ServerSettings(BaseSettings):
         webhook_allowed: URL prefixes agents may ask webhooks to be sent to (comma-separated;
             none by default, so an agent key cannot make the server call arbitrary
             addresses). `CLEARANCE_WEBHOOK_ALLOWED`.
+        arden_webhooks: Where ardenpy agents' approvals are announced, for ardenpy's webhook
+            mode: comma-separated `agent=url` pairs (`*=url`: every other agent), each URL under
+            an allowed prefix. An approval such an agent asks through `/policy/check` is a
+            webhook-mode approval to its URL, signed the way `ardenpy.handle_webhook` verifies
+            (see docs/arden.md). `CLEARANCE_ARDEN_WEBHOOKS`.
         slack_bot_token: The Slack app's bot token (`xoxb-…`); with the signing secret and
             the channel, approvals are posted to Slack. `CLEARANCE_SLACK_BOT_TOKEN`.
         slack_signing_secret: The Slack app's signing secret, which Slack's requests to
@@ -87,6 +93,7 @@ class ServerSettings(BaseSettings):
     busy_timeout: float = Field(default=30.0, gt=0)
     webhook_secret: SecretStr | None = None
     webhook_allowed: Annotated[tuple[str, ...], NoDecode] = ()
+    arden_webhooks: Annotated[tuple[tuple[str, str], ...], NoDecode] = ()
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_channel: str | None = Field(default=None, pattern=r"^[A-Z0-9]{2,40}$")
@@ -112,6 +119,16 @@ class ServerSettings(BaseSettings):
     trace_url: str | None = Field(default=None, pattern=r"^https?://[^\s]*\{trace_id\}[^\s]*$", max_length=2000)
     metrics_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\[\]:-]{1,255}:[0-9]{1,5}$")
     _exporters = field_validator("exporters", mode="before")(exporter_specs)
+    _arden = field_validator("arden_webhooks", mode="before")(arden_targets)
+
+    @model_validator(mode="after")
+    def _arden_allowed(self) -> ServerSettings:
+        for agent, url in self.arden_webhooks:
+            if not any(url.startswith(prefix) for prefix in self.webhook_allowed):
+                raise ValueError(
+                    f"CLEARANCE_ARDEN_WEBHOOKS: {agent}'s URL is not under a CLEARANCE_WEBHOOK_ALLOWED prefix"
+                )
+        return self
 
     @field_validator("webhook_allowed", mode="before")
     @classmethod

@@ -92,6 +92,7 @@ async def deliver_forever(state: State) -> None:
             state.db,
             secret.get_secret_value() if secret is not None else None,
             attempted=state.metrics.webhook_attempted,
+            arden_urls=frozenset(url for _, url in state.settings.arden_webhooks),
         )
         return outbox.next_due(state.db)
 

@@ -1,7 +1,8 @@
 """ardenpy 0.5 wire compatibility: point ardenpy's `api_url` at Clearance and keep your code.
 
 Decisions come from the same policies and land in the same audit log; approving and denying
-still need an approver key. Shapes as ardenpy sends and reads them (DESIGN.md).
+still need an approver key. Shapes as ardenpy sends and reads them (DESIGN.md); webhook mode
+as `_arden_webhooks` says.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from ... import _arden_webhooks as arden_webhooks
 from ..._guard._record import llm_event
 from ..._names import name_problem
 from ..._store import Database
 from ..._store import _approvals as approvals
 from ..._store import _events as events
 from ..._store._keys import ApiKey
-from ..._wire import ApprovalStatus, Sent
+from ..._wire import ApprovalMode, ApprovalStatus, Sent
 from ...errors import ApprovalNotFound
 from ...policy import Effect
 from .. import _tracing as tracing
@@ -102,7 +104,18 @@ async def policy_check(body: ArdenCheck, request: Request, key: Agent) -> ArdenD
     session = (body.metadata or {}).get("session_id")
     if isinstance(session, str) and (why := name_problem(session, "the session id")) is not None:
         raise APIError(422, why, details=[{"location": "body.metadata.session_id", "message": why}])
-    call = await decide_for(request, key, body.tool_name, args, session if isinstance(session, str) else None)
+    assert key.agent is not None  # agent-scoped keys always name their agent
+    # ardenpy's webhook mode sends no URL: the operator names the agent's (CLEARANCE_ARDEN_WEBHOOKS).
+    hook = arden_webhooks.target_for(request.app.state.settings.arden_webhooks, key.agent)
+    call = await decide_for(
+        request,
+        key,
+        body.tool_name,
+        args,
+        session if isinstance(session, str) else None,
+        mode=ApprovalMode.WAIT if hook is None else ApprovalMode.WEBHOOK,
+        webhook_url=hook,
+    )
     effect = call.decision.effect.value
     return ArdenDecision(
         decision=_DECISIONS[effect],  # type: ignore[arg-type]
