@@ -1,4 +1,4 @@
-"""Per-tool-call overhead inside real agents: an OpenAI Agents SDK agent and a LangGraph agent.
+"""Per-tool-call overhead inside real agents: an OpenAI Agents SDK, a LangGraph and a Pydantic AI agent.
 
 Each run makes CALLS allowed tool calls (scripted model, no network). Measured three ways:
 without governance; with Clearance (decided in-process, recorded in SQLite before the tool
@@ -188,6 +188,66 @@ def langgraph_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any
     return {kind: make(kind) for kind in middleware}
 
 
+# -- Pydantic AI ---------------------------------------------------------------------------------
+
+
+def pydantic_ai_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
+    from pydantic_ai import Agent, RunContext
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.toolsets import WrapperToolset
+
+    from clearance.integrations.pydantic_ai import Clearance
+
+    def scripted(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        done = sum(isinstance(p, ToolReturnPart) for m in messages for p in getattr(m, "parts", ()))
+        if done >= calls:
+            return ModelResponse(parts=[TextPart("done")])
+        return ModelResponse(parts=[ToolCallPart("lookup", {"order_id": f"A-{done}"}, tool_call_id=f"c{done}")])
+
+    class Checked(WrapperToolset[Any]):
+        client: httpx.AsyncClient | None = None
+
+        async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any], tool: Any) -> Any:
+            if Checked.client is None:
+                Checked.client = httpx.AsyncClient()
+            answer = await Checked.client.post(url, json={"tool": name, "args": tool_args})
+            assert answer.json()["decision"] == "allow"
+            return await self.wrapped.call_tool(name, tool_args, ctx, tool)
+
+    class Ungoverned(Clearance):
+        """Counts as the run's Clearance capability (configure() adds none) and governs nothing."""
+
+        def get_wrapper_toolset(self, toolset: Any) -> Any:
+            return Checked(toolset) if self.on_block == "raise" else None  # "raise": the incumbent's check
+
+        def get_wrapper_model(self, model: Any) -> Any:
+            return None
+
+        async def before_model_request(self, ctx: Any, request_context: Any) -> Any:
+            return request_context
+
+    capabilities: dict[str, list[Any]] = {
+        "without": [Ungoverned()],
+        "clearance": [],  # configure() adds Clearance() to every run
+        "incumbent": [Ungoverned(on_block="raise")],
+    }
+
+    def lookup(order_id: str) -> str:
+        """Look an order up."""
+        return f"order {order_id}: shipped"
+
+    agent = Agent(FunctionModel(scripted), tools=[lookup])
+
+    def make(kind: str) -> Callable[[], Awaitable[Any]]:
+        async def run() -> Any:
+            return await agent.run("look up the orders", capabilities=capabilities[kind])
+
+        return run
+
+    return {kind: make(kind) for kind in capabilities}
+
+
 def _langchain_hooks() -> list[Any]:
     """The context variables through which `configure()` gave LangChain Clearance's callbacks."""
     from clearance.integrations import langchain as governed
@@ -210,7 +270,12 @@ def main() -> None:
         clearance.configure(policy=str(policy), database_url=str(Path(tmp, "bench.db")), agent="bench")
         print(f"per tool call, median of {a.runs} runs of {a.calls} allowed calls each (scripted model, SQLite)")
         print(f"{'framework':<18}{'without':>12}{'Clearance':>14}{'HTTP per call':>16}")
-        for name, runs in (("Agents SDK", agents_runs(a.calls, url)), ("LangGraph", langgraph_runs(a.calls, url))):
+        frameworks = (
+            ("Agents SDK", agents_runs(a.calls, url)),
+            ("LangGraph", langgraph_runs(a.calls, url)),
+            ("Pydantic AI", pydantic_ai_runs(a.calls, url)),
+        )
+        for name, runs in frameworks:
             medians = timed(runs, a.runs)
             base = medians["without"]
             ours, theirs = medians["clearance"] - base, medians["incumbent"] - base
