@@ -100,8 +100,14 @@ def test_a_blocked_call_tells_the_model_why_and_the_run_goes_on(configure: Calla
     assert returned.outcome == "failed"  # Pydantic AI's own failed tool result
 
 
-def test_approved_from_another_thread_runs_the_edit_once(configure: Callable[..., Governor]) -> None:
-    gov = configure(POLICY)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """The store the approvals are decided in: a SQLite file, or a fresh PostgreSQL schema."""
+    return str(db_path) if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+def test_approved_from_another_thread_runs_the_edit_once(configure: Callable[..., Governor], database: str) -> None:
+    gov = configure(POLICY, database_url=database)
     ran: list[Any] = []
     agent = refund_agent(ran)
     result = while_deciding(gov, lambda: run(agent, "refund A-1"), approve=True, args={"amount": 300})
@@ -110,8 +116,8 @@ def test_approved_from_another_thread_runs_the_edit_once(configure: Callable[...
     assert a.args == {"order_id": "A-1", "amount": 850.0} and a.status == "executed"  # decided as the tool gets it
 
 
-def test_denied_never_runs_and_the_model_gets_the_note(configure: Callable[..., Governor]) -> None:
-    gov = configure(POLICY)
+def test_denied_never_runs_and_the_model_gets_the_note(configure: Callable[..., Governor], database: str) -> None:
+    gov = configure(POLICY, database_url=database)
     ran: list[Any] = []
     agent = refund_agent(ran)
     result = while_deciding(gov, lambda: run(agent, "refund"), approve=False, note="customer already refunded")

@@ -31,6 +31,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 try:
     import pydantic_ai
     from pydantic_ai import (
@@ -114,15 +116,28 @@ class GovernedToolset(WrapperToolset[Any]):
             if self.on_block == "raise":
                 raise
             raise ToolFailed(refusal_text(exc)) from None
-        if approved is not None and approved.args is not None:  # an approver's edit, validated like the model's
-            tool_args = tool.args_validator.validate_python(approved.args, context=ctx.validation_context)
         with Recording(governor, ticket, approved) as recording:
+            if approved is not None and approved.args is not None:  # an approver's edit, validated like the model's
+                tool_args = _validated(name, tool, approved.args, ctx)
             try:
                 result = await self.wrapped.call_tool(name, tool_args, ctx, tool)
             except (ApprovalRequired, CallDeferred):
                 recording.recorded = True  # deferred by the toolset itself: it has not run
                 raise
             return recording.done(result)
+
+
+def _validated(name: str, tool: ToolsetTool[Any], args: dict[str, Any], ctx: RunContext[Any]) -> dict[str, Any]:
+    """Edited arguments as the tool takes them (850 → 850.0), or a failure the model reads (and is recorded).
+
+    Raises:
+        ToolFailed: They do not fit the tool's parameters.
+    """
+    try:
+        validated: dict[str, Any] = tool.args_validator.validate_python(args, context=ctx.validation_context)
+    except ValidationError as exc:
+        raise ToolFailed(f"Error: the approved arguments do not fit {name}: {exc.error_count()} problem(s)") from exc
+    return validated
 
 
 @dataclass
