@@ -17,7 +17,11 @@ from claude_agent_sdk import (  # noqa: E402
     ClaudeAgentOptions,
     ClaudeSDKClient,
     HookMatcher,
+    PermissionResult,
+    PermissionResultAllow,
+    PermissionResultDeny,
     ResultMessage,
+    ToolPermissionContext,
     create_sdk_mcp_server,
     query,
     tool,
@@ -28,7 +32,9 @@ import clearance  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
 from clearance._store import _approvals as approvals  # noqa: E402
 from clearance.integrations.claude_agent import governed_options  # noqa: E402
+from clearance.policy._compile import MODEL_CALL  # noqa: E402
 
+from ..budgets._shared import PRICES, spend  # noqa: E402
 from ._shared import records, while_deciding  # noqa: E402
 from .claude_fake import MODEL, ScriptedClaude, tool_result  # noqa: E402
 
@@ -41,6 +47,7 @@ tools:
       - {id: big, when: 'args.amount > 200', effect: require_approval, reason: Refunds over $200 need a lead}
       - {id: huge, when: 'args.amount > 5000', effect: block, reason: Refunds over $5000 are never issued}
 """
+BLOCKING = "version: 1\nbudgets:\n  session: {max_cost_usd: 1}\n"
 UPSTREAM = Path(__file__).with_name("mcp_upstream.py")
 
 
@@ -210,6 +217,32 @@ def test_each_turn_records_its_usage_once(
         (MODEL, 240, 60, 40)
     ] * 2
     assert all(c["priced"] for c in calls)
+    assert [d["decision"] for d in records(gov, "tool_call.decided", "ses-claude")] == ["allow"] * 2
+
+
+def test_the_users_can_use_tool_still_decides_after_clearance_and_sees_the_approvers_edit(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    gov = configure(POLICY)
+    asked: list[dict[str, Any]] = []
+
+    async def mine(name: str, tool_input: dict[str, Any], context: ToolPermissionContext) -> PermissionResult:
+        asked.append(tool_input)
+        if tool_input["amount"] < 100:
+            return PermissionResultDeny(message="I refuse small refunds")
+        return PermissionResultAllow()
+
+    fake = scripted({"order_id": "A-1", "amount": 850})
+    # not in allowed_tools: the SDK asks can_use_tool, after Clearance's hook (which never grants)
+    messages = while_deciding(
+        gov, lambda: run(tmp_path, fake, allowed_tools=[], can_use_tool=mine), approve=True, args={"amount": 300}
+    )
+    assert asked == [{"order_id": "A-1", "amount": 300}] and RAN == asked and "refunded 300" in answer(messages)
+
+    fake = scripted({"order_id": "A-1", "amount": 50})
+    run(tmp_path, fake, allowed_tools=[], can_use_tool=mine)
+    assert "I refuse small refunds" in second_request(fake) and len(RAN) == 1
+    assert [d["decision"] for d in records(gov, "tool_call.decided")] == ["require_approval", "allow"]
 
 
 @pytest.mark.parametrize(
@@ -266,3 +299,33 @@ def test_the_hook_decides_inputs_json_cannot_carry(
     assert len(decided) == 1
     if decided[0]["decision"] == "block":
         assert out["hookSpecificOutput"]["permissionDecision"] == "deny"  # type: ignore[typeddict-item]
+
+
+def test_a_spent_budget_stops_the_run_before_the_model_is_asked(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    gov = configure(BLOCKING, price_overrides=PRICES)
+    fake = scripted({"order_id": "A-1", "amount": 150})
+    spend(1.0, session="ses-spent")
+    with clearance.session("ses-spent"):
+        messages = run(tmp_path, fake)
+    assert fake.turns == 0 and RAN == [] and isinstance(messages[-1], ResultMessage)
+    [decided] = [r for r in records(gov, "tool_call.decided") if r["tool"] == MODEL_CALL]
+    assert decided["decision"] == "block" and decided["reason"].startswith("session budget exhausted")
+
+
+def test_a_budget_spent_by_a_turn_stops_the_run_after_its_tool_call(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    configure(BLOCKING, price_overrides=PRICES)
+    fake = scripted({"order_id": "A-1", "amount": 150})
+
+    @tool("issue_refund", "Refund an order.", {"order_id": str, "amount": float})
+    async def costly_refund(args: dict[str, Any]) -> dict[str, Any]:
+        spend(1.0)  # the tool's own model use spends the session's budget
+        return await issue_refund.handler(args)
+
+    shop = {"shop": create_sdk_mcp_server("shop", tools=[costly_refund])}
+    with clearance.session("ses-spending"):
+        run(tmp_path, fake, mcp_servers=shop)
+    assert len(RAN) == 1 and fake.turns == 1  # the model was not asked again

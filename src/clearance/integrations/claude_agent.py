@@ -12,6 +12,9 @@
   opinion from Clearance (not `allow`): the SDK's own permission rules and `can_use_tool` still
   apply — Clearance only ever takes permission away. `PostToolUse` / `PostToolUseFailure`
   record each call's outcome. A hook that cannot decide (say the store is down) denies.
+  Budgets: the CLI asks the model after a prompt and after tool results, so `UserPromptSubmit`
+  and the Post hooks check them (`before_model_call`): while one is spent the run stops
+  (`continue: false`, the reason as `stopReason`) or waits until an approver extends it.
 - `install()` (done by `clearance.configure()` when the SDK is imported): every run —
   `query()` and `ClaudeSDKClient` alike — gets the hooks and its usage recorded, by wrapping
   the one class both drive the CLI through (`Query`: its `__init__` and `receive_messages`).
@@ -53,7 +56,7 @@ from .._canonical import to_plain
 from .._guard._backend import Backend
 from .._guard._tickets import Approved, Ticket
 from ..errors import ApprovalError, ToolCallBlocked
-from ._common import begin, record_model_call, refusal_text
+from ._common import before_model_call_async, begin, record_model_call, refusal_text
 from ._patching import MARK, check_version, wrap_method
 
 log = logging.getLogger("clearance")
@@ -111,21 +114,36 @@ def _finish(data: Any, tool_use_id: str | None, error: BaseException | None, res
 
 
 async def _ran(data: Any, tool_use_id: str | None, context: Any) -> Any:
-    """PostToolUse: record the result."""
-    return _finish(data, tool_use_id, None, to_plain(data.get("tool_response")))
+    """PostToolUse: record the result; the model is asked next, so check the budgets."""
+    _finish(data, tool_use_id, None, to_plain(data.get("tool_response")))
+    return await _gate(data, tool_use_id, context)
 
 
 async def _failed(data: Any, tool_use_id: str | None, context: Any) -> Any:
-    """PostToolUseFailure: record the error."""
-    return _finish(data, tool_use_id, RuntimeError(str(data.get("error"))[:2000]), None)
+    """PostToolUseFailure: record the error; the model is asked next, so check the budgets."""
+    _finish(data, tool_use_id, RuntimeError(str(data.get("error"))[:2000]), None)
+    return await _gate(data, tool_use_id, context)
 
 
-for _hook in (_decide, _ran, _failed):
+async def _gate(data: Any, tool_use_id: str | None, context: Any) -> Any:
+    """Before the model is asked (a prompt, a tool result): while a budget is spent, stop, or wait for an approver."""
+    try:
+        await before_model_call_async(None)  # the CLI does not say which model it will ask
+    except (ToolCallBlocked, ApprovalError) as exc:  # ModelCallBlocked is a ToolCallBlocked
+        return {"continue_": False, "stopReason": refusal_text(exc)}
+    except Exception as exc:  # fail closed, as a model call that could not be checked does elsewhere
+        log.exception("Clearance could not check the budgets before a Claude Agent SDK model call")
+        return {"continue_": False, "stopReason": f"Clearance could not check the budgets: {type(exc).__name__}"}
+    return {}
+
+
+for _hook in (_decide, _ran, _failed, _gate):
     setattr(_hook, MARK, True)
 _HOOKS: dict[Any, list[HookMatcher]] = {
     "PreToolUse": [HookMatcher(hooks=[_decide], timeout=HOOK_TIMEOUT_S, on_failure="block")],
-    "PostToolUse": [HookMatcher(hooks=[_ran])],
-    "PostToolUseFailure": [HookMatcher(hooks=[_failed])],
+    "PostToolUse": [HookMatcher(hooks=[_ran], timeout=HOOK_TIMEOUT_S)],
+    "PostToolUseFailure": [HookMatcher(hooks=[_failed], timeout=HOOK_TIMEOUT_S)],
+    "UserPromptSubmit": [HookMatcher(hooks=[_gate], timeout=HOOK_TIMEOUT_S)],
 }
 
 
