@@ -156,6 +156,16 @@ def test_an_approval_decided_from_another_thread_lets_the_call_run_as_approved(
     assert approval.status == "executed"
 
 
+def test_an_approval_on_postgresql_lets_the_edited_call_run(
+    configure: Callable[..., Governor], pg_url: str, tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    gov = configure(POLICY, database_url=pg_url)
+    fake = scripted({"order_id": "A-1", "amount": 850})
+    messages = while_deciding(gov, lambda: run(tmp_path, fake), approve=True, args={"amount": 300})
+    assert RAN == [{"order_id": "A-1", "amount": 300}] and "refunded 300 on A-1" in answer(messages)
+    assert [a.status for a in approvals.listing(gov.db, status=None)] == ["executed"]
+
+
 def test_a_denied_approval_reaches_the_model_with_the_note(
     configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
 ) -> None:

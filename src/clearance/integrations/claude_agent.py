@@ -102,7 +102,7 @@ async def _decide(data: Any, tool_use_id: str | None, context: Any) -> Any:
     return {}  # no opinion: the SDK's own permission rules still apply
 
 
-def _finish(data: Any, tool_use_id: str | None, error: BaseException | None, result: Any) -> dict[str, Any]:
+def _finish(data: Any, tool_use_id: str | None, error: BaseException | None, result: Any) -> None:
     running = _running.pop(_key(data, tool_use_id), None)
     if running is not None:
         governor, ticket, _, started = running
@@ -110,7 +110,6 @@ def _finish(data: Any, tool_use_id: str | None, error: BaseException | None, res
             governor.finish(ticket, error=error, duration_s=time.perf_counter() - started, result=result)
         except Exception:
             log.exception("Clearance could not record a Claude Agent SDK tool call's outcome")
-    return {}
 
 
 async def _ran(data: Any, tool_use_id: str | None, context: Any) -> Any:
