@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("pydantic_ai")
 
-from pydantic_ai import Agent, DeferredToolRequests  # noqa: E402
+from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults  # noqa: E402
 from pydantic_ai.messages import (  # noqa: E402
     ModelMessage,
     ModelResponse,
@@ -27,12 +27,15 @@ from pydantic_ai.usage import RequestUsage  # noqa: E402
 
 import clearance  # noqa: E402
 from clearance import ModelCallBlocked, ToolCallBlocked, _decisions  # noqa: E402
+from clearance._granting import BudgetExtension  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
 from clearance._store import _approvals as approvals  # noqa: E402
 from clearance.integrations import _usage_owner  # noqa: E402
+from clearance.integrations import pydantic_ai as governed  # noqa: E402
 from clearance.integrations.pydantic_ai import Clearance  # noqa: E402
+from clearance.policy._compile import MODEL_CALL  # noqa: E402
 
-from ..budgets._shared import PRICES, spend  # noqa: E402
+from ..budgets._shared import FINANCE, PRICES, spend  # noqa: E402
 from ._shared import (  # noqa: E402
     LEAD,
     POLICY,
@@ -232,6 +235,33 @@ def test_paused_agents_run_allowed_calls_and_refuse_blocked_ones_in_the_run(conf
     assert [d["decision"] for d in records(gov, "tool_call.decided")] == ["block", "allow"]
 
 
+def test_calls_the_application_defers_itself_are_left_to_it(configure: Callable[..., Governor]) -> None:
+    """A tool with its own `requires_approval`: Clearance allows it, the application answers it on resume."""
+    configure(POLICY)
+    ran: list[Any] = []
+    agent = Agent(
+        script({"order_id": "A-1", "amount": 50}, "call-own"),
+        output_type=[str, DeferredToolRequests],
+        capabilities=[Clearance(pause=True)],
+    )
+
+    @agent.tool_plain(requires_approval=True)
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    paused = run(agent, "refund")
+    assert isinstance(paused.output, DeferredToolRequests) and ran == []
+    assert "clearance_approval" not in paused.output.metadata.get("call-own", {})  # not Clearance's to decide
+    saved = paused.all_messages_json()
+    with pytest.raises(clearance.ConfigurationError, match="answer it in `answered`"):
+        asyncio.run(governed.resume(agent, saved))
+    mine = DeferredToolResults(approvals={"call-own": True})
+    assert asyncio.run(governed.resume(agent, saved, answered=mine)).output == "Done: refunded 50.0 on A-1"
+    assert ran == [("A-1", 50.0)]
+
+
 # -- the real HTTP path --------------------------------------------------------------------------
 
 
@@ -287,6 +317,35 @@ def test_a_spent_budget_stops_the_model_request(configure: Callable[..., Governo
     with clearance.session("s1"), pytest.raises(ModelCallBlocked, match="session budget exhausted"):
         run(Agent(FunctionModel(respond, model_name="scripted")), "hi")
     assert asked == []
+
+
+def test_a_spent_budget_that_asks_waits_on_the_loop_until_extended(configure: Callable[..., Governor]) -> None:
+    asking = "session: {max_cost_usd: 1, on_exceed: require_approval, approval: {approvers: [role:finance]}}"
+    gov = configure(f"version: 1\nbudgets:\n  {asking}\n", price_overrides=PRICES)
+    spend(1.0, session="s1")
+    ran: list[Any] = []
+
+    async def main() -> tuple[str, list[str]]:
+        ticks: list[str] = []
+
+        async def extend_when_asked() -> None:
+            while not approvals.listing(gov.db):
+                await asyncio.sleep(0.01)
+            for _ in range(3):  # the loop runs while the model request waits
+                ticks.append("tick")
+                await asyncio.sleep(0.01)
+            [asked] = approvals.listing(gov.db)
+            assert asked.tool == MODEL_CALL and asked.args == {"model": "scripted"}
+            _decisions.decide(gov.db, asked.id, approve=True, by=FINANCE, extend=BudgetExtension(usd=5))
+
+        extending = asyncio.create_task(extend_when_asked())
+        with clearance.session("s1"):
+            result = await refund_agent(ran, amount=50).run("refund")
+        await extending
+        return result.output, ticks
+
+    output, ticks = asyncio.run(asyncio.wait_for(main(), 20))
+    assert output == "Done: refunded 50.0 on A-1" and ticks == ["tick"] * 3 and ran == [("A-1", 50.0)]
 
 
 # -- MCP -----------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@
   `Agent`, made before or after `configure()`, gets `Clearance()` unless the agent or the run has
   one. Pydantic AI has no process-wide capability registry, so `Agent.iter` — where `run`,
   `run_sync` and `run_stream` all start a run, and which takes a run's extra `capabilities` — is
-  wrapped (the one patch) to add it to the run's capabilities; nothing else is patched.
+  wrapped (the one patch) to add it to the run's capabilities; nothing else is patched. A
+  durable agent (Temporal, DBOS, Prefect) refuses per-run capabilities: give it `Clearance()`.
 
 Needs `pip install "clearance[pydantic-ai]"`.
 """
@@ -337,19 +338,26 @@ def approval_ids(messages: bytes | str | Sequence[ModelMessage]) -> list[str]:
 # -- process-wide --------------------------------------------------------------------------------
 
 
-def _governed(agent: Agent[Any, Any], extra: Sequence[Any] | None) -> bool:
-    """Whether the agent, or the run's extra capabilities, has a `Clearance` capability already."""
+def _left_alone(agent: Agent[Any, Any], extra: Sequence[Any] | None) -> bool:
+    """Whether a run is not given `Clearance()`: it has one already, or it is durable.
+
+    A durable agent (Temporal, DBOS, Prefect) refuses capabilities added per run: give it
+    `Clearance()` at construction instead.
+    """
     found: list[AbstractCapability[Any]] = []
     agent.root_capability.apply(found.append)
     for capability in extra or ():
         if isinstance(capability, AbstractCapability):
             capability.apply(found.append)
-    return any(isinstance(c, Clearance) for c in found)
+    return any(isinstance(c, Clearance) or type(c).__module__.startswith(_DURABLE) for c in found)
+
+
+_DURABLE = "pydantic_ai.durable_exec"
 
 
 def _with_clearance(wrapped: Any, agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """`Agent.iter`, with `Clearance()` among the run's capabilities unless it has one."""
-    if isinstance(agent, Agent) and not _governed(agent, kwargs.get("capabilities")):
+    if isinstance(agent, Agent) and not _left_alone(agent, kwargs.get("capabilities")):
         kwargs["capabilities"] = [*(kwargs.get("capabilities") or ()), Clearance()]
     return wrapped(*args, **kwargs)
 
