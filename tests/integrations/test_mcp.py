@@ -80,7 +80,7 @@ def test_denied_over_stdio_the_refund_never_reaches_the_upstream(tmp_path: Path,
     names, [result] = while_deciding(
         db, lambda: asyncio.run(call(stdio(ledger, proxy_env), 850)), approve=False, note="customer already refunded"
     )
-    assert names == ["issue_refund"]
+    assert names == ["issue_refund", "environment"]
     assert result.is_error and "customer already refunded" in text(result) and "denied by user:lena" in text(result)
     assert ledger.read_text() == ""
 
@@ -266,6 +266,6 @@ def test_several_upstreams_name_their_tools_by_upstream(tmp_path: Path, proxy_en
             return names, us, eu
 
     names, us, eu = asyncio.run(main())
-    assert names == ["eu__issue_refund", "us__issue_refund"]
+    assert names == ["eu__environment", "eu__issue_refund", "us__environment", "us__issue_refund"]
     assert not us.is_error and a.read_text() == "A-1 50.0\n"
     assert eu.is_error and "EU refunds go by hand" in text(eu) and b.read_text() == ""

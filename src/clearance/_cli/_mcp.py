@@ -22,6 +22,14 @@ if TYPE_CHECKING:
     help="An MCP server to front: a command line (stdio) or an http(s):// URL (streamable HTTP); repeatable.",
 )
 @click.option(
+    "--env",
+    "env",
+    multiple=True,
+    metavar="NAME[=VALUE]",
+    help="Pass NAME (this process's value, or VALUE) to stdio upstreams, beside PATH, HOME, LANG, TZ and the"
+    " like; repeatable. Nothing else of this process's environment reaches them.",
+)
+@click.option(
     "--http",
     "http",
     default=None,
@@ -36,19 +44,29 @@ if TYPE_CHECKING:
     help="Seconds a call waits for a pending approval before answering that it is pending.",
 )
 @friendly
-def mcp_proxy(upstreams: tuple[str, ...], http: str | None, approval_wait: float) -> None:
+def mcp_proxy(upstreams: tuple[str, ...], env: tuple[str, ...], http: str | None, approval_wait: float) -> None:
     """Front MCP servers and apply policy to every tools/call, so any MCP client is governed.
 
     Configured like an agent (CLEARANCE_POLICY and CLEARANCE_DATABASE_URL, or CLEARANCE_SERVER_URL
     and CLEARANCE_API_KEY; CLEARANCE_AGENT names it). A call that needs approval waits for the
     decision up to --approval-wait seconds; after that the client is told the approval is
     pending, and the same call made again picks up that approval instead of asking anew.
+
+    An upstream that goes down is restarted (stdio) or reconnected (HTTP), with growing waits
+    while it keeps failing; meanwhile its tools stay listed and a call to one is answered with
+    an error that names it. See docs/mcp-proxy.md.
     """
     import anyio
 
     from .._guard import _runtime
+    from ..errors import ConfigurationError
+    from ..integrations._mcp_upstream import upstream_env
     from ..integrations.mcp import Proxy, upstream_target
 
+    try:
+        stdio_env = upstream_env(env)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from None
     targets = {}
     for spec in upstreams:
         name, sep, target = spec.partition("=")
@@ -56,7 +74,7 @@ def mcp_proxy(upstreams: tuple[str, ...], http: str | None, approval_wait: float
             raise click.UsageError(f"--upstream {spec!r}: write NAME=COMMAND or NAME=URL")
         if name.strip() in targets:
             raise click.UsageError(f"--upstream {name.strip()!r} is given twice")
-        targets[name.strip()] = upstream_target(target)
+        targets[name.strip()] = upstream_target(target, stdio_env)
     _runtime.current()  # configure now: a bad configuration fails here, before any client connects
     proxy = Proxy(targets, approval_wait=approval_wait)
     if http is None:
@@ -72,9 +90,11 @@ def mcp_proxy(upstreams: tuple[str, ...], http: str | None, approval_wait: float
 async def _stdio(proxy: Proxy) -> None:
     from mcp.server.stdio import stdio_server
 
-    async with proxy.connected():
+    from ..integrations._mcp_stdio import stdio_streams
+
+    async with proxy.connected(), stdio_streams() as streams:
         server = proxy.server()
-        async with stdio_server() as (read, write):
+        async with stdio_server(*(streams or ())) as (read, write):
             await server.run(read, write, server.create_initialization_options())
 
 

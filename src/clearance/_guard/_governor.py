@@ -87,11 +87,13 @@ class Governor(Backend):
         mode: str = "wait",
         webhook_url: str | None = None,
         call_key: str | None = None,
+        *,
+        refusal: str | None = None,
     ) -> Ticket:
         """Decide a call and commit its record (and its approval, if one is needed, in `mode`).
 
         With a `call_key` (a framework's tool-call id) a call asked about again gets its first
-        ticket back: see `record_call`.
+        ticket back: see `record_call`. A `refusal` blocks it for that reason, before policy.
         """
         waiter: Waiter | None = None
         trace = _trace.current()
@@ -120,6 +122,7 @@ class Governor(Backend):
                     call_key=call_key,
                     shadow=self._shadow,
                     trace=trace,
+                    refusal=refusal,
                 )
         except BaseException:
             if waiter is not None:

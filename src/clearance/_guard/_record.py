@@ -223,6 +223,7 @@ def call_recorder(
     shadow: Policy | None = None,
     model_gate: bool = False,
     trace: str | None = None,
+    refusal: str | None = None,
 ) -> Callable[[Any], RecordedCall]:
     """Decide a call from `policy` and record it, after the `prepend` records, in two steps.
 
@@ -242,12 +243,14 @@ def call_recorder(
     decided by it, on the same facts, and what it decided is recorded beside (never enforced).
     `model_gate` admits the reserved `MODEL_CALL` (a remote agent's model-call gate, at the server).
     `trace` is the span the call was made in (a checked traceparent): kept on its record and
-    its approval, for the spans emitted from the log (`_sinks._otel`).
+    its approval, for the spans emitted from the log (`_sinks._otel`). `refusal` blocks the
+    call before policy, for that reason (an MCP proxy's call to a tool none of its servers has).
 
     The returned function raises `ApprovalError` when the key's approval holds other arguments
     than these.
     """
-    tool, session, refusal = admit_names(tool, session, reserved=model_gate)
+    tool, session, names_refusal = admit_names(tool, session, reserved=model_gate)
+    refusal = "; ".join(w for w in (refusal, names_refusal) if w) or None
     plan = policy.plan(tool)
     at = now_us()
     prepared = prepare(policy, tool, args, refusal)

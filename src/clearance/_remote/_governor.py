@@ -119,11 +119,14 @@ class RemoteGovernor(Backend):
         mode: str = "wait",
         webhook_url: str | None = None,
         call_key: str | None = None,
+        *,
+        refusal: str | None = None,
     ) -> Ticket:
         """Decide a call (locally or on the server) and commit its record before it runs."""
         synced = self.sync.state
         policy, shadow = synced.policy, synced.shadow
-        tool, session, refusal = admit_names(tool, session or self.default_session)
+        tool, session, names_refusal = admit_names(tool, session or self.default_session)
+        refusal = "; ".join(w for w in (refusal, names_refusal) if w) or None
         prepared = prepare(policy, tool, args, refusal)
         blocked = refused(prepared, policy)
         if blocked is not None:  # the server would refuse it too: record the refusal here

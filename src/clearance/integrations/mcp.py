@@ -18,27 +18,28 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
+
 try:
     import mcp_types as types
-    from mcp import Client, ClientSession, StdioServerParameters
+    from mcp import ClientSession
     from mcp.server.lowlevel import Server
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the MCP integration needs its extra: pip install "clearance[mcp]"') from exc
 
 from .._canonical import args_hash
 from .._clock import now_us
+from .._context import get_session
 from .._guard import _runtime
 from .._guard._recording import RUNNING, Recording
 from .._guard._tickets import Approved, Ticket
 from .._notify import FALLBACK_SECONDS
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
-from ._common import OnBlock, begin, refusal_text
+from ._common import OnBlock, begin, blocked, refusal_text
+from ._mcp_upstream import Target, Upstream, error_result, upstream_target
 from ._patching import check_version, wrap_method
 
-
-def error_result(text: str) -> types.CallToolResult:
-    """The tool-error result MCP clients show the model."""
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+__all__ = ["Proxy", "error_result", "governed_call", "install", "upstream_target"]
 
 
 class _Recording(Recording):
@@ -116,82 +117,70 @@ def install() -> None:
 # -- the proxy ------------------------------------------------------------------------------------
 
 
-def upstream_target(spec: str) -> StdioServerParameters | str:
-    """`http(s)://…` (streamable HTTP) or a command line (stdio) as an MCP client target.
-
-    Raises:
-        ConfigurationError: Empty, or a command line that cannot be read.
-    """
-    import shlex
-
-    spec = spec.strip()
-    if not spec:
-        raise ConfigurationError("an upstream MCP server needs a command or an http(s):// URL")
-    if spec.startswith(("http://", "https://")):
-        return spec
-    try:
-        command, *args = shlex.split(spec)
-    except ValueError as exc:  # unbalanced quotes
-        raise ConfigurationError(f"cannot read the upstream command {spec!r}: {exc}") from None
-    return StdioServerParameters(command=command, args=args)
-
-
 class Proxy:
     """Lists the tools of its upstream servers and governs every call to them.
 
     With one upstream its tools keep their names; with several each is named
-    `<upstream>__<tool>`, and policy names the tools that way.
+    `<upstream>__<tool>`, and policy names the tools that way. An upstream that goes down is
+    reconnected (a stdio one restarted) by `connected`; meanwhile its tools stay listed as last
+    seen, and a call to one is decided and recorded, then answered with a tool error naming it.
 
     Args:
         upstreams: Upstream name → target (`upstream_target`).
         approval_wait: How long a call waits for a pending approval (seconds) before it answers
             that the approval is pending; MCP clients time calls out (often after 60 s).
+        first_wait: How long the first `tools/list` waits for upstreams still starting (seconds).
     """
 
-    def __init__(self, upstreams: dict[str, StdioServerParameters | str], *, approval_wait: float = 45.0) -> None:
+    def __init__(self, upstreams: dict[str, Target], *, approval_wait: float = 45.0, first_wait: float = 20.0) -> None:
         if not upstreams:
             raise ConfigurationError("mcp-proxy needs at least one --upstream")
-        self.upstreams = upstreams
+        self.upstreams = {name: Upstream(name, target) for name, target in upstreams.items()}
         self.approval_wait = approval_wait
-        self.clients: dict[str, Client] = {}
-        self.routes: dict[str, tuple[str, str]] = {}  # exposed name → (upstream, its tool name)
+        self.first_wait = first_wait
+        self.routes: dict[str, tuple[Upstream, str]] = {}  # exposed name → (upstream, its tool name)
         self.pending: dict[tuple[str, str], Ticket] = {}  # (tool, args hash) → a call still awaiting a human
 
     @contextlib.asynccontextmanager
     async def connected(self) -> AsyncIterator[Proxy]:
-        """Connect to every upstream for the life of the block."""
-        async with contextlib.AsyncExitStack() as stack:
-            for name, target in self.upstreams.items():
-                self.clients[name] = await stack.enter_async_context(Client(target))
-            yield self
+        """Keep every upstream connected for the life of the block, reconnecting any that goes."""
+        async with anyio.create_task_group() as tasks:
+            for upstream in self.upstreams.values():
+                tasks.start_soon(upstream.run, name=f"mcp upstream {upstream.name}")
+            try:
+                yield self
+            finally:
+                tasks.cancel_scope.cancel()
 
     def _exposed(self, upstream: str, tool: str) -> str:
         return tool if len(self.upstreams) == 1 else f"{upstream}__{tool}"
 
     async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
-        """Every upstream's tools, under their exposed names."""
-        tools = []
-        for upstream, client in self.clients.items():
-            listed = await client.list_tools()
-            for tool in listed.tools:
-                exposed = self._exposed(upstream, tool.name)
-                self.routes[exposed] = (upstream, tool.name)
+        """Every upstream's tools, under their exposed names (a down upstream's as last listed)."""
+        with anyio.move_on_after(self.first_wait):  # the first list waits for upstreams still starting
+            for upstream in self.upstreams.values():
+                await upstream.tried.wait()
+        tools, routes = [], {}
+        for upstream in self.upstreams.values():
+            for tool in await upstream.refresh():
+                exposed = self._exposed(upstream.name, tool.name)
+                routes[exposed] = (upstream, tool.name)
                 tools.append(tool.model_copy(update={"name": exposed}))
+        self.routes = routes
         return types.ListToolsResult(tools=tools)
 
     async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         """Decide the call; forward it when allowed or approved; answer a refusal as a tool error."""
         if params.name not in self.routes:
             await self.list_tools(ctx, None)
+        args = dict(params.arguments or {})
         route = self.routes.get(params.name)
         if route is None:
-            return error_result(f"there is no tool called {params.name!r}")
+            return self._unknown(params.name, args)
         upstream, tool = route
-        client = self.clients[upstream]
-        args = dict(params.arguments or {})
 
         async def send(run_args: dict[str, Any] | None) -> types.CallToolResult:
-            return await client.call_tool(tool, run_args)
+            return await upstream.call(tool, run_args)
 
         try:
             governor, ticket = self._retried(params.name, args) or begin(params.name, args)
@@ -207,6 +196,14 @@ class Proxy:
         except (ToolCallBlocked, ApprovalError) as exc:
             return error_result(refusal_text(exc))
         return await _send(governor, ticket, approved, args, send, upstream_name=tool)  # type: ignore[no-any-return]
+
+    def _unknown(self, name: str, args: dict[str, Any]) -> types.CallToolResult:
+        """Refuse a call to a tool no upstream lists, and record the refusal."""
+        shown = ascii(name[:80]) + ("…" if len(name) > 80 else "")
+        why = f"no MCP server behind this proxy has a tool called {shown}"
+        governor = _runtime.current()
+        ticket = governor.begin(name, args, get_session(), refusal=why)
+        return error_result(refusal_text(blocked(ticket)))
 
     def _retried(self, tool: str, args: dict[str, Any]) -> tuple[Any, Ticket] | None:
         """The pending call a retry with the same tool and arguments asks about again."""
