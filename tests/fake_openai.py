@@ -2,7 +2,8 @@
 
 It plays a scripted agent: asked anything, it calls `issue_refund(order_id="A-1", amount=...)`;
 given a tool result, it answers with it. Streaming and not, with usage (in the last chunk when
-the client asks for it with `stream_options.include_usage`).
+the client asks for it with `stream_options.include_usage`). `/v1/responses` (the Responses API)
+answers with text, streaming (usage in `response.completed`) and not.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ class FakeOpenAI(FakeServer):
     path = "/v1"
 
     def answer(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        if handler.path.endswith("/responses"):
+            _respond(handler, bool(body.get("stream")))
+            return
         message = self.reply(body.get("messages") or [])
         if body.get("stream"):
             _stream(handler, message, bool((body.get("stream_options") or {}).get("include_usage")))
@@ -97,10 +101,6 @@ class FakeOpenAI(FakeServer):
 
 
 def _stream(handler: BaseHTTPRequestHandler, message: dict[str, Any], usage: bool) -> None:
-    handler.send_response(200)
-    handler.send_header("content-type", "text/event-stream")
-    handler.send_header("connection", "close")
-    handler.end_headers()
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": MODEL}
     delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
     if message.get("tool_calls"):
@@ -111,9 +111,68 @@ def _stream(handler: BaseHTTPRequestHandler, message: dict[str, Any], usage: boo
     ]
     if usage:
         chunks.append({**base, "choices": [], "usage": USAGE})
-    for chunk in chunks:
-        handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-    handler.wfile.write(b"data: [DONE]\n\n")
+    send_events(handler, [(None, chunk) for chunk in chunks], done=True)
+
+
+RESPONSES_USAGE = {
+    "input_tokens": 200,
+    "input_tokens_details": {"cached_tokens": 50},
+    "output_tokens": 40,
+    "output_tokens_details": {"reasoning_tokens": 10},
+    "total_tokens": 240,
+}
+
+
+def _respond(handler: BaseHTTPRequestHandler, stream: bool) -> None:
+    """A Responses API answer: one text message, with usage (in `response.completed` when streamed)."""
+    text = {"type": "output_text", "text": "Done.", "annotations": []}
+    item = {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant", "content": [text]}
+    response = {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": MODEL,
+        "status": "completed",
+        "output": [item],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": RESPONSES_USAGE,
+    }
+    if not stream:
+        send_json(handler, response)
+        return
+    at = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
+    events = [
+        {"type": "response.created", "response": {**response, "status": "in_progress", "output": [], "usage": None}},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**item, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **at, "part": {**text, "text": ""}},
+        {"type": "response.output_text.delta", **at, "delta": "Done.", "logprobs": []},
+        {"type": "response.output_text.done", **at, "text": "Done.", "logprobs": []},
+        {"type": "response.content_part.done", **at, "part": text},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": response},
+    ]
+    send_events(handler, [(e["type"], {**e, "sequence_number": n}) for n, e in enumerate(events)])
+
+
+def send_events(
+    handler: BaseHTTPRequestHandler, events: list[tuple[str | None, dict[str, Any]]], *, done: bool = False
+) -> None:
+    """Server-sent events (`event:` lines where named; `data: [DONE]` last if `done`), then the connection closes."""
+    handler.send_response(200)
+    handler.send_header("content-type", "text/event-stream")
+    handler.send_header("connection", "close")
+    handler.end_headers()
+    for name, data in events:
+        head = f"event: {name}\n" if name else ""
+        handler.wfile.write(f"{head}data: {json.dumps(data)}\n\n".encode())
+    if done:
+        handler.wfile.write(b"data: [DONE]\n\n")
     handler.wfile.flush()
     handler.close_connection = True
 

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         otel_usage: LLM usage spans (`chat <model>` with `gen_ai.usage.*`): `auto` emits one
             only where no framework instrumentation traced that model call, `always`, or
             `never`. `CLEARANCE_OTEL_USAGE`.
+        capture_usage: Record the usage of every model request the `openai` and `anthropic`
+            clients make, with no call to `record` (see docs/usage-capture.md); `false` if the
+            application records that usage itself. `CLEARANCE_CAPTURE_USAGE`.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="forbid", frozen=True)
@@ -88,6 +91,7 @@ class Settings(BaseSettings):
     otel: bool = False
     otel_args: bool = False
     otel_usage: Literal["auto", "always", "never"] = "auto"
+    capture_usage: bool = True
 
     @field_validator("exporters", mode="before")
     @classmethod

@@ -77,10 +77,14 @@ def record_response_usage(response: object, *, provider: str = "openai") -> Usag
     """Record the usage of an OpenAI-style chat completion (an SDK object or its dict).
 
     Cached prompt tokens and reasoning tokens are taken from the usage details when the
-    provider reports them. Returns None when the response carries no usage.
+    provider reports them. Returns None when the response carries no usage, or when the raw
+    `openai` client capture recorded this very object already (a framework handing on the
+    client's response).
     """
+    from .integrations._raw_usage import recorded  # (the integrations import this module)
+
     usage = _get(response, "usage")
-    if usage is None:
+    if usage is None or recorded(response):
         return None
     return record_usage(
         str(_get(response, "model") or "unknown"),

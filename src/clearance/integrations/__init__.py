@@ -26,6 +26,8 @@ FRAMEWORKS = (
     ("crewai", "crewai"),
     ("pydantic_ai", "pydantic_ai"),
     ("claude_agent_sdk", "claude_agent"),
+    ("openai", "openai"),
+    ("anthropic", "anthropic"),
 )
 _installed: set[str] = set()
 log = logging.getLogger("clearance")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar, cast
 
 try:
@@ -49,6 +50,19 @@ from ._common import (
 )
 from ._patching import check_version, wrap_method
 from ._pending import PendingApproval
+from ._usage_owner import owned
+
+
+def _model_done(started: tuple[float, AbstractContextManager[None]] | None) -> float | None:
+    """Leave a finished model call's `owned`; when it started."""
+    if started is None:
+        return None
+    try:
+        started[1].__exit__(None, None, None)
+    except ValueError:  # ended in another context than it began: nothing of it is left here
+        pass
+    return started[0]
+
 
 _Callback = TypeVar("_Callback", bound=Callable[..., Awaitable[Any]])
 
@@ -89,7 +103,7 @@ class ClearancePlugin(BasePlugin):
         self.on_block: OnBlock = on_block
         self.pause = pause
         self._running: dict[str, tuple[Any, Ticket, Any, float]] = {}  # function call id → the call in flight
-        self._model_started: dict[str, float] = {}
+        self._model_started: dict[str, tuple[float, AbstractContextManager[None]]] = {}
 
     @_in_adk_session
     async def before_tool_callback(
@@ -151,18 +165,30 @@ class ClearancePlugin(BasePlugin):
     async def before_model_callback(self, *, callback_context: Any, llm_request: Any) -> Any:
         """Stop the model call, or wait until an approver lets it go ahead, while a budget is spent.
 
-        Then remember when it started, for its latency. ADK wraps what a plugin raises in a
-        `RuntimeError`; its cause is the `ModelCallBlocked` or the approval's error.
+        Then remember when it started, for its latency, and make it under `owned("adk")` until
+        `after_model_callback`: the raw `openai`/`anthropic` client capture (under LiteLLM's
+        OpenAI provider) records nothing for it — one `llm.call` per request. ADK wraps what a
+        plugin raises in a `RuntimeError`; its cause is the `ModelCallBlocked` or the approval's error.
         """
         await before_model_call_async(getattr(llm_request, "model", None))
-        self._model_started[callback_context.invocation_id] = time.perf_counter()
+        owning = owned("adk")
+        owning.__enter__()  # callbacks and request share the invocation's context
+        self._model_started[callback_context.invocation_id] = (time.perf_counter(), owning)
+        return None
+
+    async def on_model_error_callback(self, *, callback_context: Any, llm_request: Any, error: Exception) -> Any:
+        """Forget the failed call; ADK handles the error."""
+        _model_done(self._model_started.pop(callback_context.invocation_id, None))
         return None
 
     @_in_adk_session
     async def after_model_callback(self, *, callback_context: Any, llm_response: Any) -> Any:
         """Record the response's usage (nothing when it reports none, as partial stream chunks do)."""
+        if getattr(llm_response, "partial", False):
+            return None
+        started = _model_done(self._model_started.pop(callback_context.invocation_id, None))
         usage = llm_response.usage_metadata
-        if usage is None or getattr(llm_response, "partial", False):
+        if usage is None:
             return None
         thinking = usage.thoughts_token_count or 0
         record_model_call(
@@ -171,7 +197,7 @@ class ClearancePlugin(BasePlugin):
             (usage.candidates_token_count or 0) + thinking,
             usage.cached_content_token_count,
             thinking,
-            started=self._model_started.pop(callback_context.invocation_id, None),
+            started=started,
             traced=True,  # ADK puts gen_ai.usage.* on its own call_llm span
         )
         return None

@@ -32,6 +32,7 @@ from .._guard._recording import Recording
 from ..errors import ApprovalError, ToolCallBlocked
 from ._common import begin, record_model_call, refusal_text
 from ._patching import check_version, wrap_method
+from ._usage_owner import owned
 
 
 class _Recording(Recording):
@@ -72,9 +73,14 @@ class ClearanceMiddleware(BaseMiddleware):
             return recording.done(await call_next(event, context))
 
     async def on_llm_call(self, call_next: Any, events: Sequence[Any], context: Any) -> Any:
-        """Record the response's usage in the current session."""
+        """Record the response's usage in the current session.
+
+        The call runs under `owned("ag2")`: the raw `openai`/`anthropic` client capture under
+        AG2's model clients records nothing for it (one `llm.call` per request).
+        """
         started = time.perf_counter()
-        response = await call_next(events, context)
+        with owned("ag2"):
+            response = await call_next(events, context)
         usage = getattr(response, "usage", None)
         if usage is not None and usage.prompt_tokens is not None:
             record_model_call(

@@ -1,12 +1,16 @@
-"""Raw `openai` tool-call loops: an executor and usage recording.
+"""Raw `openai` clients: usage recorded automatically, and a tool-call executor.
 
-The executor runs the model's tool calls through the guard; `record` records a chat
-completion's usage.
+After `clearance.configure()`, every model request an `openai` client makes (chat completions
+and the Responses API, sync and async, streamed or not) is recorded in the current session: one
+`llm.call` with its model, tokens and cost (see `docs/usage-capture.md`; a streamed chat
+completion reports usage only with `stream_options={"include_usage": True}`). `record(response)`
+records a response by hand — one that came another way; a response recorded already is not
+counted twice. The executor runs the model's tool calls through the guard.
 
 ```python
 from clearance.integrations.openai import record, run_tool_calls
 
-response = record(client.chat.completions.create(model=..., messages=messages, tools=schemas))
+response = client.chat.completions.create(model=..., messages=messages, tools=schemas)
 message = response.choices[0].message
 messages.append(message)
 messages += run_tool_calls(message.tool_calls, {"issue_refund": issue_refund})
@@ -23,9 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .._usage import record_response_usage
+from .._usage import record_usage
+from . import _raw_usage
 from ._common import parse_json_args
 from ._loops import dispatch
+from ._patching import check_version
 
 
 def run_tool_calls(tool_calls: Sequence[Any] | None, tools: Mapping[str, Callable[..., Any]]) -> list[dict[str, Any]]:
@@ -47,6 +53,109 @@ def run_tool_calls(tool_calls: Sequence[Any] | None, tools: Mapping[str, Callabl
 
 
 def record(response: Any) -> Any:
-    """Record a chat completion's usage (model, tokens, cost) in the current session; return it."""
-    record_response_usage(response)
+    """Record a chat completion's or a Responses API response's usage in the current session; return it.
+
+    Not needed for responses an `openai` client returned after `clearance.configure()`: those are
+    recorded already, and are not counted again here. Takes the SDK's object or its dict.
+    """
+    if not _raw_usage.recorded(response):
+        counted = usage_of(response)
+        if counted is not None:
+            record_usage(
+                counted.model,
+                counted.input_tokens,
+                counted.output_tokens,
+                counted.cached_input_tokens,
+                counted.reasoning_tokens,
+                provider="openai",
+            )
+            _raw_usage.mark(response)
     return response
+
+
+def usage_of(response: Any) -> _raw_usage.Counted | None:
+    """A chat completion's (or chunk's, or completion's) or a Responses API response's usage; None if it has none."""
+    usage = _get(response, "usage")
+    if usage is None:
+        return None
+    model = str(_get(response, "model") or "unknown")
+    if _get(usage, "prompt_tokens") is not None:  # chat completions and completions
+        return _raw_usage.Counted(
+            model,
+            _int(_get(usage, "prompt_tokens")),
+            _int(_get(usage, "completion_tokens")),
+            _int(_get(_get(usage, "prompt_tokens_details"), "cached_tokens")),
+            _int(_get(_get(usage, "completion_tokens_details"), "reasoning_tokens")),
+        )
+    return _raw_usage.Counted(
+        model,
+        _int(_get(usage, "input_tokens")),
+        _int(_get(usage, "output_tokens")),
+        _int(_get(_get(usage, "input_tokens_details"), "cached_tokens")),
+        _int(_get(_get(usage, "output_tokens_details"), "reasoning_tokens")),
+    )
+
+
+_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class _Tally:
+    """A stream's usage: a chat completion's last chunk (`include_usage`), or the Responses API's final event."""
+
+    __slots__ = ("found",)
+
+    def __init__(self) -> None:
+        self.found: _raw_usage.Counted | None = None
+
+    def seen(self, event: Any) -> bool:
+        fields = getattr(event, "__dict__", {})  # not getattr: a field the model lacks costs pydantic an exception
+        kind = fields.get("type")
+        if kind is None:  # a chat completion chunk: usage on the last one only
+            found = usage_of(event) if fields.get("usage") is not None else None
+        elif kind in _FINAL:
+            found = usage_of(fields.get("response"))
+        else:
+            return False
+        self.found = found or self.found
+        return found is not None
+
+    def counted(self) -> _raw_usage.Counted | None:
+        return self.found
+
+
+def _get(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def install() -> None:
+    """Record the usage of every model request an `openai` client makes, process-wide (idempotent).
+
+    Raises:
+        ConfigurationError: This `openai` version is not one Clearance was tested with.
+    """
+    import openai
+    from openai._legacy_response import LegacyAPIResponse
+    from openai._response import APIResponse, AsyncAPIResponse
+
+    check_version("openai", openai.__version__, minimum=(1, 40), below=(4, 0))
+    sdk = _raw_usage.Sdk(
+        provider="openai",
+        host="api.openai.com",
+        endpoints=("/completions", "/responses"),
+        streams=(openai.Stream, openai.AsyncStream),
+        counted=usage_of,
+        tally=_Tally,
+    )
+    _raw_usage.install(
+        sdk,
+        responses=(APIResponse, LegacyAPIResponse),
+        async_responses=(AsyncAPIResponse,),
+        stream=openai.Stream,
+        async_stream=openai.AsyncStream,
+    )
