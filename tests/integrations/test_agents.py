@@ -101,7 +101,7 @@ def test_on_block_raise_fails_the_run(configure: Callable[..., Governor]) -> Non
 
 
 PAUSED = """
-import asyncio, json, sys
+import asyncio, dataclasses, json, sys
 from agents import Runner
 from clearance.integrations import agents as governed
 from tests.integrations.test_agents import refund_agent
@@ -110,7 +110,8 @@ ran = []
 agent = governed.govern(refund_agent(ran), pause=True)
 if sys.argv[1] == "start":
     result = asyncio.run(Runner.run(agent, "refund A-1"))
-    print(json.dumps({"state": result.to_state().to_string(), "ids": governed.approval_ids(agent, result)}))
+    pending = [dataclasses.asdict(p) for p in governed.pending_approvals(agent, result)]
+    print(json.dumps({"state": result.to_state().to_string(), "pending": pending}))
 else:
     state = open(sys.argv[2]).read()
     try:
@@ -133,7 +134,10 @@ def test_a_paused_run_resumes_in_another_process_once(
     """`needs_approval` pauses the run; the state is saved; a human decides; other processes resume it."""
     gov = configure(POLICY)
     started = _process(tmp_path, "start")
-    [approval_id] = started["ids"]
+    [pending] = started["pending"]
+    assert (pending["tool"], pending["reason"]) == ("issue_refund", "Refunds over $200 need a lead")
+    assert pending["call_id"]
+    approval_id = pending["approval_id"]
     (tmp_path / "state.json").write_text(started["state"])
     assert _process(tmp_path, "resume", str(tmp_path / "state.json")) == {"error": "ApprovalPending"}
     _decisions.decide(gov.db, approval_id, by=LEAD, approve=approve, note="over budget")

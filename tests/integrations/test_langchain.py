@@ -236,7 +236,9 @@ def test_interrupt_pauses_the_graph_and_resume_continues_it_once(
     config = {"configurable": {"thread_id": "t1"}}
     first = graph.invoke({"messages": [("user", "refund A-1")]}, config)
     assert "__interrupt__" in first and ran == []
-    [approval_id] = pending_approvals(graph, config)
+    [pending] = pending_approvals(graph, config)
+    assert (pending.tool, pending.reason) == ("issue_refund", "Refunds over $200 need a lead") and pending.call_id
+    approval_id = pending.approval_id
     with pytest.raises(clearance.ApprovalPending):
         resume(graph, config)
     _decisions.decide(gov.db, approval_id, by=LEAD, approve=approve, note="over budget")
@@ -269,7 +271,7 @@ def test_an_approved_pause_runs_once_even_when_the_checkpoint_is_resumed_twice(
     graph = paused_agent(ran, saver)
     config = {"configurable": {"thread_id": "t2"}}
     graph.invoke({"messages": [("user", "refund A-1")]}, config)
-    [approval_id] = pending_approvals(graph, config)
+    [approval_id] = [p.approval_id for p in pending_approvals(graph, config)]
     paused_at = graph.get_state(config).config  # the checkpoint, to resume a second time
     _decisions.decide(gov.db, approval_id, by=LEAD, approve=True)
     resume(graph, config)
@@ -294,7 +296,7 @@ def test_async_graphs_pause_and_resume(configure: Callable[..., Governor]) -> No
 
     async def main() -> Any:
         await graph.ainvoke({"messages": [("user", "refund A-1")]}, config)
-        [approval_id] = pending_approvals(graph, config)
+        [approval_id] = [p.approval_id for p in pending_approvals(graph, config)]
         _decisions.decide(gov.db, approval_id, by=LEAD, approve=True, args={"amount": 300})
         return await aresume(graph, config)
 
@@ -314,7 +316,7 @@ with SqliteSaver.from_conn_string(sys.argv[2]) as saver:
     graph = paused_agent(ran, saver)
     if sys.argv[1] == "start":
         graph.invoke({"messages": [("user", "refund A-1")]}, config)
-        print(json.dumps({"ids": pending_approvals(graph, config)}))
+        print(json.dumps({"ids": [p.approval_id for p in pending_approvals(graph, config)]}))
     else:
         try:
             result = resume(graph, config)

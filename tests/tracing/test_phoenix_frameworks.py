@@ -163,7 +163,7 @@ def test_a_call_resumed_in_another_process_names_where_it_was_asked(
     config = {"configurable": {"thread_id": "refunds"}}
     with langchain_traced(provider):
         agent.invoke(ASK, config)
-    [approval_id] = pending_approvals(agent, config)
+    [approval_id] = [p.approval_id for p in pending_approvals(agent, config)]
     _decisions.decide(governed.db, approval_id, by=LEAD, approve=True)
     exported(provider)  # the asked call's span, its wait approved; the worker's sink continues after it
 
