@@ -507,7 +507,9 @@ export interface paths {
          * @description The approval, or with `wait` a long poll.
          *
          *     Held while it is pending (with `until=finished`, also while it is approved and not yet run);
-         *     answered the moment that changes, or when `wait` seconds pass.
+         *     answered the moment that changes, or when `wait` seconds pass. The requesting agent's long
+         *     poll on a wait-mode approval is its waiter's heartbeat (`waiter_seen_at_us`), kept while it
+         *     is held.
          */
         get: operations["get_approval_v1_approvals__approval_id__get"];
         put?: never;
@@ -1260,6 +1262,13 @@ export interface components {
             error: string | null;
             /** Trace */
             trace: string | null;
+            /** Waiter Seen At Us */
+            waiter_seen_at_us: number | null;
+            /**
+             * Resumable
+             * @default false
+             */
+            resumable: boolean;
             /** Args */
             args: {
                 [key: string]: unknown;
@@ -1297,6 +1306,12 @@ export interface components {
              * @description The exhausted budget that asked for it (approve with `extend` to add to it); null when a rule asked
              */
             budget: ("session" | "agent") | null;
+            /**
+             * Waiter Gone
+             * @description The process waiting for it stopped (not seen for longer than the grace) and the call has not run: approving it runs the call only if `resumable` (in `clearance worker`); otherwise it is cancelled at its expiry
+             * @default false
+             */
+            waiter_gone: boolean;
         };
         /**
          * ApprovalStatus
@@ -3624,6 +3639,8 @@ export interface operations {
                 wait?: number;
                 /** @description what the long poll waits for: a decision, or the end */
                 until?: "decided" | "finished";
+                /** @description the waiting agent's tool can be run by `clearance worker` should it stop waiting */
+                resumable?: boolean;
             };
             header?: never;
             path: {

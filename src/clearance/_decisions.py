@@ -19,6 +19,7 @@ from ._canonical import ARGS_HASH_ALG, args_hash, canonical_json, redact
 from ._clock import now_us
 from ._notify import wake
 from ._store import Approval, Database
+from ._store import _approval_waiters as waiters
 from ._store import _approvals as approvals
 from ._store import _facts as facts
 from ._store import _grants as grants
@@ -394,6 +395,8 @@ def expire(db: Database, approval_id: str) -> Approval:
     """
     at = now_us()
     current = approvals.get(db, approval_id)
+    if waiters.gone(current, at) and not current.resumable:  # nobody to run it or tell: closed, saying why
+        return abandon(db, current.id)
     if current.on_timeout is OnTimeout.ESCALATE and current.escalated_at_us is None:
         return _escalate(db, current, at)
 
@@ -459,12 +462,50 @@ def cancel(db: Database, approval_id: str, *, why: str) -> Approval:
     return moved
 
 
+def abandon(db: Database, approval_id: str) -> Approval:
+    """Cancel an approval whose waiter is gone and whose call nothing can run, once its time is up.
+
+    Recorded as `approval.abandoned`, saying why ("waiter gone: …"); a pending one counts as
+    decided by `system`, an approved one keeps its approver.
+
+    Raises:
+        ApprovalNotFound: No such approval.
+        ApprovalAlreadyDecided: It ran, was decided otherwise, or its waiter came back first.
+    """
+    at = now_us()
+    with db.write() as cur:
+        current = approvals._get(db, cur, approval_id)
+        if current is None:
+            raise ApprovalNotFound(f"no approval has the id {approval_id!r}")
+        why = waiters.why(current)
+        if not waiters.close(db, cur, approval_id, now_us=at, note=why):
+            raise ApprovalAlreadyDecided(approval_id, current.tool, current.status, current.decided_by)
+        fields = _fields(current, at, decision=ApprovalStatus.CANCELLED, by="system", note=why)
+        fields.update(was=current.status, waiter_seen_at_us=current.waiter_seen_at_us)
+        append(db, cur, [make_event("approval.abandoned", at, fields)])
+        approvals._redraw(db, cur, approval_id)
+        db.notify(cur, "approvals")
+        moved = approvals._get(db, cur, approval_id)
+    assert moved is not None
+    return moved
+
+
 def sweep(db: Database) -> list[Approval]:
-    """Expire (or escalate) every pending approval whose time is up; returns those it moved."""
+    """Expire (or escalate) every pending approval whose time is up; returns those it moved.
+
+    An approval whose waiter is gone and whose call nothing can run is cancelled instead, also
+    once approved (see `abandon`).
+    """
     done = []
-    for approval_id in approvals.expired_ids(db, now_us()):
+    at = now_us()
+    for approval_id in approvals.expired_ids(db, at):
         try:
             done.append(expire(db, approval_id))
+        except ApprovalAlreadyDecided:
+            continue
+    for approval_id in waiters.abandoned(db, at):
+        try:
+            done.append(abandon(db, approval_id))
         except ApprovalAlreadyDecided:
             continue
     return done

@@ -14,6 +14,7 @@ from .._clock import now_us
 from .._grant_views import offers
 from .._granting import BudgetExtension, GrantRequest
 from .._store import Approval, Database
+from .._store import _approval_waiters as waiters
 from .._store import _approvals as approvals
 from .._store import _outbox as outbox
 from .._visible import hazards, shown_json, visible, warning
@@ -73,6 +74,9 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
                         "note": a.note,
                         "grant_limits": limits.model_dump(mode="json") if limits is not None else None,
                         "budget": budget,
+                        "waiter_seen_at_us": a.waiter_seen_at_us,
+                        "waiter_gone": waiters.gone(a, now_us()),
+                        "resumable": a.resumable,
                     },
                     ensure_ascii=True,
                 )
@@ -83,7 +87,7 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
         return
     click.echo(
         table(
-            ["id", "status", "tool", "agent", "arguments", "reason", "expires in", "decided by"],
+            ["id", "status", "tool", "agent", "arguments", "reason", "expires in", "decided by", "waiter"],
             [
                 [
                     a.id,
@@ -94,6 +98,7 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
                     visible(a.reason),
                     _expires_in(a),
                     a.decided_by,
+                    _waiter(a),
                 ]
                 for a in rows
             ],
@@ -101,6 +106,18 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
     )
     for a in rows:  # on stderr, so the table stays one row per approval for scripts
         _warn(a.id, a.shown_args)
+        _gone(a)
+
+
+def _waiter(a: Approval) -> str:
+    """The WAITER column: `gone` when the process waiting for it stopped, else `-`."""
+    return "gone" if waiters.gone(a, now_us()) else "-"
+
+
+def _gone(a: Approval) -> None:
+    """Say, on stderr, that nobody waits for an approval any more, and what can still run its call."""
+    if waiters.gone(a, now_us()):
+        click.echo(f"warning: {a.id}: {waiters.why(a)}", err=True)
 
 
 def _warn(approval_id: str, args: dict[str, Any]) -> None:
@@ -173,6 +190,7 @@ def _decide(
         f" at {when(decided.decided_at_us or now_us())} UTC"
     )
     _warn(decided.id, shown)
+    _gone(decided)
     if given is not None:
         click.echo(summary(given))
 

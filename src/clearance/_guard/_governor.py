@@ -20,6 +20,7 @@ from .._context import get_user
 from .._notify import FALLBACK_SECONDS, Waiter
 from .._settings import Settings
 from .._store import Approval, Database
+from .._store import _approval_waiters as waiters
 from .._store import _approvals as approvals
 from .._store import _events as events
 from .._store import _policies as policies
@@ -190,10 +191,12 @@ class Governor(Backend):
     @contextlib.contextmanager
     def _waiting(self, ticket: Ticket) -> Iterator[Poll]:
         waiter, approval_id = _waiter_of(ticket)
+        alive = self._heartbeat(ticket)
 
         def poll(wait: float) -> ApprovalView:
             if wait > 0:
                 waiter.wait(wait)
+            alive.beat(now_us())
             return self._read(approval_id)
 
         with self._watching(ticket, waiter):
@@ -202,14 +205,23 @@ class Governor(Backend):
     @contextlib.asynccontextmanager
     async def _awaiting(self, ticket: Ticket) -> AsyncIterator[AsyncPoll]:
         waiter, approval_id = _waiter_of(ticket)
+        alive = self._heartbeat(ticket)
 
         async def poll(wait: float) -> ApprovalView:
             if wait > 0:
                 await waiter.wait_async(wait)
+            alive.beat(now_us())
             return self._read(approval_id)
 
         with self._watching(ticket, waiter):
             yield poll
+
+    def _heartbeat(self, ticket: Ticket) -> waiters.Heartbeat:
+        """The waiting call's heartbeat on its approval: a waiter not seen for a while is gone."""
+        from ._resume import resumable  # it imports the runtime, which imports this module
+
+        assert ticket.approval_id is not None
+        return waiters.Heartbeat(self.db, ticket.approval_id, resumable=resumable(ticket.tool))
 
     @contextlib.contextmanager
     def _watching(self, ticket: Ticket, waiter: Waiter) -> Iterator[None]:
@@ -245,8 +257,12 @@ class Governor(Backend):
         return approvals.claim_denial(self.db, approval_id, by=self.executor, now_us=now_us())
 
     def due(self, tools: Sequence[str]) -> list[tuple[str, str]]:
-        """This agent's async-mode approvals of `tools` that are decided and not yet handled: (id, tool)."""
-        return [(a.id, a.tool) for a in approvals.due_for(self.db, self.agent, tools)]
+        """This agent's async-mode approvals of `tools` that are decided and not yet handled: (id, tool).
+
+        With them, its approved wait-mode calls of `tools` whose waiter is gone.
+        """
+        due = [(a.id, a.tool) for a in approvals.due_for(self.db, self.agent, tools)]
+        return due + waiters.runnable(self.db, now_us(), agent=self.agent, tools=tools)
 
 
 def _waiter_of(ticket: Ticket) -> tuple[Waiter, str]:

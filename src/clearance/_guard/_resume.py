@@ -48,6 +48,17 @@ def callbacks_of(tool: str) -> Callbacks:
     return _callbacks.get(tool, Callbacks())
 
 
+def resumable(tool: str) -> bool:
+    """Whether `clearance worker` can finish a call of `tool` whose waiter died.
+
+    It can when the tool is guarded with callbacks (so a worker imports its module to hear the
+    outcome) and is a plain function (a method's object is not there to call it on).
+    """
+    found = _runtime._tools.get(tool)
+    callbacks = _callbacks.get(tool)
+    return found is not None and not found[1].takes_self and callbacks is not None
+
+
 def _tool(name: str) -> tuple[Callable[..., Any], Binder]:
     found = _runtime._tools.get(name)
     if found is None:

@@ -264,7 +264,7 @@ class RemoteGovernor(Backend):
 
         def poll(wait: float) -> ApprovalView:
             attempts = retrying(_retryable, give_up=give_up, log=log, what=f"waiting for {path}")
-            return _view(attempts(self.client.call, "GET", path, params={"wait": wait}, timeout=wait + 15))
+            return _view(attempts(self.client.call, "GET", path, params=_waiting(ticket, wait), timeout=wait + 15))
 
         with _timing_out(ticket):
             yield poll
@@ -277,7 +277,7 @@ class RemoteGovernor(Backend):
             async def poll(wait: float) -> ApprovalView:
                 attempts = aretrying(_retryable, give_up=give_up, log=log, what=f"waiting for {path}")
                 answer: httpx.Response = await attempts(
-                    self.client.acall, http, "GET", path, params={"wait": wait}, timeout=wait + 15
+                    self.client.acall, http, "GET", path, params=_waiting(ticket, wait), timeout=wait + 15
                 )
                 return _view(answer)
 
@@ -320,7 +320,14 @@ class RemoteGovernor(Backend):
         """This agent's async-mode approvals of `tools` that are decided and not yet handled: (id, tool)."""
         found = self.client.call("GET", "/v1/approvals", params={"status": "", "mode": "async", "unhandled": "true"})
         listed = _read_model(_Approvals, found)
-        return [(a.id, a.tool) for a in listed.root if a.tool in tools and a.status.decided]
+        due = [(a.id, a.tool) for a in listed.root if a.tool in tools and a.status.decided]
+        return due + self._stranded(tools)
+
+    def _stranded(self, tools: Sequence[str]) -> list[tuple[str, str]]:
+        """This agent's approved wait-mode calls of `tools` whose waiter is gone, for a worker to run."""
+        found = self.client.call("GET", "/v1/approvals", params={"status": "approved", "mode": "wait"})
+        listed = _read_model(_Approvals, found)
+        return [(a.id, a.tool) for a in listed.root if a.tool in tools and a.waiter_gone and a.resumable]
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -337,6 +344,13 @@ class RemoteGovernor(Backend):
         finally:
             self.spool.close()
             self.client.close()
+
+
+def _waiting(ticket: Ticket, wait: float) -> dict[str, Any]:
+    """A waiting call's long-poll query: it keeps the waiter's heartbeat, saying whether a worker can run it."""
+    from .._guard._resume import resumable  # the runtime imports this module
+
+    return {"wait": wait, "resumable": "true"} if resumable(ticket.tool) else {"wait": wait}
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -58,6 +58,8 @@ _FIELDS = (
     "mode",
     "call_key",
     "trace_context",
+    "waiter_seen_at_us",
+    "resumable",
 )
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM approvals"
 
@@ -186,6 +188,8 @@ def _from_row(row: Sequence[Any]) -> Approval:
         mode=ApprovalMode(r["mode"]),
         call_key=r["call_key"],
         trace=r["trace_context"],
+        waiter_seen_at_us=r["waiter_seen_at_us"],
+        resumable=bool(r["resumable"]),
         degraded=tuple(notes),
     )
 

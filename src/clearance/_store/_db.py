@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..errors import StoreError
 
-HEAD = "0013"
+HEAD = "0014"
 _MIGRATING = threading.Lock()  # the newest migration; a test checks it against the chain
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _BUSY = ("database is locked", "database is busy", "database table is locked")

@@ -100,6 +100,8 @@ class ApprovalRow(Base):
     mode: Mapped[str] = mapped_column(String(20), server_default=text("'wait'"))
     call_key: Mapped[str | None] = mapped_column(String(200))
     trace_context: Mapped[str | None] = mapped_column(String(55))  # the span the call was asked in (0012)
+    waiter_seen_at_us: Mapped[int | None] = mapped_column(BigInteger)  # the waiting process's heartbeat (0014)
+    resumable: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # a worker can run it (0014)
 
     __table_args__ = (
         Index("ix_approvals_status_expires", "status", "expires_at_us"),

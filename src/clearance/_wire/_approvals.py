@@ -55,6 +55,10 @@ class ApprovalFields:
         error: The call's error, if it failed.
         trace: The span the call was asked in, as a W3C traceparent, when the agent traced it:
             a resume elsewhere links its own span to it.
+        waiter_seen_at_us: When the process waiting for it (wait mode) was last seen; it says so
+            every few seconds while it waits (None: no process waits for it this way).
+        resumable: Whether `clearance worker` can run the call if its waiter is gone (its tool is
+            guarded with callbacks, so a worker importing the tool's module finishes it).
     """
 
     id: str
@@ -82,6 +86,8 @@ class ApprovalFields:
     finished_at_us: int | None = None
     error: str | None = None
     trace: str | None = None
+    waiter_seen_at_us: int | None = None
+    resumable: bool = False
 
 
 class ApprovalOut(BaseModel, ApprovalFields, frozen=True):
@@ -115,6 +121,12 @@ class ApprovalOut(BaseModel, ApprovalFields, frozen=True):
         default=None,
         description="The exhausted budget that asked for it (approve with `extend` to add to it); "
         "null when a rule asked",
+    )
+    waiter_gone: bool = Field(
+        default=False,
+        description="The process waiting for it stopped (not seen for longer than the grace) and the call has "
+        "not run: approving it runs the call only if `resumable` (in `clearance worker`); otherwise it is "
+        "cancelled at its expiry",
     )
 
 

@@ -24,6 +24,7 @@ from ... import _granting as granting
 from ..._clock import now_us
 from ..._grant_views import offers
 from ..._store import Approval, Database
+from ..._store import _approval_waiters as waiters
 from ..._store import _approvals as approvals
 from ..._store import _outbox as outbox
 from ..._store._keys import ApiKey
@@ -90,6 +91,7 @@ def approval_out(db: Database, a: Approval, key: ApiKey | None = None) -> Approv
         degraded=degraded,
         grant_limits=grant_limits,
         budget=budget,
+        waiter_gone=waiters.gone(a, now_us()),
     )
 
 
@@ -155,6 +157,17 @@ def _current(db: Database, approval_id: str) -> Approval:
         except ApprovalAlreadyDecided:
             approval = approvals.get(db, approval_id)
     return approval
+
+
+def _seen(db: Database, a: Approval, resumable: bool) -> Approval:
+    """`a`, its waiter's heartbeat written first when it is due (the waiting agent's long poll is open)."""
+    at = now_us()
+    if a.mode is not ApprovalMode.WAIT or not waiters.still_open(a):
+        return a
+    if a.resumable == resumable and not waiters.due(a, at):
+        return a
+    waiters.touch(db, a.id, now_us=at, resumable=resumable, agent=a.agent)
+    return approvals.get(db, a.id)
 
 
 @router.get("/approvals", summary="List approvals")
@@ -239,12 +252,18 @@ async def get_approval(
     until: Annotated[
         Literal["decided", "finished"], Query(description="what the long poll waits for: a decision, or the end")
     ] = "decided",
+    resumable: Annotated[
+        bool, Query(description="the waiting agent's tool can be run by `clearance worker` should it stop waiting")
+    ] = False,
 ) -> ApprovalOut:
     """The approval, or with `wait` a long poll.
 
     Held while it is pending (with `until=finished`, also while it is approved and not yet run);
-    answered the moment that changes, or when `wait` seconds pass.
+    answered the moment that changes, or when `wait` seconds pass. The requesting agent's long
+    poll on a wait-mode approval is its waiter's heartbeat (`waiter_seen_at_us`), kept while it
+    is held.
     """
+    waiting = wait > 0
 
     async def read() -> Approval:
         try:
@@ -253,6 +272,8 @@ async def get_approval(
             raise APIError(404, f"no approval has the id {approval_id!r}") from None
         if not _may_read(key, approval):
             raise APIError(404, f"no approval has the id {approval_id!r}")  # do not reveal others' ids
+        if waiting and key.agent == approval.agent and not await request.is_disconnected():
+            approval = await run_in_threadpool(_seen, db, approval, resumable)  # a waiter that left is not seen
         return approval
 
     done = (lambda a: a.status.decided) if until == "decided" else (lambda a: a.status.final)
