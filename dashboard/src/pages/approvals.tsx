@@ -96,6 +96,7 @@ export function Approvals({ route, me }: { route: Route; me: Signed }) {
                     </code>{" "}
                     <span class="muted">by</span> {a.agent}
                     {hasHazards([a.tool, a.args]) ? <Badge kind="hazard">hidden characters</Badge> : null}
+                    {a.waiter_gone ? <Badge kind="waiter_gone">waiter gone</Badge> : null}
                   </span>
                   <span class="item-reason">
                     <Text text={a.reason} />
@@ -206,9 +207,15 @@ function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
           </code>
         </h2>
         <Badge kind={approval.status}>{approval.status}</Badge>
+        {approval.waiter_gone ? <Badge kind="waiter_gone">waiter gone</Badge> : null}
         {pending ? <Countdown until_us={approval.expires_at_us} /> : null}
       </header>
       <HazardWarning value={approval.args} />
+      {approval.waiter_gone ? (
+        <p class="error waiter-gone" role="alert">
+          {waiterGone(approval)}
+        </p>
+      ) : null}
       <dl class="facts">
         <dt>Agent</dt>
         <dd>
@@ -372,6 +379,14 @@ function whyNot(a: Approval, me: Signed): string | null {
   return allowed ? null : `Only ${groups.join(", ")} may decide this approval.`;
 }
 
+// What a decider must know about an approval whose waiting process stopped.
+function waiterGone(a: Approval): string {
+  const stopped = `Waiter gone: the process waiting for this approval stopped at ${when(a.waiter_seen_at_us ?? 0)}.`;
+  return a.resumable
+    ? `${stopped} Approved, the call runs once in a "clearance worker" importing its tool.`
+    : `${stopped} Nothing can run the call: approving it does not run it, and it is cancelled at its expiry.`;
+}
+
 function Outcome({ approval }: { approval: Approval }) {
   const now = useNow();
   return (
@@ -400,8 +415,12 @@ function Outcome({ approval }: { approval: Approval }) {
           <ArgsTable args={approval.edited_args} />
         </>
       ) : null}
-      {approval.status === "approved" ? (
+      {approval.status === "approved" && approval.waiter_gone ? null : approval.status === "approved" ? (
         <p class="muted">Waiting for the agent to run it…</p>
+      ) : approval.status === "cancelled" && approval.error ? (
+        <p class="error">
+          <Text text={approval.error} />
+        </p>
       ) : approval.status === "executed" ? (
         <>
           <h4>Result</h4>
