@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from pydantic_ai.messages import (  # noqa: E402
     ToolCallPart,
     ToolReturnPart,
 )
-from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel  # noqa: E402
 from pydantic_ai.usage import RequestUsage  # noqa: E402
 
 import clearance  # noqa: E402
@@ -418,3 +418,67 @@ def test_hostile_arguments_are_recorded_readably_and_never_crash(configure: Call
         assert got == [args["text"]]  # the tool got the text exactly
     else:  # refused at the boundary (not I-JSON): the model was told why
         assert "Blocked by policy" in result.output
+
+
+# -- output functions ----------------------------------------------------------------------------
+
+
+def refund_output_agent(ran: list[Any], amount: Any, **agent_kwargs: Any) -> Agent[None, Any]:
+    """An agent whose output function acts: the model's final answer is a refund."""
+
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}"
+
+    def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        [output_tool] = info.output_tools
+        return ModelResponse(parts=[ToolCallPart(output_tool.name, {"order_id": "A-1", "amount": amount})], usage=USAGE)
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[DeltaToolCalls]:
+        [output_tool] = info.output_tools
+        yield {0: DeltaToolCall(output_tool.name, '{"order_id": "A-1", "amount": 5', tool_call_id="c1")}
+        yield {0: DeltaToolCall(None, "0")}  # the amount so far: 5, then 50
+        yield {0: DeltaToolCall(None, "}")}
+
+    model = FunctionModel(respond, stream_function=stream, model_name="scripted")
+    return Agent(model, output_type=issue_refund, **agent_kwargs)
+
+
+def test_an_output_function_is_decided_like_a_tool(configure: Callable[..., Governor]) -> None:
+    """An output function acts on the model's arguments: a blocked one never runs, an allowed one is recorded."""
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    with pytest.raises(Exception, match="Exceeded maximum"):  # the model is told why on each retry, then the run fails
+        run(refund_output_agent(ran, 9000), "refund")
+    assert ran == []
+    assert {d["decision"] for d in records(gov, "tool_call.decided")} == {"block"}
+    with pytest.raises(ToolCallBlocked, match="never issued"):
+        run(refund_output_agent(ran, 9000, capabilities=[Clearance(on_block="raise")]), "refund")
+    assert run(refund_output_agent(ran, 50), "refund").output == "refunded 50.0 on A-1"
+    assert ran == [("A-1", 50.0)]
+    [*_, allowed] = records(gov, "tool_call.decided")
+    assert allowed["tool"] == "issue_refund" and allowed["args"] == {"order_id": "A-1", "amount": 50.0}
+    gov.flush()  # (a plain call's outcome shares the next commit: there is none after the output)
+    assert [f["decision"] for f in records(gov, "tool_call.finished")] == ["ok"]
+
+
+def test_an_output_function_waits_for_its_approval(configure: Callable[..., Governor]) -> None:
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    result = while_deciding(gov, lambda: run(refund_output_agent(ran, 850), "refund"), approve=True)
+    assert result.output == "refunded 850.0 on A-1" and ran == [("A-1", 850.0)]
+    assert approvals.listing(gov.db, status=None)[0].status == "executed"
+
+
+def test_a_streamed_output_function_runs_once_on_the_whole_output(configure: Callable[..., Governor]) -> None:
+    """Streaming would run an output function on every partial output; governed, only the final one runs."""
+    configure(POLICY)
+    ran: list[Any] = []
+
+    async def main() -> list[Any]:
+        async with refund_output_agent(ran, 50).run_stream("refund") as stream:
+            return [o async for o in stream.stream_output(debounce_by=None)]
+
+    outputs = asyncio.run(main())
+    assert outputs[-1] == "refunded 50.0 on A-1" and ran == [("A-1", 50.0)]

@@ -6,7 +6,8 @@
   receives (validated: 850 → 850.0 for a `float` parameter) before it runs. A blocked or denied
   call fails the Pydantic AI way (`ToolFailed`): the model gets the reason and the run goes on
   (`on_block="raise"` raises instead). An approval is awaited without blocking the event loop,
-  and an approver's edited arguments are what runs. Each model request is checked against the
+  and an approver's edited arguments are what runs. Output functions (`output_type=fn`) act
+  too: they are decided the same way before they run (`wrap_output_process`). Each model request is checked against the
   budgets first (a spent one stops it, `ModelCallBlocked`, or waits for an approver) and its
   tokens, model and cost are recorded once, as an `llm.call` in the current session.
 - `Clearance(pause=True)`: an approval ends the run instead, with Pydantic AI's own
@@ -47,10 +48,12 @@ try:
         ToolDenied,
     )
     from pydantic_ai.capabilities import AbstractCapability
-    from pydantic_ai.exceptions import ToolFailed
+    from pydantic_ai.capabilities.abstract import WrapOutputProcessHandler
+    from pydantic_ai.exceptions import ModelRetry, ToolFailed
     from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ToolCallPart
     from pydantic_ai.models import Model, ModelRequestContext, ModelRequestParameters, StreamedResponse
     from pydantic_ai.models.wrapper import WrapperModel
+    from pydantic_ai.output import OutputContext
     from pydantic_ai.settings import ModelSettings
     from pydantic_ai.toolsets import AbstractToolset, WrapperToolset
     from pydantic_ai.toolsets.abstract import ToolsetTool
@@ -175,6 +178,38 @@ class Clearance(AbstractCapability[Any]):
         """Stop the request, or wait until an approver lets it go ahead, while a budget is spent."""
         await before_model_call_async(getattr(request_context.model, "model_name", None))
         return request_context
+
+    async def wrap_output_process(
+        self, ctx: RunContext[Any], *, output_context: OutputContext, output: Any, handler: WrapOutputProcessHandler
+    ) -> Any:
+        """An output function acts on the model's arguments like a tool: decided and recorded before it runs.
+
+        It is decided under its function's name, on its arguments (a multi-argument function's
+        dict, else `{"output": value}`); a refusal is a `ModelRetry` the model reads (or, with
+        `on_block="raise"`, raised). An approval is awaited, in pause mode too (Pydantic AI
+        cannot defer an output). A streamed partial output is not run (only the whole one).
+        """
+        if not output_context.has_function:
+            return await handler(output)
+        if ctx.partial_output:  # the function would run on every partial output, each time with other arguments
+            raise ModelRetry("Clearance runs an output function on the complete output only")
+        name = output_context.function_name or "output_function"
+        schema = output_context.object_def.json_schema if output_context.object_def is not None else None
+        args = normalise(output, schema) if isinstance(output, dict) else {"output": to_plain(output)}
+        try:
+            governor, ticket = begin(name, args)
+            approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
+        except (ToolCallBlocked, ApprovalError) as exc:
+            if self.on_block == "raise":
+                raise
+            raise ModelRetry(refusal_text(exc)) from None
+        with Recording(governor, ticket, approved) as recording:
+            if approved is not None and approved.args is not None:
+                # Nothing validates an output function's arguments past this point: an edit cannot run.
+                raise ModelRetry(
+                    f"Not approved: {name}'s approver edited its arguments, which an output function cannot take"
+                )
+            return recording.done(await handler(output))
 
 
 class UsageRecordingModel(WrapperModel):
