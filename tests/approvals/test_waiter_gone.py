@@ -23,9 +23,11 @@ from clearance import _decisions
 from clearance._clock import ManualClock
 from clearance._decisions import Decider
 from clearance._guard._governor import Governor
+from clearance._guard._record import record_call
 from clearance._store import Database
 from clearance._store import _approval_waiters as waiters
 from clearance._store import _approvals as approvals
+from clearance.policy import parse_policy
 
 from .._wait import until
 from ..conftest import REPO
@@ -223,10 +225,8 @@ def test_a_live_waiter_is_never_gone(clock: ManualClock, url: str, configure: Ca
     assert result == ["refunded 900"]
 
 
-def test_a_waiter_that_writes_again_is_no_longer_gone(clock: ManualClock, store: Database) -> None:
-    from clearance._guard._record import record_call
-    from clearance.policy import parse_policy
-
+def pending_call(store: Database) -> str:
+    """A wait-mode approval recorded as an agent's call would be (nobody waits on it yet)."""
     call = record_call(
         store,
         parse_policy(POLICY, "policy.yaml"),
@@ -237,10 +237,40 @@ def test_a_waiter_that_writes_again_is_no_longer_gone(clock: ManualClock, store:
         session="s",
     )
     assert call.approval_id is not None
-    now = clock.now_ns() // 1000
-    assert waiters.touch(store, call.approval_id, now_us=now, resumable=False)
+    return call.approval_id
+
+
+def test_a_waiter_that_writes_again_is_no_longer_gone(clock: ManualClock, store: Database) -> None:
+    apr = pending_call(store)
+    assert waiters.touch(store, apr, now_us=clock.now_ns() // 1000, resumable=False)
     clock.advance(waiters.GRACE_SECONDS + 1)
-    assert waiters.gone(approvals.get(store, call.approval_id), clock.now_ns() // 1000)
-    assert waiters.touch(store, call.approval_id, now_us=clock.now_ns() // 1000, resumable=False)
-    assert not waiters.gone(approvals.get(store, call.approval_id), clock.now_ns() // 1000)
+    assert waiters.gone(approvals.get(store, apr), clock.now_ns() // 1000)
+    assert waiters.touch(store, apr, now_us=clock.now_ns() // 1000, resumable=False)
+    assert not waiters.gone(approvals.get(store, apr), clock.now_ns() // 1000)
     assert _decisions.sweep(store) == []  # nothing to close: it is waited for
+
+
+def test_the_cli_lists_and_approves_saying_the_waiter_is_gone(clock: ManualClock, url: str, store: Database) -> None:
+    from click.testing import CliRunner
+
+    from clearance.cli import main
+
+    apr = pending_call(store)
+    assert waiters.touch(store, apr, now_us=clock.now_ns() // 1000, resumable=False)
+
+    def cli(*args: str) -> tuple[str, str]:
+        result = CliRunner().invoke(main, [*args, "--database", url], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout, result.stderr
+
+    out, err = cli("approvals", "list")
+    assert out.splitlines()[0].split()[-1] == "WAITER" and out.splitlines()[1].split()[-1] == "-" and err == ""
+    clock.advance(waiters.GRACE_SECONDS + 1)
+    out, err = cli("approvals", "list")
+    assert out.splitlines()[1].split()[-1] == "gone"
+    assert err.startswith(f"warning: {apr}: waiter gone: the process waiting for this approval stopped at ")
+    assert err.rstrip().endswith("nothing can run the call")
+    [listed] = [json.loads(line) for line in cli("approvals", "list", "--json")[0].splitlines()]
+    assert listed["waiter_gone"] and not listed["resumable"] and listed["waiter_seen_at_us"] is not None
+    out, err = cli("approvals", "approve", apr, "--by", "lena")
+    assert out.startswith(f"approved {apr}") and "nothing can run the call" in err
