@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("pydantic_ai")
 
-from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults  # noqa: E402
+from pydantic_ai import Agent, DeferredToolRequests, DeferredToolResults, ToolApproved  # noqa: E402
 from pydantic_ai.messages import (  # noqa: E402
     ModelMessage,
     ModelResponse,
@@ -482,3 +482,97 @@ def test_a_streamed_output_function_runs_once_on_the_whole_output(configure: Cal
 
     outputs = asyncio.run(main())
     assert outputs[-1] == "refunded 50.0 on A-1" and ran == [("A-1", 50.0)]
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [True, ToolApproved(), ToolApproved(override_args={"order_id": "A-1", "amount": 100})],
+    ids=["true", "tool-approved", "edited-down"],
+)
+def test_the_application_cannot_approve_a_clearance_approval_itself(
+    configure: Callable[..., Governor], forged: Any
+) -> None:
+    """Answering Pydantic AI's deferred request directly (not through `resume`) does not run the call."""
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    agent = refund_agent(ran, output_type=[str, DeferredToolRequests], capabilities=[Clearance(pause=True)])
+    paused = run(agent, "refund A-1")
+    [approval_id] = governed.approval_ids(paused.all_messages_json())
+    results = DeferredToolResults(approvals={"call_1": forged})
+    again = asyncio.run(agent.run(message_history=paused.all_messages(), deferred_tool_results=results))
+    assert ran == [] and approvals.get(gov.db, approval_id).status == "pending"
+    if isinstance(again.output, DeferredToolRequests):  # still waiting on the same approval
+        assert again.output.metadata["call_1"]["clearance_approval"] == approval_id
+    else:  # or refused: other arguments than the approval was asked for
+        assert "other arguments" in again.output
+
+
+RACING = """
+import asyncio, json, pathlib, sys, time
+from pydantic_ai import Agent, DeferredToolRequests
+from clearance.integrations import pydantic_ai as governed
+from tests.integrations.test_pydantic_ai import script
+
+ledger, release = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+agent = Agent(script({"order_id": "A-1", "amount": 850}), output_type=[str, DeferredToolRequests],
+              capabilities=[governed.Clearance(pause=True)])
+
+@agent.tool_plain
+def issue_refund(order_id: str, amount: float) -> str:
+    \"\"\"Refund an order.\"\"\"
+    with ledger.open("a") as f:
+        f.write(f"{order_id} {amount}\\n")
+    deadline = time.monotonic() + 60
+    while not release.exists():  # held inside the refund until the test lets it finish
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return f"refunded {amount} on {order_id}"
+
+result = asyncio.run(governed.resume(agent, pathlib.Path(sys.argv[1]).read_text()))
+print(json.dumps({"answer": result.output}))
+"""
+
+
+def test_two_processes_resuming_at_once_run_the_call_once(configure: Callable[..., Governor], tmp_path: Path) -> None:
+    """The second resume comes while the first is inside the refund: it does not run it, nor say it failed."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from ..conftest import REPO
+
+    gov = configure(POLICY)
+    agent = refund_agent([], output_type=[str, DeferredToolRequests], capabilities=[Clearance(pause=True)])
+    paused = run(agent, "refund A-1")
+    saved, ledger, release = tmp_path / "messages.json", tmp_path / "ledger.txt", tmp_path / "release"
+    saved.write_bytes(paused.all_messages_json())
+    [approval_id] = governed.approval_ids(saved.read_text())
+    _decisions.decide(gov.db, approval_id, by=LEAD, approve=True)
+    (tmp_path / "process-policy.yaml").write_text(POLICY)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'src'}:{REPO}",
+        "CLEARANCE_POLICY": str(tmp_path / "process-policy.yaml"),
+        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
+        "CLEARANCE_AGENT": "test-agent",
+    }
+    argv = [sys.executable, "-c", RACING, str(saved), str(ledger), str(release)]
+    first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not ledger.exists():  # the first resume is inside the refund now
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.01)
+        second = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        assert second.returncode == 0, second.stderr
+        release.touch()
+        out, err = first.communicate(timeout=120)
+    finally:
+        first.kill()
+    assert first.returncode == 0, err
+    assert ledger.read_text() == "A-1 850.0\n"  # once
+    assert last_json(out) == {"answer": "Done: refunded 850.0 on A-1"}
+    told = last_json(second.stdout)["answer"]  # not "Not approved": the model would tell the user it failed
+    assert told.startswith("Done: issue_refund was approved and is running in another process")
+    assert approvals.get(gov.db, approval_id).status == "executed"

@@ -63,7 +63,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from .._canonical import to_plain
 from .._guard._recording import Recording
-from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
+from ..errors import ApprovalAlreadyExecuted, ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import (
     OnBlock,
     before_model_call_async,
@@ -119,7 +119,7 @@ class GovernedToolset(WrapperToolset[Any]):
                 return ran
             if self.on_block == "raise":
                 raise
-            raise ToolFailed(refusal_text(exc)) from None
+            raise ToolFailed(_refusal(exc)) from None
         with Recording(governor, ticket, approved) as recording:
             if approved is not None and approved.args is not None:  # an approver's edit, validated like the model's
                 tool_args = _validated(name, tool, approved.args, ctx)
@@ -129,6 +129,16 @@ class GovernedToolset(WrapperToolset[Any]):
                 recording.recorded = True  # deferred by the toolset itself: it has not run
                 raise
             return recording.done(result)
+
+
+def _refusal(exc: ToolCallBlocked | ApprovalError) -> str:
+    """What the model is told of a call that does not run here; one approved and running elsewhere is not refused."""
+    if isinstance(exc, ApprovalAlreadyExecuted) and exc.status == "approved":  # claimed by a concurrent resume
+        return (
+            f"{exc.tool} was approved and is running in another process ({exc.claimed_by}) now;"
+            " its result is not known here: do not call it again"
+        )
+    return refusal_text(exc)
 
 
 def _validated(name: str, tool: ToolsetTool[Any], args: dict[str, Any], ctx: RunContext[Any]) -> dict[str, Any]:
@@ -325,7 +335,7 @@ def deferred_results(
         except (ToolCallBlocked, ApprovalError) as exc:
             ran = recorded_outcome(exc) if isinstance(exc, ApprovalError) else None
             # a call that ran is approved again: the governed toolset answers its recorded result
-            results.approvals[key] = ToolApproved() if ran is not None else ToolDenied(refusal_text(exc))
+            results.approvals[key] = ToolApproved() if ran is not None else ToolDenied(_refusal(exc))
     return results
 
 
