@@ -2,8 +2,8 @@
 
 - `install()` (done by `clearance.configure()` when the SDK is installed): every `FunctionTool`
   an `Agent` offers the model is governed — tools made before or after `configure()` alike —
-  and every model call's tokens, model and cost are recorded in the current session (through
-  the SDK's tracing processors; streamed usage needs `ModelSettings(include_usage=True)`).
+  and every model call's tokens, model and cost are recorded in the current session, tracing
+  on or off (streamed usage needs `ModelSettings(include_usage=True)`; see `_recorded_response`).
   A call that needs approval waits for it without blocking the event loop.
 - `govern(agent, pause=True)`: approvals pause the run instead, the SDK's own way
   (`needs_approval` → `result.interruptions` → `RunState`), so nothing waits in memory. Save
@@ -26,10 +26,11 @@ Needs `pip install "clearance[openai-agents]"`.
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 try:
@@ -37,14 +38,10 @@ try:
     from agents import Agent, FunctionTool, RunContextWrapper, RunHooks, Runner, RunResult, RunState
     from agents.lifecycle import RunHooksBase
     from agents.tool_context import ToolContext
-    from agents.tracing import Span, Trace, TracingProcessor, add_trace_processor
-    from agents.tracing.span_data import GenerationSpanData, ResponseSpanData
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         'the OpenAI Agents SDK integration needs its extra: pip install "clearance[openai-agents]"'
     ) from exc
-
-from datetime import UTC
 
 from .._guard import _runtime
 from .._guard._recording import Recording
@@ -61,8 +58,10 @@ from ._common import (
     refusal_text,
     status,
 )
+from ._imports import when_imported
 from ._patching import MARK, check_version, wrap_method
 from ._pending import PendingApproval
+from ._usage_owner import owned
 
 Invoker = Callable[[ToolContext[Any], str], Awaitable[Any]]
 # call id → what needs_approval decided (a ticket, or the refusal), for the invoker of the same run
@@ -289,55 +288,80 @@ def _model_of(model: Any) -> str | None:
 # -- usage ---------------------------------------------------------------------------------------
 
 
-class UsageProcessor(TracingProcessor):
-    """Records each model call's usage from the SDK's generation and response spans."""
-
-    def on_trace_start(self, trace: Trace) -> None:
-        """Nothing to do."""
-
-    def on_trace_end(self, trace: Trace) -> None:
-        """Nothing to do."""
-
-    def on_span_start(self, span: Span[Any]) -> None:
-        """Nothing to do."""
-
-    def on_span_end(self, span: Span[Any]) -> None:
-        """Record the usage a finished model span carries."""
-        data = span.span_data
-        if isinstance(data, GenerationSpanData) and data.usage:
-            usage: Any = data.usage
-            model = data.model
-        elif isinstance(data, ResponseSpanData) and data.response is not None and data.response.usage is not None:
-            usage = data.response.usage.model_dump()
-            model = data.response.model
-        else:
-            return
-        details_in = usage.get("input_tokens_details") or {}
-        details_out = usage.get("output_tokens_details") or {}
-        record_model_call(
-            model,
-            usage.get("input_tokens"),
-            usage.get("output_tokens"),
-            details_in.get("cached_tokens"),
-            details_out.get("reasoning_tokens"),
-            started=_started(span),
-        )
-
-    def shutdown(self) -> None:
-        """Nothing to do."""
-
-    def force_flush(self) -> None:
-        """Nothing to do."""
+# The SDK's built-in models: the OpenAI ones now, the extensions' when the application imports them.
+_MODELS = {
+    "agents.models.openai_chatcompletions": "OpenAIChatCompletionsModel",
+    "agents.models.openai_responses": "OpenAIResponsesModel",
+    "agents.extensions.models.litellm_model": "LitellmModel",
+    "agents.extensions.models.any_llm_model": "AnyLLMModel",
+}
+_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-def _started(span: Span[Any]) -> float | None:
-    """The span's start on the `time.perf_counter()` clock, for the call's latency."""
-    from datetime import datetime
+async def _recorded_response(wrapped: Any, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`Model.get_response`, recorded: one `llm.call` per model request, from the SDK's `ModelResponse`.
 
-    if not span.started_at:
-        return None
-    ago = datetime.now(UTC) - datetime.fromisoformat(span.started_at)
-    return time.perf_counter() - ago.total_seconds()
+    The model's own usage is recorded, not its tracing spans' (so usage is recorded with tracing
+    disabled, as it usually is against other providers), and the request runs under
+    `owned("agents")`: the raw `openai` client capture underneath (the OpenAI models, LiteLLM's
+    OpenAI provider) records nothing for it. Context variables follow the request into the
+    SDK's awaits, and stay unset outside it.
+    """
+    started = time.perf_counter()
+    with owned("agents"):
+        response = await wrapped(*args, **kwargs)
+    _record_usage(model, None, response.usage, started)
+    return response
+
+
+async def _recorded_stream(
+    wrapped: Any, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> AsyncIterator[Any]:
+    """`Model.stream_response`, recorded from its final `response.completed` event; every event passed on.
+
+    Each step runs under `owned("agents")` and leaves it before the event is yielded, so the
+    owner never leaks into the code consuming the stream.
+    """
+    started = time.perf_counter()
+    events = wrapped(*args, **kwargs)
+    try:
+        while True:
+            with owned("agents"):
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    return
+            if getattr(event, "type", None) in _FINAL and (response := getattr(event, "response", None)) is not None:
+                _record_usage(model, getattr(response, "model", None), getattr(response, "usage", None), started)
+            yield event
+    finally:
+        await events.aclose()
+
+
+def _record_usage(model: Any, reported: str | None, usage: Any, started: float) -> None:
+    """Record a model call's usage; nothing when it reported none (a stream without `include_usage`)."""
+    tokens = getattr(usage, "input_tokens", 0) or 0, getattr(usage, "output_tokens", 0) or 0
+    if not any(tokens):
+        return
+    name = str(reported or getattr(model, "model", None) or "unknown")
+    provider, _, bare = name.rpartition("/")  # LiteLLM's "anthropic/claude-…": the provider, then the model
+    record_model_call(
+        bare,
+        *tokens,
+        getattr(getattr(usage, "input_tokens_details", None), "cached_tokens", 0),
+        getattr(getattr(usage, "output_tokens_details", None), "reasoning_tokens", 0),
+        provider=provider or None,
+        started=started,
+    )
+
+
+def _recording_usage(module: str) -> Callable[[], None]:
+    def install() -> None:
+        model = getattr(importlib.import_module(module), _MODELS[module])
+        wrap_method(model, "get_response", _recorded_response)
+        wrap_method(model, "stream_response", _recorded_stream)
+
+    return install
 
 
 async def _governing_tools(wrapped: Any, agent: Agent[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
@@ -359,5 +383,6 @@ def install() -> None:
         ConfigurationError: This SDK version is not one Clearance was tested with.
     """
     check_version("openai-agents", agents.__version__, minimum=(0, 20), below=(1, 0))
-    if wrap_method(Agent, "get_all_tools", _governing_tools):
-        add_trace_processor(UsageProcessor())
+    wrap_method(Agent, "get_all_tools", _governing_tools)
+    for module in _MODELS:
+        when_imported(module, _recording_usage(module))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import Any, Literal
 from uuid import UUID
@@ -56,6 +57,7 @@ from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCal
 from ..policy import Effect
 from . import _common, _spans
 from ._pending import PendingApproval
+from ._usage_owner import owned, owner
 
 OnBlock = Literal["message", "raise"]
 
@@ -290,21 +292,55 @@ async def aresume(graph: Any, config: Any, **invoke_kwargs: Any) -> Any:
 
 
 class UsageCallback(BaseCallbackHandler):
-    """Records each chat model call's tokens, model and cost in the current Clearance session."""
+    """Records each chat model call's tokens, model and cost in the current Clearance session.
+
+    One `llm.call` per model request: the request runs under `owned("langchain")`, so the raw
+    `openai`/`anthropic` client capture under `ChatOpenAI`, `ChatAnthropic` and the like records
+    nothing for it, and this callback records it from the message's `usage_metadata`. The
+    owner is set in `on_chat_model_start` and cleared in `on_llm_end` / `on_llm_error`, which is
+    why the handler runs inline: LangChain calls an inline handler in the model call's own
+    context (its event loop task, for async models), not on a worker thread in a copy of it, and
+    the request — in that context or a task started from it — sees the owner.
+    """
 
     raise_error = False
+    run_inline = True
 
     def __init__(self) -> None:
         super().__init__()
-        self._started: dict[UUID, float] = {}
+        self._started: dict[UUID, tuple[float, AbstractContextManager[None] | None]] = {}
+
+    def _start(self, run_id: UUID) -> None:
+        owning = None
+        if owner() is None:  # the first of a batch's calls owns them all, until it ends
+            owning = owned("langchain")
+            owning.__enter__()
+        self._started[run_id] = (time.perf_counter(), owning)
+
+    def _end(self, run_id: UUID) -> float | None:
+        started, owning = self._started.pop(run_id, (None, None))
+        if owning is not None:
+            try:
+                owning.__exit__(None, None, None)
+            except ValueError:  # ended in another context than it began in: nothing of it is left here
+                pass
+        return started
 
     def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        """Remember when the call started, for its latency."""
-        self._started[run_id] = time.perf_counter()
+        """Remember when the call started, for its latency; own its request's usage."""
+        self._start(run_id)
+
+    def on_llm_start(self, serialized: Any, prompts: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """The same for a completion model."""
+        self._start(run_id)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Forget the failed call."""
+        self._end(run_id)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Record the usage the model reported (nothing when it reported none)."""
-        started = self._started.pop(run_id, None)
+        started = self._end(run_id)
         for generations in response.generations:
             for generation in generations:
                 message = getattr(generation, "message", None)
