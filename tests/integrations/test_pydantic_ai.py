@@ -576,3 +576,26 @@ def test_two_processes_resuming_at_once_run_the_call_once(configure: Callable[..
     told = last_json(second.stdout)["answer"]  # not "Not approved": the model would tell the user it failed
     assert told.startswith("Done: issue_refund was approved and is running in another process")
     assert approvals.get(gov.db, approval_id).status == "executed"
+
+
+def test_calls_clearance_did_not_defer_are_found_without_deciding_them(configure: Callable[..., Governor]) -> None:
+    """An external tool the application runs itself: `approval_ids` and `resume` look, and decide nothing."""
+    from pydantic_ai import ToolDefinition
+    from pydantic_ai.toolsets import ExternalToolset
+
+    gov = configure(POLICY)
+    schema = {"type": "object", "properties": {"order_id": {"type": "string"}, "amount": {"type": "number"}}}
+    external = ExternalToolset([ToolDefinition(name="issue_refund", parameters_json_schema=schema)])
+    agent = Agent(
+        script({"order_id": "A-1", "amount": 850}, "call-ext"),
+        output_type=[str, DeferredToolRequests],
+        toolsets=[external],
+        capabilities=[Clearance(pause=True)],
+    )
+    paused = run(agent, "refund")
+    assert [c.tool_call_id for c in paused.output.calls] == ["call-ext"]
+    saved = paused.all_messages_json()
+    assert governed.approval_ids(saved) == []  # not Clearance's: no approval is put for it here
+    with pytest.raises(clearance.ConfigurationError, match="answer it in `answered`"):
+        asyncio.run(governed.resume(agent, saved))
+    assert records(gov, "tool_call.decided") == [] and approvals.listing(gov.db, status=None) == []

@@ -276,6 +276,16 @@ class Backend(ABC):
             raise ApprovalError(view.approval_id, view.tool, "the arguments to run cannot be returned exactly")
         return ticket, approved, view.executed_args
 
+    def approval_of(self, call_key: str) -> str | None:
+        """The id of this agent's approval of the framework call `call_key` (its tool-call id), if it was put to one.
+
+        Reads only: a call nobody asked about is not decided here (unlike `begin`).
+
+        Raises:
+            NotImplementedError: This backend cannot look it up (a Clearance server): ask `begin`.
+        """
+        raise NotImplementedError
+
     @abstractmethod
     def claim(self, ticket: Ticket) -> None:
         """Claim the approved call for this process: exactly one claimant ever runs it.

@@ -252,6 +252,12 @@ class Governor(Backend):
         assert ticket.approval_id is not None
         approvals.claim(self.db, ticket.approval_id, by=self.executor, now_us=now_us())
 
+    def approval_of(self, call_key: str) -> str | None:
+        """The id of this agent's approval of the framework call `call_key`, if it was put to one (reads only)."""
+        with self.db.read() as cur:
+            found = approvals.by_key(self.db, cur, self.agent, call_key)
+        return found.id if found is not None else None
+
     def claim_denial(self, approval_id: str) -> bool:
         """Claim the delivery of a denial to the tool's `on_denial`, once across processes."""
         return approvals.claim_denial(self.db, approval_id, by=self.executor, now_us=now_us())

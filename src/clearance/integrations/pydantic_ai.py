@@ -62,6 +62,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError('the Pydantic AI integration needs its extra: pip install "clearance[pydantic-ai]"') from exc
 
 from .._canonical import to_plain
+from .._guard import _runtime
+from .._guard._backend import Backend
 from .._guard._recording import Recording
 from ..errors import ApprovalAlreadyExecuted, ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import (
@@ -73,7 +75,6 @@ from ._common import (
     record_model_call,
     recorded_outcome,
     refusal_text,
-    status,
 )
 from ._patching import check_version, wrap_method
 from ._usage_owner import owned
@@ -321,14 +322,13 @@ def deferred_results(
         if key in results.approvals or key in results.calls:
             continue
         try:
-            args = to_plain(call.args_as_dict())
-            governor, ticket = begin(call.tool_name, args, call_key=key)
-            if ticket.approval_id is None:
+            governor, approval_id = _approval_of(call)
+            if approval_id is None:
                 raise ConfigurationError(
                     f"tool call {key!r} ({call.tool_name}) is not waiting on a Clearance approval:"
                     " answer it in `answered`"
                 )
-            status(governor, ticket)
+            governor.approved_call(approval_id)
             results.approvals[key] = ToolApproved()
         except ApprovalPending:
             raise
@@ -367,16 +367,34 @@ async def resume(
     return await agent.run(message_history=history, deferred_tool_results=results, **run_kwargs)
 
 
+def _approval_of(call: ToolCallPart) -> tuple[Backend, str | None]:
+    """The backend, and the Clearance approval a deferred call waits on (None: the call is not Clearance's).
+
+    Found by its tool-call id, deciding nothing. A Clearance server cannot look it up yet: it is
+    asked with `begin`, which finds the approval by the same key (and decides a call it never saw).
+
+    Raises:
+        ToolCallBlocked: (asked with `begin`) Policy blocks the call.
+        ApprovalError: (asked with `begin`) The key's approval holds other arguments.
+    """
+    governor = _runtime.current()
+    try:
+        return governor, governor.approval_of(call.tool_call_id)
+    except NotImplementedError:
+        governor, ticket = begin(call.tool_name, to_plain(call.args_as_dict()), call_key=call.tool_call_id)
+        return governor, ticket.approval_id
+
+
 def approval_ids(messages: bytes | str | Sequence[ModelMessage]) -> list[str]:
     """The Clearance approvals a paused run waits for (to show them, or decide them by API)."""
     ids = []
     for call in pending_calls(load_messages(messages)):
         try:
-            _, ticket = begin(call.tool_name, to_plain(call.args_as_dict()), call_key=call.tool_call_id)
+            approval_id = _approval_of(call)[1]
         except (ToolCallBlocked, ApprovalError):
             continue
-        if ticket.approval_id is not None:
-            ids.append(ticket.approval_id)
+        if approval_id is not None:
+            ids.append(approval_id)
     return ids
 
 
