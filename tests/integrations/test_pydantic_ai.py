@@ -599,3 +599,13 @@ def test_calls_clearance_did_not_defer_are_found_without_deciding_them(configure
     with pytest.raises(clearance.ConfigurationError, match="answer it in `answered`"):
         asyncio.run(governed.resume(agent, saved))
     assert records(gov, "tool_call.decided") == [] and approvals.listing(gov.db, status=None) == []
+
+
+@pytest.mark.parametrize("version", ["2.50.0", "2.67.3", "3.0.0"])
+def test_versions_clearance_was_not_tested_with_are_refused(version: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before 2.68 a capability's `get_wrapper_model` did not exist: no model request's usage would be recorded."""
+    import pydantic_ai
+
+    monkeypatch.setattr(pydantic_ai, "__version__", version)
+    with pytest.raises(clearance.ConfigurationError, match="pydantic-ai-slim 2.68 up to"):
+        governed.install()

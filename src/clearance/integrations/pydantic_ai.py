@@ -59,7 +59,9 @@ try:
     from pydantic_ai.toolsets.abstract import ToolsetTool
     from pydantic_ai.usage import RequestUsage
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError('the Pydantic AI integration needs its extra: pip install "clearance[pydantic-ai]"') from exc
+    raise ImportError(  # installed but older than 2.68 fails here too: say what was missing
+        f'the Pydantic AI integration needs its extra: pip install "clearance[pydantic-ai]" ({exc})'
+    ) from exc
 
 from .._canonical import to_plain
 from .._guard import _runtime
@@ -431,5 +433,5 @@ def install() -> None:
     Raises:
         ConfigurationError: This Pydantic AI version is not one Clearance was tested with.
     """
-    check_version("pydantic-ai-slim", pydantic_ai.__version__, minimum=(2, 50), below=(3, 0))
+    check_version("pydantic-ai-slim", pydantic_ai.__version__, minimum=(2, 68), below=(3, 0))
     wrap_method(Agent, "iter", _with_clearance)
