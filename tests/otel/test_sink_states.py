@@ -370,3 +370,18 @@ def test_a_receiver_that_hangs_never_holds_up_a_call(configure: Callable[..., Go
         hangs.recover()
         provider.shutdown()
         hangs.close()
+
+
+def test_an_abandoned_approval_ends_its_call_whether_it_was_pending_or_approved(spans: Spans) -> None:
+    """`approval.abandoned` (its waiter died; nothing can run it): the call ends there, as cancelled."""
+    spans.deliver(decided("c1", 1_000), requested("c1", 1_000), decided("c2", 1_000), requested("c2", 1_000))
+    assert spans.deliver(answered("approval.decided", "c2", 2_000, "approved")) == []  # approved: it may still run
+    ended = spans.deliver(
+        answered("approval.abandoned", "c1", 40_000, "cancelled", by="system"),
+        answered("approval.abandoned", "c2", 41_000, "cancelled", by="system"),
+    )
+    assert sorted(s.end_time for s in ended) == [40_000_000, 41_000_000]
+    for span in ended:
+        assert span.status.status_code is trace.StatusCode.ERROR
+        assert span.attributes is not None and span.attributes["error.type"] == "clearance.cancelled"
+    assert spans.sink.deliver([]) is None and not spans.sink._held  # nothing left held for a day

@@ -64,7 +64,7 @@ _MAX_NS = 2**63 - 1  # OTLP times are unsigned 64-bit; the SDK's are signed
 # Seconds of span-making between giving the interpreter up. A call waiting for it otherwise
 # waits up to a switch interval (5 ms); giving it up after every span costs each call one span.
 _SLICE = 0.001
-_ENDS_WAIT = ("approval.decided", "approval.expired")
+_ENDS_WAIT = ("approval.decided", "approval.expired", "approval.abandoned")  # abandoned: its waiter died
 _RUNS = ("approved", "allowed_on_timeout")  # decisions after which the call runs
 _SCOPE = "clearance"
 _KINDS = frozenset(
@@ -77,6 +77,7 @@ _KINDS = frozenset(
         "approval.refused",
         "approval.decided",
         "approval.expired",
+        "approval.abandoned",
         "approval.executed",
         "approval.failed",
         "llm.call",
@@ -305,17 +306,21 @@ class OtelSink:
         at_ns: int,
         ended: list[tuple[_Call, dict[str, Any] | None, int]],
     ) -> None:
-        """An approval's decision: the wait is over; a call that will not run ends here."""
-        begun = call.requested_ns if call.requested_ns is not None else call.start_ns
-        attrs = _attrs(
-            {
-                "clearance.approval_id": event.get("approval_id"),
-                "clearance.approval.decision": decision,
-                "clearance.approval.by": event.get("by"),
-                "clearance.wait_ms": max(0, at_ns - begun) / 1e6,
-            }
-        )
-        call.wait = (begun, at_ns, attrs)
+        """An approval's decision: the wait is over; a call that will not run ends here.
+
+        An approved call abandoned later (its waiter died; nothing ran it) keeps the wait it had.
+        """
+        if call.wait is None:
+            begun = call.requested_ns if call.requested_ns is not None else call.start_ns
+            attrs = _attrs(
+                {
+                    "clearance.approval_id": event.get("approval_id"),
+                    "clearance.approval.decision": decision,
+                    "clearance.approval.by": event.get("by"),
+                    "clearance.wait_ms": max(0, at_ns - begun) / 1e6,
+                }
+            )
+            call.wait = (begun, at_ns, attrs)
         call.outcome = decision
         if not call.runs and self._held.pop(key, None) is not None:
             self._ended[key] = None
