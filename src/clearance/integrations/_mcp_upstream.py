@@ -173,7 +173,6 @@ class Upstream:
         self.target = target
         self.client: Client | None = None
         self.tools: list[types.Tool] = []  # as last listed: kept while it is down
-        self.down_since: float | None = time.time()
         self.why = "not connected yet"
         self.tried = anyio.Event()  # set once the first attempt to connect has succeeded or failed
         self._lost = anyio.Event()
@@ -206,24 +205,19 @@ class Upstream:
                 await anyio.sleep(wait)
 
     def _up(self, client: Client, tools: list[types.Tool]) -> None:
-        self.client, self.tools, self.down_since = client, list(tools), None
+        self.client, self.tools = client, list(tools)
         self.tried.set()
         log.info("MCP upstream %r: connected (%s), %d tools", self.name, self.kind, len(tools))
 
     def _down(self, exc: BaseException) -> None:
         was_up = self.client is not None
         self.client, self.why = None, describe(exc)
-        self.down_since = self.down_since or time.time()
         self.tried.set()
         self._lost = anyio.Event()
         for scope in self._calls:  # calls in flight on the lost connection end now
             scope.cancel()
         if was_up:
             log.warning("MCP upstream %r (%s) is down: %s", self.name, self.kind, self.why)
-
-    def lose(self) -> None:
-        """Say the connection is lost (a call found it closed): `run` connects again."""
-        self._lost.set()
 
     def down_text(self) -> str:
         """What a call to one of its tools is told while it is down."""
@@ -234,17 +228,17 @@ class Upstream:
 
     async def refresh(self) -> list[types.Tool]:
         """Its tools, listed again when it is up (as last listed otherwise)."""
-        client = self.client
+        client, lost = self.client, self._lost
         if client is not None:
             try:
                 self.tools = list((await client.list_tools()).tools)
             except Exception as exc:
-                self._failed(exc)
+                _failed(exc, lost)
         return self.tools
 
     async def call(self, tool: str, args: dict[str, Any] | None) -> types.CallToolResult:
         """Call `tool`; a tool error naming this upstream when it is down or goes down meanwhile."""
-        client = self.client
+        client, lost = self.client, self._lost
         if client is None:
             return error_result(self.down_text())
         with anyio.CancelScope() as scope:  # cancelled by `_down` when the connection is lost
@@ -252,7 +246,7 @@ class Upstream:
             try:
                 return await client.call_tool(tool, args)
             except Exception as exc:
-                if not self._failed(exc):
+                if not _failed(exc, lost):
                     raise
                 why = describe(exc)
             finally:
@@ -264,12 +258,13 @@ class Upstream:
             " it may or may not have run. The proxy is reconnecting to it."
         )
 
-    def _failed(self, exc: BaseException) -> bool:
-        """Whether `exc` says the connection is gone (and if so, lose it)."""
-        if isinstance(exc, MCPError) and exc.code != types.CONNECTION_CLOSED:
-            return False  # the server answered: an error of the call, not of the connection
-        self.lose()
-        return True
+
+def _failed(exc: BaseException, lost: anyio.Event) -> bool:
+    """Whether `exc` says the connection is gone; if so, `lost` (that connection's) is set: `run` connects again."""
+    if isinstance(exc, MCPError) and exc.code != types.CONNECTION_CLOSED:
+        return False  # the server answered: an error of the call, not of the connection
+    lost.set()
+    return True
 
 
 def error_result(text: str) -> types.CallToolResult:
