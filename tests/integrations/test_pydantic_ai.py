@@ -609,3 +609,37 @@ def test_versions_clearance_was_not_tested_with_are_refused(version: str, monkey
     monkeypatch.setattr(pydantic_ai, "__version__", version)
     with pytest.raises(clearance.ConfigurationError, match="pydantic-ai-slim 2.68 up to"):
         governed.install()
+
+
+@pytest.mark.parametrize("call_id", ["c" * 5000, "a\x00b\ud800\u202e"], ids=["5000-chars", "nul-surrogate-rtl"])
+def test_a_hostile_tool_call_id_in_pause_mode(configure: Callable[..., Governor], database: str, call_id: str) -> None:
+    """The model's tool-call id is the approval's key: whatever it is, the call is decided, paused and resumed."""
+    gov = configure(POLICY, database_url=database)
+    ran: list[Any] = []
+    agent = refund_agent(
+        ran, call_id=call_id, output_type=[str, DeferredToolRequests], capabilities=[Clearance(pause=True)]
+    )
+    paused = run(agent, "refund A-1")
+    assert isinstance(paused.output, DeferredToolRequests) and ran == []
+    saved = paused.all_messages()  # (Pydantic AI's JSON cannot hold a lone surrogate: the list can)
+    [approval_id] = governed.approval_ids(saved)
+    _decisions.decide(gov.db, approval_id, by=LEAD, approve=True)
+    assert asyncio.run(governed.resume(agent, saved)).output == "Done: refunded 850.0 on A-1"
+    assert asyncio.run(governed.resume(agent, saved)).output == "Done: refunded 850.0 on A-1"  # found again
+    assert ran == [("A-1", 850.0)]
+
+
+def test_a_tool_call_id_reused_in_another_conversation_is_another_call(configure: Callable[..., Governor]) -> None:
+    """A provider that numbers its ids (`call_1` in every conversation): the second refund is asked about, not
+    answered with the first one's result (it would never run, and the model would say it had)."""
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    agent = refund_agent(ran, output_type=[str, DeferredToolRequests], capabilities=[Clearance(pause=True)])
+    first = run(agent, "refund A-1")
+    [first_id] = governed.approval_ids(first.all_messages())
+    _decisions.decide(gov.db, first_id, by=LEAD, approve=True)
+    assert asyncio.run(governed.resume(agent, first.all_messages())).output == "Done: refunded 850.0 on A-1"
+    second = run(agent, "refund A-1 again")  # a new conversation, the same id and arguments
+    assert isinstance(second.output, DeferredToolRequests)
+    [second_id] = governed.approval_ids(second.all_messages())
+    assert second_id != first_id and ran == [("A-1", 850.0)]

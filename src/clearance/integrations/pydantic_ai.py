@@ -27,6 +27,7 @@ Needs `pip install "clearance[pydantic-ai]"`.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -105,7 +106,7 @@ class GovernedToolset(WrapperToolset[Any]):
         try:
             if self.pause:
                 # Keyed by the model's tool-call id: a resumed run finds the call's approval again.
-                governor, ticket = begin(name, args, call_key=ctx.tool_call_id or None)
+                governor, ticket = begin(name, args, call_key=_call_key(ctx.conversation_id, ctx.tool_call_id))
                 if ticket.approval_id is not None:
                     try:
                         ticket, approved = claim_approved(governor, ticket)
@@ -319,12 +320,13 @@ def deferred_results(
     results = DeferredToolResults()
     if answered is not None:
         results.update(answered)
-    for call in pending_calls(load_messages(messages)):
+    history = load_messages(messages)
+    for call in pending_calls(history):
         key = call.tool_call_id
         if key in results.approvals or key in results.calls:
             continue
         try:
-            governor, approval_id = _approval_of(call)
+            governor, approval_id = _approval_of(call, _conversation(history))
             if approval_id is None:
                 raise ConfigurationError(
                     f"tool call {key!r} ({call.tool_name}) is not waiting on a Clearance approval:"
@@ -369,7 +371,27 @@ async def resume(
     return await agent.run(message_history=history, deferred_tool_results=results, **run_kwargs)
 
 
-def _approval_of(call: ToolCallPart) -> tuple[Backend, str | None]:
+def _call_key(conversation: str | None, tool_call_id: str | None) -> str | None:
+    """A paused call's key in the store: its tool-call id within its conversation (as is, if short and plain).
+
+    The model's id may be anything (10 MB, NUL, lone surrogates): such a key is a hash of it.
+    Scoped by the conversation, so a provider that reuses ids (`call_0`) across conversations,
+    or a model that copies another conversation's, does not find that conversation's approval.
+    """
+    if not tool_call_id:
+        return None
+    key = f"{conversation}/{tool_call_id}" if conversation else tool_call_id
+    if len(key) <= 120 and key.isprintable():  # (neither control, format nor surrogate characters)
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _conversation(messages: Sequence[ModelMessage]) -> str | None:
+    """The conversation a run on these messages continues (as Pydantic AI resolves it: the latest one named)."""
+    return next((m.conversation_id for m in reversed(messages) if m.conversation_id is not None), None)
+
+
+def _approval_of(call: ToolCallPart, conversation: str | None) -> tuple[Backend, str | None]:
     """The backend, and the Clearance approval a deferred call waits on (None: the call is not Clearance's).
 
     Found by its tool-call id, deciding nothing. A Clearance server cannot look it up yet: it is
@@ -380,19 +402,23 @@ def _approval_of(call: ToolCallPart) -> tuple[Backend, str | None]:
         ApprovalError: (asked with `begin`) The key's approval holds other arguments.
     """
     governor = _runtime.current()
+    key = _call_key(conversation, call.tool_call_id)
+    if key is None:
+        return governor, None
     try:
-        return governor, governor.approval_of(call.tool_call_id)
+        return governor, governor.approval_of(key)
     except NotImplementedError:
-        governor, ticket = begin(call.tool_name, to_plain(call.args_as_dict()), call_key=call.tool_call_id)
+        governor, ticket = begin(call.tool_name, to_plain(call.args_as_dict()), call_key=key)
         return governor, ticket.approval_id
 
 
 def approval_ids(messages: bytes | str | Sequence[ModelMessage]) -> list[str]:
     """The Clearance approvals a paused run waits for (to show them, or decide them by API)."""
     ids = []
-    for call in pending_calls(load_messages(messages)):
+    history = load_messages(messages)
+    for call in pending_calls(history):
         try:
-            approval_id = _approval_of(call)[1]
+            approval_id = _approval_of(call, _conversation(history))[1]
         except (ToolCallBlocked, ApprovalError):
             continue
         if approval_id is not None:
