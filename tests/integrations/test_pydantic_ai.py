@@ -643,3 +643,20 @@ def test_a_tool_call_id_reused_in_another_conversation_is_another_call(configure
     assert isinstance(second.output, DeferredToolRequests)
     [second_id] = governed.approval_ids(second.all_messages())
     assert second_id != first_id and ran == [("A-1", 850.0)]
+
+
+def test_a_capability_that_approves_deferred_calls_inline_approves_nothing(configure: Callable[..., Governor]) -> None:
+    """`HandleDeferredToolCalls(approve_all)` answers Pydantic AI's request: Clearance's approval still decides."""
+    from pydantic_ai.capabilities import HandleDeferredToolCalls
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    approve_all = HandleDeferredToolCalls(lambda ctx, requests: requests.build_results(approve_all=True))
+    agent = refund_agent(
+        ran, output_type=[str, DeferredToolRequests], capabilities=[approve_all, Clearance(pause=True)]
+    )
+    result = asyncio.run(asyncio.wait_for(agent.run("refund A-1"), 20))
+    assert ran == []
+    [pending] = approvals.listing(gov.db)
+    assert pending.status == "pending"  # the run ends paused on it, as without the handler
+    assert result.output.metadata["call_1"]["clearance_approval"] == pending.id
