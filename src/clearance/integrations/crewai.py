@@ -8,7 +8,8 @@ told the reason (the after hook replaces CrewAI's fixed "blocked" text with it).
 
 CrewAI's hooks fail open — an exception in a hook is swallowed and the tool runs — so every
 error inside the hook is caught here and the call is blocked instead: nothing runs ungoverned.
-LLM usage is recorded from CrewAI's `LLMCallCompletedEvent` on its event bus.
+LLM usage is recorded from CrewAI's `LLMCallCompletedEvent` on its event bus (the raw `openai` /
+`anthropic` client capture stands aside inside CrewAI's LLM calls: one `llm.call` per request).
 
 Needs `pip install "clearance[crewai]"`.
 """
@@ -25,6 +26,7 @@ try:
     from crewai.events import crewai_event_bus
     from crewai.events.types.llm_events import LLMCallCompletedEvent
     from crewai.hooks import register_after_tool_call_hook, register_before_tool_call_hook
+    from crewai.llms.base_llm import _current_call_id
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the CrewAI integration needs its extra: pip install "clearance[crewai]"') from exc
 
@@ -32,6 +34,7 @@ from .._canonical import to_plain
 from ..errors import ApprovalError, ToolCallBlocked
 from ._common import begin, record_model_call, refusal_text
 from ._patching import check_version
+from ._usage_owner import add_probe
 
 log = logging.getLogger("clearance")
 _lock = threading.Lock()
@@ -78,6 +81,16 @@ def after_tool_call(ctx: Any) -> str | None:
     return None
 
 
+def _in_crewai_llm_call() -> str | None:
+    """ "crewai" inside one of CrewAI's LLM calls: its `LLMCallCompletedEvent` records the usage.
+
+    CrewAI runs every LLM call in `llm_call_context()` (a call id in a context variable), around
+    its native OpenAI and Anthropic providers and LiteLLM alike; the raw client capture under
+    them then stands aside — one `llm.call` per request.
+    """
+    return "crewai" if _current_call_id.get() is not None else None
+
+
 def _record_usage(source: Any, event: LLMCallCompletedEvent) -> None:
     usage = event.usage or {}
     if usage:
@@ -106,4 +119,5 @@ def install() -> None:
     register_before_tool_call_hook(before_tool_call)
     register_after_tool_call_hook(after_tool_call)
     crewai_event_bus.on(LLMCallCompletedEvent)(_record_usage)
+    add_probe(_in_crewai_llm_call)
     _installed = True
