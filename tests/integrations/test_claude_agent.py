@@ -339,3 +339,60 @@ def test_a_budget_spent_by_a_turn_stops_the_run_after_its_tool_call(
     with clearance.session("ses-spending"):
         run(tmp_path, fake, mcp_servers=shop)
     assert len(RAN) == 1 and fake.turns == 1  # the model was not asked again
+
+
+@pytest.mark.parametrize("by", ["hook", "can_use_tool", "permission_request"])
+@pytest.mark.parametrize(("rewritten", "runs"), [(9000, None), (120, 120)], ids=["to-forbidden", "to-allowed"])
+def test_an_input_the_users_hook_or_can_use_tool_rewrites_is_decided_too(
+    configure: Callable[..., Governor],
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedClaude],
+    by: str,
+    rewritten: int,
+    runs: int | None,
+) -> None:
+    gov = configure(POLICY)
+    rewrite = {"order_id": "A-1", "amount": rewritten}
+
+    async def hook(data: Any, tool_use_id: str | None, context: Any) -> Any:
+        return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "updatedInput": rewrite}}
+
+    async def permission_request(data: Any, tool_use_id: str | None, context: Any) -> Any:
+        decision = {"behavior": "allow", "updatedInput": rewrite}
+        return {"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": decision}}
+
+    async def can_use_tool(name: str, tool_input: dict[str, Any], context: ToolPermissionContext) -> PermissionResult:
+        return PermissionResultAllow(updated_input=rewrite)
+
+    fake = scripted({"order_id": "A-1", "amount": 150})  # the model asks for what policy allows
+    given: dict[str, Any] = {
+        "hook": {"hooks": {"PreToolUse": [HookMatcher(hooks=[hook])]}},
+        "can_use_tool": {"can_use_tool": can_use_tool, "allowed_tools": []},
+        "permission_request": {
+            "hooks": {"PermissionRequest": [HookMatcher(hooks=[permission_request])]},
+            "allowed_tools": [],
+        },
+    }[by]
+    run(tmp_path, fake, **given)  # the CLI runs the last rewrite, which Clearance's own hook never saw
+    decided = sorted((d["args"]["amount"], d["decision"]) for d in records(gov, "tool_call.decided"))  # in parallel
+    if runs is None:
+        assert RAN == [] and "Refunds over $5000 are never issued" in second_request(fake)
+        assert decided == [(150, "allow"), (9000, "block")]
+    else:
+        assert RAN == [rewrite] and decided == [(120, "allow"), (150, "allow")]
+        [finished] = records(gov, "tool_call.finished")  # the outcome is the rewrite's, which ran
+        [ran] = [d for d in records(gov, "tool_call.decided") if d["args"]["amount"] == 120]
+        assert finished["call_id"] == ran["call_id"]
+
+
+def test_totals_that_start_again_are_counted_not_dropped(configure: Callable[..., Governor]) -> None:
+    """A result whose cumulative usage is below the previous one's (the CLI counted from zero again)."""
+    from clearance.integrations.claude_agent import _record_turn
+
+    gov = configure(POLICY)
+    totals: dict[str, dict[str, Any]] = {}
+    with clearance.session("ses-reset"):
+        for input_tokens in (500, 800, 300):  # +500, +300, then a fresh count of 300
+            _record_turn({MODEL: {"inputTokens": input_tokens, "outputTokens": 10 * input_tokens // 100}}, totals)
+    clearance.flush()
+    assert [c["input_tokens"] for c in records(gov, "llm.call", "ses-reset")] == [500, 300, 300]

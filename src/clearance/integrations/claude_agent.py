@@ -12,6 +12,9 @@
   opinion from Clearance (not `allow`): the SDK's own permission rules and `can_use_tool` still
   apply — Clearance only ever takes permission away. `PostToolUse` / `PostToolUseFailure`
   record each call's outcome. A hook that cannot decide (say the store is down) denies.
+  The CLI runs hooks side by side on the model's input and then the last rewrite it got, so
+  the user's `PreToolUse` / `PermissionRequest` hooks and `can_use_tool` are wrapped: an input
+  they rewrite is decided too (hooks from settings files are not the SDK's, and not seen).
   Budgets: the CLI asks the model after a prompt and after tool results, so `UserPromptSubmit`
   and the Post hooks check them (`before_model_call`): while one is spent the run stops
   (`continue: false`, the reason as `stopReason`) or waits until an approver extends it.
@@ -36,7 +39,9 @@ Needs `pip install "clearance[claude-agent]"`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -44,7 +49,13 @@ from typing import Any
 
 try:
     import claude_agent_sdk
-    from claude_agent_sdk import ClaudeAgentOptions, HookMatcher
+    from claude_agent_sdk import (
+        ClaudeAgentOptions,
+        HookMatcher,
+        PermissionResultAllow,
+        PermissionResultDeny,
+        ToolPermissionContext,
+    )
     from claude_agent_sdk._internal.query import Query
     from claude_agent_sdk.types import _hooks_to_internal_format
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -52,9 +63,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         'the Claude Agent SDK integration needs its extra: pip install "clearance[claude-agent]"'
     ) from exc
 
-from .._canonical import to_plain
+from .._canonical import canonical_json, to_plain
 from .._guard._backend import Backend
-from .._guard._tickets import Approved, Ticket
+from .._guard._tickets import Ticket
 from ..errors import ApprovalError, ToolCallBlocked
 from ._common import before_model_call_async, begin, record_model_call, refusal_text
 from ._patching import MARK, check_version, wrap_method
@@ -63,9 +74,13 @@ log = logging.getLogger("clearance")
 # How long the CLI waits for the PreToolUse hook: long enough for a human; the policy's own
 # approval timeout ends the wait before this does.
 HOOK_TIMEOUT_S = 7 * 24 * 3600.0
-# (CLI session, tool use id) → the call let through, until its Post hook records the outcome
-_running: OrderedDict[tuple[str, str], tuple[Backend, Ticket, Approved | None, float]] = OrderedDict()
+# (CLI session, tool use id) → the inputs let through for it (the model's, a hook's or can_use_tool's
+# rewrite: each decided), until its Post hook records the outcome of the one that ran
+_Running = tuple[Backend, Ticket, str, float]  # the input let through is kept as its fingerprint only
+_running: OrderedDict[tuple[str, str], list[_Running]] = OrderedDict()
+_running_lock = threading.Lock()  # clients in several threads (each its own event loop) share it
 _RUNNING_KEEP = 10_000  # calls the CLI refused after Clearance allowed them get no Post hook
+_GUARDED = "__clearance_guarded__"  # a user's PreToolUse hook or can_use_tool whose rewrites Clearance decides
 
 
 def _pre(reason: str | None = None, updated: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -94,18 +109,121 @@ async def _decide(data: Any, tool_use_id: str | None, context: Any) -> Any:
     except Exception as exc:  # fail closed: a call Clearance could not decide does not run
         log.exception("Clearance could not decide a Claude Agent SDK tool call")
         return _pre(f"Clearance could not decide this call: {type(exc).__name__}")
-    _running[_key(data, tool_use_id)] = (governor, ticket, approved, time.perf_counter())
-    while len(_running) > _RUNNING_KEEP:
-        _running.popitem(last=False)
-    if approved is not None and approved.args is not None:
-        return _pre(updated=approved.args)
+    edited = approved.args if approved is not None and approved.args is not None else None
+    key = _key(data, tool_use_id)
+    entry = (governor, ticket, _fingerprint(args if edited is None else edited), time.perf_counter())
+    with _running_lock:
+        _running.setdefault(key, []).append(entry)
+        _running.move_to_end(key)
+        while len(_running) > _RUNNING_KEEP:
+            _running.popitem(last=False)
+    if edited is not None:
+        return _pre(updated=edited)
     return {}  # no opinion: the SDK's own permission rules still apply
 
 
+async def _decide_rewrite(data: Any, tool_use_id: str | None, updated: Any) -> dict[str, Any]:
+    """A rewrite of the call's input (a user's PreToolUse hook, `can_use_tool`) decided like the model's.
+
+    The CLI runs what the last rewrite says, after Clearance's own hook decided the model's input,
+    so each rewrite is decided too: `_pre`'s shape (a deny, or the input to run).
+    """
+    verdict = await _decide({**data, "tool_input": updated}, tool_use_id, None)
+    specific: dict[str, Any] = verdict.get("hookSpecificOutput") or {}
+    if specific.get("permissionDecision") == "deny":
+        return specific
+    return {"hookEventName": "PreToolUse", "updatedInput": specific.get("updatedInput", updated)}
+
+
+def _fingerprint(value: Any) -> str:
+    """A short digest of an input as JSON (its repr when it is not JSON-like): equal inputs, equal digests."""
+    try:
+        text = canonical_json(to_plain(value))
+    except Exception:  # NaN, a lone surrogate, too deep: still a digest, never equal to a JSON one
+        text = "\0repr:" + repr(value)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _rewrites(given: Any, updated: Any) -> bool:
+    return _fingerprint(updated) != _fingerprint(given)
+
+
+def _guard_hook(hook: Any) -> Any:
+    """A user's PreToolUse or PermissionRequest callback whose rewritten input Clearance decides first."""
+    if getattr(hook, _GUARDED, False) or getattr(hook, MARK, False):
+        return hook
+
+    async def guarded(data: Any, tool_use_id: str | None, context: Any) -> Any:
+        out = await hook(data, tool_use_id, context)
+        specific = out.get("hookSpecificOutput") if isinstance(out, dict) else None
+        if not isinstance(specific, dict):
+            return out
+        given = data.get("tool_input") if isinstance(data, dict) else None
+        if specific.get("hookEventName") == "PermissionRequest":
+            decision = specific.get("decision")
+            if (
+                not isinstance(decision, dict)
+                or decision.get("behavior") != "allow"
+                or "updatedInput" not in decision
+                or not _rewrites(given, decision["updatedInput"])
+            ):
+                return out
+            verdict = await _decide_rewrite(data, tool_use_id, decision["updatedInput"])
+            if verdict.get("permissionDecision") == "deny":
+                decision = {"behavior": "deny", "message": verdict.get("permissionDecisionReason")}
+            else:
+                decision = {**decision, "updatedInput": verdict["updatedInput"]}
+            return {**out, "hookSpecificOutput": {**specific, "decision": decision}}
+        if (
+            "updatedInput" not in specific
+            or specific.get("permissionDecision") == "deny"
+            or not _rewrites(given, specific["updatedInput"])
+        ):
+            return out
+        decided = await _decide_rewrite(data, tool_use_id, specific["updatedInput"])
+        kept = {k: v for k, v in specific.items() if k != "updatedInput"}
+        if decided.get("permissionDecision") == "deny":
+            kept.pop("permissionDecision", None)
+        return {**out, "hookSpecificOutput": {**kept, **decided}}
+
+    setattr(guarded, _GUARDED, True)
+    return guarded
+
+
+_REWRITING = ("PreToolUse", "PermissionRequest")  # the hook events whose output can rewrite a call's input
+
+
+def _guard_permission(callback: Any) -> Any:
+    """A user's `can_use_tool` whose `updated_input` Clearance decides before the CLI runs it."""
+    if callback is None or getattr(callback, _GUARDED, False):
+        return callback
+
+    async def guarded(name: str, tool_input: dict[str, Any], context: ToolPermissionContext) -> Any:
+        result = await callback(name, tool_input, context)
+        if not isinstance(result, PermissionResultAllow) or result.updated_input is None:
+            return result
+        if not _rewrites(tool_input, result.updated_input):
+            return result
+        data = {"session_id": _ANY_SESSION, "tool_name": name, "tool_input": result.updated_input}
+        decided = await _decide_rewrite(data, context.tool_use_id, result.updated_input)
+        if decided.get("permissionDecision") == "deny":
+            return PermissionResultDeny(message=str(decided.get("permissionDecisionReason")))
+        return dataclasses.replace(result, updated_input=decided["updatedInput"])
+
+    setattr(guarded, _GUARDED, True)
+    return guarded
+
+
+_ANY_SESSION = ""  # can_use_tool is not told the CLI session: its rewrites are found by tool use id
+
+
 def _finish(data: Any, tool_use_id: str | None, error: BaseException | None, result: Any) -> None:
-    running = _running.pop(_key(data, tool_use_id), None)
-    if running is not None:
-        governor, ticket, _, started = running
+    key = _key(data, tool_use_id)
+    with _running_lock:
+        candidates = [*_running.pop(key, ()), *_running.pop((_ANY_SESSION, key[1]), ())]
+    if candidates:
+        ran = _fingerprint(data.get("tool_input"))
+        governor, ticket, _, started = next((c for c in reversed(candidates) if c[2] == ran), candidates[-1])
         try:
             governor.finish(ticket, error=error, duration_s=time.perf_counter() - started, result=result)
         except Exception:
@@ -162,25 +280,43 @@ def governed_options(options: ClaudeAgentOptions | None = None) -> ClaudeAgentOp
     """
     options = options or ClaudeAgentOptions()
     hooks: dict[Any, list[HookMatcher]] = {event: list(matchers) for event, matchers in (options.hooks or {}).items()}
+    for event in _REWRITING:
+        if event in hooks:
+            hooks[event] = [dataclasses.replace(m, hooks=[_guard_hook(h) for h in m.hooks]) for m in hooks[event]]
     if not _has_ours(hooks.get("PreToolUse")):
         for event, ours in _HOOKS.items():
             hooks[event] = [*hooks.get(event, []), *ours]
-    return dataclasses.replace(options, hooks=hooks)
+    return dataclasses.replace(options, hooks=hooks, can_use_tool=_guard_permission(options.can_use_tool))
 
 
 def _with_hooks(wrapped: Any, query: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """`Query.__init__` with Clearance's hooks added to the run's (in the dict form `Query` takes)."""
-    positional = "hooks" not in kwargs and len(args) > 3  # (transport, streaming, can_use_tool, hooks, …)
-    given = args[3] if positional else kwargs.get("hooks")
-    hooks = {event: list(matchers) for event, matchers in (given or {}).items()}
+    """`Query.__init__` with Clearance's hooks added to the run's (in the dict form `Query` takes).
+
+    The user's PreToolUse hooks and `can_use_tool` are wrapped so that an input they rewrite is
+    decided too: the CLI runs the last rewrite, which Clearance's own hook never sees.
+    """
+    given = list(args)  # (transport, is_streaming_mode, can_use_tool, hooks, …) or keywords
+    at = {"can_use_tool": 2, "hooks": 3}
+
+    def get(name: str) -> Any:
+        return given[at[name]] if len(given) > at[name] else kwargs.get(name)
+
+    def put(name: str, value: Any) -> None:
+        if len(given) > at[name]:
+            given[at[name]] = value
+        else:
+            kwargs[name] = value
+
+    hooks = {event: list(matchers) for event, matchers in (get("hooks") or {}).items()}
+    for event in _REWRITING:
+        if event in hooks:
+            hooks[event] = [{**m, "hooks": [_guard_hook(h) for h in m.get("hooks") or ()]} for m in hooks[event]]
     if not _has_ours(hooks.get("PreToolUse")):
         for event, ours in _hooks_to_internal_format(_HOOKS).items():
             hooks[event] = [*hooks.get(event, []), *ours]
-    if positional:
-        args = (*args[:3], hooks, *args[4:])
-    else:
-        kwargs["hooks"] = hooks
-    wrapped(*args, **kwargs)
+    put("hooks", hooks)
+    put("can_use_tool", _guard_permission(get("can_use_tool")))
+    wrapped(*given, **kwargs)
 
 
 def _with_usage(wrapped: Any, query: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AsyncIterator[Any]:
@@ -211,6 +347,8 @@ def _record_turn(model_usage: Any, totals: dict[str, dict[str, Any]]) -> None:
             continue
         before = totals.get(model, {})
         added = {k: _number(usage.get(k)) - _number(before.get(k)) for k in _COUNTS}
+        if any(v < 0 for v in added.values()):  # the CLI started counting again: all of it is new
+            added = {k: _number(usage.get(k)) for k in _COUNTS}
         totals[model] = usage
         if not any(v > 0 for v in added.values()):
             continue
