@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
@@ -101,6 +102,18 @@ def targets(value: object) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"the agent {agent!r} is named twice")
         found[agent] = url
     return tuple(found.items())
+
+
+def environment_urls() -> frozenset[str]:
+    """The receivers `CLEARANCE_ARDEN_WEBHOOKS` names in this process's environment.
+
+    For the processes other than the server that deliver webhooks (`clearance worker`,
+    `clearance approvals approve`): they must send an Arden URL's messages in ardenpy's form too.
+
+    Raises:
+        ValueError: The setting is not valid (see `targets`).
+    """
+    return frozenset(url for _, url in targets(os.environ.get("CLEARANCE_ARDEN_WEBHOOKS", "")))
 
 
 def target_for(configured: Sequence[tuple[str, str]], agent: str) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ TIMESTAMP_HEADER = "Clearance-Webhook-Timestamp"
 SIGNATURE_HEADER = "Clearance-Webhook-Signature"
 TOLERANCE_SECONDS = 300
 DELIVERY_TIMEOUT = 10.0
+
+log = logging.getLogger("clearance")
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -190,15 +193,22 @@ def deliver_due(
     client: httpx.Client | None = None,
     only: tuple[str, ...] = (),
     attempted: Callable[[bool], None] | None = None,
-    arden_urls: Collection[str] = (),
+    arden_urls: Collection[str] | None = None,
 ) -> int:
     """Deliver the webhooks that are due (or only those ids) once each; returns how many were sent.
 
     Each attempt is recorded (and told to `attempted`, with whether it was delivered); a failure
     (no 2xx, a network error, no secret) is retried later with exponential backoff, and given up
     after `outbox.MAX_ATTEMPTS`. A message to one of `arden_urls` goes out the way ardenpy reads
-    it (see `_arden_webhooks`).
+    it (see `_arden_webhooks`); not given, they are the ones `CLEARANCE_ARDEN_WEBHOOKS` names here
+    (when that setting is not valid, nothing is sent: a message in the wrong form only fails).
     """
+    if arden_urls is None:
+        try:
+            arden_urls = arden.environment_urls()
+        except ValueError as exc:
+            log.error("webhooks not delivered here: CLEARANCE_ARDEN_WEBHOOKS is not valid: %s", exc)
+            return 0
     own = client is None
     http = client or httpx.Client(timeout=DELIVERY_TIMEOUT, follow_redirects=False)
     sent = 0

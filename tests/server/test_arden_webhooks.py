@@ -294,6 +294,18 @@ def test_an_agent_cannot_choose_where_the_server_posts(setup: Setup) -> None:
     assert [d["url"] for d in deliveries] == [s.app.url]
 
 
+def test_an_approval_decided_from_the_cli_reaches_the_app_in_ardenpy_form(setup: Setup) -> None:
+    """`clearance approvals approve` delivers at once from its own process: to an Arden URL, as ardenpy reads it."""
+    from ..conftest import run_cli
+
+    s = setup
+    action_id, approved, _ = ask(s)
+    s.server.stop()  # only the command delivers
+    run_cli("approvals", "approve", action_id, "--note", "ok", db=s.server.db, check=True)
+    [got] = s.app.wait_for(lambda rs: len(rs) == 1)
+    assert got.status == 200 and [(e.action_id, e.notes) for e in approved] == [(action_id, "ok")]
+
+
 def _arden_headers(r: Received) -> dict[str, str]:
     keep = ("x-arden-timestamp", "x-arden-signature", "content-type", "clearance-webhook-id")
     canonical = {"x-arden-timestamp": "X-Arden-Timestamp", "x-arden-signature": "X-Arden-Signature"}
