@@ -278,3 +278,55 @@ def test_a_run_paused_and_resumed_in_another_process_is_one_clearance_session(
     found = {kind: [r["session"] for r in records(gov, kind)] for kind in kinds}
     assert len(found["llm.call"]) == 3  # asking for the refund, answering while paused, answering once resumed
     assert {s for sessions in found.values() for s in sessions} == {"adk-ses-7"}, found
+
+
+@pytest.mark.parametrize("padding", [0, 100_000], ids=["result", "result-recorded-cut"])
+def test_a_paused_session_resumed_twice_runs_once_and_the_model_gets_the_recorded_result(
+    configure: Callable[..., Governor], padding: int
+) -> None:
+    """The same saved state resumed again (a copy, a retried job): the call ran already, so the
+    model is given what it returned then — not a refusal it would retry or report as a failure."""
+    import copy
+
+    from clearance import _decisions
+    from clearance.integrations.adk import pending_approvals, resume
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return f"refunded {amount} on {order_id}" + "." * padding
+
+    def runner(sessions: InMemorySessionService) -> Runner:
+        agent = LlmAgent(name="support", model=Scripted(amount=850), tools=[issue_refund])
+        return Runner(
+            app=App(name="refunds", root_agent=agent, plugins=[ClearancePlugin(pause=True)]), session_service=sessions
+        )
+
+    async def resumed(sessions: InMemorySessionService) -> str:
+        again = runner(sessions)
+        events = await resume(again, user_id="u1", session_id="s1")
+        await again.close()
+        return " ".join(p.text for e in events for p in (e.content.parts if e.content else None) or [] if p.text)
+
+    async def main() -> tuple[str, str]:
+        sessions = InMemorySessionService()
+        await sessions.create_session(app_name="refunds", user_id="u1", session_id="s1")
+        first = runner(sessions)
+        message = types.Content(role="user", parts=[types.Part(text="refund A-1")])
+        async for _ in first.run_async(user_id="u1", session_id="s1", new_message=message):
+            pass
+        await first.close()
+        [pending] = await pending_approvals(first, user_id="u1", session_id="s1")
+        saved = copy.deepcopy(sessions)  # the paused state, as a second resumer would read it
+        _decisions.decide(gov.db, pending.approval_id, by=LEAD, approve=True)
+        return await resumed(sessions), await resumed(saved)
+
+    once, twice = asyncio.run(main())
+    assert ran == [("A-1", 850)] and "refunded 850" in once
+    assert "refunded 850" in twice and "Not approved" not in twice
+    assert len(records(gov, "tool_call.finished")) == 1
+    if padding:  # recorded cut to 64 KiB: the model is told it has the beginning, not handed a marker
+        assert "'repr'" not in twice and "cut: Clearance recorded only the first" in twice

@@ -39,10 +39,26 @@ def recorded_outcome(exc: ApprovalError) -> str | None:
         return None
     if exc.status == "executed":
         result = exc.result
+        text = recorded_text(result)
+        if text is not None:
+            return text
         return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
     if exc.status == "failed":
         return f"Error: {exc.tool} failed when it ran: {exc.error or 'no reason recorded'}"
     return None
+
+
+def recorded_text(result: Any) -> str | None:
+    """A result recorded as text (not JSON-like, or too large: `{"repr": …}`) as the model reads it, else None.
+
+    A cut one says so, so the model does not take its beginning for the whole result.
+    """
+    if not (isinstance(result, dict) and isinstance(result.get("repr"), str) and set(result) <= {"repr", "truncated"}):
+        return None
+    text: str = result["repr"]
+    if result.get("truncated") is True:
+        text += f" … [cut: Clearance recorded only the first {len(text)} characters of this result's JSON]"
+    return text
 
 
 def blocked(ticket: Ticket) -> ToolCallBlocked:

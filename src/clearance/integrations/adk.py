@@ -46,6 +46,7 @@ from ._common import (
     claim_approved,
     record_model_call,
     recorded_outcome,
+    recorded_text,
     refusal_text,
 )
 from ._patching import check_version, wrap_method
@@ -128,7 +129,7 @@ class ClearancePlugin(BasePlugin):
             ran = recorded_outcome(exc) if isinstance(exc, ApprovalAlreadyExecuted) else None
             if ran is not None:  # the session was resumed before: what the call returned then
                 result = getattr(exc, "result", None)
-                return result if isinstance(result, dict) else {"result": ran}
+                return result if isinstance(result, dict) and recorded_text(result) is None else {"result": ran}
             if self.on_block == "raise":
                 raise
             return {"error": refusal_text(exc)}
