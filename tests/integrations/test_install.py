@@ -11,7 +11,21 @@ import pytest
 
 from ._shared import run_python
 
-FRAMEWORKS = ("langchain", "langgraph", "langchain_core", "agents", "mcp", "google", "llama_index", "ag2", "crewai")
+FRAMEWORKS = (
+    "langchain",
+    "langgraph",
+    "langchain_core",
+    "agents",
+    "mcp",
+    "google",
+    "llama_index",
+    "ag2",
+    "crewai",
+    "pydantic_ai",
+    "claude_agent_sdk",
+    "openai",
+    "anthropic",
+)
 
 
 def _run(code: str, tmp_path: Path) -> str:
@@ -194,3 +208,16 @@ def test_a_framework_version_outside_the_tested_range_fails_loudly() -> None:
     assert Framework().run() == "governed ran" and Subclass().run() == "governed ran"
     assert Subclass.make("x") == "governed Subclass x" and Framework().make("y") == "governed Framework y"
     assert inspect.iscoroutinefunction(Framework().arun) and asyncio.run(Framework().arun()) == "governed ran"
+
+
+def test_pydantic_ai_and_the_claude_agent_sdk_imported_after_configure_are_governed(tmp_path: Path) -> None:
+    code = """
+import clearance
+from clearance import integrations
+clearance.configure()
+import pydantic_ai, claude_agent_sdk
+print(sorted(m for m in integrations._installed if m in ("pydantic_ai", "claude_agent")))
+from clearance.integrations._patching import governed
+print(governed(pydantic_ai.Agent, "iter"))
+"""
+    assert _run(code, tmp_path).splitlines() == ["['claude_agent', 'pydantic_ai']", "True"]
