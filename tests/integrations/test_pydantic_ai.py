@@ -660,3 +660,22 @@ def test_a_capability_that_approves_deferred_calls_inline_approves_nothing(confi
     [pending] = approvals.listing(gov.db)
     assert pending.status == "pending"  # the run ends paused on it, as without the handler
     assert result.output.metadata["call_1"]["clearance_approval"] == pending.id
+
+
+@pytest.mark.parametrize("clearance_first", [False, True], ids=["installed", "given-before-batching"])
+def test_batched_model_requests_are_recorded_once_each(
+    configure: Callable[..., Governor], clearance_first: bool
+) -> None:
+    """`BatchModelRequests` sends requests through the provider's batch API, not `request`: each is still recorded."""
+    from datetime import timedelta
+
+    from pydantic_ai.capabilities import BatchModelRequests
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    batching = BatchModelRequests(max_requests=1, poll_interval=timedelta(milliseconds=10))
+    capabilities = [Clearance(), batching] if clearance_first else [batching]  # the first wraps the others' models
+    with clearance.session("ses-batched"):
+        result = run(refund_agent(ran, amount=50, capabilities=capabilities), "refund A-1")
+    assert result.output == "Done: refunded 50.0 on A-1"
+    assert llm_usage(gov, "ses-batched") == [("scripted", 120, 30)] * 2

@@ -53,6 +53,7 @@ try:
     from pydantic_ai.exceptions import ModelRetry, ToolFailed
     from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ToolCallPart
     from pydantic_ai.models import Model, ModelRequestContext, ModelRequestParameters, StreamedResponse
+    from pydantic_ai.models.batch import BatchRequest, BatchResult
     from pydantic_ai.models.wrapper import WrapperModel
     from pydantic_ai.output import OutputContext
     from pydantic_ai.settings import ModelSettings
@@ -244,7 +245,9 @@ class UsageRecordingModel(WrapperModel):
         started = time.perf_counter()
         with owned("pydantic_ai"):
             response = await self.wrapped.request(messages, model_settings, model_request_parameters)
-        _record(response.model_name or self.model_name, response.usage, response.provider_name, started)
+        if response.state != "suspended" or response.usage.input_tokens or response.usage.output_tokens:
+            # (a batched or background request answers "suspended", without tokens, until its result is in)
+            _record(response.model_name or self.model_name, response.usage, response.provider_name, started)
         return response
 
     @asynccontextmanager
@@ -266,8 +269,14 @@ class UsageRecordingModel(WrapperModel):
                 finally:
                     _record(stream.model_name or self.model_name, stream.usage, stream.provider_name, started)
 
+    def batch_decode(self, result: BatchResult, request: BatchRequest) -> ModelResponse:
+        """A batched request's response (`BatchModelRequests`), its usage recorded: it never went through `request`."""
+        response = self.wrapped.batch_decode(result, request)
+        _record(response.model_name or self.model_name, response.usage, response.provider_name, None)
+        return response
 
-def _record(model: str, usage: RequestUsage, provider: str | None, started: float) -> None:
+
+def _record(model: str, usage: RequestUsage, provider: str | None, started: float | None) -> None:
     record_model_call(
         model,
         usage.input_tokens,
