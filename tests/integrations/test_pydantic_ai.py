@@ -679,3 +679,38 @@ def test_batched_model_requests_are_recorded_once_each(
         result = run(refund_agent(ran, amount=50, capabilities=capabilities), "refund A-1")
     assert result.output == "Done: refunded 50.0 on A-1"
     assert llm_usage(gov, "ses-batched") == [("scripted", 120, 30)] * 2
+
+
+def test_a_fallback_after_a_cut_off_response_records_both_requests(configure: Callable[..., Governor]) -> None:
+    """`ModelFallback`: the first model's answer was cut off at its token limit (and billed), the second's is used."""
+    from pydantic_ai.capabilities import ModelFallback
+
+    gov = configure(POLICY)
+
+    def cut_off(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("hel")], usage=USAGE, finish_reason="length")
+
+    def answers(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("hello")], usage=RequestUsage(input_tokens=100, output_tokens=5))
+
+    first, second = FunctionModel(cut_off, model_name="first"), FunctionModel(answers, model_name="second")
+    agent = Agent(first, capabilities=[ModelFallback(second)])
+    with clearance.session("ses-fallback"):
+        assert run(agent, "hi").output == "hello"
+    assert llm_usage(gov, "ses-fallback") == [("first", 120, 30), ("second", 100, 5)]
+
+
+def test_toolsets_given_to_one_run_are_governed(configure: Callable[..., Governor]) -> None:
+    from pydantic_ai.toolsets import FunctionToolset
+
+    configure(POLICY)
+    ran: list[Any] = []
+
+    def issue_refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        ran.append((order_id, amount))
+        return "refunded"
+
+    agent = Agent(script({"order_id": "A-1", "amount": 9000}))
+    result = asyncio.run(agent.run("refund", toolsets=[FunctionToolset([issue_refund])]))
+    assert ran == [] and "never issued" in result.output
