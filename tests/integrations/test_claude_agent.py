@@ -396,3 +396,22 @@ def test_totals_that_start_again_are_counted_not_dropped(configure: Callable[...
             _record_turn({MODEL: {"inputTokens": input_tokens, "outputTokens": 10 * input_tokens // 100}}, totals)
     clearance.flush()
     assert [c["input_tokens"] for c in records(gov, "llm.call", "ses-reset")] == [500, 300, 300]
+
+
+def test_a_resumed_session_records_only_its_own_turn(
+    configure: Callable[..., Governor], tmp_path: Path, scripted: Callable[..., ScriptedClaude]
+) -> None:
+    """A new CLI process resuming a session starts its cumulative totals from the session's earlier usage."""
+    gov = configure(POLICY)
+    fake = scripted({"order_id": "A-1", "amount": 150})
+
+    async def main() -> None:
+        first = [m async for m in query(prompt="refund A-1", options=options(tmp_path, fake))]
+        session = next(m.session_id for m in first if isinstance(m, ResultMessage))
+        [m async for m in query(prompt="and again", options=options(tmp_path, fake, resume=session))]
+
+    with clearance.session("ses-resumed"):
+        asyncio.run(main())
+    clearance.flush()
+    calls = records(gov, "llm.call", "ses-resumed")
+    assert [(c["input_tokens"], c["output_tokens"], c["cached_input_tokens"]) for c in calls] == [(240, 60, 40)] * 2

@@ -28,7 +28,8 @@ usable: each `AssistantMessage` repeats the `message_start` usage of its request
 tokens 1 — the final count arrives later and is never sent on), once per content block. The
 result's `modelUsage` is exact but cumulative over the CLI process (a `ClaudeSDKClient`'s
 second turn reports both), so each turn records the difference since the previous result of
-the same process: nothing is counted twice. Cache reads and writes count as input, cache reads
+the same process: nothing is counted twice (a process resuming a session starts from its earlier
+totals: its first turn records the result's own per-turn `usage`). Cache reads and writes count as input, cache reads
 as its cached part, thinking tokens as reasoning; Clearance prices the tokens (genai-prices
 and your price overrides, like every other integration) rather than taking the CLI's
 `costUSD`, so budgets and reports use one price list.
@@ -329,7 +330,9 @@ async def _recording(query: Any, messages: AsyncIterator[Any]) -> AsyncIterator[
     try:
         async for data in messages:
             if isinstance(data, dict) and data.get("type") == "result":
-                _record_turn(data.get("modelUsage"), totals)
+                # A resumed session's CLI starts its totals from the session's earlier usage
+                turn = data.get("usage") if not totals and _resumed(query) else None
+                _record_turn(data.get("modelUsage"), totals, turn)
             yield data
     finally:
         await messages.aclose()  # type: ignore[attr-defined]
@@ -338,10 +341,35 @@ async def _recording(query: Any, messages: AsyncIterator[Any]) -> AsyncIterator[
 _COUNTS = ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheCreationInputTokens", "thinkingTokens")
 
 
-def _record_turn(model_usage: Any, totals: dict[str, dict[str, Any]]) -> None:
-    """Record a result's usage: per model, what it adds to `totals` (the process's usage so far); never raises."""
+def _resumed(query: Any) -> bool:
+    """Whether this CLI process continues an earlier session (`resume`, `continue_conversation`)."""
+    options = getattr(getattr(query, "transport", None), "_options", None)
+    return bool(getattr(options, "resume", None) or getattr(options, "continue_conversation", False))
+
+
+def _turn_counts(turn: Any) -> dict[str, int] | None:
+    """A result's own `usage` (this turn only, all models together) in `modelUsage`'s names."""
+    if not isinstance(turn, dict):
+        return None
+    details = turn.get("output_tokens_details")
+    return {
+        "inputTokens": _number(turn.get("input_tokens")),
+        "outputTokens": _number(turn.get("output_tokens")),
+        "cacheReadInputTokens": _number(turn.get("cache_read_input_tokens")),
+        "cacheCreationInputTokens": _number(turn.get("cache_creation_input_tokens")),
+        "thinkingTokens": _number(details.get("thinking_tokens")) if isinstance(details, dict) else 0,
+    }
+
+
+def _record_turn(model_usage: Any, totals: dict[str, dict[str, Any]], turn: Any = None) -> None:
+    """Record a result's usage: per model, what it adds to `totals` (the process's usage so far); never raises.
+
+    `turn`: the result's own `usage`, given for the first result of a resumed session, whose
+    `modelUsage` also holds the earlier processes' usage; with one model it is that model's.
+    """
     if not isinstance(model_usage, dict):
         return
+    own = _turn_counts(turn) if len(model_usage) == 1 else None
     for model, usage in model_usage.items():
         if not isinstance(usage, dict):
             continue
@@ -349,6 +377,8 @@ def _record_turn(model_usage: Any, totals: dict[str, dict[str, Any]]) -> None:
         added = {k: _number(usage.get(k)) - _number(before.get(k)) for k in _COUNTS}
         if any(v < 0 for v in added.values()):  # the CLI started counting again: all of it is new
             added = {k: _number(usage.get(k)) for k in _COUNTS}
+        if own is not None:
+            added = own
         totals[model] = usage
         if not any(v > 0 for v in added.values()):
             continue
