@@ -221,3 +221,16 @@ from clearance.integrations._patching import governed
 print(governed(pydantic_ai.Agent, "iter"))
 """
     assert _run(code, tmp_path).splitlines() == ["['claude_agent', 'pydantic_ai']", "True"]
+
+
+def test_an_integration_module_imported_after_configure_before_its_framework_installs(tmp_path: Path) -> None:
+    """`import clearance.integrations.langchain` imports LangChain first: it was half-imported when the hook ran."""
+    code = """
+import clearance
+from clearance import integrations
+clearance.configure()
+import clearance.integrations.langchain
+from clearance.integrations import agents
+print(sorted(integrations._installed & {"langchain", "agents"}))
+"""
+    assert _run(code, tmp_path).splitlines() == ["['agents', 'langchain']"]

@@ -42,6 +42,10 @@ def _installer(module: str) -> Callable[[], None]:
         except ImportError as exc:  # a companion package is missing: say so, break nothing
             log.warning("Clearance does not govern %s here: %s", module, exc)
             return
+        if not hasattr(integration, "install"):
+            # The application imported the integration module itself, which imported its framework
+            # first: it installs the moment it is imported whole (its own hook, below).
+            return
         integration.install()  # a version it cannot govern safely raises here, loudly
         _installed.add(module)
 
@@ -53,6 +57,7 @@ def install_all() -> None:
     for top, module in FRAMEWORKS:
         if module not in _installed:
             when_imported(top, _installer(module))
+            when_imported(f"{__name__}.{module}", _installer(module))
 
 
 after_configure(install_all)
