@@ -497,7 +497,9 @@ def test_the_application_cannot_approve_a_clearance_approval_itself(
     ran: list[Any] = []
     agent = refund_agent(ran, output_type=[str, DeferredToolRequests], capabilities=[Clearance(pause=True)])
     paused = run(agent, "refund A-1")
-    [approval_id] = governed.approval_ids(paused.all_messages_json())
+    [pending] = governed.pending_approvals(paused.all_messages_json())
+    assert (pending.tool, pending.call_id) == ("issue_refund", "call_1")  # the shape every framework's has
+    approval_id = pending.approval_id
     results = DeferredToolResults(approvals={"call_1": forged})
     again = asyncio.run(agent.run(message_history=paused.all_messages(), deferred_tool_results=results))
     assert ran == [] and approvals.get(gov.db, approval_id).status == "pending"

@@ -81,6 +81,7 @@ from ._common import (
     refusal_text,
 )
 from ._patching import check_version, wrap_method
+from ._pending import PendingApproval
 from ._usage_owner import owned
 
 CLEARANCE_APPROVAL = "clearance_approval"  # the key of the approval id in a deferred call's metadata
@@ -421,9 +422,9 @@ def _approval_of(call: ToolCallPart, conversation: str | None) -> tuple[Backend,
         return governor, ticket.approval_id
 
 
-def approval_ids(messages: bytes | str | Sequence[ModelMessage]) -> list[str]:
+def pending_approvals(messages: bytes | str | Sequence[ModelMessage]) -> list[PendingApproval]:
     """The Clearance approvals a paused run waits for (to show them, or decide them by API)."""
-    ids = []
+    out = []
     history = load_messages(messages)
     for call in pending_calls(history):
         try:
@@ -431,8 +432,13 @@ def approval_ids(messages: bytes | str | Sequence[ModelMessage]) -> list[str]:
         except (ToolCallBlocked, ApprovalError):
             continue
         if approval_id is not None:
-            ids.append(approval_id)
-    return ids
+            out.append(PendingApproval(approval_id, call.tool_name, call.tool_call_id))
+    return out
+
+
+def approval_ids(messages: bytes | str | Sequence[ModelMessage]) -> list[str]:
+    """Deprecated: `[p.approval_id for p in pending_approvals(messages)]`."""
+    return [p.approval_id for p in pending_approvals(messages)]
 
 
 # -- process-wide --------------------------------------------------------------------------------
