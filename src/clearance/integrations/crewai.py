@@ -82,7 +82,7 @@ def after_tool_call(ctx: Any) -> str | None:
 
 
 def _in_crewai_llm_call() -> str | None:
-    """ "crewai" inside one of CrewAI's LLM calls: its `LLMCallCompletedEvent` records the usage.
+    """The owner inside one of CrewAI's LLM calls ("crewai"): its `LLMCallCompletedEvent` records the usage.
 
     CrewAI runs every LLM call in `llm_call_context()` (a call id in a context variable), around
     its native OpenAI and Anthropic providers and LiteLLM alike; the raw client capture under
