@@ -716,3 +716,23 @@ def test_toolsets_given_to_one_run_are_governed(configure: Callable[..., Governo
     agent = Agent(script({"order_id": "A-1", "amount": 9000}))
     result = asyncio.run(agent.run("refund", toolsets=[FunctionToolset([issue_refund])]))
     assert ran == [] and "never issued" in result.output
+
+
+def test_a_durable_agent_it_cannot_govern_is_named_in_a_warning_once(
+    configure: Callable[..., Governor], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Temporal, DBOS and Prefect agents refuse capabilities added per run: say so, never silently."""
+    from pydantic_ai.capabilities import AbstractCapability
+
+    class Durable(AbstractCapability[Any]):  # stands in for a durable-execution capability
+        pass
+
+    Durable.__module__ = "pydantic_ai.durable_exec.stand_in"
+    configure(POLICY)
+    ran: list[Any] = []
+    agent = refund_agent(ran, 10, capabilities=[Durable()])
+    with caplog.at_level("WARNING", logger="clearance"):
+        run(agent, "refund A-1")
+        run(refund_agent(ran, 10), "refund A-1")  # an ordinary agent: governed, nothing said
+    warned = [r for r in caplog.records if "durable Pydantic AI agent" in r.getMessage()]
+    assert len(warned) == 1

@@ -28,7 +28,9 @@ Needs `pip install "clearance[pydantic-ai]"`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -448,17 +450,32 @@ def _left_alone(agent: Agent[Any, Any], extra: Sequence[Any] | None) -> bool:
     """Whether a run is not given `Clearance()`: it has one already, or it is durable.
 
     A durable agent (Temporal, DBOS, Prefect) refuses capabilities added per run: give it
-    `Clearance()` at construction instead.
+    `Clearance()` at construction instead. Until then its tool calls are not governed, which is
+    said loudly, once per agent.
     """
     found: list[AbstractCapability[Any]] = []
     agent.root_capability.apply(found.append)
     for capability in extra or ():
         if isinstance(capability, AbstractCapability):
             capability.apply(found.append)
-    return any(isinstance(c, Clearance) or type(c).__module__.startswith(_DURABLE) for c in found)
+    if any(isinstance(c, Clearance) for c in found):
+        return True
+    if any(type(c).__module__.startswith(_DURABLE) for c in found):
+        if id(agent) not in _warned:
+            _warned.add(id(agent))
+            weakref.finalize(agent, _warned.discard, id(agent))  # an agent made later at its address is new
+            log.warning(
+                "Clearance does not govern the durable Pydantic AI agent %r: a durable agent refuses "
+                "capabilities added per run; give it Clearance() when you build it",
+                agent.name,
+            )
+        return True
+    return False
 
 
 _DURABLE = "pydantic_ai.durable_exec"
+_warned: set[int] = set()  # the durable agents warned of (Agent is not hashable)
+log = logging.getLogger("clearance")
 
 
 def _with_clearance(wrapped: Any, agent: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
