@@ -73,6 +73,8 @@ bench: install-dev
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/frameworks.py
+	$(BIN)/python bench/cold_call.py
+	$(BIN)/python bench/mcp_proxy.py
 	$(BIN)/python bench/audit_paging.py
 
 demo: install
