@@ -31,6 +31,7 @@ class Scripted(BaseChatModel):
     """Asks for `issue_refund(order_id, amount)`, then answers with what the tool said."""
 
     amount: float = 850
+    call_id: str = "call_1"
 
     @property
     def _llm_type(self) -> str:
@@ -49,7 +50,7 @@ class Scripted(BaseChatModel):
                 content=f"Done. The tool said: {last.content}", usage_metadata=USAGE, response_metadata=meta
             )
         else:
-            call = {"name": "issue_refund", "args": {"order_id": "A-1", "amount": self.amount}, "id": "call_1"}
+            call = {"name": "issue_refund", "args": {"order_id": "A-1", "amount": self.amount}, "id": self.call_id}
             message = AIMessage(content="", tool_calls=[call], usage_metadata=USAGE, response_metadata=meta)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
@@ -204,14 +205,14 @@ def test_a_hand_built_graph_with_tool_node(configure: Callable[..., Governor]) -
     assert ran == [] and "denied by user:lena: no" in final(result)
 
 
-def paused_agent(ran: list[Any], checkpointer: Any) -> Any:
+def paused_agent(ran: list[Any], checkpointer: Any, call_id: str = "call_1") -> Any:
     def issue_refund(order_id: str, amount: float) -> str:
         """Refund an order."""
         ran.append((order_id, amount))
         return f"refunded {amount} on {order_id}"
 
     return create_agent(
-        Scripted(amount=850),
+        Scripted(amount=850, call_id=call_id),
         tools=[issue_refund],
         middleware=[ClearanceMiddleware(pause=True)],
         checkpointer=checkpointer,
@@ -424,3 +425,59 @@ def test_without_middleware_async_and_blocked_and_direct_invocation(configure: C
     with pytest.raises(ToolCallRefused, match="never issued"):  # outside a ToolNode it reaches the caller
         issue_refund.invoke({"order_id": "A-1", "amount": 9000})
     del gov
+
+
+def test_a_tool_call_id_reused_in_another_thread_is_another_call(configure: Callable[..., Governor]) -> None:
+    """Providers reuse ids (`call_1` in every conversation): thread B must not get thread A's approval or result."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from clearance import _decisions
+    from clearance.integrations.langchain import pending_approvals, resume
+
+    from ._shared import LEAD
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+    graph = paused_agent(ran, InMemorySaver())
+    first, second = ({"configurable": {"thread_id": t}} for t in ("thread-a", "thread-b"))
+    graph.invoke({"messages": [("user", "refund A-1")]}, first)
+    [a] = pending_approvals(graph, first)
+    _decisions.decide(gov.db, a.approval_id, by=LEAD, approve=True)
+    resume(graph, first)
+    assert ran == [("A-1", 850.0)]
+    result = graph.invoke({"messages": [("user", "refund A-1")]}, second)  # the same id, the same arguments
+    [b] = pending_approvals(graph, second)
+    assert b.approval_id != a.approval_id and "refunded" not in str(result["messages"][-1].content)
+    assert ran == [("A-1", 850.0)] and approvals.get(gov.db, b.approval_id).status == "pending"
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    "call_id", ["call_\ud800", "c" * 5000, "call\x00\u202e1"], ids=["surrogate", "long", "nul-rlo"]
+)
+def test_a_hostile_tool_call_id_pauses_and_resumes_like_any_other(
+    configure: Callable[..., Governor], request: pytest.FixtureRequest, store: str, call_id: str
+) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from clearance import _decisions
+    from clearance.integrations.langchain import pending_approvals, resume
+
+    from ._shared import LEAD
+
+    kwargs = {"database_url": request.getfixturevalue("pg_url")} if store == "postgres" else {}
+    gov = configure(POLICY, **kwargs)
+    ran: list[Any] = []
+    graph = paused_agent(ran, InMemorySaver(), call_id=call_id)
+    config = {"configurable": {"thread_id": "t-hostile"}}
+    graph.invoke({"messages": [("user", "refund A-1")]}, config)
+    [pending] = pending_approvals(graph, config)
+    assert ran == [] and approvals.get(gov.db, pending.approval_id).status == "pending"
+    _decisions.decide(gov.db, pending.approval_id, by=LEAD, approve=True)
+    result = resume(graph, config)
+    if "\ud800" in call_id:
+        # LangGraph's checkpoint keeps the id as "call_?": the resumed call is another call, put to
+        # a new approval — it never runs on the first one's.
+        assert ran == [] and len(pending_approvals(graph, config)) == 1
+        return
+    assert ran == [("A-1", 850.0)] and "refunded 850.0 on A-1" in str(result["messages"][-1].content)

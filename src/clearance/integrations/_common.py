@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -66,20 +67,40 @@ def blocked(ticket: Ticket) -> ToolCallBlocked:
     return ToolCallBlocked(ticket.tool, ticket.decision.reason, ticket.decision.rule_ids, ticket.call_id)
 
 
-def begin(tool: str, args: dict[str, Any], *, call_key: str | None = None) -> tuple[Backend, Ticket]:
+def paused_call_key(tool_call_id: str | None, scope: str | None = None) -> str | None:
+    """A paused call's key in the store: its tool-call id within `scope` (as is, if short and plain).
+
+    The model's id may be anything (10 MB, NUL, lone surrogates): such a key is a hash of it.
+    Scoped by the framework's conversation (a LangGraph thread, an ADK session), so a provider
+    that reuses ids (`call_0`) across conversations, or a model that copies another
+    conversation's, does not find that conversation's approval — nor its recorded result.
+    Applying it to a key it made gives the same key.
+    """
+    if not tool_call_id:
+        return None
+    key = f"{scope}/{tool_call_id}" if scope else tool_call_id
+    if len(key) <= 120 and key.isprintable():  # (neither control, format nor surrogate characters)
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def begin(
+    tool: str, args: dict[str, Any], *, call_key: str | None = None, scope: str | None = None
+) -> tuple[Backend, Ticket]:
     """Decide and record a call in the current session.
 
-    With a `call_key` (the framework's tool-call id) the approval, if one is needed, waits for
-    the framework's own pause (mode `pause`), and a hook replayed on resume gets the first
-    ticket back instead of a second record.
+    With a `call_key` (the framework's tool-call id, within `scope`: see `paused_call_key`) the
+    approval, if one is needed, waits for the framework's own pause (mode `pause`), and a hook
+    replayed on resume gets the first ticket back instead of a second record.
 
     Raises:
         ToolCallBlocked: Policy blocks the call.
         ApprovalError: The key's approval holds other arguments.
     """
     governor = _runtime.current()
-    mode = "pause" if call_key is not None else "wait"
-    ticket = governor.begin(tool, args, get_session(), mode=mode, call_key=call_key)
+    key = paused_call_key(call_key, scope)
+    mode = "pause" if key is not None else "wait"
+    ticket = governor.begin(tool, args, get_session(), mode=mode, call_key=key)
     if ticket.decision.effect is Effect.BLOCK:
         raise blocked(ticket)
     return governor, ticket
@@ -222,5 +243,14 @@ def record_model_call(
         log.exception("Clearance could not record a %s call's usage", model)
 
 
+_MAX_COUNT = 2**53  # past any real count; the store's integers hold it on every backend
+
+
 def _count(value: Any) -> int:
-    return max(int(value or 0), 0) if not isinstance(value, bool) else 0
+    """A token count as a framework reported it, as a whole number: 0 for None, NaN, text or a bool."""
+    if isinstance(value, bool) or value is None:
+        return 0
+    try:
+        return min(max(int(value), 0), _MAX_COUNT)
+    except (TypeError, ValueError, OverflowError):  # NaN, inf, "12k", an object
+        return 0

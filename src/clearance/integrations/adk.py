@@ -65,6 +65,12 @@ def _model_done(started: tuple[float, AbstractContextManager[None]] | None) -> f
     return started[0]
 
 
+def _adk_session(context: Any) -> str | None:
+    """The ADK session a tool call belongs to (what scopes a paused call's key), if known."""
+    session = getattr(context, "session", None)
+    return str(session.id) if session is not None and getattr(session, "id", None) else None
+
+
 _Callback = TypeVar("_Callback", bound=Callable[..., Awaitable[Any]])
 
 
@@ -115,7 +121,9 @@ class ClearancePlugin(BasePlugin):
         assert isinstance(args, dict)
         try:
             if self.pause:
-                governor, ticket = begin(tool.name, args, call_key=tool_context.function_call_id)
+                governor, ticket = begin(
+                    tool.name, args, call_key=tool_context.function_call_id, scope=_adk_session(tool_context)
+                )
                 approved = None
                 if ticket.approval_id is not None:
                     try:

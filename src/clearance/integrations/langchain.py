@@ -41,6 +41,7 @@ try:
     from langchain_core.messages import ToolMessage
     from langchain_core.outputs import LLMResult
     from langchain_core.tracers.context import register_configure_hook
+    from langgraph.config import get_config
     from langgraph.prebuilt.tool_node import ToolInvocationError
     from langgraph.types import Command, interrupt
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -63,6 +64,15 @@ OnBlock = Literal["message", "raise"]
 
 Handler = Callable[[ToolCallRequest], Any]
 Decided = tuple[Backend, Ticket, "Approved | None"]  # a call that may run: how, and with which approval
+
+
+def _thread() -> str | None:
+    """The LangGraph thread the running tool node belongs to (what scopes a paused call's key), if any."""
+    try:
+        thread = get_config().get("configurable", {}).get("thread_id")
+    except RuntimeError:  # not inside a graph run
+        return None
+    return str(thread) if thread is not None else None
 
 
 def _arguments(request: ToolCallRequest) -> dict[str, Any]:
@@ -128,7 +138,9 @@ class ClearanceMiddleware(AgentMiddleware):
         """Decide by tool-call id; interrupt the graph until the approval is decided; claim it."""
         call = request.tool_call
         try:
-            governor, ticket = _common.begin(call["name"], _arguments(request), call_key=call.get("id") or None)
+            governor, ticket = _common.begin(
+                call["name"], _arguments(request), call_key=call.get("id") or None, scope=_thread()
+            )
             if ticket.approval_id is None:
                 return governor, ticket, None
             while True:

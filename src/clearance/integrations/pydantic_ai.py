@@ -27,7 +27,6 @@ Needs `pip install "clearance[pydantic-ai]"`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import weakref
@@ -78,6 +77,7 @@ from ._common import (
     begin,
     claim_approved,
     normalise,
+    paused_call_key,
     record_model_call,
     recorded_outcome,
     refusal_text,
@@ -384,18 +384,8 @@ async def resume(
 
 
 def _call_key(conversation: str | None, tool_call_id: str | None) -> str | None:
-    """A paused call's key in the store: its tool-call id within its conversation (as is, if short and plain).
-
-    The model's id may be anything (10 MB, NUL, lone surrogates): such a key is a hash of it.
-    Scoped by the conversation, so a provider that reuses ids (`call_0`) across conversations,
-    or a model that copies another conversation's, does not find that conversation's approval.
-    """
-    if not tool_call_id:
-        return None
-    key = f"{conversation}/{tool_call_id}" if conversation else tool_call_id
-    if len(key) <= 120 and key.isprintable():  # (neither control, format nor surrogate characters)
-        return key
-    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    """A paused call's key in the store: its tool-call id within its conversation (`paused_call_key`)."""
+    return paused_call_key(tool_call_id, conversation)
 
 
 def _conversation(messages: Sequence[ModelMessage]) -> str | None:
