@@ -234,3 +234,22 @@ from clearance.integrations import agents
 print(sorted(integrations._installed & {"langchain", "agents"}))
 """
     assert _run(code, tmp_path).splitlines() == ["['agents', 'langchain']"]
+
+
+def test_a_framework_version_the_integration_cannot_import_fails_loudly(tmp_path: Path) -> None:
+    """An older Pydantic AI lacks names the integration imports: importing it says so, never runs ungoverned."""
+    stub = tmp_path / "pydantic_ai"  # (the process runs in tmp_path: this stands in for pydantic_ai 2.60)
+    stub.mkdir()
+    (stub / "__init__.py").write_text('__version__ = "2.60.0"\n\nclass Agent:\n    pass\n')
+    code = """
+import clearance
+clearance.configure()
+try:
+    import pydantic_ai
+except clearance.ConfigurationError as exc:
+    print("refused:", exc)
+else:
+    print("imported ungoverned")
+"""
+    out = _run(code, tmp_path)
+    assert out.startswith("refused: Clearance cannot govern this version of pydantic_ai"), out

@@ -4,6 +4,12 @@
 imports this module): each framework already imported is governed at once, and any other the
 moment the application imports it — so `configure()` imports no framework itself, and tools
 made before or after it are governed alike.
+
+An integration that cannot be imported because a companion package is missing (LangGraph
+beside `langchain_core`) logs a warning and governs nothing there. One that cannot be imported
+because the framework itself lacks what it uses (an older or newer version than Clearance was
+tested with) raises `ConfigurationError`, like a failed version check: that framework's calls
+would otherwise run ungoverned.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 from collections.abc import Callable
 
 from .._guard._runtime import after_configure
+from ..errors import ConfigurationError
 from ._imports import when_imported
 
 # (the top-level module the application imports, the module here that governs its framework)
@@ -33,14 +40,30 @@ _installed: set[str] = set()
 log = logging.getLogger("clearance")
 
 
-def _installer(module: str) -> Callable[[], None]:
+def _missing(exc: ImportError) -> str | None:
+    """The module an import failed on (the integration re-raises with its extra's name: its cause's)."""
+    found: BaseException | None = exc
+    while found is not None:
+        if isinstance(found, ImportError) and found.name:
+            return found.name
+        found = found.__cause__
+    return None
+
+
+def _installer(top: str, module: str) -> Callable[[], None]:
     def install() -> None:
         if module in _installed:
             return
         try:
             integration = importlib.import_module(f"{__name__}.{module}")
-        except ImportError as exc:  # a companion package is missing: say so, break nothing
-            log.warning("Clearance does not govern %s here: %s", module, exc)
+        except ImportError as exc:
+            missing = _missing(exc)
+            if missing is not None and (missing == top or missing.startswith(f"{top}.")):
+                raise ConfigurationError(
+                    f"Clearance cannot govern this version of {top}: {missing} lacks what it uses"
+                    f" ({exc.__cause__ or exc})"
+                ) from exc
+            log.warning("Clearance does not govern %s here: %s", module, exc)  # a companion package is missing
             return
         if not hasattr(integration, "install"):
             # The application imported the integration module itself, which imported its framework
@@ -56,8 +79,8 @@ def install_all() -> None:
     """Install Clearance into every framework: now if imported, else when first imported."""
     for top, module in FRAMEWORKS:
         if module not in _installed:
-            when_imported(top, _installer(module))
-            when_imported(f"{__name__}.{module}", _installer(module))
+            when_imported(top, _installer(top, module))
+            when_imported(f"{__name__}.{module}", _installer(top, module))
 
 
 after_configure(install_all)

@@ -26,7 +26,6 @@ try:
     from crewai.events import crewai_event_bus
     from crewai.events.types.llm_events import LLMCallCompletedEvent
     from crewai.hooks import register_after_tool_call_hook, register_before_tool_call_hook
-    from crewai.llms.base_llm import _current_call_id
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the CrewAI integration needs its extra: pip install "clearance[crewai]"') from exc
 
@@ -88,7 +87,13 @@ def _in_crewai_llm_call() -> str | None:
     its native OpenAI and Anthropic providers and LiteLLM alike; the raw client capture under
     them then stands aside — one `llm.call` per request.
     """
-    return "crewai" if _current_call_id.get() is not None else None
+    return "crewai" if _current_call_id is not None and _current_call_id.get() is not None else None
+
+
+try:  # private: a CrewAI without it loses only this de-duplication, never its tool hooks
+    from crewai.llms.base_llm import _current_call_id
+except ImportError:  # pragma: no cover - CrewAI versions before 1.15
+    _current_call_id = None
 
 
 def _record_usage(source: Any, event: LLMCallCompletedEvent) -> None:
