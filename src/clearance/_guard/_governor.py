@@ -104,28 +104,31 @@ class Governor(Backend):
             waiter = Waiter()
             return waiter.address
 
+        # The queued outcomes share this commit (`OutcomeBuffer.draining`, inline: the hot path).
+        outcomes = self._outcomes
+        queued = outcomes.take()
         try:
-            with self._outcomes.draining() as queued:
-                call = record_call(
-                    self.db,
-                    self._policy,
-                    agent=self.agent,
-                    environment=self.environment,
-                    tool=tool,
-                    args=args,
-                    session=session or self.default_session,
-                    prepend=queued,
-                    # nobody here waits for a webhook, nor for a framework's own pause
-                    waiter=listen if mode in ("wait", "async") else None,
-                    requested_by=get_user(),
-                    mode=mode,
-                    webhook_url=webhook_url,
-                    call_key=call_key,
-                    shadow=self._shadow,
-                    trace=trace,
-                    refusal=refusal,
-                )
+            call = record_call(
+                self.db,
+                self._policy,
+                agent=self.agent,
+                environment=self.environment,
+                tool=tool,
+                args=args,
+                session=session or self.default_session,
+                prepend=queued,
+                # nobody here waits for a webhook, nor for a framework's own pause
+                waiter=listen if mode in ("wait", "async") else None,
+                requested_by=get_user(),
+                mode=mode,
+                webhook_url=webhook_url,
+                call_key=call_key,
+                shadow=self._shadow,
+                trace=trace,
+                refusal=refusal,
+            )
         except BaseException:
+            outcomes.put_back(queued)
             if waiter is not None:
                 waiter.close()
             raise

@@ -57,10 +57,17 @@ class OutcomeBuffer:
         with contextlib.suppress(ClearanceError):
             self.flush()
 
-    def _take(self) -> list[Event]:
+    def take(self) -> list[Event]:
+        """The queued outcomes, to append in the caller's transaction (`put_back` them if it fails)."""
         with self._cond:
             taken, self._pending = self._pending, []
         return taken
+
+    _take = take
+
+    def put_back(self, taken: list[Event]) -> None:
+        """Queue outcomes taken for a transaction that failed again, ahead of any added since."""
+        self._put_back(taken)
 
     def _put_back(self, taken: list[Event]) -> None:
         with self._cond:

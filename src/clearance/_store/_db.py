@@ -31,6 +31,13 @@ HEAD = "0014"
 _MIGRATING = threading.Lock()  # the newest migration; a test checks it against the chain
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _BUSY = ("database is locked", "database is busy", "database table is locked")
+# WAL checkpoints (copying committed pages back into the database file, with an fsync) run on a
+# background thread of their own connection, every CHECKPOINT_EVERY commits of this connection
+# (about ten WAL pages each), not on the thread that commits a call before its tool runs. Should
+# that thread be gone or fall behind, the committing connection still checkpoints by itself once
+# the WAL reaches BACKSTOP_PAGES (SQLite's default is 1,000), so the WAL stays bounded.
+CHECKPOINT_EVERY = 64
+BACKSTOP_PAGES = 8000
 
 
 # The post-commit hook: who to wake when a transaction that appended events commits, by store
@@ -102,6 +109,8 @@ class Database:
         self.chain_tip: str | None = None
         self._writing = 0  # write transactions open on this connection (a read inside one joins it)
         self.appended = False  # whether the open write transaction appended events (set by events.append)
+        self._commits = 0  # SQLite commits since the checkpointer was last woken
+        self._checkpointer: _Checkpointer | None = None
         try:
             self._open()
         except StoreError:
@@ -146,6 +155,7 @@ class Database:
         self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
         if self._version() != HEAD:
             self._engine = create_engine(self.url, connect_args={"timeout": self.busy_timeout})
             _begin_immediate(self._engine)
@@ -245,15 +255,24 @@ class Database:
             self.appended = False
             self._writing += 1
             try:
-                with (
-                    self._conn.driver_connection.pipeline() if pipelined and self.dialect != "sqlite" else nullcontext()
-                ):
-                    if self.dialect == "sqlite":
+                if self.dialect == "sqlite":
+                    try:
+                        cur.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as exc:
+                        if not _is_busy(exc):
+                            raise
                         self._retry_busy(lambda: cur.execute("BEGIN IMMEDIATE"))
-                    else:
-                        cur.execute("SELECT pg_advisory_xact_lock(7226062)")
                     yield cur
-                    self._conn.commit() if self.dialect != "sqlite" else cur.execute("COMMIT")
+                    cur.execute("COMMIT")
+                    self._commits += 1
+                    if self._commits >= CHECKPOINT_EVERY:
+                        self._commits = 0
+                        self._checkpoint_soon()
+                else:
+                    with self._conn.driver_connection.pipeline() if pipelined else nullcontext():
+                        cur.execute("SELECT pg_advisory_xact_lock(7226062)")
+                        yield cur
+                        self._conn.commit()
             except BaseException as exc:
                 self._rollback()
                 if _is_busy(exc):
@@ -312,9 +331,27 @@ class Database:
         except Exception:  # the original error matters more than a failed rollback
             pass
 
+    def _checkpoint_soon(self) -> None:
+        """Wake the background checkpointer (started on first use, again if its thread is gone)."""
+        assert self.path is not None
+        try:
+            checkpointer = self._checkpointer
+            if checkpointer is None or not checkpointer.alive():
+                checkpointer = self._checkpointer = _Checkpointer(self.path)
+            checkpointer.wake()
+        except RuntimeError:  # no thread to be had: this connection checkpoints by itself (backstop)
+            pass
+
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection (idempotent).
+
+        The checkpointer's connection closes first, so this one, the last, checkpoints the WAL
+        into the database file as SQLite does when its last connection closes.
+        """
         with self.lock:
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+                self._checkpointer = None
             if self._conn is not None:
                 try:
                     self._conn.close()
@@ -323,6 +360,50 @@ class Database:
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine = None
+
+
+class _Checkpointer:
+    """A thread with its own connection running PASSIVE WAL checkpoints when woken.
+
+    A PASSIVE checkpoint takes no lock writers wait for: it copies what no reader still needs
+    and stops there. It never loses a commit: a committed transaction is in the WAL, and a crash
+    (of either thread, or kill -9) leaves the WAL for the next opening to recover, as before.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="clearance-checkpoint", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wake(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wanted.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, timeout=0, isolation_level=None)
+        except sqlite3.Error:
+            return  # the committing connection's own checkpoints (BACKSTOP_PAGES) remain
+        try:
+            while True:
+                self._wanted.wait()
+                self._wanted.clear()
+                if self._stopping:
+                    return
+                with contextlib.suppress(sqlite3.Error):  # busy or failed: the next wake tries again
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        finally:
+            conn.close()
 
 
 def _begin_immediate(engine: Engine) -> None:
