@@ -127,6 +127,12 @@ async def client_of(target: Any) -> AsyncIterator[Client]:
         yield client
 
 
+async def ungoverned(client: Client, name: str, args: dict[str, Any]) -> Any:
+    """`client.call_tool`, not governed by this process's own hook (earlier tests install it): the proxy governs."""
+    RUNNING.set(name)
+    return await client.call_tool(name, args)
+
+
 async def refund(client: Client, order: str, made: list[str] | None = None) -> Any:
     if made is not None:
         made.append(order)
@@ -222,7 +228,7 @@ def test_calls_to_unknown_tools_are_refused_and_recorded(tmp_path: Path, proxy_e
 
     async def main(target: Any) -> list[Any]:
         async with client_of(target) as client:
-            return [await client.call_tool(name, {"note": "\u202ehi\x00"}) for name in HOSTILE]
+            return [await ungoverned(client, name, {"note": "\u202ehi\x00"}) for name in HOSTILE]
 
     with rig.running() as target:
         results = asyncio.run(main(target))
@@ -249,7 +255,7 @@ def test_stdio_upstreams_get_a_safe_environment_and_what_env_passes(tmp_path: Pa
     async def main() -> dict[str, str]:
         async with client_of(StdioServerParameters(command=argv[0], args=argv[1:], env=env)) as client:
             names = ["PATH", "PASS_ME", "SET_ME", "AWS_SECRET_ACCESS_KEY", "CLEARANCE_DATABASE_URL", "CLEARANCE_POLICY"]
-            return {n: text(await client.call_tool("environment", {"name": n})) for n in names}
+            return {n: text(await ungoverned(client, "environment", {"name": n})) for n in names}
 
     seen = asyncio.run(main())
     assert seen["PATH"] == os.environ["PATH"]
@@ -284,7 +290,7 @@ def test_the_mcp2_example_upstream_runs_behind_the_proxy(proxy_env: dict[str, st
     async def main() -> tuple[list[str], Any]:
         async with client_of(StdioServerParameters(command=argv[0], args=argv[1:], env=proxy_env)) as client:
             names = sorted(t.name for t in (await client.list_tools()).tools)
-            return names, await client.call_tool("lookup_order", {"order_id": "A-7"})
+            return names, await ungoverned(client, "lookup_order", {"order_id": "A-7"})
 
     names, result = asyncio.run(main())
     assert names == ["issue_refund", "lookup_order"]

@@ -95,20 +95,22 @@ def _loop_options() -> dict[str, bool]:
 
 
 async def _stdio(proxy: Proxy) -> None:
-    from mcp.server.stdio import stdio_server
+    from ..integrations._mcp_stdio import serve_stdio
 
-    from ..integrations._mcp_stdio import stdio_streams
-
-    async with proxy.connected(), stdio_streams() as streams:
-        server = proxy.server()
-        async with stdio_server(*(streams or ())) as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+    async with proxy.connected():
+        await serve_stdio(proxy)
 
 
 async def _http(proxy: Proxy, host: str, port: int) -> None:
-    import uvicorn
+    import signal
 
-    async with proxy.connected():
-        app = proxy.server().streamable_http_app(host=host)
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-        await uvicorn.Server(config).serve()
+    import anyio
+
+    from ..integrations._mcp_http import App, serve
+
+    async with proxy.connected(), anyio.create_task_group() as tasks:
+        tasks.start_soon(serve, App(proxy, host), host, port)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:  # stopped: the upstreams it started are stopped too
+                tasks.cancel_scope.cancel()
+                break

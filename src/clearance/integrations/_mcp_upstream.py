@@ -10,28 +10,24 @@ answered with a tool error that names the upstream, and its tools stay listed as
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Generic, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp import Client, StdioServerParameters
-from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
+from mcp import StdioServerParameters
 
 from ..errors import ConfigurationError
+from ._mcp_conn import Conn, HttpConn, Lost, StdioConn
+from ._mcp_wire import RpcError, text_result
 
 log = logging.getLogger("clearance.mcp")
 
 Target = StdioServerParameters | str
-T = TypeVar("T")
 
 # What a stdio upstream inherits from the proxy's environment unless told otherwise (`--env`):
 # where programs and home are, locale and time zone, temp dir — never the proxy's credentials.
@@ -105,53 +101,6 @@ def upstream_target(spec: str, env: Mapping[str, str] | None = None) -> Target:
     return StdioServerParameters(command=command, args=args, env=dict(upstream_env() if env is None else env))
 
 
-class Lost(Exception):
-    """The connection to an upstream ended."""
-
-
-class _Watched(Generic[T]):
-    """A transport's read stream that says when it ends (the server's output closed, or failed)."""
-
-    def __init__(self, stream: Any, lost: anyio.Event) -> None:
-        self.stream = stream
-        self.lost = lost
-
-    async def receive(self) -> T:
-        try:
-            item: T = await self.stream.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self.lost.set()
-            raise
-        return item
-
-    def __aiter__(self) -> _Watched[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        try:
-            return await self.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        await self.stream.aclose()
-
-    async def __aenter__(self) -> _Watched[T]:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-
-@contextlib.asynccontextmanager
-async def _watched(target: Target, lost: anyio.Event) -> AsyncIterator[tuple[Any, Any]]:
-    transport = stdio_client(target) if isinstance(target, StdioServerParameters) else streamable_http_client(target)
-    async with transport as (read, write):
-        yield _Watched(read, lost), write
-
-
 def describe(exc: BaseException) -> str:
     """One line on why a connection failed (the first leaf of an exception group)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -171,17 +120,22 @@ class Upstream:
     def __init__(self, name: str, target: Target) -> None:
         self.name = name
         self.target = target
-        self.client: Client | None = None
-        self.tools: list[types.Tool] = []  # as last listed: kept while it is down
+        self.conn: Conn | None = None
+        self.tools: list[dict[str, Any]] = []  # as last listed: kept while it is down
         self.why = "not connected yet"
         self.tried = anyio.Event()  # set once the first attempt to connect has succeeded or failed
-        self._lost = anyio.Event()
-        self._calls: set[anyio.CancelScope] = set()
 
     @property
     def kind(self) -> str:
         """`stdio` or `HTTP`."""
         return "stdio" if isinstance(self.target, StdioServerParameters) else "HTTP"
+
+    async def _open(self) -> Conn:
+        target = self.target
+        if isinstance(target, StdioServerParameters):
+            env = dict(upstream_env() if target.env is None else target.env)
+            return await StdioConn.open(target.command, list(target.args), env, target.cwd)
+        return await HttpConn.open(target)
 
     async def run(self) -> None:
         """Connect, and connect again whenever the connection is lost, until cancelled."""
@@ -189,12 +143,17 @@ class Upstream:
         while True:
             connected_at = None
             try:
-                async with Client(_watched(self.target, self._lost)) as client:
-                    listed = await client.list_tools()
+                conn = await self._open()
+                try:
+                    with anyio.fail_after(60):
+                        await conn.handshake()
+                        tools = await conn.list_tools()
                     connected_at = time.monotonic()
-                    self._up(client, listed.tools)
-                    await self._lost.wait()
-                    raise Lost("the connection closed")
+                    self._up(conn, tools)
+                    await conn.lost.wait()
+                    raise Lost(conn.why)
+                finally:
+                    await conn.close()
             except Exception as exc:  # whatever ended it, the proxy outlives it
                 self._down(exc)
             steady = connected_at is not None and time.monotonic() - connected_at >= STEADY
@@ -204,20 +163,23 @@ class Upstream:
                 log.warning("MCP upstream %r: reconnecting in %.2fs (attempt %d)", self.name, wait, failures)
                 await anyio.sleep(wait)
 
-    def _up(self, client: Client, tools: list[types.Tool]) -> None:
-        self.client, self.tools = client, list(tools)
+    def _up(self, conn: Conn, tools: list[dict[str, Any]]) -> None:
+        self.conn, self.tools = conn, tools
         self.tried.set()
         log.info("MCP upstream %r: connected (%s), %d tools", self.name, self.kind, len(tools))
 
     def _down(self, exc: BaseException) -> None:
-        was_up = self.client is not None
-        self.client, self.why = None, describe(exc)
+        was_up = self.conn is not None
+        self.conn, self.why = None, describe(exc)
         self.tried.set()
-        self._lost = anyio.Event()
-        for scope in self._calls:  # calls in flight on the lost connection end now
-            scope.cancel()
         if was_up:
             log.warning("MCP upstream %r (%s) is down: %s", self.name, self.kind, self.why)
+
+    def _lost(self, conn: Conn, why: str) -> None:
+        """A call found `conn` gone: calls from now on are told it is down, before `run` notices."""
+        conn.end(why)
+        if self.conn is conn:
+            self.conn, self.why = None, why
 
     def down_text(self) -> str:
         """What a call to one of its tools is told while it is down."""
@@ -226,45 +188,36 @@ class Upstream:
             " The proxy is reconnecting to it: try again shortly."
         )
 
-    async def refresh(self) -> list[types.Tool]:
+    async def refresh(self) -> list[dict[str, Any]]:
         """Its tools, listed again when it is up (as last listed otherwise)."""
-        client, lost = self.client, self._lost
-        if client is not None:
+        conn = self.conn
+        if conn is not None:
             try:
-                self.tools = list((await client.list_tools()).tools)
-            except Exception as exc:
-                _failed(exc, lost)
+                self.tools = await conn.list_tools()
+            except Lost as exc:
+                self._lost(conn, str(exc))
+            except RpcError as exc:
+                log.warning("MCP upstream %r: tools/list failed: %s", self.name, exc.message[:300])
         return self.tools
 
-    async def call(self, tool: str, args: dict[str, Any] | None) -> types.CallToolResult:
-        """Call `tool`; a tool error naming this upstream when it is down or goes down meanwhile."""
-        client, lost = self.client, self._lost
-        if client is None:
-            return error_result(self.down_text())
-        with anyio.CancelScope() as scope:  # cancelled by `_down` when the connection is lost
-            self._calls.add(scope)
-            try:
-                return await client.call_tool(tool, args)
-            except Exception as exc:
-                if not _failed(exc, lost):
-                    raise
-                why = describe(exc)
-            finally:
-                self._calls.discard(scope)
-        if scope.cancelled_caught:
-            why = self.why
-        return error_result(
+    async def call(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Call `tool` (its result); a tool error naming this upstream when it is down or goes down meanwhile.
+
+        Raises:
+            RpcError: The upstream answered the call with a JSON-RPC error.
+        """
+        conn = self.conn
+        if conn is None:
+            return text_result(self.down_text())
+        try:
+            return await conn.request("tools/call", {"name": tool, "arguments": args})
+        except Lost as exc:
+            why = str(exc)
+            self._lost(conn, why)
+        return text_result(
             f"The MCP server {self.name!r} behind this proxy went away during the call ({why}):"
             " it may or may not have run. The proxy is reconnecting to it."
         )
-
-
-def _failed(exc: BaseException, lost: anyio.Event) -> bool:
-    """Whether `exc` says the connection is gone; if so, `lost` (that connection's) is set: `run` connects again."""
-    if isinstance(exc, MCPError) and exc.code != types.CONNECTION_CLOSED:
-        return False  # the server answered: an error of the call, not of the connection
-    lost.set()
-    return True
 
 
 def error_result(text: str) -> types.CallToolResult:

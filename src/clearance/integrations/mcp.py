@@ -21,9 +21,7 @@ from typing import Any
 import anyio
 
 try:
-    import mcp_types as types
     from mcp import ClientSession
-    from mcp.server.lowlevel import Server
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError('the MCP integration needs its extra: pip install "clearance[mcp]"') from exc
 
@@ -36,7 +34,19 @@ from .._guard._tickets import Approved, Ticket
 from .._notify import FALLBACK_SECONDS
 from ..errors import ApprovalError, ApprovalPending, ConfigurationError, ToolCallBlocked
 from ._common import OnBlock, begin, blocked, refusal_text
+from ._mcp_conn import HANDSHAKE_VERSIONS
 from ._mcp_upstream import Target, Upstream, error_result, upstream_target
+from ._mcp_wire import (
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    RpcError,
+    answer,
+    error,
+    is_id,
+    result_text,
+    text_result,
+)
 from ._patching import check_version, wrap_method
 
 __all__ = ["Proxy", "error_result", "governed_call", "install", "upstream_target"]
@@ -117,6 +127,16 @@ def install() -> None:
 # -- the proxy ------------------------------------------------------------------------------------
 
 
+class _RawRecording(Recording):
+    """A `CallToolResult` as JSON: `isError` counts as a failed call."""
+
+    def outcome(self, result: Any) -> tuple[BaseException | None, Any]:
+        text = result_text(result)
+        if isinstance(result, dict) and result.get("isError") is True:
+            return RuntimeError(text[:2000]), None
+        return None, text
+
+
 class Proxy:
     """Lists the tools of its upstream servers and governs every call to them.
 
@@ -124,6 +144,10 @@ class Proxy:
     `<upstream>__<tool>`, and policy names the tools that way. An upstream that goes down is
     reconnected (a stdio one restarted) by `connected`; meanwhile its tools stay listed as last
     seen, and a call to one is decided and recorded, then answered with a tool error naming it.
+
+    Messages are relayed as JSON-RPC (`handle`), past the MCP SDK's session layers: each is
+    parsed once, a `tools/call` is decided on the arguments parsed, and what is forwarded is
+    written from those arguments (as an approver edited them).
 
     Args:
         upstreams: Upstream name → target (`upstream_target`).
@@ -155,7 +179,52 @@ class Proxy:
     def _exposed(self, upstream: str, tool: str) -> str:
         return tool if len(self.upstreams) == 1 else f"{upstream}__{tool}"
 
-    async def list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
+    async def handle(self, message: Any) -> dict[str, Any] | None:
+        """The answer to one JSON-RPC message from the client (None for a notification or a response)."""
+        if not isinstance(message, dict):
+            return error(None, RpcError(INVALID_REQUEST, "Invalid Request: not a JSON-RPC object"))
+        request_id = message.get("id")
+        if "method" not in message:
+            return None  # a response: the proxy asks its clients nothing
+        method = message["method"]
+        if (
+            message.get("jsonrpc") != "2.0"
+            or not isinstance(method, str)
+            or ("id" in message and not is_id(request_id))
+        ):
+            return error(request_id if is_id(request_id) else None, RpcError(INVALID_REQUEST, "Invalid Request"))
+        if "id" not in message:
+            return None  # notifications: initialized, cancelled (the transports act on that one), …
+        params = message.get("params")
+        try:
+            if params is not None and not isinstance(params, dict):
+                raise RpcError(INVALID_PARAMS, "Invalid params: not an object")
+            params = params or {}
+            if method == "tools/call":
+                result = await self.call_tool(params)
+            elif method == "tools/list":
+                result = await self.list_tools()
+            elif method == "initialize":
+                result = self.initialize(params)
+            elif method == "ping":
+                result = {}
+            else:
+                raise RpcError(METHOD_NOT_FOUND, "Method not found")
+        except RpcError as exc:
+            return error(request_id, exc)
+        return answer(request_id, result)
+
+    def initialize(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The handshake: the client's protocol version when the proxy speaks it, else the latest."""
+        asked = params.get("protocolVersion")
+        version = asked if asked in HANDSHAKE_VERSIONS else HANDSHAKE_VERSIONS[-1]
+        return {
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": False}},
+            "serverInfo": {"name": "clearance-mcp-proxy", "version": _version()},
+        }
+
+    async def list_tools(self) -> dict[str, Any]:
         """Every upstream's tools, under their exposed names (a down upstream's as last listed)."""
         with anyio.move_on_after(self.first_wait):  # the first list waits for upstreams still starting
             for upstream in self.upstreams.values():
@@ -163,47 +232,54 @@ class Proxy:
         tools, routes = [], {}
         for upstream in self.upstreams.values():
             for tool in await upstream.refresh():
-                exposed = self._exposed(upstream.name, tool.name)
-                routes[exposed] = (upstream, tool.name)
-                tools.append(tool.model_copy(update={"name": exposed}))
+                exposed = self._exposed(upstream.name, tool["name"])
+                routes[exposed] = (upstream, tool["name"])
+                tools.append({**tool, "name": exposed})
         self.routes = routes
-        return types.ListToolsResult(tools=tools)
+        return {"tools": tools}
 
-    async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        """Decide the call; forward it when allowed or approved; answer a refusal as a tool error."""
-        if params.name not in self.routes:
-            await self.list_tools(ctx, None)
-        args = dict(params.arguments or {})
-        route = self.routes.get(params.name)
+    async def call_tool(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Decide the call; forward it when allowed or approved; answer a refusal as a tool error.
+
+        Raises:
+            RpcError: The call is malformed, or the upstream answered it with a JSON-RPC error.
+        """
+        name, arguments = params.get("name"), params.get("arguments")
+        if not isinstance(name, str):
+            raise RpcError(INVALID_PARAMS, "Invalid params: the tool's name must be a string")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise RpcError(INVALID_PARAMS, "Invalid params: the arguments must be an object")
+        args: dict[str, Any] = arguments or {}
+        if name not in self.routes:
+            await self.list_tools()
+        route = self.routes.get(name)
         if route is None:
-            return self._unknown(params.name, args)
+            return self._unknown(name, args)
         upstream, tool = route
-
-        async def send(run_args: dict[str, Any] | None) -> types.CallToolResult:
-            return await upstream.call(tool, run_args)
-
         try:
-            governor, ticket = self._retried(params.name, args) or begin(params.name, args)
+            governor, ticket = self._retried(name, args) or begin(name, args)
             approved = None
             if ticket.approval_id is not None:
-                decided = await self._wait(governor, ticket, params.name)
+                decided = await self._wait(governor, ticket, name)
                 if decided is None:
-                    return error_result(
+                    return text_result(
                         f"Waiting for approval {ticket.approval_id}: {ticket.decision.reason}. Nothing ran yet."
                         " Call this tool again with the same arguments once a person has approved it."
                     )
                 ticket, approved = decided
         except (ToolCallBlocked, ApprovalError) as exc:
-            return error_result(refusal_text(exc))
-        return await _send(governor, ticket, approved, args, send, upstream_name=tool)  # type: ignore[no-any-return]
+            return text_result(refusal_text(exc))
+        run_args = approved.args if approved is not None and approved.args is not None else args
+        with _RawRecording(governor, ticket, approved, running=tool) as recording:
+            return recording.done(await upstream.call(tool, run_args))  # type: ignore[no-any-return]
 
-    def _unknown(self, name: str, args: dict[str, Any]) -> types.CallToolResult:
+    def _unknown(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Refuse a call to a tool no upstream lists, and record the refusal."""
         shown = ascii(name[:80]) + ("…" if len(name) > 80 else "")
         why = f"no MCP server behind this proxy has a tool called {shown}"
         governor = _runtime.current()
         ticket = governor.begin(name, args, get_session(), refusal=why)
-        return error_result(refusal_text(blocked(ticket)))
+        return text_result(refusal_text(blocked(ticket)))
 
     def _retried(self, tool: str, args: dict[str, Any]) -> tuple[Any, Ticket] | None:
         """The pending call a retry with the same tool and arguments asks about again."""
@@ -243,10 +319,11 @@ class Proxy:
                 ticket.waiter.close()
                 ticket.waiter = None
 
-    def server(self) -> Server[Any]:
-        """The MCP server the proxy serves (stdio or streamable HTTP)."""
-        return Server(
-            "clearance-mcp-proxy",
-            on_list_tools=self.list_tools,
-            on_call_tool=self.call_tool,
-        )
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("clearance")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source tree
+        return "0"

@@ -1,0 +1,233 @@
+"""`clearance mcp-proxy` on the wire: raw JSON-RPC, hostile or malformed, over stdio and streamable HTTP.
+
+The proxy relays messages past the MCP SDK's session layers, so what it parses is what it
+decides on and what it forwards: these tests write bytes to a real proxy process (in front of a
+real upstream) and read what it answers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("mcp")
+
+from clearance._store import EventFilter  # noqa: E402
+from clearance._store._events import query  # noqa: E402
+
+from ..server.conftest import _free_port  # noqa: E402
+from . import test_mcp  # noqa: E402
+from .test_mcp import UPSTREAM, _wait_for_port, db_of  # noqa: E402
+
+proxy_env = test_mcp.proxy_env  # the fixture: configured by environment, on tmp_path's store
+
+PROXY = [sys.executable, "-m", "clearance.cli", "mcp-proxy"]
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
+
+
+class Raw:
+    """A proxy process spoken to line by line over its stdin and stdout."""
+
+    def __init__(self, ledger: Path, env: dict[str, str]) -> None:
+        argv = [*PROXY, "--upstream", f"refunds={sys.executable} {UPSTREAM} {ledger}"]
+        self.process = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def send(self, line: bytes) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + b"\n")
+        self.process.stdin.flush()
+
+    def receive(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, "the proxy closed its output"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ask(self, message: Any) -> dict[str, Any]:
+        self.send(json.dumps(message).encode())
+        return self.receive()
+
+    def close(self) -> int:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        return self.process.wait(30)
+
+
+@pytest.fixture
+def raw(tmp_path: Path, proxy_env: dict[str, str]) -> Iterator[tuple[Raw, Path]]:
+    ledger = tmp_path / "ledger.txt"
+    ledger.touch()
+    proxy = Raw(ledger, proxy_env)
+    try:
+        answer = proxy.ask(INIT)
+        assert answer["result"]["protocolVersion"] == "2025-06-18"
+        proxy.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
+        yield proxy, ledger
+    finally:
+        if proxy.process.poll() is None:
+            proxy.process.kill()
+            proxy.process.wait(10)
+        for stream in (proxy.process.stdin, proxy.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def call(request_id: int, name: Any, arguments: Any) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
+
+
+def decided(env: dict[str, str]) -> list[dict[str, Any]]:
+    return [e.body for e in query(db_of(env), EventFilter(kind="tool_call.decided"))]
+
+
+def test_hostile_lines_are_answered_with_errors_and_the_proxy_reads_on(
+    raw: tuple[Raw, Path], proxy_env: dict[str, str]
+) -> None:
+    proxy, ledger = raw
+    deep = b"[" * 200_000 + b"]" * 200_000
+    cases: list[tuple[bytes, int]] = [
+        (b"{not json", -32700),
+        (b"\xff\xfe{}", -32700),  # not UTF-8
+        (deep, -32700),  # nested past what the parser takes
+        (b"[1, 2]", -32600),  # a batch: not a request
+        (b"42", -32600),
+        (b'{"jsonrpc":"2.0","id":{"x":1},"method":"tools/list"}', -32600),  # an id that is an object
+        (b'{"jsonrpc":"1.0","id":5,"method":"tools/list"}', -32600),
+        (b'{"jsonrpc":"2.0","id":6,"method":"tools/call","params":[1]}', -32602),
+        (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":7}}', -32602),
+        (b'{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"issue_refund","arguments":"x"}}', -32602),
+        (b'{"jsonrpc":"2.0","id":9,"method":"resources/list"}', -32601),
+    ]
+    for line, code in cases:
+        proxy.send(line)
+        answer = proxy.receive()
+        assert answer["error"]["code"] == code, (line[:80], answer)
+    # Names and arguments with NUL, lone surrogates, RTL overrides, deep nesting: decided and refused, readable.
+    nested: Any = "x"
+    for _ in range(500):
+        nested = {"a": nested}
+    hostile = [
+        ("bad\x00name", {"note": "\x00"}),
+        ("\ud800lone", {"note": "\udfff"}),
+        ("\u202eevil", {"note": "\u202e"}),
+        ("issue_refund", {"order_id": "A-\x00\ud800\u202e", "amount": 9000}),
+        ("issue_refund", {"order_id": "A-1", "amount": 9000, "deep": nested}),
+    ]
+    for i, (name, args) in enumerate(hostile):
+        answer = proxy.ask(call(100 + i, name, args))
+        assert answer["id"] == 100 + i and answer["result"]["isError"] is True, answer
+        assert "Blocked by policy" in answer["result"]["content"][0]["text"]
+    # Still serving: an allowed call runs.
+    answer = proxy.ask(call(200, "issue_refund", {"order_id": "A-9", "amount": 20}))
+    assert answer["result"].get("isError") is not True and ledger.read_text() == "A-9 20.0\n"
+    assert proxy.close() == 0
+    records = decided(proxy_env)
+    assert len(records) == len(hostile) + 1
+    for record in records[: len(hostile)]:
+        assert record["decision"] == "block"
+        assert not any(c in record["reason"] + record["tool"] for c in "\x00\u202e\ud800\udfff")
+
+
+def test_a_message_over_the_limit_is_refused_and_the_next_one_answered(raw: tuple[Raw, Path]) -> None:
+    proxy, _ = raw
+    from clearance.integrations._mcp_wire import MAX_MESSAGE
+
+    huge = call(1, "issue_refund", {"order_id": "x" * (MAX_MESSAGE + 1024), "amount": 20})
+    proxy.send(json.dumps(huge).encode())
+    answer = proxy.receive()
+    assert answer["error"]["code"] == -32600 and answer["id"] is None
+    answer = proxy.ask({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+    assert answer == {"jsonrpc": "2.0", "id": 2, "result": {}}
+
+
+@pytest.mark.parametrize(
+    ("body", "ran"),
+    [
+        # Duplicate keys: the proxy decides on what it parsed (the last value) and forwards that, re-written.
+        (b'{"order_id":"A-1","amount":9000,"amount":50}', "A-1 50.0\n"),
+        (b'{"order_id":"A-1","amount":50,"amount":9000}', ""),
+    ],
+    ids=["allowed-as-parsed", "blocked-as-parsed"],
+)
+def test_what_is_forwarded_is_what_was_decided(raw: tuple[Raw, Path], body: bytes, ran: str) -> None:
+    proxy, ledger = raw
+    proxy.send(
+        b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"issue_refund","arguments":' + body + b"}}"
+    )
+    answer = proxy.receive()
+    assert answer["id"] == 3
+    assert (answer["result"].get("isError") is True) == (ran == "")
+    assert ledger.read_text() == ran
+
+
+def test_cancelled_and_concurrent_requests_over_stdio(raw: tuple[Raw, Path]) -> None:
+    """Requests are answered as they finish, each under its own id, string ids too."""
+    proxy, ledger = raw
+    proxy.send(json.dumps(call("a", "issue_refund", {"order_id": "A-1", "amount": 20})).encode())
+    proxy.send(json.dumps({"jsonrpc": "2.0", "id": "b", "method": "tools/list"}).encode())
+    answers = {a["id"]: a for a in (proxy.receive(), proxy.receive())}
+    assert set(answers) == {"a", "b"}
+    assert [t["name"] for t in answers["b"]["result"]["tools"]] == ["issue_refund", "environment"]
+    assert ledger.read_text() == "A-1 20.0\n"
+
+
+@pytest.fixture
+def http_proxy(tmp_path: Path, proxy_env: dict[str, str]) -> Iterator[tuple[str, Path]]:
+    ledger = tmp_path / "ledger.txt"
+    ledger.touch()
+    port = _free_port()
+    argv = [*PROXY, "--upstream", f"refunds={sys.executable} {UPSTREAM} {ledger}", "--http", f"127.0.0.1:{port}"]
+    proxy = subprocess.Popen(argv, env=proxy_env)
+    try:
+        _wait_for_port(port)
+        yield f"http://127.0.0.1:{port}/mcp", ledger
+    finally:
+        proxy.terminate()
+        assert proxy.wait(15) is not None
+
+
+def test_hostile_requests_over_http(http_proxy: tuple[str, Path]) -> None:
+    url, ledger = http_proxy
+    json_type = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    with httpx.Client(timeout=30) as http:
+        opened = http.post(url, content=json.dumps(INIT), headers=json_type)
+        assert opened.status_code == 200 and opened.json()["result"]["serverInfo"]["name"] == "clearance-mcp-proxy"
+        session = {**json_type, "Mcp-Session-Id": opened.headers["mcp-session-id"]}
+        assert http.post(url, content=b"{not json", headers=session).json()["error"]["code"] == -32700
+        assert http.post(url, content=b"[" * 200_000, headers=session).json()["error"]["code"] == -32700
+        assert http.post(url, content=b"[]", headers=session).json()["error"]["code"] == -32600
+        no_session = http.post(url, content=json.dumps(call(1, "issue_refund", {})), headers=json_type)
+        assert no_session.status_code == 400
+        unknown = http.post(url, content=json.dumps(call(1, "x", {})), headers={**json_type, "Mcp-Session-Id": "nope"})
+        assert unknown.status_code == 404
+        rebinding = http.post(url, content=json.dumps(INIT), headers={**json_type, "Host": "evil.example"})
+        assert rebinding.status_code == 403
+        assert http.post(url, content=b"{}", headers={"Content-Type": "text/plain"}).status_code == 415
+        assert http.get(url.replace("/mcp", "/other")).status_code == 404
+        nul = http.post(url, content=json.dumps(call(2, "bad\x00name", {"n": "\ud800"})), headers=session)
+        assert nul.status_code == 200 and nul.json()["result"]["isError"] is True
+        dup = b'{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"issue_refund",'
+        dup += b'"arguments":{"order_id":"A-1","amount":9000,"amount":20}}}'
+        ok = http.post(url, content=dup, headers=session)
+        assert ok.status_code == 200 and ok.json()["result"].get("isError") is not True
+        assert http.delete(url, headers=session).status_code == 200
+        assert http.post(url, content=dup, headers=session).status_code == 404  # the session is over
+    assert ledger.read_text() == "A-1 20.0\n"
