@@ -147,7 +147,7 @@ async def stdio_streams() -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.S
         write_transport, protocol = await loop.connect_write_pipe(
             asyncio.streams.FlowControlMixin, os.fdopen(saved[1], "wb", buffering=0, closefd=False)
         )
-    except (OSError, ValueError):  # not pipes, sockets or character devices: the SDK's way
+    except (OSError, ValueError):  # not pipes, sockets or character devices: worker threads instead
         if read_transport is not None:
             read_transport.close()
         for fd in saved:
