@@ -7,6 +7,13 @@ own. "Between" calls, the cold run builds a dict of JUNK strings and serialises 
 what evicts the CPU caches a call would otherwise find warm. Prints figures; asserts nothing.
 
     .venv/bin/python bench/cold_call.py [--calls 1000] [--junk 20000]
+
+`--plain N` makes N calls with nothing timed or wrapped, for counting instructions, which load
+on the machine does not move: the difference of two runs is N2 - N1 calls'
+(`--separate-threads=yes` gives the calling thread its own file, `*-01`):
+
+    valgrind --tool=callgrind --separate-threads=yes .venv/bin/python bench/cold_call.py --plain 100
+    valgrind --tool=callgrind --separate-threads=yes .venv/bin/python bench/cold_call.py --plain 1100
 """
 
 from __future__ import annotations
@@ -103,11 +110,26 @@ def run(calls: int, between: Callable[[], Any]) -> dict[str, float]:
     return out
 
 
+def plain(calls: int) -> None:
+    """`calls` allowed calls after 50 unmeasured, nothing wrapped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "policy.yaml").write_text(POLICY)
+        clearance.configure(policy=str(Path(tmp, "policy.yaml")), database_url=str(Path(tmp, "b.db")), agent="bench")
+        for i in range(50 + calls):
+            governor, ticket = _common.begin("lookup", {"order_id": f"A-{i}"})
+            governor.finish(ticket, error=None, duration_s=0.001, result="ok")
+        clearance.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--junk", type=int, default=20000)
+    parser.add_argument("--plain", type=int, default=None, help="make this many calls, untimed (for callgrind)")
     a = parser.parse_args()
+    if a.plain is not None:
+        plain(a.plain)
+        return
     timed(_governor.Governor, "begin", "Governor.begin")
     timed(_record, "prepare", "  arguments checked, serialised, hashed")
     timed(_compile.Policy, "decide_rules", "  decided (CEL)")
