@@ -120,7 +120,7 @@ def install() -> None:
     """
     import importlib.metadata
 
-    check_version("mcp", importlib.metadata.version("mcp"), minimum=(1, 20), below=(3, 0))
+    check_version("mcp", importlib.metadata.version("mcp"), minimum=(2, 0), below=(3, 0))
     wrap_method(ClientSession, "call_tool", _governing_calls)
 
 
