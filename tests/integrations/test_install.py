@@ -253,3 +253,17 @@ else:
 """
     out = _run(code, tmp_path)
     assert out.startswith("refused: Clearance cannot govern this version of pydantic_ai"), out
+
+
+def test_an_integration_module_imported_without_its_framework_waits_for_it(tmp_path: Path) -> None:
+    """`clearance.integrations.openai` does not import `openai`: importing it alone installs nothing yet."""
+    code = """
+import sys, clearance
+from clearance import integrations
+clearance.configure()
+import clearance.integrations.openai
+print("openai" in sys.modules, "openai" in integrations._installed)
+import openai
+print("openai" in integrations._installed)
+"""
+    assert _run(code, tmp_path).splitlines() == ["False False", "True"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable
 
 from .._guard._runtime import after_configure
@@ -52,7 +53,7 @@ def _missing(exc: ImportError) -> str | None:
 
 def _installer(top: str, module: str) -> Callable[[], None]:
     def install() -> None:
-        if module in _installed:
+        if module in _installed or top not in sys.modules:  # (its framework's own hook installs it then)
             return
         try:
             integration = importlib.import_module(f"{__name__}.{module}")
