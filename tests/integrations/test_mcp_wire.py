@@ -8,8 +8,10 @@ real upstream) and read what it answers.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,4 +232,156 @@ def test_hostile_requests_over_http(http_proxy: tuple[str, Path]) -> None:
         assert ok.status_code == 200 and ok.json()["result"].get("isError") is not True
         assert http.delete(url, headers=session).status_code == 200
         assert http.post(url, content=dup, headers=session).status_code == 404  # the session is over
+    assert ledger.read_text() == "A-1 20.0\n"
+
+
+# -- the proxy's own HTTP/1.1, byte by byte, with either parser ---------------------------------
+
+NO_HTTPTOOLS = (
+    "import runpy, sys; sys.modules['httptools'] = None; runpy.run_module('clearance.cli', run_name='__main__')"
+)
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def raw_http(request: pytest.FixtureRequest, tmp_path: Path, proxy_env: dict[str, str]) -> Iterator[tuple[int, Path]]:
+    """A proxy serving HTTP on a port, parsing requests with httptools or (without it) h11."""
+    ledger = tmp_path / "ledger.txt"
+    ledger.touch()
+    port = _free_port()
+    python = [sys.executable, "-c", NO_HTTPTOOLS] if request.param == "h11" else PROXY[:-1]
+    argv = [*python, "mcp-proxy", "--upstream", f"refunds={sys.executable} {UPSTREAM} {ledger}"]
+    proxy = subprocess.Popen([*argv, "--http", f"127.0.0.1:{port}"], env=proxy_env)
+    try:
+        _wait_for_port(port)
+        yield port, ledger
+    finally:
+        proxy.terminate()
+        assert proxy.wait(15) is not None
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    return sock
+
+
+def _response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One response read off `sock`: status, headers, body (by its Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the proxy closed the connection: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the proxy closed the connection mid-body"
+        body += chunk
+    return int(status_line.split()[1]), headers, body
+
+
+def _closed(sock: socket.socket, within: float) -> bool:
+    """Whether the proxy closes `sock` within `within` seconds (anything it sends first is read)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def _post(body: bytes, *headers: str, host: str | None = "127.0.0.1") -> bytes:
+    lines = ["POST /mcp HTTP/1.1", *([f"Host: {host}"] if host is not None else [])]
+    lines += ["Content-Type: application/json", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _session(port: int) -> str:
+    with _connect(port) as sock:
+        sock.sendall(_post(json.dumps(INIT).encode()))
+        status, headers, _ = _response(sock)
+    assert status == 200
+    return headers["mcp-session-id"]
+
+
+def test_partial_requests_and_idle_connections_are_closed(raw_http: tuple[int, Path]) -> None:
+    """Slowloris: a request never finished, or none sent, holds its connection only for TIMEOUT."""
+    from clearance.integrations._mcp_http import TIMEOUT
+
+    port, _ = raw_http
+    partial, idle, answered = _connect(port), _connect(port), _connect(port)
+    with partial, idle, answered:
+        partial.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+        answered.sendall(_post(b'{"jsonrpc":"2.0","method":"notifications/initialized"}'))
+        assert _response(answered)[0] == 202  # then idle, kept alive
+        for sock in (partial, idle, answered):
+            assert _closed(sock, TIMEOUT + 20), "the proxy held a connection that sent no whole request"
+
+
+HOSTS = [
+    # (Host header lines, Origin, allowed)
+    (["Host: 127.0.0.1:{port}"], None, True),
+    (["Host: [::1]:{port}"], None, True),
+    (["Host: localhost"], "http://localhost:3000", True),
+    (["Host: localhost"], "http://[::1]", True),
+    (["Host: 127.0.0.1:80@evil.example"], None, False),
+    (["Host: localhost:evil.example"], None, False),
+    (["Host: localhost."], None, False),
+    (["Host: 127.0.0.1.nip.io"], None, False),
+    (["Host: ::1"], None, False),
+    (["Host: [::1]evil"], None, False),
+    (["Host: evil.example", "Host: 127.0.0.1"], None, False),  # two Hosts: no loopback Host
+    (["Host: 127.0.0.1", "Host: evil.example"], None, False),
+    ([], None, False),
+    (["Host: localhost"], "null", False),
+    (["Host: localhost"], "http://localhost.evil.example", False),
+    (["Host: localhost"], "http://127.0.0.1:80@evil.example", False),
+    (["Host: localhost"], "file://", False),
+    (["Host: LOCALHOST:{port}"], None, True),  # host names are case-insensitive
+]
+
+
+def test_only_loopback_hosts_and_origins_are_served(raw_http: tuple[int, Path]) -> None:
+    port, _ = raw_http
+    session = _session(port)
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    for hosts, origin, allowed in HOSTS:
+        lines = [h.format(port=port) for h in hosts] + ([f"Origin: {origin}"] if origin else [])
+        # HTTP/1.0 lets a request go without Host; the proxy still wants one.
+        request = _post(ping, *lines, f"Mcp-Session-Id: {session}", host=None)
+        if not hosts:
+            request = request.replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+        with _connect(port) as sock:
+            sock.sendall(request)
+            status, _, body = _response(sock)
+        assert (status == 200) == allowed, (hosts, origin, status, body)
+        if not allowed:
+            assert status in (400, 403), (hosts, origin, status)
+
+
+def test_content_length_beside_transfer_encoding_is_refused(raw_http: tuple[int, Path]) -> None:
+    """A request framed two ways is not read either way (request smuggling): 400, the connection closed."""
+    port, ledger = raw_http
+    session = _session(port)
+    body = json.dumps(call(1, "issue_refund", {"order_id": "A-1", "amount": 20})).encode()
+    head = _post(b"", f"Mcp-Session-Id: {session}", "Transfer-Encoding: chunked").replace(
+        b"Content-Length: 0", b"Content-Length: 3"
+    )
+    with _connect(port) as sock:
+        sock.sendall(head + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+        status, _, _ = _response(sock)
+        assert status == 400
+        assert _closed(sock, 10)
+    # and a well-framed call still runs
+    with _connect(port) as sock:
+        sock.sendall(_post(body, f"Mcp-Session-Id: {session}"))
+        status, _, answer = _response(sock)
+    assert status == 200 and json.loads(answer)["result"].get("isError") is not True
     assert ledger.read_text() == "A-1 20.0\n"

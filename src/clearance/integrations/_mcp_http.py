@@ -8,7 +8,11 @@ wake-up of the other side, and the costliest part of a relayed call.
 notification or a response is accepted with 202. `initialize` opens a session (its id in the
 `Mcp-Session-Id` header), which later requests must carry; `DELETE` ends it. `GET` holds an event
 stream open for the session (the proxy sends nothing on it). Served on a loopback address, a
-request must name a loopback `Host` (and `Origin`, when it has one): no DNS rebinding.
+request must name a loopback `Host` (and `Origin`, when it has one): no DNS rebinding. A header
+sent twice counts as its values joined (so two `Host` headers are no loopback `Host`).
+
+A connection that has not sent a whole request within `TIMEOUT` seconds of opening, or of its
+last answer, is closed: partial requests and idle keep-alive connections hold nothing for long.
 """
 
 from __future__ import annotations
@@ -119,6 +123,7 @@ async def serve(app: App, host: str, port: int) -> None:
 
 MOST_HEAD = 64 * 1024  # the longest request line and headers taken
 QUEUED = 16  # pipelined requests held before the connection stops being read
+TIMEOUT = 10.0  # seconds a connection has to send a whole request, from its opening or its last answer
 
 
 def _head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -140,18 +145,37 @@ class _Fast(asyncio.Protocol):
         self.queue: collections.deque[tuple[str, str, dict[str, str], bytes | None, bool]] = collections.deque()
         self.busy = False
         self.gone = asyncio.Event()
+        self.timer: asyncio.TimerHandle | None = None
         self._begin()
 
     def _begin(self) -> None:
         self.url, self.head_size, self.size = b"", 0, 0
         self.headers: dict[str, str] = {}
         self.body: list[bytes] | None = []
+        self.refused = False  # not from a loopback Host or Origin: its body is not kept
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone.set()
+        self._disarm()
+
+    def _arm(self) -> None:
+        """Close the connection unless a whole request arrives within TIMEOUT."""
+        self._disarm()
+        self.timer = asyncio.get_running_loop().call_later(TIMEOUT, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.transport is not None and not self.busy:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -186,17 +210,21 @@ class _Fast(asyncio.Protocol):
         self.head_size += len(name) + len(value)
         if self.head_size > MOST_HEAD:
             raise _TooLong
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        _add_header(self.headers, name.decode("latin-1").lower(), value.decode("latin-1"))
+
+    def on_headers_complete(self) -> None:
+        self.refused = self.app.loopback and not _loopback_request(self.headers)
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
         if self.size > MAX_MESSAGE:
             self.body = None
-        elif self.body is not None:
+        elif self.body is not None and not self.refused:
             self.body.append(body)
 
     def on_message_complete(self) -> None:
         assert self.transport is not None
+        self._disarm()
         method = self.parser.get_method().decode("ascii", "replace")
         body = b"".join(self.body) if self.body is not None else None
         self.queue.append((method, self.url.decode("latin-1"), self.headers, body, self.parser.should_keep_alive()))
@@ -229,6 +257,8 @@ class _Fast(asyncio.Protocol):
                 transport.close()
                 return
         self.busy = False
+        if not transport.is_closing():
+            self._arm()  # the next request (maybe partly read already) has TIMEOUT from now
 
 
 class _TooLong(Exception):
@@ -236,18 +266,24 @@ class _TooLong(Exception):
 
 
 async def _connection(app: App, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MOST_HEAD)
     try:
         while True:
-            request, body = await _request(conn, reader)
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    request, body = await _request(app, conn, reader)
+            except TimeoutError:
+                return
             if request is None:
                 return
+            names = {bytes(k) for k, _ in request.headers}
+            if b"transfer-encoding" in names and b"content-length" in names:
+                raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding")  # no smuggling
             if body is None:
                 reply = _json(413, error(None, RpcError(INVALID_REQUEST, "Invalid Request: too long")))
             else:
-                headers = {bytes(k).decode("latin-1"): bytes(v).decode("latin-1") for k, v in request.headers}
                 method, target = request.method.decode("ascii", "replace"), request.target.decode("latin-1")
-                reply = await app.respond(method, target, headers, body)
+                reply = await app.respond(method, target, _headers(request), body)
             status, extra, payload = reply
             if reply is STREAM:
                 writer.write(conn.send(h11.Response(status_code=status, headers=extra)) or b"")
@@ -276,21 +312,40 @@ async def _connection(app: App, reader: asyncio.StreamReader, writer: asyncio.St
         writer.close()
 
 
-async def _request(conn: h11.Connection, reader: asyncio.StreamReader) -> tuple[h11.Request | None, bytes | None]:
-    """The next request and its body (None when over MAX_MESSAGE); no request when the client is gone."""
+def _headers(request: h11.Request) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in request.headers:
+        _add_header(headers, bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
+    return headers
+
+
+def _add_header(headers: dict[str, str], name: str, value: str) -> None:
+    """A header sent twice is its values joined (RFC 9110): two `Host`s are no loopback `Host`."""
+    headers[name] = f"{headers[name]}, {value}" if name in headers else value
+
+
+async def _request(
+    app: App, conn: h11.Connection, reader: asyncio.StreamReader
+) -> tuple[h11.Request | None, bytes | None]:
+    """The next request and its body (None when over MAX_MESSAGE); no request when the client is gone.
+
+    The body of a request that will be refused (not from a loopback Host or Origin) is read, not kept.
+    """
     request: h11.Request | None = None
-    chunks, size = [], 0
+    chunks, size, keep = [], 0, True
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             conn.receive_data(await reader.read(262144))
         elif isinstance(event, h11.Request):
             request = event
+            keep = not app.loopback or _loopback_request(_headers(request))
         elif isinstance(event, h11.Data):
             size += len(event.data)
             if size > MAX_MESSAGE:
                 return request, None
-            chunks.append(bytes(event.data))
+            if keep:
+                chunks.append(bytes(event.data))
         elif isinstance(event, h11.EndOfMessage):
             return request, b"".join(chunks)
         else:  # ConnectionClosed, or PAUSED
@@ -298,15 +353,31 @@ async def _request(conn: h11.Connection, reader: asyncio.StreamReader) -> tuple[
 
 
 def _loopback_request(headers: dict[str, str]) -> bool:
-    host = headers.get("host", "")
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    if name not in LOOPBACK:
+    """Whether `Host` names a loopback address (with at most a port), and `Origin` too when sent."""
+    if not _loopback_authority(headers.get("host", "")):
         return False
     origin = headers.get("origin")
     if origin is None:
         return True
-    rest = origin.partition("://")[2]
-    return (rest.rsplit(":", 1)[0] if not rest.endswith("]") else rest) in LOOPBACK
+    scheme, sep, authority = origin.partition("://")
+    return bool(sep) and scheme.lower() in ("http", "https") and _loopback_authority(authority)
+
+
+def _loopback_authority(authority: str) -> bool:
+    """`localhost`, `127.0.0.1`, `[::1]`, each with an optional port of digits: nothing else."""
+    if authority.startswith("["):
+        name, _, port = authority.partition("]")
+        name += "]"
+        if port and not port.startswith(":"):
+            return False
+        port = port[1:]
+        bare = not port
+    else:
+        name, sep, port = authority.partition(":")
+        bare = not sep
+    if not bare and not (port.isascii() and port.isdigit()):
+        return False
+    return name.lower() in ("127.0.0.1", "localhost", "[::1]")
 
 
 def _json(status: int, message: Any, extra: list[tuple[bytes, bytes]] | None = None) -> Reply:
