@@ -42,8 +42,8 @@ INIT = {
 class Raw:
     """A proxy process spoken to line by line over its stdin and stdout."""
 
-    def __init__(self, ledger: Path, env: dict[str, str]) -> None:
-        argv = [*PROXY, "--upstream", f"refunds={sys.executable} {UPSTREAM} {ledger}"]
+    def __init__(self, ledger: Path, env: dict[str, str], argv: list[str] | None = None) -> None:
+        argv = argv or [*PROXY, "--upstream", f"refunds={sys.executable} {UPSTREAM} {ledger}"]
         self.process = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
     def send(self, line: bytes) -> None:
@@ -63,9 +63,11 @@ class Raw:
         return self.receive()
 
     def close(self) -> int:
-        assert self.process.stdin is not None
+        assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.close()
-        return self.process.wait(30)
+        code = self.process.wait(30)
+        self.process.stdout.close()
+        return code
 
 
 @pytest.fixture
@@ -385,3 +387,79 @@ def test_content_length_beside_transfer_encoding_is_refused(raw_http: tuple[int,
         status, _, answer = _response(sock)
     assert status == 200 and json.loads(answer)["result"].get("isError") is not True
     assert ledger.read_text() == "A-1 20.0\n"
+
+
+# -- an upstream that writes down the exact JSON it receives --------------------------------------
+
+RAW_UPSTREAM = r"""
+import json, sys
+received, junk = sys.argv[1], len(sys.argv) > 2
+for line in sys.stdin:
+    message = json.loads(line)
+    if "id" not in message:
+        continue
+    method, params = message["method"], message.get("params") or {}
+    if method == "initialize":
+        result = {"protocolVersion": params["protocolVersion"], "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "raw", "version": "0"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": "issue_refund", "inputSchema": {"type": "object"}}]}
+    elif method == "tools/call":
+        with open(received, "a") as out:
+            out.write(json.dumps(params["arguments"]) + "\n")
+        if junk:  # answers to no request of the proxy's, with ids it never sends
+            for bad in ([message["id"]], {"x": 1}, None, 1.5, "nope"):
+                sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": bad, "result": {}}) + "\n")
+        result = {"content": [{"type": "text", "text": "done"}]}
+    else:
+        result = {}
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+def _raw_upstream_proxy(tmp_path: Path, env: dict[str, str], *extra: str) -> tuple[Raw, Path]:
+    script, received = tmp_path / "raw_upstream.py", tmp_path / "received.jsonl"
+    script.write_text(RAW_UPSTREAM)
+    received.touch()
+    upstream = f"refunds={sys.executable} {script} {received} {' '.join(extra)}".strip()
+    proxy = Raw(received, env, [*PROXY, "--upstream", upstream, "--approval-wait", "0.2"])
+    assert proxy.ask(INIT)["result"]["protocolVersion"] == "2025-06-18"
+    return proxy, received
+
+
+def test_a_retry_runs_the_arguments_that_were_approved(tmp_path: Path, proxy_env: dict[str, str]) -> None:
+    """A retry picks up the pending approval by its arguments' hash, where 850.0 and 850 are one (RFC 8785):
+    what the upstream receives is the call as it was decided and approved, not the retry's spelling."""
+    from clearance import _decisions
+    from clearance._store import _approvals as approvals
+
+    from ._shared import LEAD
+
+    proxy, received = _raw_upstream_proxy(tmp_path, proxy_env)
+    try:
+        first = proxy.ask(call(1, "issue_refund", {"order_id": "A-1", "amount": 850}))
+        assert "Waiting for approval" in first["result"]["content"][0]["text"]
+        [pending] = approvals.listing(db_of(proxy_env))
+        _decisions.decide(db_of(proxy_env), pending.id, by=LEAD, approve=True)
+        proxy.send(
+            b'{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"issue_refund",'
+            b'"arguments":{"amount":850.0,"order_id":"A-1"}}}'
+        )
+        second = proxy.receive()
+        assert second["result"]["content"][0]["text"] == "done", second
+    finally:
+        proxy.close()
+    assert received.read_text() == '{"order_id": "A-1", "amount": 850}\n'
+
+
+def test_answers_with_ids_the_proxy_never_sent_are_dropped(tmp_path: Path, proxy_env: dict[str, str]) -> None:
+    """An upstream's stray answers (ids that are lists, objects, null) neither end its connection nor answer a call."""
+    proxy, received = _raw_upstream_proxy(tmp_path, proxy_env, "junk")
+    try:
+        for i in range(3):
+            answer = proxy.ask(call(i, "issue_refund", {"order_id": f"A-{i}", "amount": 20}))
+            assert answer["id"] == i and answer["result"]["content"][0]["text"] == "done", answer
+    finally:
+        proxy.close()
+    assert len(received.read_text().splitlines()) == 3

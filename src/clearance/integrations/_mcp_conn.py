@@ -58,7 +58,8 @@ class Conn:
         if not isinstance(message, dict):
             return None
         if "method" not in message:
-            future = self._waiting.pop(message.get("id"), None)  # type: ignore[arg-type]
+            request_id = message.get("id")  # ours are ints; anything else (a list: unhashable) is no answer
+            future = self._waiting.pop(request_id, None) if type(request_id) is int else None
             if future is not None and not future.done():
                 future.set_result(message)
             return None

@@ -163,7 +163,8 @@ class Proxy:
         self.approval_wait = approval_wait
         self.first_wait = first_wait
         self.routes: dict[str, tuple[Upstream, str]] = {}  # exposed name → (upstream, its tool name)
-        self.pending: dict[tuple[str, str], Ticket] = {}  # (tool, args hash) → a call still awaiting a human
+        # (tool, args hash) → a call still awaiting a human, and the arguments it was decided on
+        self.pending: dict[tuple[str, str], tuple[Ticket, dict[str, Any]]] = {}
 
     @contextlib.asynccontextmanager
     async def connected(self) -> AsyncIterator[Proxy]:
@@ -257,10 +258,14 @@ class Proxy:
             return self._unknown(name, args)
         upstream, tool = route
         try:
-            governor, ticket = self._retried(name, args) or begin(name, args)
+            retried = self._retried(name, args)
+            if retried is not None:  # forwarded as first decided: the retry's JSON may differ (1.0 for 1)
+                governor, ticket, args = retried
+            else:
+                governor, ticket = begin(name, args)
             approved = None
             if ticket.approval_id is not None:
-                decided = await self._wait(governor, ticket, name)
+                decided = await self._wait(governor, ticket, name, args)
                 if decided is None:
                     return text_result(
                         f"Waiting for approval {ticket.approval_id}: {ticket.decision.reason}. Nothing ran yet."
@@ -281,16 +286,18 @@ class Proxy:
         ticket = governor.begin(name, args, get_session(), refusal=why)
         return text_result(refusal_text(blocked(ticket)))
 
-    def _retried(self, tool: str, args: dict[str, Any]) -> tuple[Any, Ticket] | None:
-        """The pending call a retry with the same tool and arguments asks about again."""
+    def _retried(self, tool: str, args: dict[str, Any]) -> tuple[Any, Ticket, dict[str, Any]] | None:
+        """The pending call a retry with the same tool and arguments asks about again, and its arguments."""
         try:
             key = (tool, args_hash(args))
         except ValueError:  # not I-JSON: the boundary refuses the call itself
             return None
-        ticket = self.pending.pop(key, None)
-        return (_runtime.current(), ticket) if ticket is not None else None
+        pending = self.pending.pop(key, None)
+        return (_runtime.current(), *pending) if pending is not None else None
 
-    async def _wait(self, governor: Any, ticket: Ticket, tool: str) -> tuple[Ticket, Approved] | None:
+    async def _wait(
+        self, governor: Any, ticket: Ticket, tool: str, args: dict[str, Any]
+    ) -> tuple[Ticket, Approved] | None:
         """The decided call and its approval; None when nobody decided within `approval_wait`.
 
         An undecided call is kept, so a retry with the same arguments picks it up instead of
@@ -305,7 +312,7 @@ class Proxy:
                 except ApprovalPending:
                     left = (deadline - now_us()) / 1e6
                     if left <= 0:
-                        self.pending[(tool, ticket.args_hash)] = ticket
+                        self.pending[(tool, ticket.args_hash)] = (ticket, args)
                         return None
                     if ticket.waiter is not None:
                         await ticket.waiter.wait_async(min(left, FALLBACK_SECONDS))
