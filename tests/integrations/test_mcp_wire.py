@@ -368,6 +368,36 @@ def test_only_loopback_hosts_and_origins_are_served(raw_http: tuple[int, Path]) 
             assert status in (400, 403), (hosts, origin, status)
 
 
+@pytest.mark.parametrize(("address", "given"), [("127.0.0.2", "127.0.0.2"), ("::1", "[::1]")])
+def test_any_loopback_address_served_checks_host(
+    tmp_path: Path, proxy_env: dict[str, str], address: str, given: str
+) -> None:
+    """Served on 127.0.0.2 (loopback too) or [::1], a request naming another Host is refused: no DNS rebinding."""
+    ledger = tmp_path / "ledger.txt"
+    ledger.touch()
+    port = _free_port()
+    argv = [*PROXY, "--upstream", f"refunds={sys.executable} {UPSTREAM} {ledger}", "--http", f"{given}:{port}"]
+    proxy = subprocess.Popen(argv, env=proxy_env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proxy.poll() is None, "the proxy exited"
+            try:
+                sock = socket.create_connection((address, port), timeout=30)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"the proxy does not listen on {given}"
+                time.sleep(0.05)
+        with sock:
+            sock.sendall(_post(json.dumps(INIT).encode(), host=f"{given}:{port}"))
+            assert _response(sock)[0] == 200
+            sock.sendall(_post(json.dumps(INIT).encode(), host=f"rebound.example:{port}"))
+            assert _response(sock)[0] == 403
+    finally:
+        proxy.terminate()
+        assert proxy.wait(15) is not None
+
+
 def test_content_length_beside_transfer_encoding_is_refused(raw_http: tuple[int, Path]) -> None:
     """A request framed two ways is not read either way (request smuggling): 400, the connection closed."""
     port, ledger = raw_http

@@ -83,7 +83,18 @@ def mcp_proxy(upstreams: tuple[str, ...], env: tuple[str, ...], http: str | None
     host, sep, port = http.rpartition(":")
     if not sep or not port.isdigit():
         raise click.UsageError(f"--http {http!r}: write HOST:PORT")
-    click.echo(f"clearance mcp-proxy: serving http://{safe(host)}:{port}/mcp", err=True)
+    if host.startswith("[") and host.endswith("]"):  # [::1]:8000
+        host = host[1:-1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"clearance mcp-proxy: serving http://{safe(shown)}:{port}/mcp", err=True)
+    from ..integrations._mcp_http import is_loopback
+
+    if not is_loopback(host):
+        click.echo(
+            "clearance mcp-proxy: warning: not a loopback address — anyone who can reach it can call the tools"
+            " behind it (the proxy asks no credentials), and no Host check guards against DNS rebinding",
+            err=True,
+        )
     anyio.run(_http, proxy, host, int(port), backend_options=_loop_options())
 
 

@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import ipaddress
 import logging
 import secrets
 from http import HTTPStatus
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clearance.mcp")
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 MOST_SESSIONS = 10_000  # the oldest is forgotten beyond this many
 
 
@@ -48,7 +48,7 @@ class App:
 
     def __init__(self, proxy: Proxy, host: str) -> None:
         self.proxy = proxy
-        self.loopback = host in LOOPBACK
+        self.loopback = is_loopback(host)
         self.sessions: dict[str, None] = {}
 
     async def respond(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -364,7 +364,7 @@ def _loopback_request(headers: dict[str, str]) -> bool:
 
 
 def _loopback_authority(authority: str) -> bool:
-    """`localhost`, `127.0.0.1`, `[::1]`, each with an optional port of digits: nothing else."""
+    """`localhost`, an IPv4 literal in 127.0.0.0/8, `[::1]`, each with an optional port of digits: nothing else."""
     if authority.startswith("["):
         name, _, port = authority.partition("]")
         name += "]"
@@ -377,7 +377,30 @@ def _loopback_authority(authority: str) -> bool:
         bare = not sep
     if not bare and not (port.isascii() and port.isdigit()):
         return False
-    return name.lower() in ("127.0.0.1", "localhost", "[::1]")
+    name = name.lower()
+    return name == "localhost" or (is_loopback(name[1:-1]) if name.startswith("[") else _is_ipv4_loopback(name))
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, or an address literal in 127.0.0.0/8 or ::1 (brackets allowed)."""
+    host = host.lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_ipv4_loopback(name: str) -> bool:
+    """A dotted-quad IPv4 literal in 127.0.0.0/8 (not `127.1`, not `0x7f.0.0.1`)."""
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return isinstance(address, ipaddress.IPv4Address) and address.is_loopback
 
 
 def _json(status: int, message: Any, extra: list[tuple[bytes, bytes]] | None = None) -> Reply:
