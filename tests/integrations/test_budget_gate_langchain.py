@@ -25,6 +25,7 @@ from clearance import ApprovalDenied, ModelCallBlocked, ToolCallBlocked, _decisi
 from clearance._granting import BudgetExtension  # noqa: E402
 from clearance._guard._governor import Governor  # noqa: E402
 from clearance._store import _approvals as approvals  # noqa: E402
+from clearance.integrations import _usage_owner  # noqa: E402
 from clearance.integrations.langchain import ClearanceMiddleware  # noqa: E402
 from clearance.policy._compile import MODEL_CALL  # noqa: E402
 
@@ -107,6 +108,8 @@ def test_a_spent_budget_that_blocks_stops_the_model_call(setup: Any, how: str) -
                 ask(agent(model, middleware=how == "middleware"))
         assert blocked.value.reason == tool_reason() == REASON
     assert model.calls == []  # never called
+    # The stopped call let go of the request it owned: a raw client's usage here is recorded again.
+    assert _usage_owner.owner() is None
     assert blocked.value.model == "scripted" and blocked.value.rule_ids == ("budget:session",)
     [decided] = [r for r in records(gov, "tool_call.decided") if r["tool"] == MODEL_CALL]
     assert decided["decision"] == "block" and decided["args"] == {"model": "scripted"}

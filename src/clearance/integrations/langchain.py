@@ -481,15 +481,15 @@ class ModelGate(BaseCallbackHandler):
         self, serialized: Any, messages: Any, *, run_id: UUID, metadata: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         """Check the chat model call; raise to stop it."""
-        self._check(serialized, metadata, kwargs)
+        self._check(serialized, metadata, kwargs, run_id)
 
     def on_llm_start(
         self, serialized: Any, prompts: Any, *, run_id: UUID, metadata: dict[str, Any] | None = None, **kwargs: Any
     ) -> None:
         """Check the completion model call; raise to stop it."""
-        self._check(serialized, metadata, kwargs)
+        self._check(serialized, metadata, kwargs, run_id)
 
-    def _check(self, serialized: Any, metadata: dict[str, Any] | None, kwargs: dict[str, Any]) -> None:
+    def _check(self, serialized: Any, metadata: dict[str, Any] | None, kwargs: dict[str, Any], run_id: UUID) -> None:
         params = kwargs.get("invocation_params") or {}
         model = (
             (metadata or {}).get("ls_model_name")
@@ -497,7 +497,16 @@ class ModelGate(BaseCallbackHandler):
             or params.get("model")
             or ((serialized or {}).get("id") or ["unknown"])[-1]
         )
-        _common.before_model_call(model)
+        try:
+            _common.before_model_call(model)
+        except BaseException:
+            # A stopped call never starts, so LangChain sends no on_llm_error: the usage
+            # callback (called before this one) lets go of the request it owned, or the raw
+            # client capture would stand aside in this context from now on.
+            usage = _USAGE.get() if _USAGE is not None else None
+            if usage is not None:
+                usage._end(run_id)
+            raise
 
 
 _USAGE: ContextVar[UsageCallback | None] | None = None
