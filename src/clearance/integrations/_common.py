@@ -98,7 +98,7 @@ def begin(
         ApprovalError: The key's approval holds other arguments.
     """
     governor = _runtime.current()
-    key = paused_call_key(call_key, scope)
+    key = paused_call_key(call_key, scope) if call_key else call_key  # (an empty id stays as it was)
     mode = "pause" if key is not None else "wait"
     ticket = governor.begin(tool, args, get_session(), mode=mode, call_key=key)
     if ticket.decision.effect is Effect.BLOCK:
