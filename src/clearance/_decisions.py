@@ -400,6 +400,10 @@ def expire(db: Database, approval_id: str) -> Approval:
     if current.on_timeout is OnTimeout.ESCALATE and current.escalated_at_us is None:
         return _escalate(db, current, at)
 
+    def check(a: Approval) -> None:
+        if a.expires_at_us > at:  # escalated meanwhile (another process, its waiter): a new expiry
+            raise ApprovalAlreadyDecided(a.id, a.tool, "pending (escalated, with a later expiry)", "system")
+
     def record(a: Approval) -> list[Event]:
         outcome = "allowed_on_timeout" if a.on_timeout is OnTimeout.ALLOW else ApprovalStatus.EXPIRED
         fields = _fields(a, at, decision=outcome, by="system", note=None)
@@ -407,7 +411,7 @@ def expire(db: Database, approval_id: str) -> Approval:
         return [make_event("approval.expired", at, fields)]
 
     moved = approvals.transition(
-        db, approval_id, to=ApprovalStatus.EXPIRED, by="system", note=None, now_us=at, events=record
+        db, approval_id, to=ApprovalStatus.EXPIRED, by="system", note=None, now_us=at, events=record, check=check
     )
     wake(moved.waiter)
     return moved
