@@ -26,6 +26,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from .._guard import _runtime
+from .._usage import record_usage
 from ._common import record_model_call
 from ._patching import wrap_method
 from ._usage_owner import owner
@@ -97,6 +98,23 @@ def recorded(obj: Any) -> bool:
     """Whether the usage `obj` carries was recorded already (by the capture or an explicit `record`)."""
     ref = _marks.get(id(obj))
     return ref is not None and ref() is obj
+
+
+def record_once(obj: Any, usage_of: Callable[[Any], Counted | None], provider: str) -> Any:
+    """An explicit `record(response)`: record `obj`'s usage unless the capture (or a `record`) did; return it."""
+    if not recorded(obj):
+        counted = usage_of(obj)
+        if counted is not None:
+            record_usage(
+                counted.model,
+                counted.input_tokens,
+                counted.output_tokens,
+                counted.cached_input_tokens,
+                counted.reasoning_tokens,
+                provider=provider,
+            )
+            mark(obj)
+    return obj
 
 
 def _record(counted: Counted, provider: str | None, started: float | None) -> None:

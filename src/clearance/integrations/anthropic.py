@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .._usage import record_usage
 from . import _raw_usage
 from ._loops import dispatch
 from ._patching import check_version
@@ -59,18 +58,7 @@ def record(message: Any) -> Any:
     Not needed for messages an `anthropic` client returned after `clearance.configure()`: those
     are recorded already, and are not counted again here.
     """
-    if not _raw_usage.recorded(message):
-        counted = usage_of(message)
-        if counted is not None:
-            record_usage(
-                counted.model,
-                counted.input_tokens,
-                counted.output_tokens,
-                counted.cached_input_tokens,
-                provider="anthropic",
-            )
-            _raw_usage.mark(message)
-    return message
+    return _raw_usage.record_once(message, usage_of, "anthropic")
 
 
 def usage_of(message: Any) -> _raw_usage.Counted | None:

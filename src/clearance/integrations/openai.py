@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .._usage import record_usage
 from . import _raw_usage
 from ._common import parse_json_args
 from ._loops import dispatch
@@ -58,19 +57,7 @@ def record(response: Any) -> Any:
     Not needed for responses an `openai` client returned after `clearance.configure()`: those are
     recorded already, and are not counted again here. Takes the SDK's object or its dict.
     """
-    if not _raw_usage.recorded(response):
-        counted = usage_of(response)
-        if counted is not None:
-            record_usage(
-                counted.model,
-                counted.input_tokens,
-                counted.output_tokens,
-                counted.cached_input_tokens,
-                counted.reasoning_tokens,
-                provider="openai",
-            )
-            _raw_usage.mark(response)
-    return response
+    return _raw_usage.record_once(response, usage_of, "openai")
 
 
 def usage_of(response: Any) -> _raw_usage.Counted | None:
