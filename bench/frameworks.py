@@ -7,6 +7,12 @@ local keep-alive server that answers "allow" at once (a SaaS adds the internet's
 top). Prints figures; asserts nothing.
 
     .venv/bin/python bench/frameworks.py [--runs 30] [--calls 20]
+
+Timings on a loaded machine move by 2–5× between runs; `--instructions` counts instead (needs
+valgrind): each framework and kind runs in a process of its own under callgrind, counted (every
+thread) only while the measured runs run, after imports and a warm-up run.
+
+    .venv/bin/python bench/frameworks.py --instructions [--runs 3] [--calls 20]
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -136,7 +145,12 @@ def agents_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any]]]
 # -- LangGraph -----------------------------------------------------------------------------------
 
 
-def langgraph_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any]]]:
+def langgraph_runs(calls: int, url: str, *, middleware: bool = True) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """A LangGraph agent's runs: without Clearance, governed, and checked over HTTP.
+
+    With `middleware`, Clearance governs through `ClearanceMiddleware` (edits and pauses need
+    it); without, through what `configure()` alone installs (LangChain's callbacks).
+    """
     from langchain.agents import create_agent
     from langchain.agents.middleware import AgentMiddleware
     from langchain_core.language_models import BaseChatModel
@@ -174,8 +188,12 @@ def langgraph_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any
             assert answer.json()["decision"] == "allow"
             return await handler(request)
 
-    middleware = {"without": [], "clearance": [ClearanceMiddleware()], "incumbent": [Incumbent()]}
-    graphs = {kind: create_agent(Scripted(), tools=[lookup], middleware=m) for kind, m in middleware.items()}
+    stacks = {
+        "without": [],
+        "clearance": [ClearanceMiddleware()] if middleware else [],
+        "incumbent": [Incumbent()],
+    }
+    graphs = {kind: create_agent(Scripted(), tools=[lookup], middleware=m) for kind, m in stacks.items()}
 
     def make(kind: str) -> Callable[[], Awaitable[Any]]:
         async def run() -> Any:
@@ -192,7 +210,7 @@ def langgraph_runs(calls: int, url: str) -> dict[str, Callable[[], Awaitable[Any
 
         return run
 
-    return {kind: make(kind) for kind in middleware}
+    return {kind: make(kind) for kind in stacks}
 
 
 # -- Pydantic AI ---------------------------------------------------------------------------------
@@ -262,14 +280,94 @@ def _langchain_hooks() -> list[Any]:
     return [v for v in (governed._USAGE, governed._GATE, governed._MODEL_GATE) if v is not None]
 
 
+FRAMEWORKS: dict[str, Callable[[int, str], dict[str, Callable[[], Awaitable[Any]]]]] = {
+    "Agents SDK": agents_runs,
+    "LangGraph": lambda calls, url: langgraph_runs(calls, url, middleware=False),
+    "LangGraph + mw": langgraph_runs,
+    "Pydantic AI": pydantic_ai_runs,
+}
+KINDS = ("without", "clearance", "incumbent")
+
+
+def one_counted(name: str, kind: str, runs: int, calls: int) -> None:
+    """Run one framework's `kind` under callgrind: ready, counted runs, done (the parent toggles counting)."""
+    url, server = policy_service()
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = Path(tmp, "policy.yaml")
+        policy.write_text(POLICY)
+        clearance.configure(policy=str(policy), database_url=str(Path(tmp, "bench.db")), agent="bench")
+        run = FRAMEWORKS[name](calls, url)[kind]
+
+        async def go() -> None:
+            await run()  # warm-up, not counted
+            print("ready", flush=True)
+            sys.stdin.readline()
+            for _ in range(runs):
+                await run()
+            print("done", flush=True)
+            sys.stdin.readline()
+
+        asyncio.run(go())
+        clearance.shutdown()
+    server.shutdown()
+
+
+def counted(name: str, kind: str, runs: int, calls: int) -> int:
+    """Instructions (every thread) that `runs` runs of `kind` took, counted by callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "callgrind.out")
+        child = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+            + [sys.executable, __file__, "--one", name, kind, "--runs", str(runs), "--calls", str(calls)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        for step, toggle in (("ready", "on"), ("done", "off")):
+            line = child.stdout.readline().strip()
+            if line != step:
+                child.kill()
+                raise SystemExit(f"{name} / {kind}: expected {step!r} from the counted process, got {line!r}")
+            subprocess.run(["callgrind_control", "-i", toggle, str(child.pid)], check=True, capture_output=True)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        child.wait()
+        totals = re.search(r"^totals: (\d+)", out.read_text(), re.M)
+        assert totals is not None, "callgrind wrote no totals"
+        return int(totals.group(1))
+
+
+def instructions(runs: int, calls: int) -> None:
+    print(f"instructions per tool call, {runs} runs of {calls} allowed calls each, every thread (callgrind)")
+    print(f"{'':<18}{'without':>12}{'Clearance':>12}{'HTTP':>12}{'ratio':>8}")
+    for name in FRAMEWORKS:
+        per = {kind: counted(name, kind, runs, calls) / (runs * calls) for kind in KINDS}
+        ours, theirs = per["clearance"] - per["without"], per["incumbent"] - per["without"]
+        ratio = f"{theirs / ours:>7.1f}×" if ours > 0 else f"{'-':>8}"
+        print(f"{name:<18}{per['without'] / 1e6:>11.2f}M{ours / 1e6:>+11.2f}M{theirs / 1e6:>+11.2f}M{ratio}")
+    print("(ratio: instructions one HTTP check adds over those Clearance adds; the policy service's threads")
+    print(" are counted too, its kernel time is not: valgrind counts user-space instructions only.)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=None, help="30 timed; 3 counted")
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--instructions", action="store_true", help="count instructions under valgrind")
+    parser.add_argument("--one", nargs=2, metavar=("FRAMEWORK", "KIND"), help=argparse.SUPPRESS)
     a = parser.parse_args()
     from agents import set_trace_processors
 
     set_trace_processors([])  # no exporter: offline
+    if a.one:
+        one_counted(a.one[0], a.one[1], a.runs or 3, a.calls)
+        return
+    if a.instructions:
+        instructions(a.runs or 3, a.calls)
+        return
+    a.runs = a.runs or 30
     url, server = policy_service()
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp, "policy.yaml")
@@ -278,12 +376,8 @@ def main() -> None:
         print(f"per tool call, median of {a.runs} runs of {a.calls} allowed calls each (scripted model, SQLite)")
         heads = ("wall: without", "Clearance", "HTTP", "CPU: without", "Clearance", "HTTP")
         print(f"{'':<18}" + "".join(f"{h:>{w}}" for h, w in zip(heads, (14, 11, 10, 18, 11, 10), strict=True)))
-        frameworks = (
-            ("Agents SDK", agents_runs(a.calls, url)),
-            ("LangGraph", langgraph_runs(a.calls, url)),
-            ("Pydantic AI", pydantic_ai_runs(a.calls, url)),
-        )
-        for name, runs in frameworks:
+        for name, make in FRAMEWORKS.items():
+            runs = make(a.calls, url)
             medians = timed(runs, a.runs)
             line = f"{name:<18}"
             for i in (0, 1):  # wall, then CPU
@@ -296,6 +390,7 @@ def main() -> None:
         clearance.shutdown()
     server.shutdown()
     print("(without: the framework's own cost per call; the others: what governing each call adds.")
+    print(" LangGraph: governed by what configure() installs; + mw: by ClearanceMiddleware (edits, pauses).")
     print(" The HTTP column is a round trip to a policy service on this machine; over the internet add its RTT.")
     print(" CPU: this process's CPU time per call, every thread's; the policy service's threads are in it too.)")
 

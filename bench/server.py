@@ -2,11 +2,14 @@
 
 - `/v1/check` throughput and latency with 1, 8 and 32 concurrent clients, on SQLite and on
   PostgreSQL (one `clearance serve` process; the clients share its 2 cores).
+- The same on PostgreSQL with `clearance serve --workers 1, 2 and 4` at 8 and 32 clients,
+  each row run `--repeat` times: the median and the spread (min-max) of checks/s, since the
+  cores are shared with the load generator (and, here, with whatever else the machine runs).
 - The remote SDK's overhead on an allowed call (decided in-process, record spooled), next to
   the embedded mode's, and ardenpy 0.5 (one HTTP round trip a call) against Clearance's
   compatible endpoints on the same policy.
 
-    .venv/bin/python bench/server.py [--seconds 5] [--pg postgresql+psycopg://…]
+    .venv/bin/python bench/server.py [--seconds 5] [--repeat 3] [--pg postgresql+psycopg://…]
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ ARGS = {"order_id": "A-10042", "amount": 125.5}
 
 
 class Server:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, workers: int = 1) -> None:
         db = Database(url)
         self.keys = {
             name: keys.create(db, name=name, scopes=scopes, agent=agent, environment="test", created_by="bench")[1]
@@ -54,14 +57,18 @@ class Server:
             self.port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clearance.cli", "serve", "--port", str(self.port), "--database-url", url],
+            [sys.executable, "-m", "clearance.cli", "serve", "--port", str(self.port), "--database-url", url]
+            + ["--workers", str(workers)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(300):
+        answered: set[str] = set()  # every worker serves before the load starts
+        deadline = time.monotonic() + 300
+        while len(answered) < workers and time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.base}/readyz").status_code == 200:
-                    break
+                r = httpx.get(f"{self.base}/readyz")
+                if r.status_code == 200:
+                    answered.add(r.json().get("process", "the only one"))
             except httpx.TransportError:
                 time.sleep(0.05)
         a = {"X-API-Key": self.keys["admin"]}
@@ -153,11 +160,34 @@ def sdk_overheads(server: Server, tmp: Path, n: int) -> None:
     )
 
 
+def workers_rows(url: str, seconds: float, repeat: int) -> None:
+    """Checks/s on PostgreSQL at 1, 2 and 4 worker processes: median and min-max of `repeat` runs."""
+    print(
+        f"POST /v1/check on PostgreSQL, clearance serve --workers N; median of {repeat} runs of {seconds:g} s"
+        f" (min-max); {os.cpu_count()} cores shared by the workers, PostgreSQL and the load generator"
+    )
+    for workers in (1, 2, 4):
+        server = Server(url, workers)
+        try:
+            for clients in (8, 32):
+                runs = [uvloop.run(load(server.base, server.keys["agent"], clients, seconds)) for _ in range(repeat)]
+                rates, p50s, p99s = zip(*runs, strict=True)
+                print(
+                    f"  {workers} worker{'s' if workers > 1 else ' '} {clients:>2} clients"
+                    f"  {statistics.median(rates):7.0f} checks/s ({min(rates):.0f}-{max(rates):.0f})"
+                    f"   p50 {statistics.median(p50s):6.2f} ms   p99 {statistics.median(p99s):6.2f} ms"
+                    f" ({min(p99s):.1f}-{max(p99s):.1f})"
+                )
+        finally:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--pg", default=PG)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each --workers row")
     o = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -186,6 +216,7 @@ def main() -> None:
                         sdk_overheads(server, Path(tmp), o.calls)
                 finally:
                     server.stop()
+            workers_rows(stores[1][1], o.seconds, o.repeat)
         finally:
             with psycopg.connect(plain, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

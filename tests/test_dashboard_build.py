@@ -56,3 +56,15 @@ def test_the_generated_api_types_match_the_server(tmp_path: Path) -> None:
     fresh = (tmp_path / "api.gen.ts").read_text()
     drift = "".join(difflib.unified_diff(committed.splitlines(True), fresh.splitlines(True), "committed", "generated"))
     assert not drift, f"dashboard/src/api.gen.ts is stale: run `make types`\n{drift}"
+
+
+def test_every_rule_of_the_stylesheet_is_closed() -> None:
+    """A brace lost in a merge puts every later rule inside a phone-width media query: at desktop
+    width the skip link showed and the inbox's arguments ran together, with no error anywhere."""
+    depth = 0
+    for number, line in enumerate((DASHBOARD / "src" / "style.css").read_text().splitlines(), 1):
+        depth += line.count("{") - line.count("}")
+        assert depth >= 0, f"style.css line {number} closes a block that is not open"
+        if line.startswith("/* =="):  # each helper's section starts at the top level
+            assert depth == 0, f"style.css line {number} starts a section inside an open block"
+    assert depth == 0, "style.css ends with a block still open"

@@ -1,9 +1,11 @@
-"""docs/frameworks.md is tested: its policy, and its ADK and LangGraph examples run, paused in one
-process and resumed in another, against a scripted OpenAI-compatible server on 127.0.0.1."""
+"""The framework guides are tested: docs/guides/adk.md's and docs/guides/langgraph.md's policy and
+examples run, paused in one process and resumed in another, against a scripted OpenAI-compatible
+server on 127.0.0.1; and every extra docs/frameworks.md and the guides name exists."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -18,16 +20,31 @@ from clearance import _decisions
 from clearance._guard._governor import Governor
 from clearance._store import _approvals as approvals
 
-from .conftest import REPO
+from .conftest import REPO, run_cli
 from .fake_openai import FakeOpenAI
 from .integrations._shared import LEAD
 
-DOC = (REPO / "docs" / "frameworks.md").read_text()
+DOCS = REPO / "docs"
+GUIDE = {
+    "adk": "guides/adk.md",
+    "langgraph": "guides/langgraph.md",
+    "agents": "guides/openai-agents.md",
+    "pydantic": "guides/pydantic-ai.md",
+    "ag2": "guides/ag2.md",
+    "llamaindex": "guides/llamaindex.md",
+    "custom": "guides/custom.md",
+    "mcp": "guides/mcp.md",
+}
+
+
+def page(name: str) -> str:
+    return (DOCS / name).read_text()
 
 
 def example(name: str) -> str:
-    """The Python block after `<!-- example: name -->`."""
-    [code] = re.findall(rf"<!-- example: {name} -->\n```python\n(.*?)```", DOC, flags=re.S)
+    """The Python block after `<!-- example: name -->` on its framework's guide."""
+    doc = page(GUIDE[name.split("-")[0]])
+    [code] = re.findall(rf"<!-- example: {name} -->\n(?:<!-- not-run: .*? -->\n)?```python\n(.*?)```", doc, flags=re.S)
     return str(code)
 
 
@@ -62,7 +79,7 @@ def test_a_paused_run_is_listed_decided_and_resumed_in_another_process(
 ) -> None:
     if importlib.util.find_spec("litellm" if framework == "adk" else "langchain_openai") is None:  # not imported here
         pytest.skip("the example's model client is not installed")
-    [policy] = re.findall(r"```yaml\n(version: 1\n.*?)```", DOC, flags=re.S)
+    [policy] = re.findall(r"```yaml\n(version: 1\n.*?)```", page(GUIDE[framework]), flags=re.S)
     gov = configure(policy)
     (tmp_path / "policy.yaml").write_text(policy)
     started = run(tmp_path, fake, f"{framework}-setup", f"{framework}-start")
@@ -74,9 +91,64 @@ def test_a_paused_run_is_listed_decided_and_resumed_in_another_process(
     assert approvals.get(gov.db, approval_id).status == "executed"
 
 
+def run_example(name: str, module: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """A guide's complete example run alone in `cwd`, as the page says; it must succeed."""
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        pytest.skip(f"{module} is not installed")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    out = subprocess.run(
+        [sys.executable, "-c", example(name)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("agents-complete", "agents"),
+        ("pydantic-complete", "pydantic_ai"),
+        ("custom-complete", "clearance"),
+        ("langgraph-complete", "langgraph"),
+        ("adk-complete", "google.adk"),
+    ],
+)
+def test_a_guide_s_complete_example_pauses_is_approved_and_resumes(tmp_path: Path, name: str, module: str) -> None:
+    """Runs as the page says, alone, with a scripted model: no endpoint, no environment."""
+    out = run_example(name, module, tmp_path)
+    assert out.stdout.startswith("paused: issue_refund")
+    answer = out.stdout.rstrip().splitlines()[-1]
+    assert "refunded 850" in answer or answer == "The refund is done."
+    db = next((tmp_path / ".clearance").glob("*.db"))
+    kinds = [json.loads(line)["kind"] for line in run_cli("audit", "export", db=db, check=True).stdout.splitlines()]
+    assert kinds.count("approval.executed") == 1 and kinds.count("tool_call.finished") == 1  # ran exactly once
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "decisions"),
+    [
+        ("ag2-complete", "ag2", ["block"]),
+        ("llamaindex-complete", "llama_index.core", ["block"]),
+        ("mcp-complete", "mcp", ["allow", "block"]),
+    ],
+)
+def test_a_guide_s_complete_example_blocks_the_refund_and_tells_the_model(
+    tmp_path: Path, name: str, module: str, decisions: list[str]
+) -> None:
+    out = run_example(name, module, tmp_path)
+    assert "Blocked by policy: Refunds over $200 go through a lead" in out.stdout
+    db = next((tmp_path / ".clearance").glob("*.db"))
+    records = [json.loads(line) for line in run_cli("audit", "export", db=db, check=True).stdout.splitlines()]
+    assert [r["decision"] for r in records if r["kind"] == "tool_call.decided"] == decisions
+    assert len([r for r in records if r["kind"] == "tool_call.finished"]) == decisions.count(
+        "allow"
+    )  # blocked: never ran
+
+
 def test_every_extra_the_page_names_exists() -> None:
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    named = set(re.findall(r"clearance\[([a-z-]+)\]", DOC))
+    pages = [page("frameworks.md"), *(p.read_text() for p in (DOCS / "guides").glob("*.md"))]
+    named = set(re.findall(r"clearance\[([a-z-]+)\]", "\n".join(pages)))
     assert {"crewai", "llamaindex-openai", "langchain", "adk"} <= named
     assert named <= set(extras)
     assert any(r.startswith("langgraph-checkpoint-sqlite") for r in extras["langchain"])  # SqliteSaver comes with it

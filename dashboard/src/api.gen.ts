@@ -109,7 +109,9 @@ export interface paths {
          *
          *     `long_polls` is how many long polls this process holds. On PostgreSQL, `change_feed` says
          *     whether this replica hears other replicas' changes (LISTEN/NOTIFY) at once (`listening`) or
-         *     only by re-checking every second (`lost`).
+         *     only by re-checking every second (`lost`), `sweeper` whether this process runs the expiry
+         *     sweep for all of them (`leader`) or stands by to take it over (`standby`), and `process` is
+         *     the id of the process that answered (one of `clearance serve --workers N`).
          */
         get: operations["readyz_readyz_get"];
         put?: never;
@@ -416,6 +418,9 @@ export interface paths {
         /**
          * Re-activate the previous revision of a scope (admin)
          * @description Activate the revision that was active for the scope before the current one.
+         *
+         *     409 when there is none (the scope has had one revision, or none), and, with `current` or
+         *     `to`, when another admin changed the scope after this one looked.
          */
         post: operations["rollback_policy_v1_policies_rollback_post"];
         delete?: never;
@@ -460,7 +465,8 @@ export interface paths {
          * List approvals
          * @description Approvals: pending by default (`status=` another status, or empty for all).
          *
-         *     Nearest expiry first. An agent key sees only its own agent's.
+         *     Nearest expiry first (others newest first), at most 200; `tool`, `agent`, `environment` and
+         *     `mine` narrow them down before that limit. An agent key sees only its own agent's.
          */
         get: operations["list_approvals_v1_approvals_get"];
         put?: never;
@@ -482,7 +488,8 @@ export interface paths {
          * Pending approvals as a live stream (Server-Sent Events)
          * @description `event: pending` with the whole pending list (as `GET /approvals` gives it) now and at every change.
          *
-         *     Changes made through this server (or another replica on PostgreSQL) are sent at once; an
+         *     The 500 nearest expiry, narrowed as `GET /approvals` narrows them (`tool`, `agent`,
+         *     `environment`, `mine`). Changes made through this server (or another replica on PostgreSQL) are sent at once; an
          *     agent writing the same SQLite file directly is seen within a second. A comment line is sent
          *     every 15 s so proxies keep the connection open.
          */
@@ -591,6 +598,33 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/approvals/{approval_id}/resolve": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Say whether a call whose claimant died ran (approver)
+         * @description Resolve an approval claimed by a dead process (`claim_dead`): whether its tool ran is unknown.
+         *
+         *     Only someone who may decide the approval may (403 otherwise: its own agent's key, the person
+         *     who requested the call, an approver outside the rule's `approvers`).
+         *
+         *     `ran: false` releases the claim, so `resume` or `clearance worker` can run the call again;
+         *     `ran: true` closes it as executed with an unknown result. Audited as `approval.claim_resolved`.
+         *     409 when its claim is not dead (nothing to resolve).
+         */
+        post: operations["resolve_v1_approvals__approval_id__resolve_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/approvals/{approval_id}/deliveries": {
         parameters: {
             query?: never;
@@ -676,6 +710,53 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/decisions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The history of approval decisions
+         * @description Decided approvals matching every filter given, newest decision first.
+         *
+         *     Each says who decided, their note, the edit (argument by argument, nested parts by path),
+         *     the grant given with it, and how long the agent waited. Pass `next_cursor` back for the next page.
+         */
+        get: operations["list_decisions_v1_decisions_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/decisions/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Export the history of approval decisions (JSONL or CSV)
+         * @description Every decision the filters match, newest first, streamed as a download.
+         *
+         *     Takes the same filters as `GET /v1/decisions`. JSON Lines hold what that page holds;
+         *     CSV a row each, its edit written `amount: 355.08 → 150` (cells that a spreadsheet would
+         *     run as a formula are prefixed with `'`, as in the audit export).
+         */
+        get: operations["export_decisions_v1_decisions_export_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sessions": {
         parameters: {
             query?: never;
@@ -696,6 +777,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every event of a session, in order (any session id)
+         * @description The session's events, oldest first: its replay (or, with `until_us` / `last`, the part of it asked for).
+         *
+         *     The id is a query parameter, so every id a record holds can be asked for, including ones a
+         *     URL path cannot carry (`.` and `..` segments, which every URL parser removes). A session
+         *     with nothing visible is a 404; a part of one that holds nothing is an empty list.
+         */
+        get: operations["replay_v1_replay_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sessions/{session_id}": {
         parameters: {
             query?: never;
@@ -706,6 +811,9 @@ export interface paths {
         /**
          * Every event of a session, in order
          * @description The session's events, oldest first: its replay.
+         *
+         *     The id is the rest of the path, percent-encoded (`/` as `%2F`); an id with a `.` or `..`
+         *     segment or a line break is asked for with `GET /v1/replay?session=`.
          */
         get: operations["session_detail_v1_sessions__session_id__get"];
         put?: never;
@@ -745,7 +853,10 @@ export interface paths {
         };
         /**
          * Recompute the hash chain (admin)
-         * @description Recompute every record's hash; report the first one that was changed or removed.
+         * @description Recompute every record's hash and check the chain against its signed checkpoints.
+         *
+         *     Reports the first record that was changed or removed, or the end of a log truncated
+         *     since its newest checkpoint.
          */
         get: operations["verify_v1_audit_verify_get"];
         put?: never;
@@ -779,6 +890,31 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/calls": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Search the audit log, a row per tool call
+         * @description Calls with a record matching every filter given, each with all of its records; newest first.
+         *
+         *     A call's records (`tool_call.decided`, `approval.requested`, `approval.decided`,
+         *     `tool_call.finished`, `approval.executed`, …) share its `call_id`; a record of no call is a
+         *     row of its own. Takes the filters of `GET /v1/events`; pass `next_cursor` back for the next
+         *     page. A rare filter can answer with part of a page (even none) and a cursor.
+         */
+        get: operations["calls_v1_calls_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/events/{seq}": {
         parameters: {
             query?: never;
@@ -801,6 +937,71 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/checkpoints": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Signed checkpoints of the audit chain, newest first (approver, admin)
+         * @description Each checkpoint the server signed.
+         *
+         *     Keep the newest (or its hash) elsewhere: `clearance audit verify --head` finds records
+         *     deleted or rewritten since.
+         */
+        get: operations["list_checkpoints_v1_checkpoints_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/checkpoints/keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The public keys that signed checkpoints (approver, admin)
+         * @description Every key the chain introduces, and the server's current one (first), as PEM.
+         */
+        get: operations["checkpoint_keys_v1_checkpoints_keys_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/approvals/{approval_id}/receipt": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The signed receipt of an approval's decision (approver, admin)
+         * @description Who decided what about which call, signed with the server's key, as a download.
+         *
+         *     Check it with `clearance audit verify-receipt FILE --public-key KEY` or the README's snippet.
+         */
+        get: operations["receipt_v1_approvals__approval_id__receipt_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/budgets": {
         parameters: {
             query?: never;
@@ -809,12 +1010,37 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Budgets of the active policies, and what is spent of them
-         * @description The session budgets of the most recently active sessions and the agent budgets of their agents.
+         * Budgets in use, and what is spent of them
+         * @description The budgets LLM calls were made against within their window, most used first.
          *
-         *     Most used first. An agent key sees only its own agent's.
+         *     A session budget is in use when its session (one of the most recently active) made LLM
+         *     calls; an agent budget when its agent made LLM calls within the budget's rolling window.
+         *     An agent key sees only its own agent's.
          */
         get: operations["list_budgets_v1_budgets_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/spend": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * LLM spend per hour or day, by model or by agent
+         * @description Cost, calls and unpriced calls of LLM calls per bucket, at most 1,000 buckets.
+         *
+         *     Without a start, the range begins at the first LLM call, or 1,000 buckets back. An agent
+         *     key sees only its own agent's spend.
+         */
+        get: operations["spend_v1_spend_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -982,6 +1208,26 @@ export interface paths {
          * @description End the session (its cookie stops working at once).
          */
         post: operations["logout_v1_logout_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/roles": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The roles people can be given (admin)
+         * @description Approver and admin, then every approver group a person has or an active policy names.
+         */
+        get: operations["list_roles_v1_roles_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1269,6 +1515,8 @@ export interface components {
              * @default false
              */
             resumable: boolean;
+            /** Claim Seen At Us */
+            claim_seen_at_us: number | null;
             /** Args */
             args: {
                 [key: string]: unknown;
@@ -1307,11 +1555,28 @@ export interface components {
              */
             budget: ("session" | "agent") | null;
             /**
+             * Reads
+             * @description The arguments the conditions of the rules that asked read (`args.NAME`, and the argument a `sum_<window>_<arg>` fact adds up), in the order they appear: what is at stake, shown first. From the policy revision that asked; empty when only a budget asked or that revision is gone
+             */
+            reads: string[];
+            /**
+             * May Decide
+             * @description The caller may decide it now: an approver among its approvers (the escalation's, once escalated), not its requester, not bound to its agent, and not one who voted for it already
+             * @default false
+             */
+            may_decide: boolean;
+            /**
              * Waiter Gone
              * @description The process waiting for it stopped (not seen for longer than the grace) and the call has not run: approving it runs the call only if `resumable` (in `clearance worker`); otherwise it is cancelled at its expiry
              * @default false
              */
             waiter_gone: boolean;
+            /**
+             * Claim Dead
+             * @description The process that claimed the approved call stopped while running it (its lease expired): whether the tool ran is unknown, so nothing runs it again until a person resolves it (`POST /v1/approvals/{id}/resolve` with `ran`)
+             * @default false
+             */
+            claim_dead: boolean;
         };
         /**
          * ApprovalStatus
@@ -1420,6 +1685,11 @@ export interface components {
             activated_at_us: number;
             /** Activated By */
             activated_by: string | null;
+            /**
+             * Previous Revision Id
+             * @description what rolling back activates: the revision active before; null when none was
+             */
+            previous_revision_id: string | null;
         };
         /**
          * AttemptOut
@@ -1525,6 +1795,44 @@ export interface components {
             used: number;
         };
         /**
+         * CallOut
+         * @description One row of the audit log by call: a tool call's records, oldest first, or a record of no call.
+         */
+        CallOut: {
+            /**
+             * Call Id
+             * @description The call's id (None: a record of no call, e.g. an LLM call)
+             */
+            call_id: string | null;
+            /**
+             * Agent
+             * @description The agent whose call it is (None: a record of no call)
+             */
+            agent: string | null;
+            /** Steps */
+            steps: components["schemas"]["AuditEvent"][];
+            /**
+             * More Steps
+             * @description Records after the first 50, left out (counted up to 50)
+             */
+            more_steps: number;
+            /**
+             * More Capped
+             * @description More than 50 records left out: `more_steps` is a floor
+             */
+            more_capped: boolean;
+        };
+        /**
+         * CallPage
+         * @description A page of calls, newest first (each at its newest record the search matches).
+         */
+        CallPage: {
+            /** Calls */
+            calls: components["schemas"]["CallOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
          * Chain
          * @description Where a record sits in the hash chain and whether it verifies.
          */
@@ -1541,6 +1849,37 @@ export interface components {
             verified: boolean;
             /** Problem */
             problem: string | null;
+        };
+        /**
+         * ChangeOut
+         * @description One argument (or a part of one) an approver changed before approving.
+         */
+        ChangeOut: {
+            /**
+             * Path
+             * @description The argument's name, then keys and list positions inside it
+             */
+            path: (string | number)[];
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "changed" | "added" | "removed";
+            /**
+             * Before
+             * @description As proposed, as people may see it (null when added)
+             */
+            before: unknown;
+            /**
+             * After
+             * @description As approved, as people may see it (null when removed)
+             */
+            after: unknown;
+            /**
+             * Redacted
+             * @description Redacted: it changed, but its values stay hidden
+             */
+            redacted: boolean;
         };
         /**
          * ChannelState
@@ -1664,6 +2003,62 @@ export interface components {
             asked_in: string | null;
         };
         /**
+         * CheckpointOut
+         * @description A signed checkpoint: the chain head it signs, and the signature.
+         */
+        CheckpointOut: {
+            /**
+             * Seq
+             * @description The chain position it signs
+             */
+            seq: number;
+            /**
+             * Hash
+             * @description That record's chain hash
+             */
+            hash: string;
+            /**
+             * At Us
+             * @description When it was signed (µs since the epoch, UTC)
+             */
+            at_us: number;
+            /**
+             * Key Id
+             * @description The key that signed it (`ed25519:…`; `GET /v1/checkpoints/keys`)
+             */
+            key_id: string;
+            /**
+             * Signature
+             * @description Base64 Ed25519 signature of `signed`'s RFC 8785 canonical JSON
+             */
+            signature: string;
+            /**
+             * Record Seq
+             * @description Where its own `checkpoint.signed` record sits in the chain
+             */
+            record_seq: number;
+            /**
+             * Signed
+             * @description The payload the signature covers
+             */
+            signed: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * CheckpointPage
+         * @description Checkpoints, newest first.
+         */
+        CheckpointPage: {
+            /** Checkpoints */
+            checkpoints: components["schemas"]["CheckpointOut"][];
+            /**
+             * Next Cursor
+             * @description Pass as `before` for the next (older) page; None: no more
+             */
+            next_cursor: number | null;
+        };
+        /**
          * ClaimIn
          * @description Who is about to run an approved call (or hand its denial to the agent's callback).
          */
@@ -1675,6 +2070,18 @@ export interface components {
              * @default false
              */
             for_denial: boolean;
+            /**
+             * Lease
+             * @description the claimant renews the claim's lease while it runs (`renew`), so its death shows
+             * @default false
+             */
+            lease: boolean;
+            /**
+             * Renew
+             * @description renew the lease of this claimant's claim (409: none to renew)
+             * @default false
+             */
+            renew: boolean;
         };
         /**
          * ConstraintIn
@@ -1710,6 +2117,47 @@ export interface components {
             format?: "email" | null;
         };
         /**
+         * DecisionGrantOut
+         * @description What the approver let through with the decision (see `GET /v1/grants/{id}`).
+         */
+        DecisionGrantOut: {
+            /** Id */
+            id: string;
+            /**
+             * Kind
+             * @description `calls` (similar calls let through) or `budget` (a budget extended)
+             */
+            kind: string;
+            /**
+             * Scope
+             * @description Whom it covers: `session`, `agent` or `requester`
+             */
+            scope: string;
+            /**
+             * Status
+             * @description `live` while it lets calls through; else `revoked`, `expired` or `exhausted`
+             */
+            status: string;
+            /** Expires At Us */
+            expires_at_us: number;
+            /** Max Calls */
+            max_calls: number | null;
+            /** Total Arg */
+            total_arg: string | null;
+            /**
+             * Max Total
+             * @description As a decimal string
+             */
+            max_total: string | null;
+            /**
+             * Extend Usd
+             * @description A budget extension's US dollars, as a decimal string
+             */
+            extend_usd: string | null;
+            /** Extend Tokens */
+            extend_tokens: number | null;
+        };
+        /**
          * DecisionIn
          * @description An approver's decision: a note for the agent, and (approving) arguments to run instead.
          *
@@ -1731,6 +2179,102 @@ export interface components {
             grant?: components["schemas"]["GrantIn"] | null;
             /** @description Also add to the exhausted budget that asked (approving only) */
             extend?: components["schemas"]["ExtendIn"] | null;
+        };
+        /**
+         * DecisionOut
+         * @description One decided approval: the outcome, who decided and why, the edit, and how long the agent waited.
+         */
+        DecisionOut: {
+            /** Approval Id */
+            approval_id: string;
+            /** Call Id */
+            call_id: string;
+            /**
+             * Outcome
+             * @description approved (it may have run since), granted (approved, with a grant), denied, expired, allowed_on_timeout (nobody decided in time and its rule let it through) or cancelled
+             * @enum {string}
+             */
+            outcome: "approved" | "granted" | "denied" | "expired" | "allowed_on_timeout" | "cancelled";
+            /**
+             * Status
+             * @description The approval's status now (an approved call moves on to executed or failed)
+             */
+            status: string;
+            /** Tool */
+            tool: string;
+            /** Agent */
+            agent: string;
+            /** Environment */
+            environment: string;
+            /** Session */
+            session: string | null;
+            /**
+             * Requested By
+             * @description The person the agent acted for
+             */
+            requested_by: string | null;
+            /**
+             * Decided By
+             * @description `user:…` or `key:…` for a person or key, `system` for a timeout, the agent for a cancellation
+             */
+            decided_by: string | null;
+            /** Note */
+            note: string | null;
+            /** Requested At Us */
+            requested_at_us: number;
+            /** Decided At Us */
+            decided_at_us: number;
+            /**
+             * Waited Us
+             * @description How long the agent waited: from the request to the decision
+             */
+            waited_us: number;
+            /** Reason */
+            reason: string;
+            /** Rule Ids */
+            rule_ids: string[];
+            /** On Timeout */
+            on_timeout: string;
+            /**
+             * Votes
+             * @description Who approved, in order, when it needed several approvers
+             */
+            votes: string[];
+            /** Error */
+            error: string | null;
+            /** Finished At Us */
+            finished_at_us: number | null;
+            /**
+             * Edited
+             * @description Approved with arguments an approver edited
+             */
+            edited: boolean;
+            /** Changes */
+            changes: components["schemas"]["ChangeOut"][];
+            /**
+             * Changes Left Out
+             * @description Changes not listed (past the first 50)
+             */
+            changes_left_out: number;
+            grant: components["schemas"]["DecisionGrantOut"] | null;
+            /**
+             * Degraded
+             * @description How what is shown differs from what is stored (empty: it does not)
+             */
+            degraded: string[];
+        };
+        /**
+         * DecisionPage
+         * @description A page of decisions, newest first.
+         */
+        DecisionPage: {
+            /** Decisions */
+            decisions: components["schemas"]["DecisionOut"][];
+            /**
+             * Next Cursor
+             * @description Pass back as `cursor` for the next page (null: no more)
+             */
+            next_cursor: string | null;
         };
         /**
          * DeliveryOut
@@ -1761,7 +2305,7 @@ export interface components {
         DeliveryStatus: "pending" | "delivered" | "failed";
         /**
          * Draft
-         * @description A policy as written, not stored.
+         * @description A policy as written, not stored (its length is checked by the route, to say it plainly).
          */
         Draft: {
             /** Text */
@@ -2224,7 +2768,7 @@ export interface components {
         };
         /**
          * Problem
-         * @description One problem of a rejected draft.
+         * @description One problem of a rejected draft, in plain words, located in the text and in the policy's keys.
          */
         Problem: {
             /** Message */
@@ -2235,6 +2779,11 @@ export interface components {
             column: number | null;
             /** Rule Id */
             rule_id: string | null;
+            /**
+             * Path
+             * @description the policy key path, like tools.refund.rules[0].effect
+             */
+            path: string | null;
         };
         /**
          * Refusal
@@ -2285,6 +2834,19 @@ export interface components {
             uncertain: string | null;
         };
         /**
+         * ResolveIn
+         * @description What a person found out about a call whose claimant died running it.
+         */
+        ResolveIn: {
+            /**
+             * Ran
+             * @description true: the tool ran (closed as executed, result unknown); false: it did not
+             */
+            ran: boolean;
+            /** Note */
+            note?: string | null;
+        };
+        /**
          * RevisionOut
          * @description A policy revision.
          */
@@ -2315,6 +2877,51 @@ export interface components {
         RevokeIn: {
             /** Reason */
             reason?: string | null;
+        };
+        /**
+         * RoleOut
+         * @description A role a person can be given, and where it comes from.
+         */
+        RoleOut: {
+            /** Name */
+            name: string;
+            /** Description */
+            description: string;
+            /**
+             * People
+             * @description how many people have it (disabled ones included)
+             */
+            people: number;
+            /**
+             * Named By
+             * @description the scopes whose active policy names role:NAME as approvers
+             */
+            named_by: string[];
+            /**
+             * Assignable
+             * @description whether a person can hold it (role names are lower case, like support-lead)
+             */
+            assignable: boolean;
+        };
+        /**
+         * Rollback
+         * @description Whose revision to roll back, and (optionally) what the admin saw before confirming.
+         */
+        Rollback: {
+            /** Agent */
+            agent?: string | null;
+            /** Environment */
+            environment?: string | null;
+            /**
+             * Current
+             * @description the revision the admin saw active: 409 if another is active now
+             */
+            current?: string | null;
+            /**
+             * To
+             * @description the revision the admin was told it rolls back to: 409 if that changed
+             */
+            to?: string | null;
         };
         /**
          * SessionSummary
@@ -2523,6 +3130,19 @@ export interface components {
             trace_url: string | null;
         };
         /**
+         * SigningKeyOut
+         * @description A key introduced in the chain (`checkpoint.key_introduced`).
+         */
+        SigningKeyOut: {
+            /** Key Id */
+            key_id: string;
+            /**
+             * Public Key
+             * @description PEM (SubjectPublicKeyInfo)
+             */
+            public_key: string;
+        };
+        /**
          * SinkStatus
          * @description How a sink is doing.
          *
@@ -2644,6 +3264,52 @@ export interface components {
             created_at_us: number;
             /** Expires At Us */
             expires_at_us: number;
+        };
+        /**
+         * SpendOut
+         * @description LLM spend per hour or day from `since_us` to `until_us`: one series per model or agent, most spent first.
+         */
+        SpendOut: {
+            /**
+             * By
+             * @enum {string}
+             */
+            by: "model" | "agent";
+            /**
+             * Bucket
+             * @enum {string}
+             */
+            bucket: "hour" | "day";
+            /** Since Us */
+            since_us: number;
+            /** Until Us */
+            until_us: number;
+            /** Buckets */
+            buckets: number[];
+            /** Series */
+            series: components["schemas"]["SpendSeriesOut"][];
+        };
+        /**
+         * SpendSeriesOut
+         * @description One model's or agent's spend per bucket; `key` None is the `others` that spent least, together.
+         */
+        SpendSeriesOut: {
+            /** Key */
+            key: string | null;
+            /** Others */
+            others: number;
+            /** Calls */
+            calls: number[];
+            /** Cost Usd */
+            cost_usd: string[];
+            /** Unpriced Calls */
+            unpriced_calls: number[];
+            /** Total Usd */
+            total_usd: string;
+            /** Total Calls */
+            total_calls: number;
+            /** Total Unpriced */
+            total_unpriced: number;
         };
         /**
          * Target
@@ -2795,6 +3461,16 @@ export interface components {
             broken_seq: number | null;
             /** Problem */
             problem: string | null;
+            /**
+             * Checkpoints
+             * @description Signed checkpoints in the chain whose signature verifies
+             */
+            checkpoints: number;
+            /**
+             * Checkpoint Seq
+             * @description The position the newest of them signs (None: none)
+             */
+            checkpoint_seq: number | null;
         };
         /**
          * VoteOut
@@ -3513,7 +4189,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["Target"];
+                "application/json": components["schemas"]["Rollback"];
             };
         };
         responses: {
@@ -3587,6 +4263,14 @@ export interface operations {
                 mode?: ("wait" | "async") | null;
                 /** @description only those no executor has claimed */
                 unhandled?: boolean;
+                /** @description only calls of this tool */
+                tool?: string | null;
+                /** @description only this agent's */
+                agent?: string | null;
+                /** @description only this environment's */
+                environment?: string | null;
+                /** @description only those the caller may decide now (`may_decide`) */
+                mine?: boolean;
             };
             header?: never;
             path?: never;
@@ -3616,7 +4300,16 @@ export interface operations {
     };
     stream_v1_approvals_stream_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description only calls of this tool */
+                tool?: string | null;
+                /** @description only this agent's */
+                agent?: string | null;
+                /** @description only this environment's */
+                environment?: string | null;
+                /** @description only those the caller may decide now (`may_decide`) */
+                mine?: boolean;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -3629,6 +4322,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
             };
         };
     };
@@ -3752,6 +4454,41 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": components["schemas"]["ClaimIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApprovalOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    resolve_v1_approvals__approval_id__resolve_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                approval_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ResolveIn"];
             };
         };
         responses: {
@@ -3909,6 +4646,89 @@ export interface operations {
             };
         };
     };
+    list_decisions_v1_decisions_get: {
+        parameters: {
+            query?: {
+                cursor?: string | null;
+                limit?: number;
+                /** @description one outcome */
+                outcome?: ("approved" | "granted" | "denied" | "expired" | "allowed_on_timeout" | "cancelled") | null;
+                /** @description who decided, as recorded (`user:alice`) */
+                decider?: string | null;
+                tool?: string | null;
+                agent?: string | null;
+                session?: string | null;
+                /** @description decided at or after */
+                since_us?: number | null;
+                /** @description decided before */
+                until_us?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DecisionPage"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    export_decisions_v1_decisions_export_get: {
+        parameters: {
+            query?: {
+                format?: "jsonl" | "csv";
+                /** @description one outcome */
+                outcome?: ("approved" | "granted" | "denied" | "expired" | "allowed_on_timeout" | "cancelled") | null;
+                /** @description who decided, as recorded (`user:alice`) */
+                decider?: string | null;
+                tool?: string | null;
+                agent?: string | null;
+                session?: string | null;
+                /** @description decided at or after */
+                since_us?: number | null;
+                /** @description decided before */
+                until_us?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_sessions_v1_sessions_get: {
         parameters: {
             query?: {
@@ -3928,6 +4748,42 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SessionSummary"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    replay_v1_replay_get: {
+        parameters: {
+            query: {
+                /** @description the session id, whatever characters it holds */
+                session: string;
+                /** @description only events before this time */
+                until_us?: number | null;
+                /** @description only the newest this many */
+                last?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditEvent"][];
                 };
             };
             /** @description Validation Error */
@@ -4067,6 +4923,49 @@ export interface operations {
             };
         };
     };
+    calls_v1_calls_get: {
+        parameters: {
+            query?: {
+                cursor?: string | null;
+                limit?: number;
+                agent?: string | null;
+                session?: string | null;
+                tool?: string | null;
+                kind?: string | null;
+                /** @description a decision or status: allow, block, require_approval, ok, error, approved, … */
+                decision?: string | null;
+                call_id?: string | null;
+                since_us?: number | null;
+                until_us?: number | null;
+                /** @description text anywhere in the record, literally */
+                q?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallPage"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     event_detail_v1_events__seq__get: {
         parameters: {
             query?: never;
@@ -4098,11 +4997,98 @@ export interface operations {
             };
         };
     };
+    list_checkpoints_v1_checkpoints_get: {
+        parameters: {
+            query?: {
+                /** @description Only those signing positions below */
+                before?: number | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CheckpointPage"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    checkpoint_keys_v1_checkpoints_keys_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SigningKeyOut"][];
+                };
+            };
+        };
+    };
+    receipt_v1_approvals__approval_id__receipt_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                approval_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_budgets_v1_budgets_get: {
         parameters: {
             query?: {
                 agent?: string | null;
+                /** @description how many recently active sessions to look at */
                 sessions?: number;
+                /** @description at most this many, the most used */
+                limit?: number;
             };
             header?: never;
             path?: never;
@@ -4117,6 +5103,48 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["BudgetUse"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    spend_v1_spend_get: {
+        parameters: {
+            query?: {
+                by?: "model" | "agent";
+                /** @description default: hours for a range of two days or less, else days */
+                bucket?: ("hour" | "day") | null;
+                /** @description default: the first LLM call */
+                since_us?: number | null;
+                /** @description default: now */
+                until_us?: number | null;
+                /** @description where a day starts: the viewer's offset from UTC */
+                utc_offset_minutes?: number;
+                agent?: string | null;
+                /** @description series of their own; the rest are summed as one */
+                top?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SpendOut"];
                 };
             };
             /** @description Validation Error */
@@ -4374,6 +5402,26 @@ export interface operations {
                     "application/json": {
                         [key: string]: string;
                     };
+                };
+            };
+        };
+    };
+    list_roles_v1_roles_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RoleOut"][];
                 };
             };
         };

@@ -1,10 +1,11 @@
 // The shell: who is signed in, the navigation, and which page the hash names.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { api, ApiError, SIGNED_OUT, setCsrf } from "./api";
 import { href, useRoute } from "./router";
 import type { Signed } from "./types";
 import { Login } from "./pages/login";
 import { Approvals } from "./pages/approvals";
+import { Decisions } from "./pages/decisions";
 import { Audit } from "./pages/audit";
 import { Sessions } from "./pages/sessions";
 import { Policies } from "./pages/policies";
@@ -16,6 +17,7 @@ import { TraceTemplate } from "./ui/trace";
 
 const PAGES: { name: string; title: string; admin?: boolean }[] = [
   { name: "approvals", title: "Approvals" },
+  { name: "decisions", title: "Decisions" },
   { name: "audit", title: "Audit log" },
   { name: "sessions", title: "Sessions" },
   { name: "grants", title: "Grants" },
@@ -28,6 +30,8 @@ const PAGES: { name: string; title: string; admin?: boolean }[] = [
 export function App() {
   const [me, setMe] = useState<Signed | null | undefined>(undefined);
   const route = useRoute();
+  useTitle(route.path[0] ?? "approvals", me);
+  useFocusOnNewPage([route.path[0] ?? "approvals", ...route.path.slice(1)].join("/")); // "" is the inbox too
 
   useEffect(() => {
     api<Signed>("/v1/session")
@@ -66,6 +70,9 @@ export function App() {
   return (
     <TraceTemplate.Provider value={me.trace_url ?? null}>
       <div class="shell">
+        <a class="skip" href="#main" onClick={skipToMain}>
+          Skip to content
+        </a>
         <header class="top">
           <a class="brand" href="#/approvals">
             Clearance
@@ -84,8 +91,9 @@ export function App() {
             </button>
           </div>
         </header>
-        <main class="page" id="main">
+        <main class="page" id="main" tabIndex={-1}>
           {page === "approvals" && <Approvals route={route} me={me} />}
+          {page === "decisions" && <Decisions route={route} />}
           {page === "audit" && <Audit route={route} />}
           {page === "sessions" && <Sessions route={route} />}
           {page === "grants" && <Grants route={route} me={me} />}
@@ -98,4 +106,56 @@ export function App() {
       </div>
     </TraceTemplate.Provider>
   );
+}
+
+// == shell: titles, the skip link and focus on a new page ==
+
+// "Audit log — Clearance": set before the page's own effects run, so the inbox can add its count.
+function useTitle(page: string, me: Signed | null | undefined) {
+  useLayoutEffect(() => {
+    if (me === undefined) return;
+    const known = me && PAGES.find((p) => p.name === page && (me.roles.includes("admin") || !p.admin));
+    document.title = `${me === null ? "Sign in" : known ? known.title : "Not found"} — Clearance`;
+  }, [page, me]);
+}
+
+// The skip link moves focus without touching the hash, which names the page.
+function skipToMain(event: Event) {
+  event.preventDefault();
+  const main = document.getElementById("main");
+  main?.focus();
+  main?.scrollIntoView();
+}
+
+// On a new page (or when the element that had focus went away), focus its heading, or <main>
+// until the heading has loaded, so keyboard and screen-reader users start at the new content.
+function useFocusOnNewPage(path: string) {
+  const last = useRef<string | null>(null);
+  useEffect(() => {
+    const before = last.current;
+    last.current = path;
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (before === null || (before.split("/")[0] === path.split("/")[0] && !lost)) return;
+    const main = document.getElementById("main");
+    if (!main) return;
+    const heading = () => {
+      const h1 = main.querySelector("h1");
+      if (h1) {
+        h1.tabIndex = -1;
+        h1.focus();
+      }
+      return h1 !== null;
+    };
+    if (heading()) return;
+    main.focus();
+    const watch = new MutationObserver(() => {
+      if (document.activeElement !== main || heading()) watch.disconnect();
+    });
+    watch.observe(main, { childList: true, subtree: true });
+    const stop = window.setTimeout(() => watch.disconnect(), 5000);
+    return () => {
+      watch.disconnect();
+      window.clearTimeout(stop);
+    };
+  }, [path]);
 }

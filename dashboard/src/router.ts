@@ -6,12 +6,23 @@ export interface Route {
   query: URLSearchParams;
 }
 
+// A segment as written, when it is not valid percent-encoding (a link typed or pasted by hand,
+// like "#/sessions/100%"): decoding it would throw and leave a blank page.
+function decoded(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
 function current(): Route {
   const hash = window.location.hash.replace(/^#\/?/, "");
-  const [path, query] = hash.split("?", 2);
+  const at = hash.indexOf("?");
+  const [path, query] = at < 0 ? [hash, ""] : [hash.slice(0, at), hash.slice(at + 1)];
   return {
-    path: path.split("/").filter(Boolean).map(decodeURIComponent),
-    query: new URLSearchParams(query ?? ""),
+    path: path.split("/").filter(Boolean).map(decoded),
+    query: new URLSearchParams(query),
   };
 }
 

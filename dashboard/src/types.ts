@@ -11,6 +11,8 @@ export type Signed = Schemas["Signed"];
 export type AuditEvent = Schemas["AuditEvent"];
 export type EventPage = Schemas["Page"];
 export type EventDetail = Schemas["EventDetail"];
+export type CallPage = Schemas["CallPage"];
+export type CallRow = Schemas["CallOut"];
 export type SessionSummary = Schemas["SessionSummary"];
 
 export type Revision = Schemas["RevisionOut"];
@@ -24,12 +26,15 @@ export type PolicyDiff = Schemas["PolicyDiff"];
 export type Key = Schemas["KeyOut"];
 export type KeyCreated = Schemas["KeyCreated"];
 export type User = Schemas["UserOut"];
+export type Role = Schemas["RoleOut"];
 export type ChannelState = Schemas["ChannelState"];
 export type Integrations = Schemas["Integrations"];
 export type TestResult = Schemas["TestResult"];
 
 export type Usage = Schemas["UsageOut"];
 export type BudgetUse = Schemas["BudgetUse"];
+export type Spend = Schemas["SpendOut"];
+export type SpendSeries = Schemas["SpendSeriesOut"];
 
 export type Grant = Schemas["GrantOut"];
 export type GrantLimits = Schemas["GrantLimitsOut"];
@@ -41,3 +46,7 @@ export type ShadowActive = Schemas["ShadowActiveOut"];
 export type ShadowExample = Schemas["ShadowExampleOut"];
 export type ShadowCleared = Schemas["ShadowCleared"];
 export type Activation = Schemas["Activation"];
+
+export type Decision = Schemas["DecisionOut"];
+export type DecisionPage = Schemas["DecisionPage"];
+export type DecisionChange = Schemas["ChangeOut"];

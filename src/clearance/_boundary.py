@@ -293,7 +293,8 @@ def check_record(body: Any) -> list[Problem]:
 def _record_problems(value: Any, path: tuple[str | int, ...], depth: int) -> Iterator[Problem]:
     t = type(value)
     if t is str:
-        if (why := text_problem(value, nul=False)) is not None:
+        # ASCII holds no lone surrogate: most text of most records is decided without a search
+        if not value.isascii() and (why := text_problem(value, nul=False)) is not None:
             yield Problem(path, why, "record")
     elif t is float:
         if not math.isfinite(value):
@@ -307,7 +308,10 @@ def _record_problems(value: Any, path: tuple[str | int, ...], depth: int) -> Ite
             return
         items = value.items() if t is dict else enumerate(value)
         for k, v in items:
-            if isinstance(k, str) and (why := text_problem(k)) is not None:
+            if type(k) is str and not (k.isascii() and "\x00" not in k) and (why := text_problem(k)) is not None:
                 yield Problem((*path, k), f"has a name that {why}", "record")
                 continue
+            tv = type(v)
+            if (tv is str and v.isascii()) or v is None or tv is bool or (tv is int and -_INT64 - 1 <= v <= _INT64):
+                continue  # the common values, fine as they are, without a call a level down
             yield from _record_problems(v, (*path, k), depth + 1)

@@ -384,18 +384,21 @@ def _fields(a: Approval, at: int, *, decision: str, by: str | None, note: str | 
     }
 
 
-def expire(db: Database, approval_id: str) -> Approval:
+def expire(db: Database, approval_id: str, *, by_waiter: bool = False) -> Approval:
     """Expire a pending approval whose time is up (once, across processes) and wake its waiter.
 
     With `on_timeout: escalate` and not yet escalated, it stays pending for the rule's
-    `escalate_to` approvers, with a new expiry, instead.
+    `escalate_to` approvers, with a new expiry, instead. An approval whose waiter is gone is
+    abandoned instead, unless `by_waiter`: its own waiter is looking, so it is not gone, however
+    old its last heartbeat.
 
     Raises:
         ApprovalAlreadyDecided: It was decided first.
     """
     at = now_us()
     current = approvals.get(db, approval_id)
-    if waiters.gone(current, at) and not current.resumable:  # nobody to run it or tell: closed, saying why
+    # nobody to run it or tell: closed, saying why
+    if not by_waiter and waiters.gone(current, at) and not current.resumable:
         return abandon(db, current.id)
     if current.on_timeout is OnTimeout.ESCALATE and current.escalated_at_us is None:
         return _escalate(db, current, at)

@@ -85,12 +85,16 @@ def _escaped(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
+def json_line(value: Any) -> str:
+    """One JSON Lines line: invisible and bidirectional characters written as JSON escapes."""
+    return _INVISIBLE.sub(_escaped, json.dumps(value, ensure_ascii=False, sort_keys=True)) + "\n"
+
+
 def lines(found: Iterable[StoredEvent], fmt: Format) -> Iterator[str]:
     """The export, a line per event (after the CSV header)."""
     if fmt == "jsonl":
         for e in found:
-            text = json.dumps(_row(e), ensure_ascii=False, sort_keys=True)
-            yield _INVISIBLE.sub(_escaped, text) + "\n"
+            yield json_line(_row(e))
         return
     out = io.StringIO()
     writer = csv.writer(out)

@@ -1,8 +1,9 @@
-"""Grants as the API and the CLI show them, and what an approver may give with an approval.
+"""Grants as the API and the CLI show them, and what the revision that asked says about an approval.
 
 `offers` reads the policy revision that put an approval to approval (parsed once per revision:
 revisions never change) and says what its rule lets an approver grant, or which exhausted
-budget asked; it never fails a read — a revision that is gone or no longer parses offers nothing.
+budget asked; `reads`, which arguments its rules' conditions read. Neither ever fails a read —
+a revision that is gone or no longer parses offers nothing and reads nothing.
 """
 
 from __future__ import annotations
@@ -129,3 +130,20 @@ def offers(db: Database, a: Approval) -> tuple[GrantLimitsOut | None, Budget | N
         log.warning("grant limits of %s could not be read (%s)", a.id, exc)
         return None, None
     return (limits_out(limits) if limits is not None else None), None
+
+
+def reads(db: Database, a: Approval) -> list[str]:
+    """The arguments the conditions of the rules that asked for `a` read (`Policy.reads`): what is at stake.
+
+    Empty when only a budget asked, or its revision is gone or unreadable; never raises.
+    """
+    if not a.policy_revision:
+        return []
+    policy = _PARSED.get(db, a.policy_revision)
+    if policy is None:
+        return []
+    try:
+        return list(policy.reads(a.tool, tuple(a.rule_ids)))
+    except Exception as exc:  # as in `offers`: the read goes on without it
+        log.warning("the arguments read by the rules of %s could not be found (%s)", a.id, exc)
+        return []

@@ -70,6 +70,7 @@ class PolicyProblem:
         line: 1-based line, or None when the position is unknown.
         column: 1-based column, or None when the position is unknown.
         rule_id: The id of the rule the problem is in, when it is in one.
+        path: Where in the policy's keys, like ``tools.issue_refund.rules[0].effect``, when known.
     """
 
     message: str
@@ -77,6 +78,7 @@ class PolicyProblem:
     line: int | None = None
     column: int | None = None
     rule_id: str | None = None
+    path: str | None = None
 
     def __str__(self) -> str:
         where = self.source
@@ -253,6 +255,8 @@ class ApprovalAlreadyExecuted(ApprovalError):
         claimed_by: Who ran (or is running) it.
         result: What it returned, as recorded (status executed; None when not known here).
         error: Why it failed, as recorded (status failed).
+        dead: Set when its claimant died running it (its lease expired): what a person must
+            confirm (`clearance approvals resolve`) before anything runs it again.
     """
 
     def __init__(
@@ -264,13 +268,18 @@ class ApprovalAlreadyExecuted(ApprovalError):
         *,
         result: Any = None,
         error: str | None = None,
+        dead: str | None = None,
     ) -> None:
         self.status = status
         self.claimed_by = claimed_by
         self.result = result
         self.error = error
+        self.dead = dead
         state = "is running" if status == "approved" else f"already ran ({status})"
-        super().__init__(approval_id, tool, f"approval {approval_id}: its {tool} call {state} in {claimed_by}")
+        said = f"approval {approval_id}: its {tool} call {state} in {claimed_by}"
+        if dead is not None:
+            said = f"approval {approval_id}: its {tool} call was {dead}"
+        super().__init__(approval_id, tool, said)
 
 
 class ApprovalNotFound(ClearanceError):

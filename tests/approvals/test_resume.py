@@ -78,6 +78,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         "CLEARANCE_AGENT": "refunds",
     }
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "refund_tools", raising=False)  # another test's module of that name
     monkeypatch.setenv("LEDGER", env["LEDGER"])
     return {"env": env, "dir": tmp_path, "db": tmp_path / "audit.db", "ledger": tmp_path / "ledger"}
 

@@ -274,3 +274,22 @@ def test_the_cli_lists_and_approves_saying_the_waiter_is_gone(clock: ManualClock
     assert listed["waiter_gone"] and not listed["resumable"] and listed["waiter_seen_at_us"] is not None
     out, err = cli("approvals", "approve", apr, "--by", "lena")
     assert out.startswith(f"approved {apr}") and "nothing can run the call" in err
+
+
+def test_a_waiter_that_finds_its_approval_expired_expires_it_whatever_its_last_heartbeat(
+    clock: ManualClock, url: str, configure: Callable[..., Governor]
+) -> None:
+    # The clock may move between a waiter's heartbeat and its look at the approval: the look
+    # then sees a heartbeat older than the grace, but the one looking is the waiter, alive.
+    gov = configure(POLICY, database_url=url, agent="refunds")
+    ticket = gov.begin("issue_refund", {"order_id": "A-1", "amount": 900}, None)
+    assert ticket.approval_id is not None and ticket.waiter is not None
+    try:
+        assert waiters.touch(gov.db, ticket.approval_id, now_us=clock.now_ns() // 1000, resumable=False)
+        clock.advance(10 * 60 + 1)
+        assert gov._read(ticket.approval_id).status == "expired"
+    finally:
+        ticket.waiter.close()
+    with gov.db.read() as cur:
+        cur.execute(gov.db.sql("SELECT kind FROM events WHERE kind LIKE 'approval.%' ORDER BY seq"))
+        assert [r[0] for r in cur.fetchall()] == ["approval.requested", "approval.expired"]

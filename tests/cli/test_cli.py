@@ -51,7 +51,7 @@ def test_policy_check_ok_and_bad(policy_file: Path, tmp_path: Path) -> None:
     code, out, err = cli("policy", "check", str(bad))
     assert code == 1 and out == ""
     assert err.splitlines() == [
-        f"error: {bad}:5:43: rule 'r': 'effect': input should be 'allow', 'require_approval' or 'block' (got 'nope')"
+        f"error: {bad}:5:43: rule 'r': 'effect' should be 'allow', 'require_approval' or 'block', not the text 'nope'"
     ]
     code, _, err = cli("policy", "check", str(tmp_path / "missing.yaml"))
     assert code == 1 and "cannot read the policy file" in err

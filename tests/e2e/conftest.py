@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,13 +21,13 @@ import pytest
 from clearance._store import Database
 from clearance._store import _users as users
 
+from .._chromium import CHROMIUM, CHROMIUM_ARGS
 from ..conftest import IN_CI, REPO
 from ..server.conftest import Server, _free_port
 
 pytest.importorskip("playwright", reason='the browser tests need Playwright: pip install -e ".[dev]"')
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = REPO / "artifacts" / "screenshots"
 PASSWORD = "correct horse battery staple"
 STATIC = REPO / "src" / "clearance" / "server" / "_static" / "index.html"
@@ -75,16 +74,7 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM,
         headless=True,
-        # Without these Chromium reaches for Google's hosts, which this network refuses.
-        args=[
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
+        args=CHROMIUM_ARGS,
     )
     yield browser
     browser.close()

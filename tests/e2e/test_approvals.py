@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 
+import httpx
 from playwright.sync_api import expect
+
+from clearance._store._events import new_id
 
 from .conftest import Dashboard
 
@@ -70,8 +74,8 @@ def test_hostile_arguments_are_shown_as_text_never_run(dashboard: Dashboard) -> 
     expect(cell).to_have_text('<img src=x onerror="alert(1)">')
     assert page.locator("table.args img").count() == 0
     page.goto(dashboard.url("#/audit?q=onerror"))
-    expect(page.locator("table.events td.clip").first).to_contain_text("<img src=x")
-    assert page.locator("table.events img").count() == 0
+    expect(page.locator("ol.calls .call-detail").first).to_contain_text("<img src=x")
+    assert page.locator("ol.calls img").count() == 0
     assert dialogs == []
 
 
@@ -98,9 +102,37 @@ def test_the_inbox_works_from_the_keyboard_and_at_phone_width(dashboard: Dashboa
     approve = page.get_by_role("button", name="Approve", exact=True)
     approve.focus()
     page.keyboard.press("Enter")
-    expect(detail.locator(".badge-approved, .badge-executed").first).to_be_visible()
-    # Nearest expiry first: the first request, which ran; the second still waits.
+    # Nearest expiry first: the first request, which ran; the second opens next, its title focused.
     assert dashboard.outcome(first) == {"outcome": "ran", "result": "refund of $300.00 for A-1003 issued"}
+    expect(detail.get_by_role("cell", name="400")).to_be_visible()
+    expect(page.locator("#approval-title")).to_be_focused()
     page.get_by_role("link", name="← All pending").click()
     expect(items).to_have_count(1)
+    expect(page.locator(".last-decided")).to_have_text("Approved issue_refund by refunds in test")
     assert second.poll() is None
+
+
+def test_an_approval_shows_the_last_records_of_its_session_before_it(dashboard: Dashboard) -> None:
+    """Fifteen records before the approval, asked for as such (not the whole session); names shown safely."""
+    now = time.time_ns() // 1000
+    earlier = [
+        {"id": new_id("evt"), "at_us": now - 1_000_000 + i, "kind": "llm.call", "session": "ses/earlier"}
+        | {"model": f"model-{i:02d}\u202e", "input_tokens": 1, "output_tokens": 1, "tokens": 2}
+        for i in range(40)
+    ]
+    headers = {"X-API-Key": dashboard.server.agent}
+    sent = httpx.post(f"{dashboard.server.base}/v1/events", headers=headers, json={"events": earlier})
+    assert sent.status_code == 200 and not sent.json()["refused"], sent.text
+    asked = httpx.post(
+        f"{dashboard.server.base}/v1/check",
+        headers=headers,
+        json={"tool": "issue_refund", "args": {"order_id": "E-1", "amount": 900, "reason": "late"}}
+        | {"session_id": "ses/earlier", "approval_mode": "async"},
+    )
+    assert asked.status_code == 200 and asked.json()["approval_id"], asked.text
+    dashboard.login()
+    dashboard.page.goto(dashboard.url(f"#/approvals/{asked.json()['approval_id']}"))
+    shown = dashboard.page.locator("section.earlier li")
+    expect(shown).to_have_count(15)
+    expect(shown.first).to_contain_text("model-25⟨U+202E RLO⟩")
+    expect(shown.last).to_contain_text("model-39⟨U+202E RLO⟩")

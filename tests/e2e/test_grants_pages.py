@@ -218,7 +218,7 @@ def test_revoke_a_grant_from_the_grants_page(dashboard: Dashboard) -> None:
     fits(page, VIEWPORTS["phone"])
     dashboard.shot("grants-phone")
     revoked.get_by_role("link", name="calls it let through →").click()  # its one use, from the audit log
-    rows = page.locator("table.events tbody tr")
+    rows = page.locator("ol.calls > li")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("amount=400")
 
@@ -251,7 +251,7 @@ def test_the_shadow_report_shows_a_difference_and_promotes(dashboard: Dashboard)
 
     example.get_by_role("link", name="record").click()
     assert f"call_id={decided[2]['call_id']}" in page.url
-    rows = page.locator("table.events tbody tr")
+    rows = page.locator("ol.calls > li")
     expect(rows.first).to_contain_text("order_id=S-2")
     page.go_back()
 

@@ -29,18 +29,19 @@ def test_search_the_audit_log_and_open_a_record(dashboard: Dashboard) -> None:
     page = dashboard.page
     dashboard.login()
     page.get_by_role("link", name="Audit log").click()
-    expect(page.locator("table.events tbody tr").first).to_be_visible()
+    rows = page.locator("ol.calls > li")
+    expect(rows.first).to_be_visible()
     page.get_by_label("Tool", exact=True).fill("issue_refund")
     page.get_by_label("Decision / status").select_option("block")
     page.get_by_role("button", name="Search").click()
-    rows = page.locator("table.events tbody tr")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("amount=6000")
     assert "decision=block" in page.url and "tool=issue_refund" in page.url  # a search can be shared
     export = page.get_by_role("link", name="CSV")
     assert "decision=block" in (export.get_attribute("href") or "")
     dashboard.shot("audit-search")
-    rows.first.get_by_role("link").click()
+    rows.first.get_by_role("button", name="1 step").click()
+    rows.first.get_by_role("link", name=re.compile(r"^Record \d+$")).click()
     expect(page.get_by_text("verified")).to_be_visible()
     expect(page.locator("dd", has_text="Refunds over $5000 are never made by the bot")).to_be_visible()
     dashboard.shot("audit-record")
@@ -123,6 +124,7 @@ def test_fix_a_policy_test_it_against_history_and_activate_it(dashboard: Dashboa
     assert decided["decision"] == "require_approval"  # the new revision decides at once
     expect(active).not_to_contain_text(original)
     page.get_by_role("button", name="Roll back").first.click()
+    page.get_by_role("dialog").get_by_role("button", name=f"Roll back to {original}").click()
     expect(active).to_contain_text(original)
 
 
@@ -131,14 +133,14 @@ def test_costs_and_admin_pages(dashboard: Dashboard) -> None:
     page = dashboard.page
     dashboard.login()
     page.get_by_role("link", name="Costs").click()
-    expect(page.get_by_role("figure")).to_contain_text("gpt-4o-mini")
+    expect(page.get_by_role("figure", name="Cost by model")).to_contain_text("gpt-4o-mini")
     unpriced = page.locator("table.events tr", has_text="house-model-7")
     expect(unpriced).to_contain_text("unpriced")
     expect(unpriced).not_to_contain_text("$0")
     expect(page.locator("table.budgets")).to_contain_text("ses-e2e")
     dashboard.shot("costs")
     page.get_by_role("tab", name="by day").click()
-    expect(page.get_by_role("figure")).to_contain_text("Cost by day")
+    expect(page.get_by_role("figure", name="Cost by day")).to_be_visible()
     page.get_by_role("link", name="Admin").click()
     page.get_by_label("Name", exact=True).fill("billing-bot")
     page.get_by_role("textbox", name="Agent").fill("billing")
@@ -149,8 +151,8 @@ def test_costs_and_admin_pages(dashboard: Dashboard) -> None:
     assert httpx.get(f"{dashboard.server.base}/v1/me", headers={"X-API-Key": key}).json()["agent"] == "billing"
     dashboard.shot("admin")
     page.get_by_role("button", name="I have copied it").click()
-    page.once("dialog", lambda d: d.accept())
     page.locator("tr", has_text="billing-bot").get_by_role("button", name="Revoke").click()
+    page.get_by_role("dialog").get_by_role("button", name="Revoke key").click()
     expect(page.locator("tr", has_text="billing-bot")).to_contain_text("revoked")
     assert httpx.get(f"{dashboard.server.base}/v1/me", headers={"X-API-Key": key}).status_code == 401
 

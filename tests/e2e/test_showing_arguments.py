@@ -109,9 +109,9 @@ def test_hidden_characters_are_named_wherever_arguments_are_read(dashboard: Dash
     expect(detail.locator(".badge-approved").first).to_be_visible()
 
     page.goto(dashboard.url("#/audit?tool=update_records&kind=tool_call.decided"))
-    row = page.locator("table.events tbody tr").first
+    row = page.locator("ol.calls > li").first
     expect(row.locator(".badge-hazard")).to_be_visible()
-    expect(row.locator("td.clip")).to_contain_text("file_name=refund⟨U+202E RLO⟩txt.exe")
+    expect(row.locator(".call-detail")).to_contain_text("file_name=refund⟨U+202E RLO⟩txt.exe")
     no_raw_hazard(page)
     dashboard.shot("hidden-audit")
     seq = [e["seq"] for e in dashboard.server.events(kind="tool_call.decided") if e.get("tool") == "update_records"][0]

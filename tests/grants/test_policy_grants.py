@@ -42,24 +42,24 @@ def problem(text: str) -> tuple[int | None, int | None, str, str | None]:
         ("{max_duration: -1h}", 34, "'-1h' is not a duration"),
         ("{max_duration: 1y}", 34, "'1y' is not a duration"),
         ("{max_duration: true}", 34, "a duration must look like"),
-        ("{max_calls: 0}", 31, "greater than or equal to 1"),
-        ("{max_calls: -3}", 31, "greater than or equal to 1"),
-        ("{max_calls: 1000001}", 31, "less than or equal to 1000000"),
+        ("{max_calls: 0}", 31, "'max_calls' should be at least 1, not 0"),
+        ("{max_calls: -3}", 31, "should be at least 1"),
+        ("{max_calls: 1000001}", 31, "should be at most 1000000"),
         ("{max_calls: 1e30}", 31, "max_calls"),
         ("{max_calls: true}", 31, "a whole number"),
-        ("{max_calls: 2.5}", 31, "fractional part"),
+        ("{max_calls: 2.5}", 31, "'max_calls' should be a whole number, not the number 2.5"),
         ("{max_total: {amount: 5, quantity: 3}}", 31, "max_total names one numeric argument"),
         ("{max_total: {}}", 31, "max_total names one numeric argument"),
-        ("{max_total: 5}", 31, "valid dictionary"),
-        ("{max_total: {amount: lots}}", 40, "valid decimal"),
-        ("{max_total: {amount: .nan}}", 40, "finite number"),
-        ("{max_total: {amount: 'NaN'}}", 40, "finite number"),
-        ("{max_total: {amount: .inf}}", 40, "finite number"),
-        ("{max_total: {amount: 1e400}}", 40, "finite number"),
-        ("{max_total: {amount: '1e400'}}", 40, "less than or equal to"),
-        ("{max_total: {amount: 1e16}}", 40, "less than or equal to"),
-        ("{max_total: {amount: -1}}", 40, "greater than 0"),
-        ("{max_total: {amount: 0}}", 40, "greater than 0"),
+        ("{max_total: 5}", 31, "'max_total' should be a mapping"),
+        ("{max_total: {amount: lots}}", 40, "'amount' should be a number, not the text 'lots'"),
+        ("{max_total: {amount: .nan}}", 40, "should be a finite number"),
+        ("{max_total: {amount: 'NaN'}}", 40, "should be a finite number"),
+        ("{max_total: {amount: .inf}}", 40, "should be a finite number"),
+        ("{max_total: {amount: 1e400}}", 40, "should be a finite number"),
+        ("{max_total: {amount: '1e400'}}", 40, "should be at most 1000000000000000"),
+        ("{max_total: {amount: 1e16}}", 40, "should be at most 1000000000000000"),
+        ("{max_total: {amount: -1}}", 40, "should be more than 0"),
+        ("{max_total: {amount: 0}}", 40, "should be more than 0"),
         ("{max_total: {amount: true}}", 40, "must be a number"),
         ("{max_total: {total: 5}}", 31, "limits the total of 'total', which is not a parameter of this tool"),
         ("{max_total: {'x y': 5}}", 31, "'x y' is not an argument name"),
@@ -212,7 +212,7 @@ def test_a_monitor_rule_needs_a_known_mode() -> None:
         line, column, message, rule = problem(
             f"version: 1\ntools:\n  t:\n    rules:\n      - {{id: r, effect: block, mode: {mode}}}\n"
         )
-        assert (line, column, rule) == (5, 38, "r") and "input should be 'enforce' or 'monitor'" in message
+        assert (line, column, rule) == (5, 38, "r") and "'mode' should be 'enforce' or 'monitor'" in message
 
 
 BUDGET = "version: 1\nbudgets:\n  session: {max_cost_usd: 5, on_exceed: %s}\n"
@@ -238,7 +238,7 @@ def test_budget_on_exceed_values() -> None:
     assert d.approval is not None and d.approval.approvers == ("role:finance",)
     for bad in ("ask", "deny", "''", "true"):
         line, column, message, _ = problem(BUDGET % bad)
-        assert (line, column) == (3, 41) and "input should be 'block' or 'require_approval'" in message
+        assert (line, column) == (3, 41) and "'on_exceed' should be 'block' or 'require_approval'" in message
 
 
 def test_budget_approval_only_when_it_asks_and_never_grants() -> None:

@@ -348,14 +348,25 @@ def test_a_paused_graph_resumes_in_another_process(configure: Callable[..., Gove
     assert approvals.get(gov.db, approval_id).status == "executed"
 
 
-def plain_agent(ran: list[Any], amount: float = 850) -> Any:
-    """An agent with no Clearance middleware: the process-wide gate governs its tools."""
+def plain_agent(ran: list[Any], amount: float = 850, *, coroutine: bool = False) -> Any:
+    """An agent with no Clearance middleware: the process-wide gate governs its tools.
+
+    A sync tool runs, callbacks and all, on a worker thread of an async agent; a `coroutine`
+    tool runs in the event loop, and so do its callbacks.
+    """
 
     def issue_refund(order_id: str, amount: float) -> str:
         """Refund an order."""
         ran.append((order_id, amount))
         return f"refunded {amount} on {order_id}"
 
+    async def issue_refund_async(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        return issue_refund(order_id, amount)
+
+    if coroutine:
+        issue_refund_async.__name__ = "issue_refund"
+        return create_agent(Scripted(amount=amount), tools=[issue_refund_async])
     return create_agent(Scripted(amount=amount), tools=[issue_refund])
 
 
@@ -425,6 +436,45 @@ def test_without_middleware_async_and_blocked_and_direct_invocation(configure: C
     with pytest.raises(ToolCallRefused, match="never issued"):  # outside a ToolNode it reaches the caller
         issue_refund.invoke({"order_id": "A-1", "amount": 9000})
     del gov
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
+@pytest.mark.parametrize("coroutine", [True, False], ids=["async-tool", "sync-tool"])
+def test_without_middleware_an_async_agent_waits_in_the_loop_without_blocking_it(
+    configure: Callable[..., Governor], approve: bool, coroutine: bool
+) -> None:
+    """An async tool's gate is awaited in the event loop (no worker thread); its approval wait lets the loop run."""
+    from clearance import _decisions
+
+    from ._shared import LEAD, records
+
+    gov = configure(POLICY)
+    ran: list[Any] = []
+
+    async def main() -> tuple[list[str], dict[str, Any]]:
+        ticks: list[str] = []
+
+        async def decide_when_asked() -> None:
+            while not approvals.listing(gov.db):
+                await asyncio.sleep(0.01)
+            for _ in range(3):  # the loop runs while the tool call waits for its approval
+                ticks.append("tick")
+                await asyncio.sleep(0.01)
+            [asked] = approvals.listing(gov.db)
+            _decisions.decide(gov.db, asked.id, approve=approve, by=LEAD, note="checked with the customer")
+
+        deciding = asyncio.create_task(decide_when_asked())
+        result = await plain_agent(ran, coroutine=coroutine).ainvoke({"messages": [("user", "refund A-1")]})
+        await deciding
+        return ticks, result
+
+    ticks, result = asyncio.run(asyncio.wait_for(main(), 20))
+    assert ticks == ["tick"] * 3
+    if approve:
+        assert ran == [("A-1", 850.0)] and "refunded 850.0" in final(result)
+        assert [f["decision"] for f in records(gov, "tool_call.finished")] == ["ok"]
+    else:
+        assert ran == [] and "checked with the customer" in final(result)
 
 
 def test_a_tool_call_id_reused_in_another_thread_is_another_call(configure: Callable[..., Governor]) -> None:

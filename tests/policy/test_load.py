@@ -23,12 +23,12 @@ def test_a_valid_policy_compiles_with_a_content_revision() -> None:
 
 def test_malformed_yaml_names_file_line_and_column() -> None:
     [p] = problems("version: 1\ntools:\n  t: {rules: [\n")
-    assert p.startswith("p.yaml:") and "malformed YAML" in p
+    assert p == "p.yaml:4:1: the file ends inside a [ list or { mapping: close it"
 
 
 def test_duplicate_keys_are_malformed() -> None:
     [p] = problems("version: 1\ndefault: allow\ndefault: block\n")
-    assert p.startswith("p.yaml:3:") and "malformed YAML" in p
+    assert p == "p.yaml:3:1: the key 'default' appears twice in one mapping (first at line 2)"
 
 
 def test_not_a_mapping() -> None:
@@ -38,14 +38,14 @@ def test_not_a_mapping() -> None:
 def test_missing_and_wrong_version() -> None:
     assert problems("default: allow\n") == ["p.yaml:1:1: 'version' is required"]
     [p] = problems("version: 2\n")
-    assert p.startswith("p.yaml:1:10: 'version': input should be 1")
+    assert p == "p.yaml:1:10: 'version' should be 1, not the number 2"
 
 
 def test_unknown_effect_names_the_rule_line_and_column() -> None:
     text = "version: 1\ntools:\n  refund:\n    rules:\n      - id: big\n        effect: deny\n"
     [p] = problems(text)
     assert p == (
-        "p.yaml:6:17: rule 'big': 'effect': input should be 'allow', 'require_approval' or 'block' (got 'deny')"
+        "p.yaml:6:17: rule 'big': 'effect' should be 'allow', 'require_approval' or 'block', not the text 'deny'"
     )
 
 
@@ -81,7 +81,8 @@ def test_quoted_condition_positions_skip_the_quote() -> None:
         "version: 1\ntools:\n  t:\n    params: {amount: number}\n    rules:\n"
         '      - id: r2\n        when: "args.amont > 3"\n        effect: block\n'
     )
-    assert problems(text) == ["p.yaml:7:19: rule 'r2': the tool has no parameter 'amont' (its parameters: amount)"]
+    # column 20 is the '.' of args.amont, as CEL points at a selection (the quote at 15 skipped)
+    assert problems(text) == ["p.yaml:7:20: rule 'r2': the tool has no parameter 'amont' (its parameters: amount)"]
 
 
 def test_block_scalar_condition_positions_use_the_source_line() -> None:
@@ -96,9 +97,9 @@ def test_block_scalar_condition_positions_use_the_source_line() -> None:
 def test_declared_params_type_check_conditions_at_load_time() -> None:
     base = "version: 1\ntools:\n  t:\n    params: {note: string, amount: number}\n    rules:\n"
     [p] = problems(base + "      - {id: r, when: 'args.note + 1 > 2', effect: block}\n")
-    assert "rule 'r'" in p and "no matching overload for '_+_' applied to '(string, int)'" in p
+    assert p == "p.yaml:6:34: rule 'r': '+' cannot combine text and a whole number"
     [p] = problems(base + "      - {id: r, when: 'args.note', effect: block}\n")
-    assert p.endswith("a condition must be true or false, this one is string")
+    assert p.endswith("a condition must be true or false; this one gives text")
     # Numbers compare with integer literals whether the model sends 850 or 850.0.
     parse_policy(base + "      - {id: r, when: 'args.amount > 200 && args.note.startsWith(\"x\")', effect: block}\n")
 

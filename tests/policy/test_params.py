@@ -122,7 +122,7 @@ def test_additional_allow_lets_undeclared_arguments_through(policy: Any) -> None
         ("{q: {type: string, format: uri}}", 40, "'format'"),
         ("{q: {type: string, maxlength: 3}}", 32, "unknown key 'maxlength'; did you mean 'max_length'?"),
         ("{q: {type: text}}", 24, "'type'"),
-        ("{q: {type: number, minimum: yes}}", 41, "'minimum': input should be a valid decimal"),
+        ("{q: {type: number, minimum: yes}}", 41, "'minimum' should be a number, not the text 'yes'"),
     ],
 )
 def test_malformed_params_are_reported_at_their_line_and_column(params: str, column: int, message: str) -> None:
@@ -170,7 +170,7 @@ def _refunds(configure: Callable[..., Governor], policy: str) -> list[float]:
 
 
 def test_without_a_minimum_a_negative_refund_defeats_the_daily_cap(configure: Callable[..., Governor]) -> None:
-    """Why the README's example declares `minimum: 0.01`: the sum counts the negative refund."""
+    """Why docs/quickstart.md's example declares `minimum: 0.01`: the sum counts the negative refund."""
     refunded = _refunds(configure, CAPPED.replace("{type: number, minimum: 0.01}", "number"))
     assert refunded == [-5000, *[199] * 6] and sum(r for r in refunded if r > 0) == 1194
 

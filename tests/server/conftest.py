@@ -72,8 +72,12 @@ def make_key(server_db: str) -> Iterator[object]:
 class Server:
     """A real `clearance serve` process that can be started, killed and restarted."""
 
-    def __init__(self, db: Path | str, port: int, log: Path, *, make_keys: bool = True) -> None:
-        self.db, self.port, self.log = db, port, log
+    start_timeout = 30.0  # seconds `start` waits for it to answer /readyz, unless told
+
+    def __init__(
+        self, db: Path | str, port: int, log: Path, *, make_keys: bool = True, args: tuple[str, ...] = ()
+    ) -> None:
+        self.db, self.port, self.log, self.args = db, port, log, args
         self.base = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
         if not make_keys:
@@ -88,15 +92,15 @@ class Server:
         )
         store.close()
 
-    def start(self) -> None:
+    def start(self, timeout: float | None = None) -> None:
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(
-                [*CLI, "serve", "--port", str(self.port), "--database-url", str(self.db)],
+                [*CLI, "serve", "--port", str(self.port), "--database-url", str(self.db), *self.args],
                 env={**os.environ, "PYTHONPATH": str(REPO / "src")},
                 stdout=log,
                 stderr=log,
             )
-        wait_ready(self.base, self.proc, self.log.read_text)
+        wait_ready(self.base, self.proc, self.log.read_text, timeout or self.start_timeout)
 
     def kill(self) -> None:
         assert self.proc is not None

@@ -72,6 +72,8 @@ FIELDS: list[tuple[str, str, str, dict[str, Any] | None, str]] = [
     ("admin", "GET", "/v1/usage", None, "query.agent"),
     ("admin", "GET", "/v1/usage", None, "query.session"),
     ("admin", "GET", "/v1/budgets", None, "query.agent"),
+    ("admin", "GET", "/v1/replay", None, "query.session"),
+    ("admin", "GET", "/v1/spend", None, "query.agent"),
     *[
         ("admin", "GET", path, None, f"query.{name}")
         for path in ("/v1/events", "/v1/events/export")

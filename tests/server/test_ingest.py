@@ -98,6 +98,22 @@ def test_identity_comes_from_the_key(client: TestClient, make_key: Any, server_d
         (event(approval_id=["apr_x"]), "approval_id: "),
         (event(approval_id="apr_\x00"), "approval_id: "),
         (event(error={"a": 1}), "error: "),
+        # An LLM call's usage lands in columns (0019): model names of at most 200 characters
+        (
+            event("llm.call", model="m" * 201),
+            "model: Value error, a model name is 1 to 200 characters; this one is 201",
+        ),
+        # 3,000 characters: the test server takes bodies of 4 kB
+        (event("llm.call", model="m" * 3000), "a model name is 1 to 200 characters; this one is 3,000"),
+        (event("llm.call", model="gpt\x00"), "model: "),
+        (event("llm.call", model="gpt\ud800"), "model: "),
+        (event("llm.call", model=""), "model: Value error, a model name is 1 to 200 characters; this one is 0"),
+        (event("llm.call", model=["gpt-4o"]), "model: "),
+        (event("llm.call", input_tokens=-1), "input_tokens: "),
+        (event("llm.call", output_tokens=2**63), "output_tokens: "),
+        (event("llm.call", cached_input_tokens=1.5), "cached_input_tokens: "),
+        (event("llm.call", reasoning_tokens="many"), "reasoning_tokens: "),
+        (event("llm.call", model="rtl\u202e" + "m" * 196), None),  # 200 characters, the RTL override kept
         (event(call_id="c\x00"), "call_id: "),
         (event(decision="ok\x00"), "decision: "),
         (
@@ -120,7 +136,9 @@ def test_a_bad_event_is_refused_alone(
     stored = [e.body for e in ingested(db)]
     if problem is None:
         assert answer == {"appended": 2, "duplicates": 0, "refused": []}
-        assert [e["id"] for e in stored] == [good["id"], bad["id"]] and stored[1]["args"] == {"k": "x\x00y"}
+        assert [e["id"] for e in stored] == [good["id"], bad["id"]]
+        assert stored[1].get("args", bad.get("args")) == bad.get("args") and stored[1].get("model") == bad.get("model")
+        assert verify(db).ok
         db.close()
         return
     [refusal] = answer["refused"]

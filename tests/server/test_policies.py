@@ -30,7 +30,8 @@ def test_revisions_are_content_addressed_and_rejected_drafts_are_kept(client: Te
         {
             "location": "team.yaml:5:43",
             "rule_id": "r",
-            "message": "'effect': input should be 'allow', 'require_approval' or 'block' (got 'nope')",
+            "path": "tools.t.rules[0].effect",
+            "message": "'effect' should be 'allow', 'require_approval' or 'block', not the text 'nope'",
         }
     ]
     draft_id = error["message"].rsplit(" ", 1)[1]

@@ -15,7 +15,6 @@ fixture in conftest.py starts one per test session. What Phoenix 20.x keeps of a
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -27,17 +26,7 @@ from typing import Any
 
 import httpx
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# As in tests/e2e/conftest.py: without these Chromium reaches for Google's hosts.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from .._chromium import CHROMIUM, CHROMIUM_ARGS
 
 
 @dataclass(frozen=True)

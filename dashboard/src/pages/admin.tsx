@@ -3,8 +3,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
 import { when } from "../format";
-import type { Integrations, Key, KeyCreated, Signed, TestResult, User } from "../types";
-import { Badge, ErrorBox, Head, Loading } from "../ui/common";
+import type { Integrations, Key, KeyCreated, Role, Signed, TestResult, User } from "../types";
+import { Badge, Confirm, ErrorBox, Head, Loading } from "../ui/common";
 import { Text } from "../ui/value";
 
 const SCOPES = ["agent", "approver", "admin"];
@@ -25,6 +25,7 @@ function Keys() {
   const [error, setError] = useState<string | null>(null);
   const [secret, setSecret] = useState<{ name: string; secret: string } | null>(null);
   const [form, setForm] = useState({ name: "", scopes: ["agent"], agent: "", environment: "production" });
+  const [revoking, setRevoking] = useState<Key | null>(null);
   const load = () =>
     void api<Key[]>("/v1/keys")
       .then(setKeys)
@@ -47,12 +48,14 @@ function Keys() {
     }
   };
   const revoke = async (key: Key) => {
-    if (!window.confirm(`Revoke the key "${key.name}"? Whatever uses it stops working at once.`)) return;
+    setError(null);
     try {
       await api(`/v1/keys/${encodeURIComponent(key.id)}`, { method: "DELETE" });
-      load();
     } catch (e) {
       setError(errorText(e));
+    } finally {
+      setRevoking(null);
+      load();
     }
   };
   const toggle = (scope: string) =>
@@ -113,49 +116,71 @@ function Keys() {
       {keys === null ? (
         <Loading />
       ) : (
-        <div class="scroll">
-          <table class="events">
-            <Head cols={["name", "scopes", "agent", "environment", "created", "last used", ""]} />
-            <tbody>
-              {keys.map((k) => (
-                <tr key={k.id} class={k.revoked_at_us ? "revoked" : ""}>
-                  <td>
-                    {k.name} <span class="muted">{k.id}</span>
-                  </td>
-                  <td>{k.scopes.join(", ")}</td>
-                  <td>{k.agent ?? "—"}</td>
-                  <td>{k.environment}</td>
-                  <td class="nowrap">
-                    {when(k.created_at_us)} <span class="muted">{k.created_by ?? ""}</span>
-                  </td>
-                  <td class="nowrap">{k.last_used_at_us ? when(k.last_used_at_us) : "never"}</td>
-                  <td>
-                    {k.revoked_at_us ? (
-                      <Badge kind="revoked">revoked</Badge>
-                    ) : (
-                      <button type="button" class="danger" onClick={() => revoke(k)}>
-                        Revoke
-                      </button>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <table class="events stack">
+          <Head cols={["name", "scopes", "agent", "environment", "created", "last used", ""]} />
+          <tbody>
+            {keys.map((k) => (
+              <tr key={k.id} class={k.revoked_at_us ? "revoked" : ""}>
+                <td data-label="name">
+                  <Text text={k.name} /> <span class="muted">{k.id}</span>
+                </td>
+                <td data-label="scopes">{k.scopes.join(", ")}</td>
+                <td data-label="agent">{k.agent ? <Text text={k.agent} /> : "—"}</td>
+                <td data-label="environment">{k.environment}</td>
+                <td data-label="created" class="nowrap">
+                  {when(k.created_at_us)} <span class="muted">{k.created_by ?? ""}</span>
+                </td>
+                <td data-label="last used" class="nowrap">
+                  {k.last_used_at_us ? when(k.last_used_at_us) : "never"}
+                </td>
+                <td class="row-actions">
+                  {k.revoked_at_us ? (
+                    <Badge kind="revoked">revoked</Badge>
+                  ) : (
+                    <button type="button" class="danger" aria-label={`Revoke ${k.name}`} onClick={() => setRevoking(k)}>
+                      Revoke
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
       )}
+      {revoking ? (
+        <Confirm
+          title={`Revoke the key ${revoking.name}?`}
+          confirm="Revoke key"
+          danger
+          onConfirm={() => void revoke(revoking)}
+          onCancel={() => setRevoking(null)}
+        >
+          <p>
+            Whatever uses <strong>
+              <Text text={revoking.name} />
+            </strong>{" "}
+            ({revoking.id}) stops working at once. A revoked key cannot be restored: make a new one instead.
+          </p>
+        </Confirm>
+      ) : null}
     </section>
   );
 }
 
 function Users({ me }: { me: Signed }) {
   const [users, setUsers] = useState<User[] | null>(null);
+  const [roles, setRoles] = useState<Role[] | null>(null);
   const [error, setError] = useState<string | null>(null);
-  const [form, setForm] = useState({ username: "", password: "", roles: "approver" });
-  const load = () =>
+  const [form, setForm] = useState({ username: "", password: "", roles: ["approver"] });
+  const [disabling, setDisabling] = useState<User | null>(null);
+  const load = () => {
     void api<User[]>("/v1/users")
       .then(setUsers)
       .catch((e) => setError(errorText(e)));
+    void api<Role[]>("/v1/roles")
+      .then(setRoles)
+      .catch((e) => setError(errorText(e)));
+  };
   useEffect(load, []);
 
   const create = async (event: Event) => {
@@ -164,9 +189,9 @@ function Users({ me }: { me: Signed }) {
     try {
       await api("/v1/users", {
         method: "POST",
-        body: { username: form.username, password: form.password, roles: roles(form.roles) },
+        body: { username: form.username, password: form.password, roles: form.roles },
       });
-      setForm({ username: "", password: "", roles: "approver" });
+      setForm({ username: "", password: "", roles: ["approver"] });
       load();
     } catch (e) {
       setError(errorText(e));
@@ -176,9 +201,12 @@ function Users({ me }: { me: Signed }) {
     setError(null);
     try {
       await api(`/v1/users/${encodeURIComponent(user.username)}`, { method: "PATCH", body });
-      load();
+      return true;
     } catch (e) {
       setError(errorText(e));
+      return false;
+    } finally {
+      load();
     }
   };
 
@@ -186,7 +214,7 @@ function Users({ me }: { me: Signed }) {
     <section aria-labelledby="users-title">
       <h2 id="users-title">People</h2>
       <ErrorBox error={error} />
-      <form class="inline-form" onSubmit={create} aria-label="Add a person">
+      <form class="inline-form people-form" onSubmit={create} aria-label="Add a person">
         <label>
           Username
           <input required value={form.username} onInput={(e) => setForm({ ...form, username: e.currentTarget.value })} />
@@ -202,41 +230,53 @@ function Users({ me }: { me: Signed }) {
             onInput={(e) => setForm({ ...form, password: e.currentTarget.value })}
           />
         </label>
-        <label>
-          Roles
-          <input
-            required
-            value={form.roles}
-            title="approver, admin, or approver groups such as support-lead, comma-separated"
-            onInput={(e) => setForm({ ...form, roles: e.currentTarget.value })}
-          />
-        </label>
-        <button type="submit" class="primary">
+        <RolePicker
+          legend="Roles"
+          roles={roles}
+          chosen={form.roles}
+          onChange={(chosen) => setForm({ ...form, roles: chosen })}
+          describe
+        />
+        <button type="submit" class="primary" disabled={!form.roles.length}>
           Add person
         </button>
       </form>
       {users === null ? (
         <Loading />
       ) : (
-        <table class="events">
+        <table class="events stack">
           <Head cols={["username", "roles", "since", "access"]} />
           <tbody>
             {users.map((u) => (
-              <tr key={u.username}>
-                <td>{u.username}</td>
-                <td>
-                  <RolesCell user={u} onSave={(next) => change(u, { roles: next })} />
+              <tr key={u.username} class={u.disabled_at_us ? "revoked" : ""}>
+                <td data-label="username">
+                  <Text text={u.username} />
+                  {u.disabled_at_us ? <Badge kind="revoked">disabled</Badge> : null}
                 </td>
-                <td class="nowrap">{when(u.created_at_us)}</td>
-                <td>
+                <td data-label="roles">
+                  <RolesCell user={u} roles={roles} onSave={(next) => change(u, { roles: next })} />
+                </td>
+                <td data-label="since" class="nowrap">
+                  {when(u.created_at_us)}
+                </td>
+                <td class="row-actions">
                   {u.username === me.username ? (
                     <span class="muted">you</span>
                   ) : u.disabled_at_us ? (
-                    <button type="button" onClick={() => change(u, { disabled: false })}>
+                    <button
+                      type="button"
+                      aria-label={`Enable ${u.username}`}
+                      onClick={() => void change(u, { disabled: false })}
+                    >
                       Enable
                     </button>
                   ) : (
-                    <button type="button" class="danger" onClick={() => change(u, { disabled: true })}>
+                    <button
+                      type="button"
+                      class="danger"
+                      aria-label={`Disable ${u.username}`}
+                      onClick={() => setDisabling(u)}
+                    >
                       Disable
                     </button>
                   )}
@@ -246,31 +286,124 @@ function Users({ me }: { me: Signed }) {
           </tbody>
         </table>
       )}
+      {disabling ? (
+        <Confirm
+          title={`Disable ${disabling.username}?`}
+          confirm="Disable"
+          danger
+          onConfirm={() => {
+            void change(disabling, { disabled: true }).then(() => setDisabling(null));
+          }}
+          onCancel={() => setDisabling(null)}
+        >
+          <p>
+            <strong>
+              <Text text={disabling.username} />
+            </strong>{" "}
+            is signed out everywhere at once and cannot sign in until enabled again. What they decided stays in the
+            audit log.
+          </p>
+        </Confirm>
+      ) : null}
     </section>
   );
 }
 
-function RolesCell({ user, onSave }: { user: User; onSave: (roles: string[]) => void }) {
-  const [text, setText] = useState(user.roles.join(", "));
+// Roles as checkboxes, from the server's list (GET /v1/roles): the built-in ones, every group a
+// person has, every group an active policy names. A group no person can hold is shown, not offered.
+function RolePicker({
+  legend,
+  roles,
+  chosen,
+  onChange,
+  describe = false,
+}: {
+  legend: string;
+  roles: Role[] | null;
+  chosen: string[];
+  onChange: (chosen: string[]) => void;
+  describe?: boolean;
+}) {
+  if (roles === null) return <Loading />;
+  const toggle = (name: string) =>
+    onChange(chosen.includes(name) ? chosen.filter((r) => r !== name) : [...chosen, name]);
+  const shown = [...roles, ...chosen.filter((c) => !roles.some((r) => r.name === c)).map(unlisted)];
   return (
-    <form
-      class="inline-form"
-      onSubmit={(e) => {
-        e.preventDefault();
-        onSave(roles(text));
-      }}
-    >
-      <input aria-label={`roles of ${user.username}`} value={text} onInput={(e) => setText(e.currentTarget.value)} />
-      {text !== user.roles.join(", ") ? <button type="submit">Save</button> : null}
-    </form>
+    <fieldset class="roles">
+      <legend>{legend}</legend>
+      {shown.map((r) => (
+        <div class="role" key={r.name}>
+          <label class="inline">
+            <input
+              type="checkbox"
+              checked={chosen.includes(r.name)}
+              disabled={!r.assignable}
+              onChange={() => toggle(r.name)}
+            />
+            <Text text={r.name} />
+          </label>
+          {describe || !r.assignable ? (
+            <span class="muted small">
+              {r.assignable ? r.description : `the policy names role:${r.name}; role names are lower case, so no one can hold it`}
+              {r.named_by.length ? ` (${r.named_by.join(", ")})` : ""}
+            </span>
+          ) : null}
+        </div>
+      ))}
+      {chosen.length ? null : <span class="field-error">Choose at least one role.</span>}
+    </fieldset>
   );
 }
 
-function roles(text: string): string[] {
-  return text
-    .split(",")
-    .map((r) => r.trim())
-    .filter(Boolean);
+function unlisted(name: string): Role {
+  return { name, description: "", people: 1, named_by: [], assignable: true };
+}
+
+function RolesCell({
+  user,
+  roles,
+  onSave,
+}: {
+  user: User;
+  roles: Role[] | null;
+  onSave: (roles: string[]) => Promise<boolean>;
+}) {
+  const [editing, setEditing] = useState<string[] | null>(null);
+  if (editing === null)
+    return (
+      <span class="roles-now">
+        {user.roles.join(", ")}{" "}
+        <button
+          type="button"
+          class="link"
+          aria-label={`Change roles of ${user.username}`}
+          onClick={() => setEditing([...user.roles])}
+        >
+          Change roles
+        </button>
+      </span>
+    );
+  const same = editing.length === user.roles.length && editing.every((r) => user.roles.includes(r));
+  return (
+    <form
+      class="roles-edit"
+      aria-label={`Roles of ${user.username}`}
+      onSubmit={(e) => {
+        e.preventDefault();
+        void onSave(editing).then((ok) => ok && setEditing(null));
+      }}
+    >
+      <RolePicker legend={`Roles of ${user.username}`} roles={roles} chosen={editing} onChange={setEditing} />
+      <div class="actions">
+        <button type="submit" class="primary" disabled={same || !editing.length}>
+          Save roles
+        </button>
+        <button type="button" onClick={() => setEditing(null)}>
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
 }
 
 function IntegrationsPanel() {

@@ -1,56 +1,163 @@
-// The approvals inbox: pending approvals live from the server's event stream, and one approval
-// in detail with Approve, Deny with a note, Approve with edited arguments, and Approve with a
-// grant of similar calls or more budget (when the rule or the spent budget that asked allows it).
+// The approvals inbox: pending approvals live from the server's event stream, each showing what is
+// at stake, narrowed by filters kept in the address, and one approval in detail beside them
+// (approval.tsx). From the keyboard: j / k move, a approves, d denies, e edits, and after a
+// decision the next approval opens.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, ApiError, errorText } from "../api";
-import { ago, count, lasting, when } from "../format";
-import { href, type Route } from "../router";
-import type { Approval, AuditEvent, ExtendIn, GrantIn, GrantLimits, Signed } from "../types";
-import { ArgsTable, Badge, Countdown, ErrorBox, Fact, Loading, useNow } from "../ui/common";
-import { TraceFact } from "../ui/trace";
-import { HazardWarning, hasHazards, JsonText, Text } from "../ui/value";
+import { ago, count, soon } from "../format";
+import { href, navigate, type Route } from "../router";
+import type { Approval, Signed } from "../types";
+import { Loading, Time, useNow } from "../ui/common";
 import { visible } from "../visible";
-import { EditArgs } from "./edit_args";
-import { ExtendForm, GrantForm, type Refusal, refusalOf } from "./grant_form";
-
-const FINAL = new Set(["denied", "expired", "cancelled", "executed", "failed"]);
-
-function useLivePending(): { items: Approval[] | null; live: boolean } {
-  const [items, setItems] = useState<Approval[] | null>(null);
-  const [live, setLive] = useState(false);
-  useEffect(() => {
-    const source = new EventSource("/v1/approvals/stream");
-    source.addEventListener("pending", (event) => {
-      setItems(JSON.parse((event as MessageEvent<string>).data) as Approval[]);
-      setLive(true);
-    });
-    source.onerror = () => setLive(false); // EventSource reconnects by itself
-    return () => source.close();
-  }, []);
-  return { items, live };
-}
+import { ApprovalDetail, type Shortcuts } from "./approval";
+import { Announcer, described, notify, NotifyToggle, useNotifications } from "./inbox_alerts";
+import { Item } from "./inbox_item";
+import { useLivePending } from "./inbox_live";
 
 type Order = "expiry" | "newest";
 
+// The filters, as the address keeps them (#/approvals?mine=1&tool=…&agent=…&environment=…&order=newest).
+interface Filters {
+  mine?: string;
+  tool?: string;
+  agent?: string;
+  environment?: string;
+  order?: string;
+}
+
+function filtersOf(query: URLSearchParams): Filters {
+  const f: Filters = {};
+  for (const name of ["mine", "tool", "agent", "environment", "order"] as const) {
+    const v = query.get(name);
+    if (v) f[name] = v;
+  }
+  return f;
+}
+
+// Typing in a field, or a key with a modifier, is never a shortcut.
+function typing(event: KeyboardEvent): boolean {
+  const target = event.target as HTMLElement | null;
+  return (
+    event.ctrlKey ||
+    event.metaKey ||
+    event.altKey ||
+    event.defaultPrevented ||
+    !!target?.closest?.("input, textarea, select, [contenteditable]:not([contenteditable='false'])")
+  );
+}
+
 export function Approvals({ route, me }: { route: Route; me: Signed }) {
-  const { items, live } = useLivePending();
-  const [order, setOrder] = useState<Order>("expiry");
+  const filters = useMemo(() => filtersOf(route.query), [route.query.toString()]);
+  const streamQuery = useMemo(() => {
+    const q = new URLSearchParams();
+    if (filters.mine) q.set("mine", "true");
+    for (const name of ["tool", "agent", "environment"] as const) if (filters[name]) q.set(name, filters[name]!);
+    return q.toString();
+  }, [filters]);
+  const live = useLivePending(streamQuery);
+  const items = live.items;
+  const order: Order = filters.order === "newest" ? "newest" : "expiry";
   const selected = route.path[1];
   const listRef = useRef<HTMLUListElement>(null);
+  const shortcuts = useRef<Shortcuts | null>(null);
+  const focusNext = useRef<string | null>(null); // the item to focus once it is open
+  const [message, setMessage] = useState({ text: "", at: 0 });
+  const [lastDecided, setLastDecided] = useState<{ approval: Approval; verb: string } | null>(null);
+  const notifications = useNotifications();
+
+  // The server narrows the list; narrowing here too keeps the list right while a new one is on its way.
   const sorted = useMemo(() => {
-    const list = [...(items ?? [])];
+    const list = (items ?? []).filter(
+      (a) =>
+        (!filters.mine || a.may_decide) &&
+        (!filters.tool || a.tool === filters.tool) &&
+        (!filters.agent || a.agent === filters.agent) &&
+        (!filters.environment || a.environment === filters.environment),
+    );
     list.sort((a, b) => (order === "expiry" ? a.expires_at_us - b.expires_at_us : b.created_at_us - a.created_at_us));
     return list;
-  }, [items, order]);
+  }, [items, order, filters]);
 
   useEffect(() => {
     document.title = items?.length ? `(${items.length}) Approvals · Clearance` : "Approvals · Clearance";
   }, [items]);
 
+  const link = (id?: string) => href(id ? ["approvals", id] : ["approvals"], { ...filters });
+  const open = (id: string, replace = true) => {
+    focusNext.current = id;
+    navigate(link(id), replace);
+  };
+
+  // New approvals: said to screen readers, and notified when turned on.
+  useEffect(() => {
+    const arrived = live.arrived.approvals;
+    if (!arrived.length) return;
+    const total = `${count(items?.length ?? 0)} pending`;
+    setMessage({
+      text:
+        arrived.length === 1
+          ? `New approval: ${described(arrived[0])}. ${total}.`
+          : `${arrived.length} new approvals. ${total}.`,
+      at: live.arrived.at,
+    });
+    notify(arrived, (id) => open(id, false));
+  }, [live.arrived]);
+
+  // Once the item asked for is open: focus it in the list, or the approval's title when the list is hidden (phone).
+  useEffect(() => {
+    const id = focusNext.current;
+    if (!id || id !== selected) return;
+    const item = listRef.current?.querySelector<HTMLAnchorElement>(`a[data-id="${CSS.escape(id)}"]`);
+    if (item && item.offsetParent !== null) {
+      focusNext.current = null;
+      item.focus();
+    } // else the approval focuses its title when it has loaded (focusTitle)
+  }, [selected, sorted]);
+
+  const move = (by: number) => {
+    const ids = sorted.map((a) => a.id);
+    if (!ids.length) return;
+    const at = selected ? ids.indexOf(selected) : -1;
+    const next = at === -1 ? (by > 0 ? 0 : ids.length - 1) : Math.min(ids.length - 1, Math.max(0, at + by));
+    if (ids[next] !== selected) open(ids[next]);
+  };
+
+  useEffect(() => {
+    const onKey = (event: KeyboardEvent) => {
+      if (typing(event)) return;
+      const decide = shortcuts.current;
+      const keys: Record<string, (() => void) | undefined> = {
+        j: () => move(1),
+        k: () => move(-1),
+        a: decide?.approve,
+        d: decide?.deny,
+        e: decide?.edit,
+      };
+      const act = keys[event.key];
+      if (!act) return;
+      event.preventDefault();
+      act();
+    };
+    document.addEventListener("keydown", onKey);
+    return () => document.removeEventListener("keydown", onKey);
+  });
+
+  // After a decision the next approval opens (the one below, else above); with none left, this one stays.
+  const decided = (a: Approval, advance: boolean) => {
+    const verb = a.status === "pending" ? "Voted to approve" : a.status === "denied" ? "Denied" : "Approved";
+    setLastDecided({ approval: a, verb });
+    const ids = sorted.map((x) => x.id);
+    const at = ids.indexOf(a.id);
+    const next = !advance ? undefined : at === -1 ? ids.find((id) => id !== a.id) : (ids[at + 1] ?? ids[at - 1]);
+    const then = next ? " The next approval is open." : advance && ids.length <= 1 ? " Nothing else is waiting." : "";
+    setMessage({ text: `${verb} ${described(a)}.${then}`, at: Date.now() });
+    if (next) open(next);
+    return next !== undefined;
+  };
+
   // Arrow keys move through the list; Enter (the link's own) opens one.
   const onKeyDown = (event: KeyboardEvent) => {
     if (event.key !== "ArrowDown" && event.key !== "ArrowUp") return;
-    const links = Array.from(listRef.current?.querySelectorAll<HTMLAnchorElement>("a") ?? []);
+    const links = Array.from(listRef.current?.querySelectorAll<HTMLAnchorElement>("a.item") ?? []);
     const at = links.indexOf(document.activeElement as HTMLAnchorElement);
     const next = links[Math.min(links.length - 1, Math.max(0, at + (event.key === "ArrowDown" ? 1 : -1)))];
     if (next) {
@@ -59,407 +166,206 @@ export function Approvals({ route, me }: { route: Route; me: Signed }) {
     }
   };
 
+  const setFilter = (name: keyof Filters, value: string) =>
+    navigate(
+      href(selected ? ["approvals", selected] : ["approvals"], { ...filters, [name]: value || undefined }),
+      true,
+    );
+  const narrowed = ["mine", "tool", "agent", "environment"].filter((n) => filters[n as keyof Filters]).length;
+  const tabbable = selected && sorted.some((a) => a.id === selected) ? selected : sorted[0]?.id;
+
   return (
-    <div class={selected ? "split has-detail" : "split"}>
-      <section class="inbox" aria-label="Pending approvals">
-        <div class="inbox-head">
-          <h1>
-            Pending <span class="count">{items?.length ?? ""}</span>
-          </h1>
-          <span class={live ? "live on" : "live"} role="status">
-            {live ? "live" : "reconnecting…"}
-          </span>
-        </div>
-        <label class="inline">
-          Order
-          <select value={order} onChange={(e) => setOrder(e.currentTarget.value as Order)}>
-            <option value="expiry">nearest expiry first</option>
-            <option value="newest">newest first</option>
-          </select>
-        </label>
-        {items === null ? (
-          <Loading />
-        ) : sorted.length === 0 ? (
-          <p class="muted empty">Nothing is waiting for a decision.</p>
-        ) : (
-          <ul class="items" ref={listRef} onKeyDown={onKeyDown}>
-            {sorted.map((a) => (
-              <li key={a.id}>
-                <a
-                  href={href(["approvals", a.id])}
-                  class={a.id === selected ? "item selected" : "item"}
-                  aria-current={a.id === selected ? "true" : undefined}
-                >
-                  <span class="item-title">
-                    <code>
-                      <Text text={a.tool} />
-                    </code>{" "}
-                    <span class="muted">by</span> {a.agent}
-                    {hasHazards([a.tool, a.args]) ? <Badge kind="hazard">hidden characters</Badge> : null}
-                    {a.waiter_gone ? <Badge kind="waiter_gone">waiter gone</Badge> : null}
-                  </span>
-                  <span class="item-reason">
-                    <Text text={a.reason} />
-                  </span>
-                  <span class="item-meta">
-                    <Countdown until_us={a.expires_at_us} /> · requested {ago(a.created_at_us)}
-                  </span>
-                </a>
-              </li>
-            ))}
-          </ul>
-        )}
-      </section>
-      {selected ? (
-        <section class="detail" aria-label="Approval">
-          <a class="back" href="#/approvals">
-            ← All pending
-          </a>
-          <ApprovalDetail key={selected} id={selected} me={me} />
-        </section>
-      ) : null}
-    </div>
-  );
-}
-
-function ApprovalDetail({ id, me }: { id: string; me: Signed }) {
-  const [approval, setApproval] = useState<Approval | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [mode, setMode] = useState<"view" | "deny" | "edit" | "grant" | "extend">("view");
-  const [note, setNote] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [refusal, setRefusal] = useState<Refusal | null>(null);
-  const [granted, setGranted] = useState<"grant" | "extend" | null>(null);
-  const noteRef = useRef<HTMLTextAreaElement>(null);
-  useEffect(() => {
-    if (mode === "deny") noteRef.current?.focus();
-  }, [mode]);
-
-  // Follow the approval until it ends: decided elsewhere, expired, or run with a result.
-  useEffect(() => {
-    const abort = new AbortController();
-    let first = true;
-    (async () => {
-      for (;;) {
-        try {
-          const found = await api<Approval>(`/v1/approvals/${encodeURIComponent(id)}`, {
-            query: first ? {} : { wait: 25, until: "finished" },
-            signal: abort.signal,
-          });
-          first = false;
-          setApproval(found);
-          setError(null);
-          if (FINAL.has(found.status)) return;
-        } catch (e) {
-          if (abort.signal.aborted) return;
-          setError(errorText(e));
-          await new Promise((resolve) => window.setTimeout(resolve, 3000));
-        }
-      }
-    })();
-    return () => abort.abort();
-  }, [id]);
-
-  if (approval === null) return error ? <ErrorBox error={error} /> : <Loading />;
-
-  const decide = async (
-    approve: boolean,
-    more: { args?: Record<string, unknown>; grant?: GrantIn; extend?: ExtendIn } = {},
-  ) => {
-    setBusy(true);
-    setError(null);
-    setRefusal(null);
-    try {
-      const body: Record<string, unknown> = { ...more };
-      if (note.trim()) body.note = note.trim();
-      setApproval(
-        await api<Approval>(`/v1/approvals/${encodeURIComponent(id)}/${approve ? "approve" : "deny"}`, {
-          method: "POST",
-          body,
-        }),
-      );
-      if (more.grant) setGranted("grant");
-      if (more.extend) setGranted("extend");
-      setMode("view");
-    } catch (e) {
-      // A refused grant or extension: its problems beside the form, which stays open (the approval is still pending).
-      if (e instanceof ApiError && e.status === 422 && (more.grant || more.extend))
-        setRefusal(refusalOf(e, more.grant ? "grant" : "extend"));
-      else setError(errorText(e));
-    } finally {
-      setBusy(false);
-    }
-  };
-  const open = (next: typeof mode) => {
-    setRefusal(null);
-    setMode(next);
-  };
-
-  const pending = approval.status === "pending";
-  const refused = whyNot(approval, me);
-  const mayDecide = refused === null;
-  return (
-    <article class="approval">
-      <header>
-        <h2>
-          <code>
-            <Text text={approval.tool} />
-          </code>
-        </h2>
-        <Badge kind={approval.status}>{approval.status}</Badge>
-        {approval.waiter_gone ? <Badge kind="waiter_gone">waiter gone</Badge> : null}
-        {pending ? <Countdown until_us={approval.expires_at_us} /> : null}
-      </header>
-      <HazardWarning value={approval.args} />
-      {approval.waiter_gone ? (
-        <p class="error waiter-gone" role="alert">
-          {waiterGone(approval)}
-        </p>
-      ) : null}
-      <dl class="facts">
-        <dt>Agent</dt>
-        <dd>
-          {approval.agent} <span class="muted">({approval.environment})</span>
-        </dd>
-        <dt>Session</dt>
-        <dd>
-          {approval.session ? (
-            <a href={href(["sessions", approval.session])}>
-              <Text text={approval.session} />
-            </a>
-          ) : (
-            "—"
-          )}
-        </dd>
-        <dt>Rule</dt>
-        <dd>{approval.rule_ids.length ? approval.rule_ids.map((r) => <code key={r}>{r} </code>) : "—"}</dd>
-        <dt>Reason</dt>
-        <dd>
-          <Text text={approval.reason} />
-        </dd>
-        <Fact label="May grant" when={approval.grant_limits}>
-          {approval.grant_limits ? limitsText(approval.grant_limits) : null}
-        </Fact>
-        <Fact label="Budget" when={approval.budget}>
-          {approval.budget === "session" ? "this session's" : "this agent's"} budget is spent; approving may extend it
-        </Fact>
-        <dt>Approvers</dt>
-        <dd>
-          {approval.approvers.join(", ") || "any approver"}
-          {approval.quorum > 1 ? ` (${approval.votes.length} of ${approval.quorum} votes)` : ""}
-        </dd>
-        <dt>Requested</dt>
-        <dd>
-          {when(approval.created_at_us)}; expires {when(approval.expires_at_us)} ({approval.on_timeout} on timeout)
-        </dd>
-        <TraceFact trace={approval.trace} />
-      </dl>
-      <h3>Arguments</h3>
-      <ArgsTable args={approval.args} />
-      <ErrorBox error={error} />
-      {pending && refused ? <p class="muted">{refused}</p> : null}
-      {pending && mayDecide && mode === "view" ? (
-        <div class="actions sticky" role="group" aria-label="Decide">
-          <button type="button" class="primary" disabled={busy} onClick={() => decide(true)}>
-            Approve
-          </button>
-          {approval.grant_limits ? (
-            <button type="button" disabled={busy} onClick={() => open("grant")}>
-              Approve and grant…
-            </button>
-          ) : null}
-          {approval.budget ? (
-            <button type="button" disabled={busy} onClick={() => open("extend")}>
-              Approve and extend…
-            </button>
-          ) : null}
-          <button type="button" disabled={busy} onClick={() => open("edit")}>
-            Edit arguments…
-          </button>
-          <button type="button" class="danger" disabled={busy} onClick={() => open("deny")}>
-            Deny…
-          </button>
+    <>
+      {!live.connected ? (
+        <div class="offline" role="alert">
+          <strong>Not connected to the server</strong> since <Time us={(live.lostAt ?? Date.now()) * 1000} />
+          {items ? ": this list may be out of date." : "."} Deciding is paused until it is back; the page keeps
+          trying to reconnect.
         </div>
       ) : null}
-      {pending && mode === "deny" ? (
-        <form
-          class="deny"
-          onSubmit={(e) => {
-            e.preventDefault();
-            void decide(false);
-          }}
-        >
-          <label>
-            Note for the agent (why not)
-            <textarea
-              name="note"
-              maxLength={2000}
-              value={note}
-              ref={noteRef}
-              onInput={(e) => setNote(e.currentTarget.value)}
-            />
-          </label>
-          <div class="actions sticky">
-            <button type="submit" class="danger" disabled={busy}>
-              Deny
-            </button>
-            <button type="button" onClick={() => setMode("view")}>
-              Cancel
-            </button>
+      <Announcer message={message} />
+      <div class={selected ? "split has-detail" : "split"}>
+        <section class="inbox" aria-label="Pending approvals">
+          <div class="inbox-head">
+            <h1>
+              Pending <span class="count">{items ? count(sorted.length) : ""}</span>
+            </h1>
+            <span class={live.connected ? "live on" : "live"} role="status">
+              {live.connected ? "live" : "reconnecting…"}
+            </span>
           </div>
-        </form>
-      ) : null}
-      {pending && mode === "edit" ? (
-        <EditArgs
-          args={approval.args}
-          busy={busy}
-          note={note}
-          onNote={setNote}
-          onCancel={() => setMode("view")}
-          onConfirm={(changed) => decide(true, { args: changed })}
-        />
-      ) : null}
-      {pending && mode === "grant" && approval.grant_limits ? (
-        <GrantForm
-          approval={approval}
-          limits={approval.grant_limits}
-          busy={busy}
-          note={note}
-          refusal={refusal}
-          onNote={setNote}
-          onCancel={() => open("view")}
-          onConfirm={(grant) => decide(true, { grant })}
-        />
-      ) : null}
-      {pending && mode === "extend" && approval.budget ? (
-        <ExtendForm
-          approval={approval}
-          budget={approval.budget}
-          busy={busy}
-          note={note}
-          refusal={refusal}
-          onNote={setNote}
-          onCancel={() => open("view")}
-          onConfirm={(extend) => decide(true, { extend })}
-        />
-      ) : null}
-      {granted ? (
-        <p class="ok" role="status">
-          {granted === "grant" ? "Similar calls are granted" : "The budget is extended"}:{" "}
-          <a href={href(["grants"], { agent: approval.agent, session: approval.session ?? undefined })}>
-            see Grants
-          </a>
-          .
-        </p>
-      ) : null}
-      {!pending ? <Outcome approval={approval} /> : null}
-      {approval.session ? <Earlier session={approval.session} before_us={approval.created_at_us} /> : null}
-    </article>
+          <div class="inbox-tools">
+            <button
+              type="button"
+              aria-pressed={!!filters.mine}
+              onClick={() => setFilter("mine", filters.mine ? "" : "1")}
+              title="only the approvals you may decide"
+            >
+              Mine to decide
+            </button>
+            <NotifyToggle {...notifications} />
+            <details class="inbox-filters" open={narrowed > 0 || undefined}>
+              <summary>Filters{narrowed ? ` (${narrowed})` : ""}</summary>
+              <FilterSelect label="Tool" name="tool" filters={filters} items={items} set={setFilter} />
+              <FilterSelect label="Agent" name="agent" filters={filters} items={items} set={setFilter} />
+              <FilterSelect label="Environment" name="environment" filters={filters} items={items} set={setFilter} />
+              <label class="inline">
+                Order
+                <select
+                  value={order}
+                  onChange={(e) => setFilter("order", e.currentTarget.value === "newest" ? "newest" : "")}
+                >
+                  <option value="expiry">nearest expiry first</option>
+                  <option value="newest">newest first</option>
+                </select>
+              </label>
+            </details>
+          </div>
+          {lastDecided ? (
+            <p class="last-decided">
+              {lastDecided.verb} <a href={link(lastDecided.approval.id)}>{described(lastDecided.approval)}</a>
+            </p>
+          ) : null}
+          {items === null ? (
+            live.connected ? (
+              <Loading />
+            ) : null
+          ) : sorted.length === 0 ? (
+            <p class="muted empty">
+              {narrowed ? "Nothing waiting matches these filters." : "Nothing is waiting for a decision."}
+            </p>
+          ) : (
+            <ItemList
+              sorted={sorted}
+              selected={selected}
+              tabbable={tabbable}
+              link={link}
+              listRef={listRef}
+              onKeyDown={onKeyDown}
+            />
+          )}
+          {items !== null && items.length >= 500 ? (
+            <p class="muted">The 500 nearest expiry are listed: narrow them with the filters to see others.</p>
+          ) : null}
+          <p class="muted keys">
+            Keys: <kbd>j</kbd> / <kbd>k</kbd> next / previous, <kbd>a</kbd> approve, <kbd>d</kbd> deny with a note,{" "}
+            <kbd>e</kbd> edit the arguments. In bold, the arguments the rule that asked reads.
+          </p>
+        </section>
+        {selected ? (
+          <section class="detail" aria-label="Approval">
+            <a class="back" href={link()}>
+              ← All pending
+            </a>
+            <ApprovalDetail
+              key={selected}
+              id={selected}
+              me={me}
+              connected={live.connected}
+              shortcuts={shortcuts}
+              focusTitle={focusNext}
+              onDecided={decided}
+            />
+          </section>
+        ) : (
+          <div class="detail placeholder">
+            {sorted.length ? (
+              <p>
+                Select an approval to see all its arguments, its rule and what happened before it in its session, and to
+                decide it. Or press <kbd>j</kbd> to open the first, then <kbd>a</kbd> to approve or <kbd>d</kbd> to
+                deny.
+              </p>
+            ) : (
+              <p>
+                Nothing to decide. New approvals appear in the list as they are asked for
+                {notifications.state === "unsupported"
+                  ? "."
+                  : "; turn on notifications to hear of them while you are elsewhere."}
+              </p>
+            )}
+          </div>
+        )}
+      </div>
+    </>
   );
 }
 
-// What the rule lets an approver grant, in a line: "session or agent, up to 8 hours, at most 20 calls".
-function limitsText(limits: GrantLimits): string {
-  const parts = [limits.scopes.join(" or "), `up to ${lasting(limits.max_duration)}`];
-  if (limits.max_calls !== null) parts.push(`at most ${count(limits.max_calls)} calls`);
-  for (const [name, most] of Object.entries(limits.max_total ?? {})) parts.push(`${visible(name)} totalling at most ${most}`);
-  return parts.join(", ");
-}
+const FIRST_DRAWN = 30;
+const MORE_DRAWN = 50;
 
-// Why this person may not decide it (the server's own rule, so the page does not offer what
-// the server would refuse), or null.
-function whyNot(a: Approval, me: Signed): string | null {
-  if (!me.roles.includes("approver")) return "Only approvers decide approvals.";
-  if (a.requested_by === `user:${me.username}`) return "You requested this call, so someone else decides it.";
-  const groups = a.escalated_at_us ? a.escalate_to : a.approvers;
-  if (!groups.length) return null;
-  const allowed = groups.some(
-    (g) => (g.startsWith("role:") && me.roles.includes(g.slice(5))) || g === `user:${me.username}`,
-  );
-  return allowed ? null : `Only ${groups.join(", ")} may decide this approval.`;
-}
-
-// What a decider must know about an approval whose waiting process stopped.
-function waiterGone(a: Approval): string {
-  const stopped = `Waiter gone: the process waiting for this approval stopped at ${when(a.waiter_seen_at_us ?? 0)}.`;
-  return a.resumable
-    ? `${stopped} Approved, the call runs once in a "clearance worker" importing its tool.`
-    : `${stopped} Nothing can run the call: approving it does not run it, and it is cancelled at its expiry.`;
-}
-
-function Outcome({ approval }: { approval: Approval }) {
-  const now = useNow();
-  return (
-    <section class="outcome" aria-live="polite">
-      <h3>Outcome</h3>
-      <p>
-        <Badge kind={approval.status}>{approval.status}</Badge>{" "}
-        {approval.decided_by ? (
-          <>
-            by <strong>{approval.decided_by}</strong> {approval.decided_at_us ? ago(approval.decided_at_us, now) : ""}
-          </>
-        ) : null}
-      </p>
-      {approval.note ? (
-        <p>
-          Note:{" "}
-          <q>
-            <Text text={approval.note} />
-          </q>
-        </p>
-      ) : null}
-      {approval.edited_args ? (
-        <>
-          <h4>Approved with edited arguments</h4>
-          <HazardWarning value={approval.edited_args} what="edited call" />
-          <ArgsTable args={approval.edited_args} />
-        </>
-      ) : null}
-      {approval.status === "approved" && approval.waiter_gone ? null : approval.status === "approved" ? (
-        <p class="muted">Waiting for the agent to run it…</p>
-      ) : approval.status === "cancelled" && approval.error ? (
-        <p class="error">
-          <Text text={approval.error} />
-        </p>
-      ) : approval.status === "executed" ? (
-        <>
-          <h4>Result</h4>
-          <JsonText value={approval.result} />
-        </>
-      ) : approval.status === "failed" ? (
-        <p class="error">
-          The call failed: <Text text={approval.error ?? ""} />
-        </p>
-      ) : null}
-    </section>
-  );
-}
-
-function Earlier({ session, before_us }: { session: string; before_us: number }) {
-  const [events, setEvents] = useState<AuditEvent[] | null>(null);
+// The list, redrawn every second for the time left: only the items whose words changed are drawn again.
+function ItemList(props: {
+  sorted: Approval[];
+  selected: string | undefined;
+  tabbable: string | undefined;
+  link: (id: string) => string;
+  listRef: { current: HTMLUListElement | null };
+  onKeyDown: (event: KeyboardEvent) => void;
+}) {
+  const now = useNow(1000);
+  const minute = Math.floor(now / 60_000) * 60_000;
+  // A screenful first, the rest in the frames after: 500 items are on screen at once, and in the page soon after.
+  const [drawn, setDrawn] = useState(FIRST_DRAWN);
+  const total = props.sorted.length;
   useEffect(() => {
-    api<AuditEvent[]>(`/v1/sessions/${encodeURIComponent(session)}`)
-      .then((all) => setEvents(all.filter((e) => e.at_us !== undefined && e.at_us < before_us).slice(-15)))
-      .catch(() => setEvents([]));
-  }, [session, before_us]);
-  if (!events?.length) return null;
+    if (drawn >= total) return;
+    const frame = requestAnimationFrame(() => setDrawn((n) => n + MORE_DRAWN));
+    return () => cancelAnimationFrame(frame);
+  }, [drawn, total]);
+  const at = props.selected ? props.sorted.findIndex((a) => a.id === props.selected) : -1;
+  const shown = props.sorted.slice(0, Math.max(drawn, at + 1));
   return (
-    <section class="earlier">
-      <h3>Earlier in this session</h3>
-      <ol class="timeline compact">
-        {events.map((e) => (
-          <li key={e.seq}>
-            <span class="muted">{when(e.at_us)}</span> <code>{e.kind}</code>{" "}
-            {e.tool ? (
-              <code>
-                <Text text={e.tool} />
-              </code>
-            ) : null} {e.decision ? <Badge kind={e.decision}>{e.decision}</Badge> : null}
-            {e.kind === "llm.call" ? <span class="muted"> {String(e.model)}</span> : null}
-          </li>
+    <ul class="items" ref={props.listRef} onKeyDown={props.onKeyDown}>
+      {shown.map((a) => {
+        const left = a.expires_at_us / 1000 - now;
+        return (
+          <Item
+            key={a.id}
+            approval={a}
+            href={props.link(a.id)}
+            selected={a.id === props.selected}
+            tabbable={a.id === props.tabbable}
+            left={left <= 0 ? "expired" : `${soon(left / 1000)} left`}
+            urgent={left < 60_000}
+            asked={ago(a.created_at_us, minute)}
+          />
+        );
+      })}
+    </ul>
+  );
+}
+
+// A filter's choices: the values in the list, and the one chosen (which a narrowed list may not hold).
+function FilterSelect({
+  label,
+  name,
+  filters,
+  items,
+  set,
+}: {
+  label: string;
+  name: "tool" | "agent" | "environment";
+  filters: Filters;
+  items: Approval[] | null;
+  set: (name: keyof Filters, value: string) => void;
+}) {
+  const chosen = filters[name] ?? "";
+  const values = useMemo(() => {
+    const all = new Set((items ?? []).map((a) => a[name]));
+    if (chosen) all.add(chosen);
+    return [...all].sort();
+  }, [items, chosen]);
+  return (
+    <label class="inline">
+      {label}
+      <select value={chosen} onChange={(e) => set(name, e.currentTarget.value)}>
+        <option value="">all</option>
+        {values.map((v) => (
+          <option key={v} value={v}>
+            {visible(v)}
+          </option>
         ))}
-      </ol>
-      <a href={href(["sessions", session])}>Replay the whole session →</a>
-    </section>
+      </select>
+    </label>
   );
 }

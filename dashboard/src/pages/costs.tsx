@@ -1,24 +1,28 @@
-// Costs: LLM spend by model, day, agent and session, as charts and tables; unpriced calls are
-// flagged (never shown as $0); budgets of the active policies and how much of them is spent.
+// Costs: LLM spend over time by model and by agent (charts), totals by model, day, agent and
+// session; unpriced calls are flagged (never shown as $0); the budgets in use and how much of
+// each is spent.
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
-import type { BudgetUse, Usage } from "../types";
+import type { BudgetUse, Spend as SpendOverTime, Usage } from "../types";
 import { count, duration, usd } from "../format";
 import { href, navigate, type Route } from "../router";
 import { Badge, ErrorBox, Head, Loading, Spend } from "../ui/common";
 import { Bars } from "../ui/bars";
+import { SpendChart } from "../ui/spend_chart";
 import { Text } from "../ui/value";
 import { visible } from "../visible";
 
 const GROUPS = ["model", "day", "agent", "session"] as const;
 type Group = (typeof GROUPS)[number];
 const RANGES: Record<string, number | null> = { "24 hours": 1, "7 days": 7, "30 days": 30, "all time": null };
+const BUDGETS_SHOWN = 20;
 
 export function Costs({ route }: { route: Route; isAdmin: boolean }) {
   const by = (GROUPS as readonly string[]).includes(route.query.get("by") ?? "") ? (route.query.get("by") as Group) : "model";
   const range = route.query.get("range") ?? "30 days";
   const [rows, setRows] = useState<Usage[] | null>(null);
   const [budgets, setBudgets] = useState<BudgetUse[] | null>(null);
+  const [spend, setSpend] = useState<SpendOverTime[] | null>(null);
   const [error, setError] = useState<string | null>(null);
 
   useEffect(() => {
@@ -29,7 +33,22 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
       .catch((e) => setError(errorText(e)));
   }, [by, range]);
   useEffect(() => {
-    api<BudgetUse[]>("/v1/budgets")
+    const days = RANGES[range] ?? null;
+    // Buckets start at the viewer's midnight; the server picks hours for a day, days for longer.
+    const query = {
+      since_us: days ? (Date.now() - days * 86400_000) * 1000 : null,
+      utc_offset_minutes: -new Date().getTimezoneOffset(),
+    };
+    setSpend(null);
+    Promise.all([
+      api<SpendOverTime>("/v1/spend", { query: { ...query, by: "model" } }),
+      api<SpendOverTime>("/v1/spend", { query: { ...query, by: "agent" } }),
+    ])
+      .then(setSpend)
+      .catch((e) => setError(errorText(e)));
+  }, [range]);
+  useEffect(() => {
+    api<BudgetUse[]>("/v1/budgets", { query: { limit: BUDGETS_SHOWN } })
       .then(setBudgets)
       .catch((e) => setError(errorText(e)));
   }, []);
@@ -58,6 +77,17 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
         </label>
       </div>
       <ErrorBox error={error} />
+      <h2>Spend over time</h2>
+      {spend === null ? (
+        <Loading />
+      ) : (
+        <div class="spend-charts">
+          {spend.map((s) => (
+            <SpendChart key={s.by} spend={s} title={`Spend per ${s.bucket} by ${s.by}`} />
+          ))}
+        </div>
+      )}
+      <h2>Totals by {by}</h2>
       {rows === null ? (
         <Loading />
       ) : rows.length === 0 ? (
@@ -112,13 +142,17 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
           </div>
         </>
       )}
-      <h2>Budgets</h2>
+      <h2>Budgets in use</h2>
+      <p class="muted">
+        A session budget is in use when its session (one of the 200 most recently active) made LLM calls; an agent
+        budget when its agent made LLM calls within the budget's window. The {BUDGETS_SHOWN} most used are shown.
+      </p>
       {budgets === null ? (
         <Loading />
       ) : budgets.length === 0 ? (
         <p class="muted">
-          No active policy sets a budget (<code>budgets.session</code> or <code>budgets.agent</code>) for the agents
-          seen recently.
+          No budget is in use: no active policy sets one (<code>budgets.session</code> or <code>budgets.agent</code>)
+          for the agents that made LLM calls recently.
         </p>
       ) : (
         <div class="scroll">
@@ -141,7 +175,7 @@ export function Costs({ route }: { route: Route; isAdmin: boolean }) {
                     )}
                   </td>
                   <td>
-                    {[b.max_cost_usd ? usd(b.max_cost_usd) : null, b.max_tokens ? `${count(b.max_tokens)} tokens` : null]
+                    {[b.max_cost_usd ? usd(b.max_cost_usd, true) : null, b.max_tokens ? `${count(b.max_tokens)} tokens` : null]
                       .filter(Boolean)
                       .join(" · ")}
                   </td>

@@ -103,13 +103,21 @@ export function EditArgs(props: {
     return q ? names.filter((n) => n.toLowerCase().includes(q)) : names;
   }, [names, find]);
   const set = (name: string, text: string) => setEdits((all) => ({ ...all, [name]: text }));
-  // Below a long argument table the form would open out of sight: bring it (and its buttons) in.
+  // Below a long argument table the form would open out of sight: bring it (and its buttons) in,
+  // and put the focus in it (the button that opened it is gone): the first field, or Confirm.
   const top = useRef<HTMLHeadingElement>(null);
-  useEffect(() => top.current?.scrollIntoView({ block: "start" }), [reviewing]);
+  const box = useRef<HTMLElement>(null);
+  useEffect(() => {
+    top.current?.scrollIntoView({ block: "start" });
+    const first = box.current?.querySelector<HTMLElement>(
+      reviewing ? "button.primary" : "input:not([readonly]), textarea",
+    );
+    first?.focus({ preventScroll: true });
+  }, [reviewing]);
 
   if (reviewing)
     return (
-      <section class="review" aria-label="Review the edit">
+      <section class="review" aria-label="Review the edit" ref={box}>
         <h3 ref={top}>Approve with these changes?</h3>
         <table class="diff">
           <Head cols={["argument", "proposed by the agent", "to run"]} />
@@ -151,6 +159,7 @@ export function EditArgs(props: {
     <form
       class="edit"
       aria-label="Edit arguments"
+      ref={box as { current: HTMLFormElement | null }}
       onSubmit={(e) => {
         e.preventDefault();
         if (!invalid && changedNames.length) setReviewing(true);

@@ -44,10 +44,6 @@ export function Grants({ route, me }: { route: Route; me: Signed }) {
     };
   }, [agent, session, loaded]);
 
-  useEffect(() => {
-    document.title = "Grants · Clearance";
-  }, []);
-
   const live = grants?.filter((g) => g.status === "live") ?? [];
   const ended = grants?.filter((g) => g.status !== "live") ?? [];
   return (
@@ -230,7 +226,7 @@ function GrantCard({ grant: g, mayRevoke, onChanged }: { grant: Grant; mayRevoke
           <>
             <dt>Extended by</dt>
             <dd>
-              {[g.extend_usd !== null ? usd(g.extend_usd) : null, g.extend_tokens !== null ? `${count(g.extend_tokens)} tokens` : null]
+              {[g.extend_usd !== null ? usd(g.extend_usd, true) : null, g.extend_tokens !== null ? `${count(g.extend_tokens)} tokens` : null]
                 .filter(Boolean)
                 .join(" and ")}
             </dd>

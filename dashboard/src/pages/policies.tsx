@@ -2,12 +2,12 @@
 // inline validation; "test against history" before activating; activate and roll back.
 import { useEffect, useState } from "preact/hooks";
 import { api, errorText } from "../api";
-import type { Assignment, HistoryReport, PolicyDiff, Revision, Validation } from "../types";
+import type { Assignment, HistoryReport, PolicyDiff, Problem, Revision, Validation } from "../types";
 import { value, when } from "../format";
 import { href, navigate, type Route } from "../router";
-import { Badge, ErrorBox, Head, Loading } from "../ui/common";
+import { Badge, Confirm, ErrorBox, Head, Loading } from "../ui/common";
 import { hasHazards, Text } from "../ui/value";
-import { PolicyEditor } from "../ui/editor";
+import { PolicyEditor, where } from "../ui/editor";
 
 export function Policies({ route }: { route: Route }) {
   const [id, action] = [route.path[1], route.path[2]];
@@ -28,21 +28,28 @@ function List() {
   const [assignments, reload] = useAssignments();
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [asking, setAsking] = useState<Assignment | null>(null); // the rollback waiting for a yes
+  const [rolled, setRolled] = useState<string | null>(null);
   useEffect(() => {
     api<Revision[]>("/v1/policies")
       .then(setRevisions)
       .catch((e) => setError(errorText(e)));
   }, []);
-  const rollback = async (scope: string) => {
+  const rollback = async (a: Assignment) => {
     setBusy(true);
     setError(null);
+    setRolled(null);
     try {
-      await api("/v1/policies/rollback", { method: "POST", body: target(scope) });
-      reload();
+      // What the admin confirmed: the server refuses if another admin changed the scope since.
+      const body = { ...target(a.scope), current: a.revision_id, to: a.previous_revision_id };
+      await api("/v1/policies/rollback", { method: "POST", body });
+      setRolled(`${a.scope} rolled back to ${a.previous_revision_id}.`);
     } catch (e) {
       setError(errorText(e));
     } finally {
       setBusy(false);
+      setAsking(null);
+      reload();
     }
   };
   const active = new Map<string, string[]>();
@@ -68,51 +75,98 @@ function List() {
       ) : assignments.length === 0 ? (
         <p class="muted">No revision is active on this server yet.</p>
       ) : (
-        <table class="events">
+        <table class="events stack">
           <Head cols={["scope", "revision", "since", "by", ""]} />
           <tbody>
             {assignments.map((a) => (
               <tr key={a.scope}>
-                <td>{a.scope}</td>
-                <td>
+                <td data-label="scope">
+                  <Text text={a.scope} />
+                </td>
+                <td data-label="revision">
                   <a href={href(["policies", a.revision_id])}>{a.revision_id}</a>
                 </td>
-                <td class="nowrap">{when(a.activated_at_us)}</td>
-                <td>{a.activated_by ?? "—"}</td>
-                <td>
-                  <button type="button" disabled={busy} onClick={() => rollback(a.scope)}>
-                    Roll back
-                  </button>
+                <td data-label="since" class="nowrap">
+                  {when(a.activated_at_us)}
+                </td>
+                <td data-label="by">{a.activated_by ? <Text text={a.activated_by} /> : "—"}</td>
+                <td class="row-actions">
+                  <RollBack assignment={a} busy={busy} onAsk={() => setAsking(a)} />
                 </td>
               </tr>
             ))}
           </tbody>
         </table>
       )}
+      {rolled ? (
+        <p class="ok" role="status">
+          {rolled}
+        </p>
+      ) : null}
+      {asking ? (
+        <Confirm
+          title={`Roll back ${asking.scope}?`}
+          confirm={`Roll back to ${asking.previous_revision_id}`}
+          busy={busy}
+          onConfirm={() => void rollback(asking)}
+          onCancel={() => setAsking(null)}
+        >
+          <p>
+            <code>{asking.previous_revision_id}</code>, the revision active before, decides every call for{" "}
+            {asking.scope} again, in place of <code>{asking.revision_id}</code>. Agents pick it up within seconds.
+          </p>
+        </Confirm>
+      ) : null}
       <h2>Revisions</h2>
       {revisions === null ? (
         <Loading />
       ) : (
-        <table class="events">
+        <table class="events stack">
           <Head cols={["revision", "status", "created", "author", "active for"]} />
           <tbody>
             {revisions.map((r) => (
               <tr key={r.id}>
-                <td>
-                  <a href={href(["policies", r.id])}>{r.id}</a> <span class="muted">{r.source}</span>
+                <td data-label="revision">
+                  <a href={href(["policies", r.id])}>{r.id}</a>{" "}
+                  <span class="muted">
+                    <Text text={r.source} />
+                  </span>
                 </td>
-                <td>
+                <td data-label="status">
                   <Badge kind={r.status === "valid" ? "ok" : "error"}>{r.status}</Badge>
                 </td>
-                <td class="nowrap">{when(r.created_at_us)}</td>
-                <td>{r.author ?? "—"}</td>
-                <td>{(active.get(r.id) ?? []).join(", ")}</td>
+                <td data-label="created" class="nowrap">
+                  {when(r.created_at_us)}
+                </td>
+                <td data-label="author">{r.author ? <Text text={r.author} /> : "—"}</td>
+                <td data-label="active for">{(active.get(r.id) ?? []).join(", ")}</td>
               </tr>
             ))}
           </tbody>
         </table>
       )}
     </section>
+  );
+}
+
+// Roll back is offered only when the scope had a revision before this one, and says so when not.
+function RollBack({ assignment: a, busy, onAsk }: { assignment: Assignment; busy: boolean; onAsk: () => void }) {
+  const why = `rollback-why-${a.scope.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+  if (a.previous_revision_id)
+    return (
+      <button type="button" disabled={busy} onClick={onAsk} title={`Activate ${a.previous_revision_id} again`}>
+        Roll back
+      </button>
+    );
+  return (
+    <span class="rollback-none">
+      <button type="button" disabled aria-describedby={why} title="No earlier revision was active here">
+        Roll back
+      </button>{" "}
+      <span id={why} class="muted small">
+        no earlier revision was active for {a.scope}
+      </span>
+    </span>
   );
 }
 
@@ -209,15 +263,7 @@ function RevisionView({ id }: { id: string }) {
           </>
         ) : null}
       </p>
-      {rev.problems.length ? (
-        <ul class="problems">
-          {rev.problems.map((p, i) => (
-            <li key={i}>
-              line {p.line ?? "?"}: {p.message}
-            </li>
-          ))}
-        </ul>
-      ) : null}
+      {rev.problems.length ? <Problems problems={rev.problems} /> : null}
       <div class="actions">
         <a class="button" href={href(["policies", rev.id, "edit"])}>
           Edit as a new draft
@@ -306,18 +352,20 @@ function Draft({ from }: { from: string | null }) {
         }}
         onValidated={setValidation}
       />
-      <p class="validation" role="status">
+      <div class="validation" role="status">
         {validation === null ? (
           "Checking…"
         ) : validation.valid ? (
           <Badge kind="ok">valid</Badge>
         ) : (
           <>
-            <Badge kind="error">{validation.problems.length} problem(s)</Badge>{" "}
-            {validation.problems.map((p) => `line ${p.line ?? "?"}: ${p.message}`).join(" · ")}
+            <Badge kind="error">
+              {validation.problems.length} {validation.problems.length === 1 ? "problem" : "problems"}
+            </Badge>
+            <Problems problems={validation.problems} />
           </>
         )}
-      </p>
+      </div>
       <ErrorBox error={error} />
       <div class="actions">
         <label class="inline">
@@ -349,6 +397,24 @@ function Draft({ from }: { from: string | null }) {
       ) : null}
       {report ? <Report report={report} /> : null}
     </section>
+  );
+}
+
+function Problems({ problems }: { problems: Problem[] }) {
+  return (
+    <ul class="problems">
+      {problems.map((p, i) => (
+        <li key={i}>
+          {where(p) ? <span class="problem-where">{where(p)}: </span> : null}
+          {p.rule_id ? (
+            <>
+              rule <code>{p.rule_id}</code>:{" "}
+            </>
+          ) : null}
+          <Text text={p.message} />
+        </li>
+      ))}
+    </ul>
   );
 }
 

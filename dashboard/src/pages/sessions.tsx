@@ -1,16 +1,19 @@
-// Sessions: the recent ones, and one replayed step by step with running totals of cost and tokens.
-import { useEffect, useMemo, useState } from "preact/hooks";
+// Sessions: the recent ones, and one replayed step by step with running totals of cost and tokens,
+// on a timeline of its model calls, tool calls and approval waits.
+import { memo } from "preact/compat";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, errorText } from "../api";
-import { count, duration, usd, value, when } from "../format";
+import { count, duration, millis, moment, tokens, usd, value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { AuditEvent, SessionSummary } from "../types";
-import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading, Spend } from "../ui/common";
+import { ArgsTable, Badge, ErrorBox, Fact, Head, Loading, Spend, Time } from "../ui/common";
 import { TraceLink } from "../ui/trace";
 import { HazardWarning, JsonText, Text } from "../ui/value";
+import { costOf, priced, Timeline } from "./session_timeline";
 
 export function Sessions({ route }: { route: Route }) {
   const id = route.path[1];
-  return id ? <Replay key={id} id={id} step={Number(route.query.get("step") ?? "0")} /> : <Recent />;
+  return id ? <Replay key={id} id={id} step={Math.trunc(Number(route.query.get("step"))) || 0} /> : <Recent />;
 }
 
 function Recent() {
@@ -51,7 +54,9 @@ function Recent() {
                   <td>
                     <Text text={s.agent} />
                   </td>
-                  <td class="nowrap">{when(s.last_at_us)}</td>
+                  <td class="nowrap">
+                    <Time us={s.last_at_us} />
+                  </td>
                   <td>{s.tool_calls}</td>
                   <td>{s.blocked}</td>
                   <td>{s.llm_calls}</td>
@@ -84,9 +89,9 @@ function totalsUpTo(events: AuditEvent[]): Totals[] {
       t = {
         ...t,
         llm: t.llm + 1,
-        tokens: t.tokens + Number(e.tokens ?? 0),
-        cost: t.cost + (e.priced ? Number(e.cost_usd ?? 0) : 0),
-        unpriced: t.unpriced + (e.priced ? 0 : 1),
+        tokens: t.tokens + (number(e.tokens) ?? 0),
+        cost: t.cost + costOf(e),
+        unpriced: t.unpriced + (priced(e) ? 0 : 1),
       };
     } else if (e.kind === "tool_call.decided") t = { ...t, calls: t.calls + 1 };
     out.push(t);
@@ -98,21 +103,34 @@ function Replay({ id, step }: { id: string; step: number }) {
   const [events, setEvents] = useState<AuditEvent[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
-    api<AuditEvent[]>(`/v1/sessions/${encodeURIComponent(id)}`)
+    // The id as a query parameter: any characters, "/", "%" and ".." too, reach the server intact.
+    api<AuditEvent[]>("/v1/replay", { query: { session: id } })
       .then(setEvents)
       .catch((e) => setError(errorText(e)));
   }, [id]);
   const totals = useMemo(() => totalsUpTo(events ?? []), [events]);
+  const cumulative = useMemo(() => totals.map((t) => t.cost), [totals]);
   const last = (events?.length ?? 1) - 1;
   const at = Math.min(Math.max(0, step), Math.max(0, last));
-  const go = (to: number) => navigate(href(["sessions", id], { step: String(Math.min(Math.max(0, to), last)) }), true);
+  // Where the replay is going: keys pressed faster than a long session redraws each count from it.
+  const pos = useRef(at);
+  pos.current = at;
+  const go = useCallback(
+    (to: number) => {
+      pos.current = Math.min(Math.max(0, to), last);
+      navigate(href(["sessions", id], { step: String(pos.current) }), true);
+    },
+    [id, last],
+  );
 
-  useEffect(() => {
+  // Listening from the moment the steps are drawn (an effect would start a frame later, and a key
+  // pressed at once would be lost).
+  useLayoutEffect(() => {
     const keys = (e: KeyboardEvent) => {
       const target = e.target as HTMLElement;
       if (target.closest("input, textarea, select")) return;
-      if (e.key === "ArrowRight" || e.key === "j") go(at + 1);
-      else if (e.key === "ArrowLeft" || e.key === "k") go(at - 1);
+      if (e.key === "ArrowRight" || e.key === "j") go(pos.current + 1);
+      else if (e.key === "ArrowLeft" || e.key === "k") go(pos.current - 1);
       else if (e.key === "Home") go(0);
       else if (e.key === "End") go(last);
       else return;
@@ -120,7 +138,7 @@ function Replay({ id, step }: { id: string; step: number }) {
     };
     window.addEventListener("keydown", keys);
     return () => window.removeEventListener("keydown", keys);
-  });
+  }, [go, last]);
 
   if (error) return <ErrorBox error={error} />;
   if (!events) return <Loading />;
@@ -138,7 +156,7 @@ function Replay({ id, step }: { id: string; step: number }) {
         </code>
       </h1>
       <p class="muted">
-        {events[0].agent} · {when(events[0].at_us)} to {when(events[last].at_us)} ·{" "}
+        <Text text={value(events[0].agent)} /> · <Time us={events[0].at_us} /> to <Time us={events[last].at_us} relative={false} /> ·{" "}
         {spanned(events[0], events[last])}
       </p>
       <div class="stepper" role="group" aria-label="Step through the session">
@@ -178,20 +196,50 @@ function Replay({ id, step }: { id: string; step: number }) {
           <dd>{t.calls}</dd>
         </div>
       </dl>
+      <Timeline events={events} at={at} cumulative={cumulative} go={go} />
       <div class="replay-body">
-        <ol class="timeline" aria-label="Timeline">
+        <ol class="timeline" aria-label="Steps">
           {events.map((e, i) => (
-            <li key={e.seq} class={i === at ? "current" : i > at ? "future" : ""}>
-              <button type="button" class="link" onClick={() => go(i)} aria-current={i === at ? "step" : undefined}>
-                <span class="muted">{when(e.at_us).slice(11, 19)}</span> <Text text={label(e)} />
-              </button>
-            </li>
+            <StepItem key={e.seq} event={e} index={i} state={i === at ? "current" : i > at ? "future" : ""} go={go} />
           ))}
         </ol>
         <Step event={current} />
       </div>
     </section>
   );
+}
+
+// One step in the list; drawn again only when it becomes or stops being the current or a later one.
+const StepItem = memo(function StepItem({
+  event: e,
+  index,
+  state,
+  go,
+}: {
+  event: AuditEvent;
+  index: number;
+  state: string;
+  go: (step: number) => void;
+}) {
+  return (
+    <li class={state}>
+      <button type="button" class="link" onClick={() => go(index)} aria-current={state === "current" ? "step" : undefined}>
+        <span class="step-time">{clock(e.at_us)}</span> <Text text={label(e)} />
+      </button>
+    </li>
+  );
+});
+
+// A field of a record as a finite number, or null (records are open: anything may be there).
+function number(v: unknown): number | null {
+  const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
+  return Number.isFinite(n) ? n : null;
+}
+
+// The time of day of a step, local ("09:14:03"); its date is in the header.
+function clock(us: number | undefined): string {
+  if (us === undefined) return "—";
+  return moment(us) === null ? when(us) : when(us).slice(11, 19);
 }
 
 // A record the store could not read has no time: its span is unknown.
@@ -220,57 +268,75 @@ function label(e: AuditEvent): string {
 }
 
 function Step({ event: e }: { event: AuditEvent }) {
+  const latency = number(e.latency_ms);
+  const waited = number(e.waited_ms);
+  const ran = number(e.duration_ms);
+  const [input, output, cached, reasoning] = [e.input_tokens, e.output_tokens, e.cached_input_tokens, e.reasoning_tokens].map(number);
   return (
     <article class="step" aria-label="This step">
       <h2>
-        <code>{e.kind}</code> <span class="muted">{when(e.at_us)}</span>
+        <code>{e.kind ?? "unreadable record"}</code> <Time us={e.at_us} />
       </h2>
       {e.kind === "llm.call" ? (
         <dl class="facts">
-          <dt>Model</dt>
-          <dd>
-            {value(e.model)} {e.provider ? <span class="muted">{value(e.provider)}</span> : null}
-          </dd>
-          <dt>Tokens</dt>
-          <dd>
-            {count(Number(e.input_tokens ?? 0))} in ({count(Number(e.cached_input_tokens ?? 0))} cached),{" "}
-            {count(Number(e.output_tokens ?? 0))} out
-            {Number(e.reasoning_tokens ?? 0) ? `, ${count(Number(e.reasoning_tokens))} reasoning` : ""}
-          </dd>
-          <dt>Cost</dt>
-          <dd>{e.priced ? usd(String(e.cost_usd)) : <Badge kind="unpriced">unpriced model</Badge>}</dd>
-          <dt>Latency</dt>
-          <dd>{e.latency_ms === null || e.latency_ms === undefined ? "—" : `${value(e.latency_ms)} ms`}</dd>
+          <Fact label="Model" when={e.model !== undefined && e.model !== null}>
+            <Text text={value(e.model)} />
+            {e.provider ? (
+              <span class="muted">
+                {" "}
+                <Text text={value(e.provider)} />
+              </span>
+            ) : null}
+          </Fact>
+          <Fact label="Tokens" when={input !== null || output !== null}>
+            {tokens(input)} in{cached ? ` (${count(cached)} cached)` : ""}, {tokens(output)} out
+            {reasoning ? `, ${tokens(reasoning)} reasoning` : ""}
+          </Fact>
+          <Fact label="Cost" when={true}>
+            {priced(e) ? usd(costOf(e)) : <Badge kind="unpriced">unpriced model</Badge>}
+          </Fact>
+          <Fact label="Latency" when={latency !== null}>
+            {millis(latency)}
+          </Fact>
         </dl>
       ) : null}
       {e.kind?.startsWith("tool_call") || e.kind?.startsWith("approval") ? (
         <dl class="facts">
-          <dt>Tool</dt>
-          <dd>
+          <Fact label="Tool" when={e.tool}>
             <code>
               <Text text={value(e.tool)} />
             </code>
-          </dd>
-          <Fact label={e.kind === "tool_call.decided" ? "Decision" : "Status"} when={e.decision}>
-            <Badge kind={e.decision ?? ""}>{e.decision}</Badge> <Text text={e.reason ?? ""} />
           </Fact>
-          <Fact label="Rules" when={e.rule_ids?.length}>{(e.rule_ids ?? []).join(", ")}</Fact>
-          <Fact label="Decided by" when={e.by}>{value(e.by)}</Fact>
-          <Fact label="Agent waited" when={e.waited_ms !== undefined}>{duration(Number(e.waited_ms) / 1000)}</Fact>
+          <Fact label={e.kind === "tool_call.decided" ? "Decision" : "Status"} when={e.decision}>
+            <Badge kind={value(e.decision)}>
+              <Text text={value(e.decision)} />
+            </Badge>{" "}
+            {e.reason ? <Text text={value(e.reason)} /> : null}
+          </Fact>
+          <Fact label="Rules" when={Array.isArray(e.rule_ids) && e.rule_ids.length}>
+            <Text text={(e.rule_ids ?? []).map(value).join(", ")} />
+          </Fact>
+          <Fact label="Decided by" when={e.by}>
+            <Text text={value(e.by)} />
+          </Fact>
+          <Fact label="Agent waited" when={waited !== null}>
+            {millis(waited)}
+          </Fact>
           <Fact label="Note" when={e.note}>
             <Text text={value(e.note)} />
           </Fact>
-          <Fact label="Ran for" when={e.duration_ms !== undefined}>{value(e.duration_ms)} ms</Fact>
-          {e.error ? (
-            <>
-              <dt>Error</dt>
-              <dd class="error">
-                <Text text={e.error} />
-              </dd>
-            </>
-          ) : null}
-          <Fact label="Approval" when={e.approval_id}>
-            <a href={href(["approvals", String(e.approval_id)])}>{String(e.approval_id)}</a>
+          <Fact label="Ran for" when={ran !== null}>
+            {millis(ran)}
+          </Fact>
+          <Fact label="Error" when={e.error}>
+            <span class="error">
+              <Text text={value(e.error)} />
+            </span>
+          </Fact>
+          <Fact label="Approval" when={typeof e.approval_id === "string" && e.approval_id}>
+            <a href={href(["approvals", value(e.approval_id)])}>
+              <Text text={value(e.approval_id)} />
+            </a>
           </Fact>
         </dl>
       ) : null}

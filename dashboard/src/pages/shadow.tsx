@@ -24,7 +24,6 @@ export function Shadow({ route, isAdmin }: { route: Route; isAdmin: boolean }) {
   const [loaded, setLoaded] = useState(0);
   const [done, setDone] = useState<string | null>(null); // what the last promote or clear did
   useEffect(() => {
-    document.title = "Shadow policy · Clearance";
     const abort = new AbortController();
     setReport(null);
     api<ShadowReport>("/v1/policies/shadow", { query: { since, examples: 3 }, signal: abort.signal })

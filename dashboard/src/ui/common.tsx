@@ -1,7 +1,7 @@
 // Small pieces every page uses.
 import type { ComponentChildren } from "preact";
-import { useEffect, useMemo, useState } from "preact/hooks";
-import { count, duration, usd } from "../format";
+import { useEffect, useId, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import { ago, count, duration, moment, usd, utc, when } from "../format";
 import { Text, Value } from "./value";
 
 export function useNow(everyMs = 1000): number {
@@ -11,6 +11,20 @@ export function useNow(everyMs = 1000): number {
     return () => window.clearInterval(timer);
   }, [everyMs]);
   return now;
+}
+
+// A moment: local time, "3m ago" beside it, the UTC time on hover and for screen readers' title.
+export function Time({ us, relative = true }: { us: number | null | undefined; relative?: boolean }) {
+  const now = useNow(30_000);
+  if (us === null || us === undefined) return <span class="muted">—</span>;
+  const d = moment(us);
+  if (d === null) return <span>{when(us)}</span>; // a time from an agent no calendar holds, as its number
+  return (
+    <time dateTime={d.toISOString()} title={utc(us)}>
+      {when(us)}
+      {relative ? <span class="muted"> · {ago(us, now)}</span> : null}
+    </time>
+  );
 }
 
 export function Countdown({ until_us }: { until_us: number }) {
@@ -126,4 +140,88 @@ export function Spend({ cost, calls, unpriced }: { cost: string | number; calls:
 
 export function Loading() {
   return <p class="muted">Loading…</p>;
+}
+
+/**
+ * Asks before doing something that is hard to undo: a modal dialog (the browser's own <dialog>,
+ * so focus stays inside it and the page behind is inert), named by its title and described by
+ * its text. Cancel has focus first; Escape cancels; focus returns to what opened it.
+ * Render it while asking: `{asking ? <Confirm … onConfirm={…} onCancel={() => setAsking(false)} /> : null}`.
+ */
+export function Confirm({
+  title,
+  children,
+  confirm,
+  cancel = "Cancel",
+  danger = false,
+  busy = false,
+  onConfirm,
+  onCancel,
+}: {
+  title: string;
+  children: ComponentChildren;
+  confirm: string;
+  cancel?: string;
+  danger?: boolean;
+  busy?: boolean;
+  onConfirm: () => void;
+  onCancel: () => void;
+}) {
+  const dialog = useRef<HTMLDialogElement>(null);
+  const safe = useRef<HTMLButtonElement>(null);
+  const id = useId();
+  useLayoutEffect(() => {
+    const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+    const box = dialog.current!;
+    box.showModal();
+    safe.current?.focus();
+    return () => {
+      if (box.open) box.close();
+      const back = opener?.isConnected ? opener : document.getElementById("main");
+      back?.focus();
+    };
+  }, []);
+  return (
+    <dialog
+      ref={dialog}
+      class="confirm-dialog"
+      aria-labelledby={`${id}-title`}
+      aria-describedby={`${id}-text`}
+      onCancel={(event) => {
+        event.preventDefault(); // the parent closes it, by no longer rendering it
+        if (!busy) onCancel();
+      }}
+    >
+      <h2 id={`${id}-title`}>{title}</h2>
+      <div id={`${id}-text`}>{children}</div>
+      <div class="actions">
+        <button type="button" ref={safe} disabled={busy} onClick={onCancel}>
+          {cancel}
+        </button>
+        <button type="button" class={danger ? "danger" : "primary"} disabled={busy} onClick={onConfirm}>
+          {confirm}
+        </button>
+      </div>
+    </dialog>
+  );
+}
+
+// Newer / older pages of a keyset-paged list: `cursors` holds the cursor of each page shown so far.
+export function Pager(props: {
+  cursors: (string | null)[];
+  next: string | null | undefined;
+  onChange: (cursors: (string | null)[]) => void;
+}) {
+  const { cursors, next, onChange } = props;
+  return (
+    <div class="pager">
+      <button type="button" disabled={cursors.length < 2} onClick={() => onChange(cursors.slice(0, -1))}>
+        ← Newer
+      </button>
+      <span class="muted">page {cursors.length}</span>
+      <button type="button" disabled={!next} onClick={() => next && onChange([...cursors, next])}>
+        Older →
+      </button>
+    </div>
+  );
 }

@@ -4,9 +4,14 @@ import { useEffect, useRef } from "preact/hooks";
 import { basicSetup, EditorView } from "codemirror";
 import { yaml } from "@codemirror/lang-yaml";
 import { linter, lintGutter, type Diagnostic } from "@codemirror/lint";
-import { api } from "../api";
+import { api, ApiError } from "../api";
 import type { Problem, Validation } from "../types";
 
+// Where a problem is: "line 4, column 12", and the policy key path ("tools.refund.rules[0].effect").
+export function where(p: Problem): string {
+  const at = p.line ? `line ${p.line}${p.column ? `, column ${p.column}` : ""}` : "";
+  return [at, p.path].filter(Boolean).join(" · ");
+}
 
 function diagnostics(view: EditorView, problems: Problem[]): Diagnostic[] {
   const doc = view.state.doc;
@@ -17,7 +22,9 @@ function diagnostics(view: EditorView, problems: Problem[]): Diagnostic[] {
       from,
       to: from < line.to ? line.to : from,
       severity: "error",
-      message: (p.rule_id ? `[${p.rule_id}] ` : "") + p.message,
+      // the position and key path in the mark too: a path names the place when the line is a long flow mapping
+      source: where(p) || undefined,
+      message: (p.rule_id ? `rule ${p.rule_id}: ` : "") + p.message,
     };
   });
 }
@@ -35,12 +42,23 @@ export function PolicyEditor(props: {
     const validate = linter(
       async (view) => {
         const text = view.state.doc.toString();
-        if (!text.trim()) return [];
+        if (!text.trim()) {
+          const message = "the policy is empty: it starts with version: 1";
+          const problem = { message, line: 1, column: 1, rule_id: null, path: null };
+          callbacks.current.onValidated({ valid: false, revision: null, problems: [problem] });
+          return [];
+        }
         try {
           const result = await api<Validation>("/v1/policies/validate", { method: "POST", body: { text } });
           callbacks.current.onValidated(result);
           return diagnostics(view, result.problems);
-        } catch {
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 413) {
+            // too large to send at all: say so where problems are shown, not nothing
+            const message = "the policy is too large to check: the server takes at most 1 MiB per request";
+            const problem = { message, line: null, column: null, rule_id: null, path: null };
+            callbacks.current.onValidated({ valid: false, revision: null, problems: [problem] });
+          }
           return []; // the server is unreachable: the page says so when saving
         }
       },

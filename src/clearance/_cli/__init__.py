@@ -33,7 +33,9 @@ def main() -> None:
     help=f"Seed this store instead (appended to, never reset); default: a fresh {DEMO_DATABASE} each run.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve the dashboard on.")
-@click.option("--port", default=8321, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port", default=8321, show_default=True, type=click.IntRange(1, 65535), help="Port to serve the dashboard on."
+)
 @click.option("--password", default=None, help="The `demo` user's password (default: a new random one, printed).")
 @click.option("--agents/--no-agents", default=True, show_default=True, help="Start the live agents.")
 @friendly

@@ -1,4 +1,4 @@
-"""`clearance approvals list|approve|deny` (and `clearance approve|deny` for short)."""
+"""`clearance approvals list|approve|deny|resolve` (and `clearance approve|deny` for short)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .._granting import BudgetExtension, GrantRequest
 from .._store import Approval, Database
 from .._store import _approval_waiters as waiters
 from .._store import _approvals as approvals
+from .._store import _claims as claims
 from .._store import _outbox as outbox
 from .._visible import hazards, shown_json, visible, warning
 from .._webhooks import deliver_due
@@ -46,11 +47,17 @@ def _expires_in(a: Approval) -> str:
 @database_option
 @friendly
 def list_(show_all: bool, as_json: bool, database: str) -> None:
-    """Pending approvals, nearest expiry first (expiring overdue ones first)."""
+    """Pending approvals, nearest expiry first (expiring overdue ones first).
+
+    Approved calls whose claimant died running them are listed too (STATUS `outcome unknown`):
+    they wait for `clearance approvals resolve`.
+    """
     db = open_db(database)
     try:
         _decisions.sweep(db)
         rows = approvals.listing(db, status=None if show_all else ApprovalStatus.PENDING)
+        if not show_all:
+            rows += claims.dead_claims(db, now_us())
         offered = {a.id: offers(db, a) for a in rows} if as_json else {}
     finally:
         db.close()
@@ -77,6 +84,9 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
                         "waiter_seen_at_us": a.waiter_seen_at_us,
                         "waiter_gone": waiters.gone(a, now_us()),
                         "resumable": a.resumable,
+                        "claimed_by": a.claimed_by,
+                        "claim_seen_at_us": a.claim_seen_at_us,
+                        "claim_dead": claims.dead(a, now_us()),
                     },
                     ensure_ascii=True,
                 )
@@ -91,7 +101,7 @@ def list_(show_all: bool, as_json: bool, database: str) -> None:
             [
                 [
                     a.id,
-                    a.status,
+                    "outcome unknown" if claims.dead(a, now_us()) else a.status,
                     visible(a.tool),
                     visible(a.agent),
                     shown_json(a.shown_args),
@@ -115,9 +125,11 @@ def _waiter(a: Approval) -> str:
 
 
 def _gone(a: Approval) -> None:
-    """Say, on stderr, that nobody waits for an approval any more, and what can still run its call."""
+    """Say, on stderr, that nobody waits for an approval any more (or runs it), and what can still be done."""
     if waiters.gone(a, now_us()):
         click.echo(f"warning: {a.id}: {waiters.why(a)}", err=True)
+    if claims.dead(a, now_us()):
+        click.echo(f"warning: {a.id}: {safe(claims.why(a))}", err=True)
 
 
 def _warn(approval_id: str, args: dict[str, Any]) -> None:
@@ -247,6 +259,36 @@ def approve(
 def deny(approval_id: str, note: str | None, by: str | None, database: str) -> None:
     """Deny APPROVAL_ID: the call does not run and the agent gets your note."""
     _decide(approval_id, False, note, by, database)
+
+
+@approvals_group.command("resolve")
+@click.argument("approval_id")
+@click.option("--ran", "ran", flag_value=True, default=None, help="The tool did run: close it as executed.")
+@click.option(
+    "--did-not-run", "ran", flag_value=False, help="The tool did not run: resume or a worker may run it again."
+)
+@click.option("--note", default=None, help="What you found (kept in the audit log).")
+@_by
+@database_option
+@friendly
+def resolve(approval_id: str, ran: bool | None, note: str | None, by: str | None, database: str) -> None:
+    """Say whether the call of APPROVAL_ID ran, when the process running it died (STATUS `outcome unknown`).
+
+    Nothing runs such a call again by itself (it may have run): --did-not-run makes it runnable
+    again by `resume` or `clearance worker`; --ran closes it as executed, its result unknown.
+    """
+    if ran is None:
+        raise click.UsageError("say what happened: --ran or --did-not-run")
+    who = decider(by)
+    db = open_db(database)
+    try:
+        done = claims.resolve(db, approval_id, ran=ran, by=who, note=note, now_us=now_us())
+    finally:
+        db.close()
+    if ran:
+        click.echo(f"closed {done.id}: {safe(visible(done.tool))} ran, its result unknown (by {safe(who)})")
+    else:
+        click.echo(f"released {done.id}: {safe(visible(done.tool))} did not run; it may be resumed (by {safe(who)})")
 
 
 def _deliver_now(db: Database, approval_id: str) -> None:

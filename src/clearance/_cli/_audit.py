@@ -1,17 +1,22 @@
-"""`clearance audit tail|show|export|verify`."""
+"""`clearance audit tail|show|export|verify|checkpoint|verify-receipt`."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
+from .. import _archive
+from .._clock import now_us
 from .._export import lines
 from .._store import EventFilter, StoredEvent
+from .._store import _archives as archives
 from .._store import _events as events
 from .._store._kinds import KINDS
 from .._visible import hazards, shown_json, visible, warning
@@ -30,6 +35,21 @@ def _time(value: str | None, name: str) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1_000_000)
+
+
+_AGO = re.compile(r"^(\d{1,6})([hdw])$")
+_UNIT_US = {"h": 3600 * 10**6, "d": 86400 * 10**6, "w": 7 * 86400 * 10**6}
+
+
+def _cut(value: str) -> int:
+    """`--before`: an age (`90d`, `12w`, `36h`) or an ISO date or time; in the past."""
+    ago = _AGO.match(value.strip())
+    now = now_us()
+    at = now - int(ago.group(1)) * _UNIT_US[ago.group(2)] if ago else _time(value, "--before")
+    assert at is not None
+    if at > now:
+        raise click.BadParameter(f"{value!r} is in the future", param_hint="--before")
+    return at
 
 
 def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -139,10 +159,12 @@ def show(ident: str, database: str) -> None:
     db = open_db(database)
     try:
         found = events.find(db, ident.strip())
+        archived = archives.start(db)[0] if not found else 0
     finally:
         db.close()
     if not found:
-        raise click.ClickException(f"no event, call or approval has the id {safe(ident)!r}")
+        where = f" (records up to {archived} are archived: see `clearance audit archive`)" if archived else ""
+        raise click.ClickException(f"no event, call or approval has the id {safe(ident)!r}{where}")
     for e in found:
         click.echo(f"# record {e.seq}  hash {e.hash}")
         said = warning(hazards(e.body))
@@ -160,7 +182,14 @@ def _write(out: TextIO, fmt: str, stream: Any) -> int:
 
 
 @audit_group.command("export")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="One JSON record a line, or CSV with a header row.",
+)
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="Write here instead of standard output."
 )
@@ -200,6 +229,104 @@ def _verify_remote(server: str, api_key: str | None) -> events.VerifyReport:
     return events.VerifyReport(**r.json())
 
 
+def _keys(paths: tuple[str, ...]) -> dict[str, Any] | None:
+    if not paths:
+        return None
+    from .. import _integrity as integrity
+
+    texts = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                texts.append(f.read(1_000_000))
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {safe(path)}: {exc.strerror or exc}", param_hint="--public-key"
+            ) from None
+    try:
+        return integrity.trusted_keys(texts)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--public-key") from None
+
+
+def _head(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value.strip()):
+        raise click.BadParameter("a head hash is 64 hexadecimal digits", param_hint="--head")
+    return value
+
+
+@audit_group.command("archive")
+@click.option(
+    "--before",
+    required=True,
+    help="Archive records older than this: an age (90d, 12w, 36h) or an ISO date or time (UTC unless an offset).",
+)
+@click.option(
+    "--segment-records",
+    type=click.IntRange(1, 10_000_000),
+    default=_archive.SEGMENT_RECORDS,
+    show_default=True,
+    help="Records per segment file at most.",
+)
+@click.option(
+    "--past-sinks",
+    is_flag=True,
+    help="Also archive records an event sink has not delivered yet (its feed then skips them).",
+)
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@database_option
+@friendly
+def archive(before: str, segment_records: int, past_sinks: bool, directory: Path, database: str) -> None:
+    """Move records older than --before to verified, compressed segment files in DIRECTORY.
+
+    Each segment is written, read back and compared with the database before exactly its
+    records are deleted, in one transaction that also records where the chain now starts.
+    Run it again after a crash: it finishes the work. The newest record always stays.
+    """
+    cut = _cut(before)
+    db = open_db(database)
+    try:
+        done = _archive.archive(db, directory, before_us=cut, per_segment=segment_records, past_sinks=past_sinks)
+    except _archive.ArchiveProblem as exc:
+        raise click.ClickException(f"{safe(exc)}") from None
+    finally:
+        db.close()
+    where = safe(str(directory))
+    if not done.segments:
+        click.echo(f"nothing to archive before {when(cut)} UTC (the newest record always stays)")
+    for m in done.segments:
+        b = m.boundary
+        click.echo(f"{m.segment}: records {b.first_seq} to {b.last_seq} ({b.records}), sha256 {m.sha256}")
+    if done.segments:
+        click.echo(f"archived {done.records} records in {len(done.segments)} segments to {where}")
+    if done.start_seq:
+        click.echo(f"the chain in the database starts after record {done.start_seq}, hash {done.start_hash}")
+    if done.held_by is not None:
+        sink, position = done.held_by
+        click.echo(
+            f"event sink {safe(sink)!r} has delivered records up to {position} only: older records after it"
+            " stay until it has (--past-sinks archives them anyway)"
+        )
+
+
+def _verify_archive(directory: Path, database: str | None, trusted: dict[str, Any] | None) -> None:
+    db = open_db(database) if database is not None else None
+    try:
+        report = _archive.check(directory, db, trusted)
+    finally:
+        if db is not None:
+            db.close()
+    if not report.ok:
+        click.echo(f"BROKEN: {safe(report.problem)}", err=True)
+        click.echo(f"the {report.segments} segments before it verify ({report.records} records)", err=True)
+        raise SystemExit(1)
+    click.echo(f"ok: {report.segments} segments, {report.records} records verified from GENESIS")
+    if db is None:
+        click.echo(f"the last archived record is {report.last_seq}, hash {report.last_hash}")
+    else:
+        click.echo(f"they chain to the database: head is record {report.last_seq}, hash {report.last_hash}")
+
+
 @audit_group.command("verify")
 @click.option(
     "--server",
@@ -208,22 +335,162 @@ def _verify_remote(server: str, api_key: str | None) -> events.VerifyReport:
     help="Verify the chain of this Clearance server instead (env CLEARANCE_SERVER_URL).",
 )
 @click.option("--api-key", envvar="CLEARANCE_API_KEY", default=None, help="An admin key for --server.")
+@click.option(
+    "--head",
+    "head",
+    default=None,
+    help="A head hash kept elsewhere (an earlier verify's, a checkpoint's): it must be in the chain.",
+)
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Trust only checkpoints signed by this Ed25519 public key (PEM); repeat for rotated keys.",
+)
+@click.option(
+    "--export",
+    "export_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Verify this JSON-lines export of the whole log offline, instead of a store (needs --public-key).",
+)
+@click.option(
+    "--archive",
+    "archive_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Check the archive segments in this directory offline instead (and the database's chain"
+    " from them when --database or CLEARANCE_DATABASE_URL is given).",
+)
 @database_option
+@click.pass_context
 @friendly
-def verify(server: str | None, api_key: str | None, database: str) -> None:
-    """Recompute the hash chain; report the first record that was changed or removed (exit 1)."""
-    if server:
+def verify(
+    ctx: click.Context,
+    server: str | None,
+    api_key: str | None,
+    head: str | None,
+    public_keys: tuple[str, ...],
+    export_file: str | None,
+    archive_dir: Path | None,
+    database: str,
+) -> None:
+    """Recompute the hash chain and check it against its signed checkpoints; report the first problem (exit 1).
+
+    Finds records changed, deleted from the end, or changed with every later hash recomputed.
+    After `clearance audit archive`, the chain in the database starts at the last archived
+    record's hash: the first record left must link to it.
+    """
+    from .. import _integrity as integrity
+
+    head, trusted = _head(head), _keys(public_keys)
+    if archive_dir is not None and head is not None:
+        raise click.UsageError("--head checks a store or an export, not --archive (verify the store after it)")
+    if server and (head is not None or trusted is not None):
+        raise click.UsageError(
+            "--head and --public-key check a store or an export here, not --server: export the server's log"
+            " (clearance audit export) and verify the file with --export"
+        )
+    if archive_dir is not None:
+        given = ctx.get_parameter_source("database") != click.core.ParameterSource.DEFAULT
+        _verify_archive(archive_dir, database if given else None, trusted)
+        return
+    start = (0, events.GENESIS)
+    if export_file is not None:
+        if trusted is None:
+            raise click.UsageError("--export needs --public-key: the keys whose checkpoints to trust")
+        try:
+            with open(export_file, encoding="utf-8") as f:
+                report = integrity.verify_export(f, trusted, head=head)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"cannot read {safe(export_file)}: {exc}") from None
+    elif server:
         report = _verify_remote(server, api_key)
     else:
         db = open_db(database)
         try:
-            report = events.verify(db)
+            start = archives.start(db)
+            report = integrity.verify_store(db, head=head, trusted=trusted)
         finally:
             db.close()
+    if start[0]:
+        click.echo(f"records up to {start[0]} are archived: the chain here starts at their last hash {start[1]}")
+    signed = (
+        f"; {report.checkpoints} signed checkpoints verify, the newest signing record {report.checkpoint_seq}"
+        if report.checkpoints
+        else "; no signed checkpoint"
+    )
     if report.ok:
-        click.echo(f"ok: {report.checked} records verified; head is record {report.head_seq}, hash {report.head_hash}")
-        click.echo("keep the head hash elsewhere to detect later truncation of the log")
+        click.echo(f"ok: {report.checked} records verified{signed}")
+        click.echo(f"head is record {report.head_seq}, hash {report.head_hash}")
+        click.echo("keep the head hash elsewhere (--head) to detect later truncation of the log")
         return
-    click.echo(f"BROKEN: record {report.broken_seq}: {report.problem}", err=True)
-    click.echo(f"the {report.checked} records before it verify (up to record {report.head_seq})", err=True)
+    click.echo(f"BROKEN: record {report.broken_seq}: {safe(report.problem)}", err=True)
+    click.echo(f"the {report.checked} records before it verify (up to record {report.head_seq}){signed}", err=True)
     raise SystemExit(1)
+
+
+@audit_group.command("checkpoint")
+@click.option(
+    "--key",
+    "key_path",
+    envvar="CLEARANCE_SIGNING_KEY",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="The Ed25519 private key (PEM) to sign with; created (mode 0600) when absent"
+    " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the SQLite store).",
+)
+@database_option
+@friendly
+def checkpoint(key_path: str | None, database: str) -> None:
+    """Sign the chain head now (a signed checkpoint), unless nothing was recorded since the last."""
+    from .. import _signing as signing
+    from .._clock import now_us
+    from .._store import _seals as seals
+
+    db = open_db(database)
+    try:
+        key = signing.load_or_create(key_path or signing.default_key_path(database))
+        made = seals.sign(db, key, now_us=now_us())
+        latest = made or seals.latest(db)
+    finally:
+        db.close()
+    if made is None:
+        where = f" (the last signs record {latest.seq})" if latest else ""
+        click.echo(f"nothing recorded since the last checkpoint{where}: none signed")
+        return
+    click.echo(f"signed record {made.seq}, hash {made.hash}, with key {made.key_id}")
+
+
+@audit_group.command("verify-receipt")
+@click.argument("receipt_file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The server's Ed25519 public key (PEM); repeat for rotated keys.",
+)
+@friendly
+def verify_receipt(receipt_file: str, public_keys: tuple[str, ...]) -> None:
+    """Check an approval receipt's signature with the server's public key (exit 1 when it does not verify)."""
+    import json
+
+    from .. import _receipts as receipts
+
+    trusted = _keys(public_keys) or {}
+    try:
+        with open(receipt_file, encoding="utf-8") as f:
+            receipt = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise click.ClickException(f"cannot read the receipt {safe(receipt_file)}: {exc}") from None
+    why = receipts.problem(receipt, trusted)
+    if why is not None:
+        click.echo(f"NOT VERIFIED: {safe(why)}", err=True)
+        raise SystemExit(1)
+    p = receipt["payload"]
+    click.echo(
+        f"ok: approval {safe(p.get('approval_id'))} of {safe(p.get('tool'))}: {safe(p.get('decision'))}"
+        f" by {safe(p.get('approver'))}, signed by {safe(p.get('key_id'))}"
+    )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -16,13 +14,17 @@ from .._store import _keys as keys
 from .._store import _users as users
 from ._common import database_option, friendly, open_db, safe, table, when
 
-if TYPE_CHECKING:
-    from ..server import ServerSettings
-
 
 @click.command("serve")
 @click.option("--host", envvar="CLEARANCE_HOST", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", envvar="CLEARANCE_PORT", default=8321, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--port",
+    envvar="CLEARANCE_PORT",
+    default=8321,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
 @click.option(
     "--access-log/--no-access-log",
     envvar="CLEARANCE_ACCESS_LOG",
@@ -30,11 +32,19 @@ if TYPE_CHECKING:
     show_default=True,
     help="Log a line per request (about 5% of the server's time under load).",
 )
+@click.option(
+    "--workers",
+    envvar="CLEARANCE_WORKERS",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 512),
+    help="Server processes on one port (PostgreSQL only); background jobs still run once across them.",
+)
 @database_option
 @friendly
-def serve(host: str, port: int, access_log: bool, database: str) -> None:
+def serve(host: str, port: int, access_log: bool, workers: int, database: str) -> None:
     """Run the REST API (OpenAPI at /docs) on the store; the same SQLite file the SDK writes, or PostgreSQL."""
-    run_server(database, host, port, access_log=access_log)
+    run_server(database, host, port, access_log=access_log, workers=workers)
 
 
 def _problem(loc: tuple[int | str, ...], message: str) -> str:
@@ -43,122 +53,47 @@ def _problem(loc: tuple[int | str, ...], message: str) -> str:
     return f"CLEARANCE_{'_'.join(map(str, loc)).upper()}: {message}" if loc else message
 
 
-def run_server(database: str, host: str, port: int, *, access_log: bool = True, log_level: str = "info") -> None:
-    """Serve the API and the dashboard on `database` until interrupted."""
+def run_server(
+    database: str, host: str, port: int, *, access_log: bool = True, log_level: str = "info", workers: int = 1
+) -> None:
+    """Serve the API and the dashboard on `database` until interrupted, in `workers` processes."""
     try:
         import uvicorn
 
-        from ..server import ServerSettings, create_app
+        from ..server import ServerSettings
+        from ._serving import ServeConfig, serve_many
     except ImportError:
         raise click.ClickException('the server needs its extra: pip install "clearance[server]"') from None
     try:
         settings = ServerSettings(database_url=database, host=host, port=port)
     except ValidationError as exc:  # a setting from the environment: say which, not a traceback
         raise click.ClickException("; ".join(_problem(e["loc"], e["msg"]) for e in exc.errors())) from None
-    app = create_app(settings)
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets)
-            # What is loaded by now (modules, the store, the routes) lives as long as the
-            # process: keep it out of the collector's full passes, which otherwise stall every
-            # request in flight for tens of milliseconds.
-            gc.collect()
-            gc.freeze()
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            app.state.stopping = True  # long polls answer within a second instead of holding the shutdown
-            super().handle_exit(sig, frame)
-
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        http=timed_protocol(settings),
-        log_level=log_level,
-        access_log=access_log,
-        proxy_headers=settings.forwarded_allow_ips is not None,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=5,
-    )
+    if workers > 1 and not is_postgresql(settings.database_url):
+        raise click.ClickException(
+            f"--workers {workers} needs PostgreSQL: SQLite has a single writer, so more processes on one"
+            " file only queue behind its lock. Run one process on SQLite, or move the store to PostgreSQL"
+            " (clearance db upgrade --database-url postgresql+psycopg://…) and serve it with --workers"
+            " or several replicas."
+        )
+    config = ServeConfig(settings, log_level=log_level, access_log=access_log, workers=workers)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it has shut down
-        Server(config).run()
+        if workers == 1:
+            uvicorn.Server(config).run()
+        else:
+            serve_many(config)
 
 
-_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+def is_postgresql(database_url: str) -> bool:
+    """Whether the store at `database_url` is PostgreSQL (a malformed URL is left to the store to explain)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
+    from .._store._db import normalise_url
 
-def timed_protocol(settings: ServerSettings) -> type[asyncio.Protocol]:
-    """The HTTP protocol uvicorn uses (httptools), with the timeouts it lacks.
-
-    uvicorn closes a connection only `timeout_keep_alive` after a response, and a byte received
-    cancels that for good: a connection that never sends anything, sends a request slowly
-    (slowloris) or never finishes one is held forever. Here a connection with no request in
-    progress closes after `keep_alive_timeout`; a request's line and headers must arrive within
-    `header_timeout` of its first byte and its body within `body_timeout` of its headers
-    (absolute deadlines: trickling bytes does not extend them). Nothing is timed while the
-    application runs, so long polls and event streams are untouched.
-    """
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class TimedProtocol(HttpToolsProtocol):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.timeout_keep_alive = settings.keep_alive_timeout  # type: ignore[assignment]
-            self._deadline: asyncio.TimerHandle | None = None
-
-        def _idle(self) -> bool:
-            return self.cycle is None or self.cycle.response_complete
-
-        def _until(self, seconds: float | None) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-            self._deadline = None if seconds is None else self.loop.call_later(seconds, self._timed_out)
-
-        def _timed_out(self) -> None:
-            self._deadline = None
-            if not self.transport.is_closing():
-                if self._idle():  # no response under way that a 408 would cut into
-                    self.transport.write(_TIMED_OUT)
-                self.transport.close()
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self.timeout_keep_alive_task = self.loop.call_later(
-                settings.keep_alive_timeout, self.timeout_keep_alive_handler
-            )
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._until(None)
-            super().connection_lost(exc)
-
-        def data_received(self, data: bytes) -> None:
-            # Any byte while idle starts a request's deadline, also bytes that begin none
-            # (blank lines), which would otherwise cancel the keep-alive timer for good.
-            if self._deadline is None and self._idle():
-                self._until(settings.header_timeout)
-            super().data_received(data)
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            if self._deadline is None:  # a request pipelined behind one still running
-                self._until(settings.header_timeout)
-
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            queued = bool(self.pipeline) and self.pipeline[0][0] is self.cycle
-            # A queued request's body is not read until the one before it is answered.
-            self._until(None if queued else settings.body_timeout)
-
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._until(None)
-
-        def handle_websocket_upgrade(self) -> None:
-            self._until(None)
-            super().handle_websocket_upgrade()
-
-    return TimedProtocol
+    try:
+        return make_url(normalise_url(database_url)).get_backend_name() == "postgresql"
+    except ArgumentError:
+        return False
 
 
 @click.group("db")

@@ -14,7 +14,12 @@ from ._common import database_option, friendly, open_db, table
 
 @click.command("usage")
 @click.option(
-    "--by", "group_by", type=click.Choice(["model", "session", "agent", "day"]), default="model", show_default=True
+    "--by",
+    "group_by",
+    type=click.Choice(["model", "session", "agent", "day"]),
+    default="model",
+    show_default=True,
+    help="One row per model, session, agent or day.",
 )
 @click.option("--agent", help="Only this agent.")
 @click.option("--session", help="Only this session.")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import socket
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -40,6 +41,8 @@ Poll = Callable[[float], ApprovalView]
 AsyncPoll = Callable[[float], Awaitable[ApprovalView]]
 Sent = TypeVar("Sent")
 Result = TypeVar("Result")
+
+_HOST = socket.gethostname()[:64] or "?"
 
 
 class Backend(ABC):
@@ -65,7 +68,16 @@ class Backend(ABC):
         self.settings, self.agent, self.environment = settings, agent, environment
         self._base = {"agent": agent, "environment": environment}
         self.default_session = f"ses_{uuid.uuid4().hex}"
-        self.executor = f"agent:{agent} (pid {os.getpid()})"
+
+    @property
+    def executor(self) -> str:
+        """Who runs a claimed call: the agent, this process and its host.
+
+        Read when used, so a process forked after `configure()` (a Celery worker's child) is
+        itself, and two containers whose agents are each pid 1 are told apart by host: a claim's
+        lease is renewed, and its outcome written, only by the claimant it names.
+        """
+        return f"agent:{self.agent} (pid {os.getpid()} on {_HOST})"
 
     @property
     @abstractmethod
@@ -305,8 +317,8 @@ class Backend(ABC):
     # -- shutdown ----------------------------------------------------------------------------
 
     @abstractmethod
-    def flush(self) -> None:
-        """Commit (or ship) every queued record now."""
+    def flush(self) -> bool:
+        """Commit (or ship) every queued record now; True when every one was delivered."""
 
     @abstractmethod
     def close(self) -> None:

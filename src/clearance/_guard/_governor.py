@@ -22,6 +22,7 @@ from .._settings import Settings
 from .._store import Approval, Database
 from .._store import _approval_waiters as waiters
 from .._store import _approvals as approvals
+from .._store import _claims as claims
 from .._store import _events as events
 from .._store import _policies as policies
 from .._store import _shadow as shadows
@@ -30,6 +31,7 @@ from .._wire import ApprovalStatus
 from ..errors import ApprovalAlreadyDecided, ClearanceError
 from ..policy import Policy
 from ._backend import AsyncPoll, Backend, Poll
+from ._leases import Leases
 from ._outcomes import OutcomeBuffer
 from ._record import record_call
 from ._tickets import ApprovalView, PendingApproval, Ticket, executed_event, view_of
@@ -47,6 +49,7 @@ class Governor(Backend):
         self._shadow = shadow
         self.db = Database(settings.database_url, busy_timeout=settings.busy_timeout)
         self._outcomes = OutcomeBuffer(self.db, settings.outcome_delay)
+        self._leases = Leases(lambda id_: claims.beat(self.db, id_, by=self.executor, now_us=now_us()))
         policies.activate_for_agent(
             self.db, policy, agent=settings.agent, environment=settings.environment, author=settings.agent
         )
@@ -66,14 +69,16 @@ class Governor(Backend):
         """The policy calls are also decided from in shadow (recorded, never enforced), if any."""
         return self._shadow
 
-    def flush(self) -> None:
-        """Commit every queued outcome record now."""
+    def flush(self) -> bool:
+        """Commit every queued outcome record now (True: the store is the destination)."""
         self._outcomes.flush()
+        return True
 
     def close(self) -> None:
         """Commit queued outcomes and close the store (idempotent)."""
         atexit.unregister(self.close)
         try:
+            self._leases.close()
             self._outcomes.close()
         finally:
             self.db.close()
@@ -186,7 +191,7 @@ class Governor(Backend):
         approval = approvals.get(self.db, approval_id)
         if not approval.status.decided and approval.expires_at_us <= now_us():
             try:
-                approval = decisions.expire(self.db, approval.id)
+                approval = decisions.expire(self.db, approval.id, by_waiter=True)
             except ApprovalAlreadyDecided:
                 approval = approvals.get(self.db, approval_id)
         return _view(approval)
@@ -253,7 +258,8 @@ class Governor(Backend):
             ApprovalAlreadyExecuted: Another process claimed it first.
         """
         assert ticket.approval_id is not None
-        approvals.claim(self.db, ticket.approval_id, by=self.executor, now_us=now_us())
+        approvals.claim(self.db, ticket.approval_id, by=self.executor, now_us=now_us(), lease=True)
+        self._leases.hold(ticket.approval_id)  # renewed while it runs: a process killed inside is seen to be
 
     def approval_of(self, call_key: str) -> str | None:
         """The id of this agent's approval of the framework call `call_key`, if it was put to one (reads only)."""

@@ -21,7 +21,7 @@ from .._store import _approvals as approvals
 from .._store import _events as events
 from .._store import _facts as facts
 from .._store import _grants as grants
-from .._store._events import Event, make_event
+from .._store._events import MAX_MODEL_NAME, Event, make_event
 from .._text import escaped
 from .._wire import ApprovalStatus
 from ..errors import ApprovalError
@@ -622,6 +622,16 @@ def _explain_fact_errors(decision: Decision, fact_errors: dict[str, str]) -> Dec
     return replace(decision, reason=better(decision.reason), errors=tuple(better(e) for e in decision.errors))
 
 
+def model_name(model: str) -> str:
+    """A model name as records keep it: NUL and lone surrogates escaped, at most `MAX_MODEL_NAME` characters.
+
+    A longer name (no provider's is) keeps its first `MAX_MODEL_NAME - 1` characters and ends
+    with `…`, so the cut shows; the server refuses a longer one outright.
+    """
+    model = escaped(model)
+    return model if len(model) <= MAX_MODEL_NAME else model[: MAX_MODEL_NAME - 1] + "…"
+
+
 def llm_event(
     *,
     agent: str,
@@ -649,7 +659,7 @@ def llm_event(
     """
     if name_problem(session, "the session id") is not None:
         session = INVALID_SESSION
-    model = escaped(model)
+    model = model_name(model)
     cost = price(model, input_tokens, output_tokens, cached_input_tokens, provider=provider, overrides=overrides)
     event = make_event(
         "llm.call",

@@ -32,6 +32,7 @@ class _Missing:
 
 
 NOT_GIVEN: Any = _Missing()
+"""The default of `configure()`'s arguments: not given, so the `CLEARANCE_*` environment or the default applies."""
 
 
 def configure(
@@ -206,15 +207,19 @@ def current() -> Backend:
         return _current
 
 
-def flush() -> None:
-    """Commit every queued outcome record now.
+def flush() -> bool:
+    """Commit every queued outcome record now; in remote mode, ship the spool too.
 
     Outcomes are otherwise committed with the next record, within `outcome_delay` seconds, and
     at exit. Does nothing when Clearance is not configured.
+
+    Returns:
+        True when every record was delivered. False in remote mode when records are still in the
+        spool (the server did not take them within 10 s) or were set aside as refused or too
+        large since the previous `flush()` (`clearance spool` lists them); a warning names which.
     """
     governor = _current
-    if governor is not None:
-        governor.flush()
+    return governor.flush() if governor is not None else True
 
 
 def shutdown() -> None:

@@ -15,7 +15,9 @@ from typing import Any
 from .. import _trace
 from .._boundary import storable
 from .._canonical import canonical_json, to_plain
+from .._clock import now_us
 from .._notify import Waiter
+from .._store import _claims as claims
 from .._store._approvals import Approval
 from .._store._events import Event, make_event
 from .._text import escaped
@@ -138,6 +140,8 @@ class ApprovalView:
         trace: The span the call was asked in (a traceparent), when the agent traced it.
         result: The approved call's recorded result, once it ran.
         error: Why the approved call failed, when it did.
+        dead: Set when the claimant died running the call (its lease expired): what a person
+            must confirm before anything runs it again (see `_store._claims`).
     """
 
     approval_id: str
@@ -158,6 +162,7 @@ class ApprovalView:
     trace: str | None = None
     result: Any = None
     error: str | None = None
+    dead: str | None = None
 
 
 def view_of(a: Approval | ApprovalOut, *, edited_args: dict[str, Any] | None) -> ApprovalView:
@@ -181,6 +186,8 @@ def view_of(a: Approval | ApprovalOut, *, edited_args: dict[str, Any] | None) ->
         trace=a.trace,
         result=a.result,
         error=a.error,
+        # The server judges a claim it shows; the store's is judged on this process's clock.
+        dead=claims.why(a) if (a.claim_dead if isinstance(a, ApprovalOut) else claims.dead(a, now_us())) else None,
     )
 
 
@@ -212,7 +219,9 @@ def settle(ticket: Ticket, a: ApprovalView) -> Approved:
     if status is ApprovalStatus.APPROVED and a.claimed_by is None:
         return Approved(a.approval_id, a.decided_by, a.note, a.edited_args)
     if status in (ApprovalStatus.APPROVED, ApprovalStatus.EXECUTED, ApprovalStatus.FAILED):
-        raise ApprovalAlreadyExecuted(a.approval_id, ticket.tool, status, a.claimed_by, result=a.result, error=a.error)
+        raise ApprovalAlreadyExecuted(
+            a.approval_id, ticket.tool, status, a.claimed_by, result=a.result, error=a.error, dead=a.dead
+        )
     if status is ApprovalStatus.DENIED:
         raise ApprovalDenied(a.approval_id, ticket.tool, a.decided_by or "unknown", a.note)
     if status is ApprovalStatus.EXPIRED:

@@ -31,6 +31,7 @@ from .. import _trace
 from .._clock import now_us
 from .._context import get_user
 from .._guard._backend import AsyncPoll, Backend, Poll
+from .._guard._leases import Leases
 from .._guard._record import Prepared, decided_event, prepare, refused
 from .._guard._tickets import ApprovalView, PendingApproval, Ticket, view_of
 from .._names import MODEL_CALL, admit_names, in_model_call_gate
@@ -103,6 +104,7 @@ class RemoteGovernor(Backend):
             self.sync.close()
             raise
         self.shipper = Shipper(self.spool, self.client)
+        self._leases = Leases(self._renew)
 
     @property
     def policy(self) -> Policy:
@@ -297,12 +299,33 @@ class RemoteGovernor(Backend):
             ApprovalAlreadyExecuted: Another process claimed it first.
         """
         assert ticket.approval_id is not None
+        path = f"/v1/approvals/{ticket.approval_id}/claim"
         try:
-            self.client.call("POST", f"/v1/approvals/{ticket.approval_id}/claim", json={"by": self.executor})
+            self.client.call("POST", path, json={"by": self.executor, "lease": True})
         except ServerError as exc:
             if exc.status == 409:
                 raise ApprovalAlreadyExecuted(ticket.approval_id, ticket.tool, "approved", str(exc)) from None
+            if exc.status != 422:
+                raise
+            # A server older than leases refuses the field: claim without one (never judged dead).
+            try:
+                self.client.call("POST", path, json={"by": self.executor})
+            except ServerError as again:
+                if again.status == 409:
+                    raise ApprovalAlreadyExecuted(ticket.approval_id, ticket.tool, "approved", str(again)) from None
+                raise
+            return
+        self._leases.hold(ticket.approval_id)  # renewed while it runs: a process killed inside is seen to be
+
+    def _renew(self, approval_id: str) -> bool:
+        """Renew the lease of this process's claim on the server; False when there is none to renew."""
+        try:
+            self.client.call("POST", f"/v1/approvals/{approval_id}/claim", json={"by": self.executor, "renew": True})
+        except ServerError as exc:
+            if exc.status in (404, 409):
+                return False
             raise
+        return True
 
     def claim_denial(self, approval_id: str) -> bool:
         """Claim the delivery of a denial to the tool's `on_denial` on the server, once."""
@@ -331,12 +354,16 @@ class RemoteGovernor(Backend):
 
     # -- shutdown ----------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Ship the spool now (as much as the server takes within 10 s)."""
-        self.shipper.flush()
+    def flush(self) -> bool:
+        """Ship the spool now (as much as the server takes within 10 s); True when every record was delivered."""
+        return self.shipper.flush()
 
     def close(self) -> None:
-        """Stop syncing, ship what the server takes within a few seconds, keep the rest on disk."""
+        """Stop syncing, ship what the server takes within a few seconds, keep the rest on disk.
+
+        What could not be delivered is logged as a warning (see `Shipper.flush`).
+        """
+        self._leases.close()
         self.sync.close()
         self.shipper.close()
         try:

@@ -7,6 +7,11 @@ deleting) is recorded once. A record the server refuses (it answers which, and w
 aside into the `rejected` table while the rest of its batch is stored, never dropped silently nor
 retried for ever; `clearance spool` lists them. A whole batch answered 422 is moved aside too.
 
+A batch is cut to fit the server's request body limit as well as to `BATCH` records: the shipper
+starts from the server's default (`DEFAULT_BODY_LIMIT`), and a 413 teaches it the limit the
+server advertises (`Clearance-Max-Body-Bytes`), or halves the batch when none is said (a proxy's
+smaller limit). A record too large to go even alone is moved aside into `rejected`, saying so.
+
 The agent's event sinks read the same rows: a row is deleted once it is shipped and every sink
 has passed it (`positions` holds each one's last row, and the shipper's). Rows are numbered by
 AUTOINCREMENT, so a number is never reused once its row is gone.
@@ -23,6 +28,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+import httpx
+
 from .._clock import now_us
 from .._retry import retrying
 from .._store._events import Event
@@ -31,6 +38,8 @@ from ._client import Client
 
 log = logging.getLogger("clearance.remote")
 BATCH = 500
+DEFAULT_BODY_LIMIT = 1_048_576  # the server's default `max_body_bytes`
+_ENVELOPE = len('{"events":[]}')
 _MAX_BACKOFF = 30.0
 SHIPPER = "$shipper"  # the shipper's row in `positions` (a sink's name never starts with `$`)
 _TABLE = "CREATE TABLE {name} (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, body TEXT NOT NULL)"
@@ -258,6 +267,35 @@ class SinkCursor:
         self._conn.close()
 
 
+class _SetAside(Exception):
+    """A whole batch was moved aside into `rejected` (it counts as handled)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+def _fitting(rows: list[tuple[int, str]], limit: int) -> tuple[list[tuple[int, str]], bytes]:
+    """The oldest of `rows` whose batch fits in `limit` bytes (always at least one), and that batch.
+
+    The records go as they were spooled, byte for byte: nothing re-encodes (or refuses) them here.
+    """
+    bodies: list[bytes] = []
+    size = _ENVELOPE
+    for _, body in rows:
+        raw = body.encode("utf-8", "surrogatepass")
+        if bodies and size + len(raw) + 1 > limit:
+            break
+        bodies.append(raw)
+        size += len(raw) + (1 if len(bodies) > 1 else 0)
+    return rows[: len(bodies)], b'{"events":[' + b",".join(bodies) + b"]}"
+
+
+def _advertised(answer: httpx.Response) -> int | None:
+    """The body limit a 413 says (`Clearance-Max-Body-Bytes`), if any."""
+    value = answer.headers.get("clearance-max-body-bytes", "")
+    return int(value) if value.isdigit() and 0 < int(value) < 1 << 40 else None
+
+
 def _create(conn: sqlite3.Connection) -> None:
     """Create the spool's tables, or bring a spool written by an older version up to date."""
     conn.execute("CREATE TABLE IF NOT EXISTS rejected (id TEXT PRIMARY KEY, body TEXT NOT NULL, error TEXT NOT NULL)")
@@ -285,6 +323,8 @@ class Shipper:
 
     Attributes:
         shipped: Records the server took, since this process started.
+        set_aside: Records moved aside into `rejected` (refused, or too large), since this process started.
+        body_limit: The largest batch in bytes the server is known to take (learned from its 413s).
         failures: Attempts that failed (each is retried).
         last_shipped_us: When the server last took a batch (None: not yet in this process).
         last_error: Why the last attempt failed; None once one succeeds.
@@ -295,6 +335,9 @@ class Shipper:
         self.client = client
         self._stop = threading.Event()
         self.shipped = 0
+        self.set_aside = 0
+        self._aside_reported = 0  # set_aside as the last flush saw it
+        self.body_limit = DEFAULT_BODY_LIMIT
         self.failures = 0
         self.last_shipped_us: int | None = None
         self.last_error: str | None = None
@@ -309,25 +352,30 @@ class Shipper:
             ServerError: The server could not take it (try again later).
         """
         with self._shipping:
-            return self._ship_batch()
+            try:
+                return self._ship_batch()
+            except _SetAside as aside:
+                return aside.count
 
     def _ship_batch(self) -> int:
         rows = self.spool.peek()
         if not rows:
             return 0
-        # The records go as they were spooled, byte for byte: nothing re-encodes (or refuses) them here.
-        batch = ('{"events":[' + ",".join(body for _, body in rows) + "]}").encode("utf-8", "surrogatepass")
-        try:
-            # What still waits once this batch is taken: an idle agent reports 0.
-            behind = str(self.spool.size() - len(rows))
-            answer = self.client.call("POST", "/v1/events", content=batch, headers={"Clearance-Spool-Backlog": behind})
-        except ServerError as exc:
-            self.last_error = str(exc)[:500]
-            if exc.status in (400, 422):  # an invalid batch: retrying cannot help; keep it aside
-                log.error("the server rejected %d records (kept in %s): %s", len(rows), self.spool.path, exc)
-                self.spool.reject(rows, str(exc))
-                return len(rows)
-            raise
+        while True:
+            rows, batch = _fitting(rows, self.body_limit)
+            answer = self._post(rows, batch)
+            if answer.status_code != 413:
+                break
+            if len(rows) == 1:  # too large to go even alone: retrying cannot help; keep it aside
+                limit = _advertised(answer)
+                why = f"the record is {len(batch)} bytes, larger than the server takes in one request" + (
+                    f" ({limit} bytes, its max_body_bytes)" if limit else ""
+                )
+                log.error("%s (kept in %s; `clearance spool` lists it)", why, self.spool.path)
+                self.spool.reject(rows, why)
+                self.set_aside += 1
+                return 1
+            self._learn(answer, len(batch))
         refused = {
             int(r["index"]): "; ".join(r["problems"])
             for r in answer.json().get("refused", [])
@@ -343,8 +391,40 @@ class Shipper:
             )
         self.spool.settle(rows, refused)
         self.shipped += len(rows) - len(refused)
+        self.set_aside += len(refused)
         self.last_shipped_us, self.last_error = now_us(), None
         return len(rows)
+
+    def _post(self, rows: list[tuple[int, str]], batch: bytes) -> httpx.Response:
+        """Send a batch; the answer, 413 included (the caller cuts the batch smaller)."""
+        try:
+            # What still waits once this batch is taken: an idle agent reports 0.
+            behind = str(self.spool.size() - len(rows))
+            return self.client.call(
+                "POST",
+                "/v1/events",
+                content=batch,
+                headers={"Clearance-Spool-Backlog": behind},
+                ok=(200, 201, 413),
+            )
+        except ServerError as exc:
+            self.last_error = str(exc)[:500]
+            if exc.status in (400, 422):  # an invalid batch: retrying cannot help; keep it aside
+                log.error("the server rejected %d records (kept in %s): %s", len(rows), self.spool.path, exc)
+                self.spool.reject(rows, str(exc))
+                self.set_aside += len(rows)
+                raise _SetAside(len(rows)) from None
+            raise
+
+    def _learn(self, answer: httpx.Response, sent: int) -> None:
+        """After a 413 for `sent` bytes: the limit the server advertises, else half of what was sent."""
+        limit = _advertised(answer)
+        self.body_limit = limit if limit is not None and limit < sent else max(sent // 2, 1)
+        log.warning(
+            "the server refused a batch of %d bytes as too large; batches are now at most %d bytes",
+            sent,
+            self.body_limit,
+        )
 
     def _run(self) -> None:
         ship = retrying(self._failed, most=_MAX_BACKOFF, stop=self._stop, log=log, what="shipping records")
@@ -365,14 +445,31 @@ class Shipper:
         return True
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Ship everything now; True when nothing is left to ship."""
+        """Ship everything now; True when every record was delivered.
+
+        False (and a warning logged) when records are left in the spool (the server did not take
+        them in time) or were set aside into `rejected` since the previous flush (refused, or too
+        large) — by this flush or by the background thread before it: a record set aside just
+        before the call is reported, not lost between the two.
+        """
         deadline = time.monotonic() + timeout
         with contextlib.suppress(ServerError):
             for attempt in retrying(ServerError, first=0.2, most=1.0, give_up=lambda: time.monotonic() >= deadline):
                 with attempt:
                     while self.ship_once() and time.monotonic() < deadline:
                         pass
-        return self.spool.size() == 0
+        aside = self.set_aside
+        left, refused = self.spool.size(), aside - self._aside_reported
+        self._aside_reported = aside
+        if left or refused:
+            log.warning(
+                "not every record was delivered: %d left in the spool %s%s; %d set aside (`clearance spool`)",
+                left,
+                self.spool.path,
+                f" ({self.last_error})" if left and self.last_error else "",
+                refused,
+            )
+        return left == 0 and refused == 0
 
     def close(self) -> None:
         """Stop shipping (what is left stays in the spool for the next run)."""

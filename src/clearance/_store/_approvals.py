@@ -60,6 +60,7 @@ _FIELDS = (
     "trace_context",
     "waiter_seen_at_us",
     "resumable",
+    "claim_seen_at_us",
 )
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM approvals"
 
@@ -189,6 +190,7 @@ def _from_row(row: Sequence[Any]) -> Approval:
         call_key=r["call_key"],
         trace=r["trace_context"],
         waiter_seen_at_us=r["waiter_seen_at_us"],
+        claim_seen_at_us=r["claim_seen_at_us"],
         resumable=bool(r["resumable"]),
         degraded=tuple(notes),
     )
@@ -235,29 +237,48 @@ def listing(
     agent: str | None = None,
     mode: str | None = None,
     unclaimed: bool = False,
+    tool: str | None = None,
+    environment: str | None = None,
+    keep: Callable[[Approval], bool] | None = None,
 ) -> list[Approval]:
     """Approvals, pending by default, nearest expiry first (others newest first).
 
-    `agent`, `mode` and `unclaimed` narrow them down before the limit applies.
+    `agent`, `mode`, `unclaimed`, `tool` and `environment` narrow them down in the query, and
+    `keep` (a test no query can make, such as who may decide) after it: both before the limit
+    applies, reading on in batches until `limit` are kept or none are left.
     """
     clauses: list[str] = []
     params: dict[str, Any] = {"n": limit}
-    if status:
-        clauses.append("status = :s")
-        params["s"] = status
-    if agent is not None:
-        clauses.append("agent = :agent")
-        params["agent"] = agent
-    if mode is not None:
-        clauses.append("mode = :mode")
-        params["mode"] = mode
+    narrowed = {"status": status or None, "agent": agent, "mode": mode, "tool": tool, "environment": environment}
+    for column, value in narrowed.items():
+        if value is not None:  # column names from this list only; every value is bound
+            clauses.append(f"{column} = :{column}")
+            params[column] = value
     if unclaimed:
         clauses.append("claimed_by IS NULL")
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    order = "expires_at_us" if status == ApprovalStatus.PENDING else "created_at_us DESC"
-    with db.read() as cur:
-        cur.execute(db.sql(f"{_SELECT}{where} ORDER BY {order} LIMIT :n"), params)
-        return [_from_row(r) for r in cur.fetchall()]
+    pending = status == ApprovalStatus.PENDING
+    key, op, order = (
+        ("expires_at_us", ">", "expires_at_us, id")
+        if pending
+        else ("created_at_us", "<", "created_at_us DESC, id DESC")
+    )
+    kept: list[Approval] = []
+    after: tuple[int, str] | None = None
+    while len(kept) < limit:
+        where = list(clauses)
+        if after is not None:  # the next batch: past the last row read, in the same order
+            where.append(f"({key} {op} :after_at OR ({key} = :after_at AND id {op} :after_id))")
+            params["after_at"], params["after_id"] = after
+        sql = f"{_SELECT}{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order} LIMIT :n"
+        with db.read() as cur:
+            cur.execute(db.sql(sql), params)
+            batch = [_from_row(r) for r in cur.fetchall()]
+        kept.extend(a for a in batch if keep is None or keep(a))
+        if len(batch) < limit or keep is None:
+            break
+        last = batch[-1]
+        after = (last.expires_at_us if pending else last.created_at_us, last.id)
+    return kept[:limit]
 
 
 def transition(
@@ -397,10 +418,11 @@ _DECIDED = {f"d_{s}": s for s in sorted(DECISIONS)}
 _DECIDED_MARKS = ", ".join(f":{k}" for k in _DECIDED)
 
 
-def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
+def claim(db: Database, approval_id: str, *, by: str, now_us: int, lease: bool = False) -> Approval:
     """Claim an approved call for execution: exactly one claimant ever wins.
 
-    The approval id is the idempotency key.
+    The approval id is the idempotency key. With `lease`, the claimant keeps the claim's lease
+    while it runs the call (`_claims.beat`), so a claimant that dies is seen to (`_claims.dead`).
 
     Raises:
         ApprovalNotFound: No such approval.
@@ -410,11 +432,11 @@ def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
     with db.write() as cur:
         cur.execute(
             db.sql(
-                "UPDATE approvals SET claimed_by = :by, claimed_at_us = :now"
+                "UPDATE approvals SET claimed_by = :by, claimed_at_us = :now, claim_seen_at_us = :seen"
                 " WHERE id = :id AND claimed_by IS NULL"
                 " AND (status = :approved OR (status = :expired AND on_timeout = :allow))"
             ),
-            {"by": by, "now": now_us, "id": approval_id, **_RUNS},
+            {"by": by, "now": now_us, "seen": now_us if lease else None, "id": approval_id, **_RUNS},
         )
         won = cur.rowcount == 1
         current = _get(db, cur, approval_id)
@@ -423,8 +445,16 @@ def claim(db: Database, approval_id: str, *, by: str, now_us: int) -> Approval:
     if won:
         return current
     if current.claimed_by is not None or current.status in (ApprovalStatus.EXECUTED, ApprovalStatus.FAILED):
+        from ._claims import dead, why  # it reads approvals
+
         raise ApprovalAlreadyExecuted(
-            approval_id, current.tool, current.status, current.claimed_by, result=current.result, error=current.error
+            approval_id,
+            current.tool,
+            current.status,
+            current.claimed_by,
+            result=current.result,
+            error=current.error,
+            dead=why(current) if dead(current, now_us) else None,
         )
     raise ApprovalError(approval_id, current.tool, f"approval {approval_id} is {current.status}, not approved")
 

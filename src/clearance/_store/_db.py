@@ -27,7 +27,10 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..errors import StoreError
 
-HEAD = "0014"
+HEAD = "0020"
+# Writers take turns at the chain's head: one lock per schema, so stores sharing a database
+# (one schema each) do not wait for each other.
+_CHAIN_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('clearance chain ' || current_schema(), 0))"
 _MIGRATING = threading.Lock()  # the newest migration; a test checks it against the chain
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 _BUSY = ("database is locked", "database is busy", "database table is locked")
@@ -109,6 +112,7 @@ class Database:
         self.chain_tip: str | None = None
         self._writing = 0  # write transactions open on this connection (a read inside one joins it)
         self.appended = False  # whether the open write transaction appended events (set by events.append)
+        self.last_appended: str | None = None  # the id of the last event it appended (set by events.append)
         self._commits = 0  # SQLite commits since the checkpointer was last woken
         self._checkpointer: _Checkpointer | None = None
         try:
@@ -202,6 +206,16 @@ class Database:
         if self.dialect == "postgresql":
             cur.execute("SELECT pg_notify('clearance', %(topic)s)", {"topic": topic})
 
+    def total(self, expr: str) -> str:
+        """SQL that adds `expr` up over a group without ever failing: numbers an agent reported can be huge.
+
+        SQLite's `SUM` of integers raises "integer overflow" past 2^63 (two records of a cost near
+        the 64-bit limit were enough to make every listing that sums them fail); its `TOTAL` adds
+        as floating point and never overflows (exact to 2^53). PostgreSQL's `SUM` of a bigint is a
+        `numeric` and never overflows.
+        """
+        return f"TOTAL({expr})" if self.dialect == "sqlite" else f"SUM({expr})"
+
     def sql(self, text: str) -> str:
         """`text` written with `:name` parameters, in this driver's parameter style."""
         out = self._sql.get(text)
@@ -253,6 +267,7 @@ class Database:
             cur = self._cursor()
             self.chain_tip = None
             self.appended = False
+            self.last_appended = None
             self._writing += 1
             try:
                 if self.dialect == "sqlite":
@@ -270,7 +285,7 @@ class Database:
                         self._checkpoint_soon()
                 else:
                     with self._conn.driver_connection.pipeline() if pipelined else nullcontext():
-                        cur.execute("SELECT pg_advisory_xact_lock(7226062)")
+                        cur.execute(_CHAIN_LOCK)
                         yield cur
                         self._conn.commit()
             except BaseException as exc:
@@ -291,6 +306,7 @@ class Database:
                 self._writing -= 1
                 self.chain_tip = None
                 self.appended = False
+                self.last_appended = None
                 with contextlib.suppress(Exception):
                     cur.close()
 

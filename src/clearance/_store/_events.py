@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .._canonical import ARGS_HASH_ALG, args_hash, canonical_json, legacy_args_hash
+from .._text import escaped
+from . import _rollup
 from ._db import Database
 from ._kinds import Kind
 
 GENESIS = "0" * 64
 EVENT_VERSION = 1
-_COLUMNS = (
+_COPIED = (
     "kind",
     "agent",
     "environment",
@@ -33,6 +35,12 @@ _COLUMNS = (
     "cost_nusd",
     "tokens",
 )
+# An LLM call's usage, for usage and spend by model (0019); read as `usage_columns` derives them.
+USAGE_COUNTS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+_COLUMNS = (*_COPIED, "model", *USAGE_COUNTS)
+_COLUMN_NAMES = frozenset(_COLUMNS)
+MAX_MODEL_NAME = 200  # characters of a model name a record keeps (and its column holds)
+_INT64 = 2**63 - 1
 # Positional parameters, the copied columns first, for `append`: binding a tuple costs less
 # than looking fourteen names up in a dict, on the path of every governed call.
 _INSERT_ROW = {
@@ -41,6 +49,11 @@ _INSERT_ROW = {
     for style, mark in (("sqlite", "?"), ("postgresql", "%s"))
 }
 _HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+# Every column of a stored record, in the order `check_row` reads them (and archives keep them):
+# its place, its body and chain links, then every column copied from the body.
+ROW_COLUMNS = ("seq", "id", "at_us", "body", "prev_hash", "hash", *_COLUMNS)
+_ROW = ", ".join(ROW_COLUMNS)
+_START = "SELECT last_seq, last_hash FROM archives ORDER BY last_seq DESC LIMIT 1"
 
 
 def new_id(prefix: str) -> str:
@@ -90,12 +103,31 @@ def make_event(kind: Kind, at_us: int, fields: Mapping[str, Any], *, raw: Mappin
     text = canonical_json(body)
     for name, value in raw.items():
         text = text.replace(canonical_json(_RAW + name), value, 1)
-    return Event(event_id, at_us, text, columns_of(body))
+    if _COLUMN_NAMES.isdisjoint(raw):  # the arguments: no column reads them
+        return Event(event_id, at_us, text, columns_of(body))
+    return Event(event_id, at_us, text, columns_of(json.loads(text)))
 
 
 def columns_of(body: Mapping[str, Any]) -> dict[str, Any]:
     """The indexed columns of an event, derived from its body."""
-    return dict(zip(_COLUMNS, map(body.get, _COLUMNS), strict=True))
+    cols = dict(zip(_COPIED, map(body.get, _COPIED), strict=True))
+    cols.update(usage_columns(body))
+    return cols
+
+
+def usage_columns(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The usage columns of an event: its model and token counts, as every store can hold them.
+
+    The model is text (a record written before names were capped: its first `MAX_MODEL_NAME`
+    characters, a NUL or lone surrogate escaped as readers show it); a count is a whole number
+    from 0 to 2^63 - 1. Anything else is None, as a usage summary never counted it.
+    """
+    model = body.get("model")
+    cols: dict[str, Any] = {"model": escaped(model)[:MAX_MODEL_NAME] if type(model) is str else None}
+    for name in USAGE_COUNTS:
+        count = body.get(name)
+        cols[name] = count if type(count) is int and 0 <= count <= _INT64 else None
+    return cols
 
 
 def chain_hash(prev_hash: str, body: str) -> str:
@@ -119,7 +151,10 @@ def append(db: Database, cur: Any, events: Sequence[Event]) -> None:
         cur.execute(_INSERT_ROW[db.dialect], rows[0])
     else:
         cur.executemany(_INSERT_ROW[db.dialect], rows)
+    if any(e.columns.get("kind") == "llm.call" for e in events):
+        _rollup.add_newest(db, cur, len(rows))  # the hourly usage sums, in the same transaction
     db.chain_tip = prev
+    db.last_appended = events[-1].id if events else db.last_appended
     db.appended = True  # the commit wakes the event sinks (`_db.on_commit`)
 
 
@@ -134,6 +169,8 @@ class VerifyReport:
         head_hash: Its hash: keep it elsewhere to detect truncation later.
         broken_seq: The first record that does not verify, when one does not.
         problem: What is wrong with it.
+        checkpoints: Signed checkpoints found in the chain whose signature verifies.
+        checkpoint_seq: The chain position the latest of them signs (None: none).
     """
 
     ok: bool
@@ -142,15 +179,36 @@ class VerifyReport:
     head_hash: str
     broken_seq: int | None = None
     problem: str | None = None
+    checkpoints: int = 0
+    checkpoint_seq: int | None = None
 
 
-def verify(db: Database, *, batch: int = 5000) -> VerifyReport:
-    """Recompute the whole chain and report the first record that does not match."""
-    prev_seq, prev_hash, checked = 0, GENESIS, 0
-    sql = db.sql(
-        "SELECT seq, id, kind, at_us, agent, environment, session, tool, call_id, decision,"
-        " cost_nusd, tokens, body, prev_hash, hash FROM events WHERE seq > :after ORDER BY seq LIMIT :n"
-    )
+RowCheck = Callable[[Sequence[Any], int, str], str | None]
+
+
+def chain_start(cur: Any) -> tuple[int, str]:
+    """Where the chain in the database starts: the last archived record's position and hash.
+
+    (0, GENESIS) when nothing was archived (`clearance audit archive`).
+    """
+    cur.execute(_START)
+    row = cur.fetchone()
+    return (int(row[0]), row[1]) if row else (0, GENESIS)
+
+
+def verify(db: Database, *, batch: int = 5000, also: RowCheck | None = None) -> VerifyReport:
+    """Recompute the chain from its start and report the first record that does not match.
+
+    The chain starts at GENESIS, or after the last archived record: the first record left must
+    link to that record's hash (so deleting it is detected like any other). `also` is asked
+    about each record that verifies, with the row (its `ROW_COLUMNS`) and the position and hash
+    before it; a text it returns is that record's problem (the
+    signed checkpoints' check, `_integrity`).
+    """
+    with db.read() as cur:
+        prev_seq, prev_hash = chain_start(cur)
+    checked = 0
+    sql = db.sql(f"SELECT {_ROW} FROM events WHERE seq > :after ORDER BY seq LIMIT :n")
     while True:
         with db.read() as cur:
             cur.execute(sql, {"after": prev_seq, "n": batch})
@@ -159,10 +217,12 @@ def verify(db: Database, *, batch: int = 5000) -> VerifyReport:
             return VerifyReport(True, checked, prev_seq, prev_hash)
         for row in rows:
             seq = row[0]
-            problem = _check_row(row, prev_seq, prev_hash)
+            problem = check_row(row, prev_seq, prev_hash)
+            if problem is None and also is not None:
+                problem = also(row, prev_seq, prev_hash)
             if problem:
                 return VerifyReport(False, checked, prev_seq, prev_hash, seq, problem)
-            prev_seq, prev_hash = seq, row[14]
+            prev_seq, prev_hash = seq, row[5]
             checked += 1
 
 
@@ -184,13 +244,9 @@ class Located:
 
 
 def locate(db: Database, seq: int) -> Located | None:
-    """The record at `seq`, checked against the one before it (None when there is none)."""
-    cols = (
-        "seq, id, kind, at_us, agent, environment, session, tool, call_id, decision,"
-        " cost_nusd, tokens, body, prev_hash, hash"
-    )
+    """The record at `seq`, checked against the one before it (None: none, or archived)."""
     with db.read() as cur:
-        cur.execute(db.sql(f"SELECT {cols} FROM events WHERE seq = :seq"), {"seq": seq})
+        cur.execute(db.sql(f"SELECT {_ROW} FROM events WHERE seq = :seq"), {"seq": seq})
         row = cur.fetchone()
         if row is None:
             return None
@@ -198,20 +254,14 @@ def locate(db: Database, seq: int) -> Located | None:
         before = cur.fetchone()
         cur.execute(_HEAD)
         head = cur.fetchone()
-    prev_seq, prev_hash = (before[0], before[1]) if before else (0, GENESIS)
-    problem = _check_row(row, prev_seq, prev_hash)
-    return Located(_decoded((row[0], row[14], row[12])), row[13], head[0], problem)
+        prev_seq, prev_hash = (before[0], before[1]) if before else chain_start(cur)
+    problem = check_row(row, prev_seq, prev_hash)
+    return Located(_decoded((row[0], row[5], row[3])), row[4], head[0], problem)
 
 
-def _check_row(row: Sequence[Any], prev_seq: int, prev_hash: str) -> str | None:
-    seq, event_id, at_us, body, stored_prev, stored_hash = (
-        row[0],
-        row[1],
-        row[3],
-        row[12],
-        row[13],
-        row[14],
-    )
+def check_row(row: Sequence[Any], prev_seq: int, prev_hash: str) -> str | None:
+    """Why a stored record (its `ROW_COLUMNS`) does not follow the record (`prev_seq`, `prev_hash`), or None."""
+    seq, event_id, at_us, body, stored_prev, stored_hash = row[:6]
     if stored_prev != prev_hash:
         if seq != prev_seq + 1:
             return f"records {prev_seq + 1} to {seq - 1} before it are missing (deleted?)"
@@ -227,13 +277,7 @@ def _check_row(row: Sequence[Any], prev_seq: int, prev_hash: str) -> str | None:
         return "its body is not valid JSON"
     if not isinstance(data, dict):
         return "its body is not a JSON object"
-    cols = dict(
-        zip(
-            _COLUMNS,
-            (row[2], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11]),
-            strict=True,
-        )
-    )
+    cols = dict(zip(_COLUMNS, row[6:], strict=True))
     if data.get("id") != event_id or data.get("at_us") != at_us or columns_of(data) != cols:
         return "its indexed columns disagree with its recorded body (a column was changed)"
     return args_problem(data) if whole else None
@@ -402,15 +446,17 @@ def ingest(
             )
             seen.update(r[0] for r in cur.fetchall())
         fresh: list[Event] = []
+        new: list[dict[str, Any]] = []
         for body in bodies:
             if body["id"] in seen:
                 continue
             seen.add(body["id"])  # a duplicate inside one batch counts once
             fresh.append(Event(body["id"], body["at_us"], canonical_json(body), columns_of(body)))
+            new.append(body)
         if fresh:
             append(db, cur, fresh)
             if then is not None:
-                caused = then(cur, [json.loads(e.body) for e in fresh])
+                caused = then(cur, new)
                 if caused:
                     append(db, cur, caused)
     return len(fresh), len(bodies) - len(fresh)

@@ -98,7 +98,7 @@ def _one(
         total = _scalar(
             db,
             cur,
-            f"SELECT SUM({col}) FROM events WHERE session = :session AND kind = 'llm.call'",
+            f"SELECT {db.total(col)} FROM events WHERE session = :session AND kind = 'llm.call'",
             p,
         )
         return float(Decimal(total) / _NANO) if kind == "session_cost_usd" else total
@@ -107,7 +107,7 @@ def _one(
         total = _scalar(
             db,
             cur,
-            f"SELECT SUM({col}) FROM events WHERE agent = :agent AND kind = 'llm.call' AND at_us >= :since",
+            f"SELECT {db.total(col)} FROM events WHERE agent = :agent AND kind = 'llm.call' AND at_us >= :since",
             p,
         )
         return float(Decimal(total) / _NANO) if kind == "agent_cost_usd" else total

@@ -247,6 +247,22 @@ def listing(
         return [_from_row(r) for r in cur.fetchall()]
 
 
+def of_approvals(db: Database, cur: Any, approval_ids: Sequence[str]) -> dict[str, Grant]:
+    """The grant given with each of these approvals that has one (at most one each), by approval id."""
+    if not approval_ids:
+        return {}
+    marks = {f"a{i}": a for i, a in enumerate(approval_ids)}
+    cur.execute(db.sql(f"{_SELECT} WHERE approval_id IN ({', '.join(':' + m for m in marks)}) ORDER BY id"), marks)
+    found: dict[str, Grant] = {}
+    for row in cur.fetchall():
+        try:
+            grant = _from_row(row)
+        except (ValueError, TypeError, ArithmeticError):  # a row no version writes (by hand): not shown
+            continue
+        found.setdefault(str(grant.approval_id), grant)
+    return found
+
+
 @dataclass(frozen=True)
 class _Terms:
     """What a grant allows, which never changes after it is given (cached per grant id)."""

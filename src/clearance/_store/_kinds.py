@@ -20,6 +20,7 @@ Kind = Literal[
     "approval.executed",
     "approval.failed",
     "approval.abandoned",
+    "approval.claim_resolved",
     "llm.call",
     "policy.activated",
     "policy.shadow_activated",
@@ -33,5 +34,7 @@ Kind = Literal[
     "user.created",
     "user.updated",
     "ingest.refused",
+    "checkpoint.key_introduced",
+    "checkpoint.signed",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)

@@ -230,18 +230,25 @@ def activate_for_agent(db: Database, policy: Policy, *, agent: str, environment:
 
 def previous(db: Database, scope: str) -> str | None:
     """The revision that was active for `scope` before the current one, from the audit log."""
+    return previous_revisions(db).get(scope)
+
+
+def previous_revisions(db: Database) -> dict[str, str]:
+    """For each scope with one, the revision active before its current one (what rollback activates)."""
+    current: dict[str, str] = {}
+    earlier: dict[str, str] = {}
     with db.read() as cur:
         cur.execute(db.sql("SELECT body FROM events WHERE kind = 'policy.activated' ORDER BY seq DESC"))
-        seen: list[str] = []
         for (body,) in cur:
             data = json.loads(body)
-            if data.get("scope") != scope:
-                continue
-            rev = data.get("policy_revision")
-            if seen and rev != seen[-1]:
-                return str(rev)
-            seen.append(rev)
-    return None
+            scope, rev = data.get("scope"), data.get("policy_revision")
+            if not isinstance(scope, str) or not isinstance(rev, str) or scope in earlier:
+                continue  # an embedded agent's own activation has no scope
+            if scope not in current:
+                current[scope] = rev
+            elif rev != current[scope]:
+                earlier[scope] = rev
+    return earlier
 
 
 def resolve(db: Database, *, agent: str | None, environment: str) -> Revision | None:

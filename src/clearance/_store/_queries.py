@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from ..errors import StoreError
-from . import _events as events
+from . import _rollup
 from ._db import Database
 from ._events import EventFilter, StoredEvent, _where
 from ._shown import stored_event
@@ -46,43 +45,76 @@ def search(
     `text` matches anywhere in the recorded event (its arguments, reason, error), literally.
     `before` is the cursor a previous page returned.
 
-    A rare filter would make one query read the whole log, so the log is read in windows of
-    chain positions, newest first, each up to four times the last, sized by how fast the last
-    one was read to end within about `budget` seconds:
+    A rare filter would make one query read the whole log, so the log is read in `Windows`:
     a page can then hold fewer than `limit` events (even none) with a cursor that goes on from
     where this search stopped.
     """
-    where, params = _where(f)
-    clauses = [where.removeprefix(" WHERE ")] if where else []
-    if text:
-        clauses.append("body LIKE :text ESCAPE '\\'")
-        params["text"] = f"%{_escape_like(text)}%"
-    clauses.append("seq < :upper AND seq >= :lower")
-    sql = db.sql(f"SELECT seq, hash, body FROM events WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT :need")
+    where, params = matching(f, text)
+    sql = db.sql(
+        f"SELECT seq, hash, body FROM events WHERE {where} AND seq < :upper AND seq >= :lower"
+        " ORDER BY seq DESC LIMIT :need"
+    )
     rows: list[Any] = []
-    deadline = time.monotonic() + budget
     with db.read() as cur:
-        if before is None:
-            cur.execute("SELECT MAX(seq) FROM events")
-            before = int(cur.fetchone()[0] or 0) + 1
-        upper, window = before, FIRST_WINDOW
-        while upper > 1:
-            lower = max(upper - window, 1)
-            started = time.monotonic()
+        read = Windows(cur, before, budget)
+        for lower, upper in read:
             cur.execute(sql, {**params, "upper": upper, "lower": lower, "need": limit + 1 - len(rows)})
             rows.extend(cur.fetchall())
             if len(rows) > limit:
                 break
-            now = time.monotonic()
-            # The next window: four times this one, but no more than the time left can read.
-            per_second = (upper - lower) / max(now - started, 1e-4)
-            upper, window = lower, int(min(window * 4, per_second * (deadline - now)))
-            if window < MIN_WINDOW:
-                break
     page = [stored_event(r[0], r[1], r[2]) for r in rows[:limit]]
     if len(rows) > limit:
         return page, page[-1].seq
-    return page, (upper if upper > 1 else None)
+    return page, read.stopped
+
+
+def matching(f: EventFilter, text: str | None) -> tuple[str, dict[str, Any]]:
+    """The SQL condition (never empty) and parameters of a search: the filter, and `text` in the record."""
+    where, params = _where(f)
+    clauses = [where.removeprefix(" WHERE ")] if where else ["1 = 1"]
+    if text:
+        clauses.append("body LIKE :text ESCAPE '\\'")
+        params["text"] = f"%{_escape_like(text)}%"
+    return " AND ".join(clauses), params
+
+
+class Windows:
+    """Ranges of chain positions `(lower, upper)` to read, newest first, within about `budget` seconds.
+
+    Starts below `before` (None: at the end of the log) with `FIRST_WINDOW` positions; each next
+    window is up to four times the last, but no more than the time left can read at the pace
+    the last one was read (the time between two steps is the caller's query). Ends at the start
+    of the log, or when the time left reads fewer than `MIN_WINDOW`: then `stopped` is where a
+    next page goes on from (None at the start of the log).
+    """
+
+    def __init__(self, cur: Any, before: int | None, budget: float = SEARCH_BUDGET_SECONDS) -> None:
+        if before is None:
+            cur.execute("SELECT MAX(seq) FROM events")
+            before = int(cur.fetchone()[0] or 0) + 1
+        self.upper = self.lower = before
+        self.window = FIRST_WINDOW
+        self.deadline = time.monotonic() + budget
+        self.started: float | None = None
+        self.stopped: int | None = before if before > 1 else None
+
+    def __iter__(self) -> Windows:
+        return self
+
+    def __next__(self) -> tuple[int, int]:
+        if self.started is not None:  # the last window was read: size the next one
+            now = time.monotonic()
+            per_second = (self.upper - self.lower) / max(now - self.started, 1e-4)
+            self.upper = self.lower
+            self.window = int(min(self.window * 4, per_second * (self.deadline - now)))
+            self.stopped = self.upper if self.upper > 1 else None
+            if self.upper <= 1 or self.window < MIN_WINDOW:
+                raise StopIteration
+        elif self.upper <= 1:
+            raise StopIteration
+        self.lower = max(self.upper - self.window, 1)
+        self.started = time.monotonic()
+        return self.lower, self.upper
 
 
 @dataclass
@@ -134,9 +166,9 @@ def sessions(db: Database, *, agent: str | None = None, limit: int = 100) -> lis
             " SUM(CASE WHEN kind = 'tool_call.decided' THEN 1 ELSE 0 END),"
             " SUM(CASE WHEN kind = 'tool_call.decided' AND decision = 'block' THEN 1 ELSE 0 END),"
             " SUM(CASE WHEN kind = 'llm.call' THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN kind = 'llm.call' THEN cost_nusd ELSE 0 END),"
+            f" {db.total(_LLM_COST)},"
             " SUM(CASE WHEN kind = 'llm.call' AND cost_nusd IS NULL THEN 1 ELSE 0 END),"
-            " SUM(CASE WHEN kind = 'llm.call' THEN tokens ELSE 0 END), MIN(environment), MAX(seq)"
+            f" {db.total(_LLM_TOKENS)}, MIN(environment), MAX(seq)"
             f" FROM events WHERE session IN ({', '.join(':' + n for n in names)}){only_agent} GROUP BY session"
         )
         cur.execute(db.sql(sql), {**names, "agent": agent})
@@ -151,9 +183,9 @@ def sessions(db: Database, *, agent: str | None = None, limit: int = 100) -> lis
             r[5] or 0,
             r[6] or 0,
             r[7] or 0,
-            Decimal(r[8] or 0) / 10**9,
+            Decimal(int(r[8] or 0)) / 10**9,
             r[9] or 0,
-            r[10] or 0,
+            int(r[10] or 0),
             r[11] or "",
         )
         for r in rows
@@ -174,84 +206,37 @@ class UsageRow:
     unpriced_calls: int = 0
 
 
-def _field(db: Database, name: str, *, number: bool = False) -> str:
-    """SQL for a field of the event's JSON body (`name` is ours, never a caller's)."""
-    if db.dialect == "postgresql":
-        text = f"(body::json ->> '{name}')"
-        return f"{text}::bigint" if number else text
-    return f"json_extract(body, '$.{name}')"
-
-
-def _day(db: Database) -> str:
-    if db.dialect == "postgresql":
-        return "to_char(to_timestamp(at_us / 1000000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
-    return "strftime('%Y-%m-%d', at_us / 1000000, 'unixepoch')"
-
-
-_TOKENS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
+_LLM_COST = "CASE WHEN kind = 'llm.call' THEN cost_nusd ELSE 0 END"
+_LLM_TOKENS = "CASE WHEN kind = 'llm.call' THEN tokens ELSE 0 END"
 
 
 def usage(db: Database, f: EventFilter, by: GroupBy) -> list[UsageRow]:
     """LLM calls, tokens and cost grouped `by`; unpriced calls are counted apart, never as $0.
 
-    Summed by the database: only the grouped rows leave it. A record the database cannot read
-    (not JSON, a NUL escape, a count beyond BIGINT) fails the query for every record; then the
-    records are summed here instead, each as readers show it (slower, but an answer).
+    Summed exactly from the hourly sums (`_rollup`, 0020) where they answer, else from the
+    usage columns (0019) through the LLM calls' own index: no record's body is read, so no
+    record can make the query fail. A day is a UTC day.
     """
-    try:
-        return _usage_summed_by_the_database(db, f, by)
-    except StoreError:  # a record it cannot read, or the store is down (then reading fails too)
-        return _usage_summed_here(db, f, by)
-
-
-def _usage_summed_here(db: Database, f: EventFilter, by: GroupBy) -> list[UsageRow]:
+    found = _rollup.summed(db, _rollup.Asked((by,), f.agent, f.session, f.since_us, f.until_us))
     rows: dict[str, UsageRow] = {}
-    for e in events.iterate(db, EventFilter(**{**f.__dict__, "kind": "llm.call"})):
-        body = e.body
-        key = _utc_day(body.get("at_us")) if by == "day" else str(body.get(by))
-        row = rows.setdefault(key, UsageRow(key))
-        row.calls += 1
-        for name in _TOKENS:
-            count = body.get(name)
-            if isinstance(count, int) and not isinstance(count, bool):
-                setattr(row, name, getattr(row, name) + count)
-        cost = body.get("cost_nusd")
-        if isinstance(cost, int) and not isinstance(cost, bool):
-            row.cost_usd += Decimal(cost) / 10**9
-        else:
-            row.unpriced_calls += 1
+    for (k,), (calls, cost, *counts, unpriced) in found.items():
+        name = _utc_day(k) if by == "day" else str(k)
+        row = rows.setdefault(name, UsageRow(name))
+        row.calls += calls
+        row.input_tokens += counts[0]
+        row.cached_input_tokens += counts[1]
+        row.output_tokens += counts[2]
+        row.reasoning_tokens += counts[3]
+        row.cost_usd += Decimal(cost) / 10**9
+        row.unpriced_calls += unpriced
     return sorted(rows.values(), key=lambda r: r.key)
 
 
-def _utc_day(at_us: Any) -> str:
+DAY_US = 86_400_000_000
+
+
+def _utc_day(day: Any) -> str:
     try:
-        return datetime.fromtimestamp(at_us / 1e6, UTC).strftime("%Y-%m-%d")
+        return datetime.fromtimestamp(int(day) * 86_400, UTC).strftime("%Y-%m-%d")
     except (TypeError, ValueError, OverflowError, OSError):
         return "None"
-
-
-def _usage_summed_by_the_database(db: Database, f: EventFilter, by: GroupBy) -> list[UsageRow]:
-    key = {"model": _field(db, "model"), "session": "session", "agent": "agent", "day": _day(db)}[by]
-    where, params = _where(EventFilter(**{**f.__dict__, "kind": "llm.call"}))
-    sums = ", ".join(f"SUM(COALESCE({_field(db, name, number=True)}, 0))" for name in _TOKENS)
-    sql = (
-        f"SELECT {key} AS k, COUNT(*), {sums}, SUM(cost_nusd),"
-        f" SUM(CASE WHEN cost_nusd IS NULL THEN 1 ELSE 0 END) FROM events{where} GROUP BY k"
-    )
-    with db.read() as cur:
-        cur.execute(db.sql(sql), params)
-        found = cur.fetchall()
-    rows = [
-        UsageRow(
-            key=str(r[0]),
-            calls=int(r[1]),
-            input_tokens=int(r[2] or 0),
-            cached_input_tokens=int(r[3] or 0),
-            output_tokens=int(r[4] or 0),
-            reasoning_tokens=int(r[5] or 0),
-            cost_usd=Decimal(int(r[6] or 0)) / 10**9,
-            unpriced_calls=int(r[7] or 0),
-        )
-        for r in found
-    ]
-    return sorted(rows, key=lambda r: r.key)

@@ -14,6 +14,18 @@ _CALLS = text("kind = 'tool_call.decided'")
 _LLM = text("kind = 'llm.call'")
 _ACTIVATIONS = text("kind = 'policy.activated'")
 _NAME = String(200)
+USAGE_INDEX = (
+    "at_us",
+    "agent",
+    "model",
+    "cost_nusd",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+SESSION_INDEX = ("session", "seq", "agent", "at_us", "kind", "decision", "environment", "cost_nusd", "tokens")
 
 
 class Base(DeclarativeBase):
@@ -41,6 +53,12 @@ class EventRow(Base):
     decision: Mapped[str | None] = mapped_column(String(40))
     cost_nusd: Mapped[int | None] = mapped_column(BigInteger)
     tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # An LLM call's model and token counts, for usage and spend summaries (0019)
+    model: Mapped[str | None] = mapped_column(_NAME)
+    input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cached_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    output_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
     body: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
@@ -50,10 +68,41 @@ class EventRow(Base):
         # them, so a commit writes fewer pages (the hot path's largest cost).
         Index("ix_events_calls", "agent", "tool", "at_us", sqlite_where=_CALLS, postgresql_where=_CALLS),
         Index("ix_events_llm", "agent", "at_us", sqlite_where=_LLM, postgresql_where=_LLM),
+        # Usage and spend read LLM calls from this index alone, by time (0019)
+        Index("ix_events_usage", *USAGE_INDEX, sqlite_where=_LLM, postgresql_where=_LLM),
         Index("ix_events_activations", "agent", "seq", sqlite_where=_ACTIVATIONS, postgresql_where=_ACTIVATIONS),
-        Index("ix_events_session", "session"),
+        # A session's records by their order, with every column the sessions list sums: the
+        # list reads the index alone, not a heap page per record of each session (0020)
+        Index("ix_events_session", *SESSION_INDEX),
         Index("ix_events_call_id", "call_id"),
     )
+
+
+class UsageHourRow(Base):
+    """The LLM calls of one UTC hour, agent and model, summed (`_rollup`, 0020).
+
+    `unnamed` 1: calls that name no model (`model` is then ''). Each sum is kept exact in two
+    halves: `_hi` the sum of the values shifted right by 32 bits, `_lo` of their low 32 bits.
+    """
+
+    __tablename__ = "usage_hours"
+
+    hour_us: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    agent: Mapped[str] = mapped_column(_NAME, primary_key=True)
+    unnamed: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    model: Mapped[str] = mapped_column(_NAME, primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger)
+    unpriced: Mapped[int] = mapped_column(BigInteger)
+    cost_nusd_hi: Mapped[int] = mapped_column(BigInteger)
+    cost_nusd_lo: Mapped[int] = mapped_column(BigInteger)
+    input_tokens_hi: Mapped[int] = mapped_column(BigInteger)
+    input_tokens_lo: Mapped[int] = mapped_column(BigInteger)
+    cached_input_tokens_hi: Mapped[int] = mapped_column(BigInteger)
+    cached_input_tokens_lo: Mapped[int] = mapped_column(BigInteger)
+    output_tokens_hi: Mapped[int] = mapped_column(BigInteger)
+    output_tokens_lo: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens_hi: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens_lo: Mapped[int] = mapped_column(BigInteger)
 
 
 class ApprovalRow(Base):
@@ -102,9 +151,11 @@ class ApprovalRow(Base):
     trace_context: Mapped[str | None] = mapped_column(String(55))  # the span the call was asked in (0012)
     waiter_seen_at_us: Mapped[int | None] = mapped_column(BigInteger)  # the waiting process's heartbeat (0014)
     resumable: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # a worker can run it (0014)
+    claim_seen_at_us: Mapped[int | None] = mapped_column(BigInteger)  # the running claimant's lease (0018)
 
     __table_args__ = (
         Index("ix_approvals_status_expires", "status", "expires_at_us"),
+        Index("ix_approvals_decided", "decided_at_us", "id"),  # the decisions history, newest first (0015)
         UniqueConstraint("agent", "call_key", name="uq_approvals_agent_call_key"),
     )
 
@@ -260,6 +311,19 @@ class OutboxAttemptRow(Base):
     __table_args__ = (Index("ix_outbox_attempts_outbox", "outbox_id"),)
 
 
+class CheckpointRow(Base):
+    """A signed checkpoint of the audit chain (`_seals`): the head it signs and the signature (0016)."""
+
+    __tablename__ = "checkpoints"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    at_us: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[str] = mapped_column(String(40))
+    signature: Mapped[str] = mapped_column(String(100))
+    record_seq: Mapped[int] = mapped_column(BigInteger)
+
+
 class SinkPositionRow(Base):
     """How far an event sink has delivered: the `seq` of the last event it was given.
 
@@ -316,4 +380,26 @@ class GrantRow(Base):
     __table_args__ = (
         Index("ix_grants_live", "agent", "tool", "expires_at_us"),
         Index("ix_grants_session", "session"),
+        Index("ix_grants_approval", "approval_id"),  # the grant given with an approval (0015)
     )
+
+
+class ArchiveRow(Base):
+    """A segment of the audit log moved to an archive file (`clearance audit archive`), one per file.
+
+    Its records left the `events` table in the transaction that wrote this row: the row with the
+    highest `last_seq` is where the chain in the database starts now (0017).
+    """
+
+    __tablename__ = "archives"
+
+    segment: Mapped[str] = mapped_column(String(100), primary_key=True)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    last_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    records: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    first_at_us: Mapped[int] = mapped_column(BigInteger)
+    last_at_us: Mapped[int] = mapped_column(BigInteger)
+    archived_at_us: Mapped[int] = mapped_column(BigInteger)

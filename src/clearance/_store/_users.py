@@ -66,6 +66,11 @@ def _users(db: Database, cur: Any, rows: Sequence[Sequence[Any]]) -> list[User]:
     return [_user(r, found[r[0]]) for r in rows]
 
 
+def assignable_role(name: str) -> bool:
+    """Whether a person can hold the role `name` (lower case: letters, digits, '.', '_', '-')."""
+    return name != "agent" and _ROLE.match(name) is not None
+
+
 def _checked_roles(roles: Iterable[str]) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(roles))
     if not chosen:

@@ -59,6 +59,8 @@ class ApprovalFields:
             every few seconds while it waits (None: no process waits for it this way).
         resumable: Whether `clearance worker` can run the call if its waiter is gone (its tool is
             guarded with callbacks, so a worker importing the tool's module finishes it).
+        claim_seen_at_us: When the process running the claimed call was last seen (its lease,
+            renewed every few seconds while the tool runs; None: the claimant keeps no lease).
     """
 
     id: str
@@ -88,6 +90,7 @@ class ApprovalFields:
     trace: str | None = None
     waiter_seen_at_us: int | None = None
     resumable: bool = False
+    claim_seen_at_us: int | None = None
 
 
 class ApprovalOut(BaseModel, ApprovalFields, frozen=True):
@@ -122,11 +125,28 @@ class ApprovalOut(BaseModel, ApprovalFields, frozen=True):
         description="The exhausted budget that asked for it (approve with `extend` to add to it); "
         "null when a rule asked",
     )
+    reads: list[str] = Field(
+        default_factory=list,
+        description="The arguments the conditions of the rules that asked read (`args.NAME`, and the argument a "
+        "`sum_<window>_<arg>` fact adds up), in the order they appear: what is at stake, shown first. From the "
+        "policy revision that asked; empty when only a budget asked or that revision is gone",
+    )
+    may_decide: bool = Field(
+        default=False,
+        description="The caller may decide it now: an approver among its approvers (the escalation's, once "
+        "escalated), not its requester, not bound to its agent, and not one who voted for it already",
+    )
     waiter_gone: bool = Field(
         default=False,
         description="The process waiting for it stopped (not seen for longer than the grace) and the call has "
         "not run: approving it runs the call only if `resumable` (in `clearance worker`); otherwise it is "
         "cancelled at its expiry",
+    )
+    claim_dead: bool = Field(
+        default=False,
+        description="The process that claimed the approved call stopped while running it (its lease expired): "
+        "whether the tool ran is unknown, so nothing runs it again until a person resolves it "
+        "(`POST /v1/approvals/{id}/resolve` with `ran`)",
     )
 
 

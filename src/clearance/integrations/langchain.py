@@ -26,10 +26,11 @@ Needs `pip install "clearance[langchain]"`.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
 from uuid import UUID
@@ -38,6 +39,7 @@ try:
     from langchain.agents.middleware import AgentMiddleware
     from langchain.agents.middleware.types import ToolCallRequest
     from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.callbacks import manager as _callback_manager
     from langchain_core.messages import ToolMessage
     from langchain_core.outputs import LLMResult
     from langchain_core.tracers.context import register_configure_hook
@@ -317,6 +319,8 @@ class UsageCallback(BaseCallbackHandler):
 
     raise_error = False
     run_inline = True
+    # Model events are its only business: LangChain skips it for the rest (a graph emits several per step).
+    ignore_chain = ignore_agent = ignore_retriever = ignore_retry = ignore_custom_event = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -374,6 +378,35 @@ class UsageCallback(BaseCallbackHandler):
                 )
 
 
+# The coroutine in which LangChain's async callback manager looks up and calls a handler's method.
+_ASYNC_DISPATCH = getattr(getattr(_callback_manager, "_ahandle_event_for_handler", None), "__code__", None)
+
+
+class _Gating:
+    """A gate's event method in two forms: a coroutine for LangChain's async dispatch, plain for the rest.
+
+    LangChain awaits a handler's coroutine method in the event loop itself; a plain method it
+    calls inline only for a `run_inline` handler, and otherwise wraps each event (ignored or
+    not) in a task and runs the method on a worker thread: two thread hops and a dozen tasks
+    per tool call in a LangGraph agent. An inline plain method would block the loop while an
+    approval waits. So the gates are inline and their gating methods come in two forms: the
+    coroutine when LangChain's async dispatcher (`_ahandle_event_for_handler`, known by its
+    frame: it looks the method up and calls it) asks, the plain method for every other caller —
+    LangChain's sync `handle_event` would run a coroutine on a loop of its own and only log
+    what it raises, so a refused call would run.
+    """
+
+    def __init__(self, plain: Callable[..., None], coroutine: Callable[..., Awaitable[None]]) -> None:
+        self.plain, self.coroutine = plain, coroutine
+
+    def __get__(self, handler: object, owner: type | None = None) -> Any:
+        if handler is None:
+            return self
+        if sys._getframe(1).f_code is _ASYNC_DISPATCH:
+            return self.coroutine.__get__(handler, owner)
+        return self.plain.__get__(handler, owner)
+
+
 class ToolCallRefused(ToolInvocationError):
     """A tool call Clearance refused. Inside a `ToolNode` the model gets it as an error `ToolMessage`."""
 
@@ -389,15 +422,17 @@ class ToolGate(BaseCallbackHandler):
     A callback (`configure()` registers it process-wide) that decides each call in
     `on_tool_start` and raises `ToolCallRefused` to stop one: inside a `ToolNode` (an agent
     without `ClearanceMiddleware`) the model gets the reason as an error `ToolMessage`; a tool
-    invoked directly raises it. An approval is waited for (async tools wait on a worker thread,
-    not the event loop). An approver's edit cannot be applied from a callback: such a call is
+    invoked directly raises it. An approval is waited for (an async tool's gate awaits it in the
+    event loop, which keeps running). An approver's edit cannot be applied from a callback: such a call is
     refused, and recorded as failed, with a pointer to the middleware. Calls the middleware
     governs and `@clearance.guard` functions are left to them.
     """
 
     raise_error = True
-    # Tool events are its only business. LangChain skips a handler for the events it ignores; in
-    # an async run it would hand each of them (a graph emits several per step) to a worker thread.
+    # Inline: no task and no worker thread per event; see `_Gating` (without LangChain's async
+    # dispatcher to recognise, a worker thread as before, so an approval never blocks the loop).
+    run_inline = _ASYNC_DISPATCH is not None
+    # Tool events are its only business: LangChain skips a handler for the events it ignores.
     ignore_chain = ignore_llm = ignore_chat_model = ignore_retriever = ignore_retry = ignore_custom_event = True
 
     def __init__(self) -> None:
@@ -405,34 +440,73 @@ class ToolGate(BaseCallbackHandler):
         self._running: dict[UUID, tuple[Backend, Ticket, Approved | None, float]] = {}
         self._lock = threading.Lock()
 
-    def on_tool_start(
-        self, serialized: Any, input_str: str, *, run_id: UUID, inputs: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        """Decide the call; raise `ToolCallRefused` to stop it."""
+    def _gated(self, serialized: Any, input_str: str, inputs: dict[str, Any] | None, kwargs: Any) -> Any:
+        """The tool's name and the arguments to decide, or None when the middleware or @guard governs it."""
         name = (serialized or {}).get("name") or kwargs.get("name") or "unknown"
         if RUNNING.get() == name or name in _runtime._tools:  # the middleware or @guard governs it
-            return
+            return None
         args = to_plain(dict(inputs) if isinstance(inputs, dict) else {"input": input_str})
         assert isinstance(args, dict)
-        try:
-            with _spans.langchain_run(run_id):  # the call nests under the tool's own span, when traced
-                governor, ticket = _common.begin(name, args)
-                approved = governor.wait(ticket) if ticket.approval_id is not None else None
-        except (ToolCallBlocked, ApprovalError) as exc:
-            refused = ToolCallRefused(name, _common.refusal_text(exc), args)
-            _spans.langchain_refused(run_id, refused)
-            raise refused from exc
+        return name, args
+
+    def _refused(self, run_id: UUID, name: str, args: dict[str, Any], text: str) -> ToolCallRefused:
+        refused = ToolCallRefused(name, text, args)
+        _spans.langchain_refused(run_id, refused)
+        return refused
+
+    def _started(
+        self,
+        run_id: UUID,
+        name: str,
+        args: dict[str, Any],
+        governor: Backend,
+        ticket: Ticket,
+        approved: Approved | None,
+    ) -> None:
+        """Let a decided call run (keep it for its end), or raise when an approver edited it."""
         if approved is not None and approved.args is not None:
             text = (
                 f"Not run: {name} was approved with edited arguments, which only ClearanceMiddleware"
                 " (or a ToolNode's wrap_tool_call) can apply"
             )
             governor.finish(ticket, error=RuntimeError(text), duration_s=0.0)
-            refused = ToolCallRefused(name, text, args)
-            _spans.langchain_refused(run_id, refused)
-            raise refused
+            raise self._refused(run_id, name, args, text)
         with self._lock:
             self._running[run_id] = (governor, ticket, approved, time.perf_counter())
+
+    def _on_tool_start(
+        self, serialized: Any, input_str: str, *, run_id: UUID, inputs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Decide the call; raise `ToolCallRefused` to stop it."""
+        gated = self._gated(serialized, input_str, inputs, kwargs)
+        if gated is None:
+            return
+        name, args = gated
+        try:
+            with _spans.langchain_run(run_id):  # the call nests under the tool's own span, when traced
+                governor, ticket = _common.begin(name, args)
+                approved = governor.wait(ticket) if ticket.approval_id is not None else None
+        except (ToolCallBlocked, ApprovalError) as exc:
+            raise self._refused(run_id, name, args, _common.refusal_text(exc)) from exc
+        self._started(run_id, name, args, governor, ticket, approved)
+
+    async def _aon_tool_start(
+        self, serialized: Any, input_str: str, *, run_id: UUID, inputs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """`on_tool_start` in the event loop: an approval is awaited without blocking it."""
+        gated = self._gated(serialized, input_str, inputs, kwargs)
+        if gated is None:
+            return
+        name, args = gated
+        try:
+            with _spans.langchain_run(run_id):
+                governor, ticket = _common.begin(name, args)
+                approved = await governor.wait_async(ticket) if ticket.approval_id is not None else None
+        except (ToolCallBlocked, ApprovalError) as exc:
+            raise self._refused(run_id, name, args, _common.refusal_text(exc)) from exc
+        self._started(run_id, name, args, governor, ticket, approved)
+
+    on_tool_start = _Gating(_on_tool_start, _aon_tool_start)
 
     def _finish(self, run_id: UUID, error: BaseException | None, result: Any) -> None:
         with self._lock:
@@ -456,19 +530,16 @@ class ModelGate(BaseCallbackHandler):
     A callback (`configure()` registers it process-wide) that checks each call in
     `on_chat_model_start` / `on_llm_start` and raises to stop it — `ModelCallBlocked`, or the
     approval's error — so the model is not called; an approval is waited for (an async model
-    call waits on a worker thread). It checks the calls of agents with `ClearanceMiddleware` too.
+    call's gate awaits it in the event loop). It checks the calls of agents with `ClearanceMiddleware` too.
     """
 
     raise_error = True
+    run_inline = _ASYNC_DISPATCH is not None  # see ToolGate
     ignore_chain = ignore_agent = ignore_retriever = ignore_retry = ignore_custom_event = True  # see ToolGate
 
     @property
     def ignore_llm(self) -> bool:
-        """Skip model events while there is nothing to check (no budgets): `before_model_call` would return at once.
-
-        Read by LangChain before each event; in an async run each event a handler does not skip
-        is a hop to a worker thread.
-        """
+        """Skip model events while there is nothing to check (no budgets): `before_model_call` would return at once."""
         governor = _runtime._current
         return governor is None or not governor.checks_model_calls()
 
@@ -477,32 +548,42 @@ class ModelGate(BaseCallbackHandler):
         """As `ignore_llm`."""
         return self.ignore_llm
 
-    def on_chat_model_start(
-        self, serialized: Any, messages: Any, *, run_id: UUID, metadata: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        """Check the chat model call; raise to stop it."""
-        self._check(serialized, metadata, kwargs, run_id)
+    def _check(self, serialized: Any, prompts: Any, *, run_id: UUID, metadata: Any = None, **kwargs: Any) -> None:
+        """Check the model call; raise to stop it."""
+        with self._letting_go_when_stopped(run_id):
+            _common.before_model_call(self._model(serialized, metadata, kwargs))
 
-    def on_llm_start(
-        self, serialized: Any, prompts: Any, *, run_id: UUID, metadata: dict[str, Any] | None = None, **kwargs: Any
+    async def _acheck(
+        self, serialized: Any, prompts: Any, *, run_id: UUID, metadata: Any = None, **kwargs: Any
     ) -> None:
-        """Check the completion model call; raise to stop it."""
-        self._check(serialized, metadata, kwargs, run_id)
+        """`_check` in the event loop: an approval is awaited without blocking it."""
+        with self._letting_go_when_stopped(run_id):
+            await _common.before_model_call_async(self._model(serialized, metadata, kwargs))
 
-    def _check(self, serialized: Any, metadata: dict[str, Any] | None, kwargs: dict[str, Any], run_id: UUID) -> None:
+    on_chat_model_start = on_llm_start = _Gating(_check, _acheck)
+
+    @staticmethod
+    def _model(serialized: Any, metadata: dict[str, Any] | None, kwargs: dict[str, Any]) -> str:
         params = kwargs.get("invocation_params") or {}
-        model = (
+        return str(
             (metadata or {}).get("ls_model_name")
             or params.get("model_name")
             or params.get("model")
             or ((serialized or {}).get("id") or ["unknown"])[-1]
         )
+
+    @staticmethod
+    @contextmanager
+    def _letting_go_when_stopped(run_id: UUID) -> Iterator[None]:
+        """Let go of the usage callback's request when the check stops the call.
+
+        A stopped call never starts, so LangChain sends no on_llm_error: the usage callback
+        (called before this one) lets go of the request it owned, or the raw client capture
+        would stand aside in this context from now on.
+        """
         try:
-            _common.before_model_call(model)
+            yield
         except BaseException:
-            # A stopped call never starts, so LangChain sends no on_llm_error: the usage
-            # callback (called before this one) lets go of the request it owned, or the raw
-            # client capture would stand aside in this context from now on.
             usage = _USAGE.get() if _USAGE is not None else None
             if usage is not None:
                 usage._end(run_id)

@@ -54,6 +54,55 @@ def fact_names(expression: str) -> set[str]:
     return set(_FACT_REF.findall(expression))
 
 
+# CEL's tokens, as far as finding `args.NAME` and `args["NAME"]` needs: string literals (so text
+# inside them is never taken for a reference), identifiers, and any other character alone.
+_STRING = "|".join(
+    (
+        r"'''[\s\S]*?'''",
+        r'"""[\s\S]*?"""',
+        r"'(?:[^'\\\n]|\\.)*'",
+        r'"(?:[^"\\\n]|\\.)*"',
+    )
+)
+_TOKEN = re.compile(
+    rf"(?P<str>[rRbB]{{0,2}}(?:{_STRING}))|(?P<id>[A-Za-z_][A-Za-z0-9_]*)|(?P<num>[0-9][0-9A-Za-z_.]*)"
+    r"|(?P<space>\s+)|(?P<other>.)",
+    re.DOTALL,
+)
+
+
+def _literal(token: str) -> str | None:
+    """The text of a string literal token, when it holds no escape (else None: not read exactly)."""
+    prefix = len(token) - len(token.lstrip("rRbB"))
+    if "b" in token[:prefix].lower():
+        return None
+    body = token[prefix:]
+    quote = 3 if body[:3] in ("'''", '"""') else 1
+    inner = body[quote:-quote]
+    return inner if "r" in token[:prefix].lower() or "\\" not in inner else None
+
+
+def arg_names(expression: str) -> list[str]:
+    """The arguments an expression reads (`args.NAME`, `args["NAME"]`), in the order they first appear.
+
+    Read from its tokens, so `"args.x"` inside a string literal is no reference, nor is a field
+    `args` of something else (`x.args.y`).
+    """
+    tokens = [(m.lastgroup, m.group()) for m in _TOKEN.finditer(expression) if m.lastgroup != "space"]
+    found: dict[str, None] = {}
+    for i, (kind, text) in enumerate(tokens):
+        if kind != "id" or text != "args" or (i and tokens[i - 1][1] == "."):
+            continue
+        after = tokens[i + 1 : i + 4]
+        if len(after) >= 2 and after[0][1] == "." and after[1][0] == "id":
+            found[after[1][1]] = None
+        elif len(after) == 3 and after[0][1] == "[" and after[1][0] == "str" and after[2][1] == "]":
+            name = _literal(after[1][1])
+            if name is not None:
+                found[name] = None
+    return list(found)
+
+
 def _overloads(name: str, impl: Callable[..., Any], ret: Any, arg_kinds: Sequence[Sequence[Any]]) -> Any:
     overloads = []
     for kinds in itertools.product(*arg_kinds):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,16 +12,17 @@ from typing import Any
 
 from .._names import MODEL_CALL, fold_tool
 from ..errors import PolicyError, PolicyProblem
-from ._cel import CelEngine, ConditionSet, fact_names
-from ._facts import FACT_NAMES_HELP, FactSpec, parse_fact
+from ._cel import CelEngine, ConditionSet, arg_names, fact_names
+from ._facts import FactSpec, parse_fact
 from ._load import Locator, read_document
 from ._model import ApprovalSpec, Effect, GrantLimits, ParamSpec, ParamType, PolicyDocument, Rule
 from ._params import check as check_params
+from ._plain import condition_message, key_path
 
 _ENGINE: CelEngine | None = None
 _ENGINE_LOCK = threading.Lock()
-_UNDECLARED = re.compile(r"undeclared reference to '(args|facts)\.([^']+)'")
 _GLOB_CHARS = frozenset("*?[")
+_KEEP = 4096  # entries a per-tool cache keeps before it starts again (tool names come from agents)
 _DEFAULT_APPROVAL = ApprovalSpec()  # frozen: one shared instance for rules that say nothing
 
 
@@ -111,6 +111,7 @@ class Policy:
         self._plans: dict[str, ToolPlan] = {}
         self._limits = _limits(document)
         self._permits: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self._reads: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
         self._budget_facts = {
             name
             for limit in self._limits
@@ -122,6 +123,8 @@ class Policy:
         """The resolved rules, default, facts and redactions for a tool name (cached)."""
         plan = self._plans.get(tool)
         if plan is None:
+            if len(self._plans) >= _KEEP:  # tool names come from agents: the cache stays bounded
+                self._plans.clear()
             plan = self._plans.setdefault(tool, self._resolve(tool))
         return plan
 
@@ -356,6 +359,29 @@ class Policy:
         limits = [r.approval.grants for r in asked if r is not None and r.approval is not None and r.approval.grants]
         return _narrowest(limits)
 
+    def reads(self, tool: str, rule_ids: tuple[str, ...]) -> tuple[str, ...]:
+        """The arguments the conditions of these rules read: what is at stake when they ask for approval.
+
+        In the order of `rule_ids`, then of each condition (`args.NAME`, `args["NAME"]`, and the
+        argument a `facts.sum_<window>_<arg>` adds up); each once. A rule that is not the tool's
+        (a budget's), or has no condition, reads none. Cached: a revision never changes.
+        """
+        key = (tool, rule_ids)
+        found = self._reads.get(key)
+        if found is None:
+            by_id = {r.id: r for r in self.plan(tool).rules}
+            names: dict[str, None] = {}
+            for rule in (by_id.get(i) for i in rule_ids):
+                if rule is None or rule.when is None:
+                    continue
+                names.update(dict.fromkeys(arg_names(rule.when)))
+                summed = (parse_fact(n) for n in sorted(fact_names(rule.when), key=rule.when.index))
+                names.update(dict.fromkeys(f.arg for f in summed if f is not None and f.kind == "sum"))
+            if len(self._reads) >= _KEEP:
+                self._reads.clear()
+            found = self._reads[key] = tuple(names)
+        return found
+
     def check_params(self, tool: str, params: Mapping[str, ParamType]) -> list[PolicyProblem]:
         """Type-check the conditions that apply to `tool` against its real parameters.
 
@@ -391,7 +417,9 @@ class Policy:
                 )
         for rule in plan.conditional:
             for issue in engine().check(rule.when or "", params):
-                problems.append(PolicyProblem(_explain(issue.message, params), self.source, None, None, rule.id))
+                message = condition_message(issue.message, params)
+                if message is not None:
+                    problems.append(PolicyProblem(message, self.source, None, None, rule.id))
         return problems
 
 
@@ -485,25 +513,6 @@ def _human(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _explain(message: str, params: Mapping[str, ParamType] | None) -> str:
-    m = _UNDECLARED.search(message)
-    if m and m.group(1) == "facts":
-        return f"unknown fact 'facts.{m.group(2)}'; facts are {FACT_NAMES_HELP}"
-    if m and params is not None:
-        known = ", ".join(sorted(params)) or "none"
-        return f"the tool has no parameter '{m.group(2)}' (its parameters: {known})"
-    if m:
-        return f"unknown name '{m.group(1)}.{m.group(2)}'"
-    if message.startswith("Syntax error"):
-        if "mismatched input '<EOF>'" in message:
-            return "syntax error: the condition ends too early"
-        return "syntax error: " + message.split(": ", 1)[1].split(" expecting ", 1)[0]
-    if "undeclared reference to" in message:
-        name = message.split("'")[1] if "'" in message else "?"
-        return f"unknown name '{name}'; conditions read args.NAME and facts.NAME"
-    return message
-
-
 def compile_document(document: PolicyDocument, locator: Locator, text: str) -> Policy:
     """Check every condition and build the `Policy`.
 
@@ -544,15 +553,9 @@ def compile_document(document: PolicyDocument, locator: Locator, text: str) -> P
             if rule.when is None:
                 continue
             for issue in engine().check(rule.when, types):
-                problems.append(
-                    _locate_issue(
-                        locator,
-                        [*path, "when"],
-                        issue.line,
-                        issue.column,
-                        _explain(issue.message, types),
-                    )
-                )
+                message = condition_message(issue.message, types)
+                if message is not None:
+                    problems.append(_locate_issue(locator, [*path, "when"], issue.line, issue.column, message))
             for fact in fact_names(rule.when):
                 spec = parse_fact(fact)
                 if spec is not None and spec.kind == "sum" and tool.params is not None and spec.arg not in tool.params:
@@ -579,7 +582,8 @@ def _locate_issue(locator: Locator, path: list[str | int], line: int, column: in
         expr_line = lines[min(line, len(lines)) - 1]
         indent = (len(source_line) - len(source_line.lstrip())) - (len(expr_line) - len(expr_line.lstrip()))
         start_col = indent + 1
-    return PolicyProblem(message, locator.source, file_line, (start_col or 1) + column - 1, locator.rule_id(path))
+    column = (start_col or 1) + column - 1
+    return PolicyProblem(message, locator.source, file_line, column, locator.rule_id(path), key_path(path))
 
 
 def parse_policy(text: str, source: str = "<string>") -> Policy:

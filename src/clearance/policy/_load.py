@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 from ruamel.yaml.scalarstring import (
@@ -22,10 +23,13 @@ from ruamel.yaml.scalarstring import (
 )
 
 from ..errors import PolicyError, PolicyProblem
+from . import _plain as plain
 from ._model import PolicyDocument
 
 Path = Sequence[str | int]
 _ABSENT = object()
+MAX_DEPTH = 32  # a policy needs about 8 levels; the YAML composer recurses once per level
+MAX_VALUES = 300_000  # counted with aliases expanded (an alias of an alias of … multiplies)
 
 
 class Locator:
@@ -80,7 +84,9 @@ class Locator:
             return line, col, False
         if isinstance(value, LiteralScalarString | FoldedScalarString):
             return line + 1, None, True
-        if isinstance(value, DoubleQuotedScalarString | SingleQuotedScalarString):
+        # In a flow mapping ({when: 'a > 1'}) the loader keeps no quote style: read the source.
+        quote = self.line_text(line)[col - 1 : col]
+        if isinstance(value, DoubleQuotedScalarString | SingleQuotedScalarString) or quote in ("'", '"'):
             return line, col + 1, False
         return line, col, False
 
@@ -95,12 +101,13 @@ class Locator:
     def problem(self, message: str, path: Path, *, key: bool = False) -> PolicyProblem:
         """A problem located at `path`."""
         line, col = self.position(path, key=key)
-        return PolicyProblem(message, self.source, line, col, self.rule_id(path))
+        return PolicyProblem(message, self.source, line, col, self.rule_id(path), plain.key_path(path))
 
 
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.max_depth = MAX_DEPTH + 1  # its depth counts the scalar at the bottom too
     return yaml
 
 
@@ -108,18 +115,27 @@ def parse_tree(text: str, source: str) -> Any:
     """The YAML/JSON tree of `text`, with positions.
 
     Raises:
-        PolicyError: When the text is not well-formed YAML or JSON.
+        PolicyError: When the text is not well-formed YAML or JSON, or nests too deeply.
     """
     try:
         return _yaml().load(text)
+    except MaxDepthExceededError as exc:
+        mark = exc.problem_mark
+        message = f"the policy nests more than {MAX_DEPTH} levels deep here; a policy needs far fewer"
+        raise PolicyError([PolicyProblem(message, source, *_at(mark))]) from None
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        what = (exc.problem or exc.context or "malformed YAML").strip()
-        line = mark.line + 1 if mark else None
-        col = mark.column + 1 if mark else None
-        raise PolicyError([PolicyProblem(f"malformed YAML: {what}", source, line, col)]) from None
+        at = (mark.line, mark.column) if mark else None
+        message = plain.yaml_message((exc.context or "").strip(), (exc.problem or "").strip(), text, at)
+        if "quoted scalar" in (exc.context or "") and exc.context_mark is not None:
+            mark = exc.context_mark  # where the quote opens, not the end of the file
+        raise PolicyError([PolicyProblem(message, source, *_at(mark))]) from None
     except YAMLError as exc:
         raise PolicyError([PolicyProblem(f"malformed YAML: {exc}", source)]) from None
+
+
+def _at(mark: Any) -> tuple[int | None, int | None]:
+    return (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
 
 
 def _field_names(model: Any) -> list[str]:
@@ -147,9 +163,12 @@ def _model_at(path: Path) -> Any:
     return shapes.get(shape)
 
 
-def _describe(error: Any, locator: Locator) -> PolicyProblem:
+def _source_path(error: Any, locator: Locator) -> list[str | int]:
+    """The part of an error's location that exists in the source.
+
+    Pydantic adds union and validator tags; a missing key is not in the source but names where it belongs.
+    """
     loc: tuple[str | int, ...] = tuple(p for p in error["loc"] if isinstance(p, str | int))
-    # pydantic adds union/validator tags to loc; keep the part that exists in the source.
     path: list[str | int] = []
     for part in loc:
         if locator.node([*path, part], _ABSENT) is _ABSENT and error["type"] != "missing":
@@ -157,6 +176,11 @@ def _describe(error: Any, locator: Locator) -> PolicyProblem:
                 path.append(part)
             break
         path.append(part)
+    return path
+
+
+def _describe(error: Any, path: list[str | int], locator: Locator) -> PolicyProblem:
+    loc: tuple[str | int, ...] = tuple(p for p in error["loc"] if isinstance(p, str | int))
     kind, field = error["type"], str(loc[-1]) if loc else "policy"
     if kind == "extra_forbidden":
         allowed = _field_names(_model_at(path[:-1]))
@@ -167,12 +191,30 @@ def _describe(error: Any, locator: Locator) -> PolicyProblem:
         return locator.problem(f"unknown key '{field}'{hint}", path, key=True)
     if kind == "missing":
         return locator.problem(f"'{field}' is required", path[:-1] if path[-1:] == [field] else path)
-    msg = str(error["msg"]).removeprefix("Value error, ")
-    msg = msg[0].lower() + msg[1:] if msg else msg
-    got = error.get("input")
-    shown = f" (got {got!r})" if isinstance(got, str | int | float) and kind != "value_error" else ""
-    label = f"'{field}': " if loc and isinstance(loc[-1], str) else ""
-    return locator.problem(f"{label}{msg}{shown}", path)
+    return locator.problem(plain.pydantic_message(error, plain.label(path)), path)
+
+
+def _problems(errors: list[Any], locator: Locator) -> list[PolicyProblem]:
+    """One problem per error; the branches of a union that refused one value make one problem."""
+    problems: list[PolicyProblem] = []
+    unions: dict[tuple[str | int, ...], tuple[int, list[str]]] = {}
+    for error in errors:
+        path = _source_path(error, locator)
+        wanted = plain.expected(error["type"], error.get("ctx"))
+        tagged = len(path) < len(error["loc"]) and error["type"] not in ("missing", "extra_forbidden")
+        if not (tagged and wanted):
+            problems.append(_describe(error, path, locator))
+            continue
+        at = tuple(path)
+        if at not in unions:
+            unions[at] = (len(problems), [])
+            problems.append(_describe(error, path, locator))
+        index, options = unions[at]
+        options.append(wanted)
+        if len(options) > 1:
+            message = plain.union_message(plain.label(path), options, error.get("input"))
+            problems[index] = locator.problem(message, path)
+    return problems
 
 
 def read_document(text: str, source: str = "<string>") -> tuple[PolicyDocument, Locator]:
@@ -186,18 +228,30 @@ def read_document(text: str, source: str = "<string>") -> tuple[PolicyDocument, 
     if not isinstance(tree, dict):
         raise PolicyError([PolicyProblem("a policy must be a mapping with 'version: 1' at the top", source, 1, 1)])
     try:
-        document = PolicyDocument.model_validate(_plain(tree))
+        document = PolicyDocument.model_validate(_expanded(tree, source))
     except ValidationError as exc:
-        raise PolicyError([_describe(e, locator) for e in exc.errors()]) from None
+        raise PolicyError(_problems(exc.errors(), locator)) from None
     return document, locator
 
 
-def _plain(node: Any) -> Any:
-    """Ruamel's round-trip containers and scalar strings as plain Python values."""
+class _TooMany(Exception):
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+
+def _plain(node: Any, left: list[int]) -> Any:
+    """Ruamel's round-trip containers and scalar strings as plain Python values.
+
+    `left` counts down the values still allowed: an alias is copied here each time it is used,
+    so a few lines of aliases of aliases would otherwise expand beyond memory.
+    """
+    left[0] -= 1
+    if left[0] < 0 and isinstance(node, dict | list):  # a container knows its line
+        raise _TooMany(node)
     if isinstance(node, dict):
-        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
+        return {str(k) if not isinstance(k, str) else k: _plain(v, left) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        return [_plain(v, left) for v in node]
     if isinstance(node, str):
         return str(node)
     if isinstance(node, ScalarBoolean):
@@ -207,3 +261,17 @@ def _plain(node: Any) -> Any:
     if isinstance(node, float):
         return float(node)
     return node
+
+
+def _expanded(tree: Any, source: str) -> Any:
+    left = [MAX_VALUES]
+    try:
+        plain_tree = _plain(tree, left)
+        if left[0] < 0:
+            raise _TooMany(None)
+        return plain_tree
+    except _TooMany as exc:
+        lc = getattr(exc.node, "lc", None)
+        line, col = (lc.line + 1, lc.col + 1) if lc is not None and lc.line is not None else (None, None)
+        message = f"the policy holds more than {MAX_VALUES:,} values (aliases counted each time they are used)"
+        raise PolicyError([PolicyProblem(message, source, line, col)]) from None

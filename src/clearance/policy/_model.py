@@ -104,10 +104,15 @@ Amount = Annotated[Decimal, BeforeValidator(_amount), Field(gt=0, le=Decimal("1e
 class GrantLimits(_Strict):
     """How far an approver may go when granting similar calls (`approval.grants`).
 
-    `scopes` are the scopes a grant may name (this session, this agent, the person the agent acts
-    for); `max_duration` the longest a grant may last; `max_calls` the most calls one grant may
-    let through; `max_total` the most the running total of a numeric argument may reach
-    (`{amount: 500}`). A grant given under these may only be narrower.
+    A grant given under these may only be narrower.
+
+    Attributes:
+        scopes: The scopes a grant may name: `session` (this session), `agent` (this agent),
+            `requester` (the person the agent acts for).
+        max_duration: The longest a grant may last (at most `30d`).
+        max_calls: The most calls one grant may let through (none: no limit on the count).
+        max_total: One numeric argument and the most its running total over the grant's calls may
+            reach, like `{amount: 500}`.
     """
 
     scopes: tuple[GrantScope, ...] = Field(default=("session",), min_length=1)
@@ -161,6 +166,16 @@ class ApprovalSpec(_Strict):
     call is denied, allowed, or escalated to `escalate_to` for `escalation_timeout` more
     (then denied). `grants` lets an approver also grant similar calls, within its limits
     (none may be granted without it).
+
+    Attributes:
+        timeout: How long the approval waits for a decision.
+        on_timeout: What the expiry does: `deny` the call, `allow` it, or `escalate` it.
+        approvers: Who may decide, as `role:NAME` or `user:NAME` (empty: any approver).
+        quorum: How many different approvers must approve (one denial denies); 1 to 20.
+        escalate_to: Who decides once the timeout passes, with `on_timeout: escalate`.
+        escalation_timeout: How long the escalated approval waits (then it is denied); default:
+            `timeout` again.
+        grants: Lets an approver also grant similar calls, within these limits.
     """
 
     timeout: Duration = 3600
@@ -190,7 +205,20 @@ class ApprovalSpec(_Strict):
 
 
 class Rule(_Strict):
-    """One rule of a tool: a condition, an effect and why."""
+    """One rule of a tool: a condition, an effect and why.
+
+    Attributes:
+        id: The rule's name, recorded with every decision it takes part in (letters, digits and
+            `_ . : -`, at most 128).
+        when: A CEL condition over `args` and `facts`; left out, the rule matches every call.
+        effect: What a match does: `allow`, `require_approval` or `block` (the most restrictive
+            matching rule wins).
+        reason: Why, shown to the agent and the approver and recorded.
+        on_error: The effect when the condition cannot be evaluated (a missing argument, a wrong
+            type).
+        approval: How the approval behaves, for `effect: require_approval`.
+        mode: `enforce`, or `monitor`: decided and recorded ("would block") but never enforced.
+    """
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)
     when: str | None = None
@@ -230,6 +258,17 @@ class ParamSpec(_Strict):
     Schema's, `$` the end of the value, classes ASCII; anchor it with ^…$), `max_length`
     (characters of a string, items of a list) and `format: email` (exactly one plain address).
     Written `amount: number` it is just a type.
+
+    Attributes:
+        type: The argument's type: `string`, `number`, `integer`, `boolean`, `list`, `map` or `any`.
+        required: The call is blocked when the argument is not given.
+        nullable: A null is accepted (and counts as not given).
+        minimum: The smallest number allowed (inclusive, compared as an exact decimal).
+        maximum: The largest number allowed (inclusive, compared as an exact decimal).
+        enum: The only values allowed.
+        pattern: A regular expression the string must contain a match of (anchor it with ^…$).
+        max_length: The most characters of a string or items of a list.
+        format: `email`: exactly one plain address.
     """
 
     type: ParamType = "any"
@@ -284,6 +323,16 @@ class ToolPolicy(_Strict):
     `params` declares the tool's arguments (checked before the rules on every call);
     `additional` says what an argument that `params` does not declare does: `block` (the
     default once `params` is given) or `allow`.
+
+    Attributes:
+        default: The effect when none of the tool's rules matches (none: a matching glob's, else the
+            policy's `default`).
+        params: The tool's arguments and what each may be, checked before the rules.
+        additional: What an argument `params` does not declare does: `block` (the default once
+            `params` is given) or `allow`.
+        rules: The tool's rules, each decided on every call.
+        when_server_unreachable: Remote mode: what a call that needs the server (facts, an
+            approval) does when it cannot be reached: `block` (fail closed) or `allow`.
     """
 
     default: Effect | None = None
@@ -310,6 +359,14 @@ class SessionBudget(_Strict):
 
     `on_exceed` says what the next call does once the budget is spent: `block`, or
     `require_approval` — wait for a human who may extend the budget (`approval` says who).
+
+    Attributes:
+        max_cost_usd: The most LLM cost, in USD, recorded before the next tool call is held.
+        max_tokens: The most tokens (input and output) recorded before the next tool call is held.
+        on_exceed: What the next tool call does once the budget is spent: `block` or
+            `require_approval`.
+        approval: How that approval behaves (who may extend the budget), with
+            `on_exceed: require_approval`.
     """
 
     max_cost_usd: Decimal | None = Field(default=None, gt=0)
@@ -327,13 +384,22 @@ class SessionBudget(_Strict):
 
 
 class AgentBudget(SessionBudget):
-    """Limits on one agent's LLM spend over a rolling window."""
+    """Limits on one agent's LLM spend over a rolling window.
+
+    Attributes:
+        window: The rolling window the agent's spend is summed over.
+    """
 
     window: Duration = 86400
 
 
 class Budgets(_Strict):
-    """Budgets that block (or put to approval) an over-spent session's or agent's next tool call."""
+    """Budgets that block (or put to approval) an over-spent session's or agent's next tool call.
+
+    Attributes:
+        session: Limits on one session's LLM spend.
+        agent: Limits on one agent's LLM spend over a rolling window.
+    """
 
     session: SessionBudget | None = None
     agent: AgentBudget | None = None
@@ -343,7 +409,17 @@ JsonPointer = Annotated[str, Field(pattern=r"^(/([^/~]|~[01])*)+$")]
 
 
 class PolicyDocument(_Strict):
-    """A whole policy file."""
+    """A whole policy file.
+
+    Attributes:
+        version: The format's version: 1.
+        default: The effect for a call no tool entry or rule decides.
+        tools: Each tool name or glob (`refunds.*`) and its rules; names are compared in lower
+            case, with `-` and spaces as `_`.
+        budgets: LLM spend limits per session and per agent.
+        redact: Per tool name or glob, the JSON pointers (`/card_number`) of arguments recorded as
+            `[REDACTED]`.
+    """
 
     version: Literal[1]
     default: Effect = Effect.ALLOW
@@ -374,6 +450,13 @@ class PolicyDocument(_Strict):
                 )
             seen[folded] = key
         return {fold_tool(k): v for k, v in value.items()}
+
+    def approver_groups(self) -> frozenset[str]:
+        """Every `role:…` and `user:…` its approvals name (rules' and budgets', escalations too)."""
+        specs = [r.approval for t in self.tools.values() for r in t.rules]
+        if self.budgets is not None:
+            specs += [b.approval for b in (self.budgets.session, self.budgets.agent) if b is not None]
+        return frozenset(g for spec in specs if spec is not None for g in (*spec.approvers, *spec.escalate_to))
 
 
 _TOOL_KEY = re.compile(r"[A-Za-z0-9_.:/'*?\[\]!-]+(?: [A-Za-z0-9_.:/'*?\[\]!-]+)*")

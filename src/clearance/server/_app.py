@@ -13,12 +13,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from .. import _signing as signing
 from .._sinks import _process as exporting
 from .._version import __version__
 from . import _dashboard, _errors, _metrics, _tracing
 from . import _longpoll as longpoll
 from ._commits import GroupCommit
+from ._leader import Leadership
 from ._limits import BodyLimit
+from ._sealer import seal_forever
 from ._settings import ServerSettings
 from ._sweeper import channel_forever, deliver_forever, sweep_forever
 from .channels import Channel, configured
@@ -28,7 +31,9 @@ from .routes import (
     arden,
     audit,
     check,
+    checkpoints,
     costs,
+    decisions,
     drafts,
     grants,
     health,
@@ -56,6 +61,9 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = _tracing.store(settings)
+        app.state.signing_key = await asyncio.to_thread(
+            signing.load_or_create, settings.signing_key or signing.default_key_path(settings.database_url)
+        )
         app.state.db = store(settings.database_url, busy_timeout=settings.busy_timeout)
         try:  # decisions are committed by a writer thread on a second connection, many at once
             app.state.commits = GroupCommit(store(settings.database_url, busy_timeout=settings.busy_timeout))
@@ -63,13 +71,17 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
             app.state.db.close()
             raise
         feed = None
+        app.state.leadership = None
         if app.state.db.dialect == "postgresql":  # replicas hear each other's changes at once
             conninfo = (
                 make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
             )
             feed = asyncio.create_task(longpoll.listen(app.state, conninfo))
-        sweeper = asyncio.create_task(sweep_forever(app.state))
+            # Workers and replicas share one PostgreSQL: the sweep runs in the one that leads it.
+            app.state.leadership = Leadership(conninfo, "sweeper")
+        sweeper = asyncio.create_task(sweep_forever(app.state, app.state.leadership))
         deliverer = asyncio.create_task(deliver_forever(app.state))
+        sealer = asyncio.create_task(seal_forever(app.state))
         posters = [asyncio.create_task(channel_forever(app.state, channel)) for channel in chosen]
         app.state.sinks = None
         try:
@@ -83,7 +95,7 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
             )
             yield
         finally:
-            for task in (t for t in (feed, sweeper, deliverer, *posters) if t is not None):
+            for task in (t for t in (feed, sweeper, deliverer, sealer, *posters) if t is not None):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -119,8 +131,10 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
     app.include_router(policies.router)
     app.include_router(approvals.router)
     app.include_router(grants.router)
+    app.include_router(decisions.router)
     app.include_router(queries.router)
     app.include_router(audit.router)
+    app.include_router(checkpoints.router)
     app.include_router(costs.router)
     app.include_router(arden.router)
     app.include_router(session.router)

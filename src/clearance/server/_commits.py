@@ -10,13 +10,22 @@ A step that fails spoils its batch's transaction, so the batch is rolled back an
 again one transaction each: one bad request fails alone and the others still commit. When the
 store itself fails (locked past its busy timeout, connection lost), every request of the batch
 gets that error at once instead.
+
+A PostgreSQL connection lost at commit leaves its outcome unknown: the server may have committed
+and the answer been lost with the connection. Before answering, the writer reads on a new
+connection whether the transaction's last event is there, and answers what was committed — so a
+request is never told 503 about a decision the log holds (the agent would then record a second
+decision of its own). Only a store that stays unreadable for `RESOLVE_FOR` seconds leaves it
+unknown, and says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +34,8 @@ from ..errors import StoreError
 
 T = TypeVar("T")
 MAX_BATCH = 256
+RESOLVE_FOR = 30.0  # seconds to keep trying to read whether a commit lost with its connection was made
+log = logging.getLogger("clearance.server")
 
 _Item = tuple[Callable[[Any], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
@@ -81,10 +92,8 @@ class GroupCommit:
                 return
 
     def _commit_many(self, batch: list[_Item]) -> None:
-        try:
-            with self.db.write(pipelined=True) as cur:
-                results = [step(cur) for step, _, _ in batch]
-        except Exception as exc:
+        results, exc = self._attempt([step for step, _, _ in batch])
+        if exc is not None:
             if self._unavailable(exc):  # no step is to blame: every request gets the store's error now
                 _settle([(loop, future, None, exc) for _, loop, future in batch])
                 return
@@ -95,17 +104,67 @@ class GroupCommit:
 
     def _unavailable(self, exc: Exception) -> bool:
         """Whether a failure is the store's (locked past the busy timeout, connection lost)."""
-        return isinstance(exc, StoreError) and ("stayed locked" in str(exc) or self.db.lost)
+        return isinstance(exc, _OutcomeUnknown) or (
+            isinstance(exc, StoreError) and ("stayed locked" in str(exc) or self.db.lost)
+        )
 
     def _commit_one(self, item: _Item) -> None:
         step, loop, future = item
+        results, exc = self._attempt([step])
+        _settle([(loop, future, results[0] if exc is None else None, exc)])
+
+    def _attempt(self, steps: list[Callable[[Any], Any]]) -> tuple[list[Any], Exception | None]:
+        """Run `steps` in one transaction: their results once committed, else the error.
+
+        The connection lost once every step has run leaves the commit's outcome unknown (it may
+        have been lost with the connection after the server committed): it is looked up before
+        anyone is answered, so a request is never told "not recorded" about a decision that was.
+        """
+        results: list[Any] = []
+        probe: str | None = None
         try:
             with self.db.write(pipelined=True) as cur:
-                result = step(cur)
+                results = [step(cur) for step in steps]
+                probe = self.db.last_appended  # the commit is all that is left
         except Exception as exc:
-            _settle([(loop, future, None, exc)])
-            return
-        _settle([(loop, future, result, None)])
+            if probe is None or not self._lost(exc):
+                return [], exc
+            committed = self._committed(probe)
+            if committed is None:
+                return [], _OutcomeUnknown(f"{exc}; whether it was committed could not be found out")
+            if not committed:
+                return [], exc
+            log.warning("the connection was lost at commit, and the commit had been made: %s", exc)
+            return results, None
+        return results, None
+
+    def _lost(self, exc: Exception) -> bool:
+        return isinstance(exc, StoreError) and self.db.lost
+
+    def _committed(self, event_id: str) -> bool | None:
+        """Whether the event `event_id` is in the store, on a new connection (None: it cannot be read).
+
+        The lookup takes the chain's write lock, which the lost transaction held until it ended:
+        so it sees that transaction committed or rolled back, never still running.
+        """
+        sql = self.db.sql("SELECT 1 FROM events WHERE id = :id")
+        deadline = time.monotonic() + RESOLVE_FOR
+        delay = 0.02
+        while True:
+            try:
+                with self.db.write() as cur:
+                    cur.execute(sql, {"id": event_id})
+                    return cur.fetchone() is not None
+            except StoreError as exc:
+                if time.monotonic() >= deadline:
+                    log.error("whether event %s was committed could not be found out: %s", event_id, exc)
+                    return None
+            time.sleep(delay)  # the writer's own thread: no request waits on anything but this answer
+            delay = min(delay * 2, 1.0)
+
+
+class _OutcomeUnknown(StoreError):
+    """The connection was lost at commit and the store stayed unreadable: nobody can say if it committed."""
 
 
 _Outcome = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Any, Exception | None]

@@ -1,4 +1,7 @@
-"""Refusing request bodies over the configured size before reading them whole."""
+"""Refusing request bodies over the configured size before reading them whole.
+
+The 413 says the limit (`Clearance-Max-Body-Bytes`), so a client can cut its batches to fit.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +70,11 @@ class BodyLimit:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(raw)).encode()),
+                    (b"clearance-max-body-bytes", str(self.max_bytes).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": raw})

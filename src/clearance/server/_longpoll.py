@@ -50,6 +50,14 @@ def announce_to(state: State, topic: str) -> None:
             old.set()
 
 
+def stop(state: State) -> None:
+    """The server is stopping: every long poll and event stream of this process answers now."""
+    state.stopping = True
+    events: dict[str, asyncio.Event] = state.__dict__.setdefault("topics", {})
+    for event in events.values():  # left set: a wait begun from now on ends at once too
+        event.set()
+
+
 def announce_threadsafe(state: State, topic: str) -> None:
     """`announce_to` from a worker thread (a sync route): run on the server's event loop."""
     loop = getattr(state, "loop", None)

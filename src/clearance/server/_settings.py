@@ -82,6 +82,16 @@ class ServerSettings(BaseSettings):
         metrics_address: Serve `GET /metrics` also, with no key, on this separate `host:port`
             (e.g. `127.0.0.1:9464`, reachable only by the scraper); on the API's own port it
             takes a key with the `metrics` scope. `CLEARANCE_METRICS_ADDRESS`.
+        signing_key: The Ed25519 private key (PEM file) that signs checkpoints of the audit
+            chain and approval receipts; created with mode 0600 when absent. Default:
+            `signing-key.pem` beside the SQLite store, or `.clearance/signing-key.pem` in the
+            working directory for PostgreSQL (give replicas the same file).
+            `CLEARANCE_SIGNING_KEY`.
+        checkpoint_every: Sign a checkpoint once this many records were written since the last.
+            `CLEARANCE_CHECKPOINT_EVERY`.
+        checkpoint_interval: Sign a checkpoint when this many seconds have passed since the
+            last and anything was recorded meanwhile (never when nothing was).
+            `CLEARANCE_CHECKPOINT_INTERVAL`.
     """
 
     model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="ignore", frozen=True)
@@ -118,6 +128,9 @@ class ServerSettings(BaseSettings):
     otel_usage: Literal["auto", "always", "never"] = "auto"
     trace_url: str | None = Field(default=None, pattern=r"^https?://[^\s]*\{trace_id\}[^\s]*$", max_length=2000)
     metrics_address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\[\]:-]{1,255}:[0-9]{1,5}$")
+    signing_key: str | None = Field(default=None, min_length=1, max_length=4096)
+    checkpoint_every: int = Field(default=1000, ge=1, le=1_000_000_000)
+    checkpoint_interval: float = Field(default=60.0, gt=0, le=86_400 * 365)
     _exporters = field_validator("exporters", mode="before")(exporter_specs)
     _arden = field_validator("arden_webhooks", mode="before")(arden_targets)
 

@@ -3,9 +3,13 @@
 Expiry and escalation are enforced whether or not an agent is waiting, and a grant's expiry is
 recorded (`grant.expired`) whether or not a call or a person reads it. Each job runs on a
 worker thread whenever approvals change in this process, when its next item comes due, and at
-least every `MAX_SLEEP` seconds (so changes made by other processes are seen). Replicas race
-harmlessly: each move happens once, each delivery attempt is leased to one process, each channel's
-message is claimed by one poster.
+least every `MAX_SLEEP` seconds (so changes made by other processes are seen).
+
+Across workers and replicas on one PostgreSQL: the sweep runs in one process at a time, the
+leader elected by an advisory lock (`_leader`; another takes over within `MAX_SLEEP` seconds
+of its death), and even two sweeps at once would move each approval once. Webhook delivery
+and the channels run in every process: each delivery attempt is leased to one process
+(`SELECT … FOR UPDATE SKIP LOCKED`), each channel's message is claimed by one poster.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .._store import _grants as grants
 from .._store import _outbox as outbox
 from .._webhooks import deliver_due
 from . import channels
+from ._leader import Leadership
 from ._longpoll import announce_threadsafe, topic_event
 from .channels import Channel
 
@@ -66,10 +71,16 @@ def next_grant_expiry(db: Database) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
-async def sweep_forever(state: State) -> None:
-    """Expire (or escalate) approvals, and record grants' expiry, as they come due."""
+async def sweep_forever(state: State, leadership: Leadership | None = None) -> None:
+    """Expire (or escalate) approvals, and record grants' expiry, as they come due.
+
+    With `leadership` (PostgreSQL), only while this process leads the sweep; it is given up
+    when the task is cancelled.
+    """
 
     def sweep() -> int | None:
+        if leadership is not None and not leadership.lead():
+            return None  # another process sweeps; try to take over after MAX_SLEEP
         if decisions.sweep(state.db):
             announce_threadsafe(state, "approvals")
         granted = next_grant_expiry(state.db)
@@ -80,7 +91,11 @@ async def sweep_forever(state: State) -> None:
         return min(due) if due else None
 
     state.loop = asyncio.get_running_loop()
-    await _forever(state, "approval sweep", sweep)
+    try:
+        await _forever(state, "approval sweep", sweep)
+    finally:
+        if leadership is not None:
+            leadership.close()
 
 
 async def deliver_forever(state: State) -> None:

@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from ... import _decisions as decisions
 from ... import _granting as granting
 from ..._clock import now_us
-from ..._grant_views import offers
+from ..._grant_views import offers, reads
 from ..._store import Approval, Database
 from ..._store import _approval_waiters as waiters
 from ..._store import _approvals as approvals
+from ..._store import _claims as claims
 from ..._store import _outbox as outbox
 from ..._store._keys import ApiKey
 from ..._store._shown import show
@@ -91,7 +92,20 @@ def approval_out(db: Database, a: Approval, key: ApiKey | None = None) -> Approv
         degraded=degraded,
         grant_limits=grant_limits,
         budget=budget,
+        reads=reads(db, a),
+        may_decide=key is not None and _may_decide(key, a),
         waiter_gone=waiters.gone(a, now_us()),
+        claim_dead=claims.dead(a, now_us()),
+    )
+
+
+def _may_decide(key: ApiKey, a: Approval) -> bool:
+    """Whether `key` may decide `a` now (as `_decisions.refusal` judges, and not having voted for it yet)."""
+    who = decider(key)
+    return (
+        a.status is ApprovalStatus.PENDING
+        and decisions.refusal(a, who) is None
+        and not any(v.get("by") == who.name for v in a.votes)
     )
 
 
@@ -142,6 +156,37 @@ class ClaimIn(BaseModel):
 
     by: Text = Field(min_length=1, max_length=200)
     for_denial: bool = False
+    lease: bool = Field(
+        default=False, description="the claimant renews the claim's lease while it runs (`renew`), so its death shows"
+    )
+    renew: bool = Field(default=False, description="renew the lease of this claimant's claim (409: none to renew)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Narrowed:
+    """The filters a list of approvals takes (the inbox's): tool, agent, environment, and the caller's to decide."""
+
+    tool: Annotated[Text | None, Query(max_length=200, description="only calls of this tool")] = None
+    agent: Annotated[Text | None, Query(max_length=200, description="only this agent's")] = None
+    environment: Annotated[Text | None, Query(max_length=200, description="only this environment's")] = None
+    mine: Annotated[bool, Query(description="only those the caller may decide now (`may_decide`)")] = False
+
+    def listing(self, db: Database, key: ApiKey, **more: Any) -> list[Approval]:
+        """The approvals `key` may read that these filters let through (see `_approvals.listing`)."""
+        own_only = not ({"approver", "admin"} & set(key.scopes))
+        if own_only and self.agent is not None and self.agent != key.agent:
+            return []  # an agent key sees only its own agent's
+        return approvals.listing(
+            db,
+            agent=key.agent if own_only else self.agent,
+            tool=self.tool,
+            environment=self.environment,
+            keep=(lambda a: _may_decide(key, a)) if self.mine else None,
+            **more,
+        )
+
+
+Narrow = Annotated[Narrowed, Depends()]
 
 
 def _may_read(key: ApiKey, approval: Approval) -> bool:
@@ -174,24 +219,19 @@ def _seen(db: Database, a: Approval, resumable: bool) -> Approval:
 async def list_approvals(
     key: Caller,
     db: Db,
+    narrowed: Narrow,
     status: Annotated[str | None, Query(pattern=r"^[a-z]*$")] = ApprovalStatus.PENDING,
     mode: Annotated[Literal[ApprovalMode.WAIT, ApprovalMode.ASYNC] | None, Query()] = None,
     unhandled: Annotated[bool, Query(description="only those no executor has claimed")] = False,
 ) -> list[ApprovalOut]:
     """Approvals: pending by default (`status=` another status, or empty for all).
 
-    Nearest expiry first. An agent key sees only its own agent's.
+    Nearest expiry first (others newest first), at most 200; `tool`, `agent`, `environment` and
+    `mine` narrow them down before that limit. An agent key sees only its own agent's.
     """
     await run_in_threadpool(decisions.sweep, db)
-    own_only = not ({"approver", "admin"} & set(key.scopes))
     found = await run_in_threadpool(
-        lambda: approvals.listing(
-            db,
-            status=status or None,
-            agent=key.agent if own_only else None,
-            mode=mode,
-            unclaimed=unhandled,
-        )
+        lambda: narrowed.listing(db, key, status=status or None, mode=mode, unclaimed=unhandled)
     )
     return await run_in_threadpool(lambda: [approval_out(db, a, key) for a in found if _may_read(key, a)])
 
@@ -205,19 +245,19 @@ STREAM_KEEPALIVE_SECONDS = 15.0
     summary="Pending approvals as a live stream (Server-Sent Events)",
     response_class=StreamingResponse,
 )
-async def stream(request: Request, key: Caller, db: Db) -> StreamingResponse:
+async def stream(request: Request, key: Caller, db: Db, narrowed: Narrow) -> StreamingResponse:
     """`event: pending` with the whole pending list (as `GET /approvals` gives it) now and at every change.
 
-    Changes made through this server (or another replica on PostgreSQL) are sent at once; an
+    The 500 nearest expiry, narrowed as `GET /approvals` narrows them (`tool`, `agent`,
+    `environment`, `mine`). Changes made through this server (or another replica on PostgreSQL) are sent at once; an
     agent writing the same SQLite file directly is seen within a second. A comment line is sent
     every 15 s so proxies keep the connection open.
     """
-    own_only = not ({"approver", "admin"} & set(key.scopes))
     state = request.app.state
 
     def pending() -> bytes:
         decisions.sweep(db)
-        found = approvals.listing(db, status=ApprovalStatus.PENDING, agent=key.agent if own_only else None, limit=500)
+        found = narrowed.listing(db, key, status=ApprovalStatus.PENDING, limit=500)
         return _LISTED.dump_json([approval_out(db, a, key) for a in found if _may_read(key, a)])
 
     async def events() -> AsyncIterator[bytes]:
@@ -447,18 +487,73 @@ async def claim(
         if current.agent != key.agent:
             raise ApprovalNotFound(approval_id)
         by = f"{actor(key)}: {body.by}"
+        if body.renew:
+            if not await run_in_threadpool(lambda: claims.beat(db, approval_id, by=by, now_us=now_us())):
+                raise ApprovalError(approval_id, current.tool, f"approval {approval_id} has no running claim of {by}")
+            claimed = await run_in_threadpool(approvals.get, db, approval_id)
+            return await run_in_threadpool(approval_out, db, claimed, key)
         if body.for_denial:
             if not await run_in_threadpool(lambda: approvals.claim_denial(db, approval_id, by=by, now_us=now_us())):
                 raise ApprovalError(approval_id, current.tool, f"approval {approval_id} was handled, or is not denied")
             claimed = await run_in_threadpool(approvals.get, db, approval_id)
         else:
-            claimed = await run_in_threadpool(lambda: approvals.claim(db, approval_id, by=by, now_us=now_us()))
+            claimed = await run_in_threadpool(
+                lambda: approvals.claim(db, approval_id, by=by, now_us=now_us(), lease=body.lease)
+            )
     except ApprovalNotFound:
         raise APIError(404, f"no approval has the id {approval_id!r}") from None
     except ApprovalError as exc:
         raise APIError(409, str(exc)) from None
     longpoll.announce(request, "approvals")
     return await run_in_threadpool(approval_out, db, claimed, key)
+
+
+class ResolveIn(BaseModel):
+    """What a person found out about a call whose claimant died running it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ran: bool = Field(description="true: the tool ran (closed as executed, result unknown); false: it did not")
+    note: Text | None = Field(default=None, max_length=2000)
+
+
+Resolves = Annotated[ApiKey, Depends(require("approver"))]
+
+
+@router.post("/approvals/{approval_id}/resolve", summary="Say whether a call whose claimant died ran (approver)")
+async def resolve(
+    approval_id: Annotated[Text, Path()], body: ResolveIn, request: Request, key: Resolves, db: Db
+) -> ApprovalOut:
+    """Resolve an approval claimed by a dead process (`claim_dead`): whether its tool ran is unknown.
+
+    Only someone who may decide the approval may (403 otherwise: its own agent's key, the person
+    who requested the call, an approver outside the rule's `approvers`).
+
+    `ran: false` releases the claim, so `resume` or `clearance worker` can run the call again;
+    `ran: true` closes it as executed with an unknown result. Audited as `approval.claim_resolved`.
+    409 when its claim is not dead (nothing to resolve).
+    """
+    who = decider(key)
+    try:
+        done = await run_in_threadpool(
+            lambda: claims.resolve(
+                db,
+                approval_id,
+                ran=body.ran,
+                by=actor(key),
+                note=body.note,
+                now_us=now_us(),
+                refusal=lambda a: decisions.refusal(a, who),
+            )
+        )
+    except ApprovalNotFound:
+        raise APIError(404, f"no approval has the id {approval_id!r}") from None
+    except ApprovalForbidden as exc:
+        raise APIError(403, str(exc)) from None
+    except ApprovalError as exc:
+        raise APIError(409, str(exc)) from None
+    longpoll.announce(request, "approvals")
+    return await run_in_threadpool(approval_out, db, done, key)
 
 
 @router.get("/approvals/{approval_id}/deliveries", summary="Webhook deliveries of an approval")

@@ -1,4 +1,4 @@
-"""One audit record with its place in the chain, and exports of a search (JSONL, CSV).
+"""The audit log a row per call, one record with its place in the chain, and exports of a search.
 
 Every record is returned and exported, whatever it holds: one no encoder writes whole is marked
 where it differs, and says how (`degraded`).
@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from ..._export import Format, lines
-from ..._store import Database, StoredEvent
+from ..._store import Database, StoredEvent, _calls
 from ..._store import _events as events
 from ..._store import _queries as queries
 from ..._store._keys import ApiKey
@@ -23,7 +23,7 @@ from ..._store._shown import DEGRADED
 from ..._wire import AuditEvent, Sent
 from .._auth import current_key, database
 from .._errors import INT64_MAX, APIError
-from .queries import Search, Searched, event_out
+from .queries import Search, Searched, event_out, visible_to
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 Db = Annotated[Database, Depends(database)]
@@ -73,6 +73,58 @@ async def export(
     )
 
 
+class CallOut(Sent):
+    """One row of the audit log by call: a tool call's records, oldest first, or a record of no call."""
+
+    call_id: str | None = Field(description="The call's id (None: a record of no call, e.g. an LLM call)")
+    agent: str | None = Field(description="The agent whose call it is (None: a record of no call)")
+    steps: list[AuditEvent]
+    more_steps: int = Field(
+        description=f"Records after the first {_calls.STEPS}, left out (counted up to {_calls.MORE_COUNTED})"
+    )
+    more_capped: bool = Field(description=f"More than {_calls.MORE_COUNTED} records left out: `more_steps` is a floor")
+
+
+class CallPage(Sent):
+    """A page of calls, newest first (each at its newest record the search matches)."""
+
+    calls: list[CallOut]
+    next_cursor: str | None
+
+
+@router.get("/calls", summary="Search the audit log, a row per tool call")
+async def calls(
+    found_by: Searched,
+    db: Db,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,18}\.\d{1,18}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> CallPage:
+    """Calls with a record matching every filter given, each with all of its records; newest first.
+
+    A call's records (`tool_call.decided`, `approval.requested`, `approval.decided`,
+    `tool_call.finished`, `approval.executed`, …) share its `call_id`; a record of no call is a
+    row of its own. Takes the filters of `GET /v1/events`; pass `next_cursor` back for the next
+    page. A rare filter can answer with part of a page (even none) and a cursor.
+    """
+    after = _calls.Cursor.parse(cursor) if cursor else None
+    found, nxt = await run_in_threadpool(
+        lambda: _calls.calls(db, found_by.filter, text=found_by.text, cursor=after, limit=limit)
+    )
+    return CallPage(
+        calls=[
+            CallOut(
+                call_id=c.call_id,
+                agent=c.agent,
+                steps=[event_out(e) for e in c.steps],
+                more_steps=c.more_steps,
+                more_capped=c.more_capped,
+            )
+            for c in found
+        ],
+        next_cursor=str(nxt) if nxt is not None else None,
+    )
+
+
 class Chain(Sent):
     """Where a record sits in the hash chain and whether it verifies."""
 
@@ -104,7 +156,7 @@ async def event_detail(seq: Annotated[int, Path(ge=1, le=INT64_MAX)], key: Calle
     found = await run_in_threadpool(events.locate, db, seq)
     own_only = not ({"approver", "admin"} & set(key.scopes))
     if found is None or (own_only and found.event.body.get("agent") != key.agent):
-        raise APIError(404, f"no record at position {seq} is visible to this key")
+        raise APIError(404, f"no record at position {seq} is visible to {visible_to(key)}")
     e = found.event
     return EventDetail(
         event=event_out(e),

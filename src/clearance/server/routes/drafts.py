@@ -22,20 +22,19 @@ from ...policy import Policy, parse_policy
 from .. import _whatif as whatif
 from .._auth import database, require
 from .._errors import APIError
-from .policies import Problem
+from .policies import MAX_TEXT, Problem, problem_details
 
 router = APIRouter(prefix="/v1", tags=["policies"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 Db = Annotated[Database, Depends(database)]
-MAX_TEXT = 512 * 1024
 
 
 class Draft(BaseModel):
-    """A policy as written, not stored."""
+    """A policy as written, not stored (its length is checked by the route, to say it plainly)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    text: Text = Field(min_length=1, max_length=MAX_TEXT)
+    text: Text = Field(min_length=1)
     source: Text = Field(default="policy.yaml", min_length=1, max_length=200)
 
 
@@ -48,10 +47,13 @@ class Validation(Sent):
 
 
 def _compile(draft: Draft) -> Policy | list[Problem]:
+    if len(draft.text) > MAX_TEXT:
+        too_long = f"the policy is {len(draft.text):,} characters long; at most {MAX_TEXT:,} are accepted"
+        return [Problem(message=too_long, line=None, column=None, rule_id=None)]
     try:
         return parse_policy(draft.text, draft.source)
     except PolicyError as exc:
-        return [Problem(message=p.message, line=p.line, column=p.column, rule_id=p.rule_id) for p in exc.problems]
+        return [Problem.of(p) for p in exc.problems]
 
 
 @router.post("/policies/validate", summary="Validate a draft without storing it (admin)")
@@ -65,6 +67,8 @@ async def validate(body: Draft, _: Admin) -> Validation:
 
 class HistoryTest(Draft):
     """A draft, and how much history to decide again."""
+
+    text: Text = Field(min_length=1, max_length=MAX_TEXT)
 
     last: int = Field(default=1000, ge=1, le=100_000, description="the last N recorded calls")
     agent: Annotated[str, Field(max_length=200), AfterValidator(checked_text)] | None = Field(
@@ -93,8 +97,7 @@ async def test_against_history(body: HistoryTest, _: Admin, db: Db) -> HistoryRe
     """
     compiled = await run_in_threadpool(_compile, body)
     if isinstance(compiled, list):
-        details = [{"location": f"{body.source}:{p.line}:{p.column}", "message": p.message} for p in compiled]
-        raise APIError(422, "the draft does not validate", details=details)
+        raise APIError(422, "the draft does not validate", details=problem_details(body.source, compiled))
     report = await run_in_threadpool(
         lambda: whatif.replay(db, compiled, last=body.last, agent=body.agent, only_changed=body.only_changed)
     )

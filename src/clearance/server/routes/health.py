@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Depends, Request
 
 from ..._store import Database
@@ -24,7 +26,9 @@ def readyz(request: Request, db: Database = Depends(database)) -> dict[str, str]
 
     `long_polls` is how many long polls this process holds. On PostgreSQL, `change_feed` says
     whether this replica hears other replicas' changes (LISTEN/NOTIFY) at once (`listening`) or
-    only by re-checking every second (`lost`).
+    only by re-checking every second (`lost`), `sweeper` whether this process runs the expiry
+    sweep for all of them (`leader`) or stands by to take it over (`standby`), and `process` is
+    the id of the process that answered (one of `clearance serve --workers N`).
     """
     try:
         with db.read() as cur:
@@ -35,4 +39,7 @@ def readyz(request: Request, db: Database = Depends(database)) -> dict[str, str]
     ready = {"status": "ok", "database": db.dialect, "long_polls": str(longpoll.held(request.app.state))}
     if db.dialect == "postgresql":
         ready["change_feed"] = "listening" if getattr(request.app.state, "feed", False) else "lost"
+        leadership = getattr(request.app.state, "leadership", None)
+        ready["sweeper"] = "leader" if leadership is not None and leadership.leading else "standby"
+        ready["process"] = str(os.getpid())
     return ready

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ... import _trace
 from ..._boundary import check_record, storable
@@ -16,7 +16,7 @@ from ..._guard._tickets import executed_event
 from ..._store import Database
 from ..._store import _approvals as approvals
 from ..._store import _events as events
-from ..._store._events import Event
+from ..._store._events import MAX_MODEL_NAME, Event
 from ..._store._keys import ApiKey
 from ..._text import Text, escaped
 from ..._wire import ApprovalStatus, Sent
@@ -108,6 +108,19 @@ class IncomingEvent(BaseModel):
     error: Text | None = Field(default=None, max_length=4000)
     cost_nusd: int | None = Field(default=None, ge=0, le=INT64_MAX)
     tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    # An LLM call's usage lands in columns (0019): a name every store keeps, whole counts
+    model: Text | None = None
+    input_tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    output_tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    cached_input_tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    reasoning_tokens: int | None = Field(default=None, ge=0, le=INT64_MAX)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, model: str | None) -> str | None:
+        if model is not None and not 0 < len(model) <= MAX_MODEL_NAME:  # the SDK cuts a longer one
+            raise ValueError(f"a model name is 1 to {MAX_MODEL_NAME} characters; this one is {len(model):,}")
+        return model
 
     @model_validator(mode="after")
     def _known_fields(self) -> IncomingEvent:

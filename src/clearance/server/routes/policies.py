@@ -7,7 +7,7 @@ changes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -20,6 +20,7 @@ from ..._store._policies import Revision
 from ..._text import Text, checked_text
 from ..._wire import Sent
 from ..._wire._snapshot import Snapshot
+from ...errors import PolicyProblem
 from .. import _longpoll as longpoll
 from .. import _snapshot as snapshots
 from .._auth import actor, current_key, database, require
@@ -29,17 +30,37 @@ router = APIRouter(prefix="/v1", tags=["policies"])
 Admin = Annotated[ApiKey, Depends(require("admin"))]
 Db = Annotated[Database, Depends(database)]
 RevisionId = Annotated[Text, Path()]
+MAX_TEXT = 512 * 1024  # characters of policy text; a real policy is a few kilobytes
 _RECHECK_SECONDS = 1.0
 _SNAPSHOT_RECHECK = 0.4  # seconds, without a change feed
 
 
 class Problem(Sent):
-    """One problem of a rejected draft."""
+    """One problem of a rejected draft, in plain words, located in the text and in the policy's keys."""
 
     message: str
     line: int | None
     column: int | None
     rule_id: str | None
+    path: str | None = Field(default=None, description="the policy key path, like tools.refund.rules[0].effect")
+
+    @classmethod
+    def of(cls, p: PolicyProblem) -> Problem:
+        """The view of a problem the policy loader found."""
+        return cls(message=p.message, line=p.line, column=p.column, rule_id=p.rule_id, path=p.path)
+
+
+def problem_details(source: str, problems: list[Problem]) -> list[dict[str, Any]]:
+    """Problems as an error's `details`: `location` is `file:line:column`, `path` the key path."""
+    return [
+        {
+            "location": f"{source}:{p.line}:{p.column}",
+            "message": p.message,
+            **({"path": p.path} if p.path else {}),
+            **({"rule_id": p.rule_id} if p.rule_id else {}),
+        }
+        for p in problems
+    ]
 
 
 class RevisionOut(Sent):
@@ -66,9 +87,7 @@ class RevisionOut(Sent):
             parent=rev.parent,
             created_at_us=rev.created_at_us,
             status=rev.status,
-            problems=[
-                Problem(message=p.message, line=p.line, column=p.column, rule_id=p.rule_id) for p in rev.problems
-            ],
+            problems=[Problem.of(p) for p in rev.problems],
             text=rev.text if with_text else None,
         )
 
@@ -78,7 +97,7 @@ class PolicyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: Text = Field(min_length=1)
+    text: Text = Field(min_length=1, max_length=MAX_TEXT)
     source: Text = Field(default="policy.yaml", min_length=1, max_length=200)
 
 
@@ -118,14 +137,7 @@ async def create_policy(body: PolicyCreate, admin: Admin, db: Db) -> RevisionOut
     """
     rev = await run_in_threadpool(policies.create, db, body.text, source=body.source, author=actor(admin))
     if rev.status != "valid":
-        details = [
-            {
-                "location": f"{body.source}:{p.line}:{p.column}",
-                "message": p.message,
-                **({"rule_id": p.rule_id} if p.rule_id else {}),
-            }
-            for p in rev.problems
-        ]
+        details = problem_details(body.source, [Problem.of(p) for p in rev.problems])
         raise APIError(422, f"the policy does not validate; stored as rejected draft {rev.id}", details=details)
     return RevisionOut.of(rev)
 
@@ -143,13 +155,20 @@ class AssignmentOut(Sent):
     revision_id: str
     activated_at_us: int
     activated_by: str | None
+    previous_revision_id: str | None = Field(
+        default=None, description="what rolling back activates: the revision active before; null when none was"
+    )
 
 
 @router.get("/policies/assignments", summary="Which revision is active for each scope (admin)")
 async def list_assignments(_: Admin, db: Db) -> list[AssignmentOut]:
     """Every active assignment: `default`, then `environment:…`, then `agent:…` (agent wins)."""
-    found = await run_in_threadpool(policies.assignments, db)
-    return [AssignmentOut(**dataclasses.asdict(a)) for a in found]
+
+    def read() -> tuple[list[policies.Assignment], dict[str, str]]:
+        return policies.assignments(db), policies.previous_revisions(db)
+
+    found, earlier = await run_in_threadpool(read)
+    return [AssignmentOut(**dataclasses.asdict(a), previous_revision_id=earlier.get(a.scope)) for a in found]
 
 
 async def _revision(db: Database, rev_id: str) -> Revision:
@@ -206,13 +225,38 @@ async def activate_policy(rev_id: RevisionId, target: Target, request: Request, 
     return await _activate(request, db, rev_id, target.scope, admin)
 
 
+class Rollback(Target):
+    """Whose revision to roll back, and (optionally) what the admin saw before confirming."""
+
+    current: Annotated[str, Field(max_length=64), AfterValidator(checked_text)] | None = Field(
+        default=None, description="the revision the admin saw active: 409 if another is active now"
+    )
+    to: Annotated[str, Field(max_length=64), AfterValidator(checked_text)] | None = Field(
+        default=None, description="the revision the admin was told it rolls back to: 409 if that changed"
+    )
+
+
 @router.post("/policies/rollback", summary="Re-activate the previous revision of a scope (admin)")
-async def rollback_policy(target: Target, request: Request, admin: Admin, db: Db) -> Activation:
-    """Activate the revision that was active for the scope before the current one."""
-    previous = await run_in_threadpool(policies.previous, db, target.scope)
+async def rollback_policy(body: Rollback, request: Request, admin: Admin, db: Db) -> Activation:
+    """Activate the revision that was active for the scope before the current one.
+
+    409 when there is none (the scope has had one revision, or none), and, with `current` or
+    `to`, when another admin changed the scope after this one looked.
+    """
+    scope = body.scope
+
+    def read() -> tuple[str | None, str | None]:
+        active = {a.scope: a.revision_id for a in policies.assignments(db)}
+        return active.get(scope), policies.previous_revisions(db).get(scope)
+
+    active, previous = await run_in_threadpool(read)
+    if active is None:
+        raise APIError(409, f"no revision is active for {scope}, so there is nothing to roll back")
     if previous is None:
-        raise APIError(409, f"scope {target.scope} has no earlier revision to roll back to")
-    return await _activate(request, db, previous, target.scope, admin)
+        raise APIError(409, f"{scope} had no revision before {active}: there is nothing earlier to roll back to")
+    if (body.current is not None and body.current != active) or (body.to is not None and body.to != previous):
+        raise APIError(409, f"{scope} changed meanwhile: {active} is active now, rollback would activate {previous}")
+    return await _activate(request, db, previous, scope, admin)
 
 
 @router.get(

@@ -13,9 +13,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from ... import _integrity as integrity
 from ..._store import Database, EventFilter, StoredEvent
 from ..._store import _events as events
 from ..._store import _queries as queries
@@ -31,12 +32,23 @@ Caller = Annotated[ApiKey, Depends(current_key)]
 
 
 def _agent_for(key: ApiKey, asked: str | None) -> str | None:
-    """The agent a query may cover: an agent key's own, whatever it asked for."""
+    """The agent a query may cover: any (approvers, admins), else an agent key's own, whatever it asked for.
+
+    A caller that is neither — a signed-in person with only a group role such as `finance` —
+    reads no agent's records (without this, its empty agent read as "every agent").
+    """
     if {"approver", "admin"} & set(key.scopes):
         return asked
+    if key.agent is None:
+        raise APIError(403, "only approvers, admins and agent keys read records (this caller is none of them)")
     if asked is not None and asked != key.agent:
         raise APIError(403, "an agent key reads only its own agent's records")
     return key.agent
+
+
+def visible_to(key: ApiKey) -> str:
+    """Whom a "not visible" answer speaks to: a signed-in person as "you", else "this key"."""
+    return "you" if key.id.startswith("usr_") else "this key"
 
 
 def event_out(e: StoredEvent) -> AuditEvent:
@@ -127,14 +139,44 @@ async def list_sessions(
     return [SessionSummary(**vars(s)) for s in found]
 
 
-@router.get("/sessions/{session_id}", summary="Every event of a session, in order")
-async def session_detail(session_id: Annotated[Text, Path()], key: Caller, db: Db) -> list[AuditEvent]:
-    """The session's events, oldest first: its replay."""
-    f = EventFilter(session=session_id, agent=_agent_for(key, None))
-    found = await run_in_threadpool(lambda: list(events.iterate(db, f)))
-    if not found:
-        raise APIError(404, f"no session {session_id!r} is visible to this key")
+async def _replay(
+    db: Database, key: ApiKey, session: str, until_us: int | None = None, last: int | None = None
+) -> list[AuditEvent]:
+    f = EventFilter(session=session, agent=_agent_for(key, None), until_us=until_us)
+    if last is None:
+        found = await run_in_threadpool(lambda: list(events.iterate(db, f)))
+    else:  # the newest `last` (oldest first): what an approval shows of its session, not all of it
+        found = await run_in_threadpool(lambda: events.query(db, f, limit=last, newest_first=True))
+    if not found and until_us is None and last is None:
+        raise APIError(404, f"no session {session!r} is visible to {visible_to(key)}")
     return [event_out(e) for e in found]
+
+
+@router.get("/replay", summary="Every event of a session, in order (any session id)")
+async def replay(
+    session: Annotated[Text, Query(min_length=1, description="the session id, whatever characters it holds")],
+    key: Caller,
+    db: Db,
+    until_us: Annotated[int | None, Query(ge=0, le=INT64_MAX, description="only events before this time")] = None,
+    last: Annotated[int | None, Query(ge=1, le=1000, description="only the newest this many")] = None,
+) -> list[AuditEvent]:
+    """The session's events, oldest first: its replay (or, with `until_us` / `last`, the part of it asked for).
+
+    The id is a query parameter, so every id a record holds can be asked for, including ones a
+    URL path cannot carry (`.` and `..` segments, which every URL parser removes). A session
+    with nothing visible is a 404; a part of one that holds nothing is an empty list.
+    """
+    return await _replay(db, key, session, until_us, last)
+
+
+@router.get("/sessions/{session_id:path}", summary="Every event of a session, in order")
+async def session_detail(session_id: Annotated[Text, Path()], key: Caller, db: Db) -> list[AuditEvent]:
+    """The session's events, oldest first: its replay.
+
+    The id is the rest of the path, percent-encoded (`/` as `%2F`); an id with a `.` or `..`
+    segment or a line break is asked for with `GET /v1/replay?session=`.
+    """
+    return await _replay(db, key, session_id)
 
 
 class UsageOut(Sent):
@@ -174,10 +216,16 @@ class VerifyOut(Sent):
     head_hash: str
     broken_seq: int | None
     problem: str | None
+    checkpoints: int = Field(description="Signed checkpoints in the chain whose signature verifies")
+    checkpoint_seq: int | None = Field(description="The position the newest of them signs (None: none)")
 
 
 @router.get("/audit/verify", summary="Recompute the hash chain (admin)")
 async def verify(_: Annotated[ApiKey, Depends(require("admin"))], db: Db) -> VerifyOut:
-    """Recompute every record's hash; report the first one that was changed or removed."""
-    report = await run_in_threadpool(events.verify, db)
+    """Recompute every record's hash and check the chain against its signed checkpoints.
+
+    Reports the first record that was changed or removed, or the end of a log truncated
+    since its newest checkpoint.
+    """
+    report = await run_in_threadpool(integrity.verify_store, db)
     return VerifyOut(**report.__dict__)

@@ -13,11 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..._store import Database
+from ..._store import _policies as policies
 from ..._store import _users as users
 from ..._store._keys import ApiKey
 from ..._store._users import User
 from ..._text import Text, checked_text
 from ..._wire import Sent
+from ...errors import PolicyError
+from ...policy._load import read_document
 from .._auth import SESSION_COOKIE, actor, current_key, database, require
 from .._errors import APIError
 from ..channels import kinds
@@ -91,6 +94,67 @@ class PasswordChange(BaseModel):
 
     current_password: Text = Field(min_length=1, max_length=1024)
     new_password: Text = Field(min_length=12, max_length=1024)
+
+
+class RoleOut(Sent):
+    """A role a person can be given, and where it comes from."""
+
+    name: str
+    description: str
+    people: int = Field(description="how many people have it (disabled ones included)")
+    named_by: list[str] = Field(description="the scopes whose active policy names role:NAME as approvers")
+    assignable: bool = Field(description="whether a person can hold it (role names are lower case, like support-lead)")
+
+
+_BUILT_IN = {
+    "approver": "decides approvals (add a group, like support-lead, to decide those a policy reserves for it)",
+    "admin": "manages keys, people, policies and settings",
+}
+_GROUPS: dict[str, frozenset[str]] = {}  # revision id -> the groups it names (revisions never change)
+
+
+def _groups_of(db: Database, revision_id: str) -> frozenset[str]:
+    found = _GROUPS.get(revision_id)
+    if found is None:
+        rev = policies.get(db, revision_id)
+        try:
+            found = read_document(rev.text, rev.source)[0].approver_groups() if rev is not None else frozenset()
+        except PolicyError:
+            found = frozenset()  # only valid revisions are ever active; nothing to name otherwise
+        if len(_GROUPS) > 64:
+            _GROUPS.clear()
+        _GROUPS[revision_id] = found
+    return found
+
+
+def _roles(db: Database) -> list[RoleOut]:
+    held: dict[str, int] = {}
+    for user in users.listing(db):
+        for role in user.roles:
+            held[role] = held.get(role, 0) + 1
+    named: dict[str, list[str]] = {}
+    for a in policies.assignments(db):
+        for group in sorted(_groups_of(db, a.revision_id)):
+            if group.startswith("role:"):
+                named.setdefault(group.removeprefix("role:"), []).append(a.scope)
+    names = [*_BUILT_IN, *sorted((set(held) | set(named)) - set(_BUILT_IN))]
+    return [
+        RoleOut(
+            name=name,
+            description=_BUILT_IN.get(name)
+            or (f"an approver group the active policy names (role:{name})" if name in named else "an approver group"),
+            people=held.get(name, 0),
+            named_by=named.get(name, []),
+            assignable=users.assignable_role(name),
+        )
+        for name in names
+    ]
+
+
+@router.get("/roles", summary="The roles people can be given (admin)")
+async def list_roles(_: Admin, db: Db) -> list[RoleOut]:
+    """Approver and admin, then every approver group a person has or an active policy names."""
+    return await run_in_threadpool(_roles, db)
 
 
 @router.get("/users", summary="List people (admin)")

@@ -1,0 +1,171 @@
+"""Signed checkpoints of the audit chain: the server's signature over the chain head.
+
+A checkpoint signs `{"v", "type": "clearance.checkpoint", "seq", "hash", "at_us", "key_id"}`
+(see `_signing`) for the record at `seq`. It is written in the same transaction as a record of
+its own, `checkpoint.signed`, appended right after the head it signs, so every event sink (a
+JSON-lines file, a SIEM) receives a copy the database's owner cannot take back, and every
+export carries it. The `checkpoints` table indexes them for reading. The first checkpoint a
+key signs follows a `checkpoint.key_introduced` record carrying that key's public half: the
+log itself says which key signed what, and when the key changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._signing import SigningKey
+from ._db import Database
+from ._events import GENESIS, append, make_event
+
+CHECKPOINT_TYPE = "clearance.checkpoint"
+_COLS = "seq, hash, at_us, key_id, signature, record_seq"
+_HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+_LATEST = f"SELECT {_COLS} FROM checkpoints ORDER BY seq DESC LIMIT 1"
+_SYSTEM = {"agent": "*", "environment": "*", "session": None}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One signed checkpoint.
+
+    Attributes:
+        seq: The chain position it signs.
+        hash: The chain hash of that record.
+        at_us: When it was signed.
+        key_id: The key that signed it (`ed25519:…`).
+        signature: The base64 Ed25519 signature of `payload()`'s canonical JSON.
+        record_seq: Where its own `checkpoint.signed` record sits in the chain (`seq + 1`).
+    """
+
+    seq: int
+    hash: str
+    at_us: int
+    key_id: str
+    signature: str
+    record_seq: int
+
+    def payload(self) -> dict[str, Any]:
+        """What the signature covers."""
+        return payload(self.seq, self.hash, self.at_us, self.key_id)
+
+
+def payload(seq: int, hash_: str, at_us: int, key_id: str) -> dict[str, Any]:
+    """The signed payload of a checkpoint."""
+    return {"v": 1, "type": CHECKPOINT_TYPE, "seq": seq, "hash": hash_, "at_us": at_us, "key_id": key_id}
+
+
+def from_body(body: Mapping[str, Any], record_seq: int) -> Checkpoint | None:
+    """The checkpoint a `checkpoint.signed` record carries (None when its fields are not all there)."""
+    try:
+        return Checkpoint(
+            int(body["signed_seq"]),
+            str(body["signed_hash"]),
+            int(body["at_us"]),
+            str(body["key_id"]),
+            str(body["signature"]),
+            record_seq,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _row(r: Any) -> Checkpoint:
+    return Checkpoint(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), int(r[5]))
+
+
+def latest(db: Database) -> Checkpoint | None:
+    """The newest checkpoint, or None."""
+    with db.read() as cur:
+        cur.execute(_LATEST)
+        r = cur.fetchone()
+    return _row(r) if r else None
+
+
+def newest_within(db: Database, first_seq: int, last_seq: int) -> Checkpoint | None:
+    """The newest checkpoint signing a position from `first_seq` to `last_seq` (an archive segment's)."""
+    with db.read() as cur:
+        cur.execute(
+            db.sql(f"SELECT {_COLS} FROM checkpoints WHERE seq >= :first AND seq <= :last ORDER BY seq DESC LIMIT 1"),
+            {"first": first_seq, "last": last_seq},
+        )
+        r = cur.fetchone()
+    return _row(r) if r else None
+
+
+def pending(db: Database) -> tuple[int, Checkpoint | None]:
+    """How many records came after the newest checkpoint's own record, and that checkpoint (a read)."""
+    with db.read() as cur:
+        cur.execute(_LATEST)
+        r = cur.fetchone()
+        cur.execute(_HEAD)
+        head = cur.fetchone()
+    last = _row(r) if r else None
+    return (int(head[0]) if head else 0) - (last.record_seq if last else 0), last
+
+
+def page(db: Database, *, before: int | None = None, limit: int = 100) -> list[Checkpoint]:
+    """Checkpoints newest first, those signing positions below `before` when given."""
+    where, params = ("WHERE seq < :before ", {"before": before}) if before is not None else ("", {})
+    with db.read() as cur:
+        sql = f"SELECT {_COLS} FROM checkpoints {where}ORDER BY seq DESC LIMIT :n"
+        cur.execute(db.sql(sql), {**params, "n": limit})
+        return [_row(r) for r in cur.fetchall()]
+
+
+def sign(db: Database, key: SigningKey, *, now_us: int, every: int | None = None) -> Checkpoint | None:
+    """Sign the chain head now, unless nothing but the last checkpoint was recorded since it.
+
+    With `every`, only when at least that many records came after the last checkpoint
+    (replicas on one store each ask; the store's write lock lets one sign). A key that has
+    not signed here before is introduced first, by a record carrying its public half.
+
+    Returns:
+        The new checkpoint, or None when none was due.
+    """
+    with db.write() as cur:
+        cur.execute(_LATEST)
+        r = cur.fetchone()
+        last = _row(r) if r else None
+        cur.execute(_HEAD)
+        head = cur.fetchone()
+        head_seq = int(head[0]) if head else 0
+        since = head_seq - (last.record_seq if last else 0)
+        if since <= 0 or (every is not None and since < every):
+            return None
+        if last is None or last.key_id != key.id:
+            introduced = {**_SYSTEM, "key_id": key.id, "public_key": key.public_pem}
+            introduced["previous_key_id"] = last.key_id if last else None
+            append(db, cur, [make_event("checkpoint.key_introduced", now_us, introduced)])
+            cur.execute(_HEAD)
+            head = cur.fetchone()
+        seq, hash_ = (int(head[0]), str(head[1])) if head else (0, GENESIS)
+        signature = key.sign(payload(seq, hash_, now_us, key.id))
+        fields = {**_SYSTEM, "signed_seq": seq, "signed_hash": hash_, "key_id": key.id, "signature": signature}
+        append(db, cur, [make_event("checkpoint.signed", now_us, fields)])
+        cur.execute(_HEAD)
+        record_seq = int(cur.fetchone()[0])
+        made = Checkpoint(seq, hash_, now_us, key.id, signature, record_seq)
+        cur.execute(
+            db.sql(f"INSERT INTO checkpoints ({_COLS}) VALUES (:seq, :hash, :at_us, :key_id, :signature, :record_seq)"),
+            made.__dict__,
+        )
+    return made
+
+
+def keys(db: Database) -> dict[str, str]:
+    """Every key introduced in the chain: key id → public key PEM (the later record wins)."""
+    found: dict[str, str] = {}
+    with db.read() as cur:
+        cur.execute(db.sql("SELECT body FROM events WHERE kind = :k ORDER BY seq"), {"k": "checkpoint.key_introduced"})
+        rows = cur.fetchall()
+    for (body,) in rows:
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("key_id"), str) and isinstance(data.get("public_key"), str):
+            found[data["key_id"]] = data["public_key"]
+    return found

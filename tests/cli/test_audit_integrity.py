@@ -1,0 +1,162 @@
+"""`clearance audit checkpoint | verify --head --public-key --export | verify-receipt`, and the receipt snippet
+of docs/concepts/audit-integrity.md."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import clearance
+from clearance import _decisions as decisions
+from clearance import _receipts as receipts
+from clearance import _signing as signing
+from clearance._guard._governor import Governor
+from clearance._store import Database
+
+from ..conftest import REPO, run_cli
+from ..integrations._shared import LEAD
+
+PAGE = (REPO / "docs" / "concepts" / "audit-integrity.md").read_text()
+
+
+def calls(gov: Governor, n: int) -> None:
+    for i in range(n):
+        gov.begin("issue_refund", {"order_id": f"A-{i}", "amount": 5}, "s1")
+    clearance.shutdown()  # every outcome committed
+
+
+def public_pem(db_path: Path, to: Path) -> Path:
+    to.write_text(signing.load_or_create(db_path.parent / signing.KEY_FILE).public_pem)
+    return to
+
+
+def test_checkpoint_then_verify_finds_truncation_and_a_head_kept_elsewhere(
+    configure: Callable[..., Governor], db_path: Path, tmp_path: Path
+) -> None:
+    calls(configure(), 5)
+    signed = run_cli("audit", "checkpoint", db=db_path, check=True).stdout
+    assert signed.startswith("signed record ")
+    key_file = db_path.parent / "signing-key.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert "nothing recorded since" in run_cli("audit", "checkpoint", db=db_path, check=True).stdout
+    ok = run_cli("audit", "verify", db=db_path, check=True).stdout
+    assert "1 signed checkpoints verify" in ok
+    [kept] = re.findall(r"hash ([0-9a-f]{64})", ok)
+    assert run_cli("audit", "verify", "--head", kept, db=db_path).returncode == 0
+    bad = run_cli("audit", "verify", "--head", "nope", db=db_path)
+    assert bad.returncode == 2 and "64 hexadecimal digits" in bad.stderr
+
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DELETE FROM events WHERE seq = (SELECT MAX(seq) FROM events)")
+    broken = run_cli("audit", "verify", db=db_path)
+    assert broken.returncode == 1 and "truncated" in broken.stderr and "Traceback" not in broken.stderr
+    broken = run_cli("audit", "verify", "--head", kept, db=db_path)
+    assert broken.returncode == 1
+
+
+def test_an_export_verifies_offline_with_the_public_key_and_tampering_fails(
+    configure: Callable[..., Governor], db_path: Path, tmp_path: Path
+) -> None:
+    calls(configure(), 4)
+    run_cli("audit", "checkpoint", db=db_path, check=True)
+    out = tmp_path / "audit.jsonl"
+    run_cli("audit", "export", "-o", str(out), db=db_path, check=True)
+    pem = public_pem(db_path, tmp_path / "public.pem")
+    ok = run_cli("audit", "verify", "--export", str(out), "--public-key", str(pem), check=True)
+    assert ok.stdout.startswith("ok: ") and "signed checkpoints verify" in ok.stdout
+
+    lines = out.read_text().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if '"tool_call.decided"' in line)
+    record = json.loads(lines[at])
+    record["args"]["amount"] = 5000
+    lines[at] = json.dumps(record) + "\n"
+    (tmp_path / "changed.jsonl").write_text("".join(lines))
+    changed = run_cli("audit", "verify", "--export", str(tmp_path / "changed.jsonl"), "--public-key", str(pem))
+    assert changed.returncode == 1 and f"BROKEN: record {record['seq']}" in changed.stderr
+
+    other = tmp_path / "other.pem"
+    other.write_text(signing.load_or_create(tmp_path / "other-private.pem").public_pem)
+    wrong = run_cli("audit", "verify", "--export", str(out), "--public-key", str(other))
+    assert wrong.returncode == 1 and "not one of the public keys given" in wrong.stderr
+    assert run_cli("audit", "verify", "--export", str(out)).returncode == 2  # needs --public-key
+    (tmp_path / "junk.pem").write_text("junk")
+    junk = run_cli("audit", "verify", "--export", str(out), "--public-key", str(tmp_path / "junk.pem"))
+    assert junk.returncode == 2 and "not an Ed25519" in junk.stderr
+
+
+def test_a_jsonl_sink_keeps_a_copy_of_every_checkpoint_that_verifies_offline(
+    configure: Callable[..., Governor], db_path: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "elsewhere.jsonl"
+    gov = configure(exporters=[f"jsonl:{copy}"])
+    calls(gov, 1)  # the sink starts here
+    gov = configure(exporters=[f"jsonl:{copy}"])
+    gov.begin("issue_refund", {"order_id": "B", "amount": 5}, "s1")
+    key = signing.load_or_create(db_path.parent / signing.KEY_FILE)
+    from clearance._clock import now_us
+    from clearance._store import _seals as seals
+
+    assert seals.sign(gov.db, key, now_us=now_us()) is not None
+    clearance.shutdown()  # the sink delivers what was committed
+    kinds = [json.loads(line)["kind"] for line in copy.read_text().splitlines()]
+    assert kinds[-2:] == ["checkpoint.key_introduced", "checkpoint.signed"]
+    pem = public_pem(db_path, tmp_path / "public.pem")
+    ok = run_cli("audit", "verify", "--export", str(copy), "--public-key", str(pem))
+    assert ok.returncode == 0, ok.stderr
+
+
+def decided_receipt(gov: Governor, note: str) -> dict[str, object]:
+    ticket = gov.begin("issue_refund", {"order_id": "A-1", "amount": 900}, "s1")
+    assert ticket.approval_id and ticket.waiter
+    ticket.waiter.close()
+    decisions.decide(gov.db, ticket.approval_id, by=LEAD, approve=True, note=note)
+    key = signing.load_or_create(Path(gov.db.url.split("///")[-1]).parent / signing.KEY_FILE)
+    db = Database(gov.db.url)
+    try:
+        return receipts.build(db, ticket.approval_id, key, now_us=1)
+    finally:
+        db.close()
+
+
+def test_verify_receipt_and_the_readme_snippet_check_a_real_receipt(
+    configure: Callable[..., Governor], db_path: Path, tmp_path: Path
+) -> None:
+    receipt = decided_receipt(configure(), 'ok \x00 \u202e gnp.exe \U0001f600 "q" \\ \n done')
+    (tmp_path / "receipt.json").write_text(json.dumps(receipt))
+    pem = public_pem(db_path, tmp_path / "clearance-public-key.pem")
+    ok = run_cli("audit", "verify-receipt", str(tmp_path / "receipt.json"), "--public-key", str(pem), check=True)
+    assert ok.stdout.startswith("ok: approval apr_") and "approved by user:lena" in ok.stdout
+
+    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", PAGE, flags=re.S) if "load_pem_public_key" in b]
+    assert len(snippet.strip().splitlines()) <= 20
+    ran = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and ran.stdout.startswith("verified: apr_"), ran.stderr
+
+    tampered = json.loads(json.dumps(receipt))
+    tampered["payload"]["decision"] = "denied"
+    (tmp_path / "receipt.json").write_text(json.dumps(tampered))
+    ran = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert ran.returncode != 0 and "InvalidSignature" in ran.stderr
+    bad = run_cli("audit", "verify-receipt", str(tmp_path / "receipt.json"), "--public-key", str(pem))
+    assert bad.returncode == 1 and "NOT VERIFIED" in bad.stderr
+    (tmp_path / "junk.json").write_text("{")
+    junk = run_cli("audit", "verify-receipt", str(tmp_path / "junk.json"), "--public-key", str(pem))
+    assert junk.returncode == 1 and "cannot read the receipt" in junk.stderr
+
+
+def test_options_that_would_be_ignored_are_refused(db_path: Path, tmp_path: Path) -> None:
+    from clearance import _signing as signing
+
+    pem = tmp_path / "pub.pem"
+    pem.write_text(signing.load_or_create(tmp_path / "key.pem").public_pem)
+    for extra in (("--head", "a" * 64), ("--public-key", str(pem))):
+        out = run_cli("audit", "verify", "--server", "http://127.0.0.1:9", *extra, db=db_path)
+        assert out.returncode == 2 and "not --server" in out.stderr
+    out = run_cli("audit", "verify", "--archive", str(tmp_path), "--head", "a" * 64, db=db_path)
+    assert out.returncode == 2 and "not --archive" in out.stderr

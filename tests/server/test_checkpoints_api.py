@@ -1,0 +1,217 @@
+"""Signed checkpoints and approval receipts over HTTP, on both stores."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clearance import _decisions as decisions
+from clearance import _integrity as integrity
+from clearance import _receipts as receipts
+from clearance import _signing as signing
+from clearance._clock import ManualClock
+from clearance._store import Database
+from clearance._store import _events as events
+from clearance._store import _seals as seals
+from clearance.server import ServerSettings, create_app
+
+from .._wait import until
+from .conftest import post_raw
+
+POLICY = """\
+version: 1
+tools:
+  issue_refund:
+    rules:
+      - {id: big, when: 'args.amount > 200', effect: require_approval, reason: big refund, approval: {timeout: 30m}}
+"""
+LEAD = decisions.Decider("user:lena", frozenset({"approver"}))
+
+
+@pytest.fixture
+def server_db(any_store: str) -> str:
+    return any_store
+
+
+@contextlib.contextmanager
+def _client(server_db: str, **settings: Any) -> Iterator[TestClient]:
+    app = create_app(ServerSettings(database_url=server_db, max_body_bytes=2_000_000, **settings))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def client(server_db: str) -> Iterator[TestClient]:
+    with _client(server_db) as c:
+        yield c
+
+
+@pytest.fixture
+def keys(client: TestClient, make_key: Any) -> dict[str, dict[str, str]]:
+    found = {
+        "admin": {"X-API-Key": make_key("admin", agent=None)},
+        "approver": {"X-API-Key": make_key("approver", agent=None)},
+        "agent": {"X-API-Key": make_key("agent", agent="refunds")},
+    }
+    rev = client.post("/v1/policies", headers=found["admin"], json={"text": POLICY}).json()["id"]
+    assert client.post(f"/v1/policies/{rev}/activate", headers=found["admin"], json={}).status_code == 200
+    return found
+
+
+def pending(client: TestClient, keys: dict[str, dict[str, str]], amount: int = 900) -> str:
+    r = client.post("/v1/check", headers=keys["agent"], json={"tool": "issue_refund", "args": {"amount": amount}})
+    return str(r.json()["approval_id"])
+
+
+def public_keys(client: TestClient, keys: dict[str, dict[str, str]]) -> dict[str, Any]:
+    found = client.get("/v1/checkpoints/keys", headers=keys["approver"]).json()
+    return integrity.trusted_keys([k["public_key"].encode() for k in found])
+
+
+def test_receipts_of_approved_edited_and_denied_calls_verify_and_tampering_shows(
+    client: TestClient, keys: dict[str, dict[str, str]], server_db: str
+) -> None:
+    approved, edited, denied = pending(client, keys), pending(client, keys, 700), pending(client, keys, 800)
+    assert client.post(f"/v1/approvals/{approved}/approve", headers=keys["approver"], json={"note": "ok"}).is_success
+    r = client.post(f"/v1/approvals/{edited}/approve", headers=keys["approver"], json={"args": {"amount": 250}})
+    assert r.is_success, r.text
+    assert client.post(f"/v1/approvals/{denied}/deny", headers=keys["approver"], json={"note": "no"}).is_success
+    trusted = public_keys(client, keys)
+    got = {}
+    for apr in (approved, edited, denied):
+        r = client.get(f"/v1/approvals/{apr}/receipt", headers=keys["admin"])
+        assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+        got[apr] = r.json()
+        assert receipts.problem(got[apr], trusted) is None
+    a, e, d = (got[x]["payload"] for x in (approved, edited, denied))
+    listed = client.get(f"/v1/approvals/{approved}", headers=keys["admin"]).json()
+    assert (a["decision"], a["note"], a["tool"], a["args_hash"]) == (
+        "approved",
+        "ok",
+        "issue_refund",
+        listed["args_hash"],
+    )
+    assert a["approver"].startswith("key:") and a["edited_args_hash"] is None
+    assert e["edited_args_hash"] and e["edited_args_hash"] != e["args_hash"]
+    assert (d["decision"], d["note"]) == ("denied", "no")
+    # the receipt names the decision's record, and a signed checkpoint that covers it
+    db = Database(server_db)
+    try:
+        record = events.locate(db, d["record"]["seq"])
+        assert record is not None and record.event.hash == d["record"]["hash"]
+        assert record.event.body["approval_id"] == denied
+        assert d["checkpoint"]["seq"] >= d["record"]["seq"]
+        assert integrity.verify_store(db, trusted=trusted).ok
+    finally:
+        db.close()
+
+    for field, value in [("decision", "approved"), ("note", "ok."), ("args_hash", "0" * 64), ("approver", "user:x")]:
+        tampered = copy.deepcopy(got[denied])
+        tampered["payload"][field] = value
+        assert "does not verify" in (receipts.problem(tampered, trusted) or "")
+    other = signing.load_or_create("other.pem")
+    assert "not one of the public keys" in (receipts.problem(got[denied], {other.id: other.private.public_key()}) or "")
+    assert receipts.problem({"payload": []}, trusted) is not None
+
+
+def test_agent_keys_read_no_checkpoints_nor_receipts(client: TestClient, keys: dict[str, dict[str, str]]) -> None:
+    apr = pending(client, keys)
+    assert client.post(f"/v1/approvals/{apr}/approve", headers=keys["approver"], json={}).is_success
+    assert client.get(f"/v1/approvals/{apr}/receipt", headers=keys["approver"]).status_code == 200
+    for path in ("/v1/checkpoints", "/v1/checkpoints/keys", f"/v1/approvals/{apr}/receipt"):
+        r = client.get(path, headers=keys["agent"])
+        assert r.status_code == 403, (path, r.text)
+        assert client.get(path).status_code == 401
+
+
+def test_receipts_of_no_decision_are_refused_plainly(client: TestClient, keys: dict[str, dict[str, str]]) -> None:
+    apr = pending(client, keys)
+    r = client.get(f"/v1/approvals/{apr}/receipt", headers=keys["admin"])
+    assert r.status_code == 409 and "has not been decided" in r.json()["error"]["message"]
+    for bad in ("apr_nope", "apr_\u202e", "x" * 300, "%00", "\U0001f600"):
+        assert client.get(f"/v1/approvals/{bad}/receipt", headers=keys["admin"]).status_code in (404, 422)
+
+
+@pytest.mark.parametrize(
+    "note",
+    ["NUL \x00 here", "right-to-left \u202eoverride", "lone \ud800 surrogate", "long " + "n" * 1_000_000],
+    ids=["nul", "rtl", "surrogate", "1mb"],
+)
+def test_hostile_notes_never_break_a_receipt(
+    client: TestClient, keys: dict[str, dict[str, str]], server_db: str, note: str
+) -> None:
+    over_http, stored = pending(client, keys), pending(client, keys, 650)
+    r = post_raw(client, f"/v1/approvals/{over_http}/deny", {"note": note}, keys["approver"])
+    assert r.status_code < 500
+    receipt = client.get(f"/v1/approvals/{over_http}/receipt", headers=keys["admin"])
+    assert receipt.status_code == (200 if r.is_success else 409), receipt.text
+    db = Database(server_db)  # a note that came another way (the CLI, the SDK) as the store holds it
+    try:
+        try:
+            decisions.decide(db, stored, approve=False, by=LEAD, note=note)
+        except Exception:  # the store refuses it where it comes in (a lone surrogate; a NUL on PostgreSQL)
+            return
+    finally:
+        db.close()
+    receipt = client.get(f"/v1/approvals/{stored}/receipt", headers=keys["admin"])
+    assert receipt.status_code == 200, receipt.text
+    assert receipts.problem(receipt.json(), public_keys(client, keys)) is None
+    assert receipt.json()["payload"]["note"].startswith(note[:4])
+
+
+def test_checkpoints_are_paged_newest_first_and_verify(
+    client: TestClient, keys: dict[str, dict[str, str]], server_db: str
+) -> None:
+    key = client.app.state.signing_key  # type: ignore[attr-defined]
+    db = Database(server_db)
+    try:
+        made = []
+        for n in range(3):
+            pending(client, keys, 300 + n)
+            made.append(seals.sign(db, key, now_us=n + 1))
+    finally:
+        db.close()
+    first = client.get("/v1/checkpoints", headers=keys["approver"], params={"limit": 2}).json()
+    assert [c["seq"] for c in first["checkpoints"]] == [m.seq for m in reversed(made[1:])]  # type: ignore[union-attr]
+    rest = client.get("/v1/checkpoints", headers=keys["admin"], params={"before": first["next_cursor"]}).json()
+    assert [c["seq"] for c in rest["checkpoints"]] == [made[0].seq] and rest["next_cursor"] is None  # type: ignore[union-attr]
+    trusted = public_keys(client, keys)
+    for c in first["checkpoints"] + rest["checkpoints"]:
+        assert signing.verify(trusted[c["key_id"]], c["signed"], c["signature"])
+    verified = client.get("/v1/audit/verify", headers=keys["admin"]).json()
+    assert verified["ok"] and verified["checkpoints"] == 3
+    for bad in ({"limit": 0}, {"limit": 10**6}, {"before": -1}, {"before": "NaN"}, {"before": 2**70}):
+        assert client.get("/v1/checkpoints", headers=keys["admin"], params=bad).status_code == 422
+
+
+def test_the_server_signs_every_n_records(server_db: str, make_key: Any) -> None:
+    with _client(server_db, checkpoint_every=5, checkpoint_interval=86_400) as c:
+        admin = {"X-API-Key": make_key("admin", agent=None)}
+        agent = {"X-API-Key": make_key("agent", agent="refunds")}
+        rev = c.post("/v1/policies", headers=admin, json={"text": POLICY}).json()["id"]
+        assert c.post(f"/v1/policies/{rev}/activate", headers=admin, json={}).status_code == 200
+        for n in range(6):
+            r = c.post("/v1/check", headers=agent, json={"tool": "issue_refund", "args": {"amount": n}})
+            assert r.status_code == 200, r.text
+        until(lambda: c.get("/v1/checkpoints", headers=admin).json()["checkpoints"], "a checkpoint after 5 records")
+
+
+def test_the_server_signs_after_the_interval_and_never_when_nothing_changed(
+    clock: ManualClock, server_db: str, make_key: Any
+) -> None:
+    with _client(server_db, checkpoint_every=10**6, checkpoint_interval=60) as c:
+        admin = {"X-API-Key": make_key("admin", agent=None)}
+        c.post("/v1/check", headers={"X-API-Key": make_key("agent", agent="a")}, json={"tool": "t", "args": {}})
+        clock.wait_parked("checkpoint signer")
+        assert c.get("/v1/checkpoints", headers=admin).json()["checkpoints"] == []  # not yet 60 s
+        clock.advance(61)
+        until(lambda: c.get("/v1/checkpoints", headers=admin).json()["checkpoints"], "a checkpoint after 60 s")
+        clock.wait_parked("checkpoint signer")
+        clock.advance(61)  # nothing recorded since: no new checkpoint
+        clock.wait_parked("checkpoint signer")
+        assert len(c.get("/v1/checkpoints", headers=admin).json()["checkpoints"]) == 1

@@ -1,0 +1,293 @@
+"""Signed checkpoints find what recomputing the chain alone cannot: truncation and rewrites."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clearance import _integrity as integrity
+from clearance import _signing as signing
+from clearance._canonical import canonical_json
+from clearance._export import lines
+from clearance._store import Database
+from clearance._store import _events as events
+from clearance._store import _seals as seals
+from clearance.errors import ConfigurationError
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = str(tmp_path / "seals.db") if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    store = Database(url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> signing.SigningKey:
+    return signing.load_or_create(tmp_path / "keys" / "signing-key.pem")
+
+
+def add(db: Database, n: int, *, note: str = "x") -> None:
+    with db.write() as cur:
+        events.append(
+            db,
+            cur,
+            [
+                events.make_event(
+                    "llm.call", 1_000 + i, {"agent": "a", "environment": "e", "session": "s", "model": note}
+                )
+                for i in range(n)
+            ],
+        )
+
+
+def head(db: Database) -> tuple[int, str]:
+    with db.read() as cur:
+        cur.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+        seq, hash_ = cur.fetchone()
+    return int(seq), str(hash_)
+
+
+def truncate(db: Database, keep: int) -> None:
+    with db.write() as cur:
+        cur.execute(db.sql("DELETE FROM events WHERE seq > :n"), {"n": keep})
+
+
+def rewrite(db: Database, seq: int, model: str) -> None:
+    """Change one record and recompute every later hash, as someone with the database could."""
+    with db.write() as cur:
+        cur.execute("SELECT seq, body, prev_hash, hash FROM events ORDER BY seq")
+        rows = cur.fetchall()
+        prev = events.GENESIS
+        for s, body, _, _ in rows:
+            if s == seq:
+                data = json.loads(body)
+                data["model"] = model
+                body = canonical_json(data)
+                cur.execute(db.sql("UPDATE events SET model = :m WHERE seq = :s"), {"m": model, "s": s})
+            h = events.chain_hash(prev, body)
+            cur.execute(
+                db.sql("UPDATE events SET body = :b, prev_hash = :p, hash = :h WHERE seq = :s"),
+                {"b": body, "p": prev, "h": h, "s": s},
+            )
+            prev = h
+
+
+def test_a_checkpoint_signs_the_head_and_is_a_record_of_the_chain(db: Database, key: signing.SigningKey) -> None:
+    add(db, 20)
+    made = seals.sign(db, key, now_us=5_000)
+    assert made is not None
+    # the key is introduced first (record 21), the checkpoint signs it (21) and follows it (22)
+    assert (made.seq, made.record_seq) == (21, 22)
+    found = events.query(db, events.EventFilter(), limit=2, newest_first=True)
+    assert [e.body["kind"] for e in found] == ["checkpoint.key_introduced", "checkpoint.signed"]
+    assert found[0].body["public_key"] == key.public_pem and found[0].body["previous_key_id"] is None
+    assert found[1].body["signed_hash"] == found[0].hash == made.hash
+    assert signing.verify(signing.load_public(key.public_pem), made.payload(), made.signature)
+    assert seals.sign(db, key, now_us=6_000) is None  # nothing recorded since: none signed
+    assert seals.latest(db) == made
+    report = integrity.verify_store(db)
+    assert report.ok and report.checkpoints == 1 and report.checkpoint_seq == 21
+
+
+def test_every_asks_for_that_many_records_since_the_last(db: Database, key: signing.SigningKey) -> None:
+    add(db, 3)
+    assert seals.sign(db, key, now_us=1, every=5) is None
+    add(db, 2)
+    assert seals.sign(db, key, now_us=2, every=5) is not None
+    assert seals.pending(db)[0] == 0
+
+
+def test_an_empty_log_is_not_signed(db: Database, key: signing.SigningKey) -> None:
+    assert seals.sign(db, key, now_us=1) is None
+    assert integrity.verify_store(db).ok
+
+
+@pytest.mark.parametrize("removed", [1, 10])
+def test_truncation_of_the_last_records_is_found(db: Database, key: signing.SigningKey, removed: int) -> None:
+    add(db, 30)
+    assert seals.sign(db, key, now_us=1) is not None
+    top, _ = head(db)
+    assert integrity.verify_store(db).ok
+    truncate(db, top - removed)
+    assert events.verify(db).ok  # the hash chain alone sees nothing wrong
+    report = integrity.verify_store(db)
+    assert not report.ok and report.broken_seq == top - removed + 1
+    assert "truncated" in (report.problem or "")
+
+
+def test_truncation_after_the_last_checkpoint_is_found_with_a_head_kept_elsewhere(
+    db: Database, key: signing.SigningKey
+) -> None:
+    add(db, 5)
+    seals.sign(db, key, now_us=1)
+    add(db, 10)
+    _, kept = head(db)
+    assert integrity.verify_store(db, head=kept).ok
+    truncate(db, head(db)[0] - 1)
+    assert integrity.verify_store(db).ok  # the checkpoint is older than what was removed
+    report = integrity.verify_store(db, head=kept)
+    assert not report.ok and "head hash" in (report.problem or "")
+    assert not integrity.verify_store(db, head="ab" * 32).ok
+
+
+def test_a_record_changed_and_every_later_hash_recomputed_is_found(db: Database, key: signing.SigningKey) -> None:
+    add(db, 20)
+    seals.sign(db, key, now_us=1)
+    add(db, 5)
+    kept = head(db)[1]
+    rewrite(db, 5, "forged")
+    assert events.verify(db).ok  # the chain links again
+    report = integrity.verify_store(db)
+    assert not report.ok and report.broken_seq == 22  # the checkpoint record signs the old record 21
+    assert "recomputed" in (report.problem or "")
+    assert not integrity.verify_store(db, head=kept).ok
+
+
+def test_a_forged_checkpoint_record_is_found(db: Database, key: signing.SigningKey, tmp_path: Path) -> None:
+    """Rewriting the checkpoint record to sign the new hashes needs the key: its signature fails."""
+    add(db, 10)
+    seals.sign(db, key, now_us=1)
+    rewrite(db, 5, "forged")
+    with db.write() as cur:  # the checkpoint now names the new hash of record 11, and the chain is recomputed
+        cur.execute("SELECT body FROM events WHERE seq = 12")
+        data = json.loads(cur.fetchone()[0])
+        cur.execute("SELECT hash FROM events WHERE seq = 11")
+        data["signed_hash"] = cur.fetchone()[0]
+        cur.execute(db.sql("UPDATE events SET body = :b WHERE seq = 12"), {"b": canonical_json(data)})
+    rewrite(db, 0, "")  # recompute every hash
+    report = integrity.verify_store(db)
+    assert not report.ok and report.broken_seq == 12 and "signature does not verify" in (report.problem or "")
+
+
+def test_a_checkpoint_by_a_key_the_chain_never_introduced_is_refused(db: Database, tmp_path: Path) -> None:
+    add(db, 3)
+    stranger = signing.load_or_create(tmp_path / "stranger.pem")
+    seq, hash_ = head(db)
+    signature = stranger.sign(seals.payload(seq, hash_, 1, stranger.id))
+    fields = {"agent": "*", "environment": "*", "session": None, "signed_seq": seq, "signed_hash": hash_}
+    fields |= {"key_id": stranger.id, "signature": signature}
+    with db.write() as cur:
+        events.append(db, cur, [events.make_event("checkpoint.signed", 1, fields)])
+    report = integrity.verify_store(db)
+    assert not report.ok and report.broken_seq == 4 and "introduces it" in (report.problem or "")
+    trusted = integrity.trusted_keys([stranger.public_pem.encode()])
+    assert integrity.verify_store(db, trusted=trusted).ok  # given the key, it verifies
+
+
+def test_key_rotation_is_recorded_and_old_checkpoints_verify_with_their_key(db: Database, tmp_path: Path) -> None:
+    old, new = signing.load_or_create(tmp_path / "old.pem"), signing.load_or_create(tmp_path / "new.pem")
+    add(db, 3)
+    first = seals.sign(db, old, now_us=1)
+    add(db, 3)
+    second = seals.sign(db, new, now_us=2)
+    assert first is not None and second is not None and (first.key_id, second.key_id) == (old.id, new.id)
+    [rotated] = events.query(db, events.EventFilter(kind="checkpoint.key_introduced"), limit=1, newest_first=True)
+    assert rotated.body["key_id"] == new.id and rotated.body["previous_key_id"] == old.id
+    assert seals.keys(db) == {old.id: old.public_pem, new.id: new.public_pem}
+    assert integrity.verify_store(db).checkpoints == 2
+    both = integrity.trusted_keys([old.public_pem.encode(), new.public_pem.encode()])
+    assert integrity.verify_store(db, trusted=both).ok
+    only_new = integrity.trusted_keys([new.public_pem.encode()])
+    report = integrity.verify_store(db, trusted=only_new)
+    assert not report.ok and "not one of the public keys given" in (report.problem or "")
+
+
+def test_an_export_verifies_offline_with_only_the_public_key(db: Database, key: signing.SigningKey) -> None:
+    add(db, 5, note='hostile \x00 \u202e \U0001f600 \\ " \n')
+    add(db, 5, note="1e16 " + "y" * 5000)
+    seals.sign(db, key, now_us=1)
+    exported = list(lines(events.iterate(db, events.EventFilter()), "jsonl"))
+    trusted = integrity.trusted_keys([key.public_pem.encode()])
+    report = integrity.verify_export(exported, trusted)
+    assert report.ok and report.checked == 12 and report.checkpoints == 1, report
+    assert integrity.verify_export(list(reversed(exported)), trusted).ok  # the server's export is newest first
+
+    tampered = json.loads(exported[3])
+    tampered["model"] = "changed"
+    changed = [*exported[:3], json.dumps(tampered) + "\n", *exported[4:]]
+    report = integrity.verify_export(changed, trusted)
+    assert not report.ok and report.broken_seq == 4
+
+    assert not integrity.verify_export(exported[:3] + exported[4:], trusted).ok  # a record removed
+    other = signing.load_or_create(Path(os.getcwd()) / "other.pem")
+    report = integrity.verify_export(exported, integrity.trusted_keys([other.public_pem.encode()]))
+    assert not report.ok and "not one of the public keys given" in (report.problem or "")
+    report = integrity.verify_export(exported[:10], trusted)  # cut before its checkpoint
+    assert not report.ok and "no signed checkpoint" in (report.problem or "")
+    assert not integrity.verify_export(["not json\n"], trusted).ok
+
+
+def test_the_key_file_is_created_private_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "d" / "k.pem"
+    made = signing.load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert signing.load_or_create(path).id == made.id
+    path.write_text("not a key")
+    with pytest.raises(ConfigurationError, match="not an unencrypted PEM"):
+        signing.load_or_create(path)
+
+
+def test_the_default_key_sits_beside_the_sqlite_store(tmp_path: Path) -> None:
+    assert signing.default_key_path(str(tmp_path / "x.db")) == tmp_path / "signing-key.pem"
+    assert signing.default_key_path(f"sqlite:///{tmp_path}/x.db") == tmp_path / "signing-key.pem"
+    assert signing.default_key_path("postgresql+psycopg://h/db") == Path(".clearance") / "signing-key.pem"
+
+
+def test_with_keys_to_trust_a_chain_whose_checkpoints_were_removed_and_rehashed_is_refused(
+    db: Database, key: signing.SigningKey
+) -> None:
+    add(db, 20)
+    seals.sign(db, key, now_us=1)
+    add(db, 5)
+    with db.write() as cur:  # someone with the database drops every checkpoint, edits, rehashes
+        cur.execute("DELETE FROM events WHERE kind LIKE 'checkpoint.%'")
+        cur.execute("DELETE FROM checkpoints")
+        cur.execute("SELECT seq, body FROM events ORDER BY seq")
+        prev = events.GENESIS
+        for s, body in cur.fetchall():
+            if s == 5:
+                body = canonical_json({**json.loads(body), "forged": True})
+            h = events.chain_hash(prev, body)
+            cur.execute(
+                db.sql("UPDATE events SET body = :b, prev_hash = :p, hash = :h WHERE seq = :s"),
+                {"b": body, "p": prev, "h": h, "s": s},
+            )
+            prev = h
+    assert integrity.verify_store(db).ok  # without a key to trust, nothing says a checkpoint was ever there
+    trusted = integrity.trusted_keys([key.public_pem.encode()])
+    report = integrity.verify_store(db, trusted=trusted)
+    assert not report.ok and "no checkpoint signed by the keys given" in (report.problem or "")
+
+
+def _load_key(path: str, go: Any, out: Any) -> None:
+    go.wait()
+    try:
+        out.put(signing.load_or_create(path).id)
+    except Exception as exc:  # reported to the test, which names it
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_starting_at_once_all_load_the_one_key_created(tmp_path: Path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        path = str(tmp_path / f"key-{round_}.pem")
+        go, out = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_load_key, args=(path, go, out)) for _ in range(8)]
+        for p in procs:
+            p.start()
+        go.set()
+        ids = {out.get(timeout=60) for _ in procs}
+        for p in procs:
+            p.join(60)
+        assert ids == {signing.load_or_create(path).id}, ids
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"key-{i}.pem" for i in range(10))  # no leftovers
