@@ -209,11 +209,14 @@ def deliver_due(
         except ValueError as exc:
             log.error("webhooks not delivered here: CLEARANCE_ARDEN_WEBHOOKS is not valid: %s", exc)
             return 0
+    due = outbox.claim_due(db, now_us=now_us(), only=only)
+    if not due:  # the common pass: nothing to send, so no client (its TLS context costs milliseconds)
+        return 0
     own = client is None
     http = client or httpx.Client(timeout=DELIVERY_TIMEOUT, follow_redirects=False)
     sent = 0
     try:
-        for message in outbox.claim_due(db, now_us=now_us(), only=only):
+        for message in due:
             started = time.perf_counter()
             code: int | None = None
             error: str | None = None

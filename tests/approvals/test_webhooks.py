@@ -340,3 +340,25 @@ def test_every_attempt_is_signed_afresh_under_the_same_event_id(app_env: dict[st
     assert ids == [event_id, event_id]
     for headers, body in received:  # each attempt verifies on its own
         assert verify_webhook(body, headers, SECRET)["id"] == event_id
+
+
+def test_a_pass_with_nothing_due_opens_no_http_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's delivery loop runs every 2 s and on every approval change: a pass with nothing
+    to send must not build an HTTP client (its TLS context costs milliseconds of CPU each time)."""
+    import clearance._webhooks as webhooks
+
+    opened: list[object] = []
+    real = httpx.Client
+
+    def counting(*args: Any, **kwargs: Any) -> httpx.Client:
+        opened.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks.httpx, "Client", counting)
+    db = Database(str(tmp_path / "quiet.db"))
+    try:
+        assert webhooks.deliver_due(db, SECRET) == 0
+        assert webhooks.deliver_due(db, None) == 0
+    finally:
+        db.close()
+    assert opened == []
