@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from clearance._store import Database
 from clearance._store._events import EventFilter, new_id, query, verify
+from clearance.server import ServerSettings, create_app
 
 from .conftest import post_raw
 
@@ -67,6 +68,50 @@ def test_ingest_is_idempotent_and_chained(client: TestClient, make_key: Any, ser
     assert {(e["agent"], e["environment"]) for e in stored} == {("refunds", "live")}
     assert stored[1]["kind"] == "llm.call" and "call_id" not in stored[1]
     db.close()
+
+
+def test_a_large_batch_is_stored_in_order_with_its_columns(make_key: Any, server_db: str) -> None:
+    """A batch of hundreds goes to PostgreSQL by COPY: the chain keeps the batch's order, and the
+    columns (a model name with tabs, newlines, backslashes, quotes and a right-to-left override,
+    usage counts, none at all) read back as the records say."""
+    agent = {"X-API-Key": make_key("agent", agent="bulk", environment="live")}
+    hostile = "a\tb\nc\\N\\.\r'\"\u202e;--"
+    batch = [
+        event("llm.call", session=f"s-{i}", model=f"m{hostile}{i % 3}", input_tokens=i, cost_nusd=i * 7)
+        if i % 4 == 0
+        else event(session=f"s-{i}", tool=f"tool.{i}", error=hostile if i % 5 == 0 else None)
+        for i in range(300)
+    ]
+    for e in batch:
+        if e.get("error") is None:
+            e.pop("error", None)
+    app = create_app(ServerSettings(database_url=server_db))  # the default body limit: 300 records fit
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.post("/v1/events", headers=agent, json={"events": batch}).json()
+    assert answer == {"appended": 300, "duplicates": 0, "refused": []}
+    db = Database(server_db)
+    try:
+        stored = ingested(db)
+        assert [e.body["id"] for e in stored] == [e["id"] for e in batch]  # the chain's order is the batch's
+        assert [e.body.get("error") for e in stored] == [hostile if i % 20 in (5, 10, 15) else None for i in range(300)]
+        assert verify(db).ok
+        with db.read() as cur:
+            cur.execute(
+                db.sql(
+                    "SELECT session, tool, model, input_tokens, cost_nusd FROM events"
+                    " WHERE agent = :a AND kind IN ('tool_call.finished', 'llm.call') ORDER BY seq"
+                ),
+                {"a": "bulk"},  # the key's own record (`key.created`) names the agent too
+            )
+            rows = [tuple(r) for r in cur.fetchall()]
+        assert rows == [
+            (f"s-{i}", None, f"m{hostile}{i % 3}", i, i * 7)
+            if i % 4 == 0
+            else (f"s-{i}", f"tool.{i}", None, None, None)
+            for i in range(300)
+        ]
+    finally:
+        db.close()
 
 
 def test_identity_comes_from_the_key(client: TestClient, make_key: Any, server_db: str) -> None:

@@ -48,6 +48,10 @@ _INSERT_ROW = {
     f" VALUES ({', '.join([mark] * (len(_COLUMNS) + 5))})"
     for style, mark in (("sqlite", "?"), ("postgresql", "%s"))
 }
+# A batch this large goes to PostgreSQL by COPY: one statement instead of one per row (ingest
+# of 500-record batches: see docs/performance.md, "Ingest").
+_COPY_FROM = 16
+_COPY_ROWS = f"COPY events ({', '.join(_COLUMNS)}, id, at_us, body, prev_hash, hash) FROM STDIN"
 _HEAD = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
 # Every column of a stored record, in the order `check_row` reads them (and archives keep them):
 # its place, its body and chain links, then every column copied from the body.
@@ -135,6 +139,11 @@ def chain_hash(prev_hash: str, body: str) -> str:
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
+def _pipelined(cur: Any) -> bool:
+    """Whether a PostgreSQL cursor's connection is in pipeline mode (where COPY is refused)."""
+    return bool(cur.connection.pgconn.pipeline_status)
+
+
 def append(db: Database, cur: Any, events: Sequence[Event]) -> None:
     """Append events to the chain inside a write transaction of `db` (cursor `cur`)."""
     prev = db.chain_tip
@@ -149,6 +158,10 @@ def append(db: Database, cur: Any, events: Sequence[Event]) -> None:
         prev = h
     if len(rows) == 1:
         cur.execute(_INSERT_ROW[db.dialect], rows[0])
+    elif len(rows) >= _COPY_FROM and db.dialect == "postgresql" and not _pipelined(cur):
+        with cur.copy(_COPY_ROWS) as copy:  # rows land in the order written: the chain's order
+            for row in rows:
+                copy.write_row(row)
     else:
         cur.executemany(_INSERT_ROW[db.dialect], rows)
     if any(e.columns.get("kind") == "llm.call" for e in events):
