@@ -122,6 +122,7 @@ def test_the_hours_equal_the_records_sums_after_any_appends(url: str, batches: A
         for batch in batches:
             _append(db, batch)
         assert _stored_hours(db) == _expected_hours(db)
+        assert rollup.differences(db) == (0, [])
         edge = st.one_of(st.none(), TIMES, st.integers(0, 2**62))
         for by in [("model",), ("agent",), ("day",), ("session",), ("model", "bucket"), ("agent", "bucket")]:
             since, until = data.draw(edge), data.draw(edge)
@@ -188,6 +189,7 @@ def test_the_migration_sums_the_calls_written_before_it(url: str) -> None:
     try:
         assert events.verify(db).ok
         assert _stored_hours(db) == _expected_hours(db)
+        assert rollup.differences(db) == (0, [])
         assert len(_stored_hours(db)) > 10
     finally:
         db.close()
@@ -205,6 +207,7 @@ def test_archiving_takes_the_archived_calls_out_of_the_hours(url: str) -> None:
         got = archives.due(db, before_us=AT + HOUR + 1, limit=100, max_bytes=10**9)
         archives.remove(db, "events-test.jsonl.gz", got, sha256="0" * 64, now_us=AT + 10 * HOUR)
         assert _stored_hours(db) == _expected_hours(db)  # no empty hour is left behind
+        assert rollup.differences(db) == (0, [])
         after = {r.key: r.calls for r in queries.usage(db, EventFilter(), "model")}
         assert sum(after.values()) == sum(before.values()) - sum(1 for r in got if r[KIND] == "llm.call")
         assert sum(after.values()) == len(_calls(db))
@@ -237,6 +240,49 @@ def test_concurrent_writers_keep_the_hours_equal(url: str) -> None:
     db = Database(url)
     try:
         assert sum(v[0] for v in _stored_hours(db).values()) == 60
+        assert _stored_hours(db) == _expected_hours(db)
+    finally:
+        db.close()
+
+
+# -- checking and rebuilding the hours -------------------------------------------------------------------
+
+
+def test_a_changed_lost_or_added_hour_is_found_and_rebuilt(url: str) -> None:
+    """The table is derived, not chained: a row changed, deleted or added by hand (or a lost
+    update) is named with its hour, agent and model, and `rebuild` sums it again from the records."""
+    db = Database(url)
+    try:
+        _append(db, [_call(AT, "refunds", "rtl\u202egpt", BIG, 5, "s"), _call(AT + 1, "refunds", None, None, 1, "s")])
+        _append(db, [_call(AT + HOUR, "agent\u2066x", "a'; DROP TABLE events;--", 3, None, "t")])
+        assert rollup.differences(db) == (0, [])
+        with db.write() as cur:
+            cur.execute(
+                "UPDATE usage_hours SET calls = calls + 1, cost_nusd_lo = cost_nusd_lo + 7 WHERE unnamed = 0"
+                " AND agent = 'refunds'"
+            )
+            cur.execute("DELETE FROM usage_hours WHERE unnamed = 1")
+            cur.execute(
+                db.sql(
+                    "INSERT INTO usage_hours (hour_us, agent, unnamed, model, calls, unpriced, "
+                    + ", ".join(rollup._HALVES)
+                    + ") VALUES (:h, 'ghost', 0, 'm', 2, 0, "
+                    + ", ".join("0" for _ in rollup._HALVES)
+                    + ")"
+                ),
+                {"h": AT + 5 * HOUR},
+            )
+        count, shown = rollup.differences(db)
+        assert count == 3
+        text_ = "\n".join(shown)
+        assert "agent 'refunds', model 'rtl\\u202egpt': calls 2 where the records sum to 1" in text_
+        assert f"cost_nusd {BIG + 7:,} where the records sum to {BIG:,}" in text_
+        assert "agent 'refunds', no model: calls 0 where the records sum to 1" in text_
+        assert "agent 'ghost', model 'm': calls 2 where the records sum to 0" in text_
+        assert shown[0].startswith("the hour from 2026-")  # in time order, the hour shown in UTC
+        assert rollup.differences(db, limit=1)[0] == 3 and len(rollup.differences(db, limit=1)[1]) == 1
+        rollup.rebuild(db)
+        assert rollup.differences(db) == (0, [])
         assert _stored_hours(db) == _expected_hours(db)
     finally:
         db.close()

@@ -110,6 +110,28 @@ def upgrade(database: str) -> None:
     click.echo(f"ok: {safe(database)} is at schema revision {HEAD}")
 
 
+@db_group.command("rebuild-usage")
+@database_option
+@friendly
+def rebuild_usage(database: str) -> None:
+    """Sum the hourly LLM usage table again from the records, when `clearance audit verify` finds it differs.
+
+    The costs pages, usage summaries and budgets read that table; the records stay as they are.
+    """
+    from .._store import _rollup as rollup
+
+    db = open_db(database)
+    try:
+        before, _ = rollup.differences(db)
+        rollup.rebuild(db)
+        after, shown = rollup.differences(db)
+    finally:
+        db.close()
+    if after:  # only if records were written between the two reads
+        raise click.ClickException(f"{after} hourly sums still differ after the rebuild: {safe(shown[0])}")
+    click.echo(f"ok: the hourly usage sums were rebuilt from the records ({before} differed)")
+
+
 @click.group("keys")
 def keys_group() -> None:
     """Create, list and revoke API keys (the store's admin, on this machine)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ._db import Database
@@ -68,6 +69,67 @@ def subtract(db: Database, cur: Any, first: int, last: int) -> None:
     """Take the records from `first` to `last`, about to be deleted in this transaction, out of the table."""
     cur.execute(db.sql(_SUBTRACT), {"first": first, "last": last})
     cur.execute("DELETE FROM usage_hours WHERE calls = 0")
+
+
+def differences(db: Database, limit: int = 5) -> tuple[int, list[str]]:
+    """Where `usage_hours` is not the sums of the LLM calls in `events`: how many rows, and the first few.
+
+    The table is derived, not chained: `audit verify` proves the records, and this shows whether
+    the summaries the costs pages and budgets read still add them up (a changed row, a lost
+    update). Both are read in one snapshot.
+    """
+    names = ", ".join((*_KEY, "calls", "unpriced", *_HALVES))
+    sums = ", ".join(halves(name) for name in SUMMED)
+    expected_sql = (
+        f"SELECT {_HOUR}, agent, CASE WHEN model IS NULL THEN 1 ELSE 0 END, COALESCE(model, ''), COUNT(*),"
+        f" SUM(CASE WHEN cost_nusd IS NULL THEN 1 ELSE 0 END), {sums}"
+        " FROM events WHERE kind = 'llm.call' GROUP BY 1, 2, 3, 4"
+    )
+    with db.read() as cur:
+        cur.execute(db.sql(expected_sql), {})
+        expected = {tuple(r[:4]): _totals(r[4:]) for r in cur.fetchall()}
+        cur.execute(f"SELECT {names} FROM usage_hours")
+        kept = {tuple(r[:4]): _totals(r[4:]) for r in cur.fetchall()}
+    zero = [0] * (2 + len(SUMMED))
+    wrong = sorted(
+        (key for key in expected.keys() | kept.keys() if expected.get(key, zero) != kept.get(key, zero)),
+        key=lambda k: (int(k[0]), str(k[1]), int(k[2]), str(k[3])),
+    )
+    shown = []
+    for key in wrong[:limit]:
+        hour, agent, unnamed, model = key
+        what = ", ".join(
+            f"{name} {b:,} where the records sum to {a:,}"
+            for name, a, b in zip(
+                ("calls", "unpriced", *SUMMED), expected.get(key, zero), kept.get(key, zero), strict=True
+            )
+            if a != b
+        )
+        named = "no model" if unnamed else f"model {model!r}"
+        shown.append(f"the hour from {_utc(int(hour))}, agent {agent!r}, {named}: {what}")
+    return len(wrong), shown
+
+
+def _utc(at_us: int) -> str:
+    try:
+        return datetime.fromtimestamp(at_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, ValueError, OSError):
+        return f"{at_us} µs"
+
+
+def _totals(row: Any) -> list[int]:
+    """Calls, unpriced calls and each of SUMMED, from a row of those (the sums in halves)."""
+    out = [int(row[0] or 0), int(row[1] or 0)]
+    for i in range(2, 2 + 2 * len(SUMMED), 2):
+        out.append((int(row[i] or 0) << 32) + int(row[i + 1] or 0))
+    return out
+
+
+def rebuild(db: Database) -> None:
+    """Sum `usage_hours` again from every LLM call in `events` (in a write transaction: no append meanwhile)."""
+    with db.write() as cur:
+        cur.execute("DELETE FROM usage_hours")
+        cur.execute(db.sql(BACKFILL), {})
 
 
 Sums = list[int]  # calls, then each of SUMMED, then unpriced calls
