@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -108,6 +109,47 @@ def upgrade(database: str) -> None:
     """Apply the Alembic migrations to the store (SQLite or PostgreSQL); creates a missing SQLite file."""
     open_db(database, create=True).close()
     click.echo(f"ok: {safe(database)} is at schema revision {HEAD}")
+
+
+@db_group.command("backup")
+@click.argument("target", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@database_option
+@friendly
+def backup(target: Path, database: str) -> None:
+    """Copy the SQLite store to FILE (a new file) while processes use it, then verify the copy's chain.
+
+    SQLite's online backup: one consistent copy, writers carry on. For PostgreSQL use `pg_dump`.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from .. import _integrity as integrity
+    from .._backup import backup_sqlite
+    from .._store import Database, normalise_url
+
+    try:
+        url = make_url(normalise_url(database))
+    except ArgumentError as exc:
+        raise click.ClickException(f"invalid database URL {safe(database)!r}: {exc}") from None
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise click.ClickException(
+            "db backup copies a SQLite store; back up PostgreSQL with pg_dump (docs/operations/backup.md)"
+        )
+    done = backup_sqlite(Path(url.database), target)
+    click.echo(f"copied {safe(database)} to {safe(str(done.path))} ({done.size:,} bytes, schema {done.revision})")
+    if done.revision != HEAD:  # opening it would migrate the backup: verify it after restoring
+        click.echo(f"not verified: the copy is at schema {done.revision}, this version's is {HEAD}")
+        return
+    db = Database(str(done.path), create=False)
+    try:
+        report = integrity.verify_store(db)
+    finally:
+        db.close()
+    if not report.ok:
+        click.echo(f"BROKEN: the copy's record {report.broken_seq}: {safe(report.problem)}", err=True)
+        click.echo("the store itself holds the same records: run clearance audit verify on it", err=True)
+        raise SystemExit(1)
+    click.echo(f"ok: {report.checked} records verify; head is record {report.head_seq}, hash {report.head_hash}")
 
 
 @db_group.command("rebuild-usage")
