@@ -5,6 +5,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clearance._store import Database
 from clearance._store._events import EventFilter, new_id, query, verify
@@ -110,6 +112,64 @@ def test_a_large_batch_is_stored_in_order_with_its_columns(make_key: Any, server
             else (f"s-{i}", f"tool.{i}", None, None, None)
             for i in range(300)
         ]
+    finally:
+        db.close()
+
+
+# Pieces of text that COPY's text format, JSON, SQL or a terminal treat specially; and what no store keeps.
+_PIECES = ["\\N", "\\.", "\\", "\t", "\n", "\r", "\u202e", "'", '"', "\x7f", "\x1b[2J", "é", "𝄞", ";--"]
+STORABLE = st.lists(
+    st.one_of(
+        st.sampled_from(_PIECES),
+        st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=4),
+    ),
+    max_size=6,
+).map("".join)
+UNSTORABLE = st.sampled_from(["\x00", "\ud800", "a\udfffb"])
+TOOLS = st.sampled_from(["t", "it's", "a:b/c", "x___drop", "n.1"])  # as tool names are recorded (folded)
+SESSIONS = st.sampled_from(["s", "it's", "a\\b", "\\N", 'x"y', "é𝄞", "s;--", "\\."])  # ids hold no control character
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(SESSIONS, STORABLE, TOOLS, UNSTORABLE), min_size=24, max_size=40))
+def test_hostile_text_in_a_copied_batch_reads_back_as_sent_or_is_refused(
+    make_key: Any, server_db: str, texts: list[tuple[str, str, str, str]]
+) -> None:
+    """Batches large enough to go to PostgreSQL by COPY, with hostile text in the columns and the
+    body: each record is stored exactly as sent (body and columns) or refused with a reason (every
+    fifth holds what no store keeps), never a 5xx, and the chain verifies."""
+    agent = {"X-API-Key": make_key("agent", agent="fuzz", environment="live")}
+    batch = []
+    for i, (a, b, tool, bad) in enumerate(texts):
+        error = b + bad if i % 5 == 4 else b
+        if i % 3 == 0:
+            batch.append(event("llm.call", session=a, model=(error or "m")[:200]))
+        else:
+            batch.append(event(session=a, tool=tool, error=error[:4000]))
+    app = create_app(ServerSettings(database_url=server_db))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = post_raw(client, "/v1/events", {"events": batch}, agent)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    refused = {r["index"] for r in answer["refused"]}
+    unexpected = [r for r in answer["refused"] if r["index"] % 5 != 4]
+    assert refused == {i for i in range(len(batch)) if i % 5 == 4}, unexpected
+    assert answer["appended"] == len(batch) - len(refused) >= 16  # enough for COPY
+    db = Database(server_db)
+    try:
+        stored = {e.body["id"]: e for e in ingested(db)}
+        with db.read() as cur:
+            cur.execute(db.sql("SELECT id, session, tool, model FROM events WHERE agent = 'fuzz'"), {})
+            columns = {r[0]: tuple(r[1:]) for r in cur.fetchall()}
+        for i, sent in enumerate(batch):
+            if i in refused:
+                assert sent["id"] not in stored
+                continue
+            body = stored[sent["id"]].body
+            for name in ("session", "tool", "model", "error"):
+                assert body.get(name) == sent.get(name), (i, name)
+            assert columns[sent["id"]] == (sent["session"], sent.get("tool"), sent.get("model"))
+        assert verify(db).ok
     finally:
         db.close()
 
