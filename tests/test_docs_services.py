@@ -9,6 +9,7 @@ agent's caller and the person who approves.
 
 from __future__ import annotations
 
+import ast
 import os
 import secrets
 import subprocess
@@ -204,3 +205,82 @@ def test_the_remote_mode_example_decides_from_the_server_s_policy(tmp_path: Path
     decided = [e for e in server.events(kind="tool_call.decided") if e["session"] == "ticket-4711"]
     assert sorted(e["decision"] for e in decided) == ["allow", "block"]
     assert {e["agent"] for e in decided} == {"refunds"}  # the key's agent
+
+
+# ---------------------------------------------------------------- ardenpy
+
+ARDEN_APP = """
+import sys, threading, time
+
+import uvicorn
+
+import arden_setup  # the page's ardenpy.configure(...)
+import ardenpy
+from receiver import app  # the page's receiver
+
+served = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning"))
+threading.Thread(target=served.run, daemon=True).start()
+while not served.started:
+    time.sleep(0.01)
+
+got, done = [], threading.Event()
+refund = ardenpy.guard_tool(
+    "issue_refund",
+    lambda order_id, amount: f"refunded {amount} on {order_id}",
+    approval_mode="webhook",
+    on_approval=lambda event: (got.append(("approved", event.context, event.notes)), done.set()),
+    on_denial=lambda event: (got.append(("denied", event.context, event.notes)), done.set()),
+)
+print(refund(order_id="A-2", amount=850).action_id, flush=True)
+assert done.wait(60), "no webhook reached the receiver"
+print(got, flush=True)
+"""
+
+
+def test_the_ardenpy_receiver_gets_the_decision_and_refuses_forged_and_stale_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/guides/ardenpy.md's set-up and receiver in an agent's app; a real server delivers the decision."""
+    pytest.importorskip("ardenpy")
+    files("guides/ardenpy.md", tmp_path)
+    port, secret = _free_port(), secrets.token_hex(32)
+    receiver = f"http://127.0.0.1:{port}/arden/webhook"
+    monkeypatch.setenv("CLEARANCE_WEBHOOK_SECRET", secret)  # the server's settings, as the page shows them
+    monkeypatch.setenv("CLEARANCE_WEBHOOK_ALLOWED", f"http://127.0.0.1:{port}/")
+    monkeypatch.setenv("CLEARANCE_ARDEN_WEBHOOKS", f"refunds={receiver}")
+    server = Server(tmp_path / "server.db", _free_port(), tmp_path / "server.log")
+    server.start()
+    try:
+        server.publish(POLICY)
+        env = env_of(tmp_path, ARDEN_API_KEY=server.agent, ARDEN_API_URL=server.base, ARDEN_SIGNING_KEY=secret)
+        app = subprocess.Popen(
+            [sys.executable, "-W", "ignore", "-c", ARDEN_APP, str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert app.stdout is not None
+            action_id = app.stdout.readline().strip()
+            assert action_id.startswith("apr_"), app.stderr.read() if app.stderr else ""
+            body = b'{"event_type": "action_approved", "action": {"action_id": "' + action_id.encode() + b'"}}'
+            now = str(int(time.time()))
+            forged = httpx.post(
+                receiver, content=body, headers={"X-Arden-Timestamp": now, "X-Arden-Signature": "sha256=0"}
+            )
+            stale = httpx.post(receiver, content=body, headers={"X-Arden-Timestamp": str(int(now) - 3600)})
+            assert (forged.status_code, stale.status_code) == (401, 401)
+            approver = {"X-API-Key": server.approver}
+            decided = httpx.post(f"{server.base}/approve/{action_id}", headers=approver, json={"message": "ok"})
+            assert decided.status_code == 200
+            out, err = app.communicate(timeout=90)
+        finally:
+            if app.poll() is None:
+                app.kill()
+                app.wait(10)
+        assert app.returncode == 0, err
+        assert ast.literal_eval(out) == [("approved", {"order_id": "A-2", "amount": 850}, "ok")]  # called once
+    finally:
+        server.stop()
