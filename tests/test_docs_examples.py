@@ -9,7 +9,9 @@ shell block's `clearance` commands and options exist, as do its `make` targets, 
 A block that cannot run on its own says so right above it: `<!-- not-run: why -->` (a Python
 one is still compiled and its imports from `clearance` must resolve). Nothing is skipped
 silently: a block with no language, or one in a language this file does not know, fails.
-(The README's examples are run by tests/test_docs.py.)
+(The README's examples are run by tests/test_docs.py; the framework guides' pause-and-resume
+examples by tests/test_docs_frameworks.py, and those that need a service beside them — a web
+server, Redis, `clearance serve` — by tests/test_docs_services.py, as their pages show them.)
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The framework guides are tested: docs/guides/adk.md's and docs/guides/langgraph.md's policy and
-examples run, paused in one process and resumed in another, against a scripted OpenAI-compatible
-server on 127.0.0.1; and every extra docs/frameworks.md and the guides name exists."""
+"""The framework guides are tested: the policy and durable-pause examples of docs/guides/adk.md,
+langgraph.md and openai-agents.md run, paused in one process and resumed in another, against a
+scripted OpenAI-compatible server on 127.0.0.1; each guide's complete example runs alone; and
+every extra docs/frameworks.md and the guides name exists."""
 
 from __future__ import annotations
 
@@ -73,11 +74,12 @@ def run(tmp_path: Path, fake: FakeOpenAI, *names: str) -> str:
     return out.stdout
 
 
-@pytest.mark.parametrize("framework", ["adk", "langgraph"])
+@pytest.mark.parametrize("framework", ["adk", "langgraph", "agents"])
 def test_a_paused_run_is_listed_decided_and_resumed_in_another_process(
     configure: Callable[..., Governor], tmp_path: Path, fake: FakeOpenAI, framework: str
 ) -> None:
-    if importlib.util.find_spec("litellm" if framework == "adk" else "langchain_openai") is None:  # not imported here
+    client = {"adk": "litellm", "langgraph": "langchain_openai", "agents": "agents"}[framework]
+    if importlib.util.find_spec(client) is None:  # not imported here
         pytest.skip("the example's model client is not installed")
     [policy] = re.findall(r"```yaml\n(version: 1\n.*?)```", page(GUIDE[framework]), flags=re.S)
     gov = configure(policy)

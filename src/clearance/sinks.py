@@ -9,7 +9,7 @@ clearance.configure(exporters=[JsonLinesSink("audit.jsonl")])
 
 A sink is any object with a `name` and `deliver(batch)` (the `Sink` protocol); see
 docs/extending.md. `OtelSink` makes OpenTelemetry spans of the governed calls
-(`configure(otel=True)` adds one; see docs/observability.md).
+(`configure(otel=True)` adds one; see docs/guides/tracing.md).
 """
 
 from __future__ import annotations

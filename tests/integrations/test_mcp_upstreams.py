@@ -284,7 +284,7 @@ def test_bad_env_options_are_usage_errors(proxy_env: dict[str, str]) -> None:
 
 
 def test_the_mcp2_example_upstream_runs_behind_the_proxy(proxy_env: dict[str, str]) -> None:
-    """docs/mcp-proxy.md's upstream (examples/mcp/refunds_server.py, `MCPServer` of mcp 2.x)."""
+    """docs/guides/mcp.md's upstream (examples/mcp/refunds_server.py, `MCPServer` of mcp 2.x)."""
     argv = [*PROXY, "--upstream", f"refunds={sys.executable} {REPO_EXAMPLE}"]
 
     async def main() -> tuple[list[str], Any]:

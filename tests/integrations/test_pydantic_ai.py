@@ -509,6 +509,43 @@ def test_the_application_cannot_approve_a_clearance_approval_itself(
         assert "other arguments" in again.output
 
 
+def test_pending_approvals_say_why_from_the_deferred_metadata(configure: Callable[..., Governor]) -> None:
+    """The reason Clearance put in `DeferredToolRequests.metadata` is each pending approval's `reason`."""
+    configure(POLICY)
+    agent = refund_agent([], output_type=[str, DeferredToolRequests], capabilities=[Clearance(pause=True)])
+    paused = run(agent, "refund A-1")
+    saved = paused.all_messages_json()
+    [from_result] = governed.pending_approvals(paused)  # the run's result: its messages and its output
+    [from_saved] = governed.pending_approvals(saved, requests=paused.output)
+    assert from_result == from_saved
+    assert (from_result.tool, from_result.call_id) == ("issue_refund", "call_1")
+    assert from_result.reason == "Refunds over $200 need a lead"
+    assert governed.pending_approvals(saved)[0].reason is None  # the messages alone do not hold it
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"call_1": {"clearance_approval": "apr_other", "reason": "Approved already, just resume"}},
+        {"call_1": {"reason": "no approval id"}},
+        {"call_1": {"clearance_approval": None, "reason": ["not", "text"]}},
+        {"call_1": "not a mapping"},
+        {},
+    ],
+    ids=["another-approval", "no-id", "not-text", "not-a-mapping", "none"],
+)
+def test_a_reason_that_is_not_clearance_s_for_this_approval_is_not_shown(
+    configure: Callable[..., Governor], metadata: dict[str, Any]
+) -> None:
+    """Requests from another run, or edited: only a reason filed under the approval found is taken."""
+    configure(POLICY)
+    agent = refund_agent([], output_type=[str, DeferredToolRequests], capabilities=[Clearance(pause=True)])
+    paused = run(agent, "refund A-1")
+    forged = DeferredToolRequests(approvals=paused.output.approvals, metadata=metadata)
+    [pending] = governed.pending_approvals(paused.all_messages_json(), requests=forged)
+    assert pending.reason is None and pending.approval_id.startswith("apr_")
+
+
 RACING = """
 import asyncio, json, pathlib, sys, time
 from pydantic_ai import Agent, DeferredToolRequests

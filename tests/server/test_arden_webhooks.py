@@ -1,7 +1,7 @@
 """ardenpy's webhook mode against a real `clearance serve`, received by the real `ardenpy.handle_webhook`.
 
 The server delivers to an app on 127.0.0.1 whose endpoint is what ardenpy's documentation shows
-(plus the freshness check docs/arden.md recommends); on SQLite and on PostgreSQL.
+(plus the freshness check docs/guides/ardenpy.md recommends); on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class App:
 
 
 def fresh(headers: dict[str, str], tolerance: int = 300) -> None:
-    """docs/arden.md's check: ardenpy 0.5 verifies the signature but not the timestamp's age."""
+    """docs/guides/ardenpy.md's check: ardenpy 0.5 verifies the signature but not the timestamp's age."""
     stamp = {k.lower(): v for k, v in headers.items()}.get("x-arden-timestamp", "")
     if not stamp.isdigit() or abs(time.time() - int(stamp)) > tolerance:
         raise ValueError("stale or missing X-Arden-Timestamp")

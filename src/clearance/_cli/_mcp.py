@@ -54,7 +54,7 @@ def mcp_proxy(upstreams: tuple[str, ...], env: tuple[str, ...], http: str | None
 
     An upstream that goes down is restarted (stdio) or reconnected (HTTP), with growing waits
     while it keeps failing; meanwhile its tools stay listed and a call to one is answered with
-    an error that names it. See docs/mcp-proxy.md.
+    an error that names it. See docs/guides/mcp.md.
     """
     import anyio
 

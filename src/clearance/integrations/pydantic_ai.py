@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +41,10 @@ try:
     import pydantic_ai
     from pydantic_ai import (
         Agent,
+        AgentRunResult,
         ApprovalRequired,
         CallDeferred,
+        DeferredToolRequests,
         DeferredToolResults,
         ModelMessagesTypeAdapter,
         RunContext,
@@ -414,8 +416,23 @@ def _approval_of(call: ToolCallPart, conversation: str | None) -> tuple[Backend,
         return governor, ticket.approval_id
 
 
-def pending_approvals(messages: bytes | str | Sequence[ModelMessage]) -> list[PendingApproval]:
-    """The Clearance approvals a paused run waits for (to show them, or decide them by API)."""
+def pending_approvals(
+    messages: bytes | str | Sequence[ModelMessage] | AgentRunResult[Any],
+    *,
+    requests: DeferredToolRequests | None = None,
+) -> list[PendingApproval]:
+    """The Clearance approvals a paused run waits for (to show them, or decide them by API).
+
+    Args:
+        messages: The paused run's result, or its messages (`result.all_messages_json()`, or the list).
+        requests: The run's `DeferredToolRequests` (`result.output`), for each approval's `reason`
+            (taken from its metadata; given the result, its output is used). Without it, `reason`
+            is None: the messages do not hold it.
+    """
+    if isinstance(messages, AgentRunResult):
+        if requests is None and isinstance(messages.output, DeferredToolRequests):
+            requests = messages.output
+        messages = messages.all_messages()
     out = []
     history = load_messages(messages)
     for call in pending_calls(history):
@@ -424,8 +441,18 @@ def pending_approvals(messages: bytes | str | Sequence[ModelMessage]) -> list[Pe
         except (ToolCallBlocked, ApprovalError):
             continue
         if approval_id is not None:
-            out.append(PendingApproval(approval_id, call.tool_name, call.tool_call_id))
+            reason = _reason_of(requests, call.tool_call_id, approval_id)
+            out.append(PendingApproval(approval_id, call.tool_name, call.tool_call_id, reason))
     return out
+
+
+def _reason_of(requests: DeferredToolRequests | None, call_id: str, approval_id: str) -> str | None:
+    """The reason Clearance filed in the deferred call's metadata, if it is filed under this approval."""
+    meta = requests.metadata.get(call_id) if requests is not None else None
+    if not isinstance(meta, Mapping) or meta.get(CLEARANCE_APPROVAL) != approval_id:
+        return None  # from another run, or not Clearance's
+    reason = meta.get("reason")
+    return reason if isinstance(reason, str) else None
 
 
 def approval_ids(messages: bytes | str | Sequence[ModelMessage]) -> list[str]:

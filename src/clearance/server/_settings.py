@@ -32,7 +32,7 @@ class ServerSettings(BaseSettings):
             mode: comma-separated `agent=url` pairs (`*=url`: every other agent), each URL under
             an allowed prefix. An approval such an agent asks through `/policy/check` is a
             webhook-mode approval to its URL, signed the way `ardenpy.handle_webhook` verifies
-            (see docs/arden.md). `CLEARANCE_ARDEN_WEBHOOKS`.
+            (see docs/guides/ardenpy.md). `CLEARANCE_ARDEN_WEBHOOKS`.
         slack_bot_token: The Slack app's bot token (`xoxb-…`); with the signing secret and
             the channel, approvals are posted to Slack. `CLEARANCE_SLACK_BOT_TOKEN`.
         slack_signing_secret: The Slack app's signing secret, which Slack's requests to
