@@ -2,8 +2,9 @@
 
 Records leave the `events` table only as a prefix of the chain, and only in the transaction
 that writes the `archives` row saying which segment file holds them and which hash the chain
-in the database continues from. The newest record never leaves: it is the chain's tip, which
-the next append links to (and, on SQLite, what keeps positions from being reused).
+in the database continues from, and their ids to `archived_ids` (ingest's dedupe reads it).
+The newest record never leaves: it is the chain's tip, which the next append links to (and, on
+SQLite, what keeps positions from being reused).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ._events import ROW_COLUMNS, chain_start, check_row
 
 Row = tuple[Any, ...]  # one stored record, its `ROW_COLUMNS` in order
 _ROW = ", ".join(ROW_COLUMNS)
+_ID = ROW_COLUMNS.index("id")
 _AT, _BODY = ROW_COLUMNS.index("at_us"), ROW_COLUMNS.index("body")
 _PREV, _HASH = ROW_COLUMNS.index("prev_hash"), ROW_COLUMNS.index("hash")
 _ARCHIVE_COLUMNS = (
@@ -134,7 +136,7 @@ def due(
 
 
 def remove(db: Database, segment: str, rows: Sequence[Row], *, sha256: str, now_us: int) -> None:
-    """Delete exactly `rows` (verified in their segment file) and record the segment, in one transaction.
+    """Delete exactly `rows` (verified in their segment file) and record the segment and their ids, in one transaction.
 
     Raises:
         StoreError: The chain's start moved since `rows` were read (another archive ran), or the
@@ -174,4 +176,10 @@ def remove(db: Database, segment: str, rows: Sequence[Row], *, sha256: str, now_
                 " :last_hash, :records, :sha256, :first_at_us, :last_at_us, :archived_at_us)"
             ),
             {"segment": segment, "sha256": sha256, "archived_at_us": now_us, **b.__dict__},
+        )
+        # A remote agent may re-send one of these records later (a lost acknowledgement):
+        # ingest finds its id here and counts it a duplicate.
+        cur.executemany(
+            db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq)"),
+            [{"id": r[_ID], "seq": r[0]} for r in rows],
         )

@@ -403,3 +403,18 @@ class ArchiveRow(Base):
     first_at_us: Mapped[int] = mapped_column(BigInteger)
     last_at_us: Mapped[int] = mapped_column(BigInteger)
     archived_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class ArchivedIdRow(Base):
+    """The event id of a record that left `events` for an archive segment (0021).
+
+    Written in the transaction that removes the record, so ingest counts a re-sent copy of it
+    as a duplicate instead of appending it again.
+    """
+
+    __tablename__ = "archived_ids"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_archived_ids_seq", "seq"),)

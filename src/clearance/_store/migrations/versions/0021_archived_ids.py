@@ -1,0 +1,34 @@
+"""The event ids of archived records: ingest still knows them once their records have left `events`.
+
+A remote agent re-sends a record whose acknowledgement it lost; if the original was archived
+meanwhile, ingest must count it a duplicate, not append it again. `clearance audit archive`
+fills the table in the transaction that removes the records. Records archived before this
+revision are not in it (their ids are in the segment files, which the migration cannot read).
+
+Revision ID: 0021
+Revises: 0020
+Create Date: 2026-12-02
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0021"
+down_revision = "0020"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "archived_ids",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+    )
+    op.create_index("ix_archived_ids_seq", "archived_ids", ["seq"])  # which segments' ids it holds
+
+
+def downgrade() -> None:
+    op.drop_table("archived_ids")
