@@ -192,15 +192,23 @@ def verify_store(
 
 
 def verify_export(
-    lines: Iterable[str], trusted: dict[str, Ed25519PublicKey], *, head: str | None = None
+    lines: Iterable[str],
+    trusted: dict[str, Ed25519PublicKey],
+    *,
+    head: str | None = None,
+    start: str | None = None,
 ) -> events.VerifyReport:
     """Check exported records with only public keys, offline.
 
-    Takes `clearance audit export` of the whole log, or a JSON-lines sink's file (its lines
-    carry `prev_hash`, so a file that starts later is checked from its first line). Each
-    record is rebuilt as stored (its canonical JSON), so every hash is recomputed; every
-    `checkpoint.signed` record must verify with one of `trusted`, and at least one must.
+    Takes `clearance audit export` of the whole log, or a JSON-lines sink's file. The first
+    record must link to GENESIS, or to `start` when given: the hash of the record before it
+    (a sink's file that starts later, an export of a store whose older records are archived).
+    A sink's line carries its `prev_hash`, but a file is never checked from wherever it
+    starts, or cutting its first records off would go unnoticed. Each record is rebuilt as
+    stored (its canonical JSON), so every hash is recomputed; every `checkpoint.signed` record
+    must verify with one of `trusted`, and at least one must.
     """
+    first_line: dict[int, int] = {}  # seq → the line it was first read from
     rows: dict[int, tuple[str, str | None, dict[str, Any]]] = {}  # seq → (hash, prev_hash, the record)
     for n, text in enumerate(lines, 1):
         if not text.strip():
@@ -221,11 +229,20 @@ def verify_export(
         if seen is not None and seen[0] != hash_:
             return events.VerifyReport(False, 0, 0, events.GENESIS, seq, f"line {n}: two different records {seq}")
         rows[seq] = (hash_, prev if isinstance(prev, str) else None, fields)  # a sink may deliver one twice
+        first_line.setdefault(seq, n)
     ordered = sorted(rows.items())  # the server's export is newest first
     check = SealCheck(trusted=trusted, head=head.strip().lower() if head else None)
     prev_seq, prev_hash, checked = 0, events.GENESIS, 0
-    if ordered and ordered[0][1][1] is not None:  # a sink's file: it starts where the sink did
-        prev_seq, prev_hash = ordered[0][0] - 1, str(ordered[0][1][1])
+    if ordered:
+        seq, (hash_, stated, data) = ordered[0]
+        prev_seq, prev_hash = seq - 1, start.strip().lower() if start is not None else events.GENESIS
+        # A sink's line says what it follows; an export's does not, so its hash must follow
+        if stated is not None:
+            unlinked = stated != prev_hash
+        else:
+            unlinked = events.chain_hash(prev_hash, canonical_json(data)) != hash_
+        if unlinked and DEGRADED not in data:
+            return events.VerifyReport(False, 0, 0, events.GENESIS, seq, _unlinked(first_line[seq], stated, start))
     for seq, (hash_, _, data) in ordered:
         problem = None
         if DEGRADED in data:
@@ -246,3 +263,17 @@ def verify_export(
             report, ok=False, problem="the export holds no signed checkpoint: nothing in it is signed"
         )
     return report
+
+
+def _unlinked(line: int, stated: str | None, start: str | None) -> str:
+    """Why the first record of an export does not link to where its chain must start."""
+    where = f"the first record (line {line}) does not link to"
+    says = f": it follows hash {stated[:64]!r}" if stated is not None else " (or it was changed)"
+    if start is not None:
+        wrong = "records before it were cut off, or --start is wrong"
+        return f"{where} the --start hash {start.strip()[:64]!r}{says}: {wrong}"
+    return (
+        f"{where} GENESIS{says}: records before it were cut off, or the file starts later in the chain (a"
+        " sink's file, an export after `clearance audit archive`): give the hash of the record before it"
+        " with --start HASH"
+    )

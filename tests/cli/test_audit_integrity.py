@@ -90,6 +90,33 @@ def test_an_export_verifies_offline_with_the_public_key_and_tampering_fails(
     assert junk.returncode == 2 and "not an Ed25519" in junk.stderr
 
 
+def test_an_export_with_its_first_records_cut_off_needs_start(
+    configure: Callable[..., Governor], db_path: Path, tmp_path: Path
+) -> None:
+    calls(configure(), 4)
+    run_cli("audit", "checkpoint", db=db_path, check=True)
+    out = tmp_path / "audit.jsonl"
+    run_cli("audit", "export", "-o", str(out), db=db_path, check=True)
+    pem = public_pem(db_path, tmp_path / "public.pem")
+    lines = out.read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(lines[2:]))
+    first, before = json.loads(lines[2]), json.loads(lines[1])
+    broken = run_cli("audit", "verify", "--export", str(cut), "--public-key", str(pem))
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    assert f"BROKEN: record {first['seq']}: the first record (line 1) does not link to GENESIS" in broken.stderr
+    assert "--start HASH" in broken.stderr
+    ok = run_cli("audit", "verify", "--export", str(cut), "--public-key", str(pem), "--start", before["hash"])
+    assert ok.returncode == 0, ok.stderr
+    assert f"starts after the record with hash {before['hash']}" in ok.stdout and "ok: " in ok.stdout
+    wrong = run_cli("audit", "verify", "--export", str(cut), "--public-key", str(pem), "--start", "0" * 64)
+    assert wrong.returncode == 1 and f"does not link to the --start hash {'0' * 64!r}" in wrong.stderr
+    bad = run_cli("audit", "verify", "--export", str(cut), "--public-key", str(pem), "--start", "\u202e" + "0" * 63)
+    assert bad.returncode == 2 and "64 hexadecimal digits" in bad.stderr and "--start" in bad.stderr
+    alone = run_cli("audit", "verify", "--start", before["hash"], db=db_path)
+    assert alone.returncode == 2 and "--start is for --export" in alone.stderr
+
+
 def test_a_jsonl_sink_keeps_a_copy_of_every_checkpoint_that_verifies_offline(
     configure: Callable[..., Governor], db_path: Path, tmp_path: Path
 ) -> None:
@@ -107,7 +134,13 @@ def test_a_jsonl_sink_keeps_a_copy_of_every_checkpoint_that_verifies_offline(
     kinds = [json.loads(line)["kind"] for line in copy.read_text().splitlines()]
     assert kinds[-2:] == ["checkpoint.key_introduced", "checkpoint.signed"]
     pem = public_pem(db_path, tmp_path / "public.pem")
-    ok = run_cli("audit", "verify", "--export", str(copy), "--public-key", str(pem))
+    first = json.loads(copy.read_text().splitlines()[0])["seq"]
+    assert first > 1  # the sink started after the first call's records
+    cut = run_cli("audit", "verify", "--export", str(copy), "--public-key", str(pem))
+    assert cut.returncode == 1 and "does not link to GENESIS" in cut.stderr
+    with sqlite3.connect(db_path) as conn:  # a file that starts later is checked from the hash before it
+        [(before,)] = conn.execute("SELECT hash FROM events WHERE seq = ?", (first - 1,)).fetchall()
+    ok = run_cli("audit", "verify", "--export", str(copy), "--public-key", str(pem), "--start", before)
     assert ok.returncode == 0, ok.stderr
 
 

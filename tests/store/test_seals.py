@@ -225,6 +225,45 @@ def test_an_export_verifies_offline_with_only_the_public_key(db: Database, key: 
     assert not integrity.verify_export(["not json\n"], trusted).ok
 
 
+def sink_lines(db: Database) -> list[str]:
+    """The records as a JSON-lines sink writes them: each line says the hash it follows."""
+    with db.read() as cur:
+        cur.execute("SELECT seq, id, prev_hash, hash, body FROM events ORDER BY seq")
+        rows = cur.fetchall()
+    return [
+        json.dumps({"seq": r[0], "id": r[1], "prev_hash": r[2], "hash": r[3], "event": json.loads(r[4])}) + "\n"
+        for r in rows
+    ]
+
+
+def test_an_export_or_sink_file_with_its_first_records_cut_off_does_not_verify(
+    db: Database, key: signing.SigningKey
+) -> None:
+    """Checked from wherever it starts, a copy whose first records were removed would still verify."""
+    add(db, 6)
+    seals.sign(db, key, now_us=1)
+    trusted = integrity.trusted_keys([key.public_pem.encode()])
+    exported = list(lines(events.iterate(db, events.EventFilter()), "jsonl"))
+    sink = sink_lines(db)
+    assert integrity.verify_export(exported, trusted).ok and integrity.verify_export(sink, trusted).ok
+    before_cut = json.loads(exported[2])["hash"]  # of record 3: the cut copies start at record 4
+    for cut in (exported[3:], sink[3:]):
+        report = integrity.verify_export(cut, trusted)
+        assert not report.ok and report.broken_seq == 4 and report.checked == 0, report
+        assert "the first record (line 1) does not link to GENESIS" in (report.problem or "")
+        assert "--start HASH" in (report.problem or "")
+        report = integrity.verify_export(cut, trusted, start=before_cut.upper())  # a file that starts later
+        assert report.ok and report.checked == len(cut) and report.checkpoints == 1, report
+    wrong = json.loads(exported[1])["hash"]
+    for cut, says in ((exported[3:], "(or it was changed)"), (sink[3:], f"it follows hash {before_cut!r}")):
+        report = integrity.verify_export(cut, trusted, start=wrong)
+        problem = report.problem or ""
+        assert not report.ok and report.broken_seq == 4
+        assert f"does not link to the --start hash {wrong!r}" in problem and says in problem
+    report = integrity.verify_export(sink[4:], trusted, start=before_cut)  # one more record cut off
+    assert not report.ok and "records before it were cut off" in (report.problem or "")
+
+
 def test_the_key_file_is_created_private_and_read_back(tmp_path: Path) -> None:
     path = tmp_path / "d" / "k.pem"
     made = signing.load_or_create(path)

@@ -249,9 +249,9 @@ def _keys(paths: tuple[str, ...]) -> dict[str, Any] | None:
         raise click.BadParameter(str(exc), param_hint="--public-key") from None
 
 
-def _head(value: str | None) -> str | None:
+def _head(value: str | None, option: str = "--head") -> str | None:
     if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value.strip()):
-        raise click.BadParameter("a head hash is 64 hexadecimal digits", param_hint="--head")
+        raise click.BadParameter("a chain hash is 64 hexadecimal digits", param_hint=option)
     return value
 
 
@@ -353,7 +353,16 @@ def _verify_archive(directory: Path, database: str | None, trusted: dict[str, An
     "export_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Verify this JSON-lines export of the whole log offline, instead of a store (needs --public-key).",
+    help="Verify this JSON-lines export (or a JSON-lines sink's file) offline, instead of a store"
+    " (needs --public-key; --start when it does not begin at the chain's first record).",
+)
+@click.option(
+    "--start",
+    "start_hash",
+    default=None,
+    metavar="HASH",
+    help="With --export: the hash of the record before the file's first (a sink's file, or an export after"
+    " `audit archive`, starts later in the chain); without it the first record must link to GENESIS.",
 )
 @click.option(
     "--archive",
@@ -372,6 +381,7 @@ def verify(
     head: str | None,
     public_keys: tuple[str, ...],
     export_file: str | None,
+    start_hash: str | None,
     archive_dir: Path | None,
     database: str,
 ) -> None:
@@ -383,7 +393,9 @@ def verify(
     """
     from .. import _integrity as integrity
 
-    head, trusted = _head(head), _keys(public_keys)
+    head, trusted, start_hash = _head(head), _keys(public_keys), _head(start_hash, "--start")
+    if start_hash is not None and export_file is None:
+        raise click.UsageError("--start is for --export: a store knows where its chain starts")
     if archive_dir is not None and head is not None:
         raise click.UsageError("--head checks a store or an export, not --archive (verify the store after it)")
     if server and (head is not None or trusted is not None):
@@ -401,7 +413,7 @@ def verify(
             raise click.UsageError("--export needs --public-key: the keys whose checkpoints to trust")
         try:
             with open(export_file, encoding="utf-8") as f:
-                report = integrity.verify_export(f, trusted, head=head)
+                report = integrity.verify_export(f, trusted, head=head, start=start_hash)
         except (OSError, UnicodeDecodeError) as exc:
             raise click.ClickException(f"cannot read {safe(export_file)}: {exc}") from None
     elif server:
@@ -413,6 +425,8 @@ def verify(
             report = integrity.verify_store(db, head=head, trusted=trusted)
         finally:
             db.close()
+    if start_hash is not None:
+        click.echo(f"the file's chain starts after the record with hash {start_hash.strip().lower()}")
     if start[0]:
         click.echo(f"records up to {start[0]} are archived: the chain here starts at their last hash {start[1]}")
     signed = (
