@@ -6,8 +6,16 @@ nor a record changed with every later hash recomputed. A signed checkpoint finds
 a key that verifies; the store's newest checkpoint must still be in the chain; and a head hash
 kept elsewhere (`head`) must be one of the chain's hashes.
 
-Which keys are trusted: those given (`--public-key`), else those the chain itself introduces
-(`checkpoint.key_introduced`), which shows the log agrees with itself but not who wrote it.
+Which keys are trusted:
+- the keys given (`--public-key`, `trusted`): only checkpoints they sign, and at least one;
+- else the configured signing key (`anchor`: the key file beside the store, or the server's own):
+  every checkpoint must be signed by it, or be followed in the chain by a checkpoint it signs.
+  A `checkpoint.key_introduced` record is not signed by the key before it, so a rotated-out
+  key is trusted only where a checkpoint of the current key covers its checkpoints (the hash
+  chain carries that signature back over them). Someone who rewrites the store and re-signs
+  with a key of their own cannot add a checkpoint of the configured key after theirs;
+- else (no key file at all) the keys the chain itself introduces, which shows only that the
+  log agrees with itself, not who wrote it.
 """
 
 from __future__ import annotations
@@ -38,13 +46,18 @@ class SealCheck:
     """Each record's part in the signed checkpoints, record by record in chain order.
 
     Args:
-        trusted: The keys to trust (key id → public key); None: the keys the chain introduces.
+        trusted: The only keys to trust (key id → public key); None: see `anchor`.
         head: A head hash kept elsewhere, to look for among the chain's hashes.
+        anchor: Without `trusted`, the configured signing key(s): a checkpoint by another key
+            the chain introduces counts only when one of these signs a later checkpoint.
+            None too: the keys the chain introduces (it is only self-consistent).
     """
 
     trusted: dict[str, Ed25519PublicKey] | None = None
     head: str | None = None
+    anchor: dict[str, Ed25519PublicKey] | None = None
     learned: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    unvouched: list[tuple[int, str]] = field(default_factory=list)  # (record, key) no anchor checkpoint follows yet
     signed: dict[int, seals.Checkpoint] = field(default_factory=dict)  # record_seq → checkpoint
     last: seals.Checkpoint | None = None
     head_at: int | None = None
@@ -66,8 +79,10 @@ class SealCheck:
                 f"it signs record {cp.seq} with hash {cp.hash[:16]}…, but the chain before it is record"
                 f" {prev_seq} with hash {prev_hash[:16]}…: records before it were changed and their hashes recomputed"
             )
-        keys = self.learned if self.trusted is None else self.trusted
-        public = keys.get(cp.key_id)
+        if self.trusted is not None:
+            public = self.trusted.get(cp.key_id)
+        else:
+            public = self.learned.get(cp.key_id) or (self.anchor or {}).get(cp.key_id)
         if public is None:
             where = "no earlier checkpoint.key_introduced record introduces it"
             if self.trusted is not None:
@@ -75,6 +90,11 @@ class SealCheck:
             return f"its checkpoint is signed by key {cp.key_id[:60]!r}, and {where}"
         if not signing.verify(public, cp.payload(), cp.signature):
             return f"its checkpoint's signature does not verify with key {cp.key_id} (forged, or changed since)"
+        if self.anchor is not None and self.trusted is None:
+            if cp.key_id in self.anchor:
+                self.unvouched.clear()  # its signature covers every record before it
+            else:
+                self.unvouched.append((seq, cp.key_id))
         self.signed[seq] = cp
         self.last = cp
         return None
@@ -104,7 +124,17 @@ class SealCheck:
         if not report.ok:
             return report
         broken = None
-        if newest is not None:
+        if self.unvouched and self.anchor is not None:
+            seq, key_id = self.unvouched[0]
+            configured = ", ".join(sorted(self.anchor))
+            broken = (
+                seq,
+                f"its checkpoint is signed by key {key_id}, which is not trusted: it is not the configured signing"
+                f" key ({configured}), and no checkpoint signed by that key follows it — the chain was rewritten"
+                " and re-signed with a key of the rewriter's, or the key file was replaced and its key has signed"
+                " nothing yet (sign one: clearance audit checkpoint)",
+            )
+        if broken is None and newest is not None:
             broken = self._against(newest, report)
         if broken is None and self.head is not None and self.head_at is None:
             broken = (
@@ -153,10 +183,19 @@ def trusted_keys(pems: Iterable[bytes]) -> dict[str, Ed25519PublicKey]:
 
 
 def verify_store(
-    db: Database, *, head: str | None = None, trusted: dict[str, Ed25519PublicKey] | None = None
+    db: Database,
+    *,
+    head: str | None = None,
+    trusted: dict[str, Ed25519PublicKey] | None = None,
+    anchor: dict[str, Ed25519PublicKey] | None = None,
 ) -> events.VerifyReport:
-    """Recompute the chain and check it against its signed checkpoints (and a head hash kept elsewhere)."""
-    check = SealCheck(trusted=trusted, head=head.strip().lower() if head else None)
+    """Recompute the chain and check it against its signed checkpoints (and a head hash kept elsewhere).
+
+    `trusted`: the only keys whose checkpoints count. Else `anchor`: the configured signing
+    key, which must sign a checkpoint after any other key's (see the module docstring). Neither:
+    the keys the chain introduces, so the chain is only shown to be self-consistent.
+    """
+    check = SealCheck(trusted=trusted, head=head.strip().lower() if head else None, anchor=anchor)
     report = events.verify(db, also=check.row)
     archived_to = archives.start(db)[0]
     if check.head is not None and check.head_at is None:

@@ -3,6 +3,7 @@ of docs/concepts/audit-integrity.md."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -142,6 +143,40 @@ def test_a_jsonl_sink_keeps_a_copy_of_every_checkpoint_that_verifies_offline(
         [(before,)] = conn.execute("SELECT hash FROM events WHERE seq = ?", (first - 1,)).fetchall()
     ok = run_cli("audit", "verify", "--export", str(copy), "--public-key", str(pem), "--start", before)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_verify_trusts_the_signing_key_file_not_a_key_the_chain_introduces(
+    configure: Callable[..., Governor], db_path: Path, tmp_path: Path
+) -> None:
+    """Someone who can write the store removes a record, rehashes, and re-signs with a key of their own."""
+    calls(configure(), 3)
+    run_cli("audit", "checkpoint", db=db_path, check=True)
+    ok = run_cli("audit", "verify", db=db_path, check=True)
+    mine = signing.load_or_create(db_path.parent / signing.KEY_FILE).id
+    assert f"trusting checkpoints of the signing key {mine}" in ok.stdout
+    with sqlite3.connect(db_path) as conn:  # drop the checkpoint and record 3, rehash the rest
+        conn.execute("DELETE FROM events WHERE kind LIKE 'checkpoint.%' OR seq = 3")
+        conn.execute("DELETE FROM checkpoints")
+        prev = "0" * 64
+        for seq, body in conn.execute("SELECT seq, body FROM events ORDER BY seq").fetchall():
+            h = hashlib.sha256((prev + body).encode()).hexdigest()
+            conn.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, h, seq))
+            prev = h
+    forger = tmp_path / "forger.pem"
+    made = run_cli("audit", "checkpoint", "--key", str(forger), db=db_path, check=True)
+    forger_id = signing.load_or_create(forger).id
+    assert forger_id in made.stdout
+    forged = run_cli("audit", "verify", db=db_path)
+    assert forged.returncode == 1 and "Traceback" not in forged.stderr
+    assert f"signed by key {forger_id}, which is not trusted" in forged.stderr and mine in forged.stderr
+    # With the forger's key file named, or no key file at all, it agrees with itself — and says only that
+    assert run_cli("audit", "verify", "--key", str(forger), db=db_path).returncode == 0
+    (db_path.parent / signing.KEY_FILE).rename(tmp_path / "moved.pem")
+    alone = run_cli("audit", "verify", db=db_path)
+    assert alone.returncode == 0 and "only shown to be self-consistent" in alone.stdout
+    (tmp_path / "junk.pem").write_text("junk")
+    junk = run_cli("audit", "verify", "--key", str(tmp_path / "junk.pem"), db=db_path)
+    assert junk.returncode == 2 and "--key" in junk.stderr and "not an Ed25519" in junk.stderr
 
 
 def decided_receipt(gov: Governor, note: str) -> dict[str, object]:

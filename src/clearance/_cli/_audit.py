@@ -327,6 +327,30 @@ def _verify_archive(directory: Path, database: str | None, trusted: dict[str, An
         click.echo(f"they chain to the database: head is record {report.last_seq}, hash {report.last_hash}")
 
 
+def _anchor(key_path: str | None, database: str) -> tuple[dict[str, Any] | None, str]:
+    """The configured signing key's public half to trust (None: no key file), and a line saying so."""
+    from .. import _integrity as integrity
+    from .. import _signing as signing
+
+    path = Path(key_path) if key_path else signing.default_key_path(database)
+    try:
+        with open(path, "rb") as f:
+            pem = f.read(1_000_000)
+    except FileNotFoundError:
+        return None, (
+            f"no signing key file at {safe(str(path))}: the checkpoints are checked against the keys the chain"
+            " introduces itself, so the chain is only shown to be self-consistent (give --public-key or --key"
+            " to check who signed it)"
+        )
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {safe(str(path))}: {exc.strerror or exc}", param_hint="--key") from None
+    try:
+        keys = integrity.trusted_keys([pem])
+    except ValueError as exc:
+        raise click.BadParameter(f"{safe(str(path))}: {exc}", param_hint="--key") from None
+    return keys, f"trusting checkpoints of the signing key {', '.join(keys)} ({safe(str(path))})"
+
+
 @audit_group.command("verify")
 @click.option(
     "--server",
@@ -357,6 +381,15 @@ def _verify_archive(directory: Path, database: str | None, trusted: dict[str, An
     " (needs --public-key; --start when it does not begin at the chain's first record).",
 )
 @click.option(
+    "--key",
+    "key_path",
+    envvar="CLEARANCE_SIGNING_KEY",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Without --public-key, trust the key of this signing key file (env CLEARANCE_SIGNING_KEY; default"
+    " signing-key.pem beside the SQLite store); with no key file, only the keys the chain introduces.",
+)
+@click.option(
     "--start",
     "start_hash",
     default=None,
@@ -381,6 +414,7 @@ def verify(
     head: str | None,
     public_keys: tuple[str, ...],
     export_file: str | None,
+    key_path: str | None,
     start_hash: str | None,
     archive_dir: Path | None,
     database: str,
@@ -407,7 +441,7 @@ def verify(
         given = ctx.get_parameter_source("database") != click.core.ParameterSource.DEFAULT
         _verify_archive(archive_dir, database if given else None, trusted)
         return
-    start = (0, events.GENESIS)
+    start, trust = (0, events.GENESIS), ""
     if export_file is not None:
         if trusted is None:
             raise click.UsageError("--export needs --public-key: the keys whose checkpoints to trust")
@@ -419,10 +453,13 @@ def verify(
     elif server:
         report = _verify_remote(server, api_key)
     else:
+        anchor = None
+        if trusted is None:
+            anchor, trust = _anchor(key_path, database)
         db = open_db(database)
         try:
             start = archives.start(db)
-            report = integrity.verify_store(db, head=head, trusted=trusted)
+            report = integrity.verify_store(db, head=head, trusted=trusted, anchor=anchor)
         finally:
             db.close()
     if start_hash is not None:
@@ -438,9 +475,13 @@ def verify(
         click.echo(f"ok: {report.checked} records verified{signed}")
         click.echo(f"head is record {report.head_seq}, hash {report.head_hash}")
         click.echo("keep the head hash elsewhere (--head) to detect later truncation of the log")
+        if trust:
+            click.echo(trust)
         return
     click.echo(f"BROKEN: record {report.broken_seq}: {safe(report.problem)}", err=True)
     click.echo(f"the {report.checked} records before it verify (up to record {report.head_seq}){signed}", err=True)
+    if trust:
+        click.echo(trust, err=True)
     raise SystemExit(1)
 
 
