@@ -113,6 +113,30 @@ def test_archives_a_prefix_in_segments_and_the_chain_continues(db: Database, tmp
     assert again.segments == [] and again.start_seq == 20  # nothing older is left: idempotent
 
 
+def test_ingest_counts_an_archived_record_sent_again_as_a_duplicate(db: Database, tmp_path: Path) -> None:
+    """Archive lists the ids it removes; the next run lists those of segments archived before 0021."""
+    fill(db, 12)
+    first = _archive.archive(db, tmp_path / "arch", before_us=7, per_segment=3)
+    assert [m.boundary.records for m in first.segments] == [3, 3] and first.listed == 0
+    archived = segment_rows(tmp_path / "arch")
+    resent = [
+        {"v": 1, "id": r[1], "kind": "llm.call", "at_us": r[AT], "agent": "a", "environment": "t"} for r in archived
+    ]
+    assert events.ingest(db, resent) == (0, 6)
+    with db.write() as cur:  # a store archived before migration 0021
+        cur.execute("DELETE FROM archived_ids")
+    one = first.segments[0].segment.replace(".jsonl.gz", ".json")
+    (tmp_path / "arch" / one).rename(tmp_path / one)
+    again = _archive.archive(db, tmp_path / "arch", before_us=7)
+    assert again.segments == [] and again.listed == 3 and again.unlisted == [first.segments[0].segment]
+    (tmp_path / one).rename(tmp_path / "arch" / one)
+    again = _archive.archive(db, tmp_path / "arch", before_us=7)
+    assert (again.listed, again.unlisted) == (3, [])
+    assert _archive.archive(db, tmp_path / "arch", before_us=7).listed == 0
+    assert events.ingest(db, resent) == (0, 6)
+    assert events.verify(db).ok and _archive.check(tmp_path / "arch", db).ok
+
+
 def test_the_newest_record_always_stays(db: Database, tmp_path: Path) -> None:
     fill(db, 5)
     done = _archive.archive(db, tmp_path / "arch", before_us=10**15)

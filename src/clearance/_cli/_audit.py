@@ -301,6 +301,16 @@ def archive(before: str, segment_records: int, past_sinks: bool, directory: Path
         click.echo(f"archived {done.records} records in {len(done.segments)} segments to {where}")
     if done.start_seq:
         click.echo(f"the chain in the database starts after record {done.start_seq}, hash {done.start_hash}")
+    if done.listed:
+        click.echo(
+            f"listed the ids of {done.listed} records archived before this version: ingest counts a re-sent"
+            " copy of one as a duplicate"
+        )
+    for segment in done.unlisted:
+        click.echo(
+            f"{safe(segment)} is not in {where} (or does not verify: verify --archive says why): ingest does not"
+            " know its records' ids, and would append a re-sent copy of one again"
+        )
     if done.held_by is not None:
         sink, position = done.held_by
         click.echo(

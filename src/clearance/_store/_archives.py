@@ -81,6 +81,32 @@ def recorded(db: Database) -> list[Archived]:
     return [Archived(r[0], Boundary(r[1], r[2], r[3], r[4], r[5], r[7], r[8]), r[6], r[9]) for r in rows]
 
 
+def unlisted(db: Database) -> list[Archived]:
+    """Segments recorded as archived whose records' ids are not all in `archived_ids` (archived before 0021)."""
+    with db.read() as cur:
+        cur.execute(
+            f"SELECT {_ARCHIVE_COLUMNS} FROM archives a WHERE a.records > (SELECT COUNT(*) FROM archived_ids i"
+            " WHERE i.seq >= a.first_seq AND i.seq <= a.last_seq) ORDER BY last_seq"
+        )
+        rows = cur.fetchall()
+    return [Archived(r[0], Boundary(r[1], r[2], r[3], r[4], r[5], r[7], r[8]), r[6], r[9]) for r in rows]
+
+
+def list_ids(db: Database, rows: Sequence[Row]) -> int:
+    """Add the ids of archived `rows` (read back from their verified segment) that `archived_ids` lacks; how many."""
+    b = Boundary.of(rows)
+    with db.write() as cur:
+        cur.execute(
+            db.sql("SELECT id FROM archived_ids WHERE seq >= :first AND seq <= :last"),
+            {"first": b.first_seq, "last": b.last_seq},
+        )
+        have = {r[0] for r in cur.fetchall()}
+        missing = [{"id": r[_ID], "seq": r[0]} for r in rows if r[_ID] not in have]
+        if missing:
+            cur.executemany(db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq)"), missing)
+    return len(missing)
+
+
 def holds(db: Database, seq: int, hash_: str | None) -> bool:
     """Whether the database holds the record at `seq` with this hash."""
     with db.read() as cur:

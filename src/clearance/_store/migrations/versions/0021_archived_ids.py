@@ -3,7 +3,8 @@
 A remote agent re-sends a record whose acknowledgement it lost; if the original was archived
 meanwhile, ingest must count it a duplicate, not append it again. `clearance audit archive`
 fills the table in the transaction that removes the records. Records archived before this
-revision are not in it (their ids are in the segment files, which the migration cannot read).
+revision are added by the next `clearance audit archive` run, from their segments (the
+migration cannot read the segment files).
 
 Revision ID: 0021
 Revises: 0020
