@@ -342,6 +342,32 @@ def test_a_segment_keeps_its_newest_checkpoint_and_the_archive_check_verifies_it
         _archive._recomputed(forged, stored, 0, events.GENESIS)
 
 
+def test_a_key_whose_introduction_was_archived_is_introduced_again(db: Database, tmp_path: Path) -> None:
+    """Else the next checkpoint names a key no record in the database introduces, and a verify
+    without the key file (the chain's own keys) reports the store broken."""
+    from clearance import _integrity
+    from clearance import _signing as signing
+    from clearance._store import _seals as seals
+
+    fill(db, 10)
+    key = signing.load_or_create(tmp_path / "key.pem")
+    assert seals.sign(db, key, now_us=10) is not None
+    for at in range(40, 43):
+        raw_append(db, at, "later")
+    assert _archive.archive(db, tmp_path / "arch", before_us=20).records == 12  # the introduction too
+    raw_append(db, 50, "after")
+    made = seals.sign(db, key, now_us=60)
+    assert made is not None
+    introduced = events.query(db, events.EventFilter(kind="checkpoint.key_introduced"))
+    assert [e.body["key_id"] for e in introduced] == [key.id] and introduced[0].seq == made.seq
+    report = _integrity.verify_store(db)
+    assert report.ok and report.checkpoints == 1, report
+    assert seals.sign(db, key, now_us=70) is None  # nothing since
+    raw_append(db, 80, "more")
+    assert seals.sign(db, key, now_us=90) is not None
+    assert len(events.query(db, events.EventFilter(kind="checkpoint.key_introduced"))) == 1  # not again
+
+
 def test_a_copy_of_the_database_archiving_to_the_same_directory_sets_the_original_segments_aside(
     tmp_path: Path,
 ) -> None:

@@ -13,6 +13,7 @@ _ID = String(40)
 _CALLS = text("kind = 'tool_call.decided'")
 _LLM = text("kind = 'llm.call'")
 _ACTIVATIONS = text("kind = 'policy.activated'")
+_KEYS = text("kind = 'checkpoint.key_introduced'")
 _NAME = String(200)
 USAGE_INDEX = (
     "at_us",
@@ -75,6 +76,7 @@ class EventRow(Base):
         # list reads the index alone, not a heap page per record of each session (0020)
         Index("ix_events_session", *SESSION_INDEX),
         Index("ix_events_call_id", "call_id"),
+        Index("ix_events_keys", "seq", sqlite_where=_KEYS, postgresql_where=_KEYS),  # (0021)
     )
 
 
