@@ -856,7 +856,8 @@ export interface paths {
          * @description Recompute every record's hash and check the chain against its signed checkpoints.
          *
          *     Reports the first record that was changed or removed, or the end of a log truncated
-         *     since its newest checkpoint.
+         *     since its newest checkpoint. The server's own signing key is trusted: a checkpoint by any
+         *     other key the chain introduces counts only when one signed by the server's key follows it.
          */
         get: operations["verify_v1_audit_verify_get"];
         put?: never;

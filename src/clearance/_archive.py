@@ -258,6 +258,10 @@ class Archived:
         start_hash: That record's hash.
         held_by: The event sink (name, position) whose undelivered records older than the cut
             stayed in the database (None: none stayed for a sink).
+        listed: Ids of records archived before migration 0021 added to `archived_ids` from
+            their segments in the directory (ingest counts a re-sent copy a duplicate).
+        unlisted: Segments archived before 0021 that are not in the directory: ingest does not
+            know their records' ids.
     """
 
     segments: list[Manifest]
@@ -265,6 +269,8 @@ class Archived:
     start_seq: int
     start_hash: str
     held_by: tuple[str, int] | None = None
+    listed: int = 0
+    unlisted: list[str] = dataclasses.field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -344,6 +350,7 @@ def archive(
     upto = held[1] if held is not None else None
     with _locked(directory):
         _leftovers(db, directory)
+        listed, unlisted = _list_ids(db, directory)
         while True:
             rows = archives.due(db, before_us=before_us, limit=per_segment, max_bytes=segment_bytes, upto=upto)
             if not rows:
@@ -360,7 +367,28 @@ def archive(
     start_seq, start_hash = archives.start(db)
     if held is not None and not archives.due(db, before_us=before_us, limit=1, max_bytes=segment_bytes):
         held = None  # nothing older than the cut waits for the sink
-    return Archived(written, sum(m.boundary.records for m in written), start_seq, start_hash, held)
+    records = sum(m.boundary.records for m in written)
+    return Archived(written, records, start_seq, start_hash, held, listed, unlisted)
+
+
+def _list_ids(db: Database, directory: Path) -> tuple[int, list[str]]:
+    """Add the ids of records archived before 0021 to `archived_ids`, from their verified segments.
+
+    Returns how many were added, and the segments whose ids stay unknown: not in `directory`, or
+    not verifying as the segment the database recorded (`verify --archive` says what is wrong).
+    """
+    listed, missing = 0, []
+    for seg in archives.unlisted(db):
+        try:
+            manifest, rows = read_segment(_manifest_path(directory, seg.segment))
+        except ArchiveProblem:
+            missing.append(seg.segment)
+            continue
+        if (manifest.sha256, manifest.boundary) != (seg.sha256, seg.boundary):
+            missing.append(seg.segment)
+            continue
+        listed += archives.list_ids(db, rows)
+    return listed, missing
 
 
 @dataclass(frozen=True)

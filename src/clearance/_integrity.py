@@ -6,8 +6,16 @@ nor a record changed with every later hash recomputed. A signed checkpoint finds
 a key that verifies; the store's newest checkpoint must still be in the chain; and a head hash
 kept elsewhere (`head`) must be one of the chain's hashes.
 
-Which keys are trusted: those given (`--public-key`), else those the chain itself introduces
-(`checkpoint.key_introduced`), which shows the log agrees with itself but not who wrote it.
+Which keys are trusted:
+- the keys given (`--public-key`, `trusted`): only checkpoints they sign, and at least one;
+- else the configured signing key (`anchor`: the key file beside the store, or the server's own):
+  every checkpoint must be signed by it, or be followed in the chain by a checkpoint it signs.
+  A `checkpoint.key_introduced` record is not signed by the key before it, so a rotated-out
+  key is trusted only where a checkpoint of the current key covers its checkpoints (the hash
+  chain carries that signature back over them). Someone who rewrites the store and re-signs
+  with a key of their own cannot add a checkpoint of the configured key after theirs;
+- else (no key file at all) the keys the chain itself introduces, which shows only that the
+  log agrees with itself, not who wrote it.
 """
 
 from __future__ import annotations
@@ -38,13 +46,18 @@ class SealCheck:
     """Each record's part in the signed checkpoints, record by record in chain order.
 
     Args:
-        trusted: The keys to trust (key id → public key); None: the keys the chain introduces.
+        trusted: The only keys to trust (key id → public key); None: see `anchor`.
         head: A head hash kept elsewhere, to look for among the chain's hashes.
+        anchor: Without `trusted`, the configured signing key(s): a checkpoint by another key
+            the chain introduces counts only when one of these signs a later checkpoint.
+            None too: the keys the chain introduces (it is only self-consistent).
     """
 
     trusted: dict[str, Ed25519PublicKey] | None = None
     head: str | None = None
+    anchor: dict[str, Ed25519PublicKey] | None = None
     learned: dict[str, Ed25519PublicKey] = field(default_factory=dict)
+    unvouched: list[tuple[int, str]] = field(default_factory=list)  # (record, key) no anchor checkpoint follows yet
     signed: dict[int, seals.Checkpoint] = field(default_factory=dict)  # record_seq → checkpoint
     last: seals.Checkpoint | None = None
     head_at: int | None = None
@@ -66,8 +79,10 @@ class SealCheck:
                 f"it signs record {cp.seq} with hash {cp.hash[:16]}…, but the chain before it is record"
                 f" {prev_seq} with hash {prev_hash[:16]}…: records before it were changed and their hashes recomputed"
             )
-        keys = self.learned if self.trusted is None else self.trusted
-        public = keys.get(cp.key_id)
+        if self.trusted is not None:
+            public = self.trusted.get(cp.key_id)
+        else:
+            public = self.learned.get(cp.key_id) or (self.anchor or {}).get(cp.key_id)
         if public is None:
             where = "no earlier checkpoint.key_introduced record introduces it"
             if self.trusted is not None:
@@ -75,6 +90,11 @@ class SealCheck:
             return f"its checkpoint is signed by key {cp.key_id[:60]!r}, and {where}"
         if not signing.verify(public, cp.payload(), cp.signature):
             return f"its checkpoint's signature does not verify with key {cp.key_id} (forged, or changed since)"
+        if self.anchor is not None and self.trusted is None:
+            if cp.key_id in self.anchor:
+                self.unvouched.clear()  # its signature covers every record before it
+            else:
+                self.unvouched.append((seq, cp.key_id))
         self.signed[seq] = cp
         self.last = cp
         return None
@@ -104,7 +124,17 @@ class SealCheck:
         if not report.ok:
             return report
         broken = None
-        if newest is not None:
+        if self.unvouched and self.anchor is not None:
+            seq, key_id = self.unvouched[0]
+            configured = ", ".join(sorted(self.anchor))
+            broken = (
+                seq,
+                f"its checkpoint is signed by key {key_id}, which is not trusted: it is not the configured signing"
+                f" key ({configured}), and no checkpoint signed by that key follows it — the chain was rewritten"
+                " and re-signed with a key of the rewriter's, or the key file was replaced and its key has signed"
+                " nothing yet (sign one: clearance audit checkpoint)",
+            )
+        if broken is None and newest is not None:
             broken = self._against(newest, report)
         if broken is None and self.head is not None and self.head_at is None:
             broken = (
@@ -153,10 +183,19 @@ def trusted_keys(pems: Iterable[bytes]) -> dict[str, Ed25519PublicKey]:
 
 
 def verify_store(
-    db: Database, *, head: str | None = None, trusted: dict[str, Ed25519PublicKey] | None = None
+    db: Database,
+    *,
+    head: str | None = None,
+    trusted: dict[str, Ed25519PublicKey] | None = None,
+    anchor: dict[str, Ed25519PublicKey] | None = None,
 ) -> events.VerifyReport:
-    """Recompute the chain and check it against its signed checkpoints (and a head hash kept elsewhere)."""
-    check = SealCheck(trusted=trusted, head=head.strip().lower() if head else None)
+    """Recompute the chain and check it against its signed checkpoints (and a head hash kept elsewhere).
+
+    `trusted`: the only keys whose checkpoints count. Else `anchor`: the configured signing
+    key, which must sign a checkpoint after any other key's (see the module docstring). Neither:
+    the keys the chain introduces, so the chain is only shown to be self-consistent.
+    """
+    check = SealCheck(trusted=trusted, head=head.strip().lower() if head else None, anchor=anchor)
     report = events.verify(db, also=check.row)
     archived_to = archives.start(db)[0]
     if check.head is not None and check.head_at is None:
@@ -192,15 +231,23 @@ def verify_store(
 
 
 def verify_export(
-    lines: Iterable[str], trusted: dict[str, Ed25519PublicKey], *, head: str | None = None
+    lines: Iterable[str],
+    trusted: dict[str, Ed25519PublicKey],
+    *,
+    head: str | None = None,
+    start: str | None = None,
 ) -> events.VerifyReport:
     """Check exported records with only public keys, offline.
 
-    Takes `clearance audit export` of the whole log, or a JSON-lines sink's file (its lines
-    carry `prev_hash`, so a file that starts later is checked from its first line). Each
-    record is rebuilt as stored (its canonical JSON), so every hash is recomputed; every
-    `checkpoint.signed` record must verify with one of `trusted`, and at least one must.
+    Takes `clearance audit export` of the whole log, or a JSON-lines sink's file. The first
+    record must link to GENESIS, or to `start` when given: the hash of the record before it
+    (a sink's file that starts later, an export of a store whose older records are archived).
+    A sink's line carries its `prev_hash`, but a file is never checked from wherever it
+    starts, or cutting its first records off would go unnoticed. Each record is rebuilt as
+    stored (its canonical JSON), so every hash is recomputed; every `checkpoint.signed` record
+    must verify with one of `trusted`, and at least one must.
     """
+    first_line: dict[int, int] = {}  # seq → the line it was first read from
     rows: dict[int, tuple[str, str | None, dict[str, Any]]] = {}  # seq → (hash, prev_hash, the record)
     for n, text in enumerate(lines, 1):
         if not text.strip():
@@ -221,11 +268,20 @@ def verify_export(
         if seen is not None and seen[0] != hash_:
             return events.VerifyReport(False, 0, 0, events.GENESIS, seq, f"line {n}: two different records {seq}")
         rows[seq] = (hash_, prev if isinstance(prev, str) else None, fields)  # a sink may deliver one twice
+        first_line.setdefault(seq, n)
     ordered = sorted(rows.items())  # the server's export is newest first
     check = SealCheck(trusted=trusted, head=head.strip().lower() if head else None)
     prev_seq, prev_hash, checked = 0, events.GENESIS, 0
-    if ordered and ordered[0][1][1] is not None:  # a sink's file: it starts where the sink did
-        prev_seq, prev_hash = ordered[0][0] - 1, str(ordered[0][1][1])
+    if ordered:
+        seq, (hash_, stated, data) = ordered[0]
+        prev_seq, prev_hash = seq - 1, start.strip().lower() if start is not None else events.GENESIS
+        # A sink's line says what it follows; an export's does not, so its hash must follow
+        if stated is not None:
+            unlinked = stated != prev_hash
+        else:
+            unlinked = events.chain_hash(prev_hash, canonical_json(data)) != hash_
+        if unlinked and DEGRADED not in data:
+            return events.VerifyReport(False, 0, 0, events.GENESIS, seq, _unlinked(first_line[seq], stated, start))
     for seq, (hash_, _, data) in ordered:
         problem = None
         if DEGRADED in data:
@@ -246,3 +302,17 @@ def verify_export(
             report, ok=False, problem="the export holds no signed checkpoint: nothing in it is signed"
         )
     return report
+
+
+def _unlinked(line: int, stated: str | None, start: str | None) -> str:
+    """Why the first record of an export does not link to where its chain must start."""
+    where = f"the first record (line {line}) does not link to"
+    says = f": it follows hash {stated[:64]!r}" if stated is not None else " (or it was changed)"
+    if start is not None:
+        wrong = "records before it were cut off, or --start is wrong"
+        return f"{where} the --start hash {start.strip()[:64]!r}{says}: {wrong}"
+    return (
+        f"{where} GENESIS{says}: records before it were cut off, or the file starts later in the chain (a"
+        " sink's file, an export after `clearance audit archive`): give the hash of the record before it"
+        " with --start HASH"
+    )

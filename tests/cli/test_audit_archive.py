@@ -81,6 +81,17 @@ def test_archive_then_verify_from_the_boundary_and_offline(store: str, tmp_path:
     assert gone.returncode == 1 and "(records up to 25 are archived: see `clearance audit archive`)" in gone.stderr
     again = run_cli("audit", "archive", "--before", "90d", str(arch), db=store, check=True).stdout
     assert "nothing to archive before" in again
+    db = Database(store)
+    with db.write() as cur:  # as a store archived before migration 0021 (archived_ids) would be
+        cur.execute("DELETE FROM archived_ids WHERE seq > 10")
+    db.close()
+    last = "events-000000000021-000000000025"
+    (arch / f"{last}.json").rename(tmp_path / "aside.json")
+    listed = run_cli("audit", "archive", "--before", "90d", str(arch), db=store, check=True).stdout
+    assert "listed the ids of 10 records archived before this version" in listed
+    assert f"{last}.jsonl.gz is not in {arch}" in listed and "would append a re-sent copy" in listed
+    (tmp_path / "aside.json").rename(arch / f"{last}.json")
+    assert "listed the ids of 5 records" in run_cli("audit", "archive", "--before", "90d", str(arch), db=store).stdout
     # Deleting the first record left is found by `verify`; a changed segment by `verify --archive`.
     db = Database(store)
     with db.write() as cur:

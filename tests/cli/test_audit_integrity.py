@@ -3,6 +3,7 @@ of docs/concepts/audit-integrity.md."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -90,6 +91,33 @@ def test_an_export_verifies_offline_with_the_public_key_and_tampering_fails(
     assert junk.returncode == 2 and "not an Ed25519" in junk.stderr
 
 
+def test_an_export_with_its_first_records_cut_off_needs_start(
+    configure: Callable[..., Governor], db_path: Path, tmp_path: Path
+) -> None:
+    calls(configure(), 4)
+    run_cli("audit", "checkpoint", db=db_path, check=True)
+    out = tmp_path / "audit.jsonl"
+    run_cli("audit", "export", "-o", str(out), db=db_path, check=True)
+    pem = public_pem(db_path, tmp_path / "public.pem")
+    lines = out.read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(lines[2:]))
+    first, before = json.loads(lines[2]), json.loads(lines[1])
+    broken = run_cli("audit", "verify", "--export", str(cut), "--public-key", str(pem))
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    assert f"BROKEN: record {first['seq']}: the first record (line 1) does not link to GENESIS" in broken.stderr
+    assert "--start HASH" in broken.stderr
+    ok = run_cli("audit", "verify", "--export", str(cut), "--public-key", str(pem), "--start", before["hash"])
+    assert ok.returncode == 0, ok.stderr
+    assert f"starts after the record with hash {before['hash']}" in ok.stdout and "ok: " in ok.stdout
+    wrong = run_cli("audit", "verify", "--export", str(cut), "--public-key", str(pem), "--start", "0" * 64)
+    assert wrong.returncode == 1 and f"does not link to the --start hash {'0' * 64!r}" in wrong.stderr
+    bad = run_cli("audit", "verify", "--export", str(cut), "--public-key", str(pem), "--start", "\u202e" + "0" * 63)
+    assert bad.returncode == 2 and "64 hexadecimal digits" in bad.stderr and "--start" in bad.stderr
+    alone = run_cli("audit", "verify", "--start", before["hash"], db=db_path)
+    assert alone.returncode == 2 and "--start is for --export" in alone.stderr
+
+
 def test_a_jsonl_sink_keeps_a_copy_of_every_checkpoint_that_verifies_offline(
     configure: Callable[..., Governor], db_path: Path, tmp_path: Path
 ) -> None:
@@ -107,8 +135,48 @@ def test_a_jsonl_sink_keeps_a_copy_of_every_checkpoint_that_verifies_offline(
     kinds = [json.loads(line)["kind"] for line in copy.read_text().splitlines()]
     assert kinds[-2:] == ["checkpoint.key_introduced", "checkpoint.signed"]
     pem = public_pem(db_path, tmp_path / "public.pem")
-    ok = run_cli("audit", "verify", "--export", str(copy), "--public-key", str(pem))
+    first = json.loads(copy.read_text().splitlines()[0])["seq"]
+    assert first > 1  # the sink started after the first call's records
+    cut = run_cli("audit", "verify", "--export", str(copy), "--public-key", str(pem))
+    assert cut.returncode == 1 and "does not link to GENESIS" in cut.stderr
+    with sqlite3.connect(db_path) as conn:  # a file that starts later is checked from the hash before it
+        [(before,)] = conn.execute("SELECT hash FROM events WHERE seq = ?", (first - 1,)).fetchall()
+    ok = run_cli("audit", "verify", "--export", str(copy), "--public-key", str(pem), "--start", before)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_verify_trusts_the_signing_key_file_not_a_key_the_chain_introduces(
+    configure: Callable[..., Governor], db_path: Path, tmp_path: Path
+) -> None:
+    """Someone who can write the store removes a record, rehashes, and re-signs with a key of their own."""
+    calls(configure(), 3)
+    run_cli("audit", "checkpoint", db=db_path, check=True)
+    ok = run_cli("audit", "verify", db=db_path, check=True)
+    mine = signing.load_or_create(db_path.parent / signing.KEY_FILE).id
+    assert f"trusting checkpoints of the signing key {mine}" in ok.stdout
+    with sqlite3.connect(db_path) as conn:  # drop the checkpoint and record 3, rehash the rest
+        conn.execute("DELETE FROM events WHERE kind LIKE 'checkpoint.%' OR seq = 3")
+        conn.execute("DELETE FROM checkpoints")
+        prev = "0" * 64
+        for seq, body in conn.execute("SELECT seq, body FROM events ORDER BY seq").fetchall():
+            h = hashlib.sha256((prev + body).encode()).hexdigest()
+            conn.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, h, seq))
+            prev = h
+    forger = tmp_path / "forger.pem"
+    made = run_cli("audit", "checkpoint", "--key", str(forger), db=db_path, check=True)
+    forger_id = signing.load_or_create(forger).id
+    assert forger_id in made.stdout
+    forged = run_cli("audit", "verify", db=db_path)
+    assert forged.returncode == 1 and "Traceback" not in forged.stderr
+    assert f"signed by key {forger_id}, which is not trusted" in forged.stderr and mine in forged.stderr
+    # With the forger's key file named, or no key file at all, it agrees with itself — and says only that
+    assert run_cli("audit", "verify", "--key", str(forger), db=db_path).returncode == 0
+    (db_path.parent / signing.KEY_FILE).rename(tmp_path / "moved.pem")
+    alone = run_cli("audit", "verify", db=db_path)
+    assert alone.returncode == 0 and "only shown to be self-consistent" in alone.stdout
+    (tmp_path / "junk.pem").write_text("junk")
+    junk = run_cli("audit", "verify", "--key", str(tmp_path / "junk.pem"), db=db_path)
+    assert junk.returncode == 2 and "--key" in junk.stderr and "not an Ed25519" in junk.stderr
 
 
 def decided_receipt(gov: Governor, note: str) -> dict[str, object]:

@@ -189,6 +189,27 @@ def test_checkpoints_are_paged_newest_first_and_verify(
         assert client.get("/v1/checkpoints", headers=keys["admin"], params=bad).status_code == 422
 
 
+def test_the_server_verify_trusts_its_own_key_not_one_the_chain_introduces(
+    client: TestClient, keys: dict[str, dict[str, str]], server_db: str, tmp_path: Any
+) -> None:
+    """A rewrite re-signed with a key the chain introduces itself agrees with itself; the server says whose it is."""
+    own = client.app.state.signing_key  # type: ignore[attr-defined]
+    forger = signing.load_or_create(tmp_path / "forger.pem")
+    db = Database(server_db)
+    try:
+        pending(client, keys, 300)
+        assert seals.sign(db, own, now_us=1) is not None
+        pending(client, keys, 301)
+        assert client.get("/v1/audit/verify", headers=keys["admin"]).json()["ok"]
+        assert seals.sign(db, forger, now_us=2) is not None  # a checkpoint by a key of someone else's
+        assert integrity.verify_store(db).ok  # the chain itself introduces the forger's key
+    finally:
+        db.close()
+    verified = client.get("/v1/audit/verify", headers=keys["admin"]).json()
+    assert not verified["ok"] and f"signed by key {forger.id}, which is not trusted" in verified["problem"]
+    assert own.id in verified["problem"]
+
+
 def test_the_server_signs_every_n_records(server_db: str, make_key: Any) -> None:
     with _client(server_db, checkpoint_every=5, checkpoint_interval=86_400) as c:
         admin = {"X-API-Key": make_key("admin", agent=None)}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -8,6 +9,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clearance import _archive
 from clearance._store import Database
 from clearance._store._events import EventFilter, new_id, query, verify
 from clearance.server import ServerSettings, create_app
@@ -170,6 +172,29 @@ def test_hostile_text_in_a_copied_batch_reads_back_as_sent_or_is_refused(
                 assert body.get(name) == sent.get(name), (i, name)
             assert columns[sent["id"]] == (sent["session"], sent.get("tool"), sent.get("model"))
         assert verify(db).ok
+    finally:
+        db.close()
+
+
+def test_a_record_resent_after_its_original_was_archived_is_a_duplicate(
+    client: TestClient, make_key: Any, server_db: str, tmp_path: Path
+) -> None:
+    """A spool retry or a lost acknowledgement re-sends records archived since: nothing is appended twice."""
+    agent = {"X-API-Key": make_key("agent", agent="refunds")}
+    batch = [event(), event("llm.call"), event(decision="error", error="boom")]
+    assert client.post("/v1/events", headers=agent, json={"events": batch}).json()["appended"] == 3
+    tip = event()  # the newest record never leaves: archive everything before it
+    assert client.post("/v1/events", headers=agent, json={"events": [tip]}).json()["appended"] == 1
+    db = Database(server_db)
+    try:
+        done = _archive.archive(db, tmp_path / "arch", before_us=time.time_ns() // 1000 + 10**9, past_sinks=True)
+        assert done.records >= 3 and [e.body["id"] for e in ingested(db)] == [tip["id"]]
+        again = client.post("/v1/events", headers=agent, json={"events": [*batch, tip]}).json()
+        assert again == {"appended": 0, "duplicates": 4, "refused": []}
+        assert [e.body["id"] for e in ingested(db)] == [tip["id"]]
+        report = _archive.check(tmp_path / "arch", db)
+        assert report.ok, report.problem
+        assert report.records == done.records + len(query(db, EventFilter()))
     finally:
         db.close()
 

@@ -23,6 +23,8 @@ import httpx
 import psycopg
 import pytest
 
+from clearance import _signing as signing
+
 from .._wait import until
 from ..conftest import run_cli
 from .conftest import Server, _free_port
@@ -41,6 +43,9 @@ EXPIRING = (
 def served(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     monkeypatch.setenv("CLEARANCE_KEEP_ALIVE_TIMEOUT", "300")  # a client's connection stays on its worker
     monkeypatch.setenv("CLEARANCE_HEADER_TIMEOUT", str(HEADER))
+    # No key file yet: every worker starts at once and loads or creates it
+    monkeypatch.setenv("CLEARANCE_SIGNING_KEY", str(tmp_path / "keys" / signing.KEY_FILE))
+    monkeypatch.setenv("CLEARANCE_CHECKPOINT_INTERVAL", "1")
     server = Server(pg_url, _free_port(), tmp_path / "server.log", args=("--workers", str(WORKERS)))
     try:
         server.start(timeout=180)  # N processes starting at once on a busy machine
@@ -102,6 +107,38 @@ def _status(server: Server, approval_id: str) -> str:
 
 
 pg = pytest.mark.postgres
+
+
+@pg
+def test_every_worker_signs_with_the_one_key_file(served: Server) -> None:
+    """Workers starting at once on an absent key file: one creates it, and every worker signs with it,
+    so each one's verify (which trusts its own key) passes the others' checkpoints."""
+    served.publish("version: 1\ndefault: allow\n")
+    key_file = Path(os.environ["CLEARANCE_SIGNING_KEY"])
+    assert sorted(p.name for p in key_file.parent.iterdir()) == [key_file.name]  # no temporary file left
+    the_key = signing.load_or_create(key_file)
+    workers = clients_by_worker(served, WORKERS)
+    assert len(workers) == WORKERS
+    approver, agent, admin = ({"X-API-Key": k} for k in (served.approver, served.agent, served.admin))
+    for clients in workers.values():
+        assert clients[0].get("/v1/checkpoints/keys", headers=approver).json()[0]["key_id"] == the_key.id
+
+    made: list[dict[str, Any]] = []
+
+    def signed() -> bool:
+        for clients in workers.values():  # records from every worker, and checkpoints of them
+            assert clients[0].post("/v1/check", headers=agent, json={"tool": "t", "args": {}}).status_code == 200
+        made[:] = httpx.get(f"{served.base}/v1/checkpoints", headers=approver).json()["checkpoints"]
+        return len(made) >= 3
+
+    until(signed, "three checkpoints", timeout=60)
+    assert {c["key_id"] for c in made} == {the_key.id}
+    for clients in workers.values():
+        verified = clients[0].get("/v1/audit/verify", headers=admin).json()
+        assert verified["ok"] and verified["checkpoints"] >= 3, verified
+    for clients in workers.values():
+        for client in clients:
+            client.close()
 
 
 @pg

@@ -113,6 +113,30 @@ def test_archives_a_prefix_in_segments_and_the_chain_continues(db: Database, tmp
     assert again.segments == [] and again.start_seq == 20  # nothing older is left: idempotent
 
 
+def test_ingest_counts_an_archived_record_sent_again_as_a_duplicate(db: Database, tmp_path: Path) -> None:
+    """Archive lists the ids it removes; the next run lists those of segments archived before 0021."""
+    fill(db, 12)
+    first = _archive.archive(db, tmp_path / "arch", before_us=7, per_segment=3)
+    assert [m.boundary.records for m in first.segments] == [3, 3] and first.listed == 0
+    archived = segment_rows(tmp_path / "arch")
+    resent = [
+        {"v": 1, "id": r[1], "kind": "llm.call", "at_us": r[AT], "agent": "a", "environment": "t"} for r in archived
+    ]
+    assert events.ingest(db, resent) == (0, 6)
+    with db.write() as cur:  # a store archived before migration 0021
+        cur.execute("DELETE FROM archived_ids")
+    one = first.segments[0].segment.replace(".jsonl.gz", ".json")
+    (tmp_path / "arch" / one).rename(tmp_path / one)
+    again = _archive.archive(db, tmp_path / "arch", before_us=7)
+    assert again.segments == [] and again.listed == 3 and again.unlisted == [first.segments[0].segment]
+    (tmp_path / one).rename(tmp_path / "arch" / one)
+    again = _archive.archive(db, tmp_path / "arch", before_us=7)
+    assert (again.listed, again.unlisted) == (3, [])
+    assert _archive.archive(db, tmp_path / "arch", before_us=7).listed == 0
+    assert events.ingest(db, resent) == (0, 6)
+    assert events.verify(db).ok and _archive.check(tmp_path / "arch", db).ok
+
+
 def test_the_newest_record_always_stays(db: Database, tmp_path: Path) -> None:
     fill(db, 5)
     done = _archive.archive(db, tmp_path / "arch", before_us=10**15)
@@ -316,6 +340,32 @@ def test_a_segment_keeps_its_newest_checkpoint_and_the_archive_check_verifies_it
     forged = dataclasses.replace(back, checkpoint={**back.checkpoint, "hash": "0" * 64})  # type: ignore[dict-item]
     with pytest.raises(_archive.ArchiveProblem, match="a hash that record does not have"):
         _archive._recomputed(forged, stored, 0, events.GENESIS)
+
+
+def test_a_key_whose_introduction_was_archived_is_introduced_again(db: Database, tmp_path: Path) -> None:
+    """Else the next checkpoint names a key no record in the database introduces, and a verify
+    without the key file (the chain's own keys) reports the store broken."""
+    from clearance import _integrity
+    from clearance import _signing as signing
+    from clearance._store import _seals as seals
+
+    fill(db, 10)
+    key = signing.load_or_create(tmp_path / "key.pem")
+    assert seals.sign(db, key, now_us=10) is not None
+    for at in range(40, 43):
+        raw_append(db, at, "later")
+    assert _archive.archive(db, tmp_path / "arch", before_us=20).records == 12  # the introduction too
+    raw_append(db, 50, "after")
+    made = seals.sign(db, key, now_us=60)
+    assert made is not None
+    introduced = events.query(db, events.EventFilter(kind="checkpoint.key_introduced"))
+    assert [e.body["key_id"] for e in introduced] == [key.id] and introduced[0].seq == made.seq
+    report = _integrity.verify_store(db)
+    assert report.ok and report.checkpoints == 1, report
+    assert seals.sign(db, key, now_us=70) is None  # nothing since
+    raw_append(db, 80, "more")
+    assert seals.sign(db, key, now_us=90) is not None
+    assert len(events.query(db, events.EventFilter(kind="checkpoint.key_introduced"))) == 1  # not again
 
 
 def test_a_copy_of_the_database_archiving_to_the_same_directory_sets_the_original_segments_aside(

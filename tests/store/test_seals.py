@@ -182,6 +182,79 @@ def test_a_checkpoint_by_a_key_the_chain_never_introduced_is_refused(db: Databas
     assert integrity.verify_store(db, trusted=trusted).ok  # given the key, it verifies
 
 
+def forge(db: Database, keep: int, forger: signing.SigningKey) -> None:
+    """Rewrite the chain as someone who can write the store but lacks the key: cut the
+    checkpoints after record `keep` off, change record 5, rehash, and sign with their own key."""
+    truncate(db, keep)
+    with db.write() as cur:
+        cur.execute(db.sql("DELETE FROM checkpoints WHERE record_seq > :n"), {"n": keep})
+    rewrite(db, 5, "forged")
+    assert seals.sign(db, forger, now_us=9) is not None
+
+
+def test_a_chain_re_signed_with_a_key_it_introduces_fails_against_the_configured_key(
+    db: Database, key: signing.SigningKey, tmp_path: Path
+) -> None:
+    add(db, 10)
+    seals.sign(db, key, now_us=1)
+    configured = integrity.trusted_keys([key.public_pem.encode()])
+    assert integrity.verify_store(db, anchor=configured).ok
+    forger = signing.load_or_create(tmp_path / "forger.pem")
+    forge(db, 10, forger)
+    assert integrity.verify_store(db).ok  # the chain agrees with itself: all that is left without a key
+    report = integrity.verify_store(db, anchor=configured)
+    assert not report.ok and report.broken_seq == head(db)[0], report  # the forger's checkpoint
+    assert f"signed by key {forger.id}, which is not trusted" in (report.problem or "")
+    assert key.id in (report.problem or "")
+
+
+def test_a_rewrite_after_the_last_checkpoint_of_the_configured_key_is_found(
+    db: Database, key: signing.SigningKey, tmp_path: Path
+) -> None:
+    """The forger keeps the configured key's checkpoint and forges only the records after it."""
+    add(db, 4)
+    seals.sign(db, key, now_us=1)  # records 5 (introduced) and 6 (signed)
+    add(db, 6)
+    forger = signing.load_or_create(tmp_path / "forger.pem")
+    with db.write() as cur:  # change record 8, rehash from there on
+        cur.execute("SELECT seq, body FROM events WHERE seq >= 8 ORDER BY seq")
+        rows = cur.fetchall()
+        cur.execute("SELECT hash FROM events WHERE seq = 7")
+        prev = cur.fetchone()[0]
+        for seq, body in rows:
+            data = json.loads(body)
+            data["model"] = "forged" if seq == 8 else data["model"]
+            body = canonical_json(data)
+            h = events.chain_hash(prev, body)
+            cur.execute(
+                db.sql("UPDATE events SET body = :b, prev_hash = :p, hash = :h, model = :m WHERE seq = :s"),
+                {"b": body, "p": prev, "h": h, "m": data["model"], "s": seq},
+            )
+            prev = h
+    seals.sign(db, forger, now_us=2)
+    configured = integrity.trusted_keys([key.public_pem.encode()])
+    assert integrity.verify_store(db).ok
+    report = integrity.verify_store(db, anchor=configured)
+    assert not report.ok and report.broken_seq == head(db)[0] and forger.id in (report.problem or "")
+
+
+def test_a_rotated_out_key_is_trusted_where_a_checkpoint_of_the_configured_key_follows(
+    db: Database, tmp_path: Path
+) -> None:
+    old, new = signing.load_or_create(tmp_path / "old.pem"), signing.load_or_create(tmp_path / "new.pem")
+    add(db, 3)
+    seals.sign(db, old, now_us=1)
+    add(db, 3)
+    configured = integrity.trusted_keys([new.public_pem.encode()])
+    report = integrity.verify_store(db, anchor=configured)  # the new key has signed nothing yet
+    assert not report.ok and report.broken_seq == 5 and "clearance audit checkpoint" in (report.problem or "")
+    seals.sign(db, new, now_us=2)
+    report = integrity.verify_store(db, anchor=configured)
+    assert report.ok and report.checkpoints == 2, report
+    other = integrity.trusted_keys([signing.load_or_create(tmp_path / "other.pem").public_pem.encode()])
+    assert not integrity.verify_store(db, anchor=other).ok
+
+
 def test_key_rotation_is_recorded_and_old_checkpoints_verify_with_their_key(db: Database, tmp_path: Path) -> None:
     old, new = signing.load_or_create(tmp_path / "old.pem"), signing.load_or_create(tmp_path / "new.pem")
     add(db, 3)
@@ -223,6 +296,45 @@ def test_an_export_verifies_offline_with_only_the_public_key(db: Database, key: 
     report = integrity.verify_export(exported[:10], trusted)  # cut before its checkpoint
     assert not report.ok and "no signed checkpoint" in (report.problem or "")
     assert not integrity.verify_export(["not json\n"], trusted).ok
+
+
+def sink_lines(db: Database) -> list[str]:
+    """The records as a JSON-lines sink writes them: each line says the hash it follows."""
+    with db.read() as cur:
+        cur.execute("SELECT seq, id, prev_hash, hash, body FROM events ORDER BY seq")
+        rows = cur.fetchall()
+    return [
+        json.dumps({"seq": r[0], "id": r[1], "prev_hash": r[2], "hash": r[3], "event": json.loads(r[4])}) + "\n"
+        for r in rows
+    ]
+
+
+def test_an_export_or_sink_file_with_its_first_records_cut_off_does_not_verify(
+    db: Database, key: signing.SigningKey
+) -> None:
+    """Checked from wherever it starts, a copy whose first records were removed would still verify."""
+    add(db, 6)
+    seals.sign(db, key, now_us=1)
+    trusted = integrity.trusted_keys([key.public_pem.encode()])
+    exported = list(lines(events.iterate(db, events.EventFilter()), "jsonl"))
+    sink = sink_lines(db)
+    assert integrity.verify_export(exported, trusted).ok and integrity.verify_export(sink, trusted).ok
+    before_cut = json.loads(exported[2])["hash"]  # of record 3: the cut copies start at record 4
+    for cut in (exported[3:], sink[3:]):
+        report = integrity.verify_export(cut, trusted)
+        assert not report.ok and report.broken_seq == 4 and report.checked == 0, report
+        assert "the first record (line 1) does not link to GENESIS" in (report.problem or "")
+        assert "--start HASH" in (report.problem or "")
+        report = integrity.verify_export(cut, trusted, start=before_cut.upper())  # a file that starts later
+        assert report.ok and report.checked == len(cut) and report.checkpoints == 1, report
+    wrong = json.loads(exported[1])["hash"]
+    for cut, says in ((exported[3:], "(or it was changed)"), (sink[3:], f"it follows hash {before_cut!r}")):
+        report = integrity.verify_export(cut, trusted, start=wrong)
+        problem = report.problem or ""
+        assert not report.ok and report.broken_seq == 4
+        assert f"does not link to the --start hash {wrong!r}" in problem and says in problem
+    report = integrity.verify_export(sink[4:], trusted, start=before_cut)  # one more record cut off
+    assert not report.ok and "records before it were cut off" in (report.problem or "")
 
 
 def test_the_key_file_is_created_private_and_read_back(tmp_path: Path) -> None:

@@ -249,9 +249,9 @@ def _keys(paths: tuple[str, ...]) -> dict[str, Any] | None:
         raise click.BadParameter(str(exc), param_hint="--public-key") from None
 
 
-def _head(value: str | None) -> str | None:
+def _head(value: str | None, option: str = "--head") -> str | None:
     if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value.strip()):
-        raise click.BadParameter("a head hash is 64 hexadecimal digits", param_hint="--head")
+        raise click.BadParameter("a chain hash is 64 hexadecimal digits", param_hint=option)
     return value
 
 
@@ -301,6 +301,16 @@ def archive(before: str, segment_records: int, past_sinks: bool, directory: Path
         click.echo(f"archived {done.records} records in {len(done.segments)} segments to {where}")
     if done.start_seq:
         click.echo(f"the chain in the database starts after record {done.start_seq}, hash {done.start_hash}")
+    if done.listed:
+        click.echo(
+            f"listed the ids of {done.listed} records archived before this version: ingest counts a re-sent"
+            " copy of one as a duplicate"
+        )
+    for segment in done.unlisted:
+        click.echo(
+            f"{safe(segment)} is not in {where} (or does not verify: verify --archive says why): ingest does not"
+            " know its records' ids, and would append a re-sent copy of one again"
+        )
     if done.held_by is not None:
         sink, position = done.held_by
         click.echo(
@@ -325,6 +335,30 @@ def _verify_archive(directory: Path, database: str | None, trusted: dict[str, An
         click.echo(f"the last archived record is {report.last_seq}, hash {report.last_hash}")
     else:
         click.echo(f"they chain to the database: head is record {report.last_seq}, hash {report.last_hash}")
+
+
+def _anchor(key_path: str | None, database: str) -> tuple[dict[str, Any] | None, str]:
+    """The configured signing key's public half to trust (None: no key file), and a line saying so."""
+    from .. import _integrity as integrity
+    from .. import _signing as signing
+
+    path = Path(key_path) if key_path else signing.default_key_path(database)
+    try:
+        with open(path, "rb") as f:
+            pem = f.read(1_000_000)
+    except FileNotFoundError:
+        return None, (
+            f"no signing key file at {safe(str(path))}: the checkpoints are checked against the keys the chain"
+            " introduces itself, so the chain is only shown to be self-consistent (give --public-key or --key"
+            " to check who signed it)"
+        )
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {safe(str(path))}: {exc.strerror or exc}", param_hint="--key") from None
+    try:
+        keys = integrity.trusted_keys([pem])
+    except ValueError as exc:
+        raise click.BadParameter(f"{safe(str(path))}: {exc}", param_hint="--key") from None
+    return keys, f"trusting checkpoints of the signing key {', '.join(keys)} ({safe(str(path))})"
 
 
 @audit_group.command("verify")
@@ -353,7 +387,25 @@ def _verify_archive(directory: Path, database: str | None, trusted: dict[str, An
     "export_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Verify this JSON-lines export of the whole log offline, instead of a store (needs --public-key).",
+    help="Verify this JSON-lines export (or a JSON-lines sink's file) offline, instead of a store"
+    " (needs --public-key; --start when it does not begin at the chain's first record).",
+)
+@click.option(
+    "--key",
+    "key_path",
+    envvar="CLEARANCE_SIGNING_KEY",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Without --public-key, trust the key of this signing key file (env CLEARANCE_SIGNING_KEY; default"
+    " signing-key.pem beside the SQLite store); with no key file, only the keys the chain introduces.",
+)
+@click.option(
+    "--start",
+    "start_hash",
+    default=None,
+    metavar="HASH",
+    help="With --export: the hash of the record before the file's first (a sink's file, or an export after"
+    " `audit archive`, starts later in the chain); without it the first record must link to GENESIS.",
 )
 @click.option(
     "--archive",
@@ -372,6 +424,8 @@ def verify(
     head: str | None,
     public_keys: tuple[str, ...],
     export_file: str | None,
+    key_path: str | None,
+    start_hash: str | None,
     archive_dir: Path | None,
     database: str,
 ) -> None:
@@ -383,7 +437,9 @@ def verify(
     """
     from .. import _integrity as integrity
 
-    head, trusted = _head(head), _keys(public_keys)
+    head, trusted, start_hash = _head(head), _keys(public_keys), _head(start_hash, "--start")
+    if start_hash is not None and export_file is None:
+        raise click.UsageError("--start is for --export: a store knows where its chain starts")
     if archive_dir is not None and head is not None:
         raise click.UsageError("--head checks a store or an export, not --archive (verify the store after it)")
     if server and (head is not None or trusted is not None):
@@ -395,24 +451,29 @@ def verify(
         given = ctx.get_parameter_source("database") != click.core.ParameterSource.DEFAULT
         _verify_archive(archive_dir, database if given else None, trusted)
         return
-    start = (0, events.GENESIS)
+    start, trust = (0, events.GENESIS), ""
     if export_file is not None:
         if trusted is None:
             raise click.UsageError("--export needs --public-key: the keys whose checkpoints to trust")
         try:
             with open(export_file, encoding="utf-8") as f:
-                report = integrity.verify_export(f, trusted, head=head)
+                report = integrity.verify_export(f, trusted, head=head, start=start_hash)
         except (OSError, UnicodeDecodeError) as exc:
             raise click.ClickException(f"cannot read {safe(export_file)}: {exc}") from None
     elif server:
         report = _verify_remote(server, api_key)
     else:
+        anchor = None
+        if trusted is None:
+            anchor, trust = _anchor(key_path, database)
         db = open_db(database)
         try:
             start = archives.start(db)
-            report = integrity.verify_store(db, head=head, trusted=trusted)
+            report = integrity.verify_store(db, head=head, trusted=trusted, anchor=anchor)
         finally:
             db.close()
+    if start_hash is not None:
+        click.echo(f"the file's chain starts after the record with hash {start_hash.strip().lower()}")
     if start[0]:
         click.echo(f"records up to {start[0]} are archived: the chain here starts at their last hash {start[1]}")
     signed = (
@@ -424,9 +485,13 @@ def verify(
         click.echo(f"ok: {report.checked} records verified{signed}")
         click.echo(f"head is record {report.head_seq}, hash {report.head_hash}")
         click.echo("keep the head hash elsewhere (--head) to detect later truncation of the log")
+        if trust:
+            click.echo(trust)
         return
     click.echo(f"BROKEN: record {report.broken_seq}: {safe(report.problem)}", err=True)
     click.echo(f"the {report.checked} records before it verify (up to record {report.head_seq}){signed}", err=True)
+    if trust:
+        click.echo(trust, err=True)
     raise SystemExit(1)
 
 

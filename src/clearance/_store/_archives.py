@@ -2,8 +2,9 @@
 
 Records leave the `events` table only as a prefix of the chain, and only in the transaction
 that writes the `archives` row saying which segment file holds them and which hash the chain
-in the database continues from. The newest record never leaves: it is the chain's tip, which
-the next append links to (and, on SQLite, what keeps positions from being reused).
+in the database continues from, and their ids to `archived_ids` (ingest's dedupe reads it).
+The newest record never leaves: it is the chain's tip, which the next append links to (and, on
+SQLite, what keeps positions from being reused).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ._events import ROW_COLUMNS, chain_start, check_row
 
 Row = tuple[Any, ...]  # one stored record, its `ROW_COLUMNS` in order
 _ROW = ", ".join(ROW_COLUMNS)
+_ID = ROW_COLUMNS.index("id")
 _AT, _BODY = ROW_COLUMNS.index("at_us"), ROW_COLUMNS.index("body")
 _PREV, _HASH = ROW_COLUMNS.index("prev_hash"), ROW_COLUMNS.index("hash")
 _ARCHIVE_COLUMNS = (
@@ -79,6 +81,32 @@ def recorded(db: Database) -> list[Archived]:
     return [Archived(r[0], Boundary(r[1], r[2], r[3], r[4], r[5], r[7], r[8]), r[6], r[9]) for r in rows]
 
 
+def unlisted(db: Database) -> list[Archived]:
+    """Segments recorded as archived whose records' ids are not all in `archived_ids` (archived before 0021)."""
+    with db.read() as cur:
+        cur.execute(
+            f"SELECT {_ARCHIVE_COLUMNS} FROM archives a WHERE a.records > (SELECT COUNT(*) FROM archived_ids i"
+            " WHERE i.seq >= a.first_seq AND i.seq <= a.last_seq) ORDER BY last_seq"
+        )
+        rows = cur.fetchall()
+    return [Archived(r[0], Boundary(r[1], r[2], r[3], r[4], r[5], r[7], r[8]), r[6], r[9]) for r in rows]
+
+
+def list_ids(db: Database, rows: Sequence[Row]) -> int:
+    """Add the ids of archived `rows` (read back from their verified segment) that `archived_ids` lacks; how many."""
+    b = Boundary.of(rows)
+    with db.write() as cur:
+        cur.execute(
+            db.sql("SELECT id FROM archived_ids WHERE seq >= :first AND seq <= :last"),
+            {"first": b.first_seq, "last": b.last_seq},
+        )
+        have = {r[0] for r in cur.fetchall()}
+        missing = [{"id": r[_ID], "seq": r[0]} for r in rows if r[_ID] not in have]
+        if missing:
+            cur.executemany(db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq)"), missing)
+    return len(missing)
+
+
 def holds(db: Database, seq: int, hash_: str | None) -> bool:
     """Whether the database holds the record at `seq` with this hash."""
     with db.read() as cur:
@@ -134,7 +162,7 @@ def due(
 
 
 def remove(db: Database, segment: str, rows: Sequence[Row], *, sha256: str, now_us: int) -> None:
-    """Delete exactly `rows` (verified in their segment file) and record the segment, in one transaction.
+    """Delete exactly `rows` (verified in their segment file) and record the segment and their ids, in one transaction.
 
     Raises:
         StoreError: The chain's start moved since `rows` were read (another archive ran), or the
@@ -174,4 +202,10 @@ def remove(db: Database, segment: str, rows: Sequence[Row], *, sha256: str, now_
                 " :last_hash, :records, :sha256, :first_at_us, :last_at_us, :archived_at_us)"
             ),
             {"segment": segment, "sha256": sha256, "archived_at_us": now_us, **b.__dict__},
+        )
+        # A remote agent may re-send one of these records later (a lost acknowledgement):
+        # ingest finds its id here and counts it a duplicate.
+        cur.executemany(
+            db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq)"),
+            [{"id": r[_ID], "seq": r[0]} for r in rows],
         )

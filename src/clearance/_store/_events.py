@@ -442,7 +442,7 @@ def ingest(
     *,
     then: Callable[[Any, list[dict[str, Any]]], Sequence[Event]] | None = None,
 ) -> tuple[int, int]:
-    """Append events that arrived from elsewhere, skipping ids already stored (idempotent).
+    """Append events that arrived from elsewhere, skipping ids already stored or archived (idempotent).
 
     Each body must already be a complete, validated event. `then` is given the cursor and the
     bodies that were new, in the same transaction, and returns more records to append (what
@@ -454,10 +454,11 @@ def ingest(
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ", ".join(f":i{n}" for n in range(len(chunk)))
-            cur.execute(
-                db.sql(f"SELECT id FROM events WHERE id IN ({marks})"), {f"i{n}": v for n, v in enumerate(chunk)}
-            )
-            seen.update(r[0] for r in cur.fetchall())
+            given = {f"i{n}": v for n, v in enumerate(chunk)}
+            # An id is taken while its record is here, and after it was archived (0021)
+            for table in ("events", "archived_ids"):
+                cur.execute(db.sql(f"SELECT id FROM {table} WHERE id IN ({marks})"), given)
+                seen.update(r[0] for r in cur.fetchall())
         fresh: list[Event] = []
         new: list[dict[str, Any]] = []
         for body in bodies:

@@ -13,6 +13,7 @@ _ID = String(40)
 _CALLS = text("kind = 'tool_call.decided'")
 _LLM = text("kind = 'llm.call'")
 _ACTIVATIONS = text("kind = 'policy.activated'")
+_KEYS = text("kind = 'checkpoint.key_introduced'")
 _NAME = String(200)
 USAGE_INDEX = (
     "at_us",
@@ -75,6 +76,7 @@ class EventRow(Base):
         # list reads the index alone, not a heap page per record of each session (0020)
         Index("ix_events_session", *SESSION_INDEX),
         Index("ix_events_call_id", "call_id"),
+        Index("ix_events_keys", "seq", sqlite_where=_KEYS, postgresql_where=_KEYS),  # (0021)
     )
 
 
@@ -403,3 +405,18 @@ class ArchiveRow(Base):
     first_at_us: Mapped[int] = mapped_column(BigInteger)
     last_at_us: Mapped[int] = mapped_column(BigInteger)
     archived_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class ArchivedIdRow(Base):
+    """The event id of a record that left `events` for an archive segment (0021).
+
+    Written in the transaction that removes the record, so ingest counts a re-sent copy of it
+    as a duplicate instead of appending it again.
+    """
+
+    __tablename__ = "archived_ids"
+
+    id: Mapped[str] = mapped_column(_ID, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_archived_ids_seq", "seq"),)

@@ -6,7 +6,8 @@ its own, `checkpoint.signed`, appended right after the head it signs, so every e
 JSON-lines file, a SIEM) receives a copy the database's owner cannot take back, and every
 export carries it. The `checkpoints` table indexes them for reading. The first checkpoint a
 key signs follows a `checkpoint.key_introduced` record carrying that key's public half: the
-log itself says which key signed what, and when the key changed.
+log itself says which key signed what, and when the key changed. A key whose introduction was
+archived is introduced again (its `previous_key_id` is then itself) before it signs next.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def sign(db: Database, key: SigningKey, *, now_us: int, every: int | None = None
         since = head_seq - (last.record_seq if last else 0)
         if since <= 0 or (every is not None and since < every):
             return None
-        if last is None or last.key_id != key.id:
+        # Introduced again when its introduction was archived: the chain in the database then
+        # still says which key signs, for a verify without the key (`clearance audit archive`)
+        if last is None or last.key_id != key.id or not _introduced_here(db, cur, key.id):
             introduced = {**_SYSTEM, "key_id": key.id, "public_key": key.public_pem}
             introduced["previous_key_id"] = last.key_id if last else None
             append(db, cur, [make_event("checkpoint.key_introduced", now_us, introduced)])
@@ -153,6 +156,19 @@ def sign(db: Database, key: SigningKey, *, now_us: int, every: int | None = None
             made.__dict__,
         )
     return made
+
+
+def _introduced_here(db: Database, cur: Any, key_id: str) -> bool:
+    """Whether a `checkpoint.key_introduced` record of `key_id` is in the database (not archived)."""
+    cur.execute("SELECT body FROM events WHERE kind = 'checkpoint.key_introduced'")  # ix_events_keys
+    for (body,) in cur.fetchall():
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(data, dict) and data.get("key_id") == key_id:
+            return True
+    return False
 
 
 def keys(db: Database) -> dict[str, str]:
