@@ -40,6 +40,13 @@ def test_rebuild_usage_sums_the_hours_again_from_the_records(any_store: str) -> 
         assert rollup.differences(db)[0] == 1
     finally:
         db.close()
+    found = run_cli("audit", "verify", db=any_store)
+    assert found.returncode == 1
+    assert found.stdout.startswith("ok: 3 records verified")  # the records are intact
+    assert "USAGE SUMS DIFFER: 1 hourly usage sums" in found.stderr
+    assert "agent 'refunds', model 'gpt\\u202e-4o': calls 99 where the records sum to 3" in found.stderr
+    assert "\u202e" not in found.stderr  # shown escaped, never as a live override
+    assert "`clearance db rebuild-usage` sums them again" in found.stderr
     done = run_cli("db", "rebuild-usage", db=any_store, check=True)
     assert done.stdout.strip() == "ok: the hourly usage sums were rebuilt from the records (1 differed)"
     db = Database(any_store)
@@ -49,3 +56,4 @@ def test_rebuild_usage_sums_the_hours_again_from_the_records(any_store: str) -> 
         db.close()
     again = run_cli("db", "rebuild-usage", db=any_store, check=True)
     assert "(0 differed)" in again.stdout
+    assert run_cli("audit", "verify", db=any_store, check=True).stderr == ""

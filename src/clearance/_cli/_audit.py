@@ -18,6 +18,7 @@ from .._export import lines
 from .._store import EventFilter, StoredEvent
 from .._store import _archives as archives
 from .._store import _events as events
+from .._store import _rollup as rollup
 from .._store._kinds import KINDS
 from .._visible import hazards, shown_json, visible, warning
 from ._common import database_option, friendly, open_db, safe, when
@@ -452,6 +453,7 @@ def verify(
         _verify_archive(archive_dir, database if given else None, trusted)
         return
     start, trust = (0, events.GENESIS), ""
+    usage: tuple[int, list[str]] = (0, [])
     if export_file is not None:
         if trusted is None:
             raise click.UsageError("--export needs --public-key: the keys whose checkpoints to trust")
@@ -470,6 +472,7 @@ def verify(
         try:
             start = archives.start(db)
             report = integrity.verify_store(db, head=head, trusted=trusted, anchor=anchor)
+            usage = rollup.differences(db) if report.ok else (0, [])
         finally:
             db.close()
     if start_hash is not None:
@@ -487,6 +490,17 @@ def verify(
         click.echo("keep the head hash elsewhere (--head) to detect later truncation of the log")
         if trust:
             click.echo(trust)
+        if usage[0]:
+            # Not chained, derived: the records are intact, the summaries read from them are not.
+            click.echo(
+                f"USAGE SUMS DIFFER: {usage[0]} hourly usage sums (what the costs pages, usage summaries and"
+                " budgets read) are not the sums of the records:",
+                err=True,
+            )
+            for line in usage[1]:
+                click.echo(f"  {safe(line)}", err=True)
+            click.echo("the records are intact: `clearance db rebuild-usage` sums them again", err=True)
+            raise SystemExit(1)
         return
     click.echo(f"BROKEN: record {report.broken_seq}: {safe(report.problem)}", err=True)
     click.echo(f"the {report.checked} records before it verify (up to record {report.head_seq}){signed}", err=True)

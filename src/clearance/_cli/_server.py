@@ -126,6 +126,7 @@ def backup(target: Path, database: str) -> None:
     from .. import _integrity as integrity
     from .._backup import backup_sqlite
     from .._store import Database, normalise_url
+    from ._audit import _anchor
 
     try:
         url = make_url(normalise_url(database))
@@ -140,9 +141,10 @@ def backup(target: Path, database: str) -> None:
     if done.revision != HEAD:  # opening it would migrate the backup: verify it after restoring
         click.echo(f"not verified: the copy is at schema {done.revision}, this version's is {HEAD}")
         return
+    anchor, trust = _anchor(None, database)  # the store's signing key, as `audit verify` trusts it
     db = Database(str(done.path), create=False)
     try:
-        report = integrity.verify_store(db)
+        report = integrity.verify_store(db, anchor=anchor)
     finally:
         db.close()
     if not report.ok:
@@ -150,6 +152,7 @@ def backup(target: Path, database: str) -> None:
         click.echo("the store itself holds the same records: run clearance audit verify on it", err=True)
         raise SystemExit(1)
     click.echo(f"ok: {report.checked} records verify; head is record {report.head_seq}, hash {report.head_hash}")
+    click.echo(trust)
 
 
 @db_group.command("rebuild-usage")
