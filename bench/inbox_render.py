@@ -4,8 +4,9 @@ A real `clearance serve` on SQLite and on PostgreSQL, 500 pending approvals aske
 `/v1/check` (four agents, two environments, arguments of several sizes), and Debian's Chromium
 driven by Playwright, signed in as an approver. Each run opens `#/approvals` afresh and measures,
 in the page, the time from the navigation's start until the list is rendered (its count says 500
-and its first items are drawn; the page draws a screenful first and the rest in the frames after),
-then until the next frame is painted, and until all 500 items are in the page. Also printed: how
+and its first items are drawn; the page draws a screenful first, and the rest in one go once that
+is painted), then until the next frame is painted (which, from a screenful, waits for the rest to be
+drawn), and until all 500 items are in the page. Also printed: how
 much of it came after the stream's first list arrived (the page's own work), how long the server
 takes to send that first `pending` event, and how long the page takes to redraw the list when an
 approval is decided elsewhere. Target: rendered within 1 s.

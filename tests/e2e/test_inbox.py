@@ -390,3 +390,28 @@ def test_a_phone_sized_approver_decides_without_scrolling_sideways(dashboard: Da
     page.get_by_role("button", name="Review changes (1)").click()
     expect(page.get_by_role("button", name="Confirm and approve")).to_be_in_viewport()
     fits(page, PHONE["width"])
+
+
+# Every size the list has had, as the page drew it (after each batch of changes to the document).
+LIST_SIZES = """(() => {
+  window.__sizes = [];
+  new MutationObserver(() => {
+    const n = document.querySelectorAll('ul.items li').length;
+    if (n && window.__sizes[window.__sizes.length - 1] !== n) window.__sizes.push(n);
+  }).observe(document, { childList: true, subtree: true });
+})()"""
+
+
+def test_a_long_inbox_draws_a_screenful_first_then_the_rest_in_one_go(dashboard: Dashboard) -> None:
+    dashboard.server.publish(POLICY)
+    ids = [ask(dashboard, "issue_refund", {"order_id": f"A-{i}", "amount": 300 + i}) for i in range(150)]
+    page = dashboard.page
+    dashboard.login()
+    expect(page.locator("ul.items li")).to_have_count(150)
+    page.add_init_script(LIST_SIZES)
+    page.reload()
+    expect(page.locator("ul.items li")).to_have_count(150)
+    expect(page.locator(".inbox .count")).to_have_text("150")
+    assert page.evaluate("window.__sizes") == [30, 150]  # a screenful, then all the rest at once (not 50 a frame)
+    # nearest expiry first: all have the same timeout, so the order they were asked in
+    assert page.locator("ul.items a").evaluate_all("(links) => links.map((a) => a.dataset.id)") == ids
