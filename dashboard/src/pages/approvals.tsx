@@ -45,7 +45,15 @@ function typing(event: KeyboardEvent): boolean {
   );
 }
 
-export function Approvals({ route, me }: { route: Route; me: Signed }) {
+export function Approvals({
+  route,
+  me,
+  toList,
+}: {
+  route: Route;
+  me: Signed;
+  toList: { current: (() => boolean) | null };
+}) {
   const filters = useMemo(() => filtersOf(route.query), [route.query.toString()]);
   const streamQuery = useMemo(() => {
     const q = new URLSearchParams();
@@ -173,6 +181,20 @@ export function Approvals({ route, me }: { route: Route; me: Signed }) {
     );
   const narrowed = ["mine", "tool", "agent", "environment"].filter((n) => filters[n as keyof Filters]).length;
   const tabbable = selected && sorted.some((a) => a.id === selected) ? selected : sorted[0]?.id;
+
+  // The shell's "Skip to the pending list": opens the first (or the open) approval and focuses it in the list.
+  useEffect(() => {
+    toList.current = () => {
+      if (!tabbable) return false;
+      const link = listRef.current?.querySelector<HTMLAnchorElement>(`a[data-id="${CSS.escape(tabbable)}"]`);
+      if (tabbable === selected && link) link.focus();
+      else open(tabbable);
+      return true;
+    };
+    return () => {
+      toList.current = null;
+    };
+  });
 
   return (
     <>
