@@ -8,6 +8,7 @@ and `GET /v1/calls` (a row per call, with its records) the same way.
 Target: <= 300 ms a page on SQLite and PostgreSQL.
 
     .venv/bin/python bench/audit_paging.py [--events 1000000] [--fresh] [--pg URL | --no-pg]
+        [--decisions-only | --dashboard-only]
 """
 
 from __future__ import annotations
@@ -441,6 +442,9 @@ def main() -> None:
     parser.add_argument("--sqlite", type=Path, default=SQLITE, help="the SQLite store's file")
     parser.add_argument("--schema", default=SCHEMA, help="the PostgreSQL store's schema")
     parser.add_argument("--decisions-only", action="store_true", help="time only the decisions history")
+    parser.add_argument(
+        "--dashboard-only", action="store_true", help="time only the audit log by call and the decisions history"
+    )
     o = parser.parse_args()
     warnings.simplefilter("ignore")
     if o.fresh:
@@ -465,8 +469,9 @@ def main() -> None:
                     conn.execute("VACUUM ANALYZE events")
         db.close()
     for name, url in stores:
-        if not o.decisions_only:
+        if not o.decisions_only and not o.dashboard_only:
             measure(name, url, o.runs)
+        if not o.decisions_only:
             measure_calls(name, url, o.runs)
         measure_decisions(name, url, o.runs)
 

@@ -30,6 +30,7 @@ const PAGES: { name: string; title: string; admin?: boolean }[] = [
 export function App() {
   const [me, setMe] = useState<Signed | null | undefined>(undefined);
   const route = useRoute();
+  const toList = useRef<(() => boolean) | null>(null); // set by the inbox while it is shown
   useTitle(route.path[0] ?? "approvals", me);
   useFocusOnNewPage([route.path[0] ?? "approvals", ...route.path.slice(1)].join("/")); // "" is the inbox too
 
@@ -73,6 +74,11 @@ export function App() {
         <a class="skip" href="#main" onClick={skipToMain}>
           Skip to content
         </a>
+        {page === "approvals" ? (
+          <a class="skip" href={href(["approvals"])} onClick={(event) => skipTo(event, toList.current)}>
+            Skip to the pending list
+          </a>
+        ) : null}
         <header class="top">
           <a class="brand" href="#/approvals">
             Clearance
@@ -92,7 +98,7 @@ export function App() {
           </div>
         </header>
         <main class="page" id="main" tabIndex={-1}>
-          {page === "approvals" && <Approvals route={route} me={me} />}
+          {page === "approvals" && <Approvals route={route} me={me} toList={toList} />}
           {page === "decisions" && <Decisions route={route} />}
           {page === "audit" && <Audit route={route} />}
           {page === "sessions" && <Sessions route={route} />}
@@ -125,6 +131,13 @@ function skipToMain(event: Event) {
   const main = document.getElementById("main");
   main?.focus();
   main?.scrollIntoView();
+}
+
+// The inbox's second skip link: the inbox opens its first approval and focuses it in the list
+// (main when the list is not there yet), so Tab, Tab, Enter reaches it and one key decides it.
+function skipTo(event: Event, go: (() => boolean) | null) {
+  if (!go?.()) skipToMain(event);
+  else event.preventDefault();
 }
 
 // On a new page (or when the element that had focus went away), focus its heading, or <main>

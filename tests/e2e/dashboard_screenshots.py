@@ -3,9 +3,10 @@
     .venv/bin/python -m tests.e2e.dashboard_screenshots [DIR]
 
 Starts the demo on a store of its own (its live agent asks for approvals, spends, and carries on
-when one is approved), signs in, approves the refund the agent waits for with an edit and a note,
-and photographs the inbox, an approval at phone width, the decisions history, the audit log as
-calls, a session's replay and the costs. Needs Playwright and Chromium (`make browser`).
+when one is approved; its amounts drawn from a fixed seed), signs in, approves the $355.08 refund
+the agent waits for edited to $150 with a note, and photographs the inbox, an approval at phone
+width, the decisions history, the audit log as calls, a session's replay and the costs. Needs
+Playwright and Chromium (`make browser`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from ..server.conftest import _free_port, wait_ready
 
 OUT = REPO / "docs" / "images"
 PASSWORD = "demo-password-1"
+# The live agents' amounts, drawn from this seed: the support agent's first refund asks $355.08.
+SEED = "14147"
+AMOUNT = "355.08"
+NOTE = "150 now: the rest once the courier confirms the loss"
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 375, "height": 812}
 
@@ -46,7 +51,7 @@ def main(out: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+            env={**os.environ, "PYTHONPATH": str(REPO / "src"), "_CLEARANCE_DEMO_SEED": SEED},
         )
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(demo.stdout or []), daemon=True).start()
@@ -65,8 +70,16 @@ def main(out: Path) -> None:
                 refund.click()
                 expect(page).to_have_url(re.compile(r"#/approvals/apr_"))
                 approved = page.url
+                detail = page.get_by_role("region", name="Approval", exact=True)
+                expect(detail).to_contain_text(AMOUNT)  # the seeded live agent's first refund
+                # approved with an edit and a note: the amount cut to 150
+                detail.get_by_role("button", name="Edit arguments…").click()
+                form = detail.get_by_role("form", name="Edit arguments")
+                form.get_by_label("amount").fill("150")
+                form.get_by_label("Note for the agent (optional)").fill(NOTE)
+                form.get_by_role("button", name=re.compile("Review changes")).click()
                 with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/approve")):
-                    page.get_by_role("button", name="Approve", exact=True).click()
+                    detail.get_by_role("button", name="Confirm and approve").click()
                 page.goto(approved)  # the inbox moved on to the next approval
                 expect(page.get_by_role("region", name="Approval").locator(".badge-executed").first).to_be_visible(
                     timeout=20_000

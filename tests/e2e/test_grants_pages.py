@@ -255,9 +255,18 @@ def test_the_shadow_report_shows_a_difference_and_promotes(dashboard: Dashboard)
     expect(rows.first).to_contain_text("order_id=S-2")
     page.go_back()
 
-    page.get_by_role("button", name="Promote…").click()
-    expect(page.get_by_role("alertdialog", name="Confirm the promotion")).to_contain_text(shadow)
-    page.get_by_role("button", name="Promote", exact=True).click()
+    opener = page.get_by_role("button", name="Promote…")
+    opener.click()  # the shared confirmation: a modal dialog, Cancel first, Escape cancels, focus goes back
+    dialog = page.get_by_role("dialog", name="Promote the shadow of default?")
+    expect(dialog).to_contain_text(shadow)
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(opener).to_be_focused()
+    enforced = {a["scope"]: a["revision_id"] for a in api(dashboard, "GET", "/v1/policies/assignments")}
+    assert enforced.get("default") != shadow  # cancelled: nothing promoted
+    page.keyboard.press("Enter")
+    dialog.get_by_role("button", name="Promote", exact=True).click()
     expect(page.get_by_text(f"{shadow} is enforced for default now.")).to_be_visible()
     expect(page.get_by_text("No revision decides in shadow now.")).to_be_visible()
     assert check(dashboard, 150)["decision"] == "require_approval"  # the promoted revision decides

@@ -249,9 +249,54 @@ def test_keyboard_only_approve_takes_few_tabs(dashboard: Dashboard, capsys: Any)
     page.keyboard.press("Enter")
     expect(page.locator(".last-decided")).to_contain_text("Approved")
     assert status(dashboard, first)["status"] == "approved"
+
+    # The inbox's own skip link: Tab, Tab, Enter reaches the list with the first approval open; `a` approves it.
+    second = page.locator("ul.items a").first.get_attribute("data-id")
+    page.goto(dashboard.url("#/approvals"))
+    page.reload()
+    expect(page.locator("ul.items a")).to_have_count(1)
+    presses = 0
+    for key in ("Tab", "Tab", "Enter"):
+        page.keyboard.press(key)
+        presses += 1
+        if page.evaluate("document.activeElement?.matches('ul.items a') ?? false"):
+            break
+    expect(item(page, str(second))).to_be_focused()
+    assert presses <= 3, presses
+    expect(page.get_by_role("button", name="Approve", exact=True)).to_be_visible()
+    page.keyboard.press("a")
+    expect(page.get_by_text("Nothing is waiting for a decision.")).to_be_visible()
+    assert status(dashboard, str(second))["status"] == "approved"
     with capsys.disabled():
         print(f"\nTabs to the first item: {from_load} through the navigation, {from_main} by the skip link;", end=" ")
-        print(f"{to_approve} more to Approve")
+        print(f"{to_approve} more to Approve; {presses} keys by the inbox's skip link, then a")
+
+
+def test_the_inbox_skip_link_is_second_and_leads_to_the_list(dashboard: Dashboard) -> None:
+    dashboard.server.publish(POLICY)
+    page = dashboard.page
+    dashboard.login()
+    page.reload()
+    expect(page.get_by_text("Nothing is waiting for a decision.")).to_be_visible()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to the pending list")
+    expect(skip).to_be_focused()
+    box = skip.bounding_box()
+    assert box is not None and box["width"] > 20 and box["height"] > 10  # visible once focused
+    before = page.evaluate("location.hash")
+    page.keyboard.press("Enter")  # nothing listed: to the page, as the first skip link goes
+    expect(page.locator("main#main")).to_be_focused()
+    assert page.evaluate("location.hash") == before  # the route stays
+    first = ask(dashboard, "issue_refund", {"order_id": "A-1", "amount": 450})
+    expect(page.locator("ul.items a")).to_have_count(1)
+    skip.focus()
+    page.keyboard.press("Enter")
+    expect(item(page, first)).to_be_focused()
+    assert page.evaluate("location.hash").startswith(f"#/approvals/{first}")
+    page.goto(dashboard.url("#/audit"))
+    expect(page.get_by_role("link", name="Skip to content")).to_have_count(1)
+    expect(skip).to_have_count(0)  # the inbox's alone
 
 
 def test_new_approvals_are_announced_and_notified_once_turned_on(dashboard: Dashboard) -> None:
@@ -390,3 +435,28 @@ def test_a_phone_sized_approver_decides_without_scrolling_sideways(dashboard: Da
     page.get_by_role("button", name="Review changes (1)").click()
     expect(page.get_by_role("button", name="Confirm and approve")).to_be_in_viewport()
     fits(page, PHONE["width"])
+
+
+# Every size the list has had, as the page drew it (after each batch of changes to the document).
+LIST_SIZES = """(() => {
+  window.__sizes = [];
+  new MutationObserver(() => {
+    const n = document.querySelectorAll('ul.items li').length;
+    if (n && window.__sizes[window.__sizes.length - 1] !== n) window.__sizes.push(n);
+  }).observe(document, { childList: true, subtree: true });
+})()"""
+
+
+def test_a_long_inbox_draws_a_screenful_first_then_the_rest_in_one_go(dashboard: Dashboard) -> None:
+    dashboard.server.publish(POLICY)
+    ids = [ask(dashboard, "issue_refund", {"order_id": f"A-{i}", "amount": 300 + i}) for i in range(150)]
+    page = dashboard.page
+    dashboard.login()
+    expect(page.locator("ul.items li")).to_have_count(150)
+    page.add_init_script(LIST_SIZES)
+    page.reload()
+    expect(page.locator("ul.items li")).to_have_count(150)
+    expect(page.locator(".inbox .count")).to_have_text("150")
+    assert page.evaluate("window.__sizes") == [30, 150]  # a screenful, then all the rest at once (not 50 a frame)
+    # nearest expiry first: all have the same timeout, so the order they were asked in
+    assert page.locator("ul.items a").evaluate_all("(links) => links.map((a) => a.dataset.id)") == ids

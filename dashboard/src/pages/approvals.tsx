@@ -45,7 +45,15 @@ function typing(event: KeyboardEvent): boolean {
   );
 }
 
-export function Approvals({ route, me }: { route: Route; me: Signed }) {
+export function Approvals({
+  route,
+  me,
+  toList,
+}: {
+  route: Route;
+  me: Signed;
+  toList: { current: (() => boolean) | null };
+}) {
   const filters = useMemo(() => filtersOf(route.query), [route.query.toString()]);
   const streamQuery = useMemo(() => {
     const q = new URLSearchParams();
@@ -174,6 +182,20 @@ export function Approvals({ route, me }: { route: Route; me: Signed }) {
   const narrowed = ["mine", "tool", "agent", "environment"].filter((n) => filters[n as keyof Filters]).length;
   const tabbable = selected && sorted.some((a) => a.id === selected) ? selected : sorted[0]?.id;
 
+  // The shell's "Skip to the pending list": opens the first (or the open) approval and focuses it in the list.
+  useEffect(() => {
+    toList.current = () => {
+      if (!tabbable) return false;
+      const link = listRef.current?.querySelector<HTMLAnchorElement>(`a[data-id="${CSS.escape(tabbable)}"]`);
+      if (tabbable === selected && link) link.focus();
+      else open(tabbable);
+      return true;
+    };
+    return () => {
+      toList.current = null;
+    };
+  });
+
   return (
     <>
       {!live.connected ? (
@@ -290,8 +312,8 @@ export function Approvals({ route, me }: { route: Route; me: Signed }) {
   );
 }
 
+// A screenful: drawn first, so the list is there to read and use at once.
 const FIRST_DRAWN = 30;
-const MORE_DRAWN = 50;
 
 // The list, redrawn every second for the time left: only the items whose words changed are drawn again.
 function ItemList(props: {
@@ -304,16 +326,23 @@ function ItemList(props: {
 }) {
   const now = useNow(1000);
   const minute = Math.floor(now / 60_000) * 60_000;
-  // A screenful first, the rest in the frames after: 500 items are on screen at once, and in the page soon after.
-  const [drawn, setDrawn] = useState(FIRST_DRAWN);
-  const total = props.sorted.length;
+  // A screenful first; the rest in one go once that is painted (a task after the next frame: a state
+  // set in the frame's callback would be drawn before that paint), not a chunk a frame.
+  const [all, setAll] = useState(false);
+  const more = props.sorted.length > FIRST_DRAWN;
   useEffect(() => {
-    if (drawn >= total) return;
-    const frame = requestAnimationFrame(() => setDrawn((n) => n + MORE_DRAWN));
-    return () => cancelAnimationFrame(frame);
-  }, [drawn, total]);
+    if (all || !more) return;
+    let task = 0;
+    const frame = requestAnimationFrame(() => {
+      task = window.setTimeout(() => setAll(true));
+    });
+    return () => {
+      cancelAnimationFrame(frame);
+      clearTimeout(task);
+    };
+  }, [all, more]);
   const at = props.selected ? props.sorted.findIndex((a) => a.id === props.selected) : -1;
-  const shown = props.sorted.slice(0, Math.max(drawn, at + 1));
+  const shown = all ? props.sorted : props.sorted.slice(0, Math.max(FIRST_DRAWN, at + 1));
   return (
     <ul class="items" ref={props.listRef} onKeyDown={props.onKeyDown}>
       {shown.map((a) => {

@@ -158,6 +158,7 @@ function deciderText(d: Decision): string {
   if (d.outcome === "expired" && by === "system") return "no one (timed out)";
   if (d.outcome === "allowed_on_timeout") return "no one: let through when nobody decided in time";
   if (d.outcome === "cancelled" && by === d.agent) return "the agent";
+  if (d.outcome === "cancelled" && by === "system") return "no one";
   return by.startsWith("user:") ? by.slice(5) : by;
 }
 
@@ -165,6 +166,12 @@ function deciderText(d: Decision): string {
 function approvedThenCancelled(d: Decision): boolean {
   const by = d.decided_by ?? "";
   return d.outcome === "cancelled" && by !== "system" && by !== d.agent && !!d.error;
+}
+
+// Closed by the server because the agent stopped waiting, before anyone decided: why, once (the note
+// stays the approver's, and is empty here).
+function closedUndecided(d: Decision): boolean {
+  return d.outcome === "cancelled" && d.decided_by === "system" && !!d.error;
 }
 
 function DecisionItem({ d, filters }: { d: Decision; filters: Filters }) {
@@ -194,9 +201,10 @@ function DecisionItem({ d, filters }: { d: Decision; filters: Filters }) {
               <a href={narrow({ decider: d.decided_by })} title={visible(`only decisions by ${d.decided_by}`)}>
                 <Text text={deciderText(d)} />
               </a>
-              {approvedThenCancelled(d) ? (
+              {approvedThenCancelled(d) || closedUndecided(d) ? (
                 <>
-                  , then cancelled: <Text text={d.error ?? ""} />
+                  {approvedThenCancelled(d) ? ", then cancelled: " : ", cancelled: "}
+                  <Text text={d.error ?? ""} />
                 </>
               ) : null}
               {d.votes.length > 1 ? (

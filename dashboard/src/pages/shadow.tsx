@@ -6,8 +6,9 @@ import { api, errorText } from "../api";
 import { count, value, when } from "../format";
 import { href, navigate, type Route } from "../router";
 import type { ShadowActive, ShadowExample, ShadowReport } from "../types";
-import { Badge, ErrorBox, Head, Loading } from "../ui/common";
+import { Badge, Confirm, ErrorBox, Head, Loading } from "../ui/common";
 import { hasHazards, Text } from "../ui/value";
+import { visible } from "../visible";
 import { target } from "./policies";
 
 const WINDOWS: [string, string][] = [
@@ -118,12 +119,12 @@ function ActiveShadow({ shadow: a, isAdmin, onChanged }: { shadow: ShadowActive;
     setError(null);
     try {
       await what();
-      setConfirming(false);
       onChanged(said);
     } catch (e) {
       setError(errorText(e));
     } finally {
       setBusy(false);
+      setConfirming(false); // the error, if any, shows in the card the dialog covered
     }
   };
   const promote = () =>
@@ -159,7 +160,7 @@ function ActiveShadow({ shadow: a, isAdmin, onChanged }: { shadow: ShadowActive;
         ) : null}
       </p>
       <ErrorBox error={error} />
-      {isAdmin && !confirming ? (
+      {isAdmin ? (
         <div class="actions">
           <button type="button" class="primary" disabled={busy} onClick={() => setConfirming(true)}>
             Promote…
@@ -170,20 +171,18 @@ function ActiveShadow({ shadow: a, isAdmin, onChanged }: { shadow: ShadowActive;
         </div>
       ) : null}
       {confirming ? (
-        <div class="confirm" role="alertdialog" aria-label="Confirm the promotion">
+        <Confirm
+          title={`Promote the shadow of ${visible(a.scope)}?`}
+          confirm="Promote"
+          busy={busy}
+          onConfirm={() => void promote()}
+          onCancel={() => setConfirming(false)}
+        >
           <p>
             Enforce <code>{a.revision_id}</code> for <Text text={a.scope} />? From the next call on it decides, instead of
             the revision enforced now, and the shadow slot empties. Rolling back is one click on Policies.
           </p>
-          <div class="actions">
-            <button type="button" class="primary" disabled={busy} onClick={promote}>
-              Promote
-            </button>
-            <button type="button" onClick={() => setConfirming(false)}>
-              Cancel
-            </button>
-          </div>
-        </div>
+        </Confirm>
       ) : null}
     </li>
   );

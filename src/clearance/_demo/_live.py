@@ -2,12 +2,14 @@
 
 `python -m clearance._demo._live DATABASE AGENT` (the demo starts one process per agent). Each
 turn is logged on stdout; a call that needs approval waits until someone decides it in the
-dashboard (or it expires), then the agent carries on.
+dashboard (or it expires), then the agent carries on. `_CLEARANCE_DEMO_SEED` (private: for the
+dashboard screenshots) draws the same amounts and pauses every run.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import sys
 import time
@@ -33,7 +35,8 @@ def _varied(turn: Turn, rng: random.Random) -> Turn:
 def main(database: str, agent: str) -> None:
     """Loop over the agent's conversations until stopped."""
     clearance.configure(policy=str(POLICY), database_url=database, agent=agent, environment="production")
-    rng = random.Random()
+    seed = os.environ.get("_CLEARANCE_DEMO_SEED", "")
+    rng = random.Random(int(seed) if seed.isdigit() else None)  # unset: a new draw every run
 
     def waiting(p: clearance.PendingApproval) -> None:
         print(f"{agent}: {p.tool} waits for approval {p.approval_id} in the dashboard", flush=True)

@@ -133,12 +133,13 @@ def abandoned(db: Database, now_us: int) -> list[str]:
 def close(db: Database, cur: Any, approval_id: str, *, now_us: int, note: str) -> bool:
     """Cancel an open approval whose waiter is gone, inside a write transaction; whether it did.
 
-    Who decided (if anyone) is kept; the reason goes in `error` (and in `note` when none was left).
+    Who decided (if anyone) and their note are kept; the reason goes in `error` alone (a copy in
+    `note` showed the history the reason twice, and made it read as the approver's words).
     """
     cur.execute(
         db.sql(
             "UPDATE approvals SET status = :cancelled, decided_by = COALESCE(decided_by, 'system'),"
-            " decided_at_us = COALESCE(decided_at_us, :now), note = COALESCE(note, :why), error = :why,"
+            " decided_at_us = COALESCE(decided_at_us, :now), error = :why,"
             f" finished_at_us = :now WHERE id = :id AND {_GONE}"
         ),
         {
