@@ -290,7 +290,17 @@ def test_clear_a_shadow_and_decide_a_revision_in_shadow_from_its_page(dashboard:
     active = page.get_by_label("Shadow for agent:refunds")
     expect(active).to_contain_text(shadow)
     expect(page.get_by_role("article", name=re.compile("allow to require_approval"))).to_be_visible()
-    active.get_by_role("button", name="Clear shadow").click()
+    opener = active.get_by_role("button", name="Clear shadow…")
+    opener.click()  # asks first, like every other action that changes what decides
+    dialog = page.get_by_role("dialog", name="Clear the shadow of agent:refunds?")
+    expect(dialog).to_contain_text(shadow)
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_have_count(0)
+    expect(opener).to_be_focused()
+    assert api(dashboard, "GET", "/v1/policies/shadow")["active"] != []  # cancelled: still in shadow
+    opener.click()
+    dialog.get_by_role("button", name="Clear shadow", exact=True).click()
     expect(page.get_by_text("No revision decides in shadow now.")).to_be_visible()
     report = api(dashboard, "GET", "/v1/policies/shadow")
     assert report["active"] == [] and report["differing"] == 1  # the record of what it decided stays

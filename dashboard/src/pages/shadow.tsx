@@ -111,7 +111,7 @@ function Active({ active, isAdmin, onChanged }: { active: ShadowActive[]; isAdmi
 }
 
 function ActiveShadow({ shadow: a, isAdmin, onChanged }: { shadow: ShadowActive; isAdmin: boolean; onChanged: Changed }) {
-  const [confirming, setConfirming] = useState(false);
+  const [confirming, setConfirming] = useState<"promote" | "clear" | null>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const run = async (what: () => Promise<unknown>, said: string) => {
@@ -124,7 +124,7 @@ function ActiveShadow({ shadow: a, isAdmin, onChanged }: { shadow: ShadowActive;
       setError(errorText(e));
     } finally {
       setBusy(false);
-      setConfirming(false); // the error, if any, shows in the card the dialog covered
+      setConfirming(null); // the error, if any, shows in the card the dialog covered
     }
   };
   const promote = () =>
@@ -162,21 +162,36 @@ function ActiveShadow({ shadow: a, isAdmin, onChanged }: { shadow: ShadowActive;
       <ErrorBox error={error} />
       {isAdmin ? (
         <div class="actions">
-          <button type="button" class="primary" disabled={busy} onClick={() => setConfirming(true)}>
+          <button type="button" class="primary" disabled={busy} onClick={() => setConfirming("promote")}>
             Promote…
           </button>
-          <button type="button" disabled={busy} onClick={clear}>
-            Clear shadow
+          <button type="button" disabled={busy} onClick={() => setConfirming("clear")}>
+            Clear shadow…
           </button>
         </div>
       ) : null}
-      {confirming ? (
+      {confirming === "clear" ? (
+        <Confirm
+          title={`Clear the shadow of ${visible(a.scope)}?`}
+          confirm="Clear shadow"
+          danger
+          busy={busy}
+          onConfirm={() => void clear()}
+          onCancel={() => setConfirming(null)}
+        >
+          <p>
+            Stop deciding <code>{a.revision_id}</code> in shadow for <Text text={a.scope} />? Later calls are no longer
+            compared with it; what it decided so far stays in the audit log and in this report.
+          </p>
+        </Confirm>
+      ) : null}
+      {confirming === "promote" ? (
         <Confirm
           title={`Promote the shadow of ${visible(a.scope)}?`}
           confirm="Promote"
           busy={busy}
           onConfirm={() => void promote()}
-          onCancel={() => setConfirming(false)}
+          onCancel={() => setConfirming(null)}
         >
           <p>
             Enforce <code>{a.revision_id}</code> for <Text text={a.scope} />? From the next call on it decides, instead of
