@@ -228,3 +228,32 @@ def test_options_that_would_be_ignored_are_refused(db_path: Path, tmp_path: Path
         assert out.returncode == 2 and "not --server" in out.stderr
     out = run_cli("audit", "verify", "--archive", str(tmp_path), "--head", "a" * 64, db=db_path)
     assert out.returncode == 2 and "not --archive" in out.stderr
+
+
+def test_a_chain_stripped_of_every_checkpoint_and_rehashed_is_flagged(
+    configure: Callable[..., Governor], db_path: Path, tmp_path: Path
+) -> None:
+    """Every checkpoint removed (records and rows) and the chain rehashed agrees with itself: with
+    the key file it is not a failure (a new store's key may not have signed yet), but verify says
+    nothing is signed, and `--public-key` fails it."""
+    from ..store.test_seals import rewrite
+
+    calls(configure(), 4)
+    run_cli("audit", "checkpoint", db=db_path, check=True)
+    db = Database(str(db_path))
+    try:
+        with db.write() as cur:
+            cur.execute("DELETE FROM events WHERE kind LIKE 'checkpoint.%'")
+            cur.execute("DELETE FROM checkpoints")
+        rewrite(db, 2, "forged")  # a record changed, every hash recomputed
+    finally:
+        db.close()
+    looked = run_cli("audit", "verify", db=db_path)
+    assert looked.returncode == 0 and "; no signed checkpoint" in looked.stdout
+    assert "WARNING: no checkpoint is in the chain: nothing here is signed" in looked.stderr
+    strict = run_cli("audit", "verify", "--public-key", str(public_pem(db_path, tmp_path / "pub.pem")), db=db_path)
+    assert strict.returncode == 1 and "no checkpoint signed by the keys given" in strict.stderr
+    fresh = tmp_path / "fresh" / "c.db"  # no key file: nothing to warn about signing
+    fresh.parent.mkdir()
+    Database(str(fresh)).close()
+    assert "WARNING" not in run_cli("audit", "verify", db=fresh, check=True).stderr

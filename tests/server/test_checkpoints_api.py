@@ -236,3 +236,59 @@ def test_the_server_signs_after_the_interval_and_never_when_nothing_changed(
         clock.advance(61)  # nothing recorded since: no new checkpoint
         clock.wait_parked("checkpoint signer")
         assert len(c.get("/v1/checkpoints", headers=admin).json()["checkpoints"]) == 1
+
+
+def test_the_server_will_not_sign_a_chain_rewritten_after_it_saw_a_checkpoint(
+    clock: ManualClock, server_db: str, make_key: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone with the database deletes the newest checkpoint (record and row) and rewrites a record
+    after the one before it, rehashing the rest: the store alone still verifies, and the next
+    checkpoint would sign the rewrite with the server's own key. The server saw the deleted one:
+    it signs nothing, says why in its log, and counts it."""
+    from ..store.test_seals import rewrite, truncate
+
+    with _client(server_db, checkpoint_every=3, checkpoint_interval=86_400) as c:
+        admin = {"X-API-Key": make_key("admin", agent=None)}
+        agent = {"X-API-Key": make_key("agent", agent="refunds")}
+        rev = c.post("/v1/policies", headers=admin, json={"text": POLICY}).json()["id"]
+        assert c.post(f"/v1/policies/{rev}/activate", headers=admin, json={}).status_code == 200
+
+        def calls(n: int) -> None:
+            for i in range(n):
+                r = c.post("/v1/check", headers=agent, json={"tool": "issue_refund", "args": {"amount": i}})
+                assert r.status_code == 200, r.text
+
+        def signed() -> int:
+            return len(c.get("/v1/checkpoints", headers=admin).json()["checkpoints"])
+
+        def pass_after(n: int) -> None:
+            calls(n)
+            clock.wait_parked("checkpoint signer")
+            clock.advance(3)
+
+        pass_after(3)
+        until(lambda: signed() == 1, "the first checkpoint")
+        pass_after(3)
+        until(lambda: signed() == 2, "the second checkpoint")
+        db = Database(server_db)
+        try:
+            newest = seals.latest(db)
+            older = seals.page(db, limit=2)[1]
+            assert newest is not None
+            truncate(db, newest.record_seq - 1)
+            with db.write() as cur:
+                cur.execute(db.sql("DELETE FROM checkpoints WHERE seq >= :s"), {"s": newest.seq})
+            rewrite(db, older.record_seq + 1, "forged")
+            assert integrity.verify_store(db).ok  # the store alone shows nothing
+        finally:
+            db.close()
+        with caplog.at_level("ERROR", logger="clearance.server"):
+            pass_after(4)
+            clock.wait_parked("checkpoint signer")  # the pass ran and refused
+            assert signed() == 1
+            assert f"not signing a checkpoint: the checkpoint signing record {newest.seq}" in caplog.text
+            assert c.app.state.metrics.checkpoints_refused._value.get() >= 1  # type: ignore[attr-defined]
+            pass_after(1)
+            clock.wait_parked("checkpoint signer")
+            assert signed() == 1  # still refused; logged once
+            assert caplog.text.count("not signing a checkpoint") == 1

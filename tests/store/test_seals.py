@@ -16,9 +16,10 @@ from clearance import _signing as signing
 from clearance._canonical import canonical_json
 from clearance._export import lines
 from clearance._store import Database
+from clearance._store import _archives as archives
 from clearance._store import _events as events
 from clearance._store import _seals as seals
-from clearance.errors import ConfigurationError
+from clearance.errors import ChainBroken, ConfigurationError
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -403,3 +404,62 @@ def test_processes_starting_at_once_all_load_the_one_key_created(tmp_path: Path)
             p.join(60)
         assert ids == {signing.load_or_create(path).id}, ids
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"key-{i}.pem" for i in range(10))  # no leftovers
+
+
+def test_the_signer_refuses_a_chain_that_no_longer_holds_the_checkpoint_it_saw(
+    db: Database, key: signing.SigningKey
+) -> None:
+    """Deleting the newest checkpoints and rewriting what they signed would otherwise get the
+    rewrite signed by the real key at the next checkpoint; the signer that saw them refuses."""
+    add(db, 10)
+    first = seals.sign(db, key, now_us=1)
+    add(db, 10)
+    second = seals.sign(db, key, now_us=2, known=first)  # the chain holds `first`: signed
+    assert first is not None and second is not None
+    add(db, 3)
+    truncate(db, second.record_seq - 1)  # the newest checkpoint's record, and everything after it
+    with db.write() as cur:
+        cur.execute(db.sql("DELETE FROM checkpoints WHERE seq >= :s"), {"s": second.seq})
+    rewrite(db, first.record_seq + 2, "forged")  # after the older checkpoint: it still verifies
+    add(db, 3)
+    assert integrity.verify_store(db).ok  # nothing in the store shows it now
+    with pytest.raises(ChainBroken, match=f"signing record {second.seq} .* is gone from the checkpoints"):
+        seals.sign(db, key, now_us=3, known=second)
+    assert seals.latest(db) == first  # nothing was signed
+
+
+def test_the_signer_refuses_when_the_record_it_saw_signed_has_another_hash(
+    db: Database, key: signing.SigningKey
+) -> None:
+    add(db, 10)
+    first = seals.sign(db, key, now_us=1)
+    assert first is not None
+    rewrite(db, 4, "forged")  # before the checkpoint: every later hash recomputed, the row kept
+    add(db, 2)
+    with pytest.raises(ChainBroken, match=f"no longer has that hash at record {first.seq}"):
+        seals.sign(db, key, now_us=2, known=first)
+    add(db, 2)
+    with db.write() as cur:  # its own record changed too (another signature copied in)
+        cur.execute(
+            db.sql("UPDATE events SET body = replace(body, :old, :new) WHERE seq = :s"),
+            {"old": first.signature, "new": "AAAA", "s": first.record_seq},
+        )
+    rewrite(db, 1, "a")  # rehash again so the chain links
+    with pytest.raises(ChainBroken):
+        seals.sign(db, key, now_us=3, known=first)
+
+
+def test_the_signer_accepts_a_newer_checkpoint_and_one_archived(db: Database, key: signing.SigningKey) -> None:
+    """A replica's newer checkpoint, and one whose records were archived since, are no rewrite."""
+    add(db, 10)
+    first = seals.sign(db, key, now_us=1)
+    add(db, 10)
+    second = seals.sign(db, key, now_us=2)  # another replica's, say
+    add(db, 5)
+    assert first is not None and second is not None
+    assert seals.sign(db, key, now_us=3, known=first) is not None
+    got = archives.due(db, before_us=10**12, limit=10**6, max_bytes=10**9, upto=second.record_seq)
+    assert got[-1][0] == second.record_seq
+    archives.remove(db, "events-test.jsonl.gz", got, sha256="0" * 64, now_us=5)  # the records of both left
+    add(db, 3)
+    assert seals.sign(db, key, now_us=4, known=second) is not None

@@ -452,7 +452,7 @@ def verify(
         given = ctx.get_parameter_source("database") != click.core.ParameterSource.DEFAULT
         _verify_archive(archive_dir, database if given else None, trusted)
         return
-    start, trust = (0, events.GENESIS), ""
+    start, trust, anchored = (0, events.GENESIS), "", False
     usage: tuple[int, list[str]] = (0, [])
     if export_file is not None:
         if trusted is None:
@@ -468,6 +468,7 @@ def verify(
         anchor = None
         if trusted is None:
             anchor, trust = _anchor(key_path, database)
+            anchored = anchor is not None
         db = open_db(database)
         try:
             start = archives.start(db)
@@ -490,6 +491,15 @@ def verify(
         click.echo("keep the head hash elsewhere (--head) to detect later truncation of the log")
         if trust:
             click.echo(trust)
+        if anchored and not report.checkpoints and report.checked:
+            # Not a failure: a new store's key may not have signed yet. But whoever can rewrite
+            # the store can also drop every checkpoint and rehash, and this is what that looks like.
+            click.echo(
+                "WARNING: no checkpoint is in the chain: nothing here is signed, so this shows only that the"
+                " records agree with each other — the checkpoints were removed and the chain rehashed, or the key"
+                " has signed nothing yet (sign one: clearance audit checkpoint). --public-key requires one.",
+                err=True,
+            )
         if usage[0]:
             # Not chained, derived: the records are intact, the summaries read from them are not.
             click.echo(

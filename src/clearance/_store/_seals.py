@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._signing import SigningKey
+from ..errors import ChainBroken
 from ._db import Database
-from ._events import GENESIS, append, make_event
+from ._events import GENESIS, append, chain_start, make_event
 
 CHECKPOINT_TYPE = "clearance.checkpoint"
 _COLS = "seq, hash, at_us, key_id, signature, record_seq"
@@ -116,20 +117,32 @@ def page(db: Database, *, before: int | None = None, limit: int = 100) -> list[C
         return [_row(r) for r in cur.fetchall()]
 
 
-def sign(db: Database, key: SigningKey, *, now_us: int, every: int | None = None) -> Checkpoint | None:
+def sign(
+    db: Database, key: SigningKey, *, now_us: int, every: int | None = None, known: Checkpoint | None = None
+) -> Checkpoint | None:
     """Sign the chain head now, unless nothing but the last checkpoint was recorded since it.
 
     With `every`, only when at least that many records came after the last checkpoint
     (replicas on one store each ask; the store's write lock lets one sign). A key that has
     not signed here before is introduced first, by a record carrying its public half.
+    `known` is a checkpoint the signer saw earlier (the server keeps the newest): the chain
+    must still hold it, else signing now would put a valid signature on a chain someone
+    rewrote after deleting the checkpoints that show it.
 
     Returns:
         The new checkpoint, or None when none was due.
+
+    Raises:
+        ChainBroken: The chain no longer holds `known` (nothing is signed).
     """
     with db.write() as cur:
         cur.execute(_LATEST)
         r = cur.fetchone()
         last = _row(r) if r else None
+        if known is not None:
+            gone = _missing(db, cur, known, last)
+            if gone is not None:
+                raise ChainBroken(known.seq, gone)
         cur.execute(_HEAD)
         head = cur.fetchone()
         head_seq = int(head[0]) if head else 0
@@ -161,14 +174,7 @@ def sign(db: Database, key: SigningKey, *, now_us: int, every: int | None = None
 def _introduced_here(db: Database, cur: Any, key_id: str) -> bool:
     """Whether a `checkpoint.key_introduced` record of `key_id` is in the database (not archived)."""
     cur.execute("SELECT body FROM events WHERE kind = 'checkpoint.key_introduced'")  # ix_events_keys
-    for (body,) in cur.fetchall():
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(data, dict) and data.get("key_id") == key_id:
-            return True
-    return False
+    return any((data := _loaded(body)) is not None and data.get("key_id") == key_id for (body,) in cur.fetchall())
 
 
 def keys(db: Database) -> dict[str, str]:
@@ -178,10 +184,38 @@ def keys(db: Database) -> dict[str, str]:
         cur.execute(db.sql("SELECT body FROM events WHERE kind = :k ORDER BY seq"), {"k": "checkpoint.key_introduced"})
         rows = cur.fetchall()
     for (body,) in rows:
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("key_id"), str) and isinstance(data.get("public_key"), str):
+        data = _loaded(body)
+        if data is not None and isinstance(data.get("key_id"), str) and isinstance(data.get("public_key"), str):
             found[data["key_id"]] = data["public_key"]
     return found
+
+
+def _missing(db: Database, cur: Any, known: Checkpoint, last: Checkpoint | None) -> str | None:
+    """Why the chain in the database no longer holds `known` as it was signed (None: it does, or it was archived)."""
+    signed = f"the checkpoint signing record {known.seq} (hash {known.hash[:16]}…, its own record {known.record_seq})"
+    if last is None or last.seq < known.seq:
+        return f"{signed} is gone from the checkpoints: they were deleted, and the records they sign may be rewritten"
+    archived_to = chain_start(cur)[0]
+    cur.execute(
+        db.sql("SELECT seq, hash, kind, body FROM events WHERE seq IN (:signed, :own)"),
+        {"signed": known.seq, "own": known.record_seq},
+    )
+    rows = {int(r[0]): r for r in cur.fetchall()}
+    if known.seq > archived_to:
+        row = rows.get(known.seq)
+        if row is None or row[1] != known.hash:
+            return f"{signed}: the chain no longer has that hash at record {known.seq}: records were rewritten"
+    if known.record_seq > archived_to:
+        row = rows.get(known.record_seq)
+        body = _loaded(row[3]) if row is not None else None
+        if row is None or row[2] != "checkpoint.signed" or body is None or body.get("signature") != known.signature:
+            return f"{signed}: its record {known.record_seq} is gone or changed: records were rewritten"
+    return None
+
+
+def _loaded(text: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -97,6 +97,17 @@ class Meters:
         for outcome in ("appended", "duplicate", "refused"):
             self.ingested.labels(outcome=outcome)
 
+        self.checkpoints_refused = Counter(
+            "clearance_checkpoints_refused",
+            "Checkpoint signing passes this process refused: the chain no longer holds the newest checkpoint it"
+            " saw (checkpoints deleted, records rewritten); see the error in the log.",
+            registry=self.registry,
+        )
+
+    def sealing_refused(self) -> None:
+        """Count a checkpoint the signer would not sign (`_sealer`)."""
+        self.checkpoints_refused.inc()
+
     def sink(self) -> RecordMeter:
         """The event sink that counts decisions and approval waits from the audit log."""
         return RecordMeter(self.state.db, self.decisions, self.approval_wait)
