@@ -286,3 +286,34 @@ def test_a_changed_lost_or_added_hour_is_found_and_rebuilt(url: str) -> None:
         assert _stored_hours(db) == _expected_hours(db)
     finally:
         db.close()
+
+
+def test_appends_running_meanwhile_never_show_a_difference(url: str) -> None:
+    """Both sides are read by one statement: an append between them showed a difference that did
+    not exist (in most of a thousand checks beside a writer, on both stores)."""
+    Database(url).close()
+    stop = threading.Event()
+    written = threading.Event()
+
+    def write() -> None:
+        db = Database(url)
+        try:
+            n = 0
+            while not stop.is_set():
+                _append(db, [_call(AT + n, AGENTS[n % 3], MODELS[n % 4], n, n, "s")])
+                n += 1
+                written.set()
+        finally:
+            db.close()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    db = Database(url)
+    try:
+        assert written.wait(30)
+        found = [rollup.differences(db) for _ in range(60)]
+    finally:
+        stop.set()
+        writer.join()
+        db.close()
+    assert found == [(0, [])] * 60

@@ -76,37 +76,43 @@ def differences(db: Database, limit: int = 5) -> tuple[int, list[str]]:
 
     The table is derived, not chained: `audit verify` proves the records, and this shows whether
     the summaries the costs pages and budgets read still add them up (a changed row, a lost
-    update). Both are read in one snapshot.
+    update). Both sides are read by one statement, so an append or an archive running meanwhile
+    is in both or in neither.
     """
-    names = ", ".join((*_KEY, "calls", "unpriced", *_HALVES))
-    sums = ", ".join(halves(name) for name in SUMMED)
-    expected_sql = (
-        f"SELECT {_HOUR}, agent, CASE WHEN model IS NULL THEN 1 ELSE 0 END, COALESCE(model, ''), COUNT(*),"
-        f" SUM(CASE WHEN cost_nusd IS NULL THEN 1 ELSE 0 END), {sums}"
-        " FROM events WHERE kind = 'llm.call' GROUP BY 1, 2, 3, 4"
+    width = 2 + len(_HALVES)  # calls, unpriced, then each sum's halves: e* from the records, k* as kept
+    counted = ["COUNT(*)", "SUM(CASE WHEN cost_nusd IS NULL THEN 1 ELSE 0 END)"]
+    for name in SUMMED:
+        counted += [f"COALESCE(SUM({name} >> 32), 0)", f"COALESCE(SUM({name} & 4294967295), 0)"]
+    records = ", ".join([f"{expr} AS e{i}" for i, expr in enumerate(counted)] + [f"0 AS k{i}" for i in range(width)])
+    table = ", ".join(["0"] * width + ["calls", "unpriced", *_HALVES])
+    side = ", ".join(f"SUM(e{i}), SUM(k{i})" for i in range(width))
+    sql = (
+        f"SELECT hour_us, agent, unnamed, model, {side} FROM ("
+        f" SELECT {_HOUR} AS hour_us, agent, CASE WHEN model IS NULL THEN 1 ELSE 0 END AS unnamed,"
+        f" COALESCE(model, '') AS model, {records} FROM events WHERE kind = 'llm.call' GROUP BY 1, 2, 3, 4"
+        f" UNION ALL SELECT hour_us, agent, unnamed, model, {table} FROM usage_hours"
+        ") AS sides GROUP BY hour_us, agent, unnamed, model"
     )
     with db.read() as cur:
-        cur.execute(db.sql(expected_sql), {})
-        expected = {tuple(r[:4]): _totals(r[4:]) for r in cur.fetchall()}
-        cur.execute(f"SELECT {names} FROM usage_hours")
-        kept = {tuple(r[:4]): _totals(r[4:]) for r in cur.fetchall()}
-    zero = [0] * (2 + len(SUMMED))
-    wrong = sorted(
-        (key for key in expected.keys() | kept.keys() if expected.get(key, zero) != kept.get(key, zero)),
-        key=lambda k: (int(k[0]), str(k[1]), int(k[2]), str(k[3])),
-    )
+        cur.execute(db.sql(sql), {})
+        rows = cur.fetchall()
+    wrong = []
+    for r in rows:
+        pairs = r[4:]
+        expected = _totals([pairs[2 * i] for i in range(width)])
+        stored = _totals([pairs[2 * i + 1] for i in range(width)])
+        if expected != stored:
+            wrong.append((tuple(r[:4]), expected, stored))
+    wrong.sort(key=lambda w: (int(w[0][0]), str(w[0][1]), int(w[0][2]), str(w[0][3])))
     shown = []
-    for key in wrong[:limit]:
-        hour, agent, unnamed, model = key
+    for (hour, agent, unnamed, model), expected, stored in wrong[:limit]:
         what = ", ".join(
             f"{name} {b:,} where the records sum to {a:,}"
-            for name, a, b in zip(
-                ("calls", "unpriced", *SUMMED), expected.get(key, zero), kept.get(key, zero), strict=True
-            )
+            for name, a, b in zip(("calls", "unpriced", *SUMMED), expected, stored, strict=True)
             if a != b
         )
-        named = "no model" if unnamed else f"model {model!r}"
-        shown.append(f"the hour from {_utc(int(hour))}, agent {agent!r}, {named}: {what}")
+        named_as = "no model" if unnamed else f"model {model!r}"
+        shown.append(f"the hour from {_utc(int(hour))}, agent {agent!r}, {named_as}: {what}")
     return len(wrong), shown
 
 
