@@ -137,6 +137,21 @@ def test_ingest_counts_an_archived_record_sent_again_as_a_duplicate(db: Database
     assert events.verify(db).ok and _archive.check(tmp_path / "arch", db).ok
 
 
+def test_an_id_already_listed_does_not_stop_the_archive(db: Database, tmp_path: Path) -> None:
+    """Before 0021 a re-sent record could be appended again after its original was archived: the same
+    id twice in the chain. Listing one copy's id, then archiving the other, must not fail for good."""
+    fill(db, 12)
+    _archive.archive(db, tmp_path / "arch", before_us=4, per_segment=3)
+    with db.read() as cur:
+        cur.execute("SELECT id FROM events ORDER BY seq LIMIT 1")
+        later = cur.fetchone()[0]  # a record still here, whose id the list already holds, as if it came twice
+    with db.write() as cur:
+        cur.execute(db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, 1)"), {"id": later})
+    done = _archive.archive(db, tmp_path / "arch", before_us=9, per_segment=3)
+    assert done.records > 0
+    assert events.verify(db).ok and _archive.check(tmp_path / "arch", db).ok
+
+
 def test_the_newest_record_always_stays(db: Database, tmp_path: Path) -> None:
     fill(db, 5)
     done = _archive.archive(db, tmp_path / "arch", before_us=10**15)

@@ -103,7 +103,9 @@ def list_ids(db: Database, rows: Sequence[Row]) -> int:
         have = {r[0] for r in cur.fetchall()}
         missing = [{"id": r[_ID], "seq": r[0]} for r in rows if r[_ID] not in have]
         if missing:
-            cur.executemany(db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq)"), missing)
+            cur.executemany(
+                db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq) ON CONFLICT (id) DO NOTHING"), missing
+            )
     return len(missing)
 
 
@@ -206,6 +208,6 @@ def remove(db: Database, segment: str, rows: Sequence[Row], *, sha256: str, now_
         # A remote agent may re-send one of these records later (a lost acknowledgement):
         # ingest finds its id here and counts it a duplicate.
         cur.executemany(
-            db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq)"),
+            db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq) ON CONFLICT (id) DO NOTHING"),
             [{"id": r[_ID], "seq": r[0]} for r in rows],
         )
