@@ -3,8 +3,11 @@
 The store runs in WAL mode: copying the file while a process writes can copy a database without
 the commits still in its WAL, or half of a checkpoint. SQLite's online backup copies the pages of
 one read transaction instead (writers carry on meanwhile). The copy is written beside the target
-under another name, flushed to disk, then renamed into place, so a target that exists is always a
-whole backup; it is readable by its owner only (it holds every call's arguments).
+under another name (`.NAME.partial`, created exclusively: one backup to a name at a time), flushed
+to disk, then linked into place, which fails rather than replace a file that appeared meanwhile;
+so a file with the target's name is always a whole backup, and never one overwritten. It is
+readable by its owner only (it holds every call's arguments). A backup killed midway leaves its
+`.NAME.partial` behind; the next one to that name says so instead of starting.
 
 The source is opened with plain `sqlite3`, not `Database`: opening a store migrates it, and a
 backup is what one takes before an upgrade.
@@ -44,9 +47,18 @@ def backup_sqlite(source: Path, target: Path) -> Backup:
         raise StoreError(f"{target} exists: a backup never overwrites a file; name a new one")
     if not target.parent.is_dir():
         raise StoreError(f"the directory {target.parent} does not exist")
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    partial = target.with_name(f".{target.name}.partial")
     try:
-        os.close(os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # owner-only before any page
+        fd = os.open(partial, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)  # owner-only before any page
+    except FileExistsError:
+        raise StoreError(
+            f"{partial} exists: another backup to {target.name} is running, or one was killed midway;"
+            " remove it (and its -journal, if any) when no backup is running"
+        ) from None
+    except OSError as exc:
+        raise StoreError(f"cannot write the backup {target}: {exc}") from None
+    os.close(fd)
+    try:
         src = sqlite3.connect(source, timeout=30)  # read only here; a WAL reader may create the -shm file
         try:
             dst = sqlite3.connect(partial)
@@ -59,15 +71,18 @@ def backup_sqlite(source: Path, target: Path) -> Backup:
             src.close()
         with open(partial, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(partial, target)
+        os.link(partial, target)  # unlike a rename, never over a file that appeared meanwhile
         _sync_dir(target.parent)
+    except FileExistsError:
+        raise StoreError(f"{target} appeared while the backup ran: a backup never overwrites a file") from None
     except sqlite3.Error as exc:
         raise StoreError(f"cannot back up {source}: {exc}") from None
     except OSError as exc:
         raise StoreError(f"cannot write the backup {target}: {exc}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            partial.unlink()
+    finally:  # the partial file is this run's: gone once linked, or failed
+        for leftover in (partial, partial.with_name(partial.name + "-journal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
     return Backup(target, revision, head_seq, head_hash, target.stat().st_size)
 
 

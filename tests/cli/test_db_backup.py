@@ -130,3 +130,26 @@ def test_postgresql_is_sent_to_pg_dump(pg_url: str, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "back up PostgreSQL with pg_dump" in done.stderr
     assert not (tmp_path / "copy.db").exists()
+
+
+def test_a_backup_killed_midway_is_named_by_the_next_and_the_signing_key_is_found_as_verify_finds_it(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "s.db"
+    db = Database(str(source))
+    try:
+        with db.write() as cur:
+            events.append(db, cur, [events.make_event("tool_call.decided", 1, {"agent": "a", "environment": "t"})])
+    finally:
+        db.close()
+    key = tmp_path / "keys" / "rotated.pem"  # not beside the store: found through CLEARANCE_SIGNING_KEY
+    run_cli("audit", "checkpoint", "--key", str(key), db=source, check=True)
+    (tmp_path / ".copy.db.partial").write_bytes(b"half a copy")  # what a kill -9 leaves
+    stuck = run_cli("db", "backup", str(tmp_path / "copy.db"), db=source)
+    assert stuck.returncode == 1 and ".copy.db.partial exists: another backup to copy.db is running" in stuck.stderr
+    assert not (tmp_path / "copy.db").exists()
+    (tmp_path / ".copy.db.partial").unlink()
+    done = run_cli("db", "backup", str(tmp_path / "copy.db"), db=source, env={"CLEARANCE_SIGNING_KEY": str(key)})
+    assert done.returncode == 0, done.stderr
+    assert "trusting checkpoints of the signing key ed25519:" in done.stdout and "rotated.pem" in done.stdout
+    assert not list(tmp_path.glob(".copy.db.partial*"))

@@ -113,9 +113,18 @@ def upgrade(database: str) -> None:
 
 @db_group.command("backup")
 @click.argument("target", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    "key_path",
+    envvar="CLEARANCE_SIGNING_KEY",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="The signing key file whose checkpoints to trust when verifying the copy, as `audit verify`"
+    " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the store).",
+)
 @database_option
 @friendly
-def backup(target: Path, database: str) -> None:
+def backup(target: Path, key_path: str | None, database: str) -> None:
     """Copy the SQLite store to FILE (a new file) while processes use it, then verify the copy's chain.
 
     SQLite's online backup: one consistent copy, writers carry on. For PostgreSQL use `pg_dump`.
@@ -141,7 +150,7 @@ def backup(target: Path, database: str) -> None:
     if done.revision != HEAD:  # opening it would migrate the backup: verify it after restoring
         click.echo(f"not verified: the copy is at schema {done.revision}, this version's is {HEAD}")
         return
-    anchor, trust = _anchor(None, database)  # the store's signing key, as `audit verify` trusts it
+    anchor, trust = _anchor(key_path, database)  # the store's signing key, as `audit verify` trusts it
     db = Database(str(done.path), create=False)
     try:
         report = integrity.verify_store(db, anchor=anchor)
