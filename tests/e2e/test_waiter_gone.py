@@ -115,3 +115,14 @@ def test_approvals_cancelled_because_their_agent_went_away_show_once_in_the_hist
         expect(article.locator("blockquote.decision-note")).to_have_count(0)  # no note: nobody left one
         assert (article.text_content() or "").count("waiter gone") == 1  # the reason, once
     dashboard.shot("decisions-waiter-gone")
+    # A store that closed one before this release copied the reason into the note: still shown once.
+    store = Database(str(dashboard.server.db))
+    try:
+        with store.write() as cur:
+            cur.execute(store.sql("UPDATE approvals SET note = error WHERE id = :id"), {"id": ids[900]})
+    finally:
+        store.close()
+    page.reload()
+    expect(items).to_have_count(2)
+    expect(undecided.locator("blockquote.decision-note")).to_have_count(0)
+    assert (undecided.text_content() or "").count("waiter gone") == 1

@@ -220,7 +220,7 @@ function DecisionItem({ d, filters }: { d: Decision; filters: Filters }) {
             waited {millis(d.waited_us / 1000)}
           </span>
         </p>
-        {d.note ? (
+        {d.note && !(closedUndecided(d) && d.note === d.error) ? (
           <blockquote class="decision-note">
             <Text text={d.note} />
           </blockquote>
