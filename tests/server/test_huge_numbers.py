@@ -51,9 +51,11 @@ def test_listings_and_budget_facts_add_up_records_of_the_largest_cost_and_tokens
             ("/v1/usage", {"by": "session"}),
             ("/v1/spend", {"by": "model"}),
             ("/v1/replay", {"session": "s-huge"}),
+            ("/v1/usage", {"by": "model", "since_us": BIG}),  # its first whole hour is past 2^63 − 1 (was a 500)
+            ("/v1/usage", {"by": "agent", "since_us": BIG - 1, "until_us": BIG}),
         ):
             r = client.get(path, headers=keys[who], params=params)
-            assert r.status_code == 200, (who, path, r.text)
+            assert r.status_code == 200, (who, path, params, r.text)
     [listed] = [s for s in client.get("/v1/sessions", headers=keys["admin"]).json() if s["session"] == "s-huge"]
     assert float(listed["cost_usd"]) > 2.7e10 and listed["tokens"] > 2.7e19  # the sum, not a wrapped or failed one
     # The session's budget is spent many times over: the next call in it is stopped, not a 503.

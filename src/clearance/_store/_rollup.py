@@ -23,6 +23,7 @@ from typing import Any, Literal
 from ._db import Database
 
 HOUR_US = 3_600_000_000
+INT64_MAX = 2**63 - 1
 DAY_US = 86_400_000_000
 # What each call adds up; a call's count, and its count when unpriced, are kept besides.
 SUMMED = ("cost_nusd", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens")
@@ -170,7 +171,7 @@ def summed(db: Database, q: Asked) -> dict[tuple[Any, ...], Sums]:
         return _from_events(db, q, q.since_us, q.until_us)
     start = -(-max(q.since_us or 0, 0) // HOUR_US) * HOUR_US
     end = None if q.until_us is None else q.until_us // HOUR_US * HOUR_US
-    if end is not None and end <= start:
+    if end is not None and end <= start or start > INT64_MAX:  # no whole hour (past 2^63 − 1: none a store holds)
         return _from_events(db, q, q.since_us, q.until_us)
     found = _from_hours(db, q, start, end)
     for since, until in ((q.since_us, start), (end, q.until_us)):
