@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +148,45 @@ def test_against_a_fake_openai_server(configure: Callable[..., Governor]) -> Non
         fake.close()
     assert ran == [] and "over the limit" in answer
     assert llm_usage(gov, "ses-crew-http") == TWO_FAKE_CALLS
+
+
+def test_the_guides_example_runs_as_shown(configure: Callable[..., Governor], tmp_path: Path) -> None:
+    """docs/guides/crewai.md's example, unchanged, in a process of its own: the $850 refund waits in
+    CrewAI's hook until a lead approves it from this process, then runs once and the crew answers."""
+    import re
+    import subprocess
+    import sys
+
+    from ..conftest import REPO
+    from ..fake_openai import FakeOpenAI
+    from ._shared import decide_when_pending
+
+    guide = (REPO / "docs" / "guides" / "crewai.md").read_text()
+    [code] = re.findall(r"<!-- example: crewai -->\n(?:<!-- not-run: .*? -->\n)?```python\n(.*?)```", guide, flags=re.S)
+    gov = configure(POLICY)  # the same store file the example's process uses
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    fake = FakeOpenAI(amount=850)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+        "CLEARANCE_POLICY": "policy.yaml",
+        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
+        "OPENAI_BASE_URL": fake.url,
+        "OPENAI_API_KEY": "sk-test",
+        "CREWAI_DISABLE_TELEMETRY": "true",
+        "OTEL_SDK_DISABLED": "true",
+    }
+    lead = decide_when_pending(gov, approve=True, note="checked the order")
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        lead.join(30)
+        fake.close()
+    assert out.returncode == 0, out.stderr
+    assert "refunded 850" in out.stdout  # the model was given the tool's result, and said it
+    [approved] = approvals.listing(gov.db, status=None) or [None]
+    assert approved is not None and approved.status.value == "executed" and approved.args["amount"] == 850
+    finished = records(gov, "tool_call.finished", "ticket-4711")
+    assert [f["decision"] for f in finished] == ["ok"]
