@@ -47,8 +47,10 @@ def test_the_demo_lets_a_newcomer_approve_a_waiting_call(browser: Browser, tmp_p
         with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/approve")) as answer:
             page.get_by_role("button", name="Approve", exact=True).click()
         assert answer.value.ok, answer.value.text()
-        # The inbox opens the next approval after a decision (the demo's other agents ask too):
-        # come back to this one to watch its agent run it.
+        # The inbox opens the next approval after a decision (the demo's other agents ask too), once
+        # the answer is read: wait for that (going back before it raced it once), then come back to
+        # this one to watch its agent run it.
+        expect(page.locator(".last-decided")).to_contain_text("Approved issue_refund")
         page.goto(approved)
         detail = page.get_by_role("region", name="Approval")
         expect(detail.locator(".badge-executed").first).to_be_visible(timeout=20_000)  # the agent ran it
