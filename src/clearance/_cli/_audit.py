@@ -21,7 +21,7 @@ from .._store import _events as events
 from .._store import _rollup as rollup
 from .._store._kinds import KINDS
 from .._visible import hazards, shown_json, visible, warning
-from ._common import database_option, friendly, open_db, safe, when
+from ._common import database_option, friendly, open_db, safe, signing_key_option, when
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -391,14 +391,9 @@ def _anchor(key_path: str | None, database: str) -> tuple[dict[str, Any] | None,
     help="Verify this JSON-lines export (or a JSON-lines sink's file) offline, instead of a store"
     " (needs --public-key; --start when it does not begin at the chain's first record).",
 )
-@click.option(
-    "--key",
-    "key_path",
-    envvar="CLEARANCE_SIGNING_KEY",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Without --public-key, trust the key of this signing key file (env CLEARANCE_SIGNING_KEY; default"
-    " signing-key.pem beside the SQLite store); with no key file, only the keys the chain introduces.",
+@signing_key_option(
+    "Without --public-key, trust the key of this signing key file (env CLEARANCE_SIGNING_KEY; default"
+    " signing-key.pem beside the SQLite store); with no key file, only the keys the chain introduces."
 )
 @click.option(
     "--start",
@@ -520,14 +515,9 @@ def verify(
 
 
 @audit_group.command("checkpoint")
-@click.option(
-    "--key",
-    "key_path",
-    envvar="CLEARANCE_SIGNING_KEY",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="The Ed25519 private key (PEM) to sign with; created (mode 0600) when absent"
-    " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the SQLite store).",
+@signing_key_option(
+    "The Ed25519 private key (PEM) to sign with; created (mode 0600) when absent"
+    " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the SQLite store)."
 )
 @database_option
 @friendly

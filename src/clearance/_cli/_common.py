@@ -71,6 +71,13 @@ def database_option(fn: F) -> F:
     )(fn)
 
 
+def signing_key_option(help: str) -> Callable[[F], F]:
+    """The `--key` option of the commands that sign or trust the signing key file (env CLEARANCE_SIGNING_KEY)."""
+    return click.option(
+        "--key", "key_path", envvar="CLEARANCE_SIGNING_KEY", default=None, type=click.Path(dir_okay=False), help=help
+    )
+
+
 def open_db(database: str, *, create: bool = False) -> Database:
     """Open the store for a command; a missing SQLite file is an error unless `create`."""
     return Database(database, create=create, busy_timeout=float(os.environ.get("CLEARANCE_BUSY_TIMEOUT", "30")))

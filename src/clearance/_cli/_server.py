@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from .._store import HEAD
 from .._store import _keys as keys
 from .._store import _users as users
-from ._common import database_option, friendly, open_db, safe, table, when
+from ._common import database_option, friendly, open_db, safe, signing_key_option, table, when
 
 
 @click.command("serve")
@@ -113,14 +113,9 @@ def upgrade(database: str) -> None:
 
 @db_group.command("backup")
 @click.argument("target", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--key",
-    "key_path",
-    envvar="CLEARANCE_SIGNING_KEY",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="The signing key file whose checkpoints to trust when verifying the copy, as `audit verify`"
-    " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the store).",
+@signing_key_option(
+    "The signing key file whose checkpoints to trust when verifying the copy, as `audit verify`"
+    " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the store)."
 )
 @database_option
 @friendly
