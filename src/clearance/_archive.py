@@ -387,7 +387,7 @@ def _list_ids(db: Database, directory: Path) -> tuple[int, list[str]]:
         if (manifest.sha256, manifest.boundary) != (seg.sha256, seg.boundary):
             missing.append(seg.segment)
             continue
-        listed += archives.list_ids(db, rows)
+        listed += archives.list_ids(db, seg.segment, rows)
     return listed, missing
 
 

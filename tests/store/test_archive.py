@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from clearance import _archive
 from clearance._store import Database
 from clearance._store import _archives as archives
 from clearance._store import _events as events
 from clearance.errors import ChainBroken, StoreError
+
+from ._migrate import migrate
 
 _ALL = f"SELECT {', '.join(events.ROW_COLUMNS)} FROM events ORDER BY seq"
 # Text a record may hold: bidirectional and invisible characters, separators, other scripts, and
@@ -125,6 +128,7 @@ def test_ingest_counts_an_archived_record_sent_again_as_a_duplicate(db: Database
     assert events.ingest(db, resent) == (0, 6)
     with db.write() as cur:  # a store archived before migration 0021
         cur.execute("DELETE FROM archived_ids")
+        cur.execute("UPDATE archives SET ids_listed = 0")
     one = first.segments[0].segment.replace(".jsonl.gz", ".json")
     (tmp_path / "arch" / one).rename(tmp_path / one)
     again = _archive.archive(db, tmp_path / "arch", before_us=7)
@@ -150,6 +154,57 @@ def test_an_id_already_listed_does_not_stop_the_archive(db: Database, tmp_path: 
     done = _archive.archive(db, tmp_path / "arch", before_us=9, per_segment=3)
     assert done.records > 0
     assert events.verify(db).ok and _archive.check(tmp_path / "arch", db).ok
+
+
+def test_a_segment_holding_an_id_appended_twice_is_listed_once(db: Database, tmp_path: Path) -> None:
+    """Before 0021 a re-sent record's second copy could be archived (listing its id with its own
+    position) while the first copy's segment was not listed yet: that segment's ids are then never
+    all in its range. It is listed once, not read again and called unknown on every run."""
+    fill(db, 12)
+    first = _archive.archive(db, tmp_path / "arch", before_us=4, per_segment=3)
+    early = first.segments[0].segment
+    with db.read() as cur:
+        cur.execute("SELECT id FROM archived_ids ORDER BY seq LIMIT 1")
+        twice = cur.fetchone()[0]
+    with db.write() as cur:  # as 0021 left such a store: the first segment unlisted, its first id listed later
+        cur.execute(db.sql("UPDATE archives SET ids_listed = 0 WHERE segment = :s"), {"s": early})
+        cur.execute(db.sql("DELETE FROM archived_ids WHERE seq <= 3 AND id <> :id"), {"id": twice})
+        cur.execute(db.sql("UPDATE archived_ids SET seq = 11 WHERE id = :id"), {"id": twice})
+    assert [a.segment for a in archives.unlisted(db)] == [early]
+    again = _archive.archive(db, tmp_path / "arch", before_us=4)
+    assert (again.listed, again.unlisted) == (2, [])
+    assert archives.unlisted(db) == []
+    (tmp_path / "arch" / early.replace(".jsonl.gz", ".json")).unlink()  # no longer read, so not missed
+    last = _archive.archive(db, tmp_path / "arch", before_us=4)
+    assert (last.listed, last.unlisted) == (0, [])
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_the_migration_marks_the_segments_whose_ids_are_listed(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0022 counts, once, what 0021 counted on every run: the segments whose ids are all listed."""
+    url = f"sqlite:///{tmp_path / 'm.db'}" if store == "sqlite" else str(request.getfixturevalue("pg_url"))
+    migrate(url, "0021")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for n, (first, last) in enumerate([(1, 3), (4, 6), (7, 9)]):
+            conn.execute(
+                text(
+                    "INSERT INTO archives (segment, first_seq, prev_hash, last_seq, last_hash, records, sha256,"
+                    " first_at_us, last_at_us, archived_at_us) VALUES (:s, :f, 'p', :l, 'h', 3, 'x', 0, 0, 0)"
+                ),
+                {"s": f"seg{n}", "f": first, "l": last},
+            )
+        listed = [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (6, "e")]  # the second segment lacks one id
+        for seq, event_id in listed:
+            conn.execute(text("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq)"), {"id": event_id, "seq": seq})
+    engine.dispose()
+    db = Database(url)  # migrates to the head
+    try:
+        assert [a.segment for a in archives.unlisted(db)] == ["seg1", "seg2"]
+    finally:
+        db.close()
 
 
 def test_the_newest_record_always_stays(db: Database, tmp_path: Path) -> None:

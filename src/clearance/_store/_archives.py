@@ -82,30 +82,31 @@ def recorded(db: Database) -> list[Archived]:
 
 
 def unlisted(db: Database) -> list[Archived]:
-    """Segments recorded as archived whose records' ids are not all in `archived_ids` (archived before 0021)."""
+    """Segments recorded as archived whose records' ids are not known to be in `archived_ids` (archived before 0021)."""
     with db.read() as cur:
-        cur.execute(
-            f"SELECT {_ARCHIVE_COLUMNS} FROM archives a WHERE a.records > (SELECT COUNT(*) FROM archived_ids i"
-            " WHERE i.seq >= a.first_seq AND i.seq <= a.last_seq) ORDER BY last_seq"
-        )
+        cur.execute(f"SELECT {_ARCHIVE_COLUMNS} FROM archives WHERE ids_listed = 0 ORDER BY last_seq")
         rows = cur.fetchall()
     return [Archived(r[0], Boundary(r[1], r[2], r[3], r[4], r[5], r[7], r[8]), r[6], r[9]) for r in rows]
 
 
-def list_ids(db: Database, rows: Sequence[Row]) -> int:
-    """Add the ids of archived `rows` (read back from their verified segment) that `archived_ids` lacks; how many."""
-    b = Boundary.of(rows)
+def list_ids(db: Database, segment: str, rows: Sequence[Row]) -> int:
+    """Add the ids of archived `rows` (read back from their verified `segment`) that `archived_ids` lacks; how many.
+
+    An id may be there already with another position: before 0021 a re-sent record could be
+    appended again after its original was archived. Either way the segment is marked listed.
+    """
     with db.write() as cur:
-        cur.execute(
-            db.sql("SELECT id FROM archived_ids WHERE seq >= :first AND seq <= :last"),
-            {"first": b.first_seq, "last": b.last_seq},
-        )
-        have = {r[0] for r in cur.fetchall()}
+        have: set[str] = set()
+        for start in range(0, len(rows), 500):
+            chunk = {f"i{n}": r[_ID] for n, r in enumerate(rows[start : start + 500])}
+            cur.execute(db.sql(f"SELECT id FROM archived_ids WHERE id IN ({', '.join(':' + k for k in chunk)})"), chunk)
+            have.update(r[0] for r in cur.fetchall())
         missing = [{"id": r[_ID], "seq": r[0]} for r in rows if r[_ID] not in have]
         if missing:
             cur.executemany(
                 db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, :seq) ON CONFLICT (id) DO NOTHING"), missing
             )
+        cur.execute(db.sql("UPDATE archives SET ids_listed = 1 WHERE segment = :segment"), {"segment": segment})
     return len(missing)
 
 
@@ -200,8 +201,8 @@ def remove(db: Database, segment: str, rows: Sequence[Row], *, sha256: str, now_
             raise StoreError(f"deleting records {b.first_seq} to {b.last_seq} removed {cur.rowcount}, not {b.records}")
         cur.execute(
             db.sql(
-                f"INSERT INTO archives ({_ARCHIVE_COLUMNS}) VALUES (:segment, :first_seq, :prev_hash, :last_seq,"
-                " :last_hash, :records, :sha256, :first_at_us, :last_at_us, :archived_at_us)"
+                f"INSERT INTO archives ({_ARCHIVE_COLUMNS}, ids_listed) VALUES (:segment, :first_seq, :prev_hash,"
+                " :last_seq, :last_hash, :records, :sha256, :first_at_us, :last_at_us, :archived_at_us, 1)"
             ),
             {"segment": segment, "sha256": sha256, "archived_at_us": now_us, **b.__dict__},
         )

@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from ..errors import StoreError
 
-HEAD = "0021"
+HEAD = "0022"
 # Writers take turns at the chain's head: one lock per schema, so stores sharing a database
 # (one schema each) do not wait for each other.
 _CHAIN_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('clearance chain ' || current_schema(), 0))"

@@ -405,6 +405,7 @@ class ArchiveRow(Base):
     first_at_us: Mapped[int] = mapped_column(BigInteger)
     last_at_us: Mapped[int] = mapped_column(BigInteger)
     archived_at_us: Mapped[int] = mapped_column(BigInteger)
+    ids_listed: Mapped[int] = mapped_column(Integer, server_default=text("0"))  # all in archived_ids (0022)
 
 
 class ArchivedIdRow(Base):
