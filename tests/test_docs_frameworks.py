@@ -104,15 +104,16 @@ def test_a_paused_run_is_listed_decided_and_resumed_in_another_process(
     assert approvals.get(gov.db, approval_id).status == "executed"
 
 
-def test_the_pydantic_ai_minimal_example_waits_for_the_approval_then_runs(
-    configure: Callable[..., Governor], tmp_path: Path, fake: FakeOpenAI
+@pytest.mark.parametrize(("framework", "module"), [("pydantic", "pydantic_ai"), ("langgraph", "langchain_openai")])
+def test_a_minimal_example_waits_for_the_approval_then_runs(
+    configure: Callable[..., Governor], tmp_path: Path, fake: FakeOpenAI, framework: str, module: str
 ) -> None:
-    """docs/guides/pydantic-ai.md's first example: `openai:…` (the Responses API) at the scripted endpoint."""
-    pytest.importorskip("pydantic_ai")
-    [policy] = re.findall(r"```yaml\n(version: 1\n.*?)```", page(GUIDE["pydantic"]), flags=re.S)
+    """A guide's first example at the scripted endpoint (Pydantic AI's `openai:…` is the Responses API)."""
+    pytest.importorskip(module)
+    [policy] = re.findall(r"```yaml\n(version: 1\n.*?)```", page(GUIDE[framework]), flags=re.S)
     gov = configure(policy)
     (tmp_path / "policy.yaml").write_text(policy)
-    out = while_deciding(gov, lambda: run(tmp_path, fake, "pydantic-minimal"), approve=True)
+    out = while_deciding(gov, lambda: run(tmp_path, fake, f"{framework}-minimal"), approve=True)
     assert out == "Done. The tool said: refunded 850.0 on A-1\n"
     assert [r["decision"] for r in records(gov, "tool_call.decided", "ticket-4711")] == ["require_approval"]
     assert len(records(gov, "llm.call", "ticket-4711")) == 2  # the tool call, then the answer
