@@ -8,7 +8,8 @@ shell block's `clearance` commands and options exist, as do its `make` targets, 
 right after a Python block is what that block prints, checked (`…` stands for what varies).
 
 A block that cannot run on its own says so right above it: `<!-- not-run: why -->` (a Python
-one is still compiled and its imports from `clearance` must resolve). Nothing is skipped
+one is still compiled and its imports from `clearance` must resolve; it names the test that runs
+it as shown — only an abridged interface names none). Nothing is skipped
 silently: a block with no language, or one in a language this file does not know, fails.
 (The README's examples are run by tests/test_docs.py; the framework guides' pause-and-resume
 examples by tests/test_docs_frameworks.py, and those that need a service beside them — a web
@@ -179,6 +180,15 @@ def test_python_examples_run(block: Block, tmp_path: Path) -> None:
         audit = run_cli("audit", "export", db=tmp_path / ".clearance/front.db", check=True).stdout
         decided = [json.loads(r) for r in audit.splitlines() if json.loads(r)["kind"] == "tool_call.decided"]
         assert [r["decision"] for r in decided] == ["allow", "block"]
+
+
+def test_a_python_block_not_run_here_names_the_test_that_runs_it() -> None:
+    """A block is only compiled when its reason names no test of this repository: kept to what cannot run."""
+    for block in of("python", run=False):
+        for named in re.findall(r"tests/[\w/]+\.py", block.markers["not-run"]):
+            assert (REPO / named).is_file(), f"{block.id}: no {named}"
+    only_compiled = [b for b in of("python", run=False) if "tests/" not in b.markers["not-run"]]
+    assert [str(b.page.relative_to(DOCS)) for b in only_compiled] == ["extending.md"]  # the Channel interface, abridged
 
 
 @pytest.mark.parametrize("block", of("python", run=False), ids=lambda b: b.id)
