@@ -3,7 +3,8 @@
 It plays a scripted agent: asked anything, it calls `issue_refund(order_id="A-1", amount=...)`;
 given a tool result, it answers with it. Streaming and not, with usage (in the last chunk when
 the client asks for it with `stream_options.include_usage`). `/v1/responses` (the Responses API)
-answers with text, streaming (usage in `response.completed`) and not.
+plays the same agent when the request offers `issue_refund` (not streamed), and otherwise answers
+with text, streaming (usage in `response.completed`) and not.
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ class FakeOpenAI(FakeServer):
 
     def answer(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         if handler.path.endswith("/responses"):
-            _respond(handler, bool(body.get("stream")))
+            if not body.get("stream") and any(t.get("name") == "issue_refund" for t in body.get("tools") or []):
+                send_json(handler, self.turn(body.get("input") or []))
+            else:
+                _respond(handler, bool(body.get("stream")))
             return
         message = self.reply(body.get("messages") or [])
         if body.get("stream"):
@@ -99,6 +103,24 @@ class FakeOpenAI(FakeServer):
             ],
         }
 
+    def turn(self, items: list[dict[str, Any]] | str) -> dict[str, Any]:
+        """The scripted turn over the Responses API: call the tool, or answer with its output."""
+        last = items[-1] if isinstance(items, list) and items else {}
+        if last.get("type") == "function_call_output":
+            text = {"type": "output_text", "text": f"Done. The tool said: {last.get('output')}", "annotations": []}
+            item = {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant", "content": [text]}
+        else:
+            arguments = json.dumps({"order_id": "A-1", "amount": self.amount})
+            item = {
+                "type": "function_call",
+                "id": "fc_fake",
+                "call_id": "call_1",
+                "name": "issue_refund",
+                "arguments": arguments,
+                "status": "completed",
+            }
+        return {**_response(), "output": [item]}
+
 
 def _stream(handler: BaseHTTPRequestHandler, message: dict[str, Any], usage: bool) -> None:
     base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": MODEL}
@@ -123,22 +145,27 @@ RESPONSES_USAGE = {
 }
 
 
-def _respond(handler: BaseHTTPRequestHandler, stream: bool) -> None:
-    """A Responses API answer: one text message, with usage (in `response.completed` when streamed)."""
-    text = {"type": "output_text", "text": "Done.", "annotations": []}
-    item = {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant", "content": [text]}
-    response = {
+def _response() -> dict[str, Any]:
+    """A completed Responses API answer without its output."""
+    return {
         "id": "resp_fake",
         "object": "response",
         "created_at": int(time.time()),
         "model": MODEL,
         "status": "completed",
-        "output": [item],
+        "output": [],
         "parallel_tool_calls": True,
         "tool_choice": "auto",
         "tools": [],
         "usage": RESPONSES_USAGE,
     }
+
+
+def _respond(handler: BaseHTTPRequestHandler, stream: bool) -> None:
+    """A Responses API answer: one text message, with usage (in `response.completed` when streamed)."""
+    text = {"type": "output_text", "text": "Done.", "annotations": []}
+    item = {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant", "content": [text]}
+    response = {**_response(), "output": [item]}
     if not stream:
         send_json(handler, response)
         return

@@ -4,10 +4,12 @@ Each fenced block says its language. Python blocks run, each in a fresh director
 page's `<!-- file: NAME -->` blocks, with PYTHONPATH=src and no network beyond 127.0.0.1; a
 policy (a YAML block starting `version: 1`) passes `clearance policy check`; JSON parses; a
 shell block's `clearance` commands and options exist, as do its `make` targets, scripts and
-`CLEARANCE_*` variables. `text` blocks are output, shown as is.
+`CLEARANCE_*` variables. `text` blocks are output, shown as is; one marked `<!-- output: … -->`
+right after a Python block is what that block prints, checked (`…` stands for what varies).
 
 A block that cannot run on its own says so right above it: `<!-- not-run: why -->` (a Python
-one is still compiled and its imports from `clearance` must resolve). Nothing is skipped
+one is still compiled and its imports from `clearance` must resolve; it names the test that runs
+it as shown — only an abridged interface names none). Nothing is skipped
 silently: a block with no language, or one in a language this file does not know, fails.
 (The README's examples are run by tests/test_docs.py; the framework guides' pause-and-resume
 examples by tests/test_docs_frameworks.py, and those that need a service beside them — a web
@@ -40,7 +42,7 @@ from .conftest import REPO, run_cli
 DOCS = REPO / "docs"
 LANGUAGES = {"python", "yaml", "json", "bash", "sh", "text"}
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```+)(?P<lang>[A-Za-z0-9_+-]*)\s*$")
-_MARKER = re.compile(r"^\s*<!--\s*(?P<kind>not-run|file|example):\s*(?P<value>.*?)\s*-->\s*$")
+_MARKER = re.compile(r"^\s*<!--\s*(?P<kind>not-run|file|example|output):\s*(?P<value>.*?)\s*-->\s*$")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ def test_every_block_says_its_language_and_every_opt_out_why() -> None:
     unknown = [f"{b.id} ({b.language or 'no language'})" for b in BLOCKS if b.language not in LANGUAGES]
     assert unknown == [], "give each block a language: python, yaml, json, bash or text (output)"
     assert [b.id for b in BLOCKS if "not-run" in b.markers and len(b.markers["not-run"]) < 10] == []
+    checked = [output_of(b) for b in of("python", run=True)]
+    assert len([b for b in BLOCKS if "output" in b.markers]) == len([c for c in checked if c is not None]), (
+        "an <!-- output: … --> marker goes on a text block right after a Python block that runs"
+    )
 
 
 def test_the_pages_have_examples() -> None:
@@ -154,6 +160,12 @@ def test_an_example_cannot_reach_the_network(tmp_path: Path) -> None:
     assert "the network is blocked" in result.stderr
 
 
+def output_of(block: Block) -> str | None:
+    """The `text` block right after `block` marked `<!-- output: … -->`: what the example prints."""
+    after = [b for b in blocks(block.page) if b.line > block.line][:1]
+    return after[0].code if after and after[0].language == "text" and "output" in after[0].markers else None
+
+
 @pytest.mark.parametrize("block", of("python", run=True), ids=lambda b: b.id)
 def test_python_examples_run(block: Block, tmp_path: Path) -> None:
     for other in blocks(block.page):
@@ -161,11 +173,22 @@ def test_python_examples_run(block: Block, tmp_path: Path) -> None:
             (tmp_path / other.markers["file"]).write_text(other.code)
     result = run_python(block.code, tmp_path)
     assert result.returncode == 0, result.stderr
+    if (shown := output_of(block)) is not None:  # what the page says it prints ("…" for what varies)
+        assert re.fullmatch(".*?".join(map(re.escape, shown.split("…"))), result.stdout, re.S), result.stdout
     if block.page.name == "index.md":  # the home page's example: what it says it does
         assert result.stdout == "refunded 45 on A-1001\nblocked: Refunds over $200 need a lead\n"
         audit = run_cli("audit", "export", db=tmp_path / ".clearance/front.db", check=True).stdout
         decided = [json.loads(r) for r in audit.splitlines() if json.loads(r)["kind"] == "tool_call.decided"]
         assert [r["decision"] for r in decided] == ["allow", "block"]
+
+
+def test_a_python_block_not_run_here_names_the_test_that_runs_it() -> None:
+    """A block is only compiled when its reason names no test of this repository: kept to what cannot run."""
+    for block in of("python", run=False):
+        for named in re.findall(r"tests/[\w/]+\.py", block.markers["not-run"]):
+            assert (REPO / named).is_file(), f"{block.id}: no {named}"
+    only_compiled = [b for b in of("python", run=False) if "tests/" not in b.markers["not-run"]]
+    assert [str(b.page.relative_to(DOCS)) for b in only_compiled] == ["extending.md"]  # the Channel interface, abridged
 
 
 @pytest.mark.parametrize("block", of("python", run=False), ids=lambda b: b.id)

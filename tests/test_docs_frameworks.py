@@ -1,7 +1,9 @@
 """The framework guides are tested: the policy and durable-pause examples of docs/guides/adk.md,
-langgraph.md and openai-agents.md run, paused in one process and resumed in another, against a
-scripted OpenAI-compatible server on 127.0.0.1; each guide's complete example runs alone; and
-every extra docs/frameworks.md and the guides name exists."""
+langgraph.md, openai-agents.md and pydantic-ai.md run, paused in one process and resumed in
+another, against a scripted OpenAI-compatible server on 127.0.0.1; the Pydantic AI and Claude
+Agent SDK minimal examples run as shown against a scripted model (the Claude one drives the CLI
+its wheel bundles) while the test approves; each guide's complete example runs alone; and every
+extra docs/frameworks.md and the guides name exists."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from clearance._store import _approvals as approvals
 
 from .conftest import REPO, run_cli
 from .fake_openai import FakeOpenAI
-from .integrations._shared import LEAD
+from .integrations._shared import LEAD, records, while_deciding
 
 DOCS = REPO / "docs"
 GUIDE = {
@@ -31,6 +33,7 @@ GUIDE = {
     "langgraph": "guides/langgraph.md",
     "agents": "guides/openai-agents.md",
     "pydantic": "guides/pydantic-ai.md",
+    "claude": "guides/claude-agent-sdk.md",
     "ag2": "guides/ag2.md",
     "llamaindex": "guides/llamaindex.md",
     "custom": "guides/custom.md",
@@ -59,14 +62,21 @@ def fake() -> Iterator[FakeOpenAI]:
 def run(tmp_path: Path, fake: FakeOpenAI, *names: str) -> str:
     """Run the examples, one after the other, in a fresh process in tmp_path; what it printed."""
     env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO / "src"),
-        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
         "OPENAI_BASE_URL": fake.url,
         "OPENAI_API_KEY": "sk-test",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     }
-    code = "\n".join(example(n) for n in names)
+    return run_in(tmp_path, "\n".join(example(n) for n in names), env)
+
+
+def run_in(tmp_path: Path, code: str, extra: dict[str, str]) -> str:
+    """Run `code` in a fresh process in tmp_path, on the test's store; what it printed."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "src"),
+        "CLEARANCE_DATABASE_URL": str(tmp_path / "audit.db"),
+        **extra,
+    }
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
@@ -74,11 +84,12 @@ def run(tmp_path: Path, fake: FakeOpenAI, *names: str) -> str:
     return out.stdout
 
 
-@pytest.mark.parametrize("framework", ["adk", "langgraph", "agents"])
+@pytest.mark.parametrize("framework", ["adk", "langgraph", "agents", "pydantic"])
 def test_a_paused_run_is_listed_decided_and_resumed_in_another_process(
     configure: Callable[..., Governor], tmp_path: Path, fake: FakeOpenAI, framework: str
 ) -> None:
-    client = {"adk": "litellm", "langgraph": "langchain_openai", "agents": "agents"}[framework]
+    clients = {"adk": "litellm", "langgraph": "langchain_openai", "agents": "agents", "pydantic": "pydantic_ai"}
+    client = clients[framework]
     if importlib.util.find_spec(client) is None:  # not imported here
         pytest.skip("the example's model client is not installed")
     [policy] = re.findall(r"```yaml\n(version: 1\n.*?)```", page(GUIDE[framework]), flags=re.S)
@@ -91,6 +102,58 @@ def test_a_paused_run_is_listed_decided_and_resumed_in_another_process(
     _decisions.decide(gov.db, approval_id, by=LEAD, approve=True)
     assert "refunded 850" in run(tmp_path, fake, f"{framework}-setup", f"{framework}-resume")
     assert approvals.get(gov.db, approval_id).status == "executed"
+
+
+@pytest.mark.parametrize(("framework", "module"), [("pydantic", "pydantic_ai"), ("langgraph", "langchain_openai")])
+def test_a_minimal_example_waits_for_the_approval_then_runs(
+    configure: Callable[..., Governor], tmp_path: Path, fake: FakeOpenAI, framework: str, module: str
+) -> None:
+    """A guide's first example at the scripted endpoint (Pydantic AI's `openai:…` is the Responses API)."""
+    pytest.importorskip(module)
+    [policy] = re.findall(r"```yaml\n(version: 1\n.*?)```", page(GUIDE[framework]), flags=re.S)
+    gov = configure(policy)
+    (tmp_path / "policy.yaml").write_text(policy)
+    out = while_deciding(gov, lambda: run(tmp_path, fake, f"{framework}-minimal"), approve=True)
+    assert out == "Done. The tool said: refunded 850.0 on A-1\n"
+    assert [r["decision"] for r in records(gov, "tool_call.decided", "ticket-4711")] == ["require_approval"]
+    assert len(records(gov, "llm.call", "ticket-4711")) == 2  # the tool call, then the answer
+    assert approvals.listing(gov.db, status="executed")
+
+
+def test_the_pydantic_ai_explicit_capability_example_runs(tmp_path: Path, fake: FakeOpenAI) -> None:
+    pytest.importorskip("pydantic_ai")
+    run(tmp_path, fake, "pydantic-explicit")
+
+
+def test_the_claude_agent_sdk_minimal_example_runs_the_bundled_cli_and_waits_for_the_approval(
+    configure: Callable[..., Governor], tmp_path: Path
+) -> None:
+    """docs/guides/claude-agent-sdk.md's first example: the CLI its wheel bundles, at a scripted Messages API."""
+    pytest.importorskip("claude_agent_sdk")
+    from .integrations.claude_fake import ScriptedClaude
+
+    [policy] = re.findall(r"```yaml\n(version: 1\n.*?)```", page(GUIDE["claude"]), flags=re.S)
+    gov = configure(policy)
+    (tmp_path / "policy.yaml").write_text(policy)
+    home = tmp_path / "home"
+    home.mkdir()
+    model = ScriptedClaude("mcp__shop__issue_refund", {"order_id": "A-1", "amount": 850})
+    env = {
+        "ANTHROPIC_BASE_URL": model.url,
+        "ANTHROPIC_API_KEY": "test",
+        "HOME": str(home),  # the CLI keeps its settings and sessions there
+        "CLAUDE_CONFIG_DIR": str(home),
+        "DISABLE_TELEMETRY": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    try:
+        out = while_deciding(gov, lambda: run_in(tmp_path, example("claude-minimal"), env), approve=True)
+    finally:
+        model.close()
+    assert "Done. The tool said: refunded 850" in out
+    assert [r["decision"] for r in records(gov, "tool_call.decided", "ticket-4711")] == ["require_approval"]
+    assert len(records(gov, "tool_call.finished", "ticket-4711")) == 1
+    assert records(gov, "llm.call", "ticket-4711")  # the turn's usage
 
 
 def run_example(name: str, module: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -1,6 +1,7 @@
 """The docs' examples that need a service beside them run as their pages show them, against the real
 thing: the webhook receiver under uvicorn, the Celery example with a real Redis and worker, a
-remote-mode agent against a real `clearance serve`, and the ardenpy receiver the server delivers to.
+remote-mode agent against a real `clearance serve`, the ardenpy receiver the server delivers to,
+and the SIEM sink of docs/extending.md posting to an HTTP collector.
 
 Each page's `<!-- file: NAME -->` blocks are written to a fresh directory and its shell block's
 commands are run there (the port in them swapped for a free one); the glue here only plays the
@@ -10,6 +11,7 @@ agent's caller and the person who approves.
 from __future__ import annotations
 
 import ast
+import json
 import os
 import secrets
 import subprocess
@@ -18,12 +20,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, run_cli
+from .fake_openai import FakeServer, send_json
 from .server.conftest import Server, _free_port
 from .test_docs_examples import DOCS, Block, blocks, commands
 
@@ -284,3 +289,57 @@ def test_the_ardenpy_receiver_gets_the_decision_and_refuses_forged_and_stale_one
         assert ast.literal_eval(out) == [("approved", {"order_id": "A-2", "amount": 850}, "ok")]  # called once
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- a SIEM sink
+
+
+class Collector(FakeServer):
+    """A SIEM's HTTP collector on 127.0.0.1: keeps each POST's body and authorization header."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.authorizations: list[str | None] = []
+        super().__init__()
+
+    def answer(self, handler: BaseHTTPRequestHandler, body: Any) -> None:
+        self.authorizations.append(handler.headers.get("authorization"))
+        if self.status != 200:
+            handler.send_response(self.status)
+            handler.send_header("content-length", "0")
+            handler.end_headers()
+            return
+        send_json(handler, {"text": "Success", "code": 0})
+
+
+def test_the_siem_sink_example_posts_every_record_to_the_collector(tmp_path: Path) -> None:
+    """docs/extending.md's sink, as shown, against a collector that keeps what it is sent."""
+    [example] = [b for b in blocks(DOCS / "extending.md") if b.language == "python" and "class Siem" in b.code]
+    collector = Collector()
+    try:
+        token = secrets.token_hex(16)
+        python(example.code, tmp_path, env_of(tmp_path, SIEM_URL=f"{collector.url}/events", SIEM_TOKEN=token))
+    finally:
+        collector.close()
+    assert collector.authorizations and set(collector.authorizations) == {f"Bearer {token}"}
+    sent = [event for batch in collector.requests for event in batch]
+    db = next((tmp_path / ".clearance").glob("*.db"))
+    stored = [json.loads(line) for line in run_cli("audit", "export", db=db, check=True).stdout.splitlines()]
+    # A new sink starts at the newest event (here the policy's activation): each one after it, once, in order.
+    assert [r["kind"] for r in stored] == ["policy.activated", "tool_call.decided", "tool_call.finished"]
+    assert [(e["id"], e["kind"]) for e in sent] == [(r["id"], r["kind"]) for r in stored[1:]]
+    assert [e["event"]["tool"] for e in sent] == ["lookup_order"] * 2
+
+
+def test_the_siem_sink_example_s_calls_run_while_the_collector_refuses(tmp_path: Path) -> None:
+    """A collector that answers 503: the example's sink raises, the guarded call is not held up, and it exits."""
+    [example] = [b for b in blocks(DOCS / "extending.md") if b.language == "python" and "class Siem" in b.code]
+    collector = Collector(status=503)
+    try:
+        python(example.code, tmp_path, env_of(tmp_path, SIEM_URL=f"{collector.url}/events", SIEM_TOKEN="t"))
+    finally:
+        collector.close()
+    assert collector.requests  # it tried
+    db = next((tmp_path / ".clearance").glob("*.db"))
+    stored = [json.loads(line) for line in run_cli("audit", "export", db=db, check=True).stdout.splitlines()]
+    assert [r["kind"] for r in stored][1:] == ["tool_call.decided", "tool_call.finished"]  # the call ran

@@ -6,7 +6,10 @@ from __future__ import annotations
 import functools
 import html
 import importlib.util
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import typing
@@ -51,10 +54,12 @@ def routes() -> dict[str, typing.Any]:
     return {e.name: e for e in ref.route_entries()}
 
 
-def test_the_site_builds_strictly(tmp_path: Path) -> None:
-    """`mkdocs build --strict`: a broken link, a page missing from the files or a bad reference fails."""
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`mkdocs build --strict`, once for the tests that read the built site."""
+    built = tmp_path_factory.mktemp("docs") / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(built)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -64,15 +69,80 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "WARNING" not in result.stderr, result.stderr
+    return built
+
+
+def test_the_site_builds_strictly(site: Path) -> None:
+    """`mkdocs build --strict`: a broken link, a page missing from the files or a bad reference fails."""
     for page in ("settings", "policy", "cli", "rest-api", "python"):
-        assert (tmp_path / "site" / "reference" / page / "index.html").is_file()
-    policy = (tmp_path / "site" / "reference" / "policy" / "index.html").read_text()
+        assert (site / "reference" / page / "index.html").is_file()
+    policy = (site / "reference" / "policy" / "index.html").read_text()
     for entry in ref.policy_entries():  # described from this checkout's code
         assert html.escape(entry.description.split("`")[0].rstrip(), quote=False) in policy, entry.name
-    python_api = (tmp_path / "site" / "reference" / "python" / "index.html").read_text()
+    python_api = (site / "reference" / "python" / "index.html").read_text()
     exported = [f"{m.__name__}.{n}" for m in (clearance, clearance.sinks, clearance.server) for n in m.__all__]
     missing = [name for name in exported if f'id="{name}"' not in python_api and name != "clearance.__version__"]
     assert missing == [], "give them a docstring"
+
+
+# ---------------------------------------------------------------- finding the answers
+
+# The built site's own search (Material's worker, on the built index), run in node as a browser would.
+SEARCH = """
+const fs = require("fs");
+const [site, ...queries] = process.argv.slice(1);
+const dir = `${site}/assets/javascripts/workers`;
+let handler;
+const answers = [];
+Object.assign(globalThis, {
+  self: globalThis,
+  addEventListener: (type, listener) => { handler = listener; },
+  postMessage: (message) => answers.push(message),
+  importScripts: () => {},
+});
+eval(fs.readFileSync(`${dir}/${fs.readdirSync(dir).find((f) => f.endsWith(".min.js"))}`, "utf8"));
+const index = JSON.parse(fs.readFileSync(`${site}/search/search_index.json`, "utf8"));
+(async () => {
+  await handler({ data: { type: 0, data: { ...index, options: { suggest: false } } } });
+  const found = {};
+  for (const query of queries) {
+    answers.length = 0;
+    await handler({ data: { type: 2, data: query } });
+    found[query] = answers[0].data.items.map((page) => page.map((section) => section.location));
+  }
+  console.log(JSON.stringify(found));
+})();
+"""
+
+# What new users asked (issue 19), and the section of the site that answers it.
+FRICTION = {
+    "LiteLlm": "guides/adk/#a-complete-example-litellm-and-a-durable-session-service",
+    "durable session service": "guides/adk/#a-complete-example-litellm-and-a-durable-session-service",
+    "SqliteSaver": "guides/langgraph/#the-sqlite-checkpointer-sqlitesaver-and-its-connection",
+    "SqliteSaver connection": "guides/langgraph/#the-sqlite-checkpointer-sqlitesaver-and-its-connection",
+    "install CrewAI": "frameworks/#installing",
+    "CrewAI": "guides/crewai/",
+    "pinned": "setup/",
+}
+
+
+def test_each_friction_point_is_a_heading_the_site_s_search_puts_first(site: Path) -> None:
+    """A section titled with the answer (so it is in the page's table of contents), in the first page found."""
+    index = json.loads((site / "search" / "search_index.json").read_text())
+    titles = {d["location"]: html.unescape(re.sub("<[^>]+>", "", d["title"])) for d in index["docs"]}
+    assert "LiteLlm and a durable session service" in titles[FRICTION["LiteLlm"]]
+    assert "SqliteSaver and its connection" in titles[FRICTION["SqliteSaver"]]
+    assert "a virtualenv of its own" in titles["guides/crewai/#install-a-virtualenv-of-its-own"]
+    setup = next(d["text"] for d in index["docs"] if d["location"] == "setup/")
+    assert ".venv-pinned" in setup and "make test-pinned" in setup
+    if shutil.which("node") is None:
+        pytest.skip("node runs the site's search worker")
+    out = subprocess.run(
+        ["node", "-e", SEARCH, str(site), *FRICTION], capture_output=True, text=True, timeout=120, check=True
+    )
+    found = json.loads(out.stdout)
+    missed = {query: pages[:1] for query, pages in found.items() if FRICTION[query] not in (pages[:1] or [[]])[0]}
+    assert missed == {}, "the first page the search shows has no section answering these"
 
 
 # ---------------------------------------------------------------- settings

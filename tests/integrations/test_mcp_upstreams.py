@@ -31,6 +31,7 @@ from clearance._store._events import query  # noqa: E402
 from clearance.integrations._mcp_upstream import SAFE_ENV, upstream_env  # noqa: E402
 
 from ..server.conftest import _free_port  # noqa: E402
+from ..test_docs_examples import DOCS, blocks  # noqa: E402
 from . import test_mcp  # noqa: E402
 from .test_mcp import UPSTREAM, _wait_for_port, db_of, text  # noqa: E402
 
@@ -295,3 +296,21 @@ def test_the_mcp2_example_upstream_runs_behind_the_proxy(proxy_env: dict[str, st
     names, result = asyncio.run(main())
     assert names == ["issue_refund", "lookup_order"]
     assert not result.is_error and text(result) == "order A-7: shipped"
+
+
+def test_the_guide_s_upstream_runs_behind_the_proxy_as_shown(tmp_path: Path, proxy_env: dict[str, str]) -> None:
+    """docs/guides/mcp.md's `refunds_server.py`, as the page shows it, started by the proxy as the page says."""
+    [shown] = [b for b in blocks(DOCS / "guides/mcp.md") if b.markers.get("file") == "refunds_server.py"]
+    (tmp_path / "refunds_server.py").write_text(shown.code)
+    argv = [*PROXY, "--upstream", f"refunds={sys.executable} refunds_server.py"]  # the page's `python`
+    server = StdioServerParameters(command=argv[0], args=argv[1:], env=proxy_env, cwd=tmp_path)
+
+    async def main() -> tuple[Any, Any]:
+        async with client_of(server) as client:
+            allowed = await ungoverned(client, "issue_refund", {"order_id": "A-1", "amount": 45})
+            return allowed, await ungoverned(client, "issue_refund", {"order_id": "A-2", "amount": 9000})
+
+    allowed, blocked = asyncio.run(main())
+    assert not allowed.is_error and text(allowed) == "refunded 45.0 on A-1"
+    assert blocked.is_error and "Refunds over $5000 are never issued" in text(blocked)
+    assert [e["decision"] for e in decided(proxy_env)] == ["allow", "block"]
