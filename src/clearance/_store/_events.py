@@ -114,8 +114,8 @@ def make_event(kind: Kind, at_us: int, fields: Mapping[str, Any], *, raw: Mappin
 
 def columns_of(body: Mapping[str, Any]) -> dict[str, Any]:
     """The indexed columns of an event, derived from its body."""
-    cols = dict(zip(_COPIED, map(body.get, _COPIED), strict=True))
-    cols.update(usage_columns(body))
+    cols = usage_columns(body)
+    cols.update(zip(_COPIED, map(body.get, _COPIED), strict=True))
     return cols
 
 
@@ -126,12 +126,17 @@ def usage_columns(body: Mapping[str, Any]) -> dict[str, Any]:
     characters, a NUL or lone surrogate escaped as readers show it); a count is a whole number
     from 0 to 2^63 - 1. Anything else is None, as a usage summary never counted it.
     """
+    if _NO_USAGE.keys().isdisjoint(body):  # most records: no call of a model
+        return dict(_NO_USAGE)
     model = body.get("model")
     cols: dict[str, Any] = {"model": escaped(model)[:MAX_MODEL_NAME] if type(model) is str else None}
     for name in USAGE_COUNTS:
         count = body.get(name)
         cols[name] = count if type(count) is int and 0 <= count <= _INT64 else None
     return cols
+
+
+_NO_USAGE: dict[str, Any] = dict.fromkeys(("model", *USAGE_COUNTS))
 
 
 def chain_hash(prev_hash: str, body: str) -> str:
