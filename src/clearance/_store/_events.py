@@ -114,8 +114,9 @@ def make_event(kind: Kind, at_us: int, fields: Mapping[str, Any], *, raw: Mappin
 
 def columns_of(body: Mapping[str, Any]) -> dict[str, Any]:
     """The indexed columns of an event, derived from its body."""
-    cols = usage_columns(body)
-    cols.update(zip(_COPIED, map(body.get, _COPIED), strict=True))
+    get = body.get
+    cols = {name: get(name) for name in _COPIED}
+    cols.update(usage_columns(body))
     return cols
 
 

@@ -129,8 +129,9 @@ class _IncomingEvent(TypedDict, total=False):
 
 def _known_fields(event: _IncomingEvent) -> _IncomingEvent:
     """The event, when it holds only the fields its kind has (checked once its fields are valid)."""
-    unknown = event.keys() - ALLOWED[event["kind"]]
-    if unknown:
+    allowed = ALLOWED[event["kind"]]
+    if not allowed.issuperset(event):
+        unknown = event.keys() - allowed
         raise ValueError(f"unknown fields for {event['kind']}: {', '.join(sorted(unknown))}")
     return event
 
