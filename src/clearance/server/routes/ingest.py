@@ -137,7 +137,7 @@ def _known_fields(event: _IncomingEvent) -> _IncomingEvent:
 
 
 # What was sent, as validated: only the fields sent, extras as they are.
-INCOMING_EVENT = TypeAdapter(Annotated[_IncomingEvent, AfterValidator(_known_fields)])
+INCOMING_EVENT: TypeAdapter[dict[str, Any]] = TypeAdapter(Annotated[_IncomingEvent, AfterValidator(_known_fields)])  # type: ignore[arg-type]
 
 
 class Batch(BaseModel):
@@ -221,7 +221,7 @@ _ID = re.compile(r"evt_[0-9a-f]{32}")
 def _validated(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The record as it will be stored, or why it cannot be."""
     try:
-        body: dict[str, Any] = INCOMING_EVENT.validate_python(raw)  # type: ignore[assignment]
+        body = INCOMING_EVENT.validate_python(raw)
     except ValidationError as exc:
         return {}, [_readable(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}") for e in exc.errors()][:20]
     _spans_checked(body)
