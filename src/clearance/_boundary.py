@@ -312,6 +312,12 @@ def _record_problems(value: Any, path: tuple[str | int, ...], depth: int) -> Ite
                 yield Problem((*path, k), f"has a name that {why}", "record")
                 continue
             tv = type(v)
-            if (tv is str and v.isascii()) or v is None or tv is bool or (tv is int and -_INT64 - 1 <= v <= _INT64):
+            if (
+                (tv is str and v.isascii())
+                or v is None
+                or tv is bool
+                or (tv is int and -_INT64 - 1 <= v <= _INT64)
+                or (tv is float and v - v == 0.0)  # finite: inf - inf and nan - nan are nan
+            ):
                 continue  # the common values, fine as they are, without a call a level down
             yield from _record_problems(v, (*path, k), depth + 1)

@@ -42,6 +42,8 @@ def escaped(text: str) -> str:
 
 def checked_text(text: str) -> str:
     """`text` itself, or ValueError saying why it cannot be stored."""
+    if text.isascii() and "\x00" not in text:  # most text, decided without a search: no surrogate is ASCII
+        return text
     problem = text_problem(text)
     if problem is not None:
         raise ValueError(problem)

@@ -246,6 +246,12 @@ def test_identity_comes_from_the_key(client: TestClient, make_key: Any, server_d
         (event("llm.call", model="rtl\u202e" + "m" * 196), None),  # 200 characters, the RTL override kept
         (event(call_id="c\x00"), "call_id: "),
         (event(decision="ok\x00"), "decision: "),
+        # Said where and which, not "unable to parse raw data as a unicode string" (pydantic-core's
+        # words when a length limit is checked in the type, before the boundary's check)
+        (event(call_id="c\ud800"), "call_id: Value error, holds a lone surrogate (U+D800) at position 1"),
+        (event(decision="o\udfffk"), "decision: Value error, holds a lone surrogate (U+DFFF) at position 1"),
+        (event(error="e\udc00" * 30), "error: Value error, holds a lone surrogate (U+DC00) at position 1"),
+        (event(call_id="c" * 41), "call_id: Value should have at most 40 items"),
         (
             event("tool_call.decided", args={"a": 1}, args_hash="0" * 64, args_hash_alg="sha256-jcs"),
             "record: its args_hash does not match the arguments it records",

@@ -141,6 +141,23 @@ def test_ingest_counts_an_archived_record_sent_again_as_a_duplicate(db: Database
     assert events.verify(db).ok and _archive.check(tmp_path / "arch", db).ok
 
 
+def test_ingest_finds_ids_the_joined_lookup_cannot_carry(db: Database) -> None:
+    """PostgreSQL looks a batch's ids up joined by commas in one parameter; an id that holds a
+    comma, or is empty, is looked up as a list instead: still found here and among archived ids."""
+
+    def body(event_id: str) -> dict[str, Any]:
+        return {"v": 1, "id": event_id, "kind": "llm.call", "at_us": 5, "agent": "a", "environment": "t"}
+
+    odd = [body("evt_a,evt_b"), body(""), body("evt_a")]
+    assert events.ingest(db, odd) == (3, 0)
+    assert events.ingest(db, odd) == (0, 3)
+    assert events.ingest(db, [body("evt_b"), body("evt_a,evt_b")]) == (1, 1)  # a comma splits nothing
+    with db.write() as cur:
+        cur.execute(db.sql("INSERT INTO archived_ids (id, seq) VALUES (:id, 1)"), {"id": "x,y"})
+    assert events.ingest(db, [body("x,y"), body("x"), body("y")]) == (2, 1)
+    assert events.verify(db).ok
+
+
 def test_an_id_already_listed_does_not_stop_the_archive(db: Database, tmp_path: Path) -> None:
     """Before 0021 a re-sent record could be appended again after its original was archived: the same
     id twice in the chain. Listing one copy's id, then archiving the other, must not fail for good."""

@@ -114,7 +114,8 @@ def make_event(kind: Kind, at_us: int, fields: Mapping[str, Any], *, raw: Mappin
 
 def columns_of(body: Mapping[str, Any]) -> dict[str, Any]:
     """The indexed columns of an event, derived from its body."""
-    cols = dict(zip(_COPIED, map(body.get, _COPIED), strict=True))
+    get = body.get
+    cols = {name: get(name) for name in _COPIED}
     cols.update(usage_columns(body))
     return cols
 
@@ -126,12 +127,17 @@ def usage_columns(body: Mapping[str, Any]) -> dict[str, Any]:
     characters, a NUL or lone surrogate escaped as readers show it); a count is a whole number
     from 0 to 2^63 - 1. Anything else is None, as a usage summary never counted it.
     """
+    if _NO_USAGE.keys().isdisjoint(body):  # most records: no call of a model
+        return dict(_NO_USAGE)
     model = body.get("model")
     cols: dict[str, Any] = {"model": escaped(model)[:MAX_MODEL_NAME] if type(model) is str else None}
     for name in USAGE_COUNTS:
         count = body.get(name)
         cols[name] = count if type(count) is int and 0 <= count <= _INT64 else None
     return cols
+
+
+_NO_USAGE: dict[str, Any] = dict.fromkeys(("model", *USAGE_COUNTS))
 
 
 def chain_hash(prev_hash: str, body: str) -> str:
@@ -436,6 +442,12 @@ def _decoded(row: Sequence[Any]) -> StoredEvent:
     return stored_event(row[0], row[1], row[2])
 
 
+# An id is taken while its record is here, and after it was archived (0021)
+_ID_TABLES = ("events", "archived_ids")
+_TAKEN_LISTED = " UNION ALL ".join(f"SELECT id FROM {t} WHERE id = ANY(%(ids)s)" for t in _ID_TABLES)
+_TAKEN_JOINED = _TAKEN_LISTED.replace("%(ids)s", "string_to_array(%(ids)s, ',')")
+
+
 def ingest(
     db: Database,
     bodies: Sequence[dict[str, Any]],
@@ -458,14 +470,21 @@ def ingest(
             # 42 ms a batch at 15,000 records and growing with the table (bench/ingest.py).
             cur.execute("SELECT current_setting('enable_seqscan'), set_config('enable_seqscan', 'off', true)")
             restore = cur.fetchone()[0]
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join(f":i{n}" for n in range(len(chunk)))
-            given = {f"i{n}": v for n, v in enumerate(chunk)}
-            # An id is taken while its record is here, and after it was archived (0021)
-            for table in ("events", "archived_ids"):
-                cur.execute(db.sql(f"SELECT id FROM {table} WHERE id IN ({marks})"), given)
-                seen.update(r[0] for r in cur.fetchall())
+            # One parameter, the ids joined: a statement of 500 parameters was parsed by psycopg
+            # at every batch (it caches only short ones), and a list is dumped item by item.
+            joined = ",".join(ids)
+            if all(ids) and joined.count(",") == len(ids) - 1:
+                cur.execute(_TAKEN_JOINED, {"ids": joined})
+            else:  # an id with a comma in it (never one of ours)
+                cur.execute(_TAKEN_LISTED, {"ids": ids})
+            seen.update(r[0] for r in cur.fetchall())
+        else:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for table in _ID_TABLES:
+                    cur.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk)
+                    seen.update(r[0] for r in cur.fetchall())
         if restore is not None:
             cur.execute("SELECT set_config('enable_seqscan', %s, true)", (restore,))
         fresh: list[Event] = []
