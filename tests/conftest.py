@@ -21,6 +21,10 @@ PG_URL = os.environ.get("CLEARANCE_TEST_PG_URL", "postgresql+psycopg://postgres@
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "clearance.cli"]
+# The Python processes tests start write their output as they go, as a terminal shows it: an
+# example that prints, then runs a command writing to the same output, reads in that order
+# (through a pipe Python would hold its own lines until it exits).
+os.environ["PYTHONUNBUFFERED"] = "1"
 
 
 # -- no network beyond loopback ------------------------------------------------------------------

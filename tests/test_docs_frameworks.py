@@ -120,9 +120,32 @@ def test_a_minimal_example_waits_for_the_approval_then_runs(
     assert approvals.listing(gov.db, status="executed")
 
 
-def test_the_pydantic_ai_explicit_capability_example_runs(tmp_path: Path, fake: FakeOpenAI) -> None:
+def test_the_pydantic_ai_explicit_capability_example_raises_a_refusal_out_of_the_run(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    """The page's agent, given a tool the policy blocks at $850: the refusal raises out of `run_sync`."""
     pytest.importorskip("pydantic_ai")
-    run(tmp_path, fake, "pydantic-explicit")
+    (tmp_path / "policy.yaml").write_text(
+        "version: 1\ntools:\n  issue_refund:\n    rules:\n"
+        "      - {id: big, when: 'args.amount > 200', effect: block, reason: Refunds over $200 need a lead}\n"
+    )
+    ran = tmp_path / "ran"
+    drive = f"""
+import clearance
+clearance.configure(policy="policy.yaml")
+
+@agent.tool_plain
+def issue_refund(order_id: str, amount: float) -> str:
+    open({str(ran)!r}, "w").close()
+    return "refunded"
+
+try:
+    agent.run_sync("Refund order A-1")
+except clearance.ToolCallBlocked as refused:
+    print("raised:", refused.reason)
+"""
+    out = run_in(tmp_path, example("pydantic-explicit") + drive, {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk"})
+    assert out == "raised: Refunds over $200 need a lead\n" and not ran.exists()
 
 
 def test_the_claude_agent_sdk_minimal_example_runs_the_bundled_cli_and_waits_for_the_approval(

@@ -444,8 +444,15 @@ def _decoded(row: Sequence[Any]) -> StoredEvent:
 
 # An id is taken while its record is here, and after it was archived (0021)
 _ID_TABLES = ("events", "archived_ids")
-_TAKEN_LISTED = " UNION ALL ".join(f"SELECT id FROM {t} WHERE id = ANY(%(ids)s)" for t in _ID_TABLES)
-_TAKEN_JOINED = _TAKEN_LISTED.replace("%(ids)s", "string_to_array(%(ids)s, ',')")
+
+
+def _taken(ids: str) -> str:
+    """The ids of `ids` (an array expression) that are taken, on PostgreSQL."""
+    return " UNION ALL ".join(f"SELECT id FROM {t} WHERE id = ANY({ids})" for t in _ID_TABLES)
+
+
+_TAKEN_LISTED = _taken("%(ids)s")
+_TAKEN_JOINED = _taken("string_to_array(%(ids)s, ',')")
 
 
 def ingest(
@@ -475,7 +482,7 @@ def ingest(
             joined = ",".join(ids)
             if all(ids) and joined.count(",") == len(ids) - 1:
                 cur.execute(_TAKEN_JOINED, {"ids": joined})
-            else:  # an id with a comma in it (never one of ours)
+            else:  # an id with a comma in it, or empty (never one of ours)
                 cur.execute(_TAKEN_LISTED, {"ids": ids})
             seen.update(r[0] for r in cur.fetchall())
         else:
