@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from .._store import HEAD
 from .._store import _keys as keys
 from .._store import _users as users
-from ._common import database_option, friendly, open_db, safe, signing_key_option, table, when
+from ._common import database_option, friendly, key_file_trust, open_db, safe, signing_key_option, table, when
 
 
 @click.command("serve")
@@ -130,7 +130,6 @@ def backup(target: Path, key_path: str | None, database: str) -> None:
     from .. import _integrity as integrity
     from .._backup import backup_sqlite
     from .._store import Database, normalise_url
-    from ._audit import _anchor
 
     try:
         url = make_url(normalise_url(database))
@@ -145,7 +144,7 @@ def backup(target: Path, key_path: str | None, database: str) -> None:
     if done.revision != HEAD:  # opening it would migrate the backup: verify it after restoring
         click.echo(f"not verified: the copy is at schema {done.revision}, this version's is {HEAD}")
         return
-    anchor, trust = _anchor(key_path, database)  # the store's signing key, as `audit verify` trusts it
+    anchor, trust = key_file_trust(key_path, database)  # the store's signing key, as `audit verify` trusts it
     db = Database(str(done.path), create=False)
     try:
         report = integrity.verify_store(db, anchor=anchor)
