@@ -292,3 +292,32 @@ def test_the_server_will_not_sign_a_chain_rewritten_after_it_saw_a_checkpoint(
             clock.wait_parked("checkpoint signer")
             assert signed() == 1  # still refused; logged once
             assert caplog.text.count("not signing a checkpoint") == 1
+
+
+def test_a_checkpoint_memory_that_will_not_do_is_refused_and_counted(
+    clock: ManualClock, server_db: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The newest checkpoint kept beside the key file (`_seal_memory`) is unreadable: the server does
+    not fall back on whatever the store holds; it refuses, says so once, and counts every refusal."""
+    from ..store.test_seals import add
+
+    key = tmp_path / "keys" / "signing-key.pem"
+    key.parent.mkdir()
+    (tmp_path / "keys" / "signing-key.pem.last").write_text("{")
+    with (
+        caplog.at_level("ERROR", logger="clearance.server"),
+        _client(server_db, signing_key=str(key), checkpoint_every=1, checkpoint_interval=86_400) as c,
+    ):
+        db = Database(server_db)
+        try:
+            add(db, 2)
+            for _ in range(2):
+                clock.wait_parked("checkpoint signer")
+                clock.advance(3)
+            clock.wait_parked("checkpoint signer")
+            assert seals.latest(db) is None
+        finally:
+            db.close()
+        assert c.app.state.metrics.checkpoints_refused._value.get() >= 2  # type: ignore[attr-defined]
+    assert f"not signing checkpoints: the checkpoint memory {key}.last is not a checkpoint" in caplog.text
+    assert caplog.text.count("not signing a checkpoint:") == 1

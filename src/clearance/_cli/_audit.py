@@ -21,6 +21,7 @@ from .._store import _events as events
 from .._store import _rollup as rollup
 from .._store._kinds import KINDS
 from .._visible import hazards, shown_json, visible, warning
+from ..errors import ClearanceError
 from ._common import database_option, friendly, key_file, key_file_trust, open_db, safe, signing_key_option, when
 
 
@@ -521,18 +522,38 @@ def verify(
 @database_option
 @friendly
 def checkpoint(key_path: str | None, database: str) -> None:
-    """Sign the chain head now (a signed checkpoint), unless nothing was recorded since the last."""
+    """Sign the chain head now (a signed checkpoint), unless nothing was recorded since the last.
+
+    Refused when the chain no longer holds the newest checkpoint this key has signed, as the
+    server refuses: it is kept beside the key file (KEY.last), and a restart forgets nothing.
+    """
+    from .. import _seal_memory as memory
     from .. import _signing as signing
     from .._clock import now_us
     from .._store import _seals as seals
+    from ..errors import ChainBroken
 
+    path, store = key_file(key_path, database), memory.store_name(database)
+    key = signing.load_or_create(path)
+    try:
+        known = memory.load(path, key, store)
+    except ClearanceError as exc:
+        raise click.ClickException(f"not signing: {safe(exc)}; once you know why, remove it") from None
     db = open_db(database)
     try:
-        key = signing.load_or_create(key_path or signing.default_key_path(database))
-        made = seals.sign(db, key, now_us=now_us())
-        latest = made or seals.latest(db)
+        latest = seals.latest(db)
+        known = memory.newest(key, known, latest)
+        made = seals.sign(db, key, now_us=now_us(), known=known)
+    except ChainBroken as exc:
+        raise click.ClickException(f"not signing: {safe(exc)}; {safe(memory.after_restore(path))}") from None
     finally:
         db.close()
+    kept = made or known
+    try:
+        if kept is not None:
+            memory.remember(path, kept, store)
+    except (OSError, ClearanceError) as exc:
+        click.echo(f"warning: cannot keep the newest checkpoint in {safe(memory.path(path))}: {safe(exc)}", err=True)
     if made is None:
         where = f" (the last signs record {latest.seq})" if latest else ""
         click.echo(f"nothing recorded since the last checkpoint{where}: none signed")
