@@ -13,7 +13,8 @@ under a lock on the key file, and only forward (a newer `seq`): the workers and 
 sharing a key file share it too. A file of another key (the key file was replaced: a rotation)
 is not this key's memory and is ignored, then replaced by the new key's first checkpoint.
 After a store is restored from a backup, its chain lacks the newest checkpoints for a good
-reason: remove the file (docs/operations/backup.md), and the signer starts from the store's.
+reason: `clearance audit checkpoint --forget` removes the store's entry (`forget`;
+docs/operations/backup.md), and the signer starts from the store's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,10 @@ def path(key_path: Path | str) -> Path:
 
 def after_restore(key_path: Path | str) -> str:
     """What to do when a restored store is the reason the chain lacks the remembered checkpoint."""
-    return f"if the store was restored from a backup, remove {path(key_path)} (then restart the server)"
+    return (
+        f"if the store was restored from a backup, forget it: clearance audit checkpoint --forget --key {key_path}"
+        " (and the store's --database), then restart the server"
+    )
 
 
 def signed_by(key: SigningKey, cp: Checkpoint) -> bool:
@@ -130,32 +135,65 @@ def remember(key_path: Path | str, cp: Checkpoint, store: str) -> bool:
         ConfigurationError: The file is there but not one of checkpoints: it stays for a person to look at.
     """
     where = path(key_path)
-    with open(key_path, "rb") as lock:  # every writer holds it: a read-then-replace is never interleaved
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            entries = _parsed(where.read_bytes())
-        except FileNotFoundError:
-            entries = {}
+    with _locked(key_path):
+        entries = _entries(where)
         if entries is None:
             raise ConfigurationError(f"the checkpoint memory {where} is not a checkpoint (changed, or cut short)")
         held = entries.get(store)
         if held is not None and held.seq >= cp.seq:
             return False
-        entries[store] = cp
-        text = json.dumps({name: {k: getattr(c, k) for k in _FIELDS} for name, c in entries.items()}, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{where.name}.", dir=where.parent)  # mode 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, where)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        directory = os.open(where.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _write(where, {**entries, store: cp})
     return True
+
+
+def forget(key_path: Path | str, store: str) -> str | None:
+    """Remove `store`'s entry, after a person has looked (a store restored from a backup); what was forgotten.
+
+    A file that is not one of checkpoints is removed whole. None: nothing was remembered for `store`.
+    """
+    where = path(key_path)
+    with _locked(key_path):
+        entries = _entries(where)
+        if entries is None:
+            where.unlink()
+            return f"{where}, which was not one of checkpoints (every store's entry)"
+        gone = entries.pop(store, None)
+        if gone is None:
+            return None
+        _write(where, entries)
+    return f"the checkpoint of record {gone.seq} (hash {gone.hash[:16]}…, key {gone.key_id}) in {where}"
+
+
+@contextlib.contextmanager
+def _locked(key_path: Path | str) -> Iterator[None]:
+    """Held by every writer: a read-then-replace is never interleaved with another."""
+    with open(key_path, "rb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _entries(where: Path) -> dict[str, Checkpoint] | None:
+    try:
+        return _parsed(where.read_bytes())
+    except FileNotFoundError:
+        return {}
+
+
+def _write(where: Path, entries: dict[str, Checkpoint]) -> None:
+    """Replace the file whole: a temporary file flushed to disk, renamed over it, the directory flushed."""
+    text = json.dumps({name: {k: getattr(c, k) for k in _FIELDS} for name, c in entries.items()}, sort_keys=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{where.name}.", dir=where.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, where)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    directory = os.open(where.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -57,7 +57,8 @@ def test_a_chain_rewritten_after_an_older_checkpoint_is_not_signed(store: str, t
     refused = run_cli(*sign, db=store)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert f"not signing: the checkpoint signing record {newest.seq}" in refused.stderr
-    assert f"if the store was restored from a backup, remove {key_file}.last" in refused.stderr
+    forget = f"if the store was restored from a backup, forget it: clearance audit checkpoint --forget --key {key_file}"
+    assert forget in refused.stderr
     db = Database(store)
     try:
         assert seals.latest(db) == older  # nothing signed
@@ -65,7 +66,7 @@ def test_a_chain_rewritten_after_an_older_checkpoint_is_not_signed(store: str, t
         db.close()
 
 
-def test_a_memory_that_will_not_do_refuses_and_removing_it_after_a_restore_signs(store: str, tmp_path: Path) -> None:
+def test_a_memory_that_will_not_do_refuses_and_forget_after_a_restore_signs(store: str, tmp_path: Path) -> None:
     key_file = tmp_path / "signing-key.pem"
     sign = ("audit", "checkpoint", "--key", str(key_file))
     records(store, 3)
@@ -75,10 +76,11 @@ def test_a_memory_that_will_not_do_refuses_and_removing_it_after_a_restore_signs
     records(store, 1)
     refused = run_cli(*sign, db=store)
     assert refused.returncode == 1 and f"the checkpoint memory {last} is not a checkpoint" in refused.stderr
+    assert "once you know why, --forget removes it" in refused.stderr
+    forgot = run_cli(*sign, "--forget", db=store, check=True).stdout
+    assert f"forgot {last}, which was not one of checkpoints" in forgot and "signed record " in forgot
 
-    # A store restored from a backup taken before its newest checkpoint: refused until the memory goes
-    last.unlink()
-    run_cli(*sign, db=store, check=True)
+    # A store restored from a backup taken before its newest checkpoint: refused until it is forgotten
     db = Database(store)
     try:
         backed_up = seals.latest(db)
@@ -87,6 +89,8 @@ def test_a_memory_that_will_not_do_refuses_and_removing_it_after_a_restore_signs
         db.close()
         run_cli(*sign, db=store, check=True)
         db = Database(store)
+        after = seals.latest(db)
+        assert after is not None and after.seq > backed_up.seq
         truncate(db, backed_up.record_seq)  # what the backup holds
         with db.write() as cur:
             cur.execute(db.sql("DELETE FROM checkpoints WHERE seq > :s"), {"s": backed_up.seq})
@@ -94,10 +98,11 @@ def test_a_memory_that_will_not_do_refuses_and_removing_it_after_a_restore_signs
         db.close()
     records(store, 1)
     assert "restored from a backup" in run_cli(*sign, db=store).stderr
-    last.unlink()
-    signed = run_cli(*sign, db=store, check=True).stdout
+    forgot = run_cli(*sign, "--forget", db=store, check=True).stdout
+    assert forgot.startswith(f"forgot the checkpoint of record {after.seq} ")  # the one signed after the backup
     key = signing.load_or_create(key_file)
-    assert signed.startswith("signed record ") and key.id in signed
+    assert "signed record " in forgot and key.id in forgot
+    assert "no checkpoint was remembered" in run_cli(*sign, "--forget", "--database", "other.db").stdout
     db = Database(store)
     try:
         assert integrity.verify_store(db, anchor={key.id: key.private.public_key()}).ok

@@ -1,6 +1,6 @@
 """A restarted `clearance serve` remembers the newest checkpoint it signed (kept beside the key file):
 a chain rewritten while it was down is not signed, a memory file that will not do is refused, and
-after a restore from a backup the operator removes the file (docs/operations/backup.md)."""
+after a restore from a backup the operator has it forgotten (docs/operations/backup.md)."""
 
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def test_a_chain_rewritten_while_the_server_was_down_is_not_signed_after_a_resta
         db.close()
     server.start()
     refuses(server, f"not signing a checkpoint: the checkpoint signing record {newest.seq}")
-    assert f"if the store was restored from a backup, remove {key_file}.last" in server.log.read_text()
+    forget = f"if the store was restored from a backup, forget it: clearance audit checkpoint --forget --key {key_file}"
+    assert forget in server.log.read_text()
     assert checkpoints(url)[0] == older  # nothing signed
 
 
@@ -104,7 +105,7 @@ def test_after_a_restore_from_a_backup_removing_the_memory_lets_it_sign(
     tmp_path: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The documented restore: the backup lacks the newest checkpoint; the server refuses it as it
-    would a rewrite, until the operator removes the memory file."""
+    would a rewrite, until the operator has it forgotten (`clearance audit checkpoint --forget`)."""
     url = tmp_path / "live.db"
     Database(str(url)).close()
     server = Server(url, _free_port(), tmp_path / "server.log", make_keys=False)
@@ -118,13 +119,14 @@ def test_after_a_restore_from_a_backup_removing_the_memory_lets_it_sign(
         for extra in ("-wal", "-shm"):
             Path(f"{url}{extra}").unlink(missing_ok=True)
         server.start()
-        refuses(server, f"if the store was restored from a backup, remove {key_file}.last")
+        refuses(server, "if the store was restored from a backup, forget it: clearance audit checkpoint --forget")
         server.stop()
-        Path(f"{key_file}.last").unlink()
+        forgot = run_cli("audit", "checkpoint", "--forget", db=url, check=True).stdout  # CLEARANCE_SIGNING_KEY
+        assert forgot.startswith("forgot the checkpoint of record ") and "signed record " in forgot
         server.start()
-        signs(server, 2)
+        signs(server, 3)
         verified = run_cli("audit", "verify", db=url, check=True).stdout  # trusting CLEARANCE_SIGNING_KEY
-        assert "2 signed checkpoints verify" in verified and f"({key_file})" in verified
+        assert "3 signed checkpoints verify" in verified and f"({key_file})" in verified
     finally:
         server.stop()
 

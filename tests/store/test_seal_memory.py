@@ -105,3 +105,17 @@ def test_concurrent_writers_leave_the_newest_whole(tmp_path: Path) -> None:
         t.join()
     assert memory.load(path, key, STORE) == made[-1]
     assert not list(tmp_path.glob(".signing-key.pem.last.*"))
+
+
+def test_forget_removes_one_stores_entry_or_a_file_that_is_not_one(tmp_path: Path) -> None:
+    path = tmp_path / "signing-key.pem"
+    key = signing.load_or_create(path)
+    memory.remember(path, signed(key, 9), STORE)
+    memory.remember(path, signed(key, 4), "/srv/other.db")
+    said = memory.forget(path, STORE)
+    assert said is not None and said.startswith("the checkpoint of record 9 ")
+    assert memory.load(path, key, STORE) is None and memory.load(path, key, "/srv/other.db") == signed(key, 4)
+    assert memory.forget(path, STORE) is None
+    memory.path(path).write_text("junk")
+    assert "which was not one of checkpoints" in str(memory.forget(path, STORE))
+    assert not memory.path(path).exists() and memory.forget(path, STORE) is None

@@ -519,9 +519,15 @@ def verify(
     "The Ed25519 private key (PEM) to sign with; created (mode 0600) when absent"
     " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the SQLite store)."
 )
+@click.option(
+    "--forget",
+    is_flag=True,
+    help="First forget the newest checkpoint remembered for this store (KEY.last): after restoring it from"
+    " a backup, whose chain lacks the checkpoints signed since. Then restart the server.",
+)
 @database_option
 @friendly
-def checkpoint(key_path: str | None, database: str) -> None:
+def checkpoint(key_path: str | None, forget: bool, database: str) -> None:
     """Sign the chain head now (a signed checkpoint), unless nothing was recorded since the last.
 
     Refused when the chain no longer holds the newest checkpoint this key has signed, as the
@@ -535,10 +541,13 @@ def checkpoint(key_path: str | None, database: str) -> None:
 
     path, store = key_file(key_path, database), memory.store_name(database)
     key = signing.load_or_create(path)
+    if forget:
+        gone = memory.forget(path, store)
+        click.echo(f"forgot {safe(gone)}" if gone else f"no checkpoint was remembered for {safe(store)}")
     try:
         known = memory.load(path, key, store)
     except ClearanceError as exc:
-        raise click.ClickException(f"not signing: {safe(exc)}; once you know why, remove it") from None
+        raise click.ClickException(f"not signing: {safe(exc)}; once you know why, --forget removes it") from None
     db = open_db(database)
     try:
         latest = seals.latest(db)

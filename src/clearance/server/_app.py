@@ -23,7 +23,7 @@ from . import _longpoll as longpoll
 from ._commits import GroupCommit
 from ._leader import Leadership
 from ._limits import BodyLimit
-from ._sealer import seal_forever
+from ._sealer import recall, seal_forever
 from ._settings import ServerSettings
 from ._sweeper import channel_forever, deliver_forever, sweep_forever
 from .channels import Channel, configured
@@ -69,6 +69,7 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
             settings.signing_key or signing.default_key_path(settings.database_url)
         ).absolute()
         app.state.signing_key = await asyncio.to_thread(signing.load_or_create, app.state.signing_key_path)
+        await asyncio.to_thread(recall, app.state)  # before anything signs: the signer's, a receipt's
         log.info(
             "signing checkpoints and receipts with key %s (%s)", app.state.signing_key.id, app.state.signing_key_path
         )

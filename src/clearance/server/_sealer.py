@@ -12,7 +12,7 @@ rehash, and have this server sign the rewrite: it refuses instead, logs an error
 until a person looks (`clearance audit verify`, the sinks' copies of the checkpoints). The
 memory outlives the process: it is kept beside the key file (`_seal_memory`), and a memory
 file that cannot be read or does not verify is refused the same way, never silently replaced
-by what the store holds.
+by what the store holds. A receipt that needs a checkpoint signs it the same way (`sign_now`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ log = logging.getLogger("clearance.server")
 MAX_SLEEP = 2.0  # seconds between counts of the records since the last checkpoint
 
 
+class Refused(Exception):
+    """The signer will not sign: the chain lost the newest checkpoint it knows, or its memory will not do."""
+
+
 def seal_due(state: State) -> int:
     """Sign a checkpoint when one is due; when to look again (µs)."""
     settings, key = state.settings, state.signing_key
@@ -43,27 +47,44 @@ def seal_due(state: State) -> int:
         _remember(state, known)
     started = last.at_us if last is not None else state.sealer_started_us
     if since > 0 and (since >= settings.checkpoint_every or now - started >= interval):
-        refused, made = state.memory_unusable, None
-        if refused is None:
-            try:
-                made = seals.sign(state.db, key, now_us=now, known=known)
-            except ChainBroken as exc:
-                refused = f"{exc}; {memory.after_restore(state.signing_key_path)}"
-        if refused is not None:
-            if state.sealing_refused != refused:
-                log.error("not signing a checkpoint: %s", refused)
-            state.sealing_refused = refused
-            state.metrics.sealing_refused()
+        try:
+            made = sign_now(state, now)
+        except Refused:
             return now + int(MAX_SLEEP * 1e6)
-        state.sealing_refused = None
         if made is not None:
             started = made.at_us
-            _remember(state, made)
     return min(started + interval, now + int(MAX_SLEEP * 1e6))
 
 
+def sign_now(state: State, now: int) -> seals.Checkpoint | None:
+    """Sign the chain head with the server's key, unless the chain lost the newest checkpoint it knows.
+
+    Every checkpoint the server signs comes here: the signer's, and a receipt's (`_receipts.build`).
+
+    Raises:
+        Refused: Not signed; logged (once for the same reason) and counted.
+    """
+    refused = state.memory_unusable
+    if refused is None:
+        try:
+            made = seals.sign(state.db, state.signing_key, now_us=now, known=state.sealed)
+        except ChainBroken as exc:
+            refused = f"{exc}; {memory.after_restore(state.signing_key_path)}"
+    if refused is not None:
+        if state.sealing_refused != refused:
+            log.error("not signing a checkpoint: %s", refused)
+        state.sealing_refused = refused
+        state.metrics.sealing_refused()
+        raise Refused(refused)
+    state.sealing_refused = None
+    if made is not None:
+        _remember(state, made)
+    return made
+
+
 def _remember(state: State, cp: seals.Checkpoint) -> None:
-    state.sealed = cp
+    if state.sealed is None or cp.seq > state.sealed.seq:  # the signer and a receipt may sign at once
+        state.sealed = cp
     try:
         memory.remember(state.signing_key_path, cp, memory.store_name(state.settings.database_url))
     except (OSError, ConfigurationError) as exc:  # still kept in memory: only a restart would forget it
@@ -72,22 +93,27 @@ def _remember(state: State, cp: seals.Checkpoint) -> None:
         state.memory_unwritable = True
 
 
-def _recall(state: State) -> None:
-    """The newest checkpoint of the key remembered beside its file (a file that will not do: refuse)."""
-    state.sealed, state.memory_unusable, state.memory_unwritable = None, None, False
+def recall(state: State) -> None:
+    """Read the newest checkpoint of the key remembered beside its file, before anything signs.
+
+    A file that will not do is not replaced by the store's newest: nothing is signed until a
+    person has looked and removed it.
+    """
+    state.sealed, state.sealing_refused, state.memory_unusable, state.memory_unwritable = None, None, None, False
     try:
         store = memory.store_name(state.settings.database_url)
         state.sealed = memory.load(state.signing_key_path, state.signing_key, store)
     except ConfigurationError as exc:
-        state.memory_unusable = f"{exc}; once you know why, remove it and restart the server"
+        state.memory_unusable = (
+            f"{exc}; once you know why, clearance audit checkpoint --forget --key {state.signing_key_path} removes"
+            " it; then restart the server"
+        )
         log.error("not signing checkpoints: %s", state.memory_unusable)
 
 
 async def seal_forever(state: State) -> None:
     """Sign checkpoints as they come due, until cancelled."""
     state.sealer_started_us = now_us()
-    state.sealing_refused = None
-    await run_in_threadpool(_recall, state)
     never = asyncio.Event()
     while True:
         started = now_us()
