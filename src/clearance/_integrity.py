@@ -36,6 +36,7 @@ from ._store import _events as events
 from ._store import _seals as seals
 from ._store._shown import DEGRADED
 
+REMEMBERED = "the newest checkpoint the signer remembers signing"  # a problem with it starts so
 _EXPORT_ONLY = ("seq", "hash", "at")  # what an export line adds to the record (`_export._row`)
 
 _KIND, _BODY, _HASH = (events.ROW_COLUMNS.index(c) for c in ("kind", "body", "hash"))
@@ -189,6 +190,7 @@ def verify_store(
     trusted: dict[str, Ed25519PublicKey] | None = None,
     anchor: dict[str, Ed25519PublicKey] | None = None,
     seal: SealCheck | None = None,
+    known: seals.Checkpoint | None = None,
 ) -> events.VerifyReport:
     """Recompute the chain and check it against its signed checkpoints (and a head hash kept elsewhere).
 
@@ -196,6 +198,8 @@ def verify_store(
     key, which must sign a checkpoint after any other key's (see the module docstring). Neither:
     the keys the chain introduces, so the chain is only shown to be self-consistent. `seal`:
     a check that already read the archived records before the store's (instead of the three).
+    `known`: the newest checkpoint the signer remembers signing (`_seal_memory`): the chain must
+    still hold it, as the signer requires before it signs again.
     """
     check = seal or SealCheck(trusted=trusted, head=head.strip().lower() if head else None, anchor=anchor)
     report = events.verify(db, also=check.row)
@@ -219,6 +223,10 @@ def verify_store(
     if newest is not None and newest.record_seq <= archived_to:  # archived with its segment: checked there
         newest = None
     report = check.finish(report, newest)
+    gone = seals.missing(db, known) if report.ok and known is not None else None
+    if gone is not None:
+        assert known is not None
+        return dataclasses.replace(report, ok=False, broken_seq=known.seq, problem=f"{REMEMBERED}: {gone}")
     if report.ok and check.trusted is not None and not report.checkpoints:
         # Whoever can rewrite the store can drop every checkpoint and rehash: with keys to
         # trust, a chain none of them signs proves nothing.

@@ -24,9 +24,11 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import _signing as signing
 from ._signing import SigningKey
@@ -65,17 +67,23 @@ def newest(key: SigningKey, known: Checkpoint | None, seen: Checkpoint | None) -
 def store_name(database_url: str) -> str:
     """The name of a store's entry: a SQLite file's absolute path, else its URL without the password."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     from ._store._db import normalise_url
 
-    url = make_url(normalise_url(database_url))
+    try:
+        url = make_url(normalise_url(database_url))
+    except ArgumentError:  # not a URL: opening the store says so
+        return database_url
     if url.get_backend_name() == "sqlite" and url.database:
         return str(Path(url.database).resolve())
     return url.render_as_string(hide_password=True)
 
 
-def load(key_path: Path | str, key: SigningKey, store: str) -> Checkpoint | None:
-    """The newest checkpoint of `key` in `store` remembered beside its file (None: none, or another key's).
+def load(key_path: Path | str, keys: Mapping[str, Ed25519PublicKey], store: str) -> Checkpoint | None:
+    """The newest checkpoint in `store` remembered beside the key file (None: none, or not of one of `keys`).
+
+    `keys`: the key file's public half by id (`public(key)` for a signing key).
 
     Raises:
         ConfigurationError: The file cannot be read, is not one of checkpoints, or the store's
@@ -92,11 +100,17 @@ def load(key_path: Path | str, key: SigningKey, store: str) -> Checkpoint | None
     if entries is None:
         raise ConfigurationError(f"the checkpoint memory {where} is not a checkpoint (changed, or cut short)")
     cp = entries.get(store)
-    if cp is None or cp.key_id != key.id:
+    public = keys.get(cp.key_id) if cp is not None else None
+    if cp is None or public is None:
         return None
-    if not signed_by(key, cp):
-        raise ConfigurationError(f"the checkpoint memory {where} does not verify with the key {key.id} (changed)")
+    if not signing.verify(public, cp.payload(), cp.signature):
+        raise ConfigurationError(f"the checkpoint memory {where} does not verify with the key {cp.key_id} (changed)")
     return cp
+
+
+def public(key: SigningKey) -> dict[str, Ed25519PublicKey]:
+    """A signing key's public half by id, as `load` takes it."""
+    return {key.id: key.private.public_key()}
 
 
 def _parsed(text: bytes) -> dict[str, Checkpoint] | None:

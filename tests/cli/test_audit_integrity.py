@@ -263,6 +263,10 @@ def test_a_chain_stripped_of_every_checkpoint_and_rehashed_is_flagged(
         rewrite(db, 2, "forged")  # a record changed, every hash recomputed
     finally:
         db.close()
+    remembered = run_cli("audit", "verify", db=db_path)  # `audit checkpoint` remembers what it signed
+    assert remembered.returncode == 1 and "the newest checkpoint the signer remembers signing" in remembered.stderr
+    assert "clearance audit checkpoint --forget" in remembered.stderr
+    (db_path.parent / "signing-key.pem.last").unlink()  # without that memory: only the warning
     looked = run_cli("audit", "verify", db=db_path)
     assert looked.returncode == 0 and "; no signed checkpoint" in looked.stdout
     assert "WARNING: no checkpoint is in the chain: nothing here is signed" in looked.stderr

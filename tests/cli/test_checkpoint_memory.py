@@ -25,6 +25,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+def seals_of(url: str) -> list[seals.Checkpoint]:
+    db = Database(url)
+    try:
+        return seals.page(db)
+    finally:
+        db.close()
+
+
 def records(url: str, n: int) -> None:
     db = Database(url)
     try:
@@ -41,6 +49,9 @@ def test_a_chain_rewritten_after_an_older_checkpoint_is_not_signed(store: str, t
     records(store, 3)
     run_cli(*sign, db=store, check=True)
     key = signing.load_or_create(key_file)
+    ok = run_cli("audit", "verify", "--key", str(key_file), db=store, check=True).stdout
+    kept = seals_of(store)[0].seq
+    assert f"the signer's newest checkpoint, of record {kept} ({key_file}.last), is in the chain" in ok
     db = Database(store)
     try:
         newest, older = seals.page(db, limit=2)
@@ -59,11 +70,11 @@ def test_a_chain_rewritten_after_an_older_checkpoint_is_not_signed(store: str, t
     assert f"not signing: the checkpoint signing record {newest.seq}" in refused.stderr
     forget = f"if the store was restored from a backup, forget it: clearance audit checkpoint --forget --key {key_file}"
     assert forget in refused.stderr
-    db = Database(store)
-    try:
-        assert seals.latest(db) == older  # nothing signed
-    finally:
-        db.close()
+    assert seals_of(store)[0] == older  # nothing signed
+    # verify finds it too: the store alone agrees with itself, the signer's memory does not
+    found = run_cli("audit", "verify", "--key", str(key_file), db=store)
+    assert found.returncode == 1 and f"BROKEN: record {newest.seq}: the newest checkpoint the signer" in found.stderr
+    assert forget in found.stderr
 
 
 def test_a_memory_that_will_not_do_refuses_and_forget_after_a_restore_signs(store: str, tmp_path: Path) -> None:
@@ -77,6 +88,8 @@ def test_a_memory_that_will_not_do_refuses_and_forget_after_a_restore_signs(stor
     refused = run_cli(*sign, db=store)
     assert refused.returncode == 1 and f"the checkpoint memory {last} is not a checkpoint" in refused.stderr
     assert "once you know why, --forget removes it" in refused.stderr
+    looked = run_cli("audit", "verify", "--key", str(key_file), db=store)  # verify says so, and checks the chain
+    assert looked.returncode == 0 and f"WARNING: the checkpoint memory {last} is not a checkpoint" in looked.stderr
     forgot = run_cli(*sign, "--forget", db=store, check=True).stdout
     assert f"forgot {last}, which was not one of checkpoints" in forgot and "signed record " in forgot
 

@@ -350,5 +350,7 @@ def test_a_receipt_does_not_sign_a_chain_rewritten_after_the_checkpoint_the_serv
         assert f"the checkpoint signing record {signed.seq}" in caplog.text
         assert seals.latest(db) is None  # nothing signed
         assert client.app.state.metrics.checkpoints_refused._value.get() >= 1  # type: ignore[attr-defined]
+        verified = client.get("/v1/audit/verify", headers=keys["admin"]).json()  # the store alone agrees with itself
+        assert not verified["ok"] and verified["problem"].startswith(integrity.REMEMBERED)
     finally:
         db.close()

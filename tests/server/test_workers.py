@@ -135,7 +135,7 @@ def test_every_worker_signs_with_the_one_key_file(served: Server) -> None:
 
     until(signed, "three checkpoints", timeout=60)
     assert {c["key_id"] for c in made} == {the_key.id}
-    kept = memory.load(key_file, the_key, memory.store_name(str(served.db)))  # the workers' one memory file
+    kept = memory.load(key_file, memory.public(the_key), memory.store_name(str(served.db)))  # one file, every worker
     assert kept is not None and kept.seq >= made[-1]["seq"]
     for clients in workers.values():
         verified = clients[0].get("/v1/audit/verify", headers=admin).json()

@@ -17,6 +17,10 @@ from clearance.errors import ConfigurationError
 STORE = "/srv/clearance/clearance.db"
 
 
+def load(path: Path, key: signing.SigningKey, store: str) -> seals.Checkpoint | None:
+    return memory.load(path, memory.public(key), store)
+
+
 def signed(key: signing.SigningKey, seq: int) -> seals.Checkpoint:
     hash_, at = f"{seq:064x}", seq * 10
     return seals.Checkpoint(seq, hash_, at, key.id, key.sign(seals.payload(seq, hash_, at, key.id)), seq + 1)
@@ -25,13 +29,13 @@ def signed(key: signing.SigningKey, seq: int) -> seals.Checkpoint:
 def test_it_is_kept_verified_readable_by_its_owner_only_and_only_forward(tmp_path: Path) -> None:
     path = tmp_path / "signing-key.pem"
     key = signing.load_or_create(path)
-    assert memory.load(path, key, STORE) is None  # none yet
+    assert load(path, key, STORE) is None  # none yet
     assert memory.remember(path, signed(key, 7), STORE)
     assert memory.path(path) == tmp_path / "signing-key.pem.last"
     assert stat.S_IMODE(memory.path(path).stat().st_mode) == 0o600
-    assert memory.load(path, key, STORE) == signed(key, 7)
+    assert load(path, key, STORE) == signed(key, 7)
     assert not memory.remember(path, signed(key, 5), STORE)  # an older one never replaces it
-    assert memory.remember(path, signed(key, 9), STORE) and memory.load(path, key, STORE) == signed(key, 9)
+    assert memory.remember(path, signed(key, 9), STORE) and load(path, key, STORE) == signed(key, 9)
     assert not list(tmp_path.glob(".signing-key.pem.last.*"))  # no temporary file left
 
 
@@ -41,9 +45,9 @@ def test_another_keys_memory_is_a_rotation_and_is_overwritten(tmp_path: Path) ->
     memory.remember(path, signed(old, 7), STORE)
     path.unlink()
     new = signing.load_or_create(path)  # the key file replaced
-    assert memory.load(path, new, STORE) is None
+    assert load(path, new, STORE) is None
     memory.remember(path, signed(new, 12), STORE)
-    assert memory.load(path, new, STORE) == signed(new, 12)
+    assert load(path, new, STORE) == signed(new, 12)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +70,7 @@ def test_a_memory_that_will_not_do_is_refused_with_its_path(tmp_path: Path, text
         text = json.dumps(data)
     memory.path(path).write_text(text)
     with pytest.raises(ConfigurationError, match=says) as raised:
-        memory.load(path, key, STORE)
+        load(path, key, STORE)
     assert str(memory.path(path)) in str(raised.value)
     if says == "is not a checkpoint":  # left for a person to look at, not overwritten
         with pytest.raises(ConfigurationError, match=says):
@@ -82,8 +86,8 @@ def test_each_store_a_key_signs_has_its_own_entry(tmp_path: Path) -> None:
     assert memory.store_name("postgresql+psycopg://u:secret@db/c") == "postgresql+psycopg://u:***@db/c"
     memory.remember(path, signed(key, 9), STORE)
     memory.remember(path, signed(key, 4), other)  # older than the other store's: its own store's newest
-    assert memory.load(path, key, STORE) == signed(key, 9) and memory.load(path, key, other) == signed(key, 4)
-    assert memory.load(path, key, "postgresql+psycopg://u@db/c") is None
+    assert load(path, key, STORE) == signed(key, 9) and load(path, key, other) == signed(key, 4)
+    assert load(path, key, "postgresql+psycopg://u@db/c") is None
 
 
 def test_concurrent_writers_leave_the_newest_whole(tmp_path: Path) -> None:
@@ -103,7 +107,7 @@ def test_concurrent_writers_leave_the_newest_whole(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert memory.load(path, key, STORE) == made[-1]
+    assert load(path, key, STORE) == made[-1]
     assert not list(tmp_path.glob(".signing-key.pem.last.*"))
 
 
@@ -114,7 +118,7 @@ def test_forget_removes_one_stores_entry_or_a_file_that_is_not_one(tmp_path: Pat
     memory.remember(path, signed(key, 4), "/srv/other.db")
     said = memory.forget(path, STORE)
     assert said is not None and said.startswith("the checkpoint of record 9 ")
-    assert memory.load(path, key, STORE) is None and memory.load(path, key, "/srv/other.db") == signed(key, 4)
+    assert load(path, key, STORE) is None and load(path, key, "/srv/other.db") == signed(key, 4)
     assert memory.forget(path, STORE) is None
     memory.path(path).write_text("junk")
     assert "which was not one of checkpoints" in str(memory.forget(path, STORE))

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -23,6 +23,9 @@ from .._store._kinds import KINDS
 from .._visible import hazards, shown_json, visible, warning
 from ..errors import ClearanceError
 from ._common import database_option, friendly, key_file, key_file_trust, open_db, safe, signing_key_option, when
+
+if TYPE_CHECKING:
+    from .._store._seals import Checkpoint
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -448,7 +451,7 @@ def verify(
         given = ctx.get_parameter_source("database") != click.core.ParameterSource.DEFAULT
         _verify_archive(archive_dir, database if given else None, trusted, anchor, trust)
         return
-    start, anchored = (0, events.GENESIS), anchor is not None
+    start, anchored, remembered = (0, events.GENESIS), anchor is not None, ""
     usage: tuple[int, list[str]] = (0, [])
     if export_file is not None:
         if trusted is None and anchor is None:
@@ -466,8 +469,9 @@ def verify(
     else:
         db = open_db(database)
         try:
+            known, remembered = _remembered(key_path, database, anchor)
             start = archives.start(db)
-            report = integrity.verify_store(db, head=head, trusted=trusted, anchor=anchor)
+            report = integrity.verify_store(db, head=head, trusted=trusted, anchor=anchor, known=known)
             usage = rollup.differences(db) if report.ok else (0, [])
         finally:
             db.close()
@@ -486,6 +490,8 @@ def verify(
         click.echo("keep the head hash elsewhere (--head) to detect later truncation of the log")
         if trust:
             click.echo(trust)
+        if remembered:
+            click.echo(remembered, err=remembered.startswith("WARNING"))
         if anchored and not report.checkpoints and report.checked:
             # Not a failure: a new store's key may not have signed yet. But whoever can rewrite
             # the store can also drop every checkpoint and rehash, and this is what that looks like.
@@ -511,7 +517,27 @@ def verify(
     click.echo(f"the {report.checked} records before it verify (up to record {report.head_seq}){signed}", err=True)
     if trust:
         click.echo(trust, err=True)
+    if (report.problem or "").startswith(integrity.REMEMBERED):
+        from .. import _seal_memory as memory
+
+        click.echo(safe(memory.after_restore(key_file(key_path, database))), err=True)
     raise SystemExit(1)
+
+
+def _remembered(key_path: str | None, database: str, anchor: dict[str, Any] | None) -> tuple[Checkpoint | None, str]:
+    """The newest checkpoint the signer remembers for this store (KEY.last) to look for, and a line saying so."""
+    from .. import _seal_memory as memory
+
+    if anchor is None:
+        return None, ""
+    path = key_file(key_path, database)
+    try:
+        kept = memory.load(path, anchor, memory.store_name(database))
+    except ClearanceError as exc:
+        return None, f"WARNING: {safe(exc)}"
+    if kept is None:
+        return None, ""
+    return kept, f"the signer's newest checkpoint, of record {kept.seq} ({safe(memory.path(path))}), is in the chain"
 
 
 @audit_group.command("checkpoint")
@@ -545,7 +571,7 @@ def checkpoint(key_path: str | None, forget: bool, database: str) -> None:
         gone = memory.forget(path, store)
         click.echo(f"forgot {safe(gone)}" if gone else f"no checkpoint was remembered for {safe(store)}")
     try:
-        known = memory.load(path, key, store)
+        known = memory.load(path, memory.public(key), store)
     except ClearanceError as exc:
         raise click.ClickException(f"not signing: {safe(exc)}; once you know why, --forget removes it") from None
     db = open_db(database)

@@ -102,7 +102,7 @@ def recall(state: State) -> None:
     state.sealed, state.sealing_refused, state.memory_unusable, state.memory_unwritable = None, None, None, False
     try:
         store = memory.store_name(state.settings.database_url)
-        state.sealed = memory.load(state.signing_key_path, state.signing_key, store)
+        state.sealed = memory.load(state.signing_key_path, memory.public(state.signing_key), store)
     except ConfigurationError as exc:
         state.memory_unusable = (
             f"{exc}; once you know why, clearance audit checkpoint --forget --key {state.signing_key_path} removes"
