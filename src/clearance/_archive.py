@@ -35,7 +35,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from . import _integrity as integrity
 from . import _signing as signing
 from ._clock import now_us
-from ._integrity import SealCheck
 from ._store import Database
 from ._store import _archives as archives
 from ._store import _events as events
@@ -212,7 +211,7 @@ def read_segment(manifest_path: Path) -> tuple[Manifest, list[Row]]:
 
 
 def _recomputed(
-    manifest: Manifest, rows: Sequence[Row], prev_seq: int, prev_hash: str, seal: SealCheck | None = None
+    manifest: Manifest, rows: Sequence[Row], prev_seq: int, prev_hash: str, seal: integrity.SealCheck | None = None
 ) -> None:
     """Check every record of a segment against the one before it (`prev_seq`, `prev_hash` first).
 
@@ -432,7 +431,7 @@ def check(
     the last one ends, and that its remaining records and checkpoints verify from there: the
     report's `records`, `last_seq` and `last_hash` then run to the database's newest record.
     """
-    seal = SealCheck(
+    seal = integrity.SealCheck(
         trusted=dict(trusted) if trusted is not None else None, anchor=dict(anchor) if anchor is not None else None
     )
     last_seq, last_hash, records, n = 0, events.GENESIS, 0, 0
