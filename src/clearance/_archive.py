@@ -32,6 +32,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from . import _integrity as integrity
 from . import _signing as signing
 from ._clock import now_us
 from ._store import Database
@@ -210,20 +211,19 @@ def read_segment(manifest_path: Path) -> tuple[Manifest, list[Row]]:
 
 
 def _recomputed(
-    manifest: Manifest,
-    rows: Sequence[Row],
-    prev_seq: int,
-    prev_hash: str,
-    trusted: Mapping[str, Ed25519PublicKey] | None = None,
+    manifest: Manifest, rows: Sequence[Row], prev_seq: int, prev_hash: str, seal: integrity.SealCheck | None = None
 ) -> None:
     """Check every record of a segment against the one before it (`prev_seq`, `prev_hash` first).
 
-    A segment's checkpoint must sign the hash its record has; with `trusted` keys, its
-    signature must verify with one of them.
+    With `seal`, each record's part in the signed checkpoints too, as `verify` checks a store's;
+    and the segment's checkpoint must sign the hash its record has with a key `seal` knows
+    (the keys given, else the configured key and those the chain introduced so far).
     """
     hashes = {}
     for row in rows:
         problem = events.check_row(row, prev_seq, prev_hash)
+        if problem is None and seal is not None:
+            problem = seal.row(row, prev_seq, prev_hash)
         if problem:
             raise ArchiveProblem(f"{manifest.segment}: record {row[0]}: {problem}")
         prev_seq, prev_hash = row[0], row[_HASH]
@@ -239,12 +239,12 @@ def _recomputed(
         raise ArchiveProblem(
             f"{manifest.segment}: its checkpoint signs record {seq!r} with a hash that record does not have"
         )
-    if trusted is not None:
-        public = trusted.get(key_id) if isinstance(key_id, str) else None
+    if seal is not None:
+        keys = seal.trusted if seal.trusted is not None else {**(seal.anchor or {}), **seal.learned}
+        public = keys.get(key_id) if isinstance(key_id, str) else None
         if public is None or not signing.verify(public, seals.payload(seq, hash_, at_us, key_id), signature):
-            raise ArchiveProblem(
-                f"{manifest.segment}: its checkpoint of record {seq} does not verify with the keys given"
-            )
+            whose = "the keys given" if seal.trusted is not None else "the configured key nor one the chain introduced"
+            raise ArchiveProblem(f"{manifest.segment}: its checkpoint of record {seq} does not verify with {whose}")
 
 
 @dataclass(frozen=True)
@@ -402,6 +402,7 @@ class ArchiveReport:
         last_seq: The last archived record's position (0: none).
         last_hash: Its hash: the first record left in the database must link to it.
         problem: What is wrong, and where, when something is.
+        checkpoints: Signed checkpoints that verify, in the segments (and the database).
     """
 
     ok: bool
@@ -410,23 +411,33 @@ class ArchiveReport:
     last_seq: int
     last_hash: str
     problem: str | None = None
+    checkpoints: int = 0
 
 
 def check(
-    directory: Path, db: Database | None = None, trusted: Mapping[str, Ed25519PublicKey] | None = None
+    directory: Path,
+    db: Database | None = None,
+    trusted: Mapping[str, Ed25519PublicKey] | None = None,
+    anchor: Mapping[str, Ed25519PublicKey] | None = None,
 ) -> ArchiveReport:
     """Recompute every segment in `directory` and check that they chain from GENESIS.
 
-    With `trusted` keys, each segment's checkpoint (when it has one) must verify with one.
+    Every checkpoint in the segments is checked as `verify` checks a store's (`_integrity`):
+    with `trusted` keys, only those count, and at least one must sign; else with `anchor` (the
+    configured signing key), a checkpoint of another key only when one of its own follows; with
+    neither, the keys the chain introduces (the archive is then only self-consistent).
 
     With `db`, also that the database records the same segments, that its chain starts where
-    the last one ends, and that its remaining records verify from there: the report's
-    `records`, `last_seq` and `last_hash` then run to the database's newest record.
+    the last one ends, and that its remaining records and checkpoints verify from there: the
+    report's `records`, `last_seq` and `last_hash` then run to the database's newest record.
     """
+    seal = integrity.SealCheck(
+        trusted=dict(trusted) if trusted is not None else None, anchor=dict(anchor) if anchor is not None else None
+    )
     last_seq, last_hash, records, n = 0, events.GENESIS, 0, 0
 
     def broken(problem: str) -> ArchiveReport:
-        return ArchiveReport(False, n, records, last_seq, last_hash, problem)
+        return ArchiveReport(False, n, records, last_seq, last_hash, problem, len(seal.signed))
 
     if not directory.is_dir():
         return broken(f"{directory} is not a directory")
@@ -434,14 +445,19 @@ def check(
     for path in sorted(p for p in directory.iterdir() if _NAME.match(p.name)):
         try:
             manifest, rows = read_segment(path)
-            _recomputed(manifest, rows, last_seq, last_hash, trusted)
+            _recomputed(manifest, rows, last_seq, last_hash, seal)
         except ArchiveProblem as exc:
             return broken(str(exc))
         manifests.append(manifest)
         n, records = n + 1, records + len(rows)
         last_seq, last_hash = manifest.boundary.last_seq, manifest.boundary.last_hash
     if db is None:
-        return ArchiveReport(True, n, records, last_seq, last_hash)
+        report = seal.finish(events.VerifyReport(True, records, last_seq, last_hash))
+        if not report.ok:
+            return broken(f"record {report.broken_seq}: {report.problem}")
+        if trusted is not None and not seal.signed:
+            return broken("no checkpoint signed by the keys given is in the segments: nothing here is signed")
+        return ArchiveReport(True, n, records, last_seq, last_hash, checkpoints=len(seal.signed))
     on_disk = {m.segment: m for m in manifests}
     for seg in archives.recorded(db):
         found = on_disk.get(seg.segment)
@@ -454,7 +470,7 @@ def check(
         return broken(
             f"the database's chain starts after record {start[0]} (hash {start[1]}), not after the last segment's"
         )
-    report = events.verify(db)
+    report = integrity.verify_store(db, seal=seal)
     if not report.ok:
         return broken(f"database record {report.broken_seq}: {report.problem}")
-    return ArchiveReport(True, n, records + report.checked, report.head_seq, report.head_hash)
+    return ArchiveReport(True, n, records + report.checked, report.head_seq, report.head_hash, None, len(seal.signed))

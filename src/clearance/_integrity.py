@@ -36,6 +36,7 @@ from ._store import _events as events
 from ._store import _seals as seals
 from ._store._shown import DEGRADED
 
+REMEMBERED = "the newest checkpoint the signer remembers signing"  # a problem with it starts so
 _EXPORT_ONLY = ("seq", "hash", "at")  # what an export line adds to the record (`_export._row`)
 
 _KIND, _BODY, _HASH = (events.ROW_COLUMNS.index(c) for c in ("kind", "body", "hash"))
@@ -188,14 +189,19 @@ def verify_store(
     head: str | None = None,
     trusted: dict[str, Ed25519PublicKey] | None = None,
     anchor: dict[str, Ed25519PublicKey] | None = None,
+    seal: SealCheck | None = None,
+    known: seals.Checkpoint | None = None,
 ) -> events.VerifyReport:
     """Recompute the chain and check it against its signed checkpoints (and a head hash kept elsewhere).
 
     `trusted`: the only keys whose checkpoints count. Else `anchor`: the configured signing
     key, which must sign a checkpoint after any other key's (see the module docstring). Neither:
-    the keys the chain introduces, so the chain is only shown to be self-consistent.
+    the keys the chain introduces, so the chain is only shown to be self-consistent. `seal`:
+    a check that already read the archived records before the store's (instead of the three).
+    `known`: the newest checkpoint the signer remembers signing (`_seal_memory`): the chain must
+    still hold it, as the signer requires before it signs again.
     """
-    check = SealCheck(trusted=trusted, head=head.strip().lower() if head else None, anchor=anchor)
+    check = seal or SealCheck(trusted=trusted, head=head.strip().lower() if head else None, anchor=anchor)
     report = events.verify(db, also=check.row)
     archived_to = archives.start(db)[0]
     if check.head is not None and check.head_at is None:
@@ -217,7 +223,9 @@ def verify_store(
     if newest is not None and newest.record_seq <= archived_to:  # archived with its segment: checked there
         newest = None
     report = check.finish(report, newest)
-    if report.ok and trusted is not None and not report.checkpoints:
+    if report.ok and known is not None and (gone := seals.missing(db, known)) is not None:
+        return dataclasses.replace(report, ok=False, broken_seq=known.seq, problem=f"{REMEMBERED}: {gone}")
+    if report.ok and check.trusted is not None and not report.checkpoints:
         # Whoever can rewrite the store can drop every checkpoint and rehash: with keys to
         # trust, a chain none of them signs proves nothing.
         return dataclasses.replace(
@@ -232,8 +240,9 @@ def verify_store(
 
 def verify_export(
     lines: Iterable[str],
-    trusted: dict[str, Ed25519PublicKey],
+    trusted: dict[str, Ed25519PublicKey] | None,
     *,
+    anchor: dict[str, Ed25519PublicKey] | None = None,
     head: str | None = None,
     start: str | None = None,
 ) -> events.VerifyReport:
@@ -245,8 +254,12 @@ def verify_export(
     A sink's line carries its `prev_hash`, but a file is never checked from wherever it
     starts, or cutting its first records off would go unnoticed. Each record is rebuilt as
     stored (its canonical JSON), so every hash is recomputed; every `checkpoint.signed` record
-    must verify with one of `trusted`, and at least one must.
+    must verify with one of `trusted`, and at least one must. Without `trusted`, with the
+    configured key `anchor` as `verify_store` does (a checkpoint of another key counts only when
+    one of the anchor's follows it), and at least one checkpoint must be there.
     """
+    if trusted is None and anchor is None:
+        raise ValueError("an export is verified with keys to trust: `trusted` or `anchor`")
     first_line: dict[int, int] = {}  # seq → the line it was first read from
     rows: dict[int, tuple[str, str | None, dict[str, Any]]] = {}  # seq → (hash, prev_hash, the record)
     for n, text in enumerate(lines, 1):
@@ -270,7 +283,7 @@ def verify_export(
         rows[seq] = (hash_, prev if isinstance(prev, str) else None, fields)  # a sink may deliver one twice
         first_line.setdefault(seq, n)
     ordered = sorted(rows.items())  # the server's export is newest first
-    check = SealCheck(trusted=trusted, head=head.strip().lower() if head else None)
+    check = SealCheck(trusted=trusted, head=head.strip().lower() if head else None, anchor=anchor)
     prev_seq, prev_hash, checked = 0, events.GENESIS, 0
     if ordered:
         seq, (hash_, stated, data) = ordered[0]

@@ -9,6 +9,7 @@ record. The signature is the server's key's over the payload's canonical JSON (`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import _signing as signing
@@ -45,8 +46,18 @@ def _int(value: Any) -> int | None:
     return value if type(value) is int else None
 
 
-def build(db: Database, approval_id: str, key: SigningKey, *, now_us: int) -> dict[str, Any]:
+def build(
+    db: Database,
+    approval_id: str,
+    key: SigningKey,
+    *,
+    now_us: int,
+    sign: Callable[[], seals.Checkpoint | None] | None = None,
+) -> dict[str, Any]:
     """The signed receipt of an approval's decision; signs a checkpoint first when none covers it.
+
+    `sign` signs that checkpoint (the server's: never a chain that lost the newest checkpoint it
+    knows, `server._sealer.sign_now`); default `_seals.sign` with `key`.
 
     Raises:
         ApprovalNotFound: No approval has this id.
@@ -69,7 +80,8 @@ def build(db: Database, approval_id: str, key: SigningKey, *, now_us: int) -> di
     b = record.body
     checkpoint = seals.latest(db)
     if checkpoint is None or checkpoint.seq < record.seq:
-        checkpoint = seals.sign(db, key, now_us=now_us) or seals.latest(db)
+        made = sign() if sign is not None else seals.sign(db, key, now_us=now_us)
+        checkpoint = made or seals.latest(db)
     payload: dict[str, Any] = {
         "v": 1,
         "type": RECEIPT_TYPE,

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from clearance import _archive
+from clearance import _signing as signing
 from clearance._store import Database
 from clearance._store import _archives as archives
 from clearance._store import _events as events
+from clearance._store import _seals as seals
 
 from ..conftest import run_cli
 
@@ -170,3 +172,60 @@ def test_a_kill_at_any_point_loses_nothing_and_a_rerun_finishes(store: str, tmp_
     assert names[: len(first)] == first and len(names) == len(set(names))
     manifests = [json.loads((arch / n).read_text()) for n in names]
     assert sum(m["records"] for m in manifests) == 25
+
+
+def _sign(url: str, key: signing.SigningKey, at_us: int) -> None:
+    db = Database(url)
+    try:
+        assert seals.sign(db, key, now_us=at_us) is not None
+    finally:
+        db.close()
+
+
+def test_verify_archive_trusts_the_signing_key_file_as_verify_on_a_store_does(store: str, tmp_path: Path) -> None:
+    """Archived checkpoints are checked against the key file: one by another key counts only when a
+    checkpoint of the key file's key follows it, in the segments or in the database after them."""
+    mine, forger = tmp_path / "mine.pem", tmp_path / "forger.pem"
+    key, other = signing.load_or_create(mine), signing.load_or_create(forger)
+    old = time.time_ns() // 1000 - 100 * DAY_US
+    seed(store, old=5, new=0)
+    _sign(store, key, old)
+    seed(store, old=2, new=0)
+    _sign(store, other, old)  # the chain introduces the other key itself
+    seed(store, old=0, new=3)
+    arch = tmp_path / "arch"
+    run_cli("audit", "archive", "--before", "90d", str(arch), db=store, check=True)
+
+    refused = run_cli("audit", "verify", "--archive", str(arch), "--key", str(mine))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"signed by key {other.id}, which is not trusted" in refused.stderr
+    assert f"trusting checkpoints of the signing key {key.id} ({mine})" in refused.stderr
+    theirs = run_cli("audit", "verify", "--archive", str(arch), "--key", str(forger), check=True).stdout
+    assert "; 2 signed checkpoints verify" in theirs and f"signing key {other.id} ({forger})" in theirs
+    strict = run_cli("audit", "verify", "--archive", str(arch), "--public-key", str(mine))
+    assert strict.returncode == 1 and "it is not one of the public keys given" in strict.stderr
+    alone = run_cli("audit", "verify", "--archive", str(arch), check=True)  # no key file where the default is
+    assert f"no signing key file at {tmp_path / '.clearance' / 'signing-key.pem'}" in alone.stdout
+    assert "only shown to be self-consistent" in alone.stdout
+
+    _sign(store, key, time.time_ns() // 1000)  # the key file's key signs after them, in the database
+    both = run_cli("audit", "verify", "--archive", str(arch), "--key", str(mine), db=store, check=True).stdout
+    assert "; 3 signed checkpoints verify" in both and "they chain to the database" in both
+    seed(store, old=0, new=1)
+    _sign(store, other, time.time_ns() // 1000)  # and the other key again, with none of the key file's after it
+    after = run_cli("audit", "verify", "--archive", str(arch), "--key", str(mine), db=store)
+    assert after.returncode == 1 and f"signed by key {other.id}, which is not trusted" in after.stderr
+
+
+def test_verify_archive_with_no_checkpoint_warns_and_with_public_key_fails(tmp_path: Path) -> None:
+    store = str(tmp_path / "audit.db")
+    seed(store, old=5, new=1)
+    arch = tmp_path / "arch"
+    run_cli("audit", "archive", "--before", "90d", str(arch), db=store, check=True)
+    mine = tmp_path / "mine.pem"
+    signing.load_or_create(mine)
+    looked = run_cli("audit", "verify", "--archive", str(arch), "--key", str(mine), check=True)
+    assert "; no signed checkpoint" in looked.stdout
+    assert "WARNING: no checkpoint is in the archive: nothing here is signed" in looked.stderr
+    strict = run_cli("audit", "verify", "--archive", str(arch), "--public-key", str(mine))
+    assert strict.returncode == 1 and "no checkpoint signed by the keys given is in the segments" in strict.stderr

@@ -85,7 +85,14 @@ def test_an_export_verifies_offline_with_the_public_key_and_tampering_fails(
     other.write_text(signing.load_or_create(tmp_path / "other-private.pem").public_pem)
     wrong = run_cli("audit", "verify", "--export", str(out), "--public-key", str(other))
     assert wrong.returncode == 1 and "not one of the public keys given" in wrong.stderr
-    assert run_cli("audit", "verify", "--export", str(out)).returncode == 2  # needs --public-key
+    none = run_cli("audit", "verify", "--export", str(out))  # no key file where the default store's would be
+    assert none.returncode == 2 and "--public-key FILE, or --key" in none.stderr
+    assert str(tmp_path / ".clearance" / "signing-key.pem") in none.stderr
+    keyed = run_cli("audit", "verify", "--export", str(out), db=db_path, check=True)  # the key file beside the store
+    mine = signing.load_or_create(db_path.parent / signing.KEY_FILE).id
+    assert f"trusting checkpoints of the signing key {mine} ({db_path.parent / signing.KEY_FILE})" in keyed.stdout
+    stranger = run_cli("audit", "verify", "--export", str(out), "--key", str(tmp_path / "other-private.pem"))
+    assert stranger.returncode == 1 and "which is not trusted" in stranger.stderr
     (tmp_path / "junk.pem").write_text("junk")
     junk = run_cli("audit", "verify", "--export", str(out), "--public-key", str(tmp_path / "junk.pem"))
     assert junk.returncode == 2 and "not an Ed25519" in junk.stderr
@@ -228,6 +235,14 @@ def test_options_that_would_be_ignored_are_refused(db_path: Path, tmp_path: Path
         assert out.returncode == 2 and "not --server" in out.stderr
     out = run_cli("audit", "verify", "--archive", str(tmp_path), "--head", "a" * 64, db=db_path)
     assert out.returncode == 2 and "not --archive" in out.stderr
+    out = run_cli("audit", "verify", "--server", "http://127.0.0.1:9", "--key", str(tmp_path / "key.pem"))
+    assert out.returncode == 2 and "--key is not for --server" in out.stderr
+    out = run_cli("audit", "verify", "--public-key", str(pem), "--key", str(tmp_path / "key.pem"), db=db_path)
+    assert out.returncode == 2 and "give one of them" in out.stderr
+    # From the environment, CLEARANCE_SIGNING_KEY is the server's setting too: not an option given here
+    env = {"CLEARANCE_SIGNING_KEY": str(tmp_path / "key.pem")}
+    out = run_cli("audit", "verify", "--server", "http://127.0.0.1:9", "--api-key", "k", env=env)
+    assert out.returncode == 1 and "cannot reach" in out.stderr
 
 
 def test_a_chain_stripped_of_every_checkpoint_and_rehashed_is_flagged(
@@ -248,6 +263,10 @@ def test_a_chain_stripped_of_every_checkpoint_and_rehashed_is_flagged(
         rewrite(db, 2, "forged")  # a record changed, every hash recomputed
     finally:
         db.close()
+    remembered = run_cli("audit", "verify", db=db_path)  # `audit checkpoint` remembers what it signed
+    assert remembered.returncode == 1 and "the newest checkpoint the signer remembers signing" in remembered.stderr
+    assert "clearance audit checkpoint --forget" in remembered.stderr
+    (db_path.parent / "signing-key.pem.last").unlink()  # without that memory: only the warning
     looked = run_cli("audit", "verify", db=db_path)
     assert looked.returncode == 0 and "; no signed checkpoint" in looked.stdout
     assert "WARNING: no checkpoint is in the chain: nothing here is signed" in looked.stderr

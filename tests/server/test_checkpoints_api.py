@@ -292,3 +292,65 @@ def test_the_server_will_not_sign_a_chain_rewritten_after_it_saw_a_checkpoint(
             clock.wait_parked("checkpoint signer")
             assert signed() == 1  # still refused; logged once
             assert caplog.text.count("not signing a checkpoint") == 1
+
+
+def test_a_checkpoint_memory_that_will_not_do_is_refused_and_counted(
+    clock: ManualClock, server_db: str, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The newest checkpoint kept beside the key file (`_seal_memory`) is unreadable: the server does
+    not fall back on whatever the store holds; it refuses, says so once, and counts every refusal."""
+    from ..store.test_seals import add
+
+    key = tmp_path / "keys" / "signing-key.pem"
+    key.parent.mkdir()
+    (tmp_path / "keys" / "signing-key.pem.last").write_text("{")
+    with (
+        caplog.at_level("ERROR", logger="clearance.server"),
+        _client(server_db, signing_key=str(key), checkpoint_every=1, checkpoint_interval=86_400) as c,
+    ):
+        db = Database(server_db)
+        try:
+            add(db, 2)
+            for _ in range(2):
+                clock.wait_parked("checkpoint signer")
+                clock.advance(3)
+            clock.wait_parked("checkpoint signer")
+            assert seals.latest(db) is None
+        finally:
+            db.close()
+        assert c.app.state.metrics.checkpoints_refused._value.get() >= 2  # type: ignore[attr-defined]
+    assert f"not signing checkpoints: the checkpoint memory {key}.last is not a checkpoint" in caplog.text
+    assert caplog.text.count("not signing a checkpoint:") == 1
+
+
+def test_a_receipt_does_not_sign_a_chain_rewritten_after_the_checkpoint_the_server_knows(
+    client: TestClient, keys: dict[str, dict[str, str]], server_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receipt signs a checkpoint covering its decision when none does: through the signer's check, so
+    deleting the newest checkpoint, rewriting and asking for a receipt does not get the rewrite signed."""
+    from ..store.test_seals import rewrite, truncate
+
+    first = pending(client, keys)
+    assert client.post(f"/v1/approvals/{first}/approve", headers=keys["approver"], json={}).is_success
+    assert client.get(f"/v1/approvals/{first}/receipt", headers=keys["admin"]).status_code == 200  # signs one
+    db = Database(server_db)
+    try:
+        signed = seals.latest(db)
+        assert signed is not None and client.app.state.sealed == signed  # type: ignore[attr-defined]
+        truncate(db, signed.record_seq - 1)  # the checkpoint deleted (record and row), a record before it changed
+        with db.write() as cur:
+            cur.execute("DELETE FROM checkpoints")
+        rewrite(db, signed.seq - 1, "forged")
+        second = pending(client, keys)
+        assert client.post(f"/v1/approvals/{second}/approve", headers=keys["approver"], json={}).is_success
+        with caplog.at_level("ERROR", logger="clearance.server"):
+            r = client.get(f"/v1/approvals/{second}/receipt", headers=keys["admin"])
+        assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+        assert "no receipt: the server will not sign a checkpoint covering it" in r.json()["error"]["message"]
+        assert f"the checkpoint signing record {signed.seq}" in caplog.text
+        assert seals.latest(db) is None  # nothing signed
+        assert client.app.state.metrics.checkpoints_refused._value.get() >= 1  # type: ignore[attr-defined]
+        verified = client.get("/v1/audit/verify", headers=keys["admin"]).json()  # the store alone agrees with itself
+        assert not verified["ok"] and verified["problem"].startswith(integrity.REMEMBERED)
+    finally:
+        db.close()

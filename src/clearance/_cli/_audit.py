@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
@@ -21,7 +21,11 @@ from .._store import _events as events
 from .._store import _rollup as rollup
 from .._store._kinds import KINDS
 from .._visible import hazards, shown_json, visible, warning
-from ._common import database_option, friendly, open_db, safe, signing_key_option, when
+from ..errors import ClearanceError
+from ._common import database_option, friendly, key_file, key_file_trust, open_db, safe, signing_key_option, when
+
+if TYPE_CHECKING:
+    from .._store._seals import Checkpoint
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -320,46 +324,35 @@ def archive(before: str, segment_records: int, past_sinks: bool, directory: Path
         )
 
 
-def _verify_archive(directory: Path, database: str | None, trusted: dict[str, Any] | None) -> None:
+def _verify_archive(
+    directory: Path, database: str | None, trusted: dict[str, Any] | None, anchor: dict[str, Any] | None, trust: str
+) -> None:
     db = open_db(database) if database is not None else None
     try:
-        report = _archive.check(directory, db, trusted)
+        report = _archive.check(directory, db, trusted, anchor)
     finally:
         if db is not None:
             db.close()
     if not report.ok:
         click.echo(f"BROKEN: {safe(report.problem)}", err=True)
         click.echo(f"the {report.segments} segments before it verify ({report.records} records)", err=True)
+        if trust:
+            click.echo(trust, err=True)
         raise SystemExit(1)
-    click.echo(f"ok: {report.segments} segments, {report.records} records verified from GENESIS")
+    signed = f"; {report.checkpoints} signed checkpoints verify" if report.checkpoints else "; no signed checkpoint"
+    click.echo(f"ok: {report.segments} segments, {report.records} records verified from GENESIS{signed}")
     if db is None:
         click.echo(f"the last archived record is {report.last_seq}, hash {report.last_hash}")
     else:
         click.echo(f"they chain to the database: head is record {report.last_seq}, hash {report.last_hash}")
-
-
-def _anchor(key_path: str | None, database: str) -> tuple[dict[str, Any] | None, str]:
-    """The configured signing key's public half to trust (None: no key file), and a line saying so."""
-    from .. import _integrity as integrity
-    from .. import _signing as signing
-
-    path = Path(key_path) if key_path else signing.default_key_path(database)
-    try:
-        with open(path, "rb") as f:
-            pem = f.read(1_000_000)
-    except FileNotFoundError:
-        return None, (
-            f"no signing key file at {safe(str(path))}: the checkpoints are checked against the keys the chain"
-            " introduces itself, so the chain is only shown to be self-consistent (give --public-key or --key"
-            " to check who signed it)"
+    if trust:
+        click.echo(trust)
+    if anchor is not None and not report.checkpoints and report.records:
+        click.echo(
+            "WARNING: no checkpoint is in the archive: nothing here is signed, so this shows only that the"
+            " records agree with each other. --public-key requires one.",
+            err=True,
         )
-    except OSError as exc:
-        raise click.BadParameter(f"cannot read {safe(str(path))}: {exc.strerror or exc}", param_hint="--key") from None
-    try:
-        keys = integrity.trusted_keys([pem])
-    except ValueError as exc:
-        raise click.BadParameter(f"{safe(str(path))}: {exc}", param_hint="--key") from None
-    return keys, f"trusting checkpoints of the signing key {', '.join(keys)} ({safe(str(path))})"
 
 
 @audit_group.command("verify")
@@ -389,11 +382,13 @@ def _anchor(key_path: str | None, database: str) -> tuple[dict[str, Any] | None,
     type=click.Path(dir_okay=False),
     default=None,
     help="Verify this JSON-lines export (or a JSON-lines sink's file) offline, instead of a store"
-    " (needs --public-key; --start when it does not begin at the chain's first record).",
+    " (trusting --public-key, else the signing key file's key; --start when it does not begin at the chain's"
+    " first record).",
 )
 @signing_key_option(
-    "Without --public-key, trust the key of this signing key file (env CLEARANCE_SIGNING_KEY; default"
-    " signing-key.pem beside the SQLite store); with no key file, only the keys the chain introduces."
+    "Without --public-key, trust the key of this signing key file, for a store, an --export or an --archive"
+    " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the SQLite store); with no key file, only the"
+    " keys the chain introduces. Not with --server (it trusts its own key)."
 )
 @click.option(
     "--start",
@@ -443,31 +438,40 @@ def verify(
             "--head and --public-key check a store or an export here, not --server: export the server's log"
             " (clearance audit export) and verify the file with --export"
         )
+    key_given = ctx.get_parameter_source("key_path") == click.core.ParameterSource.COMMANDLINE
+    if server and key_given:
+        raise click.UsageError(
+            "--key is not for --server: the server checks its chain against its own signing key; to check it"
+            " against a key file, export the server's log (clearance audit export) and verify it with --export"
+        )
+    if trusted is not None and key_given:
+        raise click.UsageError("--public-key trusts only the keys given, --key the key file's key: give one of them")
+    anchor, trust = (None, "") if trusted is not None or server else key_file_trust(key_path, database)
     if archive_dir is not None:
         given = ctx.get_parameter_source("database") != click.core.ParameterSource.DEFAULT
-        _verify_archive(archive_dir, database if given else None, trusted)
+        _verify_archive(archive_dir, database if given else None, trusted, anchor, trust)
         return
-    start, trust, anchored = (0, events.GENESIS), "", False
+    start, anchored, remembered = (0, events.GENESIS), anchor is not None, ""
     usage: tuple[int, list[str]] = (0, [])
     if export_file is not None:
-        if trusted is None:
-            raise click.UsageError("--export needs --public-key: the keys whose checkpoints to trust")
+        if trusted is None and anchor is None:
+            raise click.UsageError(
+                "--export needs keys whose checkpoints to trust: --public-key FILE, or --key with the signing key"
+                f" file (there is none at {safe(str(key_file(key_path, database)))})"
+            )
         try:
             with open(export_file, encoding="utf-8") as f:
-                report = integrity.verify_export(f, trusted, head=head, start=start_hash)
+                report = integrity.verify_export(f, trusted, anchor=anchor, head=head, start=start_hash)
         except (OSError, UnicodeDecodeError) as exc:
             raise click.ClickException(f"cannot read {safe(export_file)}: {exc}") from None
     elif server:
         report = _verify_remote(server, api_key)
     else:
-        anchor = None
-        if trusted is None:
-            anchor, trust = _anchor(key_path, database)
-            anchored = anchor is not None
         db = open_db(database)
         try:
+            known, remembered = _remembered(key_path, database, anchor)
             start = archives.start(db)
-            report = integrity.verify_store(db, head=head, trusted=trusted, anchor=anchor)
+            report = integrity.verify_store(db, head=head, trusted=trusted, anchor=anchor, known=known)
             usage = rollup.differences(db) if report.ok else (0, [])
         finally:
             db.close()
@@ -486,6 +490,8 @@ def verify(
         click.echo("keep the head hash elsewhere (--head) to detect later truncation of the log")
         if trust:
             click.echo(trust)
+        if remembered:
+            click.echo(remembered, err=remembered.startswith("WARNING"))
         if anchored and not report.checkpoints and report.checked:
             # Not a failure: a new store's key may not have signed yet. But whoever can rewrite
             # the store can also drop every checkpoint and rehash, and this is what that looks like.
@@ -511,7 +517,27 @@ def verify(
     click.echo(f"the {report.checked} records before it verify (up to record {report.head_seq}){signed}", err=True)
     if trust:
         click.echo(trust, err=True)
+    if (report.problem or "").startswith(integrity.REMEMBERED):
+        from .. import _seal_memory as memory
+
+        click.echo(safe(memory.after_restore(key_file(key_path, database))), err=True)
     raise SystemExit(1)
+
+
+def _remembered(key_path: str | None, database: str, anchor: dict[str, Any] | None) -> tuple[Checkpoint | None, str]:
+    """The newest checkpoint the signer remembers for this store (KEY.last) to look for, and a line saying so."""
+    from .. import _seal_memory as memory
+
+    if anchor is None:
+        return None, ""
+    path = key_file(key_path, database)
+    try:
+        kept = memory.load(path, anchor, memory.store_name(database))
+    except ClearanceError as exc:
+        return None, f"WARNING: {safe(exc)}"
+    if kept is None:
+        return None, ""
+    return kept, f"the signer's newest checkpoint, of record {kept.seq} ({safe(memory.path(path))}), is in the chain"
 
 
 @audit_group.command("checkpoint")
@@ -519,21 +545,50 @@ def verify(
     "The Ed25519 private key (PEM) to sign with; created (mode 0600) when absent"
     " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the SQLite store)."
 )
+@click.option(
+    "--forget",
+    is_flag=True,
+    help="First forget the newest checkpoint remembered for this store (KEY.last): after restoring it from"
+    " a backup, whose chain lacks the checkpoints signed since. Then restart the server.",
+)
 @database_option
 @friendly
-def checkpoint(key_path: str | None, database: str) -> None:
-    """Sign the chain head now (a signed checkpoint), unless nothing was recorded since the last."""
+def checkpoint(key_path: str | None, forget: bool, database: str) -> None:
+    """Sign the chain head now (a signed checkpoint), unless nothing was recorded since the last.
+
+    Refused when the chain no longer holds the newest checkpoint this key has signed, as the
+    server refuses: it is kept beside the key file (KEY.last), and a restart forgets nothing.
+    """
+    from .. import _seal_memory as memory
     from .. import _signing as signing
     from .._clock import now_us
     from .._store import _seals as seals
+    from ..errors import ChainBroken
 
+    path, store = key_file(key_path, database), memory.store_name(database)
+    key = signing.load_or_create(path)
+    if forget:
+        gone = memory.forget(path, store)
+        click.echo(f"forgot {safe(gone)}" if gone else f"no checkpoint was remembered for {safe(store)}")
+    try:
+        known = memory.load(path, memory.public(key), store)
+    except ClearanceError as exc:
+        raise click.ClickException(f"not signing: {safe(exc)}; once you know why, --forget removes it") from None
     db = open_db(database)
     try:
-        key = signing.load_or_create(key_path or signing.default_key_path(database))
-        made = seals.sign(db, key, now_us=now_us())
-        latest = made or seals.latest(db)
+        latest = seals.latest(db)
+        known = memory.newest(key, known, latest)
+        made = seals.sign(db, key, now_us=now_us(), known=known)
+    except ChainBroken as exc:
+        raise click.ClickException(f"not signing: {safe(exc)}; {safe(memory.after_restore(path))}") from None
     finally:
         db.close()
+    kept = made or known
+    try:
+        if kept is not None:
+            memory.remember(path, kept, store)
+    except (OSError, ClearanceError) as exc:
+        click.echo(f"warning: cannot keep the newest checkpoint in {safe(memory.path(path))}: {safe(exc)}", err=True)
     if made is None:
         where = f" (the last signs record {latest.seq})" if latest else ""
         click.echo(f"nothing recorded since the last checkpoint{where}: none signed")

@@ -9,13 +9,17 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .._settings import DEFAULT_DATABASE
 from .._store import Database
 from ..errors import ClearanceError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 F = TypeVar("F", bound=Callable[..., Any])
 # C0/C1 controls, DEL and bidi overrides: a tool argument must not be able to move the cursor,
@@ -76,6 +80,41 @@ def signing_key_option(help: str) -> Callable[[F], F]:
     return click.option(
         "--key", "key_path", envvar="CLEARANCE_SIGNING_KEY", default=None, type=click.Path(dir_okay=False), help=help
     )
+
+
+def key_file(key_path: str | None, database: str) -> Path:
+    """The signing key file's absolute path: `--key` (or CLEARANCE_SIGNING_KEY), else the default for the store."""
+    from .. import _signing as signing
+
+    return (Path(key_path) if key_path else signing.default_key_path(database)).absolute()
+
+
+def key_file_trust(key_path: str | None, database: str) -> tuple[dict[str, Ed25519PublicKey] | None, str]:
+    """The configured signing key's public half to trust (None: no key file there), and a line saying so.
+
+    The file is `--key` / CLEARANCE_SIGNING_KEY, else the default beside the store; it is only
+    read. `audit verify` and `db backup` trust it as the server trusts its own key.
+    """
+    from .. import _integrity as integrity
+
+    path = key_file(key_path, database)
+    shown = safe(str(path))
+    try:
+        with open(path, "rb") as f:
+            pem = f.read(1_000_000)
+    except FileNotFoundError:
+        return None, (
+            f"no signing key file at {shown}: the checkpoints are checked against the keys the chain"
+            " introduces itself, so the chain is only shown to be self-consistent (give --public-key or --key"
+            " to check who signed it)"
+        )
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {shown}: {exc.strerror or exc}", param_hint="--key") from None
+    try:
+        keys = integrity.trusted_keys([pem])
+    except ValueError as exc:
+        raise click.BadParameter(f"{shown}: {exc}", param_hint="--key") from None
+    return keys, f"trusting checkpoints of the signing key {', '.join(keys)} ({shown})"
 
 
 def open_db(database: str, *, create: bool = False) -> Database:

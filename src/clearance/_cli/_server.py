@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -13,7 +13,10 @@ from pydantic import ValidationError
 from .._store import HEAD
 from .._store import _keys as keys
 from .._store import _users as users
-from ._common import database_option, friendly, open_db, safe, signing_key_option, table, when
+from ._common import database_option, friendly, key_file_trust, open_db, safe, signing_key_option, table, when
+
+if TYPE_CHECKING:
+    from ..server import ServerSettings
 
 
 @click.command("serve")
@@ -76,12 +79,28 @@ def run_server(
             " (clearance db upgrade --database-url postgresql+psycopg://…) and serve it with --workers"
             " or several replicas."
         )
+    if log_level in ("trace", "debug", "info"):  # not for the demo's quiet server
+        _say_signing_key(settings)
     config = ServeConfig(settings, log_level=log_level, access_log=access_log, workers=workers)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once it has shut down
         if workers == 1:
             uvicorn.Server(config).run()
         else:
             serve_many(config)
+
+
+def _say_signing_key(settings: ServerSettings) -> None:
+    """Which key file signs, as an absolute path: a default relative to here would change with the directory."""
+    from .. import _signing as signing
+
+    key = Path(settings.signing_key or signing.default_key_path(settings.database_url)).absolute()
+    click.echo(f"clearance: the signing key file is {safe(str(key))}", err=True)
+    if settings.signing_key is None and is_postgresql(settings.database_url):
+        click.echo(
+            "clearance: on PostgreSQL the default key file is relative to the working directory: set"
+            " CLEARANCE_SIGNING_KEY so every start and every replica uses the same key",
+            err=True,
+        )
 
 
 def is_postgresql(database_url: str) -> bool:
@@ -130,7 +149,6 @@ def backup(target: Path, key_path: str | None, database: str) -> None:
     from .. import _integrity as integrity
     from .._backup import backup_sqlite
     from .._store import Database, normalise_url
-    from ._audit import _anchor
 
     try:
         url = make_url(normalise_url(database))
@@ -145,7 +163,7 @@ def backup(target: Path, key_path: str | None, database: str) -> None:
     if done.revision != HEAD:  # opening it would migrate the backup: verify it after restoring
         click.echo(f"not verified: the copy is at schema {done.revision}, this version's is {HEAD}")
         return
-    anchor, trust = _anchor(key_path, database)  # the store's signing key, as `audit verify` trusts it
+    anchor, trust = key_file_trust(key_path, database)  # the store's signing key, as `audit verify` trusts it
     db = Database(str(done.path), create=False)
     try:
         report = integrity.verify_store(db, anchor=anchor)

@@ -190,6 +190,14 @@ def keys(db: Database) -> dict[str, str]:
     return found
 
 
+def missing(db: Database, known: Checkpoint) -> str | None:
+    """Why the chain no longer holds `known` as it was signed (None: it does, or it was archived)."""
+    with db.read() as cur:
+        cur.execute(_LATEST)
+        r = cur.fetchone()
+        return _missing(db, cur, known, _row(r) if r else None)
+
+
 def _missing(db: Database, cur: Any, known: Checkpoint, last: Checkpoint | None) -> str | None:
     """Why the chain in the database no longer holds `known` as it was signed (None: it does, or it was archived)."""
     signed = f"the checkpoint signing record {known.seq} (hash {known.hash[:16]}…, its own record {known.record_seq})"

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
@@ -21,7 +23,7 @@ from . import _longpoll as longpoll
 from ._commits import GroupCommit
 from ._leader import Leadership
 from ._limits import BodyLimit
-from ._sealer import seal_forever
+from ._sealer import recall, seal_forever
 from ._settings import ServerSettings
 from ._sweeper import channel_forever, deliver_forever, sweep_forever
 from .channels import Channel, configured
@@ -48,6 +50,8 @@ from .routes import (
     users,
 )
 
+log = logging.getLogger("clearance.server")
+
 
 def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Channel] | None = None) -> FastAPI:
     """Build the API for `settings` (default: from the environment).
@@ -61,8 +65,13 @@ def create_app(settings: ServerSettings | None = None, *, channels: Sequence[Cha
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = _tracing.store(settings)
-        app.state.signing_key = await asyncio.to_thread(
-            signing.load_or_create, settings.signing_key or signing.default_key_path(settings.database_url)
+        app.state.signing_key_path = Path(
+            settings.signing_key or signing.default_key_path(settings.database_url)
+        ).absolute()
+        app.state.signing_key = await asyncio.to_thread(signing.load_or_create, app.state.signing_key_path)
+        await asyncio.to_thread(recall, app.state)  # before anything signs: the signer's, a receipt's
+        log.info(
+            "signing checkpoints and receipts with key %s (%s)", app.state.signing_key.id, app.state.signing_key_path
         )
         app.state.db = store(settings.database_url, busy_timeout=settings.busy_timeout)
         try:  # decisions are committed by a writer thread on a second connection, many at once

@@ -5,12 +5,14 @@ nothing) and signs when `checkpoint_every` records have, or `checkpoint_interval
 passed since the newest checkpoint and anything was recorded. Replicas race harmlessly: the
 signing transaction checks again under the chain's write lock, so one of them signs.
 
-The signer remembers the newest checkpoint of its key it has seen (its own, or a replica's) and
-signs only while the chain still holds it. Someone who can write the database could otherwise
-delete the newest checkpoints, rewrite the records after an older one and rehash, and have this
-server sign the rewrite: it refuses instead, logs an error and counts it, until a person looks
-(`clearance audit verify`, the sinks' copies of the checkpoints). Memory only: a restarted
-server trusts the newest checkpoint it finds.
+The signer remembers the newest checkpoint of its key it has signed or seen (its own, or a
+replica's) and signs only while the chain still holds it. Someone who can write the database
+could otherwise delete the newest checkpoints, rewrite the records after an older one and
+rehash, and have this server sign the rewrite: it refuses instead, logs an error and counts it,
+until a person looks (`clearance audit verify`, the sinks' copies of the checkpoints). The
+memory outlives the process: it is kept beside the key file (`_seal_memory`), and a memory
+file that cannot be read or does not verify is refused the same way, never silently replaced
+by what the store holds. A receipt that needs a checkpoint signs it the same way (`sign_now`).
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import logging
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import State
 
-from .. import _signing as signing
+from .. import _seal_memory as memory
 from .._clock import now_us, wait_async
-from .._signing import SigningKey
 from .._store import _seals as seals
-from ..errors import ChainBroken
+from ..errors import ChainBroken, ConfigurationError
 
 log = logging.getLogger("clearance.server")
 MAX_SLEEP = 2.0  # seconds between counts of the records since the last checkpoint
+
+
+class Refused(Exception):
+    """The signer will not sign: the chain lost the newest checkpoint it knows, or its memory will not do."""
 
 
 def seal_due(state: State) -> int:
@@ -37,35 +42,78 @@ def seal_due(state: State) -> int:
     interval = int(settings.checkpoint_interval * 1e6)
     now = now_us()
     since, last = seals.pending(state.db)
-    known = state.sealed
-    if last is not None and (known is None or last.seq > known.seq) and _ours(key, last):
-        known = state.sealed = last  # the first look, or a replica signed since
+    known = memory.newest(key, state.sealed, last)  # the first look, or a replica signed since
+    if known is not None and known is not state.sealed:
+        _remember(state, known)
     started = last.at_us if last is not None else state.sealer_started_us
     if since > 0 and (since >= settings.checkpoint_every or now - started >= interval):
         try:
-            made = seals.sign(state.db, key, now_us=now, known=known)
-        except ChainBroken as exc:
-            if state.sealing_refused != str(exc):
-                log.error("not signing a checkpoint: %s", exc)
-            state.sealing_refused = str(exc)
-            state.metrics.sealing_refused()
+            made = sign_now(state, now)
+        except Refused:
             return now + int(MAX_SLEEP * 1e6)
-        state.sealing_refused = None
         if made is not None:
             started = made.at_us
-            state.sealed = made
     return min(started + interval, now + int(MAX_SLEEP * 1e6))
 
 
-def _ours(key: SigningKey, cp: seals.Checkpoint) -> bool:
-    """Whether `cp` is signed by `key` (a row in the table is not proof of that)."""
-    return cp.key_id == key.id and signing.verify(key.private.public_key(), cp.payload(), cp.signature)
+def sign_now(state: State, now: int) -> seals.Checkpoint | None:
+    """Sign the chain head with the server's key, unless the chain lost the newest checkpoint it knows.
+
+    Every checkpoint the server signs comes here: the signer's, and a receipt's (`_receipts.build`).
+
+    Raises:
+        Refused: Not signed; logged (once for the same reason) and counted.
+    """
+    refused = state.memory_unusable
+    if refused is None:
+        try:
+            made = seals.sign(state.db, state.signing_key, now_us=now, known=state.sealed)
+        except ChainBroken as exc:
+            refused = f"{exc}; {memory.after_restore(state.signing_key_path)}"
+    if refused is not None:
+        if state.sealing_refused != refused:
+            log.error("not signing a checkpoint: %s", refused)
+        state.sealing_refused = refused
+        state.metrics.sealing_refused()
+        raise Refused(refused)
+    state.sealing_refused = None
+    if made is not None:
+        _remember(state, made)
+    return made
+
+
+def _remember(state: State, cp: seals.Checkpoint) -> None:
+    if state.sealed is None or cp.seq > state.sealed.seq:  # the signer and a receipt may sign at once
+        state.sealed = cp
+    try:
+        memory.remember(state.signing_key_path, cp, memory.store_name(state.settings.database_url))
+    except (OSError, ConfigurationError) as exc:  # still kept in memory: only a restart would forget it
+        if not state.memory_unwritable:
+            log.error("cannot keep the newest checkpoint (%s): a restarted server would trust the store's", exc)
+        state.memory_unwritable = True
+
+
+def recall(state: State) -> None:
+    """Read the newest checkpoint of the key remembered beside its file, before anything signs.
+
+    A file that will not do is not replaced by the store's newest: nothing is signed until a
+    person has looked and removed it.
+    """
+    state.sealed, state.sealing_refused, state.memory_unusable, state.memory_unwritable = None, None, None, False
+    try:
+        store = memory.store_name(state.settings.database_url)
+        state.sealed = memory.load(state.signing_key_path, memory.public(state.signing_key), store)
+    except ConfigurationError as exc:
+        state.memory_unusable = (
+            f"{exc}; once you know why, clearance audit checkpoint --forget --key {state.signing_key_path} removes"
+            " it; then restart the server"
+        )
+        log.error("not signing checkpoints: %s", state.memory_unusable)
 
 
 async def seal_forever(state: State) -> None:
     """Sign checkpoints as they come due, until cancelled."""
     state.sealer_started_us = now_us()
-    state.sealed, state.sealing_refused = None, None
     never = asyncio.Event()
     while True:
         started = now_us()

@@ -85,7 +85,8 @@ class ServerSettings(BaseSettings):
         signing_key: The Ed25519 private key (PEM file) that signs checkpoints of the audit
             chain and approval receipts; created with mode 0600 when absent. Default:
             `signing-key.pem` beside the SQLite store, or `.clearance/signing-key.pem` in the
-            working directory for PostgreSQL (give replicas the same file).
+            working directory for PostgreSQL (give replicas the same file; set an absolute
+            path there). `<file>.last` beside it keeps the newest checkpoint the key signed.
             `CLEARANCE_SIGNING_KEY`.
         checkpoint_every: Sign a checkpoint once this many records were written since the last.
             `CLEARANCE_CHECKPOINT_EVERY`.

@@ -21,6 +21,7 @@ from ..._store._keys import ApiKey
 from ..._text import Text
 from ..._wire import Sent
 from ...errors import ApprovalNotFound
+from .. import _sealer as sealer
 from .._auth import current_key, database
 from .._errors import INT64_MAX, APIError
 
@@ -111,13 +112,17 @@ async def receipt(approval_id: Annotated[Text, Path(max_length=200)], _: Auditor
 
     Check it with `clearance audit verify-receipt FILE --public-key KEY` or the README's snippet.
     """
-    key = request.app.state.signing_key
+    state, at = request.app.state, now_us()
     try:
-        made = await run_in_threadpool(receipts.build, db, approval_id, key, now_us=now_us())
+        made = await run_in_threadpool(
+            receipts.build, db, approval_id, state.signing_key, now_us=at, sign=lambda: sealer.sign_now(state, at)
+        )
     except ApprovalNotFound:
         raise APIError(404, f"no approval has the id {approval_id!r}") from None
     except receipts.NotDecided as exc:
         raise APIError(409, str(exc)) from None
+    except sealer.Refused as exc:  # the checkpoint a receipt needs would sign a rewritten chain
+        raise APIError(409, f"no receipt: the server will not sign a checkpoint covering it: {exc}") from None
     safe_id = "".join(ch for ch in approval_id if ch.isascii() and (ch.isalnum() or ch in "_-"))[:80]
     return JSONResponse(
         made, headers={"Content-Disposition": f'attachment; filename="receipt-{safe_id or "approval"}.json"'}

@@ -226,9 +226,10 @@ async def verify(_: Annotated[ApiKey, Depends(require("admin"))], db: Db, reques
 
     Reports the first record that was changed or removed, or the end of a log truncated
     since its newest checkpoint. The server's own signing key is trusted: a checkpoint by any
-    other key the chain introduces counts only when one signed by the server's key follows it.
+    other key the chain introduces counts only when one signed by the server's key follows it;
+    and the newest checkpoint the server remembers signing must still be in the chain.
     """
-    own = request.app.state.signing_key
-    anchor = integrity.trusted_keys([own.public_pem.encode()])
-    report = await run_in_threadpool(lambda: integrity.verify_store(db, anchor=anchor))
+    state = request.app.state
+    anchor = integrity.trusted_keys([state.signing_key.public_pem.encode()])
+    report = await run_in_threadpool(lambda: integrity.verify_store(db, anchor=anchor, known=state.sealed))
     return VerifyOut(**report.__dict__)

@@ -1,0 +1,134 @@
+"""`clearance audit checkpoint` remembers the newest checkpoint of its key beside the key file, so
+a rewrite made between two runs is refused as the server refuses it (issue 18)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clearance import _integrity as integrity
+from clearance import _seal_memory as memory
+from clearance import _signing as signing
+from clearance._store import Database
+from clearance._store import _seals as seals
+
+from ..conftest import run_cli
+from ..store.test_seals import add, rewrite, truncate
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url = str(tmp_path / "audit.db") if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+    Database(url).close()
+    return url
+
+
+def seals_of(url: str) -> list[seals.Checkpoint]:
+    db = Database(url)
+    try:
+        return seals.page(db)
+    finally:
+        db.close()
+
+
+def records(url: str, n: int) -> None:
+    db = Database(url)
+    try:
+        add(db, n)
+    finally:
+        db.close()
+
+
+def test_a_chain_rewritten_after_an_older_checkpoint_is_not_signed(store: str, tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "signing-key.pem"
+    sign = ("audit", "checkpoint", "--key", str(key_file))
+    records(store, 3)
+    run_cli(*sign, db=store, check=True)
+    records(store, 3)
+    run_cli(*sign, db=store, check=True)
+    key = signing.load_or_create(key_file)
+    ok = run_cli("audit", "verify", "--key", str(key_file), db=store, check=True).stdout
+    kept = seals_of(store)[0].seq
+    assert f"the signer's newest checkpoint, of record {kept} ({key_file}.last), is in the chain" in ok
+    db = Database(store)
+    try:
+        newest, older = seals.page(db, limit=2)
+        kept = json.loads((tmp_path / "keys" / "signing-key.pem.last").read_text())[memory.store_name(store)]
+        assert (kept["seq"], kept["hash"], kept["key_id"]) == (newest.seq, newest.hash, key.id)
+        # The newest checkpoint deleted (record and row), a record after the older one changed, rehashed
+        truncate(db, newest.record_seq - 1)
+        with db.write() as cur:
+            cur.execute(db.sql("DELETE FROM checkpoints WHERE seq >= :s"), {"s": newest.seq})
+        rewrite(db, older.record_seq + 1, "forged")
+    finally:
+        db.close()
+    records(store, 2)
+    refused = run_cli(*sign, db=store)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"not signing: the checkpoint signing record {newest.seq}" in refused.stderr
+    forget = f"if the store was restored from a backup, forget it: clearance audit checkpoint --forget --key {key_file}"
+    assert forget in refused.stderr
+    assert seals_of(store)[0] == older  # nothing signed
+    # verify finds it too: the store alone agrees with itself, the signer's memory does not
+    found = run_cli("audit", "verify", "--key", str(key_file), db=store)
+    assert found.returncode == 1 and f"BROKEN: record {newest.seq}: the newest checkpoint the signer" in found.stderr
+    assert forget in found.stderr
+
+
+def test_a_memory_that_will_not_do_refuses_and_forget_after_a_restore_signs(store: str, tmp_path: Path) -> None:
+    key_file = tmp_path / "signing-key.pem"
+    sign = ("audit", "checkpoint", "--key", str(key_file))
+    records(store, 3)
+    run_cli(*sign, db=store, check=True)
+    last = Path(f"{key_file}.last")
+    last.write_text(last.read_text()[:-3])  # cut short
+    records(store, 1)
+    refused = run_cli(*sign, db=store)
+    assert refused.returncode == 1 and f"the checkpoint memory {last} is not a checkpoint" in refused.stderr
+    assert "once you know why, --forget removes it" in refused.stderr
+    looked = run_cli("audit", "verify", "--key", str(key_file), db=store)  # verify says so, and checks the chain
+    assert looked.returncode == 0 and f"WARNING: the checkpoint memory {last} is not a checkpoint" in looked.stderr
+    forgot = run_cli(*sign, "--forget", db=store, check=True).stdout
+    assert f"forgot {last}, which was not one of checkpoints" in forgot and "signed record " in forgot
+
+    # A store restored from a backup taken before its newest checkpoint: refused until it is forgotten
+    db = Database(store)
+    try:
+        backed_up = seals.latest(db)
+        assert backed_up is not None
+        add(db, 2)
+        db.close()
+        run_cli(*sign, db=store, check=True)
+        db = Database(store)
+        after = seals.latest(db)
+        assert after is not None and after.seq > backed_up.seq
+        truncate(db, backed_up.record_seq)  # what the backup holds
+        with db.write() as cur:
+            cur.execute(db.sql("DELETE FROM checkpoints WHERE seq > :s"), {"s": backed_up.seq})
+    finally:
+        db.close()
+    records(store, 1)
+    assert "restored from a backup" in run_cli(*sign, db=store).stderr
+    forgot = run_cli(*sign, "--forget", db=store, check=True).stdout
+    assert forgot.startswith(f"forgot the checkpoint of record {after.seq} ")  # the one signed after the backup
+    key = signing.load_or_create(key_file)
+    assert "signed record " in forgot and key.id in forgot
+    assert "no checkpoint was remembered" in run_cli(*sign, "--forget", "--database", "other.db").stdout
+    db = Database(store)
+    try:
+        assert integrity.verify_store(db, anchor={key.id: key.private.public_key()}).ok
+    finally:
+        db.close()
+
+
+def test_two_stores_beside_one_key_file_each_keep_their_own_newest(tmp_path: Path) -> None:
+    """Two SQLite stores in one directory share the default key file; neither's checkpoints make the other refuse."""
+    a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    for url in (a, b, a, b):
+        Database(url).close()
+        records(url, 2)
+        assert run_cli("audit", "checkpoint", db=url, check=True).stdout.startswith("signed record ")
+    kept = json.loads((tmp_path / "signing-key.pem.last").read_text())
+    assert sorted(kept) == sorted(memory.store_name(u) for u in (a, b))
