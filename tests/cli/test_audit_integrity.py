@@ -239,6 +239,10 @@ def test_options_that_would_be_ignored_are_refused(db_path: Path, tmp_path: Path
     assert out.returncode == 2 and "--key is not for --server" in out.stderr
     out = run_cli("audit", "verify", "--public-key", str(pem), "--key", str(tmp_path / "key.pem"), db=db_path)
     assert out.returncode == 2 and "give one of them" in out.stderr
+    out = run_cli("audit", "verify", "--api-key", "k", db=db_path)
+    assert out.returncode == 2 and "--api-key is for --server" in out.stderr
+    out = run_cli("audit", "verify", db=db_path, env={"CLEARANCE_API_KEY": "k"})  # an agent's environment: fine
+    assert "--api-key" not in out.stderr and "no audit database" in out.stderr
     # From the environment, CLEARANCE_SIGNING_KEY is the server's setting too: not an option given here
     env = {"CLEARANCE_SIGNING_KEY": str(tmp_path / "key.pem")}
     out = run_cli("audit", "verify", "--server", "http://127.0.0.1:9", "--api-key", "k", env=env)

@@ -439,6 +439,8 @@ def verify(
             " (clearance audit export) and verify the file with --export"
         )
     key_given = ctx.get_parameter_source("key_path") == click.core.ParameterSource.COMMANDLINE
+    if not server and ctx.get_parameter_source("api_key") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--api-key is for --server: a store or a file here is read directly")
     if server and key_given:
         raise click.UsageError(
             "--key is not for --server: the server checks its chain against its own signing key; to check it"
