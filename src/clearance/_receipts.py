@@ -3,8 +3,14 @@
 A receipt is `{"payload": {...}, "signature": "<base64>", "alg": "Ed25519"}`. The payload names
 the approval, the tool, the arguments' `args_hash` (RFC 8785, and the edited arguments' when an
 approver changed them), who decided, the decision, the note, when, the decision's own record
-in the audit chain (position and hash) and the newest signed checkpoint, which covers that
-record. The signature is the server's key's over the payload's canonical JSON (`_signing`).
+in the audit chain (position and hash) and a signed checkpoint covering that record. The
+signature is the server's key's over the payload's canonical JSON (`_signing`).
+
+The server signs only what the chain proves: the checkpoint cited is one its key signed (a row
+in the table is not proof of that), the records from the call's request to it verify and end
+in the hash it signs, and what the receipt names — the call, who decided, the arguments'
+hash — is what those records hold. Someone who can write the database can make a receipt
+refused, never signed over what they wrote.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 
 from . import _signing as signing
 from ._canonical import ARGS_HASH_ALG
+from ._seal_memory import signed_by
 from ._signing import SigningKey
 from ._store import Database
 from ._store import _approvals as approvals
@@ -24,10 +31,16 @@ from ._store._kinds import Kind
 
 RECEIPT_TYPE = "clearance.approval_receipt"
 _DECIDED: Kind = "approval.decided"
+_HELD: Kind = "tool_call.decided"  # the call held for this approval, with its arguments' hash
+_NAMED = ("approval_id", "call_id", "tool", "agent", "environment", "session")  # in the decision's record
 
 
 class NotDecided(LookupError):
     """The approval has no decision to give a receipt for (yet)."""
+
+
+class Unproven(Exception):
+    """The audit chain does not prove what the receipt would say: the store was changed."""
 
 
 def _text(value: Any) -> str | None:
@@ -78,10 +91,26 @@ def build(
         raise NotDecided(f"approval {approval_id!r} has not been decided ({a.status})")
     record = found[-1]
     b = record.body
-    checkpoint = seals.latest(db)
-    if checkpoint is None or checkpoint.seq < record.seq:
-        made = sign() if sign is not None else seals.sign(db, key, now_us=now_us)
-        checkpoint = made or seals.latest(db)
+    held = [
+        e
+        for e in events.query(db, events.EventFilter(call_id=a.call_id, kind=_HELD))
+        if e.body.get("approval_id") == a.id
+    ]
+    chained = {f: b.get(f) for f in _NAMED} | ({"args_hash": held[0].body.get("args_hash")} if held else {})
+    stored: dict[str, str | None] = {"approval_id": a.id, "call_id": a.call_id, "tool": a.tool, "agent": a.agent}
+    stored |= {"environment": a.environment, "session": a.session, "args_hash": a.args_hash}
+    differs = [f for f, value in chained.items() if value != stored[f]]
+    if differs:
+        raise Unproven(f"the approval's {', '.join(differs)} differ from what its records in the audit chain hold")
+    checkpoint = _covering(db, key, record.seq, sign or (lambda: seals.sign(db, key, now_us=now_us)))
+    first = held[0].seq if held else record.seq  # what is named comes from these records on
+    problem, last_hash = events.verify_span(db, first, checkpoint.seq)
+    if problem is None and last_hash != checkpoint.hash:
+        problem = f"record {checkpoint.seq} does not have the hash the checkpoint signs"
+    if problem is not None:
+        raise Unproven(
+            f"the audit chain from the decision's records to checkpoint {checkpoint.seq} does not verify: {problem}"
+        )
     payload: dict[str, Any] = {
         "v": 1,
         "type": RECEIPT_TYPE,
@@ -99,11 +128,25 @@ def build(
         "note": _text(b.get("note")),
         "decided_at_us": _int(b.get("at_us")),
         "record": {"seq": record.seq, "hash": record.hash},
-        "checkpoint": {"seq": checkpoint.seq, "hash": checkpoint.hash} if checkpoint else None,
+        "checkpoint": {"seq": checkpoint.seq, "hash": checkpoint.hash},
         "issued_at_us": now_us,
         "key_id": key.id,
     }
     return {"payload": payload, "signature": key.sign(payload), "alg": "Ed25519"}
+
+
+def _covering(db: Database, key: SigningKey, seq: int, sign: Callable[[], seals.Checkpoint | None]) -> seals.Checkpoint:
+    """The oldest checkpoint `key` signed over position `seq` or later; one signed now when none is.
+
+    Raises:
+        Unproven: The one signed now (or the newest, when nothing was recorded since) is not `key`'s.
+    """
+    found = next((cp for cp in seals.covering(db, seq) if signed_by(key, cp)), None)
+    if found is None:
+        found = sign() or seals.latest(db)
+        if found is None or found.seq < seq or not signed_by(key, found):
+            raise Unproven("no checkpoint of this server's key covers the decision's record")
+    return found
 
 
 def problem(receipt: Any, public: dict[str, Any]) -> str | None:

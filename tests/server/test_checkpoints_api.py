@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from clearance import _decisions as decisions
 from clearance import _integrity as integrity
 from clearance import _receipts as receipts
 from clearance import _signing as signing
+from clearance._canonical import canonical_json
 from clearance._clock import ManualClock
 from clearance._store import Database
 from clearance._store import _events as events
@@ -323,6 +325,35 @@ def test_a_checkpoint_memory_that_will_not_do_is_refused_and_counted(
     assert caplog.text.count("not signing a checkpoint:") == 1
 
 
+def test_a_receipt_says_only_what_the_chain_proves(
+    client: TestClient, keys: dict[str, dict[str, str]], server_db: str
+) -> None:
+    """Whoever writes the database gets a receipt refused, never signed over what they wrote: a decision's
+    record changed without rehashing, or the approvals table saying other arguments than the chain."""
+    decided = pending(client, keys)
+    assert client.post(f"/v1/approvals/{decided}/approve", headers=keys["approver"], json={}).is_success
+    first = client.get(f"/v1/approvals/{decided}/receipt", headers=keys["admin"])
+    assert first.status_code == 200
+    record = first.json()["payload"]["record"]["seq"]
+    db = Database(server_db)
+    try:
+        with db.write() as cur:
+            cur.execute(db.sql("SELECT body FROM events WHERE seq = :s"), {"s": record})
+            body = cur.fetchone()[0]
+            forged = canonical_json({**json.loads(body), "by": "user:mallory"})
+            cur.execute(db.sql("UPDATE events SET body = :b WHERE seq = :s"), {"b": forged, "s": record})
+        r = client.get(f"/v1/approvals/{decided}/receipt", headers=keys["admin"])
+        assert r.status_code == 409
+        assert f"record {record}: its content does not match its hash" in r.json()["error"]["message"]
+        with db.write() as cur:
+            cur.execute(db.sql("UPDATE events SET body = :b WHERE seq = :s"), {"b": body, "s": record})
+            cur.execute(db.sql("UPDATE approvals SET args_hash = :h WHERE id = :id"), {"h": "f" * 64, "id": decided})
+        r = client.get(f"/v1/approvals/{decided}/receipt", headers=keys["admin"])
+        assert r.status_code == 409 and "args_hash differ from what its records" in r.json()["error"]["message"]
+    finally:
+        db.close()
+
+
 def test_a_receipt_does_not_sign_a_chain_rewritten_after_the_checkpoint_the_server_knows(
     client: TestClient, keys: dict[str, dict[str, str]], server_db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -346,11 +377,23 @@ def test_a_receipt_does_not_sign_a_chain_rewritten_after_the_checkpoint_the_serv
         with caplog.at_level("ERROR", logger="clearance.server"):
             r = client.get(f"/v1/approvals/{second}/receipt", headers=keys["admin"])
         assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
-        assert "no receipt: the server will not sign a checkpoint covering it" in r.json()["error"]["message"]
+        message = r.json()["error"]["message"]
+        assert "no receipt: a checkpoint covering the decision would sign an audit chain that lost" in message
+        assert "signing-key" not in message and "--forget" not in message  # the server's paths stay in its log
         assert f"the checkpoint signing record {signed.seq}" in caplog.text
         assert seals.latest(db) is None  # nothing signed
         assert client.app.state.metrics.checkpoints_refused._value.get() >= 1  # type: ignore[attr-defined]
         verified = client.get("/v1/audit/verify", headers=keys["admin"]).json()  # the store alone agrees with itself
         assert not verified["ok"] and verified["problem"].startswith(integrity.REMEMBERED)
+        head = events.verify(db).head_seq
+        with db.write() as cur:  # a checkpoint row of their own making, covering the decision
+            cur.execute(
+                db.sql(
+                    "INSERT INTO checkpoints (seq, hash, at_us, key_id, signature, record_seq)"
+                    " VALUES (:s, :h, 1, :k, 'x', :r)"
+                ),
+                {"s": head, "h": events.verify(db).head_hash, "k": signed.key_id, "r": head + 1},
+            )
+        assert client.get(f"/v1/approvals/{second}/receipt", headers=keys["admin"]).status_code == 409
     finally:
         db.close()

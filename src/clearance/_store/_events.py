@@ -245,6 +245,35 @@ def verify(db: Database, *, batch: int = 5000, also: RowCheck | None = None) -> 
             checked += 1
 
 
+def verify_span(db: Database, first_seq: int, last_seq: int, *, batch: int = 5000) -> tuple[str | None, str]:
+    """Whether the records `first_seq` to `last_seq` are one intact stretch of the chain.
+
+    Each must hash right and link to the one before it (the first to the hash it names: what
+    comes before it is vouched for by whatever signs a hash after it). Returns the first
+    problem (None: none) and the last record's hash.
+    """
+    sql = db.sql(f"SELECT {_ROW} FROM events WHERE seq >= :after AND seq <= :last ORDER BY seq LIMIT :n")
+    prev: tuple[int, str] | None = None
+    after = first_seq
+    while True:
+        with db.read() as cur:
+            cur.execute(sql, {"after": after, "last": last_seq, "n": batch})
+            rows = cur.fetchall()
+        if prev is None and (not rows or rows[0][0] != first_seq):
+            return f"record {first_seq} is not in the database", ""
+        if not rows:
+            break
+        for row in rows:
+            problem = check_row(row, *(prev or (row[0] - 1, row[4])))
+            if problem:
+                return f"record {row[0]}: {problem}", ""
+            prev = (row[0], row[5])
+        after = rows[-1][0] + 1
+    if prev is None or prev[0] != last_seq:
+        return f"record {last_seq} is not in the database", ""
+    return None, prev[1]
+
+
 @dataclass(frozen=True)
 class Located:
     """One record, where it sits in the chain, and whether it verifies against its predecessor.

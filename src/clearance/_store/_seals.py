@@ -97,6 +97,14 @@ def newest_within(db: Database, first_seq: int, last_seq: int) -> Checkpoint | N
     return _row(r) if r else None
 
 
+def covering(db: Database, seq: int, *, limit: int = 100) -> list[Checkpoint]:
+    """Checkpoints signing position `seq` or a later one, oldest first (rows: not proof of a signature)."""
+    with db.read() as cur:
+        sql = f"SELECT {_COLS} FROM checkpoints WHERE seq >= :seq ORDER BY seq LIMIT :n"
+        cur.execute(db.sql(sql), {"seq": seq, "n": limit})
+        return [_row(r) for r in cur.fetchall()]
+
+
 def pending(db: Database) -> tuple[int, Checkpoint | None]:
     """How many records came after the newest checkpoint's own record, and that checkpoint (a read)."""
     with db.read() as cur:

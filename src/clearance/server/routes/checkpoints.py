@@ -121,8 +121,14 @@ async def receipt(approval_id: Annotated[Text, Path(max_length=200)], _: Auditor
         raise APIError(404, f"no approval has the id {approval_id!r}") from None
     except receipts.NotDecided as exc:
         raise APIError(409, str(exc)) from None
-    except sealer.Refused as exc:  # the checkpoint a receipt needs would sign a rewritten chain
-        raise APIError(409, f"no receipt: the server will not sign a checkpoint covering it: {exc}") from None
+    except sealer.Refused:  # the checkpoint a receipt needs would sign a rewritten chain (the log says why)
+        raise APIError(
+            409,
+            "no receipt: a checkpoint covering the decision would sign an audit chain that lost a checkpoint this"
+            " server signed (the server's log says more; an administrator runs clearance audit verify)",
+        ) from None
+    except receipts.Unproven as exc:
+        raise APIError(409, f"no receipt: {exc}") from None
     safe_id = "".join(ch for ch in approval_id if ch.isascii() and (ch.isalnum() or ch in "_-"))[:80]
     return JSONResponse(
         made, headers={"Content-Disposition": f'attachment; filename="receipt-{safe_id or "approval"}.json"'}
