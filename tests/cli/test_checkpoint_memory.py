@@ -14,6 +14,7 @@ from clearance import _signing as signing
 from clearance._store import Database
 from clearance._store import _seals as seals
 
+from .._stores import checkpoints, records
 from ..conftest import run_cli
 from ..store.test_seals import add, rewrite, truncate
 
@@ -25,22 +26,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def seals_of(url: str) -> list[seals.Checkpoint]:
-    db = Database(url)
-    try:
-        return seals.page(db)
-    finally:
-        db.close()
-
-
-def records(url: str, n: int) -> None:
-    db = Database(url)
-    try:
-        add(db, n)
-    finally:
-        db.close()
-
-
 def test_a_chain_rewritten_after_an_older_checkpoint_is_not_signed(store: str, tmp_path: Path) -> None:
     key_file = tmp_path / "keys" / "signing-key.pem"
     sign = ("audit", "checkpoint", "--key", str(key_file))
@@ -50,7 +35,7 @@ def test_a_chain_rewritten_after_an_older_checkpoint_is_not_signed(store: str, t
     run_cli(*sign, db=store, check=True)
     key = signing.load_or_create(key_file)
     ok = run_cli("audit", "verify", "--key", str(key_file), db=store, check=True).stdout
-    kept = seals_of(store)[0].seq
+    kept = checkpoints(store)[0].seq
     assert f"the signer's newest checkpoint, of record {kept} ({key_file}.last), is in the chain" in ok
     db = Database(store)
     try:
@@ -70,7 +55,7 @@ def test_a_chain_rewritten_after_an_older_checkpoint_is_not_signed(store: str, t
     assert f"not signing: the checkpoint signing record {newest.seq}" in refused.stderr
     forget = f"if the store was restored from a backup, forget it: clearance audit checkpoint --forget --key {key_file}"
     assert forget in refused.stderr
-    assert seals_of(store)[0] == older  # nothing signed
+    assert checkpoints(store)[0] == older  # nothing signed
     # verify finds it too: the store alone agrees with itself, the signer's memory does not
     found = run_cli("audit", "verify", "--key", str(key_file), db=store)
     assert found.returncode == 1 and f"BROKEN: record {newest.seq}: the newest checkpoint the signer" in found.stderr
@@ -121,7 +106,7 @@ def test_a_memory_that_will_not_do_refuses_and_forget_after_a_restore_signs(stor
     nothing = run_cli(*sign, "--forget", db=other)  # a wrong --database: nothing forgotten, nothing signed
     assert nothing.returncode == 1 and f"nothing was remembered for {other} in {last}" in nothing.stderr
     assert f"it remembers checkpoints for {memory.store_name(store)}" in nothing.stderr
-    assert seals_of(other) == []
+    assert checkpoints(other) == []
     db = Database(store)
     try:
         assert integrity.verify_store(db, anchor={key.id: key.private.public_key()}).ok
@@ -170,7 +155,7 @@ def test_forget_needs_the_key_file_and_the_store_first(store: str, tmp_path: Pat
     typo = tmp_path / "signing-kye.pem"
     refused = run_cli("audit", "checkpoint", "--forget", "--key", str(typo), db=store)
     assert refused.returncode == 1 and f"no signing key file at {typo}" in refused.stderr
-    assert not typo.exists() and len(seals_of(store)) == 1  # no key made, nothing signed
+    assert not typo.exists() and len(checkpoints(store)) == 1  # no key made, nothing signed
     last = Path(f"{key_file}.last")
     last.write_text("junk")  # a memory that will not do: stays until the right store is named
     wrong = run_cli("audit", "checkpoint", "--forget", "--key", str(key_file), "--database", str(tmp_path / "no.db"))
