@@ -76,6 +76,7 @@ def test_a_memory_that_will_not_do_refuses_and_forget_after_a_restore_signs(stor
     looked = run_cli("audit", "verify", "--key", str(key_file), db=store)  # as the signer refuses, verify fails
     unusable = f"NOT VERIFIED: not verified against the signer's memory: the checkpoint memory {last} is not a"
     assert looked.returncode == 1 and unusable in looked.stderr and "Traceback" not in looked.stderr
+    assert "ok:" not in looked.stdout and "the chain agrees with itself (6 records" in looked.stderr
     forgot = run_cli(*sign, "--forget", db=store, check=True).stdout
     assert f"forgot {last}, which was not one of checkpoints" in forgot and "signed record " in forgot
 
@@ -186,6 +187,9 @@ def test_verify_of_an_archive_and_its_store_checks_the_signers_memory(store: str
     records(store, 2)
     found = run_cli(*check)
     assert found.returncode == 1 and f"the checkpoint signing record {newest.seq}" in found.stderr
+    Path(f"{key_file}.last").write_text("junk")
+    unusable = run_cli(*check)
+    assert unusable.returncode == 1 and "NOT VERIFIED: not verified against the signer's memory" in unusable.stderr
 
 
 @pytest.mark.postgres

@@ -344,6 +344,7 @@ def _verify_archive(
             click.echo(trust, err=True)
         raise SystemExit(1)
     signed = f"; {report.checkpoints} signed checkpoints verify" if report.checkpoints else "; no signed checkpoint"
+    _unusable(said, f"{report.segments} segments, {report.records} records{signed}")
     click.echo(f"ok: {report.segments} segments, {report.records} records verified from GENESIS{signed}")
     if db is None:
         click.echo(f"the last archived record is {report.last_seq}, hash {report.last_hash}")
@@ -351,7 +352,8 @@ def _verify_archive(
         click.echo(f"they chain to the database: head is record {report.last_seq}, hash {report.last_hash}")
     if trust:
         click.echo(trust)
-    _said(said)
+    if said:
+        click.echo(said, err=said.startswith("WARNING"))
     if anchor is not None and not report.checkpoints and report.records:
         click.echo(
             "WARNING: no checkpoint is in the archive: nothing here is signed, so this shows only that the"
@@ -492,12 +494,14 @@ def verify(
         else "; no signed checkpoint"
     )
     if report.ok:
+        _unusable(said, f"{report.checked} records{signed}")
         click.echo(f"ok: {report.checked} records verified{signed}")
         click.echo(f"head is record {report.head_seq}, hash {report.head_hash}")
         click.echo("keep the head hash elsewhere (--head) to detect later truncation of the log")
         if trust:
             click.echo(trust)
-        _said(said)
+        if said:
+            click.echo(said, err=said.startswith("WARNING"))
         if anchored and not report.checkpoints and report.checked:
             # Not a failure: a new store's key may not have signed yet. But whoever can rewrite
             # the store can also drop every checkpoint and rehash, and this is what that looks like.
@@ -531,13 +535,12 @@ def verify(
     raise SystemExit(1)
 
 
-def _said(line: str) -> None:
-    """What verify says of the signer's memory; one that will not do fails it (the signer refuses then too)."""
-    if line.startswith(UNUSABLE):
-        click.echo(f"NOT VERIFIED: {line}", err=True)
+def _unusable(said: str, checked: str) -> None:
+    """Fail when the signer's memory will not do (the signer refuses then too), though the chain agrees with itself."""
+    if said.startswith(UNUSABLE):
+        click.echo(f"NOT VERIFIED: {said}", err=True)
+        click.echo(f"the chain agrees with itself ({checked})", err=True)
         raise SystemExit(1)
-    if line:
-        click.echo(line, err=line.startswith("WARNING"))
 
 
 audit_group.add_command(checkpoint)
