@@ -10,9 +10,12 @@ replica's) and signs only while the chain still holds it. Someone who can write 
 could otherwise delete the newest checkpoints, rewrite the records after an older one and
 rehash, and have this server sign the rewrite: it refuses instead, logs an error and counts it,
 until a person looks (`clearance audit verify`, the sinks' copies of the checkpoints). The
-memory outlives the process: it is kept beside the key file (`_seal_memory`), and a memory
-file that cannot be read or does not verify is refused the same way, never silently replaced
-by what the store holds. A receipt that needs a checkpoint signs it the same way (`sign_now`).
+memory outlives the process: it is kept beside the key file (`_seal_memory`), read again
+before each signature (workers and replicas sharing the file sign only what none of them would
+refuse), and a memory file that cannot be read or does not verify is refused the same way,
+never silently replaced by what the store holds. A replica's newer checkpoint is taken from the
+store only while the chain still holds the one known (`_seal_memory.newest`). A receipt that
+needs a checkpoint signs it the same way (`sign_now`).
 """
 
 from __future__ import annotations
