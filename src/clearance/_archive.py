@@ -337,6 +337,8 @@ def archive(
 ) -> Archived:
     """Move every record older than `before_us` (a prefix of the chain, never the newest) to segments.
 
+    The records from the newest checkpoint's on stay: a signer holds the chain to the newest
+    checkpoint it knows, and takes it as archived only when a newer one is there (`_seals._missing`).
     Records an event sink has not delivered yet stay (its feed would skip them), unless `past_sinks`.
 
     Raises:
@@ -348,6 +350,8 @@ def archive(
     written: list[Manifest] = []
     held = None if past_sinks else archives.slowest_sink(db)
     upto = held[1] if held is not None else None
+    if (last := seals.latest(db)) is not None:  # the records it signs stay: the signer looks for them
+        upto = last.seq - 1 if upto is None else min(upto, last.seq - 1)
     with _locked(directory):
         _leftovers(db, directory)
         listed, unlisted = _list_ids(db, directory)
@@ -419,6 +423,8 @@ def check(
     db: Database | None = None,
     trusted: Mapping[str, Ed25519PublicKey] | None = None,
     anchor: Mapping[str, Ed25519PublicKey] | None = None,
+    *,
+    known: seals.Checkpoint | None = None,
 ) -> ArchiveReport:
     """Recompute every segment in `directory` and check that they chain from GENESIS.
 
@@ -429,7 +435,8 @@ def check(
 
     With `db`, also that the database records the same segments, that its chain starts where
     the last one ends, and that its remaining records and checkpoints verify from there: the
-    report's `records`, `last_seq` and `last_hash` then run to the database's newest record.
+    report's `records`, `last_seq` and `last_hash` then run to the database's newest record, and
+    the database's chain must hold `known`, the newest checkpoint the signer remembers (`verify_store`).
     """
     seal = integrity.SealCheck(
         trusted=dict(trusted) if trusted is not None else None, anchor=dict(anchor) if anchor is not None else None
@@ -470,7 +477,7 @@ def check(
         return broken(
             f"the database's chain starts after record {start[0]} (hash {start[1]}), not after the last segment's"
         )
-    report = integrity.verify_store(db, seal=seal)
+    report = integrity.verify_store(db, seal=seal, known=known)
     if not report.ok:
         return broken(f"database record {report.broken_seq}: {report.problem}")
     return ArchiveReport(True, n, records + report.checked, report.head_seq, report.head_hash, None, len(seal.signed))

@@ -223,7 +223,7 @@ def verify_store(
     if newest is not None and newest.record_seq <= archived_to:  # archived with its segment: checked there
         newest = None
     report = check.finish(report, newest)
-    if report.ok and known is not None and (gone := seals.missing(db, known)) is not None:
+    if report.ok and known is not None and (gone := seals.missing(db, known, check.anchor or {})) is not None:
         return dataclasses.replace(report, ok=False, broken_seq=known.seq, problem=f"{REMEMBERED}: {gone}")
     if report.ok and check.trusted is not None and not report.checkpoints:
         # Whoever can rewrite the store can drop every checkpoint and rehash: with keys to

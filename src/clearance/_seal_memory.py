@@ -4,9 +4,11 @@ A signer must not sign a chain someone rewrote: deleted the newest checkpoints, 
 after an older one and rehashed the rest. It checks that the chain still holds the newest
 checkpoint of its key it knows (`_seals.sign`'s `known`). Known only in memory, a restart would
 forget it and trust whatever the store holds; so it is kept in `<key file>.last`, a JSON object
-with one entry a store (its name: a SQLite file's absolute path, else its URL without the
-password) holding `seq`, `hash`, `at_us`, `key_id` and `signature`, and read back only when it
-verifies with the key. One key file may sign more than one store; each has its own entry.
+with one entry a store (its name: a SQLite file's absolute path, else the backend, host, port
+and database of its URL: `store_name`) holding `seq`, `hash`, `at_us`, `key_id` and `signature`,
+and read back only when it verifies with the key. One key file may sign more than one store;
+each has its own entry. A signer adopts a newer checkpoint of its key from the store (a
+replica's) only while the chain still holds the one it knows (`newest`).
 
 The file is written whole (a temporary file, flushed to disk, renamed over it; mode 0600),
 under a lock on the key file, and only forward (a newer `seq`): the workers and replicas
@@ -32,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import _signing as signing
 from ._signing import SigningKey
+from ._store import _seals as seals
+from ._store._db import Database
 from ._store._seals import Checkpoint
 from .errors import ConfigurationError
 
@@ -57,15 +61,26 @@ def signed_by(key: SigningKey, cp: Checkpoint) -> bool:
     return cp.key_id == key.id and signing.verify(key.private.public_key(), cp.payload(), cp.signature)
 
 
-def newest(key: SigningKey, known: Checkpoint | None, seen: Checkpoint | None) -> Checkpoint | None:
-    """`seen` when it is `key`'s and newer than `known`, else `known`."""
-    if seen is not None and (known is None or seen.seq > known.seq) and signed_by(key, seen):
-        return seen
-    return known
+def newest(db: Database, key: SigningKey, known: Checkpoint | None, seen: Checkpoint | None) -> Checkpoint | None:
+    """`seen` (the store's newest) when it is `key`'s, newer than `known`, and the chain holds both; else `known`.
+
+    Only while the chain still holds `known`: a checkpoint of this key copied in from another
+    store it signs, with that store's records, would otherwise replace the memory for good.
+    """
+    if seen is None or (known is not None and seen.seq <= known.seq) or not signed_by(key, seen):
+        return known
+    keys = public(key)
+    held = known is None or seals.missing(db, known, keys) is None
+    return seen if held and seals.missing(db, seen, keys) is None else known  # not held: signing refuses
 
 
 def store_name(database_url: str) -> str:
-    """The name of a store's entry: a SQLite file's absolute path, else its URL without the password."""
+    """The name of a store's entry: a SQLite file's absolute path, else its backend, host, port and database.
+
+    The same store however its URL is spelled: `postgresql://` or `postgresql+psycopg://`, the host
+    in any case, the default port given or not, any user, password or query parameters. (A host
+    given by name and by address are still two names.)
+    """
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -75,8 +90,11 @@ def store_name(database_url: str) -> str:
         url = make_url(normalise_url(database_url))
     except ArgumentError:  # not a URL: opening the store says so
         return database_url
-    if url.get_backend_name() == "sqlite" and url.database:
+    backend = url.get_backend_name()
+    if backend == "sqlite" and url.database:
         return str(Path(url.database).resolve())
+    if backend == "postgresql":
+        return f"postgresql://{(url.host or '').lower()}:{url.port or 5432}/{url.database or ''}"
     return url.render_as_string(hide_password=True)
 
 
@@ -106,6 +124,15 @@ def load(key_path: Path | str, keys: Mapping[str, Ed25519PublicKey], store: str)
     if not signing.verify(public, cp.payload(), cp.signature):
         raise ConfigurationError(f"the checkpoint memory {where} does not verify with the key {cp.key_id} (changed)")
     return cp
+
+
+def stores(key_path: Path | str, keys: Mapping[str, Ed25519PublicKey]) -> list[str]:
+    """The stores the file holds a checkpoint of one of `keys` for (none when the file will not do)."""
+    try:
+        entries = _entries(path(key_path))
+    except OSError:
+        return []
+    return sorted(name for name, cp in (entries or {}).items() if cp.key_id in keys)
 
 
 def public(key: SigningKey) -> dict[str, Ed25519PublicKey]:

@@ -192,6 +192,8 @@ def test_verify_archive_trusts_the_signing_key_file_as_verify_on_a_store_does(st
     _sign(store, key, old)
     seed(store, old=2, new=0)
     _sign(store, other, old)  # the chain introduces the other key itself
+    seed(store, old=1, new=0)
+    _sign(store, other, old)  # the newest checkpoint's records stay in the database (`audit archive`)
     seed(store, old=0, new=3)
     arch = tmp_path / "arch"
     run_cli("audit", "archive", "--before", "90d", str(arch), db=store, check=True)
@@ -210,7 +212,7 @@ def test_verify_archive_trusts_the_signing_key_file_as_verify_on_a_store_does(st
 
     _sign(store, key, time.time_ns() // 1000)  # the key file's key signs after them, in the database
     both = run_cli("audit", "verify", "--archive", str(arch), "--key", str(mine), db=store, check=True).stdout
-    assert "; 3 signed checkpoints verify" in both and "they chain to the database" in both
+    assert "; 4 signed checkpoints verify" in both and "they chain to the database" in both
     seed(store, old=0, new=1)
     _sign(store, other, time.time_ns() // 1000)  # and the other key again, with none of the key file's after it
     after = run_cli("audit", "verify", "--archive", str(arch), "--key", str(mine), db=store)

@@ -397,3 +397,52 @@ def test_a_receipt_does_not_sign_a_chain_rewritten_after_the_checkpoint_the_serv
         assert client.get(f"/v1/approvals/{second}/receipt", headers=keys["admin"]).status_code == 409
     finally:
         db.close()
+
+
+def test_a_second_app_on_the_key_file_does_not_sign_what_the_first_would_refuse(
+    clock: ManualClock, server_db: str, make_key: Any, tmp_path: Any
+) -> None:
+    """Workers (or replicas) share the store and the key file. One signed the newest checkpoint;
+    it is deleted and a record after the older one rewritten: another, which read the key file's
+    memory before that one was signed, must not sign the rewrite; its verify finds it."""
+    from clearance.server import _sealer as sealer
+
+    from ..store.test_seals import add, rewrite, truncate
+
+    key = str(tmp_path / "keys" / "signing-key.pem")
+    never = {"signing_key": key, "checkpoint_every": 10**6, "checkpoint_interval": 86_400}
+    admin = {"X-API-Key": make_key("admin", agent=None)}
+    with _client(server_db, **never) as one, _client(server_db, **never) as two:
+        db = Database(server_db)
+        try:
+            add(db, 3)
+            older = sealer.sign_now(one.app.state, 1)  # type: ignore[attr-defined]
+            add(db, 3)
+            newest = sealer.sign_now(one.app.state, 2)  # type: ignore[attr-defined]
+            assert older is not None and newest is not None
+            truncate(db, newest.record_seq - 1)
+            with db.write() as cur:
+                cur.execute(db.sql("DELETE FROM checkpoints WHERE seq >= :s"), {"s": newest.seq})
+            rewrite(db, older.record_seq + 1, "forged")
+            add(db, 3)
+            with pytest.raises(sealer.Refused, match=f"the checkpoint signing record {newest.seq}"):
+                sealer.sign_now(two.app.state, 3)  # type: ignore[attr-defined]
+            assert seals.latest(db) == older
+        finally:
+            db.close()
+        found = two.get("/v1/audit/verify", headers=admin).json()
+        assert not found["ok"] and f"signing record {newest.seq}" in found["problem"]
+
+
+def test_the_verify_route_is_not_ok_when_the_signers_memory_will_not_do(
+    server_db: str, make_key: Any, tmp_path: Any
+) -> None:
+    key = tmp_path / "keys" / "signing-key.pem"
+    key.parent.mkdir()
+    (tmp_path / "keys" / "signing-key.pem.last").write_text("{")
+    with _client(server_db, signing_key=str(key), checkpoint_every=10**6, checkpoint_interval=86_400) as c:
+        r = c.get("/v1/audit/verify", headers={"X-API-Key": make_key("admin", agent=None)})
+    assert r.status_code == 200
+    found = r.json()
+    assert not found["ok"] and found["broken_seq"] is None
+    assert found["problem"].startswith(f"not verified against the signer's memory: the checkpoint memory {key}.last")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from clearance._store import Database
-from clearance._store import _seals as seals
 
+from .._stores import checkpoints, records
 from .._wait import until
 from ..conftest import run_cli
-from ..store.test_seals import add, rewrite, truncate
+from ..store.test_seals import rewrite, truncate
 from .conftest import Server, _free_port
 
 
@@ -37,22 +37,6 @@ def server(any_store: str, tmp_path: Path, key_file: Path) -> Iterator[Server]:
         yield s
     finally:
         s.stop()
-
-
-def checkpoints(url: str) -> list[seals.Checkpoint]:
-    db = Database(url)
-    try:
-        return seals.page(db)
-    finally:
-        db.close()
-
-
-def records(url: str, n: int) -> None:
-    db = Database(url)
-    try:
-        add(db, n)
-    finally:
-        db.close()
 
 
 def signs(server: Server, n: int) -> None:

@@ -412,7 +412,10 @@ def test_a_segment_keeps_its_newest_checkpoint_and_the_archive_check_verifies_it
     assert signed is not None
     for at in range(40, 43):
         raw_append(db, at, "later")
-    done = _archive.archive(db, tmp_path / "arch", before_us=20)
+    newest = seals.sign(db, key, now_us=45)  # its records stay: only the older one's may go
+    assert newest is not None
+    done = _archive.archive(db, tmp_path / "arch", before_us=50)
+    assert done.start_seq == newest.seq - 1
     [segment] = done.segments
     assert segment.boundary.first_seq <= signed.seq <= segment.boundary.last_seq
     assert segment.checkpoint is not None and segment.checkpoint["signature"] == signed.signature
@@ -424,7 +427,7 @@ def test_a_segment_keeps_its_newest_checkpoint_and_the_archive_check_verifies_it
     assert not refused.ok and "record 12: its checkpoint's signature does not verify" in str(refused.problem)
     from clearance import _integrity
 
-    assert _integrity.verify_store(db).ok  # the newest checkpoint went with its segment: checked there
+    assert _integrity.verify_store(db, anchor={key.id: key.private.public_key()}).ok
     back, stored = _archive.read_segment(tmp_path / "arch" / segment.segment.replace(".jsonl.gz", ".json"))
     forged = dataclasses.replace(back, checkpoint={**back.checkpoint, "hash": "0" * 64})  # type: ignore[dict-item]
     with pytest.raises(_archive.ArchiveProblem, match="a hash that record does not have"):
@@ -443,14 +446,14 @@ def test_a_key_whose_introduction_was_archived_is_introduced_again(db: Database,
     assert seals.sign(db, key, now_us=10) is not None
     for at in range(40, 43):
         raw_append(db, at, "later")
-    assert _archive.archive(db, tmp_path / "arch", before_us=20).records == 12  # the introduction too
+    assert seals.sign(db, key, now_us=45) is not None  # the newest checkpoint's records stay
+    assert _archive.archive(db, tmp_path / "arch", before_us=50).records == 14  # the introduction too
     raw_append(db, 50, "after")
     made = seals.sign(db, key, now_us=60)
     assert made is not None
     introduced = events.query(db, events.EventFilter(kind="checkpoint.key_introduced"))
     assert [e.body["key_id"] for e in introduced] == [key.id] and introduced[0].seq == made.seq
-    report = _integrity.verify_store(db)
-    assert report.ok and report.checkpoints == 1, report
+    assert _integrity.verify_store(db, anchor={key.id: key.private.public_key()}).ok
     assert seals.sign(db, key, now_us=70) is None  # nothing since
     raw_append(db, 80, "more")
     assert seals.sign(db, key, now_us=90) is not None

@@ -83,11 +83,11 @@ def test_each_store_a_key_signs_has_its_own_entry(tmp_path: Path) -> None:
     key = signing.load_or_create(path)
     other = memory.store_name(str(tmp_path / "b.db"))
     assert other == str((tmp_path / "b.db").resolve())
-    assert memory.store_name("postgresql+psycopg://u:secret@db/c") == "postgresql+psycopg://u:***@db/c"
+    assert memory.store_name("postgresql+psycopg://u:secret@db/c") == "postgresql://db:5432/c"  # no password
     memory.remember(path, signed(key, 9), STORE)
     memory.remember(path, signed(key, 4), other)  # older than the other store's: its own store's newest
     assert load(path, key, STORE) == signed(key, 9) and load(path, key, other) == signed(key, 4)
-    assert load(path, key, "postgresql+psycopg://u@db/c") is None
+    assert load(path, key, "postgresql://db:5432/c") is None
 
 
 def test_concurrent_writers_leave_the_newest_whole(tmp_path: Path) -> None:
@@ -123,3 +123,19 @@ def test_forget_removes_one_stores_entry_or_a_file_that_is_not_one(tmp_path: Pat
     memory.path(path).write_text("junk")
     assert "which was not one of checkpoints" in str(memory.forget(path, STORE))
     assert not memory.path(path).exists() and memory.forget(path, STORE) is None
+
+
+def test_a_postgresql_store_has_one_name_however_its_url_is_spelled() -> None:
+    """A differently spelled --database would otherwise find no entry and trust the store afresh."""
+    names = {
+        memory.store_name(url)
+        for url in (
+            "postgresql://db.example:5432/audit",
+            "postgresql+psycopg://DB.Example/audit",
+            "postgresql://lena:secret@db.example/audit?sslmode=require",
+            "postgresql+psycopg://clearance@db.example:5432/audit",
+        )
+    }
+    assert names == {"postgresql://db.example:5432/audit"}
+    assert memory.store_name("postgresql://db.example:5433/audit") != "postgresql://db.example:5432/audit"
+    assert memory.store_name("postgresql://db.example/other") == "postgresql://db.example:5432/other"

@@ -463,3 +463,88 @@ def test_the_signer_accepts_a_newer_checkpoint_and_one_archived(db: Database, ke
     archives.remove(db, "events-test.jsonl.gz", got, sha256="0" * 64, now_us=5)  # the records of both left
     add(db, 3)
     assert seals.sign(db, key, now_us=4, known=second) is not None
+
+
+def replace_chain(db: Database, key: signing.SigningKey, n: int) -> seals.Checkpoint:
+    """Put another chain signed by the same key in the store's place (another store's, copied in): its checkpoint."""
+    with db.write() as cur:
+        cur.execute("DELETE FROM events")
+        cur.execute("DELETE FROM checkpoints")
+    add(db, n, note="elsewhere")
+    made = seals.sign(db, key, now_us=50)
+    assert made is not None
+    return made
+
+
+def test_a_newer_checkpoint_is_adopted_only_while_the_chain_holds_the_known_one(
+    db: Database, key: signing.SigningKey
+) -> None:
+    """Another store's chain and checkpoints copied in (one key signs both): its newer checkpoint
+    verifies, but adopting it would make the signer's memory forget the one this store lost."""
+    from clearance import _seal_memory as memory
+
+    add(db, 5)
+    known = seals.sign(db, key, now_us=1)
+    add(db, 5)
+    newer = seals.sign(db, key, now_us=2)  # a replica's: the chain holds `known`
+    assert known is not None and newer is not None
+    assert memory.newest(db, key, known, seals.latest(db)) == newer
+    copied = replace_chain(db, key, 30)
+    assert copied.seq > newer.seq and memory.signed_by(key, copied)
+    assert memory.newest(db, key, newer, seals.latest(db)) == newer  # not adopted
+    with pytest.raises(ChainBroken):
+        seals.sign(db, key, now_us=3, known=newer)
+
+
+def rehash_after_start(db: Database, model: str) -> None:
+    """Change every record left and recompute their hashes from where the chain now starts."""
+    with db.write() as cur:
+        prev = events.chain_start(cur)[1]
+        cur.execute("SELECT seq, body FROM events ORDER BY seq")
+        for s, body in cur.fetchall():
+            data = json.loads(body)
+            if data.get("model"):
+                data["model"] = model
+                cur.execute(db.sql("UPDATE events SET model = :m WHERE seq = :s"), {"m": model, "s": s})
+            body = canonical_json(data)
+            h = events.chain_hash(prev, body)
+            cur.execute(
+                db.sql("UPDATE events SET body = :b, prev_hash = :p, hash = :h WHERE seq = :s"),
+                {"b": body, "p": prev, "h": h, "s": s},
+            )
+            prev = h
+
+
+def test_a_forged_archive_boundary_past_the_known_checkpoint_is_refused(db: Database, key: signing.SigningKey) -> None:
+    """The `archives` table is the database's word: an archive row made up past the known checkpoint,
+    the records up to it deleted and the rest rewritten chaining from it, is not taken as archived."""
+    add(db, 5)
+    known = seals.sign(db, key, now_us=1)
+    assert known is not None
+    add(db, 5)
+    rows = archives.due(db, before_us=10**12, limit=10**6, max_bytes=10**9, upto=known.record_seq + 2)
+    archives.remove(db, "events-forged.jsonl.gz", rows, sha256="0" * 64, now_us=5)  # the made-up archive
+    rehash_after_start(db, "forged")
+    add(db, 2)
+    anchor = {key.id: key.private.public_key()}
+    assert integrity.verify_store(db, anchor=anchor).ok  # the store agrees with itself
+    with pytest.raises(ChainBroken, match=f"signing record {known.seq} .* is archived by the database's account"):
+        seals.sign(db, key, now_us=3, known=known)
+    found = integrity.verify_store(db, anchor=anchor, known=known)
+    assert not found.ok and "no newer checkpoint of key" in str(found.problem)
+
+
+def test_archiving_keeps_what_the_newest_checkpoint_signs(
+    db: Database, key: signing.SigningKey, tmp_path: Path
+) -> None:
+    """So a chain archived in earnest still holds the signer's newest checkpoint, or a newer one."""
+    from clearance import _archive
+
+    add(db, 5)
+    newest = seals.sign(db, key, now_us=1)
+    add(db, 5)
+    assert newest is not None
+    done = _archive.archive(db, tmp_path / "arch", before_us=10**12)
+    assert done.start_seq == newest.seq - 1
+    add(db, 2)
+    assert seals.sign(db, key, now_us=2, known=newest) is not None

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import click
 
@@ -21,11 +21,8 @@ from .._store import _events as events
 from .._store import _rollup as rollup
 from .._store._kinds import KINDS
 from .._visible import hazards, shown_json, visible, warning
-from ..errors import ClearanceError
+from ._checkpoint import UNUSABLE, checkpoint, remembered
 from ._common import database_option, friendly, key_file, key_file_trust, open_db, safe, signing_key_option, when
-
-if TYPE_CHECKING:
-    from .._store._seals import Checkpoint
 
 
 def _time(value: str | None, name: str) -> int | None:
@@ -325,11 +322,18 @@ def archive(before: str, segment_records: int, past_sinks: bool, directory: Path
 
 
 def _verify_archive(
-    directory: Path, database: str | None, trusted: dict[str, Any] | None, anchor: dict[str, Any] | None, trust: str
+    directory: Path,
+    database: str | None,
+    trusted: dict[str, Any] | None,
+    anchor: dict[str, Any] | None,
+    trust: str,
+    key_path: str | None,
 ) -> None:
     db = open_db(database) if database is not None else None
+    said = ""
     try:
-        report = _archive.check(directory, db, trusted, anchor)
+        known, said = remembered(key_path, database, anchor, db) if db is not None and database else (None, "")
+        report = _archive.check(directory, db, trusted, anchor, known=known)
     finally:
         if db is not None:
             db.close()
@@ -340,6 +344,7 @@ def _verify_archive(
             click.echo(trust, err=True)
         raise SystemExit(1)
     signed = f"; {report.checkpoints} signed checkpoints verify" if report.checkpoints else "; no signed checkpoint"
+    _unusable(said, f"{report.segments} segments, {report.records} records{signed}")
     click.echo(f"ok: {report.segments} segments, {report.records} records verified from GENESIS{signed}")
     if db is None:
         click.echo(f"the last archived record is {report.last_seq}, hash {report.last_hash}")
@@ -347,6 +352,8 @@ def _verify_archive(
         click.echo(f"they chain to the database: head is record {report.last_seq}, hash {report.last_hash}")
     if trust:
         click.echo(trust)
+    if said:
+        click.echo(said, err=said.startswith("WARNING"))
     if anchor is not None and not report.checkpoints and report.records:
         click.echo(
             "WARNING: no checkpoint is in the archive: nothing here is signed, so this shows only that the"
@@ -451,9 +458,9 @@ def verify(
     anchor, trust = (None, "") if trusted is not None or server else key_file_trust(key_path, database)
     if archive_dir is not None:
         given = ctx.get_parameter_source("database") != click.core.ParameterSource.DEFAULT
-        _verify_archive(archive_dir, database if given else None, trusted, anchor, trust)
+        _verify_archive(archive_dir, database if given else None, trusted, anchor, trust, key_path)
         return
-    start, anchored, remembered = (0, events.GENESIS), anchor is not None, ""
+    start, anchored, said = (0, events.GENESIS), anchor is not None, ""
     usage: tuple[int, list[str]] = (0, [])
     if export_file is not None:
         if trusted is None and anchor is None:
@@ -471,7 +478,7 @@ def verify(
     else:
         db = open_db(database)
         try:
-            known, remembered = _remembered(key_path, database, anchor)
+            known, said = remembered(key_path, database, anchor, db)
             start = archives.start(db)
             report = integrity.verify_store(db, head=head, trusted=trusted, anchor=anchor, known=known)
             usage = rollup.differences(db) if report.ok else (0, [])
@@ -487,13 +494,14 @@ def verify(
         else "; no signed checkpoint"
     )
     if report.ok:
+        _unusable(said, f"{report.checked} records{signed}")
         click.echo(f"ok: {report.checked} records verified{signed}")
         click.echo(f"head is record {report.head_seq}, hash {report.head_hash}")
         click.echo("keep the head hash elsewhere (--head) to detect later truncation of the log")
         if trust:
             click.echo(trust)
-        if remembered:
-            click.echo(remembered, err=remembered.startswith("WARNING"))
+        if said:
+            click.echo(said, err=said.startswith("WARNING"))
         if anchored and not report.checkpoints and report.checked:
             # Not a failure: a new store's key may not have signed yet. But whoever can rewrite
             # the store can also drop every checkpoint and rehash, and this is what that looks like.
@@ -515,7 +523,8 @@ def verify(
             click.echo("the records are intact: `clearance db rebuild-usage` sums them again", err=True)
             raise SystemExit(1)
         return
-    click.echo(f"BROKEN: record {report.broken_seq}: {safe(report.problem)}", err=True)
+    where = f"record {report.broken_seq}: " if report.broken_seq is not None else ""
+    click.echo(f"BROKEN: {where}{safe(report.problem)}", err=True)
     click.echo(f"the {report.checked} records before it verify (up to record {report.head_seq}){signed}", err=True)
     if trust:
         click.echo(trust, err=True)
@@ -526,76 +535,15 @@ def verify(
     raise SystemExit(1)
 
 
-def _remembered(key_path: str | None, database: str, anchor: dict[str, Any] | None) -> tuple[Checkpoint | None, str]:
-    """The newest checkpoint the signer remembers for this store (KEY.last) to look for, and a line saying so."""
-    from .. import _seal_memory as memory
-
-    if anchor is None:
-        return None, ""
-    path = key_file(key_path, database)
-    try:
-        kept = memory.load(path, anchor, memory.store_name(database))
-    except ClearanceError as exc:
-        return None, f"WARNING: {safe(exc)}"
-    if kept is None:
-        return None, ""
-    return kept, f"the signer's newest checkpoint, of record {kept.seq} ({safe(memory.path(path))}), is in the chain"
+def _unusable(said: str, checked: str) -> None:
+    """Fail when the signer's memory will not do (the signer refuses then too), though the chain agrees with itself."""
+    if said.startswith(UNUSABLE):
+        click.echo(f"NOT VERIFIED: {said}", err=True)
+        click.echo(f"the chain agrees with itself ({checked})", err=True)
+        raise SystemExit(1)
 
 
-@audit_group.command("checkpoint")
-@signing_key_option(
-    "The Ed25519 private key (PEM) to sign with; created (mode 0600) when absent"
-    " (env CLEARANCE_SIGNING_KEY; default signing-key.pem beside the SQLite store)."
-)
-@click.option(
-    "--forget",
-    is_flag=True,
-    help="First forget the newest checkpoint remembered for this store (KEY.last): after restoring it from"
-    " a backup, whose chain lacks the checkpoints signed since. Then restart the server.",
-)
-@database_option
-@friendly
-def checkpoint(key_path: str | None, forget: bool, database: str) -> None:
-    """Sign the chain head now (a signed checkpoint), unless nothing was recorded since the last.
-
-    Refused when the chain no longer holds the newest checkpoint this key has signed, as the
-    server refuses: it is kept beside the key file (KEY.last), and a restart forgets nothing.
-    """
-    from .. import _seal_memory as memory
-    from .. import _signing as signing
-    from .._clock import now_us
-    from .._store import _seals as seals
-    from ..errors import ChainBroken
-
-    path, store = key_file(key_path, database), memory.store_name(database)
-    key = signing.load_or_create(path)
-    if forget:
-        gone = memory.forget(path, store)
-        click.echo(f"forgot {safe(gone)}" if gone else f"no checkpoint was remembered for {safe(store)}")
-    try:
-        known = memory.load(path, memory.public(key), store)
-    except ClearanceError as exc:
-        raise click.ClickException(f"not signing: {safe(exc)}; once you know why, --forget removes it") from None
-    db = open_db(database)
-    try:
-        latest = seals.latest(db)
-        known = memory.newest(key, known, latest)
-        made = seals.sign(db, key, now_us=now_us(), known=known)
-    except ChainBroken as exc:
-        raise click.ClickException(f"not signing: {safe(exc)}; {safe(memory.after_restore(path))}") from None
-    finally:
-        db.close()
-    kept = made or known
-    try:
-        if kept is not None:
-            memory.remember(path, kept, store)
-    except (OSError, ClearanceError) as exc:
-        click.echo(f"warning: cannot keep the newest checkpoint in {safe(memory.path(path))}: {safe(exc)}", err=True)
-    if made is None:
-        where = f" (the last signs record {latest.seq})" if latest else ""
-        click.echo(f"nothing recorded since the last checkpoint{where}: none signed")
-        return
-    click.echo(f"signed record {made.seq}, hash {made.hash}, with key {made.key_id}")
+audit_group.add_command(checkpoint)
 
 
 @audit_group.command("verify-receipt")

@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .. import _signing as signing
 from .._signing import SigningKey
 from ..errors import ChainBroken
 from ._db import Database
@@ -148,7 +151,7 @@ def sign(
         r = cur.fetchone()
         last = _row(r) if r else None
         if known is not None:
-            gone = _missing(db, cur, known, last)
+            gone = _missing(db, cur, known, last, {key.id: key.private.public_key()})
             if gone is not None:
                 raise ChainBroken(known.seq, gone)
         cur.execute(_HEAD)
@@ -198,35 +201,72 @@ def keys(db: Database) -> dict[str, str]:
     return found
 
 
-def missing(db: Database, known: Checkpoint) -> str | None:
-    """Why the chain no longer holds `known` as it was signed (None: it does, or it was archived)."""
+def missing(db: Database, known: Checkpoint, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
+    """Why the chain no longer holds `known` as it was signed (None: it does, or it was archived).
+
+    `keys`: public keys by id; archived is believed only when a newer checkpoint of `known`'s
+    key, signed by it, is in the chain as it was signed (`_missing`).
+    """
     with db.read() as cur:
         cur.execute(_LATEST)
         r = cur.fetchone()
-        return _missing(db, cur, known, _row(r) if r else None)
+        return _missing(db, cur, known, _row(r) if r else None, keys)
 
 
-def _missing(db: Database, cur: Any, known: Checkpoint, last: Checkpoint | None) -> str | None:
-    """Why the chain in the database no longer holds `known` as it was signed (None: it does, or it was archived)."""
+def _missing(
+    db: Database, cur: Any, known: Checkpoint, last: Checkpoint | None, keys: Mapping[str, Ed25519PublicKey]
+) -> str | None:
+    """Why the chain in the database no longer holds `known` as it was signed (None: it does, or it was archived).
+
+    Where the chain starts (the `archives` table) is the database's word, and whoever can
+    write the database could move it past `known`, delete the records up to it and rewrite
+    the rest. So `known` counts as archived only when the chain holds a newer checkpoint of its
+    key, signed by it, as it was signed: the records up to that one cannot be changed without
+    changing its hash. `clearance audit archive` keeps the newest checkpoint's records, so a
+    chain archived in earnest always holds one.
+    """
     signed = f"the checkpoint signing record {known.seq} (hash {known.hash[:16]}…, its own record {known.record_seq})"
     if last is None or last.seq < known.seq:
         return f"{signed} is gone from the checkpoints: they were deleted, and the records they sign may be rewritten"
     archived_to = chain_start(cur)[0]
+    if known.seq <= archived_to:
+        if _vouched_for(db, cur, known, archived_to, keys.get(known.key_id)):
+            return None
+        return (
+            f"{signed} is archived by the database's account (its chain starts after record {archived_to}), but no"
+            f" newer checkpoint of key {known.key_id} in the chain shows the records after it unchanged: the"
+            " account may be forged and the records rewritten"
+        )
+    return _changed(db, cur, known, signed)
+
+
+def _changed(db: Database, cur: Any, cp: Checkpoint, signed: str) -> str | None:
+    """Why the chain's records at `cp`'s positions are not those it signed (None: they are)."""
     cur.execute(
         db.sql("SELECT seq, hash, kind, body FROM events WHERE seq IN (:signed, :own)"),
-        {"signed": known.seq, "own": known.record_seq},
+        {"signed": cp.seq, "own": cp.record_seq},
     )
     rows = {int(r[0]): r for r in cur.fetchall()}
-    if known.seq > archived_to:
-        row = rows.get(known.seq)
-        if row is None or row[1] != known.hash:
-            return f"{signed}: the chain no longer has that hash at record {known.seq}: records were rewritten"
-    if known.record_seq > archived_to:
-        row = rows.get(known.record_seq)
-        body = _loaded(row[3]) if row is not None else None
-        if row is None or row[2] != "checkpoint.signed" or body is None or body.get("signature") != known.signature:
-            return f"{signed}: its record {known.record_seq} is gone or changed: records were rewritten"
+    row = rows.get(cp.seq)
+    if row is None or row[1] != cp.hash:
+        return f"{signed}: the chain no longer has that hash at record {cp.seq}: records were rewritten"
+    row = rows.get(cp.record_seq)
+    body = _loaded(row[3]) if row is not None else None
+    if row is None or row[2] != "checkpoint.signed" or body is None or body.get("signature") != cp.signature:
+        return f"{signed}: its record {cp.record_seq} is gone or changed: records were rewritten"
     return None
+
+
+def _vouched_for(db: Database, cur: Any, known: Checkpoint, after: int, public: Ed25519PublicKey | None) -> bool:
+    """Whether a newer checkpoint signed by `public`, signing a record after `after`, is in the chain as signed."""
+    if public is None:
+        return False
+    cur.execute(
+        db.sql(f"SELECT {_COLS} FROM checkpoints WHERE key_id = :k AND seq > :after ORDER BY seq DESC LIMIT 16"),
+        {"k": known.key_id, "after": max(after, known.seq)},
+    )
+    newer = [_row(r) for r in cur.fetchall()]  # a few: rows made up to slow this down are refused
+    return any(signing.verify(public, cp.payload(), cp.signature) and _changed(db, cur, cp, "") is None for cp in newer)
 
 
 def _loaded(text: str) -> dict[str, Any] | None:

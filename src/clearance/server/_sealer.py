@@ -10,14 +10,18 @@ replica's) and signs only while the chain still holds it. Someone who can write 
 could otherwise delete the newest checkpoints, rewrite the records after an older one and
 rehash, and have this server sign the rewrite: it refuses instead, logs an error and counts it,
 until a person looks (`clearance audit verify`, the sinks' copies of the checkpoints). The
-memory outlives the process: it is kept beside the key file (`_seal_memory`), and a memory
-file that cannot be read or does not verify is refused the same way, never silently replaced
-by what the store holds. A receipt that needs a checkpoint signs it the same way (`sign_now`).
+memory outlives the process: it is kept beside the key file (`_seal_memory`), read again
+before each signature (workers and replicas sharing the file sign only what none of them would
+refuse), and a memory file that cannot be read or does not verify is refused the same way,
+never silently replaced by what the store holds. A replica's newer checkpoint is taken from the
+store only while the chain still holds the one known (`_seal_memory.newest`). A receipt that
+needs a checkpoint signs it the same way (`sign_now`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from fastapi.concurrency import run_in_threadpool
@@ -42,9 +46,10 @@ def seal_due(state: State) -> int:
     interval = int(settings.checkpoint_interval * 1e6)
     now = now_us()
     since, last = seals.pending(state.db)
-    known = memory.newest(key, state.sealed, last)  # the first look, or a replica signed since
-    if known is not None and known is not state.sealed:
-        _remember(state, known)
+    with contextlib.suppress(Refused):  # signing refuses too, and says why
+        seen = memory.newest(state.db, key, known(state), last)  # the first look, or a replica signed since
+        if seen is not None and seen is not state.sealed:
+            _remember(state, seen)
     started = last.at_us if last is not None else state.sealer_started_us
     if since > 0 and (since >= settings.checkpoint_every or now - started >= interval):
         try:
@@ -64,12 +69,13 @@ def sign_now(state: State, now: int) -> seals.Checkpoint | None:
     Raises:
         Refused: Not signed; logged (once for the same reason) and counted.
     """
-    refused = state.memory_unusable
-    if refused is None:
-        try:
-            made = seals.sign(state.db, state.signing_key, now_us=now, known=state.sealed)
-        except ChainBroken as exc:
-            refused = f"{exc}; {memory.after_restore(state.signing_key_path)}"
+    try:
+        made = seals.sign(state.db, state.signing_key, now_us=now, known=known(state))
+        refused = None
+    except Refused as exc:
+        refused = str(exc)
+    except ChainBroken as exc:
+        refused = f"{exc}; {memory.after_restore(state.signing_key_path)}"
     if refused is not None:
         if state.sealing_refused != refused:
             log.error("not signing a checkpoint: %s", refused)
@@ -82,11 +88,44 @@ def sign_now(state: State, now: int) -> seals.Checkpoint | None:
     return made
 
 
+def known(state: State) -> seals.Checkpoint | None:
+    """The newest checkpoint the chain must hold: this process's, or one another kept since (KEY.last).
+
+    Workers and replicas sharing the key file each sign and keep their newest in the file: a
+    chain that lost one's must not be signed by another, which would sign what the first
+    refuses. So the file is read each time (a small file, replaced whole when written).
+
+    Raises:
+        Refused: The memory will not do (it was unreadable at the start, or is now).
+    """
+    if state.memory_unusable is not None:
+        raise Refused(state.memory_unusable)
+    try:
+        kept = memory.load(state.signing_key_path, memory.public(state.signing_key), _store(state))
+    except ConfigurationError as exc:
+        raise Refused(f"{exc}; {_forget(state)}") from None
+    if kept is not None and (state.sealed is None or kept.seq > state.sealed.seq):
+        state.sealed = kept
+    sealed: seals.Checkpoint | None = state.sealed
+    return sealed
+
+
+def _store(state: State) -> str:
+    return memory.store_name(state.settings.database_url)
+
+
+def _forget(state: State) -> str:
+    return (
+        f"once you know why, clearance audit checkpoint --forget --key {state.signing_key_path} removes it;"
+        " then restart the server"
+    )
+
+
 def _remember(state: State, cp: seals.Checkpoint) -> None:
     if state.sealed is None or cp.seq > state.sealed.seq:  # the signer and a receipt may sign at once
         state.sealed = cp
     try:
-        memory.remember(state.signing_key_path, cp, memory.store_name(state.settings.database_url))
+        memory.remember(state.signing_key_path, cp, _store(state))
     except (OSError, ConfigurationError) as exc:  # still kept in memory: only a restart would forget it
         if not state.memory_unwritable:
             log.error("cannot keep the newest checkpoint (%s): a restarted server would trust the store's", exc)
@@ -101,13 +140,9 @@ def recall(state: State) -> None:
     """
     state.sealed, state.sealing_refused, state.memory_unusable, state.memory_unwritable = None, None, None, False
     try:
-        store = memory.store_name(state.settings.database_url)
-        state.sealed = memory.load(state.signing_key_path, memory.public(state.signing_key), store)
+        state.sealed = memory.load(state.signing_key_path, memory.public(state.signing_key), _store(state))
     except ConfigurationError as exc:
-        state.memory_unusable = (
-            f"{exc}; once you know why, clearance audit checkpoint --forget --key {state.signing_key_path} removes"
-            " it; then restart the server"
-        )
+        state.memory_unusable = f"{exc}; {_forget(state)}"
         log.error("not signing checkpoints: %s", state.memory_unusable)
 
 

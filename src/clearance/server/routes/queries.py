@@ -7,6 +7,7 @@ keeps, else 422 naming the parameter.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -23,6 +24,7 @@ from ..._store import _queries as queries
 from ..._store._keys import ApiKey
 from ..._text import Text, checked_text
 from ..._wire import SENT, AuditEvent, Sent
+from .. import _sealer as sealer
 from .._auth import current_key, database, require
 from .._errors import INT64_MAX, APIError
 
@@ -231,5 +233,11 @@ async def verify(_: Annotated[ApiKey, Depends(require("admin"))], db: Db, reques
     """
     state = request.app.state
     anchor = integrity.trusted_keys([state.signing_key.public_pem.encode()])
-    report = await run_in_threadpool(lambda: integrity.verify_store(db, anchor=anchor, known=state.sealed))
+    try:
+        known, unusable = await run_in_threadpool(sealer.known, state), None
+    except sealer.Refused as exc:  # the chain is still checked; the answer is not ok
+        known, unusable = None, f"not verified against the signer's memory: {exc}"
+    report = await run_in_threadpool(lambda: integrity.verify_store(db, anchor=anchor, known=known))
+    if report.ok and unusable is not None:
+        report = dataclasses.replace(report, ok=False, problem=unusable)
     return VerifyOut(**report.__dict__)
