@@ -857,7 +857,8 @@ export interface paths {
          *
          *     Reports the first record that was changed or removed, or the end of a log truncated
          *     since its newest checkpoint. The server's own signing key is trusted: a checkpoint by any
-         *     other key the chain introduces counts only when one signed by the server's key follows it.
+         *     other key the chain introduces counts only when one signed by the server's key follows it;
+         *     and the newest checkpoint the server remembers signing must still be in the chain.
          */
         get: operations["verify_v1_audit_verify_get"];
         put?: never;

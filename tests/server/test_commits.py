@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from clearance import _clock
 from clearance._store import Database
 from clearance._store import _events as events
 from clearance.errors import StoreError
-from clearance.server._commits import GroupCommit
+from clearance.server._commits import RESOLVE_FOR, START_WITHIN, GroupCommit
 
 FIELDS = {"agent": "a", "environment": "test", "session": "s", "tool": "t"}
 
@@ -169,7 +170,7 @@ def test_close_commits_everything_queued(tmp_path: Path) -> None:
 
     async def main() -> None:
         for n in range(100):
-            commits._queue.put((_append(commits.db, n), asyncio.get_running_loop(), asyncio.Future()))
+            commits._queue.put((_append(commits.db, n), asyncio.get_running_loop(), asyncio.Future(), float("inf")))
 
     asyncio.run(main())
     commits.close()
@@ -195,3 +196,39 @@ def test_a_locked_store_fails_the_waiting_requests_and_the_writer_recovers(tmp_p
         other.close()
         commits.close()
     assert _count(url) == 3
+
+
+def test_a_step_kept_waiting_past_its_start_by_time_is_refused_not_run(
+    store_url: str, clock: _clock.ManualClock
+) -> None:
+    """A step held behind the writer longer than START_WITHIN is not committed: its agent, which
+    waits longer than that and the lost-commit lookup together, is told the call was not decided
+    (and records its own block), never answered after it gave up by a commit it does not know of."""
+    commits = GroupCommit(Database(store_url))
+    gate = Blocker()
+
+    async def main() -> None:
+        blocker = asyncio.ensure_future(commits.run(gate))
+        await gate.entered()
+        late = asyncio.ensure_future(commits.run(_append(commits.db, 1)))
+        await asyncio.sleep(0)  # its step is queued
+        clock.advance(START_WITHIN + 0.001)
+        on_time = asyncio.ensure_future(commits.run(_append(commits.db, 2)))  # handed over now: in time
+        gate.release_once_queued(commits, 2)
+        await blocker
+        with pytest.raises(StoreError, match="the call was not decided"):
+            await late
+        await on_time
+
+    try:
+        asyncio.run(main())
+    finally:
+        commits.close()
+    assert _count(store_url) == 1  # only the step handed over in time
+    _verify(store_url)
+
+
+def test_the_agent_waits_longer_than_the_server_can_take_to_commit() -> None:
+    from clearance._remote._governor import CHECK_TIMEOUT
+
+    assert CHECK_TIMEOUT > START_WITHIN + RESOLVE_FOR  # else a commit could land after the agent gave up

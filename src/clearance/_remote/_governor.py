@@ -56,6 +56,11 @@ from ._spool import Shipper, Spool
 
 log = logging.getLogger("clearance.remote")
 _UNREACHABLE = ("server_unreachable",)
+# How long to wait for the server's decision. Longer than the server can take to commit one
+# (`server._commits`: a call waits at most START_WITHIN = 10 s for the writer, then a commit
+# whose connection was lost is looked up for RESOLVE_FOR = 15 s): giving up earlier, recording
+# our own block while the server then committed its allow, would leave two decisions for one call.
+CHECK_TIMEOUT = 35.0
 _GRACE_US = 30_000_000  # how long past an approval's expiry a waiter keeps trying an unreachable server
 
 
@@ -160,7 +165,8 @@ class RemoteGovernor(Backend):
                 body["model_gate"] = True  # the server admits the reserved name only so
             span = _trace.current()  # the call's: the traceparent an instrumented HTTP client sends is its own
             traced = {"Clearance-Trace": span} if span is not None else None
-            answer = _read_model(CheckResponse, self.client.call("POST", "/v1/check", json=body, headers=traced))
+            check = self.client.call("POST", "/v1/check", json=body, headers=traced, timeout=CHECK_TIMEOUT)
+            answer = _read_model(CheckResponse, check)
         except ServerError as exc:  # unreachable, refused, or an answer this client cannot read
             if local is not None and local.effect is not Effect.REQUIRE_APPROVAL:
                 # Only its shadow needed the server: decided here after all, recorded without it.

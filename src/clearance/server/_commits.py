@@ -17,6 +17,13 @@ connection whether the transaction's last event is there, and answers what was c
 request is never told 503 about a decision the log holds (the agent would then record a second
 decision of its own). Only a store that stays unreadable for `RESOLVE_FOR` seconds leaves it
 unknown, and says so.
+
+A request's step may also wait behind another's: a batch resolving a lost commit holds the
+writer for up to `RESOLVE_FOR`. The agent does not wait for ever (`_remote`'s `CHECK_TIMEOUT`);
+if it gave up, recorded its own `block` and the step were then committed as `allow`, the log
+would hold a phantom decision. So a step not started within `START_WITHIN` seconds of being
+handed over is not run: its request fails (503) with nothing recorded, while the agent still
+waits for the answer — it waits longer than `START_WITHIN` + `RESOLVE_FOR`.
 """
 
 from __future__ import annotations
@@ -29,15 +36,17 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .._clock import monotonic
 from .._store import Database
 from ..errors import StoreError
 
 T = TypeVar("T")
 MAX_BATCH = 256
-RESOLVE_FOR = 30.0  # seconds to keep trying to read whether a commit lost with its connection was made
+RESOLVE_FOR = 15.0  # seconds to keep trying to read whether a commit lost with its connection was made
+START_WITHIN = 10.0  # seconds a step may wait for the writer before it is refused, not run
 log = logging.getLogger("clearance.server")
 
-_Item = tuple[Callable[[Any], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+_Item = tuple[Callable[[Any], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]", float]
 
 
 class GroupCommit:
@@ -58,7 +67,7 @@ class GroupCommit:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((step, loop, future))
+        self._queue.put((step, loop, future, monotonic() + START_WITHIN))
         # A request cancelled while waiting (client gone) still commits: the decision happened.
         return await asyncio.shield(future)
 
@@ -84,23 +93,38 @@ class GroupCommit:
                     stop = True
                     break
                 batch.append(more)
+            batch = self._in_time(batch)
             if len(batch) == 1:
-                self._commit_one(item)
-            else:
+                self._commit_one(batch[0])
+            elif batch:
                 self._commit_many(batch)
             if stop:
                 return
 
+    def _in_time(self, batch: list[_Item]) -> list[_Item]:
+        """The steps still to run; those that waited past their start-by time fail without running."""
+        now = monotonic()
+        late: list[_Outcome] = [
+            (loop, future, None, _TooLate()) for _, loop, future, start_by in batch if start_by < now
+        ]
+        if late:
+            log.warning(
+                "%d requests waited over %ss for the store's writer: refused, not recorded", len(late), START_WITHIN
+            )
+            _settle(late)
+        return [item for item in batch if item[3] >= now]
+
     def _commit_many(self, batch: list[_Item]) -> None:
-        results, exc = self._attempt([step for step, _, _ in batch])
+        results, exc = self._attempt([item[0] for item in batch])
         if exc is not None:
             if self._unavailable(exc):  # no step is to blame: every request gets the store's error now
-                _settle([(loop, future, None, exc) for _, loop, future in batch])
+                _settle([(loop, future, None, exc) for _, loop, future, _ in batch])
                 return
             for item in batch:  # the batch's transaction is gone: each on its own, to fail alone
-                self._commit_one(item)
+                if self._in_time([item]):  # (one of them may have held the writer resolving a lost commit)
+                    self._commit_one(item)
             return
-        _settle([(loop, future, result, None) for (_, loop, future), result in zip(batch, results, strict=True)])
+        _settle([(loop, future, result, None) for (_, loop, future, _), result in zip(batch, results, strict=True)])
 
     def _unavailable(self, exc: Exception) -> bool:
         """Whether a failure is the store's (locked past the busy timeout, connection lost)."""
@@ -109,7 +133,7 @@ class GroupCommit:
         )
 
     def _commit_one(self, item: _Item) -> None:
-        step, loop, future = item
+        step, loop, future, _ = item
         results, exc = self._attempt([step])
         _settle([(loop, future, results[0] if exc is None else None, exc)])
 
@@ -161,6 +185,13 @@ class GroupCommit:
                     return None
             time.sleep(delay)  # the writer's own thread: no request waits on anything but this answer
             delay = min(delay * 2, 1.0)
+
+
+class _TooLate(StoreError):
+    """A step waited too long for the writer: not run, so its agent's own record is the only one."""
+
+    def __init__(self) -> None:
+        super().__init__(f"the store's writer was busy for over {START_WITHIN:g} s: the call was not decided")
 
 
 class _OutcomeUnknown(StoreError):
