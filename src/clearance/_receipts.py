@@ -102,8 +102,10 @@ def build(
     differs = [f for f, value in chained.items() if value != stored[f]]
     if differs:
         raise Unproven(f"the approval's {', '.join(differs)} differ from what its records in the audit chain hold")
-    checkpoint = _covering(db, key, record.seq, sign or (lambda: seals.sign(db, key, now_us=now_us)))
-    first = held[0].seq if held else record.seq  # what is named comes from these records on
+    # What is named comes from these records (a remote agent's held call may arrive after the decision)
+    seqs = [record.seq, *(e.seq for e in held[:1])]
+    first, last = min(seqs), max(seqs)
+    checkpoint = _covering(db, key, last, sign or (lambda: seals.sign(db, key, now_us=now_us)))
     problem, last_hash = events.verify_span(db, first, checkpoint.seq)
     if problem is None and last_hash != checkpoint.hash:
         problem = f"record {checkpoint.seq} does not have the hash the checkpoint signs"
