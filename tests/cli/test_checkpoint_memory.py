@@ -16,7 +16,7 @@ from clearance._store import _seals as seals
 
 from .._stores import checkpoints, records
 from ..conftest import run_cli
-from ..store.test_seals import add, rewrite, truncate
+from ..store.test_seals import add, drop_newest_checkpoint, rewrite, truncate
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -43,9 +43,7 @@ def test_a_chain_rewritten_after_an_older_checkpoint_is_not_signed(store: str, t
         kept = json.loads((tmp_path / "keys" / "signing-key.pem.last").read_text())[memory.store_name(store)]
         assert (kept["seq"], kept["hash"], kept["key_id"]) == (newest.seq, newest.hash, key.id)
         # The newest checkpoint deleted (record and row), a record after the older one changed, rehashed
-        truncate(db, newest.record_seq - 1)
-        with db.write() as cur:
-            cur.execute(db.sql("DELETE FROM checkpoints WHERE seq >= :s"), {"s": newest.seq})
+        drop_newest_checkpoint(db, newest)
         rewrite(db, older.record_seq + 1, "forged")
     finally:
         db.close()
@@ -179,9 +177,7 @@ def test_verify_of_an_archive_and_its_store_checks_the_signers_memory(store: str
     try:
         newest = seals.latest(db)
         assert newest is not None
-        truncate(db, newest.record_seq - 1)
-        with db.write() as cur:
-            cur.execute(db.sql("DELETE FROM checkpoints WHERE seq >= :s"), {"s": newest.seq})
+        drop_newest_checkpoint(db, newest)
     finally:
         db.close()
     records(store, 2)

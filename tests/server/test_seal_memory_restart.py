@@ -15,7 +15,7 @@ from clearance._store import Database
 from .._stores import checkpoints, records
 from .._wait import until
 from ..conftest import run_cli
-from ..store.test_seals import rewrite, truncate
+from ..store.test_seals import drop_newest_checkpoint, rewrite
 from .conftest import Server, _free_port
 
 
@@ -62,9 +62,7 @@ def test_a_chain_rewritten_while_the_server_was_down_is_not_signed_after_a_resta
     newest, older = checkpoints(url)[:2]
     db = Database(url)
     try:  # the newest checkpoint deleted (record and row), a record after the older one changed, rehashed
-        truncate(db, newest.record_seq - 1)
-        with db.write() as cur:
-            cur.execute(db.sql("DELETE FROM checkpoints WHERE seq >= :s"), {"s": newest.seq})
+        drop_newest_checkpoint(db, newest)
         rewrite(db, older.record_seq + 1, "forged")
     finally:
         db.close()

@@ -61,6 +61,13 @@ def truncate(db: Database, keep: int) -> None:
         cur.execute(db.sql("DELETE FROM events WHERE seq > :n"), {"n": keep})
 
 
+def drop_newest_checkpoint(db: Database, newest: seals.Checkpoint) -> None:
+    """Delete the newest checkpoint, its record and the row, as someone with the database could."""
+    truncate(db, newest.record_seq - 1)
+    with db.write() as cur:
+        cur.execute(db.sql("DELETE FROM checkpoints WHERE seq >= :s"), {"s": newest.seq})
+
+
 def rewrite(db: Database, seq: int, model: str) -> None:
     """Change one record and recompute every later hash, as someone with the database could."""
     with db.write() as cur:
