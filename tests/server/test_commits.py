@@ -211,7 +211,8 @@ def test_a_step_kept_waiting_past_its_start_by_time_is_refused_not_run(
         blocker = asyncio.ensure_future(commits.run(gate))
         await gate.entered()
         late = asyncio.ensure_future(commits.run(_append(commits.db, 1)))
-        await asyncio.sleep(0)  # its step is queued
+        await asyncio.sleep(0)  # one turn of the loop: the task hands its step over before it waits
+        assert commits._queue.qsize() == 1  # queued behind the blocker, not yet started
         clock.advance(START_WITHIN + 0.001)
         on_time = asyncio.ensure_future(commits.run(_append(commits.db, 2)))  # handed over now: in time
         gate.release_once_queued(commits, 2)

@@ -68,15 +68,15 @@ def drop_newest_checkpoint(db: Database, newest: seals.Checkpoint) -> None:
         cur.execute(db.sql("DELETE FROM checkpoints WHERE seq >= :s"), {"s": newest.seq})
 
 
-def rewrite(db: Database, seq: int, model: str) -> None:
-    """Change one record and recompute every later hash, as someone with the database could."""
+def rechain(db: Database, model: str, *, only: int | None = None) -> None:
+    """Set `model` in record `only` (else in every record that has one) and recompute every hash from
+    where the chain starts, as someone with the database could."""
     with db.write() as cur:
-        cur.execute("SELECT seq, body, prev_hash, hash FROM events ORDER BY seq")
-        rows = cur.fetchall()
-        prev = events.GENESIS
-        for s, body, _, _ in rows:
-            if s == seq:
-                data = json.loads(body)
+        prev = events.chain_start(cur)[1]
+        cur.execute("SELECT seq, body FROM events ORDER BY seq")
+        for s, body in cur.fetchall():
+            data = json.loads(body)
+            if s == only or (only is None and data.get("model")):
                 data["model"] = model
                 body = canonical_json(data)
                 cur.execute(db.sql("UPDATE events SET model = :m WHERE seq = :s"), {"m": model, "s": s})
@@ -86,6 +86,11 @@ def rewrite(db: Database, seq: int, model: str) -> None:
                 {"b": body, "p": prev, "h": h, "s": s},
             )
             prev = h
+
+
+def rewrite(db: Database, seq: int, model: str) -> None:
+    """Change one record and recompute every later hash."""
+    rechain(db, model, only=seq)
 
 
 def test_a_checkpoint_signs_the_head_and_is_a_record_of_the_chain(db: Database, key: signing.SigningKey) -> None:
@@ -505,21 +510,7 @@ def test_a_newer_checkpoint_is_adopted_only_while_the_chain_holds_the_known_one(
 
 def rehash_after_start(db: Database, model: str) -> None:
     """Change every record left and recompute their hashes from where the chain now starts."""
-    with db.write() as cur:
-        prev = events.chain_start(cur)[1]
-        cur.execute("SELECT seq, body FROM events ORDER BY seq")
-        for s, body in cur.fetchall():
-            data = json.loads(body)
-            if data.get("model"):
-                data["model"] = model
-                cur.execute(db.sql("UPDATE events SET model = :m WHERE seq = :s"), {"m": model, "s": s})
-            body = canonical_json(data)
-            h = events.chain_hash(prev, body)
-            cur.execute(
-                db.sql("UPDATE events SET body = :b, prev_hash = :p, hash = :h WHERE seq = :s"),
-                {"b": body, "p": prev, "h": h, "s": s},
-            )
-            prev = h
+    rechain(db, model)
 
 
 def test_a_forged_archive_boundary_past_the_known_checkpoint_is_refused(db: Database, key: signing.SigningKey) -> None:
